@@ -1,0 +1,119 @@
+# moecluster: one plain Makefile for every program, library, test and benchmark.
+#
+#   make                   build every program into build/bin/
+#   make test              build and run every test (cmocka), tests/run.sh prints the tally
+#   make test SANITIZE=1   the same under AddressSanitizer + UBSan (in build/sanitize/)
+#   make check             both of the above: what CI runs
+#   make run               build, make the default model if needed, run it once
+#   make bench             the benchmarks of bench/ (not tests: figures, not verdicts)
+
+CC      ?= gcc
+SHARED  ?= ../shared
+BUILD   := build
+
+CFLAGS  := -std=c11 -O2 -g -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes
+CFLAGS  += -fno-strict-aliasing  # tensors are reinterpreted from mmap'd bytes
+CPPFLAGS := -I. -D_GNU_SOURCE -MMD -MP  # _GNU_SOURCE: POSIX + mmap/MAP_* in -std=c11
+CPPFLAGS += $(shell pkg-config --cflags openblas jansson)
+LDLIBS  := $(shell pkg-config --libs openblas jansson) -lm -lpthread
+
+ifeq ($(SANITIZE),1)
+BUILD   := build/sanitize
+CFLAGS  += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+LDFLAGS += -fsanitize=address,undefined
+endif
+
+BIN := $(BUILD)/bin
+OBJ := $(BUILD)/obj
+
+# ---- libraries, one per folder ----------------------------------------------
+CORE_SRC    := core/err.c core/mem.c core/blas.c core/timer.c
+KERNELS_SRC := kernels/gemm_blas.c kernels/gemm_ref.c kernels/rmsnorm.c \
+               kernels/rope.c kernels/softmax.c kernels/ffn.c kernels/attention.c
+MODEL_SRC   := model/config.c model/safetensors.c model/st_writer.c \
+               model/synth.c model/arch.c
+ENGINE_SRC  := engine/weights.c engine/kvcache.c engine/router.c \
+               engine/experts.c engine/forward.c
+
+LIB_CORE    := $(BUILD)/lib/libmoe_core.a
+LIB_KERNELS := $(BUILD)/lib/libmoe_kernels.a
+LIB_MODEL   := $(BUILD)/lib/libmoe_model.a
+LIB_ENGINE  := $(BUILD)/lib/libmoe_engine.a
+
+obj = $(patsubst %.c,$(OBJ)/%.o,$(1))
+
+$(LIB_CORE):    $(call obj,$(CORE_SRC))
+$(LIB_KERNELS): $(call obj,$(KERNELS_SRC))
+$(LIB_MODEL):   $(call obj,$(MODEL_SRC))
+$(LIB_ENGINE):  $(call obj,$(ENGINE_SRC))
+$(BUILD)/lib/%.a:
+	@mkdir -p $(dir $@)
+	rm -f $@ && $(AR) rcs $@ $^
+
+# Link order: a library before the ones it uses.
+LIBS_ALL := $(LIB_ENGINE) $(LIB_MODEL) $(LIB_KERNELS) $(LIB_CORE)
+
+# ---- programs ----------------------------------------------------------------
+PROGRAMS := $(BIN)/moe-run $(BIN)/moe-mkmodel
+
+$(BIN)/moe-run:     $(OBJ)/tools/moe_run.o $(LIBS_ALL)
+$(BIN)/moe-mkmodel: $(OBJ)/tools/moe_mkmodel.o $(LIBS_ALL)
+$(PROGRAMS):
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+all: $(PROGRAMS)
+.DEFAULT_GOAL := all
+
+# ---- tests ---------------------------------------------------------------------
+# Each test links only the folders it tests, so that one folder builds and
+# tests on its own.
+TESTS_KERNELS := test_gemm test_rmsnorm test_rope test_softmax test_ffn test_attention
+TESTS_MODEL   := test_config test_safetensors test_synth
+TESTS_ENGINE  := test_router test_fixtures test_moe_run
+TESTS := $(TESTS_KERNELS) $(TESTS_MODEL) $(TESTS_ENGINE)
+TEST_BINS := $(addprefix $(BUILD)/tests/,$(TESTS))
+TEST_LIBS := $(shell pkg-config --libs cmocka)
+
+$(addprefix $(BUILD)/tests/,$(TESTS_KERNELS)): $(BUILD)/tests/%: $(OBJ)/tests/%.o \
+    $(OBJ)/tests/testutil.o $(LIB_KERNELS) $(LIB_CORE)
+$(addprefix $(BUILD)/tests/,$(TESTS_MODEL)): $(BUILD)/tests/%: $(OBJ)/tests/%.o \
+    $(OBJ)/tests/testutil.o $(LIB_MODEL) $(LIB_CORE)
+$(addprefix $(BUILD)/tests/,$(TESTS_ENGINE)): $(BUILD)/tests/%: $(OBJ)/tests/%.o \
+    $(OBJ)/tests/testutil.o $(LIBS_ALL)
+$(TEST_BINS):
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(TEST_LIBS) $(LDLIBS)
+
+test: $(TEST_BINS) $(PROGRAMS)
+	MOE_FIXTURES=$(abspath $(SHARED))/fixtures MOE_BIN=$(abspath $(BIN)) \
+	    MOE_TMP=$(abspath $(BUILD))/tmp tests/run.sh $(TEST_BINS)
+
+check:
+	$(MAKE) test
+	$(MAKE) test SANITIZE=1
+
+# ---- run and bench -----------------------------------------------------------------
+DEFAULT_MODEL := build/models/default
+
+run: $(PROGRAMS)
+	tools/run-default.sh $(BIN) $(DEFAULT_MODEL)
+
+BENCH_BINS := $(BIN)/bench-core
+$(BIN)/bench-core: $(OBJ)/bench/bench_core.o $(OBJ)/bench/machine.o $(LIBS_ALL)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+bench: $(BENCH_BINS) $(PROGRAMS)
+	bench/run.sh $(BIN)
+
+# ---- objects -------------------------------------------------------------------------
+$(OBJ)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<
+
+clean:
+	rm -rf build
+
+.PHONY: all test check run bench clean
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

@@ -1,0 +1,88 @@
+/* mem: see mem.h. */
+#include "core/mem.h"
+
+#include <errno.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+static long s_fail_countdown = -1; /* -1: never fail; otherwise calls left */
+
+static int s_should_fail(void)
+{
+    if (s_fail_countdown < 0)
+        return 0;
+    if (s_fail_countdown > 1) {
+        s_fail_countdown--;
+        return 0;
+    }
+    s_fail_countdown = 0; /* stays failing until reset */
+    errno = ENOMEM;
+    return 1;
+}
+
+void mem_fail_after(long n)
+{
+    s_fail_countdown = n < 1 ? -1 : n;
+}
+
+void *mem_alloc(size_t size)
+{
+    if (s_should_fail())
+        return NULL;
+    void *p = malloc(size ? size : 1);
+    if (!p)
+        errno = ENOMEM;
+    return p;
+}
+
+void *mem_calloc(size_t count, size_t size)
+{
+    if (s_should_fail())
+        return NULL;
+    if (size && count > SIZE_MAX / size) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    void *p = calloc(count ? count : 1, size ? size : 1);
+    if (!p)
+        errno = ENOMEM;
+    return p;
+}
+
+void *mem_realloc(void *p, size_t size)
+{
+    if (s_should_fail())
+        return NULL;
+    void *q = realloc(p, size ? size : 1);
+    if (!q)
+        errno = ENOMEM;
+    return q;
+}
+
+void *mem_alloc_aligned(size_t size)
+{
+    if (s_should_fail())
+        return NULL;
+    void *p = NULL;
+    size_t rounded = (size + MEM_ALIGN - 1) / MEM_ALIGN * MEM_ALIGN;
+    if (rounded < size || posix_memalign(&p, MEM_ALIGN, rounded ? rounded : MEM_ALIGN)) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    return p;
+}
+
+char *mem_strdup(const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *p = mem_alloc(n);
+    if (p)
+        memcpy(p, s, n);
+    return p;
+}
+
+void mem_free(void *p)
+{
+    free(p);
+}

@@ -1,0 +1,73 @@
+/* safetensors: read-only, lazy access to a Hugging Face checkpoint's tensors.
+ *
+ * A checkpoint is a directory holding model.safetensors, or shards listed by
+ * model.safetensors.index.json ("weight_map": tensor name -> shard file). Each
+ * file is mmap'd read-only and its JSON header parsed with jansson; tensor bytes
+ * are only touched when a tensor (or one slice of it) is asked for, so a
+ * process pages in only the weights it uses. Shards are opened on first use.
+ *
+ * Every header is checked before use: header length within the file, JSON
+ * well-formed, dtype known (F32, F16, BF16), shape non-negative and its byte
+ * size equal to the data_offsets range, ranges inside the file and not
+ * overlapping. A violation is EPROTO with an error naming file and tensor.
+ * A tensor absent from the checkpoint is ENOENT naming the tensor.
+ */
+#ifndef MOE_MODEL_SAFETENSORS_H
+#define MOE_MODEL_SAFETENSORS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/err.h"
+
+typedef enum st_dtype {
+    ST_F32 = 1,
+    ST_F16,
+    ST_BF16,
+} st_dtype_t;
+
+enum { ST_MAX_DIMS = 8 };
+
+typedef struct st_tensor {
+    const char *name;             /* borrowed from the safetensors_t */
+    const char *file;             /* path of the file holding it */
+    st_dtype_t dtype;
+    int ndim;
+    int64_t shape[ST_MAX_DIMS];
+    size_t nbytes;                /* product(shape) * dtype size */
+    const void *data;             /* into the read-only mapping */
+} st_tensor_t;
+
+typedef struct safetensors safetensors_t;
+
+/* Opens the checkpoint in dir. NULL with errno/err on failure (ENOENT when
+ * neither file exists, EPROTO for a malformed file or index). */
+safetensors_t *safetensors_open(const char *dir, err_t *err);
+void safetensors_destroy(safetensors_t **self_p);
+
+/* Looks a tensor up by name, opening its shard if needed. NULL with errno/err
+ * on failure. The result is valid until the safetensors_t is destroyed. */
+const st_tensor_t *safetensors_find(safetensors_t *self, const char *name, err_t *err);
+
+/* Float32 view of a tensor, checked against the shape the caller expects.
+ *   index < 0:  the whole tensor, whose shape must equal want[0..ndim)
+ *   index >= 0: slice `index` along dim 0 of a tensor of shape
+ *               (n, want[0], ..., want[ndim-1]), as gpt-oss stacks experts.
+ * F32 data that is 4-byte aligned is returned in place (zero copy); other
+ * dtypes (or misaligned data) are converted into a buffer the safetensors_t
+ * owns. A shape or rank mismatch is EINVAL naming tensor, file and both
+ * shapes. Returns NULL with errno/err on failure. */
+const float *safetensors_f32(safetensors_t *self, const char *name, int64_t index,
+                             int ndim, const int64_t *want, err_t *err);
+
+/* Number of tensors known so far (all of them for a single file, or the
+ * index's weight_map entries for a sharded checkpoint). */
+size_t safetensors_count(const safetensors_t *self);
+
+/* Bytes of data in a dtype element: 4 or 2; 0 for an invalid dtype. */
+size_t st_dtype_size(st_dtype_t dtype);
+
+/* "F32", "F16", "BF16" (borrowed, static). */
+const char *st_dtype_name(st_dtype_t dtype);
+
+#endif /* MOE_MODEL_SAFETENSORS_H */

@@ -1,0 +1,178 @@
+/* testutil: see testutil.h. */
+#include "tests/testutil.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+void testrng_init(testrng_t *rng, uint64_t seed)
+{
+    rng->state = seed;
+}
+
+static uint64_t s_next(testrng_t *rng)
+{
+    uint64_t z = (rng->state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+double testrng_uniform(testrng_t *rng)
+{
+    return (double)(s_next(rng) >> 11) * (1.0 / 9007199254740992.0);
+}
+
+float testrng_normal(testrng_t *rng)
+{
+    double u1 = testrng_uniform(rng), u2 = testrng_uniform(rng);
+    if (u1 < 1e-300)
+        u1 = 1e-300;
+    return (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
+}
+
+void testrng_fill(testrng_t *rng, float *x, size_t n, float scale)
+{
+    for (size_t i = 0; i < n; i++)
+        x[i] = scale * testrng_normal(rng);
+}
+
+double testutil_max_abs_diff(const float *a, const double *b, size_t n)
+{
+    double m = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - b[i]);
+        if (d > m || isnan(d))
+            m = isnan(d) ? INFINITY : d;
+    }
+    return m;
+}
+
+double testutil_max_abs(const double *b, size_t n)
+{
+    double m = 0;
+    for (size_t i = 0; i < n; i++)
+        if (fabs(b[i]) > m)
+            m = fabs(b[i]);
+    return m;
+}
+
+const char *testutil_env(const char *name, const char *fallback)
+{
+    const char *v = getenv(name);
+    return v && *v ? v : fallback;
+}
+
+char *testutil_mkdtemp(const char *name)
+{
+    const char *base = testutil_env("MOE_TMP", "/tmp");
+    mkdir(base, 0755);
+    size_t n = strlen(base) + strlen(name) + 16;
+    char *path = malloc(n);
+    if (!path)
+        return NULL;
+    snprintf(path, n, "%s/%s.XXXXXX", base, name);
+    if (!mkdtemp(path)) {
+        free(path);
+        return NULL;
+    }
+    return path;
+}
+
+void testutil_rmtree(const char *path)
+{
+    if (!path || !*path || strcmp(path, "/") == 0)
+        return;
+    size_t n = strlen(path) + 16;
+    char *cmd = malloc(n);
+    if (!cmd)
+        return;
+    snprintf(cmd, n, "rm -rf '%s'", path);
+    if (system(cmd) != 0)
+        fprintf(stderr, "testutil: could not remove %s\n", path);
+    free(cmd);
+}
+
+int testutil_write_file(const char *path, const void *data, size_t n)
+{
+    FILE *f = fopen(path, "wb");
+    if (!f)
+        return -1;
+    size_t w = fwrite(data, 1, n, f);
+    int rc = fclose(f);
+    return (w == n && rc == 0) ? 0 : -1;
+}
+
+char *testutil_read_file(const char *path, size_t *n)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    size_t cap = 1 << 16, len = 0;
+    char *buf = malloc(cap + 1);
+    while (buf) {
+        size_t r = fread(buf + len, 1, cap - len, f);
+        len += r;
+        if (len < cap)
+            break;
+        char *bigger = realloc(buf, 2 * cap + 1);
+        if (!bigger) {
+            free(buf);
+            buf = NULL;
+            break;
+        }
+        buf = bigger;
+        cap *= 2;
+    }
+    fclose(f);
+    if (buf) {
+        buf[len] = '\0';
+        if (n)
+            *n = len;
+    }
+    return buf;
+}
+
+int testutil_run(const char *cmdline, char **stdout_text)
+{
+    if (stdout_text)
+        *stdout_text = NULL;
+    FILE *p = popen(cmdline, "r");
+    if (!p)
+        return -1;
+    size_t cap = 4096, len = 0;
+    char *buf = malloc(cap);
+    size_t r;
+    char chunk[4096];
+    while ((r = fread(chunk, 1, sizeof chunk, p)) > 0) {
+        if (buf && len + r + 1 > cap) {
+            while (len + r + 1 > cap)
+                cap *= 2;
+            char *bigger = realloc(buf, cap);
+            if (!bigger) {
+                free(buf);
+                buf = NULL;
+            } else {
+                buf = bigger;
+            }
+        }
+        if (buf) {
+            memcpy(buf + len, chunk, r);
+            len += r;
+        }
+    }
+    int status = pclose(p);
+    if (buf)
+        buf[len] = '\0';
+    if (stdout_text)
+        *stdout_text = buf;
+    else
+        free(buf);
+    if (status == -1 || !WIFEXITED(status))
+        return -1;
+    return WEXITSTATUS(status);
+}

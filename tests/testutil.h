@@ -1,0 +1,44 @@
+/* testutil: small helpers shared by the cmocka tests.
+ *
+ * Tests find the reference fixtures in $MOE_FIXTURES, the built programs in
+ * $MOE_BIN and a scratch folder under $MOE_TMP (all set by `make test`).
+ */
+#ifndef MOE_TESTS_TESTUTIL_H
+#define MOE_TESTS_TESTUTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Deterministic pseudo-random numbers (splitmix64), independent of libc. */
+typedef struct testrng { uint64_t state; } testrng_t;
+void testrng_init(testrng_t *rng, uint64_t seed);
+double testrng_uniform(testrng_t *rng);        /* [0, 1) */
+float testrng_normal(testrng_t *rng);          /* N(0, 1) */
+void testrng_fill(testrng_t *rng, float *x, size_t n, float scale); /* N(0, scale) */
+
+/* Largest |a[i] - b[i]| and largest |b[i]|. */
+double testutil_max_abs_diff(const float *a, const double *b, size_t n);
+double testutil_max_abs(const double *b, size_t n);
+
+/* A fresh empty directory under $MOE_TMP (or /tmp), e.g. ".../name.XXXXXX".
+ * Returns a malloc'd path (caller frees) or NULL. */
+char *testutil_mkdtemp(const char *name);
+
+/* Removes a directory tree made by testutil_mkdtemp; ignores errors. */
+void testutil_rmtree(const char *path);
+
+/* Writes n bytes to path; returns 0 or -1. */
+int testutil_write_file(const char *path, const void *data, size_t n);
+
+/* Reads a whole file into a malloc'd buffer (NUL-terminated beyond *n);
+ * returns NULL on failure. */
+char *testutil_read_file(const char *path, size_t *n);
+
+/* Environment value or fallback (borrowed). */
+const char *testutil_env(const char *name, const char *fallback);
+
+/* Runs a shell command line, capturing stdout into a malloc'd string (may be
+ * NULL) and returning the exit status (-1 when it could not run or was killed). */
+int testutil_run(const char *cmdline, char **stdout_text);
+
+#endif /* MOE_TESTS_TESTUTIL_H */
