@@ -27,7 +27,7 @@ BIN := $(BUILD)/bin
 OBJ := $(BUILD)/obj
 
 # ---- libraries, one per folder ----------------------------------------------
-CORE_SRC    := core/err.c core/mem.c core/blas.c core/timer.c
+CORE_SRC    := core/err.c core/mem.c core/blas.c core/timer.c core/idlist.c
 KERNELS_SRC := kernels/gemm_blas.c kernels/gemm_ref.c kernels/rmsnorm.c \
                kernels/rope.c kernels/softmax.c kernels/ffn.c kernels/attention.c
 MODEL_SRC   := model/config.c model/safetensors.c model/st_writer.c \
@@ -68,19 +68,23 @@ all: $(PROGRAMS)
 # ---- tests ---------------------------------------------------------------------
 # Each test links only the folders it tests, so that one folder builds and
 # tests on its own.
+TESTS_CORE    := test_idlist
 TESTS_KERNELS := test_gemm test_rmsnorm test_rope test_softmax test_ffn test_attention
 TESTS_MODEL   := test_config test_safetensors test_synth
-TESTS_ENGINE  := test_router test_fixtures test_moe_run
-TESTS := $(TESTS_KERNELS) $(TESTS_MODEL) $(TESTS_ENGINE)
+TESTS_ENGINE  := test_router test_experts test_kvcache test_forward test_fixtures \
+                 test_moe_run
+TESTS := $(TESTS_CORE) $(TESTS_KERNELS) $(TESTS_MODEL) $(TESTS_ENGINE)
 TEST_BINS := $(addprefix $(BUILD)/tests/,$(TESTS))
 TEST_LIBS := $(shell pkg-config --libs cmocka)
 
+$(addprefix $(BUILD)/tests/,$(TESTS_CORE)): $(BUILD)/tests/%: $(OBJ)/tests/%.o \
+    $(OBJ)/tests/testutil.o $(LIB_CORE)
 $(addprefix $(BUILD)/tests/,$(TESTS_KERNELS)): $(BUILD)/tests/%: $(OBJ)/tests/%.o \
     $(OBJ)/tests/testutil.o $(LIB_KERNELS) $(LIB_CORE)
 $(addprefix $(BUILD)/tests/,$(TESTS_MODEL)): $(BUILD)/tests/%: $(OBJ)/tests/%.o \
     $(OBJ)/tests/testutil.o $(LIB_MODEL) $(LIB_CORE)
 $(addprefix $(BUILD)/tests/,$(TESTS_ENGINE)): $(BUILD)/tests/%: $(OBJ)/tests/%.o \
-    $(OBJ)/tests/testutil.o $(LIBS_ALL)
+    $(OBJ)/tests/testutil.o $(OBJ)/tests/fixture.o $(LIBS_ALL)
 $(TEST_BINS):
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(TEST_LIBS) $(LDLIBS)

@@ -30,7 +30,10 @@ int err_wrap(err_t *err, const char *fmt, ...)
         vsnprintf(prefix, sizeof prefix, fmt, ap);
         va_end(ap);
         memcpy(old, err->msg, sizeof old);
-        snprintf(err->msg, sizeof err->msg, "%s: %s", prefix, old);
+        /* Truncation is acceptable: the message stays a readable prefix. */
+        int n = snprintf(err->msg, sizeof err->msg, "%s: ", prefix);
+        if (n >= 0 && (size_t)n < sizeof err->msg)
+            snprintf(err->msg + n, sizeof err->msg - (size_t)n, "%s", old);
     }
     errno = saved;
     return -1;

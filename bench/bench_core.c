@@ -1,0 +1,210 @@
+/* bench-core: single-process prefill and decode speed of a model, stated as
+ * ratios to what this machine measured in the same run:
+ *   prefill ratio = achieved FLOP/s / OpenBLAS sgemm peak (same threads)
+ *   decode ratio  = tokens/s x weight bytes read per token / read bandwidth
+ * Each figure is the median of --repeat runs after one warm-up run.
+ *
+ *   bench-core --model DIR [--threads 1,2] [--prompt-len 128] [--decode 64]
+ *              [--repeat 5]
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bench/machine.h"
+#include "core/blas.h"
+#include "core/idlist.h"
+#include "core/mem.h"
+#include "core/timer.h"
+#include "engine/forward.h"
+#include "engine/weights.h"
+
+enum { MAX_REPEAT = 101, MAX_THREAD_COUNTS = 8 };
+
+typedef struct options {
+    const char *model;
+    const char *threads;
+    int prompt_len;
+    int decode;
+    int repeat;
+} options_t;
+
+static int s_cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double s_median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof *v, s_cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+/* FLOPs of a prefill of n tokens at positions 0..n-1, LM head on the last. */
+static double s_prefill_flops(const config_t *c, int n)
+{
+    const double hidden = c->hidden_size, q = (double)c->n_heads * c->head_dim;
+    const double kv = (double)c->n_kv_heads * c->head_dim;
+    double per_token = 2 * hidden * (q + 2 * kv) + 2 * q * hidden + 2 * hidden * c->n_experts +
+                       (double)c->n_experts_per_tok * 3 * 2 * hidden * c->intermediate_size;
+    double attn = 0; /* q.k and p.v over the causal prefix of every token */
+    for (int p = 0; p < n; p++)
+        attn += 2 * 2 * q * (p + 1);
+    return c->n_layers * (per_token * n + attn) + 2 * hidden * c->vocab_size;
+}
+
+/* Weight bytes one decoded token reads: dense part, k experts per layer, head. */
+static double s_decode_weight_bytes(const config_t *c)
+{
+    const double hidden = c->hidden_size, q = (double)c->n_heads * c->head_dim;
+    const double kv = (double)c->n_kv_heads * c->head_dim;
+    double per_layer = hidden * (q + 2 * kv) + q * hidden + hidden * c->n_experts +
+                       2 * hidden +
+                       (double)c->n_experts_per_tok * 3 * hidden * c->intermediate_size;
+    return 4 * (c->n_layers * per_layer + hidden * c->vocab_size + 2 * hidden);
+}
+
+/* One prefill + greedy decode run, timed separately. */
+static int s_run_once(forward_t *fw, kvcache_t *kv, int vocab, const int32_t *prompt,
+                      int n_prompt, int n_decode, float *logits, double *t_prefill,
+                      double *t_decode, err_t *err)
+{
+    kvcache_truncate(kv, 0);
+    double t0 = timer_now();
+    if (forward_run(fw, kv, prompt, n_prompt, FORWARD_LOGITS_LAST, logits, err) < 0)
+        return -1;
+    double t1 = timer_now();
+    for (int i = 0; i < n_decode; i++) {
+        int32_t next = forward_argmax(logits, vocab);
+        if (forward_run(fw, kv, &next, 1, FORWARD_LOGITS_LAST, logits, err) < 0)
+            return -1;
+    }
+    *t_prefill = t1 - t0;
+    *t_decode = timer_now() - t1;
+    return 0;
+}
+
+static void s_usage(FILE *out)
+{
+    fprintf(out, "usage: bench-core --model DIR [--threads 1,2] [--prompt-len 128]\n"
+                 "                  [--decode 64] [--repeat 5]\n");
+}
+
+static int s_parse(int argc, char **argv, options_t *opt)
+{
+    static const struct option longopts[] = {
+        {"model", required_argument, NULL, 'm'},
+        {"threads", required_argument, NULL, 't'},
+        {"prompt-len", required_argument, NULL, 'p'},
+        {"decode", required_argument, NULL, 'd'},
+        {"repeat", required_argument, NULL, 'r'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    *opt = (options_t){.threads = "1,2", .prompt_len = 128, .decode = 64, .repeat = 5};
+    int c;
+    while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'm': opt->model = optarg; break;
+        case 't': opt->threads = optarg; break;
+        case 'p': opt->prompt_len = atoi(optarg); break;
+        case 'd': opt->decode = atoi(optarg); break;
+        case 'r': opt->repeat = atoi(optarg); break;
+        case 'h': s_usage(stdout); exit(0);
+        default: s_usage(stderr); return -1;
+        }
+    }
+    if (!opt->model || opt->prompt_len < 1 || opt->decode < 1 || opt->repeat < 1 ||
+        opt->repeat > MAX_REPEAT) {
+        s_usage(stderr);
+        return -1;
+    }
+    return 0;
+}
+
+/* Measures one thread count; prints one block of figures. */
+static int s_bench_threads(const options_t *opt, const weights_t *w, int threads,
+                           err_t *err)
+{
+    const config_t *cfg = &w->cfg;
+    int ctx = opt->prompt_len + opt->decode + 1;
+    int rc = -1;
+    blas_set_threads(threads);
+    double peak = machine_sgemm_peak(2048, 5);
+    double read_bw = machine_read_bandwidth((size_t)1 << 30, threads, 5);
+    double gemv_bw = machine_sgemv_bandwidth(32000, 1024, 5);
+
+    forward_t *fw = forward_new(w, opt->prompt_len, ctx, NULL, NULL, err);
+    kvcache_t *kv = fw ? kvcache_new(cfg, ctx, err) : NULL;
+    float *logits = mem_alloc((size_t)cfg->vocab_size * sizeof(float));
+    int32_t *prompt = mem_alloc((size_t)opt->prompt_len * sizeof(int32_t));
+    double t_prefill[MAX_REPEAT], t_decode[MAX_REPEAT];
+    if (!fw || !kv || !logits || !prompt)
+        goto done;
+    uint64_t seed = 12345;
+    for (int i = 0; i < opt->prompt_len; i++) {
+        seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+        prompt[i] = (int32_t)((seed >> 33) % (uint64_t)cfg->vocab_size);
+    }
+    double warm_p, warm_d; /* first run pages the weights in */
+    if (s_run_once(fw, kv, cfg->vocab_size, prompt, opt->prompt_len, opt->decode, logits,
+                   &warm_p, &warm_d, err) < 0)
+        goto done;
+    for (int r = 0; r < opt->repeat; r++)
+        if (s_run_once(fw, kv, cfg->vocab_size, prompt, opt->prompt_len, opt->decode,
+                       logits, &t_prefill[r], &t_decode[r], err) < 0)
+            goto done;
+
+    double tp = s_median(t_prefill, opt->repeat), td = s_median(t_decode, opt->repeat);
+    double prefill_tps = opt->prompt_len / tp, decode_tps = opt->decode / td;
+    double flops = s_prefill_flops(cfg, opt->prompt_len) / tp;
+    double bytes = s_decode_weight_bytes(cfg);
+    printf("threads %d\n", threads);
+    printf("  machine: sgemm peak %.1f GFLOP/s, read bandwidth %.1f GB/s, "
+           "sgemv stream %.1f GB/s\n", peak / 1e9, read_bw / 1e9, gemv_bw / 1e9);
+    printf("  prefill %d tokens: %.1f tokens/s, %.1f GFLOP/s, ratio to sgemm peak %.2f "
+           "(goal >= 0.6)\n", opt->prompt_len, prefill_tps, flops / 1e9, flops / peak);
+    printf("  decode %d tokens: %.2f tokens/s, %.1f MB weights/token, %.1f GB/s, "
+           "ratio to read bandwidth %.2f (goal >= 0.6)\n", opt->decode, decode_tps,
+           bytes / 1e6, decode_tps * bytes / 1e9, decode_tps * bytes / read_bw);
+    printf("  medians of %d runs\n", opt->repeat);
+    rc = 0;
+
+done:
+    mem_free(prompt);
+    mem_free(logits);
+    kvcache_destroy(&kv);
+    forward_destroy(&fw);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    blas_ensure_native(argv);
+    options_t opt;
+    if (s_parse(argc, argv, &opt) < 0)
+        return 2;
+    err_t err = {0};
+    int32_t *threads = NULL;
+    int n_threads = 0;
+    if (idlist_parse(opt.threads, &threads, &n_threads, &err) < 0) {
+        fprintf(stderr, "bench-core: --threads: %s\n", err.msg);
+        return 2;
+    }
+    weights_select_t all = {.dense = true, .hosts = weights_hosts_all};
+    weights_t *w = weights_load(opt.model, &all, &err);
+    int rc = w ? 0 : -1;
+    if (w) {
+        printf("bench-core: model %s, openblas %s kernels\n", opt.model, blas_core_name());
+        for (int i = 0; rc == 0 && i < n_threads && i < MAX_THREAD_COUNTS; i++)
+            rc = s_bench_threads(&opt, w, threads[i], &err);
+    }
+    if (rc < 0)
+        fprintf(stderr, "bench-core: %s\n", err.msg);
+    weights_destroy(&w);
+    mem_free(threads);
+    return rc < 0 ? 1 : 0;
+}

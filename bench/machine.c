@@ -1,0 +1,120 @@
+/* machine: see machine.h. */
+#include "bench/machine.h"
+
+#include <cblas.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "core/mem.h"
+#include "core/timer.h"
+
+/* 64 bytes of floats: gcc and clang turn this into whole-vector loads. */
+typedef float vec16_t __attribute__((vector_size(64)));
+
+double machine_sgemm_peak(int n, int repeat)
+{
+    size_t count = (size_t)n * n;
+    float *a = mem_alloc_aligned(count * sizeof(float));
+    float *b = mem_alloc_aligned(count * sizeof(float));
+    float *c = mem_alloc_aligned(count * sizeof(float));
+    double best = 0;
+    if (a && b && c) {
+        for (size_t i = 0; i < count; i++) {
+            a[i] = (float)(i % 7) * 0.25f;
+            b[i] = (float)(i % 5) * 0.5f;
+        }
+        for (int r = 0; r < repeat; r++) {
+            double t0 = timer_now();
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, n, 1.0f, a, n, b,
+                        n, 0.0f, c, n);
+            double rate = 2.0 * n * (double)n * n / (timer_now() - t0);
+            best = rate > best ? rate : best;
+        }
+    }
+    mem_free(a);
+    mem_free(b);
+    mem_free(c);
+    return best;
+}
+
+typedef struct reader {
+    const vec16_t *data;
+    size_t n_vec;
+    float sink;        /* the sum, kept so the reads cannot be optimised away */
+} reader_t;
+
+static void *s_read(void *arg)
+{
+    reader_t *r = arg;
+    vec16_t acc0 = {0}, acc1 = {0}, acc2 = {0}, acc3 = {0};
+    size_t i = 0;
+    for (; i + 4 <= r->n_vec; i += 4) {
+        acc0 += r->data[i];
+        acc1 += r->data[i + 1];
+        acc2 += r->data[i + 2];
+        acc3 += r->data[i + 3];
+    }
+    acc0 += acc1 + acc2 + acc3;
+    float s = 0;
+    for (int j = 0; j < 16; j++)
+        s += acc0[j];
+    r->sink = s;
+    return NULL;
+}
+
+double machine_read_bandwidth(size_t bytes, int n_threads, int repeat)
+{
+    enum { MAX_THREADS = 64 };
+    if (n_threads < 1 || n_threads > MAX_THREADS)
+        return 0;
+    size_t n_vec = bytes / sizeof(vec16_t);
+    vec16_t *data = mem_alloc_aligned(n_vec * sizeof(vec16_t));
+    if (!data)
+        return 0;
+    memset(data, 1, n_vec * sizeof(vec16_t)); /* touch every page first */
+    reader_t readers[MAX_THREADS];
+    pthread_t threads[MAX_THREADS];
+    double best = 0;
+    for (int r = 0; r < repeat; r++) {
+        double t0 = timer_now();
+        for (int t = 0; t < n_threads; t++) {
+            size_t first = n_vec * (size_t)t / (size_t)n_threads;
+            size_t last = n_vec * (size_t)(t + 1) / (size_t)n_threads;
+            readers[t] = (reader_t){.data = data + first, .n_vec = last - first};
+            pthread_create(&threads[t], NULL, s_read, &readers[t]);
+        }
+        for (int t = 0; t < n_threads; t++)
+            pthread_join(threads[t], NULL);
+        double rate = (double)(n_vec * sizeof(vec16_t)) / (timer_now() - t0);
+        best = rate > best ? rate : best;
+    }
+    mem_free(data);
+    return best;
+}
+
+double machine_sgemv_bandwidth(int rows, int cols, int repeat)
+{
+    size_t count = (size_t)rows * cols;
+    float *w = mem_alloc_aligned(count * sizeof(float));
+    float *x = mem_alloc_aligned((size_t)cols * sizeof(float));
+    float *y = mem_alloc_aligned((size_t)rows * sizeof(float));
+    double best = 0;
+    if (w && x && y) {
+        for (size_t i = 0; i < count; i++)
+            w[i] = (float)(i % 11) * 0.125f;
+        for (int i = 0; i < cols; i++)
+            x[i] = 1.0f;
+        for (int r = 0; r < repeat; r++) {
+            double t0 = timer_now();
+            cblas_sgemv(CblasRowMajor, CblasNoTrans, rows, cols, 1.0f, w, cols, x, 1, 0.0f,
+                        y, 1);
+            double rate = (double)(count * sizeof(float)) / (timer_now() - t0);
+            best = rate > best ? rate : best;
+        }
+    }
+    mem_free(w);
+    mem_free(x);
+    mem_free(y);
+    return best;
+}

@@ -1,0 +1,34 @@
+/* experts: runs routed experts' SwiGLU FFNs over the rows routed to them.
+ *
+ * For each expert with work, its rows are gathered into one block and run as
+ * three matrix products (gate, up, down) so that the expert's weights are read
+ * once per block, not once per row; each result row is scaled by its routing
+ * weight and added into that row's partial sum. Both moe-run and the expert
+ * nodes run experts through here.
+ */
+#ifndef MOE_ENGINE_EXPERTS_H
+#define MOE_ENGINE_EXPERTS_H
+
+#include "core/err.h"
+#include "engine/router.h"
+#include "engine/weights.h"
+
+typedef struct experts experts_t;
+
+/* Scratch for batches of up to max_rows rows and max_assign assignments,
+ * allocated here once. NULL with errno/err on failure. */
+experts_t *experts_new(const config_t *cfg, int max_rows, int max_assign, err_t *err);
+void experts_destroy(experts_t **self_p);
+
+/* out[r] = sum over assignments (r, e, w) of w * ffn_e(u[r]) for r < n_rows;
+ * rows with no assignment get zeros.
+ *   u:   (n_rows, hidden)   out: (n_rows, hidden), must not overlap u
+ * Every assignment is checked first: row in range, expert loaded in w for
+ * this layer, weight finite; a bad one is EINVAL (EPROTO for the caller to
+ * relay) and out is untouched. n_rows and n_assign above the sizes given to
+ * experts_new are E2BIG. */
+int experts_run(experts_t *self, const weights_t *w, int layer, const float *u,
+                int n_rows, const moe_assign_t *assign, int n_assign, float *out,
+                err_t *err);
+
+#endif /* MOE_ENGINE_EXPERTS_H */

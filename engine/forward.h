@@ -1,0 +1,65 @@
+/* forward: the transformer forward pass of one sequence, layer by layer.
+ *
+ * Per layer: h = x + attn(norm1(x)) with the sequence's KV cache; u = norm2(h);
+ * router over u; x = h + routed experts(u). After the last layer: final norm
+ * and LM head. The routed experts run through a callback, so the same pass
+ * serves single-process mode (experts computed here) and the coordinator
+ * (experts sent to expert nodes).
+ *
+ * Buffers are sized in forward_new() for chunks of max_rows tokens and contexts
+ * of max_ctx positions; forward_run() never allocates. Longer inputs are run
+ * in chunks of max_rows (chunked prefill), with the same result.
+ */
+#ifndef MOE_ENGINE_FORWARD_H
+#define MOE_ENGINE_FORWARD_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/err.h"
+#include "engine/kvcache.h"
+#include "engine/router.h"
+#include "engine/weights.h"
+
+typedef struct forward forward_t;
+
+/* Computes the routed experts' contribution for one layer:
+ * out[r] = sum over assignments (r, e, w) of w * expert_e(u[r]).
+ *   u: (n_rows, hidden), out: (n_rows, hidden). Returns 0 or -1 with err. */
+typedef int (*forward_moe_fn)(void *ctx, int layer, const float *u, int n_rows,
+                              const moe_assign_t *assign, int n_assign, float *out,
+                              err_t *err);
+
+/* Sees each layer's routing: ids and weights are (n_rows, k), for the tokens
+ * at positions pos0 .. pos0 + n_rows - 1. */
+typedef void (*forward_trace_fn)(void *ctx, int layer, int pos0, int n_rows, int k,
+                                 const int32_t *ids, const float *weights);
+
+typedef enum forward_logits {
+    FORWARD_LOGITS_NONE = 0,  /* no LM head (e.g. a prefill chunk) */
+    FORWARD_LOGITS_LAST,      /* (1, vocab): the last token's */
+    FORWARD_LOGITS_ALL,       /* (n, vocab): every token's */
+} forward_logits_t;
+
+/* w must hold the dense part, and every expert when moe is NULL (experts are
+ * then computed in-process). w stays owned by the caller and must outlive
+ * the forward_t. NULL with errno/err on failure. */
+forward_t *forward_new(const weights_t *w, int max_rows, int max_ctx,
+                       forward_moe_fn moe, void *moe_ctx, err_t *err);
+void forward_destroy(forward_t **self_p);
+
+void forward_set_trace(forward_t *self, forward_trace_fn fn, void *ctx);
+
+/* Runs tokens[0..n) at the next positions of kv and appends their keys and
+ * values. Checks first, changing nothing on failure: every token id in
+ * [0, vocab) (EINVAL), kv has room (ENOSPC), the context fits max_ctx
+ * (ENOSPC). logits receives what `want` asks for. On a failure inside the
+ * pass (the moe callback failed) kv is left as it was before the call. */
+int forward_run(forward_t *self, kvcache_t *kv, const int32_t *tokens, int n,
+                forward_logits_t want, float *logits, err_t *err);
+
+/* Index of the largest logit, the lowest index among equals (greedy decoding,
+ * as torch.argmax). */
+int32_t forward_argmax(const float *logits, int vocab);
+
+#endif /* MOE_ENGINE_FORWARD_H */

@@ -1,0 +1,166 @@
+/* test_fixtures: moe-run's engine against the Hugging Face reference outputs
+ * of every mixtral-* fixture: logits of every prompt position within
+ * 1e-4 x max|reference logit|, routed experts identical per token and layer
+ * (weights within 1e-5), greedy continuation identical. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/forward.h"
+#include "engine/weights.h"
+#include "tests/fixture.h"
+#include "tests/testutil.h"
+
+enum { MAX_FIXTURES = 32 };
+
+static const double LOGIT_TOLERANCE = 1e-4;   /* x max|reference logit| */
+static const double ROUTING_WEIGHT_TOLERANCE = 1e-5;
+
+/* Routing seen during the prompt's forward pass, per layer (length, k). */
+typedef struct routing_log {
+    int k;
+    int length;
+    int32_t *ids[FIXTURE_MAX_LAYERS];
+    float *weights[FIXTURE_MAX_LAYERS];
+} routing_log_t;
+
+static void s_trace(void *ctx, int layer, int pos0, int n_rows, int k,
+                    const int32_t *ids, const float *weights)
+{
+    routing_log_t *log = ctx;
+    if (layer >= FIXTURE_MAX_LAYERS || pos0 + n_rows > log->length || k != log->k)
+        return;
+    memcpy(log->ids[layer] + (size_t)pos0 * k, ids, (size_t)n_rows * k * sizeof *ids);
+    memcpy(log->weights[layer] + (size_t)pos0 * k, weights,
+           (size_t)n_rows * k * sizeof *weights);
+}
+
+static void s_check_logits(const fixture_t *fx, int p, const float *got)
+{
+    const fixture_prompt_t *pr = &fx->prompts[p];
+    size_t n = (size_t)pr->length * fx->vocab;
+    double max_ref = 0, max_err = 0;
+    for (size_t i = 0; i < n; i++) {
+        max_ref = fmax(max_ref, fabs(pr->logits[i]));
+        double d = fabs((double)got[i] - pr->logits[i]);
+        max_err = isnan(d) ? INFINITY : fmax(max_err, d);
+    }
+    printf("  %s prompt %d: max |logit error| %.3g (limit %.3g)\n", fx->name, p, max_err,
+           LOGIT_TOLERANCE * max_ref);
+    assert_true(max_err <= LOGIT_TOLERANCE * max_ref);
+}
+
+static void s_check_routing(const fixture_t *fx, int p, const routing_log_t *log)
+{
+    const fixture_prompt_t *pr = &fx->prompts[p];
+    for (int r = 0; r < pr->n_routing; r++) {
+        const fixture_routing_t *ref = &pr->routing[r];
+        assert_in_range(ref->layer, 0, FIXTURE_MAX_LAYERS - 1);
+        for (int i = 0; i < pr->length * fx->k; i++) {
+            if (log->ids[ref->layer][i] != ref->experts[i])
+                fail_msg("%s prompt %d layer %d token %d: expert %d, reference %d", fx->name,
+                         p, ref->layer, i / fx->k, log->ids[ref->layer][i], ref->experts[i]);
+            double d = fabs((double)log->weights[ref->layer][i] - ref->weights[i]);
+            if (!(d <= ROUTING_WEIGHT_TOLERANCE))
+                fail_msg("%s prompt %d layer %d token %d: routing weight off by %g",
+                         fx->name, p, ref->layer, i / fx->k, d);
+        }
+    }
+}
+
+static void s_check_greedy(const fixture_t *fx, int p, forward_t *fw, kvcache_t *kv,
+                           const float *last_logits, float *scratch)
+{
+    const fixture_prompt_t *pr = &fx->prompts[p];
+    err_t err = {0};
+    const float *logits = last_logits;
+    for (int i = 0; i < pr->n_greedy; i++) {
+        int32_t next = forward_argmax(logits, fx->vocab);
+        if (next != pr->greedy[i])
+            fail_msg("%s prompt %d: greedy token %d is %d, reference %d", fx->name, p, i,
+                     next, pr->greedy[i]);
+        if (forward_run(fw, kv, &next, 1, FORWARD_LOGITS_LAST, scratch, &err) < 0)
+            fail_msg("decode step %d: %s", i, err.msg);
+        logits = scratch;
+    }
+}
+
+static void test_fixture(void **state)
+{
+    const char *dir = *state;
+    fixture_t *fx = fixture_load(dir);
+    assert_non_null(fx);
+    err_t err = {0};
+    weights_select_t all = {.dense = true, .hosts = weights_hosts_all};
+    weights_t *w = weights_load(dir, &all, &err);
+    if (!w)
+        fail_msg("loading %s: %s", dir, err.msg);
+    assert_int_equal(w->cfg.vocab_size, fx->vocab);
+    assert_int_equal(w->cfg.n_experts_per_tok, fx->k);
+
+    for (int p = 0; p < fx->n_prompts; p++) {
+        const fixture_prompt_t *pr = &fx->prompts[p];
+        int ctx = pr->length + pr->n_greedy;
+        forward_t *fw = forward_new(w, pr->length, ctx, NULL, NULL, &err);
+        kvcache_t *kv = kvcache_new(&w->cfg, ctx, &err);
+        float *logits = malloc((size_t)pr->length * fx->vocab * sizeof(float));
+        float *step = malloc((size_t)fx->vocab * sizeof(float));
+        routing_log_t log = {.k = fx->k, .length = pr->length};
+        for (int l = 0; l < FIXTURE_MAX_LAYERS; l++) {
+            log.ids[l] = calloc((size_t)pr->length * fx->k, sizeof(int32_t));
+            log.weights[l] = calloc((size_t)pr->length * fx->k, sizeof(float));
+        }
+        assert_non_null(fw);
+        assert_non_null(kv);
+        forward_set_trace(fw, s_trace, &log);
+        if (forward_run(fw, kv, pr->ids, pr->length, FORWARD_LOGITS_ALL, logits, &err) < 0)
+            fail_msg("prefill: %s", err.msg);
+        forward_set_trace(fw, NULL, NULL);
+
+        s_check_logits(fx, p, logits);
+        s_check_routing(fx, p, &log);
+        s_check_greedy(fx, p, fw, kv,
+                       logits + (size_t)(pr->length - 1) * fx->vocab, step);
+
+        for (int l = 0; l < FIXTURE_MAX_LAYERS; l++) {
+            free(log.ids[l]);
+            free(log.weights[l]);
+        }
+        free(step);
+        free(logits);
+        kvcache_destroy(&kv);
+        forward_destroy(&fw);
+    }
+    weights_destroy(&w);
+    fixture_destroy(&fx);
+}
+
+int main(void)
+{
+    char **paths = NULL;
+    int n = fixture_list(fixture_root(), "mixtral-", &paths);
+    if (n <= 0) {
+        fprintf(stderr, "test_fixtures: no mixtral-* fixture under %s\n", fixture_root());
+        return 1;
+    }
+    if (n > MAX_FIXTURES)
+        n = MAX_FIXTURES;
+    struct CMUnitTest tests[MAX_FIXTURES];
+    for (int i = 0; i < n; i++) {
+        const char *slash = strrchr(paths[i], '/');
+        tests[i] = (struct CMUnitTest){
+            .name = slash ? slash + 1 : paths[i],
+            .test_func = test_fixture,
+            .initial_state = paths[i],
+        };
+    }
+    int failed = _cmocka_run_group_tests("fixtures", tests, (size_t)n, NULL, NULL);
+    fixture_free_list(paths, n);
+    return failed;
+}

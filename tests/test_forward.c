@@ -1,0 +1,185 @@
+/* test_forward: properties of the forward pass that the fixtures alone do not
+ * pin down: chunked prefill and decoding with the KV cache give the logits of
+ * one full pass, and bad input changes nothing. Runs on the mixtral-A
+ * fixture model. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/forward.h"
+#include "engine/weights.h"
+#include "tests/testutil.h"
+
+enum { N_TOKENS = 11 };
+static const int32_t TOKENS[N_TOKENS] = {97, 154, 160, 246, 227, 217, 149, 3, 0, 255, 42};
+
+static weights_t *s_weights;
+
+static int s_setup(void **state)
+{
+    (void)state;
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/mixtral-A", testutil_env("MOE_FIXTURES", "../shared/fixtures"));
+    err_t err = {0};
+    weights_select_t all = {.dense = true, .hosts = weights_hosts_all};
+    s_weights = weights_load(dir, &all, &err);
+    if (!s_weights)
+        fprintf(stderr, "test_forward: %s\n", err.msg);
+    return s_weights ? 0 : -1;
+}
+
+static int s_teardown(void **state)
+{
+    (void)state;
+    weights_destroy(&s_weights);
+    return 0;
+}
+
+/* All N_TOKENS rows of logits from one pass with chunks of max_rows. */
+static float *s_full_logits(int max_rows)
+{
+    err_t err = {0};
+    const int vocab = s_weights->cfg.vocab_size;
+    forward_t *fw = forward_new(s_weights, max_rows, N_TOKENS, NULL, NULL, &err);
+    kvcache_t *kv = kvcache_new(&s_weights->cfg, N_TOKENS, &err);
+    float *logits = malloc((size_t)N_TOKENS * vocab * sizeof(float));
+    assert_non_null(fw);
+    assert_non_null(kv);
+    assert_int_equal(forward_run(fw, kv, TOKENS, N_TOKENS, FORWARD_LOGITS_ALL, logits, &err), 0);
+    assert_int_equal(kvcache_len(kv), N_TOKENS);
+    kvcache_destroy(&kv);
+    forward_destroy(&fw);
+    return logits;
+}
+
+static void s_assert_close(const float *a, const float *b, size_t n)
+{
+    double max_ref = 0, max_err = 0;
+    for (size_t i = 0; i < n; i++) {
+        max_ref = fmax(max_ref, fabs(b[i]));
+        max_err = fmax(max_err, fabs((double)a[i] - b[i]));
+    }
+    assert_true(max_err <= 1e-5 * max_ref);
+}
+
+static void test_chunked_prefill_equals_one_pass(void **state)
+{
+    (void)state;
+    const size_t n = (size_t)N_TOKENS * s_weights->cfg.vocab_size;
+    float *whole = s_full_logits(N_TOKENS);
+    for (int rows = 1; rows <= 4; rows++) {
+        float *chunked = s_full_logits(rows);
+        s_assert_close(chunked, whole, n);
+        free(chunked);
+    }
+    free(whole);
+}
+
+static void test_decode_equals_one_pass(void **state)
+{
+    (void)state;
+    err_t err = {0};
+    const int vocab = s_weights->cfg.vocab_size;
+    float *whole = s_full_logits(N_TOKENS);
+    forward_t *fw = forward_new(s_weights, 4, N_TOKENS, NULL, NULL, &err);
+    kvcache_t *kv = kvcache_new(&s_weights->cfg, N_TOKENS, &err);
+    float *step = malloc((size_t)vocab * sizeof(float));
+    assert_int_equal(forward_run(fw, kv, TOKENS, 4, FORWARD_LOGITS_LAST, step, &err), 0);
+    s_assert_close(step, whole + 3 * vocab, (size_t)vocab);
+    for (int t = 4; t < N_TOKENS; t++) {
+        assert_int_equal(forward_run(fw, kv, &TOKENS[t], 1, FORWARD_LOGITS_LAST, step, &err), 0);
+        s_assert_close(step, whole + (size_t)t * vocab, (size_t)vocab);
+    }
+    free(step);
+    free(whole);
+    kvcache_destroy(&kv);
+    forward_destroy(&fw);
+}
+
+static int s_failing_moe(void *ctx, int layer, const float *u, int n_rows,
+                         const moe_assign_t *assign, int n_assign, float *out, err_t *err)
+{
+    (void)ctx, (void)u, (void)n_rows, (void)assign, (void)n_assign, (void)out;
+    return layer == 1 ? err_set(err, EHOSTUNREACH, "node 2 is down") : 0;
+}
+
+static void test_bad_input_changes_nothing(void **state)
+{
+    (void)state;
+    err_t err = {0};
+    const int vocab = s_weights->cfg.vocab_size;
+    float *logits = malloc((size_t)vocab * sizeof(float));
+    forward_t *fw = forward_new(s_weights, 4, 6, NULL, NULL, &err);
+    kvcache_t *kv = kvcache_new(&s_weights->cfg, 6, &err);
+    assert_int_equal(forward_run(fw, kv, TOKENS, 3, FORWARD_LOGITS_LAST, logits, &err), 0);
+
+    int32_t bad[2] = {5, 256};
+    assert_int_equal(forward_run(fw, kv, bad, 2, FORWARD_LOGITS_LAST, logits, &err), -1);
+    assert_int_equal(errno, EINVAL);
+    bad[1] = -1;
+    assert_int_equal(forward_run(fw, kv, bad, 2, FORWARD_LOGITS_LAST, logits, &err), -1);
+    assert_int_equal(errno, EINVAL);
+    assert_int_equal(forward_run(fw, kv, TOKENS, 4, FORWARD_LOGITS_LAST, logits, &err), -1);
+    assert_int_equal(errno, ENOSPC);
+    assert_int_equal(forward_run(fw, kv, TOKENS, 0, FORWARD_LOGITS_LAST, logits, &err), -1);
+    assert_int_equal(errno, EINVAL);
+    assert_int_equal(kvcache_len(kv), 3);
+    forward_destroy(&fw);
+
+    /* A failing expert call leaves the cache as it was. */
+    fw = forward_new(s_weights, 2, 6, s_failing_moe, NULL, &err);
+    assert_non_null(fw);
+    assert_int_equal(forward_run(fw, kv, TOKENS, 3, FORWARD_LOGITS_LAST, logits, &err), -1);
+    assert_int_equal(errno, EHOSTUNREACH);
+    assert_non_null(strstr(err.msg, "node 2 is down"));
+    assert_int_equal(kvcache_len(kv), 3);
+    free(logits);
+    kvcache_destroy(&kv);
+    forward_destroy(&fw);
+}
+
+static bool s_hosts_even(void *ctx, int layer, int expert)
+{
+    (void)ctx, (void)layer;
+    return expert % 2 == 0;
+}
+
+static void test_needs_every_expert_without_callback(void **state)
+{
+    (void)state;
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/mixtral-A", testutil_env("MOE_FIXTURES", "../shared/fixtures"));
+    err_t err = {0};
+    weights_select_t some = {.dense = true, .hosts = s_hosts_even};
+    weights_t *w = weights_load(dir, &some, &err);
+    assert_non_null(w);
+    assert_true(weights_has_expert(w, 1, 4));
+    assert_false(weights_has_expert(w, 1, 5));
+    assert_null(forward_new(w, 4, 8, NULL, NULL, &err));
+    assert_int_equal(errno, EINVAL);
+    weights_select_t experts_only = {.hosts = s_hosts_even};
+    weights_t *node = weights_load(dir, &experts_only, &err);
+    assert_non_null(node);
+    assert_false(node->has_dense);
+    assert_null(forward_new(node, 4, 8, NULL, NULL, &err));
+    weights_destroy(&node);
+    weights_destroy(&w);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_chunked_prefill_equals_one_pass),
+        cmocka_unit_test(test_decode_equals_one_pass),
+        cmocka_unit_test(test_bad_input_changes_nothing),
+        cmocka_unit_test(test_needs_every_expert_without_callback),
+    };
+    return cmocka_run_group_tests(tests, s_setup, s_teardown);
+}

@@ -1,0 +1,213 @@
+/* moe-run: single-process inference, the reference every cluster result is
+ * compared against.
+ *
+ *   moe-run --model DIR --prompt-ids 1,2,3 --max-tokens N
+ *           [--dump-logits FILE] [--threads N]
+ *
+ * Prints the N greedy tokens as comma-separated ids on the last line of
+ * stdout. --dump-logits writes the prompt's logits as float32 [prompt_len,
+ * vocab], row-major, little-endian. Exit 0 on success, 1 on a runtime error,
+ * 2 on a usage error; every error is one line on stderr.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/blas.h"
+#include "core/err.h"
+#include "core/mem.h"
+#include "engine/forward.h"
+#include "engine/kvcache.h"
+#include "engine/weights.h"
+#include "core/idlist.h"
+
+enum { PREFILL_CHUNK_ROWS = 256 }; /* rows per prefill chunk: bounds scratch memory */
+
+typedef struct options {
+    const char *model;
+    const char *prompt_ids;
+    const char *dump_logits;
+    int max_tokens;
+    int threads;
+} options_t;
+
+static void s_usage(FILE *out)
+{
+    fprintf(out,
+            "usage: moe-run --model DIR --prompt-ids ID,ID,... [--max-tokens N]\n"
+            "               [--dump-logits FILE] [--threads N]\n"
+            "\n"
+            "Runs a Mixture-of-Experts model in this one process and prints the greedy\n"
+            "continuation of the prompt as comma-separated token ids on one line.\n"
+            "\n"
+            "  --model DIR         Hugging Face model folder (config.json, *.safetensors)\n"
+            "  --prompt-ids LIST   prompt token ids, e.g. 5,17,2\n"
+            "  --max-tokens N      tokens to generate (default 16; 0 generates none)\n"
+            "  --dump-logits FILE  write the prompt's logits: float32 [prompt_len, vocab],\n"
+            "                      row-major, little-endian\n"
+            "  --threads N         OpenBLAS threads (default: all cores)\n"
+            "  --help              this text\n");
+}
+
+static int s_parse_int(const char *text, const char *what, int min, int *out)
+{
+    char *end = NULL;
+    errno = 0;
+    long v = strtol(text, &end, 10);
+    if (errno || end == text || *end || v < min || v > INT_MAX) {
+        fprintf(stderr, "moe-run: %s must be an integer >= %d (got '%s')\n", what, min, text);
+        return -1;
+    }
+    *out = (int)v;
+    return 0;
+}
+
+static int s_parse_args(int argc, char **argv, options_t *opt)
+{
+    static const struct option longopts[] = {
+        {"model", required_argument, NULL, 'm'},
+        {"prompt-ids", required_argument, NULL, 'p'},
+        {"max-tokens", required_argument, NULL, 'n'},
+        {"dump-logits", required_argument, NULL, 'd'},
+        {"threads", required_argument, NULL, 't'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    *opt = (options_t){.max_tokens = 16};
+    int c;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'm': opt->model = optarg; break;
+        case 'p': opt->prompt_ids = optarg; break;
+        case 'd': opt->dump_logits = optarg; break;
+        case 'n':
+            if (s_parse_int(optarg, "--max-tokens", 0, &opt->max_tokens) < 0)
+                return -1;
+            break;
+        case 't':
+            if (s_parse_int(optarg, "--threads", 1, &opt->threads) < 0)
+                return -1;
+            break;
+        case 'h': s_usage(stdout); exit(0);
+        default:
+            fprintf(stderr, "moe-run: unknown or incomplete option '%s' (see --help)\n",
+                    argv[optind - 1]);
+            return -1;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "moe-run: unexpected argument '%s' (see --help)\n", argv[optind]);
+        return -1;
+    }
+    if (!opt->model || !opt->prompt_ids) {
+        fprintf(stderr, "moe-run: --model and --prompt-ids are required (see --help)\n");
+        return -1;
+    }
+    return 0;
+}
+
+static int s_write_logits(const char *path, const float *logits, size_t count, err_t *err)
+{
+    FILE *f = fopen(path, "wb");
+    if (!f)
+        return err_set(err, errno, "cannot write %s: %s", path, strerror(errno));
+    size_t written = fwrite(logits, sizeof(float), count, f);
+    int closed = fclose(f);
+    if (written != count || closed != 0)
+        return err_set(err, EIO, "cannot write %s: %s", path, strerror(errno));
+    return 0;
+}
+
+/* Prefill, optional logits dump, then greedy decoding; prints the tokens. */
+static int s_generate(const options_t *opt, const weights_t *w, const int32_t *prompt,
+                      int n_prompt, err_t *err)
+{
+    const config_t *cfg = &w->cfg;
+    const int vocab = cfg->vocab_size;
+    int rc = -1;
+    forward_t *fw = NULL;
+    kvcache_t *kv = NULL;
+    float *logits = NULL;
+    int32_t *out = NULL;
+    long total = (long)n_prompt + opt->max_tokens;
+
+    if (total > cfg->max_position_embeddings) {
+        err_set(err, EINVAL, "prompt (%d) plus max tokens (%d) exceed the model's %d "
+                "positions", n_prompt, opt->max_tokens, cfg->max_position_embeddings);
+        goto done;
+    }
+    int chunk = n_prompt < PREFILL_CHUNK_ROWS ? n_prompt : PREFILL_CHUNK_ROWS;
+    fw = forward_new(w, chunk, (int)total, NULL, NULL, err);
+    kv = fw ? kvcache_new(cfg, (int)total, err) : NULL;
+    size_t logit_rows = opt->dump_logits ? (size_t)n_prompt : 1;
+    logits = mem_alloc(logit_rows * vocab * sizeof(float));
+    out = mem_calloc((size_t)opt->max_tokens + 1, sizeof(int32_t));
+    if (!fw || !kv)
+        goto done;
+    if (!logits || !out) {
+        err_set(err, ENOMEM, "out of memory for %zu logits", logit_rows * vocab);
+        goto done;
+    }
+    if (forward_run(fw, kv, prompt, n_prompt,
+                    opt->dump_logits ? FORWARD_LOGITS_ALL : FORWARD_LOGITS_LAST,
+                    logits, err) < 0)
+        goto done;
+    if (opt->dump_logits &&
+        s_write_logits(opt->dump_logits, logits, (size_t)n_prompt * vocab, err) < 0)
+        goto done;
+
+    const float *last = logits + (logit_rows - 1) * vocab;
+    for (int i = 0; i < opt->max_tokens; i++) {
+        out[i] = forward_argmax(last, vocab);
+        if (i + 1 == opt->max_tokens)
+            break; /* the last token needs no forward pass */
+        if (forward_run(fw, kv, &out[i], 1, FORWARD_LOGITS_LAST, logits, err) < 0)
+            goto done;
+        last = logits;
+    }
+    char *line = idlist_format(out, opt->max_tokens);
+    if (!line) {
+        err_set(err, ENOMEM, "out of memory formatting the output");
+        goto done;
+    }
+    printf("%s\n", line);
+    mem_free(line);
+    rc = 0;
+
+done:
+    mem_free(out);
+    mem_free(logits);
+    kvcache_destroy(&kv);
+    forward_destroy(&fw);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    blas_ensure_native(argv);
+    options_t opt;
+    if (s_parse_args(argc, argv, &opt) < 0)
+        return 2;
+    blas_set_threads(opt.threads);
+    blas_report(stderr, "moe-run");
+
+    err_t err = {0};
+    int32_t *prompt = NULL;
+    int n_prompt = 0;
+    if (idlist_parse(opt.prompt_ids, &prompt, &n_prompt, &err) < 0) {
+        fprintf(stderr, "moe-run: --prompt-ids: %s\n", err.msg);
+        return 2;
+    }
+    weights_select_t all = {.dense = true, .hosts = weights_hosts_all};
+    weights_t *w = weights_load(opt.model, &all, &err);
+    int rc = w ? s_generate(&opt, w, prompt, n_prompt, &err) : -1;
+    if (rc < 0)
+        fprintf(stderr, "moe-run: %s\n", err.msg);
+    weights_destroy(&w);
+    mem_free(prompt);
+    return rc < 0 ? 1 : 0;
+}
