@@ -1,0 +1,78 @@
+/* gemm_blas: gemm.h on OpenBLAS, the fast path every build links.
+ *
+ * Row-major throughout (CblasRowMajor), so the shapes in gemm.h map one to
+ * one onto cblas arguments. Degenerate sizes never reach OpenBLAS: a zero
+ * dimension would make it reject leading dimensions that gemm.h allows (its
+ * xerbla prints and returns), and our own loops are exact for them anyway.
+ * One-row products (decode steps, gemm_linear with m == 1) run as sgemv.
+ */
+#include "kernels/gemm.h"
+
+#include <assert.h>
+#include <cblas.h>
+#include <string.h>
+
+/* C = beta * C for the k == 0 product; beta == 0 writes zeros without reading
+ * C, as gemm.h promises.
+ *   c: (m, n) with row stride ldc */
+static void s_scale(float *c, int ldc, int m, int n, float beta)
+{
+    for (int i = 0; i < m; i++) {
+        float *row = c + (size_t)i * ldc; /* (n) */
+        if (beta == 0.0f) {
+            memset(row, 0, (size_t)n * sizeof *row);
+        } else {
+            for (int j = 0; j < n; j++)
+                row[j] = beta * row[j];
+        }
+    }
+}
+
+/* y = alpha * op(B) x + beta * y, one output row: a one-row sgemm would pack
+ * the whole of B before using it once, sgemv streams it.
+ *   y: (n), x: (k), b: (n, k) with row stride ldb when b_trans, else (k, n) */
+static void s_gemv(float *y, const float *x, const float *b, int ldb, int n,
+                   int k, bool b_trans, float alpha, float beta)
+{
+    /* BLAS says y "need not be set" when beta == 0, but some OpenBLAS gemv
+     * kernels and releases have multiplied the old y by zero, turning garbage
+     * NaNs into NaN outputs. Clearing y costs n stores against n * k loads. */
+    if (beta == 0.0f)
+        memset(y, 0, (size_t)n * sizeof *y);
+    if (b_trans)
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, n, k, alpha, b, ldb, x, 1,
+                    beta, y, 1);
+    else
+        cblas_sgemv(CblasRowMajor, CblasTrans, k, n, alpha, b, ldb, x, 1,
+                    beta, y, 1);
+}
+
+void gemm(float *c, int ldc, const float *a, int lda, const float *b, int ldb,
+          int m, int n, int k, bool b_trans, float alpha, float beta)
+{
+    const bool no_c = m == 0 || n == 0;    /* nothing to write */
+    const bool no_ab = no_c || k == 0;     /* nothing to read from A, B */
+    assert(no_c || (c && ldc >= n));
+    assert(no_ab || (a && lda >= k));
+    assert(no_ab || (b && ldb >= (b_trans ? k : n)));
+    assert(m >= 0 && n >= 0 && k >= 0);
+    if (no_c)
+        return;
+    if (no_ab) {
+        s_scale(c, ldc, m, n, beta);
+        return;
+    }
+    if (m == 1) {
+        s_gemv(c, a, b, ldb, n, k, b_trans, alpha, beta);
+        return;
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans,
+                b_trans ? CblasTrans : CblasNoTrans, m, n, k, alpha, a, lda,
+                b, ldb, beta, c, ldc);
+}
+
+void gemm_linear(float *y, const float *x, const float *w, int m, int n, int k)
+{
+    /* gemm() already turns m == 1 into sgemv on W (n, k) row-major. */
+    gemm(y, n, x, k, w, k, m, n, k, true, 1.0f, 0.0f);
+}
