@@ -21,7 +21,10 @@ typedef struct attention_shape {
                         sees keys p-window+1 .. p */
 } attention_shape_t;
 
-/* Scratch floats attention() needs for n_q query rows over n_ctx positions. */
+/* Scratch floats attention() needs for n_q query rows over n_ctx positions.
+ * Grows with n_q and n_ctx, so one buffer sized for the largest chunk and
+ * context serves every smaller call. Keys a row cannot see (future positions,
+ * or before its sliding window) get probability exactly 0. */
 size_t attention_scratch_floats(const attention_shape_t *shape, int n_q, int n_ctx);
 
 /* out: (n_q, n_heads * v_head_dim), row stride ldo

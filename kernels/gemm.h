@@ -14,7 +14,8 @@
  *   a: (m, k) with row stride lda
  *   b: (n, k) with row stride ldb when b_trans (op(B) = B^T, the weight layout),
  *      else (k, n) with row stride ldb.
- * With beta == 0, C is written without being read (it may hold garbage). */
+ * With beta == 0, C is written without being read (it may hold garbage).
+ * A one-row product (m == 1) runs as a matrix-vector product. */
 void gemm(float *c, int ldc, const float *a, int lda, const float *b, int ldb,
           int m, int n, int k, bool b_trans, float alpha, float beta);
 

@@ -4,7 +4,7 @@
 #ifndef MOE_KERNELS_RMSNORM_H
 #define MOE_KERNELS_RMSNORM_H
 
-/* y, x: (n_rows, dim) with row strides ldy, ldx; w: (dim). y may equal x. */
+/* y, x: (n_rows, dim) with row strides ldy, ldx; w: (dim). y may equal x when ldy == ldx. */
 void rmsnorm(float *y, int ldy, const float *x, int ldx, const float *w,
              int n_rows, int dim, float eps);
 
