@@ -1,0 +1,175 @@
+/* moe-mkmodel: writes a random-weight model in the Hugging Face layout.
+ *
+ *   moe-mkmodel --arch mixtral --preset tiny|small|medium --seed S --out DIR
+ *               [--dtype f32|f16|bf16] [--shard-bytes N]
+ *
+ * Exit status: 0 on success, 2 for a usage error (bad option, unknown
+ * architecture or preset), 1 when writing fails.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/err.h"
+#include "core/timer.h"
+#include "model/config.h"
+#include "model/synth.h"
+
+enum { EXIT_USAGE = 2 };
+
+static void s_usage(FILE *out, const char *prog)
+{
+    fprintf(
+        out,
+        "usage: %s --preset NAME --out DIR [options]\n"
+        "Writes a random-weight model (config.json + safetensors) in the\n"
+        "Hugging Face layout to DIR, creating DIR if needed.\n"
+        "\n"
+        "  --arch NAME         architecture: %s (default mixtral)\n"
+        "  --preset NAME       model size: %s\n"
+        "  --seed S            weights seed, an unsigned integer (default 0);\n"
+        "                      the same seed gives the same weights\n"
+        "  --out DIR           output directory\n"
+        "  --dtype T           f32 (default), f16 or bf16\n"
+        "  --shard-bytes N     largest tensor bytes per shard, with an "
+        "optional\n"
+        "                      K, M or G suffix (powers of 1024); 0 (default)\n"
+        "                      writes one model.safetensors\n"
+        "  -h, --help          this text\n"
+        "\n"
+        "Exit status: 0 done, 1 writing failed, 2 usage error.\n",
+        prog, synth_arch_names(), synth_preset_names("mixtral"));
+}
+
+/* Unsigned decimal with an optional K/M/G suffix when allow_suffix. */
+static int s_parse_u64(const char *s, bool allow_suffix, uint64_t *out)
+{
+    if (!s || !*s || *s == '-' || *s == '+')
+        return -1;
+    char *end = NULL;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || end == s)
+        return -1;
+    unsigned shift = 0;
+    if (allow_suffix && *end) {
+        switch (*end) {
+        case 'k': case 'K': shift = 10; break;
+        case 'm': case 'M': shift = 20; break;
+        case 'g': case 'G': shift = 30; break;
+        default: return -1;
+        }
+        end++;
+    }
+    if (*end || (shift && v > (UINT64_MAX >> shift)))
+        return -1;
+    *out = (uint64_t)v << shift;
+    return 0;
+}
+
+static int s_parse_dtype(const char *s, st_dtype_t *out)
+{
+    if (strcmp(s, "f32") == 0)
+        *out = ST_F32;
+    else if (strcmp(s, "f16") == 0)
+        *out = ST_F16;
+    else if (strcmp(s, "bf16") == 0)
+        *out = ST_BF16;
+    else
+        return -1;
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    const char *prog = "moe-mkmodel";
+    const char *arch = "mixtral", *preset = NULL, *out = NULL;
+    synth_opts_t opts = {.seed = 0, .dtype = ST_F32, .shard_bytes = 0};
+
+    static const struct option longopts[] = {
+        {"arch", required_argument, NULL, 'a'},
+        {"preset", required_argument, NULL, 'p'},
+        {"seed", required_argument, NULL, 's'},
+        {"out", required_argument, NULL, 'o'},
+        {"dtype", required_argument, NULL, 'd'},
+        {"shard-bytes", required_argument, NULL, 'b'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    opterr = 0;
+    int c;
+    while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'a': arch = optarg; break;
+        case 'p': preset = optarg; break;
+        case 'o': out = optarg; break;
+        case 's':
+            if (s_parse_u64(optarg, false, &opts.seed)) {
+                fprintf(stderr, "%s: --seed wants an unsigned integer, not "
+                        "'%s'\n", prog, optarg);
+                return EXIT_USAGE;
+            }
+            break;
+        case 'd':
+            if (s_parse_dtype(optarg, &opts.dtype)) {
+                fprintf(stderr, "%s: --dtype wants f32, f16 or bf16, not "
+                        "'%s'\n", prog, optarg);
+                return EXIT_USAGE;
+            }
+            break;
+        case 'b':
+            if (s_parse_u64(optarg, true, &opts.shard_bytes)) {
+                fprintf(stderr, "%s: --shard-bytes wants a byte count (e.g. "
+                        "500M), not '%s'\n", prog, optarg);
+                return EXIT_USAGE;
+            }
+            break;
+        case 'h':
+            s_usage(stdout, prog);
+            return 0;
+        case ':':
+            fprintf(stderr, "%s: option %s needs a value (try --help)\n", prog,
+                    argv[optind - 1]);
+            return EXIT_USAGE;
+        default:
+            fprintf(stderr, "%s: unknown option '%s' (try --help)\n", prog,
+                    argv[optind - 1]);
+            return EXIT_USAGE;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "%s: unexpected argument '%s' (try --help)\n", prog,
+                argv[optind]);
+        return EXIT_USAGE;
+    }
+    if (!preset || !out) {
+        fprintf(stderr, "%s: --preset and --out are required (try --help)\n",
+                prog);
+        return EXIT_USAGE;
+    }
+
+    err_t err = {0};
+    config_t cfg;
+    if (synth_preset(&cfg, arch, preset, &err)) {
+        fprintf(stderr, "%s: %s\n", prog, err.msg);
+        return EXIT_USAGE;
+    }
+    double t0 = timer_now();
+    synth_stats_t stats;
+    if (synth_write(out, &cfg, &opts, &stats, &err)) {
+        fprintf(stderr, "%s: %s\n", prog, err.msg);
+        return EXIT_FAILURE;
+    }
+    printf("%s: wrote %s/%s (seed %" PRIu64 ", %s) to %s: %zu tensors, "
+           "%.1f MB in %zu file%s, %.2f s\n",
+           prog, arch, preset, opts.seed, opts.dtype == ST_F32   ? "f32"
+                                         : opts.dtype == ST_F16 ? "f16"
+                                                                : "bf16",
+           out, stats.n_tensors, (double)stats.data_bytes / 1e6, stats.n_files,
+           stats.n_files == 1 ? "" : "s", timer_now() - t0);
+    return 0;
+}
