@@ -63,16 +63,34 @@ static void *s_read(void *arg)
     return NULL;
 }
 
-double machine_read_bandwidth(size_t bytes, int n_threads, int repeat)
+static vec16_t *s_read_buffer; /* machine_init() .. machine_release() */
+static size_t s_read_vecs;
+
+int machine_init(size_t read_bytes)
+{
+    machine_release();
+    s_read_vecs = read_bytes / sizeof(vec16_t);
+    s_read_buffer = mem_alloc_aligned(s_read_vecs * sizeof(vec16_t));
+    if (!s_read_buffer)
+        return -1;
+    memset(s_read_buffer, 1, s_read_vecs * sizeof(vec16_t)); /* touch every page */
+    return 0;
+}
+
+void machine_release(void)
+{
+    mem_free(s_read_buffer);
+    s_read_buffer = NULL;
+    s_read_vecs = 0;
+}
+
+double machine_read_bandwidth(int n_threads, int repeat)
 {
     enum { MAX_THREADS = 64 };
-    if (n_threads < 1 || n_threads > MAX_THREADS)
+    if (n_threads < 1 || n_threads > MAX_THREADS || !s_read_buffer)
         return 0;
-    size_t n_vec = bytes / sizeof(vec16_t);
-    vec16_t *data = mem_alloc_aligned(n_vec * sizeof(vec16_t));
-    if (!data)
-        return 0;
-    memset(data, 1, n_vec * sizeof(vec16_t)); /* touch every page first */
+    const vec16_t *data = s_read_buffer;
+    const size_t n_vec = s_read_vecs;
     reader_t readers[MAX_THREADS];
     pthread_t threads[MAX_THREADS];
     double best = 0;
@@ -89,7 +107,6 @@ double machine_read_bandwidth(size_t bytes, int n_threads, int repeat)
         double rate = (double)(n_vec * sizeof(vec16_t)) / (timer_now() - t0);
         best = rate > best ? rate : best;
     }
-    mem_free(data);
     return best;
 }
 

@@ -9,9 +9,16 @@
  * current OpenBLAS thread count. */
 double machine_sgemm_peak(int n, int repeat);
 
-/* Best rate in bytes/s of reading a buffer of `bytes` (well past the caches)
- * with n_threads threads, each summing its share, over `repeat` passes. */
-double machine_read_bandwidth(size_t bytes, int n_threads, int repeat);
+/* Allocates and touches the buffer machine_read_bandwidth() reads, once: on
+ * a virtual machine, memory freed and allocated again between measurements
+ * page-faults afresh and slows whatever runs next. 0, or -1 with ENOMEM. */
+int machine_init(size_t read_bytes);
+void machine_release(void);
+
+/* Best rate in bytes/s of reading the machine_init() buffer (well past the
+ * caches) with n_threads threads, each summing its share, over `repeat`
+ * passes; 0 when not initialised. */
+double machine_read_bandwidth(int n_threads, int repeat);
 
 /* Best rate in bytes/s at which sgemv streams a (rows, cols) float matrix. */
 double machine_sgemv_bandwidth(int rows, int cols, int repeat);
