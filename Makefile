@@ -27,7 +27,8 @@ BIN := $(BUILD)/bin
 OBJ := $(BUILD)/obj
 
 # ---- libraries, one per folder ----------------------------------------------
-CORE_SRC    := core/err.c core/mem.c core/blas.c core/timer.c core/idlist.c
+CORE_SRC    := core/err.c core/mem.c core/blas.c core/timer.c core/idlist.c \
+               core/path.c
 KERNELS_SRC := kernels/gemm_blas.c kernels/gemm_ref.c kernels/rmsnorm.c \
                kernels/rope.c kernels/softmax.c kernels/ffn.c kernels/attention.c
 MODEL_SRC   := model/config.c model/safetensors.c model/st_writer.c \

@@ -27,6 +27,7 @@
 #include <jansson.h>
 
 #include "core/mem.h"
+#include "core/path.h"
 #include "model/safetensors_private.h"
 
 /* The reference implementation refuses headers above 100 MB; so do we. */
@@ -106,15 +107,6 @@ static int s_dtype_parse(const char *s, st_dtype_t *out)
             return 0;
         }
     return -1;
-}
-
-static char *s_join(const char *dir, const char *name)
-{
-    size_t n = strlen(dir) + 1 + strlen(name) + 1;
-    char *p = mem_alloc(n);
-    if (p)
-        snprintf(p, n, "%s/%s", dir, name);
-    return p;
 }
 
 /* "[a, b, c]" into buf. */
@@ -512,7 +504,7 @@ static int s_open_index(safetensors_t *self, const char *path, err_t *err)
         goto cleanup;
     }
     for (size_t i = 0; i < n_unique; i++) {
-        if (!(self->files[i].path = s_join(self->dir, shards[i]))) {
+        if (!(self->files[i].path = path_join(self->dir, shards[i]))) {
             err_set(err, ENOMEM, "out of memory reading %s", path);
             goto cleanup;
         }
@@ -579,7 +571,7 @@ safetensors_t *safetensors_open(const char *dir, err_t *err)
 
     self = mem_calloc(1, sizeof *self);
     if (!self || !(self->dir = mem_strdup(dir)) ||
-        !(single = s_join(dir, S_SINGLE)) || !(index = s_join(dir, S_INDEX))) {
+        !(single = path_join(dir, S_SINGLE)) || !(index = path_join(dir, S_INDEX))) {
         err_set(err, ENOMEM, "out of memory opening the checkpoint in %s", dir);
         goto fail;
     }

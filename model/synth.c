@@ -26,6 +26,7 @@
 #include <jansson.h>
 
 #include "core/mem.h"
+#include "core/path.h"
 #include "model/st_writer.h"
 
 enum { S_CHUNK = 1 << 18 };   /* values generated and written per step */
@@ -454,15 +455,6 @@ static int s_mkdirs(const char *dir, err_t *err)
     return rc;
 }
 
-static char *s_path(const char *dir, const char *name)
-{
-    size_t n = strlen(dir) + 1 + strlen(name) + 1;
-    char *p = mem_alloc(n);
-    if (p)
-        snprintf(p, n, "%s/%s", dir, name);
-    return p;
-}
-
 static void s_shard_name(char *out, size_t size, size_t shard, size_t n_shards)
 {
     if (n_shards == 1)
@@ -516,7 +508,7 @@ cleanup:;
 
 static int s_unlink_stale(const char *dir, const char *name, err_t *err)
 {
-    char *p = s_path(dir, name);
+    char *p = path_join(dir, name);
     if (!p)
         return err_set(err, ENOMEM, "out of memory");
     int rc = 0;
@@ -633,7 +625,7 @@ int synth_write(const char *dir, const config_t *cfg, const synth_opts_t *opts,
 
     if (s_mkdirs(dir, err))
         goto cleanup;
-    if (!(path = s_path(dir, "config.json"))) {
+    if (!(path = path_join(dir, "config.json"))) {
         err_set(err, ENOMEM, "out of memory");
         goto cleanup;
     }
@@ -664,7 +656,7 @@ int synth_write(const char *dir, const config_t *cfg, const synth_opts_t *opts,
             last++;
         s_shard_name(shard_names[s], sizeof shard_names[s], s, n_shards);
         mem_free(path);
-        if (!(path = s_path(dir, shard_names[s]))) {
+        if (!(path = path_join(dir, shard_names[s]))) {
             err_set(err, ENOMEM, "out of memory");
             goto cleanup;
         }
@@ -677,7 +669,7 @@ int synth_write(const char *dir, const config_t *cfg, const synth_opts_t *opts,
         names = mem_calloc(n, sizeof *names);
         files = mem_calloc(n, sizeof *files);
         mem_free(path);
-        path = s_path(dir, "model.safetensors.index.json");
+        path = path_join(dir, "model.safetensors.index.json");
         if (!names || !files || !path) {
             err_set(err, ENOMEM, "out of memory");
             goto cleanup;
