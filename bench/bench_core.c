@@ -102,6 +102,14 @@ static void s_usage(FILE *out)
                  "                  [--decode 64] [--repeat 5]\n");
 }
 
+/* A positive decimal integer below 1e6, or 0 (rejected by the caller). */
+static int s_positive(const char *text)
+{
+    char *end = NULL;
+    long v = strtol(text, &end, 10);
+    return (end != text && *end == '\0' && v > 0 && v < 1000000) ? (int)v : 0;
+}
+
 static int s_parse(int argc, char **argv, options_t *opt)
 {
     static const struct option longopts[] = {
@@ -119,9 +127,9 @@ static int s_parse(int argc, char **argv, options_t *opt)
         switch (c) {
         case 'm': opt->model = optarg; break;
         case 't': opt->threads = optarg; break;
-        case 'p': opt->prompt_len = atoi(optarg); break;
-        case 'd': opt->decode = atoi(optarg); break;
-        case 'r': opt->repeat = atoi(optarg); break;
+        case 'p': opt->prompt_len = s_positive(optarg); break;
+        case 'd': opt->decode = s_positive(optarg); break;
+        case 'r': opt->repeat = s_positive(optarg); break;
         case 'h': s_usage(stdout); exit(0);
         default: s_usage(stderr); return -1;
         }
