@@ -12,13 +12,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-/* One routed unit of work: row `row` of a batch goes to expert `expert`, whose
- * output is multiplied by `weight` before it is summed into the row. */
-typedef struct moe_assign {
-    int32_t row;
-    int32_t expert;
-    float weight;
-} moe_assign_t;
+#include "core/assign.h"
+
 
 /* logits: (n_rows, n_experts) router logits, overwritten with probabilities.
  * ids, weights: (n_rows, k) outputs. 1 <= k <= n_experts. */
