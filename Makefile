@@ -14,8 +14,9 @@ BUILD   := build
 CFLAGS  := -std=c11 -O2 -g -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes
 CFLAGS  += -fno-strict-aliasing  # tensors are reinterpreted from mmap'd bytes
 CPPFLAGS := -I. -D_GNU_SOURCE -MMD -MP  # _GNU_SOURCE: POSIX + mmap/MAP_* in -std=c11
-CPPFLAGS += $(shell pkg-config --cflags openblas jansson)
-LDLIBS  := $(shell pkg-config --libs openblas jansson) -lm -lpthread
+CPPFLAGS += -I$(BUILD)/gen  # generated protobuf-c code: $(BUILD)/gen/proto/*.pb-c.h
+CPPFLAGS += $(shell pkg-config --cflags openblas jansson libzmq libprotobuf-c)
+LDLIBS  := $(shell pkg-config --libs openblas jansson libzmq libprotobuf-c) -lm -lpthread
 
 ifeq ($(SANITIZE),1)
 BUILD   := build/sanitize
@@ -32,14 +33,28 @@ CORE_SRC    := core/err.c core/mem.c core/blas.c core/timer.c core/idlist.c \
 KERNELS_SRC := kernels/gemm_blas.c kernels/gemm_ref.c kernels/rmsnorm.c \
                kernels/rope.c kernels/softmax.c kernels/ffn.c kernels/attention.c
 MODEL_SRC   := model/config.c model/safetensors.c model/st_writer.c \
-               model/synth.c model/arch.c
+               model/synth.c model/arch.c model/placement.c
 ENGINE_SRC  := engine/weights.c engine/kvcache.c engine/router.c \
                engine/experts.c engine/forward.c
+
+# The wire: generated protobuf-c code plus proto/wire.c, the only caller of it.
+PROTOS      := proto/dataplane.proto proto/client.proto
+PROTO_GEN_C := $(patsubst %.proto,$(BUILD)/gen/%.pb-c.c,$(PROTOS))
+PROTO_GEN_H := $(PROTO_GEN_C:.c=.h)
+WIRE_SRC    := proto/wire.c
+# Expert node, coordinator and client library (mains are listed with programs).
+NODE_SRC    := expert_node/expert_server.c
+COORD_SRC   := coordinator/peer.c coordinator/dispatch.c coordinator/rpc.c
+CLIENT_SRC  := client/client.c
 
 LIB_CORE    := $(BUILD)/lib/libmoe_core.a
 LIB_KERNELS := $(BUILD)/lib/libmoe_kernels.a
 LIB_MODEL   := $(BUILD)/lib/libmoe_model.a
 LIB_ENGINE  := $(BUILD)/lib/libmoe_engine.a
+LIB_WIRE    := $(BUILD)/lib/libmoe_wire.a
+LIB_NODE    := $(BUILD)/lib/libmoe_node.a
+LIB_COORD   := $(BUILD)/lib/libmoe_coord.a
+LIB_CLIENT  := $(BUILD)/lib/libmoe_client.a
 
 obj = $(patsubst %.c,$(OBJ)/%.o,$(1))
 
@@ -47,18 +62,27 @@ $(LIB_CORE):    $(call obj,$(CORE_SRC))
 $(LIB_KERNELS): $(call obj,$(KERNELS_SRC))
 $(LIB_MODEL):   $(call obj,$(MODEL_SRC))
 $(LIB_ENGINE):  $(call obj,$(ENGINE_SRC))
+$(LIB_WIRE):    $(call obj,$(WIRE_SRC)) $(patsubst $(BUILD)/gen/%.c,$(OBJ)/gen/%.o,$(PROTO_GEN_C))
+$(LIB_NODE):    $(call obj,$(NODE_SRC))
+$(LIB_COORD):   $(call obj,$(COORD_SRC))
+$(LIB_CLIENT):  $(call obj,$(CLIENT_SRC))
 $(BUILD)/lib/%.a:
 	@mkdir -p $(dir $@)
 	rm -f $@ && $(AR) rcs $@ $^
 
 # Link order: a library before the ones it uses.
 LIBS_ALL := $(LIB_ENGINE) $(LIB_MODEL) $(LIB_KERNELS) $(LIB_CORE)
+LIBS_NET := $(LIB_NODE) $(LIB_COORD) $(LIB_CLIENT) $(LIB_WIRE) $(LIBS_ALL)
 
 # ---- programs ----------------------------------------------------------------
-PROGRAMS := $(BIN)/moe-run $(BIN)/moe-mkmodel
+PROGRAMS := $(BIN)/moe-run $(BIN)/moe-mkmodel $(BIN)/moe-expert $(BIN)/moe-coordinator \
+            $(BIN)/moe-client
 
 $(BIN)/moe-run:     $(OBJ)/tools/moe_run.o $(LIBS_ALL)
 $(BIN)/moe-mkmodel: $(OBJ)/tools/moe_mkmodel.o $(LIBS_ALL)
+$(BIN)/moe-expert:  $(OBJ)/expert_node/node_main.o $(LIBS_NET)
+$(BIN)/moe-coordinator: $(OBJ)/coordinator/coord_main.o $(LIBS_NET)
+$(BIN)/moe-client:  $(OBJ)/client/moe_client.o $(LIBS_NET)
 $(PROGRAMS):
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
@@ -74,7 +98,8 @@ TESTS_KERNELS := test_gemm test_rmsnorm test_rope test_softmax test_ffn test_att
 TESTS_MODEL   := test_config test_safetensors test_synth
 TESTS_ENGINE  := test_router test_experts test_kvcache test_forward test_fixtures \
                  test_moe_run
-TESTS := $(TESTS_CORE) $(TESTS_KERNELS) $(TESTS_MODEL) $(TESTS_ENGINE)
+TESTS_NET     := test_wire test_placement test_expert_node test_client test_cluster
+TESTS := $(TESTS_CORE) $(TESTS_KERNELS) $(TESTS_MODEL) $(TESTS_ENGINE) $(TESTS_NET)
 TEST_BINS := $(addprefix $(BUILD)/tests/,$(TESTS))
 TEST_LIBS := $(shell pkg-config --libs cmocka)
 
@@ -86,6 +111,8 @@ $(addprefix $(BUILD)/tests/,$(TESTS_MODEL)): $(BUILD)/tests/%: $(OBJ)/tests/%.o 
     $(OBJ)/tests/testutil.o $(LIB_MODEL) $(LIB_CORE)
 $(addprefix $(BUILD)/tests/,$(TESTS_ENGINE)): $(BUILD)/tests/%: $(OBJ)/tests/%.o \
     $(OBJ)/tests/testutil.o $(OBJ)/tests/fixture.o $(LIBS_ALL)
+$(addprefix $(BUILD)/tests/,$(TESTS_NET)): $(BUILD)/tests/%: $(OBJ)/tests/%.o \
+    $(OBJ)/tests/testutil.o $(OBJ)/tests/fixture.o $(LIBS_NET)
 $(TEST_BINS):
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(TEST_LIBS) $(LDLIBS)
@@ -113,7 +140,16 @@ bench: $(BENCH_BINS) $(PROGRAMS)
 	bench/run.sh $(BIN)
 
 # ---- objects -------------------------------------------------------------------------
-$(OBJ)/%.o: %.c
+$(BUILD)/gen/proto/%.pb-c.c $(BUILD)/gen/proto/%.pb-c.h: proto/%.proto
+	@mkdir -p $(BUILD)/gen
+	protoc-c --c_out=$(BUILD)/gen $<
+
+# Every object waits for the generated headers: any may include them.
+$(OBJ)/%.o: %.c | $(PROTO_GEN_H)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<
+
+$(OBJ)/gen/%.o: $(BUILD)/gen/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<
 

@@ -44,6 +44,14 @@ const char *config_arch_name(config_arch_t arch)
     return "unknown";
 }
 
+int config_model_id(const config_t *cfg, char *buf, size_t size)
+{
+    return snprintf(buf, size, "%s:h%d:l%d:e%d:k%d:i%d:v%d:a%d/%dx%d",
+                    config_arch_name(cfg->arch), cfg->hidden_size, cfg->n_layers,
+                    cfg->n_experts, cfg->n_experts_per_tok, cfg->intermediate_size,
+                    cfg->vocab_size, cfg->n_heads, cfg->n_kv_heads, cfg->head_dim);
+}
+
 /* "mixtral, ..." for error messages. */
 static void s_supported_list(char *buf, size_t size)
 {

@@ -56,6 +56,12 @@ int config_load(config_t *cfg, const char *dir, err_t *err);
 int config_parse(config_t *cfg, const char *json_text, size_t len,
                  const char *origin, err_t *err);
 
+/* A short text that two processes compare to agree they loaded the same
+ * model shape: architecture and every dimension the math or the wire depends
+ * on, e.g. "mixtral:h1024:l8:e8:k2:i2816:v32000:a16/4x64". Writes at most
+ * size bytes (NUL included); returns the length it needed. */
+int config_model_id(const config_t *cfg, char *buf, size_t size);
+
 /* "mixtral", ... (borrowed, static). */
 const char *config_arch_name(config_arch_t arch);
 

@@ -9,6 +9,9 @@ packages=(
     libopenblas-dev          # every matrix product (pthread OpenBLAS, DYNAMIC_ARCH)
     libjansson-dev           # config.json, safetensors headers, tokenizer.json
     libcmocka-dev            # the tests
+    libzmq3-dev              # data plane and client RPC sockets
+    libprotobuf-c-dev protobuf-c-compiler  # the wire headers (proto/*.proto)
+    procps                   # ps/pkill in cluster/ scripts and tests
 )
 
 missing=()
