@@ -1,0 +1,156 @@
+#!/usr/bin/env bash
+# A moecluster on this one machine: a coordinator and N expert nodes as
+# processes, every socket on 127.0.0.1 with a free port, logs and pid files in
+# a run directory (so several clusters can run side by side).
+#
+#   cluster/local.sh up [--model DIR] --nodes N --run-dir D [--placement F]
+#                       [--replicas R] [--threads T] [--node-threads T]
+#       Starts the cluster and returns once it is ready; the last line of
+#       stdout is the client endpoint. Without --model, the built-in default
+#       model (made once in build/models/default) is used. If a process fails
+#       to start, the others are stopped and its last log lines are shown.
+#   cluster/local.sh down --run-dir D
+#       Stops every process of the cluster (TERM, then KILL after 10 s).
+#
+# Environment: MOE_BIN (programs, default build/bin next to this script),
+# MOE_START_TIMEOUT (seconds to wait for readiness, default 120).
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(dirname "$here")
+bin=${MOE_BIN:-$root/build/bin}
+start_timeout=${MOE_START_TIMEOUT:-120}
+
+die() { echo "local.sh: $*" >&2; exit 1; }
+usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+
+# Stops the processes whose pid files are in $1, politely then firmly.
+stop_all() {
+    local dir=$1 pidfile pid waited
+    for pidfile in "$dir"/expert-*.pid "$dir"/coordinator.pid; do
+        [ -f "$pidfile" ] || continue
+        pid=$(cat "$pidfile")
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    for pidfile in "$dir"/expert-*.pid "$dir"/coordinator.pid; do
+        [ -f "$pidfile" ] || continue
+        pid=$(cat "$pidfile")
+        waited=0
+        while kill -0 "$pid" 2>/dev/null && [ "$waited" -lt 100 ]; do
+            sleep 0.1
+            waited=$((waited + 1))
+        done
+        kill -KILL "$pid" 2>/dev/null || true
+        rm -f "$pidfile"
+    done
+}
+
+# Fails the start: shows the log of the process that died, stops the rest.
+fail_start() {
+    local dir=$1 name=$2 why=$3
+    echo "local.sh: $name $why; last lines of $dir/$name.log:" >&2
+    tail -n 20 "$dir/$name.log" >&2 || true
+    stop_all "$dir"
+    exit 1
+}
+
+# Waits for the endpoint file of process $2 (pid $3), bounded.
+wait_ready() {
+    local dir=$1 name=$2 pid=$3 deadline=$((SECONDS + start_timeout))
+    while [ ! -s "$dir/$name.endpoint" ]; do
+        kill -0 "$pid" 2>/dev/null || fail_start "$dir" "$name" "exited during start"
+        [ "$SECONDS" -lt "$deadline" ] || fail_start "$dir" "$name" "not ready after ${start_timeout}s"
+        sleep 0.05
+    done
+}
+
+cmd_up() {
+    local model="" nodes="" dir="" placement="" replicas=1 threads="" node_threads=""
+    while [ $# -gt 0 ]; do
+        case $1 in
+            --model) model=$2; shift 2 ;;
+            --nodes) nodes=$2; shift 2 ;;
+            --run-dir) dir=$2; shift 2 ;;
+            --placement) placement=$2; shift 2 ;;
+            --replicas) replicas=$2; shift 2 ;;
+            --threads) threads=$2; shift 2 ;;
+            --node-threads) node_threads=$2; shift 2 ;;
+            -h|--help) usage ;;
+            *) die "unknown option '$1' (see --help)" ;;
+        esac
+    done
+    [ -n "$nodes" ] && [ -n "$dir" ] || die "up needs --nodes N and --run-dir D"
+    [[ "$nodes" =~ ^[1-9][0-9]*$ ]] || die "--nodes must be a positive integer (got '$nodes')"
+    for p in moe-expert moe-coordinator; do
+        [ -x "$bin/$p" ] || die "$bin/$p is missing: run make first"
+    done
+    if [ -z "$model" ]; then
+        model=$root/build/models/default
+        [ -f "$model/config.json" ] ||
+            "$bin/moe-mkmodel" --arch mixtral --preset small --seed 1 --out "$model" >&2
+    fi
+    [ -f "$model/config.json" ] || die "no model at $model (config.json missing)"
+    mkdir -p "$dir"
+    dir=$(cd "$dir" && pwd)
+    if [ -f "$dir/coordinator.pid" ] && kill -0 "$(cat "$dir/coordinator.pid")" 2>/dev/null; then
+        die "a cluster is already running in $dir (local.sh down --run-dir $dir)"
+    fi
+    rm -f "$dir"/*.endpoint "$dir"/*.pid
+
+    # Nodes compute at the same time, the coordinator while they wait: give
+    # the nodes a share of the cores each and the coordinator all of them.
+    local cores
+    cores=$(nproc)
+    [ -n "$threads" ] || threads=$cores
+    [ -n "$node_threads" ] || node_threads=$(( cores / nodes > 0 ? cores / nodes : 1 ))
+
+    local place_args=() i
+    if [ -n "$placement" ]; then
+        place_args=(--placement "$placement")
+    else
+        place_args=(--replicas "$replicas")
+    fi
+    for i in $(seq 1 "$nodes"); do
+        "$bin/moe-expert" --model "$model" --node-id "$i" --nodes "$nodes" "${place_args[@]}" \
+            --threads "$node_threads" --endpoint-file "$dir/expert-$i.endpoint" \
+            </dev/null >"$dir/expert-$i.log" 2>&1 &
+        echo $! >"$dir/expert-$i.pid"
+    done
+    local node_args=()
+    for i in $(seq 1 "$nodes"); do
+        wait_ready "$dir" "expert-$i" "$(cat "$dir/expert-$i.pid")"
+        node_args+=(--node "$(cat "$dir/expert-$i.endpoint")")
+    done
+    "$bin/moe-coordinator" --model "$model" "${node_args[@]}" "${place_args[@]}" \
+        --threads "$threads" --endpoint-file "$dir/coordinator.endpoint" \
+        </dev/null >"$dir/coordinator.log" 2>&1 &
+    echo $! >"$dir/coordinator.pid"
+    wait_ready "$dir" coordinator "$(cat "$dir/coordinator.pid")"
+    echo "local.sh: cluster of $nodes node(s) ready; logs in $dir"
+    cat "$dir/coordinator.endpoint"
+}
+
+cmd_down() {
+    local dir=""
+    while [ $# -gt 0 ]; do
+        case $1 in
+            --run-dir) dir=$2; shift 2 ;;
+            -h|--help) usage ;;
+            *) die "unknown option '$1' (see --help)" ;;
+        esac
+    done
+    [ -n "$dir" ] || die "down needs --run-dir D"
+    [ -d "$dir" ] || exit 0
+    stop_all "$dir"
+    rm -f "$dir"/*.endpoint
+}
+
+[ $# -gt 0 ] || usage
+command=$1
+shift
+case $command in
+    up) cmd_up "$@" ;;
+    down) cmd_down "$@" ;;
+    -h|--help) usage ;;
+    *) die "unknown command '$command' (up, down)" ;;
+esac

@@ -1,0 +1,248 @@
+/* peer: see peer.h. */
+#include "coordinator/peer.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <zmq.h>
+
+#include "core/mem.h"
+#include "core/timer.h"
+
+enum { HELLO_RESEND_MS = 200 }; /* a node still loading misses early HELLOs */
+
+struct peer {
+    int node_id;
+    char endpoint[WIRE_MAX_TEXT];
+    void *socket;                 /* DEALER connected to the node */
+    void *monitor;                /* PAIR receiving the DEALER's link events */
+    bool up;
+    char last_error[WIRE_MAX_TEXT];
+    uint64_t batches;
+    double rtt_last;              /* seconds */
+    double rtt_total;             /* seconds, over `batches` */
+    uint64_t hello_id;            /* request ids of handshakes */
+};
+
+static int s_setsockopt_int(void *socket, int option, int value)
+{
+    return zmq_setsockopt(socket, option, &value, sizeof value);
+}
+
+peer_t *peer_new(void *zmq_ctx, int node_id, const char *endpoint,
+                 const wire_limits_t *lim, err_t *err)
+{
+    static int s_monitor_seq; /* unique inproc names within the process */
+    char monitor_ep[64];
+    peer_t *self = mem_calloc(1, sizeof *self);
+    if (!self) {
+        err_set(err, ENOMEM, "out of memory for node %d", node_id);
+        return NULL;
+    }
+    self->node_id = node_id;
+    snprintf(self->endpoint, sizeof self->endpoint, "%s", endpoint);
+    snprintf(self->last_error, sizeof self->last_error, "not connected yet");
+    self->socket = zmq_socket(zmq_ctx, ZMQ_DEALER);
+    if (!self->socket ||
+        s_setsockopt_int(self->socket, ZMQ_LINGER, 0) < 0 ||
+        /* Queue only on live connections, so a send to a dead node fails now. */
+        s_setsockopt_int(self->socket, ZMQ_IMMEDIATE, 1) < 0 ||
+        s_setsockopt_int(self->socket, ZMQ_RECONNECT_IVL, 100) < 0 ||
+        s_setsockopt_int(self->socket, ZMQ_RECONNECT_IVL_MAX, 2000) < 0 ||
+        wire_socket_set_limit(self->socket, lim, err) < 0) {
+        err_set(err, errno, "node %d: cannot create its socket: %s", node_id,
+                zmq_strerror(errno));
+        goto fail;
+    }
+    snprintf(monitor_ep, sizeof monitor_ep, "inproc://peer-monitor-%d", ++s_monitor_seq);
+    if (zmq_socket_monitor(self->socket, monitor_ep,
+                           ZMQ_EVENT_CONNECTED | ZMQ_EVENT_DISCONNECTED) < 0 ||
+        !(self->monitor = zmq_socket(zmq_ctx, ZMQ_PAIR)) ||
+        s_setsockopt_int(self->monitor, ZMQ_LINGER, 0) < 0 ||
+        zmq_connect(self->monitor, monitor_ep) < 0) {
+        err_set(err, errno, "node %d: cannot monitor its socket: %s", node_id,
+                zmq_strerror(errno));
+        goto fail;
+    }
+    if (zmq_connect(self->socket, endpoint) < 0) {
+        err_set(err, errno, "node %d: cannot connect to %s: %s", node_id, endpoint,
+                zmq_strerror(errno));
+        goto fail;
+    }
+    return self;
+
+fail:
+    peer_destroy(&self);
+    return NULL;
+}
+
+void peer_destroy(peer_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    peer_t *self = *self_p;
+    int saved = errno;
+    if (self->socket)
+        zmq_socket_monitor(self->socket, NULL, 0);
+    if (self->monitor)
+        zmq_close(self->monitor);
+    if (self->socket)
+        zmq_close(self->socket);
+    mem_free(self);
+    *self_p = NULL;
+    errno = saved;
+}
+
+/* True when the pair (layer, expert) is among the node's hosted pairs. */
+static bool s_hosts(const wire_data_t *reply, int32_t layer, int32_t expert)
+{
+    for (int i = 0; i < reply->n_hosted; i++)
+        if (reply->hosted_layer[i] == layer && reply->hosted_expert[i] == expert)
+            return true;
+    return false;
+}
+
+static int s_check_hello(peer_t *self, const wire_data_t *reply, const char *model_id,
+                         const int32_t *want_layer, const int32_t *want_expert,
+                         int n_want, err_t *err)
+{
+    if (reply->type == WIRE_ERROR)
+        return err_set(err, EPROTO, "node %d (%s) refused the handshake: %s: %s",
+                       self->node_id, self->endpoint,
+                       wire_data_error_name(reply->error_code),
+                       reply->error_message ? reply->error_message : "");
+    if (reply->type != WIRE_HELLO_REPLY)
+        return err_set(err, EPROTO, "node %d (%s) answered HELLO with message type %d",
+                       self->node_id, self->endpoint, (int)reply->type);
+    if (reply->node_id != self->node_id)
+        return err_set(err, EPROTO, "the node at %s says it is node %d, expected %d",
+                       self->endpoint, reply->node_id, self->node_id);
+    if (!reply->model_id || strcmp(reply->model_id, model_id) != 0)
+        return err_set(err, EPROTO, "node %d (%s) loaded model %s, the coordinator %s",
+                       self->node_id, self->endpoint,
+                       reply->model_id ? reply->model_id : "(none)", model_id);
+    for (int i = 0; i < n_want; i++)
+        if (!s_hosts(reply, want_layer[i], want_expert[i]))
+            return err_set(err, EPROTO, "node %d (%s) does not host expert %d of layer %d "
+                           "that the placement gives it", self->node_id, self->endpoint,
+                           (int)want_expert[i], (int)want_layer[i]);
+    return 0;
+}
+
+int peer_hello(peer_t *self, wire_inbox_t *inbox, const char *model_id,
+               const int32_t *want_layer, const int32_t *want_expert, int n_want,
+               int timeout_ms, err_t *err)
+{
+    const double deadline = timer_now() + timeout_ms / 1000.0;
+    double next_send = 0;
+    char why[ERR_MSG_MAX] = "no answer";
+    while (timer_now() < deadline) {
+        double now = timer_now();
+        if (now >= next_send) {
+            wire_data_t hello = {.type = WIRE_HELLO, .request_id = ++self->hello_id};
+            err_t send_err = {0};
+            if (wire_data_send(self->socket, NULL, &hello, &send_err) < 0 && errno != EAGAIN)
+                return err_set(err, errno, "node %d (%s): %s", self->node_id,
+                               self->endpoint, send_err.msg);
+            next_send = now + HELLO_RESEND_MS / 1000.0;
+        }
+        zmq_pollitem_t item = {.socket = self->socket, .events = ZMQ_POLLIN};
+        int wait_ms = (int)((next_send - timer_now()) * 1000) + 1;
+        if (zmq_poll(&item, 1, wait_ms) < 0) {
+            if (errno == EINTR)
+                return err_set(err, EINTR, "interrupted while waiting for node %d",
+                               self->node_id);
+            continue;
+        }
+        if (!(item.revents & ZMQ_POLLIN))
+            continue;
+        wire_data_t reply;
+        wire_data_error_t code;
+        err_t recv_err = {0};
+        if (wire_data_recv(inbox, self->socket, false, NULL, &reply, &code, &recv_err) < 0) {
+            if (errno == EAGAIN)
+                continue;
+            snprintf(why, sizeof why, "%s", recv_err.msg);
+            continue;
+        }
+        if (reply.request_id != self->hello_id && reply.type != WIRE_ERROR)
+            continue; /* an answer to an earlier HELLO */
+        if (s_check_hello(self, &reply, model_id, want_layer, want_expert, n_want, err) < 0) {
+            peer_mark_down(self, err->msg);
+            return -1;
+        }
+        self->up = true;
+        self->last_error[0] = '\0';
+        return 0;
+    }
+    err_set(err, ETIMEDOUT, "node %d (%s) did not answer the handshake within %d ms (%s)",
+            self->node_id, self->endpoint, timeout_ms, why);
+    peer_mark_down(self, err->msg);
+    return -1;
+}
+
+int peer_send(peer_t *self, const wire_data_t *msg, err_t *err)
+{
+    if (!self->up)
+        return err_set(err, EHOSTUNREACH, "node %d (%s) is down: %s", self->node_id,
+                       self->endpoint, self->last_error);
+    err_t send_err = {0};
+    if (wire_data_send(self->socket, NULL, msg, &send_err) < 0) {
+        char why[ERR_MSG_MAX + 32];
+        snprintf(why, sizeof why, "cannot send: %s",
+                 errno == EAGAIN ? "no live connection" : send_err.msg);
+        peer_mark_down(self, why);
+        return err_set(err, EHOSTUNREACH, "node %d (%s) is down: %s", self->node_id,
+                       self->endpoint, why);
+    }
+    return 0;
+}
+
+bool peer_check_link(peer_t *self)
+{
+    for (;;) {
+        zmq_msg_t event, address;
+        zmq_msg_init(&event);
+        if (zmq_msg_recv(&event, self->monitor, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(&event);
+            break;
+        }
+        uint16_t id = 0;
+        if (zmq_msg_size(&event) >= sizeof id)
+            memcpy(&id, zmq_msg_data(&event), sizeof id);
+        zmq_msg_close(&event);
+        zmq_msg_init(&address); /* second frame: the endpoint */
+        zmq_msg_recv(&address, self->monitor, ZMQ_DONTWAIT);
+        zmq_msg_close(&address);
+        if (id == ZMQ_EVENT_DISCONNECTED && self->up)
+            peer_mark_down(self, "connection lost");
+    }
+    return self->up;
+}
+
+void peer_mark_down(peer_t *self, const char *why)
+{
+    self->up = false;
+    snprintf(self->last_error, sizeof self->last_error, "%s", why);
+}
+
+void peer_record_batch(peer_t *self, double rtt_seconds)
+{
+    self->batches++;
+    self->rtt_last = rtt_seconds;
+    self->rtt_total += rtt_seconds;
+}
+
+void *peer_socket(const peer_t *self) { return self->socket; }
+void *peer_monitor_socket(const peer_t *self) { return self->monitor; }
+int peer_node_id(const peer_t *self) { return self->node_id; }
+const char *peer_endpoint(const peer_t *self) { return self->endpoint; }
+bool peer_is_up(const peer_t *self) { return self->up; }
+const char *peer_last_error(const peer_t *self) { return self->last_error; }
+uint64_t peer_batches(const peer_t *self) { return self->batches; }
+double peer_rtt_last_ms(const peer_t *self) { return self->rtt_last * 1e3; }
+
+double peer_rtt_mean_ms(const peer_t *self)
+{
+    return self->batches ? self->rtt_total / (double)self->batches * 1e3 : 0.0;
+}

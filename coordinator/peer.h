@@ -1,0 +1,54 @@
+/* peer: the coordinator's link to one expert node.
+ *
+ * A DEALER socket connected to the node's ROUTER endpoint, with a monitor so
+ * that a dropped connection marks the node down at once instead of after a
+ * reply timeout. Holds what the coordinator knows of the node: up or down
+ * (and why), its hosted experts, batch count and round-trip times. Owned by
+ * the coordinator's one thread.
+ */
+#ifndef MOE_COORDINATOR_PEER_H
+#define MOE_COORDINATOR_PEER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/err.h"
+#include "proto/wire.h"
+
+typedef struct peer peer_t;
+
+/* Connects to endpoint (does not wait for the node). NULL with errno/err. */
+peer_t *peer_new(void *zmq_ctx, int node_id, const char *endpoint,
+                 const wire_limits_t *lim, err_t *err);
+void peer_destroy(peer_t **self_p);
+
+/* Handshake: sends HELLO until a HELLO_REPLY arrives or timeout_ms passes,
+ * then checks the node's id, its model id against model_id and that it hosts
+ * every (want_layer[i], want_expert[i]) the placement gives it. Marks the
+ * node up on success; -1 with errno/err (ETIMEDOUT, EPROTO) otherwise. */
+int peer_hello(peer_t *self, wire_inbox_t *inbox, const char *model_id,
+               const int32_t *want_layer, const int32_t *want_expert, int n_want,
+               int timeout_ms, err_t *err);
+
+/* Sends a data-plane message without blocking; a node that cannot take it
+ * (no live connection) is marked down and -1/EHOSTUNREACH returned. */
+int peer_send(peer_t *self, const wire_data_t *msg, err_t *err);
+
+/* Reads pending connection events; marks the node down when its connection
+ * dropped. Returns true when the node is (still) up. */
+bool peer_check_link(peer_t *self);
+
+void peer_mark_down(peer_t *self, const char *why);
+void peer_record_batch(peer_t *self, double rtt_seconds);
+
+void *peer_socket(const peer_t *self);          /* the DEALER (borrowed) */
+void *peer_monitor_socket(const peer_t *self);  /* link events (borrowed) */
+int peer_node_id(const peer_t *self);
+const char *peer_endpoint(const peer_t *self);
+bool peer_is_up(const peer_t *self);
+const char *peer_last_error(const peer_t *self); /* "" when none */
+uint64_t peer_batches(const peer_t *self);
+double peer_rtt_last_ms(const peer_t *self);
+double peer_rtt_mean_ms(const peer_t *self);
+
+#endif /* MOE_COORDINATOR_PEER_H */

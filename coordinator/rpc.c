@@ -1,0 +1,289 @@
+/* rpc: see rpc.h. */
+#include "coordinator/rpc.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <zmq.h>
+
+#include "core/mem.h"
+#include "core/timer.h"
+#include "engine/forward.h"
+#include "engine/kvcache.h"
+
+enum { POLL_MS = 100 }; /* how often the loop looks at the stop flag and links */
+
+struct rpc {
+    const weights_t *w;
+    dispatch_t *dispatch;
+    peer_t **peers;
+    const rpc_node_info_t *nodes;
+    int n_peers;
+    rpc_config_t conf;
+    char endpoint[WIRE_MAX_TEXT];
+    void *socket;                  /* ROUTER for clients */
+    wire_inbox_t *inbox;
+    forward_t *fw;                 /* experts through dispatch_moe */
+    kvcache_t *kv;                 /* one sequence at a time, max_context positions */
+    float *logits;                 /* (vocab): the last position's */
+    int32_t *tokens;               /* (max_context) generated so far */
+    wire_node_status_t *status;    /* (n_peers) */
+    uint64_t requests_served;
+};
+
+rpc_t *rpc_new(void *zmq_ctx, const weights_t *w, dispatch_t *dispatch, peer_t **peers,
+               const rpc_node_info_t *nodes, int n_peers, const rpc_config_t *conf,
+               err_t *err)
+{
+    const config_t *cfg = &w->cfg;
+    rpc_t *self = mem_calloc(1, sizeof *self);
+    if (!self) {
+        err_set(err, ENOMEM, "out of memory for the client endpoint");
+        return NULL;
+    }
+    self->w = w;
+    self->dispatch = dispatch;
+    self->peers = peers;
+    self->nodes = nodes;
+    self->n_peers = n_peers;
+    self->conf = *conf;
+    wire_limits_t lim = {.max_prompt = conf->max_context};
+    self->inbox = wire_inbox_new(&lim, err);
+    if (!self->inbox)
+        goto fail;
+    self->fw = forward_new(w, conf->prefill_rows, conf->max_context, dispatch_moe, dispatch,
+                           err);
+    if (!self->fw)
+        goto fail;
+    self->kv = kvcache_new(cfg, conf->max_context, err);
+    if (!self->kv)
+        goto fail;
+    self->logits = mem_alloc((size_t)cfg->vocab_size * sizeof(float));
+    self->tokens = mem_alloc((size_t)conf->max_context * sizeof(int32_t));
+    self->status = mem_calloc((size_t)n_peers, sizeof *self->status);
+    if (!self->logits || !self->tokens || !self->status) {
+        err_set(err, ENOMEM, "out of memory for the client endpoint");
+        goto fail;
+    }
+    int linger = 0;
+    size_t len = sizeof self->endpoint;
+    self->socket = zmq_socket(zmq_ctx, ZMQ_ROUTER);
+    if (!self->socket || zmq_setsockopt(self->socket, ZMQ_LINGER, &linger, sizeof linger) < 0 ||
+        wire_socket_set_limit(self->socket, &lim, err) < 0 ||
+        zmq_bind(self->socket, conf->bind) < 0 ||
+        zmq_getsockopt(self->socket, ZMQ_LAST_ENDPOINT, self->endpoint, &len) < 0) {
+        err_set(err, errno, "cannot bind the client endpoint %s: %s", conf->bind,
+                zmq_strerror(errno));
+        goto fail;
+    }
+    return self;
+
+fail:
+    rpc_destroy(&self);
+    return NULL;
+}
+
+void rpc_destroy(rpc_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    rpc_t *self = *self_p;
+    int saved = errno;
+    if (self->socket)
+        zmq_close(self->socket);
+    wire_inbox_destroy(&self->inbox);
+    forward_destroy(&self->fw);
+    kvcache_destroy(&self->kv);
+    mem_free(self->logits);
+    mem_free(self->tokens);
+    mem_free(self->status);
+    mem_free(self);
+    *self_p = NULL;
+    errno = saved;
+}
+
+const char *rpc_endpoint(const rpc_t *self)
+{
+    return self->endpoint;
+}
+
+/* The client error code for a failed forward pass. */
+static wire_client_error_t s_code_of(int errnum)
+{
+    switch (errnum) {
+    case EHOSTUNREACH:
+    case ETIMEDOUT:
+    case EPROTO:
+        return WIRE_CLIENT_UNAVAILABLE;
+    case EINVAL:
+    case ENOSPC:
+    case E2BIG:
+        return WIRE_CLIENT_INVALID_ARGUMENT;
+    case EINTR:
+        return WIRE_CLIENT_CANCELLED;
+    default:
+        return WIRE_CLIENT_INTERNAL;
+    }
+}
+
+static void s_reply_error(rpc_t *self, const wire_peer_t *to, uint64_t id,
+                          wire_client_error_t code, const char *message)
+{
+    err_t err = {0};
+    if (wire_reply_send_error(self->socket, to, id, code, message, &err) < 0)
+        fprintf(stderr, "moe-coordinator: cannot answer a client: %s\n", err.msg);
+}
+
+/* Checks a prompt request; replies with the error and returns -1 if bad. */
+static int s_check_prompt(rpc_t *self, const wire_peer_t *to, const wire_request_t *req,
+                          int max_tokens)
+{
+    char msg[256];
+    const int vocab = self->w->cfg.vocab_size;
+    if (req->n_prompt < 1)
+        snprintf(msg, sizeof msg, "the prompt is empty");
+    else if (max_tokens < 0 || (long)req->n_prompt + max_tokens > self->conf.max_context)
+        snprintf(msg, sizeof msg, "prompt (%d) plus max tokens (%d) exceed the context "
+                 "limit of %d positions", req->n_prompt, max_tokens, self->conf.max_context);
+    else {
+        for (int i = 0; i < req->n_prompt; i++)
+            if (req->prompt[i] < 0 || req->prompt[i] >= vocab) {
+                snprintf(msg, sizeof msg, "token id %d at index %d is outside the "
+                         "vocabulary [0, %d)", (int)req->prompt[i], i, vocab);
+                goto bad;
+            }
+        return 0;
+    }
+bad:
+    s_reply_error(self, to, req->request_id, WIRE_CLIENT_INVALID_ARGUMENT, msg);
+    return -1;
+}
+
+static void s_generate(rpc_t *self, const wire_peer_t *to, const wire_request_t *req)
+{
+    if (s_check_prompt(self, to, req, req->max_tokens) < 0)
+        return;
+    const int vocab = self->w->cfg.vocab_size;
+    const double t0 = timer_now();
+    err_t err = {0};
+    kvcache_truncate(self->kv, 0);
+    int rc = forward_run(self->fw, self->kv, req->prompt, req->n_prompt, FORWARD_LOGITS_LAST,
+                         self->logits, &err);
+    int n = 0;
+    while (rc == 0 && n < req->max_tokens) {
+        int32_t next = forward_argmax(self->logits, vocab);
+        self->tokens[n++] = next;
+        wire_reply_t rep = {.type = WIRE_REP_TOKENS, .request_id = req->request_id,
+                            .n_tokens = 1, .tokens = &self->tokens[n - 1]};
+        if (wire_reply_send(self->socket, to, &rep, &err) < 0)
+            return; /* the client is gone: nothing to answer */
+        if (n < req->max_tokens)
+            rc = forward_run(self->fw, self->kv, &next, 1, FORWARD_LOGITS_LAST, self->logits,
+                             &err);
+    }
+    if (rc < 0) {
+        s_reply_error(self, to, req->request_id, s_code_of(errno), err.msg);
+        return;
+    }
+    wire_reply_t done = {.type = WIRE_REP_TOKENS, .request_id = req->request_id,
+                         .final = true, .prompt_tokens = req->n_prompt,
+                         .generated_tokens = n, .seconds = timer_now() - t0};
+    if (wire_reply_send(self->socket, to, &done, &err) == 0)
+        self->requests_served++;
+}
+
+static void s_logits(rpc_t *self, const wire_peer_t *to, const wire_request_t *req)
+{
+    if (s_check_prompt(self, to, req, 0) < 0)
+        return;
+    const int vocab = self->w->cfg.vocab_size;
+    err_t err = {0};
+    float *all = mem_alloc((size_t)req->n_prompt * vocab * sizeof(float));
+    if (!all) {
+        s_reply_error(self, to, req->request_id, WIRE_CLIENT_INTERNAL,
+                      "out of memory for the logits");
+        return;
+    }
+    kvcache_truncate(self->kv, 0);
+    if (forward_run(self->fw, self->kv, req->prompt, req->n_prompt, FORWARD_LOGITS_ALL, all,
+                    &err) < 0) {
+        s_reply_error(self, to, req->request_id, s_code_of(errno), err.msg);
+    } else {
+        wire_reply_t rep = {.type = WIRE_REP_LOGITS, .request_id = req->request_id,
+                            .final = true, .rows = req->n_prompt, .vocab = vocab,
+                            .logits = all};
+        if (wire_reply_send(self->socket, to, &rep, &err) == 0)
+            self->requests_served++;
+    }
+    mem_free(all);
+}
+
+static void s_status(rpc_t *self, const wire_peer_t *to, const wire_request_t *req)
+{
+    dispatch_check_links(self->dispatch);
+    for (int p = 0; p < self->n_peers; p++) {
+        const peer_t *peer = self->peers[p];
+        self->status[p] = (wire_node_status_t){
+            .node_id = peer_node_id(peer), .endpoint = peer_endpoint(peer),
+            .up = peer_is_up(peer), .n_hosted = self->nodes[p].n_hosted,
+            .hosted_layer = self->nodes[p].hosted_layer,
+            .hosted_expert = self->nodes[p].hosted_expert,
+            .batches = peer_batches(peer), .rtt_last_ms = peer_rtt_last_ms(peer),
+            .rtt_mean_ms = peer_rtt_mean_ms(peer), .last_error = peer_last_error(peer),
+        };
+    }
+    wire_reply_t rep = {
+        .type = WIRE_REP_STATUS, .request_id = req->request_id, .final = true,
+        .model = self->conf.model_name, .n_nodes = self->n_peers, .nodes = self->status,
+        .n_layers = self->w->cfg.n_layers, .n_experts = self->w->cfg.n_experts,
+        .expert_tokens = dispatch_expert_tokens(self->dispatch),
+        .requests_served = self->requests_served,
+    };
+    err_t err = {0};
+    if (wire_reply_send(self->socket, to, &rep, &err) < 0)
+        fprintf(stderr, "moe-coordinator: cannot answer a client: %s\n", err.msg);
+}
+
+static void s_handle(rpc_t *self)
+{
+    wire_peer_t from = {0};
+    wire_request_t req;
+    wire_client_error_t code = WIRE_CLIENT_OK;
+    err_t err = {0};
+    if (wire_request_recv(self->inbox, self->socket, &from, &req, &code, &err) < 0) {
+        if (errno == EPROTO && from.len > 0)
+            s_reply_error(self, &from, req.request_id, code, err.msg);
+        return;
+    }
+    switch (req.type) {
+    case WIRE_REQ_GENERATE: s_generate(self, &from, &req); break;
+    case WIRE_REQ_LOGITS: s_logits(self, &from, &req); break;
+    case WIRE_REQ_STATUS: s_status(self, &from, &req); break;
+    case WIRE_REQ_CANCEL:
+        /* Requests run to completion one at a time, so none is running now. */
+        s_reply_error(self, &from, req.request_id, WIRE_CLIENT_INVALID_ARGUMENT,
+                      "no running request with that id");
+        break;
+    default:
+        s_reply_error(self, &from, req.request_id, WIRE_CLIENT_INVALID_ARGUMENT,
+                      "unknown request type");
+    }
+}
+
+int rpc_run(rpc_t *self, volatile sig_atomic_t *stop, err_t *err)
+{
+    while (!*stop) {
+        zmq_pollitem_t item = {.socket = self->socket, .events = ZMQ_POLLIN};
+        int n = zmq_poll(&item, 1, POLL_MS);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return err_set(err, errno, "polling the client endpoint: %s",
+                           zmq_strerror(errno));
+        }
+        dispatch_check_links(self->dispatch);
+        if (item.revents & ZMQ_POLLIN)
+            s_handle(self);
+    }
+    return 0;
+}

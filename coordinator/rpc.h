@@ -1,0 +1,51 @@
+/* rpc: the coordinator's client endpoint and request handling.
+ *
+ * One ROUTER socket serves any number of connected clients; requests run one
+ * after another (batching of concurrent requests comes with the scheduler).
+ * GENERATE runs the prompt and greedy decoding through the forward pass,
+ * whose experts are dispatched to the nodes, and streams one TOKENS reply per
+ * token, then a final one with counts and timings; LOGITS returns every prompt
+ * position's logits as a tensor frame; STATUS reports nodes, placement and
+ * counters. Every accepted request gets its answer or one ERROR_REPLY; a
+ * malformed request gets an ERROR_REPLY and the loop goes on.
+ */
+#ifndef MOE_COORDINATOR_RPC_H
+#define MOE_COORDINATOR_RPC_H
+
+#include <signal.h>
+
+#include "coordinator/dispatch.h"
+#include "coordinator/peer.h"
+#include "core/err.h"
+#include "engine/weights.h"
+
+/* The experts one node hosts, for status replies. */
+typedef struct rpc_node_info {
+    int n_hosted;
+    const int32_t *hosted_layer;   /* (n_hosted), borrowed */
+    const int32_t *hosted_expert;  /* (n_hosted), borrowed */
+} rpc_node_info_t;
+
+typedef struct rpc_config {
+    const char *bind;       /* client endpoint to bind, e.g. tcp://127.0.0.1:* */
+    const char *model_name; /* shown in status */
+    int max_context;        /* positions per sequence (prompt + generated) */
+    int prefill_rows;       /* rows per forward chunk */
+} rpc_config_t;
+
+typedef struct rpc rpc_t;
+
+/* Everything borrowed must outlive the rpc_t. NULL with errno/err. */
+rpc_t *rpc_new(void *zmq_ctx, const weights_t *w, dispatch_t *dispatch, peer_t **peers,
+               const rpc_node_info_t *nodes, int n_peers, const rpc_config_t *conf,
+               err_t *err);
+void rpc_destroy(rpc_t **self_p);
+
+/* The bound client endpoint, e.g. "tcp://127.0.0.1:40123" (borrowed). */
+const char *rpc_endpoint(const rpc_t *self);
+
+/* Serves until *stop becomes non-zero (checked at least every 100 ms).
+ * Returns 0, or -1 with errno/err when the socket fails. */
+int rpc_run(rpc_t *self, volatile sig_atomic_t *stop, err_t *err);
+
+#endif /* MOE_COORDINATOR_RPC_H */
