@@ -1,0 +1,321 @@
+/* expert_server: see expert_server.h.
+ *
+ * Invariants: the ROUTER socket is only touched by the thread that calls
+ * expert_server_run; every reply is sent from buffers sized in
+ * expert_server_new; a request reaches experts_run only after wire_data_recv
+ * has checked it against limits made from the model and max_rows.
+ */
+#include "expert_node/expert_server.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdint.h>
+#include <string.h>
+#include <zmq.h>
+
+#include "core/mem.h"
+#include "core/timer.h"
+#include "engine/experts.h"
+#include "engine/weights.h"
+#include "model/config.h"
+#include "proto/wire.h"
+
+struct expert_server {
+    int node_id;
+    int max_rows;             /* rows per request */
+    int max_assign;           /* assignments per request: max_rows * top_k */
+    weights_t *w;             /* this node's experts only (no dense part) */
+    experts_t *experts;       /* scratch for max_rows / max_assign */
+    float *out;               /* (max_rows, hidden) partial sums of a reply */
+    int n_hosted;             /* (layer, expert) pairs hosted */
+    int32_t *hosted_layer;    /* (n_hosted) */
+    int32_t *hosted_expert;   /* (n_hosted) */
+    char model_id[WIRE_MAX_TEXT];
+    wire_inbox_t *inbox;      /* received messages point into it */
+    void *ctx;                /* ZeroMQ context, one per server */
+    void *sock;               /* ROUTER, bound */
+    char endpoint[WIRE_MAX_TEXT];
+    FILE *log;                /* NULL: quiet */
+    unsigned long n_served;   /* EXPERT_REPLYs sent */
+    unsigned long n_rejected; /* ERRORs sent */
+};
+
+/* Loads the node's experts and sizes every buffer from the model. */
+static int s_load(expert_server_t *self, const expert_server_opts_t *opts, err_t *err)
+{
+    const placement_t *p = opts->placement;
+    placement_node_t me = {p, opts->node_id};
+    weights_select_t select = {.dense = false, .hosts = placement_node_hosts,
+                               .hosts_ctx = &me};
+    self->w = weights_load(opts->model_dir, &select, err);
+    if (!self->w)
+        return -1;
+    const config_t *cfg = &self->w->cfg;
+    if (cfg->n_layers != placement_n_layers(p) || cfg->n_experts != placement_n_experts(p))
+        return err_set(err, EINVAL, "the placement is for %d layers x %d experts but the "
+                       "model in %s has %d x %d", placement_n_layers(p),
+                       placement_n_experts(p), opts->model_dir, cfg->n_layers,
+                       cfg->n_experts);
+    if (opts->max_rows > INT_MAX / cfg->n_experts_per_tok)
+        return err_set(err, EINVAL, "max rows %d is too large", opts->max_rows);
+    self->max_rows = opts->max_rows;
+    self->max_assign = opts->max_rows * cfg->n_experts_per_tok;
+    self->experts = experts_new(cfg, self->max_rows, self->max_assign, err);
+    if (!self->experts)
+        return -1;
+    self->out = mem_alloc_aligned((size_t)self->max_rows * (size_t)cfg->hidden_size *
+                                  sizeof(float));
+    self->n_hosted = placement_node_count(p, opts->node_id);
+    self->hosted_layer = mem_calloc((size_t)self->n_hosted + 1, sizeof(int32_t));
+    self->hosted_expert = mem_calloc((size_t)self->n_hosted + 1, sizeof(int32_t));
+    if (!self->out || !self->hosted_layer || !self->hosted_expert)
+        return err_set(err, ENOMEM, "out of memory for %d rows of %d", self->max_rows,
+                       cfg->hidden_size);
+    placement_node_experts(p, opts->node_id, self->hosted_layer, self->hosted_expert);
+    config_model_id(cfg, self->model_id, sizeof self->model_id);
+    wire_limits_t lim = {.hidden = cfg->hidden_size, .max_rows = self->max_rows,
+                         .max_assign = self->max_assign, .n_layers = cfg->n_layers,
+                         .n_experts = cfg->n_experts};
+    self->inbox = wire_inbox_new(&lim, err);
+    return self->inbox ? 0 : -1;
+}
+
+/* Makes the ROUTER socket and binds it. */
+static int s_bind(expert_server_t *self, const char *endpoint, err_t *err)
+{
+    const config_t *cfg = &self->w->cfg;
+    wire_limits_t lim = {.hidden = cfg->hidden_size, .max_rows = self->max_rows,
+                         .max_assign = self->max_assign, .n_layers = cfg->n_layers,
+                         .n_experts = cfg->n_experts};
+    self->ctx = zmq_ctx_new();
+    if (!self->ctx)
+        return err_set(err, errno, "cannot create a ZeroMQ context: %s",
+                       zmq_strerror(errno));
+    self->sock = zmq_socket(self->ctx, ZMQ_ROUTER);
+    if (!self->sock)
+        return err_set(err, errno, "cannot create a socket: %s", zmq_strerror(errno));
+    int zero = 0;
+    /* Linger 0: at shutdown, replies to a peer that went away are dropped
+     * instead of holding the process. Receive timeout 0: we poll first. */
+    if (zmq_setsockopt(self->sock, ZMQ_LINGER, &zero, sizeof zero) < 0 ||
+        zmq_setsockopt(self->sock, ZMQ_RCVTIMEO, &zero, sizeof zero) < 0)
+        return err_set(err, errno, "cannot set socket options: %s", zmq_strerror(errno));
+    if (wire_socket_set_limit(self->sock, &lim, err) < 0)
+        return -1;
+    if (zmq_bind(self->sock, endpoint) < 0)
+        return err_set(err, errno, "cannot bind %s: %s", endpoint, zmq_strerror(errno));
+    size_t len = sizeof self->endpoint;
+    if (zmq_getsockopt(self->sock, ZMQ_LAST_ENDPOINT, self->endpoint, &len) < 0)
+        return err_set(err, errno, "cannot read the bound endpoint of %s: %s", endpoint,
+                       zmq_strerror(errno));
+    return 0;
+}
+
+expert_server_t *expert_server_new(const expert_server_opts_t *opts, err_t *err)
+{
+    assert(opts);
+    assert(opts->model_dir);
+    assert(opts->placement);
+    assert(opts->bind);
+    const int n_nodes = placement_n_nodes(opts->placement);
+    if (opts->node_id < 1 || opts->node_id > n_nodes) {
+        err_set(err, EINVAL, "node id %d is out of range: the placement has nodes 1..%d",
+                opts->node_id, n_nodes);
+        return NULL;
+    }
+    if (opts->max_rows < 1) {
+        err_set(err, EINVAL, "max rows must be at least 1 (got %d)", opts->max_rows);
+        return NULL;
+    }
+    expert_server_t *self = mem_calloc(1, sizeof *self);
+    if (!self) {
+        err_set(err, ENOMEM, "out of memory for the expert server");
+        return NULL;
+    }
+    self->node_id = opts->node_id;
+    self->log = opts->log;
+    if (s_load(self, opts, err) < 0 || s_bind(self, opts->bind, err) < 0) {
+        expert_server_destroy(&self);
+        return NULL;
+    }
+    return self;
+}
+
+void expert_server_destroy(expert_server_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    expert_server_t *self = *self_p;
+    int saved = errno;
+    if (self->sock)
+        zmq_close(self->sock);
+    if (self->ctx)
+        zmq_ctx_term(self->ctx);
+    wire_inbox_destroy(&self->inbox);
+    mem_free(self->hosted_expert);
+    mem_free(self->hosted_layer);
+    mem_free(self->out);
+    experts_destroy(&self->experts);
+    weights_destroy(&self->w);
+    mem_free(self);
+    *self_p = NULL;
+    errno = saved;
+}
+
+const char *expert_server_endpoint(const expert_server_t *self)
+{
+    return self->endpoint;
+}
+
+int expert_server_n_hosted(const expert_server_t *self)
+{
+    return self->n_hosted;
+}
+
+/* ===== serving ================================================================ */
+
+static void s_log(const expert_server_t *self, const char *what, uint64_t request_id,
+                  const char *why)
+{
+    if (self->log)
+        fprintf(self->log, "moe-expert: node %d: %s (request %llu): %s\n", self->node_id,
+                what, (unsigned long long)request_id, why);
+}
+
+/* A failed send loses one reply (the peer's own timeout handles that); only a
+ * terminated context ends the loop. */
+static int s_sent(expert_server_t *self, int rc, uint64_t request_id, const err_t *why,
+                  err_t *err)
+{
+    if (rc == 0)
+        return 0;
+    if (errno == ETERM)
+        return err_set(err, ETERM, "the ZeroMQ context was terminated");
+    s_log(self, "reply not sent", request_id, why->msg);
+    return 0;
+}
+
+static int s_send_error(expert_server_t *self, const wire_peer_t *to, uint64_t request_id,
+                        wire_data_error_t code, const char *message, err_t *err)
+{
+    err_t why = {0};
+    self->n_rejected++;
+    s_log(self, wire_data_error_name(code), request_id, message);
+    int rc = wire_data_send_error(self->sock, to, request_id, code, message, &why);
+    return s_sent(self, rc, request_id, &why, err);
+}
+
+static int s_expert_request(expert_server_t *self, const wire_peer_t *from,
+                            const wire_data_t *m, err_t *err)
+{
+    err_t why = {0};
+    double t0 = timer_now();
+    /* wire_data_recv has checked the sizes, rows, weights and id ranges
+     * against the limits, so what experts_run can still refuse (EINVAL) is an
+     * expert that this node does not host. */
+    if (experts_run(self->experts, self->w, m->layer, m->rows, m->n_rows, m->assign,
+                    m->n_assign, self->out, &why) < 0) {
+        wire_data_error_t code = errno == EINVAL ? WIRE_DATA_ERR_UNKNOWN_EXPERT
+                                 : errno == E2BIG ? WIRE_DATA_ERR_TOO_LARGE
+                                                  : WIRE_DATA_ERR_INTERNAL;
+        err_wrap(&why, "node %d", self->node_id);
+        return s_send_error(self, from, m->request_id, code, why.msg, err);
+    }
+    wire_data_t rep = {.type = WIRE_EXPERT_REPLY, .request_id = m->request_id,
+                       .layer = m->layer, .n_rows = m->n_rows, .hidden = m->hidden,
+                       .rows = self->out, .compute_seconds = timer_now() - t0};
+    self->n_served++;
+    int rc = wire_data_send(self->sock, from, &rep, &why);
+    return s_sent(self, rc, m->request_id, &why, err);
+}
+
+/* The name of a message type that a node does not accept (static). */
+static const char *s_type_name(wire_data_type_t type)
+{
+    switch (type) {
+    case WIRE_HELLO_REPLY: return "HELLO_REPLY";
+    case WIRE_EXPERT_REPLY: return "EXPERT_REPLY";
+    case WIRE_HEARTBEAT_REPLY: return "HEARTBEAT_REPLY";
+    default: return "this message type";
+    }
+}
+
+/* Receives and answers one message. Returns 1 after SHUTDOWN, 0 to go on,
+ * -1 when the socket failed. */
+static int s_serve_one(expert_server_t *self, err_t *err)
+{
+    wire_peer_t from = {0};
+    wire_data_t m = {0};
+    wire_data_error_t code = WIRE_DATA_OK;
+    err_t why = {0};
+    if (wire_data_recv(self->inbox, self->sock, true, &from, &m, &code, &why) < 0) {
+        if (errno == EAGAIN || errno == EINTR)
+            return 0;
+        if (errno == EPROTO)
+            return s_send_error(self, &from, m.request_id,
+                                code != WIRE_DATA_OK ? code : WIRE_DATA_ERR_MALFORMED,
+                                why.msg, err);
+        if (errno == ENOMEM) /* the message is consumed; the node goes on */
+            return s_send_error(self, &from, m.request_id, WIRE_DATA_ERR_INTERNAL,
+                                why.msg, err);
+        return err_set(err, errno, "receive failed: %s",
+                       why.msg[0] ? why.msg : zmq_strerror(errno));
+    }
+    wire_data_t rep = {.request_id = m.request_id};
+    switch (m.type) {
+    case WIRE_HELLO:
+        rep.type = WIRE_HELLO_REPLY;
+        rep.node_id = self->node_id;
+        rep.model_id = self->model_id;
+        rep.n_hosted = self->n_hosted;
+        rep.hosted_layer = self->hosted_layer;
+        rep.hosted_expert = self->hosted_expert;
+        return s_sent(self, wire_data_send(self->sock, &from, &rep, &why), m.request_id,
+                      &why, err);
+    case WIRE_HEARTBEAT:
+        rep.type = WIRE_HEARTBEAT_REPLY;
+        return s_sent(self, wire_data_send(self->sock, &from, &rep, &why), m.request_id,
+                      &why, err);
+    case WIRE_EXPERT_REQUEST:
+        return s_expert_request(self, &from, &m, err);
+    case WIRE_SHUTDOWN:
+        s_log(self, "shutdown", m.request_id, "requested by a peer");
+        return 1;
+    case WIRE_ERROR:
+        s_log(self, "error from a peer", m.request_id,
+              m.error_message ? m.error_message : wire_data_error_name(m.error_code));
+        return 0;
+    default: /* HELLO_REPLY, EXPERT_REPLY, HEARTBEAT_REPLY */
+        snprintf(why.msg, sizeof why.msg, "node %d: an expert node does not accept %s",
+                 self->node_id, s_type_name(m.type));
+        return s_send_error(self, &from, m.request_id, WIRE_DATA_ERR_UNEXPECTED, why.msg,
+                            err);
+    }
+}
+
+int expert_server_run(expert_server_t *self, const volatile sig_atomic_t *interrupted,
+                      err_t *err)
+{
+    assert(self);
+    assert(interrupted);
+    while (!*interrupted) {
+        zmq_pollitem_t item = {.socket = self->sock, .events = ZMQ_POLLIN};
+        int rc = zmq_poll(&item, 1, EXPERT_SERVER_POLL_MS);
+        if (rc < 0 && errno == EINTR)
+            continue;
+        if (rc < 0)
+            return err_set(err, errno, "poll failed: %s", zmq_strerror(errno));
+        if (rc == 0 || !(item.revents & ZMQ_POLLIN))
+            continue;
+        rc = s_serve_one(self, err);
+        if (rc < 0)
+            return -1;
+        if (rc == 1)
+            break;
+    }
+    if (self->log)
+        fprintf(self->log, "moe-expert: node %d stops: %lu requests served, %lu rejected\n",
+                self->node_id, self->n_served, self->n_rejected);
+    return 0;
+}
