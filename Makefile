@@ -14,7 +14,6 @@ BUILD   := build
 CFLAGS  := -std=c11 -O2 -g -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes
 CFLAGS  += -fno-strict-aliasing  # tensors are reinterpreted from mmap'd bytes
 CPPFLAGS := -I. -D_GNU_SOURCE -MMD -MP  # _GNU_SOURCE: POSIX + mmap/MAP_* in -std=c11
-CPPFLAGS += -I$(BUILD)/gen  # generated protobuf-c code: $(BUILD)/gen/proto/*.pb-c.h
 CPPFLAGS += $(shell pkg-config --cflags openblas jansson libzmq libprotobuf-c)
 LDLIBS  := $(shell pkg-config --libs openblas jansson libzmq libprotobuf-c) -lm -lpthread
 
@@ -26,6 +25,7 @@ endif
 
 BIN := $(BUILD)/bin
 OBJ := $(BUILD)/obj
+CPPFLAGS += -I$(BUILD)/gen  # generated protobuf-c code: $(BUILD)/gen/proto/*.pb-c.h
 
 # ---- libraries, one per folder ----------------------------------------------
 CORE_SRC    := core/err.c core/mem.c core/blas.c core/timer.c core/idlist.c \
@@ -119,7 +119,8 @@ $(TEST_BINS):
 
 test: $(TEST_BINS) $(PROGRAMS)
 	MOE_FIXTURES=$(abspath $(SHARED))/fixtures MOE_BIN=$(abspath $(BIN)) \
-	    MOE_TMP=$(abspath $(BUILD))/tmp tests/run.sh $(TEST_BINS)
+	    MOE_TMP=$(abspath $(BUILD))/tmp MOE_MODELS=$(abspath build/models) \
+	    tests/run.sh $(TEST_BINS)
 
 check:
 	$(MAKE) test
@@ -157,4 +158,5 @@ clean:
 	rm -rf build
 
 .PHONY: all test check run bench clean
+.SECONDARY: $(PROTO_GEN_C) $(PROTO_GEN_H)  # generated sources are kept, not intermediates
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

@@ -1,0 +1,384 @@
+/* test_cluster: the whole system as a user runs it: cluster/local.sh starts a
+ * coordinator and expert nodes as real processes on loopback, moe-client
+ * queries them, and the answers must equal moe-run's. Also: a malformed client
+ * request gets an error reply, a node killed mid-request fails that request
+ * within a bounded time while the coordinator keeps serving and shows the node
+ * down, and a node hosting a quarter of the medium model's experts stays
+ * within its share of memory. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include "core/idlist.h"
+#include "core/mem.h"
+#include "core/timer.h"
+#include "proto/wire.h"
+#include "tests/fixture.h"
+#include "tests/testutil.h"
+
+static char s_bin[512];
+static char s_root[512];   /* the repository (cluster/local.sh is there) */
+static char *s_tmp;
+
+static int s_setup(void **state)
+{
+    (void)state;
+    snprintf(s_bin, sizeof s_bin, "%s", testutil_env("MOE_BIN", "build/bin"));
+    if (!getcwd(s_root, sizeof s_root))
+        return -1;
+    s_tmp = testutil_mkdtemp("test_cluster");
+    return s_tmp ? 0 : -1;
+}
+
+static int s_teardown(void **state)
+{
+    (void)state;
+    testutil_rmtree(s_tmp);
+    free(s_tmp);
+    return 0;
+}
+
+/* Starts a cluster; returns the client endpoint (malloc'd) or fails. */
+static char *s_up(const char *model, int nodes, const char *run_dir, const char *extra)
+{
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, "MOE_BIN='%s' '%s/cluster/local.sh' up --model '%s' --nodes %d "
+             "--run-dir '%s' %s", s_bin, s_root, model, nodes, run_dir, extra ? extra : "");
+    char *out = NULL;
+    int rc = testutil_run(cmd, &out);
+    if (rc != 0)
+        fail_msg("local.sh up failed (%d): %s", rc, out ? out : "");
+    char *last = out;
+    size_t n = strlen(out);
+    while (n && out[n - 1] == '\n')
+        out[--n] = '\0';
+    char *nl = strrchr(out, '\n');
+    if (nl)
+        last = nl + 1;
+    char *ep = strdup(last);
+    free(out);
+    assert_true(strncmp(ep, "tcp://", 6) == 0);
+    return ep;
+}
+
+static void s_down(const char *run_dir)
+{
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "'%s/cluster/local.sh' down --run-dir '%s'", s_root, run_dir);
+    assert_int_equal(testutil_run(cmd, NULL), 0);
+}
+
+/* The last line of a program's stdout (malloc'd). */
+static char *s_last_line_of(const char *cmd)
+{
+    char *out = NULL;
+    int rc = testutil_run(cmd, &out);
+    if (rc != 0)
+        fail_msg("%s: exit %d", cmd, rc);
+    size_t n = strlen(out);
+    while (n && out[n - 1] == '\n')
+        out[--n] = '\0';
+    char *nl = strrchr(out, '\n');
+    char *line = strdup(nl ? nl + 1 : out);
+    free(out);
+    return line;
+}
+
+static float *s_read_floats(const char *path, size_t *n)
+{
+    size_t bytes = 0;
+    float *f = (float *)testutil_read_file(path, &bytes);
+    assert_non_null(f);
+    *n = bytes / sizeof(float);
+    return f;
+}
+
+/* generate and logits through the cluster equal moe-run's for every prompt. */
+static void s_compare_with_moe_run(const fixture_t *fx, const char *endpoint)
+{
+    for (int p = 0; p < fx->n_prompts; p++) {
+        const fixture_prompt_t *pr = &fx->prompts[p];
+        char *ids = idlist_format(pr->ids, pr->length);
+        char cmd[4096], ref_path[700], got_path[700];
+        snprintf(cmd, sizeof cmd, "'%s/moe-run' --model '%s' --prompt-ids %s --max-tokens %d "
+                 "2>/dev/null", s_bin, fx->dir, ids, pr->n_greedy);
+        char *want = s_last_line_of(cmd);
+        snprintf(cmd, sizeof cmd, "'%s/moe-client' --connect '%s' generate --prompt-ids %s "
+                 "--max-tokens %d", s_bin, endpoint, ids, pr->n_greedy);
+        char *got = s_last_line_of(cmd);
+        assert_string_equal(got, want);
+
+        snprintf(ref_path, sizeof ref_path, "%s/ref.f32", s_tmp);
+        snprintf(got_path, sizeof got_path, "%s/got.f32", s_tmp);
+        snprintf(cmd, sizeof cmd, "'%s/moe-run' --model '%s' --prompt-ids %s --max-tokens 0 "
+                 "--dump-logits '%s' >/dev/null 2>&1", s_bin, fx->dir, ids, ref_path);
+        assert_int_equal(testutil_run(cmd, NULL), 0);
+        snprintf(cmd, sizeof cmd, "'%s/moe-client' --connect '%s' logits --prompt-ids %s "
+                 "--out '%s'", s_bin, endpoint, ids, got_path);
+        assert_int_equal(testutil_run(cmd, NULL), 0);
+        size_t n_ref, n_got;
+        float *ref = s_read_floats(ref_path, &n_ref);
+        float *lg = s_read_floats(got_path, &n_got);
+        assert_int_equal(n_got, n_ref);
+        assert_int_equal(n_ref, (size_t)pr->length * fx->vocab);
+        double max_ref = 0, max_err = 0;
+        for (size_t i = 0; i < n_ref; i++) {
+            max_ref = fmax(max_ref, fabs(ref[i]));
+            max_err = fmax(max_err, fabs((double)lg[i] - ref[i]));
+        }
+        printf("  %s prompt %d: tokens equal, max |logit - moe-run| %.3g (limit %.3g)\n",
+               fx->name, p, max_err, 1e-5 * max_ref);
+        assert_true(max_err <= 1e-5 * max_ref);
+        free(ref);
+        free(lg);
+        free(want);
+        free(got);
+        mem_free(ids);
+    }
+}
+
+static void test_fixtures_through_clusters(void **state)
+{
+    (void)state;
+    char **paths = NULL;
+    int n = fixture_list(fixture_root(), "mixtral-", &paths);
+    assert_true(n > 0);
+    for (int f = 0; f < n; f++) {
+        fixture_t *fx = fixture_load(paths[f]);
+        assert_non_null(fx);
+        for (int nodes = 1; nodes <= 3; nodes++) {
+            char run_dir[700];
+            snprintf(run_dir, sizeof run_dir, "%s/%s-%d", s_tmp, fx->name, nodes);
+            char *ep = s_up(fx->dir, nodes, run_dir, NULL);
+            printf("  %s on %d node(s) at %s\n", fx->name, nodes, ep);
+            s_compare_with_moe_run(fx, ep);
+            s_down(run_dir);
+            free(ep);
+        }
+        fixture_destroy(&fx);
+    }
+    fixture_free_list(paths, n);
+}
+
+/* A DEALER to the coordinator with a receive timeout. */
+static void *s_dealer(void *ctx, const char *endpoint)
+{
+    void *s = zmq_socket(ctx, ZMQ_DEALER);
+    int timeout = 10000, linger = 0;
+    zmq_setsockopt(s, ZMQ_RCVTIMEO, &timeout, sizeof timeout);
+    zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
+    assert_int_equal(zmq_connect(s, endpoint), 0);
+    return s;
+}
+
+static void s_expect_status_ok(void *sock, wire_inbox_t *inbox, int down_node)
+{
+    err_t err = {0};
+    wire_request_t st = {.type = WIRE_REQ_STATUS, .request_id = 99};
+    assert_int_equal(wire_request_send(sock, &st, &err), 0);
+    wire_reply_t rep;
+    if (wire_reply_recv(inbox, sock, &rep, &err) < 0)
+        fail_msg("status: %s", err.msg);
+    assert_int_equal(rep.type, WIRE_REP_STATUS);
+    for (int i = 0; i < rep.n_nodes; i++)
+        assert_int_equal(rep.nodes[i].up, rep.nodes[i].node_id != down_node);
+}
+
+static void test_malformed_client_request(void **state)
+{
+    (void)state;
+    char run_dir[700], model[700];
+    snprintf(run_dir, sizeof run_dir, "%s/malformed", s_tmp);
+    snprintf(model, sizeof model, "%s/mixtral-A", fixture_root());
+    char *ep = s_up(model, 2, run_dir, NULL);
+    void *ctx = zmq_ctx_new();
+    void *sock = s_dealer(ctx, ep);
+    wire_limits_t lim = {0};
+    err_t err = {0};
+    wire_inbox_t *inbox = wire_inbox_new(&lim, &err);
+
+    const char garbage[] = "\x08\x96\x01 this is not a request \xff\xff";
+    assert_int_equal(zmq_send(sock, garbage, sizeof garbage, 0), (int)sizeof garbage);
+    wire_reply_t rep;
+    assert_int_equal(wire_reply_recv(inbox, sock, &rep, &err), 0);
+    assert_int_equal(rep.type, WIRE_REP_ERROR);
+    printf("  garbage -> %s: %s\n", wire_client_error_name(rep.error_code), rep.error_message);
+
+    int32_t bad_ids[2] = {3, 999};
+    wire_request_t req = {.type = WIRE_REQ_GENERATE, .request_id = 5, .n_prompt = 2,
+                          .prompt = bad_ids, .max_tokens = 2};
+    assert_int_equal(wire_request_send(sock, &req, &err), 0);
+    assert_int_equal(wire_reply_recv(inbox, sock, &rep, &err), 0);
+    assert_int_equal(rep.type, WIRE_REP_ERROR);
+    assert_int_equal(rep.error_code, WIRE_CLIENT_INVALID_ARGUMENT);
+    assert_int_equal(rep.request_id, 5);
+    s_expect_status_ok(sock, inbox, -1);
+
+    wire_inbox_destroy(&inbox);
+    zmq_close(sock);
+    zmq_ctx_term(ctx);
+    s_down(run_dir);
+    free(ep);
+}
+
+static void test_node_killed_mid_request(void **state)
+{
+    (void)state;
+    char run_dir[700], model[700], cmd[2048];
+    snprintf(run_dir, sizeof run_dir, "%s/kill", s_tmp);
+    snprintf(model, sizeof model, "%s/small", s_tmp);
+    snprintf(cmd, sizeof cmd, "'%s/moe-mkmodel' --arch mixtral --preset small --seed 3 "
+             "--out '%s' >/dev/null 2>&1", s_bin, model);
+    assert_int_equal(system(cmd), 0);
+    char *ep = s_up(model, 2, run_dir, NULL);
+    void *ctx = zmq_ctx_new();
+    void *sock = s_dealer(ctx, ep);
+    wire_limits_t lim = {0};
+    err_t err = {0};
+    wire_inbox_t *inbox = wire_inbox_new(&lim, &err);
+
+    int32_t prompt[4] = {1, 2, 3, 4};
+    wire_request_t req = {.type = WIRE_REQ_GENERATE, .request_id = 7, .n_prompt = 4,
+                          .prompt = prompt, .max_tokens = 4000};
+    assert_int_equal(wire_request_send(sock, &req, &err), 0);
+    int tokens = 0;
+    wire_reply_t rep;
+    while (tokens < 20) { /* a few tokens first: the request is under way */
+        assert_int_equal(wire_reply_recv(inbox, sock, &rep, &err), 0);
+        assert_int_equal(rep.type, WIRE_REP_TOKENS);
+        assert_false(rep.final);
+        tokens += rep.n_tokens;
+    }
+    char pid_path[800];
+    snprintf(pid_path, sizeof pid_path, "%s/expert-2.pid", run_dir);
+    char *pid_text = testutil_read_file(pid_path, NULL);
+    assert_non_null(pid_text);
+    const double t_kill = timer_now();
+    assert_int_equal(kill((pid_t)atoi(pid_text), SIGKILL), 0);
+    free(pid_text);
+
+    /* Tokens may still arrive; the request must end in an error, quickly. */
+    for (;;) {
+        if (wire_reply_recv(inbox, sock, &rep, &err) < 0)
+            fail_msg("no answer after the node was killed: %s", err.msg);
+        if (rep.type == WIRE_REP_ERROR || rep.final)
+            break;
+    }
+    const double waited = timer_now() - t_kill;
+    printf("  request failed %.3f s after the kill: %s: %s\n", waited,
+           wire_client_error_name(rep.error_code), rep.error_message ? rep.error_message : "");
+    assert_int_equal(rep.type, WIRE_REP_ERROR);
+    assert_int_equal(rep.error_code, WIRE_CLIENT_UNAVAILABLE);
+    assert_non_null(strstr(rep.error_message, "node 2"));
+    assert_true(waited < 10.0);
+    s_expect_status_ok(sock, inbox, 2);
+
+    /* A new request that needs node 2 fails at once with the same kind. */
+    req.request_id = 8;
+    req.max_tokens = 3;
+    assert_int_equal(wire_request_send(sock, &req, &err), 0);
+    assert_int_equal(wire_reply_recv(inbox, sock, &rep, &err), 0);
+    assert_int_equal(rep.type, WIRE_REP_ERROR);
+    assert_int_equal(rep.error_code, WIRE_CLIENT_UNAVAILABLE);
+
+    wire_inbox_destroy(&inbox);
+    zmq_close(sock);
+    zmq_ctx_term(ctx);
+    s_down(run_dir);
+    free(ep);
+}
+
+/* Resident memory of a process in bytes (VmRSS), or 0. */
+static size_t s_rss_bytes(pid_t pid)
+{
+    char path[64], *status;
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    status = testutil_read_file(path, NULL);
+    const char *line = status ? strstr(status, "VmRSS:") : NULL;
+    size_t kb = line ? strtoull(line + 6, NULL, 10) : 0;
+    free(status);
+    return kb * 1024;
+}
+
+static void test_node_memory_follows_its_share(void **state)
+{
+    (void)state;
+    const char *models = testutil_env("MOE_MODELS", "build/models");
+    char model[700], cmd[2048], ep_path[700];
+    snprintf(model, sizeof model, "%s/mixtral-medium", models);
+    snprintf(cmd, sizeof cmd, "test -f '%s/config.json' || '%s/moe-mkmodel' --arch mixtral "
+             "--preset medium --seed 1 --out '%s' >/dev/null", model, s_bin, model);
+    assert_int_equal(system(cmd), 0);
+    snprintf(ep_path, sizeof ep_path, "%s/memory-node.endpoint", s_tmp);
+    snprintf(cmd, sizeof cmd, "'%s/moe-expert' --model '%s' --node-id 1 --nodes 4 --threads 1 "
+             "--endpoint-file '%s' </dev/null >/dev/null 2>&1 & echo $!", s_bin, model, ep_path);
+    char *pid_text = NULL;
+    assert_int_equal(testutil_run(cmd, &pid_text), 0);
+    pid_t pid = (pid_t)atoi(pid_text);
+    free(pid_text);
+    char *ep = NULL;
+    for (double t0 = timer_now(); !ep && timer_now() - t0 < 120; usleep(50000)) {
+        ep = testutil_read_file(ep_path, NULL);
+        if (ep && !strchr(ep, '\n')) {
+            free(ep);
+            ep = NULL;
+        }
+    }
+    assert_non_null(ep);
+    *strchr(ep, '\n') = '\0';
+
+    /* One row through every hosted expert of every layer pages them all in. */
+    const int hidden = 1024, layers = 8;
+    void *ctx = zmq_ctx_new();
+    void *sock = s_dealer(ctx, ep);
+    wire_limits_t lim = {.hidden = hidden, .max_rows = 1};
+    err_t err = {0};
+    wire_inbox_t *inbox = wire_inbox_new(&lim, &err);
+    float row[1024];
+    for (int i = 0; i < hidden; i++)
+        row[i] = (float)((i % 17) - 8) * 0.01f;
+    for (int l = 0; l < layers; l++) {
+        moe_assign_t a[2] = {{0, 0, 0.5f}, {0, 4, 0.5f}}; /* node 1 of 4: experts 0, 4 */
+        wire_data_t req = {.type = WIRE_EXPERT_REQUEST, .request_id = (uint64_t)l + 1,
+                           .layer = l, .n_rows = 1, .hidden = hidden, .rows = row,
+                           .n_assign = 2, .assign = a};
+        assert_int_equal(wire_data_send(sock, NULL, &req, &err), 0);
+        wire_data_t rep;
+        wire_data_error_t code;
+        if (wire_data_recv(inbox, sock, false, NULL, &rep, &code, &err) < 0)
+            fail_msg("layer %d: %s", l, err.msg);
+        assert_int_equal(rep.type, WIRE_EXPERT_REPLY);
+    }
+    const double all_expert_bytes = 8.0 * 8 * 3 * 1024 * 2816 * 4;
+    const size_t rss = s_rss_bytes(pid);
+    printf("  node hosting 1/4 of the experts: RSS %.1f MB = %.3f x all expert bytes "
+           "(%.1f MB; limit 0.35)\n", rss / 1e6, rss / all_expert_bytes, all_expert_bytes / 1e6);
+    kill(pid, SIGTERM);
+    wire_inbox_destroy(&inbox);
+    zmq_close(sock);
+    zmq_ctx_term(ctx);
+    free(ep);
+    assert_true(rss > 0);
+    assert_true(rss < 0.35 * all_expert_bytes);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_fixtures_through_clusters),
+        cmocka_unit_test(test_malformed_client_request),
+        cmocka_unit_test(test_node_killed_mid_request),
+        cmocka_unit_test(test_node_memory_follows_its_share),
+    };
+    return cmocka_run_group_tests(tests, s_setup, s_teardown);
+}
