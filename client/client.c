@@ -1,0 +1,505 @@
+/* client: see client.h.
+ *
+ * Every request goes the same way: take the next id, send, then wait for
+ * replies carrying that id (s_wait), each wait bounded by timeout_ms from its
+ * start. Replies point into the inbox until the next receive, so everything a
+ * caller keeps is copied out before the next wait.
+ */
+#include "client/client.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <zmq.h>
+
+#include "core/mem.h"
+#include "core/timer.h"
+#include "proto/wire.h"
+
+struct client {
+    void *ctx;              /* own ZeroMQ context */
+    void *socket;           /* DEALER connected to endpoint */
+    wire_inbox_t *inbox;    /* buffers of the last reply received */
+    char *endpoint;         /* as given to client_connect */
+    int timeout_ms;         /* bound of every wait, ms (> 0) */
+    uint64_t next_id;       /* id of the next request sent (from 1) */
+    uint64_t last_id;       /* last GENERATE/LOGITS/STATUS id, 0 before one */
+    bool running;           /* a request is waiting for replies */
+};
+
+/* Most (layer, expert) cells and nodes a status reply may describe. */
+enum { S_MAX_STATUS_CELLS = 1 << 24, S_MAX_STATUS_NODES = 1 << 16 };
+
+static wire_limits_t s_limits(void)
+{
+    return (wire_limits_t){
+        .max_prompt = CLIENT_MAX_PROMPT,
+        .vocab = CLIENT_MAX_VOCAB,
+        .max_logit_rows = CLIENT_MAX_LOGIT_ROWS,
+    };
+}
+
+/* "30 s", "0.3 s": the timeout as people read it. */
+static const char *s_seconds(int ms, char *buf, size_t size)
+{
+    snprintf(buf, size, "%g s", ms / 1000.0);
+    return buf;
+}
+
+static int s_errno_of(wire_client_error_t code)
+{
+    switch (code) {
+    case WIRE_CLIENT_INVALID_ARGUMENT: return EINVAL;
+    case WIRE_CLIENT_BUSY: return EBUSY;
+    case WIRE_CLIENT_UNAVAILABLE: return EHOSTUNREACH;
+    case WIRE_CLIENT_VERSION_MISMATCH: return EPROTO;
+    case WIRE_CLIENT_DEADLINE_EXCEEDED: return ETIMEDOUT;
+    case WIRE_CLIENT_CANCELLED: return ECANCELED;
+    default: return EIO;
+    }
+}
+
+static int s_set_int(void *socket, int option, int value, const char *name, err_t *err)
+{
+    if (zmq_setsockopt(socket, option, &value, sizeof value) < 0)
+        return err_set(err, errno, "cannot set %s: %s", name, zmq_strerror(errno));
+    return 0;
+}
+
+client_t *client_connect(const char *endpoint, int timeout_ms, err_t *err)
+{
+    if (!endpoint || !*endpoint) {
+        err_set(err, EINVAL, "no coordinator endpoint given");
+        return NULL;
+    }
+    if (timeout_ms <= 0) {
+        err_set(err, EINVAL, "the timeout must be positive (got %d ms)", timeout_ms);
+        return NULL;
+    }
+    wire_limits_t lim = s_limits();
+    client_t *self = mem_calloc(1, sizeof *self);
+    if (!self) {
+        err_set(err, ENOMEM, "out of memory for a client");
+        return NULL;
+    }
+    self->timeout_ms = timeout_ms;
+    self->next_id = 1;
+    self->endpoint = mem_strdup(endpoint);
+    if (!self->endpoint) {
+        err_set(err, ENOMEM, "out of memory for a client");
+        goto fail;
+    }
+    self->inbox = wire_inbox_new(&lim, err);
+    if (!self->inbox)
+        goto fail;
+    self->ctx = zmq_ctx_new();
+    if (!self->ctx) {
+        err_set(err, errno, "cannot create a ZeroMQ context: %s", zmq_strerror(errno));
+        goto fail;
+    }
+    self->socket = zmq_socket(self->ctx, ZMQ_DEALER);
+    if (!self->socket) {
+        err_set(err, errno, "cannot create a socket: %s", zmq_strerror(errno));
+        goto fail;
+    }
+    /* LINGER 0: destroying a client never waits for a dead coordinator.
+     * The send and receive timeouts only back up the poll in s_wait. */
+    if (s_set_int(self->socket, ZMQ_LINGER, 0, "ZMQ_LINGER", err) < 0 ||
+        s_set_int(self->socket, ZMQ_SNDTIMEO, timeout_ms, "ZMQ_SNDTIMEO", err) < 0 ||
+        s_set_int(self->socket, ZMQ_RCVTIMEO, timeout_ms, "ZMQ_RCVTIMEO", err) < 0 ||
+        wire_socket_set_limit(self->socket, &lim, err) < 0)
+        goto fail;
+    if (zmq_connect(self->socket, endpoint) < 0) {
+        int code = errno == ENOMEM ? ENOMEM : EINVAL;
+        err_set(err, code, "cannot connect to '%s': %s", endpoint, zmq_strerror(errno));
+        goto fail;
+    }
+    return self;
+
+fail:;
+    int saved = errno;
+    client_destroy(&self);
+    errno = saved;
+    return NULL;
+}
+
+void client_destroy(client_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    client_t *self = *self_p;
+    if (self->socket)
+        zmq_close(self->socket);
+    if (self->ctx)
+        zmq_ctx_term(self->ctx);
+    wire_inbox_destroy(&self->inbox);
+    mem_free(self->endpoint);
+    mem_free(self);
+    *self_p = NULL;
+}
+
+const char *client_endpoint(const client_t *self)
+{
+    assert(self);
+    return self->endpoint;
+}
+
+uint64_t client_last_request_id(const client_t *self)
+{
+    assert(self);
+    return self->last_id;
+}
+
+/* Sends req under the next request id; stores the id in req. */
+static int s_send(client_t *self, wire_request_t *req, err_t *err)
+{
+    err_t e = {0};
+    req->request_id = self->next_id++;
+    if (wire_request_send(self->socket, req, &e) < 0) {
+        char secs[32];
+        if (errno == EAGAIN)
+            return err_set(err, ETIMEDOUT, "cannot send to %s within %s", self->endpoint,
+                           s_seconds(self->timeout_ms, secs, sizeof secs));
+        return err_set(err, errno, "cannot send to %s: %s", self->endpoint, e.msg);
+    }
+    return 0;
+}
+
+/* Best effort: the request is over for us whatever happens to the CANCEL. */
+static void s_cancel_quietly(client_t *self, uint64_t id)
+{
+    int saved = errno;
+    client_cancel(self, id, NULL);
+    errno = saved;
+}
+
+/* Waits for the next reply to request id (dropping any other) for at most
+ * timeout_ms. 0 with *rep filled (pointing into the inbox), or -1: the
+ * timeout (after a CANCEL of id when cancel_on_timeout), a receive failure,
+ * an invalid reply, or an ERROR_REPLY mapped to errno. */
+static int s_wait(client_t *self, uint64_t id, bool cancel_on_timeout, wire_reply_t *rep,
+                  err_t *err)
+{
+    const double deadline = timer_now() + self->timeout_ms / 1000.0;
+    for (;;) {
+        double left_ms = (deadline - timer_now()) * 1000.0;
+        if (left_ms <= 0) {
+            char secs[32];
+            if (cancel_on_timeout)
+                s_cancel_quietly(self, id);
+            return err_set(err, ETIMEDOUT, "no reply from %s within %s", self->endpoint,
+                           s_seconds(self->timeout_ms, secs, sizeof secs));
+        }
+        zmq_pollitem_t item = {.socket = self->socket, .events = ZMQ_POLLIN};
+        int ready = zmq_poll(&item, 1, (long)left_ms + 1);
+        if (ready < 0) {
+            if (errno == EINTR)
+                return err_set(err, EINTR, "interrupted while waiting for %s",
+                               self->endpoint);
+            return err_set(err, errno, "cannot wait for %s: %s", self->endpoint,
+                           zmq_strerror(errno));
+        }
+        if (ready == 0)
+            continue;
+        err_t e = {0};
+        if (wire_reply_recv(self->inbox, self->socket, rep, &e) < 0) {
+            if (errno == EAGAIN)
+                continue;
+            /* rep->request_id: the id of a bad reply, when it could be read. */
+            if (errno == EPROTO && rep->request_id && rep->request_id != id)
+                continue; /* a stale one: not worth failing the pending request */
+            if (errno == EPROTO)
+                return err_set(err, EPROTO, "malformed reply from %s: %s", self->endpoint,
+                               e.msg);
+            return err_set(err, errno, "cannot receive from %s: %s", self->endpoint,
+                           e.msg);
+        }
+        /* Id 0: an error about a request the coordinator could not read,
+         * which can only be the one this client is waiting for. */
+        bool unread = rep->request_id == 0 && rep->type == WIRE_REP_ERROR;
+        if (rep->request_id != id && !unread)
+            continue; /* stale: the answer to a request given up on */
+        if (rep->type == WIRE_REP_ERROR) {
+            const char *msg = rep->error_message ? rep->error_message : "";
+            return err_set(err, s_errno_of(rep->error_code), "%s%s%s",
+                           wire_client_error_name(rep->error_code), *msg ? ": " : "", msg);
+        }
+        return 0;
+    }
+}
+
+/* Checks the reply type; EPROTO names both. */
+static int s_expect(const client_t *self, const wire_reply_t *rep, wire_reply_type_t type,
+                    const char *what, err_t *err)
+{
+    if (rep->type == type)
+        return 0;
+    return err_set(err, EPROTO, "unexpected reply from %s: type %d instead of %s",
+                   self->endpoint, (int)rep->type, what);
+}
+
+static int s_check_prompt(const client_t *self, const int32_t *prompt, int n_prompt,
+                          err_t *err)
+{
+    if (self->running)
+        return err_set(err, EINVAL, "a request is already running on this client");
+    if (!prompt || n_prompt < 1)
+        return err_set(err, EINVAL, "the prompt is empty");
+    if (n_prompt > CLIENT_MAX_PROMPT)
+        return err_set(err, EINVAL, "the prompt has %d ids, more than the limit of %d",
+                       n_prompt, CLIENT_MAX_PROMPT);
+    return 0;
+}
+
+int client_generate(client_t *self, const int32_t *prompt, int n_prompt, int max_tokens,
+                    client_chunk_fn *on_chunk, void *arg, int32_t **tokens,
+                    int *n_tokens, err_t *err)
+{
+    assert(self);
+    assert(tokens);
+    assert(n_tokens);
+    *tokens = NULL;
+    *n_tokens = 0;
+    if (s_check_prompt(self, prompt, n_prompt, err) < 0)
+        return -1;
+    if (max_tokens < 0)
+        return err_set(err, EINVAL, "max tokens must be >= 0 (got %d)", max_tokens);
+
+    int rc = -1;
+    int n = 0;
+    int32_t *out = mem_alloc((size_t)(max_tokens > 0 ? max_tokens : 1) * sizeof *out);
+    if (!out)
+        return err_set(err, ENOMEM, "out of memory for %d tokens", max_tokens);
+    wire_request_t req = {.type = WIRE_REQ_GENERATE, .n_prompt = n_prompt,
+                          .prompt = prompt, .max_tokens = max_tokens};
+    if (s_send(self, &req, err) < 0)
+        goto done;
+    self->last_id = req.request_id;
+    self->running = true;
+    for (;;) {
+        wire_reply_t rep;
+        if (s_wait(self, req.request_id, true, &rep, err) < 0)
+            goto done;
+        if (s_expect(self, &rep, WIRE_REP_TOKENS, "TOKENS", err) < 0)
+            goto done;
+        if (rep.n_tokens < 0 || rep.n_tokens > max_tokens - n ||
+            (rep.n_tokens > 0 && !rep.tokens)) {
+            err_set(err, EPROTO, "%s sent %d more tokens after %d, more than the %d asked "
+                    "for", self->endpoint, rep.n_tokens, n, max_tokens);
+            goto done;
+        }
+        if (rep.n_tokens > 0)
+            memcpy(out + n, rep.tokens, (size_t)rep.n_tokens * sizeof *out);
+        n += rep.n_tokens;
+        if (on_chunk) {
+            client_chunk_t chunk = {
+                .request_id = req.request_id, .tokens = out + n - rep.n_tokens,
+                .n_tokens = rep.n_tokens, .n_total = n, .final = rep.final,
+                .prompt_tokens = rep.prompt_tokens,
+                .generated_tokens = rep.generated_tokens, .seconds = rep.seconds,
+            };
+            if (on_chunk(&chunk, arg) != 0) {
+                s_cancel_quietly(self, req.request_id);
+                err_set(err, ECANCELED, "request %llu cancelled by the caller",
+                        (unsigned long long)req.request_id);
+                goto done;
+            }
+        }
+        if (rep.final)
+            break;
+    }
+    *tokens = out;
+    *n_tokens = n;
+    out = NULL;
+    rc = 0;
+
+done:
+    self->running = false;
+    mem_free(out);
+    return rc;
+}
+
+int client_logits(client_t *self, const int32_t *prompt, int n_prompt, float **logits,
+                  int *rows, int *vocab, err_t *err)
+{
+    assert(self);
+    assert(logits);
+    assert(rows);
+    assert(vocab);
+    *logits = NULL;
+    *rows = 0;
+    *vocab = 0;
+    if (s_check_prompt(self, prompt, n_prompt, err) < 0)
+        return -1;
+
+    wire_request_t req = {.type = WIRE_REQ_LOGITS, .n_prompt = n_prompt, .prompt = prompt};
+    if (s_send(self, &req, err) < 0)
+        return -1;
+    self->last_id = req.request_id;
+    self->running = true;
+    int rc = -1;
+    wire_reply_t rep;
+    if (s_wait(self, req.request_id, true, &rep, err) < 0)
+        goto done;
+    if (s_expect(self, &rep, WIRE_REP_LOGITS, "LOGITS_DATA", err) < 0)
+        goto done;
+    if (rep.rows != n_prompt || rep.vocab <= 0 || rep.vocab > CLIENT_MAX_VOCAB ||
+        !rep.logits) {
+        err_set(err, EPROTO, "%s sent logits of shape (%d, %d) for a prompt of %d ids",
+                self->endpoint, rep.rows, rep.vocab, n_prompt);
+        goto done;
+    }
+    size_t bytes = (size_t)rep.rows * (size_t)rep.vocab * sizeof(float);
+    float *out = mem_alloc(bytes);
+    if (!out) {
+        err_set(err, ENOMEM, "out of memory for %zu bytes of logits", bytes);
+        goto done;
+    }
+    memcpy(out, rep.logits, bytes);
+    *logits = out;
+    *rows = rep.rows;
+    *vocab = rep.vocab;
+    rc = 0;
+
+done:
+    self->running = false;
+    return rc;
+}
+
+static const char *s_text(const char *s)
+{
+    return s ? s : "";
+}
+
+/* Checks a STATUS reply and returns its size as one client_status_t
+ * allocation, or 0 with EPROTO in err. */
+static size_t s_status_size(const client_t *self, const wire_reply_t *rep, err_t *err)
+{
+    if (rep->n_layers < 0 || rep->n_experts < 0 || rep->n_nodes < 0 ||
+        rep->n_nodes > S_MAX_STATUS_NODES ||
+        (int64_t)rep->n_layers * rep->n_experts > S_MAX_STATUS_CELLS) {
+        err_set(err, EPROTO, "%s sent a status of %d layers x %d experts, %d nodes",
+                self->endpoint, rep->n_layers, rep->n_experts, rep->n_nodes);
+        return 0;
+    }
+    size_t cells = (size_t)rep->n_layers * (size_t)rep->n_experts;
+    if ((cells && !rep->expert_tokens) || (rep->n_nodes && !rep->nodes)) {
+        err_set(err, EPROTO, "%s sent a status without its counters", self->endpoint);
+        return 0;
+    }
+    size_t size = sizeof(client_status_t) + (size_t)rep->n_nodes * sizeof(client_node_t) +
+                  cells * sizeof(uint64_t) + strlen(s_text(rep->model)) + 1;
+    for (int i = 0; i < rep->n_nodes; i++) {
+        const wire_node_status_t *w = &rep->nodes[i];
+        if (w->n_hosted < 0 || (int64_t)w->n_hosted > (int64_t)cells ||
+            (w->n_hosted && (!w->hosted_layer || !w->hosted_expert))) {
+            err_set(err, EPROTO, "%s sent %d hosted experts for node %d of a %d x %d "
+                    "model", self->endpoint, w->n_hosted, w->node_id, rep->n_layers,
+                    rep->n_experts);
+            return 0;
+        }
+        for (int j = 0; j < w->n_hosted; j++) {
+            if (w->hosted_layer[j] < 0 || w->hosted_layer[j] >= rep->n_layers ||
+                w->hosted_expert[j] < 0 || w->hosted_expert[j] >= rep->n_experts) {
+                err_set(err, EPROTO, "%s sent hosted expert (%d, %d) for node %d of a "
+                        "%d x %d model", self->endpoint, (int)w->hosted_layer[j],
+                        (int)w->hosted_expert[j], w->node_id, rep->n_layers,
+                        rep->n_experts);
+                return 0;
+            }
+        }
+        size += (size_t)w->n_hosted * sizeof(client_expert_t) +
+                strlen(s_text(w->endpoint)) + 1 + strlen(s_text(w->last_error)) + 1;
+    }
+    return size;
+}
+
+/* Copies s to *cursor and advances it. */
+static const char *s_put_text(char **cursor, const char *s)
+{
+    size_t n = strlen(s_text(s)) + 1;
+    char *dst = *cursor;
+    memcpy(dst, s_text(s), n);
+    *cursor += n;
+    return dst;
+}
+
+client_status_t *client_status(client_t *self, err_t *err)
+{
+    assert(self);
+    if (self->running) {
+        err_set(err, EINVAL, "a request is already running on this client");
+        return NULL;
+    }
+    wire_request_t req = {.type = WIRE_REQ_STATUS};
+    if (s_send(self, &req, err) < 0)
+        return NULL;
+    self->last_id = req.request_id;
+    self->running = true;
+    client_status_t *st = NULL;
+    wire_reply_t rep;
+    if (s_wait(self, req.request_id, false, &rep, err) < 0 ||
+        s_expect(self, &rep, WIRE_REP_STATUS, "STATUS_DATA", err) < 0)
+        goto done;
+    size_t size = s_status_size(self, &rep, err);
+    if (!size)
+        goto done;
+    /* One block, most aligned parts first: the struct, the nodes, the uint64
+     * counters, the int32 pairs, then the strings. */
+    char *base = mem_alloc(size);
+    if (!base) {
+        err_set(err, ENOMEM, "out of memory for a status of %zu bytes", size);
+        goto done;
+    }
+    st = (client_status_t *)base;
+    client_node_t *nodes = (client_node_t *)(base + sizeof *st);
+    uint64_t *counts = (uint64_t *)(nodes + rep.n_nodes);
+    size_t cells = (size_t)rep.n_layers * (size_t)rep.n_experts;
+    client_expert_t *hosted = (client_expert_t *)(counts + cells);
+    size_t n_hosted = 0;
+    for (int i = 0; i < rep.n_nodes; i++)
+        n_hosted += (size_t)rep.nodes[i].n_hosted;
+    char *text = (char *)(hosted + n_hosted);
+
+    if (cells)
+        memcpy(counts, rep.expert_tokens, cells * sizeof *counts);
+    *st = (client_status_t){
+        .model = s_put_text(&text, rep.model), .n_layers = rep.n_layers,
+        .n_experts = rep.n_experts, .expert_tokens = counts,
+        .requests_served = rep.requests_served, .n_nodes = rep.n_nodes, .nodes = nodes,
+    };
+    for (int i = 0; i < rep.n_nodes; i++) {
+        const wire_node_status_t *w = &rep.nodes[i];
+        for (int j = 0; j < w->n_hosted; j++)
+            hosted[j] = (client_expert_t){w->hosted_layer[j], w->hosted_expert[j]};
+        nodes[i] = (client_node_t){
+            .node_id = w->node_id, .endpoint = s_put_text(&text, w->endpoint),
+            .up = w->up, .n_hosted = w->n_hosted, .hosted = hosted,
+            .batches = w->batches, .rtt_last_ms = w->rtt_last_ms,
+            .rtt_mean_ms = w->rtt_mean_ms, .last_error = s_put_text(&text, w->last_error),
+        };
+        hosted += w->n_hosted;
+    }
+    assert(text == base + size);
+
+done:
+    self->running = false;
+    return st;
+}
+
+void client_status_destroy(client_status_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    mem_free(*self_p);
+    *self_p = NULL;
+}
+
+int client_cancel(client_t *self, uint64_t request_id, err_t *err)
+{
+    assert(self);
+    wire_request_t req = {.type = WIRE_REQ_CANCEL, .cancel_id = request_id};
+    return s_send(self, &req, err);
+}

@@ -1,0 +1,163 @@
+/* client: a small blocking client of the coordinator's client RPC.
+ *
+ * A client_t owns one ZeroMQ context and one DEALER socket connected to the
+ * coordinator's client endpoint (a ROUTER); requests and replies are those of
+ * proto/client.proto, moved by proto/wire.h. One client_t belongs to one
+ * thread and runs one request at a time; every call returns only when the
+ * request is answered, failed or timed out.
+ *
+ * Request ids increase per client from 1. A reply whose request_id is not the
+ * pending request's (a late answer to a request that timed out or was
+ * cancelled) is dropped without a word, also when it is malformed but its id
+ * can be read; a malformed reply without a readable id, or with the pending
+ * id, fails the request with EPROTO. An ERROR_REPLY with request_id 0 (the
+ * coordinator could not read the request) fails the pending request.
+ *
+ * Every wait for a reply is bounded by the timeout given to client_connect:
+ * the time allowed between sending a request and its first reply and between
+ * two replies of a stream (so a long generation that keeps streaming is not
+ * cut off). When it runs out the call fails with ETIMEDOUT and
+ * "no reply from tcp://... within 30 s".
+ *
+ * Failures: every fallible call returns -1 (NULL for client_connect) with
+ * errno set and one sentence in err (which may be NULL):
+ *   EINVAL        bad arguments (the coordinator's own rejections too);
+ *   ETIMEDOUT     no reply within the timeout, or DEADLINE_EXCEEDED;
+ *   EPROTO        a malformed or unexpected reply, or VERSION_MISMATCH;
+ *   ENOMEM        out of memory;
+ *   EINTR         a signal interrupted the wait;
+ * and for an ERROR_REPLY from the coordinator, errno from its code:
+ *   INVALID_ARGUMENT -> EINVAL, BUSY -> EBUSY, UNAVAILABLE -> EHOSTUNREACH,
+ *   VERSION_MISMATCH -> EPROTO, DEADLINE_EXCEEDED -> ETIMEDOUT,
+ *   CANCELLED -> ECANCELED, any other -> EIO (a code that wire.h does not
+ *   know is refused by wire_reply_recv, so it shows as EPROTO);
+ * with err->msg = "<code name>: <coordinator's message>" (the code name of
+ * wire_client_error_name). A failed call leaves no output behind; the client
+ * stays usable after any failure.
+ */
+#ifndef MOE_CLIENT_CLIENT_H
+#define MOE_CLIENT_CLIENT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/err.h"
+
+/* What a client accepts in a reply (the coordinator's model is unknown to
+ * it): generous bounds that only keep a broken peer from exhausting memory.
+ * The socket's ZMQ_MAXMSGSIZE follows from them (wire_socket_set_limit); a
+ * larger reply is dropped by ZeroMQ and shows as ETIMEDOUT. */
+enum {
+    CLIENT_MAX_PROMPT = 1 << 20,      /* ids in one prompt */
+    CLIENT_MAX_VOCAB = 1 << 20,       /* floats per logits row */
+    CLIENT_MAX_LOGIT_ROWS = 1 << 16,  /* rows of one logits reply (also < 2^31 floats) */
+};
+
+typedef struct client client_t;
+
+/* Connects to the coordinator's client endpoint (e.g. "tcp://host:5555").
+ * Connecting does not wait for the coordinator: an endpoint where nothing
+ * listens shows as ETIMEDOUT on the first request. timeout_ms (> 0) bounds
+ * every later wait (see above). Returns a client (destroy with
+ * client_destroy) or NULL with errno/err: EINVAL for a bad endpoint or
+ * timeout, ENOMEM, or the ZeroMQ error. */
+client_t *client_connect(const char *endpoint, int timeout_ms, err_t *err);
+
+/* Closes the socket and the context without waiting for unsent requests.
+ * Accepts NULL and *self_p == NULL; sets *self_p to NULL. */
+void client_destroy(client_t **self_p);
+
+/* The endpoint given to client_connect (borrowed, lives as long as self). */
+const char *client_endpoint(const client_t *self);
+
+/* The id of the last GENERATE, LOGITS or STATUS request sent (0 before the
+ * first): inside a client_chunk_fn, the running request. */
+uint64_t client_last_request_id(const client_t *self);
+
+/* One TOKENS reply of a generation, as it arrives. */
+typedef struct client_chunk {
+    uint64_t request_id;    /* the running request */
+    const int32_t *tokens;  /* (n_tokens) new tokens, borrowed for the call */
+    int n_tokens;           /* may be 0 (e.g. a final summary) */
+    int n_total;            /* tokens received so far, these included */
+    bool final;             /* the last reply of the request */
+    int prompt_tokens;      /* final only: prompt length the coordinator saw */
+    int generated_tokens;   /* final only: tokens it generated */
+    double seconds;         /* final only: the coordinator's time for it */
+} client_chunk_t;
+
+/* Called once per TOKENS reply, in order, the final one last. Return 0 to go
+ * on; anything else cancels the request: the client sends CANCEL for it and
+ * client_generate fails with ECANCELED without waiting for more. It may call
+ * client_cancel and client_last_request_id, but must not start another
+ * request on the same client (that fails with EINVAL). */
+typedef int client_chunk_fn(const client_chunk_t *chunk, void *arg);
+
+/* Greedy continuation of prompt (n_prompt ids, n_prompt >= 1) by up to
+ * max_tokens (>= 0) tokens: sends GENERATE and collects TOKENS replies until
+ * the one with final = true. on_chunk (may be NULL) sees each reply as it
+ * arrives, with arg. On success *tokens is a mem_alloc'd array of *n_tokens
+ * ids (caller frees with mem_free; never NULL, even for 0 tokens).
+ * More tokens than max_tokens, or any reply but TOKENS or ERROR_REPLY, is
+ * EPROTO. When the wait times out the client also sends CANCEL for the
+ * request (best effort), so that the coordinator stops working for nobody.
+ * On failure *tokens is NULL and *n_tokens 0. */
+int client_generate(client_t *self, const int32_t *prompt, int n_prompt, int max_tokens,
+                    client_chunk_fn *on_chunk, void *arg, int32_t **tokens,
+                    int *n_tokens, err_t *err);
+
+/* Logits of every prompt position: sends LOGITS and receives one reply with
+ * rows = n_prompt. On success *logits is a mem_alloc'd (rows, vocab) array,
+ * row-major (caller frees with mem_free), *rows = n_prompt and *vocab the
+ * model's vocabulary size. A reply with another row count or outside the
+ * CLIENT_MAX_* bounds is EPROTO. A timeout sends CANCEL as in
+ * client_generate. On failure *logits is NULL and *rows, *vocab 0. */
+int client_logits(client_t *self, const int32_t *prompt, int n_prompt, float **logits,
+                  int *rows, int *vocab, err_t *err);
+
+/* (layer, expert): one hosted expert. */
+typedef struct client_expert {
+    int32_t layer;
+    int32_t expert;
+} client_expert_t;
+
+/* One expert node as the coordinator sees it. */
+typedef struct client_node {
+    int node_id;
+    const char *endpoint;       /* its data-plane endpoint; "" when unknown */
+    bool up;                    /* false: the coordinator declared it down */
+    int n_hosted;
+    const client_expert_t *hosted; /* (n_hosted) experts placed on it */
+    uint64_t batches;           /* expert batches it answered */
+    double rtt_last_ms;         /* round-trip time of its last batch, ms */
+    double rtt_mean_ms;         /* mean round-trip time, ms */
+    const char *last_error;     /* why it is down; "" when none */
+} client_node_t;
+
+/* The coordinator's view of the cluster. One allocation: every pointer
+ * points inside it and lives until client_status_destroy. */
+typedef struct client_status {
+    const char *model;          /* model folder and architecture; "" if none */
+    int n_layers;
+    int n_experts;              /* routed experts per layer */
+    const uint64_t *expert_tokens; /* (n_layers, n_experts): tokens routed */
+    uint64_t requests_served;
+    int n_nodes;
+    const client_node_t *nodes; /* (n_nodes) */
+} client_status_t;
+
+/* Sends STATUS and returns the reply as a client_status_t (caller destroys
+ * with client_status_destroy), or NULL with errno/err. */
+client_status_t *client_status(client_t *self, err_t *err);
+
+/* Accepts NULL and *self_p == NULL; sets *self_p to NULL. */
+void client_status_destroy(client_status_t **self_p);
+
+/* Asks the coordinator to cancel request_id of this client (e.g. from inside
+ * a client_chunk_fn, with client_last_request_id). Sends CANCEL under a new
+ * request id and returns once it is queued, without waiting for an answer:
+ * the cancelled request then ends with ECANCELED when the coordinator
+ * replies CANCELLED. 0, or -1 with errno/err. */
+int client_cancel(client_t *self, uint64_t request_id, err_t *err);
+
+#endif /* MOE_CLIENT_CLIENT_H */

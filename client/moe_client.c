@@ -1,0 +1,535 @@
+/* moe-client: the command-line client of a moecluster coordinator.
+ *
+ *   moe-client --connect ENDPOINT [--timeout SECONDS] COMMAND [options]
+ *     generate --prompt-ids 5,17,2 [--max-tokens N]
+ *     logits   --prompt-ids 5,17,2 --out FILE
+ *     status   [--json]
+ *
+ * generate prints the N greedy tokens as comma-separated ids on the last line
+ * of stdout, as moe-run does (an empty line for none). logits writes the
+ * prompt's logits as float32 [prompt_len, vocab], row-major, little-endian,
+ * the layout of moe-run --dump-logits. status prints the cluster as tables,
+ * or as one JSON object with --json. Exit 0 on success, 1 on a runtime error,
+ * 2 on a usage error; every error is one line on stderr.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <math.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "client/client.h"
+#include "core/err.h"
+#include "core/idlist.h"
+#include "core/mem.h"
+
+enum { DEFAULT_TIMEOUT_S = 60, DEFAULT_MAX_TOKENS = 16 };
+
+typedef enum command {
+    COMMAND_NONE = 0,
+    COMMAND_GENERATE,
+    COMMAND_LOGITS,
+    COMMAND_STATUS,
+} command_t;
+
+typedef struct options {
+    const char *connect;     /* coordinator client endpoint */
+    int timeout_ms;          /* bound of every wait */
+    command_t command;
+    const char *prompt_ids;  /* generate, logits */
+    int max_tokens;          /* generate */
+    const char *out;         /* logits: output file */
+    bool json;               /* status */
+} options_t;
+
+static const char s_global_usage[] =
+    "usage: moe-client --connect ENDPOINT [--timeout SECONDS] COMMAND [options]\n"
+    "\n"
+    "Sends requests to a moecluster coordinator over its client endpoint.\n"
+    "\n"
+    "commands:\n"
+    "  generate --prompt-ids LIST [--max-tokens N]\n"
+    "                      greedy continuation of the prompt, printed as\n"
+    "                      comma-separated token ids on one line\n"
+    "  logits --prompt-ids LIST --out FILE\n"
+    "                      the prompt's logits: float32 [prompt_len, vocab]\n"
+    "  status [--json]     nodes, experts, tokens per expert, round-trip times\n"
+    "\n"
+    "options:\n"
+    "  --connect ENDPOINT  the coordinator's client endpoint, e.g. tcp://host:5555\n"
+    "  --timeout SECONDS   longest wait for any reply (default 60)\n"
+    "  --help              this text; COMMAND --help describes a command\n";
+
+static const char s_generate_usage[] =
+    "usage: moe-client --connect ENDPOINT generate --prompt-ids LIST [--max-tokens N]\n"
+    "\n"
+    "Asks the coordinator for the greedy continuation of the prompt and prints\n"
+    "it as comma-separated token ids on the last line of stdout (an empty line\n"
+    "when no token is generated).\n"
+    "\n"
+    "  --prompt-ids LIST   prompt token ids, e.g. 5,17,2\n"
+    "  --max-tokens N      tokens to generate (default 16; 0 generates none)\n"
+    "  --help              this text\n";
+
+static const char s_logits_usage[] =
+    "usage: moe-client --connect ENDPOINT logits --prompt-ids LIST --out FILE\n"
+    "\n"
+    "Asks the coordinator for the logits of every prompt position and writes\n"
+    "them to FILE as float32 [prompt_len, vocab], row-major, little-endian (the\n"
+    "layout of moe-run --dump-logits).\n"
+    "\n"
+    "  --prompt-ids LIST   prompt token ids, e.g. 5,17,2\n"
+    "  --out FILE          where to write the logits\n"
+    "  --help              this text\n";
+
+static const char s_status_usage[] =
+    "usage: moe-client --connect ENDPOINT status [--json]\n"
+    "\n"
+    "Prints the coordinator's view of the cluster: the model, each expert node\n"
+    "(up or down, the experts it hosts, batches answered, round-trip times, its\n"
+    "last error), the tokens routed to each expert and the requests served.\n"
+    "\n"
+    "  --json              one JSON object: model, n_layers, n_experts,\n"
+    "                      requests_served, nodes [{node_id, endpoint, up,\n"
+    "                      experts [[layer, expert], ...], batches, rtt_last_ms,\n"
+    "                      rtt_mean_ms, last_error}], expert_tokens [[per expert]\n"
+    "                      per layer]\n"
+    "  --help              this text\n";
+
+static int s_usage_error(const char *fmt, const char *what)
+{
+    fprintf(stderr, "moe-client: ");
+    fprintf(stderr, fmt, what);
+    fprintf(stderr, " (see --help)\n");
+    return -1;
+}
+
+static int s_parse_int(const char *text, const char *what, int min, int *out)
+{
+    char *end = NULL;
+    errno = 0;
+    long v = strtol(text, &end, 10);
+    if (errno || end == text || *end || v < min || v > INT_MAX) {
+        fprintf(stderr, "moe-client: %s must be an integer >= %d (got '%s')\n", what, min,
+                text);
+        return -1;
+    }
+    *out = (int)v;
+    return 0;
+}
+
+/* SECONDS, an integer or decimal number > 0, as milliseconds (at least 1). */
+static int s_parse_timeout(const char *text, int *ms)
+{
+    char *end = NULL;
+    errno = 0;
+    double s = strtod(text, &end);
+    if (errno || end == text || *end || !(s > 0) || s > INT_MAX / 1000) {
+        fprintf(stderr, "moe-client: --timeout must be a number of seconds > 0 and <= %d "
+                "(got '%s')\n", INT_MAX / 1000, text);
+        return -1;
+    }
+    double rounded = ceil(s * 1000.0);
+    *ms = rounded < 1 ? 1 : (int)rounded;
+    return 0;
+}
+
+/* Options every command also accepts, so that they may come before or after
+ * the command. */
+#define S_COMMON_OPTIONS                                       \
+    {"connect", required_argument, NULL, 'c'},                 \
+    {"timeout", required_argument, NULL, 'T'},                 \
+    {"help", no_argument, NULL, 'h'}
+
+static const struct option s_global_opts[] = {S_COMMON_OPTIONS, {NULL, 0, NULL, 0}};
+static const struct option s_generate_opts[] = {
+    S_COMMON_OPTIONS,
+    {"prompt-ids", required_argument, NULL, 'p'},
+    {"max-tokens", required_argument, NULL, 'n'},
+    {NULL, 0, NULL, 0},
+};
+static const struct option s_logits_opts[] = {
+    S_COMMON_OPTIONS,
+    {"prompt-ids", required_argument, NULL, 'p'},
+    {"out", required_argument, NULL, 'o'},
+    {NULL, 0, NULL, 0},
+};
+static const struct option s_status_opts[] = {
+    S_COMMON_OPTIONS,
+    {"json", no_argument, NULL, 'j'},
+    {NULL, 0, NULL, 0},
+};
+
+/* One getopt_long pass over argv[0..argc) (argv[0] is the program or the
+ * command name). usage: the text for --help. 1 when --help was printed, 0,
+ * or -1 after a usage error. */
+static int s_parse_pass(int argc, char **argv, const char *optstring,
+                        const struct option *longopts, const char *usage, options_t *opt)
+{
+    int c;
+    optind = 0; /* glibc: start a fresh scan of this argv */
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, optstring, longopts, NULL)) != -1) {
+        switch (c) {
+        case 'c': opt->connect = optarg; break;
+        case 'T':
+            if (s_parse_timeout(optarg, &opt->timeout_ms) < 0)
+                return -1;
+            break;
+        case 'p': opt->prompt_ids = optarg; break;
+        case 'n':
+            if (s_parse_int(optarg, "--max-tokens", 0, &opt->max_tokens) < 0)
+                return -1;
+            break;
+        case 'o': opt->out = optarg; break;
+        case 'j': opt->json = true; break;
+        case 'h': fputs(usage, stdout); return 1;
+        default:
+            return s_usage_error("unknown or incomplete option '%s'", argv[optind - 1]);
+        }
+    }
+    return 0;
+}
+
+/* 0 with *opt filled, 1 when help was printed, -1 after a usage error. */
+static int s_parse_args(int argc, char **argv, options_t *opt)
+{
+    *opt = (options_t){.timeout_ms = DEFAULT_TIMEOUT_S * 1000,
+                       .max_tokens = DEFAULT_MAX_TOKENS};
+    /* "+": stop at the command; its options are parsed in a second pass. */
+    int rc = s_parse_pass(argc, argv, "+", s_global_opts, s_global_usage, opt);
+    if (rc != 0)
+        return rc;
+    if (optind >= argc)
+        return s_usage_error("%s", "no command given: generate, logits or status");
+
+    int first = optind;
+    const char *name = argv[first];
+    const struct option *longopts;
+    const char *usage;
+    if (strcmp(name, "generate") == 0) {
+        opt->command = COMMAND_GENERATE;
+        longopts = s_generate_opts;
+        usage = s_generate_usage;
+    } else if (strcmp(name, "logits") == 0) {
+        opt->command = COMMAND_LOGITS;
+        longopts = s_logits_opts;
+        usage = s_logits_usage;
+    } else if (strcmp(name, "status") == 0) {
+        opt->command = COMMAND_STATUS;
+        longopts = s_status_opts;
+        usage = s_status_usage;
+    } else {
+        return s_usage_error("unknown command '%s'", name);
+    }
+    int sub_argc = argc - first;
+    char **sub_argv = argv + first;
+    rc = s_parse_pass(sub_argc, sub_argv, "", longopts, usage, opt);
+    if (rc != 0)
+        return rc;
+    if (optind < sub_argc)
+        return s_usage_error("unexpected argument '%s'", sub_argv[optind]);
+    if (!opt->connect)
+        return s_usage_error("%s", "--connect ENDPOINT is required");
+    if (opt->command != COMMAND_STATUS && !opt->prompt_ids)
+        return s_usage_error("%s --prompt-ids is required", name);
+    if (opt->command == COMMAND_LOGITS && !opt->out)
+        return s_usage_error("%s", "logits --out FILE is required");
+    return 0;
+}
+
+/* ---- generate ------------------------------------------------------------- */
+
+static int s_generate(client_t *client, const options_t *opt, const int32_t *prompt,
+                      int n_prompt, err_t *err)
+{
+    int32_t *tokens = NULL;
+    int n = 0;
+    if (client_generate(client, prompt, n_prompt, opt->max_tokens, NULL, NULL, &tokens, &n,
+                        err) < 0)
+        return -1;
+    char *line = idlist_format(tokens, n);
+    mem_free(tokens);
+    if (!line)
+        return err_set(err, ENOMEM, "out of memory formatting %d tokens", n);
+    printf("%s\n", line);
+    mem_free(line);
+    return 0;
+}
+
+/* ---- logits ----------------------------------------------------------------- */
+
+/* Writes count floats as little-endian float32, whatever the host order. */
+static int s_write_le(FILE *f, const float *x, size_t count)
+{
+    unsigned char buf[4096];
+    size_t fill = 0;
+    for (size_t i = 0; i < count; i++) {
+        uint32_t bits;
+        memcpy(&bits, &x[i], sizeof bits);
+        for (int b = 0; b < 4; b++)
+            buf[fill++] = (unsigned char)(bits >> (8 * b));
+        if (fill == sizeof buf || i + 1 == count) {
+            if (fwrite(buf, 1, fill, f) != fill)
+                return -1;
+            fill = 0;
+        }
+    }
+    return 0;
+}
+
+static int s_logits(client_t *client, const options_t *opt, const int32_t *prompt,
+                    int n_prompt, err_t *err)
+{
+    float *logits = NULL;
+    int rows = 0, vocab = 0;
+    if (client_logits(client, prompt, n_prompt, &logits, &rows, &vocab, err) < 0)
+        return -1;
+    int rc = -1;
+    FILE *f = fopen(opt->out, "wb");
+    if (!f) {
+        err_set(err, errno, "cannot write %s: %s", opt->out, strerror(errno));
+        goto done;
+    }
+    int written = s_write_le(f, logits, (size_t)rows * (size_t)vocab);
+    int saved = errno;
+    int closed = fclose(f);
+    if (written < 0 || closed != 0) {
+        err_set(err, EIO, "cannot write %s: %s", opt->out,
+                strerror(written < 0 ? saved : errno));
+        unlink(opt->out); /* no half-written file stays behind */
+        goto done;
+    }
+    rc = 0;
+
+done:
+    mem_free(logits);
+    return rc;
+}
+
+/* ---- status ----------------------------------------------------------------- */
+
+static json_t *s_json_u64(uint64_t v)
+{
+    return json_integer(v > (uint64_t)LLONG_MAX ? LLONG_MAX : (json_int_t)v);
+}
+
+/* Milliseconds as a JSON number; null for a value that JSON cannot hold. */
+static json_t *s_json_ms(double ms)
+{
+    return isfinite(ms) ? json_real(ms) : json_null();
+}
+
+/* Takes a reference to value (jansson's _new convention); -1 when value is
+ * NULL or the array could not grow. */
+static int s_append(json_t *array, json_t *value)
+{
+    return value ? json_array_append_new(array, value) : -1;
+}
+
+static json_t *s_status_json(const client_status_t *st)
+{
+    json_t *nodes = json_array();
+    json_t *tokens = json_array();
+    for (int i = 0; nodes && i < st->n_nodes; i++) {
+        const client_node_t *n = &st->nodes[i];
+        json_t *experts = json_array();
+        for (int j = 0; experts && j < n->n_hosted; j++)
+            if (s_append(experts, json_pack("[ii]", (int)n->hosted[j].layer,
+                                            (int)n->hosted[j].expert)) < 0) {
+                json_decref(experts);
+                experts = NULL;
+            }
+        json_t *node = json_pack("{s:i, s:s, s:b, s:o, s:o, s:o, s:o, s:s}",
+                                 "node_id", n->node_id, "endpoint", n->endpoint,
+                                 "up", (int)n->up, "experts", experts,
+                                 "batches", s_json_u64(n->batches),
+                                 "rtt_last_ms", s_json_ms(n->rtt_last_ms),
+                                 "rtt_mean_ms", s_json_ms(n->rtt_mean_ms),
+                                 "last_error", n->last_error);
+        if (s_append(nodes, node) < 0) {
+            json_decref(nodes);
+            nodes = NULL;
+        }
+    }
+    for (int l = 0; tokens && l < st->n_layers; l++) {
+        json_t *row = json_array();
+        for (int e = 0; row && e < st->n_experts; e++)
+            if (s_append(row, s_json_u64(st->expert_tokens[(size_t)l * st->n_experts + e]))
+                < 0) {
+                json_decref(row);
+                row = NULL;
+            }
+        if (s_append(tokens, row) < 0) {
+            json_decref(tokens);
+            tokens = NULL;
+        }
+    }
+    /* "o" steals nodes and tokens, also when packing fails. */
+    return json_pack("{s:s, s:i, s:i, s:o, s:o, s:o}", "model", st->model,
+                     "n_layers", st->n_layers, "n_experts", st->n_experts,
+                     "requests_served", s_json_u64(st->requests_served),
+                     "nodes", nodes, "expert_tokens", tokens);
+}
+
+/* "all 2 layers: 0,2" when every layer hosts the same experts, else
+ * "layer 0: 0,2; layer 1: 1,3"; "none" for no expert. */
+static int s_print_hosted(const client_status_t *st, const client_node_t *n)
+{
+    if (n->n_hosted == 0) {
+        printf("none\n");
+        return 0;
+    }
+    int rc = -1;
+    int32_t *ids = mem_alloc((size_t)n->n_hosted * sizeof *ids);
+    char **lines = mem_calloc((size_t)(st->n_layers > 0 ? st->n_layers : 1), sizeof *lines);
+    if (!ids || !lines)
+        goto done;
+    bool same = true;
+    for (int l = 0; l < st->n_layers; l++) {
+        int k = 0;
+        for (int j = 0; j < n->n_hosted; j++)
+            if (n->hosted[j].layer == l)
+                ids[k++] = n->hosted[j].expert;
+        lines[l] = idlist_format(ids, k);
+        if (!lines[l])
+            goto done;
+        same = same && strcmp(lines[l], lines[0]) == 0;
+    }
+    if (same && st->n_layers > 1) {
+        printf("all %d layers: %s\n", st->n_layers, lines[0]);
+    } else {
+        for (int l = 0; l < st->n_layers; l++)
+            printf("%slayer %d: %s", l ? "; " : "", l, *lines[l] ? lines[l] : "-");
+        printf("\n");
+    }
+    rc = 0;
+
+done:
+    for (int l = 0; lines && l < st->n_layers; l++)
+        mem_free(lines[l]);
+    mem_free(lines);
+    mem_free(ids);
+    return rc;
+}
+
+static void s_print_ms(bool known, double ms)
+{
+    if (known)
+        printf("  %8.2f ms", ms);
+    else
+        printf("  %11s", "-");
+}
+
+static int s_status_table(const client_status_t *st, err_t *err)
+{
+    int n_up = 0;
+    int width = (int)strlen("endpoint");
+    for (int i = 0; i < st->n_nodes; i++) {
+        n_up += st->nodes[i].up;
+        int w = (int)strlen(st->nodes[i].endpoint);
+        width = w > width ? w : width;
+    }
+    printf("model: %s\n", *st->model ? st->model : "(unknown)");
+    printf("layers: %d, experts per layer: %d, requests served: %" PRIu64 "\n",
+           st->n_layers, st->n_experts, st->requests_served);
+    printf("nodes: %d up, %d down\n\n", n_up, st->n_nodes - n_up);
+
+    printf("%6s  %-4s  %-*s  %7s  %10s  %11s  %11s  %s\n", "node", "up", width, "endpoint",
+           "experts", "batches", "rtt last", "rtt mean", "last error");
+    for (int i = 0; i < st->n_nodes; i++) {
+        const client_node_t *n = &st->nodes[i];
+        printf("%6d  %-4s  %-*s  %7d  %10" PRIu64, n->node_id, n->up ? "up" : "DOWN",
+               width, n->endpoint, n->n_hosted, n->batches);
+        s_print_ms(n->batches > 0, n->rtt_last_ms);
+        s_print_ms(n->batches > 0, n->rtt_mean_ms);
+        printf("  %s\n", *n->last_error ? n->last_error : "-");
+    }
+
+    printf("\nexperts per node:\n");
+    for (int i = 0; i < st->n_nodes; i++) {
+        printf("  node %d: ", st->nodes[i].node_id);
+        if (s_print_hosted(st, &st->nodes[i]) < 0)
+            return err_set(err, ENOMEM, "out of memory printing the status");
+    }
+
+    size_t cells = (size_t)st->n_layers * (size_t)st->n_experts;
+    int digits = 1;
+    for (size_t i = 0; i < cells; i++) {
+        int d = snprintf(NULL, 0, "%" PRIu64, st->expert_tokens[i]);
+        digits = d > digits ? d : digits;
+    }
+    printf("\ntokens per expert (one line per layer, experts 0..%d):\n", st->n_experts - 1);
+    for (int l = 0; l < st->n_layers; l++) {
+        printf("  layer %3d:", l);
+        for (int e = 0; e < st->n_experts; e++)
+            printf(" %*" PRIu64, digits, st->expert_tokens[(size_t)l * st->n_experts + e]);
+        printf("\n");
+    }
+    return 0;
+}
+
+static int s_status(client_t *client, const options_t *opt, err_t *err)
+{
+    client_status_t *st = client_status(client, err);
+    if (!st)
+        return -1;
+    int rc = -1;
+    if (opt->json) {
+        json_t *root = s_status_json(st);
+        if (!root) {
+            err_set(err, ENOMEM, "out of memory building the status JSON");
+        } else if (json_dumpf(root, stdout, JSON_COMPACT | JSON_PRESERVE_ORDER) < 0) {
+            err_set(err, EIO, "cannot write the status to stdout");
+        } else {
+            printf("\n");
+            rc = 0;
+        }
+        json_decref(root);
+    } else {
+        rc = s_status_table(st, err);
+    }
+    client_status_destroy(&st);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    options_t opt;
+    int parsed = s_parse_args(argc, argv, &opt);
+    if (parsed != 0)
+        return parsed > 0 ? 0 : 2;
+    json_set_alloc_funcs(mem_alloc, mem_free); /* jansson too goes through core/mem */
+
+    err_t err = {0};
+    int32_t *prompt = NULL;
+    int n_prompt = 0;
+    if (opt.prompt_ids && idlist_parse(opt.prompt_ids, &prompt, &n_prompt, &err) < 0) {
+        fprintf(stderr, "moe-client: --prompt-ids: %s\n", err.msg);
+        return 2;
+    }
+    int rc = -1;
+    client_t *client = client_connect(opt.connect, opt.timeout_ms, &err);
+    if (client) {
+        switch (opt.command) {
+        case COMMAND_GENERATE: rc = s_generate(client, &opt, prompt, n_prompt, &err); break;
+        case COMMAND_LOGITS: rc = s_logits(client, &opt, prompt, n_prompt, &err); break;
+        case COMMAND_STATUS: rc = s_status(client, &opt, &err); break;
+        case COMMAND_NONE: break;
+        }
+    }
+    if (rc == 0 && fflush(stdout) != 0)
+        rc = err_set(&err, errno, "cannot write to stdout: %s", strerror(errno));
+    if (rc < 0)
+        fprintf(stderr, "moe-client: %s\n", err.msg);
+    client_destroy(&client);
+    mem_free(prompt);
+    return rc < 0 ? 1 : 0;
+}
