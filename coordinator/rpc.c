@@ -21,6 +21,7 @@ struct rpc {
     int n_peers;
     rpc_config_t conf;
     char endpoint[WIRE_MAX_TEXT];
+    char model_name[WIRE_MAX_TEXT];  /* conf.model_name, copied */
     void *socket;                  /* ROUTER for clients */
     wire_inbox_t *inbox;
     forward_t *fw;                 /* experts through dispatch_moe */
@@ -47,6 +48,8 @@ rpc_t *rpc_new(void *zmq_ctx, const weights_t *w, dispatch_t *dispatch, peer_t *
     self->nodes = nodes;
     self->n_peers = n_peers;
     self->conf = *conf;
+    snprintf(self->model_name, sizeof self->model_name, "%s", conf->model_name);
+    self->conf.model_name = self->model_name;
     wire_limits_t lim = {.max_prompt = conf->max_context};
     self->inbox = wire_inbox_new(&lim, err);
     if (!self->inbox)

@@ -27,8 +27,8 @@ typedef struct rpc_node_info {
 } rpc_node_info_t;
 
 typedef struct rpc_config {
-    const char *bind;       /* client endpoint to bind, e.g. tcp://127.0.0.1:* */
-    const char *model_name; /* shown in status */
+    const char *bind;       /* client endpoint to bind, e.g. tcp://127.0.0.1:* (used in rpc_new) */
+    const char *model_name; /* shown in status (copied) */
     int max_context;        /* positions per sequence (prompt + generated) */
     int prefill_rows;       /* rows per forward chunk */
 } rpc_config_t;

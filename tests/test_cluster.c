@@ -71,11 +71,18 @@ static char *s_up(const char *model, int nodes, const char *run_dir, const char 
     return ep;
 }
 
+/* Stops a cluster; under the sanitizers, a report in any process's log
+ * (a memory error or a leak at exit) fails the test. */
 static void s_down(const char *run_dir)
 {
     char cmd[2048];
     snprintf(cmd, sizeof cmd, "'%s/cluster/local.sh' down --run-dir '%s'", s_root, run_dir);
     assert_int_equal(testutil_run(cmd, NULL), 0);
+    snprintf(cmd, sizeof cmd, "grep -l 'Sanitizer' '%s'/*.log", run_dir);
+    char *found = NULL;
+    if (testutil_run(cmd, &found) == 0)
+        fail_msg("sanitizer report in %s", found);
+    free(found);
 }
 
 /* The last line of a program's stdout (malloc'd). */
