@@ -469,6 +469,13 @@ client_status_t *client_status(client_t *self, err_t *err)
         .model = s_put_text(&text, rep.model), .n_layers = rep.n_layers,
         .n_experts = rep.n_experts, .expert_tokens = counts,
         .requests_served = rep.requests_served, .n_nodes = rep.n_nodes, .nodes = nodes,
+        .timing = {
+            .tokens = rep.timing.tokens, .dispatch_calls = rep.timing.dispatch_calls,
+            .bytes_sent = rep.timing.bytes_sent, .bytes_received = rep.timing.bytes_received,
+            .seconds_forward = rep.timing.seconds_forward,
+            .seconds_dispatch = rep.timing.seconds_dispatch,
+            .seconds_node_compute = rep.timing.seconds_node_compute,
+        },
     };
     for (int i = 0; i < rep.n_nodes; i++) {
         const wire_node_status_t *w = &rep.nodes[i];

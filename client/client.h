@@ -136,6 +136,19 @@ typedef struct client_node {
 
 /* The coordinator's view of the cluster. One allocation: every pointer
  * points inside it and lives until client_status_destroy. */
+/* Where the coordinator's time went, summed since it started. Coordinator
+ * compute = seconds_forward - seconds_dispatch; network and serialisation =
+ * seconds_dispatch - seconds_node_compute. */
+typedef struct client_timing {
+    uint64_t tokens;             /* token rows through the forward pass */
+    uint64_t dispatch_calls;     /* layer batches sent to the nodes */
+    uint64_t bytes_sent;         /* every frame of expert requests */
+    uint64_t bytes_received;     /* every frame of expert replies */
+    double seconds_forward;      /* inside the forward pass */
+    double seconds_dispatch;     /* first send to last reply, per batch */
+    double seconds_node_compute; /* per batch, the slowest node's compute */
+} client_timing_t;
+
 typedef struct client_status {
     const char *model;          /* model folder and architecture; "" if none */
     int n_layers;
@@ -144,6 +157,7 @@ typedef struct client_status {
     uint64_t requests_served;
     int n_nodes;
     const client_node_t *nodes; /* (n_nodes) */
+    client_timing_t timing;
 } client_status_t;
 
 /* Sends STATUS and returns the reply as a client_status_t (caller destroys

@@ -372,11 +372,20 @@ static json_t *s_status_json(const client_status_t *st)
             tokens = NULL;
         }
     }
-    /* "o" steals nodes and tokens, also when packing fails. */
-    return json_pack("{s:s, s:i, s:i, s:o, s:o, s:o}", "model", st->model,
+    const client_timing_t *t = &st->timing;
+    json_t *timing = json_pack("{s:o, s:o, s:o, s:o, s:f, s:f, s:f}",
+                               "tokens", s_json_u64(t->tokens),
+                               "dispatch_calls", s_json_u64(t->dispatch_calls),
+                               "bytes_sent", s_json_u64(t->bytes_sent),
+                               "bytes_received", s_json_u64(t->bytes_received),
+                               "seconds_forward", t->seconds_forward,
+                               "seconds_dispatch", t->seconds_dispatch,
+                               "seconds_node_compute", t->seconds_node_compute);
+    /* "o" steals nodes, tokens and timing, also when packing fails. */
+    return json_pack("{s:s, s:i, s:i, s:o, s:o, s:o, s:o}", "model", st->model,
                      "n_layers", st->n_layers, "n_experts", st->n_experts,
                      "requests_served", s_json_u64(st->requests_served),
-                     "nodes", nodes, "expert_tokens", tokens);
+                     "nodes", nodes, "expert_tokens", tokens, "timing", timing);
 }
 
 /* "all 2 layers: 0,2" when every layer hosts the same experts, else
@@ -428,6 +437,25 @@ static void s_print_ms(bool known, double ms)
         printf("  %11s", "-");
 }
 
+/* Where the coordinator's time went: its own compute, the network and
+ * serialisation, and the expert nodes' compute. */
+static void s_print_timing(const client_timing_t *t)
+{
+    if (t->tokens == 0)
+        return;
+    const double coord = t->seconds_forward - t->seconds_dispatch;
+    const double network = t->seconds_dispatch - t->seconds_node_compute;
+    printf("\ntime split over %" PRIu64 " token rows, %" PRIu64 " expert batches:\n",
+           t->tokens, t->dispatch_calls);
+    printf("  coordinator compute  %9.3f s\n", coord);
+    printf("  network + wire       %9.3f s\n", network);
+    printf("  expert compute       %9.3f s (slowest node per batch)\n",
+           t->seconds_node_compute);
+    printf("  bytes on the wire    %" PRIu64 " sent, %" PRIu64 " received (%.0f per token row)\n",
+           t->bytes_sent, t->bytes_received,
+           (double)(t->bytes_sent + t->bytes_received) / (double)t->tokens);
+}
+
 static int s_status_table(const client_status_t *st, err_t *err)
 {
     int n_up = 0;
@@ -473,6 +501,7 @@ static int s_status_table(const client_status_t *st, err_t *err)
             printf(" %*" PRIu64, digits, st->expert_tokens[(size_t)l * st->n_experts + e]);
         printf("\n");
     }
+    s_print_timing(&st->timing);
     return 0;
 }
 

@@ -179,11 +179,9 @@ static int s_send_all(dispatch_t *self, int layer, uint64_t request_id, err_t *e
             .n_rows = b->n_rows, .hidden = self->hidden, .rows = b->rows,
             .n_assign = b->n_assign, .assign = b->assign,
         };
-        if (peer_send(self->peers[p], &msg, err) < 0)
+        if (peer_send(self->peers[p], &msg, &self->stats.bytes_sent, err) < 0)
             return -1;
         b->waiting = true;
-        self->stats.bytes_sent += (uint64_t)b->n_rows * self->hidden * sizeof(float) +
-                                  (uint64_t)b->n_assign * 12 + 32;
     }
     return 0;
 }
@@ -213,7 +211,7 @@ static int s_combine(dispatch_t *self, int p, int layer, const wire_data_t *repl
     }
     if (reply->compute_seconds > *max_compute)
         *max_compute = reply->compute_seconds;
-    self->stats.bytes_received += (uint64_t)b->n_rows * self->hidden * sizeof(float) + 32;
+    self->stats.bytes_received += wire_inbox_message_bytes(self->inbox);
     b->waiting = false;
     return 0;
 }

@@ -32,8 +32,8 @@ typedef struct dispatch_route {
 /* Time spent per phase, summed over calls (seconds). */
 typedef struct dispatch_stats {
     uint64_t calls;
-    uint64_t bytes_sent;        /* all frames of EXPERT_REQUESTs */
-    uint64_t bytes_received;    /* all frames of EXPERT_REPLYs */
+    uint64_t bytes_sent;        /* every frame of EXPERT_REQUESTs */
+    uint64_t bytes_received;    /* every frame of the EXPERT_REPLYs combined */
     double seconds_total;       /* from the first send to the last reply combined */
     double seconds_node_compute;/* per call, the slowest node's compute_seconds */
 } dispatch_stats_t;

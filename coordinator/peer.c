@@ -181,13 +181,14 @@ int peer_hello(peer_t *self, wire_inbox_t *inbox, const char *model_id,
     return -1;
 }
 
-int peer_send(peer_t *self, const wire_data_t *msg, err_t *err)
+int peer_send(peer_t *self, const wire_data_t *msg, uint64_t *sent_bytes, err_t *err)
 {
+    size_t sent = 0;
     if (!self->up)
         return err_set(err, EHOSTUNREACH, "node %d (%s) is down: %s", self->node_id,
                        self->endpoint, self->last_error);
     err_t send_err = {0};
-    if (wire_data_send(self->socket, NULL, msg, &send_err) < 0) {
+    if (wire_data_send_sized(self->socket, NULL, msg, &sent, &send_err) < 0) {
         char why[ERR_MSG_MAX + 32];
         snprintf(why, sizeof why, "cannot send: %s",
                  errno == EAGAIN ? "no live connection" : send_err.msg);
@@ -195,6 +196,8 @@ int peer_send(peer_t *self, const wire_data_t *msg, err_t *err)
         return err_set(err, EHOSTUNREACH, "node %d (%s) is down: %s", self->node_id,
                        self->endpoint, why);
     }
+    if (sent_bytes)
+        *sent_bytes += sent;
     return 0;
 }
 

@@ -30,9 +30,10 @@ int peer_hello(peer_t *self, wire_inbox_t *inbox, const char *model_id,
                const int32_t *want_layer, const int32_t *want_expert, int n_want,
                int timeout_ms, err_t *err);
 
-/* Sends a data-plane message without blocking; a node that cannot take it
- * (no live connection) is marked down and -1/EHOSTUNREACH returned. */
-int peer_send(peer_t *self, const wire_data_t *msg, err_t *err);
+/* Sends a data-plane message without blocking, adding the bytes sent to
+ * *sent_bytes (may be NULL); a node that cannot take it (no live connection)
+ * is marked down and -1/EHOSTUNREACH returned. */
+int peer_send(peer_t *self, const wire_data_t *msg, uint64_t *sent_bytes, err_t *err);
 
 /* Reads pending connection events; marks the node down when its connection
  * dropped. Returns true when the node is (still) up. */

@@ -30,7 +30,21 @@ struct rpc {
     int32_t *tokens;               /* (max_context) generated so far */
     wire_node_status_t *status;    /* (n_peers) */
     uint64_t requests_served;
+    uint64_t rows_forwarded;       /* token rows through the forward pass */
+    double seconds_forward;        /* inside forward_run */
 };
+
+/* forward_run, timed and counted for the status time split. */
+static int s_forward(rpc_t *self, const int32_t *tokens, int n, forward_logits_t want,
+                     float *logits, err_t *err)
+{
+    const double t0 = timer_now();
+    int rc = forward_run(self->fw, self->kv, tokens, n, want, logits, err);
+    self->seconds_forward += timer_now() - t0;
+    if (rc == 0)
+        self->rows_forwarded += (uint64_t)n;
+    return rc;
+}
 
 rpc_t *rpc_new(void *zmq_ctx, const weights_t *w, dispatch_t *dispatch, peer_t **peers,
                const rpc_node_info_t *nodes, int n_peers, const rpc_config_t *conf,
@@ -170,8 +184,8 @@ static void s_generate(rpc_t *self, const wire_peer_t *to, const wire_request_t 
     const double t0 = timer_now();
     err_t err = {0};
     kvcache_truncate(self->kv, 0);
-    int rc = forward_run(self->fw, self->kv, req->prompt, req->n_prompt, FORWARD_LOGITS_LAST,
-                         self->logits, &err);
+    int rc = s_forward(self, req->prompt, req->n_prompt, FORWARD_LOGITS_LAST, self->logits,
+                       &err);
     int n = 0;
     while (rc == 0 && n < req->max_tokens) {
         int32_t next = forward_argmax(self->logits, vocab);
@@ -181,8 +195,7 @@ static void s_generate(rpc_t *self, const wire_peer_t *to, const wire_request_t 
         if (wire_reply_send(self->socket, to, &rep, &err) < 0)
             return; /* the client is gone: nothing to answer */
         if (n < req->max_tokens)
-            rc = forward_run(self->fw, self->kv, &next, 1, FORWARD_LOGITS_LAST, self->logits,
-                             &err);
+            rc = s_forward(self, &next, 1, FORWARD_LOGITS_LAST, self->logits, &err);
     }
     if (rc < 0) {
         s_reply_error(self, to, req->request_id, s_code_of(errno), err.msg);
@@ -208,8 +221,7 @@ static void s_logits(rpc_t *self, const wire_peer_t *to, const wire_request_t *r
         return;
     }
     kvcache_truncate(self->kv, 0);
-    if (forward_run(self->fw, self->kv, req->prompt, req->n_prompt, FORWARD_LOGITS_ALL, all,
-                    &err) < 0) {
+    if (s_forward(self, req->prompt, req->n_prompt, FORWARD_LOGITS_ALL, all, &err) < 0) {
         s_reply_error(self, to, req->request_id, s_code_of(errno), err.msg);
     } else {
         wire_reply_t rep = {.type = WIRE_REP_LOGITS, .request_id = req->request_id,
@@ -241,6 +253,12 @@ static void s_status(rpc_t *self, const wire_peer_t *to, const wire_request_t *r
         .n_layers = self->w->cfg.n_layers, .n_experts = self->w->cfg.n_experts,
         .expert_tokens = dispatch_expert_tokens(self->dispatch),
         .requests_served = self->requests_served,
+    };
+    const dispatch_stats_t *ds = dispatch_stats(self->dispatch);
+    rep.timing = (wire_timing_t){
+        .tokens = self->rows_forwarded, .dispatch_calls = ds->calls, .bytes_sent = ds->bytes_sent,
+        .bytes_received = ds->bytes_received, .seconds_forward = self->seconds_forward,
+        .seconds_dispatch = ds->seconds_total, .seconds_node_compute = ds->seconds_node_compute,
     };
     err_t err = {0};
     if (wire_reply_send(self->socket, to, &rep, &err) < 0)

@@ -89,7 +89,13 @@ struct wire_inbox {
     size_t assign_cap;
     wire_node_status_t *nodes;  /* (nodes_cap) of the last STATUS_DATA */
     size_t nodes_cap;
+    size_t message_bytes;       /* every frame of the last message received */
 };
+
+size_t wire_inbox_message_bytes(const wire_inbox_t *self)
+{
+    return self->message_bytes;
+}
 
 /* Bytes protobuf-c may take to unpack n repeated elements of elem bytes each,
  * packed or not: the array and, when every element comes as its own field, a
@@ -243,8 +249,10 @@ static int s_recv_all(wire_inbox_t *self, void *socket, bool with_identity,
     if (from)
         from->len = 0;
     bool identity = with_identity;
+    self->message_bytes = 0;
     for (;;) {
         bool more = zmq_msg_more(&part);
+        self->message_bytes += zmq_msg_size(&part);
         if (identity) {
             size_t len = zmq_msg_size(&part);
             identity = false;
@@ -728,7 +736,7 @@ static const char *s_clip(const char *s, char buf[WIRE_MAX_TEXT])
 
 /* Packs header m into a frame and sends [to] header [tensor]. */
 static int s_send(void *socket, const wire_peer_t *to, const ProtobufCMessage *m,
-                  const void *tensor, size_t tensor_bytes, err_t *err)
+                  const void *tensor, size_t tensor_bytes, size_t *sent, err_t *err)
 {
     size_t len = protobuf_c_message_get_packed_size(m);
     if (len > WIRE_MAX_HEADER_BYTES)
@@ -767,6 +775,8 @@ static int s_send(void *socket, const wire_peer_t *to, const ProtobufCMessage *m
         if (rc < 0)
             return err_set(err, errno, "sending a tensor: %s", zmq_strerror(errno));
     }
+    if (sent)
+        *sent = (to ? to->len : 0) + len + (tensor ? tensor_bytes : 0);
     return 0;
 }
 
@@ -781,6 +791,12 @@ static size_t s_send_tensor_bytes(int n_rows, int width, const float *data)
 }
 
 int wire_data_send(void *socket, const wire_peer_t *to, const wire_data_t *msg, err_t *err)
+{
+    return wire_data_send_sized(socket, to, msg, NULL, err);
+}
+
+int wire_data_send_sized(void *socket, const wire_peer_t *to, const wire_data_t *msg,
+                         size_t *sent_bytes, err_t *err)
 {
     assert(socket);
     assert(msg);
@@ -887,7 +903,7 @@ int wire_data_send(void *socket, const wire_peer_t *to, const wire_data_t *msg, 
         err_set(err, EINVAL, "unknown data-plane message type %d", (int)msg->type);
         goto cleanup;
     }
-    rc = s_send(socket, to, &h.base, tensor, bytes, err);
+    rc = s_send(socket, to, &h.base, tensor, bytes, sent_bytes, err);
 
 cleanup:;
     int saved = errno;
@@ -1083,7 +1099,7 @@ int wire_request_send(void *socket, const wire_request_t *req, err_t *err)
     default:
         return err_set(err, EINVAL, "unknown request type %d", (int)req->type);
     }
-    return s_send(socket, NULL, &r.base, NULL, 0, err);
+    return s_send(socket, NULL, &r.base, NULL, 0, NULL, err);
 }
 
 /* ---- replies (client side) ---------------------------------------------------------- */
@@ -1152,6 +1168,13 @@ static int s_reply_status(wire_inbox_t *self, const Moe__Client__Reply *r, wire_
     rep->n_experts = (int)r->n_experts;
     rep->expert_tokens = r->expert_tokens;
     rep->requests_served = r->requests_served;
+    rep->timing = (wire_timing_t){
+        .tokens = r->timing_tokens, .dispatch_calls = r->timing_dispatch_calls,
+        .bytes_sent = r->timing_bytes_sent, .bytes_received = r->timing_bytes_received,
+        .seconds_forward = r->timing_seconds_forward,
+        .seconds_dispatch = r->timing_seconds_dispatch,
+        .seconds_node_compute = r->timing_seconds_node_compute,
+    };
     return 0;
 }
 
@@ -1389,6 +1412,13 @@ int wire_reply_send(void *socket, const wire_peer_t *to, const wire_reply_t *rep
         r.n_expert_tokens = (size_t)cells;
         r.expert_tokens = (uint64_t *)rep->expert_tokens;
         r.requests_served = rep->requests_served;
+        r.timing_tokens = rep->timing.tokens;
+        r.timing_dispatch_calls = rep->timing.dispatch_calls;
+        r.timing_bytes_sent = rep->timing.bytes_sent;
+        r.timing_bytes_received = rep->timing.bytes_received;
+        r.timing_seconds_forward = rep->timing.seconds_forward;
+        r.timing_seconds_dispatch = rep->timing.seconds_dispatch;
+        r.timing_seconds_node_compute = rep->timing.seconds_node_compute;
         break;
     }
     case WIRE_REP_ERROR:
@@ -1404,7 +1434,7 @@ int wire_reply_send(void *socket, const wire_peer_t *to, const wire_reply_t *rep
         err_set(err, EINVAL, "unknown reply type %d", (int)rep->type);
         goto cleanup;
     }
-    rc = s_send(socket, to, &r.base, tensor, bytes, err);
+    rc = s_send(socket, to, &r.base, tensor, bytes, NULL, err);
 
 cleanup:;
     int saved = errno;

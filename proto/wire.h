@@ -65,6 +65,9 @@ typedef struct wire_inbox wire_inbox_t;
 wire_inbox_t *wire_inbox_new(const wire_limits_t *lim, err_t *err);
 void wire_inbox_destroy(wire_inbox_t **self_p);
 
+/* Bytes of every frame (identity included) of the last message received. */
+size_t wire_inbox_message_bytes(const wire_inbox_t *self);
+
 /* ===== data plane: coordinator <-> expert nodes ============================== */
 
 typedef enum wire_data_type {
@@ -126,6 +129,10 @@ int wire_data_recv(wire_inbox_t *inbox, void *socket, bool with_identity,
 int wire_data_send(void *socket, const wire_peer_t *to, const wire_data_t *msg,
                    err_t *err);
 
+/* wire_data_send that also reports the bytes of every frame it sent. */
+int wire_data_send_sized(void *socket, const wire_peer_t *to, const wire_data_t *msg,
+                         size_t *sent_bytes, err_t *err);
+
 /* Sends an ERROR echoing request_id. */
 int wire_data_send_error(void *socket, const wire_peer_t *to, uint64_t request_id,
                          wire_data_error_t code, const char *message, err_t *err);
@@ -183,6 +190,19 @@ typedef struct wire_node_status {
     const char *last_error;
 } wire_node_status_t;
 
+/* Where the coordinator's time went (STATUS), summed since it started.
+ * Coordinator compute = seconds_forward - seconds_dispatch; network and
+ * (de)serialisation = seconds_dispatch - seconds_node_compute. */
+typedef struct wire_timing {
+    uint64_t tokens;             /* token rows through the forward pass */
+    uint64_t dispatch_calls;     /* layer batches sent to the nodes */
+    uint64_t bytes_sent;         /* every frame of EXPERT_REQUESTs */
+    uint64_t bytes_received;     /* every frame of EXPERT_REPLYs */
+    double seconds_forward;      /* inside the forward pass */
+    double seconds_dispatch;     /* first send to last reply, per batch */
+    double seconds_node_compute; /* per batch, the slowest node's compute */
+} wire_timing_t;
+
 typedef struct wire_reply {
     wire_reply_type_t type;
     uint64_t request_id;
@@ -204,6 +224,7 @@ typedef struct wire_reply {
     int n_experts;
     const uint64_t *expert_tokens; /* (n_layers * n_experts) */
     uint64_t requests_served;
+    wire_timing_t timing;
 } wire_reply_t;
 
 /* Coordinator side: receives a request from the client ROUTER socket; same
