@@ -132,8 +132,12 @@ DEFAULT_MODEL := build/models/default
 run: $(PROGRAMS)
 	tools/run-default.sh $(BIN) $(DEFAULT_MODEL)
 
-BENCH_BINS := $(BIN)/bench-core
-$(BIN)/bench-core: $(OBJ)/bench/bench_core.o $(OBJ)/bench/machine.o $(LIBS_ALL)
+BENCH_BINS := $(BIN)/bench-core $(BIN)/bench-cluster
+$(BIN)/bench-cluster: $(OBJ)/bench/bench_cluster.o $(OBJ)/bench/workload.o $(LIBS_NET)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+$(BIN)/bench-core: $(OBJ)/bench/bench_core.o $(OBJ)/bench/machine.o $(OBJ)/bench/workload.o \
+    $(LIBS_ALL)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 

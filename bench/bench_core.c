@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "bench/machine.h"
+#include "bench/workload.h"
 #include "core/blas.h"
 #include "core/idlist.h"
 #include "core/mem.h"
@@ -31,70 +32,6 @@ typedef struct options {
     int decode;
     int repeat;
 } options_t;
-
-static int s_cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double s_median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof *v, s_cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
-static double s_max(const double *v, int n)
-{
-    double m = v[0];
-    for (int i = 1; i < n; i++)
-        m = v[i] > m ? v[i] : m;
-    return m;
-}
-
-/* FLOPs of a prefill of n tokens at positions 0..n-1, LM head on the last. */
-static double s_prefill_flops(const config_t *c, int n)
-{
-    const double hidden = c->hidden_size, q = (double)c->n_heads * c->head_dim;
-    const double kv = (double)c->n_kv_heads * c->head_dim;
-    double per_token = 2 * hidden * (q + 2 * kv) + 2 * q * hidden + 2 * hidden * c->n_experts +
-                       (double)c->n_experts_per_tok * 3 * 2 * hidden * c->intermediate_size;
-    double attn = 0; /* q.k and p.v over the causal prefix of every token */
-    for (int p = 0; p < n; p++)
-        attn += 2 * 2 * q * (p + 1);
-    return c->n_layers * (per_token * n + attn) + 2 * hidden * c->vocab_size;
-}
-
-/* Weight bytes one decoded token reads: dense part, k experts per layer, head. */
-static double s_decode_weight_bytes(const config_t *c)
-{
-    const double hidden = c->hidden_size, q = (double)c->n_heads * c->head_dim;
-    const double kv = (double)c->n_kv_heads * c->head_dim;
-    double per_layer = hidden * (q + 2 * kv) + q * hidden + hidden * c->n_experts +
-                       2 * hidden +
-                       (double)c->n_experts_per_tok * 3 * hidden * c->intermediate_size;
-    return 4 * (c->n_layers * per_layer + hidden * c->vocab_size + 2 * hidden);
-}
-
-/* One prefill + greedy decode run, timed separately. */
-static int s_run_once(forward_t *fw, kvcache_t *kv, int vocab, const int32_t *prompt,
-                      int n_prompt, int n_decode, float *logits, double *t_prefill,
-                      double *t_decode, err_t *err)
-{
-    kvcache_truncate(kv, 0);
-    double t0 = timer_now();
-    if (forward_run(fw, kv, prompt, n_prompt, FORWARD_LOGITS_LAST, logits, err) < 0)
-        return -1;
-    double t1 = timer_now();
-    for (int i = 0; i < n_decode; i++) {
-        int32_t next = forward_argmax(logits, vocab);
-        if (forward_run(fw, kv, &next, 1, FORWARD_LOGITS_LAST, logits, err) < 0)
-            return -1;
-    }
-    *t_prefill = t1 - t0;
-    *t_decode = timer_now() - t1;
-    return 0;
-}
 
 static void s_usage(FILE *out)
 {
@@ -153,8 +90,8 @@ static int s_bench_threads(const options_t *opt, const weights_t *w, int threads
 {
     const config_t *cfg = &w->cfg;
     const int ctx = opt->prompt_len + opt->decode + 1, n = opt->repeat;
-    const double flops = s_prefill_flops(cfg, opt->prompt_len);
-    const double bytes = s_decode_weight_bytes(cfg);
+    const double flops = workload_prefill_flops(cfg, opt->prompt_len);
+    const double bytes = workload_decode_weight_bytes(cfg);
     int rc = -1;
     blas_set_threads(threads);
 
@@ -166,13 +103,9 @@ static int s_bench_threads(const options_t *opt, const weights_t *w, int threads
     double prefill_tps[MAX_REPEAT], decode_tps[MAX_REPEAT];
     if (!fw || !kv || !logits || !prompt)
         goto done;
-    uint64_t seed = 12345;
-    for (int i = 0; i < opt->prompt_len; i++) {
-        seed = seed * 6364136223846793005ull + 1442695040888963407ull;
-        prompt[i] = (int32_t)((seed >> 33) % (uint64_t)cfg->vocab_size);
-    }
+    workload_prompt(prompt, opt->prompt_len, cfg->vocab_size);
     double tp, td; /* a first run pages the weights in */
-    if (s_run_once(fw, kv, cfg->vocab_size, prompt, opt->prompt_len, opt->decode, logits,
+    if (workload_run(fw, kv, cfg->vocab_size, prompt, opt->prompt_len, opt->decode, logits,
                    &tp, &td, err) < 0)
         goto done;
     for (int r = 0; r < n; r++) {
@@ -180,7 +113,7 @@ static int s_bench_threads(const options_t *opt, const weights_t *w, int threads
         bw[r] = machine_read_bandwidth(threads, 1);
     }
     for (int r = 0; r < n; r++) {
-        if (s_run_once(fw, kv, cfg->vocab_size, prompt, opt->prompt_len, opt->decode,
+        if (workload_run(fw, kv, cfg->vocab_size, prompt, opt->prompt_len, opt->decode,
                        logits, &tp, &td, err) < 0)
             goto done;
         prefill_tps[r] = opt->prompt_len / tp;
@@ -192,8 +125,8 @@ static int s_bench_threads(const options_t *opt, const weights_t *w, int threads
     }
     /* A peak is the best the machine showed, so the machine figures are the
      * largest of their measurements; the model's figures are medians. */
-    const double peak_med = s_max(peak, 2 * n), bw_med = s_max(bw, 2 * n);
-    const double prefill_med = s_median(prefill_tps, n), decode_med = s_median(decode_tps, n);
+    const double peak_med = workload_max(peak, 2 * n), bw_med = workload_max(bw, 2 * n);
+    const double prefill_med = workload_median(prefill_tps, n), decode_med = workload_median(decode_tps, n);
     double gemv_bw = machine_sgemv_bandwidth(32000, 1024, 5);
     printf("threads %d (model: medians of %d repetitions; machine: best)\n", threads, n);
     printf("  machine: sgemm peak %.1f GFLOP/s, read bandwidth %.1f GB/s, "

@@ -13,7 +13,9 @@
 #       Stops every process of the cluster (TERM, then KILL after 10 s).
 #
 # Environment: MOE_BIN (programs, default build/bin next to this script),
-# MOE_START_TIMEOUT (seconds to wait for readiness, default 120).
+# MOE_START_TIMEOUT (seconds to wait for readiness, default 120),
+# OPENBLAS_THREAD_TIMEOUT (default 4 here: idle OpenBLAS threads sleep at once,
+# so processes sharing the cores do not spin against each other).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -97,12 +99,17 @@ cmd_up() {
     fi
     rm -f "$dir"/*.endpoint "$dir"/*.pid
 
-    # Nodes compute at the same time, the coordinator while they wait: give
-    # the nodes a share of the cores each and the coordinator all of them.
+    # Every process may use every core: the coordinator computes while the
+    # nodes wait and the other way round, and a node often works alone (both
+    # of a token's experts on it). What makes that work is that idle OpenBLAS
+    # threads sleep at once instead of spinning for ~0.1 s and taking the
+    # cores another process needs (measured in docs/PERFORMANCE.md: decode
+    # 0.65 -> 0.89 of single-process speed with 2 nodes on 2 cores).
     local cores
     cores=$(nproc)
     [ -n "$threads" ] || threads=$cores
-    [ -n "$node_threads" ] || node_threads=$(( cores / nodes > 0 ? cores / nodes : 1 ))
+    [ -n "$node_threads" ] || node_threads=$cores
+    export OPENBLAS_THREAD_TIMEOUT=${OPENBLAS_THREAD_TIMEOUT:-4}
 
     local place_args=() i
     if [ -n "$placement" ]; then

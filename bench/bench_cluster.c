@@ -1,0 +1,194 @@
+/* bench-cluster: a running cluster against moe-run's single-process engine,
+ * measured in the same run, repetitions interleaved so that both see the same
+ * machine:
+ *   decode ratio  = cluster decode tokens/s / single-process decode tokens/s
+ *   prefill ratio = cluster prefill tokens/s / single-process prefill tokens/s
+ * plus bytes on the wire per token per layer and the cluster's time split
+ * (coordinator compute, network and serialisation, expert compute), from the
+ * coordinator's status counters. Medians of --repeat runs after a warm-up.
+ *
+ *   bench-cluster --model DIR --endpoint EP [--threads 2] [--prompt-len 128]
+ *                 [--decode 64] [--repeat 5]
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "bench/workload.h"
+#include "client/client.h"
+#include "core/blas.h"
+#include "core/mem.h"
+#include "core/timer.h"
+#include "engine/weights.h"
+
+enum { MAX_REPEAT = 51 };
+
+typedef struct options {
+    const char *model;
+    const char *endpoint;
+    int threads;
+    int prompt_len;
+    int decode;
+    int repeat;
+} options_t;
+
+/* Times of the first and last token of a generation, client side. */
+typedef struct stream_times {
+    double first;
+    double last;
+} stream_times_t;
+
+static int s_on_chunk(const client_chunk_t *chunk, void *arg)
+{
+    stream_times_t *t = arg;
+    if (chunk->n_tokens > 0) {
+        double now = timer_now();
+        if (t->first == 0)
+            t->first = now;
+        t->last = now;
+    }
+    return 0;
+}
+
+/* One generation of n_decode + 1 tokens through the cluster: prefill is the
+ * time to the first token, decode the time from the first to the last. */
+static int s_cluster_once(client_t *c, const int32_t *prompt, int n_prompt, int n_decode,
+                          double *t_prefill, double *t_decode, err_t *err)
+{
+    stream_times_t t = {0};
+    int32_t *tokens = NULL;
+    int n = 0;
+    const double t0 = timer_now();
+    if (client_generate(c, prompt, n_prompt, n_decode + 1, s_on_chunk, &t, &tokens, &n, err) < 0)
+        return -1;
+    mem_free(tokens);
+    *t_prefill = t.first - t0;
+    *t_decode = t.last - t.first;
+    return 0;
+}
+
+static int s_positive(const char *text)
+{
+    char *end = NULL;
+    long v = strtol(text, &end, 10);
+    return (end != text && *end == '\0' && v > 0 && v < 1000000) ? (int)v : 0;
+}
+
+static int s_parse(int argc, char **argv, options_t *o)
+{
+    static const struct option longopts[] = {
+        {"model", required_argument, NULL, 'm'}, {"endpoint", required_argument, NULL, 'e'},
+        {"threads", required_argument, NULL, 't'}, {"prompt-len", required_argument, NULL, 'p'},
+        {"decode", required_argument, NULL, 'd'}, {"repeat", required_argument, NULL, 'r'},
+        {NULL, 0, NULL, 0},
+    };
+    *o = (options_t){.threads = 2, .prompt_len = 128, .decode = 64, .repeat = 5};
+    int c;
+    while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'm': o->model = optarg; break;
+        case 'e': o->endpoint = optarg; break;
+        case 't': o->threads = s_positive(optarg); break;
+        case 'p': o->prompt_len = s_positive(optarg); break;
+        case 'd': o->decode = s_positive(optarg); break;
+        case 'r': o->repeat = s_positive(optarg); break;
+        default: return -1;
+        }
+    }
+    if (!o->model || !o->endpoint || o->threads < 1 || o->prompt_len < 1 || o->decode < 1 ||
+        o->repeat < 1 || o->repeat > MAX_REPEAT) {
+        fprintf(stderr, "usage: bench-cluster --model DIR --endpoint EP [--threads 2] "
+                        "[--prompt-len 128] [--decode 64] [--repeat 5]\n");
+        return -1;
+    }
+    return 0;
+}
+
+static void s_report(const options_t *o, const config_t *cfg, double *sp_p, double *sp_d,
+                     double *cl_p, double *cl_d, const client_timing_t *t0,
+                     const client_timing_t *t1)
+{
+    const int n = o->repeat;
+    const double sp_prefill = o->prompt_len / workload_median(sp_p, n);
+    const double sp_decode = o->decode / workload_median(sp_d, n);
+    const double cl_prefill = o->prompt_len / workload_median(cl_p, n);
+    const double cl_decode = o->decode / workload_median(cl_d, n);
+    const double tokens = (double)(t1->tokens - t0->tokens);
+    const double bytes = (double)(t1->bytes_sent - t0->bytes_sent) +
+                         (double)(t1->bytes_received - t0->bytes_received);
+    const double forward = t1->seconds_forward - t0->seconds_forward;
+    const double dispatch = t1->seconds_dispatch - t0->seconds_dispatch;
+    const double compute = t1->seconds_node_compute - t0->seconds_node_compute;
+    printf("single process (%d threads): prefill %.1f tokens/s, decode %.2f tokens/s\n",
+           o->threads, sp_prefill, sp_decode);
+    printf("cluster:                     prefill %.1f tokens/s, decode %.2f tokens/s\n",
+           cl_prefill, cl_decode);
+    printf("ratios cluster / single process (medians of %d): prefill %.2f (goal >= 0.95), "
+           "decode %.2f (goal >= 0.9)\n", n, cl_prefill / sp_prefill, cl_decode / sp_decode);
+    printf("bytes on the wire per token per layer: %.0f (both directions; a row is %d bytes)\n",
+           bytes / tokens / cfg->n_layers, cfg->hidden_size * 4);
+    printf("cluster time split (all measured runs): coordinator compute %.1f%%, "
+           "network + serialisation %.1f%%, expert compute %.1f%%\n",
+           100 * (forward - dispatch) / forward, 100 * (dispatch - compute) / forward,
+           100 * compute / forward);
+}
+
+int main(int argc, char **argv)
+{
+    blas_ensure_native(argv);
+    options_t o;
+    if (s_parse(argc, argv, &o) < 0)
+        return 2;
+    blas_set_threads(o.threads);
+    err_t err = {0};
+    int rc = -1;
+    weights_select_t all = {.dense = true, .hosts = weights_hosts_all};
+    weights_t *w = weights_load(o.model, &all, &err);
+    const config_t *cfg = w ? &w->cfg : NULL;
+    const int ctx = o.prompt_len + o.decode + 2;
+    forward_t *fw = w ? forward_new(w, o.prompt_len, ctx, NULL, NULL, &err) : NULL;
+    kvcache_t *kv = fw ? kvcache_new(cfg, ctx, &err) : NULL;
+    client_t *c = kv ? client_connect(o.endpoint, 600000, &err) : NULL;
+    float *logits = cfg ? mem_alloc((size_t)cfg->vocab_size * sizeof(float)) : NULL;
+    int32_t *prompt = cfg ? mem_alloc((size_t)o.prompt_len * sizeof(int32_t)) : NULL;
+    client_status_t *before = NULL, *after = NULL;
+    double sp_p[MAX_REPEAT], sp_d[MAX_REPEAT], cl_p[MAX_REPEAT], cl_d[MAX_REPEAT], tp, td;
+    if (!c)
+        goto done;
+    if (!logits || !prompt) {
+        err_set(&err, ENOMEM, "out of memory");
+        goto done;
+    }
+    printf("bench-cluster: model %s, openblas %s kernels\n", o.model, blas_core_name());
+    workload_prompt(prompt, o.prompt_len, cfg->vocab_size);
+    /* Warm-up: page the weights in, on both sides. */
+    if (workload_run(fw, kv, cfg->vocab_size, prompt, o.prompt_len, o.decode, logits, &tp, &td,
+                     &err) < 0 ||
+        s_cluster_once(c, prompt, o.prompt_len, o.decode, &tp, &td, &err) < 0)
+        goto done;
+    if (!(before = client_status(c, &err)))
+        goto done;
+    for (int r = 0; r < o.repeat; r++)
+        if (workload_run(fw, kv, cfg->vocab_size, prompt, o.prompt_len, o.decode, logits,
+                         &sp_p[r], &sp_d[r], &err) < 0 ||
+            s_cluster_once(c, prompt, o.prompt_len, o.decode, &cl_p[r], &cl_d[r], &err) < 0)
+            goto done;
+    if (!(after = client_status(c, &err)))
+        goto done;
+    s_report(&o, cfg, sp_p, sp_d, cl_p, cl_d, &before->timing, &after->timing);
+    rc = 0;
+
+done:
+    if (rc < 0)
+        fprintf(stderr, "bench-cluster: %s\n", err.msg);
+    client_status_destroy(&before);
+    client_status_destroy(&after);
+    client_destroy(&c);
+    mem_free(prompt);
+    mem_free(logits);
+    kvcache_destroy(&kv);
+    forward_destroy(&fw);
+    weights_destroy(&w);
+    return rc < 0 ? 1 : 0;
+}

@@ -1,0 +1,76 @@
+/* workload: see workload.h. */
+#include "bench/workload.h"
+
+#include <stdlib.h>
+
+#include "core/timer.h"
+
+void workload_prompt(int32_t *prompt, int n, int vocab)
+{
+    uint64_t seed = 12345;
+    for (int i = 0; i < n; i++) {
+        seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+        prompt[i] = (int32_t)((seed >> 33) % (uint64_t)vocab);
+    }
+}
+
+int workload_run(forward_t *fw, kvcache_t *kv, int vocab, const int32_t *prompt,
+                 int n_prompt, int n_decode, float *logits, double *t_prefill,
+                 double *t_decode, err_t *err)
+{
+    kvcache_truncate(kv, 0);
+    double t0 = timer_now();
+    if (forward_run(fw, kv, prompt, n_prompt, FORWARD_LOGITS_LAST, logits, err) < 0)
+        return -1;
+    double t1 = timer_now();
+    for (int i = 0; i < n_decode; i++) {
+        int32_t next = forward_argmax(logits, vocab);
+        if (forward_run(fw, kv, &next, 1, FORWARD_LOGITS_LAST, logits, err) < 0)
+            return -1;
+    }
+    *t_prefill = t1 - t0;
+    *t_decode = timer_now() - t1;
+    return 0;
+}
+
+double workload_prefill_flops(const config_t *c, int n)
+{
+    const double hidden = c->hidden_size, q = (double)c->n_heads * c->head_dim;
+    const double kv = (double)c->n_kv_heads * c->head_dim;
+    double per_token = 2 * hidden * (q + 2 * kv) + 2 * q * hidden + 2 * hidden * c->n_experts +
+                       (double)c->n_experts_per_tok * 3 * 2 * hidden * c->intermediate_size;
+    double attn = 0; /* q.k and p.v over the causal prefix of every token */
+    for (int p = 0; p < n; p++)
+        attn += 2 * 2 * q * (p + 1);
+    return c->n_layers * (per_token * n + attn) + 2 * hidden * c->vocab_size;
+}
+
+double workload_decode_weight_bytes(const config_t *c)
+{
+    const double hidden = c->hidden_size, q = (double)c->n_heads * c->head_dim;
+    const double kv = (double)c->n_kv_heads * c->head_dim;
+    double per_layer = hidden * (q + 2 * kv) + q * hidden + hidden * c->n_experts +
+                       2 * hidden +
+                       (double)c->n_experts_per_tok * 3 * hidden * c->intermediate_size;
+    return 4 * (c->n_layers * per_layer + hidden * c->vocab_size + 2 * hidden);
+}
+
+static int s_cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+double workload_median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof *v, s_cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+double workload_max(const double *v, int n)
+{
+    double m = v[0];
+    for (int i = 1; i < n; i++)
+        m = v[i] > m ? v[i] : m;
+    return m;
+}
