@@ -305,6 +305,62 @@ static void test_node_killed_mid_request(void **state)
     free(ep);
 }
 
+static void test_two_clusters_side_by_side(void **state)
+{
+    (void)state;
+    char dir_a[700], dir_b[700], model[700], cmd[2048];
+    snprintf(dir_a, sizeof dir_a, "%s/side-a", s_tmp);
+    snprintf(dir_b, sizeof dir_b, "%s/side-b", s_tmp);
+    snprintf(model, sizeof model, "%s/mixtral-A", fixture_root());
+    char *ep_a = s_up(model, 1, dir_a, NULL);
+    char *ep_b = s_up(model, 2, dir_b, NULL);
+    assert_string_not_equal(ep_a, ep_b);
+    const char *eps[2] = {ep_a, ep_b};
+    char *outs[2];
+    for (int i = 0; i < 2; i++) {
+        snprintf(cmd, sizeof cmd, "'%s/moe-client' --connect '%s' generate --prompt-ids 5,17,2 "
+                 "--max-tokens 4", s_bin, eps[i]);
+        outs[i] = s_last_line_of(cmd);
+    }
+    assert_string_equal(outs[0], outs[1]);
+    s_down(dir_a);
+    /* b still serves after a is gone. */
+    snprintf(cmd, sizeof cmd, "'%s/moe-client' --connect '%s' status >/dev/null", s_bin, ep_b);
+    assert_int_equal(testutil_run(cmd, NULL), 0);
+    s_down(dir_b);
+    free(outs[0]);
+    free(outs[1]);
+    free(ep_a);
+    free(ep_b);
+}
+
+static void test_failed_start_stops_the_rest(void **state)
+{
+    (void)state;
+    char run_dir[700], model[700], placement[700], cmd[4096];
+    snprintf(run_dir, sizeof run_dir, "%s/failed-start", s_tmp);
+    snprintf(model, sizeof model, "%s/mixtral-A", fixture_root());
+    snprintf(placement, sizeof placement, "%s/bad-placement.txt", s_tmp);
+    /* Node 2 hosts nothing of layer 1: every node refuses this placement. */
+    const char *text = "nodes 2\nnode 1 layers * experts 0-3\nnode 2 layers 0 experts 4-7\n";
+    assert_int_equal(testutil_write_file(placement, text, strlen(text)), 0);
+    snprintf(cmd, sizeof cmd, "MOE_BIN='%s' '%s/cluster/local.sh' up --model '%s' --nodes 2 "
+             "--run-dir '%s' --placement '%s' 2>&1", s_bin, s_root, model, run_dir, placement);
+    char *out = NULL;
+    int rc = testutil_run(cmd, &out);
+    printf("  local.sh up with a bad placement: exit %d\n%s", rc, out ? out : "");
+    assert_int_not_equal(rc, 0);
+    assert_non_null(strstr(out, "failed") ? strstr(out, "failed") : strstr(out, "exited"));
+    assert_non_null(strstr(out, "hosted by no node"));
+    free(out);
+    /* Nothing is left running: no pid file, no live process of the run dir. */
+    snprintf(cmd, sizeof cmd, "ls '%s'/*.pid 2>/dev/null | wc -l", run_dir);
+    char *count = NULL;
+    assert_int_equal(testutil_run(cmd, &count), 0);
+    assert_int_equal(atoi(count), 0);
+    free(count);
+}
+
 /* Resident memory of a process in bytes (VmRSS), or 0. */
 static size_t s_rss_bytes(pid_t pid)
 {
@@ -385,6 +441,8 @@ int main(void)
         cmocka_unit_test(test_fixtures_through_clusters),
         cmocka_unit_test(test_malformed_client_request),
         cmocka_unit_test(test_node_killed_mid_request),
+        cmocka_unit_test(test_two_clusters_side_by_side),
+        cmocka_unit_test(test_failed_start_stops_the_rest),
         cmocka_unit_test(test_node_memory_follows_its_share),
     };
     return cmocka_run_group_tests(tests, s_setup, s_teardown);
