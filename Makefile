@@ -44,7 +44,8 @@ PROTO_GEN_H := $(PROTO_GEN_C:.c=.h)
 WIRE_SRC    := proto/wire.c
 # Expert node, coordinator and client library (mains are listed with programs).
 NODE_SRC    := expert_node/expert_server.c
-COORD_SRC   := coordinator/peer.c coordinator/dispatch.c coordinator/rpc.c
+COORD_SRC   := coordinator/peer.c coordinator/dispatch.c coordinator/rpc.c \
+               coordinator/coordinator.c
 CLIENT_SRC  := client/client.c
 
 LIB_CORE    := $(BUILD)/lib/libmoe_core.a

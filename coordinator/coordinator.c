@@ -1,0 +1,182 @@
+/* coordinator: see coordinator.h. */
+#include "coordinator/coordinator.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <string.h>
+#include <zmq.h>
+
+#include "coordinator/dispatch.h"
+#include "coordinator/peer.h"
+#include "coordinator/rpc.h"
+#include "core/mem.h"
+#include "engine/weights.h"
+#include "proto/wire.h"
+
+/* Everything the coordinator owns, in the order it is built. */
+struct coordinator {
+    void *zmq_ctx;
+    weights_t *w;
+    placement_t *placement;
+    peer_t *peers[COORDINATOR_MAX_NODES];
+    rpc_node_info_t nodes[COORDINATOR_MAX_NODES];
+    int32_t *hosted;               /* (2, total hosted pairs): layers then experts */
+    dispatch_route_t *routes;
+    dispatch_t *dispatch;
+    rpc_t *rpc;
+    int n_nodes;
+};
+
+static void s_teardown(coordinator_t *co)
+{
+    rpc_destroy(&co->rpc);
+    dispatch_destroy(&co->dispatch);
+    for (int i = 0; i < co->n_nodes; i++)
+        peer_destroy(&co->peers[i]);
+    mem_free(co->routes);
+    mem_free(co->hosted);
+    placement_destroy(&co->placement);
+    weights_destroy(&co->w);
+    if (co->zmq_ctx)
+        zmq_ctx_term(co->zmq_ctx);
+}
+
+/* Routes and per-node hosted lists from the placement. */
+static int s_plan(coordinator_t *co, err_t *err)
+{
+    const config_t *cfg = &co->w->cfg;
+    const size_t n_routes = (size_t)cfg->n_layers * cfg->n_experts;
+    size_t total = 0;
+    for (int i = 0; i < co->n_nodes; i++)
+        total += (size_t)placement_node_count(co->placement, i + 1);
+    co->routes = mem_calloc(n_routes, sizeof *co->routes);
+    co->hosted = mem_alloc(2 * (total ? total : 1) * sizeof(int32_t));
+    if (!co->routes || !co->hosted)
+        return err_set(err, ENOMEM, "out of memory for the placement");
+    for (int l = 0; l < cfg->n_layers; l++)
+        for (int e = 0; e < cfg->n_experts; e++) {
+            const int *ids = NULL;
+            int n = placement_nodes_of(co->placement, l, e, &ids);
+            dispatch_route_t *r = &co->routes[(size_t)l * cfg->n_experts + e];
+            for (int j = 0; j < n && r->n < DISPATCH_MAX_REPLICAS; j++)
+                r->peer[r->n++] = ids[j] - 1;
+        }
+    size_t used = 0;
+    for (int i = 0; i < co->n_nodes; i++) {
+        rpc_node_info_t *ni = &co->nodes[i];
+        ni->hosted_layer = co->hosted + used;
+        ni->hosted_expert = co->hosted + total + used;
+        ni->n_hosted = placement_node_experts(co->placement, i + 1,
+                                              co->hosted + used, co->hosted + total + used);
+        used += (size_t)ni->n_hosted;
+    }
+    return 0;
+}
+
+static int s_start(coordinator_t *co, const coordinator_opts_t *o,
+                   const volatile sig_atomic_t *stop, err_t *err)
+{
+    weights_select_t dense = {.dense = true};
+    co->w = weights_load(o->model, &dense, err);
+    if (!co->w)
+        return -1;
+    const config_t *cfg = &co->w->cfg;
+    co->n_nodes = o->n_nodes;
+    if (o->n_nodes < 1 || o->n_nodes > COORDINATOR_MAX_NODES)
+        return err_set(err, EINVAL, "%d nodes (1 to %d)", o->n_nodes, COORDINATOR_MAX_NODES);
+    if (o->placement_file)
+        co->placement = placement_load(o->placement_file, cfg->n_layers, cfg->n_experts,
+                                       o->n_nodes, err);
+    else if (o->placement_text)
+        co->placement = placement_parse(o->placement_text, strlen(o->placement_text),
+                                        "the placement", cfg->n_layers, cfg->n_experts,
+                                        o->n_nodes, err);
+    else
+        co->placement = placement_default(cfg->n_layers, cfg->n_experts, o->n_nodes,
+                                          o->replicas, err);
+    if (!co->placement || s_plan(co, err) < 0)
+        return -1;
+
+    int max_context = o->max_context;
+    if (max_context == 0)
+        max_context = cfg->max_position_embeddings < 4096 ? cfg->max_position_embeddings : 4096;
+    if (max_context > cfg->max_position_embeddings)
+        return err_set(err, EINVAL, "--max-context %d exceeds the model's %d positions",
+                       max_context, cfg->max_position_embeddings);
+    co->zmq_ctx = zmq_ctx_new();
+    if (!co->zmq_ctx)
+        return err_set(err, errno, "cannot create a ZeroMQ context: %s", zmq_strerror(errno));
+    wire_limits_t lim = {.hidden = cfg->hidden_size, .max_rows = o->prefill_rows,
+                         .max_assign = o->prefill_rows * cfg->n_experts_per_tok,
+                         .n_layers = cfg->n_layers, .n_experts = cfg->n_experts};
+    for (int i = 0; i < co->n_nodes; i++)
+        if (!(co->peers[i] = peer_new(co->zmq_ctx, i + 1, o->nodes[i], &lim, err)))
+            return -1;
+    co->dispatch = dispatch_new(co->peers, co->n_nodes, cfg, co->routes, o->prefill_rows,
+                                o->reply_timeout_ms, err);
+    if (!co->dispatch)
+        return -1;
+
+    char model_id[WIRE_MAX_TEXT];
+    config_model_id(cfg, model_id, sizeof model_id);
+    wire_inbox_t *inbox = wire_inbox_new(&lim, err);
+    if (!inbox)
+        return -1;
+    for (int i = 0; i < co->n_nodes; i++) {
+        const rpc_node_info_t *ni = &co->nodes[i];
+        if (peer_hello(co->peers[i], inbox, model_id, ni->hosted_layer, ni->hosted_expert,
+                       ni->n_hosted, o->hello_timeout_ms, err) < 0) {
+            wire_inbox_destroy(&inbox);
+            return -1;
+        }
+        if (stop && *stop) {
+            wire_inbox_destroy(&inbox);
+            return err_set(err, EINTR, "interrupted while starting");
+        }
+    }
+    wire_inbox_destroy(&inbox);
+
+    char name[PATH_MAX + 64];
+    snprintf(name, sizeof name, "%s (%s)", o->model, config_arch_name(cfg->arch));
+    rpc_config_t conf = {.bind = o->bind, .model_name = name, .max_context = max_context,
+                         .prefill_rows = o->prefill_rows};
+    co->rpc = rpc_new(co->zmq_ctx, co->w, co->dispatch, co->peers, co->nodes, co->n_nodes,
+                      &conf, err);
+    return co->rpc ? 0 : -1;
+}
+
+coordinator_t *coordinator_start(const coordinator_opts_t *opts,
+                                 const volatile sig_atomic_t *stop, err_t *err)
+{
+    coordinator_t *co = mem_calloc(1, sizeof *co);
+    if (!co) {
+        err_set(err, ENOMEM, "out of memory for the coordinator");
+        return NULL;
+    }
+    if (s_start(co, opts, stop, err) < 0)
+        coordinator_destroy(&co);
+    return co;
+}
+
+void coordinator_destroy(coordinator_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    int saved = errno;
+    s_teardown(*self_p);
+    mem_free(*self_p);
+    *self_p = NULL;
+    errno = saved;
+}
+
+const char *coordinator_endpoint(const coordinator_t *self)
+{
+    return rpc_endpoint(self->rpc);
+}
+
+int coordinator_run(coordinator_t *self, volatile sig_atomic_t *stop, err_t *err)
+{
+    return rpc_run(self->rpc, stop, err);
+}
+

@@ -1,0 +1,45 @@
+/* coordinator: one running coordinator, from its options to a served client
+ * endpoint: loads the dense weights, plans routes from the placement,
+ * connects to every expert node and checks it (HELLO), then binds the client
+ * endpoint. Used by moe-coordinator and by rank 0 of moe-mpi.
+ */
+#ifndef MOE_COORDINATOR_COORDINATOR_H
+#define MOE_COORDINATOR_COORDINATOR_H
+
+#include <signal.h>
+
+#include "core/err.h"
+#include "model/placement.h"
+
+enum { COORDINATOR_MAX_NODES = 256 };
+
+typedef struct coordinator_opts {
+    const char *model;                  /* model folder */
+    const char *const *nodes;           /* (n_nodes) node endpoints; node i+1 is nodes[i] */
+    int n_nodes;
+    const char *placement_file;         /* NULL: placement_text, else the default split */
+    const char *placement_text;         /* a placement already read (e.g. broadcast) */
+    int replicas;                       /* for the default split */
+    const char *bind;                   /* client endpoint to bind */
+    int reply_timeout_ms;
+    int hello_timeout_ms;
+    int max_context;                    /* 0: the model's, at most 4096 */
+    int prefill_rows;
+} coordinator_opts_t;
+
+typedef struct coordinator coordinator_t;
+
+/* Starts a coordinator; returns once every node answered and the client
+ * endpoint is bound. *stop (may be NULL) aborts a start waiting for nodes.
+ * NULL with errno/err (the message names the node or file at fault). */
+coordinator_t *coordinator_start(const coordinator_opts_t *opts,
+                                 const volatile sig_atomic_t *stop, err_t *err);
+void coordinator_destroy(coordinator_t **self_p);
+
+/* The bound client endpoint (borrowed). */
+const char *coordinator_endpoint(const coordinator_t *self);
+
+/* Serves clients until *stop becomes non-zero. 0, or -1 with errno/err. */
+int coordinator_run(coordinator_t *self, volatile sig_atomic_t *stop, err_t *err);
+
+#endif /* MOE_COORDINATOR_COORDINATOR_H */
