@@ -99,7 +99,8 @@ TESTS_KERNELS := test_gemm test_rmsnorm test_rope test_softmax test_ffn test_att
 TESTS_MODEL   := test_config test_safetensors test_synth
 TESTS_ENGINE  := test_router test_experts test_kvcache test_forward test_fixtures \
                  test_moe_run
-TESTS_NET     := test_wire test_placement test_expert_node test_client test_cluster
+TESTS_NET     := test_wire test_placement test_expert_node test_client test_cluster \
+                 test_multihost
 TESTS := $(TESTS_CORE) $(TESTS_KERNELS) $(TESTS_MODEL) $(TESTS_ENGINE) $(TESTS_NET)
 TEST_BINS := $(addprefix $(BUILD)/tests/,$(TESTS))
 TEST_LIBS := $(shell pkg-config --libs cmocka)

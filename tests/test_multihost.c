@@ -1,0 +1,329 @@
+/* test_multihost: the cluster across hosts with real addresses. Five test
+ * hosts are network namespaces joined by a bridge (cluster/netns.sh); expert
+ * nodes and the coordinator run on hosts 1-4 and the client on host 5, so
+ * every byte crosses a (virtual) network link. Skipped, with the reason, only
+ * where namespaces cannot be created. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdbool.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "core/idlist.h"
+#include "core/mem.h"
+#include "core/timer.h"
+#include "tests/fixture.h"
+#include "tests/testutil.h"
+
+enum { N_HOSTS = 5, MAX_PROCS = 8 };
+
+static char s_root[512];
+static char s_bin[512];
+static char s_tag[16];
+static char *s_tmp;
+static bool s_hosts_up;
+static pid_t s_procs[MAX_PROCS];   /* started on the hosts; killed in teardown */
+static int s_n_procs;
+
+static int s_sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int s_sh(const char *fmt, ...)
+{
+    char cmd[8192];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
+    return testutil_run(cmd, NULL);
+}
+
+static void s_addr(int host, char *buf, size_t n)
+{
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "'%s/cluster/netns.sh' addr --tag %s --host %d", s_root, s_tag,
+             host);
+    char *out = NULL;
+    assert_int_equal(testutil_run(cmd, &out), 0);
+    out[strcspn(out, "\n")] = '\0';
+    snprintf(buf, n, "%s", out);
+    free(out);
+}
+
+static int s_setup(void **state)
+{
+    (void)state;
+    if (!getcwd(s_root, sizeof s_root))
+        return -1;
+    snprintf(s_bin, sizeof s_bin, "%s", testutil_env("MOE_BIN", "build/bin"));
+    snprintf(s_tag, sizeof s_tag, "mh%d", (int)getpid() % 100000);
+    s_tmp = testutil_mkdtemp("test_multihost");
+    if (!s_tmp)
+        return -1;
+    s_sh("'%s/cluster/netns.sh' destroy --tag %s", s_root, s_tag);
+    s_hosts_up = s_sh("'%s/cluster/netns.sh' create --tag %s --hosts %d >&2", s_root, s_tag,
+                      N_HOSTS) == 0;
+    if (!s_hosts_up)
+        fprintf(stderr, "test_multihost: network namespaces cannot be created here "
+                        "(ip netns add failed; needs root with CAP_SYS_ADMIN): skipping\n");
+    return 0;
+}
+
+static void s_kill_procs(void)
+{
+    for (int i = 0; i < s_n_procs; i++)
+        kill(s_procs[i], SIGKILL);
+    s_n_procs = 0;
+}
+
+static int s_teardown(void **state)
+{
+    (void)state;
+    s_kill_procs();
+    /* Always runs: removes the namespaces and whatever still runs in them. */
+    s_sh("'%s/cluster/netns.sh' destroy --tag %s", s_root, s_tag);
+    testutil_rmtree(s_tmp);
+    free(s_tmp);
+    return 0;
+}
+
+/* Starts a program on a host in the background; returns its pid. */
+static pid_t s_spawn(int host, const char *log, const char *args)
+{
+    char cmd[8192];
+    snprintf(cmd, sizeof cmd, "'%s/cluster/netns.sh' exec --tag %s --host %d -- %s "
+             "</dev/null >'%s' 2>&1 & echo $!", s_root, s_tag, host, args, log);
+    char *out = NULL;
+    assert_int_equal(testutil_run(cmd, &out), 0);
+    pid_t pid = (pid_t)atoi(out);
+    free(out);
+    assert_true(pid > 0);
+    if (s_n_procs < MAX_PROCS)
+        s_procs[s_n_procs++] = pid;
+    return pid;
+}
+
+/* Starts a program on a host as a child of this process (so that its exit
+ * status can be collected); returns its pid. */
+static pid_t s_spawn_child(int host, const char *log, const char *args)
+{
+    char cmd[8192];
+    snprintf(cmd, sizeof cmd, "exec '%s/cluster/netns.sh' exec --tag %s --host %d -- %s "
+             "</dev/null >'%s' 2>&1", s_root, s_tag, host, args, log);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+        _exit(127);
+    }
+    if (s_n_procs < MAX_PROCS)
+        s_procs[s_n_procs++] = pid;
+    return pid;
+}
+
+/* Waits (bounded) for a one-line file; returns its line (malloc'd). */
+static char *s_wait_line(const char *path, pid_t pid, double seconds)
+{
+    for (double t0 = timer_now(); timer_now() - t0 < seconds; usleep(50000)) {
+        char *text = testutil_read_file(path, NULL);
+        if (text && strchr(text, '\n')) {
+            *strchr(text, '\n') = '\0';
+            return text;
+        }
+        free(text);
+        if (pid > 0 && kill(pid, 0) != 0)
+            fail_msg("process %d exited before writing %s", (int)pid, path);
+    }
+    fail_msg("%s did not appear within %.0f s", path, seconds);
+    return NULL;
+}
+
+/* Runs a client command on host 5; returns its exit status and last line. */
+static int s_client(const char *args, char **last_line)
+{
+    char cmd[8192];
+    snprintf(cmd, sizeof cmd, "'%s/cluster/netns.sh' exec --tag %s --host 5 -- '%s/moe-client' %s",
+             s_root, s_tag, s_bin, args);
+    char *out = NULL;
+    int rc = testutil_run(cmd, &out);
+    if (last_line) {
+        size_t n = out ? strlen(out) : 0;
+        while (n && out[n - 1] == '\n')
+            out[--n] = '\0';
+        char *nl = out ? strrchr(out, '\n') : NULL;
+        *last_line = strdup(nl ? nl + 1 : out ? out : "");
+    }
+    free(out);
+    return rc;
+}
+
+static char *s_moe_run(const char *model, const char *ids, int n)
+{
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, "'%s/moe-run' --model '%s' --prompt-ids %s --max-tokens %d "
+             "2>/dev/null | tail -n 1", s_bin, model, ids, n);
+    char *out = NULL;
+    assert_int_equal(testutil_run(cmd, &out), 0);
+    out[strcspn(out, "\n")] = '\0';
+    return out;
+}
+
+/* Tokens and logits through the cluster at endpoint equal moe-run's. */
+static void s_compare(const fixture_t *fx, const char *endpoint)
+{
+    for (int p = 0; p < fx->n_prompts; p++) {
+        const fixture_prompt_t *pr = &fx->prompts[p];
+        char *ids = idlist_format(pr->ids, pr->length);
+        char args[4096], ref[700], got[700];
+        char *want = s_moe_run(fx->dir, ids, pr->n_greedy);
+        char *line = NULL;
+        snprintf(args, sizeof args, "--connect '%s' generate --prompt-ids %s --max-tokens %d",
+                 endpoint, ids, pr->n_greedy);
+        assert_int_equal(s_client(args, &line), 0);
+        assert_string_equal(line, want);
+
+        snprintf(ref, sizeof ref, "%s/ref.f32", s_tmp);
+        snprintf(got, sizeof got, "%s/got.f32", s_tmp);
+        assert_int_equal(s_sh("'%s/moe-run' --model '%s' --prompt-ids %s --max-tokens 0 "
+                              "--dump-logits '%s' >/dev/null 2>&1", s_bin, fx->dir, ids, ref), 0);
+        snprintf(args, sizeof args, "--connect '%s' logits --prompt-ids %s --out '%s'",
+                 endpoint, ids, got);
+        assert_int_equal(s_client(args, NULL), 0);
+        size_t n_ref = 0, n_got = 0;
+        float *a = (float *)testutil_read_file(ref, &n_ref);
+        float *b = (float *)testutil_read_file(got, &n_got);
+        assert_int_equal(n_ref, n_got);
+        double max_ref = 0, max_err = 0;
+        for (size_t i = 0; i < n_ref / sizeof(float); i++) {
+            max_ref = fmax(max_ref, fabs(a[i]));
+            max_err = fmax(max_err, fabs((double)b[i] - a[i]));
+        }
+        printf("  %s prompt %d across hosts: tokens equal, max |logit - moe-run| %.3g\n",
+               fx->name, p, max_err);
+        assert_true(max_err <= 1e-5 * max_ref);
+        free(a);
+        free(b);
+        free(line);
+        free(want);
+        mem_free(ids);
+    }
+}
+
+/* Nodes on hosts 2-4 and the coordinator on host 1, started by hand with
+ * explicit endpoints; returns the client endpoint (malloc'd). */
+static char *s_start_by_hand(const char *model, const char *name, int reply_timeout_ms)
+{
+    char args[4096], log[700], ep_file[700], addr[64];
+    char nodes[2048] = "";
+    for (int n = 1; n <= 3; n++) {
+        s_addr(n + 1, addr, sizeof addr);
+        snprintf(ep_file, sizeof ep_file, "%s/%s-node%d.ep", s_tmp, name, n);
+        snprintf(log, sizeof log, "%s/%s-node%d.log", s_tmp, name, n);
+        snprintf(args, sizeof args, "'%s/moe-expert' --model '%s' --node-id %d --nodes 3 "
+                 "--threads 1 --bind 'tcp://%s:*' --endpoint-file '%s'", s_bin, model, n, addr,
+                 ep_file);
+        pid_t pid = s_spawn(n + 1, log, args);
+        char *ep = s_wait_line(ep_file, pid, 60);
+        assert_true(strstr(ep, addr) != NULL); /* bound on its host's address */
+        size_t len = strlen(nodes);
+        snprintf(nodes + len, sizeof nodes - len, " --node '%s'", ep);
+        free(ep);
+    }
+    s_addr(1, addr, sizeof addr);
+    snprintf(ep_file, sizeof ep_file, "%s/%s-coord.ep", s_tmp, name);
+    snprintf(log, sizeof log, "%s/%s-coord.log", s_tmp, name);
+    snprintf(args, sizeof args, "'%s/moe-coordinator' --model '%s' %s --bind 'tcp://%s:*' "
+             "--reply-timeout-ms %d --endpoint-file '%s'", s_bin, model, nodes, addr,
+             reply_timeout_ms, ep_file);
+    pid_t pid = s_spawn(1, log, args);
+    return s_wait_line(ep_file, pid, 60);
+}
+
+static void test_started_by_hand_across_hosts(void **state)
+{
+    (void)state;
+    if (!s_hosts_up)
+        skip();
+    char **paths = NULL;
+    int n = fixture_list(fixture_root(), "mixtral-", &paths);
+    assert_true(n > 0);
+    for (int f = 0; f < n; f++) {
+        fixture_t *fx = fixture_load(paths[f]);
+        assert_non_null(fx);
+        char *ep = s_start_by_hand(fx->dir, fx->name, 30000);
+        printf("  %s: coordinator on host 1 at %s, nodes on hosts 2-4, client on host 5\n",
+               fx->name, ep);
+        s_compare(fx, ep);
+        free(ep);
+        s_kill_procs();
+        fixture_destroy(&fx);
+    }
+    fixture_free_list(paths, n);
+}
+
+static void test_link_down_mid_generation(void **state)
+{
+    (void)state;
+    if (!s_hosts_up)
+        skip();
+    char model[700], args[4096], log[700];
+    snprintf(model, sizeof model, "%s/small", s_tmp);
+    assert_int_equal(s_sh("'%s/moe-mkmodel' --arch mixtral --preset small --seed 5 --out '%s' "
+                          ">/dev/null 2>&1", s_bin, model), 0);
+    const int timeout_ms = 2000;
+    char *ep = s_start_by_hand(model, "linkdown", timeout_ms);
+
+    /* A long generation from host 5, in the background. */
+    snprintf(log, sizeof log, "%s/linkdown-client.log", s_tmp);
+    snprintf(args, sizeof args, "'%s/moe-client' --connect '%s' --timeout 30 generate "
+             "--prompt-ids 1,2,3,4 --max-tokens 4000", s_bin, ep);
+    pid_t client = s_spawn_child(5, log, args);
+    usleep(700000); /* let it get going */
+    assert_int_equal(kill(client, 0), 0); /* still generating */
+    const double t_down = timer_now();
+    assert_int_equal(s_sh("'%s/cluster/netns.sh' link --tag %s --host 3 down", s_root, s_tag), 0);
+
+    int status = 0;
+    pid_t done = 0;
+    while ((done = waitpid(client, &status, WNOHANG)) == 0 && timer_now() - t_down < 20)
+        usleep(50000);
+    const double waited = timer_now() - t_down;
+    char *text = testutil_read_file(log, NULL);
+    printf("  link of host 3 (node 2) down: the client ended after %.2f s: %s", waited,
+           text ? text : "(no output)\n");
+    assert_true(done == client);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 1);
+    assert_non_null(strstr(text, "unavailable"));
+    assert_non_null(strstr(text, "node 2"));
+    assert_true(waited < timeout_ms / 1000.0 + 5);
+    free(text);
+
+    /* The coordinator keeps running and reports the node down. */
+    char *line = NULL;
+    snprintf(args, sizeof args, "--connect '%s' status --json", ep);
+    assert_int_equal(s_client(args, &line), 0);
+    assert_non_null(strstr(line, "\"node_id\":2,"));
+    const char *node2 = strstr(line, "\"node_id\":2,");
+    assert_non_null(strstr(node2, "\"up\":false"));
+    assert_true(strstr(node2, "\"up\":false") < strstr(node2, "\"node_id\":3,") ||
+                !strstr(node2, "\"node_id\":3,"));
+    free(line);
+    assert_int_equal(s_sh("'%s/cluster/netns.sh' link --tag %s --host 3 up", s_root, s_tag), 0);
+    s_kill_procs();
+    free(ep);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_started_by_hand_across_hosts),
+        cmocka_unit_test(test_link_down_mid_generation),
+    };
+    return cmocka_run_group_tests(tests, s_setup, s_teardown);
+}
