@@ -48,6 +48,12 @@ COORD_SRC   := coordinator/peer.c coordinator/dispatch.c coordinator/rpc.c \
                coordinator/coordinator.c
 CLIENT_SRC  := client/client.c
 
+# MPI bootstrap: the only MPI code, compiled with Open MPI's flags and linked
+# into moe-mpi alone (no library other programs link carries MPI).
+BOOT_SRC    := core/boot.c
+MPI_CFLAGS  := $(shell pkg-config --cflags ompi-c)
+MPI_LIBS    := $(shell pkg-config --libs ompi-c)
+
 LIB_CORE    := $(BUILD)/lib/libmoe_core.a
 LIB_KERNELS := $(BUILD)/lib/libmoe_kernels.a
 LIB_MODEL   := $(BUILD)/lib/libmoe_model.a
@@ -77,13 +83,15 @@ LIBS_NET := $(LIB_NODE) $(LIB_COORD) $(LIB_CLIENT) $(LIB_WIRE) $(LIBS_ALL)
 
 # ---- programs ----------------------------------------------------------------
 PROGRAMS := $(BIN)/moe-run $(BIN)/moe-mkmodel $(BIN)/moe-expert $(BIN)/moe-coordinator \
-            $(BIN)/moe-client
+            $(BIN)/moe-client $(BIN)/moe-mpi
 
 $(BIN)/moe-run:     $(OBJ)/tools/moe_run.o $(LIBS_ALL)
 $(BIN)/moe-mkmodel: $(OBJ)/tools/moe_mkmodel.o $(LIBS_ALL)
 $(BIN)/moe-expert:  $(OBJ)/expert_node/node_main.o $(LIBS_NET)
 $(BIN)/moe-coordinator: $(OBJ)/coordinator/coord_main.o $(LIBS_NET)
 $(BIN)/moe-client:  $(OBJ)/client/moe_client.o $(LIBS_NET)
+$(BIN)/moe-mpi:     $(OBJ)/cluster/moe_mpi.o $(call obj,$(BOOT_SRC)) $(LIBS_NET)
+$(BIN)/moe-mpi: LDLIBS += $(MPI_LIBS)
 $(PROGRAMS):
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
@@ -100,7 +108,7 @@ TESTS_MODEL   := test_config test_safetensors test_synth
 TESTS_ENGINE  := test_router test_experts test_kvcache test_forward test_fixtures \
                  test_moe_run
 TESTS_NET     := test_wire test_placement test_expert_node test_client test_cluster \
-                 test_multihost
+                 test_multihost test_mpi
 TESTS := $(TESTS_CORE) $(TESTS_KERNELS) $(TESTS_MODEL) $(TESTS_ENGINE) $(TESTS_NET)
 TEST_BINS := $(addprefix $(BUILD)/tests/,$(TESTS))
 TEST_LIBS := $(shell pkg-config --libs cmocka)
@@ -155,6 +163,8 @@ $(BUILD)/gen/proto/%.pb-c.c $(BUILD)/gen/proto/%.pb-c.h: proto/%.proto
 $(OBJ)/%.o: %.c | $(PROTO_GEN_H)
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<
+
+$(call obj,$(BOOT_SRC)): CPPFLAGS += $(MPI_CFLAGS)  # mpi.h, for boot.c only
 
 $(OBJ)/gen/%.o: $(BUILD)/gen/%.c
 	@mkdir -p $(dir $@)

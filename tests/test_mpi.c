@@ -1,0 +1,399 @@
+/* test_mpi: moe-mpi started by a real mpirun on loopback, as a user runs it:
+ * four ranks (a coordinator and three nodes) become ready by writing the
+ * client endpoint file; moe-client's answers equal moe-run's and status shows
+ * three nodes up; SIGTERM to the ranks stops them all with exit status 0, and
+ * SIGTERM to mpirun leaves no rank behind. A model whose checkpoint is
+ * truncated makes the node ranks fail: mpirun exits non-zero, in bounded time,
+ * with a message naming the failing rank and host.
+ *
+ * This test makes no MPI call; it runs mpirun. As root, Open MPI needs
+ * OMPI_ALLOW_RUN_AS_ROOT(_CONFIRM); the machine has few cores, hence
+ * --oversubscribe; only the loopback interface is used. Under the sanitizers
+ * leak detection is off in the ranks (see s_setup). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <math.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/idlist.h"
+#include "core/mem.h"
+#include "tests/fixture.h"
+#include "tests/testutil.h"
+
+enum { READY_TIMEOUT_S = 60, STOP_TIMEOUT_S = 20, FAIL_TIMEOUT_S = 60 };
+
+static char s_bin[512];
+static char s_root[512];
+static char *s_tmp;
+static pid_t s_mpirun = -1;   /* a running mpirun (its own process group) */
+
+static const char s_mpi_opts[] =
+    "--oversubscribe --mca btl self,tcp --mca oob_tcp_if_include lo "
+    "--mca btl_tcp_if_include lo";
+
+static int s_setup(void **state)
+{
+    (void)state;
+    snprintf(s_bin, sizeof s_bin, "%s", testutil_env("MOE_BIN", "build/bin"));
+    if (!getcwd(s_root, sizeof s_root))
+        return -1;
+    setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 1);
+    setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 1);
+    /* Open MPI's plugins allocate memory they never free and are unloaded
+     * at MPI_Finalize, so LeakSanitizer reports them as "<unknown module>"
+     * frames that no suppression can name (tried: suppressions for
+     * libmpi/libopen-pal/libopen-rte/mca_* with
+     * OMPI_MCA_mca_base_component_disable_dlclose=1). Leak detection is
+     * therefore off in the ranks under SANITIZE=1; ASan/UBSan errors still
+     * fail the test (the log is checked for "Sanitizer"). TODO: re-enable. */
+    setenv("ASAN_OPTIONS", "detect_leaks=0", 1);
+    s_tmp = testutil_mkdtemp("test_mpi");
+    return s_tmp ? 0 : -1;
+}
+
+/* Kills what a failed test left: mpirun's whole process group. */
+static void s_kill_leftovers(void)
+{
+    if (s_mpirun > 0) {
+        kill(-s_mpirun, SIGKILL);
+        waitpid(s_mpirun, NULL, 0);
+        s_mpirun = -1;
+    }
+}
+
+static int s_teardown(void **state)
+{
+    (void)state;
+    s_kill_leftovers();
+    testutil_rmtree(s_tmp);
+    free(s_tmp);
+    return 0;
+}
+
+static int s_test_teardown(void **state)
+{
+    (void)state;
+    s_kill_leftovers();
+    return 0;
+}
+
+/* Starts `mpirun <opts> -np n moe-mpi <args>` in its own process group with
+ * stdout and stderr to log. */
+static pid_t s_launch(int n, const char *args, const char *log)
+{
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, "exec mpirun %s -np %d '%s/moe-mpi' %s >'%s' 2>&1", s_mpi_opts,
+             n, s_bin, args, log);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        setpgid(0, 0);
+        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+        _exit(127);
+    }
+    setpgid(pid, pid);
+    s_mpirun = pid;
+    return pid;
+}
+
+static double s_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* Waits at most limit_s for pid; returns its wait status or -1 on timeout. */
+static int s_wait_for(pid_t pid, double limit_s)
+{
+    double end = s_now() + limit_s;
+    while (s_now() < end) {
+        int st;
+        pid_t r = waitpid(pid, &st, WNOHANG);
+        if (r == pid)
+            return st;
+        usleep(50 * 1000);
+    }
+    return -1;
+}
+
+static void s_print_log(const char *log)
+{
+    char *text = testutil_read_file(log, NULL);
+    printf("---- %s\n%s----\n", log, text ? text : "(none)");
+    free(text);
+}
+
+/* Waits for the endpoint file; fails when mpirun exits first or on timeout.
+ * Returns the endpoint (malloc'd). */
+static char *s_wait_ready(pid_t pid, const char *ep_file, const char *log)
+{
+    double end = s_now() + READY_TIMEOUT_S;
+    while (s_now() < end) {
+        size_t n = 0;
+        char *ep = testutil_read_file(ep_file, &n);
+        if (ep && n > 0 && ep[n - 1] == '\n') {
+            ep[n - 1] = '\0';
+            assert_true(strncmp(ep, "tcp://", 6) == 0);
+            return ep;
+        }
+        free(ep);
+        int st;
+        if (waitpid(pid, &st, WNOHANG) == pid) {
+            s_mpirun = -1;
+            s_print_log(log);
+            fail_msg("mpirun exited (status %d) before the cluster was ready", st);
+        }
+        usleep(100 * 1000);
+    }
+    s_print_log(log);
+    fail_msg("no endpoint in %s after %d s", ep_file, READY_TIMEOUT_S);
+    return NULL;
+}
+
+/* The last line of a program's stdout (malloc'd). */
+static char *s_last_line_of(const char *cmd)
+{
+    char *out = NULL;
+    int rc = testutil_run(cmd, &out);
+    if (rc != 0)
+        fail_msg("%s: exit %d", cmd, rc);
+    size_t n = strlen(out);
+    while (n && out[n - 1] == '\n')
+        out[--n] = '\0';
+    char *nl = strrchr(out, '\n');
+    char *line = strdup(nl ? nl + 1 : out);
+    free(out);
+    return line;
+}
+
+/* generate and logits through the cluster equal moe-run's for every prompt. */
+static void s_compare_with_moe_run(const fixture_t *fx, const char *endpoint)
+{
+    for (int p = 0; p < fx->n_prompts; p++) {
+        const fixture_prompt_t *pr = &fx->prompts[p];
+        char *ids = idlist_format(pr->ids, pr->length);
+        char cmd[4096], ref_path[700], got_path[700];
+        snprintf(cmd, sizeof cmd, "'%s/moe-run' --model '%s' --prompt-ids %s --max-tokens %d "
+                 "2>/dev/null", s_bin, fx->dir, ids, pr->n_greedy);
+        char *want = s_last_line_of(cmd);
+        snprintf(cmd, sizeof cmd, "'%s/moe-client' --connect '%s' generate --prompt-ids %s "
+                 "--max-tokens %d", s_bin, endpoint, ids, pr->n_greedy);
+        char *got = s_last_line_of(cmd);
+        assert_string_equal(got, want);
+
+        snprintf(ref_path, sizeof ref_path, "%s/ref.f32", s_tmp);
+        snprintf(got_path, sizeof got_path, "%s/got.f32", s_tmp);
+        snprintf(cmd, sizeof cmd, "'%s/moe-run' --model '%s' --prompt-ids %s --max-tokens 0 "
+                 "--dump-logits '%s' >/dev/null 2>&1", s_bin, fx->dir, ids, ref_path);
+        assert_int_equal(testutil_run(cmd, NULL), 0);
+        snprintf(cmd, sizeof cmd, "'%s/moe-client' --connect '%s' logits --prompt-ids %s "
+                 "--out '%s'", s_bin, endpoint, ids, got_path);
+        assert_int_equal(testutil_run(cmd, NULL), 0);
+        size_t n_ref = 0, n_got = 0;
+        float *ref = (float *)testutil_read_file(ref_path, &n_ref);
+        float *lg = (float *)testutil_read_file(got_path, &n_got);
+        assert_non_null(ref);
+        assert_non_null(lg);
+        n_ref /= sizeof(float);
+        n_got /= sizeof(float);
+        assert_int_equal(n_got, n_ref);
+        assert_int_equal(n_ref, (size_t)pr->length * fx->vocab);
+        double max_ref = 0, max_err = 0;
+        for (size_t i = 0; i < n_ref; i++) {
+            max_ref = fmax(max_ref, fabs(ref[i]));
+            max_err = fmax(max_err, fabs((double)lg[i] - ref[i]));
+        }
+        printf("  %s prompt %d: tokens equal, max |logit - moe-run| %.3g (limit %.3g)\n",
+               fx->name, p, max_err, 1e-5 * max_ref);
+        assert_true(max_err <= 1e-5 * max_ref);
+        free(ref);
+        free(lg);
+        free(want);
+        free(got);
+        mem_free(ids);
+    }
+}
+
+/* True when no process of pid's group is left. */
+static bool s_group_gone(pid_t pgid)
+{
+    return kill(-pgid, 0) < 0 && errno == ESRCH;
+}
+
+/* Sends sig to mpirun's children (the ranks) by pid. */
+static void s_signal_ranks(pid_t mpirun, int sig)
+{
+    char cmd[256];
+    snprintf(cmd, sizeof cmd, "pgrep -P %ld", (long)mpirun);
+    char *out = NULL;
+    assert_int_equal(testutil_run(cmd, &out), 0);
+    int n = 0;
+    for (char *line = strtok(out, "\n"); line; line = strtok(NULL, "\n")) {
+        pid_t p = (pid_t)atol(line);
+        if (p > 0 && kill(p, sig) == 0)
+            n++;
+    }
+    free(out);
+    printf("  SIGTERM to %d rank processes\n", n);
+    assert_true(n > 0);
+}
+
+static void s_assert_no_sanitizer_report(const char *log)
+{
+    char *text = testutil_read_file(log, NULL);
+    assert_non_null(text);
+    if (strstr(text, "Sanitizer")) {
+        s_print_log(log);
+        fail_msg("sanitizer report in %s", log);
+    }
+    free(text);
+}
+
+static void test_mpirun_cluster(void **state)
+{
+    (void)state;
+    char model[700], ep_file[700], log[700], args[2048], cmd[2048];
+    snprintf(model, sizeof model, "%s/mixtral-A", fixture_root());
+    snprintf(ep_file, sizeof ep_file, "%s/endpoint", s_tmp);
+    snprintf(log, sizeof log, "%s/mpirun.log", s_tmp);
+    snprintf(args, sizeof args, "--model '%s' --endpoint-file '%s' --bind-host 127.0.0.1 "
+             "--threads 1", model, ep_file);
+    pid_t pid = s_launch(4, args, log);
+    char *ep = s_wait_ready(pid, ep_file, log);
+    printf("  mpirun -np 4: ready at %s\n", ep);
+
+    fixture_t *fx = fixture_load(model);
+    assert_non_null(fx);
+    s_compare_with_moe_run(fx, ep);
+    fixture_destroy(&fx);
+
+    snprintf(cmd, sizeof cmd, "'%s/moe-client' --connect '%s' status", s_bin, ep);
+    char *status = NULL;
+    assert_int_equal(testutil_run(cmd, &status), 0);
+    assert_non_null(strstr(status, "nodes: 3 up, 0 down"));
+    free(status);
+
+    /* SIGTERM to every rank: all stop cleanly, so mpirun exits 0. */
+    s_signal_ranks(pid, SIGTERM);
+    int st = s_wait_for(pid, STOP_TIMEOUT_S);
+    if (st == -1) {
+        s_print_log(log);
+        fail_msg("mpirun still running %d s after SIGTERM to its ranks", STOP_TIMEOUT_S);
+    }
+    s_mpirun = -1;
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+        s_print_log(log);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    char *text = testutil_read_file(log, NULL);
+    assert_non_null(strstr(text, "all 4 ranks stopped cleanly"));
+    free(text);
+    assert_true(s_group_gone(pid));
+    s_assert_no_sanitizer_report(log);
+    free(ep);
+}
+
+/* SIGTERM to mpirun (as Ctrl-C would): mpirun forwards it and ends the job;
+ * every rank is gone within the bound. Open MPI's own exit status for a
+ * signalled job is not ours to choose, so only "gone" is checked. */
+static void test_mpirun_sigterm(void **state)
+{
+    (void)state;
+    char model[700], ep_file[700], log[700], args[2048];
+    snprintf(model, sizeof model, "%s/mixtral-A", fixture_root());
+    snprintf(ep_file, sizeof ep_file, "%s/endpoint2", s_tmp);
+    snprintf(log, sizeof log, "%s/mpirun2.log", s_tmp);
+    snprintf(args, sizeof args, "--model '%s' --endpoint-file '%s' --bind-host 127.0.0.1 "
+             "--threads 1", model, ep_file);
+    pid_t pid = s_launch(3, args, log);
+    char *ep = s_wait_ready(pid, ep_file, log);
+    assert_int_equal(kill(pid, SIGTERM), 0);
+    int st = s_wait_for(pid, STOP_TIMEOUT_S);
+    if (st == -1) {
+        s_print_log(log);
+        fail_msg("mpirun still running %d s after SIGTERM", STOP_TIMEOUT_S);
+    }
+    s_mpirun = -1;
+    double end = s_now() + STOP_TIMEOUT_S;
+    while (!s_group_gone(pid) && s_now() < end)
+        usleep(50 * 1000);
+    assert_true(s_group_gone(pid));
+    printf("  SIGTERM to mpirun: exit status %d, no rank left\n",
+           WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st));
+    free(ep);
+}
+
+/* Node ranks cannot load their experts from a truncated checkpoint. */
+static void test_failing_rank(void **state)
+{
+    (void)state;
+    char model[700], log[700], args[2048], path[800];
+    snprintf(model, sizeof model, "%s/truncated", s_tmp);
+    assert_int_equal(mkdir(model, 0755), 0);
+    const char *src = fixture_root();
+    size_t n = 0;
+    snprintf(path, sizeof path, "%s/mixtral-A/config.json", src);
+    char *cfg = testutil_read_file(path, &n);
+    assert_non_null(cfg);
+    snprintf(path, sizeof path, "%s/config.json", model);
+    assert_int_equal(testutil_write_file(path, cfg, n), 0);
+    free(cfg);
+    snprintf(path, sizeof path, "%s/mixtral-A/model.safetensors", src);
+    char *st_bytes = testutil_read_file(path, &n);
+    assert_non_null(st_bytes);
+    snprintf(path, sizeof path, "%s/model.safetensors", model);
+    assert_int_equal(testutil_write_file(path, st_bytes, n / 3), 0); /* header intact */
+    free(st_bytes);
+
+    snprintf(log, sizeof log, "%s/fail.log", s_tmp);
+    snprintf(args, sizeof args, "--model '%s' --bind-host 127.0.0.1 --threads 1", model);
+    pid_t pid = s_launch(3, args, log);
+    int st = s_wait_for(pid, FAIL_TIMEOUT_S);
+    if (st == -1) {
+        s_print_log(log);
+        fail_msg("mpirun did not exit within %d s", FAIL_TIMEOUT_S);
+    }
+    s_mpirun = -1;
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) != 0);
+    char host[256] = "";
+    gethostname(host, sizeof host);
+    char want[400];
+    snprintf(want, sizeof want, "moe-mpi: start: rank 1 (host %s): ", host);
+    char *text = testutil_read_file(log, NULL);
+    assert_non_null(text);
+    if (!strstr(text, want))
+        s_print_log(log);
+    assert_non_null(strstr(text, want));
+    char *line = strstr(text, want);
+    char *nl = strchr(line, '\n');
+    if (nl)
+        *nl = '\0';
+    printf("  %s\n", line);
+    free(text);
+    double end = s_now() + STOP_TIMEOUT_S;
+    while (!s_group_gone(pid) && s_now() < end)
+        usleep(50 * 1000);
+    assert_true(s_group_gone(pid));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_teardown(test_mpirun_cluster, s_test_teardown),
+        cmocka_unit_test_teardown(test_mpirun_sigterm, s_test_teardown),
+        cmocka_unit_test_teardown(test_failing_rank, s_test_teardown),
+    };
+    return cmocka_run_group_tests(tests, s_setup, s_teardown);
+}
