@@ -319,11 +319,56 @@ static void test_link_down_mid_generation(void **state)
     free(ep);
 }
 
+static void test_mpirun_across_hosts(void **state)
+{
+    (void)state;
+    if (!s_hosts_up)
+        skip();
+    char fx_dir[700], ep_file[700], log[700], subnet[64], args[8192], hosts[512] = "";
+    snprintf(fx_dir, sizeof fx_dir, "%s/mixtral-A", fixture_root());
+    snprintf(ep_file, sizeof ep_file, "%s/mpi.ep", s_tmp);
+    snprintf(log, sizeof log, "%s/mpirun.log", s_tmp);
+    char *out = NULL;
+    snprintf(args, sizeof args, "'%s/cluster/netns.sh' subnet --tag %s", s_root, s_tag);
+    assert_int_equal(testutil_run(args, &out), 0);
+    out[strcspn(out, "\n")] = '\0';
+    snprintf(subnet, sizeof subnet, "%s", out);
+    free(out);
+    for (int h = 1; h <= 4; h++) {
+        size_t len = strlen(hosts);
+        snprintf(hosts + len, sizeof hosts - len, "%smoe-%s-h%d", h > 1 ? "," : "", s_tag, h);
+    }
+    /* mpirun runs on host 1 and starts every rank through the namespace agent. */
+    snprintf(args, sizeof args, "env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 "
+             "ASAN_OPTIONS=detect_leaks=0 mpirun --oversubscribe -np 4 -H %s "
+             "--mca plm_rsh_agent '%s/cluster/netns-agent.sh' --mca oob_tcp_if_include %s "
+             "--mca btl_tcp_if_include %s --mca btl self,tcp '%s/moe-mpi' --model '%s' "
+             "--threads 1 --endpoint-file '%s'", hosts, s_root, subnet, subnet, s_bin, fx_dir,
+             ep_file);
+    pid_t mpirun = s_spawn_child(1, log, args);
+    char *ep = s_wait_line(ep_file, mpirun, 90);
+    char addr[64];
+    s_addr(1, addr, sizeof addr);
+    printf("  mpirun: coordinator (rank 0) on host 1 at %s, ranks 1-3 on hosts 2-4\n", ep);
+    assert_non_null(strstr(ep, addr));
+    fixture_t *fx = fixture_load(fx_dir);
+    assert_non_null(fx);
+    s_compare(fx, ep);
+    fixture_destroy(&fx);
+    kill(mpirun, SIGTERM);
+    int status;
+    for (double t0 = timer_now(); waitpid(mpirun, &status, WNOHANG) == 0; usleep(50000))
+        if (timer_now() - t0 > 30)
+            fail_msg("mpirun did not stop within 30 s of SIGTERM");
+    free(ep);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_started_by_hand_across_hosts),
         cmocka_unit_test(test_link_down_mid_generation),
+        cmocka_unit_test(test_mpirun_across_hosts),
     };
     return cmocka_run_group_tests(tests, s_setup, s_teardown);
 }
