@@ -66,6 +66,11 @@ static int s_setup(void **state)
     s_tmp = testutil_mkdtemp("test_multihost");
     if (!s_tmp)
         return -1;
+    /* Hosts of earlier runs that died before their teardown (their tag holds
+     * their pid) are removed first. */
+    s_sh("for t in $(ip netns list 2>/dev/null | sed -n 's/^moe-\\(mh[0-9]*\\)-.*/\\1/p' | "
+         "sort -u); do kill -0 \"${t#mh}\" 2>/dev/null || '%s/cluster/netns.sh' destroy "
+         "--tag \"$t\"; done", s_root);
     s_sh("'%s/cluster/netns.sh' destroy --tag %s", s_root, s_tag);
     s_hosts_up = s_sh("'%s/cluster/netns.sh' create --tag %s --hosts %d >&2", s_root, s_tag,
                       N_HOSTS) == 0;
