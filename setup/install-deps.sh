@@ -12,7 +12,23 @@ packages=(
     libzmq3-dev              # data plane and client RPC sockets
     libprotobuf-c-dev protobuf-c-compiler  # the wire headers (proto/*.proto)
     procps                   # ps/pkill in cluster/ scripts and tests
+    openmpi-bin libopenmpi-dev  # mpirun and moe-mpi's bootstrap (core/boot.c)
+    iproute2 util-linux      # test hosts: ip netns, veth, bridge; unshare
 )
+
+# moe-mpi's ranks mostly wait for each other, so more ranks than cores is
+# normal on a small machine (4 ranks on 2 cores here): let mpirun place them
+# without --oversubscribe. Only this one Open MPI setting is added.
+s_allow_oversubscribe() {
+    local conf=/etc/openmpi/openmpi-mca-params.conf
+    [ -f "$conf" ] || return 0
+    grep -q '^rmaps_base_oversubscribe' "$conf" && return 0
+    if [ -w "$conf" ]; then
+        printf '\n# added by moecluster setup/install-deps.sh\nrmaps_base_oversubscribe = 1\n' >>"$conf"
+    else
+        echo "install-deps: run as root to let mpirun start more ranks than cores" >&2
+    fi
+}
 
 missing=()
 for p in "${packages[@]}"; do
@@ -20,6 +36,7 @@ for p in "${packages[@]}"; do
     [ "$status" = "install ok installed" ] || missing+=("$p")
 done
 if [ ${#missing[@]} -eq 0 ]; then
+    s_allow_oversubscribe
     exit 0
 fi
 
@@ -32,3 +49,4 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 "${sudo[@]}" apt-get update -qq
 "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
+s_allow_oversubscribe
