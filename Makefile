@@ -29,7 +29,7 @@ CPPFLAGS += -I$(BUILD)/gen  # generated protobuf-c code: $(BUILD)/gen/proto/*.pb
 
 # ---- libraries, one per folder ----------------------------------------------
 CORE_SRC    := core/err.c core/mem.c core/blas.c core/timer.c core/idlist.c \
-               core/path.c
+               core/path.c core/arg.c
 KERNELS_SRC := kernels/gemm_blas.c kernels/gemm_ref.c kernels/rmsnorm.c \
                kernels/rope.c kernels/softmax.c kernels/ffn.c kernels/attention.c
 MODEL_SRC   := model/config.c model/safetensors.c model/st_writer.c \
@@ -102,7 +102,7 @@ all: $(PROGRAMS)
 # ---- tests ---------------------------------------------------------------------
 # Each test links only the folders it tests, so that one folder builds and
 # tests on its own.
-TESTS_CORE    := test_idlist
+TESTS_CORE    := test_idlist test_arg
 TESTS_KERNELS := test_gemm test_rmsnorm test_rope test_softmax test_ffn test_attention
 TESTS_MODEL   := test_config test_safetensors test_synth
 TESTS_ENGINE  := test_router test_experts test_kvcache test_forward test_fixtures \

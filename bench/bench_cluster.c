@@ -17,6 +17,7 @@
 
 #include "bench/workload.h"
 #include "client/client.h"
+#include "core/arg.h"
 #include "core/blas.h"
 #include "core/mem.h"
 #include "core/timer.h"
@@ -70,9 +71,8 @@ static int s_cluster_once(client_t *c, const int32_t *prompt, int n_prompt, int 
 
 static int s_positive(const char *text)
 {
-    char *end = NULL;
-    long v = strtol(text, &end, 10);
-    return (end != text && *end == '\0' && v > 0 && v < 1000000) ? (int)v : 0;
+    int v = 0;
+    return arg_int(text, "a count", 1, &v, NULL) == 0 ? v : 0;
 }
 
 static int s_parse(int argc, char **argv, options_t *o)

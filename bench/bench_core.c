@@ -15,6 +15,7 @@
 
 #include "bench/machine.h"
 #include "bench/workload.h"
+#include "core/arg.h"
 #include "core/blas.h"
 #include "core/idlist.h"
 #include "core/mem.h"
@@ -42,9 +43,8 @@ static void s_usage(FILE *out)
 /* A positive decimal integer below 1e6, or 0 (rejected by the caller). */
 static int s_positive(const char *text)
 {
-    char *end = NULL;
-    long v = strtol(text, &end, 10);
-    return (end != text && *end == '\0' && v > 0 && v < 1000000) ? (int)v : 0;
+    int v = 0;
+    return arg_int(text, "a count", 1, &v, NULL) == 0 ? v : 0;
 }
 
 static int s_parse(int argc, char **argv, options_t *opt)

@@ -45,6 +45,7 @@
 #include <zmq.h>
 
 #include "coordinator/coordinator.h"
+#include "core/arg.h"
 #include "core/blas.h"
 #include "core/boot.h"
 #include "core/err.h"
@@ -107,18 +108,6 @@ static void s_usage(FILE *out)
             EXPERT_SERVER_MAX_ROWS);
 }
 
-static int s_int_arg(const char *text, const char *name, int min, int *out, err_t *err)
-{
-    char *end = NULL;
-    errno = 0;
-    long v = strtol(text, &end, 10);
-    if (errno || end == text || *end || v < min || v > INT_MAX)
-        return err_set(err, EINVAL, "%s must be an integer >= %d (got '%s')", name, min,
-                       text);
-    *out = (int)v;
-    return 0;
-}
-
 static int s_parse(int argc, char **argv, options_t *o, err_t *err)
 {
     static const struct option longopts[] = {
@@ -145,18 +134,18 @@ static int s_parse(int argc, char **argv, options_t *o, err_t *err)
         switch (c) {
         case 'm': o->model = optarg; break;
         case 'p': o->placement = optarg; break;
-        case 'r': rc = s_int_arg(optarg, "--replicas", 1, &o->replicas, err); break;
+        case 'r': rc = arg_int(optarg, "--replicas", 1, &o->replicas, err); break;
         case 'e': o->endpoint_file = optarg; break;
         case 'b': o->bind_host = optarg; break;
         case 'i': o->bind_iface = optarg; break;
-        case 't': rc = s_int_arg(optarg, "--threads", 1, &o->threads, err); break;
-        case 'x': rc = s_int_arg(optarg, "--max-rows", 1, &o->max_rows, err); break;
-        case 'R': rc = s_int_arg(optarg, "--reply-timeout-ms", 1, &o->reply_timeout_ms, err);
+        case 't': rc = arg_int(optarg, "--threads", 1, &o->threads, err); break;
+        case 'x': rc = arg_int(optarg, "--max-rows", 1, &o->max_rows, err); break;
+        case 'R': rc = arg_int(optarg, "--reply-timeout-ms", 1, &o->reply_timeout_ms, err);
                   break;
-        case 'H': rc = s_int_arg(optarg, "--hello-timeout-ms", 1, &o->hello_timeout_ms, err);
+        case 'H': rc = arg_int(optarg, "--hello-timeout-ms", 1, &o->hello_timeout_ms, err);
                   break;
-        case 'c': rc = s_int_arg(optarg, "--max-context", 1, &o->max_context, err); break;
-        case 'f': rc = s_int_arg(optarg, "--prefill-rows", 1, &o->prefill_rows, err); break;
+        case 'c': rc = arg_int(optarg, "--max-context", 1, &o->max_context, err); break;
+        case 'f': rc = arg_int(optarg, "--prefill-rows", 1, &o->prefill_rows, err); break;
         case 'h': o->help = true; return 0;
         default:
             return err_set(err, EINVAL, "unknown or incomplete option '%s' (see --help)",

@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "coordinator/coordinator.h"
+#include "core/arg.h"
 #include "core/blas.h"
 #include "core/err.h"
 
@@ -72,15 +73,11 @@ static void s_usage(FILE *out)
 
 static int s_int_arg(const char *text, const char *name, int min, int *out)
 {
-    char *end = NULL;
-    errno = 0;
-    long v = strtol(text, &end, 10);
-    if (errno || end == text || *end || v < min || v > INT_MAX) {
-        fprintf(stderr, "moe-coordinator: %s must be an integer >= %d (got '%s')\n", name,
-                min, text);
+    err_t err = {0};
+    if (arg_int(text, name, min, out, &err) < 0) {
+        fprintf(stderr, "moe-coordinator: %s\n", err.msg);
         return -1;
     }
-    *out = (int)v;
     return 0;
 }
 

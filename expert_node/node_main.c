@@ -24,6 +24,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/arg.h"
 #include "core/blas.h"
 #include "core/err.h"
 #include "expert_node/expert_server.h"
@@ -78,15 +79,11 @@ static void s_usage(FILE *out)
 
 static int s_parse_int(const char *text, const char *what, int min, int *out)
 {
-    char *end = NULL;
-    errno = 0;
-    long v = strtol(text, &end, 10);
-    if (errno || end == text || *end || v < min || v > INT_MAX) {
-        fprintf(stderr, "moe-expert: %s must be an integer >= %d (got '%s')\n", what, min,
-                text);
+    err_t err = {0};
+    if (arg_int(text, what, min, out, &err) < 0) {
+        fprintf(stderr, "moe-expert: %s\n", err.msg);
         return -1;
     }
-    *out = (int)v;
     return 0;
 }
 
