@@ -29,6 +29,7 @@
 
 #include "core/idlist.h"
 #include "core/mem.h"
+#include "tests/crosscheck.h"
 #include "tests/fixture.h"
 #include "tests/testutil.h"
 
@@ -163,70 +164,6 @@ static char *s_wait_ready(pid_t pid, const char *ep_file, const char *log)
     return NULL;
 }
 
-/* The last line of a program's stdout (malloc'd). */
-static char *s_last_line_of(const char *cmd)
-{
-    char *out = NULL;
-    int rc = testutil_run(cmd, &out);
-    if (rc != 0)
-        fail_msg("%s: exit %d", cmd, rc);
-    size_t n = strlen(out);
-    while (n && out[n - 1] == '\n')
-        out[--n] = '\0';
-    char *nl = strrchr(out, '\n');
-    char *line = strdup(nl ? nl + 1 : out);
-    free(out);
-    return line;
-}
-
-/* generate and logits through the cluster equal moe-run's for every prompt. */
-static void s_compare_with_moe_run(const fixture_t *fx, const char *endpoint)
-{
-    for (int p = 0; p < fx->n_prompts; p++) {
-        const fixture_prompt_t *pr = &fx->prompts[p];
-        char *ids = idlist_format(pr->ids, pr->length);
-        char cmd[4096], ref_path[700], got_path[700];
-        snprintf(cmd, sizeof cmd, "'%s/moe-run' --model '%s' --prompt-ids %s --max-tokens %d "
-                 "2>/dev/null", s_bin, fx->dir, ids, pr->n_greedy);
-        char *want = s_last_line_of(cmd);
-        snprintf(cmd, sizeof cmd, "'%s/moe-client' --connect '%s' generate --prompt-ids %s "
-                 "--max-tokens %d", s_bin, endpoint, ids, pr->n_greedy);
-        char *got = s_last_line_of(cmd);
-        assert_string_equal(got, want);
-
-        snprintf(ref_path, sizeof ref_path, "%s/ref.f32", s_tmp);
-        snprintf(got_path, sizeof got_path, "%s/got.f32", s_tmp);
-        snprintf(cmd, sizeof cmd, "'%s/moe-run' --model '%s' --prompt-ids %s --max-tokens 0 "
-                 "--dump-logits '%s' >/dev/null 2>&1", s_bin, fx->dir, ids, ref_path);
-        assert_int_equal(testutil_run(cmd, NULL), 0);
-        snprintf(cmd, sizeof cmd, "'%s/moe-client' --connect '%s' logits --prompt-ids %s "
-                 "--out '%s'", s_bin, endpoint, ids, got_path);
-        assert_int_equal(testutil_run(cmd, NULL), 0);
-        size_t n_ref = 0, n_got = 0;
-        float *ref = (float *)testutil_read_file(ref_path, &n_ref);
-        float *lg = (float *)testutil_read_file(got_path, &n_got);
-        assert_non_null(ref);
-        assert_non_null(lg);
-        n_ref /= sizeof(float);
-        n_got /= sizeof(float);
-        assert_int_equal(n_got, n_ref);
-        assert_int_equal(n_ref, (size_t)pr->length * fx->vocab);
-        double max_ref = 0, max_err = 0;
-        for (size_t i = 0; i < n_ref; i++) {
-            max_ref = fmax(max_ref, fabs(ref[i]));
-            max_err = fmax(max_err, fabs((double)lg[i] - ref[i]));
-        }
-        printf("  %s prompt %d: tokens equal, max |logit - moe-run| %.3g (limit %.3g)\n",
-               fx->name, p, max_err, 1e-5 * max_ref);
-        assert_true(max_err <= 1e-5 * max_ref);
-        free(ref);
-        free(lg);
-        free(want);
-        free(got);
-        mem_free(ids);
-    }
-}
-
 /* True when no process of pid's group is left. */
 static bool s_group_gone(pid_t pgid)
 {
@@ -277,7 +214,7 @@ static void test_mpirun_cluster(void **state)
 
     fixture_t *fx = fixture_load(model);
     assert_non_null(fx);
-    s_compare_with_moe_run(fx, ep);
+    crosscheck_fixture(fx, ep, s_bin, s_tmp, "");
     fixture_destroy(&fx);
 
     snprintf(cmd, sizeof cmd, "'%s/moe-client' --connect '%s' status", s_bin, ep);

@@ -20,6 +20,7 @@
 #include "core/idlist.h"
 #include "core/mem.h"
 #include "core/timer.h"
+#include "tests/crosscheck.h"
 #include "tests/fixture.h"
 #include "tests/testutil.h"
 
@@ -200,56 +201,14 @@ static int s_client(const char *args, char **last_line)
     return rc;
 }
 
-static char *s_moe_run(const char *model, const char *ids, int n)
+/* Tokens and logits through the cluster at endpoint, asked from host 5,
+ * equal moe-run's. */
+static void s_crosscheck(const fixture_t *fx, const char *endpoint)
 {
-    char cmd[4096];
-    snprintf(cmd, sizeof cmd, "'%s/moe-run' --model '%s' --prompt-ids %s --max-tokens %d "
-             "2>/dev/null | tail -n 1", s_bin, model, ids, n);
-    char *out = NULL;
-    assert_int_equal(testutil_run(cmd, &out), 0);
-    out[strcspn(out, "\n")] = '\0';
-    return out;
-}
-
-/* Tokens and logits through the cluster at endpoint equal moe-run's. */
-static void s_compare(const fixture_t *fx, const char *endpoint)
-{
-    for (int p = 0; p < fx->n_prompts; p++) {
-        const fixture_prompt_t *pr = &fx->prompts[p];
-        char *ids = idlist_format(pr->ids, pr->length);
-        char args[4096], ref[700], got[700];
-        char *want = s_moe_run(fx->dir, ids, pr->n_greedy);
-        char *line = NULL;
-        snprintf(args, sizeof args, "--connect '%s' generate --prompt-ids %s --max-tokens %d",
-                 endpoint, ids, pr->n_greedy);
-        assert_int_equal(s_client(args, &line), 0);
-        assert_string_equal(line, want);
-
-        snprintf(ref, sizeof ref, "%s/ref.f32", s_tmp);
-        snprintf(got, sizeof got, "%s/got.f32", s_tmp);
-        assert_int_equal(s_sh("'%s/moe-run' --model '%s' --prompt-ids %s --max-tokens 0 "
-                              "--dump-logits '%s' >/dev/null 2>&1", s_bin, fx->dir, ids, ref), 0);
-        snprintf(args, sizeof args, "--connect '%s' logits --prompt-ids %s --out '%s'",
-                 endpoint, ids, got);
-        assert_int_equal(s_client(args, NULL), 0);
-        size_t n_ref = 0, n_got = 0;
-        float *a = (float *)testutil_read_file(ref, &n_ref);
-        float *b = (float *)testutil_read_file(got, &n_got);
-        assert_int_equal(n_ref, n_got);
-        double max_ref = 0, max_err = 0;
-        for (size_t i = 0; i < n_ref / sizeof(float); i++) {
-            max_ref = fmax(max_ref, fabs(a[i]));
-            max_err = fmax(max_err, fabs((double)b[i] - a[i]));
-        }
-        printf("  %s prompt %d across hosts: tokens equal, max |logit - moe-run| %.3g\n",
-               fx->name, p, max_err);
-        assert_true(max_err <= 1e-5 * max_ref);
-        free(a);
-        free(b);
-        free(line);
-        free(want);
-        mem_free(ids);
-    }
+    char prefix[1024];
+    snprintf(prefix, sizeof prefix, "'%s/cluster/netns.sh' exec --tag %s --host 5 --", s_root,
+             s_tag);
+    crosscheck_fixture(fx, endpoint, s_bin, s_tmp, prefix);
 }
 
 /* Nodes on hosts 2-4 and the coordinator on host 1, started by hand with
@@ -296,7 +255,7 @@ static void test_started_by_hand_across_hosts(void **state)
         char *ep = s_start_by_hand(fx->dir, fx->name, 30000);
         printf("  %s: coordinator on host 1 at %s, nodes on hosts 2-4, client on host 5\n",
                fx->name, ep);
-        s_compare(fx, ep);
+        s_crosscheck(fx, ep);
         free(ep);
         s_kill_procs();
         fixture_destroy(&fx);
@@ -392,7 +351,7 @@ static void test_mpirun_across_hosts(void **state)
     assert_non_null(strstr(ep, addr));
     fixture_t *fx = fixture_load(fx_dir);
     assert_non_null(fx);
-    s_compare(fx, ep);
+    s_crosscheck(fx, ep);
     fixture_destroy(&fx);
     kill(mpirun, SIGTERM);
     int status;
