@@ -992,9 +992,23 @@ static int s_request_fill(const wire_limits_t *lim, const Moe__Client__Request *
         if (r->max_tokens > INT32_MAX)
             return s_cbad(code, WIRE_CLIENT_INVALID_ARGUMENT, err, "%s: max_tokens %u", what,
                           r->max_tokens);
+        if (!isfinite(r->temperature) || r->temperature < 0 || !isfinite(r->top_p) ||
+            r->top_p < 0 || r->top_p > 1 || r->top_k > INT32_MAX)
+            return s_cbad(code, WIRE_CLIENT_INVALID_ARGUMENT, err, "%s: temperature %g, "
+                          "top_k %u, top_p %g (need temperature >= 0, top_p in [0, 1])",
+                          what, (double)r->temperature, r->top_k, (double)r->top_p);
+        if (r->n_stop_ids > WIRE_MAX_STOP_IDS)
+            return s_cbad(code, WIRE_CLIENT_INVALID_ARGUMENT, err, "%s: %zu stop ids is more "
+                          "than the limit of %d", what, r->n_stop_ids, WIRE_MAX_STOP_IDS);
         req->n_prompt = (int)n;
         req->prompt = r->prompt_ids;
         req->max_tokens = (int)r->max_tokens;
+        req->temperature = r->temperature;
+        req->top_k = (int)r->top_k;
+        req->top_p = r->top_p;
+        req->seed = r->seed;
+        req->n_stop = (int)r->n_stop_ids;
+        req->stop_ids = r->stop_ids;
         return 0;
     }
     case WIRE_REQ_CANCEL:
@@ -1087,9 +1101,19 @@ int wire_request_send(void *socket, const wire_request_t *req, err_t *err)
         if (req->n_prompt < 0 || (req->n_prompt > 0 && !req->prompt) || req->max_tokens < 0)
             return err_set(err, EINVAL, "%s: %d prompt tokens, max_tokens %d",
                            s_request_types[req->type], req->n_prompt, req->max_tokens);
+        if (req->n_stop < 0 || req->n_stop > WIRE_MAX_STOP_IDS ||
+            (req->n_stop > 0 && !req->stop_ids) || req->top_k < 0)
+            return err_set(err, EINVAL, "%s: %d stop ids, top_k %d", s_request_types[req->type],
+                           req->n_stop, req->top_k);
         r.n_prompt_ids = (size_t)req->n_prompt;
         r.prompt_ids = (int32_t *)req->prompt;
         r.max_tokens = (uint32_t)req->max_tokens;
+        r.temperature = req->temperature;
+        r.top_k = (uint32_t)req->top_k;
+        r.top_p = req->top_p;
+        r.seed = req->seed;
+        r.n_stop_ids = (size_t)req->n_stop;
+        r.stop_ids = (int32_t *)req->stop_ids;
         break;
     case WIRE_REQ_CANCEL:
         r.cancel_id = req->cancel_id;

@@ -168,6 +168,8 @@ typedef enum wire_client_error {
     WIRE_CLIENT_DEADLINE_EXCEEDED = 8,
 } wire_client_error_t;
 
+enum { WIRE_MAX_STOP_IDS = 16 }; /* stop token ids per request */
+
 typedef struct wire_request {
     wire_request_type_t type;
     uint64_t request_id;
@@ -175,6 +177,12 @@ typedef struct wire_request {
     const int32_t *prompt;        /* (n_prompt) */
     int max_tokens;
     uint64_t cancel_id;           /* CANCEL */
+    float temperature;            /* GENERATE: 0 greedy; finite, >= 0 */
+    int top_k;                    /* GENERATE: 0 off */
+    float top_p;                  /* GENERATE: in [0, 1]; 0 and 1 are off */
+    uint64_t seed;                /* GENERATE */
+    int n_stop;                   /* GENERATE: <= WIRE_MAX_STOP_IDS */
+    const int32_t *stop_ids;      /* (n_stop) */
 } wire_request_t;
 
 typedef struct wire_node_status {

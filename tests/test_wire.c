@@ -1486,6 +1486,71 @@ static void s_request_pb(pb_t *b, uint64_t version, uint64_t type, uint64_t id,
     pb_varints(b, 4, v, n_prompt, false);
 }
 
+/* A float field (wire type 5) in a hand-made protobuf. */
+static void pb_float(pb_t *b, unsigned field, float f)
+{
+    pb_key(b, field, 5);
+    pb_raw(b, &f, sizeof f);
+}
+
+static void test_client_sampling_fields(void **state)
+{
+    net_t *n = *state;
+    wire_peer_t client;
+    wire_request_t in;
+    const int32_t prompt[2] = {5, 6}, stop[3] = {2, 9, 11};
+    wire_request_t gen = {.type = WIRE_REQ_GENERATE, .request_id = 31, .n_prompt = 2,
+                          .prompt = prompt, .max_tokens = 8, .temperature = 0.7f,
+                          .top_k = 40, .top_p = 0.9f, .seed = 1234567890123ull,
+                          .n_stop = 3, .stop_ids = stop};
+    s_request_send(n, &gen);
+    s_request_recv(n, &client, &in);
+    assert_true(in.temperature == 0.7f);
+    assert_int_equal(in.top_k, 40);
+    assert_true(in.top_p == 0.9f);
+    assert_true(in.seed == 1234567890123ull);
+    assert_int_equal(in.n_stop, 3);
+    assert_memory_equal(in.stop_ids, stop, sizeof stop);
+
+    /* Absent fields mean greedy decoding. */
+    wire_request_t plain = {.type = WIRE_REQ_GENERATE, .request_id = 32, .n_prompt = 2,
+                            .prompt = prompt, .max_tokens = 1};
+    s_request_send(n, &plain);
+    s_request_recv(n, &client, &in);
+    assert_true(in.temperature == 0.0f && in.top_k == 0 && in.top_p == 0.0f);
+    assert_int_equal(in.n_stop, 0);
+
+    /* Out-of-range values, hand-encoded, get INVALID_ARGUMENT. */
+    const int64_t p[2] = {1, 2};
+    const float bad_temperature[] = {-1.0f, NAN, INFINITY};
+    for (size_t i = 0; i < sizeof bad_temperature / sizeof bad_temperature[0]; i++) {
+        pb_t b = {0};
+        s_request_pb(&b, 1, WIRE_REQ_GENERATE, 40 + i, p, 2);
+        pb_float(&b, 7, bad_temperature[i]);
+        s_expect_bad_request(n, &b, 0, WIRE_CLIENT_INVALID_ARGUMENT, 40 + i);
+        pb_free(&b);
+    }
+    const float bad_top_p[] = {-0.5f, 1.5f, NAN};
+    for (size_t i = 0; i < sizeof bad_top_p / sizeof bad_top_p[0]; i++) {
+        pb_t b = {0};
+        s_request_pb(&b, 1, WIRE_REQ_GENERATE, 50 + i, p, 2);
+        pb_float(&b, 9, bad_top_p[i]);
+        s_expect_bad_request(n, &b, 0, WIRE_CLIENT_INVALID_ARGUMENT, 50 + i);
+        pb_free(&b);
+    }
+    uint64_t many[WIRE_MAX_STOP_IDS + 1];
+    for (size_t i = 0; i < WIRE_MAX_STOP_IDS + 1; i++)
+        many[i] = i;
+    pb_t b = {0};
+    s_request_pb(&b, 1, WIRE_REQ_GENERATE, 60, p, 2);
+    pb_varints(&b, 11, many, WIRE_MAX_STOP_IDS + 1, false);
+    s_expect_bad_request(n, &b, 0, WIRE_CLIENT_INVALID_ARGUMENT, 60);
+    pb_free(&b);
+    s_request_send(n, &gen); /* still in step */
+    s_request_recv(n, &client, &in);
+    assert_int_equal(in.request_id, 31);
+}
+
 static void test_client_bad_requests(void **state)
 {
     net_t *n = *state;
@@ -1822,6 +1887,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_client_round_trip, setup_client_tcp, teardown),
         cmocka_unit_test_setup_teardown(test_client_round_trip, setup_client_inproc,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_client_sampling_fields, setup_client_tcp, teardown),
         cmocka_unit_test_setup_teardown(test_client_bad_requests, setup_client_tcp, teardown),
         cmocka_unit_test_setup_teardown(test_client_bad_replies, setup_client_tcp, teardown),
         cmocka_unit_test(test_client_unbounded_replies),
