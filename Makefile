@@ -47,6 +47,10 @@ NODE_SRC    := expert_node/expert_server.c
 COORD_SRC   := coordinator/peer.c coordinator/dispatch.c coordinator/rpc.c \
                coordinator/coordinator.c
 CLIENT_SRC  := client/client.c
+# Tokenizer: Hugging Face tokenizer.json (PCRE2 regexes, utf8proc NFC).
+TOKENIZER_SRC := tokenizer/tokenizer.c tokenizer/bpe.c tokenizer/pretok.c \
+                 tokenizer/normalize.c tokenizer/decoder.c
+TOKENIZER_LIBS := $(shell pkg-config --libs libpcre2-8 libutf8proc)
 
 # MPI bootstrap: the only MPI code, compiled with Open MPI's flags and linked
 # into moe-mpi alone (no library other programs link carries MPI).
@@ -62,6 +66,7 @@ LIB_WIRE    := $(BUILD)/lib/libmoe_wire.a
 LIB_NODE    := $(BUILD)/lib/libmoe_node.a
 LIB_COORD   := $(BUILD)/lib/libmoe_coord.a
 LIB_CLIENT  := $(BUILD)/lib/libmoe_client.a
+LIB_TOKENIZER := $(BUILD)/lib/libmoe_tokenizer.a
 
 obj = $(patsubst %.c,$(OBJ)/%.o,$(1))
 
@@ -73,6 +78,7 @@ $(LIB_WIRE):    $(call obj,$(WIRE_SRC)) $(patsubst $(BUILD)/gen/%.c,$(OBJ)/gen/%
 $(LIB_NODE):    $(call obj,$(NODE_SRC))
 $(LIB_COORD):   $(call obj,$(COORD_SRC))
 $(LIB_CLIENT):  $(call obj,$(CLIENT_SRC))
+$(LIB_TOKENIZER): $(call obj,$(TOKENIZER_SRC))
 $(BUILD)/lib/%.a:
 	@mkdir -p $(dir $@)
 	rm -f $@ && $(AR) rcs $@ $^
@@ -83,7 +89,7 @@ LIBS_NET := $(LIB_NODE) $(LIB_COORD) $(LIB_CLIENT) $(LIB_WIRE) $(LIBS_ALL)
 
 # ---- programs ----------------------------------------------------------------
 PROGRAMS := $(BIN)/moe-run $(BIN)/moe-mkmodel $(BIN)/moe-expert $(BIN)/moe-coordinator \
-            $(BIN)/moe-client $(BIN)/moe-mpi
+            $(BIN)/moe-client $(BIN)/moe-mpi $(BIN)/moe-tokenize
 
 $(BIN)/moe-run:     $(OBJ)/tools/moe_run.o $(LIBS_ALL)
 $(BIN)/moe-mkmodel: $(OBJ)/tools/moe_mkmodel.o $(LIBS_ALL)
@@ -92,6 +98,8 @@ $(BIN)/moe-coordinator: $(OBJ)/coordinator/coord_main.o $(LIBS_NET)
 $(BIN)/moe-client:  $(OBJ)/client/moe_client.o $(LIBS_NET)
 $(BIN)/moe-mpi:     $(OBJ)/cluster/moe_mpi.o $(call obj,$(BOOT_SRC)) $(LIBS_NET)
 $(BIN)/moe-mpi: LDLIBS += $(MPI_LIBS)
+$(BIN)/moe-tokenize: $(OBJ)/tools/moe_tokenize.o $(LIB_TOKENIZER) $(LIB_CORE)
+$(BIN)/moe-tokenize: LDLIBS += $(TOKENIZER_LIBS)
 $(PROGRAMS):
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
@@ -109,7 +117,9 @@ TESTS_ENGINE  := test_router test_experts test_kvcache test_forward test_fixture
                  test_moe_run
 TESTS_NET     := test_wire test_placement test_expert_node test_client test_cluster \
                  test_multihost test_mpi
-TESTS := $(TESTS_CORE) $(TESTS_KERNELS) $(TESTS_MODEL) $(TESTS_ENGINE) $(TESTS_NET)
+TESTS_TOKENIZER := test_tokenizer
+TESTS := $(TESTS_CORE) $(TESTS_KERNELS) $(TESTS_MODEL) $(TESTS_ENGINE) $(TESTS_NET) \
+         $(TESTS_TOKENIZER)
 TEST_BINS := $(addprefix $(BUILD)/tests/,$(TESTS))
 TEST_LIBS := $(shell pkg-config --libs cmocka)
 
@@ -123,12 +133,16 @@ $(addprefix $(BUILD)/tests/,$(TESTS_ENGINE)): $(BUILD)/tests/%: $(OBJ)/tests/%.o
     $(OBJ)/tests/testutil.o $(OBJ)/tests/fixture.o $(LIBS_ALL)
 $(addprefix $(BUILD)/tests/,$(TESTS_NET)): $(BUILD)/tests/%: $(OBJ)/tests/%.o \
     $(OBJ)/tests/testutil.o $(OBJ)/tests/fixture.o $(OBJ)/tests/crosscheck.o $(LIBS_NET)
+$(addprefix $(BUILD)/tests/,$(TESTS_TOKENIZER)): $(BUILD)/tests/%: $(OBJ)/tests/%.o \
+    $(OBJ)/tests/testutil.o $(LIB_TOKENIZER) $(LIB_CORE)
+$(addprefix $(BUILD)/tests/,$(TESTS_TOKENIZER)): LDLIBS += $(TOKENIZER_LIBS)
 $(TEST_BINS):
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(TEST_LIBS) $(LDLIBS)
 
 test: $(TEST_BINS) $(PROGRAMS)
-	MOE_FIXTURES=$(abspath $(SHARED))/fixtures MOE_BIN=$(abspath $(BIN)) \
+	MOE_FIXTURES=$(abspath $(SHARED))/fixtures MOE_TOKENIZERS=$(abspath $(SHARED))/tokenizers \
+	    MOE_BIN=$(abspath $(BIN)) \
 	    MOE_TMP=$(abspath $(BUILD))/tmp MOE_MODELS=$(abspath build/models) \
 	    tests/run.sh $(TEST_BINS)
 
@@ -165,6 +179,7 @@ $(OBJ)/%.o: %.c | $(PROTO_GEN_H)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<
 
 $(call obj,$(BOOT_SRC)): CPPFLAGS += $(MPI_CFLAGS)  # mpi.h, for boot.c only
+$(call obj,$(TOKENIZER_SRC)): CPPFLAGS += $(shell pkg-config --cflags libpcre2-8 libutf8proc)
 
 $(OBJ)/gen/%.o: $(BUILD)/gen/%.c
 	@mkdir -p $(dir $@)

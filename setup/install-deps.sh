@@ -8,6 +8,8 @@ packages=(
     gcc make pkg-config      # the build
     libopenblas-dev          # every matrix product (pthread OpenBLAS, DYNAMIC_ARCH)
     libjansson-dev           # config.json, safetensors headers, tokenizer.json
+    libpcre2-dev             # tokenizer pre-tokenizer regexes (\p{L}, lookahead)
+    libutf8proc-dev          # tokenizer NFC normalization
     libcmocka-dev            # the tests
     libzmq3-dev              # data plane and client RPC sockets
     libprotobuf-c-dev protobuf-c-compiler  # the wire headers (proto/*.proto)

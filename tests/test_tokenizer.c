@@ -1,0 +1,284 @@
+/* test_tokenizer: every reference case of every tokenizer in $MOE_TOKENIZERS
+ * (encode with and without special tokens, decode, stream decode), the
+ * moe-tokenize contract, and malformed input. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/mem.h"
+#include "tests/testutil.h"
+#include "tokenizer/tokenizer.h"
+
+static const char *s_families[] = {"llama2", "qwen3", "deepseek_v3", "gptoss"};
+
+static char *s_path(const char *family, const char *file)
+{
+    static char buf[4096];
+    snprintf(buf, sizeof buf, "%s/%s/%s",
+             testutil_env("MOE_TOKENIZERS", "../shared/tokenizers"), family, file);
+    return buf;
+}
+
+static json_t *s_cases(const char *family)
+{
+    json_error_t jerr;
+    json_t *root = json_load_file(s_path(family, "cases.json"), JSON_ALLOW_NUL, &jerr);
+    assert_non_null(root);
+    return root;
+}
+
+static int s_ids_equal(const json_t *want, const int32_t *ids, size_t n)
+{
+    if (json_array_size(want) != n)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (json_integer_value(json_array_get(want, i)) != ids[i])
+            return 0;
+    return 1;
+}
+
+/* 1 when s[0..n) is complete, valid UTF-8. */
+static int s_valid_utf8(const char *s, size_t n)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    for (size_t i = 0; i < n;) {
+        unsigned c = u[i];
+        size_t k = c < 0x80 ? 1 : c >= 0xC2 && c <= 0xDF ? 2
+                 : c >= 0xE0 && c <= 0xEF ? 3 : c >= 0xF0 && c <= 0xF4 ? 4 : 0;
+        if (k == 0 || i + k > n)
+            return 0;
+        for (size_t j = 1; j < k; j++)
+            if ((u[i + j] & 0xC0) != 0x80)
+                return 0;
+        i += k;
+    }
+    return 1;
+}
+
+static void s_check_family(const char *family)
+{
+    err_t err = {0};
+    tokenizer_t *tok = tokenizer_load(s_path(family, "tokenizer.json"), &err);
+    if (!tok)
+        fail_msg("%s: %s", family, err.msg);
+    tokenizer_stream_t *st = tokenizer_stream_new(tok);
+    assert_non_null(st);
+    json_t *root = s_cases(family);
+    const json_t *cases = json_object_get(root, "cases");
+    assert_int_equal(json_array_size(cases), 107);
+    int failed = 0;
+    for (size_t i = 0; i < json_array_size(cases); i++) {
+        const json_t *c = json_array_get(cases, i);
+        const json_t *text = json_object_get(c, "text");
+        int32_t *ids = NULL, *ids_sp = NULL;
+        size_t n = 0, n_sp = 0;
+        char *dec = NULL;
+        assert_int_equal(tokenizer_encode(tok, json_string_value(text),
+                                          json_string_length(text), 0, &ids, &n, &err), 0);
+        assert_int_equal(tokenizer_encode(tok, json_string_value(text),
+                                          json_string_length(text), 1, &ids_sp, &n_sp, &err), 0);
+        assert_int_equal(tokenizer_decode(tok, ids, n, &dec, &err), 0);
+        const char *want_dec = json_string_value(json_object_get(c, "decoded"));
+        int ok = s_ids_equal(json_object_get(c, "ids"), ids, n) &&
+                 s_ids_equal(json_object_get(c, "ids_with_special"), ids_sp, n_sp) &&
+                 strcmp(dec, want_dec) == 0;
+        /* The stream, fed id by id, yields only whole characters and adds
+         * up to decode(). */
+        size_t cap = strlen(dec) + 64, got = 0;
+        char *acc = mem_alloc(cap);
+        assert_non_null(acc);
+        for (size_t k = 0; k <= n; k++) {
+            const char *part;
+            size_t len;
+            int rc = k < n ? tokenizer_stream_feed(st, ids[k], &part, &len, &err)
+                           : tokenizer_stream_flush(st, &part, &len, &err);
+            assert_int_equal(rc, 0);
+            assert_true(s_valid_utf8(part, len));
+            assert_int_equal(strlen(part), len);
+            if (got + len >= cap) {
+                ok = 0;
+                break;
+            }
+            memcpy(acc + got, part, len);
+            got += len;
+        }
+        acc[got] = '\0';
+        if (strcmp(acc, dec) != 0)
+            ok = 0;
+        if (!ok) {
+            print_error("%s case %zu (%s) differs\n", family, i, json_string_value(text));
+            failed++;
+        }
+        mem_free(acc);
+        mem_free(dec);
+        mem_free(ids);
+        mem_free(ids_sp);
+    }
+    json_decref(root);
+    tokenizer_stream_destroy(&st);
+    tokenizer_stream_destroy(&st);
+    tokenizer_destroy(&tok);
+    tokenizer_destroy(&tok);
+    assert_int_equal(failed, 0);
+}
+
+static void test_llama2(void **state) { (void)state; s_check_family(s_families[0]); }
+static void test_qwen3(void **state) { (void)state; s_check_family(s_families[1]); }
+static void test_deepseek_v3(void **state) { (void)state; s_check_family(s_families[2]); }
+static void test_gptoss(void **state) { (void)state; s_check_family(s_families[3]); }
+
+/* moe-tokenize --batch-json on the texts of one family gives its cases. */
+static void test_cli_batch(void **state)
+{
+    (void)state;
+    json_t *root = s_cases("qwen3");
+    const json_t *cases = json_object_get(root, "cases");
+    json_t *texts = json_array();
+    for (size_t i = 0; i < json_array_size(cases); i++)
+        json_array_append(texts, json_object_get(json_array_get(cases, i), "text"));
+    char *dir = testutil_mkdtemp("tokenize");
+    assert_non_null(dir);
+    char in[4096], cmd[16384];
+    snprintf(in, sizeof in, "%s/in.json", dir);
+    assert_int_equal(json_dump_file(texts, in, 0), 0);
+    snprintf(cmd, sizeof cmd, "%s/moe-tokenize --tokenizer %s --batch-json < %s",
+             testutil_env("MOE_BIN", "build/bin"), s_path("qwen3", "tokenizer.json"), in);
+    char *out = NULL;
+    assert_int_equal(testutil_run(cmd, &out), 0);
+    json_error_t jerr;
+    json_t *got = json_loads(out, 0, &jerr);
+    assert_non_null(got);
+    assert_int_equal(json_array_size(got), json_array_size(cases));
+    for (size_t i = 0; i < json_array_size(cases); i++) {
+        const json_t *want = json_array_get(cases, i), *g = json_array_get(got, i);
+        assert_true(json_equal(json_object_get(want, "ids"), json_object_get(g, "ids")));
+        assert_true(json_equal(json_object_get(want, "ids_with_special"),
+                               json_object_get(g, "ids_with_special")));
+        assert_true(json_equal(json_object_get(want, "decoded"), json_object_get(g, "decoded")));
+    }
+    /* --text, --help and a usage error. */
+    snprintf(cmd, sizeof cmd, "%s/moe-tokenize --tokenizer %s --text 'Hello world'",
+             testutil_env("MOE_BIN", "build/bin"), s_path("llama2", "tokenizer.json"));
+    free(out);
+    out = NULL;
+    assert_int_equal(testutil_run(cmd, &out), 0);
+    assert_non_null(strstr(out, "\"ids_with_special\":[1,"));
+    free(out);
+    out = NULL;
+    snprintf(cmd, sizeof cmd, "%s/moe-tokenize --help", testutil_env("MOE_BIN", "build/bin"));
+    assert_int_equal(testutil_run(cmd, &out), 0);
+    free(out);
+    out = NULL;
+    snprintf(cmd, sizeof cmd, "%s/moe-tokenize --text x 2>/dev/null",
+             testutil_env("MOE_BIN", "build/bin"));
+    assert_int_equal(testutil_run(cmd, &out), 2);
+    free(out);
+    json_decref(got);
+    json_decref(texts);
+    json_decref(root);
+    testutil_rmtree(dir);
+    free(dir);
+}
+
+static void s_expect_load_error(const char *dir, const char *name, const char *body,
+                                const char *needle)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    assert_int_equal(testutil_write_file(path, body, strlen(body)), 0);
+    err_t err = {0};
+    errno = 0;
+    tokenizer_t *tok = tokenizer_load(path, &err);
+    assert_null(tok);
+    assert_int_equal(errno, EINVAL);
+    if (!strstr(err.msg, needle))
+        fail_msg("%s: message '%s' lacks '%s'", name, err.msg, needle);
+}
+
+static void test_malformed(void **state)
+{
+    (void)state;
+    char *dir = testutil_mkdtemp("tokenizer-bad");
+    assert_non_null(dir);
+    s_expect_load_error(dir, "bad.json", "{\"model\": ", "not JSON");
+    s_expect_load_error(dir, "nomodel.json", "{\"normalizer\": null}", "no model");
+    s_expect_load_error(dir, "wordpiece.json",
+                        "{\"model\": {\"type\": \"WordPiece\", \"vocab\": {}}}",
+                        "unsupported model type 'WordPiece'");
+    s_expect_load_error(dir, "pre.json",
+                        "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, "
+                        "\"merges\": []}, \"pre_tokenizer\": {\"type\": \"Whitespace\"}}",
+                        "unsupported pre-tokenizer type 'Whitespace'");
+    s_expect_load_error(dir, "merge.json",
+                        "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, "
+                        "\"merges\": [\"a b\"]}}", "not in the vocab");
+    s_expect_load_error(dir, "regex.json",
+                        "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []}, "
+                        "\"pre_tokenizer\": {\"type\": \"Split\", \"pattern\": {\"Regex\": \"(\"}, "
+                        "\"behavior\": \"Isolated\"}}", "split pattern");
+    err_t err = {0};
+    errno = 0;
+    char path[4096];
+    snprintf(path, sizeof path, "%s/missing.json", dir);
+    assert_null(tokenizer_load(path, &err));
+    assert_int_equal(errno, ENOENT);
+    testutil_rmtree(dir);
+    free(dir);
+
+    /* Invalid UTF-8 text and unknown ids are errors, not crashes. */
+    tokenizer_t *tok = tokenizer_load(s_path("llama2", "tokenizer.json"), &err);
+    assert_non_null(tok);
+    int32_t *ids = NULL;
+    size_t n = 0;
+    assert_int_equal(tokenizer_encode(tok, "ab\xC3(", 4, 0, &ids, &n, &err), -1);
+    assert_int_equal(errno, EINVAL);
+    assert_null(ids);
+    assert_int_equal(tokenizer_encode(tok, "", 0, 0, &ids, &n, &err), 0);
+    assert_int_equal(n, 0);
+    mem_free(ids);
+    int32_t bad[] = {5, -1};
+    char *text = NULL;
+    assert_int_equal(tokenizer_decode(tok, bad, 2, &text, &err), -1);
+    assert_int_equal(errno, EINVAL);
+    bad[1] = tokenizer_n_ids(tok);
+    assert_int_equal(tokenizer_decode(tok, bad, 2, &text, &err), -1);
+    assert_null(tokenizer_id_token(tok, -1));
+    assert_string_equal(tokenizer_id_token(tok, 1), "<s>");
+    /* A byte-fallback token alone is no character: held back, then U+FFFD. */
+    tokenizer_stream_t *st = tokenizer_stream_new(tok);
+    const char *part;
+    size_t len;
+    int32_t e2 = 0;
+    char name[8] = "<0xE2>";
+    for (int32_t id = 0; id < tokenizer_n_ids(tok); id++)
+        if (strcmp(tokenizer_id_token(tok, id), name) == 0)
+            e2 = id;
+    assert_true(e2 > 0);
+    assert_int_equal(tokenizer_stream_feed(st, e2, &part, &len, &err), 0);
+    assert_int_equal(len, 0);
+    assert_int_equal(tokenizer_stream_feed(st, -3, &part, &len, &err), -1);
+    assert_int_equal(tokenizer_stream_flush(st, &part, &len, &err), 0);
+    assert_string_equal(part, "\xEF\xBF\xBD");
+    tokenizer_stream_destroy(&st);
+    tokenizer_destroy(&tok);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_llama2),
+        cmocka_unit_test(test_qwen3),
+        cmocka_unit_test(test_deepseek_v3),
+        cmocka_unit_test(test_gptoss),
+        cmocka_unit_test(test_cli_batch),
+        cmocka_unit_test(test_malformed),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,281 @@
+/* decoder: see decoder.h. Each step maps the current list of token texts to
+ * the next; the result is their concatenation. */
+#include "tokenizer/decoder.h"
+
+#include <errno.h>
+#include <string.h>
+
+#include "core/mem.h"
+#include "tokenizer/pretok.h"
+
+enum { DECODER_STEPS_MAX = 16 };
+
+typedef enum decoder_kind {
+    DECODER_BYTELEVEL,
+    DECODER_REPLACE,
+    DECODER_BYTEFALLBACK,
+    DECODER_FUSE,
+    DECODER_STRIP
+} decoder_kind_t;
+
+typedef struct decoder_step {
+    decoder_kind_t kind;
+    char *a;   /* Replace pattern, Strip content (mem_alloc'd) */
+    char *b;   /* Replace content (mem_alloc'd) */
+    int start; /* Strip: characters removed at the start of each token */
+    int stop;  /* Strip: characters removed at the end of each token */
+} decoder_step_t;
+
+struct decoder {
+    decoder_step_t steps[DECODER_STEPS_MAX]; /* applied in order */
+    int n_steps;
+    int join_space; /* no decoder: join tokens with ' ' */
+};
+
+static int s_add(decoder_t *self, const json_t *spec, err_t *err)
+{
+    const char *type = json_string_value(json_object_get(spec, "type"));
+    if (!type)
+        return err_set(err, EINVAL, "decoder without a type");
+    if (strcmp(type, "Sequence") == 0) {
+        const json_t *list = json_object_get(spec, "decoders");
+        if (!json_is_array(list))
+            return err_set(err, EINVAL, "Sequence decoder without a list");
+        for (size_t i = 0; i < json_array_size(list); i++)
+            if (s_add(self, json_array_get(list, i), err) < 0)
+                return -1;
+        return 0;
+    }
+    if (self->n_steps == DECODER_STEPS_MAX)
+        return err_set(err, EINVAL, "more than %d decoders", DECODER_STEPS_MAX);
+    decoder_step_t *st = &self->steps[self->n_steps];
+    memset(st, 0, sizeof *st);
+    if (strcmp(type, "ByteLevel") == 0) {
+        st->kind = DECODER_BYTELEVEL;
+    } else if (strcmp(type, "ByteFallback") == 0) {
+        st->kind = DECODER_BYTEFALLBACK;
+    } else if (strcmp(type, "Fuse") == 0) {
+        st->kind = DECODER_FUSE;
+    } else if (strcmp(type, "Replace") == 0) {
+        const char *p = json_string_value(
+            json_object_get(json_object_get(spec, "pattern"), "String"));
+        const char *c = json_string_value(json_object_get(spec, "content"));
+        if (!p || !*p || !c)
+            return err_set(err, EINVAL, "Replace decoder needs a String pattern and content");
+        st->kind = DECODER_REPLACE;
+        st->a = mem_strdup(p);
+        st->b = mem_strdup(c);
+        if (!st->a || !st->b) {
+            mem_free(st->a);
+            mem_free(st->b);
+            return err_set(err, ENOMEM, "out of memory");
+        }
+    } else if (strcmp(type, "Strip") == 0) {
+        const char *c = json_string_value(json_object_get(spec, "content"));
+        if (!c || !*c)
+            return err_set(err, EINVAL, "Strip decoder needs a content character");
+        st->kind = DECODER_STRIP;
+        st->start = (int)json_integer_value(json_object_get(spec, "start"));
+        st->stop = (int)json_integer_value(json_object_get(spec, "stop"));
+        if (!(st->a = mem_strdup(c)))
+            return err_set(err, ENOMEM, "out of memory");
+    } else {
+        return err_set(err, EINVAL, "unsupported decoder type '%s'", type);
+    }
+    self->n_steps++;
+    return 0;
+}
+
+decoder_t *decoder_new(const json_t *spec, err_t *err)
+{
+    decoder_t *self = mem_calloc(1, sizeof *self);
+    if (!self) {
+        err_set(err, ENOMEM, "out of memory");
+        return NULL;
+    }
+    if (!spec || json_is_null(spec)) {
+        self->join_space = 1;
+        return self;
+    }
+    if (s_add(self, spec, err) < 0) {
+        int saved = errno;
+        decoder_destroy(&self);
+        errno = saved;
+        return NULL;
+    }
+    return self;
+}
+
+void decoder_destroy(decoder_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    decoder_t *self = *self_p;
+    for (int i = 0; i < self->n_steps; i++) {
+        mem_free(self->steps[i].a);
+        mem_free(self->steps[i].b);
+    }
+    mem_free(self);
+    *self_p = NULL;
+}
+
+/* The byte of a "<0xNN>" token, or -1. */
+static int s_byte_token(const char *t, size_t n)
+{
+    if (n != 6 || memcmp(t, "<0x", 3) != 0 || t[5] != '>')
+        return -1;
+    int v = 0;
+    for (int i = 3; i < 5; i++) {
+        char c = t[i];
+        int d = c >= '0' && c <= '9' ? c - '0'
+              : c >= 'A' && c <= 'F' ? c - 'A' + 10
+              : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+        if (d < 0)
+            return -1;
+        v = v * 16 + d;
+    }
+    return v;
+}
+
+/* Emits a run of fallback bytes to out as ByteFallback does. */
+static int s_flush_bytes(tok_bytes_t *run, tok_pieces_t *out)
+{
+    if (run->n == 0)
+        return 0;
+    const unsigned char *u = (const unsigned char *)run->v;
+    int valid = 1;
+    for (size_t i = 0; i < run->n && valid;) {
+        int k = tok_utf8_step(u + i, run->n - i);
+        valid = k > 0;
+        i += (size_t)(k > 0 ? k : -k);
+    }
+    int rc = 0;
+    if (valid)
+        rc = tok_pieces_push(out, run->v, run->n);
+    else
+        for (size_t i = 0; i < run->n && rc == 0; i++)
+            rc = tok_pieces_push(out, "\xEF\xBF\xBD", 3);
+    run->n = 0;
+    return rc;
+}
+
+static int s_step(const decoder_step_t *st, const tok_pieces_t *in,
+                  tok_pieces_t *out)
+{
+    tok_bytes_t b = {0};
+    int rc = -1;
+    tok_pieces_clear(out);
+    if (st->kind == DECODER_BYTELEVEL || st->kind == DECODER_FUSE) {
+        for (size_t k = 0; k < in->n; k++) {
+            const char *t = in->bytes.v + in->off[k];
+            size_t n = in->len[k], used, i = 0;
+            size_t mark = b.n;
+            int ok = 1;
+            while (st->kind == DECODER_BYTELEVEL && i < n && ok) {
+                int v = pretok_char_byte(t + i, n - i, &used);
+                unsigned char c = (unsigned char)v;
+                if ((ok = v >= 0) && tok_bytes_push(&b, &c, 1) < 0)
+                    goto cleanup;
+                i += used;
+            }
+            if (st->kind == DECODER_FUSE || !ok) {
+                b.n = mark; /* not all table characters: keep the raw text */
+                if (tok_bytes_push(&b, t, n) < 0)
+                    goto cleanup;
+            }
+        }
+        if (st->kind == DECODER_FUSE) {
+            if (tok_pieces_push(out, b.v ? b.v : "", b.n) < 0)
+                goto cleanup;
+        } else {
+            tok_bytes_t s = {0};
+            int r = tok_utf8_lossy(&s, b.v ? b.v : "", b.n);
+            r = r < 0 ? r : tok_pieces_push(out, s.v ? s.v : "", s.n);
+            tok_bytes_fini(&s);
+            if (r < 0)
+                goto cleanup;
+        }
+        rc = 0;
+        goto cleanup;
+    }
+    for (size_t k = 0; k < in->n; k++) {
+        const char *t = in->bytes.v + in->off[k];
+        size_t n = in->len[k];
+        if (st->kind == DECODER_BYTEFALLBACK) {
+            int v = s_byte_token(t, n);
+            unsigned char c = (unsigned char)v;
+            if (v >= 0) {
+                if (tok_bytes_push(&b, &c, 1) < 0)
+                    goto cleanup;
+                continue;
+            }
+            if (s_flush_bytes(&b, out) < 0 || tok_pieces_push(out, t, n) < 0)
+                goto cleanup;
+        } else if (st->kind == DECODER_REPLACE) {
+            tok_bytes_t r = {0};
+            size_t na = strlen(st->a), nb = strlen(st->b), i = 0;
+            int fail = 0;
+            while (i < n && !fail) {
+                const char *hit = memmem(t + i, n - i, st->a, na);
+                size_t stop = hit ? (size_t)(hit - t) : n;
+                fail = tok_bytes_push(&r, t + i, stop - i) < 0 ||
+                       (hit && tok_bytes_push(&r, st->b, nb) < 0);
+                i = hit ? stop + na : n;
+            }
+            fail = fail || tok_pieces_push(out, r.v ? r.v : "", r.n) < 0;
+            tok_bytes_fini(&r);
+            if (fail)
+                goto cleanup;
+        } else { /* DECODER_STRIP */
+            size_t nc = strlen(st->a), s = 0, e = n;
+            for (int i = 0; i < st->start && e - s >= nc &&
+                            memcmp(t + s, st->a, nc) == 0; i++)
+                s += nc;
+            for (int i = 0; i < st->stop && e - s >= nc &&
+                            memcmp(t + e - nc, st->a, nc) == 0; i++)
+                e -= nc;
+            if (tok_pieces_push(out, t + s, e - s) < 0)
+                goto cleanup;
+        }
+    }
+    if (st->kind == DECODER_BYTEFALLBACK && s_flush_bytes(&b, out) < 0)
+        goto cleanup;
+    rc = 0;
+cleanup:
+    tok_bytes_fini(&b);
+    return rc;
+}
+
+int decoder_run(const decoder_t *self, tok_pieces_t *tokens, tok_bytes_t *out,
+                err_t *err)
+{
+    tok_pieces_t tmp = {0};
+    int rc = -1;
+    for (int i = 0; i < self->n_steps; i++) {
+        if (s_step(&self->steps[i], tokens, &tmp) < 0) {
+            err_set(err, ENOMEM, "out of memory");
+            goto cleanup;
+        }
+        tok_pieces_t swap = *tokens;
+        *tokens = tmp;
+        tmp = swap;
+    }
+    out->n = 0;
+    for (size_t k = 0; k < tokens->n; k++) {
+        if ((self->join_space && k > 0 && tok_bytes_push(out, " ", 1) < 0) ||
+            tok_bytes_push(out, tokens->bytes.v + tokens->off[k], tokens->len[k]) < 0) {
+            err_set(err, ENOMEM, "out of memory");
+            goto cleanup;
+        }
+    }
+    if (tok_bytes_reserve(out, 0) < 0) {
+        err_set(err, ENOMEM, "out of memory");
+        goto cleanup;
+    }
+    rc = 0;
+cleanup:;
+    int saved = errno;
+    tok_pieces_fini(&tmp);
+    errno = saved;
+    return rc;
+}

@@ -1,0 +1,32 @@
+/* decoder: the decoder of a tokenizer.json, which turns token texts back
+ * into a string.
+ *
+ * Supported types: ByteLevel (GPT-2 characters back to bytes, then UTF-8
+ * with invalid parts replaced by U+FFFD), Replace with a String pattern,
+ * ByteFallback (<0xNN> runs to bytes; a run that is not valid UTF-8 becomes
+ * one U+FFFD per byte), Fuse, Strip, Sequence of these; null joins the tokens
+ * with spaces. Each step works on the list of token texts, as in HF.
+ */
+#ifndef MOE_TOKENIZER_DECODER_H
+#define MOE_TOKENIZER_DECODER_H
+
+#include <jansson.h>
+
+#include "core/err.h"
+#include "tokenizer/tokenizer_private.h"
+
+typedef struct decoder decoder_t;
+
+/* Compiles spec (the "decoder" value; NULL or JSON null joins with spaces).
+ * Caller destroys. NULL with EINVAL/err for an unsupported spec. */
+decoder_t *decoder_new(const json_t *spec, err_t *err);
+
+/* Accepts NULL; sets *self_p to NULL. */
+void decoder_destroy(decoder_t **self_p);
+
+/* Decodes the token texts in tokens (which it overwrites) into out (replaced).
+ * 0, or -1 with errno ENOMEM. */
+int decoder_run(const decoder_t *self, tok_pieces_t *tokens, tok_bytes_t *out,
+                err_t *err);
+
+#endif /* MOE_TOKENIZER_DECODER_H */

@@ -1,0 +1,181 @@
+/* normalize: see normalize.h. A spec is flattened into a list of steps, each
+ * applied to the whole text in turn. */
+#include "tokenizer/normalize.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <utf8proc.h>
+
+#include "core/mem.h"
+
+enum { NORMALIZE_STEPS_MAX = 32 };
+
+typedef enum normalize_kind {
+    NORMALIZE_UNICODE, /* utf8proc_map with `options` */
+    NORMALIZE_PREPEND, /* prepend `a` to non-empty text */
+    NORMALIZE_REPLACE  /* replace every `a` with `b` */
+} normalize_kind_t;
+
+typedef struct normalize_step {
+    normalize_kind_t kind;
+    int options; /* utf8proc options, for NORMALIZE_UNICODE */
+    char *a;     /* prepended text or pattern (mem_alloc'd) */
+    char *b;     /* replacement (mem_alloc'd) */
+} normalize_step_t;
+
+struct normalize {
+    normalize_step_t steps[NORMALIZE_STEPS_MAX]; /* applied in order */
+    int n_steps;
+};
+
+static int s_add(normalize_t *self, const json_t *spec, err_t *err)
+{
+    if (!spec || json_is_null(spec))
+        return 0;
+    const char *type = json_string_value(json_object_get(spec, "type"));
+    if (!type)
+        return err_set(err, EINVAL, "normalizer without a type");
+    if (strcmp(type, "Sequence") == 0) {
+        const json_t *list = json_object_get(spec, "normalizers");
+        if (!json_is_array(list))
+            return err_set(err, EINVAL, "Sequence normalizer without a list");
+        for (size_t i = 0; i < json_array_size(list); i++)
+            if (s_add(self, json_array_get(list, i), err) < 0)
+                return -1;
+        return 0;
+    }
+    if (self->n_steps == NORMALIZE_STEPS_MAX)
+        return err_set(err, EINVAL, "more than %d normalizers", NORMALIZE_STEPS_MAX);
+    normalize_step_t *st = &self->steps[self->n_steps];
+    memset(st, 0, sizeof *st);
+    if (strcmp(type, "NFC") == 0 || strcmp(type, "NFD") == 0 ||
+        strcmp(type, "NFKC") == 0 || strcmp(type, "NFKD") == 0) {
+        st->kind = NORMALIZE_UNICODE;
+        st->options = UTF8PROC_STABLE |
+                      (type[2] == 'K' ? UTF8PROC_COMPAT : 0) |
+                      (type[strlen(type) - 1] == 'C' ? UTF8PROC_COMPOSE
+                                                     : UTF8PROC_DECOMPOSE);
+    } else if (strcmp(type, "Prepend") == 0) {
+        const char *p = json_string_value(json_object_get(spec, "prepend"));
+        if (!p)
+            return err_set(err, EINVAL, "Prepend normalizer without a string");
+        st->kind = NORMALIZE_PREPEND;
+        if (!(st->a = mem_strdup(p)))
+            return err_set(err, ENOMEM, "out of memory");
+    } else if (strcmp(type, "Replace") == 0) {
+        const char *p = json_string_value(
+            json_object_get(json_object_get(spec, "pattern"), "String"));
+        const char *c = json_string_value(json_object_get(spec, "content"));
+        if (!p || !*p || !c)
+            return err_set(err, EINVAL,
+                           "Replace normalizer needs a String pattern and content");
+        st->kind = NORMALIZE_REPLACE;
+        st->a = mem_strdup(p);
+        st->b = mem_strdup(c);
+        if (!st->a || !st->b) {
+            mem_free(st->a);
+            mem_free(st->b);
+            return err_set(err, ENOMEM, "out of memory");
+        }
+    } else {
+        return err_set(err, EINVAL, "unsupported normalizer type '%s'", type);
+    }
+    self->n_steps++;
+    return 0;
+}
+
+normalize_t *normalize_new(const json_t *spec, err_t *err)
+{
+    normalize_t *self = mem_calloc(1, sizeof *self);
+    if (!self) {
+        err_set(err, ENOMEM, "out of memory");
+        return NULL;
+    }
+    if (s_add(self, spec, err) < 0) {
+        int saved = errno;
+        normalize_destroy(&self);
+        errno = saved;
+        return NULL;
+    }
+    return self;
+}
+
+void normalize_destroy(normalize_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    normalize_t *self = *self_p;
+    for (int i = 0; i < self->n_steps; i++) {
+        mem_free(self->steps[i].a);
+        mem_free(self->steps[i].b);
+    }
+    mem_free(self);
+    *self_p = NULL;
+}
+
+/* out = step(in). */
+static int s_step(const normalize_step_t *st, const char *in, size_t n,
+                  tok_bytes_t *out, err_t *err)
+{
+    out->n = 0;
+    if (st->kind == NORMALIZE_UNICODE) {
+        if (n == 0)
+            return tok_bytes_reserve(out, 0);
+        utf8proc_uint8_t *res = NULL;
+        utf8proc_ssize_t r = utf8proc_map((const utf8proc_uint8_t *)in,
+                                          (utf8proc_ssize_t)n, &res,
+                                          (utf8proc_option_t)st->options);
+        if (r < 0)
+            return err_set(err, r == UTF8PROC_ERROR_NOMEM ? ENOMEM : EINVAL,
+                           "normalizing: %s", utf8proc_errmsg(r));
+        int rc = tok_bytes_push(out, res, (size_t)r);
+        free(res); /* utf8proc allocates with malloc */
+        return rc < 0 ? err_set(err, ENOMEM, "out of memory") : 0;
+    }
+    if (st->kind == NORMALIZE_PREPEND) {
+        if (n > 0 && tok_bytes_push(out, st->a, strlen(st->a)) < 0)
+            return err_set(err, ENOMEM, "out of memory");
+        if (tok_bytes_push(out, in, n) < 0)
+            return err_set(err, ENOMEM, "out of memory");
+        return 0;
+    }
+    size_t na = strlen(st->a), nb = strlen(st->b);
+    size_t i = 0;
+    while (i < n) {
+        const char *hit = NULL;
+        if (n - i >= na)
+            hit = memmem(in + i, n - i, st->a, na);
+        size_t stop = hit ? (size_t)(hit - in) : n;
+        if (tok_bytes_push(out, in + i, stop - i) < 0 ||
+            (hit && tok_bytes_push(out, st->b, nb) < 0))
+            return err_set(err, ENOMEM, "out of memory");
+        i = hit ? stop + na : n;
+    }
+    return tok_bytes_reserve(out, 0);
+}
+
+int normalize_run(const normalize_t *self, const char *text, size_t n,
+                  tok_bytes_t *out, err_t *err)
+{
+    tok_bytes_t tmp = {0};
+    int rc = -1;
+    out->n = 0;
+    if (tok_bytes_push(out, text, n) < 0) {
+        err_set(err, ENOMEM, "out of memory");
+        goto cleanup;
+    }
+    for (int i = 0; i < self->n_steps; i++) {
+        if (s_step(&self->steps[i], out->v, out->n, &tmp, err) < 0)
+            goto cleanup;
+        tok_bytes_t swap = *out;
+        *out = tmp;
+        tmp = swap;
+    }
+    rc = 0;
+cleanup:;
+    int saved = errno;
+    tok_bytes_fini(&tmp);
+    errno = saved;
+    return rc;
+}

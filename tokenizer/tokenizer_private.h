@@ -1,0 +1,175 @@
+/* tokenizer_private: growable byte and id buffers and piece lists shared by
+ * the modules of tokenizer/ (normalize, pretok, bpe, decoder, tokenizer).
+ * Not part of the public API. All allocation goes through core/mem.h; the
+ * push functions return 0, or -1 with errno ENOMEM and the buffer unchanged. */
+#ifndef MOE_TOKENIZER_PRIVATE_H
+#define MOE_TOKENIZER_PRIVATE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "core/mem.h"
+
+typedef struct tok_bytes {
+    char *v;    /* bytes, NUL-terminated beyond n when n > 0 */
+    size_t n;   /* bytes used */
+    size_t cap; /* bytes allocated */
+} tok_bytes_t;
+
+typedef struct tok_ids {
+    int32_t *v; /* (n) token ids */
+    size_t n;
+    size_t cap;
+} tok_ids_t;
+
+/* Pieces of text: piece i is bytes.v[off[i] .. off[i] + len[i]). */
+typedef struct tok_pieces {
+    tok_bytes_t bytes; /* the concatenated pieces */
+    size_t *off;       /* (n) byte offsets into bytes */
+    size_t *len;       /* (n) byte lengths */
+    size_t n;
+    size_t cap;
+} tok_pieces_t;
+
+static inline int tok_bytes_reserve(tok_bytes_t *b, size_t extra)
+{
+    if (b->n + extra + 1 <= b->cap)
+        return 0;
+    size_t cap = b->cap ? b->cap : 64;
+    while (cap < b->n + extra + 1)
+        cap *= 2;
+    char *v = mem_realloc(b->v, cap);
+    if (!v)
+        return -1;
+    b->v = v;
+    b->cap = cap;
+    return 0;
+}
+
+static inline int tok_bytes_push(tok_bytes_t *b, const void *p, size_t n)
+{
+    if (tok_bytes_reserve(b, n) < 0)
+        return -1;
+    if (n)
+        memcpy(b->v + b->n, p, n);
+    b->n += n;
+    b->v[b->n] = '\0';
+    return 0;
+}
+
+static inline void tok_bytes_fini(tok_bytes_t *b)
+{
+    mem_free(b->v);
+    memset(b, 0, sizeof *b);
+}
+
+static inline int tok_ids_push(tok_ids_t *d, int32_t id)
+{
+    if (d->n == d->cap) {
+        size_t cap = d->cap ? d->cap * 2 : 64;
+        int32_t *v = mem_realloc(d->v, cap * sizeof *v);
+        if (!v)
+            return -1;
+        d->v = v;
+        d->cap = cap;
+    }
+    d->v[d->n++] = id;
+    return 0;
+}
+
+static inline void tok_ids_fini(tok_ids_t *d)
+{
+    mem_free(d->v);
+    memset(d, 0, sizeof *d);
+}
+
+/* Appends one piece holding a copy of p[0..n). */
+static inline int tok_pieces_push(tok_pieces_t *ps, const char *p, size_t n)
+{
+    if (ps->n == ps->cap) {
+        size_t cap = ps->cap ? ps->cap * 2 : 16;
+        size_t *off = mem_realloc(ps->off, cap * sizeof *off);
+        if (!off)
+            return -1;
+        ps->off = off;
+        size_t *len = mem_realloc(ps->len, cap * sizeof *len);
+        if (!len)
+            return -1;
+        ps->len = len;
+        ps->cap = cap;
+    }
+    size_t at = ps->bytes.n;
+    if (tok_bytes_push(&ps->bytes, p, n) < 0)
+        return -1;
+    ps->off[ps->n] = at;
+    ps->len[ps->n] = n;
+    ps->n++;
+    return 0;
+}
+
+static inline void tok_pieces_clear(tok_pieces_t *ps)
+{
+    ps->n = 0;
+    ps->bytes.n = 0;
+}
+
+static inline void tok_pieces_fini(tok_pieces_t *ps)
+{
+    tok_bytes_fini(&ps->bytes);
+    mem_free(ps->off);
+    mem_free(ps->len);
+    memset(ps, 0, sizeof *ps);
+}
+
+/* Length of the UTF-8 sequence at s[0..n): the sequence's length when it is
+ * a valid scalar value, else minus the length of its maximal invalid subpart
+ * (at least 1), as Unicode's "substitution of maximal subparts" defines it. */
+static inline int tok_utf8_step(const unsigned char *s, size_t n)
+{
+    unsigned c = s[0];
+    if (c < 0x80)
+        return 1;
+    int need;
+    unsigned lo = 0x80, hi = 0xBF;
+    if (c >= 0xC2 && c <= 0xDF)
+        need = 1;
+    else if (c == 0xE0)
+        need = 2, lo = 0xA0;
+    else if ((c >= 0xE1 && c <= 0xEC) || c == 0xEE || c == 0xEF)
+        need = 2;
+    else if (c == 0xED)
+        need = 2, hi = 0x9F;
+    else if (c == 0xF0)
+        need = 3, lo = 0x90;
+    else if (c >= 0xF1 && c <= 0xF3)
+        need = 3;
+    else if (c == 0xF4)
+        need = 3, hi = 0x8F;
+    else
+        return -1;
+    for (int i = 1; i <= need; i++) {
+        if ((size_t)i >= n || s[i] < lo || s[i] > hi)
+            return -i;
+        lo = 0x80, hi = 0xBF;
+    }
+    return need + 1;
+}
+
+/* Appends s[0..n) to out, each invalid UTF-8 subpart replaced by U+FFFD. */
+static inline int tok_utf8_lossy(tok_bytes_t *out, const char *s, size_t n)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    size_t i = 0;
+    while (i < n) {
+        int k = tok_utf8_step(u + i, n - i);
+        int rc = k > 0 ? tok_bytes_push(out, s + i, (size_t)k)
+                       : tok_bytes_push(out, "\xEF\xBF\xBD", 3);
+        if (rc < 0)
+            return -1;
+        i += (size_t)(k > 0 ? k : -k);
+    }
+    return tok_bytes_reserve(out, 0);
+}
+
+#endif /* MOE_TOKENIZER_PRIVATE_H */
