@@ -35,7 +35,7 @@ KERNELS_SRC := kernels/gemm_blas.c kernels/gemm_ref.c kernels/rmsnorm.c \
 MODEL_SRC   := model/config.c model/safetensors.c model/st_writer.c \
                model/synth.c model/arch.c model/placement.c
 ENGINE_SRC  := engine/weights.c engine/kvcache.c engine/router.c \
-               engine/experts.c engine/forward.c
+               engine/experts.c engine/forward.c engine/sampler.c
 
 # The wire: generated protobuf-c code plus proto/wire.c, the only caller of it.
 PROTOS      := proto/dataplane.proto proto/client.proto
@@ -114,7 +114,7 @@ TESTS_CORE    := test_idlist test_arg
 TESTS_KERNELS := test_gemm test_rmsnorm test_rope test_softmax test_ffn test_attention
 TESTS_MODEL   := test_config test_safetensors test_synth
 TESTS_ENGINE  := test_router test_experts test_kvcache test_forward test_fixtures \
-                 test_moe_run
+                 test_moe_run test_sampler
 TESTS_NET     := test_wire test_placement test_expert_node test_client test_cluster \
                  test_multihost test_mpi
 TESTS_TOKENIZER := test_tokenizer
