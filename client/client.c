@@ -257,6 +257,15 @@ int client_generate(client_t *self, const int32_t *prompt, int n_prompt, int max
                     client_chunk_fn *on_chunk, void *arg, int32_t **tokens,
                     int *n_tokens, err_t *err)
 {
+    return client_generate_sampled(self, prompt, n_prompt, max_tokens, NULL, on_chunk, arg,
+                                   tokens, n_tokens, err);
+}
+
+int client_generate_sampled(client_t *self, const int32_t *prompt, int n_prompt,
+                            int max_tokens, const client_sampling_t *sampling,
+                            client_chunk_fn *on_chunk, void *arg, int32_t **tokens,
+                            int *n_tokens, err_t *err)
+{
     assert(self);
     assert(tokens);
     assert(n_tokens);
@@ -274,6 +283,19 @@ int client_generate(client_t *self, const int32_t *prompt, int n_prompt, int max
         return err_set(err, ENOMEM, "out of memory for %d tokens", max_tokens);
     wire_request_t req = {.type = WIRE_REQ_GENERATE, .n_prompt = n_prompt,
                           .prompt = prompt, .max_tokens = max_tokens};
+    if (sampling) {
+        if (sampling->n_stop < 0 || sampling->n_stop > CLIENT_MAX_STOP_IDS) {
+            err_set(err, EINVAL, "%d stop ids (at most %d)", sampling->n_stop,
+                    CLIENT_MAX_STOP_IDS);
+            goto done;
+        }
+        req.temperature = sampling->temperature;
+        req.top_k = sampling->top_k;
+        req.top_p = sampling->top_p;
+        req.seed = sampling->seed;
+        req.n_stop = sampling->n_stop;
+        req.stop_ids = sampling->stop_ids;
+    }
     if (s_send(self, &req, err) < 0)
         goto done;
     self->last_id = req.request_id;

@@ -106,6 +106,25 @@ int client_generate(client_t *self, const int32_t *prompt, int n_prompt, int max
                     client_chunk_fn *on_chunk, void *arg, int32_t **tokens,
                     int *n_tokens, err_t *err);
 
+enum { CLIENT_MAX_STOP_IDS = 16 };
+
+/* How the coordinator picks each token; all zero is greedy decoding. */
+typedef struct client_sampling {
+    float temperature;            /* 0: greedy (argmax) */
+    int top_k;                    /* 0: off */
+    float top_p;                  /* 0 or 1: off */
+    uint64_t seed;                /* the same seed gives the same tokens */
+    int n_stop;                   /* <= CLIENT_MAX_STOP_IDS */
+    int32_t stop_ids[CLIENT_MAX_STOP_IDS]; /* generation ends after any of these */
+} client_sampling_t;
+
+/* client_generate with sampling (NULL: greedy). The coordinator checks the
+ * values; out-of-range ones come back as EINVAL. */
+int client_generate_sampled(client_t *self, const int32_t *prompt, int n_prompt,
+                            int max_tokens, const client_sampling_t *sampling,
+                            client_chunk_fn *on_chunk, void *arg, int32_t **tokens,
+                            int *n_tokens, err_t *err);
+
 /* Logits of every prompt position: sends LOGITS and receives one reply with
  * rows = n_prompt. On success *logits is a mem_alloc'd (rows, vocab) array,
  * row-major (caller frees with mem_free), *rows = n_prompt and *vocab the

@@ -13,6 +13,7 @@
  * 2 on a usage error; every error is one line on stderr.
  */
 #include <errno.h>
+#include <stdarg.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -27,6 +28,7 @@
 
 #include "client/client.h"
 #include "core/err.h"
+#include "core/arg.h"
 #include "core/idlist.h"
 #include "core/mem.h"
 
@@ -45,6 +47,9 @@ typedef struct options {
     command_t command;
     const char *prompt_ids;  /* generate, logits */
     int max_tokens;          /* generate */
+    client_sampling_t sampling; /* generate: all zero is greedy */
+    const char *stop_ids;    /* generate: --stop-ids LIST */
+    bool stream;             /* generate: print tokens as they arrive */
     const char *out;         /* logits: output file */
     bool json;               /* status */
 } options_t;
@@ -69,13 +74,22 @@ static const char s_global_usage[] =
 
 static const char s_generate_usage[] =
     "usage: moe-client --connect ENDPOINT generate --prompt-ids LIST [--max-tokens N]\n"
+    "           [--temperature T] [--top-k K] [--top-p P] [--seed S] [--stop-ids LIST]\n"
+    "           [--stream]\n"
     "\n"
-    "Asks the coordinator for the greedy continuation of the prompt and prints\n"
-    "it as comma-separated token ids on the last line of stdout (an empty line\n"
-    "when no token is generated).\n"
+    "Asks the coordinator for a continuation of the prompt (greedy unless a\n"
+    "temperature is given) and prints it as comma-separated token ids on the\n"
+    "last line of stdout (an empty line when no token is generated).\n"
     "\n"
     "  --prompt-ids LIST   prompt token ids, e.g. 5,17,2\n"
     "  --max-tokens N      tokens to generate (default 16; 0 generates none)\n"
+    "  --temperature T     sample at temperature T (default 0: greedy)\n"
+    "  --top-k K           sample among the K most likely tokens (0: all)\n"
+    "  --top-p P           sample from the smallest set holding mass P (1: all)\n"
+    "  --seed S            the same seed gives the same tokens (default 0)\n"
+    "  --stop-ids LIST     stop after any of these tokens (at most 16)\n"
+    "  --stream            print each token as it arrives; counts and timings\n"
+    "                      go to stderr at the end\n"
     "  --help              this text\n";
 
 static const char s_logits_usage[] =
@@ -103,25 +117,23 @@ static const char s_status_usage[] =
     "                      per layer]\n"
     "  --help              this text\n";
 
-static int s_usage_error(const char *fmt, const char *what)
+static int s_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int s_usage_error(const char *fmt, ...)
 {
+    va_list ap;
+    va_start(ap, fmt);
     fprintf(stderr, "moe-client: ");
-    fprintf(stderr, fmt, what);
+    vfprintf(stderr, fmt, ap);
     fprintf(stderr, " (see --help)\n");
+    va_end(ap);
     return -1;
 }
 
 static int s_parse_int(const char *text, const char *what, int min, int *out)
 {
-    char *end = NULL;
-    errno = 0;
-    long v = strtol(text, &end, 10);
-    if (errno || end == text || *end || v < min || v > INT_MAX) {
-        fprintf(stderr, "moe-client: %s must be an integer >= %d (got '%s')\n", what, min,
-                text);
-        return -1;
-    }
-    *out = (int)v;
+    err_t err = {0};
+    if (arg_int(text, what, min, out, &err) < 0)
+        return s_usage_error("%s", err.msg);
     return 0;
 }
 
@@ -153,8 +165,38 @@ static const struct option s_generate_opts[] = {
     S_COMMON_OPTIONS,
     {"prompt-ids", required_argument, NULL, 'p'},
     {"max-tokens", required_argument, NULL, 'n'},
+    {"temperature", required_argument, NULL, 'e'},
+    {"top-k", required_argument, NULL, 'k'},
+    {"top-p", required_argument, NULL, 'P'},
+    {"seed", required_argument, NULL, 's'},
+    {"stop-ids", required_argument, NULL, 'S'},
+    {"stream", no_argument, NULL, 'm'},
     {NULL, 0, NULL, 0},
 };
+
+/* A finite float in [min, max]. */
+static int s_parse_float(const char *text, const char *what, float min, float max, float *out)
+{
+    char *end = NULL;
+    errno = 0;
+    float v = strtof(text, &end);
+    if (errno || end == text || *end || !isfinite(v) || v < min || v > max)
+        return s_usage_error("%s must be a number in [%g, %g] (got '%s')", what, (double)min,
+                             (double)max, text);
+    *out = v;
+    return 0;
+}
+
+static int s_parse_seed(const char *text, uint64_t *out)
+{
+    char *end = NULL;
+    errno = 0;
+    unsigned long long v = strtoull(text, &end, 10);
+    if (errno || end == text || *end || text[0] == '-')
+        return s_usage_error("--seed must be a non-negative integer (got '%s')", text);
+    *out = (uint64_t)v;
+    return 0;
+}
 static const struct option s_logits_opts[] = {
     S_COMMON_OPTIONS,
     {"prompt-ids", required_argument, NULL, 'p'},
@@ -190,6 +232,24 @@ static int s_parse_pass(int argc, char **argv, const char *optstring,
             break;
         case 'o': opt->out = optarg; break;
         case 'j': opt->json = true; break;
+        case 'e':
+            if (s_parse_float(optarg, "--temperature", 0, 1e6f, &opt->sampling.temperature) < 0)
+                return -1;
+            break;
+        case 'k':
+            if (s_parse_int(optarg, "--top-k", 0, &opt->sampling.top_k) < 0)
+                return -1;
+            break;
+        case 'P':
+            if (s_parse_float(optarg, "--top-p", 1e-6f, 1, &opt->sampling.top_p) < 0)
+                return -1;
+            break;
+        case 's':
+            if (s_parse_seed(optarg, &opt->sampling.seed) < 0)
+                return -1;
+            break;
+        case 'S': opt->stop_ids = optarg; break;
+        case 'm': opt->stream = true; break;
         case 'h': fputs(usage, stdout); return 1;
         default:
             return s_usage_error("unknown or incomplete option '%s'", argv[optind - 1]);
@@ -247,14 +307,51 @@ static int s_parse_args(int argc, char **argv, options_t *opt)
 
 /* ---- generate ------------------------------------------------------------- */
 
+/* --stream: each token as it arrives, on one line; counts and timings last. */
+static int s_print_chunk(const client_chunk_t *chunk, void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < chunk->n_tokens; i++)
+        printf(chunk->n_total - chunk->n_tokens + i > 0 ? ",%d" : "%d", (int)chunk->tokens[i]);
+    fflush(stdout);
+    if (chunk->final)
+        fprintf(stderr, "moe-client: %d prompt tokens, %d generated in %.3f s\n",
+                chunk->prompt_tokens, chunk->generated_tokens, chunk->seconds);
+    return 0;
+}
+
 static int s_generate(client_t *client, const options_t *opt, const int32_t *prompt,
                       int n_prompt, err_t *err)
 {
+    client_sampling_t sampling = opt->sampling;
+    if (opt->stop_ids) {
+        int32_t *ids = NULL;
+        int n_ids = 0;
+        if (idlist_parse(opt->stop_ids, &ids, &n_ids, err) < 0)
+            return err_wrap(err, "--stop-ids");
+        if (n_ids > CLIENT_MAX_STOP_IDS) {
+            mem_free(ids);
+            return err_set(err, EINVAL, "--stop-ids: %d ids, at most %d", n_ids,
+                           CLIENT_MAX_STOP_IDS);
+        }
+        memcpy(sampling.stop_ids, ids, (size_t)n_ids * sizeof *ids);
+        sampling.n_stop = n_ids;
+        mem_free(ids);
+    }
     int32_t *tokens = NULL;
     int n = 0;
-    if (client_generate(client, prompt, n_prompt, opt->max_tokens, NULL, NULL, &tokens, &n,
-                        err) < 0)
+    if (client_generate_sampled(client, prompt, n_prompt, opt->max_tokens, &sampling,
+                                opt->stream ? s_print_chunk : NULL, NULL, &tokens, &n,
+                                err) < 0) {
+        if (opt->stream)
+            printf("\n");
         return -1;
+    }
+    if (opt->stream) {
+        printf("\n");
+        mem_free(tokens);
+        return 0;
+    }
     char *line = idlist_format(tokens, n);
     mem_free(tokens);
     if (!line)

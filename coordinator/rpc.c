@@ -10,6 +10,7 @@
 #include "core/timer.h"
 #include "engine/forward.h"
 #include "engine/kvcache.h"
+#include "engine/sampler.h"
 
 enum { POLL_MS = 100 }; /* how often the loop looks at the stop flag and links */
 
@@ -27,6 +28,7 @@ struct rpc {
     forward_t *fw;                 /* experts through dispatch_moe */
     kvcache_t *kv;                 /* one sequence at a time, max_context positions */
     float *logits;                 /* (vocab): the last position's */
+    sampler_t *sampler;            /* the running request's token choice */
     int32_t *tokens;               /* (max_context) generated so far */
     wire_node_status_t *status;    /* (n_peers) */
     uint64_t requests_served;
@@ -75,6 +77,11 @@ rpc_t *rpc_new(void *zmq_ctx, const weights_t *w, dispatch_t *dispatch, peer_t *
     self->kv = kvcache_new(cfg, conf->max_context, err);
     if (!self->kv)
         goto fail;
+    sampler_params_t greedy = sampler_params_default();
+    greedy.temperature = 0;
+    self->sampler = sampler_new(cfg->vocab_size, &greedy, err);
+    if (!self->sampler)
+        goto fail;
     self->logits = mem_alloc((size_t)cfg->vocab_size * sizeof(float));
     self->tokens = mem_alloc((size_t)conf->max_context * sizeof(int32_t));
     self->status = mem_calloc((size_t)n_peers, sizeof *self->status);
@@ -111,6 +118,7 @@ void rpc_destroy(rpc_t **self_p)
     wire_inbox_destroy(&self->inbox);
     forward_destroy(&self->fw);
     kvcache_destroy(&self->kv);
+    sampler_destroy(&self->sampler);
     mem_free(self->logits);
     mem_free(self->tokens);
     mem_free(self->status);
@@ -176,26 +184,52 @@ bad:
     return -1;
 }
 
+/* The request's sampling as sampler parameters. The model's EOS ids are not
+ * applied yet: generation runs to max_tokens or a requested stop id, as
+ * moe-run does. */
+static sampler_params_t s_sampling_of(const wire_request_t *req)
+{
+    sampler_params_t p = sampler_params_default();
+    p.temperature = req->temperature;
+    p.top_k = req->top_k;
+    p.top_p = req->top_p > 0 ? req->top_p : 1.0f; /* absent (0) means off */
+    p.seed = req->seed;
+    p.max_tokens = req->max_tokens;
+    p.n_stop = req->n_stop < SAMPLER_MAX_STOP ? req->n_stop : SAMPLER_MAX_STOP;
+    for (int i = 0; i < p.n_stop; i++)
+        p.stop[i] = req->stop_ids[i];
+    return p;
+}
+
 static void s_generate(rpc_t *self, const wire_peer_t *to, const wire_request_t *req)
 {
     if (s_check_prompt(self, to, req, req->max_tokens) < 0)
         return;
-    const int vocab = self->w->cfg.vocab_size;
     const double t0 = timer_now();
     err_t err = {0};
+    sampler_params_t sampling = s_sampling_of(req);
+    if (sampler_reset(self->sampler, &sampling, &err) < 0) {
+        s_reply_error(self, to, req->request_id, WIRE_CLIENT_INVALID_ARGUMENT, err.msg);
+        return;
+    }
     kvcache_truncate(self->kv, 0);
     int rc = s_forward(self, req->prompt, req->n_prompt, FORWARD_LOGITS_LAST, self->logits,
                        &err);
     int n = 0;
     while (rc == 0 && n < req->max_tokens) {
-        int32_t next = forward_argmax(self->logits, vocab);
+        int32_t next;
+        if (sampler_sample(self->sampler, self->logits, &next, &err) < 0) {
+            rc = -1;
+            break;
+        }
         self->tokens[n++] = next;
         wire_reply_t rep = {.type = WIRE_REP_TOKENS, .request_id = req->request_id,
                             .n_tokens = 1, .tokens = &self->tokens[n - 1]};
         if (wire_reply_send(self->socket, to, &rep, &err) < 0)
             return; /* the client is gone: nothing to answer */
-        if (n < req->max_tokens)
-            rc = s_forward(self, &next, 1, FORWARD_LOGITS_LAST, self->logits, &err);
+        if (sampler_check_stop(self->sampler, next, n) != SAMPLER_CONTINUE)
+            break;
+        rc = s_forward(self, &next, 1, FORWARD_LOGITS_LAST, self->logits, &err);
     }
     if (rc < 0) {
         s_reply_error(self, to, req->request_id, s_code_of(errno), err.msg);

@@ -237,6 +237,61 @@ static void test_node_killed_mid_request(void **state)
     free(ep);
 }
 
+static void test_sampling_and_streaming(void **state)
+{
+    (void)state;
+    char run_dir[700], model[700], cmd[4096];
+    snprintf(run_dir, sizeof run_dir, "%s/sampling", s_tmp);
+    snprintf(model, sizeof model, "%s/mixtral-A", fixture_root());
+    char *ep = s_up(model, 2, run_dir, NULL);
+    const char *gen = "generate --prompt-ids 97,154,160 --max-tokens 12";
+    char *out[6];
+    const char *extra[6] = {
+        "",                                       /* greedy */
+        "--temperature 1.5 --seed 7",             /* sampled */
+        "--temperature 1.5 --seed 7",             /* the same seed again */
+        "--temperature 1.5 --seed 8 --top-k 20 --top-p 0.9",
+        "--stream",                               /* greedy, streamed */
+        NULL,                                     /* greedy, with a stop id (below) */
+    };
+    char stop_arg[64], want_stopped[256] = "";
+    for (int i = 0; i < 6; i++) {
+        if (i == 5) {
+            /* Stop at the greedy run's 4th token: the output ends at its first use. */
+            int32_t *ids = NULL;
+            int n = 0;
+            err_t err = {0};
+            assert_int_equal(idlist_parse(out[0], &ids, &n, &err), 0);
+            assert_true(n >= 4);
+            snprintf(stop_arg, sizeof stop_arg, "--stop-ids %d", (int)ids[3]);
+            int end = 0;
+            while (ids[end] != ids[3])
+                end++;
+            char *prefix = idlist_format(ids, end + 1);
+            snprintf(want_stopped, sizeof want_stopped, "%s", prefix);
+            mem_free(prefix);
+            mem_free(ids);
+            extra[5] = stop_arg;
+        }
+        snprintf(cmd, sizeof cmd, "'%s/moe-client' --connect '%s' %s %s 2>/dev/null", s_bin, ep,
+                 gen, extra[i]);
+        out[i] = crosscheck_last_line(cmd);
+        printf("  %-52s -> %s\n", *extra[i] ? extra[i] : "(greedy)", out[i]);
+    }
+    assert_string_equal(out[1], out[2]);        /* reproducible */
+    assert_string_not_equal(out[0], out[1]);    /* not greedy */
+    assert_string_not_equal(out[1], out[3]);
+    assert_string_equal(out[4], out[0]);        /* streaming prints the same ids */
+    assert_string_equal(out[5], want_stopped);
+    for (int i = 0; i < 6; i++)
+        free(out[i]);
+    snprintf(cmd, sizeof cmd, "'%s/moe-client' --connect '%s' %s --top-p 1.5 2>/dev/null",
+             s_bin, ep, gen);
+    assert_int_equal(testutil_run(cmd, NULL), 2);
+    s_down(run_dir);
+    free(ep);
+}
+
 static void test_two_clusters_side_by_side(void **state)
 {
     (void)state;
@@ -373,6 +428,7 @@ int main(void)
         cmocka_unit_test(test_fixtures_through_clusters),
         cmocka_unit_test(test_malformed_client_request),
         cmocka_unit_test(test_node_killed_mid_request),
+        cmocka_unit_test(test_sampling_and_streaming),
         cmocka_unit_test(test_two_clusters_side_by_side),
         cmocka_unit_test(test_failed_start_stops_the_rest),
         cmocka_unit_test(test_node_memory_follows_its_share),
