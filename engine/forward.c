@@ -12,6 +12,8 @@
 #include "kernels/rmsnorm.h"
 #include "kernels/rope.h"
 
+enum { HEAD_ROWS = 32 }; /* sequences per LM-head product */
+
 struct forward {
     const weights_t *w;
     const config_t *cfg;      /* &w->cfg */
@@ -29,6 +31,10 @@ struct forward {
     float *x;                 /* (max_rows, hidden) residual stream */
     float *xn;                /* (max_rows, hidden) normalised input of a block */
     float *q;                 /* (max_rows, heads * head_dim) */
+    float *k_new;             /* (max_rows, kv_heads * head_dim) a step's new keys */
+    float *v_new;             /* (max_rows, kv_heads * head_dim) a step's new values */
+    float *head_in;           /* (HEAD_ROWS, hidden) last rows, normalised */
+    float *head_out;          /* (HEAD_ROWS, vocab) their logits */
     float *attn_out;          /* (max_rows, heads * head_dim) */
     float *attn_scratch;      /* attention_scratch_floats(max_rows, max_ctx) */
     float *router_logits;     /* (max_rows, n_experts) */
@@ -102,15 +108,24 @@ forward_t *forward_new(const weights_t *w, int max_rows, int max_ctx,
     self->x = mem_alloc_aligned(rows * hidden * sizeof(float));
     self->xn = mem_alloc_aligned(rows * hidden * sizeof(float));
     self->q = mem_alloc_aligned(rows * q_width * sizeof(float));
+    const size_t kv_width = (size_t)cfg->n_kv_heads * cfg->head_dim;
+    const size_t head_rows = rows < HEAD_ROWS ? rows : HEAD_ROWS;
+    self->k_new = mem_alloc_aligned(rows * kv_width * sizeof(float));
+    self->v_new = mem_alloc_aligned(rows * kv_width * sizeof(float));
+    self->head_in = mem_alloc_aligned(head_rows * hidden * sizeof(float));
+    self->head_out = mem_alloc_aligned(head_rows * (size_t)cfg->vocab_size * sizeof(float));
     self->attn_out = mem_alloc_aligned(rows * q_width * sizeof(float));
+    /* Attention runs one sequence at a time: at most max_ctx of a step's rows. */
+    const int attn_rows = max_rows < max_ctx ? max_rows : max_ctx;
     self->attn_scratch = mem_alloc_aligned(
-        attention_scratch_floats(&self->attn, max_rows, max_ctx) * sizeof(float));
+        attention_scratch_floats(&self->attn, attn_rows, max_ctx) * sizeof(float));
     self->router_logits = mem_alloc_aligned(rows * cfg->n_experts * sizeof(float));
     self->expert_ids = mem_calloc(rows * k, sizeof(int32_t));
     self->expert_weights = mem_calloc(rows * k, sizeof(float));
     self->assign = mem_calloc(rows * k, sizeof(moe_assign_t));
     self->moe_out = mem_alloc_aligned(rows * hidden * sizeof(float));
-    if (!self->pos || !self->x || !self->xn || !self->q || !self->attn_out ||
+    if (!self->pos || !self->x || !self->xn || !self->q || !self->k_new || !self->v_new ||
+        !self->head_in || !self->head_out || !self->attn_out ||
         !self->attn_scratch || !self->router_logits || !self->expert_ids ||
         !self->expert_weights || !self->assign || !self->moe_out) {
         err_set(err, ENOMEM, "out of memory for the forward pass (%d rows, %d positions)",
@@ -136,6 +151,10 @@ void forward_destroy(forward_t **self_p)
     mem_free(self->x);
     mem_free(self->xn);
     mem_free(self->q);
+    mem_free(self->k_new);
+    mem_free(self->v_new);
+    mem_free(self->head_in);
+    mem_free(self->head_out);
     mem_free(self->attn_out);
     mem_free(self->attn_scratch);
     mem_free(self->router_logits);
@@ -154,34 +173,45 @@ void forward_set_trace(forward_t *self, forward_trace_fn fn, void *ctx)
     self->trace_ctx = ctx;
 }
 
-/* h = x + o_proj(attention(rope(q), rope(k), v)) for the n rows of a chunk
- * starting at position pos0; appends the chunk's keys and values to layer l
- * of kv. */
-static void s_attention_block(forward_t *self, kvcache_t *kv, int l, int n, int pos0)
+/* h = x + o_proj(attention(rope(q), rope(k), v)) for every row of a step;
+ * each sequence's new keys and values go into its own cache at its next
+ * positions, and its rows attend to its own cache only. */
+static void s_attention_block(forward_t *self, const forward_seq_t *seqs, int n_seqs, int n,
+                              int l)
 {
     const config_t *cfg = self->cfg;
     const layer_weights_t *lw = &self->w->layers[l];
     const int hidden = cfg->hidden_size;
     const int q_width = cfg->n_heads * cfg->head_dim;
-    const int kv_width = kvcache_row_width(kv);
-    float *keys = kvcache_keys(kv, l), *values = kvcache_values(kv, l);
-    float *new_keys = keys + (size_t)pos0 * kv_width;
-    float *new_values = values + (size_t)pos0 * kv_width;
+    const int kv_width = cfg->n_kv_heads * cfg->head_dim;
 
     rmsnorm(self->xn, hidden, self->x, hidden, lw->attn_norm, n, hidden, cfg->rms_norm_eps);
     gemm(self->q, q_width, self->xn, hidden, lw->q, hidden, n, q_width, hidden, true, 1, 0);
-    gemm(new_keys, kv_width, self->xn, hidden, lw->k, hidden, n, kv_width, hidden, true, 1, 0);
-    gemm(new_values, kv_width, self->xn, hidden, lw->v, hidden, n, kv_width, hidden, true, 1, 0);
+    gemm(self->k_new, kv_width, self->xn, hidden, lw->k, hidden, n, kv_width, hidden, true, 1,
+         0);
+    gemm(self->v_new, kv_width, self->xn, hidden, lw->v, hidden, n, kv_width, hidden, true, 1,
+         0);
     rope_apply(self->rope, self->q, q_width, n, cfg->n_heads, cfg->head_dim, self->pos);
-    rope_apply(self->rope, new_keys, kv_width, n, cfg->n_kv_heads, cfg->head_dim, self->pos);
-    attention(self->attn_out, q_width, self->q, q_width, keys, kv_width, values, kv_width,
-              &self->attn, n, pos0, self->attn_scratch);
+    rope_apply(self->rope, self->k_new, kv_width, n, cfg->n_kv_heads, cfg->head_dim, self->pos);
+    for (int s = 0, row = 0; s < n_seqs; row += seqs[s].n, s++) {
+        kvcache_t *kv = seqs[s].kv;
+        const int pos0 = kvcache_len(kv), rows = seqs[s].n;
+        float *keys = kvcache_keys(kv, l), *values = kvcache_values(kv, l);
+        memcpy(keys + (size_t)pos0 * kv_width, self->k_new + (size_t)row * kv_width,
+               (size_t)rows * kv_width * sizeof(float));
+        memcpy(values + (size_t)pos0 * kv_width, self->v_new + (size_t)row * kv_width,
+               (size_t)rows * kv_width * sizeof(float));
+        attention(self->attn_out + (size_t)row * q_width, q_width,
+                  self->q + (size_t)row * q_width, q_width, keys, kv_width, values, kv_width,
+                  &self->attn, rows, pos0, self->attn_scratch);
+    }
     /* x += attn_out o_proj^T: beta = 1 adds the residual in the same product. */
     gemm(self->x, hidden, self->attn_out, q_width, lw->o, q_width, n, hidden, q_width,
          true, 1, 1);
 }
 
-/* x = h + experts(norm2(h)) for the n rows of a chunk. */
+/* x = h + experts(norm2(h)) for the n rows of a step: every sequence's rows
+ * go to the experts together. */
 static int s_moe_block(forward_t *self, int l, int n, int pos0, err_t *err)
 {
     const config_t *cfg = self->cfg;
@@ -203,7 +233,7 @@ static int s_moe_block(forward_t *self, int l, int n, int pos0, err_t *err)
     return 0;
 }
 
-/* The LM head over rows [first, first + n_out) of the chunk. */
+/* The LM head over rows [first, first + n_out) of the step into logits. */
 static void s_logits(forward_t *self, int first, int n_out, float *logits)
 {
     const config_t *cfg = self->cfg;
@@ -214,28 +244,100 @@ static void s_logits(forward_t *self, int first, int n_out, float *logits)
     gemm_linear(logits, rows, self->w->lm_head, n_out, cfg->vocab_size, hidden);
 }
 
-static int s_run_chunk(forward_t *self, kvcache_t *kv, const int32_t *tokens, int n,
-                       forward_logits_t want, float *logits, err_t *err)
+/* The last row of every sequence that wants it, through the LM head in
+ * blocks of HEAD_ROWS rows, so that the head's weights are read once per block
+ * and not once per sequence. */
+static void s_last_logits(forward_t *self, const forward_seq_t *seqs, int n_seqs)
+{
+    const config_t *cfg = self->cfg;
+    const int hidden = cfg->hidden_size, vocab = cfg->vocab_size;
+    int s = 0, row = 0;
+    while (s < n_seqs) {
+        int m = 0, owner[HEAD_ROWS];
+        for (; s < n_seqs && m < HEAD_ROWS; row += seqs[s].n, s++) {
+            if (seqs[s].want != FORWARD_LOGITS_LAST)
+                continue;
+            const int last = row + seqs[s].n - 1;
+            rmsnorm(self->head_in + (size_t)m * hidden, hidden, self->x + (size_t)last * hidden,
+                    hidden, self->w->final_norm, 1, hidden, cfg->rms_norm_eps);
+            owner[m++] = s;
+        }
+        if (m == 0)
+            continue;
+        gemm_linear(self->head_out, self->head_in, self->w->lm_head, m, vocab, hidden);
+        for (int i = 0; i < m; i++)
+            memcpy(seqs[owner[i]].logits, self->head_out + (size_t)i * vocab,
+                   (size_t)vocab * sizeof(float));
+    }
+}
+
+/* Checks a step before anything changes. */
+static int s_check_step(const forward_t *self, const forward_seq_t *seqs, int n_seqs,
+                        int *n_rows, err_t *err)
+{
+    const config_t *cfg = self->cfg;
+    int total = 0;
+    if (n_seqs < 1)
+        return err_set(err, EINVAL, "a step needs at least one sequence");
+    for (int s = 0; s < n_seqs; s++) {
+        const forward_seq_t *q = &seqs[s];
+        const int start = kvcache_len(q->kv);
+        if (q->n < 1)
+            return err_set(err, EINVAL, "nothing to run: %d tokens", q->n);
+        for (int i = 0; i < q->n; i++)
+            if (q->tokens[i] < 0 || q->tokens[i] >= cfg->vocab_size)
+                return err_set(err, EINVAL, "token id %d at index %d is outside the "
+                               "vocabulary [0, %d)", (int)q->tokens[i], i, cfg->vocab_size);
+        if (q->n > kvcache_capacity(q->kv) - start)
+            return err_set(err, ENOSPC, "%d positions do not fit the sequence's KV cache "
+                           "of %d", start + q->n, kvcache_capacity(q->kv));
+        if (q->n > self->max_ctx - start)
+            return err_set(err, ENOSPC, "%d positions exceed the context limit of %d",
+                           start + q->n, self->max_ctx);
+        if (q->want != FORWARD_LOGITS_NONE && !q->logits)
+            return err_set(err, EINVAL, "sequence %d asks for logits but gives no buffer", s);
+        if (q->want == FORWARD_LOGITS_ALL && n_seqs != 1)
+            return err_set(err, EINVAL, "every row's logits are for one-sequence steps only");
+        for (int t = 0; t < s; t++)
+            if (seqs[t].kv == q->kv)
+                return err_set(err, EINVAL, "sequences %d and %d share a KV cache", t, s);
+        total += q->n;
+    }
+    if (total > self->max_rows)
+        return err_set(err, E2BIG, "a step of %d rows exceeds the limit of %d", total,
+                       self->max_rows);
+    *n_rows = total;
+    return 0;
+}
+
+int forward_step(forward_t *self, const forward_seq_t *seqs, int n_seqs, err_t *err)
 {
     const config_t *cfg = self->cfg;
     const int hidden = cfg->hidden_size;
-    const int pos0 = kvcache_len(kv);
-
-    for (int i = 0; i < n; i++) {
-        self->pos[i] = pos0 + i;
-        memcpy(self->x + (size_t)i * hidden, self->w->embed + (size_t)tokens[i] * hidden,
-               hidden * sizeof(float));
+    int n = 0;
+    if (s_check_step(self, seqs, n_seqs, &n, err) < 0)
+        return -1;
+    for (int s = 0, row = 0; s < n_seqs; row += seqs[s].n, s++) {
+        const int pos0 = kvcache_len(seqs[s].kv);
+        for (int i = 0; i < seqs[s].n; i++) {
+            self->pos[row + i] = pos0 + i;
+            memcpy(self->x + (size_t)(row + i) * hidden,
+                   self->w->embed + (size_t)seqs[s].tokens[i] * hidden, hidden * sizeof(float));
+        }
     }
+    const int pos0 = kvcache_len(seqs[0].kv);
     for (int l = 0; l < cfg->n_layers; l++) {
-        s_attention_block(self, kv, l, n, pos0);
+        s_attention_block(self, seqs, n_seqs, n, l);
         if (s_moe_block(self, l, n, pos0, err) < 0)
-            return -1;
+            return -1; /* no cache has advanced: every sequence is as it was */
     }
-    if (want == FORWARD_LOGITS_ALL)
-        s_logits(self, 0, n, logits);
-    else if (want == FORWARD_LOGITS_LAST)
-        s_logits(self, n - 1, 1, logits);
-    return kvcache_advance(kv, n, err);
+    if (seqs[0].want == FORWARD_LOGITS_ALL)
+        s_logits(self, 0, n, seqs[0].logits);
+    else
+        s_last_logits(self, seqs, n_seqs);
+    for (int s = 0; s < n_seqs; s++)
+        kvcache_advance(seqs[s].kv, seqs[s].n, NULL); /* room was checked */
+    return 0;
 }
 
 int forward_run(forward_t *self, kvcache_t *kv, const int32_t *tokens, int n,
@@ -245,6 +347,8 @@ int forward_run(forward_t *self, kvcache_t *kv, const int32_t *tokens, int n,
     const int start = kvcache_len(kv);
     if (n < 1)
         return err_set(err, EINVAL, "nothing to run: %d tokens", n);
+    /* The whole input is checked here, as each chunk's step sees only its own
+     * rows: a bad token or a cache too small fails before any chunk runs. */
     for (int i = 0; i < n; i++)
         if (tokens[i] < 0 || tokens[i] >= cfg->vocab_size)
             return err_set(err, EINVAL, "token id %d at index %d is outside the "
@@ -259,13 +363,13 @@ int forward_run(forward_t *self, kvcache_t *kv, const int32_t *tokens, int n,
     for (int done = 0; done < n;) {
         int chunk = n - done < self->max_rows ? n - done : self->max_rows;
         bool last_chunk = done + chunk == n;
-        forward_logits_t chunk_want = want;
-        float *chunk_logits = logits;
+        forward_seq_t seq = {.kv = kv, .tokens = tokens + done, .n = chunk, .want = want,
+                             .logits = logits};
         if (want == FORWARD_LOGITS_ALL)
-            chunk_logits = logits + (size_t)done * cfg->vocab_size;
+            seq.logits = logits + (size_t)done * cfg->vocab_size;
         else if (!last_chunk)
-            chunk_want = FORWARD_LOGITS_NONE;
-        if (s_run_chunk(self, kv, tokens + done, chunk, chunk_want, chunk_logits, err) < 0) {
+            seq.want = FORWARD_LOGITS_NONE;
+        if (forward_step(self, &seq, 1, err) < 0) {
             /* Forget this call's positions: the cache is as it was. */
             kvcache_truncate(kv, start);
             return -1;

@@ -50,6 +50,23 @@ void forward_destroy(forward_t **self_p);
 
 void forward_set_trace(forward_t *self, forward_trace_fn fn, void *ctx);
 
+/* One sequence's part of a step: n tokens at the next positions of its cache. */
+typedef struct forward_seq {
+    kvcache_t *kv;            /* the sequence's cache; one step uses each at most once */
+    const int32_t *tokens;    /* (n) */
+    int n;                    /* >= 1 */
+    forward_logits_t want;    /* NONE or LAST; ALL only in a one-sequence step */
+    float *logits;            /* (vocab) for LAST, (n, vocab) for ALL */
+} forward_seq_t;
+
+/* One forward step over the rows of several sequences at once (continuous
+ * batching): the matrix products and the routed experts see every row; each
+ * sequence's rows attend to its own cache only. At most max_rows rows in all.
+ * Checks everything first and changes nothing on failure (EINVAL, ENOSPC,
+ * E2BIG as forward_run; a failed expert call leaves every cache as it was).
+ * The trace callback's pos0 is the first sequence's. */
+int forward_step(forward_t *self, const forward_seq_t *seqs, int n_seqs, err_t *err);
+
 /* Runs tokens[0..n) at the next positions of kv and appends their keys and
  * values. Checks first, changing nothing on failure: every token id in
  * [0, vocab) (EINVAL), kv has room (ENOSPC), the context fits max_ctx

@@ -173,6 +173,96 @@ static void test_needs_every_expert_without_callback(void **state)
     weights_destroy(&w);
 }
 
+enum { N_SEQS = 16, N_STEPS = 12, MAX_PROMPT = 9 };
+
+/* Greedy tokens of one sequence alone, from forward_run. */
+static void s_alone(const int32_t *prompt, int n, int32_t *out, float *last_logits)
+{
+    err_t err = {0};
+    const int vocab = s_weights->cfg.vocab_size;
+    forward_t *fw = forward_new(s_weights, MAX_PROMPT, MAX_PROMPT + N_STEPS, NULL, NULL, &err);
+    kvcache_t *kv = kvcache_new(&s_weights->cfg, MAX_PROMPT + N_STEPS, &err);
+    float *logits = malloc((size_t)vocab * sizeof(float));
+    assert_int_equal(forward_run(fw, kv, prompt, n, FORWARD_LOGITS_LAST, logits, &err), 0);
+    for (int t = 0; t < N_STEPS; t++) {
+        out[t] = forward_argmax(logits, vocab);
+        assert_int_equal(forward_run(fw, kv, &out[t], 1, FORWARD_LOGITS_LAST, logits, &err), 0);
+    }
+    memcpy(last_logits, logits, (size_t)vocab * sizeof(float));
+    free(logits);
+    kvcache_destroy(&kv);
+    forward_destroy(&fw);
+}
+
+static void test_batched_steps_equal_each_sequence_alone(void **state)
+{
+    (void)state;
+    err_t err = {0};
+    const int vocab = s_weights->cfg.vocab_size;
+    int32_t prompts[N_SEQS][MAX_PROMPT];
+    int lens[N_SEQS];
+    testrng_t rng;
+    testrng_init(&rng, 99);
+    for (int q = 0; q < N_SEQS; q++) {
+        lens[q] = 1 + q % MAX_PROMPT;
+        for (int i = 0; i < lens[q]; i++)
+            prompts[q][i] = (int32_t)(testrng_uniform(&rng) * vocab);
+    }
+    int32_t alone[N_SEQS][N_STEPS];
+    float *alone_logits = malloc((size_t)N_SEQS * vocab * sizeof(float));
+    for (int q = 0; q < N_SEQS; q++)
+        s_alone(prompts[q], lens[q], alone[q], alone_logits + (size_t)q * vocab);
+
+    /* All sixteen together: one step prefills every prompt, then each step
+     * decodes one token of every sequence. */
+    const int max_rows = N_SEQS * MAX_PROMPT;
+    forward_t *fw = forward_new(s_weights, max_rows, MAX_PROMPT + N_STEPS, NULL, NULL, &err);
+    assert_non_null(fw);
+    kvcache_t *kv[N_SEQS];
+    float *logits = malloc((size_t)N_SEQS * vocab * sizeof(float));
+    int32_t next[N_SEQS];
+    forward_seq_t seqs[N_SEQS];
+    for (int q = 0; q < N_SEQS; q++) {
+        kv[q] = kvcache_new(&s_weights->cfg, MAX_PROMPT + N_STEPS, &err);
+        seqs[q] = (forward_seq_t){kv[q], prompts[q], lens[q], FORWARD_LOGITS_LAST,
+                                  logits + (size_t)q * vocab};
+    }
+    assert_int_equal(forward_step(fw, seqs, N_SEQS, &err), 0);
+    for (int t = 0; t < N_STEPS; t++) {
+        for (int q = 0; q < N_SEQS; q++) {
+            next[q] = forward_argmax(seqs[q].logits, vocab);
+            if (next[q] != alone[q][t])
+                fail_msg("sequence %d step %d: %d in the batch, %d alone", q, t, next[q],
+                         alone[q][t]);
+            seqs[q].tokens = &next[q];
+            seqs[q].n = 1;
+        }
+        assert_int_equal(forward_step(fw, seqs, N_SEQS, &err), 0);
+    }
+    s_assert_close(logits, alone_logits, (size_t)N_SEQS * vocab);
+    for (int q = 0; q < N_SEQS; q++)
+        assert_int_equal(kvcache_len(kv[q]), lens[q] + N_STEPS);
+
+    /* Bad steps change no sequence. */
+    seqs[1].kv = kv[0];
+    assert_int_equal(forward_step(fw, seqs, 2, &err), -1);   /* a shared cache */
+    assert_int_equal(errno, EINVAL);
+    seqs[1].kv = kv[1];
+    forward_t *small = forward_new(s_weights, 4, MAX_PROMPT + N_STEPS, NULL, NULL, &err);
+    assert_int_equal(forward_step(small, seqs, 5, &err), -1); /* 5 rows > 4 */
+    assert_int_equal(errno, E2BIG);
+    assert_int_equal(forward_step(fw, seqs, N_SEQS, &err), -1); /* caches are full */
+    assert_int_equal(errno, ENOSPC);
+    for (int q = 0; q < N_SEQS; q++)
+        assert_int_equal(kvcache_len(kv[q]), lens[q] + N_STEPS);
+    forward_destroy(&small);
+    for (int q = 0; q < N_SEQS; q++)
+        kvcache_destroy(&kv[q]);
+    forward_destroy(&fw);
+    free(logits);
+    free(alone_logits);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -180,6 +270,7 @@ int main(void)
         cmocka_unit_test(test_decode_equals_one_pass),
         cmocka_unit_test(test_bad_input_changes_nothing),
         cmocka_unit_test(test_needs_every_expert_without_callback),
+        cmocka_unit_test(test_batched_steps_equal_each_sequence_alone),
     };
     return cmocka_run_group_tests(tests, s_setup, s_teardown);
 }
