@@ -45,6 +45,7 @@ WIRE_SRC    := proto/wire.c
 # Expert node, coordinator and client library (mains are listed with programs).
 NODE_SRC    := expert_node/expert_server.c
 COORD_SRC   := coordinator/peer.c coordinator/dispatch.c coordinator/rpc.c \
+               coordinator/sched.c \
                coordinator/coordinator.c
 CLIENT_SRC  := client/client.c
 # Tokenizer: Hugging Face tokenizer.json (PCRE2 regexes, utf8proc NFC).

@@ -5,6 +5,8 @@
 #
 #   cluster/local.sh up [--model DIR] --nodes N --run-dir D [--placement F]
 #                       [--replicas R] [--threads T] [--node-threads T]
+#                       [--max-seqs N] [--queue-limit N] [--kv-memory MB]
+#                       [--reply-timeout-ms MS] [--prefill-rows N]
 #       Starts the cluster and returns once it is ready; the last line of
 #       stdout is the client endpoint. Without --model, the built-in default
 #       model (made once in build/models/default) is used. If a process fails
@@ -68,6 +70,7 @@ wait_ready() {
 
 cmd_up() {
     local model="" nodes="" dir="" placement="" replicas=1 threads="" node_threads=""
+    local coord_args=()
     while [ $# -gt 0 ]; do
         case $1 in
             --model) model=$2; shift 2 ;;
@@ -77,6 +80,8 @@ cmd_up() {
             --replicas) replicas=$2; shift 2 ;;
             --threads) threads=$2; shift 2 ;;
             --node-threads) node_threads=$2; shift 2 ;;
+            --max-seqs|--queue-limit|--kv-memory|--reply-timeout-ms|--prefill-rows)
+                coord_args+=("$1" "$2"); shift 2 ;;
             -h|--help) usage ;;
             *) die "unknown option '$1' (see --help)" ;;
         esac
@@ -129,7 +134,7 @@ cmd_up() {
         node_args+=(--node "$(cat "$dir/expert-$i.endpoint")")
     done
     "$bin/moe-coordinator" --model "$model" "${node_args[@]}" "${place_args[@]}" \
-        --threads "$threads" --endpoint-file "$dir/coordinator.endpoint" \
+        --threads "$threads" --endpoint-file "$dir/coordinator.endpoint" "${coord_args[@]}" \
         </dev/null >"$dir/coordinator.log" 2>&1 &
     echo $! >"$dir/coordinator.pid"
     wait_ready "$dir" coordinator "$(cat "$dir/coordinator.pid")"

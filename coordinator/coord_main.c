@@ -47,6 +47,9 @@ typedef struct options {
     int hello_timeout_ms;
     int max_context;
     int prefill_rows;
+    int max_seqs;
+    int queue_limit;
+    int kv_memory_mb;
 } options_t;
 
 static void s_usage(FILE *out)
@@ -67,7 +70,11 @@ static void s_usage(FILE *out)
             "                         marked down and the request fails (default 30000)\n"
             "  --hello-timeout-ms MS  how long to wait for each node at start (default 120000)\n"
             "  --max-context N        positions per sequence (default: the model's, at most 4096)\n"
-            "  --prefill-rows N       prompt rows per forward chunk (default 256)\n"
+            "  --prefill-rows N       rows per forward step: the next token of every\n"
+            "                         running sequence plus prompt chunks (default 256)\n"
+            "  --max-seqs N           sequences generating at once (default 16)\n"
+            "  --queue-limit N        requests waiting for a slot; more get BUSY (default 64)\n"
+            "  --kv-memory MB         KV cache for all sequences, MiB (default 1024)\n"
             "  --threads N            OpenBLAS threads (default: all cores)\n");
 }
 
@@ -95,6 +102,9 @@ static int s_parse(int argc, char **argv, options_t *o)
         {"hello-timeout-ms", required_argument, NULL, 'H'},
         {"max-context", required_argument, NULL, 'c'},
         {"prefill-rows", required_argument, NULL, 'f'},
+        {"max-seqs", required_argument, NULL, 'S'},
+        {"queue-limit", required_argument, NULL, 'Q'},
+        {"kv-memory", required_argument, NULL, 'K'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -121,6 +131,9 @@ static int s_parse(int argc, char **argv, options_t *o)
         case 'H': rc = s_int_arg(optarg, "--hello-timeout-ms", 1, &o->hello_timeout_ms); break;
         case 'c': rc = s_int_arg(optarg, "--max-context", 1, &o->max_context); break;
         case 'f': rc = s_int_arg(optarg, "--prefill-rows", 1, &o->prefill_rows); break;
+        case 'S': rc = s_int_arg(optarg, "--max-seqs", 1, &o->max_seqs); break;
+        case 'Q': rc = s_int_arg(optarg, "--queue-limit", 1, &o->queue_limit); break;
+        case 'K': rc = s_int_arg(optarg, "--kv-memory", 1, &o->kv_memory_mb); break;
         case 'h': s_usage(stdout); exit(0);
         default:
             fprintf(stderr, "moe-coordinator: unknown or incomplete option '%s' (see --help)\n",
@@ -173,6 +186,7 @@ int main(int argc, char **argv)
         .placement_file = o.placement, .replicas = o.replicas, .bind = o.bind,
         .reply_timeout_ms = o.reply_timeout_ms, .hello_timeout_ms = o.hello_timeout_ms,
         .max_context = o.max_context, .prefill_rows = o.prefill_rows,
+        .max_seqs = o.max_seqs, .queue_limit = o.queue_limit, .kv_memory_mb = o.kv_memory_mb,
     };
     coordinator_t *co = coordinator_start(&opts, &s_stop, &err);
     int rc = co ? 0 : -1;

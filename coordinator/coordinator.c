@@ -139,8 +139,14 @@ static int s_start(coordinator_t *co, const coordinator_opts_t *o,
 
     char name[PATH_MAX + 64];
     snprintf(name, sizeof name, "%s (%s)", o->model, config_arch_name(cfg->arch));
-    rpc_config_t conf = {.bind = o->bind, .model_name = name, .max_context = max_context,
-                         .prefill_rows = o->prefill_rows};
+    rpc_config_t conf = {
+        .bind = o->bind, .model_name = name, .max_context = max_context,
+        .prefill_rows = o->prefill_rows,
+        .max_seqs = o->max_seqs > 0 ? o->max_seqs : COORDINATOR_DEFAULT_MAX_SEQS,
+        .queue_limit = o->queue_limit > 0 ? o->queue_limit : COORDINATOR_DEFAULT_QUEUE,
+        .kv_memory = o->kv_memory_mb > 0 ? (size_t)o->kv_memory_mb << 20
+                                         : (size_t)COORDINATOR_DEFAULT_KV_MB << 20,
+    };
     co->rpc = rpc_new(co->zmq_ctx, co->w, co->dispatch, co->peers, co->nodes, co->n_nodes,
                       &conf, err);
     return co->rpc ? 0 : -1;

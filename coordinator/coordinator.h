@@ -12,6 +12,11 @@
 #include "model/placement.h"
 
 enum { COORDINATOR_MAX_NODES = 256 };
+enum {
+    COORDINATOR_DEFAULT_MAX_SEQS = 16,  /* sequences generating at once */
+    COORDINATOR_DEFAULT_QUEUE = 64,     /* requests waiting for a slot */
+    COORDINATOR_DEFAULT_KV_MB = 1024,   /* KV cache of all sequences, MiB */
+};
 
 typedef struct coordinator_opts {
     const char *model;                  /* model folder */
@@ -24,7 +29,10 @@ typedef struct coordinator_opts {
     int reply_timeout_ms;
     int hello_timeout_ms;
     int max_context;                    /* 0: the model's, at most 4096 */
-    int prefill_rows;
+    int prefill_rows;                   /* rows per forward step */
+    int max_seqs;                       /* 0: COORDINATOR_DEFAULT_MAX_SEQS */
+    int queue_limit;                    /* 0: COORDINATOR_DEFAULT_QUEUE */
+    int kv_memory_mb;                   /* 0: COORDINATOR_DEFAULT_KV_MB */
 } coordinator_opts_t;
 
 typedef struct coordinator coordinator_t;

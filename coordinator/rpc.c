@@ -10,9 +10,10 @@
 #include "core/timer.h"
 #include "engine/forward.h"
 #include "engine/kvcache.h"
-#include "engine/sampler.h"
+#include "coordinator/sched.h"
 
 enum { POLL_MS = 100 }; /* how often the loop looks at the stop flag and links */
+enum { MAX_REQUESTS_PER_STEP = 256 }; /* requests taken between two steps */
 
 struct rpc {
     const weights_t *w;
@@ -26,10 +27,8 @@ struct rpc {
     void *socket;                  /* ROUTER for clients */
     wire_inbox_t *inbox;
     forward_t *fw;                 /* experts through dispatch_moe */
-    kvcache_t *kv;                 /* one sequence at a time, max_context positions */
-    float *logits;                 /* (vocab): the last position's */
-    sampler_t *sampler;            /* the running request's token choice */
-    int32_t *tokens;               /* (max_context) generated so far */
+    kvcache_t *kv;                 /* LOGITS requests, max_context positions */
+    sched_t *sched;                /* GENERATE requests, batched */
     wire_node_status_t *status;    /* (n_peers) */
     uint64_t requests_served;
     uint64_t rows_forwarded;       /* token rows through the forward pass */
@@ -77,22 +76,25 @@ rpc_t *rpc_new(void *zmq_ctx, const weights_t *w, dispatch_t *dispatch, peer_t *
     self->kv = kvcache_new(cfg, conf->max_context, err);
     if (!self->kv)
         goto fail;
-    sampler_params_t greedy = sampler_params_default();
-    greedy.temperature = 0;
-    self->sampler = sampler_new(cfg->vocab_size, &greedy, err);
-    if (!self->sampler)
+    sched_config_t sc = {.max_seqs = conf->max_seqs, .queue_limit = conf->queue_limit,
+                         .step_tokens = conf->prefill_rows, .kv_memory = conf->kv_memory,
+                         .max_context = conf->max_context};
+    self->sched = sched_new(cfg, self->fw, &sc, err);
+    if (!self->sched)
         goto fail;
-    self->logits = mem_alloc((size_t)cfg->vocab_size * sizeof(float));
-    self->tokens = mem_alloc((size_t)conf->max_context * sizeof(int32_t));
     self->status = mem_calloc((size_t)n_peers, sizeof *self->status);
-    if (!self->logits || !self->tokens || !self->status) {
+    if (!self->status) {
         err_set(err, ENOMEM, "out of memory for the client endpoint");
         goto fail;
     }
-    int linger = 0;
+    int linger = 0, mandatory = 1, no_wait = 0;
     size_t len = sizeof self->endpoint;
     self->socket = zmq_socket(zmq_ctx, ZMQ_ROUTER);
+    /* ROUTER_MANDATORY: a reply to a client that has gone fails (EHOSTUNREACH)
+     * instead of vanishing, so its sequence is cancelled and freed. */
     if (!self->socket || zmq_setsockopt(self->socket, ZMQ_LINGER, &linger, sizeof linger) < 0 ||
+        zmq_setsockopt(self->socket, ZMQ_ROUTER_MANDATORY, &mandatory, sizeof mandatory) < 0 ||
+        zmq_setsockopt(self->socket, ZMQ_RCVTIMEO, &no_wait, sizeof no_wait) < 0 ||
         wire_socket_set_limit(self->socket, &lim, err) < 0 ||
         zmq_bind(self->socket, conf->bind) < 0 ||
         zmq_getsockopt(self->socket, ZMQ_LAST_ENDPOINT, self->endpoint, &len) < 0) {
@@ -118,9 +120,7 @@ void rpc_destroy(rpc_t **self_p)
     wire_inbox_destroy(&self->inbox);
     forward_destroy(&self->fw);
     kvcache_destroy(&self->kv);
-    sampler_destroy(&self->sampler);
-    mem_free(self->logits);
-    mem_free(self->tokens);
+    sched_destroy(&self->sched);
     mem_free(self->status);
     mem_free(self);
     *self_p = NULL;
@@ -184,62 +184,47 @@ bad:
     return -1;
 }
 
-/* The request's sampling as sampler parameters. The model's EOS ids are not
- * applied yet: generation runs to max_tokens or a requested stop id, as
- * moe-run does. */
-static sampler_params_t s_sampling_of(const wire_request_t *req)
+/* Delivers a scheduler event to its client. */
+static int s_emit(void *ctx, const sched_event_t *ev)
 {
-    sampler_params_t p = sampler_params_default();
-    p.temperature = req->temperature;
-    p.top_k = req->top_k;
-    p.top_p = req->top_p > 0 ? req->top_p : 1.0f; /* absent (0) means off */
-    p.seed = req->seed;
-    p.max_tokens = req->max_tokens;
-    p.n_stop = req->n_stop < SAMPLER_MAX_STOP ? req->n_stop : SAMPLER_MAX_STOP;
-    for (int i = 0; i < p.n_stop; i++)
-        p.stop[i] = req->stop_ids[i];
-    return p;
+    rpc_t *self = ctx;
+    err_t err = {0};
+    switch (ev->kind) {
+    case SCHED_TOKEN: {
+        wire_reply_t rep = {.type = WIRE_REP_TOKENS, .request_id = ev->request_id,
+                            .n_tokens = 1, .tokens = &ev->token};
+        return wire_reply_send(self->socket, ev->client, &rep, &err);
+    }
+    case SCHED_DONE: {
+        wire_reply_t done = {.type = WIRE_REP_TOKENS, .request_id = ev->request_id,
+                             .final = true, .prompt_tokens = ev->prompt_tokens,
+                             .generated_tokens = ev->generated_tokens, .seconds = ev->seconds};
+        if (wire_reply_send(self->socket, ev->client, &done, &err) == 0)
+            self->requests_served++;
+        return 0;
+    }
+    case SCHED_FAILED:
+        s_reply_error(self, ev->client, ev->request_id, ev->code, ev->message);
+        return 0;
+    }
+    return 0;
 }
 
 static void s_generate(rpc_t *self, const wire_peer_t *to, const wire_request_t *req)
 {
     if (s_check_prompt(self, to, req, req->max_tokens) < 0)
         return;
-    const double t0 = timer_now();
+    wire_client_error_t code;
     err_t err = {0};
-    sampler_params_t sampling = s_sampling_of(req);
-    if (sampler_reset(self->sampler, &sampling, &err) < 0) {
-        s_reply_error(self, to, req->request_id, WIRE_CLIENT_INVALID_ARGUMENT, err.msg);
-        return;
-    }
-    kvcache_truncate(self->kv, 0);
-    int rc = s_forward(self, req->prompt, req->n_prompt, FORWARD_LOGITS_LAST, self->logits,
-                       &err);
-    int n = 0;
-    while (rc == 0 && n < req->max_tokens) {
-        int32_t next;
-        if (sampler_sample(self->sampler, self->logits, &next, &err) < 0) {
-            rc = -1;
-            break;
-        }
-        self->tokens[n++] = next;
-        wire_reply_t rep = {.type = WIRE_REP_TOKENS, .request_id = req->request_id,
-                            .n_tokens = 1, .tokens = &self->tokens[n - 1]};
-        if (wire_reply_send(self->socket, to, &rep, &err) < 0)
-            return; /* the client is gone: nothing to answer */
-        if (sampler_check_stop(self->sampler, next, n) != SAMPLER_CONTINUE)
-            break;
-        rc = s_forward(self, &next, 1, FORWARD_LOGITS_LAST, self->logits, &err);
-    }
-    if (rc < 0) {
-        s_reply_error(self, to, req->request_id, s_code_of(errno), err.msg);
-        return;
-    }
-    wire_reply_t done = {.type = WIRE_REP_TOKENS, .request_id = req->request_id,
-                         .final = true, .prompt_tokens = req->n_prompt,
-                         .generated_tokens = n, .seconds = timer_now() - t0};
-    if (wire_reply_send(self->socket, to, &done, &err) == 0)
-        self->requests_served++;
+    if (sched_submit(self->sched, to, req, &code, &err) < 0)
+        s_reply_error(self, to, req->request_id, code, err.msg);
+}
+
+static void s_cancel(rpc_t *self, const wire_peer_t *to, const wire_request_t *req)
+{
+    if (sched_cancel(self->sched, to, req->cancel_id, s_emit, self) < 0)
+        s_reply_error(self, to, req->request_id, WIRE_CLIENT_INVALID_ARGUMENT,
+                      "no running or waiting request with that id");
 }
 
 static void s_logits(rpc_t *self, const wire_peer_t *to, const wire_request_t *req)
@@ -299,37 +284,40 @@ static void s_status(rpc_t *self, const wire_peer_t *to, const wire_request_t *r
         fprintf(stderr, "moe-coordinator: cannot answer a client: %s\n", err.msg);
 }
 
-static void s_handle(rpc_t *self)
+/* Handles one waiting request; false when none was waiting. */
+static bool s_handle(rpc_t *self)
 {
     wire_peer_t from = {0};
     wire_request_t req;
     wire_client_error_t code = WIRE_CLIENT_OK;
     err_t err = {0};
     if (wire_request_recv(self->inbox, self->socket, &from, &req, &code, &err) < 0) {
+        if (errno == EAGAIN)
+            return false;
         if (errno == EPROTO && from.len > 0)
             s_reply_error(self, &from, req.request_id, code, err.msg);
-        return;
+        return true;
     }
     switch (req.type) {
     case WIRE_REQ_GENERATE: s_generate(self, &from, &req); break;
     case WIRE_REQ_LOGITS: s_logits(self, &from, &req); break;
     case WIRE_REQ_STATUS: s_status(self, &from, &req); break;
-    case WIRE_REQ_CANCEL:
-        /* Requests run to completion one at a time, so none is running now. */
-        s_reply_error(self, &from, req.request_id, WIRE_CLIENT_INVALID_ARGUMENT,
-                      "no running request with that id");
-        break;
+    case WIRE_REQ_CANCEL: s_cancel(self, &from, &req); break;
     default:
         s_reply_error(self, &from, req.request_id, WIRE_CLIENT_INVALID_ARGUMENT,
                       "unknown request type");
     }
+    return true;
 }
 
 int rpc_run(rpc_t *self, volatile sig_atomic_t *stop, err_t *err)
 {
     while (!*stop) {
+        /* Between steps: take every waiting request (bounded, so that a flood
+         * cannot starve the running sequences), then run one step. */
+        const bool busy = sched_has_work(self->sched);
         zmq_pollitem_t item = {.socket = self->socket, .events = ZMQ_POLLIN};
-        int n = zmq_poll(&item, 1, POLL_MS);
+        int n = zmq_poll(&item, 1, busy ? 0 : POLL_MS);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -337,8 +325,11 @@ int rpc_run(rpc_t *self, volatile sig_atomic_t *stop, err_t *err)
                            zmq_strerror(errno));
         }
         dispatch_check_links(self->dispatch);
-        if (item.revents & ZMQ_POLLIN)
-            s_handle(self);
+        for (int i = 0; i < MAX_REQUESTS_PER_STEP && (item.revents & ZMQ_POLLIN); i++)
+            if (!s_handle(self))
+                break;
+        if (sched_has_work(self->sched))
+            sched_step(self->sched, s_emit, self, &self->seconds_forward, &self->rows_forwarded);
     }
     return 0;
 }

@@ -1,10 +1,11 @@
 /* rpc: the coordinator's client endpoint and request handling.
  *
- * One ROUTER socket serves any number of connected clients; requests run one
- * after another (batching of concurrent requests comes with the scheduler).
- * GENERATE runs the prompt and greedy decoding through the forward pass,
- * whose experts are dispatched to the nodes, and streams one TOKENS reply per
- * token, then a final one with counts and timings; LOGITS returns every prompt
+ * One ROUTER socket serves any number of connected clients. GENERATE requests
+ * go to the scheduler (sched.h), which batches all running sequences into
+ * each forward step, whose experts are dispatched to the nodes; each token
+ * leaves as a TOKENS reply as soon as it is made, then a final one with
+ * counts and timings. A client that has gone is noticed on the next reply and
+ * its sequence freed. LOGITS (run between steps) returns every prompt
  * position's logits as a tensor frame; STATUS reports nodes, placement and
  * counters. Every accepted request gets its answer or one ERROR_REPLY; a
  * malformed request gets an ERROR_REPLY and the loop goes on.
@@ -30,7 +31,10 @@ typedef struct rpc_config {
     const char *bind;       /* client endpoint to bind, e.g. tcp://127.0.0.1:* (used in rpc_new) */
     const char *model_name; /* shown in status (copied) */
     int max_context;        /* positions per sequence (prompt + generated) */
-    int prefill_rows;       /* rows per forward chunk */
+    int prefill_rows;       /* rows per forward step (decode rows + prefill chunks) */
+    int max_seqs;           /* sequences generating at once */
+    int queue_limit;        /* requests waiting; more get BUSY */
+    size_t kv_memory;       /* bytes of KV cache for all sequences */
 } rpc_config_t;
 
 typedef struct rpc rpc_t;

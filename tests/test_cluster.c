@@ -170,15 +170,22 @@ static void test_malformed_client_request(void **state)
     free(ep);
 }
 
+/* The small preset (4096 positions: room for long generations), made once. */
+static void s_small_model(char *model, size_t n)
+{
+    char cmd[2048];
+    snprintf(model, n, "%s/small", s_tmp);
+    snprintf(cmd, sizeof cmd, "test -f '%s/config.json' || '%s/moe-mkmodel' --arch mixtral "
+             "--preset small --seed 3 --out '%s' >/dev/null 2>&1", model, s_bin, model);
+    assert_int_equal(system(cmd), 0);
+}
+
 static void test_node_killed_mid_request(void **state)
 {
     (void)state;
-    char run_dir[700], model[700], cmd[2048];
+    char run_dir[700], model[700];
     snprintf(run_dir, sizeof run_dir, "%s/kill", s_tmp);
-    snprintf(model, sizeof model, "%s/small", s_tmp);
-    snprintf(cmd, sizeof cmd, "'%s/moe-mkmodel' --arch mixtral --preset small --seed 3 "
-             "--out '%s' >/dev/null 2>&1", s_bin, model);
-    assert_int_equal(system(cmd), 0);
+    s_small_model(model, sizeof model);
     char *ep = s_up(model, 2, run_dir, NULL);
     void *ctx = zmq_ctx_new();
     void *sock = s_dealer(ctx, ep);
@@ -288,6 +295,129 @@ static void test_sampling_and_streaming(void **state)
     snprintf(cmd, sizeof cmd, "'%s/moe-client' --connect '%s' %s --top-p 1.5 2>/dev/null",
              s_bin, ep, gen);
     assert_int_equal(testutil_run(cmd, NULL), 2);
+    s_down(run_dir);
+    free(ep);
+}
+
+enum { N_CONCURRENT = 16 };
+
+/* Sixteen clients at once: every sequence shares forward steps with the
+ * others, and each prints exactly what it prints alone. */
+static void test_concurrent_clients_batched(void **state)
+{
+    (void)state;
+    char run_dir[700], model[700], cmd[8192];
+    snprintf(run_dir, sizeof run_dir, "%s/concurrent", s_tmp);
+    snprintf(model, sizeof model, "%s/mixtral-A", fixture_root());
+    char *ep = s_up(model, 2, run_dir, NULL);
+    char prompts[N_CONCURRENT][128];
+    testrng_t rng;
+    testrng_init(&rng, 2024);
+    for (int c = 0; c < N_CONCURRENT; c++) {
+        int len = 1 + c % 9, used = 0;
+        for (int i = 0; i < len; i++)
+            used += snprintf(prompts[c] + used, sizeof prompts[c] - (size_t)used, "%s%d",
+                             i ? "," : "", (int)(testrng_uniform(&rng) * 256));
+    }
+    /* All at once, each to its own file; the whole run is bounded. */
+    int used = snprintf(cmd, sizeof cmd, "cd '%s' && (", s_tmp);
+    for (int c = 0; c < N_CONCURRENT; c++)
+        used += snprintf(cmd + used, sizeof cmd - (size_t)used,
+                         "timeout 60 '%s/moe-client' --connect '%s' generate --prompt-ids %s "
+                         "--max-tokens 10 > conc-%d.out 2>&1 & ", s_bin, ep, prompts[c], c);
+    snprintf(cmd + used, sizeof cmd - (size_t)used, "wait)");
+    assert_int_equal(testutil_run(cmd, NULL), 0);
+    for (int c = 0; c < N_CONCURRENT; c++) {
+        char path[800], alone[4096];
+        snprintf(path, sizeof path, "%s/conc-%d.out", s_tmp, c);
+        char *got = testutil_read_file(path, NULL);
+        assert_non_null(got);
+        got[strcspn(got, "\n")] = '\0';
+        snprintf(alone, sizeof alone, "'%s/moe-run' --model '%s' --prompt-ids %s "
+                 "--max-tokens 10 2>/dev/null", s_bin, model, prompts[c]);
+        char *want = crosscheck_last_line(alone);
+        if (strcmp(got, want) != 0)
+            fail_msg("client %d (prompt %s): %s among 16, %s alone", c, prompts[c], got, want);
+        free(got);
+        free(want);
+    }
+    printf("  %d concurrent clients: each printed what moe-run prints alone\n", N_CONCURRENT);
+    s_down(run_dir);
+    free(ep);
+}
+
+/* One slot and a queue of one: the third request is refused at once with
+ * BUSY; CANCEL ends a waiting and a running request; the cluster serves on. */
+static void test_full_queue_and_cancel(void **state)
+{
+    (void)state;
+    char run_dir[700], model[700];
+    snprintf(run_dir, sizeof run_dir, "%s/busy", s_tmp);
+    s_small_model(model, sizeof model);
+    char *ep = s_up(model, 2, run_dir, "--max-seqs 1 --queue-limit 1");
+    void *ctx = zmq_ctx_new();
+    void *sock = s_dealer(ctx, ep);
+    wire_limits_t lim = {0};
+    err_t err = {0};
+    wire_inbox_t *inbox = wire_inbox_new(&lim, &err);
+    int32_t prompt[3] = {5, 17, 2};
+    for (uint64_t id = 1; id <= 3; id++) {
+        wire_request_t req = {.type = WIRE_REQ_GENERATE, .request_id = id, .n_prompt = 3,
+                              .prompt = prompt, .max_tokens = 4000};
+        assert_int_equal(wire_request_send(sock, &req, &err), 0);
+    }
+    /* Until request 3's BUSY: tokens of request 1 may come first. */
+    wire_reply_t rep;
+    bool busy = false, saw_2 = false;
+    for (int i = 0; i < 4000 && !busy; i++) {
+        assert_int_equal(wire_reply_recv(inbox, sock, &rep, &err), 0);
+        saw_2 |= rep.request_id == 2;
+        if (rep.type == WIRE_REP_ERROR) {
+            assert_int_equal(rep.request_id, 3);
+            assert_int_equal(rep.error_code, WIRE_CLIENT_BUSY);
+            busy = true;
+        }
+    }
+    assert_true(busy);
+    assert_false(saw_2); /* request 2 waits for the slot */
+    for (uint64_t id = 2; id >= 1; id--) { /* the waiting one, then the running one */
+        wire_request_t cancel = {.type = WIRE_REQ_CANCEL, .request_id = 100 + id,
+                                 .cancel_id = id};
+        assert_int_equal(wire_request_send(sock, &cancel, &err), 0);
+        bool ended = false;
+        for (int i = 0; i < 4000 && !ended; i++) {
+            assert_int_equal(wire_reply_recv(inbox, sock, &rep, &err), 0);
+            if (rep.request_id == id && rep.type == WIRE_REP_ERROR) {
+                assert_int_equal(rep.error_code, WIRE_CLIENT_CANCELLED);
+                ended = true;
+            }
+            if (rep.request_id == id && rep.type == WIRE_REP_TOKENS && rep.final)
+                fail_msg("request %d finished (%d generated) before its cancel", (int)id,
+                         rep.generated_tokens);
+        }
+        assert_true(ended);
+    }
+    /* A cancel of nothing is refused; a new request runs to its end. */
+    wire_request_t none = {.type = WIRE_REQ_CANCEL, .request_id = 200, .cancel_id = 77};
+    assert_int_equal(wire_request_send(sock, &none, &err), 0);
+    do
+        assert_int_equal(wire_reply_recv(inbox, sock, &rep, &err), 0);
+    while (rep.request_id != 200);
+    assert_int_equal(rep.error_code, WIRE_CLIENT_INVALID_ARGUMENT);
+    wire_request_t again = {.type = WIRE_REQ_GENERATE, .request_id = 300, .n_prompt = 3,
+                            .prompt = prompt, .max_tokens = 4};
+    assert_int_equal(wire_request_send(sock, &again, &err), 0);
+    int tokens = 0;
+    do {
+        assert_int_equal(wire_reply_recv(inbox, sock, &rep, &err), 0);
+        if (rep.request_id == 300)
+            tokens += rep.n_tokens;
+    } while (!(rep.request_id == 300 && (rep.final || rep.type == WIRE_REP_ERROR)));
+    assert_int_equal(rep.type, WIRE_REP_TOKENS);
+    assert_int_equal(tokens, 4);
+    wire_inbox_destroy(&inbox);
+    zmq_close(sock);
+    zmq_ctx_term(ctx);
     s_down(run_dir);
     free(ep);
 }
@@ -429,6 +559,8 @@ int main(void)
         cmocka_unit_test(test_malformed_client_request),
         cmocka_unit_test(test_node_killed_mid_request),
         cmocka_unit_test(test_sampling_and_streaming),
+        cmocka_unit_test(test_concurrent_clients_batched),
+        cmocka_unit_test(test_full_queue_and_cancel),
         cmocka_unit_test(test_two_clusters_side_by_side),
         cmocka_unit_test(test_failed_start_stops_the_rest),
         cmocka_unit_test(test_node_memory_follows_its_share),
