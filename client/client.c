@@ -498,6 +498,8 @@ client_status_t *client_status(client_t *self, err_t *err)
             .seconds_dispatch = rep.timing.seconds_dispatch,
             .seconds_node_compute = rep.timing.seconds_node_compute,
         },
+        .sequences_running = rep.sequences_running, .requests_queued = rep.requests_queued,
+        .kv_bytes = rep.kv_bytes,
     };
     for (int i = 0; i < rep.n_nodes; i++) {
         const wire_node_status_t *w = &rep.nodes[i];

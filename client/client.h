@@ -177,6 +177,9 @@ typedef struct client_status {
     int n_nodes;
     const client_node_t *nodes; /* (n_nodes) */
     client_timing_t timing;
+    int sequences_running;      /* generating now */
+    int requests_queued;        /* waiting for a slot */
+    uint64_t kv_bytes;          /* KV cache they hold */
 } client_status_t;
 
 /* Sends STATUS and returns the reply as a client_status_t (caller destroys

@@ -479,10 +479,13 @@ static json_t *s_status_json(const client_status_t *st)
                                "seconds_dispatch", t->seconds_dispatch,
                                "seconds_node_compute", t->seconds_node_compute);
     /* "o" steals nodes, tokens and timing, also when packing fails. */
-    return json_pack("{s:s, s:i, s:i, s:o, s:o, s:o, s:o}", "model", st->model,
+    return json_pack("{s:s, s:i, s:i, s:o, s:o, s:o, s:o, s:i, s:i, s:o}", "model", st->model,
                      "n_layers", st->n_layers, "n_experts", st->n_experts,
                      "requests_served", s_json_u64(st->requests_served),
-                     "nodes", nodes, "expert_tokens", tokens, "timing", timing);
+                     "nodes", nodes, "expert_tokens", tokens, "timing", timing,
+                     "sequences_running", st->sequences_running,
+                     "requests_queued", st->requests_queued,
+                     "kv_bytes", s_json_u64(st->kv_bytes));
 }
 
 /* "all 2 layers: 0,2" when every layer hosts the same experts, else
@@ -565,7 +568,9 @@ static int s_status_table(const client_status_t *st, err_t *err)
     printf("model: %s\n", *st->model ? st->model : "(unknown)");
     printf("layers: %d, experts per layer: %d, requests served: %" PRIu64 "\n",
            st->n_layers, st->n_experts, st->requests_served);
-    printf("nodes: %d up, %d down\n\n", n_up, st->n_nodes - n_up);
+    printf("nodes: %d up, %d down\n", n_up, st->n_nodes - n_up);
+    printf("sequences: %d running, %d queued, %" PRIu64 " bytes of KV cache\n\n",
+           st->sequences_running, st->requests_queued, st->kv_bytes);
 
     printf("%6s  %-4s  %-*s  %7s  %10s  %11s  %11s  %s\n", "node", "up", width, "endpoint",
            "experts", "batches", "rtt last", "rtt mean", "last error");

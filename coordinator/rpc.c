@@ -87,13 +87,16 @@ rpc_t *rpc_new(void *zmq_ctx, const weights_t *w, dispatch_t *dispatch, peer_t *
         err_set(err, ENOMEM, "out of memory for the client endpoint");
         goto fail;
     }
-    int linger = 0, mandatory = 1, no_wait = 0;
+    int linger = 0, mandatory = 1, no_wait = 0, no_hwm = 0;
     size_t len = sizeof self->endpoint;
     self->socket = zmq_socket(zmq_ctx, ZMQ_ROUTER);
     /* ROUTER_MANDATORY: a reply to a client that has gone fails (EHOSTUNREACH)
      * instead of vanishing, so its sequence is cancelled and freed. */
     if (!self->socket || zmq_setsockopt(self->socket, ZMQ_LINGER, &linger, sizeof linger) < 0 ||
         zmq_setsockopt(self->socket, ZMQ_ROUTER_MANDATORY, &mandatory, sizeof mandatory) < 0 ||
+        /* No send limit: with ROUTER_MANDATORY a full queue to a slow reader
+         * would fail sends (EAGAIN); replies are bounded by max_tokens anyway. */
+        zmq_setsockopt(self->socket, ZMQ_SNDHWM, &no_hwm, sizeof no_hwm) < 0 ||
         zmq_setsockopt(self->socket, ZMQ_RCVTIMEO, &no_wait, sizeof no_wait) < 0 ||
         wire_socket_set_limit(self->socket, &lim, err) < 0 ||
         zmq_bind(self->socket, conf->bind) < 0 ||
@@ -193,7 +196,13 @@ static int s_emit(void *ctx, const sched_event_t *ev)
     case SCHED_TOKEN: {
         wire_reply_t rep = {.type = WIRE_REP_TOKENS, .request_id = ev->request_id,
                             .n_tokens = 1, .tokens = &ev->token};
-        return wire_reply_send(self->socket, ev->client, &rep, &err);
+        if (wire_reply_send(self->socket, ev->client, &rep, &err) == 0)
+            return 0;
+        if (errno == EHOSTUNREACH)
+            return -1; /* the client has gone: its sequence is freed */
+        fprintf(stderr, "moe-coordinator: request %llu: %s\n",
+                (unsigned long long)ev->request_id, err.msg);
+        return 0;
     }
     case SCHED_DONE: {
         wire_reply_t done = {.type = WIRE_REP_TOKENS, .request_id = ev->request_id,
@@ -279,6 +288,9 @@ static void s_status(rpc_t *self, const wire_peer_t *to, const wire_request_t *r
         .bytes_received = ds->bytes_received, .seconds_forward = self->seconds_forward,
         .seconds_dispatch = ds->seconds_total, .seconds_node_compute = ds->seconds_node_compute,
     };
+    rep.sequences_running = sched_running(self->sched);
+    rep.requests_queued = sched_queued(self->sched);
+    rep.kv_bytes = sched_kv_bytes(self->sched);
     err_t err = {0};
     if (wire_reply_send(self->socket, to, &rep, &err) < 0)
         fprintf(stderr, "moe-coordinator: cannot answer a client: %s\n", err.msg);

@@ -1199,6 +1199,12 @@ static int s_reply_status(wire_inbox_t *self, const Moe__Client__Reply *r, wire_
         .seconds_dispatch = r->timing_seconds_dispatch,
         .seconds_node_compute = r->timing_seconds_node_compute,
     };
+    if (r->sequences_running > INT32_MAX || r->requests_queued > INT32_MAX)
+        return err_set(err, EPROTO, "STATUS_DATA: %u sequences, %u queued",
+                       r->sequences_running, r->requests_queued);
+    rep->sequences_running = (int)r->sequences_running;
+    rep->requests_queued = (int)r->requests_queued;
+    rep->kv_bytes = r->kv_bytes;
     return 0;
 }
 
@@ -1443,6 +1449,9 @@ int wire_reply_send(void *socket, const wire_peer_t *to, const wire_reply_t *rep
         r.timing_seconds_forward = rep->timing.seconds_forward;
         r.timing_seconds_dispatch = rep->timing.seconds_dispatch;
         r.timing_seconds_node_compute = rep->timing.seconds_node_compute;
+        r.sequences_running = rep->sequences_running > 0 ? (uint32_t)rep->sequences_running : 0;
+        r.requests_queued = rep->requests_queued > 0 ? (uint32_t)rep->requests_queued : 0;
+        r.kv_bytes = rep->kv_bytes;
         break;
     }
     case WIRE_REP_ERROR:

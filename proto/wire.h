@@ -233,6 +233,9 @@ typedef struct wire_reply {
     const uint64_t *expert_tokens; /* (n_layers * n_experts) */
     uint64_t requests_served;
     wire_timing_t timing;
+    int sequences_running;        /* STATUS: the scheduler now */
+    int requests_queued;
+    uint64_t kv_bytes;
 } wire_reply_t;
 
 /* Coordinator side: receives a request from the client ROUTER socket; same

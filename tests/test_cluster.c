@@ -397,6 +397,16 @@ static void test_full_queue_and_cancel(void **state)
         }
         assert_true(ended);
     }
+    /* Nothing runs or waits now, and no KV cache is held. */
+    wire_request_t st = {.type = WIRE_REQ_STATUS, .request_id = 150};
+    assert_int_equal(wire_request_send(sock, &st, &err), 0);
+    do
+        assert_int_equal(wire_reply_recv(inbox, sock, &rep, &err), 0);
+    while (rep.request_id != 150);
+    assert_int_equal(rep.type, WIRE_REP_STATUS);
+    assert_int_equal(rep.sequences_running, 0);
+    assert_int_equal(rep.requests_queued, 0);
+    assert_true(rep.kv_bytes == 0);
     /* A cancel of nothing is refused; a new request runs to its end. */
     wire_request_t none = {.type = WIRE_REQ_CANCEL, .request_id = 200, .cancel_id = 77};
     assert_int_equal(wire_request_send(sock, &none, &err), 0);
@@ -418,6 +428,57 @@ static void test_full_queue_and_cancel(void **state)
     wire_inbox_destroy(&inbox);
     zmq_close(sock);
     zmq_ctx_term(ctx);
+    s_down(run_dir);
+    free(ep);
+}
+
+/* STATUS of the coordinator at ep: running sequences and KV bytes held. */
+static void s_sched_status(const char *ep, int *running, uint64_t *kv_bytes)
+{
+    void *ctx = zmq_ctx_new();
+    void *sock = s_dealer(ctx, ep);
+    wire_limits_t lim = {0};
+    err_t err = {0};
+    wire_inbox_t *inbox = wire_inbox_new(&lim, &err);
+    wire_request_t st = {.type = WIRE_REQ_STATUS, .request_id = 1};
+    assert_int_equal(wire_request_send(sock, &st, &err), 0);
+    wire_reply_t rep;
+    assert_int_equal(wire_reply_recv(inbox, sock, &rep, &err), 0);
+    assert_int_equal(rep.type, WIRE_REP_STATUS);
+    *running = rep.sequences_running;
+    *kv_bytes = rep.kv_bytes;
+    wire_inbox_destroy(&inbox);
+    zmq_close(sock);
+    zmq_ctx_term(ctx);
+}
+
+/* A client that goes away mid-generation: its sequence and KV cache are
+ * freed (noticed on the next token the coordinator sends it). */
+static void test_disconnect_frees_sequence(void **state)
+{
+    (void)state;
+    char run_dir[700], model[700], cmd[4096];
+    snprintf(run_dir, sizeof run_dir, "%s/disconnect", s_tmp);
+    s_small_model(model, sizeof model);
+    char *ep = s_up(model, 2, run_dir, NULL);
+    snprintf(cmd, sizeof cmd, "'%s/moe-client' --connect '%s' generate --prompt-ids 1,2,3 "
+             "--max-tokens 4000 >/dev/null 2>&1 & echo $!", s_bin, ep);
+    char *pid_text = NULL;
+    assert_int_equal(testutil_run(cmd, &pid_text), 0);
+    pid_t client = (pid_t)atoi(pid_text);
+    free(pid_text);
+    int running = 0;
+    uint64_t kv = 0;
+    for (double t0 = timer_now(); running == 0 && timer_now() - t0 < 10; usleep(20000))
+        s_sched_status(ep, &running, &kv);
+    assert_int_equal(running, 1);
+    assert_true(kv > 0);
+    printf("  while generating: 1 sequence, %llu bytes of KV cache\n", (unsigned long long)kv);
+    assert_int_equal(kill(client, SIGKILL), 0);
+    for (double t0 = timer_now(); running != 0 && timer_now() - t0 < 10; usleep(20000))
+        s_sched_status(ep, &running, &kv);
+    assert_int_equal(running, 0);
+    assert_true(kv == 0);
     s_down(run_dir);
     free(ep);
 }
@@ -561,6 +622,7 @@ int main(void)
         cmocka_unit_test(test_sampling_and_streaming),
         cmocka_unit_test(test_concurrent_clients_batched),
         cmocka_unit_test(test_full_queue_and_cancel),
+        cmocka_unit_test(test_disconnect_frees_sequence),
         cmocka_unit_test(test_two_clusters_side_by_side),
         cmocka_unit_test(test_failed_start_stops_the_rest),
         cmocka_unit_test(test_node_memory_follows_its_share),
