@@ -157,7 +157,10 @@ DEFAULT_MODEL := build/models/default
 run: $(PROGRAMS)
 	tools/run-default.sh $(BIN) $(DEFAULT_MODEL)
 
-BENCH_BINS := $(BIN)/bench-core $(BIN)/bench-cluster
+BENCH_BINS := $(BIN)/bench-core $(BIN)/bench-cluster $(BIN)/bench-serving
+$(BIN)/bench-serving: $(OBJ)/bench/bench_serving.o $(OBJ)/bench/workload.o $(LIBS_NET)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 $(BIN)/bench-cluster: $(OBJ)/bench/bench_cluster.o $(OBJ)/bench/workload.o $(LIBS_NET)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)

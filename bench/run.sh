@@ -24,3 +24,10 @@ endpoint=$(MOE_BIN="$bin" "$root/cluster/local.sh" up --model "$model" --nodes 2
     --run-dir "$run_dir" --threads 2 --node-threads 2 | tail -n 1)
 "$bin/bench-cluster" --model "$model" --endpoint "$endpoint" --threads 2 \
     --prompt-len 128 --decode 64 --repeat 5
+
+echo "== serving: aggregate decode with 1, 4, 16 and 64 concurrent sequences (same cluster)"
+MOE_BIN="$bin" "$root/cluster/local.sh" down --run-dir "$run_dir"
+endpoint=$(MOE_BIN="$bin" "$root/cluster/local.sh" up --model "$model" --nodes 2 \
+    --run-dir "$run_dir" --threads 2 --node-threads 2 --max-seqs 64 --queue-limit 256 |
+    tail -n 1)
+"$bin/bench-serving" --endpoint "$endpoint" --concurrency 1,4,16,64 --prompt-len 16 --tokens 64

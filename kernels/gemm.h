@@ -15,13 +15,14 @@
  *   b: (n, k) with row stride ldb when b_trans (op(B) = B^T, the weight layout),
  *      else (k, n) with row stride ldb.
  * With beta == 0, C is written without being read (it may hold garbage).
- * A one-row product (m == 1) runs as a matrix-vector product. */
+ * A product of a few rows (m <= 4) runs as one matrix-vector product per row,
+ * which streams B faster than a small sgemm does. */
 void gemm(float *c, int ldc, const float *a, int lda, const float *b, int ldb,
           int m, int n, int k, bool b_trans, float alpha, float beta);
 
 /* The linear layer y = x W^T, y: (m, n), x: (m, k), w: (n, k), all dense.
- * For m == 1 it uses a matrix-vector product, which streams W once at memory
- * speed where a one-row sgemm would not. */
+ * For a few rows it uses matrix-vector products, which stream W at memory
+ * speed where a small sgemm would not. */
 void gemm_linear(float *y, const float *x, const float *w, int m, int n, int k);
 
 /* Oracle with the same contract as gemm(), float64 accumulation, plain loops. */

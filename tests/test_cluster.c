@@ -186,7 +186,9 @@ static void test_node_killed_mid_request(void **state)
     char run_dir[700], model[700];
     snprintf(run_dir, sizeof run_dir, "%s/kill", s_tmp);
     s_small_model(model, sizeof model);
-    char *ep = s_up(model, 2, run_dir, NULL);
+    /* The dropped connection is normally seen at once; the reply timeout is
+     * the bound if that notice is late. */
+    char *ep = s_up(model, 2, run_dir, "--reply-timeout-ms 3000");
     void *ctx = zmq_ctx_new();
     void *sock = s_dealer(ctx, ep);
     wire_limits_t lim = {0};

@@ -1,0 +1,171 @@
+/* bench-serving: aggregate decode speed of a running cluster with 1, 4, 16
+ * and 64 concurrent sequences (each its own client on its own thread), and
+ * the latency a user sees: time to first token and time between tokens
+ * (p50, p99). The ratio that matters: aggregate tokens/s at N sequences over
+ * the rate of one (goal at 16: >= 6x).
+ *
+ *   bench-serving --endpoint EP [--concurrency 1,4,16,64] [--prompt-len 16]
+ *                 [--tokens 64]
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "bench/workload.h"
+#include "client/client.h"
+#include "core/arg.h"
+#include "core/idlist.h"
+#include "core/mem.h"
+#include "core/timer.h"
+
+enum { MAX_CLIENTS = 256, MAX_TOKENS = 4096 };
+
+typedef struct worker {
+    const char *endpoint;
+    int32_t prompt[64];
+    int n_prompt;
+    int n_tokens;
+    double t_sent;
+    double stamps[MAX_TOKENS];   /* arrival time of each token */
+    int n_stamps;
+    int rc;
+    err_t err;
+} worker_t;
+
+static int s_on_chunk(const client_chunk_t *chunk, void *arg)
+{
+    worker_t *w = arg;
+    double now = timer_now();
+    for (int i = 0; i < chunk->n_tokens && w->n_stamps < MAX_TOKENS; i++)
+        w->stamps[w->n_stamps++] = now;
+    return 0;
+}
+
+static void *s_run(void *arg)
+{
+    worker_t *w = arg;
+    client_t *c = client_connect(w->endpoint, 600000, &w->err);
+    w->rc = -1;
+    if (c) {
+        int32_t *tokens = NULL;
+        int n = 0;
+        w->t_sent = timer_now();
+        w->rc = client_generate(c, w->prompt, w->n_prompt, w->n_tokens, s_on_chunk, w, &tokens,
+                                &n, &w->err);
+        mem_free(tokens);
+        client_destroy(&c);
+    }
+    return NULL;
+}
+
+static double s_percentile(double *v, int n, double p)
+{
+    workload_median(v, n); /* sorts */
+    int i = (int)(p * (n - 1) + 0.5);
+    return v[i < 0 ? 0 : i >= n ? n - 1 : i];
+}
+
+/* Runs n concurrent generations; prints one line; *rate gets tokens/s. */
+static int s_level(const char *endpoint, int n, int prompt_len, int n_tokens, double *rate)
+{
+    worker_t *w = mem_calloc((size_t)n, sizeof *w);
+    pthread_t *th = mem_calloc((size_t)n, sizeof *th);
+    double *ttft = mem_calloc((size_t)n, sizeof *ttft);
+    double *tbt = mem_calloc((size_t)n * n_tokens + 1, sizeof *tbt);
+    int rc = -1, n_tbt = 0;
+    if (!w || !th || !ttft || !tbt)
+        goto done;
+    for (int i = 0; i < n; i++) {
+        w[i].endpoint = endpoint;
+        w[i].n_prompt = prompt_len;
+        w[i].n_tokens = n_tokens;
+        workload_prompt(w[i].prompt, prompt_len, 256);
+        for (int j = 0; j < prompt_len; j++) /* a different prompt for each client */
+            w[i].prompt[j] = (w[i].prompt[j] + 7 * i + j) % 256;
+    }
+    const double t0 = timer_now();
+    for (int i = 0; i < n; i++)
+        pthread_create(&th[i], NULL, s_run, &w[i]);
+    for (int i = 0; i < n; i++)
+        pthread_join(th[i], NULL);
+    const double wall = timer_now() - t0;
+    long total = 0;
+    for (int i = 0; i < n; i++) {
+        if (w[i].rc < 0) {
+            fprintf(stderr, "bench-serving: client %d: %s\n", i, w[i].err.msg);
+            goto done;
+        }
+        total += w[i].n_stamps;
+        ttft[i] = w[i].stamps[0] - w[i].t_sent;
+        for (int k = 1; k < w[i].n_stamps; k++)
+            tbt[n_tbt++] = w[i].stamps[k] - w[i].stamps[k - 1];
+    }
+    *rate = (double)total / wall;
+    printf("  %3d sequences: %7.1f tokens/s aggregate; time to first token p50 %.0f ms, "
+           "p99 %.0f ms; between tokens p50 %.1f ms, p99 %.1f ms\n", n, *rate,
+           1e3 * s_percentile(ttft, n, 0.5), 1e3 * s_percentile(ttft, n, 0.99),
+           1e3 * s_percentile(tbt, n_tbt, 0.5), 1e3 * s_percentile(tbt, n_tbt, 0.99));
+    rc = 0;
+done:
+    mem_free(w);
+    mem_free(th);
+    mem_free(ttft);
+    mem_free(tbt);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"endpoint", required_argument, NULL, 'e'},
+        {"concurrency", required_argument, NULL, 'c'},
+        {"prompt-len", required_argument, NULL, 'p'},
+        {"tokens", required_argument, NULL, 't'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *endpoint = NULL, *levels = "1,4,16,64";
+    int prompt_len = 16, n_tokens = 64, c;
+    err_t err = {0};
+    while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+        int ok = 0;
+        switch (c) {
+        case 'e': endpoint = optarg; break;
+        case 'c': levels = optarg; break;
+        case 'p': ok = arg_int(optarg, "--prompt-len", 1, &prompt_len, &err); break;
+        case 't': ok = arg_int(optarg, "--tokens", 1, &n_tokens, &err); break;
+        default: ok = -1;
+        }
+        if (ok < 0)
+            goto usage;
+    }
+    int32_t *n_list = NULL;
+    int n_levels = 0;
+    if (!endpoint || prompt_len > 64 || n_tokens > MAX_TOKENS ||
+        idlist_parse(levels, &n_list, &n_levels, &err) < 0)
+        goto usage;
+    printf("bench-serving: %d-token prompts, %d tokens each\n", prompt_len, n_tokens);
+    double one = 0, rate = 0;
+    printf("  (warm-up, not counted)\n");
+    if (s_level(endpoint, 1, prompt_len, n_tokens, &rate) < 0) /* pages the weights in */
+        goto usage;
+    for (int i = 0; i < n_levels; i++) {
+        if (n_list[i] < 1 || n_list[i] > MAX_CLIENTS ||
+            s_level(endpoint, n_list[i], prompt_len, n_tokens, &rate) < 0) {
+            mem_free(n_list);
+            return 1;
+        }
+        if (n_list[i] == 1)
+            one = rate;
+        else if (one > 0)
+            printf("      -> %.2fx the rate of one sequence%s\n", rate / one,
+                   n_list[i] == 16 ? " (goal at 16: >= 6x)" : "");
+    }
+    mem_free(n_list);
+    return 0;
+usage:
+    fprintf(stderr, "usage: bench-serving --endpoint EP [--concurrency 1,4,16,64] "
+                    "[--prompt-len 16] [--tokens 64]%s%s\n", err.msg[0] ? ": " : "", err.msg);
+    return 2;
+}
