@@ -415,6 +415,44 @@ static s_open_t s_open(wire_inbox_t *self, const ProtobufCMessageDescriptor *des
     return S_OPEN_UNDECODABLE;
 }
 
+/* Why s_open refused a message whose header frame is `what` ("header",
+ * "request"), as one sentence into buf. Returns -1 for S_OPEN_NOMEM (a local
+ * failure, not the sender's fault), else 0. */
+static int s_open_why(const wire_inbox_t *self, s_open_t opened, const char *what,
+                      uint64_t version, char *buf, size_t n)
+{
+    switch (opened) {
+    case S_OPEN_IDENTITY:
+        snprintf(buf, n, "the identity frame is empty or longer than %d bytes",
+                 WIRE_MAX_IDENTITY);
+        break;
+    case S_OPEN_NO_HEADER:
+        snprintf(buf, n, "the message has no %s frame", what);
+        break;
+    case S_OPEN_TOO_BIG:
+        snprintf(buf, n, "the %s frame is over %d bytes", what, WIRE_MAX_HEADER_BYTES);
+        break;
+    case S_OPEN_UNDECODABLE:
+        snprintf(buf, n, "the %s does not decode", what);
+        break;
+    case S_OPEN_EXHAUSTED:
+        snprintf(buf, n, "the %s needs more than the %zu bytes the limits allow", what,
+                 self->arena.cap);
+        break;
+    case S_OPEN_VERSION:
+        snprintf(buf, n, "protocol version %llu, not %d", (unsigned long long)version,
+                 WIRE_PROTOCOL_VERSION);
+        break;
+    case S_OPEN_NOMEM:
+        snprintf(buf, n, "out of memory for a %s", what);
+        return -1;
+    case S_OPEN_OK:
+        buf[0] = '\0';
+        break;
+    }
+    return 0;
+}
+
 /* Length of s when it fits a char[WIRE_MAX_TEXT] with its NUL, else -1. */
 static int s_text_len(const char *s)
 {
@@ -669,34 +707,20 @@ int wire_data_recv(wire_inbox_t *self, void *socket, bool with_identity,
     void *m;
     uint64_t id, version;
     int rc = -1;
-    switch (s_open(self, &moe__data__header__descriptor, n_frames, bad_identity,
-                   self->data_grows, &m, &id, &version)) {
-    case S_OPEN_OK:
-        break;
-    case S_OPEN_IDENTITY:
-        rc = s_dbad(code, WIRE_DATA_ERR_MALFORMED, err, "the identity frame is empty or "
-                    "longer than %d bytes", WIRE_MAX_IDENTITY);
-        goto done;
-    case S_OPEN_NO_HEADER:
-        rc = s_dbad(code, WIRE_DATA_ERR_MALFORMED, err, "the message has no header");
-        goto done;
-    case S_OPEN_TOO_BIG:
-        rc = s_dbad(code, WIRE_DATA_ERR_TOO_LARGE, err, "the header frame is over %d bytes",
-                    WIRE_MAX_HEADER_BYTES);
-        goto done;
-    case S_OPEN_UNDECODABLE:
-        rc = s_dbad(code, WIRE_DATA_ERR_MALFORMED, err, "the header does not decode");
-        goto done;
-    case S_OPEN_EXHAUSTED:
-        rc = s_dbad(code, WIRE_DATA_ERR_TOO_LARGE, err, "the header needs more than the "
-                    "%zu bytes the limits allow", self->arena.cap);
-        goto done;
-    case S_OPEN_VERSION:
-        rc = s_dbad(code, WIRE_DATA_ERR_VERSION, err, "protocol version %llu, not %d",
-                    (unsigned long long)version, WIRE_PROTOCOL_VERSION);
-        goto done;
-    case S_OPEN_NOMEM:
-        rc = err_set(err, ENOMEM, "out of memory for a header");
+    /* How each refusal of s_open reads on the data plane. */
+    static const wire_data_error_t codes[] = {
+        [S_OPEN_IDENTITY] = WIRE_DATA_ERR_MALFORMED, [S_OPEN_NO_HEADER] = WIRE_DATA_ERR_MALFORMED,
+        [S_OPEN_TOO_BIG] = WIRE_DATA_ERR_TOO_LARGE, [S_OPEN_UNDECODABLE] = WIRE_DATA_ERR_MALFORMED,
+        [S_OPEN_EXHAUSTED] = WIRE_DATA_ERR_TOO_LARGE, [S_OPEN_VERSION] = WIRE_DATA_ERR_VERSION,
+    };
+    s_open_t opened = s_open(self, &moe__data__header__descriptor, n_frames, bad_identity,
+                             self->data_grows, &m, &id, &version);
+    if (opened != S_OPEN_OK) {
+        char why[256];
+        if (s_open_why(self, opened, "header", version, why, sizeof why) < 0)
+            rc = err_set(err, ENOMEM, "%s", why);
+        else
+            rc = s_dbad(code, codes[opened], err, "%s", why);
         goto done;
     }
     const Moe__Data__Header *h = m;
@@ -1038,34 +1062,22 @@ int wire_request_recv(wire_inbox_t *self, void *socket, wire_peer_t *from,
     void *m;
     uint64_t id, version;
     int rc = -1;
-    switch (s_open(self, &moe__client__request__descriptor, n_frames, bad_identity,
-                   self->request_grows, &m, &id, &version)) {
-    case S_OPEN_OK:
-        break;
-    case S_OPEN_IDENTITY:
-        rc = s_cbad(code, WIRE_CLIENT_MALFORMED, err, "the identity frame is empty or "
-                    "longer than %d bytes", WIRE_MAX_IDENTITY);
-        goto done;
-    case S_OPEN_NO_HEADER:
-        rc = s_cbad(code, WIRE_CLIENT_MALFORMED, err, "the message has no request frame");
-        goto done;
-    case S_OPEN_TOO_BIG:
-        rc = s_cbad(code, WIRE_CLIENT_MALFORMED, err, "the request frame is over %d bytes",
-                    WIRE_MAX_HEADER_BYTES);
-        goto done;
-    case S_OPEN_UNDECODABLE:
-        rc = s_cbad(code, WIRE_CLIENT_MALFORMED, err, "the request does not decode");
-        goto done;
-    case S_OPEN_EXHAUSTED:
-        rc = s_cbad(code, WIRE_CLIENT_INVALID_ARGUMENT, err, "the request needs more than "
-                    "the %zu bytes the limits allow (prompt too long?)", self->arena.cap);
-        goto done;
-    case S_OPEN_VERSION:
-        rc = s_cbad(code, WIRE_CLIENT_VERSION_MISMATCH, err, "protocol version %llu, not %d",
-                    (unsigned long long)version, WIRE_PROTOCOL_VERSION);
-        goto done;
-    case S_OPEN_NOMEM:
-        rc = err_set(err, ENOMEM, "out of memory for a request");
+    /* How each refusal of s_open reads to a client: a header the limits
+     * cannot hold is a request too long, the client's to change. */
+    static const wire_client_error_t codes[] = {
+        [S_OPEN_IDENTITY] = WIRE_CLIENT_MALFORMED, [S_OPEN_NO_HEADER] = WIRE_CLIENT_MALFORMED,
+        [S_OPEN_TOO_BIG] = WIRE_CLIENT_MALFORMED, [S_OPEN_UNDECODABLE] = WIRE_CLIENT_MALFORMED,
+        [S_OPEN_EXHAUSTED] = WIRE_CLIENT_INVALID_ARGUMENT,
+        [S_OPEN_VERSION] = WIRE_CLIENT_VERSION_MISMATCH,
+    };
+    s_open_t opened = s_open(self, &moe__client__request__descriptor, n_frames, bad_identity,
+                             self->request_grows, &m, &id, &version);
+    if (opened != S_OPEN_OK) {
+        char why[256];
+        if (s_open_why(self, opened, "request", version, why, sizeof why) < 0)
+            rc = err_set(err, ENOMEM, "%s", why);
+        else
+            rc = s_cbad(code, codes[opened], err, "%s", why);
         goto done;
     }
     const Moe__Client__Request *r = m;
