@@ -33,7 +33,8 @@ CORE_SRC    := core/err.c core/mem.c core/blas.c core/timer.c core/idlist.c \
 KERNELS_SRC := kernels/gemm_blas.c kernels/gemm_ref.c kernels/rmsnorm.c \
                kernels/rope.c kernels/softmax.c kernels/ffn.c kernels/attention.c
 MODEL_SRC   := model/config.c model/safetensors.c model/st_writer.c \
-               model/synth.c model/arch.c model/placement.c
+               model/synth.c model/arch.c model/placement.c \
+               model/genconfig.c
 ENGINE_SRC  := engine/weights.c engine/kvcache.c engine/router.c \
                engine/experts.c engine/forward.c engine/sampler.c
 
@@ -86,7 +87,7 @@ $(BUILD)/lib/%.a:
 
 # Link order: a library before the ones it uses.
 LIBS_ALL := $(LIB_ENGINE) $(LIB_MODEL) $(LIB_KERNELS) $(LIB_CORE)
-LIBS_NET := $(LIB_NODE) $(LIB_COORD) $(LIB_CLIENT) $(LIB_WIRE) $(LIBS_ALL)
+LIBS_NET := $(LIB_NODE) $(LIB_COORD) $(LIB_CLIENT) $(LIB_WIRE) $(LIB_TOKENIZER) $(LIBS_ALL)
 
 # ---- programs ----------------------------------------------------------------
 PROGRAMS := $(BIN)/moe-run $(BIN)/moe-mkmodel $(BIN)/moe-expert $(BIN)/moe-coordinator \
@@ -101,6 +102,9 @@ $(BIN)/moe-mpi:     $(OBJ)/cluster/moe_mpi.o $(call obj,$(BOOT_SRC)) $(LIBS_NET)
 $(BIN)/moe-mpi: LDLIBS += $(MPI_LIBS)
 $(BIN)/moe-tokenize: $(OBJ)/tools/moe_tokenize.o $(LIB_TOKENIZER) $(LIB_CORE)
 $(BIN)/moe-tokenize: LDLIBS += $(TOKENIZER_LIBS)
+# The coordinator decodes with the model's tokenizer: whatever links LIBS_NET.
+$(BIN)/moe-expert $(BIN)/moe-coordinator $(BIN)/moe-client $(BIN)/moe-mpi \
+    $(BIN)/bench-serving $(BIN)/bench-cluster: LDLIBS += $(TOKENIZER_LIBS)
 $(PROGRAMS):
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
@@ -117,7 +121,7 @@ TESTS_MODEL   := test_config test_safetensors test_synth
 TESTS_ENGINE  := test_router test_experts test_kvcache test_forward test_fixtures \
                  test_moe_run test_sampler
 TESTS_NET     := test_wire test_placement test_expert_node test_client test_cluster \
-                 test_multihost test_mpi
+                 test_serving test_multihost test_mpi
 TESTS_TOKENIZER := test_tokenizer
 TESTS := $(TESTS_CORE) $(TESTS_KERNELS) $(TESTS_MODEL) $(TESTS_ENGINE) $(TESTS_NET) \
          $(TESTS_TOKENIZER)
@@ -133,7 +137,9 @@ $(addprefix $(BUILD)/tests/,$(TESTS_MODEL)): $(BUILD)/tests/%: $(OBJ)/tests/%.o 
 $(addprefix $(BUILD)/tests/,$(TESTS_ENGINE)): $(BUILD)/tests/%: $(OBJ)/tests/%.o \
     $(OBJ)/tests/testutil.o $(OBJ)/tests/fixture.o $(LIBS_ALL)
 $(addprefix $(BUILD)/tests/,$(TESTS_NET)): $(BUILD)/tests/%: $(OBJ)/tests/%.o \
-    $(OBJ)/tests/testutil.o $(OBJ)/tests/fixture.o $(OBJ)/tests/crosscheck.o $(LIBS_NET)
+    $(OBJ)/tests/testutil.o $(OBJ)/tests/fixture.o $(OBJ)/tests/crosscheck.o \
+    $(OBJ)/tests/localcluster.o $(LIBS_NET)
+$(addprefix $(BUILD)/tests/,$(TESTS_NET)): LDLIBS += $(TOKENIZER_LIBS)
 $(addprefix $(BUILD)/tests/,$(TESTS_TOKENIZER)): $(BUILD)/tests/%: $(OBJ)/tests/%.o \
     $(OBJ)/tests/testutil.o $(LIB_TOKENIZER) $(LIB_CORE)
 $(addprefix $(BUILD)/tests/,$(TESTS_TOKENIZER)): LDLIBS += $(TOKENIZER_LIBS)

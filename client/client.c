@@ -266,36 +266,102 @@ int client_generate_sampled(client_t *self, const int32_t *prompt, int n_prompt,
                             client_chunk_fn *on_chunk, void *arg, int32_t **tokens,
                             int *n_tokens, err_t *err)
 {
-    assert(self);
     assert(tokens);
     assert(n_tokens);
-    *tokens = NULL;
-    *n_tokens = 0;
-    if (s_check_prompt(self, prompt, n_prompt, err) < 0)
-        return -1;
-    if (max_tokens < 0)
-        return err_set(err, EINVAL, "max tokens must be >= 0 (got %d)", max_tokens);
+    client_gen_t gen = {.prompt = prompt, .n_prompt = n_prompt, .max_tokens = max_tokens};
+    if (sampling)
+        gen.sampling = *sampling;
+    client_result_t res;
+    int rc = client_generate_full(self, &gen, on_chunk, arg, &res, err);
+    *tokens = res.tokens;
+    *n_tokens = res.n_tokens;
+    res.tokens = NULL;
+    client_result_fini(&res);
+    return rc;
+}
 
-    int rc = -1;
-    int n = 0;
-    int32_t *out = mem_alloc((size_t)(max_tokens > 0 ? max_tokens : 1) * sizeof *out);
-    if (!out)
-        return err_set(err, ENOMEM, "out of memory for %d tokens", max_tokens);
-    wire_request_t req = {.type = WIRE_REQ_GENERATE, .n_prompt = n_prompt,
-                          .prompt = prompt, .max_tokens = max_tokens};
-    if (sampling) {
-        if (sampling->n_stop < 0 || sampling->n_stop > CLIENT_MAX_STOP_IDS) {
-            err_set(err, EINVAL, "%d stop ids (at most %d)", sampling->n_stop,
-                    CLIENT_MAX_STOP_IDS);
-            goto done;
-        }
-        req.temperature = sampling->temperature;
-        req.top_k = sampling->top_k;
-        req.top_p = sampling->top_p;
-        req.seed = sampling->seed;
-        req.n_stop = sampling->n_stop;
-        req.stop_ids = sampling->stop_ids;
+void client_result_fini(client_result_t *res)
+{
+    if (!res)
+        return;
+    mem_free(res->tokens);
+    mem_free(res->text);
+    memset(res, 0, sizeof *res);
+}
+
+/* Appends n bytes to the result's text, growing it geometrically. */
+static int s_text_append(client_result_t *res, size_t *cap, const char *text, size_t n,
+                         err_t *err)
+{
+    if (res->text_len + n + 1 > *cap) {
+        size_t want = *cap * 2 > res->text_len + n + 1 ? *cap * 2 : res->text_len + n + 1;
+        char *grown = mem_realloc(res->text, want);
+        if (!grown)
+            return err_set(err, ENOMEM, "out of memory for %zu bytes of text", want);
+        res->text = grown;
+        *cap = want;
     }
+    memcpy(res->text + res->text_len, text, n);
+    res->text_len += n;
+    res->text[res->text_len] = '\0';
+    return 0;
+}
+
+/* The request a client_gen_t describes; checks what the client can. */
+static int s_gen_request(const client_t *self, const client_gen_t *gen, wire_request_t *req,
+                         err_t *err)
+{
+    if (gen->prompt_text) {
+        if (self->running)
+            return err_set(err, EINVAL, "a request is already running on this client");
+        if (!gen->prompt_text[0])
+            return err_set(err, EINVAL, "the prompt is empty");
+        if (gen->prompt && gen->n_prompt > 0)
+            return err_set(err, EINVAL, "both a text and an ids prompt; give one");
+    } else if (s_check_prompt(self, gen->prompt, gen->n_prompt, err) < 0) {
+        return -1;
+    }
+    if (gen->max_tokens < 0)
+        return err_set(err, EINVAL, "max tokens must be >= 0 (got %d)", gen->max_tokens);
+    if (gen->deadline_ms < 0)
+        return err_set(err, EINVAL, "a deadline of %d ms", gen->deadline_ms);
+    const client_sampling_t *sp = &gen->sampling;
+    if (sp->n_stop < 0 || sp->n_stop > CLIENT_MAX_STOP_IDS)
+        return err_set(err, EINVAL, "%d stop ids (at most %d)", sp->n_stop,
+                       CLIENT_MAX_STOP_IDS);
+    *req = (wire_request_t){
+        .type = WIRE_REQ_GENERATE, .n_prompt = gen->prompt_text ? 0 : gen->n_prompt,
+        .prompt = gen->prompt_text ? NULL : gen->prompt, .max_tokens = gen->max_tokens,
+        .temperature = sp->temperature, .top_k = sp->top_k, .top_p = sp->top_p,
+        .seed = sp->seed, .n_stop = sp->n_stop, .stop_ids = sp->stop_ids,
+        .prompt_text = gen->prompt_text,
+        .prompt_text_len = gen->prompt_text ? strlen(gen->prompt_text) : 0,
+        .deadline_ms = gen->deadline_ms, .ignore_eos = gen->ignore_eos,
+    };
+    return 0;
+}
+
+int client_generate_full(client_t *self, const client_gen_t *gen, client_chunk_fn *on_chunk,
+                         void *arg, client_result_t *res, err_t *err)
+{
+    assert(self);
+    assert(gen);
+    assert(res);
+    memset(res, 0, sizeof *res);
+    wire_request_t req;
+    if (s_gen_request(self, gen, &req, err) < 0)
+        return -1;
+
+    int rc = -1, n = 0;
+    const int max_tokens = gen->max_tokens;
+    size_t text_cap = 64;
+    res->tokens = mem_alloc((size_t)(max_tokens > 0 ? max_tokens : 1) * sizeof *res->tokens);
+    res->text = mem_alloc(text_cap);
+    if (!res->tokens || !res->text) {
+        err_set(err, ENOMEM, "out of memory for %d tokens", max_tokens);
+        goto done;
+    }
+    res->text[0] = '\0';
     if (s_send(self, &req, err) < 0)
         goto done;
     self->last_id = req.request_id;
@@ -313,14 +379,19 @@ int client_generate_sampled(client_t *self, const int32_t *prompt, int n_prompt,
             goto done;
         }
         if (rep.n_tokens > 0)
-            memcpy(out + n, rep.tokens, (size_t)rep.n_tokens * sizeof *out);
+            memcpy(res->tokens + n, rep.tokens, (size_t)rep.n_tokens * sizeof *res->tokens);
         n += rep.n_tokens;
+        const size_t text_at = res->text_len;
+        if (rep.text_len > 0 && s_text_append(res, &text_cap, rep.text, rep.text_len, err) < 0)
+            goto done;
         if (on_chunk) {
             client_chunk_t chunk = {
-                .request_id = req.request_id, .tokens = out + n - rep.n_tokens,
+                .request_id = req.request_id, .tokens = res->tokens + n - rep.n_tokens,
                 .n_tokens = rep.n_tokens, .n_total = n, .final = rep.final,
+                .text = res->text + text_at, .text_len = rep.text_len,
                 .prompt_tokens = rep.prompt_tokens,
                 .generated_tokens = rep.generated_tokens, .seconds = rep.seconds,
+                .finish_reason = rep.finish_reason ? rep.finish_reason : "",
             };
             if (on_chunk(&chunk, arg) != 0) {
                 s_cancel_quietly(self, req.request_id);
@@ -329,17 +400,21 @@ int client_generate_sampled(client_t *self, const int32_t *prompt, int n_prompt,
                 goto done;
             }
         }
-        if (rep.final)
+        if (rep.final) {
+            res->prompt_tokens = rep.prompt_tokens;
+            res->seconds = rep.seconds;
+            snprintf(res->finish_reason, sizeof res->finish_reason, "%s",
+                     rep.finish_reason ? rep.finish_reason : "");
             break;
+        }
     }
-    *tokens = out;
-    *n_tokens = n;
-    out = NULL;
+    res->n_tokens = n;
     rc = 0;
 
 done:
     self->running = false;
-    mem_free(out);
+    if (rc < 0)
+        client_result_fini(res);
     return rc;
 }
 

@@ -81,9 +81,13 @@ typedef struct client_chunk {
     int n_tokens;           /* may be 0 (e.g. a final summary) */
     int n_total;            /* tokens received so far, these included */
     bool final;             /* the last reply of the request */
+    const char *text;       /* the text these tokens complete (borrowed for the
+                               call; "" when the model has no tokenizer) */
+    size_t text_len;
     int prompt_tokens;      /* final only: prompt length the coordinator saw */
     int generated_tokens;   /* final only: tokens it generated */
     double seconds;         /* final only: the coordinator's time for it */
+    const char *finish_reason; /* final only: "length", "stop", "eos" or "" */
 } client_chunk_t;
 
 /* Called once per TOKENS reply, in order, the final one last. Return 0 to go
@@ -124,6 +128,42 @@ int client_generate_sampled(client_t *self, const int32_t *prompt, int n_prompt,
                             int max_tokens, const client_sampling_t *sampling,
                             client_chunk_fn *on_chunk, void *arg, int32_t **tokens,
                             int *n_tokens, err_t *err);
+
+/* A generation request in full. */
+typedef struct client_gen {
+    const int32_t *prompt;        /* the prompt as ids (n_prompt of them), or */
+    int n_prompt;
+    const char *prompt_text;      /* as UTF-8 text, tokenized by the coordinator
+                                     with the model's tokenizer (EINVAL from it
+                                     when the model has none) */
+    int max_tokens;               /* >= 0 */
+    client_sampling_t sampling;   /* all zero: greedy */
+    int deadline_ms;              /* 0: the coordinator's default; else the
+                                     request fails with ETIMEDOUT once this
+                                     long has passed since it was accepted */
+    bool ignore_eos;              /* do not stop at the model's EOS ids */
+} client_gen_t;
+
+/* What a generation produced. client_result_fini frees it. */
+typedef struct client_result {
+    int32_t *tokens;              /* (n_tokens), mem_alloc'd, never NULL on success */
+    int n_tokens;
+    char *text;                   /* the generated text, NUL-terminated ("" when
+                                     the model has no tokenizer), mem_alloc'd */
+    size_t text_len;
+    int prompt_tokens;            /* the prompt's length in tokens */
+    double seconds;               /* the coordinator's time for the request */
+    char finish_reason[16];       /* "length", "stop", "eos" */
+} client_result_t;
+
+/* The general form of client_generate: an ids or text prompt, sampling,
+ * deadline, EOS handling; fills *res (zeroed on failure). Same streaming,
+ * timeout and error rules as client_generate. */
+int client_generate_full(client_t *self, const client_gen_t *gen, client_chunk_fn *on_chunk,
+                         void *arg, client_result_t *res, err_t *err);
+
+/* Frees what *res holds and zeroes it; accepts a zeroed result. */
+void client_result_fini(client_result_t *res);
 
 /* Logits of every prompt position: sends LOGITS and receives one reply with
  * rows = n_prompt. On success *logits is a mem_alloc'd (rows, vocab) array,

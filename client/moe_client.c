@@ -1,12 +1,13 @@
 /* moe-client: the command-line client of a moecluster coordinator.
  *
  *   moe-client --connect ENDPOINT [--timeout SECONDS] COMMAND [options]
- *     generate --prompt-ids 5,17,2 [--max-tokens N]
+ *     generate --prompt-ids 5,17,2 | --prompt TEXT [--max-tokens N] [sampling]
  *     logits   --prompt-ids 5,17,2 --out FILE
  *     status   [--json]
  *
- * generate prints the N greedy tokens as comma-separated ids on the last line
- * of stdout, as moe-run does (an empty line for none). logits writes the
+ * generate prints the N tokens as comma-separated ids on the last line of
+ * stdout, as moe-run does (an empty line for none); with a text prompt it
+ * prints the generated text instead. logits writes the
  * prompt's logits as float32 [prompt_len, vocab], row-major, little-endian,
  * the layout of moe-run --dump-logits. status prints the cluster as tables,
  * or as one JSON object with --json. Exit 0 on success, 1 on a runtime error,
@@ -46,6 +47,9 @@ typedef struct options {
     int timeout_ms;          /* bound of every wait */
     command_t command;
     const char *prompt_ids;  /* generate, logits */
+    const char *prompt_text; /* generate: --prompt TEXT */
+    int deadline_ms;         /* generate: 0 = the coordinator's default */
+    bool ignore_eos;         /* generate */
     int max_tokens;          /* generate */
     client_sampling_t sampling; /* generate: all zero is greedy */
     const char *stop_ids;    /* generate: --stop-ids LIST */
@@ -60,9 +64,9 @@ static const char s_global_usage[] =
     "Sends requests to a moecluster coordinator over its client endpoint.\n"
     "\n"
     "commands:\n"
-    "  generate --prompt-ids LIST [--max-tokens N]\n"
-    "                      greedy continuation of the prompt, printed as\n"
-    "                      comma-separated token ids on one line\n"
+    "  generate --prompt-ids LIST | --prompt TEXT [--max-tokens N]\n"
+    "                      continuation of the prompt, printed as comma-separated\n"
+    "                      token ids on one line, or as text for a text prompt\n"
     "  logits --prompt-ids LIST --out FILE\n"
     "                      the prompt's logits: float32 [prompt_len, vocab]\n"
     "  status [--json]     nodes, experts, tokens per expert, round-trip times\n"
@@ -73,22 +77,28 @@ static const char s_global_usage[] =
     "  --help              this text; COMMAND --help describes a command\n";
 
 static const char s_generate_usage[] =
-    "usage: moe-client --connect ENDPOINT generate --prompt-ids LIST [--max-tokens N]\n"
-    "           [--temperature T] [--top-k K] [--top-p P] [--seed S] [--stop-ids LIST]\n"
-    "           [--stream]\n"
+    "usage: moe-client --connect ENDPOINT generate (--prompt-ids LIST | --prompt TEXT)\n"
+    "           [--max-tokens N] [--temperature T] [--top-k K] [--top-p P] [--seed S]\n"
+    "           [--stop-ids LIST] [--deadline-ms MS] [--ignore-eos] [--stream]\n"
     "\n"
     "Asks the coordinator for a continuation of the prompt (greedy unless a\n"
-    "temperature is given) and prints it as comma-separated token ids on the\n"
-    "last line of stdout (an empty line when no token is generated).\n"
+    "temperature is given). For --prompt-ids it prints the tokens as\n"
+    "comma-separated ids on the last line of stdout (an empty line when none is\n"
+    "generated); for --prompt it prints the generated text. Generation ends at\n"
+    "max tokens, a stop id, or one of the model's EOS tokens.\n"
     "\n"
     "  --prompt-ids LIST   prompt token ids, e.g. 5,17,2\n"
+    "  --prompt TEXT       prompt text, tokenized by the coordinator with the\n"
+    "                      model's tokenizer\n"
     "  --max-tokens N      tokens to generate (default 16; 0 generates none)\n"
     "  --temperature T     sample at temperature T (default 0: greedy)\n"
     "  --top-k K           sample among the K most likely tokens (0: all)\n"
     "  --top-p P           sample from the smallest set holding mass P (1: all)\n"
     "  --seed S            the same seed gives the same tokens (default 0)\n"
     "  --stop-ids LIST     stop after any of these tokens (at most 16)\n"
-    "  --stream            print each token as it arrives; counts and timings\n"
+    "  --deadline-ms MS    fail (exit 1) if not finished MS ms after acceptance\n"
+    "  --ignore-eos        do not stop at the model's EOS tokens\n"
+    "  --stream            print tokens (or text) as they arrive; counts and timings\n"
     "                      go to stderr at the end\n"
     "  --help              this text\n";
 
@@ -171,6 +181,9 @@ static const struct option s_generate_opts[] = {
     {"seed", required_argument, NULL, 's'},
     {"stop-ids", required_argument, NULL, 'S'},
     {"stream", no_argument, NULL, 'm'},
+    {"prompt", required_argument, NULL, 't'},
+    {"deadline-ms", required_argument, NULL, 'D'},
+    {"ignore-eos", no_argument, NULL, 'E'},
     {NULL, 0, NULL, 0},
 };
 
@@ -250,6 +263,12 @@ static int s_parse_pass(int argc, char **argv, const char *optstring,
             break;
         case 'S': opt->stop_ids = optarg; break;
         case 'm': opt->stream = true; break;
+        case 't': opt->prompt_text = optarg; break;
+        case 'D':
+            if (s_parse_int(optarg, "--deadline-ms", 1, &opt->deadline_ms) < 0)
+                return -1;
+            break;
+        case 'E': opt->ignore_eos = true; break;
         case 'h': fputs(usage, stdout); return 1;
         default:
             return s_usage_error("unknown or incomplete option '%s'", argv[optind - 1]);
@@ -298,7 +317,9 @@ static int s_parse_args(int argc, char **argv, options_t *opt)
         return s_usage_error("unexpected argument '%s'", sub_argv[optind]);
     if (!opt->connect)
         return s_usage_error("%s", "--connect ENDPOINT is required");
-    if (opt->command != COMMAND_STATUS && !opt->prompt_ids)
+    if (opt->command == COMMAND_GENERATE && !!opt->prompt_ids == !!opt->prompt_text)
+        return s_usage_error("%s", "generate needs one of --prompt-ids and --prompt");
+    if (opt->command == COMMAND_LOGITS && !opt->prompt_ids)
         return s_usage_error("%s --prompt-ids is required", name);
     if (opt->command == COMMAND_LOGITS && !opt->out)
         return s_usage_error("%s", "logits --out FILE is required");
@@ -307,16 +328,22 @@ static int s_parse_args(int argc, char **argv, options_t *opt)
 
 /* ---- generate ------------------------------------------------------------- */
 
-/* --stream: each token as it arrives, on one line; counts and timings last. */
+/* --stream: each token (or its text, for a text prompt) as it arrives, on
+ * one line; counts and timings last, on stderr. */
 static int s_print_chunk(const client_chunk_t *chunk, void *arg)
 {
-    (void)arg;
-    for (int i = 0; i < chunk->n_tokens; i++)
-        printf(chunk->n_total - chunk->n_tokens + i > 0 ? ",%d" : "%d", (int)chunk->tokens[i]);
+    const options_t *opt = arg;
+    if (opt->prompt_text)
+        fwrite(chunk->text, 1, chunk->text_len, stdout);
+    else
+        for (int i = 0; i < chunk->n_tokens; i++)
+            printf(chunk->n_total - chunk->n_tokens + i > 0 ? ",%d" : "%d",
+                   (int)chunk->tokens[i]);
     fflush(stdout);
     if (chunk->final)
-        fprintf(stderr, "moe-client: %d prompt tokens, %d generated in %.3f s\n",
-                chunk->prompt_tokens, chunk->generated_tokens, chunk->seconds);
+        fprintf(stderr, "moe-client: %d prompt tokens, %d generated in %.3f s (%s)\n",
+                chunk->prompt_tokens, chunk->generated_tokens, chunk->seconds,
+                chunk->finish_reason);
     return 0;
 }
 
@@ -338,27 +365,33 @@ static int s_generate(client_t *client, const options_t *opt, const int32_t *pro
         sampling.n_stop = n_ids;
         mem_free(ids);
     }
-    int32_t *tokens = NULL;
-    int n = 0;
-    if (client_generate_sampled(client, prompt, n_prompt, opt->max_tokens, &sampling,
-                                opt->stream ? s_print_chunk : NULL, NULL, &tokens, &n,
-                                err) < 0) {
+    client_gen_t gen = {.prompt = prompt, .n_prompt = n_prompt,
+                        .prompt_text = opt->prompt_text, .max_tokens = opt->max_tokens,
+                        .sampling = sampling, .deadline_ms = opt->deadline_ms,
+                        .ignore_eos = opt->ignore_eos};
+    client_result_t res;
+    if (client_generate_full(client, &gen, opt->stream ? s_print_chunk : NULL, (void *)opt,
+                             &res, err) < 0) {
         if (opt->stream)
             printf("\n");
         return -1;
     }
+    int rc = 0;
     if (opt->stream) {
         printf("\n");
-        mem_free(tokens);
-        return 0;
+    } else if (opt->prompt_text) {
+        fwrite(res.text, 1, res.text_len, stdout);
+        printf("\n");
+    } else {
+        char *line = idlist_format(res.tokens, res.n_tokens);
+        if (line)
+            printf("%s\n", line);
+        else
+            rc = err_set(err, ENOMEM, "out of memory formatting %d tokens", res.n_tokens);
+        mem_free(line);
     }
-    char *line = idlist_format(tokens, n);
-    mem_free(tokens);
-    if (!line)
-        return err_set(err, ENOMEM, "out of memory formatting %d tokens", n);
-    printf("%s\n", line);
-    mem_free(line);
-    return 0;
+    client_result_fini(&res);
+    return rc;
 }
 
 /* ---- logits ----------------------------------------------------------------- */

@@ -6,7 +6,7 @@
 #   cluster/local.sh up [--model DIR] --nodes N --run-dir D [--placement F]
 #                       [--replicas R] [--threads T] [--node-threads T]
 #                       [--max-seqs N] [--queue-limit N] [--kv-memory MB]
-#                       [--reply-timeout-ms MS] [--prefill-rows N]
+#                       [--reply-timeout-ms MS] [--prefill-rows N] [--deadline-ms MS]
 #       Starts the cluster and returns once it is ready; the last line of
 #       stdout is the client endpoint. Without --model, the built-in default
 #       model (made once in build/models/default) is used. If a process fails
@@ -80,7 +80,7 @@ cmd_up() {
             --replicas) replicas=$2; shift 2 ;;
             --threads) threads=$2; shift 2 ;;
             --node-threads) node_threads=$2; shift 2 ;;
-            --max-seqs|--queue-limit|--kv-memory|--reply-timeout-ms|--prefill-rows)
+            --max-seqs|--queue-limit|--kv-memory|--reply-timeout-ms|--prefill-rows|--deadline-ms)
                 coord_args+=("$1" "$2"); shift 2 ;;
             -h|--help) usage ;;
             *) die "unknown option '$1' (see --help)" ;;

@@ -50,6 +50,7 @@ typedef struct options {
     int max_seqs;
     int queue_limit;
     int kv_memory_mb;
+    int deadline_ms;
 } options_t;
 
 static void s_usage(FILE *out)
@@ -59,6 +60,7 @@ static void s_usage(FILE *out)
             "           [--placement FILE] [--replicas R] [--bind ENDPOINT]\n"
             "           [--endpoint-file FILE] [--threads N] [--reply-timeout-ms MS]\n"
             "           [--hello-timeout-ms MS] [--max-context N] [--prefill-rows N]\n"
+            "           [--max-seqs N] [--queue-limit N] [--kv-memory MB] [--deadline-ms MS]\n"
             "\n"
             "Serves a Mixture-of-Experts model whose routed experts run on expert nodes\n"
             "(moe-expert). Node i is the i-th --node; the placement (default: experts\n"
@@ -75,6 +77,8 @@ static void s_usage(FILE *out)
             "  --max-seqs N           sequences generating at once (default 16)\n"
             "  --queue-limit N        requests waiting for a slot; more get BUSY (default 64)\n"
             "  --kv-memory MB         KV cache for all sequences, MiB (default 1024)\n"
+            "  --deadline-ms MS       fail a request not finished MS ms after it was\n"
+            "                         accepted, unless it gives its own (default: none)\n"
             "  --threads N            OpenBLAS threads (default: all cores)\n");
 }
 
@@ -105,6 +109,7 @@ static int s_parse(int argc, char **argv, options_t *o)
         {"max-seqs", required_argument, NULL, 'S'},
         {"queue-limit", required_argument, NULL, 'Q'},
         {"kv-memory", required_argument, NULL, 'K'},
+        {"deadline-ms", required_argument, NULL, 'D'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -134,6 +139,7 @@ static int s_parse(int argc, char **argv, options_t *o)
         case 'S': rc = s_int_arg(optarg, "--max-seqs", 1, &o->max_seqs); break;
         case 'Q': rc = s_int_arg(optarg, "--queue-limit", 1, &o->queue_limit); break;
         case 'K': rc = s_int_arg(optarg, "--kv-memory", 1, &o->kv_memory_mb); break;
+        case 'D': rc = s_int_arg(optarg, "--deadline-ms", 1, &o->deadline_ms); break;
         case 'h': s_usage(stdout); exit(0);
         default:
             fprintf(stderr, "moe-coordinator: unknown or incomplete option '%s' (see --help)\n",
@@ -187,6 +193,7 @@ int main(int argc, char **argv)
         .reply_timeout_ms = o.reply_timeout_ms, .hello_timeout_ms = o.hello_timeout_ms,
         .max_context = o.max_context, .prefill_rows = o.prefill_rows,
         .max_seqs = o.max_seqs, .queue_limit = o.queue_limit, .kv_memory_mb = o.kv_memory_mb,
+        .deadline_ms = o.deadline_ms,
     };
     coordinator_t *co = coordinator_start(&opts, &s_stop, &err);
     int rc = co ? 0 : -1;

@@ -5,19 +5,24 @@
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 #include <zmq.h>
 
 #include "coordinator/dispatch.h"
 #include "coordinator/peer.h"
 #include "coordinator/rpc.h"
 #include "core/mem.h"
+#include "core/path.h"
 #include "engine/weights.h"
+#include "model/genconfig.h"
 #include "proto/wire.h"
+#include "tokenizer/tokenizer.h"
 
 /* Everything the coordinator owns, in the order it is built. */
 struct coordinator {
     void *zmq_ctx;
     weights_t *w;
+    tokenizer_t *tokenizer;        /* NULL when the model has no tokenizer.json */
     placement_t *placement;
     peer_t *peers[COORDINATOR_MAX_NODES];
     rpc_node_info_t nodes[COORDINATOR_MAX_NODES];
@@ -37,6 +42,7 @@ static void s_teardown(coordinator_t *co)
     mem_free(co->routes);
     mem_free(co->hosted);
     placement_destroy(&co->placement);
+    tokenizer_destroy(&co->tokenizer);
     weights_destroy(&co->w);
     if (co->zmq_ctx)
         zmq_ctx_term(co->zmq_ctx);
@@ -74,6 +80,19 @@ static int s_plan(coordinator_t *co, err_t *err)
     return 0;
 }
 
+/* The model's tokenizer.json, when it has one: text in, text out. */
+static int s_load_tokenizer(coordinator_t *co, const char *dir, err_t *err)
+{
+    char *path = path_join(dir, "tokenizer.json");
+    if (!path)
+        return err_set(err, ENOMEM, "out of memory for a path");
+    int rc = 0;
+    if (access(path, F_OK) == 0 && !(co->tokenizer = tokenizer_load(path, err)))
+        rc = -1;
+    mem_free(path);
+    return rc;
+}
+
 static int s_start(coordinator_t *co, const coordinator_opts_t *o,
                    const volatile sig_atomic_t *stop, err_t *err)
 {
@@ -82,6 +101,11 @@ static int s_start(coordinator_t *co, const coordinator_opts_t *o,
     if (!co->w)
         return -1;
     const config_t *cfg = &co->w->cfg;
+    genconfig_t gen;
+    if (genconfig_load(&gen, o->model, cfg, err) < 0 || s_load_tokenizer(co, o->model, err) < 0)
+        return -1;
+    if (o->deadline_ms < 0)
+        return err_set(err, EINVAL, "a deadline of %d ms", o->deadline_ms);
     co->n_nodes = o->n_nodes;
     if (o->n_nodes < 1 || o->n_nodes > COORDINATOR_MAX_NODES)
         return err_set(err, EINVAL, "%d nodes (1 to %d)", o->n_nodes, COORDINATOR_MAX_NODES);
@@ -146,7 +170,11 @@ static int s_start(coordinator_t *co, const coordinator_opts_t *o,
         .queue_limit = o->queue_limit > 0 ? o->queue_limit : COORDINATOR_DEFAULT_QUEUE,
         .kv_memory = o->kv_memory_mb > 0 ? (size_t)o->kv_memory_mb << 20
                                          : (size_t)COORDINATOR_DEFAULT_KV_MB << 20,
+        .tokenizer = co->tokenizer, .n_eos = gen.n_eos,
+        .default_deadline_ms = o->deadline_ms,
     };
+    for (int i = 0; i < gen.n_eos && i < SAMPLER_MAX_EOS; i++)
+        conf.eos[i] = gen.eos_token_ids[i];
     co->rpc = rpc_new(co->zmq_ctx, co->w, co->dispatch, co->peers, co->nodes, co->n_nodes,
                       &conf, err);
     return co->rpc ? 0 : -1;

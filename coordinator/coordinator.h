@@ -1,5 +1,6 @@
 /* coordinator: one running coordinator, from its options to a served client
- * endpoint: loads the dense weights, plans routes from the placement,
+ * endpoint: loads the dense weights, the tokenizer (tokenizer.json, when the
+ * model has one) and the EOS ids (genconfig.h), plans routes from the placement,
  * connects to every expert node and checks it (HELLO), then binds the client
  * endpoint. Used by moe-coordinator and by rank 0 of moe-mpi.
  */
@@ -33,6 +34,7 @@ typedef struct coordinator_opts {
     int max_seqs;                       /* 0: COORDINATOR_DEFAULT_MAX_SEQS */
     int queue_limit;                    /* 0: COORDINATOR_DEFAULT_QUEUE */
     int kv_memory_mb;                   /* 0: COORDINATOR_DEFAULT_KV_MB */
+    int deadline_ms;                    /* per request unless it gives one; 0: none */
 } coordinator_opts_t;
 
 typedef struct coordinator coordinator_t;

@@ -78,7 +78,10 @@ rpc_t *rpc_new(void *zmq_ctx, const weights_t *w, dispatch_t *dispatch, peer_t *
         goto fail;
     sched_config_t sc = {.max_seqs = conf->max_seqs, .queue_limit = conf->queue_limit,
                          .step_tokens = conf->prefill_rows, .kv_memory = conf->kv_memory,
-                         .max_context = conf->max_context};
+                         .max_context = conf->max_context, .n_eos = conf->n_eos,
+                         .tokenizer = conf->tokenizer,
+                         .default_deadline_ms = conf->default_deadline_ms};
+    memcpy(sc.eos, conf->eos, sizeof sc.eos);
     self->sched = sched_new(cfg, self->fw, &sc, err);
     if (!self->sched)
         goto fail;
@@ -195,7 +198,8 @@ static int s_emit(void *ctx, const sched_event_t *ev)
     switch (ev->kind) {
     case SCHED_TOKEN: {
         wire_reply_t rep = {.type = WIRE_REP_TOKENS, .request_id = ev->request_id,
-                            .n_tokens = 1, .tokens = &ev->token};
+                            .n_tokens = 1, .tokens = &ev->token, .text = ev->text,
+                            .text_len = ev->text_len};
         if (wire_reply_send(self->socket, ev->client, &rep, &err) == 0)
             return 0;
         if (errno == EHOSTUNREACH)
@@ -207,7 +211,9 @@ static int s_emit(void *ctx, const sched_event_t *ev)
     case SCHED_DONE: {
         wire_reply_t done = {.type = WIRE_REP_TOKENS, .request_id = ev->request_id,
                              .final = true, .prompt_tokens = ev->prompt_tokens,
-                             .generated_tokens = ev->generated_tokens, .seconds = ev->seconds};
+                             .generated_tokens = ev->generated_tokens, .seconds = ev->seconds,
+                             .text = ev->text, .text_len = ev->text_len,
+                             .finish_reason = ev->finish_reason};
         if (wire_reply_send(self->socket, ev->client, &done, &err) == 0)
             self->requests_served++;
         return 0;
@@ -219,14 +225,50 @@ static int s_emit(void *ctx, const sched_event_t *ev)
     return 0;
 }
 
-static void s_generate(rpc_t *self, const wire_peer_t *to, const wire_request_t *req)
+/* A text prompt becomes ids with the model's tokenizer (its template's special
+ * tokens added, as Hugging Face does by default). *ids is mem_alloc'd. */
+static int s_tokenize(rpc_t *self, const wire_peer_t *to, wire_request_t *req, int32_t **ids)
 {
-    if (s_check_prompt(self, to, req, req->max_tokens) < 0)
-        return;
-    wire_client_error_t code;
     err_t err = {0};
-    if (sched_submit(self->sched, to, req, &code, &err) < 0)
-        s_reply_error(self, to, req->request_id, code, err.msg);
+    size_t n = 0;
+    if (!self->conf.tokenizer) {
+        s_reply_error(self, to, req->request_id, WIRE_CLIENT_INVALID_ARGUMENT,
+                      "the model has no tokenizer.json: send the prompt as token ids");
+        return -1;
+    }
+    if (tokenizer_encode((tokenizer_t *)self->conf.tokenizer, req->prompt_text,
+                         req->prompt_text_len, 1, ids, &n, &err) < 0) {
+        s_reply_error(self, to, req->request_id,
+                      errno == ENOMEM ? WIRE_CLIENT_INTERNAL : WIRE_CLIENT_INVALID_ARGUMENT,
+                      err.msg);
+        return -1;
+    }
+    if (n > (size_t)self->conf.max_context) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "the prompt text is %zu tokens, more than the context "
+                 "limit of %d positions", n, self->conf.max_context);
+        s_reply_error(self, to, req->request_id, WIRE_CLIENT_INVALID_ARGUMENT, msg);
+        mem_free(*ids);
+        *ids = NULL;
+        return -1;
+    }
+    req->prompt = *ids;
+    req->n_prompt = (int)n;
+    return 0;
+}
+
+static void s_generate(rpc_t *self, const wire_peer_t *to, wire_request_t *req)
+{
+    int32_t *ids = NULL;
+    if (req->prompt_text && s_tokenize(self, to, req, &ids) < 0)
+        return;
+    if (s_check_prompt(self, to, req, req->max_tokens) == 0) {
+        wire_client_error_t code;
+        err_t err = {0};
+        if (sched_submit(self->sched, to, req, &code, &err) < 0)
+            s_reply_error(self, to, req->request_id, code, err.msg);
+    }
+    mem_free(ids);
 }
 
 static void s_cancel(rpc_t *self, const wire_peer_t *to, const wire_request_t *req)

@@ -1,7 +1,8 @@
 /* rpc: the coordinator's client endpoint and request handling.
  *
  * One ROUTER socket serves any number of connected clients. GENERATE requests
- * go to the scheduler (sched.h), which batches all running sequences into
+ * (prompt ids, or text tokenized here with the model's tokenizer.json) go to
+ * the scheduler (sched.h), which batches all running sequences into
  * each forward step, whose experts are dispatched to the nodes; each token
  * leaves as a TOKENS reply as soon as it is made, then a final one with
  * counts and timings. A client that has gone is noticed on the next reply and
@@ -18,7 +19,9 @@
 #include "coordinator/dispatch.h"
 #include "coordinator/peer.h"
 #include "core/err.h"
+#include "engine/sampler.h"
 #include "engine/weights.h"
+#include "tokenizer/tokenizer.h"
 
 /* The experts one node hosts, for status replies. */
 typedef struct rpc_node_info {
@@ -35,6 +38,10 @@ typedef struct rpc_config {
     int max_seqs;           /* sequences generating at once */
     int queue_limit;        /* requests waiting; more get BUSY */
     size_t kv_memory;       /* bytes of KV cache for all sequences */
+    const tokenizer_t *tokenizer; /* NULL: prompts come as ids only, no text out */
+    int n_eos;              /* the model's EOS ids (genconfig.h) */
+    int32_t eos[SAMPLER_MAX_EOS];
+    int default_deadline_ms;      /* for requests that give none; 0: none */
 } rpc_config_t;
 
 typedef struct rpc rpc_t;

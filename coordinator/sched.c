@@ -20,6 +20,8 @@ typedef struct job {
     sampler_params_t sampling;
     size_t kv_bytes;           /* its cache, once admitted */
     double t_accepted;
+    double deadline;           /* timer_now() after which it fails; 0: none */
+    int deadline_ms;           /* as asked, for the message */
 } job_t;
 
 /* One sequence slot. */
@@ -28,6 +30,7 @@ typedef struct seq {
     job_t job;
     kvcache_t *kv;             /* (n_prompt + max_tokens) positions */
     sampler_t *sampler;        /* owned by the slot, reset per request */
+    tokenizer_stream_t *text;  /* owned by the slot; NULL without a tokenizer */
     float *logits;             /* (vocab) */
     int prefilled;             /* prompt tokens already run */
     int generated;
@@ -80,6 +83,8 @@ sched_t *sched_new(const config_t *cfg, forward_t *fw, const sched_config_t *con
             goto fail;
         if (!self->seqs[i].logits)
             goto oom;
+        if (conf->tokenizer && !(self->seqs[i].text = tokenizer_stream_new(conf->tokenizer)))
+            goto oom;
     }
     return self;
 
@@ -98,6 +103,11 @@ static void s_job_free(job_t *job)
 
 static void s_release(sched_t *self, seq_t *seq)
 {
+    if (seq->text) { /* forget held-back bytes: the next request starts clean */
+        const char *rest;
+        size_t n;
+        tokenizer_stream_flush(seq->text, &rest, &n, NULL);
+    }
     kvcache_destroy(&seq->kv);
     self->kv_used -= seq->job.kv_bytes;
     s_job_free(&seq->job);
@@ -114,6 +124,7 @@ void sched_destroy(sched_t **self_p)
             if (self->seqs[i].used)
                 s_release(self, &self->seqs[i]);
             sampler_destroy(&self->seqs[i].sampler);
+            tokenizer_stream_destroy(&self->seqs[i].text);
             mem_free(self->seqs[i].logits);
         }
     if (self->queue)
@@ -134,6 +145,9 @@ int sched_submit(sched_t *self, const wire_peer_t *client, const wire_request_t 
     job_t job = {.client = *client, .request_id = req->request_id, .n_prompt = req->n_prompt,
                  .max_tokens = req->max_tokens, .t_accepted = timer_now()};
     job.kv_bytes = s_kv_bytes(self->cfg, req->n_prompt + req->max_tokens);
+    job.deadline_ms = req->deadline_ms > 0 ? req->deadline_ms : self->conf.default_deadline_ms;
+    if (job.deadline_ms > 0)
+        job.deadline = job.t_accepted + job.deadline_ms / 1e3;
     if (job.kv_bytes > self->conf.kv_memory)
         return err_set(err, EINVAL, "the request needs %zu bytes of KV cache, more than the "
                        "budget of %zu", job.kv_bytes, self->conf.kv_memory);
@@ -146,6 +160,10 @@ int sched_submit(sched_t *self, const wire_peer_t *client, const wire_request_t 
     p.n_stop = req->n_stop < SAMPLER_MAX_STOP ? req->n_stop : SAMPLER_MAX_STOP;
     for (int i = 0; i < p.n_stop; i++)
         p.stop[i] = req->stop_ids[i];
+    if (!req->ignore_eos) {
+        p.n_eos = self->conf.n_eos < SAMPLER_MAX_EOS ? self->conf.n_eos : SAMPLER_MAX_EOS;
+        memcpy(p.eos, self->conf.eos, (size_t)p.n_eos * sizeof(int32_t));
+    }
     if (sampler_params_check(&p, self->cfg->vocab_size, err) < 0)
         return -1;
     job.sampling = p;
@@ -192,6 +210,17 @@ int sched_submit(sched_t *self, const wire_peer_t *client, const wire_request_t 
     return 0;
 }
 
+/* Frees the i-th waiting job and closes the gap: later entries move one
+ * place forward, keeping arrival order. */
+static void s_queue_remove(sched_t *self, int i)
+{
+    s_job_free(&self->queue[(self->q_head + i) % self->conf.queue_limit]);
+    for (int j = i; j + 1 < self->q_len; j++)
+        self->queue[(self->q_head + j) % self->conf.queue_limit] =
+            self->queue[(self->q_head + j + 1) % self->conf.queue_limit];
+    self->q_len--;
+}
+
 static bool s_same_client(const wire_peer_t *a, const wire_peer_t *b)
 {
     return a->len == b->len && memcmp(a->id, b->id, a->len) == 0;
@@ -221,12 +250,7 @@ int sched_cancel(sched_t *self, const wire_peer_t *client, uint64_t request_id,
         job_t *job = &self->queue[(self->q_head + i) % self->conf.queue_limit];
         if (job->request_id == request_id && s_same_client(&job->client, client)) {
             s_fail(job, WIRE_CLIENT_CANCELLED, "cancelled by the client", emit, ctx);
-            s_job_free(job);
-            /* Close the gap: later entries move one place forward. */
-            for (int j = i; j + 1 < self->q_len; j++)
-                self->queue[(self->q_head + j) % self->conf.queue_limit] =
-                    self->queue[(self->q_head + j + 1) % self->conf.queue_limit];
-            self->q_len--;
+            s_queue_remove(self, i);
             return 0;
         }
     }
@@ -304,6 +328,60 @@ static int s_plan(sched_t *self)
     return n;
 }
 
+/* The request of seq is complete: its DONE event (with the text the stream
+ * still held back), and its slot is freed. */
+static void s_finish(sched_t *self, seq_t *seq, const char *why, sched_emit_fn emit, void *ctx)
+{
+    sched_event_t done = {.kind = SCHED_DONE, .client = &seq->job.client,
+                          .request_id = seq->job.request_id,
+                          .prompt_tokens = seq->job.n_prompt,
+                          .generated_tokens = seq->generated,
+                          .seconds = timer_now() - seq->job.t_accepted,
+                          .finish_reason = why};
+    if (seq->text && tokenizer_stream_flush(seq->text, &done.text, &done.text_len, NULL) < 0)
+        done.text_len = 0;
+    emit(ctx, &done);
+    s_release(self, seq);
+}
+
+/* The text token completes, for its TOKEN event: EOS is not spelled out, and
+ * an id the tokenizer does not know (a model vocabulary larger than its
+ * tokenizer's) adds no text rather than failing the request. */
+static void s_token_text(seq_t *seq, int32_t token, bool eos, sched_event_t *ev)
+{
+    if (!seq->text || eos)
+        return;
+    if (tokenizer_stream_feed(seq->text, token, &ev->text, &ev->text_len, NULL) < 0)
+        ev->text_len = 0;
+}
+
+/* Fails every request, queued or running, whose deadline has passed. */
+static void s_expire(sched_t *self, sched_emit_fn emit, void *ctx)
+{
+    const double now = timer_now();
+    char msg[160];
+    for (int i = 0; i < self->conf.max_seqs; i++) {
+        seq_t *seq = &self->seqs[i];
+        if (!seq->used || seq->job.deadline == 0 || now < seq->job.deadline)
+            continue;
+        snprintf(msg, sizeof msg, "the deadline of %d ms passed after %d generated tokens",
+                 seq->job.deadline_ms, seq->generated);
+        s_fail(&seq->job, WIRE_CLIENT_DEADLINE_EXCEEDED, msg, emit, ctx);
+        s_release(self, seq);
+    }
+    for (int i = 0; i < self->q_len;) {
+        job_t *job = &self->queue[(self->q_head + i) % self->conf.queue_limit];
+        if (job->deadline == 0 || now < job->deadline) {
+            i++;
+            continue;
+        }
+        snprintf(msg, sizeof msg, "the deadline of %d ms passed while the request waited "
+                 "for a slot", job->deadline_ms);
+        s_fail(job, WIRE_CLIENT_DEADLINE_EXCEEDED, msg, emit, ctx);
+        s_queue_remove(self, i);
+    }
+}
+
 /* After a step: sample a token for every sequence whose logits are ready. */
 static void s_advance(sched_t *self, int n, sched_emit_fn emit, void *ctx)
 {
@@ -315,12 +393,7 @@ static void s_advance(sched_t *self, int n, sched_emit_fn emit, void *ctx)
                 continue; /* more prompt to go */
         }
         if (seq->job.max_tokens == 0) {
-            sched_event_t done = {.kind = SCHED_DONE, .client = &seq->job.client,
-                                  .request_id = seq->job.request_id,
-                                  .prompt_tokens = seq->job.n_prompt,
-                                  .seconds = timer_now() - seq->job.t_accepted};
-            emit(ctx, &done);
-            s_release(self, seq);
+            s_finish(self, seq, "length", emit, ctx);
             continue;
         }
         err_t err = {0};
@@ -331,20 +404,16 @@ static void s_advance(sched_t *self, int n, sched_emit_fn emit, void *ctx)
             continue;
         }
         seq->generated++;
+        const sampler_stop_t stop = sampler_check_stop(seq->sampler, token, seq->generated);
         sched_event_t ev = {.kind = SCHED_TOKEN, .client = &seq->job.client,
                             .request_id = seq->job.request_id, .token = token};
+        s_token_text(seq, token, stop == SAMPLER_STOP_EOS, &ev);
         if (emit(ctx, &ev) < 0) { /* the client is gone: free its sequence */
             s_release(self, seq);
             continue;
         }
-        if (sampler_check_stop(seq->sampler, token, seq->generated) != SAMPLER_CONTINUE) {
-            sched_event_t done = {.kind = SCHED_DONE, .client = &seq->job.client,
-                                  .request_id = seq->job.request_id,
-                                  .prompt_tokens = seq->job.n_prompt,
-                                  .generated_tokens = seq->generated,
-                                  .seconds = timer_now() - seq->job.t_accepted};
-            emit(ctx, &done);
-            s_release(self, seq);
+        if (stop != SAMPLER_CONTINUE) {
+            s_finish(self, seq, sampler_stop_name(stop), emit, ctx);
             continue;
         }
         seq->last = token;
@@ -353,6 +422,7 @@ static void s_advance(sched_t *self, int n, sched_emit_fn emit, void *ctx)
 
 void sched_step(sched_t *self, sched_emit_fn emit, void *ctx, double *seconds, uint64_t *rows)
 {
+    s_expire(self, emit, ctx);
     s_admit(self, emit, ctx);
     const int n = s_plan(self);
     if (n == 0)

@@ -18,7 +18,9 @@
 
 #include "core/err.h"
 #include "engine/forward.h"
+#include "engine/sampler.h"
 #include "proto/wire.h"
+#include "tokenizer/tokenizer.h"
 
 typedef struct sched_config {
     int max_seqs;         /* sequences decoding at once */
@@ -26,6 +28,10 @@ typedef struct sched_config {
     int step_tokens;      /* rows per forward step (decode rows + prefill chunks) */
     size_t kv_memory;     /* bytes of KV cache all sequences may hold */
     int max_context;      /* positions per sequence */
+    int n_eos;            /* the model's EOS ids: a sequence ends after one */
+    int32_t eos[SAMPLER_MAX_EOS];
+    const tokenizer_t *tokenizer; /* NULL, or decodes tokens into text events */
+    int default_deadline_ms;      /* for requests that give none; 0: none */
 } sched_config_t;
 
 typedef enum sched_event_kind {
@@ -39,9 +45,12 @@ typedef struct sched_event {
     const wire_peer_t *client;
     uint64_t request_id;
     int32_t token;                 /* TOKEN */
+    const char *text;              /* TOKEN, DONE: new text (borrowed for the call) */
+    size_t text_len;               /* 0 without a tokenizer or a completed character */
     int prompt_tokens;             /* DONE */
     int generated_tokens;          /* DONE */
     double seconds;                /* DONE: from acceptance to the end */
+    const char *finish_reason;     /* DONE: "length", "stop" or "eos" */
     wire_client_error_t code;      /* FAILED */
     const char *message;           /* FAILED */
 } sched_event_t;
@@ -59,9 +68,12 @@ sched_t *sched_new(const config_t *cfg, forward_t *fw, const sched_config_t *con
 void sched_destroy(sched_t **self_p);
 
 /* Queues a GENERATE whose prompt the caller checked (ids in the vocabulary,
- * prompt + max_tokens within max_context). -1 with *code BUSY when the queue
- * is full, INVALID_ARGUMENT when the request can never fit the KV budget or
- * its sampling is invalid; err says why. */
+ * prompt + max_tokens within max_context; req->prompt holds the ids, also for
+ * a request that came as text). -1 with *code BUSY when the queue is full,
+ * INVALID_ARGUMENT when the request can never fit the KV budget or its
+ * sampling is invalid; err says why. The request's deadline (or the default)
+ * runs from now: once past, queued or running, it ends in FAILED
+ * (DEADLINE_EXCEEDED) at the next step and its memory is freed. */
 int sched_submit(sched_t *self, const wire_peer_t *client, const wire_request_t *req,
                  wire_client_error_t *code, err_t *err);
 

@@ -119,6 +119,13 @@ static uint64_t s_tensor_floats(int rows, int width)
     return n < S_MAX_TENSOR_FLOATS ? n : S_MAX_TENSOR_FLOATS;
 }
 
+/* Bytes of prompt text a request may carry under lim. */
+static size_t s_prompt_text_limit(const wire_limits_t *lim)
+{
+    size_t n = (size_t)s_limit(lim->max_prompt) * WIRE_PROMPT_TEXT_PER_TOKEN;
+    return n > WIRE_MIN_PROMPT_TEXT ? n : WIRE_MIN_PROMPT_TEXT;
+}
+
 wire_inbox_t *wire_inbox_new(const wire_limits_t *lim, err_t *err)
 {
     static const wire_limits_t none = {0};
@@ -136,7 +143,8 @@ wire_inbox_t *wire_inbox_new(const wire_limits_t *lim, err_t *err)
     /* Every valid header within the limits unpacks inside the arena. */
     size_t data = sizeof(Moe__Data__Header) + s_repeated_bytes(3 * n_assign, 4) +
                   s_repeated_bytes(2 * n_hosted, 4) + 2 * (WIRE_MAX_TEXT + S_ARENA_ALIGN);
-    size_t request = sizeof(Moe__Client__Request) + s_repeated_bytes(n_prompt, 4);
+    size_t request = sizeof(Moe__Client__Request) + s_repeated_bytes(n_prompt, 4) +
+                     s_prompt_text_limit(lim) + S_ARENA_ALIGN;
     size_t arena = data > request ? data : request;
     arena = (arena > S_REPLY_ARENA ? arena : S_REPLY_ARENA) + S_ARENA_SLACK;
     arena = (arena + MEM_ALIGN - 1) / MEM_ALIGN * MEM_ALIGN;
@@ -1003,7 +1011,18 @@ static int s_request_fill(const wire_limits_t *lim, const Moe__Client__Request *
     case WIRE_REQ_LOGITS: {
         size_t n = r->n_prompt_ids;
         size_t max = lim->max_prompt > 0 ? (size_t)lim->max_prompt : (size_t)INT32_MAX;
-        if (n == 0)
+        const size_t text_len = r->prompt_text ? strlen(r->prompt_text) : 0;
+        if (text_len > 0 && req->type != WIRE_REQ_GENERATE)
+            return s_cbad(code, WIRE_CLIENT_INVALID_ARGUMENT, err, "%s: a text prompt is for "
+                          "GENERATE only; give prompt_ids", what);
+        if (text_len > 0 && n > 0)
+            return s_cbad(code, WIRE_CLIENT_INVALID_ARGUMENT, err, "%s: both prompt_ids and "
+                          "prompt_text; give one", what);
+        if (text_len > s_prompt_text_limit(lim))
+            return s_cbad(code, WIRE_CLIENT_INVALID_ARGUMENT, err, "%s: a prompt text of %zu "
+                          "bytes is more than the limit of %zu", what, text_len,
+                          s_prompt_text_limit(lim));
+        if (n == 0 && text_len == 0)
             return s_cbad(code, WIRE_CLIENT_INVALID_ARGUMENT, err, "%s: empty prompt", what);
         if (n > max)
             return s_cbad(code, WIRE_CLIENT_INVALID_ARGUMENT, err, "%s: %zu prompt tokens is "
@@ -1033,6 +1052,15 @@ static int s_request_fill(const wire_limits_t *lim, const Moe__Client__Request *
         req->seed = r->seed;
         req->n_stop = (int)r->n_stop_ids;
         req->stop_ids = r->stop_ids;
+        if (r->deadline_ms > INT32_MAX)
+            return s_cbad(code, WIRE_CLIENT_INVALID_ARGUMENT, err, "%s: deadline_ms %u is more "
+                          "than %d", what, r->deadline_ms, INT32_MAX);
+        req->deadline_ms = (int)r->deadline_ms;
+        req->ignore_eos = r->ignore_eos;
+        if (text_len > 0) {
+            req->prompt_text = r->prompt_text;
+            req->prompt_text_len = text_len;
+        }
         return 0;
     }
     case WIRE_REQ_CANCEL:
@@ -1110,7 +1138,9 @@ int wire_request_send(void *socket, const wire_request_t *req, err_t *err)
     switch (req->type) {
     case WIRE_REQ_GENERATE:
     case WIRE_REQ_LOGITS:
-        if (req->n_prompt < 0 || (req->n_prompt > 0 && !req->prompt) || req->max_tokens < 0)
+        if (req->n_prompt < 0 || (req->n_prompt > 0 && !req->prompt) || req->max_tokens < 0 ||
+            req->deadline_ms < 0 ||
+            (req->prompt_text && memchr(req->prompt_text, 0, req->prompt_text_len)))
             return err_set(err, EINVAL, "%s: %d prompt tokens, max_tokens %d",
                            s_request_types[req->type], req->n_prompt, req->max_tokens);
         if (req->n_stop < 0 || req->n_stop > WIRE_MAX_STOP_IDS ||
@@ -1126,6 +1156,10 @@ int wire_request_send(void *socket, const wire_request_t *req, err_t *err)
         r.seed = req->seed;
         r.n_stop_ids = (size_t)req->n_stop;
         r.stop_ids = (int32_t *)req->stop_ids;
+        r.deadline_ms = (uint32_t)req->deadline_ms;
+        r.ignore_eos = req->ignore_eos;
+        if (req->prompt_text)
+            r.prompt_text = (char *)req->prompt_text; /* NUL-terminated: checked above */
         break;
     case WIRE_REQ_CANCEL:
         r.cancel_id = req->cancel_id;
@@ -1274,6 +1308,12 @@ static int s_reply_fill(wire_inbox_t *self, const Moe__Client__Reply *r, int n_f
         rep->prompt_tokens = (int)r->prompt_tokens;
         rep->generated_tokens = (int)r->generated_tokens;
         rep->seconds = r->seconds;
+        rep->text = r->text ? r->text : "";
+        rep->text_len = strlen(rep->text);
+        if (s_text_len(r->finish_reason) < 0)
+            return err_set(err, EPROTO, "TOKENS: a finish reason longer than %d bytes",
+                           WIRE_MAX_TEXT - 1);
+        rep->finish_reason = r->finish_reason && r->finish_reason[0] ? r->finish_reason : NULL;
         return 0;
     case WIRE_REP_LOGITS:
         return s_reply_logits(self, r, rep, err);
@@ -1391,6 +1431,7 @@ int wire_reply_send(void *socket, const wire_peer_t *to, const wire_reply_t *rep
     Moe__Client__Reply r = MOE__CLIENT__REPLY__INIT;
     char clipped[WIRE_MAX_TEXT];
     void *block = NULL;  /* STATUS_DATA: NodeStatus[n], pointers[n], clipped texts[n] */
+    char *text = NULL;   /* TOKENS: the text, NUL-terminated */
     const float *tensor = NULL;
     size_t bytes = 0;
     int rc = -1;
@@ -1412,6 +1453,18 @@ int wire_reply_send(void *socket, const wire_peer_t *to, const wire_reply_t *rep
         r.prompt_tokens = (uint32_t)rep->prompt_tokens;
         r.generated_tokens = (uint32_t)rep->generated_tokens;
         r.seconds = rep->seconds;
+        if (rep->text_len > 0) {
+            /* protobuf-c sends strings up to their NUL. */
+            if (!(text = mem_alloc(rep->text_len + 1))) {
+                err_set(err, ENOMEM, "out of memory for a reply's text");
+                goto cleanup;
+            }
+            memcpy(text, rep->text, rep->text_len);
+            text[rep->text_len] = '\0';
+            r.text = text;
+        }
+        if (rep->finish_reason)
+            r.finish_reason = (char *)rep->finish_reason;
         break;
     case WIRE_REP_LOGITS:
         if (!(bytes = s_send_tensor_bytes(rep->rows, rep->vocab, rep->logits))) {
@@ -1484,6 +1537,7 @@ int wire_reply_send(void *socket, const wire_peer_t *to, const wire_reply_t *rep
 cleanup:;
     int saved = errno;
     mem_free(block);
+    mem_free(text);
     errno = saved;
     return rc;
 }

@@ -32,6 +32,11 @@ enum { WIRE_PROTOCOL_VERSION = 1 };
 enum { WIRE_MAX_HEADER_BYTES = 1 << 20 };  /* a header frame larger than this is refused */
 enum { WIRE_MAX_IDENTITY = 255 };          /* ZeroMQ routing ids are at most 255 bytes */
 enum { WIRE_MAX_TEXT = 1024 };             /* model ids, error messages, endpoints */
+/* Bytes of prompt text a request may carry per prompt token allowed
+ * (max_prompt), and at least WIRE_MIN_PROMPT_TEXT: generous, since one token
+ * can spell a long run of spaces; the token count is checked after
+ * tokenizing. */
+enum { WIRE_PROMPT_TEXT_PER_TOKEN = 32, WIRE_MIN_PROMPT_TEXT = 64 << 10 };
 
 /* What a receiver accepts; a field <= 0 is not checked (a client does not
  * know the model). */
@@ -183,6 +188,11 @@ typedef struct wire_request {
     uint64_t seed;                /* GENERATE */
     int n_stop;                   /* GENERATE: <= WIRE_MAX_STOP_IDS */
     const int32_t *stop_ids;      /* (n_stop) */
+    const char *prompt_text;      /* GENERATE: NULL, or UTF-8 text instead of ids
+                                     (then n_prompt is 0) */
+    size_t prompt_text_len;
+    int deadline_ms;              /* GENERATE: 0 = the coordinator's default */
+    bool ignore_eos;              /* GENERATE */
 } wire_request_t;
 
 typedef struct wire_node_status {
@@ -220,6 +230,9 @@ typedef struct wire_reply {
     int prompt_tokens;            /* TOKENS, final */
     int generated_tokens;
     double seconds;
+    const char *text;             /* TOKENS: NULL or "" when none */
+    size_t text_len;
+    const char *finish_reason;    /* TOKENS, final: NULL or "length", "stop", "eos" */
     wire_client_error_t error_code;  /* ERROR */
     const char *error_message;
     int rows;                     /* LOGITS: frame 2 is (rows, vocab) */

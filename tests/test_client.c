@@ -1024,7 +1024,12 @@ static void test_cli_usage_errors(void **state)
     s_expect_error("--connect tcp://127.0.0.1:1 --bogus status", 2,
                    "unknown or incomplete option '--bogus'");
     s_expect_error("--connect tcp://127.0.0.1:1 explode", 2, "unknown command 'explode'");
-    s_expect_error("--connect tcp://127.0.0.1:1 generate", 2, "--prompt-ids is required");
+    s_expect_error("--connect tcp://127.0.0.1:1 generate", 2,
+                   "one of --prompt-ids and --prompt");
+    s_expect_error("--connect tcp://127.0.0.1:1 generate --prompt-ids 1 --prompt hi", 2,
+                   "one of --prompt-ids and --prompt");
+    s_expect_error("--connect tcp://127.0.0.1:1 generate --prompt hi --deadline-ms 0", 2,
+                   "--deadline-ms");
     s_expect_error("--connect tcp://127.0.0.1:1 generate --prompt-ids 1,,2", 2,
                    "--prompt-ids");
     s_expect_error("--connect tcp://127.0.0.1:1 generate --prompt-ids 1 --max-tokens -1", 2,

@@ -2,16 +2,18 @@
  * compared against.
  *
  *   moe-run --model DIR --prompt-ids 1,2,3 --max-tokens N
- *           [--dump-logits FILE] [--threads N]
+ *           [--dump-logits FILE] [--threads N] [--ignore-eos]
  *
- * Prints the N greedy tokens as comma-separated ids on the last line of
- * stdout. --dump-logits writes the prompt's logits as float32 [prompt_len,
+ * Prints up to N greedy tokens as comma-separated ids on the last line of
+ * stdout, ending after the first of the model's EOS tokens (genconfig.h), as
+ * the coordinator does. --dump-logits writes the prompt's logits as float32 [prompt_len,
  * vocab], row-major, little-endian. Exit 0 on success, 1 on a runtime error,
  * 2 on a usage error; every error is one line on stderr.
  */
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +26,7 @@
 #include "engine/kvcache.h"
 #include "engine/weights.h"
 #include "core/idlist.h"
+#include "model/genconfig.h"
 
 enum { PREFILL_CHUNK_ROWS = 256 }; /* rows per prefill chunk: bounds scratch memory */
 
@@ -33,16 +36,18 @@ typedef struct options {
     const char *dump_logits;
     int max_tokens;
     int threads;
+    bool ignore_eos;
 } options_t;
 
 static void s_usage(FILE *out)
 {
     fprintf(out,
             "usage: moe-run --model DIR --prompt-ids ID,ID,... [--max-tokens N]\n"
-            "               [--dump-logits FILE] [--threads N]\n"
+            "               [--dump-logits FILE] [--threads N] [--ignore-eos]\n"
             "\n"
             "Runs a Mixture-of-Experts model in this one process and prints the greedy\n"
-            "continuation of the prompt as comma-separated token ids on one line.\n"
+            "continuation of the prompt as comma-separated token ids on one line; it\n"
+            "ends after an EOS token of the model (generation_config.json or config.json).\n"
             "\n"
             "  --model DIR         Hugging Face model folder (config.json, *.safetensors)\n"
             "  --prompt-ids LIST   prompt token ids, e.g. 5,17,2\n"
@@ -50,6 +55,7 @@ static void s_usage(FILE *out)
             "  --dump-logits FILE  write the prompt's logits: float32 [prompt_len, vocab],\n"
             "                      row-major, little-endian\n"
             "  --threads N         OpenBLAS threads (default: all cores)\n"
+            "  --ignore-eos        generate max tokens whatever they are\n"
             "  --help              this text\n");
 }
 
@@ -71,6 +77,7 @@ static int s_parse_args(int argc, char **argv, options_t *opt)
         {"max-tokens", required_argument, NULL, 'n'},
         {"dump-logits", required_argument, NULL, 'd'},
         {"threads", required_argument, NULL, 't'},
+        {"ignore-eos", no_argument, NULL, 'E'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -90,6 +97,7 @@ static int s_parse_args(int argc, char **argv, options_t *opt)
             if (s_parse_int(optarg, "--threads", 1, &opt->threads) < 0)
                 return -1;
             break;
+        case 'E': opt->ignore_eos = true; break;
         case 'h': s_usage(stdout); exit(0);
         default:
             fprintf(stderr, "moe-run: unknown or incomplete option '%s' (see --help)\n",
@@ -121,9 +129,20 @@ static int s_write_logits(const char *path, const float *logits, size_t count, e
 }
 
 /* Prefill, optional logits dump, then greedy decoding; prints the tokens. */
+static bool s_is_eos(const genconfig_t *gen, int32_t token)
+{
+    for (int i = 0; i < gen->n_eos; i++)
+        if (gen->eos_token_ids[i] == token)
+            return true;
+    return false;
+}
+
 static int s_generate(const options_t *opt, const weights_t *w, const int32_t *prompt,
                       int n_prompt, err_t *err)
 {
+    genconfig_t gen = {0};
+    if (!opt->ignore_eos && genconfig_load(&gen, opt->model, &w->cfg, err) < 0)
+        return -1;
     const config_t *cfg = &w->cfg;
     const int vocab = cfg->vocab_size;
     int rc = -1;
@@ -159,15 +178,16 @@ static int s_generate(const options_t *opt, const weights_t *w, const int32_t *p
         goto done;
 
     const float *last = logits + (logit_rows - 1) * vocab;
+    int n_out = 0;
     for (int i = 0; i < opt->max_tokens; i++) {
-        out[i] = forward_argmax(last, vocab);
-        if (i + 1 == opt->max_tokens)
+        out[n_out++] = forward_argmax(last, vocab);
+        if (i + 1 == opt->max_tokens || s_is_eos(&gen, out[i]))
             break; /* the last token needs no forward pass */
         if (forward_run(fw, kv, &out[i], 1, FORWARD_LOGITS_LAST, logits, err) < 0)
             goto done;
         last = logits;
     }
-    char *line = idlist_format(out, opt->max_tokens);
+    char *line = idlist_format(out, n_out);
     if (!line) {
         err_set(err, ENOMEM, "out of memory formatting the output");
         goto done;

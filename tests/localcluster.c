@@ -1,0 +1,115 @@
+/* localcluster: see localcluster.h. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include "proto/wire.h"
+#include "tests/localcluster.h"
+#include "tests/testutil.h"
+
+/* The repository root: tests run from it (make test). */
+static const char *s_root(void)
+{
+    static char root[1024];
+    if (!root[0] && !getcwd(root, sizeof root))
+        fail_msg("getcwd failed");
+    return root;
+}
+
+char *localcluster_up(const char *model, int nodes, const char *run_dir, const char *extra)
+{
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, "MOE_BIN='%s' '%s/cluster/local.sh' up --model '%s' --nodes %d "
+             "--run-dir '%s' %s", testutil_env("MOE_BIN", "build/bin"), s_root(), model, nodes,
+             run_dir, extra ? extra : "");
+    char *out = NULL;
+    int rc = testutil_run(cmd, &out);
+    if (rc != 0)
+        fail_msg("local.sh up failed (%d): %s", rc, out ? out : "");
+    size_t n = strlen(out);
+    while (n && out[n - 1] == '\n')
+        out[--n] = '\0';
+    char *nl = strrchr(out, '\n');
+    char *ep = strdup(nl ? nl + 1 : out);
+    free(out);
+    assert_true(strncmp(ep, "tcp://", 6) == 0);
+    return ep;
+}
+
+void localcluster_down(const char *run_dir)
+{
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "'%s/cluster/local.sh' down --run-dir '%s'", s_root(), run_dir);
+    assert_int_equal(testutil_run(cmd, NULL), 0);
+    snprintf(cmd, sizeof cmd, "grep -l 'Sanitizer' '%s'/*.log", run_dir);
+    char *found = NULL;
+    if (testutil_run(cmd, &found) == 0)
+        fail_msg("sanitizer report in %s", found);
+    free(found);
+}
+
+pid_t localcluster_pid(const char *run_dir, const char *name)
+{
+    char path[1024];
+    snprintf(path, sizeof path, "%s/%s.pid", run_dir, name);
+    char *text = testutil_read_file(path, NULL);
+    if (!text)
+        fail_msg("no pid file %s", path);
+    pid_t pid = (pid_t)atol(text);
+    free(text);
+    assert_true(pid > 0);
+    return pid;
+}
+
+size_t localcluster_rss(pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/statm", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    unsigned long size = 0, resident = 0;
+    int got = fscanf(f, "%lu %lu", &size, &resident);
+    fclose(f);
+    return got == 2 ? (size_t)resident * (size_t)sysconf(_SC_PAGESIZE) : 0;
+}
+
+void *localcluster_dealer(void *zmq_ctx, const char *endpoint)
+{
+    void *sock = zmq_socket(zmq_ctx, ZMQ_DEALER);
+    int linger = 0, timeout = 20000;
+    assert_non_null(sock);
+    assert_int_equal(zmq_setsockopt(sock, ZMQ_LINGER, &linger, sizeof linger), 0);
+    assert_int_equal(zmq_setsockopt(sock, ZMQ_RCVTIMEO, &timeout, sizeof timeout), 0);
+    assert_int_equal(zmq_connect(sock, endpoint), 0);
+    return sock;
+}
+
+void localcluster_sched(const char *endpoint, localcluster_sched_t *out)
+{
+    void *ctx = zmq_ctx_new();
+    void *sock = localcluster_dealer(ctx, endpoint);
+    wire_limits_t lim = {0};
+    err_t err = {0};
+    wire_inbox_t *inbox = wire_inbox_new(&lim, &err);
+    assert_non_null(inbox);
+    wire_request_t st = {.type = WIRE_REQ_STATUS, .request_id = 1};
+    assert_int_equal(wire_request_send(sock, &st, &err), 0);
+    wire_reply_t rep;
+    if (wire_reply_recv(inbox, sock, &rep, &err) < 0)
+        fail_msg("STATUS: %s", err.msg);
+    assert_int_equal(rep.type, WIRE_REP_STATUS);
+    out->running = rep.sequences_running;
+    out->queued = rep.requests_queued;
+    out->kv_bytes = rep.kv_bytes;
+    wire_inbox_destroy(&inbox);
+    zmq_close(sock);
+    zmq_ctx_term(ctx);
+}

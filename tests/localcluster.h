@@ -1,0 +1,36 @@
+/* localcluster: a cluster of real processes for a test, through
+ * cluster/local.sh (coordinator and expert nodes on loopback), and small
+ * helpers to talk to it over the real client protocol. */
+#ifndef MOE_TESTS_LOCALCLUSTER_H
+#define MOE_TESTS_LOCALCLUSTER_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+/* Starts `local.sh up --model model --nodes nodes --run-dir run_dir extra`
+ * with the programs of $MOE_BIN; returns the client endpoint (malloc'd).
+ * Fails the test when the start fails. */
+char *localcluster_up(const char *model, int nodes, const char *run_dir, const char *extra);
+
+/* Stops it; under the sanitizers, a report in any process's log (a memory
+ * error, or a leak at exit) fails the test. */
+void localcluster_down(const char *run_dir);
+
+/* The pid in run_dir/<name>.pid (e.g. "coordinator"), or fails the test. */
+pid_t localcluster_pid(const char *run_dir, const char *name);
+
+/* Resident memory of a process, bytes (0 when unknown). */
+size_t localcluster_rss(pid_t pid);
+
+/* The scheduler's state from a STATUS request. */
+typedef struct localcluster_sched {
+    int running, queued;
+    uint64_t kv_bytes;
+} localcluster_sched_t;
+void localcluster_sched(const char *endpoint, localcluster_sched_t *out);
+
+/* A DEALER socket connected to endpoint, with a 20 s receive timeout. */
+void *localcluster_dealer(void *zmq_ctx, const char *endpoint);
+
+#endif /* MOE_TESTS_LOCALCLUSTER_H */
