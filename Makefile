@@ -31,7 +31,8 @@ CPPFLAGS += -I$(BUILD)/gen  # generated protobuf-c code: $(BUILD)/gen/proto/*.pb
 CORE_SRC    := core/err.c core/mem.c core/blas.c core/timer.c core/idlist.c \
                core/path.c core/arg.c
 KERNELS_SRC := kernels/gemm_blas.c kernels/gemm_ref.c kernels/rmsnorm.c \
-               kernels/rope.c kernels/softmax.c kernels/ffn.c kernels/attention.c
+               kernels/rope.c kernels/softmax.c kernels/ffn.c kernels/attention.c \
+               kernels/mla.c
 MODEL_SRC   := model/config.c model/safetensors.c model/st_writer.c \
                model/synth.c model/arch.c model/placement.c \
                model/genconfig.c
@@ -116,7 +117,8 @@ all: $(PROGRAMS)
 # Each test links only the folders it tests, so that one folder builds and
 # tests on its own.
 TESTS_CORE    := test_idlist test_arg
-TESTS_KERNELS := test_gemm test_rmsnorm test_rope test_softmax test_ffn test_attention
+TESTS_KERNELS := test_gemm test_rmsnorm test_rope test_softmax test_ffn test_attention \
+                 test_mla
 TESTS_MODEL   := test_config test_safetensors test_synth
 TESTS_ENGINE  := test_router test_experts test_kvcache test_forward test_fixtures \
                  test_moe_run test_sampler
