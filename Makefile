@@ -34,7 +34,7 @@ KERNELS_SRC := kernels/gemm_blas.c kernels/gemm_ref.c kernels/rmsnorm.c \
                kernels/rope.c kernels/softmax.c kernels/ffn.c kernels/attention.c
 MODEL_SRC   := model/config.c model/safetensors.c model/st_writer.c \
                model/synth.c model/arch.c model/placement.c \
-               model/expert_layout.c
+               model/expert_layout.c model/mxfp4.c
 ENGINE_SRC  := engine/weights.c engine/kvcache.c engine/router.c \
                engine/experts.c engine/forward.c engine/sampler.c
 
@@ -114,7 +114,7 @@ all: $(PROGRAMS)
 # tests on its own.
 TESTS_CORE    := test_idlist test_arg
 TESTS_KERNELS := test_gemm test_rmsnorm test_rope test_softmax test_ffn test_attention
-TESTS_MODEL   := test_config test_safetensors test_synth
+TESTS_MODEL   := test_config test_safetensors test_synth test_mxfp4
 # Model tests that also run kernels (the gpt-oss expert re-layout end to end).
 TESTS_MODEL_K := test_expert_layout
 TESTS_ENGINE  := test_router test_experts test_kvcache test_forward test_fixtures \
