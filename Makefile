@@ -35,7 +35,7 @@ KERNELS_SRC := kernels/gemm_blas.c kernels/gemm_ref.c kernels/rmsnorm.c \
                kernels/mla.c
 MODEL_SRC   := model/config.c model/safetensors.c model/st_writer.c \
                model/synth.c model/arch.c model/placement.c \
-               model/genconfig.c
+               model/genconfig.c model/expert_layout.c model/mxfp4.c
 ENGINE_SRC  := engine/weights.c engine/kvcache.c engine/router.c \
                engine/experts.c engine/forward.c engine/sampler.c
 
@@ -119,13 +119,16 @@ all: $(PROGRAMS)
 TESTS_CORE    := test_idlist test_arg
 TESTS_KERNELS := test_gemm test_rmsnorm test_rope test_softmax test_ffn test_attention \
                  test_mla
-TESTS_MODEL   := test_config test_safetensors test_synth
+TESTS_MODEL   := test_config test_safetensors test_synth test_mxfp4
+# Model tests that also run kernels (the gpt-oss expert re-layout end to end).
+TESTS_MODEL_K := test_expert_layout
 TESTS_ENGINE  := test_router test_experts test_kvcache test_forward test_fixtures \
                  test_moe_run test_sampler
 TESTS_NET     := test_wire test_placement test_expert_node test_client test_cluster \
                  test_serving test_multihost test_mpi
 TESTS_TOKENIZER := test_tokenizer
-TESTS := $(TESTS_CORE) $(TESTS_KERNELS) $(TESTS_MODEL) $(TESTS_ENGINE) $(TESTS_NET) \
+TESTS := $(TESTS_CORE) $(TESTS_KERNELS) $(TESTS_MODEL) $(TESTS_MODEL_K) \
+         $(TESTS_ENGINE) $(TESTS_NET) \
          $(TESTS_TOKENIZER)
 TEST_BINS := $(addprefix $(BUILD)/tests/,$(TESTS))
 TEST_LIBS := $(shell pkg-config --libs cmocka)
@@ -136,6 +139,8 @@ $(addprefix $(BUILD)/tests/,$(TESTS_KERNELS)): $(BUILD)/tests/%: $(OBJ)/tests/%.
     $(OBJ)/tests/testutil.o $(LIB_KERNELS) $(LIB_CORE)
 $(addprefix $(BUILD)/tests/,$(TESTS_MODEL)): $(BUILD)/tests/%: $(OBJ)/tests/%.o \
     $(OBJ)/tests/testutil.o $(LIB_MODEL) $(LIB_CORE)
+$(addprefix $(BUILD)/tests/,$(TESTS_MODEL_K)): $(BUILD)/tests/%: $(OBJ)/tests/%.o \
+    $(OBJ)/tests/testutil.o $(LIB_MODEL) $(LIB_KERNELS) $(LIB_CORE)
 $(addprefix $(BUILD)/tests/,$(TESTS_ENGINE)): $(BUILD)/tests/%: $(OBJ)/tests/%.o \
     $(OBJ)/tests/testutil.o $(OBJ)/tests/fixture.o $(LIBS_ALL)
 $(addprefix $(BUILD)/tests/,$(TESTS_NET)): $(BUILD)/tests/%: $(OBJ)/tests/%.o \

@@ -15,6 +15,9 @@
  * and running softmax() over the whole span gives (expf(-inf) == 0 adds
  * nothing to the max or the sum), without spending expf on them.
  *
+ * With sinks, a row's softmax also takes its head's sink logit into the max
+ * and the denominator (s_softmax_sink), then drops it.
+ *
  * Scratch layout, in floats, for m stacked rows and up to n_span keys:
  *   qs: (m, head_dim)    the group's queries, row (r, j) = query row r, head j
  *   ss: (m, n_span)      scores, then probabilities
@@ -23,6 +26,7 @@
 #include "kernels/attention.h"
 
 #include <assert.h>
+#include <math.h>
 #include <string.h>
 
 #include "kernels/gemm.h"
@@ -81,6 +85,31 @@ static void s_softmax_visible(float *row, int n_span, int lo, int vis_lo, int p)
     memset(row + b, 0, (size_t)(n_span - b) * sizeof *row);
 }
 
+/* s_softmax_visible with one more logit, sink, that joins the max and the
+ * denominator but gets no entry. Like softmax(): float32 exponentials, their
+ * sum in float64, then one float32 reciprocal multiplies every entry. */
+static void s_softmax_sink(float *row, int n_span, int lo, int vis_lo, int p,
+                           float sink)
+{
+    int a = vis_lo - lo, b = p - lo + 1;
+    assert(a >= 0 && a < b && b <= n_span);
+    memset(row, 0, (size_t)a * sizeof *row);
+    float max = sink;
+    for (int c = a; c < b; c++)
+        max = row[c] > max ? row[c] : max;
+    double sum = 0.0;
+    for (int c = a; c < b; c++) {
+        row[c] = expf(row[c] - max);
+        sum += row[c];
+    }
+    /* sum >= 1: the maximum, a score or the sink, contributes expf(0). */
+    sum += expf(sink - max);
+    float inv = (float)(1.0 / sum);
+    for (int c = a; c < b; c++)
+        row[c] *= inv;
+    memset(row + b, 0, (size_t)(n_span - b) * sizeof *row);
+}
+
 void attention(float *out, int ldo, const float *q, int ldq,
                const float *k, int ldk, const float *v, int ldv,
                const attention_shape_t *shape, int n_q, int pos0,
@@ -136,9 +165,14 @@ void attention(float *out, int ldo, const float *q, int ldq,
                 const int p = p_first + r;
                 const int vis_lo = window > 0 && p - window + 1 > lo
                                        ? p - window + 1 : lo;
-                for (int j = 0; j < group; j++)
-                    s_softmax_visible(ss + (size_t)(r * group + j) * n_span,
-                                      n_span, lo, vis_lo, p);
+                for (int j = 0; j < group; j++) {
+                    float *row = ss + (size_t)(r * group + j) * n_span;
+                    if (shape->sinks)
+                        s_softmax_sink(row, n_span, lo, vis_lo, p,
+                                       shape->sinks[g * group + j]);
+                    else
+                        s_softmax_visible(row, n_span, lo, vis_lo, p);
+                }
             }
             /* os = P vg: (m, vd) */
             gemm(os, vd, ss, n_span, vg, ldv, m, vd, n_span, false, 1.0f,

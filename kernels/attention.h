@@ -5,6 +5,13 @@
  * pos0 .. pos0+n_q-1, whose keys and values are already in the cache, which
  * holds positions 0 .. pos0+n_q-1. Query head h reads KV head
  * h / (n_heads / n_kv_heads). Matrix products go through gemm().
+ *
+ * Attention sinks (gpt-oss, `self_attn.sinks`): with shape->sinks set, query
+ * head h's softmax gets one more logit, sinks[h], in its denominator only, as
+ * transformers' GptOss eager attention does: p_c = exp(s_c - m) / (sum over
+ * visible c' of exp(s_c' - m) + exp(sinks[h] - m)), m the largest of the
+ * visible scores and sinks[h]. The sink has no value, so a row's
+ * probabilities sum to less than 1.
  */
 #ifndef MOE_KERNELS_ATTENTION_H
 #define MOE_KERNELS_ATTENTION_H
@@ -18,7 +25,11 @@ typedef struct attention_shape {
     int v_head_dim;  /* width of one value head (== head_dim but for MLA) */
     float scale;     /* multiplies q.k, usually 1/sqrt(head_dim) */
     int window;      /* sliding window in positions, 0 for none: position p
-                        sees keys p-window+1 .. p */
+                        sees keys p-window+1 .. p (transformers' sliding
+                        window convention: key c is seen when p - c <
+                        window) */
+    const float *sinks; /* (n_heads) per-head sink logits (borrowed, finite),
+                           or NULL for none */
 } attention_shape_t;
 
 /* Scratch floats attention() needs for n_q query rows over n_ctx positions.

@@ -1,6 +1,7 @@
 /* test_attention: attention() against a plain float64 reference of causal
  * grouped-query attention, over prefill, decode and chunked-prefill calls,
- * with and without a sliding window, strided rows and v_head_dim != head_dim.
+ * with and without a sliding window, strided rows and v_head_dim != head_dim,
+ * with and without attention sinks (gpt-oss).
  *
  * Each output is a convex mix of value rows, so its error is a small multiple
  * of the float32 error of the scores times the size of the values: every
@@ -11,6 +12,7 @@
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -41,7 +43,8 @@ static void s_ref(double *want, const float *q, int ldq, const float *k,
         for (int h = 0; h < sh->n_heads; h++) {
             int g = h / group;
             const float *qh = q + (size_t)r * ldq + (size_t)h * hd;
-            double max = -INFINITY, sum = 0.0;
+            /* A sink joins the max and the denominator only. */
+            double max = sh->sinks ? sh->sinks[h] : -INFINITY, sum = 0.0;
             for (int c = first; c <= pos; c++) {
                 const float *kc = k + (size_t)c * ldk + (size_t)g * hd;
                 double s = 0.0;
@@ -55,6 +58,8 @@ static void s_ref(double *want, const float *q, int ldq, const float *k,
                 p[c] = exp(p[c] - max);
                 sum += p[c];
             }
+            if (sh->sinks)
+                sum += exp((double)sh->sinks[h] - max);
             double *o = want + ((size_t)r * sh->n_heads + h) * vd;
             for (int d = 0; d < vd; d++)
                 o[d] = 0.0;
@@ -70,13 +75,21 @@ static void s_ref(double *want, const float *q, int ldq, const float *k,
 
 /* One attention() call on random q, k, v with every row padded by pad
  * sentinel-free floats (out's padding holds a sentinel that must survive). */
+static bool s_sinks_on;      /* s_case draws sinks for every head */
+static float s_sinks_scale;  /* their spread, N(0, s_sinks_scale) */
+static double s_max_err;     /* largest error / max|v| seen, for the log */
+
 static void s_case(testrng_t *rng, int n_heads, int n_kv_heads, int head_dim,
                    int v_head_dim, int window, int n_q, int pos0, int pad)
 {
+    float *sinks = malloc((size_t)n_heads * sizeof *sinks);
+    assert_non_null(sinks);
+    if (s_sinks_on)
+        testrng_fill(rng, sinks, (size_t)n_heads, s_sinks_scale);
     attention_shape_t sh = {
         .n_heads = n_heads, .n_kv_heads = n_kv_heads, .head_dim = head_dim,
         .v_head_dim = v_head_dim, .scale = 1.0f / sqrtf((float)head_dim),
-        .window = window,
+        .window = window, .sinks = s_sinks_on ? sinks : NULL,
     };
     int n_ctx = pos0 + n_q;
     int ldq = n_heads * head_dim + pad, ldo = n_heads * v_head_dim + pad;
@@ -112,6 +125,8 @@ static void s_case(testrng_t *rng, int n_heads, int n_kv_heads, int head_dim,
         for (int j = 0; j < width; j++) {
             double g = out[(size_t)r * ldo + j];
             double e = want[(size_t)r * width + j];
+            if (fabs(g - e) / v_max > s_max_err)
+                s_max_err = fabs(g - e) / v_max;
             if (!(fabs(g - e) <= tol))
                 fail_msg("heads %d/%d dims %d/%d window %d n_q %d pos0 %d: "
                          "row %d entry %d: got %.9g want %.9g", n_heads,
@@ -127,6 +142,7 @@ static void s_case(testrng_t *rng, int n_heads, int n_kv_heads, int head_dim,
     free(v);
     free(k);
     free(q);
+    free(sinks);
 }
 
 /* The three call patterns of a sequence, each over the GQA layouts. */
@@ -225,6 +241,70 @@ static void test_scratch_size(void **state)
     }
 }
 
+/* Sinks of the fixtures' spread (N(0, 0.5)) and of a spread that lets them
+ * dominate some rows and vanish from others, over every call pattern, with
+ * and without windows (gpt_oss-A: window 8 on layer 0), GQA, chunks. */
+static void test_sinks(void **state)
+{
+    (void)state;
+    testrng_t rng;
+    testrng_init(&rng, 55);
+    static const float spreads[] = {0.5f, 4.0f};
+    static const int windows[] = {0, 1, 3, 8};
+    s_sinks_on = true;
+    s_max_err = 0.0;
+    for (size_t i = 0; i < sizeof spreads / sizeof spreads[0]; i++) {
+        s_sinks_scale = spreads[i];
+        for (size_t w = 0; w < sizeof windows / sizeof windows[0]; w++)
+            s_patterns(&rng, windows[w], (int)w % 2);
+        /* gpt_oss-A's layout over its longest prompt, whole and chunked. */
+        s_case(&rng, 4, 2, 16, 16, 8, 23, 0, 0);
+        s_case(&rng, 4, 2, 16, 16, 8, 12, 11, 0);
+        s_case(&rng, 4, 2, 16, 16, 0, 1, 34, 0);
+        s_case(&rng, 4, 2, 16, 16, 8, 1, 34, 0);
+        s_case(&rng, 4, 2, 16, 16, 8, 150, 0, 1);   /* several blocks */
+        s_case(&rng, 8, 1, 16, 12, 37, 100, 40, 2);
+    }
+    s_sinks_on = false;
+    print_message("sinks: max |error| / max |v| = %.3g\n", s_max_err);
+}
+
+/* A window of one with sinks: row r of head h sees only its own key c, so
+ * its output is v_c * e^s / (e^s + e^sink_h), s = scale q.k_c; heads of one
+ * KV group get different sinks, so a head/sink mix-up shows. */
+static void test_sinks_hand(void **state)
+{
+    (void)state;
+    const float sinks[4] = {-1.0f, 0.25f, 2.0f, 30.0f};
+    attention_shape_t sh = {.n_heads = 4, .n_kv_heads = 2, .head_dim = 3,
+                            .v_head_dim = 2, .scale = 0.5f, .window = 1,
+                            .sinks = sinks};
+    testrng_t rng;
+    testrng_init(&rng, 56);
+    float q[3 * 12], k[5 * 6], v[5 * 4], out[3 * 8];
+    testrng_fill(&rng, q, 36, 1.0f);
+    testrng_fill(&rng, k, 30, 1.0f);
+    testrng_fill(&rng, v, 20, 1.0f);
+    float *scratch = malloc(attention_scratch_floats(&sh, 3, 5) *
+                            sizeof *scratch);
+    assert_non_null(scratch);
+    attention(out, 8, q, 12, k, 6, v, 4, &sh, 3, 2, scratch);
+    for (int r = 0; r < 3; r++)
+        for (int h = 0; h < 4; h++) {
+            int g = h / 2, c = 2 + r;
+            double s = 0.0;
+            for (int d = 0; d < 3; d++)
+                s += (double)q[r * 12 + h * 3 + d] * k[c * 6 + g * 3 + d];
+            s *= 0.5;
+            double w = 1.0 / (1.0 + exp(sinks[h] - s));
+            for (int d = 0; d < 2; d++) {
+                double want = w * v[c * 4 + g * 2 + d];
+                assert_true(fabs(out[r * 8 + h * 2 + d] - want) <= 1e-6);
+            }
+        }
+    free(scratch);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -233,6 +313,8 @@ int main(void)
         cmocka_unit_test(test_long),
         cmocka_unit_test(test_window_one_is_exact),
         cmocka_unit_test(test_scratch_size),
+        cmocka_unit_test(test_sinks),
+        cmocka_unit_test(test_sinks_hand),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

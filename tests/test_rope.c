@@ -193,6 +193,218 @@ static void test_apply_exact_frequencies(void **state)
     s_case(&rng, 10, 10000.0, 3, 17, 1, pos, n_rows, true, 1e-5);
 }
 
+/* ---- YaRN ---------------------------------------------------------- */
+
+/* transformers' YaRN from its formulas, all float64: inverse frequencies
+ * inv: (rot_dim / 2) and the attention factor. */
+static double s_yarn_ref(double *inv, int rot_dim, const rope_yarn_t *y)
+{
+    double bf = y->beta_fast != 0.0 ? y->beta_fast : 32.0;
+    double bs = y->beta_slow != 0.0 ? y->beta_slow : 1.0;
+    double denom = 2.0 * log(y->theta);
+    double low = rot_dim * log(y->original_max_pos / (bf * 2.0 * M_PI)) / denom;
+    double high = rot_dim * log(y->original_max_pos / (bs * 2.0 * M_PI)) / denom;
+    if (y->truncate) {
+        low = floor(low);
+        high = ceil(high);
+    }
+    low = fmax(low, 0.0);
+    high = fmin(high, rot_dim - 1.0);
+    if (low == high)
+        high += 0.001;
+    for (int i = 0; i < rot_dim / 2; i++) {
+        double extra = pow(y->theta, -2.0 * i / rot_dim);
+        double ramp = fmin(fmax((i - low) / (high - low), 0.0), 1.0);
+        /* weight of the extrapolated frequency is 1 - ramp */
+        inv[i] = extra / y->factor * ramp + extra * (1.0 - ramp);
+    }
+    if (y->attention_factor != 0.0)
+        return y->attention_factor;
+    double m = y->factor <= 1.0 ? 1.0 : 0.1 * log(y->factor) + 1.0;
+    if (y->mscale != 0.0 && y->mscale_all_dim != 0.0 && y->factor > 1.0)
+        m = (0.1 * y->mscale * log(y->factor) + 1.0) /
+            (0.1 * y->mscale_all_dim * log(y->factor) + 1.0);
+    return m;
+}
+
+/* Frequencies and attention factor against the float64 formulas, then
+ * rotations of random rows: the reference takes the kernel's float32 angle
+ * (pos * inv_freq, as the contract says) and does cos, sin, scale and the
+ * rotation in float64. Returns the largest relative frequency error. */
+static double s_yarn_case(testrng_t *rng, int rot_dim, const rope_yarn_t *y,
+                          int n_heads, int head_stride)
+{
+    rope_t *rope = rope_new_yarn(rot_dim, y, NULL);
+    assert_non_null(rope);
+    int half = rot_dim / 2;
+    double inv[256];
+    assert_true(half <= 256);
+    double attn = s_yarn_ref(inv, rot_dim, y);
+    assert_true(fabs(rope_attention_factor(rope) - attn) <= 1e-7 * attn);
+    double max_rel = 0.0;
+    for (int i = 0; i < half; i++) {
+        double rel = fabs(rope_inv_freq(rope, i) - inv[i]) / inv[i];
+        if (!(rel <= 2e-6))
+            fail_msg("rot %d pair %d: inv_freq %.9g want %.9g", rot_dim, i,
+                     rope_inv_freq(rope, i), inv[i]);
+        max_rel = fmax(max_rel, rel);
+    }
+
+    static const int pos[] = {0, 1, 2, 7, 8, 100, 511, 4095, 4096, 131071};
+    const int n_rows = (int)(sizeof pos / sizeof pos[0]);
+    int ld = n_heads * head_stride;
+    float *x = malloc((size_t)n_rows * ld * sizeof *x);
+    float *x0 = malloc((size_t)n_rows * ld * sizeof *x0);
+    assert_true(x && x0);
+    testrng_fill(rng, x0, (size_t)n_rows * ld, 1.0f);
+    memcpy(x, x0, (size_t)n_rows * ld * sizeof *x);
+    rope_apply(rope, x, ld, n_rows, n_heads, head_stride, pos);
+    for (int r = 0; r < n_rows; r++)
+        for (int h = 0; h < n_heads; h++) {
+            size_t base = (size_t)r * ld + (size_t)h * head_stride;
+            for (int i = 0; i < half; i++) {
+                double ang = (double)((float)pos[r] * rope_inv_freq(rope, i));
+                double x1 = x0[base + i], x2 = x0[base + i + half];
+                double w1 = attn * (x1 * cos(ang) - x2 * sin(ang));
+                double w2 = attn * (x2 * cos(ang) + x1 * sin(ang));
+                double bound = 1e-6 * attn * (fabs(x1) + fabs(x2));
+                if (!(fabs(x[base + i] - w1) <= bound &&
+                      fabs(x[base + i + half] - w2) <= bound))
+                    fail_msg("yarn row %d pos %d head %d pair %d: got "
+                             "(%.9g, %.9g) want (%.9g, %.9g)", r, pos[r], h, i,
+                             x[base + i], x[base + i + half], w1, w2);
+            }
+            for (int j = rot_dim; j < head_stride; j++)
+                assert_true(x[base + j] == x0[base + j]);
+        }
+    free(x0);
+    free(x);
+    rope_destroy(&rope);
+    return max_rel;
+}
+
+/* gpt_oss-A's rope_parameters (factor 32, original 4096, theta 150000, beta
+ * 32 / 1, truncate false, head_dim 16), checked against the formulas and by
+ * hand: the correction range is [2.023, 4.349] in pair indices, so pairs 0-2
+ * keep their frequency exactly, pairs 5-7 are divided by 32, pairs 3 and 4
+ * blend; the attention factor is 0.1 ln 32 + 1 = 1.34657. */
+static void test_yarn_gpt_oss(void **state)
+{
+    (void)state;
+    const rope_yarn_t y = {.theta = 150000.0, .factor = 32.0,
+                           .original_max_pos = 4096.0, .beta_fast = 32.0,
+                           .beta_slow = 1.0, .truncate = false};
+    testrng_t rng;
+    testrng_init(&rng, 43);
+    double rel = s_yarn_case(&rng, 16, &y, 4, 16);
+    print_message("yarn gpt_oss-A: max relative inv_freq error %.3g\n", rel);
+
+    rope_t *rope = rope_new_yarn(16, &y, NULL);
+    assert_non_null(rope);
+    assert_true(fabs(rope_attention_factor(rope) - 1.3465735902799727) < 1e-7);
+    assert_true(rope_inv_freq(rope, 0) == 1.0f);
+    for (int i = 0; i < 8; i++) {
+        double plain = pow(150000.0, -2.0 * i / 16);
+        double got = rope_inv_freq(rope, i);
+        if (i <= 2)
+            assert_true(fabs(got - plain) <= 1e-6 * plain);
+        else if (i >= 5)
+            assert_true(fabs(got - plain / 32.0) <= 1e-6 * plain / 32.0);
+        else
+            assert_true(got < plain * (1 - 1e-3) && got > plain / 32.0 * 1.01);
+    }
+    /* Pair 3's ramp is (3 - low) / (high - low), low and high by hand. */
+    double low = 16 * log(4096 / (64 * M_PI)) / (2 * log(150000.0));
+    double high = 16 * log(4096 / (2 * M_PI)) / (2 * log(150000.0));
+    assert_true(fabs(low - 2.0230) < 1e-3 && fabs(high - 4.3490) < 1e-3);
+    double r3 = (3 - low) / (high - low), p3 = pow(150000.0, -6.0 / 16);
+    double want3 = p3 / 32 * r3 + p3 * (1 - r3);
+    assert_true(fabs(rope_inv_freq(rope, 3) - want3) <= 1e-6 * want3);
+    rope_destroy(&rope);
+}
+
+/* Other settings: truncate (floor/ceil of the range), a given attention
+ * factor, deepseek's mscale pair, factor <= 1 (attention factor 1), partial
+ * rotation, wide heads, a range that clamps at 0 and at rot_dim - 1. */
+static void test_yarn_variants(void **state)
+{
+    (void)state;
+    testrng_t rng;
+    testrng_init(&rng, 44);
+    rope_yarn_t y = {.theta = 150000.0, .factor = 32.0,
+                     .original_max_pos = 4096.0, .beta_fast = 32.0,
+                     .beta_slow = 1.0, .truncate = true};
+    s_yarn_case(&rng, 16, &y, 2, 16);
+    y.truncate = false;
+    y.attention_factor = 0.75;
+    s_yarn_case(&rng, 64, &y, 2, 64);
+    rope_yarn_t ds = {.theta = 10000.0, .factor = 40.0,
+                      .original_max_pos = 4096.0, .truncate = true,
+                      .mscale = 1.0, .mscale_all_dim = 0.707};
+    s_yarn_case(&rng, 64, &ds, 3, 80);   /* defaults for beta 32 / 1 */
+    rope_yarn_t small = {.theta = 10000.0, .factor = 0.5,
+                         .original_max_pos = 2048.0, .beta_fast = 32.0,
+                         .beta_slow = 1.0};
+    s_yarn_case(&rng, 128, &small, 1, 128);
+    rope_t *r = rope_new_yarn(8, &small, NULL);
+    assert_non_null(r);
+    assert_true(rope_attention_factor(r) == 1.0f);
+    rope_destroy(&r);
+    /* Tiny original context: the fast boundary falls below 0; huge: the
+     * slow one beyond rot_dim - 1. */
+    rope_yarn_t lo = {.theta = 10000.0, .factor = 4.0,
+                      .original_max_pos = 16.0, .beta_fast = 32.0,
+                      .beta_slow = 1.0};
+    s_yarn_case(&rng, 32, &lo, 2, 40);
+    rope_yarn_t hi = {.theta = 10.0, .factor = 4.0, .original_max_pos = 1e9,
+                      .beta_fast = 32.0, .beta_slow = 1.0, .truncate = true};
+    s_yarn_case(&rng, 8, &hi, 2, 8);
+    /* A zero-width range: the ramp gets width 0.001 and is a step. */
+    rope_yarn_t step = {.theta = 10.0, .factor = 4.0, .original_max_pos = 1e9,
+                        .beta_fast = 1e8, .beta_slow = 1.0, .truncate = true};
+    s_yarn_case(&rng, 8, &step, 1, 8);
+}
+
+static void test_yarn_bad_args(void **state)
+{
+    (void)state;
+    const rope_yarn_t good = {.theta = 150000.0, .factor = 32.0,
+                              .original_max_pos = 4096.0};
+    rope_yarn_t bad[8];
+    for (int i = 0; i < 8; i++)
+        bad[i] = good;
+    bad[0].factor = 0.0;
+    bad[1].factor = -2.0;
+    bad[2].original_max_pos = 0.0;
+    bad[3].beta_fast = -1.0;
+    bad[4].beta_slow = NAN;
+    bad[5].attention_factor = -1.0;
+    bad[6].theta = 0.0;
+    bad[7].factor = INFINITY;
+    for (int i = 0; i < 8; i++) {
+        err_t err = {0};
+        errno = 0;
+        assert_null(rope_new_yarn(16, &bad[i], &err));
+        assert_int_equal(errno, EINVAL);
+        assert_int_equal(err.code, EINVAL);
+    }
+    errno = 0;
+    assert_null(rope_new_yarn(15, &good, NULL));
+    assert_int_equal(errno, EINVAL);
+    mem_fail_after(1);
+    errno = 0;
+    rope_t *r = rope_new_yarn(16, &good, NULL);
+    mem_fail_after(-1);
+    assert_null(r);
+    assert_int_equal(errno, ENOMEM);
+    /* The default RoPE has attention factor 1 and its plain frequencies. */
+    r = rope_new(16, 150000.0, NULL);
+    assert_non_null(r);
+    assert_true(rope_attention_factor(r) == 1.0f);
+    assert_true(rope_inv_freq(r, 0) == 1.0f);
+    rope_destroy(&r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -202,6 +414,9 @@ int main(void)
         cmocka_unit_test(test_hand),
         cmocka_unit_test(test_apply_random),
         cmocka_unit_test(test_apply_exact_frequencies),
+        cmocka_unit_test(test_yarn_gpt_oss),
+        cmocka_unit_test(test_yarn_variants),
+        cmocka_unit_test(test_yarn_bad_args),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
