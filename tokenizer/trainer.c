@@ -246,7 +246,7 @@ static void s_words_fini(s_words_t *w)
  * order of first appearance. */
 static int s_words_build(s_words_t *w, const tok_pieces_t *ps)
 {
-    size_t total = ps->bytes.n; /* at least one symbol per piece byte... */
+    size_t total = ps->bytes.n; /* symbols never outnumber the bytes */
     size_t n_slots = s_pow2_above(ps->n + 1);
     size_t *slots = mem_alloc(n_slots * sizeof *slots); /* word + 1, 0 empty */
     size_t *piece_of = mem_alloc((ps->n + 1) * sizeof *piece_of);
