@@ -52,7 +52,7 @@ COORD_SRC   := coordinator/peer.c coordinator/dispatch.c coordinator/rpc.c \
 CLIENT_SRC  := client/client.c
 # Tokenizer: Hugging Face tokenizer.json (PCRE2 regexes, utf8proc NFC).
 TOKENIZER_SRC := tokenizer/tokenizer.c tokenizer/bpe.c tokenizer/pretok.c \
-                 tokenizer/normalize.c tokenizer/decoder.c
+                 tokenizer/normalize.c tokenizer/decoder.c tokenizer/trainer.c
 TOKENIZER_LIBS := $(shell pkg-config --libs libpcre2-8 libutf8proc)
 
 # MPI bootstrap: the only MPI code, compiled with Open MPI's flags and linked
@@ -95,7 +95,8 @@ PROGRAMS := $(BIN)/moe-run $(BIN)/moe-mkmodel $(BIN)/moe-expert $(BIN)/moe-coord
             $(BIN)/moe-client $(BIN)/moe-mpi $(BIN)/moe-tokenize
 
 $(BIN)/moe-run:     $(OBJ)/tools/moe_run.o $(LIBS_ALL)
-$(BIN)/moe-mkmodel: $(OBJ)/tools/moe_mkmodel.o $(LIBS_ALL)
+$(BIN)/moe-mkmodel: $(OBJ)/tools/moe_mkmodel.o $(LIB_TOKENIZER) $(LIBS_ALL)
+$(BIN)/moe-mkmodel: LDLIBS += $(TOKENIZER_LIBS)  # it trains the model's tokenizer
 $(BIN)/moe-expert:  $(OBJ)/expert_node/node_main.o $(LIBS_NET)
 $(BIN)/moe-coordinator: $(OBJ)/coordinator/coord_main.o $(LIBS_NET)
 $(BIN)/moe-client:  $(OBJ)/client/moe_client.o $(LIBS_NET)
@@ -126,7 +127,7 @@ TESTS_ENGINE  := test_router test_experts test_kvcache test_forward test_fixture
                  test_moe_run test_sampler
 TESTS_NET     := test_wire test_placement test_expert_node test_client test_cluster \
                  test_serving test_multihost test_mpi
-TESTS_TOKENIZER := test_tokenizer
+TESTS_TOKENIZER := test_tokenizer test_trainer
 TESTS := $(TESTS_CORE) $(TESTS_KERNELS) $(TESTS_MODEL) $(TESTS_MODEL_K) \
          $(TESTS_ENGINE) $(TESTS_NET) \
          $(TESTS_TOKENIZER)

@@ -117,7 +117,7 @@ static const s_template_t s_mixtral_tensors[] = {
 
 static const s_preset_t s_mixtral_presets[] = {
     /* name     hidden layers experts top_k  inter heads kv  vocab */
-    {"tiny",       64,    2,     8,     2,   128,   4,   2,   256},
+    {"tiny",       64,    2,     8,     2,   128,   4,   2,   512},
     {"small",     256,    4,     8,     2,   512,   8,   2,  2048},
     {"medium",   1024,    8,     8,     2,  2816,  16,   4, 32000},
 };
@@ -423,6 +423,52 @@ static json_t *s_config_json(const s_arch_t *a, const config_t *c,
     return root;
 }
 
+/* generation_config.json as transformers writes it from the model config:
+ * the BOS and EOS ids, which generation stops at. NULL on out of memory. */
+static json_t *s_generation_json(const config_t *c)
+{
+    json_t *root = json_pack("{s:b}", "_from_model_config", 1);
+    json_t *eos = c->n_eos == 1 ? json_integer(c->eos_token_ids[0])
+                                : json_array();
+    for (int i = 0; eos && c->n_eos > 1 && i < c->n_eos; i++)
+        if (json_array_append_new(eos, json_integer(c->eos_token_ids[i]))) {
+            json_decref(eos);
+            eos = NULL;
+        }
+    if (!root || !eos ||
+        (c->bos_token_id >= 0 &&
+         json_object_set_new(root, "bos_token_id",
+                             json_integer(c->bos_token_id))) ||
+        (c->n_eos > 0 && json_object_set(root, "eos_token_id", eos))) {
+        json_decref(root);
+        root = NULL;
+    }
+    json_decref(eos);
+    return root;
+}
+
+/* Writes text and a newline to dir/name. */
+static int s_write_text(const char *dir, const char *name, const char *text,
+                        err_t *err)
+{
+    char *path = path_join(dir, name);
+    if (!path)
+        return err_set(err, ENOMEM, "out of memory");
+    int rc = 0;
+    FILE *f = fopen(path, "w");
+    if (!f) {
+        rc = err_set(err, errno, "cannot create %s: %s", path, strerror(errno));
+    } else {
+        errno = 0;
+        bool ok = fputs(text, f) >= 0 && fputc('\n', f) != EOF;
+        if (fclose(f) != 0 || !ok)
+            rc = err_set(err, errno ? errno : EIO, "cannot write %s: %s", path,
+                         strerror(errno ? errno : EIO));
+    }
+    mem_free(path);
+    return rc;
+}
+
 /* ---- files --------------------------------------------------------------- */
 
 /* mkdir -p. */
@@ -578,8 +624,8 @@ int synth_write(const char *dir, const config_t *cfg, const synth_opts_t *opts,
     assert(dir);
     assert(cfg);
     assert(opts);
-    json_t *cjson = NULL;
-    char *ctext = NULL;
+    json_t *cjson = NULL, *gjson = NULL;
+    char *ctext = NULL, *gtext = NULL;
     char *path = NULL;
     s_item_t *items = NULL;
     float *chunk = NULL;
@@ -606,6 +652,13 @@ int synth_write(const char *dir, const config_t *cfg, const synth_opts_t *opts,
     config_t check;
     if (config_parse(&check, ctext, strlen(ctext), "the config to write", err))
         goto cleanup;
+    gjson = s_generation_json(cfg);
+    if (gjson)
+        gtext = json_dumps(gjson, JSON_INDENT(2) | JSON_SORT_KEYS);
+    if (!gtext) {
+        err_set(err, ENOMEM, "out of memory building generation_config.json");
+        goto cleanup;
+    }
 
     size_t n = 0;
     if (s_expand(a, cfg, dtype, NULL, &n, err))
@@ -625,21 +678,9 @@ int synth_write(const char *dir, const config_t *cfg, const synth_opts_t *opts,
 
     if (s_mkdirs(dir, err))
         goto cleanup;
-    if (!(path = path_join(dir, "config.json"))) {
-        err_set(err, ENOMEM, "out of memory");
+    if (s_write_text(dir, "config.json", ctext, err) ||
+        s_write_text(dir, "generation_config.json", gtext, err))
         goto cleanup;
-    }
-    FILE *f = fopen(path, "w");
-    if (!f) {
-        err_set(err, errno, "cannot create %s: %s", path, strerror(errno));
-        goto cleanup;
-    }
-    bool ok = fputs(ctext, f) >= 0 && fputc('\n', f) != EOF;
-    if (fclose(f) != 0 || !ok) {
-        err_set(err, errno ? errno : EIO, "cannot write %s: %s", path,
-                strerror(errno ? errno : EIO));
-        goto cleanup;
-    }
     if (s_unlink_stale(dir, n_shards == 1 ? "model.safetensors.index.json"
                                           : "model.safetensors", err))
         goto cleanup;
@@ -695,7 +736,9 @@ cleanup:;
     mem_free(chunk);
     mem_free(items);
     mem_free(path);
-    free(ctext); /* json_dumps allocates with jansson's malloc */
+    free(gtext); /* json_dumps allocates with jansson's malloc */
+    free(ctext);
+    json_decref(gjson);
     json_decref(cjson);
     errno = saved;
     return rc;

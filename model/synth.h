@@ -1,9 +1,11 @@
 /* synth: random-weight models in the Hugging Face layout, for tests and
  * benchmarks.
  *
- * synth_write() writes <dir>/config.json and the weights (model.safetensors,
- * or model-0000i-of-0000n.safetensors shards plus model.safetensors.index.json)
- * for a config_t, usually one from synth_preset(). Tensor names, shapes and
+ * synth_write() writes <dir>/config.json, <dir>/generation_config.json (its
+ * bos_token_id and eos_token_id) and the weights (model.safetensors, or
+ * model-0000i-of-0000n.safetensors shards plus model.safetensors.index.json)
+ * for a config_t, usually one from synth_preset(). The tokenizer is not
+ * synth's: moe-mkmodel adds one with tokenizer/trainer.h. Tensor names, shapes and
  * order follow the architecture's Hugging Face checkpoints; each architecture
  * is a table of tensor templates in synth.c (scope: model, layer or expert;
  * shape from config dims; initialisation), so a new one is a new table.
@@ -41,8 +43,9 @@ typedef struct synth_stats {
     uint64_t data_bytes;    /* tensor bytes, the index's total_size */
 } synth_stats_t;
 
-/* Fills *cfg with preset `preset` ("tiny", "small", "medium") of
- * architecture `arch` ("mixtral"). -1 with EINVAL and an error listing the
+/* Fills *cfg with preset `preset` ("tiny", "small", "medium": vocabularies
+ * of 512, 2048 and 32000 ids) of architecture `arch` ("mixtral"). Every
+ * preset has bos_token_id 1 and eos_token_id 2. -1 with EINVAL and an error listing the
  * known names when either is unknown; *cfg is then zeroed. */
 int synth_preset(config_t *cfg, const char *arch, const char *preset,
                  err_t *err);

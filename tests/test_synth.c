@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <jansson.h>
 
 #include "core/mem.h"
 #include "model/config.h"
@@ -233,7 +234,7 @@ static void test_presets(void **state)
     assert_int_equal(c.n_heads, 4);
     assert_int_equal(c.n_kv_heads, 2);
     assert_int_equal(c.head_dim, 16);
-    assert_int_equal(c.vocab_size, 256);
+    assert_int_equal(c.vocab_size, 512);
     assert_int_equal(c.max_position_embeddings, 4096);
     assert_true(c.rms_norm_eps == 1e-5f);
     assert_true(c.rope_theta == 1e6);
@@ -585,7 +586,7 @@ static const float *s_w(safetensors_t *st, int64_t rows, int64_t cols,
     return x;
 }
 
-enum { S_H = 64, S_I = 128, S_E = 8, S_V = 256 }; /* tiny's dims, at most */
+enum { S_H = 64, S_I = 128, S_E = 8, S_V = 512 }; /* tiny's dims, at most */
 
 typedef struct s_route_stats {
     int used[S_E];          /* times each expert was chosen */
@@ -762,6 +763,16 @@ static void test_write_errors(void **state)
     char *nested = s_join(*state, "a/b/c");
     assert_int_equal(synth_write(nested, &cfg, &opts, NULL, &err), 0);
     assert_true(s_exists(nested, "config.json"));
+    /* with the preset's ids: BOS 1, one EOS 2 (a number, not a list) */
+    char *gpath = s_join(nested, "generation_config.json");
+    json_error_t jerr;
+    json_t *gen = json_load_file(gpath, 0, &jerr);
+    assert_non_null(gen);
+    assert_int_equal(json_integer_value(json_object_get(gen, "bos_token_id")), 1);
+    assert_true(json_is_integer(json_object_get(gen, "eos_token_id")));
+    assert_int_equal(json_integer_value(json_object_get(gen, "eos_token_id")), 2);
+    json_decref(gen);
+    free(gpath);
     free(nested);
     free(dir);
     free(under);
@@ -778,6 +789,18 @@ static void test_tied_embeddings(void **state)
     cfg.sliding_window = 64;
     char *dir = s_write(state, "tied", &cfg, 1, ST_F32, 0, NULL);
     s_check_layout(dir, &cfg, ST_F32); /* also: config round-trips exactly */
+    /* generation_config.json: no BOS, both EOS ids */
+    char *gpath = s_join(dir, "generation_config.json");
+    json_error_t jerr;
+    json_t *gen = json_load_file(gpath, 0, &jerr);
+    assert_non_null(gen);
+    assert_null(json_object_get(gen, "bos_token_id"));
+    const json_t *eos = json_object_get(gen, "eos_token_id");
+    assert_int_equal(json_array_size(eos), 2);
+    assert_int_equal(json_integer_value(json_array_get(eos, 0)), 2);
+    assert_int_equal(json_integer_value(json_array_get(eos, 1)), 7);
+    json_decref(gen);
+    free(gpath);
     safetensors_t *st = s_open(dir);
     errno = 0;
     assert_null(safetensors_find(st, "lm_head.weight", NULL));

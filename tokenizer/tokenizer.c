@@ -28,6 +28,8 @@ struct tokenizer {
     decoder_t *dec;            /* decoder */
     tokenizer_added_t *added;  /* (n_added) added tokens */
     size_t n_added;
+    unsigned char starts[2][256]; /* [normalized][b]: an added token of that
+                                     kind starts with byte b */
     int32_t *added_by_id;      /* (n_ids) index into added, or -1 */
     int32_t n_ids;             /* one past the largest id */
     tok_ids_t prefix;          /* ids add_special puts before the text */
@@ -71,6 +73,7 @@ static int s_load_added(tokenizer_t *self, const json_t *list, err_t *err)
         memcpy(t->content, json_string_value(c), t->len + 1);
         t->id = (int32_t)id;
         t->normalized = json_is_true(json_object_get(a, "normalized"));
+        self->starts[t->normalized != 0][(unsigned char)t->content[0]] = 1;
     }
     return 0;
 }
@@ -224,6 +227,10 @@ static const tokenizer_added_t *s_added_at(const tokenizer_t *self,
                                            size_t at, int normalized)
 {
     const tokenizer_added_t *best = NULL;
+    /* Why: tokenizers with tens of thousands of reserved tokens (moe-mkmodel's)
+     * would otherwise scan them all at every byte. */
+    if (!self->starts[normalized != 0][(unsigned char)text[at]])
+        return NULL;
     for (size_t i = 0; i < self->n_added; i++) {
         const tokenizer_added_t *t = &self->added[i];
         if (t->normalized == normalized && t->content[0] == text[at] &&

@@ -1,4 +1,7 @@
-/* moe-mkmodel: writes a random-weight model in the Hugging Face layout.
+/* moe-mkmodel: writes a random-weight model in the Hugging Face layout,
+ * with a byte-level BPE tokenizer trained on the built-in corpus
+ * (tokenizer/trainer.h) that covers exactly the model's vocab_size ids; its
+ * <|startoftext|> and <|endoftext|> are the config's BOS and EOS ids.
  *
  *   moe-mkmodel --arch mixtral --preset tiny|small|medium --seed S --out DIR
  *               [--dtype f32|f16|bf16] [--shard-bytes N]
@@ -18,6 +21,7 @@
 #include "core/timer.h"
 #include "model/config.h"
 #include "model/synth.h"
+#include "tokenizer/trainer.h"
 
 enum { EXIT_USAGE = 2 };
 
@@ -26,8 +30,10 @@ static void s_usage(FILE *out, const char *prog)
     fprintf(
         out,
         "usage: %s --preset NAME --out DIR [options]\n"
-        "Writes a random-weight model (config.json + safetensors) in the\n"
-        "Hugging Face layout to DIR, creating DIR if needed.\n"
+        "Writes a random-weight model (config.json, generation_config.json,\n"
+        "safetensors) and a byte-level BPE tokenizer trained on a built-in\n"
+        "English text (tokenizer.json, tokenizer_config.json) in the Hugging\n"
+        "Face layout to DIR, creating DIR if needed.\n"
         "\n"
         "  --arch NAME         architecture: %s (default mixtral)\n"
         "  --preset NAME       model size: %s\n"
@@ -158,9 +164,27 @@ int main(int argc, char **argv)
         fprintf(stderr, "%s: %s\n", prog, err.msg);
         return EXIT_USAGE;
     }
+    /* The tokenizer's special tokens come first (ids 0, 1, 2), so the
+     * config's BOS and EOS ids are their indexes. */
+    trainer_opts_t topts = {
+        .vocab_size = cfg.vocab_size,
+        .specials = {"<|padding|>", "<|startoftext|>", "<|endoftext|>"},
+        .n_specials = 3,
+        .pad = 0,
+        .bos = 1,
+        .eos = 2,
+        .model_max_length = cfg.max_position_embeddings,
+    };
+    cfg.bos_token_id = topts.bos;
+    cfg.n_eos = 1;
+    cfg.eos_token_ids[0] = topts.eos;
     double t0 = timer_now();
     synth_stats_t stats;
-    if (synth_write(out, &cfg, &opts, &stats, &err)) {
+    trainer_stats_t tstats;
+    size_t corpus_len;
+    const char *corpus = trainer_corpus(&corpus_len);
+    if (synth_write(out, &cfg, &opts, &stats, &err) ||
+        trainer_write(out, corpus, corpus_len, &topts, &tstats, &err)) {
         fprintf(stderr, "%s: %s\n", prog, err.msg);
         return EXIT_FAILURE;
     }
@@ -171,5 +195,9 @@ int main(int argc, char **argv)
                                                                 : "bf16",
            out, stats.n_tensors, (double)stats.data_bytes / 1e6, stats.n_files,
            stats.n_files == 1 ? "" : "s", timer_now() - t0);
+    printf("%s: tokenizer of %d ids: 3 special, 256 bytes, %d merges learned "
+           "from %zu bytes of text in %.3f s, %d reserved\n",
+           prog, (int)topts.vocab_size, (int)tstats.n_merges, corpus_len,
+           tstats.seconds, (int)tstats.n_reserved);
     return 0;
 }
