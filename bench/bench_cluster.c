@@ -58,12 +58,14 @@ static int s_cluster_once(client_t *c, const int32_t *prompt, int n_prompt, int 
                           double *t_prefill, double *t_decode, err_t *err)
 {
     stream_times_t t = {0};
-    int32_t *tokens = NULL;
-    int n = 0;
+    /* Every token counts: a random-weight model's EOS must not end it early. */
+    client_gen_t gen = {.prompt = prompt, .n_prompt = n_prompt, .max_tokens = n_decode + 1,
+                        .ignore_eos = true};
+    client_result_t res;
     const double t0 = timer_now();
-    if (client_generate(c, prompt, n_prompt, n_decode + 1, s_on_chunk, &t, &tokens, &n, err) < 0)
+    if (client_generate_full(c, &gen, s_on_chunk, &t, &res, err) < 0)
         return -1;
-    mem_free(tokens);
+    client_result_fini(&res);
     *t_prefill = t.first - t0;
     *t_decode = t.last - t.first;
     return 0;

@@ -49,12 +49,13 @@ static void *s_run(void *arg)
     client_t *c = client_connect(w->endpoint, 600000, &w->err);
     w->rc = -1;
     if (c) {
-        int32_t *tokens = NULL;
-        int n = 0;
+        /* Every token counts: a random-weight model's EOS must not end it early. */
+        client_gen_t gen = {.prompt = w->prompt, .n_prompt = w->n_prompt,
+                            .max_tokens = w->n_tokens, .ignore_eos = true};
+        client_result_t res;
         w->t_sent = timer_now();
-        w->rc = client_generate(c, w->prompt, w->n_prompt, w->n_tokens, s_on_chunk, w, &tokens,
-                                &n, &w->err);
-        mem_free(tokens);
+        w->rc = client_generate_full(c, &gen, s_on_chunk, w, &res, &w->err);
+        client_result_fini(&res);
         client_destroy(&c);
     }
     return NULL;
