@@ -344,12 +344,14 @@ static void s_finish(sched_t *self, seq_t *seq, const char *why, sched_emit_fn e
     s_release(self, seq);
 }
 
-/* The text token completes, for its TOKEN event: EOS is not spelled out, and
- * an id the tokenizer does not know (a model vocabulary larger than its
+/* The text token completes, for its TOKEN event: EOS and other special
+ * tokens are not spelled out (Hugging Face's skip_special_tokens), and an id
+ * the tokenizer does not know (a model vocabulary larger than its
  * tokenizer's) adds no text rather than failing the request. */
-static void s_token_text(seq_t *seq, int32_t token, bool eos, sched_event_t *ev)
+static void s_token_text(const sched_t *self, seq_t *seq, int32_t token, bool eos,
+                         sched_event_t *ev)
 {
-    if (!seq->text || eos)
+    if (!seq->text || eos || tokenizer_is_special(self->conf.tokenizer, token))
         return;
     if (tokenizer_stream_feed(seq->text, token, &ev->text, &ev->text_len, NULL) < 0)
         ev->text_len = 0;
@@ -407,7 +409,7 @@ static void s_advance(sched_t *self, int n, sched_emit_fn emit, void *ctx)
         const sampler_stop_t stop = sampler_check_stop(seq->sampler, token, seq->generated);
         sched_event_t ev = {.kind = SCHED_TOKEN, .client = &seq->job.client,
                             .request_id = seq->job.request_id, .token = token};
-        s_token_text(seq, token, stop == SAMPLER_STOP_EOS, &ev);
+        s_token_text(self, seq, token, stop == SAMPLER_STOP_EOS, &ev);
         if (emit(ctx, &ev) < 0) { /* the client is gone: free its sequence */
             s_release(self, seq);
             continue;

@@ -2,7 +2,9 @@
  * (cluster/local.sh) and the real client protocol: EOS from
  * generation_config.json ends a generation as in moe-run; a deadline fails a
  * request, running or waiting, and frees its memory; an over-long prompt or
- * too many max tokens is refused with a clear error; and a load of 64
+ * too many max tokens is refused with a clear error; a text prompt is
+ * tokenized by the coordinator and the text printed is the decoded tokens
+ * moe-run makes for the same ids; and a load of 64
  * concurrent clients x 4 requests is answered in full, each request exactly
  * once, with memory back to its baseline afterwards. */
 #include <setjmp.h>
@@ -28,6 +30,7 @@
 #include "tests/fixture.h"
 #include "tests/localcluster.h"
 #include "tests/testutil.h"
+#include "tokenizer/tokenizer.h"
 
 static char s_bin[512];
 static char *s_tmp;
@@ -278,6 +281,108 @@ static void test_limits_refused(void **state)
     free(ep);
 }
 
+/* Runs cmd and returns its whole stdout without the last newline (malloc'd),
+ * failing the test when it fails. */
+static char *s_output(const char *cmd)
+{
+    char *out = NULL;
+    int rc = testutil_run(cmd, &out);
+    if (rc != 0)
+        fail_msg("%s: exit %d", cmd, rc);
+    size_t n = strlen(out);
+    if (n && out[n - 1] == '\n')
+        out[n - 1] = '\0';
+    return out;
+}
+
+/* A text prompt: the coordinator tokenizes it with the model's tokenizer.json
+ * (written by moe-mkmodel) and moe-client prints the generated text, which is
+ * the decoding of the ids moe-run generates for the same prompt ids, whole
+ * and streamed. A model without a tokenizer refuses text with a clear error. */
+static void test_text_prompt(void **state)
+{
+    (void)state;
+    char model[1024], run_dir[1024], cmd[8192], path[1100];
+    snprintf(model, sizeof model, "%s/tiny-text", s_tmp);
+    snprintf(cmd, sizeof cmd, "'%s/moe-mkmodel' --arch mixtral --preset tiny --seed 5 "
+             "--out '%s' >/dev/null 2>&1", s_bin, model);
+    assert_int_equal(system(cmd), 0);
+    snprintf(path, sizeof path, "%s/tokenizer.json", model);
+    err_t err = {0};
+    tokenizer_t *tok = tokenizer_load(path, &err);
+    if (!tok)
+        fail_msg("%s", err.msg);
+    snprintf(run_dir, sizeof run_dir, "%s/text", s_tmp);
+    char *ep = localcluster_up(model, 2, run_dir, NULL);
+    static const char *prompts[] = {
+        "Experts live on many machines.",
+        "Caf\xc3\xa9 na\xc3\xafve \xe2\x80\x94 \xe6\x97\xa5\xe6\x9c\xac "
+        "\xf0\x9f\x9a\x80!",
+    };
+    for (size_t p = 0; p < sizeof prompts / sizeof prompts[0]; p++) {
+        int32_t *ids = NULL;
+        size_t n = 0;
+        assert_int_equal(tokenizer_encode(tok, prompts[p], strlen(prompts[p]), 1, &ids, &n,
+                                          &err), 0);
+        char *list = idlist_format(ids, (int)n);
+        snprintf(cmd, sizeof cmd, "'%s/moe-run' --model '%s' --prompt-ids %s --max-tokens 16 "
+                 "--ignore-eos 2>/dev/null", s_bin, model, list);
+        char *run = crosscheck_last_line(cmd);
+        int32_t *gen = NULL;
+        int n_gen = 0;
+        assert_int_equal(idlist_parse(run, &gen, &n_gen, &err), 0);
+        /* What a reader sees: special tokens are left out of the text. */
+        int n_text = 0;
+        for (int i = 0; i < n_gen; i++)
+            if (!tokenizer_is_special(tok, gen[i]))
+                gen[n_text++] = gen[i];
+        char *want = NULL;
+        assert_int_equal(tokenizer_decode(tok, gen, (size_t)n_text, &want, &err), 0);
+        char *got[2];
+        for (int stream = 0; stream < 2; stream++) {
+            snprintf(cmd, sizeof cmd, "'%s/moe-client' --connect '%s' generate --prompt '%s' "
+                     "--max-tokens 16 --ignore-eos %s 2>/dev/null", s_bin, ep, prompts[p],
+                     stream ? "--stream" : "");
+            got[stream] = s_output(cmd);
+        }
+        printf("  '%s' (%zu tokens) -> %d tokens, %d of them text: '%s'\n", prompts[p], n,
+               n_gen, n_text, got[0]);
+        assert_string_equal(got[0], want);
+        assert_string_equal(got[1], want);
+        free(got[0]);
+        free(got[1]);
+        mem_free(want);
+        mem_free(gen);
+        free(run);
+        mem_free(list);
+        mem_free(ids);
+    }
+    /* Text that is not UTF-8 is refused, and the cluster serves on. */
+    snprintf(cmd, sizeof cmd, "'%s/moe-client' --connect '%s' generate --prompt "
+             "\"$(printf 'a\\377b')\" --max-tokens 2 2>&1 >/dev/null", s_bin, ep);
+    char *out = NULL;
+    assert_int_equal(testutil_run(cmd, &out), 1);
+    printf("  invalid UTF-8: %s", out);
+    assert_non_null(strstr(out, "invalid_argument"));
+    free(out);
+    localcluster_down(run_dir);
+    free(ep);
+
+    /* mixtral-A has no tokenizer.json: a text prompt gets a clear refusal. */
+    snprintf(model, sizeof model, "%s/mixtral-A", fixture_root());
+    snprintf(run_dir, sizeof run_dir, "%s/notext", s_tmp);
+    ep = localcluster_up(model, 1, run_dir, NULL);
+    snprintf(cmd, sizeof cmd, "'%s/moe-client' --connect '%s' generate --prompt hello "
+             "--max-tokens 2 2>&1 >/dev/null", s_bin, ep);
+    assert_int_equal(testutil_run(cmd, &out), 1);
+    printf("  no tokenizer: %s", out);
+    assert_non_null(strstr(out, "no tokenizer.json"));
+    free(out);
+    localcluster_down(run_dir);
+    free(ep);
+    tokenizer_destroy(&tok);
+}
+
 enum { LOAD_CLIENTS = 64, LOAD_REQUESTS = 4, LOAD_TOKENS = 8, LOAD_PROMPTS = 8 };
 
 typedef struct load_client {
@@ -448,6 +553,7 @@ int main(void)
         cmocka_unit_test(test_eos_ends_generation),
         cmocka_unit_test(test_deadline),
         cmocka_unit_test(test_limits_refused),
+        cmocka_unit_test(test_text_prompt),
         cmocka_unit_test(test_load_64_clients),
     };
     return cmocka_run_group_tests(tests, s_setup, s_teardown);

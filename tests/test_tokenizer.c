@@ -135,6 +135,23 @@ static void test_deepseek_v3(void **state) { (void)state; s_check_family(s_famil
 static void test_gptoss(void **state) { (void)state; s_check_family(s_families[3]); }
 
 /* moe-tokenize --batch-json on the texts of one family gives its cases. */
+/* Added tokens marked special (control tokens) are told apart from added
+ * tokens that are text (Qwen3's <tool_call>) and from the vocabulary. */
+static void test_special_ids(void **state)
+{
+    (void)state;
+    err_t err = {0};
+    tokenizer_t *tok = tokenizer_load(s_path("qwen3", "tokenizer.json"), &err);
+    assert_non_null(tok);
+    assert_true(tokenizer_is_special(tok, 151643));   /* <|endoftext|> */
+    assert_true(tokenizer_is_special(tok, 151645));   /* <|im_end|> */
+    assert_false(tokenizer_is_special(tok, 151657));  /* <tool_call>: added, not special */
+    assert_false(tokenizer_is_special(tok, 100));     /* an ordinary token */
+    assert_false(tokenizer_is_special(tok, -1));
+    assert_false(tokenizer_is_special(tok, tokenizer_n_ids(tok)));
+    tokenizer_destroy(&tok);
+}
+
 static void test_cli_batch(void **state)
 {
     (void)state;
@@ -277,6 +294,7 @@ int main(void)
         cmocka_unit_test(test_qwen3),
         cmocka_unit_test(test_deepseek_v3),
         cmocka_unit_test(test_gptoss),
+        cmocka_unit_test(test_special_ids),
         cmocka_unit_test(test_cli_batch),
         cmocka_unit_test(test_malformed),
     };

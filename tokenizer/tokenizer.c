@@ -19,6 +19,7 @@ typedef struct tokenizer_added {
     size_t len;     /* bytes of content */
     int32_t id;     /* token id */
     int normalized; /* matched on normalized text (else on raw text) */
+    int special;    /* "special": true (control tokens such as EOS) */
 } tokenizer_added_t;
 
 struct tokenizer {
@@ -73,6 +74,7 @@ static int s_load_added(tokenizer_t *self, const json_t *list, err_t *err)
         memcpy(t->content, json_string_value(c), t->len + 1);
         t->id = (int32_t)id;
         t->normalized = json_is_true(json_object_get(a, "normalized"));
+        t->special = json_is_true(json_object_get(a, "special"));
         self->starts[t->normalized != 0][(unsigned char)t->content[0]] = 1;
     }
     return 0;
@@ -219,6 +221,12 @@ const char *tokenizer_id_token(const tokenizer_t *self, int32_t id)
     if (self->added_by_id[id] >= 0)
         return self->added[self->added_by_id[id]].content;
     return bpe_id_token(self->bpe, id, NULL);
+}
+
+bool tokenizer_is_special(const tokenizer_t *self, int32_t id)
+{
+    return id >= 0 && id < self->n_ids && self->added_by_id[id] >= 0 &&
+           self->added[self->added_by_id[id]].special;
 }
 
 /* The longest added token of the given kind at text[at..n), or NULL. */

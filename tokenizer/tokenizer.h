@@ -23,6 +23,7 @@
 #ifndef MOE_TOKENIZER_TOKENIZER_H
 #define MOE_TOKENIZER_TOKENIZER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -55,6 +56,11 @@ int tokenizer_decode(const tokenizer_t *self, const int32_t *ids, size_t n,
 
 /* One more than the largest token id (vocabulary and added tokens). */
 int32_t tokenizer_n_ids(const tokenizer_t *self);
+
+/* True when id is an added token marked "special" (control tokens such as
+ * EOS, or reserved ones), which a server leaves out of the text it shows, as
+ * Hugging Face's decode(skip_special_tokens=True) does. */
+bool tokenizer_is_special(const tokenizer_t *self, int32_t id);
 
 /* The text of token id (borrowed, as in tokenizer.json), or NULL. */
 const char *tokenizer_id_token(const tokenizer_t *self, int32_t id);

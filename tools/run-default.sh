@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # The main job on the built-in default model: makes the model once (the
 # "small" Mixtral preset, seed 1, random weights), starts a local cluster of a
-# coordinator and two expert nodes, asks it for a greedy continuation and for
-# its status, and stops it (also when a step fails).
+# coordinator and two expert nodes, asks it for a continuation of a text
+# prompt (tokenized by the coordinator with the model's tokenizer, the
+# generated text printed as it streams in) and for its status, and stops it
+# (also when a step fails). The weights are random, so the text is gibberish:
+# the point is the path it takes.
 #   tools/run-default.sh BIN_DIR MODEL_DIR
 set -euo pipefail
 bin=${1:?usage: run-default.sh BIN_DIR MODEL_DIR}
@@ -10,7 +13,8 @@ model=${2:?usage: run-default.sh BIN_DIR MODEL_DIR}
 root=$(cd "$(dirname "$0")/.." && pwd)
 run_dir=$root/build/run/default
 
-if [ ! -f "$model/config.json" ]; then
+# A model made before moe-mkmodel wrote tokenizers is made again.
+if [ ! -f "$model/config.json" ] || [ ! -f "$model/tokenizer.json" ]; then
     echo "run: making the default model in $model"
     "$bin/moe-mkmodel" --arch mixtral --preset small --seed 1 --out "$model"
 fi
@@ -19,8 +23,11 @@ echo "run: starting a local cluster (coordinator + 2 expert nodes)"
 endpoint=$(MOE_BIN="$bin" "$root/cluster/local.sh" up --model "$model" --nodes 2 \
     --run-dir "$run_dir" | tail -n 1)
 echo "run: client endpoint $endpoint"
-prompt=1,42,7,99,256,13
-echo "run: moe-client generate --prompt-ids $prompt --max-tokens 16"
-"$bin/moe-client" --connect "$endpoint" generate --prompt-ids "$prompt" --max-tokens 16
+prompt="Mixture-of-experts models spread their experts over many machines."
+echo "run: moe-client generate --prompt \"$prompt\" --max-tokens 24 --stream"
+"$bin/moe-client" --connect "$endpoint" generate --prompt "$prompt" --max-tokens 24 \
+    --temperature 0.8 --seed 1 --stream
+echo "run: moe-client generate --prompt-ids 1,42,7,99,256,13 --max-tokens 16"
+"$bin/moe-client" --connect "$endpoint" generate --prompt-ids 1,42,7,99,256,13 --max-tokens 16
 "$bin/moe-client" --connect "$endpoint" status
 echo "run: stopping the cluster"
