@@ -4,7 +4,8 @@
  * request, running or waiting, and frees its memory; an over-long prompt or
  * too many max tokens is refused with a clear error; a text prompt is
  * tokenized by the coordinator and the text printed is the decoded tokens
- * moe-run makes for the same ids; and a load of 64
+ * moe-run makes for the same ids; a seeded sampled request gives the same
+ * tokens alone and among 15 others; and a load of 64
  * concurrent clients x 4 requests is answered in full, each request exactly
  * once, with memory back to its baseline afterwards. */
 #include <setjmp.h>
@@ -383,6 +384,48 @@ static void test_text_prompt(void **state)
     tokenizer_destroy(&tok);
 }
 
+enum { N_BATCH = 16 };
+
+/* Sampling is per sequence: a seeded request prints the same tokens alone and
+ * among 15 other sampled requests with other seeds and settings. */
+static void test_seed_independent_of_batch(void **state)
+{
+    (void)state;
+    char run_dir[1024], model[1024], cmd[16384];
+    snprintf(model, sizeof model, "%s/mixtral-A", fixture_root());
+    snprintf(run_dir, sizeof run_dir, "%s/seeds", s_tmp);
+    char *ep = localcluster_up(model, 2, run_dir, NULL);
+    const char *mine = "generate --prompt-ids 97,154,160 --max-tokens 24 --temperature 1.2 "
+                       "--top-p 0.95 --seed 7";
+    snprintf(cmd, sizeof cmd, "'%s/moe-client' --connect '%s' %s 2>/dev/null", s_bin, ep, mine);
+    char *alone = crosscheck_last_line(cmd);
+    /* All at once: mine is client 0; the others differ in prompt, seed,
+     * temperature and top-k. Each output goes to its own file. */
+    int used = snprintf(cmd, sizeof cmd, "cd '%s' && (", s_tmp);
+    for (int c = 0; c < N_BATCH; c++) {
+        char other[256];
+        snprintf(other, sizeof other, "generate --prompt-ids %d,%d --max-tokens %d "
+                 "--temperature %.1f --top-k %d --seed %d", 3 + c, 40 + 7 * c, 8 + c,
+                 0.5 + 0.1 * c, 5 + c, 100 + c);
+        used += snprintf(cmd + used, sizeof cmd - (size_t)used,
+                         "timeout 60 '%s/moe-client' --connect '%s' %s > seed-%d.out "
+                         "2>/dev/null & ", s_bin, ep, c == 0 ? mine : other, c);
+    }
+    snprintf(cmd + used, sizeof cmd - (size_t)used, "wait)");
+    assert_int_equal(testutil_run(cmd, NULL), 0);
+    char path[1100];
+    snprintf(path, sizeof path, "%s/seed-0.out", s_tmp);
+    char *among = testutil_read_file(path, NULL);
+    assert_non_null(among);
+    among[strcspn(among, "\n")] = '\0';
+    printf("  seed 7 alone: %s\n  among 16:     %s\n", alone, among);
+    assert_string_equal(among, alone);
+    free(among);
+    free(alone);
+    localcluster_down(run_dir);
+    free(ep);
+}
+
 enum { LOAD_CLIENTS = 64, LOAD_REQUESTS = 4, LOAD_TOKENS = 8, LOAD_PROMPTS = 8 };
 
 typedef struct load_client {
@@ -554,6 +597,7 @@ int main(void)
         cmocka_unit_test(test_deadline),
         cmocka_unit_test(test_limits_refused),
         cmocka_unit_test(test_text_prompt),
+        cmocka_unit_test(test_seed_independent_of_batch),
         cmocka_unit_test(test_load_64_clients),
     };
     return cmocka_run_group_tests(tests, s_setup, s_teardown);
