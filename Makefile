@@ -35,7 +35,8 @@ KERNELS_SRC := kernels/gemm_blas.c kernels/gemm_ref.c kernels/rmsnorm.c \
 MODEL_SRC   := model/config.c model/safetensors.c model/st_writer.c \
                model/synth.c model/arch.c model/placement.c
 ENGINE_SRC  := engine/weights.c engine/kvcache.c engine/router.c \
-               engine/experts.c engine/forward.c engine/sampler.c
+               engine/experts.c engine/forward.c engine/sampler.c \
+               engine/mlp.c engine/qknorm.c
 
 # The wire: generated protobuf-c code plus proto/wire.c, the only caller of it.
 PROTOS      := proto/dataplane.proto proto/client.proto

@@ -890,8 +890,8 @@ static int s_family_hunyuan(config_t *c, const json_t *root,
                  origin, err) ||
         s_get_bool(root, "use_qk_norm", true, &qk, origin, err) ||
         s_get_bool(root, "use_mixed_mlp_moe", true, &mixed, origin, err) ||
-        s_get_uniform_int(root, "num_shared_expert", &n_shared, origin, err) <
-            0)
+        (json_object_get(root, "num_shared_expert") &&
+         s_get_uniform_int(root, "num_shared_expert", &n_shared, origin, err)))
         return -1;
     if (!qk)
         return err_set(err, EINVAL, "%s: field 'use_qk_norm' = false is not "
