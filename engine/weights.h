@@ -23,12 +23,16 @@ typedef struct expert_weights {
     const float *gate;   /* (width, hidden) */
     const float *up;     /* (width, hidden) */
     const float *down;   /* (hidden, width) */
-    /* gpt_oss only (phase 2, not loaded yet): its fused experts must be
-     * de-interleaved into gate/up above, and these biases added. */
-    const float *gate_bias; /* (width) */
-    const float *up_bias;   /* (width) */
-    const float *down_bias; /* (hidden) */
 } expert_weights_t;
+
+/* gpt_oss only (phase 2, not loaded yet): the biases of a routed expert. Its
+ * fused gate_up_proj must also be de-interleaved and transposed into the
+ * expert's gate/up (and down_proj transposed), which needs owned buffers. */
+typedef struct expert_biases {
+    const float *gate;   /* (width) */
+    const float *up;     /* (width) */
+    const float *down;   /* (hidden) */
+} expert_biases_t;
 
 /* Per layer. A pointer is NULL when the config says the model has no such
  * weight (or the process did not load it). Which weights exist:
@@ -65,6 +69,7 @@ typedef struct layer_weights {
     const float *shared_gate;  /* (1, hidden) qwen2_moe's sigmoid gate of it */
     expert_weights_t dense;    /* a dense layer's FFN, width dense_intermediate_size */
     expert_weights_t *experts; /* [n_experts]; fields NULL where not hosted */
+    expert_biases_t *expert_biases; /* [n_experts] gpt_oss, phase 2; NULL now */
 } layer_weights_t;
 
 typedef struct weights {
