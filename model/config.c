@@ -535,8 +535,11 @@ static const s_arch_row_t *s_parse_arch(config_t *c, const json_t *root,
 }
 
 /* The Mixtral (Llama-family) fields. */
+static int s_get_uniform_int(const json_t *root, const char *key, int *out,
+                             const char *origin, err_t *err);
+
 /* The routed expert count: one of the row's field names (several may be
- * present if they agree). */
+ * present if they agree). A per-layer list (hunyuan) must be uniform. */
 static int s_parse_n_experts(config_t *c, const json_t *root,
                              const s_arch_row_t *row, const char *origin,
                              err_t *err)
@@ -547,8 +550,10 @@ static int s_parse_n_experts(config_t *c, const json_t *root,
         if (!v || json_is_null(v))
             continue;
         int x = 0;
-        if (s_get_int(root, row->experts_keys[i], true, false, 0, &x, origin,
-                      err))
+        const bool lists = row->arch == CONFIG_ARCH_HUNYUAN_V1_MOE;
+        if (lists ? s_get_uniform_int(root, row->experts_keys[i], &x, origin, err)
+                  : s_get_int(root, row->experts_keys[i], true, false, 0, &x,
+                              origin, err))
             return -1;
         if (found && x != c->n_experts)
             return err_set(err, EINVAL, "%s: fields '%s' = %d and '%s' = %d "

@@ -369,6 +369,7 @@ static void test_refused_values(void **state)
         {"olmoe-A", "clip_qkv", "8.0", "clip_qkv", false},
         {"hunyuan_v1_moe-A", "use_cla", "true", "use_cla", false},
         {"hunyuan_v1_moe-A", "moe_topk", "[2, 3]", "moe_topk", false},
+        {"hunyuan_v1_moe-A", "num_experts", "[8, 4]", "num_experts", false},
         {"hunyuan_v1_moe-A", "num_shared_expert", "2", "num_shared_expert",
          false},
         {"deepseek_v3-A", "scoring_func", "\"softmax\"", "scoring_func", true},
@@ -396,6 +397,24 @@ static void test_refused_values(void **state)
             s_expect_einval(root, cases[i].word, "variant.json");
         json_decref(root);
     }
+}
+
+/* hunyuan's per-layer lists, when uniform, are one value. */
+static void test_uniform_lists(void **state)
+{
+    (void)state;
+    json_t *root = s_fixture_json("hunyuan_v1_moe-A");
+    config_t c;
+    json_object_set_new(root, "num_experts", json_pack("[i, i]", 8, 8));
+    json_object_set_new(root, "moe_topk", json_pack("[i, i]", 3, 3));
+    s_expect_ok(root, &c);
+    assert_int_equal(c.n_experts, 8);
+    assert_int_equal(c.n_experts_per_tok, 3);
+    json_object_set_new(root, "moe_topk", json_pack("[i, i]", 9, 9));
+    s_expect_einval(root, "moe_topk", NULL);
+    json_object_set_new(root, "moe_topk", json_array());
+    s_expect_einval(root, "moe_topk", NULL);
+    json_decref(root);
 }
 
 /* qwen's dense layers: mlp_only_layers and decoder_sparse_step. */
@@ -847,6 +866,7 @@ int main(void)
         cmocka_unit_test(test_fixture_families),
         cmocka_unit_test(test_fixture_not_supported_yet),
         cmocka_unit_test(test_refused_values),
+        cmocka_unit_test(test_uniform_lists),
         cmocka_unit_test(test_dense_layers),
         cmocka_unit_test(test_model_id),
         cmocka_unit_test(test_unknown_model_type),
