@@ -7,6 +7,8 @@
 
 #include "core/mem.h"
 #include "engine/experts.h"
+#include "engine/mlp.h"
+#include "engine/qknorm.h"
 #include "kernels/attention.h"
 #include "kernels/gemm.h"
 #include "kernels/rmsnorm.h"
@@ -24,6 +26,7 @@ struct forward {
     forward_moe_fn moe;
     void *moe_ctx;
     experts_t *local;         /* in-process experts when no callback was given */
+    mlp_t *mlp;               /* shared experts and dense FFNs; NULL when none */
     forward_trace_fn trace;
     void *trace_ctx;
 
@@ -63,6 +66,10 @@ forward_t *forward_new(const weights_t *w, int max_rows, int max_ctx,
         err_set(err, EINVAL, "forward pass sizes must be positive");
         return NULL;
     }
+    if (!config_arch_supported(cfg->arch)) {
+        err_set(err, ENOTSUP, "architecture '%s' is not supported yet", cfg->model_type);
+        return NULL;
+    }
     forward_t *self = mem_calloc(1, sizeof *self);
     if (!self) {
         err_set(err, ENOMEM, "out of memory for the forward pass");
@@ -78,7 +85,7 @@ forward_t *forward_new(const weights_t *w, int max_rows, int max_ctx,
         .head_dim = cfg->head_dim,
         .v_head_dim = cfg->head_dim,
         .scale = 1.0f / sqrtf((float)cfg->head_dim),
-        .window = cfg->sliding_window,
+        .window = 0, /* per layer: config_layer_window(); 0 sizes the scratch */
     };
     self->rope = rope_new(cfg->head_dim, cfg->rope_theta, err);
     if (!self->rope)
@@ -99,6 +106,17 @@ forward_t *forward_new(const weights_t *w, int max_rows, int max_ctx,
             goto fail;
         self->moe = s_local_moe;
         self->moe_ctx = self;
+    }
+
+    /* The FFNs beside the experts: the widest shared expert or dense FFN. */
+    int mlp_width = cfg->shared != CONFIG_SHARED_NONE ? cfg->shared_intermediate_size : 0;
+    for (int l = 0; l < cfg->n_layers; l++)
+        if (!config_layer_is_moe(cfg, l) && cfg->dense_intermediate_size > mlp_width)
+            mlp_width = cfg->dense_intermediate_size;
+    if (mlp_width > 0) {
+        self->mlp = mlp_new(cfg->hidden_size, mlp_width, max_rows, err);
+        if (!self->mlp)
+            goto fail;
     }
 
     const size_t rows = (size_t)max_rows, hidden = (size_t)cfg->hidden_size;
@@ -147,6 +165,7 @@ void forward_destroy(forward_t **self_p)
     int saved = errno;
     rope_destroy(&self->rope);
     experts_destroy(&self->local);
+    mlp_destroy(&self->mlp);
     mem_free(self->pos);
     mem_free(self->x);
     mem_free(self->xn);
@@ -173,9 +192,21 @@ void forward_set_trace(forward_t *self, forward_trace_fn fn, void *ctx)
     self->trace_ctx = ctx;
 }
 
+/* y = x W^T + b over n rows: the bias (when the model has one) is written
+ * first and the product added onto it. */
+static void s_linear(float *y, int ld, const float *x, int ldx, const float *w,
+                     const float *bias, int n, int out, int in)
+{
+    if (bias)
+        for (int r = 0; r < n; r++)
+            memcpy(y + (size_t)r * ld, bias, (size_t)out * sizeof(float));
+    gemm(y, ld, x, ldx, w, in, n, out, in, true, 1, bias ? 1 : 0);
+}
+
 /* h = x + o_proj(attention(rope(q), rope(k), v)) for every row of a step;
  * each sequence's new keys and values go into its own cache at its next
- * positions, and its rows attend to its own cache only. */
+ * positions, and its rows attend to its own cache only. Biases and q/k norms
+ * are there when the family has them (weights and qknorm say). */
 static void s_attention_block(forward_t *self, const forward_seq_t *seqs, int n_seqs, int n,
                               int l)
 {
@@ -184,15 +215,17 @@ static void s_attention_block(forward_t *self, const forward_seq_t *seqs, int n_
     const int hidden = cfg->hidden_size;
     const int q_width = cfg->n_heads * cfg->head_dim;
     const int kv_width = cfg->n_kv_heads * cfg->head_dim;
+    attention_shape_t shape = self->attn;
+    shape.window = config_layer_window(cfg, l);
 
     rmsnorm(self->xn, hidden, self->x, hidden, lw->attn_norm, n, hidden, cfg->rms_norm_eps);
-    gemm(self->q, q_width, self->xn, hidden, lw->q, hidden, n, q_width, hidden, true, 1, 0);
-    gemm(self->k_new, kv_width, self->xn, hidden, lw->k, hidden, n, kv_width, hidden, true, 1,
-         0);
-    gemm(self->v_new, kv_width, self->xn, hidden, lw->v, hidden, n, kv_width, hidden, true, 1,
-         0);
+    s_linear(self->q, q_width, self->xn, hidden, lw->q, lw->q_bias, n, q_width, hidden);
+    s_linear(self->k_new, kv_width, self->xn, hidden, lw->k, lw->k_bias, n, kv_width, hidden);
+    s_linear(self->v_new, kv_width, self->xn, hidden, lw->v, lw->v_bias, n, kv_width, hidden);
+    qknorm_apply(cfg, QKNORM_BEFORE_ROPE, lw, self->q, self->k_new, n);
     rope_apply(self->rope, self->q, q_width, n, cfg->n_heads, cfg->head_dim, self->pos);
     rope_apply(self->rope, self->k_new, kv_width, n, cfg->n_kv_heads, cfg->head_dim, self->pos);
+    qknorm_apply(cfg, QKNORM_AFTER_ROPE, lw, self->q, self->k_new, n);
     for (int s = 0, row = 0; s < n_seqs; row += seqs[s].n, s++) {
         kvcache_t *kv = seqs[s].kv;
         const int pos0 = kvcache_len(kv), rows = seqs[s].n;
@@ -203,30 +236,48 @@ static void s_attention_block(forward_t *self, const forward_seq_t *seqs, int n_
                (size_t)rows * kv_width * sizeof(float));
         attention(self->attn_out + (size_t)row * q_width, q_width,
                   self->q + (size_t)row * q_width, q_width, keys, kv_width, values, kv_width,
-                  &self->attn, rows, pos0, self->attn_scratch);
+                  &shape, rows, pos0, self->attn_scratch);
     }
     /* x += attn_out o_proj^T: beta = 1 adds the residual in the same product. */
     gemm(self->x, hidden, self->attn_out, q_width, lw->o, q_width, n, hidden, q_width,
          true, 1, 1);
+    if (lw->o_bias)
+        for (int r = 0; r < n; r++)
+            for (int j = 0; j < hidden; j++)
+                self->x[(size_t)r * hidden + j] += lw->o_bias[j];
 }
 
-/* x = h + experts(norm2(h)) for the n rows of a step: every sequence's rows
- * go to the experts together. */
-static int s_moe_block(forward_t *self, int l, int n, int pos0, err_t *err)
+/* x = h + ffn(norm2(h)) for the n rows of a step. A MoE layer: the routed
+ * experts (every sequence's rows together, through the callback) plus the
+ * shared expert when the family has one, computed here. A dense layer: its
+ * FFN, here. */
+static int s_ffn_block(forward_t *self, int l, int n, int pos0, err_t *err)
 {
     const config_t *cfg = self->cfg;
     const layer_weights_t *lw = &self->w->layers[l];
     const int hidden = cfg->hidden_size, k = cfg->n_experts_per_tok;
 
     rmsnorm(self->xn, hidden, self->x, hidden, lw->ffn_norm, n, hidden, cfg->rms_norm_eps);
-    gemm_linear(self->router_logits, self->xn, lw->router, n, cfg->n_experts, hidden);
-    router_select_softmax(self->router_logits, n, cfg->n_experts, k, true,
-                          self->expert_ids, self->expert_weights);
-    if (self->trace)
-        self->trace(self->trace_ctx, l, pos0, n, k, self->expert_ids, self->expert_weights);
-    router_assignments(self->expert_ids, self->expert_weights, n, k, self->assign);
-    if (self->moe(self->moe_ctx, l, self->xn, n, self->assign, n * k, self->moe_out, err) < 0)
-        return err_wrap(err, "layer %d experts", l);
+    if (!config_layer_is_moe(cfg, l)) {
+        memset(self->moe_out, 0, (size_t)n * hidden * sizeof(float));
+        mlp_add(self->mlp, &lw->dense, cfg->dense_intermediate_size, NULL, self->xn, n,
+                self->moe_out);
+    } else {
+        gemm_linear(self->router_logits, self->xn, lw->router, n, cfg->n_experts, hidden);
+        router_select_softmax(self->router_logits, n, cfg->n_experts, k, cfg->norm_topk_prob,
+                              self->expert_ids, self->expert_weights);
+        if (self->trace)
+            self->trace(self->trace_ctx, l, pos0, n, k, self->expert_ids,
+                        self->expert_weights);
+        router_assignments(self->expert_ids, self->expert_weights, n, k, self->assign);
+        if (self->moe(self->moe_ctx, l, self->xn, n, self->assign, n * k, self->moe_out,
+                      err) < 0)
+            return err_wrap(err, "layer %d experts", l);
+        /* HF adds the shared expert onto the routed sum, then the residual. */
+        if (cfg->shared != CONFIG_SHARED_NONE)
+            mlp_add(self->mlp, &lw->shared, cfg->shared_intermediate_size, lw->shared_gate,
+                    self->xn, n, self->moe_out);
+    }
     const size_t count = (size_t)n * hidden;
     for (size_t i = 0; i < count; i++)
         self->x[i] += self->moe_out[i];
@@ -328,7 +379,7 @@ int forward_step(forward_t *self, const forward_seq_t *seqs, int n_seqs, err_t *
     const int pos0 = kvcache_len(seqs[0].kv);
     for (int l = 0; l < cfg->n_layers; l++) {
         s_attention_block(self, seqs, n_seqs, n, l);
-        if (s_moe_block(self, l, n, pos0, err) < 0)
+        if (s_ffn_block(self, l, n, pos0, err) < 0)
             return -1; /* no cache has advanced: every sequence is as it was */
     }
     if (seqs[0].want == FORWARD_LOGITS_ALL)

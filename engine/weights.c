@@ -17,6 +17,88 @@ static int s_resolve(weights_t *self, arch_weight_t w, int layer, int expert,
     return *dst ? 0 : -1;
 }
 
+/* Resolves one SwiGLU FFN's three matrices. */
+static int s_resolve_ffn(weights_t *self, arch_weight_t gate, int layer, int expert,
+                         expert_weights_t *ffn, err_t *err)
+{
+    /* gate, up, down are consecutive roles in arch_weight_t */
+    if (s_resolve(self, gate, layer, expert, &ffn->gate, err) < 0 ||
+        s_resolve(self, gate + 1, layer, expert, &ffn->up, err) < 0 ||
+        s_resolve(self, gate + 2, layer, expert, &ffn->down, err) < 0)
+        return -1;
+    return 0;
+}
+
+/* The attention weights of layer l: plain (q/k/v/o with optional biases and
+ * q/k norms) or MLA. */
+static int s_load_attention(weights_t *self, int l, err_t *err)
+{
+    const config_t *cfg = &self->cfg;
+    layer_weights_t *lw = &self->layers[l];
+    if (s_resolve(self, ARCH_W_ATTN_NORM, l, 0, &lw->attn_norm, err) < 0 ||
+        s_resolve(self, ARCH_W_O, l, 0, &lw->o, err) < 0)
+        return -1;
+    if (cfg->kv_lora_rank > 0) {
+        if (cfg->q_lora_rank > 0) {
+            if (s_resolve(self, ARCH_W_Q_A, l, 0, &lw->q_a, err) < 0 ||
+                s_resolve(self, ARCH_W_Q_A_NORM, l, 0, &lw->q_a_norm, err) < 0 ||
+                s_resolve(self, ARCH_W_Q_B, l, 0, &lw->q_b, err) < 0)
+                return -1;
+        } else if (s_resolve(self, ARCH_W_Q, l, 0, &lw->q, err) < 0) {
+            return -1;
+        }
+        if (s_resolve(self, ARCH_W_KV_A, l, 0, &lw->kv_a, err) < 0 ||
+            s_resolve(self, ARCH_W_KV_A_NORM, l, 0, &lw->kv_a_norm, err) < 0 ||
+            s_resolve(self, ARCH_W_KV_B, l, 0, &lw->kv_b, err) < 0)
+            return -1;
+    } else if (s_resolve(self, ARCH_W_Q, l, 0, &lw->q, err) < 0 ||
+               s_resolve(self, ARCH_W_K, l, 0, &lw->k, err) < 0 ||
+               s_resolve(self, ARCH_W_V, l, 0, &lw->v, err) < 0) {
+        return -1;
+    }
+    if (cfg->qkv_bias &&
+        (s_resolve(self, ARCH_W_Q_BIAS, l, 0, &lw->q_bias, err) < 0 ||
+         s_resolve(self, ARCH_W_K_BIAS, l, 0, &lw->k_bias, err) < 0 ||
+         s_resolve(self, ARCH_W_V_BIAS, l, 0, &lw->v_bias, err) < 0))
+        return -1;
+    if (cfg->o_bias && s_resolve(self, ARCH_W_O_BIAS, l, 0, &lw->o_bias, err) < 0)
+        return -1;
+    if (cfg->qk_norm != CONFIG_QK_NORM_NONE &&
+        (s_resolve(self, ARCH_W_Q_NORM, l, 0, &lw->q_norm, err) < 0 ||
+         s_resolve(self, ARCH_W_K_NORM, l, 0, &lw->k_norm, err) < 0))
+        return -1;
+    if (cfg->attn_sinks && s_resolve(self, ARCH_W_SINKS, l, 0, &lw->sinks, err) < 0)
+        return -1;
+    return 0;
+}
+
+/* The FFN side of layer l that runs beside the experts: the router and the
+ * shared expert of a MoE layer, or a dense layer's FFN. */
+static int s_load_ffn_side(weights_t *self, int l, err_t *err)
+{
+    const config_t *cfg = &self->cfg;
+    layer_weights_t *lw = &self->layers[l];
+    if (s_resolve(self, ARCH_W_FFN_NORM, l, 0, &lw->ffn_norm, err) < 0)
+        return -1;
+    if (!config_layer_is_moe(cfg, l))
+        return s_resolve_ffn(self, ARCH_W_DENSE_GATE, l, 0, &lw->dense, err);
+    if (s_resolve(self, ARCH_W_ROUTER, l, 0, &lw->router, err) < 0)
+        return -1;
+    if (cfg->router_bias &&
+        s_resolve(self, ARCH_W_ROUTER_BIAS, l, 0, &lw->router_bias, err) < 0)
+        return -1;
+    if (cfg->topk_method == CONFIG_TOPK_NOAUX_TC &&
+        s_resolve(self, ARCH_W_SCORE_BIAS, l, 0, &lw->score_bias, err) < 0)
+        return -1;
+    if (cfg->shared != CONFIG_SHARED_NONE &&
+        s_resolve_ffn(self, ARCH_W_SHARED_GATE, l, 0, &lw->shared, err) < 0)
+        return -1;
+    if (cfg->shared == CONFIG_SHARED_GATED &&
+        s_resolve(self, ARCH_W_SHARED_EXPERT_GATE, l, 0, &lw->shared_gate, err) < 0)
+        return -1;
+    return 0;
+}
+
 static int s_load_dense(weights_t *self, err_t *err)
 {
     const int n_layers = self->cfg.n_layers;
@@ -27,17 +109,9 @@ static int s_load_dense(weights_t *self, err_t *err)
         self->lm_head = self->embed;
     else if (s_resolve(self, ARCH_W_LM_HEAD, 0, 0, &self->lm_head, err) < 0)
         return -1;
-    for (int l = 0; l < n_layers; l++) {
-        layer_weights_t *lw = &self->layers[l];
-        if (s_resolve(self, ARCH_W_ATTN_NORM, l, 0, &lw->attn_norm, err) < 0 ||
-            s_resolve(self, ARCH_W_Q, l, 0, &lw->q, err) < 0 ||
-            s_resolve(self, ARCH_W_K, l, 0, &lw->k, err) < 0 ||
-            s_resolve(self, ARCH_W_V, l, 0, &lw->v, err) < 0 ||
-            s_resolve(self, ARCH_W_O, l, 0, &lw->o, err) < 0 ||
-            s_resolve(self, ARCH_W_FFN_NORM, l, 0, &lw->ffn_norm, err) < 0 ||
-            s_resolve(self, ARCH_W_ROUTER, l, 0, &lw->router, err) < 0)
+    for (int l = 0; l < n_layers; l++)
+        if (s_load_attention(self, l, err) < 0 || s_load_ffn_side(self, l, err) < 0)
             return -1;
-    }
     self->has_dense = true;
     return 0;
 }
@@ -45,13 +119,13 @@ static int s_load_dense(weights_t *self, err_t *err)
 static int s_load_experts(weights_t *self, weights_hosts_fn hosts, void *ctx, err_t *err)
 {
     for (int l = 0; l < self->cfg.n_layers; l++) {
+        if (!config_layer_is_moe(&self->cfg, l))
+            continue; /* a dense layer has no experts to host */
         for (int e = 0; e < self->cfg.n_experts; e++) {
             if (!hosts(ctx, l, e))
                 continue;
-            expert_weights_t *ew = &self->layers[l].experts[e];
-            if (s_resolve(self, ARCH_W_EXPERT_GATE, l, e, &ew->gate, err) < 0 ||
-                s_resolve(self, ARCH_W_EXPERT_UP, l, e, &ew->up, err) < 0 ||
-                s_resolve(self, ARCH_W_EXPERT_DOWN, l, e, &ew->down, err) < 0)
+            if (s_resolve_ffn(self, ARCH_W_EXPERT_GATE, l, e, &self->layers[l].experts[e],
+                              err) < 0)
                 return -1;
         }
     }

@@ -18,26 +18,64 @@
 #include "model/config.h"
 #include "model/safetensors.h"
 
+/* One SwiGLU FFN: a routed expert, a shared expert or a dense layer's MLP. */
 typedef struct expert_weights {
-    const float *gate;   /* (intermediate, hidden) */
-    const float *up;     /* (intermediate, hidden) */
-    const float *down;   /* (hidden, intermediate) */
+    const float *gate;   /* (width, hidden) */
+    const float *up;     /* (width, hidden) */
+    const float *down;   /* (hidden, width) */
 } expert_weights_t;
 
+/* gpt_oss only (phase 2, not loaded yet): the biases of a routed expert. Its
+ * fused gate_up_proj must also be de-interleaved and transposed into the
+ * expert's gate/up (and down_proj transposed), which needs owned buffers. */
+typedef struct expert_biases {
+    const float *gate;   /* (width) */
+    const float *up;     /* (width) */
+    const float *down;   /* (hidden) */
+} expert_biases_t;
+
+/* Per layer. A pointer is NULL when the config says the model has no such
+ * weight (or the process did not load it). Which weights exist:
+ *   q_bias/k_bias/v_bias: cfg.qkv_bias; o_bias: cfg.o_bias;
+ *   q_norm/k_norm: cfg.qk_norm != NONE;
+ *   router (+ shared, shared_gate): MoE layers; dense: dense layers;
+ *   q_a .. kv_b: MLA (cfg.kv_lora_rank > 0) instead of q/k/v;
+ *   sinks, router_bias: gpt_oss; score_bias: deepseek_v3 (noaux_tc). */
 typedef struct layer_weights {
     const float *attn_norm;    /* (hidden) */
-    const float *q;            /* (heads * head_dim, hidden) */
+    const float *q;            /* (heads * head_dim, hidden); MLA without q LoRA:
+                                  (heads * (nope + rope), hidden) */
     const float *k;            /* (kv_heads * head_dim, hidden) */
     const float *v;            /* (kv_heads * head_dim, hidden) */
-    const float *o;            /* (hidden, heads * head_dim) */
+    const float *o;            /* (hidden, heads * head_dim) (MLA: heads * v_head_dim) */
+    const float *q_bias;       /* (heads * head_dim) */
+    const float *k_bias;       /* (kv_heads * head_dim) */
+    const float *v_bias;       /* (kv_heads * head_dim) */
+    const float *o_bias;       /* (hidden) */
+    const float *q_norm;       /* (head_dim), or (heads * head_dim) when qk_norm is FULL */
+    const float *k_norm;       /* (head_dim), or (kv_heads * head_dim) when FULL */
+    const float *sinks;        /* (heads) gpt_oss, phase 2 */
+    const float *q_a;          /* (q_lora_rank, hidden) MLA, phase 2 */
+    const float *q_a_norm;     /* (q_lora_rank) */
+    const float *q_b;          /* (heads * (nope + rope), q_lora_rank) */
+    const float *kv_a;         /* (kv_lora_rank + rope, hidden) */
+    const float *kv_a_norm;    /* (kv_lora_rank) */
+    const float *kv_b;         /* (heads * (nope + v_head_dim), kv_lora_rank) */
     const float *ffn_norm;     /* (hidden) */
-    const float *router;       /* (n_experts, hidden) */
+    const float *router;       /* (n_experts, hidden); NULL in a dense layer */
+    const float *router_bias;  /* (n_experts) gpt_oss, phase 2 */
+    const float *score_bias;   /* (n_experts) deepseek_v3, phase 2 */
+    expert_weights_t shared;   /* shared expert, width shared_intermediate_size */
+    const float *shared_gate;  /* (1, hidden) qwen2_moe's sigmoid gate of it */
+    expert_weights_t dense;    /* a dense layer's FFN, width dense_intermediate_size */
     expert_weights_t *experts; /* [n_experts]; fields NULL where not hosted */
+    expert_biases_t *expert_biases; /* [n_experts] gpt_oss, phase 2; NULL now */
 } layer_weights_t;
 
 typedef struct weights {
     config_t cfg;
-    bool has_dense;            /* embed .. router, lm_head loaded */
+    bool has_dense;            /* embed, attention, norms, routers, shared and
+                                  dense FFNs, lm_head loaded */
     const float *embed;        /* (vocab, hidden) */
     const float *final_norm;   /* (hidden) */
     const float *lm_head;      /* (vocab, hidden) */
@@ -63,7 +101,7 @@ void weights_destroy(weights_t **self_p);
 /* A hosts function that hosts every expert (single-process mode). */
 bool weights_hosts_all(void *ctx, int layer, int expert);
 
-/* True when expert e of layer l is loaded. */
+/* True when expert e of layer l is loaded (never in a dense layer). */
 bool weights_has_expert(const weights_t *self, int layer, int expert);
 
 #endif /* MOE_ENGINE_WEIGHTS_H */

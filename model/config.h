@@ -17,31 +17,132 @@
 
 typedef enum config_arch {
     CONFIG_ARCH_MIXTRAL = 1,   /* "mixtral", MixtralForCausalLM */
+    CONFIG_ARCH_QWEN2_MOE,     /* "qwen2_moe", Qwen2MoeForCausalLM */
+    CONFIG_ARCH_QWEN3_MOE,     /* "qwen3_moe", Qwen3MoeForCausalLM */
+    CONFIG_ARCH_OLMOE,         /* "olmoe", OlmoeForCausalLM */
+    CONFIG_ARCH_HUNYUAN_V1_MOE,/* "hunyuan_v1_moe", HunYuanMoEV1ForCausalLM */
+    CONFIG_ARCH_DEEPSEEK_V2,   /* "deepseek_v2": parsed, not run yet */
+    CONFIG_ARCH_DEEPSEEK_V3,   /* "deepseek_v3": parsed, not run yet */
+    CONFIG_ARCH_GPT_OSS,       /* "gpt_oss": parsed, not run yet */
 } config_arch_t;
 
 typedef enum config_rope_type {
     CONFIG_ROPE_DEFAULT = 0,   /* plain RoPE */
+    CONFIG_ROPE_YARN,          /* YaRN: rope_factor, rope_orig_max_pos, beta_* */
 } config_rope_type_t;
 
-enum { CONFIG_MAX_EOS = 8 };
+/* Where the attention normalises queries and keys (an RMSNorm with its own
+ * weight, eps = rms_norm_eps). */
+typedef enum config_qk_norm {
+    CONFIG_QK_NORM_NONE = 0,
+    CONFIG_QK_NORM_HEAD,       /* each head, before RoPE (qwen3_moe q_norm) */
+    CONFIG_QK_NORM_FULL,       /* the whole projection, before RoPE (olmoe) */
+    CONFIG_QK_NORM_HEAD_POST,  /* each head, after RoPE (hunyuan_v1_moe) */
+} config_qk_norm_t;
+
+/* The always-on expert beside the routed ones, computed on u = norm2(h). */
+typedef enum config_shared {
+    CONFIG_SHARED_NONE = 0,
+    CONFIG_SHARED_PLAIN,       /* + mlp(u): hunyuan shared_mlp, deepseek shared_experts */
+    CONFIG_SHARED_GATED,       /* + sigmoid(shared_expert_gate . u) * mlp(u): qwen2_moe */
+} config_shared_t;
+
+/* What the router ranks. */
+typedef enum config_scoring {
+    CONFIG_SCORING_SOFTMAX = 0,/* softmax(logits), then top-k */
+    CONFIG_SCORING_SIGMOID,    /* sigmoid(logits) (deepseek_v3) */
+    CONFIG_SCORING_TOPK_SOFTMAX, /* top-k of the logits, softmax over those (gpt_oss) */
+} config_scoring_t;
+
+/* How the router picks its k experts from the scores. */
+typedef enum config_topk_method {
+    CONFIG_TOPK_GREEDY = 0,    /* the k best */
+    CONFIG_TOPK_GROUP_LIMITED, /* "group_limited_greedy" (deepseek_v2): groups ranked by
+                                  their best score, topk_group kept */
+    CONFIG_TOPK_NOAUX_TC,      /* "noaux_tc" (deepseek_v3): scores + e_score_correction_bias,
+                                  groups ranked by the sum of their two best */
+} config_topk_method_t;
+
+/* The routed experts' FFN. */
+typedef enum config_expert_act {
+    CONFIG_EXPERT_SWIGLU = 0,  /* down(silu(gate x) * up x) */
+    CONFIG_EXPERT_SWIGLU_OAI,  /* gpt_oss: biases, clamp at swiglu_limit,
+                                  (up + 1) * gate * sigmoid(1.702 gate) */
+} config_expert_act_t;
+
+/* Per-layer flags (config_t.layer_flags). */
+enum {
+    CONFIG_LAYER_DENSE = 1,    /* a dense FFN (width dense_intermediate_size), no experts */
+    CONFIG_LAYER_SLIDING = 2,  /* attention sees the last sliding_window positions */
+};
+
+enum { CONFIG_MAX_EOS = 8, CONFIG_MAX_LAYERS = 512 };
 
 typedef struct config {
     config_arch_t arch;
     char model_type[32];        /* as written in config.json */
     int hidden_size;            /* d_model */
-    int n_layers;               /* num_hidden_layers */
+    int n_layers;               /* num_hidden_layers, <= CONFIG_MAX_LAYERS */
     int n_heads;                /* num_attention_heads */
     int n_kv_heads;             /* num_key_value_heads (defaults to n_heads) */
-    int head_dim;               /* head_dim (defaults to hidden_size / n_heads) */
-    int intermediate_size;      /* expert FFN width (Mixtral: intermediate_size) */
+    int head_dim;               /* head_dim (defaults to hidden_size / n_heads);
+                                   MLA: the rotary width qk_rope_head_dim */
+    int intermediate_size;      /* ROUTED expert FFN width: intermediate_size (mixtral,
+                                   olmoe, hunyuan, gpt_oss) or moe_intermediate_size
+                                   (qwen2_moe, qwen3_moe, deepseek) */
+    int dense_intermediate_size;/* dense-layer FFN width: HF intermediate_size */
     int n_experts;              /* routed experts per MoE layer */
-    int n_experts_per_tok;      /* top-k */
+    int n_experts_per_tok;      /* top-k (hunyuan: moe_topk) */
     int vocab_size;
     int max_position_embeddings;
     float rms_norm_eps;
+
+    /* RoPE */
     double rope_theta;          /* rope_parameters.rope_theta, or top-level rope_theta */
     config_rope_type_t rope_type;
-    int sliding_window;         /* 0: none */
+    double rope_factor;         /* yarn factor (1 when not yarn) */
+    int rope_orig_max_pos;      /* yarn original_max_position_embeddings */
+    double rope_beta_fast;      /* yarn, default 32 */
+    double rope_beta_slow;      /* yarn, default 1 */
+    double rope_mscale;         /* yarn mscale (deepseek), 0: absent */
+    double rope_mscale_all_dim; /* yarn mscale_all_dim (deepseek), 0: absent */
+    double rope_attention_factor; /* yarn attention_factor, 0: absent (derived) */
+    bool rope_truncate;         /* yarn truncate, default true */
+    bool rope_interleave;       /* rotate pairs (2i, 2i+1), not (i, i + rot/2):
+                                   deepseek_v2 always, deepseek_v3 rope_interleave */
+
+    /* Attention */
+    bool qkv_bias;              /* q/k/v projections have biases */
+    bool o_bias;                /* o projection has a bias */
+    config_qk_norm_t qk_norm;
+    bool attn_sinks;            /* per-head sink logits (gpt_oss self_attn.sinks) */
+    int sliding_window;         /* window of CONFIG_LAYER_SLIDING layers; 0: none */
+    unsigned char layer_flags[CONFIG_MAX_LAYERS]; /* CONFIG_LAYER_* per layer */
+
+    /* MLA (deepseek); kv_lora_rank == 0 means plain multi-head attention */
+    int q_lora_rank;            /* 0: q_proj, no q LoRA */
+    int kv_lora_rank;
+    int qk_nope_head_dim;
+    int qk_rope_head_dim;
+    int v_head_dim;
+
+    /* Router and experts */
+    config_scoring_t scoring;
+    config_topk_method_t topk_method;
+    bool norm_topk_prob;        /* renormalise the k weights to sum 1 (true for
+                                   mixtral and hunyuan, which always do) */
+    int n_group;                /* expert groups (deepseek), 1 when ungrouped */
+    int topk_group;             /* groups kept, 1 when ungrouped */
+    float routed_scaling_factor;/* multiplies routed weights, 1 when absent */
+    bool router_bias;           /* router has a bias (gpt_oss) */
+    config_expert_act_t expert_act;
+    float swiglu_limit;         /* gpt_oss clamp, 0: none */
+    config_shared_t shared;     /* shared expert kind */
+    int shared_intermediate_size; /* its width, 0 when none */
+    int n_shared_experts;       /* deepseek n_shared_experts (width = this x
+                                   moe_intermediate_size), else 1 or 0 */
+    int first_k_dense;          /* first_k_dense_replace (deepseek), else 0 */
+
     bool tie_word_embeddings;   /* lm_head shares embed_tokens */
     int bos_token_id;           /* -1: none */
     int n_eos;                  /* entries used in eos_token_ids */
@@ -49,16 +150,38 @@ typedef struct config {
 } config_t;
 
 /* Reads <dir>/config.json. Returns 0, or -1 with errno and err set; on failure
- * *cfg is left zeroed. */
+ * *cfg is left zeroed. An architecture that parses but that the engine cannot
+ * run yet (deepseek_v2, deepseek_v3, gpt_oss) fails with ENOTSUP and a
+ * message "<arch> is not supported yet"; a value the math cannot compute
+ * (unknown rope_type, scoring_func, topk_method, a quantization_config, ...)
+ * fails with EINVAL naming the field. */
 int config_load(config_t *cfg, const char *dir, err_t *err);
 
-/* Parses config JSON text; origin names the source in error messages. */
+/* Parses config JSON text; origin names the source in error messages.
+ * Same contract as config_load(). */
 int config_parse(config_t *cfg, const char *json_text, size_t len,
                  const char *origin, err_t *err);
 
+/* As config_parse(), but also accepts the architectures the engine cannot
+ * run yet (their fields parse in full): for tests and for porting them. */
+int config_parse_all(config_t *cfg, const char *json_text, size_t len,
+                     const char *origin, err_t *err);
+
+/* True when the engine runs this architecture. */
+bool config_arch_supported(config_arch_t arch);
+
+/* True when layer l has routed experts (not a dense FFN layer). */
+bool config_layer_is_moe(const config_t *cfg, int layer);
+
+/* Attention window of layer l in positions, 0 for full attention. */
+int config_layer_window(const config_t *cfg, int layer);
+
 /* A short text that two processes compare to agree they loaded the same
  * model shape: architecture and every dimension the math or the wire depends
- * on, e.g. "mixtral:h1024:l8:e8:k2:i2816:v32000:a16/4x64". Writes at most
+ * on, e.g. "mixtral:h1024:l8:e8:k2:i2816:v32000:a16/4x64"; other families
+ * append what is theirs (":d<dense width>/<first dense layers>",
+ * ":s<shared width>", ":mla<q>/<kv>/<nope>/<rope>/<v>", ":g<groups>/<kept>"),
+ * so a mixtral id is unchanged. Writes at most
  * size bytes (NUL included); returns the length it needed. */
 int config_model_id(const config_t *cfg, char *buf, size_t size);
 

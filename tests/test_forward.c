@@ -1,7 +1,9 @@
 /* test_forward: properties of the forward pass that the fixtures alone do not
  * pin down: chunked prefill and decoding with the KV cache give the logits of
- * one full pass, and bad input changes nothing. Runs on the mixtral-A
- * fixture model. */
+ * one full pass, batched steps equal each sequence alone, and bad input (or
+ * a failed expert call) changes nothing. Runs on the fixture model of every
+ * family the engine runs (S_MODELS), so that biases, q/k norms and shared
+ * experts are held to the same properties as mixtral. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -21,12 +23,19 @@ enum { N_TOKENS = 11 };
 static const int32_t TOKENS[N_TOKENS] = {97, 154, 160, 246, 227, 217, 149, 3, 0, 255, 42};
 
 static weights_t *s_weights;
+static const char *s_model;   /* the fixture the current group runs on */
+
+/* One fixture per family the engine runs. */
+static const char *const S_MODELS[] = {
+    "mixtral-A", "qwen2_moe-A", "qwen3_moe-A", "olmoe-A", "hunyuan_v1_moe-A",
+};
 
 static int s_setup(void **state)
 {
     (void)state;
     char dir[512];
-    snprintf(dir, sizeof dir, "%s/mixtral-A", testutil_env("MOE_FIXTURES", "../shared/fixtures"));
+    snprintf(dir, sizeof dir, "%s/%s", testutil_env("MOE_FIXTURES", "../shared/fixtures"),
+             s_model);
     err_t err = {0};
     weights_select_t all = {.dense = true, .hosts = weights_hosts_all};
     s_weights = weights_load(dir, &all, &err);
@@ -155,7 +164,8 @@ static void test_needs_every_expert_without_callback(void **state)
 {
     (void)state;
     char dir[512];
-    snprintf(dir, sizeof dir, "%s/mixtral-A", testutil_env("MOE_FIXTURES", "../shared/fixtures"));
+    snprintf(dir, sizeof dir, "%s/%s", testutil_env("MOE_FIXTURES", "../shared/fixtures"),
+             s_model);
     err_t err = {0};
     weights_select_t some = {.dense = true, .hosts = s_hosts_even};
     weights_t *w = weights_load(dir, &some, &err);
@@ -272,5 +282,11 @@ int main(void)
         cmocka_unit_test(test_needs_every_expert_without_callback),
         cmocka_unit_test(test_batched_steps_equal_each_sequence_alone),
     };
-    return cmocka_run_group_tests(tests, s_setup, s_teardown);
+    int failed = 0;
+    for (size_t i = 0; i < sizeof S_MODELS / sizeof S_MODELS[0]; i++) {
+        s_model = S_MODELS[i];
+        failed += _cmocka_run_group_tests(s_model, tests, sizeof tests / sizeof tests[0],
+                                          s_setup, s_teardown);
+    }
+    return failed;
 }

@@ -1,0 +1,92 @@
+/* mlp: see mlp.h. */
+#include "engine/mlp.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <math.h>
+
+#include "core/mem.h"
+#include "kernels/ffn.h"
+#include "kernels/gemm.h"
+
+struct mlp {
+    int hidden;
+    int max_width;
+    int max_rows;
+    float *gate;   /* (max_rows, max_width) */
+    float *up;     /* (max_rows, max_width) */
+    float *y;      /* (max_rows, hidden) */
+    float *g;      /* (max_rows) the per-row gate logits */
+};
+
+mlp_t *mlp_new(int hidden, int max_width, int max_rows, err_t *err)
+{
+    if (hidden < 1 || max_width < 1 || max_rows < 1) {
+        err_set(err, EINVAL, "mlp sizes must be positive");
+        return NULL;
+    }
+    mlp_t *self = mem_calloc(1, sizeof *self);
+    if (!self)
+        goto oom;
+    self->hidden = hidden;
+    self->max_width = max_width;
+    self->max_rows = max_rows;
+    const size_t rows = (size_t)max_rows;
+    self->gate = mem_alloc_aligned(rows * max_width * sizeof(float));
+    self->up = mem_alloc_aligned(rows * max_width * sizeof(float));
+    self->y = mem_alloc_aligned(rows * hidden * sizeof(float));
+    self->g = mem_alloc_aligned(rows * sizeof(float));
+    if (!self->gate || !self->up || !self->y || !self->g)
+        goto oom;
+    return self;
+
+oom:
+    mlp_destroy(&self);
+    err_set(err, ENOMEM, "out of memory for the shared/dense FFN scratch (%d rows)",
+            max_rows);
+    return NULL;
+}
+
+void mlp_destroy(mlp_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    mlp_t *self = *self_p;
+    int saved = errno;
+    mem_free(self->gate);
+    mem_free(self->up);
+    mem_free(self->y);
+    mem_free(self->g);
+    mem_free(self);
+    *self_p = NULL;
+    errno = saved;
+}
+
+void mlp_add(mlp_t *self, const expert_weights_t *w, int width, const float *gate_w,
+             const float *u, int n_rows, float *out)
+{
+    assert(self && w && w->gate && w->up && w->down);
+    assert(width >= 1 && width <= self->max_width);
+    assert(n_rows >= 0 && n_rows <= self->max_rows);
+    const int hidden = self->hidden;
+    if (n_rows == 0)
+        return;
+    gemm_linear(self->gate, u, w->gate, n_rows, width, hidden);
+    gemm_linear(self->up, u, w->up, n_rows, width, hidden);
+    ffn_swiglu(self->gate, self->gate, self->up, (size_t)n_rows * width);
+    gemm_linear(self->y, self->gate, w->down, n_rows, hidden, width);
+    if (gate_w)
+        gemm_linear(self->g, u, gate_w, n_rows, 1, hidden);
+    for (int r = 0; r < n_rows; r++) {
+        /* sigmoid as torch: 1 / (1 + exp(-x)) in float32 */
+        const float s = gate_w ? 1.0f / (1.0f + expf(-self->g[r])) : 1.0f;
+        float *dst = out + (size_t)r * hidden;
+        const float *src = self->y + (size_t)r * hidden;
+        if (gate_w)
+            for (int j = 0; j < hidden; j++)
+                dst[j] += s * src[j];
+        else
+            for (int j = 0; j < hidden; j++)
+                dst[j] += src[j];
+    }
+}

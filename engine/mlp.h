@@ -1,0 +1,32 @@
+/* mlp: the SwiGLU FFNs that run beside the routed experts, on the caller's
+ * side (moe-run, or the coordinator in cluster mode): a shared expert
+ * (qwen2_moe shared_expert behind its sigmoid gate, hunyuan shared_mlp,
+ * deepseek shared_experts) and the FFN of a dense layer.
+ *
+ * y = down(silu(gate u) * up u), optionally scaled per row by
+ * sigmoid(gate_w . u), and ADDED into out, so that a shared expert sums onto
+ * the routed experts' output as Hugging Face does (experts + shared) before
+ * the residual. Scratch is sized once; mlp_add() never allocates.
+ */
+#ifndef MOE_ENGINE_MLP_H
+#define MOE_ENGINE_MLP_H
+
+#include "core/err.h"
+#include "engine/weights.h"
+
+typedef struct mlp mlp_t;
+
+/* Scratch for up to max_rows rows of FFNs up to max_width wide.
+ * NULL with errno/err (EINVAL, ENOMEM) on failure. Caller destroys. */
+mlp_t *mlp_new(int hidden, int max_width, int max_rows, err_t *err);
+void mlp_destroy(mlp_t **self_p);
+
+/* out[r] += g_r * ffn(u[r]) for r < n_rows, g_r = sigmoid(gate_w . u[r]) when
+ * gate_w is given, else 1.
+ *   w: the FFN, width columns (<= max_width); gate_w: (hidden) or NULL;
+ *   u: (n_rows, hidden); out: (n_rows, hidden), must not overlap u.
+ * n_rows <= max_rows (asserted: sizes are the caller's own). */
+void mlp_add(mlp_t *self, const expert_weights_t *w, int width, const float *gate_w,
+             const float *u, int n_rows, float *out);
+
+#endif /* MOE_ENGINE_MLP_H */
