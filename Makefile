@@ -121,12 +121,12 @@ all: $(PROGRAMS)
 TESTS_CORE    := test_idlist test_arg
 TESTS_KERNELS := test_gemm test_rmsnorm test_rope test_softmax test_ffn test_attention \
                  test_mla
-TESTS_MODEL   := test_config test_safetensors test_synth test_mxfp4
+TESTS_MODEL   := test_config test_safetensors test_mxfp4
 # Model tests that also run kernels (the gpt-oss expert re-layout end to end).
 TESTS_MODEL_K := test_expert_layout
 TESTS_ENGINE  := test_router test_experts test_kvcache test_forward test_fixtures \
                  test_mlp test_qknorm \
-                 test_moe_run test_sampler
+                 test_moe_run test_sampler test_synth
 TESTS_NET     := test_wire test_placement test_expert_node test_client test_cluster \
                  test_serving test_multihost test_mpi
 TESTS_TOKENIZER := test_tokenizer test_trainer

@@ -8,6 +8,15 @@
  * another seed different ones; the distributions of synth.h; and a one-token
  * forward pass of the tiny model whose logits are finite and not degenerate,
  * with decisive routing.
+ *
+ * Every other family (qwen2_moe, qwen3_moe, olmoe, hunyuan_v1_moe,
+ * deepseek_v2, deepseek_v3, gpt_oss), at its tiny preset: config.json reads
+ * back (config_parse_all) as the preset in every config_t field; every tensor
+ * arch_tensor() names for the config is there with its shape and dtype, and
+ * nothing else; same seed, same bytes; weights_load and moe-run run it when
+ * the engine supports the family (else both refuse it by name); the medium
+ * presets hold about the Mixtral medium's bytes (a table is printed); the
+ * new distributions (biases, sinks, correction bias) are as synth.h says.
  */
 #include <errno.h>
 #include <math.h>
@@ -26,6 +35,8 @@
 #include <jansson.h>
 
 #include "core/mem.h"
+#include "engine/weights.h"
+#include "model/arch.h"
 #include "model/config.h"
 #include "model/safetensors.h"
 #include "model/safetensors_private.h"
@@ -277,7 +288,10 @@ static void test_presets(void **state)
     assert_int_equal(synth_preset(&c, NULL, NULL, NULL), -1);
     assert_string_equal(synth_preset_names("mixtral"), "tiny, small, medium");
     assert_null(synth_preset_names("llama"));
-    assert_string_equal(synth_arch_names(), "mixtral");
+    assert_string_equal(synth_arch_names(),
+                        "mixtral, qwen2_moe, qwen3_moe, olmoe, hunyuan_v1_moe, "
+                        "deepseek_v2, deepseek_v3, gpt_oss");
+    assert_string_equal(synth_preset_names("gpt_oss"), "tiny, small, medium");
 }
 
 static void test_tiny_each_dtype(void **state)
@@ -906,6 +920,561 @@ static void test_mkmodel_tool(void **state)
     free(dir);
 }
 
+/* ---- every family --------------------------------------------------------- */
+
+static const char *const s_families[] = {
+    "mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "hunyuan_v1_moe",
+    "deepseek_v2", "deepseek_v3", "gpt_oss",
+};
+enum { S_N_FAMILIES = sizeof s_families / sizeof s_families[0] };
+
+static config_t s_preset(const char *arch, const char *preset)
+{
+    config_t cfg;
+    err_t err = {0};
+    if (synth_preset(&cfg, arch, preset, &err))
+        fail_msg("synth_preset(%s, %s): %s", arch, preset, err.msg);
+    return cfg;
+}
+
+/* Every field of config_t, as config_parse_all() fills it. */
+static void s_expect_config_all(const config_t *got, const config_t *want)
+{
+    s_expect_config(got, want);
+#define SAME_INT(f)                                                           \
+    do {                                                                      \
+        if ((long long)got->f != (long long)want->f)                          \
+            fail_msg("%s: %s = %lld, the preset has %lld", want->model_type,  \
+                     #f, (long long)got->f, (long long)want->f);              \
+    } while (0)
+#define SAME_REAL(f)                                                          \
+    do {                                                                      \
+        if (got->f != want->f)                                                \
+            fail_msg("%s: %s = %g, the preset has %g", want->model_type, #f,  \
+                     (double)got->f, (double)want->f);                        \
+    } while (0)
+    SAME_INT(dense_intermediate_size);
+    SAME_REAL(rope_factor);
+    SAME_INT(rope_orig_max_pos);
+    SAME_REAL(rope_beta_fast);
+    SAME_REAL(rope_beta_slow);
+    SAME_REAL(rope_mscale);
+    SAME_REAL(rope_mscale_all_dim);
+    SAME_REAL(rope_attention_factor);
+    SAME_INT(rope_truncate);
+    SAME_INT(rope_interleave);
+    SAME_INT(qkv_bias);
+    SAME_INT(o_bias);
+    SAME_INT(qk_norm);
+    SAME_INT(attn_sinks);
+    SAME_INT(q_lora_rank);
+    SAME_INT(kv_lora_rank);
+    SAME_INT(qk_nope_head_dim);
+    SAME_INT(qk_rope_head_dim);
+    SAME_INT(v_head_dim);
+    SAME_INT(scoring);
+    SAME_INT(topk_method);
+    SAME_INT(norm_topk_prob);
+    SAME_INT(n_group);
+    SAME_INT(topk_group);
+    SAME_REAL(routed_scaling_factor);
+    SAME_INT(router_bias);
+    SAME_INT(expert_act);
+    SAME_REAL(swiglu_limit);
+    SAME_INT(shared);
+    SAME_INT(shared_intermediate_size);
+    SAME_INT(n_shared_experts);
+    SAME_INT(first_k_dense);
+    for (int l = 0; l < want->n_layers; l++)
+        SAME_INT(layer_flags[l]);
+#undef SAME_INT
+#undef SAME_REAL
+}
+
+/* Whether the model of c has weight w in layer l: the rules of weights.h,
+ * spelled out here independently of synth.c. */
+static bool s_has_weight(const config_t *c, arch_weight_t w, int l)
+{
+    const bool moe = config_layer_is_moe(c, l);
+    const bool mla = c->kv_lora_rank > 0;
+    if (w >= ARCH_W_EXPERT_GATE) /* every expert weight, biases included */
+        return moe;
+    switch (w) {
+    case ARCH_W_EMBED: case ARCH_W_FINAL_NORM: case ARCH_W_ATTN_NORM:
+    case ARCH_W_FFN_NORM: case ARCH_W_O:
+        return true;
+    case ARCH_W_LM_HEAD: return !c->tie_word_embeddings;
+    case ARCH_W_Q: return !mla || c->q_lora_rank == 0;
+    case ARCH_W_K: case ARCH_W_V: return !mla;
+    case ARCH_W_Q_A: case ARCH_W_Q_A_NORM: case ARCH_W_Q_B:
+        return mla && c->q_lora_rank > 0;
+    case ARCH_W_KV_A: case ARCH_W_KV_A_NORM: case ARCH_W_KV_B: return mla;
+    case ARCH_W_Q_BIAS: case ARCH_W_K_BIAS: case ARCH_W_V_BIAS:
+        return c->qkv_bias;
+    case ARCH_W_O_BIAS: return c->o_bias;
+    case ARCH_W_Q_NORM: case ARCH_W_K_NORM:
+        return c->qk_norm != CONFIG_QK_NORM_NONE;
+    case ARCH_W_SINKS: return c->attn_sinks;
+    case ARCH_W_ROUTER: return moe;
+    case ARCH_W_ROUTER_BIAS: return moe && c->router_bias;
+    case ARCH_W_SCORE_BIAS: return moe && c->topk_method == CONFIG_TOPK_NOAUX_TC;
+    case ARCH_W_SHARED_GATE: case ARCH_W_SHARED_UP: case ARCH_W_SHARED_DOWN:
+        return moe && c->shared != CONFIG_SHARED_NONE;
+    case ARCH_W_SHARED_EXPERT_GATE: return moe && c->shared == CONFIG_SHARED_GATED;
+    case ARCH_W_DENSE_GATE: case ARCH_W_DENSE_UP: case ARCH_W_DENSE_DOWN:
+        return !moe;
+    default:
+        return false;
+    }
+}
+
+/* Checks one tensor arch names: present with the shape and dtype arch gives
+ * (a stacked expert tensor: [E, ...]), or absent. Returns 1 when it is a
+ * tensor to count (the first expert of a stacked tensor, or any other). */
+static int s_check_role(safetensors_t *st, const config_t *c, arch_weight_t w,
+                        int l, int e, st_dtype_t dtype)
+{
+    arch_tensor_t t;
+    err_t err = {0};
+    if (arch_tensor(c, w, l, e, &t, &err))
+        fail_msg("%s: arch_tensor(%s, layer %d, expert %d): %s",
+                 c->model_type, arch_weight_name(w), l, e, err.msg);
+    const st_tensor_t *got = safetensors_find(st, t.name, NULL);
+    if (!s_has_weight(c, w, l)) {
+        if (got)
+            fail_msg("%s: %s is in the checkpoint, the config has no %s",
+                     c->model_type, t.name, arch_weight_name(w));
+        return 0;
+    }
+    if (!got)
+        fail_msg("%s: %s (%s, layer %d, expert %d) is missing", c->model_type,
+                 t.name, arch_weight_name(w), l, e);
+    int64_t shape[ARCH_MAX_DIMS + 1];
+    int ndim = t.ndim;
+    memcpy(shape, t.shape, sizeof t.shape);
+    if (t.slice >= 0) {
+        shape[0] = c->n_experts;
+        memcpy(shape + 1, t.shape, (size_t)t.ndim * sizeof *t.shape);
+        ndim++;
+    }
+    assert_int_equal(got->dtype, dtype);
+    if (got->ndim != ndim)
+        fail_msg("%s: %s has %d dims, arch says %d", c->model_type, t.name,
+                 got->ndim, ndim);
+    size_t count = 1;
+    for (int d = 0; d < ndim; d++) {
+        if (got->shape[d] != shape[d])
+            fail_msg("%s: %s dim %d is %lld, arch says %lld", c->model_type,
+                     t.name, d, (long long)got->shape[d], (long long)shape[d]);
+        count *= (size_t)shape[d];
+    }
+    assert_int_equal(got->nbytes, count * st_dtype_size(dtype));
+    return t.slice <= 0;
+}
+
+/* Every tensor arch_tensor() names for c is there, with its shape and dtype,
+ * those the config has not are not, and nothing else is (but gpt_oss's
+ * experts.down_proj_bias, which arch has no role for). */
+static void s_check_arch_layout(const char *dir, const config_t *c,
+                                st_dtype_t dtype)
+{
+    safetensors_t *st = s_open(dir);
+    size_t n = 0;
+    for (int w = 0; w < ARCH_W_COUNT; w++) {
+        if (!arch_has(c, (arch_weight_t)w))
+            continue;
+        const bool per_layer = w >= ARCH_W_ATTN_NORM;
+        const bool per_expert = w >= ARCH_W_EXPERT_GATE;
+        for (int l = 0; l < (per_layer ? c->n_layers : 1); l++)
+            for (int e = 0; e < (per_expert ? c->n_experts : 1); e++)
+                n += (size_t)s_check_role(st, c, (arch_weight_t)w, l, e,
+                                          dtype);
+    }
+    if (c->expert_act == CONFIG_EXPERT_SWIGLU_OAI)
+        for (int l = 0; l < c->n_layers; l++) {
+            char name[96];
+            snprintf(name, sizeof name,
+                     "model.layers.%d.mlp.experts.down_proj_bias", l);
+            const st_tensor_t *t = safetensors_find(st, name, NULL);
+            if (!t)
+                fail_msg("gpt_oss: %s is missing", name);
+            assert_int_equal(t->ndim, 2);
+            assert_int_equal(t->shape[0], c->n_experts);
+            assert_int_equal(t->shape[1], c->hidden_size);
+            /* counted above if arch has learnt its name */
+            bool named = false;
+            for (int w = ARCH_W_EXPERT_GATE; w < ARCH_W_COUNT; w++) {
+                arch_tensor_t at;
+                named |= arch_has(c, (arch_weight_t)w) &&
+                         arch_tensor(c, (arch_weight_t)w, l, 0, &at, NULL) == 0 &&
+                         strcmp(at.name, name) == 0;
+            }
+            n += !named;
+        }
+    if (safetensors_count(st) != n)
+        fail_msg("%s: the checkpoint has %zu tensors, arch names %zu",
+                 c->model_type, safetensors_count(st), n);
+    safetensors_destroy(&st);
+}
+
+static config_t s_parse_written(const char *dir)
+{
+    char *path = s_join(dir, "config.json");
+    size_t len = 0;
+    char *text = testutil_read_file(path, &len);
+    assert_non_null(text);
+    config_t got;
+    err_t err = {0};
+    if (config_parse_all(&got, text, len, path, &err))
+        fail_msg("config_parse_all(%s): %s", path, err.msg);
+    free(text);
+    free(path);
+    return got;
+}
+
+/* The tiny preset of each family: config.json reads back as the preset in
+ * every field, and the checkpoint holds what arch names for it. */
+static void test_family_layouts(void **state)
+{
+    for (int f = 0; f < S_N_FAMILIES; f++) {
+        config_t cfg = s_preset(s_families[f], "tiny");
+        synth_stats_t stats, plan;
+        char name[64];
+        snprintf(name, sizeof name, "layout-%s", s_families[f]);
+        char *dir = s_write(state, name, &cfg, 2, ST_F32, 0, &stats);
+        synth_opts_t opts = {.seed = 2};
+        assert_int_equal(synth_plan(&cfg, &opts, &plan, NULL), 0);
+        assert_int_equal(plan.n_tensors, stats.n_tensors);
+        assert_int_equal(plan.data_bytes, stats.data_bytes);
+        config_t got = s_parse_written(dir);
+        s_expect_config_all(&got, &cfg);
+        s_check_arch_layout(dir, &cfg, ST_F32);
+        free(dir);
+    }
+    /* a bf16 sharded gpt_oss too: stacked experts shard as whole tensors */
+    config_t cfg = s_preset("gpt_oss", "tiny");
+    synth_stats_t stats;
+    char *dir = s_write(state, "gpt_oss-bf16", &cfg, 2, ST_BF16, 100000,
+                        &stats);
+    assert_true(stats.n_files > 1);
+    s_check_arch_layout(dir, &cfg, ST_BF16);
+    free(dir);
+}
+
+/* Every preset of every family plans; the medium ones hold about the
+ * Mixtral medium's bytes (within 25%). Prints the medium sizes. */
+static void test_family_sizes(void **state)
+{
+    (void)state;
+    synth_opts_t opts = {.seed = 1};
+    synth_stats_t mixtral;
+    config_t m = s_preset("mixtral", "medium");
+    assert_int_equal(synth_plan(&m, &opts, &mixtral, NULL), 0);
+    print_message("%-15s %6s %6s %7s %5s %9s %8s %10s\n", "medium", "hidden",
+                  "layers", "experts", "top-k", "exp.inter", "tensors",
+                  "f32 bytes");
+    static const char *const presets[] = {"tiny", "small", "medium"};
+    for (int f = 0; f < S_N_FAMILIES; f++)
+        for (int p = 0; p < 3; p++) {
+            config_t c = s_preset(s_families[f], presets[p]);
+            synth_stats_t st;
+            err_t err = {0};
+            if (synth_plan(&c, &opts, &st, &err))
+                fail_msg("%s %s: %s", s_families[f], presets[p], err.msg);
+            if (p != 2)
+                continue;
+            double ratio = (double)st.data_bytes / (double)mixtral.data_bytes;
+            print_message("%-15s %6d %6d %7d %5d %9d %8zu %10.3g (x%.2f)\n",
+                          s_families[f], c.hidden_size, c.n_layers,
+                          c.n_experts, c.n_experts_per_tok,
+                          c.intermediate_size, st.n_tensors,
+                          (double)st.data_bytes, ratio);
+            if (ratio < 0.75 || ratio > 1.25)
+                fail_msg("%s medium: %llu bytes, %.2f times mixtral's",
+                         s_families[f], (unsigned long long)st.data_bytes,
+                         ratio);
+        }
+}
+
+/* Same seed, same bytes; another seed, other weights, for every family. */
+static void test_family_determinism(void **state)
+{
+    for (int f = 0; f < S_N_FAMILIES; f++) {
+        config_t cfg = s_preset(s_families[f], "tiny");
+        char n1[64], n2[64], n3[64];
+        snprintf(n1, sizeof n1, "det1-%s", s_families[f]);
+        snprintf(n2, sizeof n2, "det2-%s", s_families[f]);
+        snprintf(n3, sizeof n3, "det3-%s", s_families[f]);
+        char *a = s_write(state, n1, &cfg, 9, ST_F32, 0, NULL);
+        char *b = s_write(state, n2, &cfg, 9, ST_F32, 0, NULL);
+        char *c = s_write(state, n3, &cfg, 10, ST_F32, 0, NULL);
+        assert_true(s_files_equal(a, b, "model.safetensors"));
+        assert_true(s_files_equal(a, b, "config.json"));
+        assert_true(s_files_equal(a, b, "generation_config.json"));
+        assert_false(s_files_equal(a, c, "model.safetensors"));
+        assert_true(s_files_equal(a, c, "config.json"));
+        free(a);
+        free(b);
+        free(c);
+    }
+}
+
+/* Runs moe-run on dir; returns its exit status, the last stdout line in
+ * *tokens and stderr in *errtext (malloc'd). */
+static int s_moe_run(const char *dir, const char *logits, char **tokens,
+                     char **errtext)
+{
+    const char *bin = testutil_env("MOE_BIN", "build/bin");
+    char cmd[4096], errpath[1100];
+    snprintf(errpath, sizeof errpath, "%s.stderr", logits);
+    snprintf(cmd, sizeof cmd, "'%s/moe-run' --model '%s' --prompt-ids "
+             "1,60,61,62,300,301,40,41,42,43,44,45,46,47 --max-tokens 12 "
+             "--ignore-eos --threads 1 --dump-logits '%s' 2>'%s'", bin, dir,
+             logits, errpath);
+    char *out = NULL;
+    int status = testutil_run(cmd, &out);
+    *errtext = testutil_read_file(errpath, NULL);
+    *tokens = out;
+    if (out) {
+        size_t n = strlen(out);
+        while (n && out[n - 1] == '\n')
+            out[--n] = '\0';
+        char *nl = strrchr(out, '\n');
+        if (nl)
+            memmove(out, nl + 1, strlen(nl + 1) + 1);
+    }
+    return status;
+}
+
+/* The tiny model of each family the engine runs loads with weights_load and
+ * runs in moe-run (12 greedy tokens in the vocabulary, finite logits, not
+ * all equal); one it does not run yet is refused with a message naming the
+ * architecture. */
+static void test_family_runs(void **state)
+{
+    const char *bin = testutil_env("MOE_BIN", "build/bin");
+    char tool[1024];
+    snprintf(tool, sizeof tool, "%s/moe-run", bin);
+    const bool have_run = access(tool, X_OK) == 0;
+    if (!have_run)
+        print_message("moe-run not built: weights_load only\n");
+    for (int f = 0; f < S_N_FAMILIES; f++) {
+        config_t cfg = s_preset(s_families[f], "tiny");
+        /* a folder name without the family's, which messages must name */
+        char name[64];
+        snprintf(name, sizeof name, "run-%d", f);
+        char *dir = s_write(state, name, &cfg, 4, ST_F32, 0, NULL);
+        weights_select_t all = {.dense = true, .hosts = weights_hosts_all};
+        err_t err = {0};
+        errno = 0;
+        weights_t *w = weights_load(dir, &all, &err);
+        const bool runs = config_arch_supported(cfg.arch);
+        if (!runs) {
+            /* not yet: the refusal names the architecture */
+            print_message("%s: not run yet: %s\n", s_families[f], err.msg);
+            assert_null(w);
+            assert_true(errno == ENOTSUP || errno == EINVAL);
+            assert_non_null(strstr(err.msg, s_families[f]));
+        } else {
+            if (!w)
+                fail_msg("%s: weights_load: %s", s_families[f], err.msg);
+            assert_int_equal(w->cfg.arch, cfg.arch);
+            for (int l = 0; l < cfg.n_layers; l++)
+                for (int e = 0; config_layer_is_moe(&cfg, l) &&
+                                e < cfg.n_experts; e++)
+                    assert_true(weights_has_expert(w, l, e));
+            weights_destroy(&w);
+        }
+        if (have_run) {
+            char *logits = s_join(dir, "logits.f32");
+            char *tokens = NULL, *errtext = NULL;
+            int status = s_moe_run(dir, logits, &tokens, &errtext);
+            if (!runs) {
+                assert_int_not_equal(status, 0);
+                assert_non_null(errtext);
+                assert_non_null(strstr(errtext, s_families[f]));
+            } else {
+                if (status != 0)
+                    fail_msg("%s: moe-run exit %d: %s", s_families[f], status,
+                             errtext ? errtext : "");
+                int n = 0;
+                for (char *p = tokens; p && *p;) {
+                    char *end;
+                    long id = strtol(p, &end, 10);
+                    assert_true(end != p && id >= 0 && id < cfg.vocab_size);
+                    n++;
+                    p = *end == ',' ? end + 1 : end;
+                }
+                assert_int_equal(n, 12);
+                size_t bytes = 0;
+                float *x = (float *)testutil_read_file(logits, &bytes);
+                assert_non_null(x);
+                assert_int_equal(bytes, 14 * (size_t)cfg.vocab_size * 4);
+                double lo = INFINITY, hi = -INFINITY;
+                for (size_t i = 0; i < bytes / 4; i++) {
+                    if (!isfinite(x[i]))
+                        fail_msg("%s: logit %zu is %g", s_families[f], i,
+                                 (double)x[i]);
+                    lo = fmin(lo, x[i]);
+                    hi = fmax(hi, x[i]);
+                }
+                assert_true(hi - lo > 1);
+                print_message("%s: greedy %s, logits in [%.2f, %.2f]\n",
+                              s_families[f], tokens, lo, hi);
+                free(x);
+            }
+            free(tokens);
+            free(errtext);
+            free(logits);
+        }
+        free(dir);
+    }
+}
+
+/* Mean and standard deviation of n floats. */
+static void s_moments(const float *x, size_t n, double *mean, double *sd)
+{
+    double s = 0, s2 = 0;
+    for (size_t i = 0; i < n; i++) {
+        s += x[i];
+        s2 += (double)x[i] * x[i];
+    }
+    *mean = s / (double)n;
+    *sd = sqrt(fmax(0, s2 / (double)n - *mean * *mean));
+}
+
+/* The whole tensor name (of any shape), as float32. */
+static const float *s_tensor(safetensors_t *st, const char *name, size_t *n)
+{
+    err_t err = {0};
+    const st_tensor_t *t = safetensors_find(st, name, &err);
+    if (!t)
+        fail_msg("%s", err.msg);
+    const float *x = safetensors_f32(st, name, -1, t->ndim, t->shape, &err);
+    if (!x)
+        fail_msg("%s", err.msg);
+    *n = 1;
+    for (int d = 0; d < t->ndim; d++)
+        *n *= (size_t)t->shape[d];
+    return x;
+}
+
+/* The distributions the new families add (synth.h): biases N(0, 0.05),
+ * sinks N(0, 0.5), gpt_oss gate_up N(0, 3/sqrt(hidden)), deepseek_v3
+ * correction bias uniform on [0, 0.12]. */
+static void test_family_distributions(void **state)
+{
+    config_t g = s_preset("gpt_oss", "small");
+    char *dir = s_write(state, "dist-gpt_oss", &g, 5, ST_F32, 0, NULL);
+    safetensors_t *st = s_open(dir);
+    static const struct {
+        const char *fmt;
+        double std, tol;
+    } cases[] = {
+        {"model.layers.%d.self_attn.q_proj.bias", 0.05, 0.1},
+        {"model.layers.%d.self_attn.o_proj.bias", 0.05, 0.1},
+        {"model.layers.%d.mlp.router.bias", 0.05, 0.25},
+        {"model.layers.%d.mlp.experts.gate_up_proj_bias", 0.05, 0.05},
+        {"model.layers.%d.mlp.experts.down_proj_bias", 0.05, 0.05},
+        {"model.layers.%d.self_attn.sinks", 0.5, 0.3},
+        {"model.layers.%d.mlp.experts.gate_up_proj", 3.0 / 16, 0.02},
+        {"model.layers.%d.mlp.experts.down_proj", 1.0 / sqrt(128), 0.02},
+        {"model.layers.%d.mlp.router.weight", 2.0 / 16, 0.05},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        /* pooled over the layers */
+        double s = 0, s2 = 0;
+        size_t total = 0;
+        for (int l = 0; l < g.n_layers; l++) {
+            char name[128];
+            snprintf(name, sizeof name, cases[i].fmt, l);
+            size_t n;
+            const float *x = s_tensor(st, name, &n);
+            for (size_t j = 0; j < n; j++) {
+                s += x[j];
+                s2 += (double)x[j] * x[j];
+            }
+            total += n;
+        }
+        double mean = s / (double)total;
+        double sd = sqrt(s2 / (double)total - mean * mean);
+        if (fabs(mean) > 5 * cases[i].std / sqrt((double)total) + 1e-9 ||
+            fabs(sd / cases[i].std - 1) > cases[i].tol)
+            fail_msg("%s: mean %g sd %g over %zu, want 0, %g", cases[i].fmt,
+                     mean, sd, total, cases[i].std);
+    }
+    safetensors_destroy(&st);
+    free(dir);
+
+    config_t d = s_preset("deepseek_v3", "small");
+    dir = s_write(state, "dist-deepseek_v3", &d, 5, ST_F32, 0, NULL);
+    st = s_open(dir);
+    float lo = INFINITY, hi = -INFINITY;
+    double s = 0;
+    size_t total = 0;
+    for (int l = d.first_k_dense; l < d.n_layers; l++) {
+        char name[128];
+        snprintf(name, sizeof name, "model.layers.%d.mlp.gate."
+                 "e_score_correction_bias", l);
+        size_t n;
+        const float *x = s_tensor(st, name, &n);
+        for (size_t j = 0; j < n; j++) {
+            lo = fminf(lo, x[j]);
+            hi = fmaxf(hi, x[j]);
+            s += x[j];
+        }
+        total += n;
+    }
+    /* 96 draws of U[0, 0.12]: mean 0.06 with sd 0.0035 */
+    assert_true(lo >= 0 && hi <= 0.12f);
+    assert_true(lo < 0.01 && hi > 0.11);
+    assert_true(fabs(s / (double)total - 0.06) < 0.015);
+    /* MLA and norms: q_a_layernorm 1 + N(0, 0.1), kv_b N(0, 1/sqrt(64)) */
+    size_t n;
+    double mean, sd;
+    const float *x = s_tensor(st, "model.layers.2.self_attn.kv_b_proj.weight",
+                              &n);
+    s_moments(x, n, &mean, &sd);
+    assert_true(fabs(sd / (1.0 / 8) - 1) < 0.05);
+    x = s_tensor(st, "model.layers.1.self_attn.q_a_layernorm.weight", &n);
+    s_moments(x, n, &mean, &sd);
+    assert_true(fabs(mean - 1) < 0.05 && fabs(sd - 0.1) < 0.03);
+    safetensors_destroy(&st);
+    free(dir);
+}
+
+/* moe-mkmodel writes every family, with a tokenizer, byte for byte what the
+ * library writes. */
+static void test_family_tool(void **state)
+{
+    const char *bin = testutil_env("MOE_BIN", "build/bin");
+    char tool[1024];
+    snprintf(tool, sizeof tool, "%s/moe-mkmodel", bin);
+    if (access(tool, X_OK) != 0) {
+        print_message("skipping: %s not built\n", tool);
+        skip();
+    }
+    for (int f = 1; f < S_N_FAMILIES; f++) {
+        char name[64], cmd[4096];
+        snprintf(name, sizeof name, "tool-%s", s_families[f]);
+        char *dir = s_join(*state, name);
+        snprintf(cmd, sizeof cmd, "%s --arch %s --preset tiny --seed 6 --out "
+                 "'%s' 2>&1", tool, s_families[f], dir);
+        char *out = NULL;
+        if (testutil_run(cmd, &out) != 0)
+            fail_msg("%s: %s", cmd, out ? out : "");
+        free(out);
+        assert_true(s_exists(dir, "tokenizer.json"));
+        config_t cfg = s_preset(s_families[f], "tiny");
+        snprintf(name, sizeof name, "lib-%s", s_families[f]);
+        char *lib = s_write(state, name, &cfg, 6, ST_F32, 0, NULL);
+        s_expect_same_files(dir, lib, 1);
+        assert_true(s_files_equal(dir, lib, "generation_config.json"));
+        free(lib);
+        free(dir);
+    }
+}
+
 int main(void)
 {
 #define T(f) cmocka_unit_test_setup_teardown(f, s_setup, s_teardown)
@@ -920,6 +1489,12 @@ int main(void)
         T(test_tied_embeddings),
         T(test_write_oom),
         T(test_mkmodel_tool),
+        T(test_family_layouts),
+        T(test_family_sizes),
+        T(test_family_determinism),
+        T(test_family_runs),
+        T(test_family_distributions),
+        T(test_family_tool),
     };
 #undef T
     return cmocka_run_group_tests(tests, NULL, NULL);

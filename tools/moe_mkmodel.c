@@ -3,8 +3,12 @@
  * (tokenizer/trainer.h) that covers exactly the model's vocab_size ids; its
  * <|startoftext|> and <|endoftext|> are the config's BOS and EOS ids.
  *
- *   moe-mkmodel --arch mixtral --preset tiny|small|medium --seed S --out DIR
+ *   moe-mkmodel --arch NAME --preset tiny|small|medium --seed S --out DIR
  *               [--dtype f32|f16|bf16] [--shard-bytes N]
+ *
+ * NAME is any architecture synth writes (synth_arch_names(): mixtral,
+ * qwen2_moe, qwen3_moe, olmoe, hunyuan_v1_moe, deepseek_v2, deepseek_v3,
+ * gpt_oss); every one has the three presets (synth.h).
  *
  * Exit status: 0 on success, 2 for a usage error (bad option, unknown
  * architecture or preset), 1 when writing fails.
@@ -35,7 +39,8 @@ static void s_usage(FILE *out, const char *prog)
         "English text (tokenizer.json, tokenizer_config.json) in the Hugging\n"
         "Face layout to DIR, creating DIR if needed.\n"
         "\n"
-        "  --arch NAME         architecture: %s (default mixtral)\n"
+        "  --arch NAME         architecture (default mixtral):\n"
+        "                      %s\n"
         "  --preset NAME       model size: %s\n"
         "  --seed S            weights seed, an unsigned integer (default 0);\n"
         "                      the same seed gives the same weights\n"
