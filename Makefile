@@ -38,7 +38,7 @@ MODEL_SRC   := model/config.c model/safetensors.c model/st_writer.c \
                model/genconfig.c model/expert_layout.c model/mxfp4.c
 ENGINE_SRC  := engine/weights.c engine/kvcache.c engine/router.c \
                engine/experts.c engine/forward.c engine/sampler.c \
-               engine/mlp.c engine/qknorm.c
+               engine/mlp.c engine/qknorm.c engine/fused.c
 
 # The wire: generated protobuf-c code plus proto/wire.c, the only caller of it.
 PROTOS      := proto/dataplane.proto proto/client.proto

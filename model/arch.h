@@ -56,6 +56,7 @@ typedef enum arch_weight {
     ARCH_W_EXPERT_GATE,  /* (intermediate, hidden) */
     ARCH_W_EXPERT_UP,    /* (intermediate, hidden) */
     ARCH_W_EXPERT_DOWN,  /* (hidden, intermediate) */
+    ARCH_W_EXPERT_DOWN_BIAS, /* (hidden) gpt_oss: a slice of down_proj_bias */
     ARCH_W_COUNT
 } arch_weight_t;
 
