@@ -124,7 +124,7 @@ TESTS_KERNELS := test_gemm test_rmsnorm test_rope test_softmax test_ffn test_att
 TESTS_MODEL   := test_config test_safetensors test_synth test_mxfp4
 # Model tests that also run kernels (the gpt-oss expert re-layout end to end).
 TESTS_MODEL_K := test_expert_layout
-TESTS_ENGINE  := test_router test_experts test_kvcache test_forward test_fixtures \
+TESTS_ENGINE  := test_router test_experts test_kvcache test_forward test_fixtures test_fused \
                  test_mlp test_qknorm \
                  test_moe_run test_sampler
 TESTS_NET     := test_wire test_placement test_expert_node test_client test_cluster \
