@@ -572,6 +572,7 @@ client_status_t *client_status(client_t *self, err_t *err)
             .seconds_forward = rep.timing.seconds_forward,
             .seconds_dispatch = rep.timing.seconds_dispatch,
             .seconds_node_compute = rep.timing.seconds_node_compute,
+            .seconds_overlap = rep.timing.seconds_overlap,
         },
         .sequences_running = rep.sequences_running, .requests_queued = rep.requests_queued,
         .kv_bytes = rep.kv_bytes,

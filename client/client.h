@@ -206,6 +206,8 @@ typedef struct client_timing {
     double seconds_forward;      /* inside the forward pass */
     double seconds_dispatch;     /* first send to last reply, per batch */
     double seconds_node_compute; /* per batch, the slowest node's compute */
+    double seconds_overlap;      /* of seconds_dispatch, the coordinator's own FFN
+                                    work (shared experts) done meanwhile */
 } client_timing_t;
 
 typedef struct client_status {

@@ -503,14 +503,15 @@ static json_t *s_status_json(const client_status_t *st)
         }
     }
     const client_timing_t *t = &st->timing;
-    json_t *timing = json_pack("{s:o, s:o, s:o, s:o, s:f, s:f, s:f}",
+    json_t *timing = json_pack("{s:o, s:o, s:o, s:o, s:f, s:f, s:f, s:f}",
                                "tokens", s_json_u64(t->tokens),
                                "dispatch_calls", s_json_u64(t->dispatch_calls),
                                "bytes_sent", s_json_u64(t->bytes_sent),
                                "bytes_received", s_json_u64(t->bytes_received),
                                "seconds_forward", t->seconds_forward,
                                "seconds_dispatch", t->seconds_dispatch,
-                               "seconds_node_compute", t->seconds_node_compute);
+                               "seconds_node_compute", t->seconds_node_compute,
+                               "seconds_overlap", t->seconds_overlap);
     /* "o" steals nodes, tokens and timing, also when packing fails. */
     return json_pack("{s:s, s:i, s:i, s:o, s:o, s:o, s:o, s:i, s:i, s:o}", "model", st->model,
                      "n_layers", st->n_layers, "n_experts", st->n_experts,
@@ -570,17 +571,23 @@ static void s_print_ms(bool known, double ms)
         printf("  %11s", "-");
 }
 
-/* Where the coordinator's time went: its own compute, the network and
+/* Where the coordinator's time went: its own compute (part of it, the shared
+ * experts, while the routed experts were away), the network and
  * serialisation, and the expert nodes' compute. */
 static void s_print_timing(const client_timing_t *t)
 {
     if (t->tokens == 0)
         return;
-    const double coord = t->seconds_forward - t->seconds_dispatch;
-    const double network = t->seconds_dispatch - t->seconds_node_compute;
+    const double coord = t->seconds_forward - t->seconds_dispatch + t->seconds_overlap;
+    const double waiting = t->seconds_dispatch - t->seconds_overlap;
+    const double network = waiting > t->seconds_node_compute ? waiting - t->seconds_node_compute
+                                                             : 0;
     printf("\ntime split over %" PRIu64 " token rows, %" PRIu64 " expert batches:\n",
            t->tokens, t->dispatch_calls);
     printf("  coordinator compute  %9.3f s\n", coord);
+    if (t->seconds_overlap > 0)
+        printf("    while experts away %9.3f s (shared experts, overlapped)\n",
+               t->seconds_overlap);
     printf("  network + wire       %9.3f s\n", network);
     printf("  expert compute       %9.3f s (slowest node per batch)\n",
            t->seconds_node_compute);

@@ -33,6 +33,15 @@ struct dispatch {
     wire_inbox_t *inbox;
     zmq_pollitem_t *items;     /* (2 * n_peers): data socket, link monitor */
     dispatch_stats_t stats;
+    struct {                   /* the started call dispatch_finish completes */
+        bool active;
+        int layer;
+        uint64_t request_id;
+        double t_start;
+        const moe_assign_t *assign; /* the caller's, alive until finish */
+        int n_assign;
+        int n_rows;
+    } call;
 };
 
 dispatch_t *dispatch_new(peer_t **peers, int n_peers, const config_t *cfg,
@@ -286,30 +295,58 @@ static int s_gather(dispatch_t *self, int layer, uint64_t request_id, double t_s
     return 0;
 }
 
-int dispatch_moe(void *ctx, int layer, const float *u, int n_rows,
-                 const moe_assign_t *assign, int n_assign, float *out, err_t *err)
+int dispatch_start(void *ctx, int layer, const float *u, int n_rows,
+                   const moe_assign_t *assign, int n_assign, float *out, err_t *err)
 {
     dispatch_t *self = ctx;
+    (void)out; /* written by dispatch_finish */
+    if (self->call.active)
+        return err_set(err, EINVAL, "layer %d started before layer %d finished", layer,
+                       self->call.layer);
     if (n_rows > self->max_rows || n_assign > self->max_assign)
         return err_set(err, E2BIG, "batch of %d rows exceeds the dispatch limit of %d",
                        n_rows, self->max_rows);
-    const double t_start = timer_now();
-    const uint64_t request_id = ++self->next_request_id;
-    memset(out, 0, (size_t)n_rows * self->hidden * sizeof(float));
+    self->call.t_start = timer_now();
+    self->call.request_id = ++self->next_request_id;
+    self->call.layer = layer;
+    self->call.assign = assign;
+    self->call.n_assign = n_assign;
+    self->call.n_rows = n_rows;
     dispatch_check_links(self);
-    int rc = s_split(self, layer, u, assign, n_assign, err);
-    if (rc == 0)
-        rc = s_send_all(self, layer, request_id, err);
-    if (rc == 0)
-        rc = s_gather(self, layer, request_id, t_start, out, err);
+    if (s_split(self, layer, u, assign, n_assign, err) < 0 ||
+        s_send_all(self, layer, self->call.request_id, err) < 0) {
+        s_reset(self);
+        return -1;
+    }
+    self->call.active = true;
+    return 0;
+}
+
+int dispatch_finish(void *ctx, int layer, float *out, err_t *err)
+{
+    dispatch_t *self = ctx;
+    if (!self->call.active || self->call.layer != layer)
+        return err_set(err, EINVAL, "layer %d was not started", layer);
+    self->call.active = false;
+    memset(out, 0, (size_t)self->call.n_rows * self->hidden * sizeof(float));
+    int rc = s_gather(self, layer, self->call.request_id, self->call.t_start, out, err);
     s_reset(self);
     if (rc == 0) {
-        for (int i = 0; i < n_assign; i++)
-            self->expert_tokens[(size_t)layer * self->n_experts + assign[i].expert]++;
+        for (int i = 0; i < self->call.n_assign; i++)
+            self->expert_tokens[(size_t)layer * self->n_experts +
+                                self->call.assign[i].expert]++;
         self->stats.calls++;
-        self->stats.seconds_total += timer_now() - t_start;
+        self->stats.seconds_total += timer_now() - self->call.t_start;
     }
     return rc;
+}
+
+int dispatch_moe(void *ctx, int layer, const float *u, int n_rows,
+                 const moe_assign_t *assign, int n_assign, float *out, err_t *err)
+{
+    if (dispatch_start(ctx, layer, u, n_rows, assign, n_assign, out, err) < 0)
+        return -1;
+    return dispatch_finish(ctx, layer, out, err);
 }
 
 const uint64_t *dispatch_expert_tokens(const dispatch_t *self)

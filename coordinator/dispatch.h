@@ -47,9 +47,17 @@ dispatch_t *dispatch_new(peer_t **peers, int n_peers, const config_t *cfg,
                          int reply_timeout_ms, err_t *err);
 void dispatch_destroy(dispatch_t **self_p);
 
-/* forward_moe_fn: ctx is the dispatch_t. */
+/* forward_moe_fn: ctx is the dispatch_t. Sends and waits. */
 int dispatch_moe(void *ctx, int layer, const float *u, int n_rows,
                  const moe_assign_t *assign, int n_assign, float *out, err_t *err);
+
+/* The same in two halves, for forward_set_moe_finish: dispatch_start splits
+ * and sends (a forward_moe_fn; out is only remembered), dispatch_finish waits
+ * for every reply and writes out. After a failed start there is nothing to
+ * finish; a start must be followed by its finish before the next start. */
+int dispatch_start(void *ctx, int layer, const float *u, int n_rows,
+                   const moe_assign_t *assign, int n_assign, float *out, err_t *err);
+int dispatch_finish(void *ctx, int layer, float *out, err_t *err);
 
 /* Tokens routed to each expert so far: (n_layers * n_experts), borrowed. */
 const uint64_t *dispatch_expert_tokens(const dispatch_t *self);

@@ -69,10 +69,12 @@ rpc_t *rpc_new(void *zmq_ctx, const weights_t *w, dispatch_t *dispatch, peer_t *
     self->inbox = wire_inbox_new(&lim, err);
     if (!self->inbox)
         goto fail;
-    self->fw = forward_new(w, conf->prefill_rows, conf->max_context, dispatch_moe, dispatch,
+    self->fw = forward_new(w, conf->prefill_rows, conf->max_context, dispatch_start, dispatch,
                            err);
     if (!self->fw)
         goto fail;
+    /* Shared experts run while the routed ones are on the nodes. */
+    forward_set_moe_finish(self->fw, dispatch_finish);
     self->kv = kvcache_new(cfg, conf->max_context, err);
     if (!self->kv)
         goto fail;
@@ -329,6 +331,7 @@ static void s_status(rpc_t *self, const wire_peer_t *to, const wire_request_t *r
         .tokens = self->rows_forwarded, .dispatch_calls = ds->calls, .bytes_sent = ds->bytes_sent,
         .bytes_received = ds->bytes_received, .seconds_forward = self->seconds_forward,
         .seconds_dispatch = ds->seconds_total, .seconds_node_compute = ds->seconds_node_compute,
+        .seconds_overlap = forward_overlap_seconds(self->fw),
     };
     rep.sequences_running = sched_running(self->sched);
     rep.requests_queued = sched_queued(self->sched);

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "core/mem.h"
+#include "core/timer.h"
 #include "engine/experts.h"
 #include "engine/mlp.h"
 #include "engine/qknorm.h"
@@ -45,6 +46,9 @@ struct forward {
     float *expert_weights;    /* (max_rows, k) */
     moe_assign_t *assign;     /* (max_rows * k) */
     float *moe_out;           /* (max_rows, hidden) */
+    float *shared_out;        /* (max_rows, hidden) shared experts' output */
+    forward_moe_finish_fn moe_finish; /* NULL: the moe callback is synchronous */
+    double seconds_overlap;   /* shared-expert work done while experts were away */
 };
 
 static int s_local_moe(void *ctx, int layer, const float *u, int n_rows,
@@ -161,10 +165,11 @@ forward_t *forward_new(const weights_t *w, int max_rows, int max_ctx,
     self->expert_weights = mem_calloc(rows * k, sizeof(float));
     self->assign = mem_calloc(rows * k, sizeof(moe_assign_t));
     self->moe_out = mem_alloc_aligned(rows * hidden * sizeof(float));
+    self->shared_out = mem_alloc_aligned(rows * hidden * sizeof(float));
     if (!self->pos || !self->x || !self->xn || !self->q || !self->k_new || !self->v_new ||
         !self->head_in || !self->head_out || !self->attn_out ||
         !self->attn_scratch || !self->router_logits || !self->expert_ids ||
-        !self->expert_weights || !self->assign || !self->moe_out) {
+        !self->expert_weights || !self->assign || !self->moe_out || !self->shared_out) {
         err_set(err, ENOMEM, "out of memory for the forward pass (%d rows, %d positions)",
                 max_rows, max_ctx);
         goto fail;
@@ -200,9 +205,20 @@ void forward_destroy(forward_t **self_p)
     mem_free(self->expert_weights);
     mem_free(self->assign);
     mem_free(self->moe_out);
+    mem_free(self->shared_out);
     mem_free(self);
     *self_p = NULL;
     errno = saved;
+}
+
+void forward_set_moe_finish(forward_t *self, forward_moe_finish_fn finish)
+{
+    self->moe_finish = finish;
+}
+
+double forward_overlap_seconds(const forward_t *self)
+{
+    return self->seconds_overlap;
 }
 
 void forward_set_trace(forward_t *self, forward_trace_fn fn, void *ctx)
@@ -289,6 +305,38 @@ static void s_route(forward_t *self, const layer_weights_t *lw, int n)
  * experts (every sequence's rows together, through the callback) plus the
  * shared expert when the family has one, computed here. A dense layer: its
  * FFN, here. */
+/* moe_out = routed experts + shared experts for the n rows of layer l (HF
+ * adds the shared expert onto the routed sum). The shared experts run while
+ * the routed ones are away when they run elsewhere; in both modes the shared
+ * output is made in its own buffer and added last, so that single-process
+ * and cluster runs round the same way. */
+static int s_routed_and_shared(forward_t *self, int l, int n, err_t *err)
+{
+    const config_t *cfg = self->cfg;
+    const layer_weights_t *lw = &self->w->layers[l];
+    const int k = cfg->n_experts_per_tok;
+    const size_t count = (size_t)n * cfg->hidden_size;
+    const bool shared = cfg->shared != CONFIG_SHARED_NONE;
+    if (self->moe(self->moe_ctx, l, self->xn, n, self->assign, n * k, self->moe_out, err) < 0)
+        return err_wrap(err, "layer %d experts", l);
+    const double t0 = timer_now();
+    if (shared) {
+        memset(self->shared_out, 0, count * sizeof(float));
+        mlp_add(self->mlp, &lw->shared, cfg->shared_intermediate_size, lw->shared_gate,
+                self->xn, n, self->shared_out);
+    }
+    if (self->moe_finish) {
+        if (shared)
+            self->seconds_overlap += timer_now() - t0;
+        if (self->moe_finish(self->moe_ctx, l, self->moe_out, err) < 0)
+            return err_wrap(err, "layer %d experts", l);
+    }
+    if (shared)
+        for (size_t i = 0; i < count; i++)
+            self->moe_out[i] += self->shared_out[i];
+    return 0;
+}
+
 static int s_ffn_block(forward_t *self, int l, int n, int pos0, err_t *err)
 {
     const config_t *cfg = self->cfg;
@@ -307,13 +355,8 @@ static int s_ffn_block(forward_t *self, int l, int n, int pos0, err_t *err)
             self->trace(self->trace_ctx, l, pos0, n, k, self->expert_ids,
                         self->expert_weights);
         router_assignments(self->expert_ids, self->expert_weights, n, k, self->assign);
-        if (self->moe(self->moe_ctx, l, self->xn, n, self->assign, n * k, self->moe_out,
-                      err) < 0)
-            return err_wrap(err, "layer %d experts", l);
-        /* HF adds the shared expert onto the routed sum, then the residual. */
-        if (cfg->shared != CONFIG_SHARED_NONE)
-            mlp_add(self->mlp, &lw->shared, cfg->shared_intermediate_size, lw->shared_gate,
-                    self->xn, n, self->moe_out);
+        if (s_routed_and_shared(self, l, n, err) < 0)
+            return -1;
     }
     const size_t count = (size_t)n * hidden;
     for (size_t i = 0; i < count; i++)

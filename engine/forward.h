@@ -1,4 +1,4 @@
-/* forward: the transformer forward pass of one sequence, layer by layer.
+/* forward: the transformer forward pass, layer by layer.
  *
  * Per layer: h = x + attn(norm1(x)) with the sequence's KV cache; u = norm2(h);
  * router over u; x = h + routed experts(u). After the last layer: final norm
@@ -49,6 +49,20 @@ forward_t *forward_new(const weights_t *w, int max_rows, int max_ctx,
 void forward_destroy(forward_t **self_p);
 
 void forward_set_trace(forward_t *self, forward_trace_fn fn, void *ctx);
+
+/* For routed experts that run elsewhere (the coordinator's expert nodes): with
+ * a finish function set, the moe callback only starts a layer's experts (sends
+ * the rows away) and this completes it, waiting for the results and writing
+ * out as the moe callback would have. Between the two the forward pass runs
+ * its own work for the layer, the shared experts, so that it overlaps the
+ * experts' round trip. finish is called once after each successful start,
+ * with the same ctx. */
+typedef int (*forward_moe_finish_fn)(void *ctx, int layer, float *out, err_t *err);
+void forward_set_moe_finish(forward_t *self, forward_moe_finish_fn finish);
+
+/* Seconds of the forward pass's own FFN work done while routed experts were
+ * away (between start and finish), summed since forward_new. */
+double forward_overlap_seconds(const forward_t *self);
 
 /* One sequence's part of a step: n tokens at the next positions of its cache. */
 typedef struct forward_seq {

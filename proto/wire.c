@@ -1244,6 +1244,7 @@ static int s_reply_status(wire_inbox_t *self, const Moe__Client__Reply *r, wire_
         .seconds_forward = r->timing_seconds_forward,
         .seconds_dispatch = r->timing_seconds_dispatch,
         .seconds_node_compute = r->timing_seconds_node_compute,
+        .seconds_overlap = r->timing_seconds_overlap,
     };
     if (r->sequences_running > INT32_MAX || r->requests_queued > INT32_MAX)
         return err_set(err, EPROTO, "STATUS_DATA: %u sequences, %u queued",
@@ -1514,6 +1515,7 @@ int wire_reply_send(void *socket, const wire_peer_t *to, const wire_reply_t *rep
         r.timing_seconds_forward = rep->timing.seconds_forward;
         r.timing_seconds_dispatch = rep->timing.seconds_dispatch;
         r.timing_seconds_node_compute = rep->timing.seconds_node_compute;
+        r.timing_seconds_overlap = rep->timing.seconds_overlap;
         r.sequences_running = rep->sequences_running > 0 ? (uint32_t)rep->sequences_running : 0;
         r.requests_queued = rep->requests_queued > 0 ? (uint32_t)rep->requests_queued : 0;
         r.kv_bytes = rep->kv_bytes;

@@ -219,6 +219,7 @@ typedef struct wire_timing {
     double seconds_forward;      /* inside the forward pass */
     double seconds_dispatch;     /* first send to last reply, per batch */
     double seconds_node_compute; /* per batch, the slowest node's compute */
+    double seconds_overlap;      /* coordinator FFN work while experts were away */
 } wire_timing_t;
 
 typedef struct wire_reply {

@@ -318,14 +318,13 @@ static void test_sampling_and_streaming(void **state)
 
 enum { N_CONCURRENT = 16 };
 
-/* Sixteen clients at once: every sequence shares forward steps with the
- * others, and each prints exactly what it prints alone. */
-static void test_concurrent_clients_batched(void **state)
+/* Sixteen clients at once on one fixture: every sequence shares forward steps
+ * with the others, and each prints exactly what moe-run prints for it alone
+ * (batch invariance). */
+static void s_concurrent_on(const char *model, const char *name, int vocab)
 {
-    (void)state;
-    char run_dir[700], model[700], cmd[8192];
-    snprintf(run_dir, sizeof run_dir, "%s/concurrent", s_tmp);
-    snprintf(model, sizeof model, "%s/mixtral-A", fixture_root());
+    char run_dir[700], cmd[8192];
+    snprintf(run_dir, sizeof run_dir, "%s/concurrent-%s", s_tmp, name);
     char *ep = s_up(model, 2, run_dir, NULL);
     char prompts[N_CONCURRENT][128];
     testrng_t rng;
@@ -334,7 +333,7 @@ static void test_concurrent_clients_batched(void **state)
         int len = 1 + c % 9, used = 0;
         for (int i = 0; i < len; i++)
             used += snprintf(prompts[c] + used, sizeof prompts[c] - (size_t)used, "%s%d",
-                             i ? "," : "", (int)(testrng_uniform(&rng) * 256));
+                             i ? "," : "", (int)(testrng_uniform(&rng) * vocab));
     }
     /* All at once, each to its own file; the whole run is bounded. */
     int used = snprintf(cmd, sizeof cmd, "cd '%s' && (", s_tmp);
@@ -354,13 +353,33 @@ static void test_concurrent_clients_batched(void **state)
                  "--max-tokens 10 2>/dev/null", s_bin, model, prompts[c]);
         char *want = crosscheck_last_line(alone);
         if (strcmp(got, want) != 0)
-            fail_msg("client %d (prompt %s): %s among 16, %s alone", c, prompts[c], got, want);
+            fail_msg("%s client %d (prompt %s): %s among 16, %s alone", name, c, prompts[c],
+                     got, want);
         free(got);
         free(want);
     }
-    printf("  %d concurrent clients: each printed what moe-run prints alone\n", N_CONCURRENT);
+    printf("  %s: %d concurrent clients each printed what moe-run prints alone\n", name,
+           N_CONCURRENT);
     s_down(run_dir);
     free(ep);
+}
+
+static void test_concurrent_clients_batched(void **state)
+{
+    (void)state;
+    char **paths = NULL;
+    int n = fixture_list(fixture_root(), "", &paths);
+    int n_run = 0;
+    for (int f = 0; f < n; f++) {
+        config_t cfg;
+        if (config_load(&cfg, paths[f], NULL) < 0)
+            continue; /* not a model folder */
+        const char *name = strrchr(paths[f], '/') ? strrchr(paths[f], '/') + 1 : paths[f];
+        s_concurrent_on(paths[f], name, cfg.vocab_size);
+        n_run++;
+    }
+    fixture_free_list(paths, n);
+    assert_true(n_run > 0);
 }
 
 /* One slot and a queue of one: the third request is refused at once with
