@@ -137,7 +137,7 @@ static const arch_names_t s_deepseek_v3 = {
 
 /* gpt_oss: experts fused per layer ([E, hidden, 2I] gate/up interleaved by
  * column, y = x W + b): the expert roles name the fused tensors, whose
- * per-expert slice phase 2 must de-interleave and transpose (arch_tensor
+ * per-expert slice engine/fused de-interleaves and transposes (arch_tensor
  * gives slice = expert and the stored shape). */
 static const arch_names_t s_gpt_oss = {
     .arch = CONFIG_ARCH_GPT_OSS,

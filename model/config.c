@@ -1042,7 +1042,8 @@ static int s_family_gpt_oss(config_t *c, const json_t *root,
     return 0;
 }
 
-/* The engine runs this config: the architecture and, for now, plain RoPE. */
+/* The engine runs this config: the architecture and, for now, plain RoPE
+ * (YaRN for gpt_oss). */
 static int s_check_supported(const config_t *c, const char *origin, err_t *err)
 {
     if (!config_arch_supported(c->arch))
