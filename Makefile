@@ -38,7 +38,7 @@ MODEL_SRC   := model/config.c model/safetensors.c model/st_writer.c \
                model/genconfig.c model/expert_layout.c model/mxfp4.c
 ENGINE_SRC  := engine/weights.c engine/kvcache.c engine/router.c \
                engine/experts.c engine/forward.c engine/sampler.c \
-               engine/mlp.c engine/qknorm.c
+               engine/mlp.c engine/qknorm.c engine/fused.c
 
 # The wire: generated protobuf-c code plus proto/wire.c, the only caller of it.
 PROTOS      := proto/dataplane.proto proto/client.proto
@@ -124,7 +124,7 @@ TESTS_KERNELS := test_gemm test_rmsnorm test_rope test_softmax test_ffn test_att
 TESTS_MODEL   := test_config test_safetensors test_mxfp4
 # Model tests that also run kernels (the gpt-oss expert re-layout end to end).
 TESTS_MODEL_K := test_expert_layout
-TESTS_ENGINE  := test_router test_experts test_kvcache test_forward test_fixtures \
+TESTS_ENGINE  := test_router test_experts test_kvcache test_forward test_fixtures test_fused \
                  test_mlp test_qknorm \
                  test_moe_run test_sampler test_synth
 TESTS_NET     := test_wire test_placement test_expert_node test_client test_cluster \

@@ -15,6 +15,8 @@ struct experts {
     int n_experts;
     int max_rows;
     int max_assign;
+    bool oai;         /* gpt_oss: biases and the clamped SwiGLU */
+    float limit;      /* its clamp */
     int *count;       /* [n_experts + 1] assignments per expert, then offsets */
     int *order;       /* [max_assign] assignment indices grouped by expert */
     float *x;         /* (max_assign, hidden) gathered input rows */
@@ -37,6 +39,8 @@ experts_t *experts_new(const config_t *cfg, int max_rows, int max_assign, err_t 
     self->n_experts = cfg->n_experts;
     self->max_rows = max_rows;
     self->max_assign = max_assign;
+    self->oai = cfg->expert_act == CONFIG_EXPERT_SWIGLU_OAI;
+    self->limit = cfg->swiglu_limit > 0 ? cfg->swiglu_limit : FFN_OSS_LIMIT;
     size_t rows = (size_t)max_assign;
     self->count = mem_calloc((size_t)self->n_experts + 1, sizeof(int));
     self->order = mem_calloc(rows, sizeof(int));
@@ -111,6 +115,21 @@ static void s_group(experts_t *self, const moe_assign_t *assign, int n_assign)
     count[0] = 0;
 }
 
+/* h = act(gate, up) over n gathered rows, into self->gate: SwiGLU, or
+ * gpt_oss's biases then clamped SwiGLU when eb is given. */
+static void s_activate(experts_t *self, const expert_biases_t *eb, int n)
+{
+    const int inter = self->inter;
+    if (!eb) {
+        ffn_swiglu(self->gate, self->gate, self->up, (size_t)n * inter);
+        return;
+    }
+    ffn_bias_add(self->gate, inter, eb->gate, n, inter);
+    ffn_bias_add(self->up, inter, eb->up, n, inter);
+    ffn_swiglu_clamped(self->gate, self->gate, self->up, (size_t)n * inter, FFN_OSS_ALPHA,
+                       self->limit);
+}
+
 int experts_run(experts_t *self, const weights_t *w, int layer, const float *u,
                 int n_rows, const moe_assign_t *assign, int n_assign, float *out,
                 err_t *err)
@@ -126,6 +145,7 @@ int experts_run(experts_t *self, const weights_t *w, int layer, const float *u,
         if (n == 0)
             continue;
         const expert_weights_t *ew = &w->layers[layer].experts[e];
+        const expert_biases_t *eb = self->oai ? &w->layers[layer].expert_biases[e] : NULL;
         for (int i = 0; i < n; i++) {
             const moe_assign_t *a = &assign[self->order[first + i]];
             memcpy(self->x + (size_t)i * hidden, u + (size_t)a->row * hidden,
@@ -133,8 +153,10 @@ int experts_run(experts_t *self, const weights_t *w, int layer, const float *u,
         }
         gemm_linear(self->gate, self->x, ew->gate, n, inter, hidden);
         gemm_linear(self->up, self->x, ew->up, n, inter, hidden);
-        ffn_swiglu(self->gate, self->gate, self->up, (size_t)n * inter);
+        s_activate(self, eb, n);
         gemm_linear(self->y, self->gate, ew->down, n, hidden, inter);
+        if (eb)
+            ffn_bias_add(self->y, hidden, eb->down, n, hidden);
         for (int i = 0; i < n; i++) {
             const moe_assign_t *a = &assign[self->order[first + i]];
             float *dst = out + (size_t)a->row * hidden;

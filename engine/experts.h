@@ -4,7 +4,9 @@
  * three matrix products (gate, up, down) so that the expert's weights are read
  * once per block, not once per row; each result row is scaled by its routing
  * weight and added into that row's partial sum. Both moe-run and the expert
- * nodes run experts through here.
+ * nodes run experts through here. gpt_oss's experts (config expert_act
+ * SWIGLU_OAI) add their biases after each product and use the clamped SwiGLU
+ * (kernels/ffn.h); their weights carry expert_biases.
  */
 #ifndef MOE_ENGINE_EXPERTS_H
 #define MOE_ENGINE_EXPERTS_H

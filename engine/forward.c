@@ -58,6 +58,25 @@ static int s_local_moe(void *ctx, int layer, const float *u, int n_rows,
     return experts_run(self->local, self->w, layer, u, n_rows, assign, n_assign, out, err);
 }
 
+/* The model's RoPE: plain, or YaRN as its rope_parameters say. */
+static rope_t *s_rope_new(const config_t *cfg, err_t *err)
+{
+    if (cfg->rope_type != CONFIG_ROPE_YARN)
+        return rope_new(cfg->head_dim, cfg->rope_theta, err);
+    const rope_yarn_t yarn = {
+        .theta = cfg->rope_theta,
+        .factor = cfg->rope_factor,
+        .original_max_pos = cfg->rope_orig_max_pos,
+        .beta_fast = cfg->rope_beta_fast,
+        .beta_slow = cfg->rope_beta_slow,
+        .truncate = cfg->rope_truncate,
+        .attention_factor = cfg->rope_attention_factor,
+        .mscale = cfg->rope_mscale,
+        .mscale_all_dim = cfg->rope_mscale_all_dim,
+    };
+    return rope_new_yarn(cfg->head_dim, &yarn, err);
+}
+
 forward_t *forward_new(const weights_t *w, int max_rows, int max_ctx,
                        forward_moe_fn moe, void *moe_ctx, err_t *err)
 {
@@ -91,7 +110,7 @@ forward_t *forward_new(const weights_t *w, int max_rows, int max_ctx,
         .scale = 1.0f / sqrtf((float)cfg->head_dim),
         .window = 0, /* per layer: config_layer_window(); 0 sizes the scratch */
     };
-    self->rope = rope_new(cfg->head_dim, cfg->rope_theta, err);
+    self->rope = s_rope_new(cfg, err);
     if (!self->rope)
         goto fail;
     if (moe) {
@@ -233,6 +252,7 @@ static void s_attention_block(forward_t *self, const forward_seq_t *seqs, int n_
     const int kv_width = cfg->n_kv_heads * cfg->head_dim;
     attention_shape_t shape = self->attn;
     shape.window = config_layer_window(cfg, l);
+    shape.sinks = lw->sinks;
 
     rmsnorm(self->xn, hidden, self->x, hidden, lw->attn_norm, n, hidden, cfg->rms_norm_eps);
     s_linear(self->q, q_width, self->xn, hidden, lw->q, lw->q_bias, n, q_width, hidden);
@@ -261,6 +281,24 @@ static void s_attention_block(forward_t *self, const forward_seq_t *seqs, int n_
         for (int r = 0; r < n; r++)
             for (int j = 0; j < hidden; j++)
                 self->x[(size_t)r * hidden + j] += lw->o_bias[j];
+}
+
+/* Each of the n rows' k experts and weights from the router logits, by the
+ * family's rule (the one place that chooses it). */
+static void s_route(forward_t *self, const layer_weights_t *lw, int n)
+{
+    const config_t *cfg = self->cfg;
+    const int k = cfg->n_experts_per_tok;
+    switch (cfg->scoring) {
+    case CONFIG_SCORING_TOPK_SOFTMAX:
+        router_select_topk_softmax(self->router_logits, lw->router_bias, n, cfg->n_experts,
+                                   k, self->expert_ids, self->expert_weights);
+        break;
+    default:
+        router_select_softmax(self->router_logits, n, cfg->n_experts, k,
+                              cfg->norm_topk_prob, self->expert_ids, self->expert_weights);
+        break;
+    }
 }
 
 /* x = h + ffn(norm2(h)) for the n rows of a step. A MoE layer: the routed
@@ -312,8 +350,7 @@ static int s_ffn_block(forward_t *self, int l, int n, int pos0, err_t *err)
                 self->moe_out);
     } else {
         gemm_linear(self->router_logits, self->xn, lw->router, n, cfg->n_experts, hidden);
-        router_select_softmax(self->router_logits, n, cfg->n_experts, k, cfg->norm_topk_prob,
-                              self->expert_ids, self->expert_weights);
+        s_route(self, lw, n);
         if (self->trace)
             self->trace(self->trace_ctx, l, pos0, n, k, self->expert_ids,
                         self->expert_weights);

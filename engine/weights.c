@@ -4,6 +4,7 @@
 #include <errno.h>
 
 #include "core/mem.h"
+#include "engine/fused.h"
 #include "model/arch.h"
 
 /* Resolves one weight by role into *dst, checking its shape. */
@@ -124,12 +125,27 @@ static int s_load_experts(weights_t *self, weights_hosts_fn hosts, void *ctx, er
         for (int e = 0; e < self->cfg.n_experts; e++) {
             if (!hosts(ctx, l, e))
                 continue;
+            layer_weights_t *lw = &self->layers[l];
+            if (lw->expert_owned) {
+                if (fused_load(self->st, &self->cfg, l, e, &lw->experts[e],
+                               &lw->expert_biases[e], &lw->expert_owned[e], err) < 0)
+                    return -1;
+                continue;
+            }
             if (s_resolve_ffn(self, ARCH_W_EXPERT_GATE, l, e, &self->layers[l].experts[e],
                               err) < 0)
                 return -1;
         }
     }
     return 0;
+}
+
+/* gpt_oss's per-expert biases and owned buffers (engine/fused.h). */
+static int s_alloc_fused(layer_weights_t *lw, int n_experts)
+{
+    lw->expert_biases = mem_calloc((size_t)n_experts, sizeof *lw->expert_biases);
+    lw->expert_owned = mem_calloc((size_t)n_experts, sizeof *lw->expert_owned);
+    return lw->expert_biases && lw->expert_owned ? 0 : -1;
 }
 
 weights_t *weights_load(const char *dir, const weights_select_t *select, err_t *err)
@@ -150,6 +166,11 @@ weights_t *weights_load(const char *dir, const weights_select_t *select, err_t *
         self->layers[l].experts =
             mem_calloc((size_t)self->cfg.n_experts, sizeof(expert_weights_t));
         if (!self->layers[l].experts) {
+            err_set(err, ENOMEM, "out of memory loading %s", dir);
+            goto fail;
+        }
+        if (self->cfg.expert_act == CONFIG_EXPERT_SWIGLU_OAI &&
+            s_alloc_fused(&self->layers[l], self->cfg.n_experts) < 0) {
             err_set(err, ENOMEM, "out of memory loading %s", dir);
             goto fail;
         }
@@ -175,8 +196,15 @@ void weights_destroy(weights_t **self_p)
     weights_t *self = *self_p;
     int saved = errno;
     if (self->layers)
-        for (int l = 0; l < self->cfg.n_layers; l++)
-            mem_free(self->layers[l].experts);
+        for (int l = 0; l < self->cfg.n_layers; l++) {
+            layer_weights_t *lw = &self->layers[l];
+            mem_free(lw->experts);
+            mem_free(lw->expert_biases);
+            if (lw->expert_owned)
+                for (int e = 0; e < self->cfg.n_experts; e++)
+                    mem_free(lw->expert_owned[e]);
+            mem_free(lw->expert_owned);
+        }
     mem_free(self->layers);
     safetensors_destroy(&self->st);
     mem_free(self);

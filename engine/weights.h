@@ -25,9 +25,9 @@ typedef struct expert_weights {
     const float *down;   /* (hidden, width) */
 } expert_weights_t;
 
-/* gpt_oss only (phase 2, not loaded yet): the biases of a routed expert. Its
- * fused gate_up_proj must also be de-interleaved and transposed into the
- * expert's gate/up (and down_proj transposed), which needs owned buffers. */
+/* gpt_oss only: the biases of a routed expert. Its fused gate_up_proj is
+ * de-interleaved and transposed into the expert's gate/up (and down_proj
+ * transposed) in owned buffers (engine/fused.h). */
 typedef struct expert_biases {
     const float *gate;   /* (width) */
     const float *up;     /* (width) */
@@ -54,7 +54,7 @@ typedef struct layer_weights {
     const float *o_bias;       /* (hidden) */
     const float *q_norm;       /* (head_dim), or (heads * head_dim) when qk_norm is FULL */
     const float *k_norm;       /* (head_dim), or (kv_heads * head_dim) when FULL */
-    const float *sinks;        /* (heads) gpt_oss, phase 2 */
+    const float *sinks;        /* (heads) gpt_oss */
     const float *q_a;          /* (q_lora_rank, hidden) MLA, phase 2 */
     const float *q_a_norm;     /* (q_lora_rank) */
     const float *q_b;          /* (heads * (nope + rope), q_lora_rank) */
@@ -63,13 +63,16 @@ typedef struct layer_weights {
     const float *kv_b;         /* (heads * (nope + v_head_dim), kv_lora_rank) */
     const float *ffn_norm;     /* (hidden) */
     const float *router;       /* (n_experts, hidden); NULL in a dense layer */
-    const float *router_bias;  /* (n_experts) gpt_oss, phase 2 */
+    const float *router_bias;  /* (n_experts) gpt_oss */
     const float *score_bias;   /* (n_experts) deepseek_v3, phase 2 */
     expert_weights_t shared;   /* shared expert, width shared_intermediate_size */
     const float *shared_gate;  /* (1, hidden) qwen2_moe's sigmoid gate of it */
     expert_weights_t dense;    /* a dense layer's FFN, width dense_intermediate_size */
     expert_weights_t *experts; /* [n_experts]; fields NULL where not hosted */
-    expert_biases_t *expert_biases; /* [n_experts] gpt_oss, phase 2; NULL now */
+    expert_biases_t *expert_biases; /* [n_experts] gpt_oss (NULL otherwise);
+                                       fields NULL where not hosted */
+    float **expert_owned;      /* [n_experts] gpt_oss: the buffer each hosted
+                                  expert's weights and biases live in */
 } layer_weights_t;
 
 typedef struct weights {

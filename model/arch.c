@@ -137,7 +137,7 @@ static const arch_names_t s_deepseek_v3 = {
 
 /* gpt_oss: experts fused per layer ([E, hidden, 2I] gate/up interleaved by
  * column, y = x W + b): the expert roles name the fused tensors, whose
- * per-expert slice phase 2 must de-interleave and transpose (arch_tensor
+ * per-expert slice engine/fused de-interleaves and transposes (arch_tensor
  * gives slice = expert and the stored shape). */
 static const arch_names_t s_gpt_oss = {
     .arch = CONFIG_ARCH_GPT_OSS,
@@ -149,6 +149,7 @@ static const arch_names_t s_gpt_oss = {
         [ARCH_W_EXPERT_GATE] = S_LAYER "mlp.experts.gate_up_proj",
         [ARCH_W_EXPERT_UP] = S_LAYER "mlp.experts.gate_up_proj_bias",
         [ARCH_W_EXPERT_DOWN] = S_LAYER "mlp.experts.down_proj",
+        [ARCH_W_EXPERT_DOWN_BIAS] = S_LAYER "mlp.experts.down_proj_bias",
     },
 };
 
@@ -177,6 +178,7 @@ static const char *const s_role_names[ARCH_W_COUNT] = {
     [ARCH_W_DENSE_DOWN] = "dense down_proj",
     [ARCH_W_ROUTER] = "router", [ARCH_W_EXPERT_GATE] = "expert gate_proj",
     [ARCH_W_EXPERT_UP] = "expert up_proj", [ARCH_W_EXPERT_DOWN] = "expert down_proj",
+    [ARCH_W_EXPERT_DOWN_BIAS] = "expert down_proj bias",
 };
 
 const char *arch_weight_name(arch_weight_t w)
@@ -316,6 +318,9 @@ static int s_shape(const config_t *cfg, arch_weight_t w, int64_t *shape)
         }
         shape[0] = inter, shape[1] = hidden;
         return 2;
+    case ARCH_W_EXPERT_DOWN_BIAS:
+        shape[0] = hidden;
+        return 1;
     case ARCH_W_EXPERT_DOWN:
         if (cfg->expert_act == CONFIG_EXPERT_SWIGLU_OAI) {
             shape[0] = inter, shape[1] = hidden; /* y = x W: (I, hidden) */

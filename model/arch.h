@@ -35,7 +35,7 @@ typedef enum arch_weight {
     ARCH_W_O_BIAS,       /* (hidden) */
     ARCH_W_Q_NORM,       /* (head_dim), or (heads * head_dim) for CONFIG_QK_NORM_FULL */
     ARCH_W_K_NORM,       /* (head_dim), or (kv_heads * head_dim) for CONFIG_QK_NORM_FULL */
-    ARCH_W_SINKS,        /* (heads) gpt_oss attention sinks, phase 2 */
+    ARCH_W_SINKS,        /* (heads) gpt_oss attention sinks */
     ARCH_W_Q_A,          /* (q_lora_rank, hidden) MLA, phase 2 */
     ARCH_W_Q_A_NORM,     /* (q_lora_rank) MLA, phase 2 */
     ARCH_W_Q_B,          /* (heads * (nope + rope), q_lora_rank) MLA, phase 2 */
@@ -43,7 +43,7 @@ typedef enum arch_weight {
     ARCH_W_KV_A_NORM,    /* (kv_lora_rank) MLA, phase 2 */
     ARCH_W_KV_B,         /* (heads * (nope + v_head_dim), kv_lora_rank) MLA, phase 2 */
     ARCH_W_ROUTER,       /* (n_experts, hidden) */
-    ARCH_W_ROUTER_BIAS,  /* (n_experts) gpt_oss, phase 2 */
+    ARCH_W_ROUTER_BIAS,  /* (n_experts) gpt_oss */
     ARCH_W_SCORE_BIAS,   /* (n_experts) deepseek_v3 e_score_correction_bias, phase 2 */
     ARCH_W_SHARED_GATE,  /* (shared_inter, hidden) shared expert / shared MLP */
     ARCH_W_SHARED_UP,    /* (shared_inter, hidden) */
@@ -56,6 +56,7 @@ typedef enum arch_weight {
     ARCH_W_EXPERT_GATE,  /* (intermediate, hidden) */
     ARCH_W_EXPERT_UP,    /* (intermediate, hidden) */
     ARCH_W_EXPERT_DOWN,  /* (hidden, intermediate) */
+    ARCH_W_EXPERT_DOWN_BIAS, /* (hidden) gpt_oss: a slice of down_proj_bias */
     ARCH_W_COUNT
 } arch_weight_t;
 

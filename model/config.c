@@ -70,7 +70,7 @@ static const s_arch_row_t s_archs[] = {
      {"n_routed_experts"}, "num_experts_per_tok", 1e4, false,
      s_family_deepseek},
     {CONFIG_ARCH_GPT_OSS, "gpt_oss", "GptOssForCausalLM",
-     {"num_local_experts"}, "num_experts_per_tok", 1.5e5, false,
+     {"num_local_experts"}, "num_experts_per_tok", 1.5e5, true,
      s_family_gpt_oss},
 };
 enum { S_N_ARCHS = sizeof s_archs / sizeof s_archs[0] };
@@ -1042,13 +1042,14 @@ static int s_family_gpt_oss(config_t *c, const json_t *root,
     return 0;
 }
 
-/* The engine runs this config: the architecture and, for now, plain RoPE. */
+/* The engine runs this config: the architecture and, for now, plain RoPE
+ * (YaRN for gpt_oss). */
 static int s_check_supported(const config_t *c, const char *origin, err_t *err)
 {
     if (!config_arch_supported(c->arch))
         return err_set(err, ENOTSUP, "%s: architecture '%s' is not supported "
                        "yet", origin, c->model_type);
-    if (c->rope_type != CONFIG_ROPE_DEFAULT)
+    if (c->rope_type != CONFIG_ROPE_DEFAULT && c->arch != CONFIG_ARCH_GPT_OSS)
         return err_set(err, EINVAL, "%s: rope_parameters.rope_type 'yarn' is "
                        "not supported yet for %s (supported: default)", origin,
                        c->model_type);

@@ -80,6 +80,8 @@ typedef struct s_parsed {
 
 size_t st_dtype_size(st_dtype_t dtype)
 {
+    if (dtype == ST_U8)
+        return 1;
     switch (dtype) {
     case ST_F32: return 4;
     case ST_F16:
@@ -90,6 +92,8 @@ size_t st_dtype_size(st_dtype_t dtype)
 
 const char *st_dtype_name(st_dtype_t dtype)
 {
+    if (dtype == ST_U8)
+        return "U8";
     switch (dtype) {
     case ST_F32: return "F32";
     case ST_F16: return "F16";
@@ -100,7 +104,7 @@ const char *st_dtype_name(st_dtype_t dtype)
 
 static int s_dtype_parse(const char *s, st_dtype_t *out)
 {
-    static const st_dtype_t all[] = {ST_F32, ST_F16, ST_BF16};
+    static const st_dtype_t all[] = {ST_F32, ST_F16, ST_BF16, ST_U8};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         if (strcmp(s, st_dtype_name(all[i])) == 0) {
             *out = all[i];
@@ -193,7 +197,7 @@ static int s_parse_tensor(s_parsed_t *p, const char *name, const json_t *v,
     if (s_dtype_parse(json_string_value(dt), &p->dtype))
         return err_set(err, EPROTO,
                        "%s: tensor '%s': unsupported dtype '%.32s' "
-                       "(supported: F32, F16, BF16)",
+                       "(supported: F32, F16, BF16, U8)",
                        path, name, json_string_value(dt));
 
     const json_t *sh = json_object_get(v, "shape");
@@ -701,6 +705,11 @@ const float *safetensors_f32(safetensors_t *self, const char *name,
     if (!e)
         return NULL;
     const st_tensor_t *t = &e->t;
+    if (t->dtype == ST_U8) {
+        err_set(err, EINVAL, "tensor '%s' in %s is U8 (raw bytes, e.g. MXFP4), "
+                "not a float tensor", name, t->file);
+        return NULL;
+    }
 
     int lead = index >= 0 ? 1 : 0; /* the stacking dimension, if slicing */
     bool ok = t->ndim == ndim + lead;

@@ -7,7 +7,7 @@
  * process pages in only the weights it uses. Shards are opened on first use.
  *
  * Every header is checked before use: header length within the file, JSON
- * well-formed, dtype known (F32, F16, BF16), shape non-negative and its byte
+ * well-formed, dtype known (F32, F16, BF16, U8), shape non-negative and its byte
  * size equal to the data_offsets range, ranges inside the file and not
  * overlapping. A violation is EPROTO with an error naming file and tensor.
  * A tensor absent from the checkpoint is ENOENT naming the tensor.
@@ -25,6 +25,12 @@ typedef enum st_dtype {
     ST_F16,
     ST_BF16,
 } st_dtype_t;
+
+/* Raw bytes (MXFP4 blocks and scales of gpt-oss checkpoints), reachable
+ * through safetensors_find only. Kept outside st_dtype_t's named values, so
+ * that switches over the float dtypes (the ones safetensors_f32 converts, and
+ * writers) stay exhaustive. */
+#define ST_U8 ((st_dtype_t)4)
 
 enum { ST_MAX_DIMS = 8 };
 
@@ -56,7 +62,7 @@ const st_tensor_t *safetensors_find(safetensors_t *self, const char *name, err_t
  * F32 data that is 4-byte aligned is returned in place (zero copy); other
  * dtypes (or misaligned data) are converted into a buffer the safetensors_t
  * owns. A shape or rank mismatch is EINVAL naming tensor, file and both
- * shapes. Returns NULL with errno/err on failure. */
+ * shapes; a U8 tensor is EINVAL. Returns NULL with errno/err on failure. */
 const float *safetensors_f32(safetensors_t *self, const char *name, int64_t index,
                              int ndim, const int64_t *want, err_t *err);
 
@@ -64,10 +70,10 @@ const float *safetensors_f32(safetensors_t *self, const char *name, int64_t inde
  * index's weight_map entries for a sharded checkpoint). */
 size_t safetensors_count(const safetensors_t *self);
 
-/* Bytes of data in a dtype element: 4 or 2; 0 for an invalid dtype. */
+/* Bytes of data in a dtype element: 4, 2 or 1; 0 for an invalid dtype. */
 size_t st_dtype_size(st_dtype_t dtype);
 
-/* "F32", "F16", "BF16" (borrowed, static). */
+/* "F32", "F16", "BF16", "U8" (borrowed, static). */
 const char *st_dtype_name(st_dtype_t dtype);
 
 #endif /* MOE_MODEL_SAFETENSORS_H */

@@ -242,15 +242,14 @@ static void test_fixture_families(void **state)
     assert_int_equal(c.qk_norm, CONFIG_QK_NORM_NONE);
 }
 
-/* deepseek_v2, deepseek_v3 and gpt_oss parse in full, but loading them is
- * refused with ENOTSUP, naming the architecture. */
+/* deepseek_v2 and deepseek_v3 parse in full, but loading them is refused
+ * with ENOTSUP, naming the architecture. */
 static void test_fixture_not_supported_yet(void **state)
 {
     (void)state;
     static const char *const names[][2] = {
         {"deepseek_v2-A", "deepseek_v2"},
         {"deepseek_v3-A", "deepseek_v3"},
-        {"gpt_oss-A", "gpt_oss"},
     };
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         char *dir = s_fixture_dir(names[i][0]);
@@ -267,8 +266,7 @@ static void test_fixture_not_supported_yet(void **state)
         if (!strstr(err.msg, want) || !strstr(err.msg, "config.json"))
             fail_msg("%s: message '%s'", names[i][0], err.msg);
         assert_false(config_arch_supported(
-            i == 0 ? CONFIG_ARCH_DEEPSEEK_V2
-                   : i == 1 ? CONFIG_ARCH_DEEPSEEK_V3 : CONFIG_ARCH_GPT_OSS));
+            i == 0 ? CONFIG_ARCH_DEEPSEEK_V2 : CONFIG_ARCH_DEEPSEEK_V3));
         free(dir);
     }
 
@@ -315,10 +313,16 @@ static void test_fixture_not_supported_yet(void **state)
     assert_int_equal(c.n_shared_experts, 2);
     assert_int_equal(c.shared_intermediate_size, 48);
 
-    root = s_fixture_json("gpt_oss-A");
-    if (s_parse_json_all(root, &c, &err) != 0)
-        fail_msg("gpt_oss: %s", err.msg);
-    json_decref(root);
+}
+
+/* gpt_oss loads (the engine runs it), YaRN included; a missing truncate is
+ * true, as in transformers. */
+static void test_fixture_gpt_oss(void **state)
+{
+    (void)state;
+    config_t c;
+    s_load_ok("gpt_oss-A", &c);
+    assert_true(config_arch_supported(CONFIG_ARCH_GPT_OSS));
     assert_int_equal(c.arch, CONFIG_ARCH_GPT_OSS);
     assert_int_equal(c.n_experts, 8);
     assert_int_equal(c.intermediate_size, 48);
@@ -335,6 +339,16 @@ static void test_fixture_not_supported_yet(void **state)
     assert_int_equal(c.scoring, CONFIG_SCORING_TOPK_SOFTMAX);
     assert_int_equal(c.expert_act, CONFIG_EXPERT_SWIGLU_OAI);
     assert_true(c.swiglu_limit == 7.0f);
+
+    json_t *root = s_fixture_json("gpt_oss-A");
+    json_t *rp = json_object_get(root, "rope_parameters");
+    json_object_del(rp, "truncate");
+    json_object_del(root, "swiglu_limit");
+    s_expect_ok(root, &c);
+    assert_int_equal(c.rope_type, CONFIG_ROPE_YARN);
+    assert_true(c.rope_truncate);
+    assert_true(c.swiglu_limit == 7.0f);
+    json_decref(root);
 }
 
 /* Values the math cannot compute are refused, naming the field. */
@@ -865,6 +879,7 @@ int main(void)
         cmocka_unit_test(test_fixture_mixtral),
         cmocka_unit_test(test_fixture_families),
         cmocka_unit_test(test_fixture_not_supported_yet),
+        cmocka_unit_test(test_fixture_gpt_oss),
         cmocka_unit_test(test_refused_values),
         cmocka_unit_test(test_uniform_lists),
         cmocka_unit_test(test_dense_layers),

@@ -1,5 +1,5 @@
-/* test_experts: expert FFNs over routed rows against a float64 reference,
- * and the checks that keep a bad assignment from reaching the math. */
+/* test_experts: expert FFNs over routed rows against a float64 reference
+ * (gpt_oss's from its fused layout), and the checks that keep a bad assignment from reaching the math. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -7,10 +7,12 @@
 
 #include <errno.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "engine/experts.h"
+#include "model/expert_layout.h"
 #include "tests/testutil.h"
 
 enum { HIDDEN = 7, INTER = 5, N_EXPERTS = 3, MAX_ROWS = 9 };
@@ -126,6 +128,107 @@ static void test_bad_assignments_are_rejected(void **state)
     free(m);
 }
 
+/* gpt_oss: experts hold the fused layout's weights (y = x W + b, gate/up
+ * interleaved by column), re-laid out as model/expert_layout does. */
+enum { OSS_ROWS = 6 };
+static const float OSS_LIMIT = 5.0f; /* not the default 7: the config's value is used */
+
+typedef struct oss_model {
+    weights_t w;
+    layer_weights_t layer;
+    expert_weights_t experts[N_EXPERTS];
+    expert_biases_t biases[N_EXPERTS];
+    /* the fused tensors, as a checkpoint holds them */
+    float gate_up[N_EXPERTS][HIDDEN * 2 * INTER], gate_up_bias[N_EXPERTS][2 * INTER];
+    float down_proj[N_EXPERTS][INTER * HIDDEN], down_bias[N_EXPERTS][HIDDEN];
+    /* moecluster's layout */
+    float gate[N_EXPERTS][INTER * HIDDEN], up[N_EXPERTS][INTER * HIDDEN];
+    float down[N_EXPERTS][HIDDEN * INTER], gate_b[N_EXPERTS][INTER], up_b[N_EXPERTS][INTER];
+} oss_model_t;
+
+static oss_model_t *s_oss_model(void)
+{
+    oss_model_t *m = calloc(1, sizeof *m);
+    testrng_t rng;
+    testrng_init(&rng, 23);
+    m->w.cfg = (config_t){.hidden_size = HIDDEN, .intermediate_size = INTER,
+                          .n_experts = N_EXPERTS, .n_layers = 1, .n_experts_per_tok = 2,
+                          .expert_act = CONFIG_EXPERT_SWIGLU_OAI, .swiglu_limit = OSS_LIMIT};
+    m->w.layers = &m->layer;
+    m->layer.experts = m->experts;
+    m->layer.expert_biases = m->biases;
+    for (int e = 0; e < N_EXPERTS; e++) {
+        /* large enough that some pre-activations pass the clamp */
+        testrng_fill(&rng, m->gate_up[e], HIDDEN * 2 * INTER, 2.5f);
+        testrng_fill(&rng, m->gate_up_bias[e], 2 * INTER, 0.5f);
+        testrng_fill(&rng, m->down_proj[e], INTER * HIDDEN, 0.5f);
+        testrng_fill(&rng, m->down_bias[e], HIDDEN, 0.5f);
+        expert_layout_split_gate_up(m->gate[e], m->up[e], m->gate_up[e], HIDDEN, INTER);
+        expert_layout_split_gate_up_bias(m->gate_b[e], m->up_b[e], m->gate_up_bias[e], INTER);
+        expert_layout_transpose_down(m->down[e], m->down_proj[e], HIDDEN, INTER);
+        m->experts[e] = (expert_weights_t){m->gate[e], m->up[e], m->down[e]};
+        m->biases[e] = (expert_biases_t){m->gate_b[e], m->up_b[e], m->down_bias[e]};
+    }
+    return m;
+}
+
+/* transformers' GptOssExperts for one row in float64, from the fused layout;
+ * counts the pre-activations the clamp changes. */
+static void s_ref_oss(const oss_model_t *m, int e, const float *x, double *y, int *clamped)
+{
+    double h[INTER];
+    for (int i = 0; i < INTER; i++) {
+        double g = m->gate_up_bias[e][2 * i], u = m->gate_up_bias[e][2 * i + 1];
+        for (int k = 0; k < HIDDEN; k++) {
+            g += (double)x[k] * m->gate_up[e][k * 2 * INTER + 2 * i];
+            u += (double)x[k] * m->gate_up[e][k * 2 * INTER + 2 * i + 1];
+        }
+        *clamped += (g > OSS_LIMIT) + (fabs(u) > OSS_LIMIT);
+        g = fmin(g, OSS_LIMIT);
+        u = fmax(fmin(u, OSS_LIMIT), -OSS_LIMIT);
+        h[i] = (u + 1) * (g / (1 + exp(-1.702 * g)));
+    }
+    for (int j = 0; j < HIDDEN; j++) {
+        y[j] = m->down_bias[e][j];
+        for (int i = 0; i < INTER; i++)
+            y[j] += h[i] * m->down_proj[e][i * HIDDEN + j];
+    }
+}
+
+static void test_gpt_oss_experts_match_fused_formula(void **state)
+{
+    (void)state;
+    oss_model_t *m = s_oss_model();
+    err_t err = {0};
+    experts_t *ex = experts_new(&m->w.cfg, OSS_ROWS, 2 * OSS_ROWS, &err);
+    assert_non_null(ex);
+    testrng_t rng;
+    testrng_init(&rng, 7);
+    float u[OSS_ROWS * HIDDEN], out[OSS_ROWS * HIDDEN];
+    testrng_fill(&rng, u, OSS_ROWS * HIDDEN, 1.0f);
+    moe_assign_t a[2 * OSS_ROWS];
+    for (int r = 0; r < OSS_ROWS; r++) {
+        a[2 * r] = (moe_assign_t){r, r % N_EXPERTS, 0.6f};
+        a[2 * r + 1] = (moe_assign_t){r, (r + 1) % N_EXPERTS, 0.4f};
+    }
+    assert_int_equal(experts_run(ex, &m->w, 0, u, OSS_ROWS, a, 2 * OSS_ROWS, out, &err), 0);
+
+    double want[OSS_ROWS * HIDDEN] = {0}, y[HIDDEN];
+    int clamped = 0;
+    for (int i = 0; i < 2 * OSS_ROWS; i++) {
+        s_ref_oss(m, a[i].expert, u + a[i].row * HIDDEN, y, &clamped);
+        for (int j = 0; j < HIDDEN; j++)
+            want[a[i].row * HIDDEN + j] += a[i].weight * y[j];
+    }
+    printf("  %d of %d gate/up pre-activations beyond the clamp\n", clamped,
+           2 * OSS_ROWS * 2 * INTER);
+    assert_true(clamped > 0);
+    double tol = 1e-5 * (1 + testutil_max_abs(want, OSS_ROWS * HIDDEN));
+    assert_true(testutil_max_abs_diff(out, want, OSS_ROWS * HIDDEN) < tol);
+    experts_destroy(&ex);
+    free(m);
+}
+
 static void test_new_rejects_bad_sizes(void **state)
 {
     (void)state;
@@ -140,6 +243,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_weighted_sum_matches_reference),
         cmocka_unit_test(test_bad_assignments_are_rejected),
+        cmocka_unit_test(test_gpt_oss_experts_match_fused_formula),
         cmocka_unit_test(test_new_rejects_bad_sizes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

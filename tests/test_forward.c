@@ -28,6 +28,7 @@ static const char *s_model;   /* the fixture the current group runs on */
 /* One fixture per family the engine runs. */
 static const char *const S_MODELS[] = {
     "mixtral-A", "qwen2_moe-A", "qwen3_moe-A", "olmoe-A", "hunyuan_v1_moe-A",
+    "gpt_oss-A",
 };
 
 static int s_setup(void **state)

@@ -392,6 +392,31 @@ static void test_misaligned_f32_copied(void **state)
     safetensors_destroy(&st);
 }
 
+/* U8 tensors (MXFP4 blocks and scales) are raw bytes: found, never read as
+ * floats. */
+static void test_u8_raw_bytes(void **state)
+{
+    const char *dir = s_subdir(state, "u8");
+    const uint8_t bytes[6] = {0x12, 0x34, 0x56, 0x78, 0x9a, 0xbc};
+    const char *header = "{\"b\":{\"dtype\":\"U8\",\"shape\":[2,3],"
+                         "\"data_offsets\":[0,6]}}";
+    s_put_st(dir, "model.safetensors", header, bytes, sizeof bytes);
+    safetensors_t *st = s_open_ok(dir);
+    err_t err = {0};
+    const st_tensor_t *t = safetensors_find(st, "b", &err);
+    assert_non_null(t);
+    assert_int_equal(t->dtype, ST_U8);
+    assert_int_equal(t->nbytes, 6);
+    assert_memory_equal(t->data, bytes, sizeof bytes);
+    const int64_t shape[] = {2, 3};
+    assert_null(safetensors_f32(st, "b", -1, 2, shape, &err));
+    assert_int_equal(errno, EINVAL);
+    assert_non_null(strstr(err.msg, "U8"));
+    assert_int_equal(st_dtype_size(ST_U8), 1);
+    assert_string_equal(st_dtype_name(ST_U8), "U8");
+    safetensors_destroy(&st);
+}
+
 static void test_shape_mismatch_and_missing(void **state)
 {
     const char *dir = s_subdir(state, "mismatch");
@@ -1203,6 +1228,7 @@ int main(void)
         T(test_bf16_values_and_slices),
         T(test_f32_slices_zero_copy),
         T(test_misaligned_f32_copied),
+        T(test_u8_raw_bytes),
         T(test_shape_mismatch_and_missing),
         T(test_no_checkpoint),
         T(test_sharded),
