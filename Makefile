@@ -188,6 +188,10 @@ $(BIN)/bench-core: $(OBJ)/bench/bench_core.o $(OBJ)/bench/machine.o $(OBJ)/bench
 bench: $(BENCH_BINS) $(PROGRAMS)
 	bench/run.sh $(BIN)
 
+# Every family's medium preset, single process and a 2-node cluster.
+bench-families: $(BENCH_BINS) $(PROGRAMS)
+	bench/families.sh $(BIN)
+
 # ---- objects -------------------------------------------------------------------------
 $(BUILD)/gen/proto/%.pb-c.c $(BUILD)/gen/proto/%.pb-c.h: proto/%.proto
 	@mkdir -p $(BUILD)/gen
@@ -208,6 +212,6 @@ $(OBJ)/gen/%.o: $(BUILD)/gen/%.c
 clean:
 	rm -rf build
 
-.PHONY: all test check run bench clean
+.PHONY: bench-families all test check run bench clean
 .SECONDARY: $(PROTO_GEN_C) $(PROTO_GEN_H)  # generated sources are kept, not intermediates
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
