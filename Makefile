@@ -39,6 +39,7 @@ MODEL_SRC   := model/config.c model/safetensors.c model/st_writer.c \
 ENGINE_SRC  := engine/weights.c engine/kvcache.c engine/router.c \
                engine/experts.c engine/forward.c engine/sampler.c \
                engine/mlp.c engine/qknorm.c engine/fused.c
+ENGINE_SRC  += engine/latent.c engine/routing.c
 
 # The wire: generated protobuf-c code plus proto/wire.c, the only caller of it.
 PROTOS      := proto/dataplane.proto proto/client.proto
@@ -126,6 +127,7 @@ TESTS_MODEL   := test_config test_safetensors test_mxfp4
 TESTS_MODEL_K := test_expert_layout
 TESTS_ENGINE  := test_router test_experts test_kvcache test_forward test_fixtures test_fused \
                  test_mlp test_qknorm \
+                 test_latent test_routing \
                  test_moe_run test_sampler test_synth
 TESTS_NET     := test_wire test_placement test_expert_node test_client test_cluster \
                  test_serving test_multihost test_mpi

@@ -60,8 +60,10 @@ static int s_plan(coordinator_t *co, err_t *err)
     co->hosted = mem_alloc(2 * (total ? total : 1) * sizeof(int32_t));
     if (!co->routes || !co->hosted)
         return err_set(err, ENOMEM, "out of memory for the placement");
+    /* A dense layer (deepseek's first ones) has no experts: no routes, and
+     * its placement slots are not among a node's hosted pairs. */
     for (int l = 0; l < cfg->n_layers; l++)
-        for (int e = 0; e < cfg->n_experts; e++) {
+        for (int e = 0; e < cfg->n_experts && config_layer_is_moe(cfg, l); e++) {
             const int *ids = NULL;
             int n = placement_nodes_of(co->placement, l, e, &ids);
             dispatch_route_t *r = &co->routes[(size_t)l * cfg->n_experts + e];
@@ -71,11 +73,17 @@ static int s_plan(coordinator_t *co, err_t *err)
     size_t used = 0;
     for (int i = 0; i < co->n_nodes; i++) {
         rpc_node_info_t *ni = &co->nodes[i];
-        ni->hosted_layer = co->hosted + used;
-        ni->hosted_expert = co->hosted + total + used;
-        ni->n_hosted = placement_node_experts(co->placement, i + 1,
-                                              co->hosted + used, co->hosted + total + used);
-        used += (size_t)ni->n_hosted;
+        int32_t *layer = co->hosted + used, *expert = co->hosted + total + used;
+        int n = placement_node_experts(co->placement, i + 1, layer, expert), kept = 0;
+        for (int j = 0; j < n; j++)
+            if (config_layer_is_moe(cfg, layer[j])) {
+                layer[kept] = layer[j];
+                expert[kept++] = expert[j];
+            }
+        ni->hosted_layer = layer;
+        ni->hosted_expert = expert;
+        ni->n_hosted = kept;
+        used += (size_t)n;
     }
     return 0;
 }

@@ -51,8 +51,7 @@ struct sched {
 
 static size_t s_kv_bytes(const config_t *cfg, int positions)
 {
-    return 2 * (size_t)cfg->n_layers * (size_t)positions * (size_t)cfg->n_kv_heads *
-           (size_t)cfg->head_dim * sizeof(float);
+    return (size_t)positions * kvcache_position_bytes(cfg);
 }
 
 sched_t *sched_new(const config_t *cfg, forward_t *fw, const sched_config_t *conf,

@@ -8,8 +8,10 @@
 #include "core/mem.h"
 #include "core/timer.h"
 #include "engine/experts.h"
+#include "engine/latent.h"
 #include "engine/mlp.h"
 #include "engine/qknorm.h"
+#include "engine/routing.h"
 #include "kernels/attention.h"
 #include "kernels/gemm.h"
 #include "kernels/rmsnorm.h"
@@ -28,6 +30,7 @@ struct forward {
     void *moe_ctx;
     experts_t *local;         /* in-process experts when no callback was given */
     mlp_t *mlp;               /* shared experts and dense FFNs; NULL when none */
+    latent_t *latent;         /* MLA attention (deepseek); NULL otherwise */
     forward_trace_fn trace;
     void *trace_ctx;
 
@@ -118,7 +121,7 @@ forward_t *forward_new(const weights_t *w, int max_rows, int max_ctx,
         self->moe_ctx = moe_ctx;
     } else {
         for (int l = 0; l < cfg->n_layers; l++)
-            for (int e = 0; e < cfg->n_experts; e++)
+            for (int e = 0; e < cfg->n_experts && config_layer_is_moe(cfg, l); e++)
                 if (!weights_has_expert(w, l, e)) {
                     err_set(err, EINVAL, "single-process mode needs every expert; "
                             "expert %d of layer %d is not loaded", e, l);
@@ -141,6 +144,8 @@ forward_t *forward_new(const weights_t *w, int max_rows, int max_ctx,
         if (!self->mlp)
             goto fail;
     }
+    if (latent_applies(cfg) && !(self->latent = latent_new(cfg, max_rows, max_ctx, err)))
+        goto fail;
 
     const size_t rows = (size_t)max_rows, hidden = (size_t)cfg->hidden_size;
     const size_t q_width = (size_t)cfg->n_heads * cfg->head_dim;
@@ -190,6 +195,7 @@ void forward_destroy(forward_t **self_p)
     rope_destroy(&self->rope);
     experts_destroy(&self->local);
     mlp_destroy(&self->mlp);
+    latent_destroy(&self->latent);
     mem_free(self->pos);
     mem_free(self->x);
     mem_free(self->xn);
@@ -255,6 +261,14 @@ static void s_attention_block(forward_t *self, const forward_seq_t *seqs, int n_
     shape.sinks = lw->sinks;
 
     rmsnorm(self->xn, hidden, self->x, hidden, lw->attn_norm, n, hidden, cfg->rms_norm_eps);
+    if (self->latent) {
+        /* MLA: each sequence's latent rows; o_proj adds into the residual. */
+        for (int s = 0, row = 0; s < n_seqs; row += seqs[s].n, s++)
+            latent_run(self->latent, lw, self->x + (size_t)row * hidden, hidden,
+                       self->xn + (size_t)row * hidden, seqs[s].n, kvcache_len(seqs[s].kv),
+                       kvcache_latent(seqs[s].kv, l));
+        return;
+    }
     s_linear(self->q, q_width, self->xn, hidden, lw->q, lw->q_bias, n, q_width, hidden);
     s_linear(self->k_new, kv_width, self->xn, hidden, lw->k, lw->k_bias, n, kv_width, hidden);
     s_linear(self->v_new, kv_width, self->xn, hidden, lw->v, lw->v_bias, n, kv_width, hidden);
@@ -285,21 +299,6 @@ static void s_attention_block(forward_t *self, const forward_seq_t *seqs, int n_
 
 /* Each of the n rows' k experts and weights from the router logits, by the
  * family's rule (the one place that chooses it). */
-static void s_route(forward_t *self, const layer_weights_t *lw, int n)
-{
-    const config_t *cfg = self->cfg;
-    const int k = cfg->n_experts_per_tok;
-    switch (cfg->scoring) {
-    case CONFIG_SCORING_TOPK_SOFTMAX:
-        router_select_topk_softmax(self->router_logits, lw->router_bias, n, cfg->n_experts,
-                                   k, self->expert_ids, self->expert_weights);
-        break;
-    default:
-        router_select_softmax(self->router_logits, n, cfg->n_experts, k,
-                              cfg->norm_topk_prob, self->expert_ids, self->expert_weights);
-        break;
-    }
-}
 
 /* x = h + ffn(norm2(h)) for the n rows of a step. A MoE layer: the routed
  * experts (every sequence's rows together, through the callback) plus the
@@ -349,8 +348,8 @@ static int s_ffn_block(forward_t *self, int l, int n, int pos0, err_t *err)
         mlp_add(self->mlp, &lw->dense, cfg->dense_intermediate_size, NULL, self->xn, n,
                 self->moe_out);
     } else {
-        gemm_linear(self->router_logits, self->xn, lw->router, n, cfg->n_experts, hidden);
-        s_route(self, lw, n);
+        routing_select(cfg, lw, self->xn, n, self->router_logits, self->expert_ids,
+                       self->expert_weights);
         if (self->trace)
             self->trace(self->trace_ctx, l, pos0, n, k, self->expert_ids,
                         self->expert_weights);

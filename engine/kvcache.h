@@ -5,10 +5,16 @@
  * Per layer, keys are (capacity, kv_heads * head_dim) and values
  * (capacity, kv_heads * head_dim), row-major: the rows of positions
  * 0 .. len-1 hold data.
+ *
+ * Latent mode, chosen when the config has multi-head latent attention
+ * (DeepSeek, cfg.kv_lora_rank > 0): per layer one plane of (capacity,
+ * kv_lora_rank + qk_rope_head_dim) rows [c_kv | k_pe] (kernels/mla.h), and no
+ * values; keys and values are then never expanded per head.
  */
 #ifndef MOE_ENGINE_KVCACHE_H
 #define MOE_ENGINE_KVCACHE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "core/err.h"
@@ -22,12 +28,26 @@ void kvcache_destroy(kvcache_t **self_p);
 
 int kvcache_len(const kvcache_t *self);        /* positions held */
 int kvcache_capacity(const kvcache_t *self);
-int kvcache_row_width(const kvcache_t *self);  /* floats per key (and value) row */
+int kvcache_row_width(const kvcache_t *self);  /* floats per key (and value) row;
+                                                  latent mode: per latent row */
 size_t kvcache_bytes(const kvcache_t *self);   /* memory held */
+bool kvcache_is_latent(const kvcache_t *self);
 
-/* Layer l's key or value rows, row 0 = position 0 (borrowed). */
+/* Bytes one position takes over all layers in a cache for cfg (what
+ * kvcache_bytes() grows by per position of capacity): 2 * n_layers *
+ * kv_heads * head_dim * 4, or in latent mode n_layers * (kv_lora_rank +
+ * qk_rope_head_dim) * 4. For schedulers that budget memory before they
+ * make a cache. */
+size_t kvcache_position_bytes(const config_t *cfg);
+
+/* Layer l's key or value rows, row 0 = position 0 (borrowed). Not in latent
+ * mode (asserted). */
 float *kvcache_keys(kvcache_t *self, int layer);
 float *kvcache_values(kvcache_t *self, int layer);
+
+/* Layer l's latent rows [c_kv | k_pe], row 0 = position 0 (borrowed). Latent
+ * mode only (asserted). */
+float *kvcache_latent(kvcache_t *self, int layer);
 
 /* Marks n more positions as held, after the caller wrote their rows in every
  * layer. -1 with ENOSPC when that would pass the capacity. */

@@ -73,6 +73,15 @@ static int s_load(expert_server_t *self, const expert_server_opts_t *opts, err_t
         return err_set(err, ENOMEM, "out of memory for %d rows of %d", self->max_rows,
                        cfg->hidden_size);
     placement_node_experts(p, opts->node_id, self->hosted_layer, self->hosted_expert);
+    /* A placement covers every layer; a dense layer (deepseek's first ones)
+     * has no experts, so its slots are neither loaded nor announced. */
+    int kept = 0;
+    for (int i = 0; i < self->n_hosted; i++)
+        if (config_layer_is_moe(cfg, self->hosted_layer[i])) {
+            self->hosted_layer[kept] = self->hosted_layer[i];
+            self->hosted_expert[kept++] = self->hosted_expert[i];
+        }
+    self->n_hosted = kept;
     config_model_id(cfg, self->model_id, sizeof self->model_id);
     wire_limits_t lim = {.hidden = cfg->hidden_size, .max_rows = self->max_rows,
                          .max_assign = self->max_assign, .n_layers = cfg->n_layers,

@@ -64,10 +64,10 @@ static const s_arch_row_t s_archs[] = {
     {CONFIG_ARCH_HUNYUAN_V1_MOE, "hunyuan_v1_moe", "HunYuanMoEV1ForCausalLM",
      {"num_experts"}, "moe_topk", 1e4, true, s_family_hunyuan},
     {CONFIG_ARCH_DEEPSEEK_V2, "deepseek_v2", "DeepseekV2ForCausalLM",
-     {"n_routed_experts"}, "num_experts_per_tok", 1e4, false,
+     {"n_routed_experts"}, "num_experts_per_tok", 1e4, true,
      s_family_deepseek},
     {CONFIG_ARCH_DEEPSEEK_V3, "deepseek_v3", "DeepseekV3ForCausalLM",
-     {"n_routed_experts"}, "num_experts_per_tok", 1e4, false,
+     {"n_routed_experts"}, "num_experts_per_tok", 1e4, true,
      s_family_deepseek},
     {CONFIG_ARCH_GPT_OSS, "gpt_oss", "GptOssForCausalLM",
      {"num_local_experts"}, "num_experts_per_tok", 1.5e5, true,
@@ -1001,6 +1001,23 @@ static int s_family_deepseek(config_t *c, const json_t *root,
         return -1;
     c->topk_method = (config_topk_method_t)method;
     c->scoring = (config_scoring_t)scoring;
+    /* The grouped routers' preconditions (engine/router.h: at most 64
+     * groups; k experts must fit the kept groups; V3 ranks a group by the sum
+     * of its two best). */
+    const int group_size = c->n_experts / c->n_group;
+    if (c->n_group > 64)
+        return err_set(err, EINVAL, "%s: n_group = %d is above 64", origin,
+                       c->n_group);
+    if (c->topk_method != CONFIG_TOPK_GREEDY &&
+        c->n_experts_per_tok > c->topk_group * group_size)
+        return err_set(err, EINVAL, "%s: num_experts_per_tok = %d exceeds the "
+                       "%d experts of topk_group = %d groups", origin,
+                       c->n_experts_per_tok, c->topk_group * group_size,
+                       c->topk_group);
+    if (v3 && group_size < 2)
+        return err_set(err, EINVAL, "%s: deepseek_v3 needs at least 2 experts "
+                       "per group (n_routed_experts %d, n_group %d)", origin,
+                       c->n_experts, c->n_group);
     /* HF DeepseekV2 rotates with complex pairs; V3 as rope_interleave says. */
     bool interleave = true;
     if (v3 && s_get_bool(root, "rope_interleave", true, &interleave, origin,
@@ -1049,9 +1066,18 @@ static int s_check_supported(const config_t *c, const char *origin, err_t *err)
     if (!config_arch_supported(c->arch))
         return err_set(err, ENOTSUP, "%s: architecture '%s' is not supported "
                        "yet", origin, c->model_type);
-    if (c->rope_type != CONFIG_ROPE_DEFAULT && c->arch != CONFIG_ARCH_GPT_OSS)
+    /* YaRN: gpt_oss (kernels/rope), and MLA (deepseek, mscale included in
+     * engine/latent). */
+    if (c->rope_type != CONFIG_ROPE_DEFAULT && c->arch != CONFIG_ARCH_GPT_OSS &&
+        c->kv_lora_rank == 0)
         return err_set(err, EINVAL, "%s: rope_parameters.rope_type 'yarn' is "
                        "not supported yet for %s (supported: default)", origin,
+                       c->model_type);
+    /* MLA with attention_bias would bias q_a / kv_a_proj_with_mqa, which no
+     * published DeepSeek checkpoint has and the loader does not name. */
+    if (c->kv_lora_rank > 0 && c->qkv_bias)
+        return err_set(err, EINVAL, "%s: field 'attention_bias' = true is not "
+                       "supported for %s (supported: false)", origin,
                        c->model_type);
     return 0;
 }

@@ -21,8 +21,8 @@ typedef enum config_arch {
     CONFIG_ARCH_QWEN3_MOE,     /* "qwen3_moe", Qwen3MoeForCausalLM */
     CONFIG_ARCH_OLMOE,         /* "olmoe", OlmoeForCausalLM */
     CONFIG_ARCH_HUNYUAN_V1_MOE,/* "hunyuan_v1_moe", HunYuanMoEV1ForCausalLM */
-    CONFIG_ARCH_DEEPSEEK_V2,   /* "deepseek_v2": parsed, not run yet */
-    CONFIG_ARCH_DEEPSEEK_V3,   /* "deepseek_v3": parsed, not run yet */
+    CONFIG_ARCH_DEEPSEEK_V2,   /* "deepseek_v2", DeepseekV2ForCausalLM */
+    CONFIG_ARCH_DEEPSEEK_V3,   /* "deepseek_v3", DeepseekV3ForCausalLM */
     CONFIG_ARCH_GPT_OSS,       /* "gpt_oss", GptOssForCausalLM */
 } config_arch_t;
 
@@ -151,7 +151,7 @@ typedef struct config {
 
 /* Reads <dir>/config.json. Returns 0, or -1 with errno and err set; on failure
  * *cfg is left zeroed. An architecture that parses but that the engine cannot
- * run yet (deepseek_v2, deepseek_v3) fails with ENOTSUP and a
+ * run yet fails with ENOTSUP and a
  * message "<arch> is not supported yet"; a value the math cannot compute
  * (unknown rope_type, scoring_func, topk_method, a quantization_config, ...)
  * fails with EINVAL naming the field. */

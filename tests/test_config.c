@@ -1,6 +1,7 @@
 /* test_config: config_load() on the reference fixtures and config_parse() on
  * variants of the fixtures built with jansson: every family's fields, the
- * families parsed but not supported yet (ENOTSUP), values the math cannot
+ * families parsed but not supported yet (ENOTSUP), deepseek's YaRN and
+ * grouped-routing limits, values the math cannot
  * compute (named in the error), every required field missing or of the wrong
  * type, unsupported architectures and RoPE types, defaults, eos forms, range
  * checks, the model id, bad JSON, and out-of-memory.
@@ -242,31 +243,21 @@ static void test_fixture_families(void **state)
     assert_int_equal(c.qk_norm, CONFIG_QK_NORM_NONE);
 }
 
-/* deepseek_v2 and deepseek_v3 parse in full, but loading them is refused
- * with ENOTSUP, naming the architecture. */
-static void test_fixture_not_supported_yet(void **state)
+/* Every fixture family loads and is marked supported (no family is left
+ * parse-only); deepseek_v3's MLA and routing fields read as written. */
+static void test_fixture_every_family_loads(void **state)
 {
     (void)state;
-    static const char *const names[][2] = {
-        {"deepseek_v2-A", "deepseek_v2"},
-        {"deepseek_v3-A", "deepseek_v3"},
-    };
+    static const char *const names[] = {"mixtral-A", "qwen2_moe-A", "qwen3_moe-A", "olmoe-A",
+                                        "hunyuan_v1_moe-A", "deepseek_v2-A", "deepseek_v3-A",
+                                        "gpt_oss-A"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
-        char *dir = s_fixture_dir(names[i][0]);
+        char *dir = s_fixture_dir(names[i]);
         config_t cfg;
-        memset(&cfg, 0x5a, sizeof cfg);
         err_t err = {0};
-        errno = 0;
-        assert_int_equal(config_load(&cfg, dir, &err), -1);
-        assert_int_equal(errno, ENOTSUP);
-        assert_true(s_all_zero(&cfg));
-        char want[96];
-        snprintf(want, sizeof want, "architecture '%s' is not supported yet",
-                 names[i][1]);
-        if (!strstr(err.msg, want) || !strstr(err.msg, "config.json"))
-            fail_msg("%s: message '%s'", names[i][0], err.msg);
-        assert_false(config_arch_supported(
-            i == 0 ? CONFIG_ARCH_DEEPSEEK_V2 : CONFIG_ARCH_DEEPSEEK_V3));
+        if (config_load(&cfg, dir, &err) != 0)
+            fail_msg("%s: %s", names[i], err.msg);
+        assert_true(config_arch_supported(cfg.arch));
         free(dir);
     }
 
@@ -348,6 +339,71 @@ static void test_fixture_gpt_oss(void **state)
     assert_int_equal(c.rope_type, CONFIG_ROPE_YARN);
     assert_true(c.rope_truncate);
     assert_true(c.swiglu_limit == 7.0f);
+    json_decref(root);
+}
+
+/* deepseek_v2 and deepseek_v3 load. Their YaRN RoPE (DeepSeek-V3's real
+ * rope_scaling: factor 40, mscale and mscale_all_dim 1) is accepted with
+ * every field carried, as engine/latent runs it; attention_bias and expert
+ * counts the grouped routers cannot serve are refused, naming the field. */
+static void test_deepseek_accepted(void **state)
+{
+    (void)state;
+    const char *const names[] = {"deepseek_v2-A", "deepseek_v3-A"};
+    for (int i = 0; i < 2; i++) {
+        char *dir = s_fixture_dir(names[i]);
+        config_t cfg;
+        err_t err = {0};
+        if (config_load(&cfg, dir, &err) != 0)
+            fail_msg("%s: %s", names[i], err.msg);
+        assert_true(config_arch_supported(cfg.arch));
+        assert_int_equal(cfg.kv_lora_rank, 24);
+        free(dir);
+    }
+    assert_true(config_arch_supported(CONFIG_ARCH_DEEPSEEK_V2));
+    assert_true(config_arch_supported(CONFIG_ARCH_DEEPSEEK_V3));
+
+    config_t c;
+    json_t *root = s_fixture_json("deepseek_v3-A");
+    json_object_del(root, "rope_parameters");
+    json_object_set_new(
+        root, "rope_scaling",
+        json_pack("{s:s, s:f, s:i, s:i, s:i, s:f, s:f}", "type", "yarn", "factor", 40.0,
+                  "original_max_position_embeddings", 4096, "beta_fast", 32,
+                  "beta_slow", 1, "mscale", 1.0, "mscale_all_dim", 1.0));
+    json_object_set_new(root, "rope_theta", json_real(10000.0));
+    json_object_set_new(root, "max_position_embeddings", json_integer(163840));
+    s_expect_ok(root, &c);
+    assert_int_equal(c.rope_type, CONFIG_ROPE_YARN);
+    assert_true(c.rope_factor == 40.0 && c.rope_orig_max_pos == 4096);
+    assert_true(c.rope_mscale == 1.0 && c.rope_mscale_all_dim == 1.0);
+    assert_true(c.rope_beta_fast == 32.0 && c.rope_beta_slow == 1.0);
+    assert_true(c.rope_theta == 10000.0);
+    json_decref(root);
+
+    root = s_fixture_json("deepseek_v2-A");
+    json_object_set_new(root, "attention_bias", json_true());
+    s_expect_einval(root, "attention_bias", "variant.json");
+    json_decref(root);
+
+    /* 4 groups of 4 experts, 2 kept: at most 8 experts per token. */
+    root = s_fixture_json("deepseek_v3-A");
+    json_object_set_new(root, "num_experts_per_tok", json_integer(9));
+    s_expect_einval(root, "num_experts_per_tok", NULL);
+    json_object_set_new(root, "num_experts_per_tok", json_integer(8));
+    s_expect_ok(root, &c);
+    /* V3 ranks a group by its two best experts: a group needs two. */
+    json_object_set_new(root, "num_experts_per_tok", json_integer(4));
+    json_object_set_new(root, "n_group", json_integer(16));
+    json_object_set_new(root, "topk_group", json_integer(4));
+    s_expect_einval(root, "n_group", NULL);
+    json_decref(root);
+    /* V2's plain greedy ignores the groups. */
+    root = s_fixture_json("deepseek_v2-A");
+    json_object_set_new(root, "topk_method", json_string("greedy"));
+    json_object_set_new(root, "num_experts_per_tok", json_integer(9));
+    s_expect_ok(root, &c);
+    assert_int_equal(c.topk_method, CONFIG_TOPK_GREEDY);
     json_decref(root);
 }
 
@@ -878,8 +934,9 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fixture_mixtral),
         cmocka_unit_test(test_fixture_families),
-        cmocka_unit_test(test_fixture_not_supported_yet),
+        cmocka_unit_test(test_fixture_every_family_loads),
         cmocka_unit_test(test_fixture_gpt_oss),
+        cmocka_unit_test(test_deepseek_accepted),
         cmocka_unit_test(test_refused_values),
         cmocka_unit_test(test_uniform_lists),
         cmocka_unit_test(test_dense_layers),

@@ -957,6 +957,28 @@ static void test_server_in_process(void **state)
     assert_non_null(strstr(err.msg, "cannot bind bogus://x"));
 }
 
+/* A model whose first layer is dense (deepseek_v3-A: layer 0 has no experts):
+ * the placement still covers every layer, but the node announces and loads
+ * only the MoE layers' experts, and a request for layer 0 is refused. */
+static void test_server_skips_dense_layers(void **state)
+{
+    (void)state;
+    char dir[600];
+    snprintf(dir, sizeof dir, "%s/deepseek_v3-A", fixture_root());
+    err_t err = {0};
+    placement_t *p = placement_default(3, 16, 2, 1, &err);
+    assert_non_null(p);
+    assert_int_equal(placement_node_count(p, 1), 3 * 8);
+    expert_server_opts_t o = {.model_dir = dir, .placement = p, .node_id = 1,
+                              .bind = "tcp://127.0.0.1:*", .max_rows = 16};
+    expert_server_t *srv = expert_server_new(&o, &err);
+    if (!srv)
+        fail_msg("%s", err.msg);
+    assert_int_equal(expert_server_n_hosted(srv), 2 * 8);
+    expert_server_destroy(&srv);
+    placement_destroy(&p);
+}
+
 /* Fails the 1st, 2nd, ... allocation of expert_server_new until it succeeds. */
 static void test_server_out_of_memory(void **state)
 {
@@ -995,6 +1017,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_placement_file_and_replicas, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_bad_command_lines, s_setup, s_teardown),
         cmocka_unit_test(test_server_in_process),
+        cmocka_unit_test(test_server_skips_dense_layers),
         cmocka_unit_test(test_server_out_of_memory),
     };
     return cmocka_run_group_tests(tests, s_setup_group, s_teardown_group);

@@ -2,8 +2,9 @@
  * pin down: chunked prefill and decoding with the KV cache give the logits of
  * one full pass, batched steps equal each sequence alone, and bad input (or
  * a failed expert call) changes nothing. Runs on the fixture model of every
- * family the engine runs (S_MODELS), so that biases, q/k norms and shared
- * experts are held to the same properties as mixtral. */
+ * family the engine runs (S_MODELS), so that biases, q/k norms, shared
+ * experts, MLA's latent cache and dense layers are held to the same
+ * properties as mixtral. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -29,6 +30,7 @@ static const char *s_model;   /* the fixture the current group runs on */
 static const char *const S_MODELS[] = {
     "mixtral-A", "qwen2_moe-A", "qwen3_moe-A", "olmoe-A", "hunyuan_v1_moe-A",
     "gpt_oss-A",
+    "deepseek_v2-A", "deepseek_v3-A", /* MLA with a latent cache, a dense layer 0 */
 };
 
 static int s_setup(void **state)

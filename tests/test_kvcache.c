@@ -1,4 +1,5 @@
-/* test_kvcache: sizes, layout and the capacity limit of a sequence's cache. */
+/* test_kvcache: sizes, layout and the capacity limit of a sequence's cache,
+ * in both modes: keys and values per head, and MLA's latent rows. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -6,8 +7,12 @@
 
 #include <errno.h>
 
+#include <stdio.h>
+
 #include "core/mem.h"
 #include "engine/kvcache.h"
+#include "engine/latent.h"
+#include "kernels/mla.h"
 
 static const config_t CFG = {.n_layers = 3, .n_kv_heads = 2, .head_dim = 8};
 
@@ -42,6 +47,59 @@ static void test_layout_and_capacity(void **state)
     kvcache_destroy(&kv);
 }
 
+/* DeepSeek-V3's attention dimensions: 128 heads, q LoRA 1536, kv LoRA 512,
+ * nope 128, rope 64, v 128. */
+static const config_t MLA_CFG = {
+    .n_layers = 3, .hidden_size = 7168, .n_heads = 128, .n_kv_heads = 128,
+    .head_dim = 64, .q_lora_rank = 1536, .kv_lora_rank = 512,
+    .qk_nope_head_dim = 128, .qk_rope_head_dim = 64, .v_head_dim = 128,
+};
+
+static void test_latent_mode(void **state)
+{
+    (void)state;
+    err_t err = {0};
+    kvcache_t *plain = kvcache_new(&CFG, 5, &err);
+    assert_non_null(plain);
+    assert_false(kvcache_is_latent(plain));
+    assert_int_equal(kvcache_position_bytes(&CFG), 2 * 3 * 16 * sizeof(float));
+    assert_int_equal(kvcache_bytes(plain), 5 * kvcache_position_bytes(&CFG));
+    kvcache_destroy(&plain);
+
+    kvcache_t *kv = kvcache_new(&MLA_CFG, 7, &err);
+    assert_non_null(kv);
+    assert_true(kvcache_is_latent(kv));
+    /* One row per position and layer, as wide as the kernel's cache row. */
+    mla_shape_t shape = latent_shape(&MLA_CFG);
+    const int width = mla_cache_width(&shape);
+    assert_int_equal(width, 512 + 64);
+    assert_int_equal(kvcache_row_width(kv), width);
+    assert_int_equal(kvcache_position_bytes(&MLA_CFG), 3 * (size_t)width * sizeof(float));
+    assert_int_equal(kvcache_bytes(kv), 7 * kvcache_position_bytes(&MLA_CFG));
+    /* What expanded keys and values would take per token per layer. */
+    const size_t latent = (size_t)width * sizeof(float);
+    const size_t expanded = (size_t)MLA_CFG.n_heads *
+                            (MLA_CFG.qk_nope_head_dim + MLA_CFG.qk_rope_head_dim +
+                             MLA_CFG.v_head_dim) * sizeof(float);
+    printf("  DeepSeek-V3 KV per token per layer: latent %zu bytes, expanded %zu (%.1fx)\n",
+           latent, expanded, (double)expanded / latent);
+    assert_true(latent * 70 < expanded);
+    /* Layers are distinct, non-overlapping blocks of the one allocation. */
+    for (int l = 0; l < 3; l++) {
+        float *rows = kvcache_latent(kv, l);
+        for (int i = 0; i < 7 * width; i++)
+            rows[i] = (float)(l * 100000 + i);
+    }
+    for (int l = 0; l < 3; l++) {
+        assert_true(kvcache_latent(kv, l)[0] == (float)(l * 100000));
+        assert_true(kvcache_latent(kv, l)[7 * width - 1] == (float)(l * 100000 + 7 * width - 1));
+    }
+    assert_int_equal(kvcache_advance(kv, 7, &err), 0);
+    assert_int_equal(kvcache_advance(kv, 1, &err), -1);
+    assert_int_equal(errno, ENOSPC);
+    kvcache_destroy(&kv);
+}
+
 static void test_new_fails_cleanly(void **state)
 {
     (void)state;
@@ -60,6 +118,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_layout_and_capacity),
+        cmocka_unit_test(test_latent_mode),
         cmocka_unit_test(test_new_fails_cleanly),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
