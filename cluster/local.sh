@@ -132,10 +132,12 @@ cmd_up() {
     fi
     # The placement every process will use, for the user to read (or edit and
     # pass back with --placement); a placement the model refuses stops here.
-    "$bin/moe-expert" --model "$model" --nodes "$nodes" "${place_args[@]}" --print-placement \
-        >"$dir/placement.txt" 2>"$dir/placement.err" ||
-        die "$(cat "$dir/placement.err")"
-    rm -f "$dir/placement.err"
+    local why
+    if ! why=$("$bin/moe-expert" --model "$model" --nodes "$nodes" "${place_args[@]}" \
+               --print-placement 2>&1 >"$dir/placement.txt"); then
+        rm -f "$dir/placement.txt"
+        die "the placement failed, nothing started: $why"
+    fi
     for i in $(seq 1 "$nodes"); do
         "$bin/moe-expert" --model "$model" --node-id "$i" --nodes "$nodes" "${place_args[@]}" \
             --threads "$node_threads" --endpoint-file "$dir/expert-$i.endpoint" \
