@@ -3,14 +3,18 @@
 # processes, every socket on 127.0.0.1 with a free port, logs and pid files in
 # a run directory (so several clusters can run side by side).
 #
-#   cluster/local.sh up [--model DIR] --nodes N --run-dir D [--placement F]
-#                       [--replicas R] [--threads T] [--node-threads T]
+#   cluster/local.sh up [--model DIR] --nodes N --run-dir D
+#                       [--placement F | --placement-groups] [--replicas R]
+#                       [--threads T] [--node-threads T]
 #                       [--max-seqs N] [--queue-limit N] [--kv-memory MB]
 #                       [--reply-timeout-ms MS] [--prefill-rows N] [--deadline-ms MS]
 #       Starts the cluster and returns once it is ready; the last line of
 #       stdout is the client endpoint. Without --model, the built-in default
 #       model (made once in build/models/default) is used. If a process fails
 #       to start, the others are stopped and its last log lines are shown.
+#       --placement-groups: each expert group whole on one node (DeepSeek's
+#       group-limited routing; docs/PLACEMENT.md). The placement in use is
+#       written to D/placement.txt (a file --placement accepts).
 #   cluster/local.sh down --run-dir D
 #       Stops every process of the cluster (TERM, then KILL after 10 s).
 #
@@ -26,7 +30,7 @@ bin=${MOE_BIN:-$root/build/bin}
 start_timeout=${MOE_START_TIMEOUT:-120}
 
 die() { echo "local.sh: $*" >&2; exit 1; }
-usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 
 # Stops the processes whose pid files are in $1, politely then firmly.
 stop_all() {
@@ -69,7 +73,7 @@ wait_ready() {
 }
 
 cmd_up() {
-    local model="" nodes="" dir="" placement="" replicas=1 threads="" node_threads=""
+    local model="" nodes="" dir="" placement="" groups="" replicas=1 threads="" node_threads=""
     local coord_args=()
     while [ $# -gt 0 ]; do
         case $1 in
@@ -77,6 +81,7 @@ cmd_up() {
             --nodes) nodes=$2; shift 2 ;;
             --run-dir) dir=$2; shift 2 ;;
             --placement) placement=$2; shift 2 ;;
+            --placement-groups) groups=1; shift ;;
             --replicas) replicas=$2; shift 2 ;;
             --threads) threads=$2; shift 2 ;;
             --node-threads) node_threads=$2; shift 2 ;;
@@ -88,6 +93,7 @@ cmd_up() {
     done
     [ -n "$nodes" ] && [ -n "$dir" ] || die "up needs --nodes N and --run-dir D"
     [[ "$nodes" =~ ^[1-9][0-9]*$ ]] || die "--nodes must be a positive integer (got '$nodes')"
+    [ -z "$placement" ] || [ -z "$groups" ] || die "give --placement or --placement-groups, not both"
     for p in moe-expert moe-coordinator; do
         [ -x "$bin/$p" ] || die "$bin/$p is missing: run make first"
     done
@@ -119,8 +125,18 @@ cmd_up() {
     local place_args=() i
     if [ -n "$placement" ]; then
         place_args=(--placement "$placement")
+    elif [ -n "$groups" ]; then
+        place_args=(--placement-groups --replicas "$replicas")
     else
         place_args=(--replicas "$replicas")
+    fi
+    # The placement every process will use, for the user to read (or edit and
+    # pass back with --placement); a placement the model refuses stops here.
+    local why
+    if ! why=$("$bin/moe-expert" --model "$model" --nodes "$nodes" "${place_args[@]}" \
+               --print-placement 2>&1 >"$dir/placement.txt"); then
+        rm -f "$dir/placement.txt"
+        die "the placement failed, nothing started: $why"
     fi
     for i in $(seq 1 "$nodes"); do
         "$bin/moe-expert" --model "$model" --node-id "$i" --nodes "$nodes" "${place_args[@]}" \

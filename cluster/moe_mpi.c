@@ -1,7 +1,7 @@
 /* moe-mpi: a whole cluster started by mpirun.
  *
  *   mpirun -np N [-H hosts | --hostfile F] moe-mpi --model DIR
- *       [--placement FILE] [--replicas R] [--endpoint-file FILE]
+ *       [--placement FILE | --placement-groups] [--replicas R] [--endpoint-file FILE]
  *       [--bind-host ADDR | --bind-iface NAME] [--threads T] [--max-rows R]
  *       [--reply-timeout-ms MS] [--hello-timeout-ms MS] [--max-context N]
  *       [--prefill-rows N]
@@ -12,7 +12,8 @@
  * the stage, rank and host:
  *   1. args:  every rank parses the same argv (N >= 2 ranks);
  *   2. load:  every rank reads config.json; rank 0 reads --placement (or
- *             writes the default split) as text;
+ *             writes the default or, with --placement-groups, the grouped
+ *             split) as text;
  *   3. start: rank 0's placement text is broadcast and parsed everywhere;
  *             each node loads its experts and binds tcp://ADDR:* (a port
  *             ZeroMQ picks) on its host's address;
@@ -67,8 +68,9 @@ static void s_on_signal(int sig)
 
 typedef struct options {
     const char *model;
-    const char *placement;       /* NULL: the default split */
-    int replicas;                /* default split only */
+    const char *placement;       /* NULL: the default or grouped split */
+    bool groups;                 /* --placement-groups: the grouped split */
+    int replicas;                /* default or grouped split only */
     const char *endpoint_file;   /* rank 0 writes the client endpoint there */
     const char *bind_host;       /* NULL: from bind_iface or the host's address */
     const char *bind_iface;
@@ -85,7 +87,8 @@ static void s_usage(FILE *out)
 {
     fprintf(out,
             "usage: mpirun -np N [-H hosts | --hostfile F] moe-mpi --model DIR\n"
-            "           [--placement FILE] [--replicas R] [--endpoint-file FILE]\n"
+            "           [--placement FILE | --placement-groups] [--replicas R]\n"
+            "           [--endpoint-file FILE]\n"
             "           [--bind-host ADDR | --bind-iface NAME] [--threads T]\n"
             "           [--max-rows R] [--reply-timeout-ms MS] [--hello-timeout-ms MS]\n"
             "           [--max-context N] [--prefill-rows N]\n"
@@ -96,7 +99,11 @@ static void s_usage(FILE *out)
             "\n"
             "  --model DIR           model folder, at the same path on every host\n"
             "  --placement FILE      read on rank 0 and shared (default: even split)\n"
-            "  --replicas R          copies of each expert in the default split\n"
+            "  --placement-groups    grouped split for group-limited routers (DeepSeek):\n"
+            "                        each expert group whole on one node, so a token\n"
+            "                        reaches at most topk_group nodes (needs n_group >= N-1)\n"
+            "  --replicas R          copies of each expert (group) in the default\n"
+            "                        (grouped) split\n"
             "  --endpoint-file FILE  rank 0 writes the client endpoint there, atomically\n"
             "  --bind-host ADDR      address every rank binds its ZeroMQ endpoint on\n"
             "  --bind-iface NAME     bind on the IPv4 address of this interface instead\n"
@@ -114,6 +121,7 @@ static int s_parse(int argc, char **argv, options_t *o, err_t *err)
         {"model", required_argument, NULL, 'm'},
         {"placement", required_argument, NULL, 'p'},
         {"replicas", required_argument, NULL, 'r'},
+        {"placement-groups", no_argument, NULL, 'g'},
         {"endpoint-file", required_argument, NULL, 'e'},
         {"bind-host", required_argument, NULL, 'b'},
         {"bind-iface", required_argument, NULL, 'i'},
@@ -134,6 +142,7 @@ static int s_parse(int argc, char **argv, options_t *o, err_t *err)
         switch (c) {
         case 'm': o->model = optarg; break;
         case 'p': o->placement = optarg; break;
+        case 'g': o->groups = true; break;
         case 'r': rc = arg_int(optarg, "--replicas", 1, &o->replicas, err); break;
         case 'e': o->endpoint_file = optarg; break;
         case 'b': o->bind_host = optarg; break;
@@ -158,6 +167,8 @@ static int s_parse(int argc, char **argv, options_t *o, err_t *err)
         return err_set(err, EINVAL, "unexpected argument '%s'", argv[optind]);
     if (!o->model)
         return err_set(err, EINVAL, "--model is required (see --help)");
+    if (o->placement && o->groups)
+        return err_set(err, EINVAL, "give --placement or --placement-groups, not both");
     if (o->placement && o->replicas)
         return err_set(err, EINVAL, "--replicas applies to the default split only");
     if (o->bind_host && o->bind_iface)
@@ -218,8 +229,8 @@ static int s_write_atomic(const char *path, const char *text, err_t *err)
     return 0;
 }
 
-/* Rank 0: the placement as text, from --placement or the default split
- * (mem_alloc'd; NULL with err). */
+/* Rank 0: the placement as text, from --placement or the default or grouped
+ * split (mem_alloc'd; NULL with err). */
 static char *s_placement_text(const options_t *o, const config_t *cfg, int n_nodes,
                               err_t *err)
 {
@@ -245,10 +256,16 @@ static char *s_placement_text(const options_t *o, const config_t *cfg, int n_nod
         text[n] = '\0';
         return text;
     }
-    placement_t *p = placement_default(cfg->n_layers, cfg->n_experts, n_nodes,
-                                       o->replicas ? o->replicas : 1, err);
-    if (!p)
+    int replicas = o->replicas ? o->replicas : 1;
+    placement_t *p = o->groups
+        ? placement_grouped(cfg->n_layers, cfg->n_experts, cfg->n_group, n_nodes, replicas,
+                            err)
+        : placement_default(cfg->n_layers, cfg->n_experts, n_nodes, replicas, err);
+    if (!p) {
+        if (o->groups)
+            err_wrap(err, "--placement-groups with %s", o->model);
         return NULL;
+    }
     char *buf = NULL, *text = NULL;
     size_t len = 0;
     FILE *out = open_memstream(&buf, &len);
@@ -257,7 +274,7 @@ static char *s_placement_text(const options_t *o, const config_t *cfg, int n_nod
     } else {
         int rc = placement_write(p, out, err);
         if (fclose(out) != 0 && rc == 0)
-            rc = err_set(err, EIO, "cannot write the default placement");
+            rc = err_set(err, EIO, "cannot write the placement");
         if (rc == 0 && !(text = mem_strdup(buf)))
             err_set(err, ENOMEM, "out of memory");
     }

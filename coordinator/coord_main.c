@@ -2,7 +2,8 @@
  * sends each layer's routed rows to the expert nodes and serves clients.
  *
  *   moe-coordinator --model DIR --node ENDPOINT [--node ENDPOINT ...]
- *       [--placement FILE] [--replicas R] [--bind ENDPOINT] [--endpoint-file F]
+ *       [--placement FILE | --placement-groups] [--replicas R]
+ *       [--bind ENDPOINT] [--endpoint-file F]
  *       [--threads N] [--reply-timeout-ms MS] [--hello-timeout-ms MS]
  *       [--max-context N] [--prefill-rows N]
  *
@@ -39,6 +40,7 @@ typedef struct options {
     const char *nodes[MAX_NODES];
     int n_nodes;
     const char *placement;
+    bool placement_groups;
     int replicas;
     const char *bind;
     const char *endpoint_file;
@@ -57,7 +59,8 @@ static void s_usage(FILE *out)
 {
     fprintf(out,
             "usage: moe-coordinator --model DIR --node ENDPOINT [--node ENDPOINT ...]\n"
-            "           [--placement FILE] [--replicas R] [--bind ENDPOINT]\n"
+            "           [--placement FILE | --placement-groups] [--replicas R]\n"
+            "           [--bind ENDPOINT]\n"
             "           [--endpoint-file FILE] [--threads N] [--reply-timeout-ms MS]\n"
             "           [--hello-timeout-ms MS] [--max-context N] [--prefill-rows N]\n"
             "           [--max-seqs N] [--queue-limit N] [--kv-memory MB] [--deadline-ms MS]\n"
@@ -66,6 +69,12 @@ static void s_usage(FILE *out)
             "(moe-expert). Node i is the i-th --node; the placement (default: experts\n"
             "split evenly, expert e on node 1 + e %% N) must match the nodes'.\n"
             "\n"
+            "  --placement FILE       which node hosts which expert (docs/PLACEMENT.md)\n"
+            "  --placement-groups     the grouped split for group-limited routers (DeepSeek):\n"
+            "                         each expert group whole on one node, so a token reaches\n"
+            "                         at most topk_group nodes per layer (needs n_group >= N)\n"
+            "  --replicas R           copies of each expert (group) in the default (grouped)\n"
+            "                         split (default 1)\n"
             "  --bind ENDPOINT        client endpoint (default tcp://127.0.0.1:*, a free port)\n"
             "  --endpoint-file FILE   also write the bound client endpoint there when ready\n"
             "  --reply-timeout-ms MS  a node that does not answer a batch in time is\n"
@@ -99,6 +108,7 @@ static int s_parse(int argc, char **argv, options_t *o)
         {"node", required_argument, NULL, 'n'},
         {"placement", required_argument, NULL, 'p'},
         {"replicas", required_argument, NULL, 'r'},
+        {"placement-groups", no_argument, NULL, 'g'},
         {"bind", required_argument, NULL, 'b'},
         {"endpoint-file", required_argument, NULL, 'e'},
         {"threads", required_argument, NULL, 't'},
@@ -129,6 +139,7 @@ static int s_parse(int argc, char **argv, options_t *o)
             break;
         case 'p': o->placement = optarg; break;
         case 'r': rc = s_int_arg(optarg, "--replicas", 1, &o->replicas); break;
+        case 'g': o->placement_groups = true; break;
         case 'b': o->bind = optarg; break;
         case 'e': o->endpoint_file = optarg; break;
         case 't': rc = s_int_arg(optarg, "--threads", 1, &o->threads); break;
@@ -156,6 +167,11 @@ static int s_parse(int argc, char **argv, options_t *o)
     if (!o->model || o->n_nodes == 0) {
         fprintf(stderr, "moe-coordinator: --model and at least one --node are required "
                         "(see --help)\n");
+        return -1;
+    }
+    if (o->placement && o->placement_groups) {
+        fprintf(stderr, "moe-coordinator: give --placement or --placement-groups, not "
+                        "both\n");
         return -1;
     }
     return 0;
@@ -189,7 +205,8 @@ int main(int argc, char **argv)
     err_t err = {0};
     coordinator_opts_t opts = {
         .model = o.model, .nodes = o.nodes, .n_nodes = o.n_nodes,
-        .placement_file = o.placement, .replicas = o.replicas, .bind = o.bind,
+        .placement_file = o.placement, .placement_groups = o.placement_groups,
+        .replicas = o.replicas, .bind = o.bind,
         .reply_timeout_ms = o.reply_timeout_ms, .hello_timeout_ms = o.hello_timeout_ms,
         .max_context = o.max_context, .prefill_rows = o.prefill_rows,
         .max_seqs = o.max_seqs, .queue_limit = o.queue_limit, .kv_memory_mb = o.kv_memory_mb,

@@ -124,7 +124,12 @@ static int s_start(coordinator_t *co, const coordinator_opts_t *o,
         co->placement = placement_parse(o->placement_text, strlen(o->placement_text),
                                         "the placement", cfg->n_layers, cfg->n_experts,
                                         o->n_nodes, err);
-    else
+    else if (o->placement_groups) {
+        co->placement = placement_grouped(cfg->n_layers, cfg->n_experts, cfg->n_group,
+                                          o->n_nodes, o->replicas, err);
+        if (!co->placement)
+            err_wrap(err, "--placement-groups with %s", o->model);
+    } else
         co->placement = placement_default(cfg->n_layers, cfg->n_experts, o->n_nodes,
                                           o->replicas, err);
     if (!co->placement || s_plan(co, err) < 0)

@@ -8,6 +8,7 @@
 #define MOE_COORDINATOR_COORDINATOR_H
 
 #include <signal.h>
+#include <stdbool.h>
 
 #include "core/err.h"
 #include "model/placement.h"
@@ -25,7 +26,9 @@ typedef struct coordinator_opts {
     int n_nodes;
     const char *placement_file;         /* NULL: placement_text, else the default split */
     const char *placement_text;         /* a placement already read (e.g. broadcast) */
-    int replicas;                       /* for the default split */
+    bool placement_groups;              /* no file or text: the grouped split
+                                           (placement_grouped), not the default */
+    int replicas;                       /* for the default or grouped split */
     const char *bind;                   /* client endpoint to bind */
     int reply_timeout_ms;
     int hello_timeout_ms;

@@ -1,8 +1,10 @@
 /* moe-expert: one expert node of a cluster.
  *
- *   moe-expert --model DIR --node-id I --nodes N [--placement FILE]
- *              [--replicas R] [--bind ENDPOINT] [--endpoint-file FILE]
- *              [--threads T] [--max-rows R]
+ *   moe-expert --model DIR --node-id I --nodes N [--placement FILE |
+ *              --placement-groups] [--replicas R] [--bind ENDPOINT]
+ *              [--endpoint-file FILE] [--threads T] [--max-rows R]
+ *   moe-expert --model DIR --nodes N [--placement FILE | --placement-groups]
+ *              [--replicas R] --print-placement
  *
  * Loads the experts the placement gives node I, binds a ROUTER socket and
  * serves the data plane (expert_node/expert_server.h) until SHUTDOWN, SIGTERM
@@ -11,6 +13,9 @@
  * that file atomically (temporary file + rename), ending in a newline; a
  * stale file of that name is removed at start, so a launcher that waits for
  * the file never reads an old endpoint.
+ * With --print-placement it only writes the placement those options give, in
+ * the file format of docs/PLACEMENT.md, on stdout, and exits: a way to see
+ * (and edit into a --placement file) what the default or grouped split is.
  * Exit status: 0 after a clean shutdown, 1 on a runtime error (model or
  * placement file missing or invalid, bind failure), 2 on a usage error; every
  * error is one line on stderr.
@@ -38,7 +43,9 @@ static volatile sig_atomic_t s_interrupted = 0;
 
 typedef struct options {
     const char *model;
-    const char *placement;      /* NULL: the default split */
+    const char *placement;      /* NULL: the default or grouped split */
+    bool groups;                /* --placement-groups: the grouped split */
+    bool print_placement;       /* print the placement and exit */
     const char *bind;
     const char *endpoint_file;  /* NULL: stdout only */
     int node_id;
@@ -51,9 +58,11 @@ typedef struct options {
 static void s_usage(FILE *out)
 {
     fprintf(out,
-            "usage: moe-expert --model DIR --node-id I --nodes N [--placement FILE]\n"
-            "                  [--replicas R] [--bind ENDPOINT] [--endpoint-file FILE]\n"
-            "                  [--threads T] [--max-rows R]\n"
+            "usage: moe-expert --model DIR --node-id I --nodes N [--placement FILE |\n"
+            "                  --placement-groups] [--replicas R] [--bind ENDPOINT]\n"
+            "                  [--endpoint-file FILE] [--threads T] [--max-rows R]\n"
+            "       moe-expert --model DIR --nodes N [--placement FILE | --placement-groups]\n"
+            "                  [--replicas R] --print-placement\n"
             "\n"
             "Serves the routed experts that the placement gives node I of an N-node\n"
             "cluster to the coordinator, over ZeroMQ. Prints the bound endpoint on\n"
@@ -64,8 +73,13 @@ static void s_usage(FILE *out)
             "  --nodes N             expert nodes in the cluster\n"
             "  --placement FILE      which node hosts which expert (docs/PLACEMENT.md);\n"
             "                        default: expert e of every layer on node 1 + e %% N\n"
-            "  --replicas R          copies of each expert in the default split (default 1;\n"
-            "                        not with --placement)\n"
+            "  --placement-groups    the grouped split for group-limited routers (DeepSeek):\n"
+            "                        each expert group whole on one node, so a token reaches\n"
+            "                        at most topk_group nodes per layer (needs n_group >= N)\n"
+            "  --replicas R          copies of each expert (group) in the default (grouped)\n"
+            "                        split (default 1; not with --placement)\n"
+            "  --print-placement     print the placement these options give and exit\n"
+            "                        (--node-id not needed)\n"
             "  --bind ENDPOINT       ZeroMQ endpoint to bind (default %s,\n"
             "                        a port the system chooses)\n"
             "  --endpoint-file FILE  also write the bound endpoint to FILE, atomically\n"
@@ -95,6 +109,8 @@ static int s_parse_args(int argc, char **argv, options_t *opt)
         {"nodes", required_argument, NULL, 'n'},
         {"placement", required_argument, NULL, 'p'},
         {"replicas", required_argument, NULL, 'r'},
+        {"placement-groups", no_argument, NULL, 'g'},
+        {"print-placement", no_argument, NULL, 'P'},
         {"bind", required_argument, NULL, 'b'},
         {"endpoint-file", required_argument, NULL, 'e'},
         {"threads", required_argument, NULL, 't'},
@@ -109,6 +125,8 @@ static int s_parse_args(int argc, char **argv, options_t *opt)
         switch (c) {
         case 'm': opt->model = optarg; break;
         case 'p': opt->placement = optarg; break;
+        case 'g': opt->groups = true; break;
+        case 'P': opt->print_placement = true; break;
         case 'b': opt->bind = optarg; break;
         case 'e': opt->endpoint_file = optarg; break;
         case 'i': rc = s_parse_int(optarg, "--node-id", 1, &opt->node_id); break;
@@ -129,7 +147,7 @@ static int s_parse_args(int argc, char **argv, options_t *opt)
         fprintf(stderr, "moe-expert: unexpected argument '%s' (see --help)\n", argv[optind]);
         return -1;
     }
-    if (!opt->model || !opt->node_id || !opt->n_nodes) {
+    if (!opt->model || !opt->n_nodes || (!opt->node_id && !opt->print_placement)) {
         fprintf(stderr, "moe-expert: --model, --node-id and --nodes are required "
                 "(see --help)\n");
         return -1;
@@ -142,6 +160,10 @@ static int s_parse_args(int argc, char **argv, options_t *opt)
     if (opt->node_id > opt->n_nodes) {
         fprintf(stderr, "moe-expert: --node-id %d is out of range: nodes are 1..%d\n",
                 opt->node_id, opt->n_nodes);
+        return -1;
+    }
+    if (opt->placement && opt->groups) {
+        fprintf(stderr, "moe-expert: give --placement or --placement-groups, not both\n");
         return -1;
     }
     if (opt->placement && opt->replicas) {
@@ -203,6 +225,37 @@ static int s_write_endpoint(const char *path, const char *endpoint, err_t *err)
     return 0;
 }
 
+/* The placement the options give for the model of cfg; NULL with err. */
+static placement_t *s_placement(const options_t *opt, const config_t *cfg, err_t *err)
+{
+    int replicas = opt->replicas ? opt->replicas : 1;
+    if (opt->placement)
+        return placement_load(opt->placement, cfg->n_layers, cfg->n_experts, opt->n_nodes,
+                              err);
+    if (opt->groups) {
+        placement_t *p = placement_grouped(cfg->n_layers, cfg->n_experts, cfg->n_group,
+                                           opt->n_nodes, replicas, err);
+        if (!p)
+            err_wrap(err, "--placement-groups with %s", opt->model);
+        return p;
+    }
+    return placement_default(cfg->n_layers, cfg->n_experts, opt->n_nodes, replicas, err);
+}
+
+/* --print-placement: the placement on stdout. */
+static int s_print_placement(const options_t *opt, err_t *err)
+{
+    config_t cfg;
+    if (config_load(&cfg, opt->model, err) < 0)
+        return -1;
+    placement_t *placement = s_placement(opt, &cfg, err);
+    if (!placement)
+        return -1;
+    int rc = placement_write(placement, stdout, err);
+    placement_destroy(&placement);
+    return rc;
+}
+
 /* Loads, binds, announces the endpoint and serves. */
 static int s_serve(const options_t *opt, err_t *err)
 {
@@ -212,10 +265,7 @@ static int s_serve(const options_t *opt, err_t *err)
     config_t cfg;
     if (config_load(&cfg, opt->model, err) < 0)
         goto done;
-    placement = opt->placement
-        ? placement_load(opt->placement, cfg.n_layers, cfg.n_experts, opt->n_nodes, err)
-        : placement_default(cfg.n_layers, cfg.n_experts, opt->n_nodes,
-                            opt->replicas ? opt->replicas : 1, err);
+    placement = s_placement(opt, &cfg, err);
     if (!placement)
         goto done;
     expert_server_opts_t so = {.model_dir = opt->model, .placement = placement,
@@ -246,10 +296,17 @@ int main(int argc, char **argv)
     options_t opt;
     if (s_parse_args(argc, argv, &opt) < 0)
         return 2;
+    err_t err = {0};
+    if (opt.print_placement) {
+        if (s_print_placement(&opt, &err) < 0) {
+            fprintf(stderr, "moe-expert: %s\n", err.msg);
+            return 1;
+        }
+        return 0;
+    }
     blas_set_threads(opt.threads);
     blas_report(stderr, "moe-expert");
 
-    err_t err = {0};
     if (opt.endpoint_file && unlink(opt.endpoint_file) < 0 && errno != ENOENT) {
         fprintf(stderr, "moe-expert: cannot remove the stale endpoint file %s: %s\n",
                 opt.endpoint_file, strerror(errno));

@@ -115,6 +115,45 @@ placement_t *placement_default(int n_layers, int n_experts, int n_nodes, int rep
     return self;
 }
 
+placement_t *placement_grouped(int n_layers, int n_experts, int n_groups, int n_nodes,
+                               int replicas, err_t *err)
+{
+    if (n_groups <= 1) {
+        err_set(err, EINVAL, "grouped placement: the model has no expert groups (n_group = "
+                "%d); it needs a group-limited router (DeepSeek-V2/V3)", n_groups);
+        return NULL;
+    }
+    if (n_experts < 1 || n_experts % n_groups != 0) {
+        err_set(err, EINVAL, "grouped placement: %d groups do not divide %d experts",
+                n_groups, n_experts);
+        return NULL;
+    }
+    if (n_nodes > n_groups) {
+        err_set(err, EINVAL, "grouped placement: %d nodes for %d expert groups (a group "
+                "goes whole to one node, so at most %d nodes; use fewer nodes or a "
+                "placement file)", n_nodes, n_groups, n_groups);
+        return NULL;
+    }
+    if (replicas < 1 || replicas > n_nodes) {
+        err_set(err, EINVAL, "grouped placement: %d replicas on %d nodes (replicas must "
+                "be 1..number of nodes)", replicas, n_nodes);
+        return NULL;
+    }
+    placement_t *self = s_new(n_layers, n_experts, n_nodes, "grouped placement", err);
+    if (!self)
+        return NULL;
+    const int per_group = n_experts / n_groups;
+    for (int l = 0; l < n_layers; l++)
+        for (int e = 0; e < n_experts; e++) {
+            /* floor(g N / G) spreads G groups over N <= G nodes evenly, keeping
+             * neighbouring groups together, which keeps the file short. */
+            int home = (int)((long)(e / per_group) * n_nodes / n_groups);
+            for (int j = 0; j < replicas; j++)
+                s_add(self, s_slot(self, l, e), 1 + (home + j) % n_nodes);
+        }
+    return self;
+}
+
 /* ===== reading =============================================================== */
 
 enum { S_MAX_TOKENS = 7 };  /* one more than an entry line has, to see extras */

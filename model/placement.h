@@ -10,6 +10,14 @@
  * layer goes to node 1 + (e % n_nodes), and replica j (0 <= j < replicas) to
  * node 1 + ((e + j) % n_nodes).
  *
+ * The grouped placement (placement_grouped) is for group-limited routers
+ * (DeepSeek-V2/V3), which pick topk_group of n_groups groups of consecutive
+ * experts before picking experts inside them: it puts each group whole on one
+ * node, so that a token's experts of one layer are on at most topk_group
+ * nodes. Group g (experts [g E/G, (g+1) E/G)) of every layer goes to node
+ * 1 + floor(g N / G), and replica j to node 1 + ((floor(g N / G) + j) % N);
+ * each node gets floor(G/N) or ceil(G/N) groups.
+ *
  * A placement file is text (docs/PLACEMENT.md):
  *
  *     # comments start with '#'; blank lines are ignored
@@ -45,6 +53,16 @@ typedef struct placement placement_t;
  * n_nodes; ENOMEM. Caller destroys. */
 placement_t *placement_default(int n_layers, int n_experts, int n_nodes, int replicas,
                                err_t *err);
+
+/* The grouped placement described above for a model of n_layers x n_experts
+ * whose router has n_groups expert groups, on n_nodes nodes, each group on
+ * `replicas` distinct nodes. EINVAL, with a message saying why, when
+ * n_groups <= 1 (the model has no groups), n_groups does not divide
+ * n_experts, n_nodes > n_groups (a group is never split, so some node would
+ * host nothing), or for the reasons of placement_default; ENOMEM. Caller
+ * destroys. */
+placement_t *placement_grouped(int n_layers, int n_experts, int n_groups, int n_nodes,
+                               int replicas, err_t *err);
 
 /* Reads a placement file for a model of n_layers x n_experts on n_nodes nodes
  * (n_nodes 0: take the count the file gives). Caller destroys. NULL with

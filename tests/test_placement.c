@@ -1,16 +1,23 @@
 /* test_placement: the default split, replicas, the file format with every
- * error it reports, the writer's round trip and out-of-memory paths. */
+ * error it reports, the writer's round trip and out-of-memory paths; the
+ * grouped split, and simulated group-limited routing over it: a token's
+ * experts are on at most topk_group nodes, and the mean count of nodes a
+ * token reaches matches its exact expectation for the default and grouped
+ * splits. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <cmocka.h>
 
 #include <errno.h>
+#include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/mem.h"
+#include "engine/router.h"
 #include "model/placement.h"
 #include "tests/testutil.h"
 
@@ -465,6 +472,292 @@ static void test_out_of_memory(void **state)
     free(dir);
 }
 
+/* ===== grouped split ====================================================== */
+
+/* Checks a grouped placement against its definition, computed another way:
+ * every expert of a group has the same hosts; the first hosts of the groups
+ * are non-decreasing in the group id and give each node floor(G/N) or
+ * ceil(G/N) groups; replica j is the node after replica j - 1 (cyclically). */
+static void s_expect_grouped(const placement_t *p, int n_layers, int n_experts,
+                             int n_groups, int n_nodes, int replicas)
+{
+    const int per_group = n_experts / n_groups;
+    int groups_of[PLACEMENT_MAX_NODES + 1] = {0};
+    int last_home = 1;
+    for (int g = 0; g < n_groups; g++) {
+        const int *first = NULL;
+        assert_int_equal(placement_nodes_of(p, 0, g * per_group, &first), replicas);
+        assert_true(first[0] >= last_home);
+        last_home = first[0];
+        groups_of[first[0]]++;
+        for (int j = 1; j < replicas; j++)
+            assert_int_equal(first[j], first[j - 1] % n_nodes + 1);
+        for (int l = 0; l < n_layers; l++)
+            for (int e = g * per_group; e < (g + 1) * per_group; e++) {
+                const int *nodes = NULL;
+                assert_int_equal(placement_nodes_of(p, l, e, &nodes), replicas);
+                assert_memory_equal(nodes, first, (size_t)replicas * sizeof(int));
+            }
+    }
+    for (int n = 1; n <= n_nodes; n++) {
+        assert_true(groups_of[n] == n_groups / n_nodes ||
+                    groups_of[n] == (n_groups + n_nodes - 1) / n_nodes);
+        int hosted_groups = 0; /* groups of which n holds some replica */
+        for (int g = 0; g < n_groups; g++)
+            hosted_groups += placement_hosts(p, n, 0, g * per_group);
+        assert_int_equal(placement_node_count(p, n), n_layers * per_group * hosted_groups);
+    }
+}
+
+static void test_grouped_split(void **state)
+{
+    (void)state;
+    static const int cases[][5] = {
+        /* layers, experts, groups, nodes, replicas */
+        {3, 16, 4, 4, 1},   {3, 16, 4, 2, 1},  {3, 16, 4, 3, 1}, {3, 16, 4, 4, 2},
+        {2, 256, 8, 8, 1},  {2, 256, 8, 8, 3}, {2, 256, 8, 5, 2}, {1, 160, 8, 1, 1},
+        {2, 64, 16, 6, 6},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        const int *k = cases[c];
+        err_t err = {0};
+        placement_t *p = placement_grouped(k[0], k[1], k[2], k[3], k[4], &err);
+        assert_non_null(p);
+        s_expect_grouped(p, k[0], k[1], k[2], k[3], k[4]);
+        /* What placement_write gives reads back the same. */
+        char *text = s_write(p);
+        placement_t *q = s_parse(text, k[0], k[1], k[3], &err);
+        assert_non_null(q);
+        s_expect_equal(p, q);
+        placement_destroy(&q);
+        free(text);
+        placement_destroy(&p);
+    }
+    /* The deepseek_v3-A fixture's shape on 4 nodes, as a user reads it. */
+    err_t err = {0};
+    placement_t *p = placement_grouped(3, 16, 4, 4, 1, &err);
+    char *text = s_write(p);
+    assert_non_null(strstr(text, "nodes 4\nnode 1 layers * experts 0-3\n"
+                                 "node 2 layers * experts 4-7\nnode 3 layers * experts 8-11\n"
+                                 "node 4 layers * experts 12-15\n"));
+    free(text);
+    placement_destroy(&p);
+    /* 8 groups on 3 nodes: 3, 3 and 2 groups. */
+    p = placement_grouped(1, 16, 8, 3, 1, &err);
+    s_expect_nodes(p, 0, 5, 1, 1);
+    s_expect_nodes(p, 0, 6, 1, 2);
+    s_expect_nodes(p, 0, 11, 1, 2);
+    s_expect_nodes(p, 0, 12, 1, 3);
+    assert_int_equal(placement_node_count(p, 1), 6);
+    assert_int_equal(placement_node_count(p, 3), 4);
+    placement_destroy(&p);
+}
+
+static void test_grouped_rejects(void **state)
+{
+    (void)state;
+    static const struct {
+        int experts, groups, nodes, replicas;
+        const char *why;
+    } cases[] = {
+        {8, 1, 2, 1, "no expert groups"},
+        {8, 0, 2, 1, "no expert groups"},
+        {8, 3, 2, 1, "do not divide"},
+        {16, 4, 5, 1, "5 nodes for 4 expert groups"},
+        {16, 4, 4, 5, "5 replicas on 4 nodes"},
+        {16, 4, 4, 0, "0 replicas"},
+        {16, 4, 0, 1, "1 replicas on 0 nodes"},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        err_t err = {0};
+        errno = 0;
+        placement_t *p = placement_grouped(2, cases[c].experts, cases[c].groups,
+                                           cases[c].nodes, cases[c].replicas, &err);
+        assert_null(p);
+        assert_int_equal(errno, EINVAL);
+        assert_int_equal(err.code, EINVAL);
+        if (!strstr(err.msg, cases[c].why))
+            fail_msg("case %zu: '%s' does not say '%s'", c, err.msg, cases[c].why);
+    }
+}
+
+/* A small deterministic generator (xorshift64*), uniform in [0, 1). */
+static double s_uniform(uint64_t *st)
+{
+    *st ^= *st >> 12;
+    *st ^= *st << 25;
+    *st ^= *st >> 27;
+    return (double)((*st * 2685821657736338717ull) >> 11) / 9007199254740992.0;
+}
+
+static double s_normal(uint64_t *st)
+{
+    double u = s_uniform(st), v = s_uniform(st);
+    return sqrt(-2 * log(u > 0 ? u : 1e-300)) * cos(6.283185307179586 * v);
+}
+
+/* Distinct first-choice nodes (the ones the coordinator sends to while every
+ * node is up) of the k experts ids[0..k) of layer 0. */
+static int s_nodes_reached(const placement_t *p, const int32_t *ids, int k)
+{
+    bool seen[PLACEMENT_MAX_NODES + 1] = {false};
+    int n = 0;
+    for (int i = 0; i < k; i++) {
+        const int *nodes = NULL;
+        assert_int_equal(placement_nodes_of(p, 0, ids[i], &nodes) >= 1, 1);
+        n += !seen[nodes[0]];
+        seen[nodes[0]] = true;
+    }
+    return n;
+}
+
+/* C(n, r) / C(m, r) in float64, for n <= m. */
+static double s_binom_ratio(int n, int m, int r)
+{
+    double x = 1;
+    for (int i = 0; i < r; i++)
+        x *= (double)(n - i) / (double)(m - i);
+    return n < r ? 0 : x;
+}
+
+/* Expected distinct nodes when k experts are drawn uniformly without
+ * replacement from those of the kept groups: sum over nodes of
+ * 1 - C(M - m_n, k) / C(M, k), m_n being the node's experts among the M. */
+static double s_expected_nodes(const placement_t *p, const bool *kept, int n_experts,
+                               int n_groups, int k)
+{
+    const int per_group = n_experts / n_groups;
+    int m[PLACEMENT_MAX_NODES + 1] = {0}, total = 0;
+    for (int e = 0; e < n_experts; e++)
+        if (kept[e / per_group]) {
+            const int *nodes = NULL;
+            placement_nodes_of(p, 0, e, &nodes);
+            m[nodes[0]]++;
+            total++;
+        }
+    double sum = 0;
+    for (int n = 1; n <= placement_n_nodes(p); n++)
+        sum += 1 - s_binom_ratio(total - m[n], total, k);
+    return sum;
+}
+
+typedef struct s_shape {
+    const char *name;
+    int n_experts, n_groups, topk_group, k, n_nodes;
+} s_shape_t;
+
+/* Group-limited choices over n_tokens tokens, two ways, on the default and
+ * the grouped split of `shape`:
+ *  - uniform: topk_group groups at random, then k experts at random among
+ *    theirs; the mean distinct nodes must match the exact expectation (the
+ *    float64 formula above, averaged over the same kept groups) within 5
+ *    standard errors;
+ *  - router: the engine's DeepSeek-V3 router on random logits and biases.
+ * Every token of the grouped split reaches at most topk_group nodes. */
+static void s_simulate(const s_shape_t *sh, int n_tokens, double means[2][2])
+{
+    err_t err = {0};
+    placement_t *split[2] = {
+        placement_default(1, sh->n_experts, sh->n_nodes, 1, &err),
+        placement_grouped(1, sh->n_experts, sh->n_groups, sh->n_nodes, 1, &err),
+    };
+    assert_non_null(split[0]);
+    assert_non_null(split[1]);
+    const int per_group = sh->n_experts / sh->n_groups;
+    float *logits = mem_alloc((size_t)sh->n_experts * sizeof(float));
+    float *bias = mem_alloc((size_t)sh->n_experts * sizeof(float));
+    int32_t ids[64];
+    float weights[64];
+    int pool[1024];
+    bool kept[ROUTER_MAX_GROUPS];
+    uint64_t st = 0x9e3779b97f4a7c15ull;
+    assert_true(sh->k <= 64 && sh->n_experts <= 1024);
+    for (int s = 0; s < 2; s++) {
+        double sum = 0, sum_sq = 0, expected = 0, router_sum = 0;
+        int max_nodes = 0, router_max = 0;
+        for (int t = 0; t < n_tokens; t++) {
+            /* Uniform: kept groups by a partial shuffle, then experts. */
+            int order[ROUTER_MAX_GROUPS];
+            for (int g = 0; g < sh->n_groups; g++) {
+                order[g] = g;
+                kept[g] = false;
+            }
+            for (int j = 0; j < sh->topk_group; j++) {
+                int r = j + (int)(s_uniform(&st) * (sh->n_groups - j));
+                int tmp = order[j];
+                order[j] = order[r];
+                order[r] = tmp;
+                kept[order[j]] = true;
+            }
+            int n_pool = 0;
+            for (int e = 0; e < sh->n_experts; e++)
+                if (kept[e / per_group])
+                    pool[n_pool++] = e;
+            for (int j = 0; j < sh->k; j++) {
+                int r = j + (int)(s_uniform(&st) * (n_pool - j));
+                int tmp = pool[j];
+                pool[j] = pool[r];
+                pool[r] = tmp;
+                ids[j] = pool[j];
+            }
+            int n = s_nodes_reached(split[s], ids, sh->k);
+            sum += n;
+            sum_sq += (double)n * n;
+            max_nodes = n > max_nodes ? n : max_nodes;
+            expected += s_expected_nodes(split[s], kept, sh->n_experts, sh->n_groups, sh->k);
+            /* The engine's router on random scores. */
+            for (int e = 0; e < sh->n_experts; e++) {
+                logits[e] = (float)s_normal(&st);
+                bias[e] = (float)(0.1 * s_uniform(&st));
+            }
+            router_select_grouped_sigmoid(logits, bias, 1, sh->n_experts, sh->n_groups,
+                                          sh->topk_group, sh->k, true, 1.0f, ids, weights);
+            n = s_nodes_reached(split[s], ids, sh->k);
+            router_sum += n;
+            router_max = n > router_max ? n : router_max;
+        }
+        double mean = sum / n_tokens, var = sum_sq / n_tokens - mean * mean;
+        expected /= n_tokens;
+        printf("  %s, %s split: %.3f nodes per token (exact %.3f, max %d); router: %.3f "
+               "(max %d)\n", sh->name, s ? "grouped" : "default", mean, expected, max_nodes,
+               router_sum / n_tokens, router_max);
+        if (fabs(mean - expected) > 5 * sqrt(var / n_tokens) + 1e-9)
+            fail_msg("%s: mean %.4f differs from the exact %.4f", sh->name, mean, expected);
+        if (s == 1) {
+            assert_true(max_nodes <= sh->topk_group);
+            assert_true(router_max <= sh->topk_group);
+        }
+        means[s][0] = mean;
+        means[s][1] = router_sum / n_tokens;
+    }
+    mem_free(bias);
+    mem_free(logits);
+    placement_destroy(&split[1]);
+    placement_destroy(&split[0]);
+}
+
+static void test_grouped_routing_simulated(void **state)
+{
+    (void)state;
+    static const s_shape_t shapes[] = {
+        /* DeepSeek-V3 (256 experts, 8 groups, topk_group 4, top-8) on 8 nodes */
+        {"deepseek-v3 on 8 nodes", 256, 8, 4, 8, 8},
+        /* the deepseek_v3-A fixture (16, 4, 2, top-4) on 4 nodes */
+        {"deepseek_v3-A on 4 nodes", 16, 4, 2, 4, 4},
+        /* DeepSeek-V2 (160 experts, 8 groups, topk_group 3, top-6) on 8 nodes */
+        {"deepseek-v2 on 8 nodes", 160, 8, 3, 6, 8},
+        /* more groups than nodes: 2 groups per node */
+        {"16 groups on 8 nodes", 256, 16, 4, 8, 8},
+    };
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+        double means[2][2];
+        s_simulate(&shapes[i], 20000, means);
+        /* The grouped split saves traffic both ways. */
+        assert_true(means[1][0] < means[0][0]);
+        assert_true(means[1][1] < means[0][1]);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -479,6 +772,9 @@ int main(void)
         cmocka_unit_test(test_write_round_trip),
         cmocka_unit_test(test_write_failure),
         cmocka_unit_test(test_out_of_memory),
+        cmocka_unit_test(test_grouped_split),
+        cmocka_unit_test(test_grouped_rejects),
+        cmocka_unit_test(test_grouped_routing_simulated),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
