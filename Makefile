@@ -3,7 +3,8 @@
 #   make                   build every program into build/bin/
 #   make test              build and run every test (cmocka), tests/run.sh prints the tally
 #   make test SANITIZE=1   the same under AddressSanitizer + UBSan (in build/sanitize/)
-#   make check             both of the above: what CI runs
+#   make check             both of the above and fuzz-smoke: what CI runs
+#   make fuzz              each libFuzzer harness of fuzz/ for FUZZ_SECONDS (clang)
 #   make run               build, make the default model if needed, run it once
 #   make bench             the benchmarks of bench/ (not tests: figures, not verdicts)
 
@@ -168,6 +169,7 @@ test: $(TEST_BINS) $(PROGRAMS)
 check:
 	$(MAKE) test
 	$(MAKE) test SANITIZE=1
+	$(MAKE) fuzz-smoke
 
 # ---- run and bench -----------------------------------------------------------------
 DEFAULT_MODEL := build/models/default
@@ -194,6 +196,83 @@ bench: $(BENCH_BINS) $(PROGRAMS)
 bench-families: $(BENCH_BINS) $(PROGRAMS)
 	bench/families.sh $(BIN)
 
+# ---- fuzzing (docs/FUZZING.md) ---------------------------------------------------------
+# libFuzzer harnesses of fuzz/, built with clang against the sources of the
+# modules they drive (compiled again into build/fuzz/ with ASan + UBSan and
+# coverage). `make fuzz` runs each for FUZZ_SECONDS on a working corpus in
+# build/fuzz/corpus/ seeded from fuzz/corpus/; `make fuzz-smoke` replays the
+# seeds and the regression inputs of fuzz/regressions/ and fuzzes each for
+# FUZZ_SMOKE_SECONDS (part of `make check`).
+FUZZ_CC      ?= clang
+FUZZ_SECONDS ?= 60
+FUZZ_SMOKE_SECONDS ?= 8
+FUZZ_TARGETS := data_plane client_rpc config safetensors tokenizer
+FUZZ_DIR     := build/fuzz
+FUZZ_OBJ     := $(FUZZ_DIR)/obj
+FUZZ_BINS    := $(addprefix $(FUZZ_DIR)/fuzz_,$(FUZZ_TARGETS))
+FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined \
+                -fno-omit-frame-pointer
+FUZZ_CFLAGS  := -std=c11 -O1 -g -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
+                -fno-strict-aliasing $(FUZZ_SAN) -fsanitize=fuzzer-no-link
+fuzz_obj = $(patsubst %.c,$(FUZZ_OBJ)/%.o,$(1))
+FUZZ_LIB_CORE  := $(FUZZ_DIR)/lib/libmoe_core.a
+FUZZ_LIB_MODEL := $(FUZZ_DIR)/lib/libmoe_model.a
+FUZZ_LIB_WIRE  := $(FUZZ_DIR)/lib/libmoe_wire.a
+FUZZ_LIB_TOKENIZER := $(FUZZ_DIR)/lib/libmoe_tokenizer.a
+$(FUZZ_LIB_CORE):  $(call fuzz_obj,$(CORE_SRC))
+$(FUZZ_LIB_MODEL): $(call fuzz_obj,$(MODEL_SRC))
+$(FUZZ_LIB_WIRE):  $(call fuzz_obj,$(WIRE_SRC)) \
+                   $(patsubst $(BUILD)/gen/%.c,$(FUZZ_OBJ)/gen/%.o,$(PROTO_GEN_C))
+$(FUZZ_LIB_TOKENIZER): $(call fuzz_obj,$(TOKENIZER_SRC))
+$(FUZZ_DIR)/lib/%.a:
+	@mkdir -p $(dir $@)
+	rm -f $@ && $(AR) rcs $@ $^
+
+$(FUZZ_DIR)/fuzz_data_plane $(FUZZ_DIR)/fuzz_client_rpc: $(FUZZ_LIB_WIRE)
+$(FUZZ_DIR)/fuzz_config $(FUZZ_DIR)/fuzz_safetensors: $(FUZZ_LIB_MODEL)
+$(FUZZ_DIR)/fuzz_tokenizer: $(FUZZ_LIB_TOKENIZER)
+$(FUZZ_BINS): $(FUZZ_DIR)/fuzz_%: $(FUZZ_OBJ)/fuzz/fuzz_%.o $(FUZZ_LIB_CORE)
+	$(FUZZ_CC) $(FUZZ_SAN) -fsanitize=fuzzer -o $@ $(filter %.o,$^) \
+	    $(filter-out $(FUZZ_LIB_CORE),$(filter %.a,$^)) $(FUZZ_LIB_CORE) \
+	    $(LDLIBS) $(TOKENIZER_LIBS)
+
+$(FUZZ_OBJ)/%.o: %.c | $(PROTO_GEN_H)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(CPPFLAGS) $(FUZZ_CFLAGS) -c -o $@ $<
+$(FUZZ_OBJ)/gen/%.o: $(BUILD)/gen/%.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(CPPFLAGS) $(FUZZ_CFLAGS) -c -o $@ $<
+$(call fuzz_obj,$(TOKENIZER_SRC)): CPPFLAGS += $(shell pkg-config --cflags libpcre2-8 libutf8proc)
+
+fuzz-build: $(FUZZ_BINS)
+
+# $(1): target, $(2): seconds, $(3): working corpus folder (gets the new inputs).
+fuzz_run = mkdir -p $(3) $(FUZZ_DIR)/artifacts fuzz/regressions/$(1) && \
+	$(FUZZ_DIR)/fuzz_$(1) -max_total_time=$(2) -timeout=10 -rss_limit_mb=2048 \
+	    -print_final_stats=1 -artifact_prefix=$(FUZZ_DIR)/artifacts/$(1)- \
+	    $(3) fuzz/corpus/$(1) fuzz/regressions/$(1)
+
+fuzz: $(FUZZ_BINS)
+	$(foreach t,$(FUZZ_TARGETS),$(call fuzz_run,$(t),$(FUZZ_SECONDS),$(FUZZ_DIR)/corpus/$(t)) &&) true
+
+fuzz-smoke: $(FUZZ_BINS)
+	rm -rf $(FUZZ_DIR)/smoke && mkdir -p $(FUZZ_DIR)/smoke
+	@$(foreach t,$(FUZZ_TARGETS),echo "fuzz-smoke: $(t)" && \
+	    { $(call fuzz_run,$(t),$(FUZZ_SMOKE_SECONDS),$(FUZZ_DIR)/smoke/$(t)) \
+	      >$(FUZZ_DIR)/smoke/$(t).log 2>&1 || { tail -n 40 $(FUZZ_DIR)/smoke/$(t).log; exit 1; }; } && \
+	    grep -E '^(stat::number_of_executed_units|Done)' $(FUZZ_DIR)/smoke/$(t).log &&) true
+
+# Regenerates the seeds of fuzz/corpus/ (encoders, st_writer, the trainer,
+# the fixtures' config.json files).
+$(BIN)/gen-corpus: $(OBJ)/fuzz/gen_corpus.o $(LIB_WIRE) $(LIB_TOKENIZER) $(LIB_MODEL) $(LIB_CORE)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(TOKENIZER_LIBS)
+fuzz-corpus: $(BIN)/gen-corpus
+	mkdir -p fuzz/corpus/config
+	$(BIN)/gen-corpus fuzz/corpus
+	for d in $(abspath $(SHARED))/fixtures/*/; do \
+	    cp $$d/config.json fuzz/corpus/config/$$(basename $$d).json; done
+
 # ---- objects -------------------------------------------------------------------------
 $(BUILD)/gen/proto/%.pb-c.c $(BUILD)/gen/proto/%.pb-c.h: proto/%.proto
 	@mkdir -p $(BUILD)/gen
@@ -214,6 +293,6 @@ $(OBJ)/gen/%.o: $(BUILD)/gen/%.c
 clean:
 	rm -rf build
 
-.PHONY: bench-families all test check run bench clean
+.PHONY: all test check run bench bench-families clean fuzz fuzz-smoke fuzz-build fuzz-corpus
 .SECONDARY: $(PROTO_GEN_C) $(PROTO_GEN_H)  # generated sources are kept, not intermediates
--include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
+-include $(shell find $(BUILD)/obj $(FUZZ_OBJ) -name '*.d' 2>/dev/null)

@@ -293,6 +293,29 @@ static int s_recv_all(wire_inbox_t *self, void *socket, bool with_identity,
     return 0;
 }
 
+/* What s_recv_all does, for a message whose frames (after the identity) are
+ * in memory: the header and the frame after it are copied into the inbox,
+ * later frames only counted. -1 with errno ENOMEM. */
+static int s_load(wire_inbox_t *self, const wire_frame_t *frames, int n_frames, err_t *err)
+{
+    s_inbox_reset(self);
+    self->message_bytes = 0;
+    for (int i = 0; i < n_frames; i++) {
+        self->message_bytes += frames[i].size;
+        if (i > 1)
+            continue;
+        zmq_msg_t *m = i == 0 ? &self->hdr : &self->tensor;
+        zmq_msg_close(m);
+        if (zmq_msg_init_size(m, frames[i].size) < 0) {
+            zmq_msg_init(m);
+            return err_set(err, ENOMEM, "out of memory for a %zu-byte frame", frames[i].size);
+        }
+        if (frames[i].size)
+            memcpy(zmq_msg_data(m), frames[i].data, frames[i].size);
+    }
+    return 0;
+}
+
 /* ---- decoding headers ------------------------------------------------------------- */
 
 /* Reads one varint at p[*i], advancing *i; false when it does not end in n. */
@@ -695,20 +718,11 @@ static int s_data_fill(wire_inbox_t *self, const Moe__Data__Header *h, int n_fra
     }
 }
 
-int wire_data_recv(wire_inbox_t *self, void *socket, bool with_identity,
-                   wire_peer_t *from, wire_data_t *msg, wire_data_error_t *code,
-                   err_t *err)
+/* Decodes the data-plane message whose frames s_recv_all or s_load put in the
+ * inbox: wire_data_recv after the socket. */
+static int s_data_decode(wire_inbox_t *self, int n_frames, bool bad_identity,
+                         wire_data_t *msg, wire_data_error_t *code, err_t *err)
 {
-    assert(self);
-    assert(socket);
-    assert(msg);
-    wire_data_error_t ignored;
-    if (!code)
-        code = &ignored;
-    int n_frames;
-    bool bad_identity;
-    if (s_recv_all(self, socket, with_identity, from, &n_frames, &bad_identity, err) < 0)
-        return -1;
     memset(msg, 0, sizeof *msg);
     *code = WIRE_DATA_OK;
 
@@ -748,6 +762,37 @@ done:
     }
     msg->request_id = id;
     return rc;
+}
+
+int wire_data_recv(wire_inbox_t *self, void *socket, bool with_identity,
+                   wire_peer_t *from, wire_data_t *msg, wire_data_error_t *code,
+                   err_t *err)
+{
+    assert(self);
+    assert(socket);
+    assert(msg);
+    wire_data_error_t ignored;
+    if (!code)
+        code = &ignored;
+    int n_frames;
+    bool bad_identity;
+    if (s_recv_all(self, socket, with_identity, from, &n_frames, &bad_identity, err) < 0)
+        return -1;
+    return s_data_decode(self, n_frames, bad_identity, msg, code, err);
+}
+
+int wire_data_decode(wire_inbox_t *self, const wire_frame_t *frames, int n_frames,
+                     wire_data_t *msg, wire_data_error_t *code, err_t *err)
+{
+    assert(self);
+    assert(frames || n_frames == 0);
+    assert(msg);
+    wire_data_error_t ignored;
+    if (!code)
+        code = &ignored;
+    if (s_load(self, frames, n_frames, err) < 0)
+        return -1;
+    return s_data_decode(self, n_frames, false, msg, code, err);
 }
 
 /* Text for an error field: s itself, or its longest prefix that fits
@@ -1071,19 +1116,10 @@ static int s_request_fill(const wire_limits_t *lim, const Moe__Client__Request *
     }
 }
 
-int wire_request_recv(wire_inbox_t *self, void *socket, wire_peer_t *from,
-                      wire_request_t *req, wire_client_error_t *code, err_t *err)
+/* wire_request_recv after the socket (see s_data_decode). */
+static int s_request_decode(wire_inbox_t *self, int n_frames, bool bad_identity,
+                            wire_request_t *req, wire_client_error_t *code, err_t *err)
 {
-    assert(self);
-    assert(socket);
-    assert(req);
-    wire_client_error_t ignored;
-    if (!code)
-        code = &ignored;
-    int n_frames;
-    bool bad_identity;
-    if (s_recv_all(self, socket, true, from, &n_frames, &bad_identity, err) < 0)
-        return -1;
     memset(req, 0, sizeof *req);
     *code = WIRE_CLIENT_OK;
 
@@ -1125,6 +1161,36 @@ done:
     }
     req->request_id = id;
     return rc;
+}
+
+int wire_request_recv(wire_inbox_t *self, void *socket, wire_peer_t *from,
+                      wire_request_t *req, wire_client_error_t *code, err_t *err)
+{
+    assert(self);
+    assert(socket);
+    assert(req);
+    wire_client_error_t ignored;
+    if (!code)
+        code = &ignored;
+    int n_frames;
+    bool bad_identity;
+    if (s_recv_all(self, socket, true, from, &n_frames, &bad_identity, err) < 0)
+        return -1;
+    return s_request_decode(self, n_frames, bad_identity, req, code, err);
+}
+
+int wire_request_decode(wire_inbox_t *self, const wire_frame_t *frames, int n_frames,
+                        wire_request_t *req, wire_client_error_t *code, err_t *err)
+{
+    assert(self);
+    assert(frames || n_frames == 0);
+    assert(req);
+    wire_client_error_t ignored;
+    if (!code)
+        code = &ignored;
+    if (s_load(self, frames, n_frames, err) < 0)
+        return -1;
+    return s_request_decode(self, n_frames, false, req, code, err);
 }
 
 int wire_request_send(void *socket, const wire_request_t *req, err_t *err)
@@ -1334,15 +1400,10 @@ static int s_reply_fill(wire_inbox_t *self, const Moe__Client__Reply *r, int n_f
     }
 }
 
-int wire_reply_recv(wire_inbox_t *self, void *socket, wire_reply_t *rep, err_t *err)
+/* wire_reply_recv after the socket (see s_data_decode). */
+static int s_reply_decode(wire_inbox_t *self, int n_frames, bool bad_identity,
+                          wire_reply_t *rep, err_t *err)
 {
-    assert(self);
-    assert(socket);
-    assert(rep);
-    int n_frames;
-    bool bad_identity;
-    if (s_recv_all(self, socket, false, NULL, &n_frames, &bad_identity, err) < 0)
-        return -1;
     memset(rep, 0, sizeof *rep);
 
     void *m;
@@ -1391,6 +1452,29 @@ done:
     }
     rep->request_id = id;
     return rc;
+}
+
+int wire_reply_recv(wire_inbox_t *self, void *socket, wire_reply_t *rep, err_t *err)
+{
+    assert(self);
+    assert(socket);
+    assert(rep);
+    int n_frames;
+    bool bad_identity;
+    if (s_recv_all(self, socket, false, NULL, &n_frames, &bad_identity, err) < 0)
+        return -1;
+    return s_reply_decode(self, n_frames, bad_identity, rep, err);
+}
+
+int wire_reply_decode(wire_inbox_t *self, const wire_frame_t *frames, int n_frames,
+                      wire_reply_t *rep, err_t *err)
+{
+    assert(self);
+    assert(frames || n_frames == 0);
+    assert(rep);
+    if (s_load(self, frames, n_frames, err) < 0)
+        return -1;
+    return s_reply_decode(self, n_frames, false, rep, err);
 }
 
 /* Fills the NodeStatus messages of a STATUS_DATA into s (n) and ptrs (n). */

@@ -272,4 +272,24 @@ int wire_reply_send_error(void *socket, const wire_peer_t *to, uint64_t request_
 
 const char *wire_client_error_name(wire_client_error_t code);
 
+/* ===== decoding from memory ===================================================== */
+
+/* One frame of a message held in memory. */
+typedef struct wire_frame {
+    const void *data;  /* (size) bytes */
+    size_t size;
+} wire_frame_t;
+
+/* What wire_data_recv, wire_request_recv and wire_reply_recv do with a
+ * message once its frames are off the socket, for the n_frames frames after
+ * the identity given in memory (copied into the inbox; frames may be NULL when
+ * n_frames is 0): the same checks and results, with no socket. For tests and
+ * fuzzing (fuzz/); the receive functions decode through the same code. */
+int wire_data_decode(wire_inbox_t *inbox, const wire_frame_t *frames, int n_frames,
+                     wire_data_t *msg, wire_data_error_t *code, err_t *err);
+int wire_request_decode(wire_inbox_t *inbox, const wire_frame_t *frames, int n_frames,
+                        wire_request_t *req, wire_client_error_t *code, err_t *err);
+int wire_reply_decode(wire_inbox_t *inbox, const wire_frame_t *frames, int n_frames,
+                      wire_reply_t *rep, err_t *err);
+
 #endif /* MOE_PROTO_WIRE_H */

@@ -16,6 +16,7 @@ packages=(
     procps                   # ps/pkill in cluster/ scripts and tests
     openmpi-bin libopenmpi-dev  # mpirun and moe-mpi's bootstrap (core/boot.c)
     iproute2 util-linux      # test hosts: ip netns, veth, bridge; unshare
+    clang libclang-rt-14-dev # fuzz/: clang and libFuzzer (libclang_rt.fuzzer-x86_64.a)
 )
 
 # moe-mpi's ranks mostly wait for each other, so more ranks than cores is

@@ -1,0 +1,111 @@
+/* fuzz_safetensors: safetensors_open on an arbitrary model.safetensors, or,
+ * when the input starts with '{', on an arbitrary
+ * model.safetensors.index.json next to a fixed valid shard (shard.safetensors,
+ * tensors "w" F32 (2, 3) and "h" F16 (3)). Each input is written to a file
+ * (fuzz_tmp.h): the reader mmaps files, and the write costs little next to
+ * the parse. Every tensor the header names is then looked up and read as
+ * float32 whole and as slice 0, as the engine reads experts.
+ */
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fuzz/fuzz_tmp.h"
+#include "fuzz/fuzz_verbose.h"
+#include "model/safetensors.h"
+#include "model/st_writer.h"
+
+static void s_shard(void)
+{
+    static int done;
+    if (done)
+        return;
+    char path[512];
+    snprintf(path, sizeof path, "%s/shard.safetensors", fuzz_tmp_get());
+    snprintf(fuzz_tmp_files[3], sizeof fuzz_tmp_files[3], "%s", path);
+    err_t err = {0};
+    st_writer_t *w = st_writer_new(path, &err);
+    static const int64_t w_shape[] = {2, 3}, h_shape[] = {3};
+    static const float v[] = {1, 2, 3, 4, 5, 6, 7, 8, 9};
+    if (!w || st_writer_add(w, "w", ST_F32, 2, w_shape, &err) < 0 ||
+        st_writer_add(w, "h", ST_F16, 1, h_shape, &err) < 0 || st_writer_begin(w, &err) < 0 ||
+        st_writer_write(w, v, 6, &err) < 0 ||
+        st_writer_write(w, v + 6, 3, &err) < 0 || st_writer_finish(w, &err) < 0) {
+        fprintf(stderr, "fuzz_safetensors: writing the shard: %s\n", err.msg);
+        abort();
+    }
+    st_writer_destroy(&w);
+    done = 1;
+}
+
+static void s_read(safetensors_t *st, const char *name)
+{
+    err_t err = {0};
+    const st_tensor_t *t = safetensors_find(st, name, &err);
+    fuzz_verbose(name, t ? 0 : -1, err.msg);
+    if (!t)
+        return;
+    volatile float sink = 0;
+    size_t n = t->nbytes / st_dtype_size(t->dtype);
+    const float *f = safetensors_f32(st, name, -1, t->ndim, t->shape, &err);
+    if (f)
+        for (size_t i = 0; i < n; i++)
+            sink += f[i];
+    if (t->ndim >= 1 && t->shape[0] > 0) {
+        f = safetensors_f32(st, name, 0, t->ndim - 1, t->shape + 1, &err);
+        if (f)
+            for (size_t i = 0; i < n / (size_t)t->shape[0]; i++)
+                sink += f[i];
+    }
+    (void)sink;
+}
+
+/* The tensor names a header or index names, or NULL. */
+static json_t *s_names(const uint8_t *data, size_t size, int index)
+{
+    if (index) {
+        json_t *root = json_loadb((const char *)data, size, 0, NULL);
+        json_t *wm = json_incref(json_object_get(root, "weight_map"));
+        json_decref(root);
+        return wm;
+    }
+    if (size < 8)
+        return NULL;
+    uint64_t len = 0;
+    for (int i = 7; i >= 0; i--)
+        len = len << 8 | data[i];
+    if (len > size - 8)
+        return NULL;
+    return json_loadb((const char *)data + 8, (size_t)len, 0, NULL);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    int index = size > 0 && data[0] == '{';
+    if (index) {
+        s_shard();
+        fuzz_tmp_remove(0);
+        fuzz_tmp_write(1, "model.safetensors.index.json", data, size);
+    } else {
+        fuzz_tmp_remove(1);
+        fuzz_tmp_write(0, "model.safetensors", data, size);
+    }
+    err_t err = {0};
+    safetensors_t *st = safetensors_open(fuzz_tmp_get(), &err);
+    fuzz_verbose("safetensors_open", st ? 0 : -1, err.msg);
+    if (!st)
+        return 0;
+    (void)safetensors_count(st);
+    json_t *names = s_names(data, size, index);
+    const char *key;
+    json_t *v;
+    if (json_is_object(names))
+        json_object_foreach(names, key, v) s_read(st, key);
+    s_read(st, "w");
+    json_decref(names);
+    safetensors_destroy(&st);
+    return 0;
+}
