@@ -170,7 +170,11 @@ DEFAULT_MODEL := build/models/default
 run: $(PROGRAMS)
 	tools/run-default.sh $(BIN) $(DEFAULT_MODEL)
 
-BENCH_BINS := $(BIN)/bench-core $(BIN)/bench-cluster $(BIN)/bench-serving
+BENCH_BINS := $(BIN)/bench-core $(BIN)/bench-cluster $(BIN)/bench-serving $(BIN)/bench-gemm
+$(BIN)/bench-gemm: $(OBJ)/bench/bench_gemm.o $(OBJ)/bench/machine.o $(OBJ)/bench/workload.o \
+    $(LIBS_ALL)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 $(BIN)/bench-serving: $(OBJ)/bench/bench_serving.o $(OBJ)/bench/workload.o $(LIBS_NET)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)

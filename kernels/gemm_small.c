@@ -186,7 +186,8 @@ s_part_avx2(float *c, int ldc, const float *a, int lda, const float *w,
  * load, so no lane reads past a row. */
 __attribute__((target("avx512f"), always_inline)) static inline void
 s_tile512(float *c, int ldc, const float *a, int lda, const float *w, int ldw,
-          int k, float alpha, float beta, const int R, const int C)
+          int k, float alpha, float beta, const float *pf, int pf_rows,
+          const int R, const int C)
 {
     __m512 acc[TILE_ROWS][TILE_W512];
     __m512 wv[TILE_W512];
@@ -197,6 +198,8 @@ s_tile512(float *c, int ldc, const float *a, int lda, const float *w, int ldw,
             acc[r][q] = _mm512_setzero_ps();
     int p = 0;
     for (; p + 16 <= k; p += 16) {
+        for (int q = 0; q < pf_rows; q++)
+            _mm_prefetch((const char *)(pf + (size_t)q * ldw + p), _MM_HINT_T1);
 #pragma GCC unroll 4
         for (int q = 0; q < C; q++)
             wv[q] = _mm512_loadu_ps(w + (size_t)q * ldw + p);
@@ -232,22 +235,32 @@ s_tile512(float *c, int ldc, const float *a, int lda, const float *w, int ldw,
 
 /* Four tiles of R rows, for C = 4, 3, 2, 1 W rows. */
 #define S_TILE512_ROWS(R)                                                      \
-    case (R) * 8 + 4: s_tile512(cij, ldc, ai, lda, wj, ldw, k, alpha, beta, R, 4); break; \
-    case (R) * 8 + 3: s_tile512(cij, ldc, ai, lda, wj, ldw, k, alpha, beta, R, 3); break; \
-    case (R) * 8 + 2: s_tile512(cij, ldc, ai, lda, wj, ldw, k, alpha, beta, R, 2); break; \
-    case (R) * 8 + 1: s_tile512(cij, ldc, ai, lda, wj, ldw, k, alpha, beta, R, 1); break;
+    case (R) * 8 + 4: s_tile512(cij, ldc, ai, lda, wj, ldw, k, alpha, beta, pf, pf_rows, R, 4); break; \
+    case (R) * 8 + 3: s_tile512(cij, ldc, ai, lda, wj, ldw, k, alpha, beta, pf, pf_rows, R, 3); break; \
+    case (R) * 8 + 2: s_tile512(cij, ldc, ai, lda, wj, ldw, k, alpha, beta, pf, pf_rows, R, 2); break; \
+    case (R) * 8 + 1: s_tile512(cij, ldc, ai, lda, wj, ldw, k, alpha, beta, pf, pf_rows, R, 1); break;
 
 __attribute__((target("avx512f"))) static void
 s_part_avx512(float *c, int ldc, const float *a, int lda, const float *w,
               int ldw, int m, int j0, int j1, int k, float alpha, float beta)
 {
+    const int n_blocks = (m + TILE_ROWS - 1) / TILE_ROWS; /* of x rows */
     for (int j = j0; j < j1; j += TILE_W512) {
         const float *wj = w + (size_t)j * ldw;
         int cols = j1 - j < TILE_W512 ? j1 - j : TILE_W512;
-        for (int i = 0; i < m; i += TILE_ROWS) {
+        /* The next block of W rows, prefetched into L2 while this one is
+         * used, its rows shared out over the blocks of x rows so that memory
+         * keeps streaming while the kernel computes from cache. */
+        int next = j1 - (j + cols) < TILE_W512 ? j1 - (j + cols) : TILE_W512;
+        for (int i = 0, b = 0; i < m; i += TILE_ROWS, b++) {
             float *cij = c + (size_t)i * ldc + j;
             const float *ai = a + (size_t)i * lda;
             int rows = m - i < TILE_ROWS ? m - i : TILE_ROWS;
+            int q0 = n_blocks >= next ? (b < next ? b : next) : b * next / n_blocks;
+            int q1 = n_blocks >= next ? (b + 1 < next ? b + 1 : next)
+                                      : (b + 1) * next / n_blocks;
+            const float *pf = wj + (size_t)(cols + q0) * ldw;
+            int pf_rows = q1 - q0;
             switch (rows * 8 + cols) {
             S_TILE512_ROWS(4)
             S_TILE512_ROWS(3)
