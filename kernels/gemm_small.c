@@ -348,7 +348,9 @@ static s_part_fn *s_part_for(gemm_small_path_t path)
 
 /* ---- thread pool -------------------------------------------------------------- */
 
-/* The product being computed; written by the caller before it bumps gen. */
+/* The product being computed, cut into chunks of W rows that the caller and
+ * the workers claim one at a time. Written by the caller before it publishes
+ * the job's generation in `claim`. */
 typedef struct job {
     s_part_fn *part;     /* the path's kernel */
     float *c;            /* (m, n) with stride ldc */
@@ -356,21 +358,31 @@ typedef struct job {
     const float *w;      /* (n, k) with stride ldw */
     int ldc, lda, ldw;
     int m, n, k;
-    int n_parts;         /* threads taking part, caller included */
+    int n_chunks;        /* chunks of W rows, at multiples of TILE_WPORT */
     float alpha, beta;
 } job_t;
+
+/* Why chunks and not one part per thread: on a shared machine (the cluster's
+ * processes share 2 cores) a worker may not be scheduled for a whole time
+ * slice. With fixed parts the caller would wait for it; with chunks the
+ * caller takes whatever no worker has taken and waits only for chunks a
+ * worker is already computing. */
+enum { CHUNKS_PER_THREAD = 4 }; /* MAX_THREADS * this < 2^16: see claim */
 
 typedef struct pool {
     pthread_mutex_t busy;     /* held by the one caller using the pool */
     pthread_mutex_t lock;     /* guards the sleeps and wake-ups below */
-    pthread_cond_t wake;      /* workers sleep here for a new gen */
-    pthread_cond_t done;      /* the caller sleeps here for pending == 0 */
+    pthread_cond_t wake;      /* workers sleep here for a new generation */
+    pthread_cond_t done;      /* the caller sleeps here for running == 0 */
     int n_workers;            /* started so far (threads[0..n_workers)) */
     int n_sleeping;           /* workers waiting on wake */
-    atomic_uint gen;          /* bumped once per job */
-    unsigned start_gen;       /* gen when the newest workers were started */
-    atomic_int pending;       /* workers yet to answer the job */
-    job_t job;                /* valid from a gen bump to pending == 0 */
+    /* generation << 32 | chunks << 16 | next chunk: a chunk is claimed by a
+     * CAS on the whole word, so a worker decides from it alone whether a
+     * chunk is left; a late worker never takes a chunk of a job that is over
+     * and never reads a job being rewritten. */
+    _Atomic unsigned long long claim;
+    atomic_int running;       /* workers inside a claim attempt or a chunk */
+    job_t job;
     pthread_t threads[MAX_THREADS];
 } pool_t;
 
@@ -382,24 +394,39 @@ static pool_t s_pool = {
 };
 static pthread_once_t s_atfork_once = PTHREAD_ONCE_INIT;
 
-/* The rows of part t of n_parts, split at multiples of the widest tile so that
- * every thread runs full tiles. */
-static void s_split(int n, int n_parts, int t, int *j0, int *j1)
+/* Rows [j0, j1) of chunk t of n_chunks, split at multiples of the widest tile
+ * so that every chunk runs full tiles. */
+static void s_split(int n, int n_chunks, int t, int *j0, int *j1)
 {
     int blocks = (n + TILE_WPORT - 1) / TILE_WPORT;
-    int b0 = (int)((long)blocks * t / n_parts);
-    int b1 = (int)((long)blocks * (t + 1) / n_parts);
+    int b0 = (int)((long)blocks * t / n_chunks);
+    int b1 = (int)((long)blocks * (t + 1) / n_chunks);
     *j0 = b0 * TILE_WPORT < n ? b0 * TILE_WPORT : n;
     *j1 = b1 * TILE_WPORT < n ? b1 * TILE_WPORT : n;
 }
 
-static void s_run_part(const job_t *job, int t)
+static void s_run_chunk(const job_t *job, int t)
 {
     int j0, j1;
-    s_split(job->n, job->n_parts, t, &j0, &j1);
+    s_split(job->n, job->n_chunks, t, &j0, &j1);
     if (j0 < j1)
         job->part(job->c, job->ldc, job->a, job->lda, job->w, job->ldw,
                   job->m, j0, j1, job->k, job->alpha, job->beta);
+}
+
+/* Claims the next chunk of generation gen; -1 when none is left (or the job
+ * of gen is over). */
+static int s_claim(unsigned gen)
+{
+    unsigned long long cur = atomic_load(&s_pool.claim);
+    for (;;) {
+        unsigned cur_gen = (unsigned)(cur >> 32), n_chunks = (unsigned)(cur >> 16) & 0xffff;
+        unsigned next = (unsigned)cur & 0xffff;
+        if (cur_gen != gen || next >= n_chunks)
+            return -1;
+        if (atomic_compare_exchange_weak(&s_pool.claim, &cur, cur + 1))
+            return (int)next;
+    }
 }
 
 static long s_now_ns(void)
@@ -409,29 +436,36 @@ static long s_now_ns(void)
     return ts.tv_sec * 1000000000L + ts.tv_nsec;
 }
 
+static unsigned s_gen(void)
+{
+    return (unsigned)(atomic_load(&s_pool.claim) >> 32);
+}
+
 static void *s_worker(void *arg)
 {
-    const int t = (int)(size_t)arg; /* part index: the caller is part 0 */
-    unsigned seen = s_pool.start_gen; /* the caller may have bumped gen already */
+    (void)arg;
+    unsigned seen = s_gen(); /* a job published before we started is not ours */
     for (;;) {
         long start = s_now_ns();
-        for (int i = 0; atomic_load(&s_pool.gen) == seen; i++) {
+        for (int i = 0; s_gen() == seen; i++) {
             _mm_pause();
             if ((i & 63) == 63 && s_now_ns() - start > SPIN_NS)
                 break;
         }
         pthread_mutex_lock(&s_pool.lock);
         s_pool.n_sleeping++;
-        while (atomic_load(&s_pool.gen) == seen)
+        while (s_gen() == seen)
             pthread_cond_wait(&s_pool.wake, &s_pool.lock);
         s_pool.n_sleeping--;
         pthread_mutex_unlock(&s_pool.lock);
-        seen = atomic_load(&s_pool.gen);
-        /* Every worker answers every job, taking part or not, so that the
-         * caller never rewrites the job while a worker may still read it. */
-        if (t < s_pool.job.n_parts)
-            s_run_part(&s_pool.job, t);
-        if (atomic_fetch_sub(&s_pool.pending, 1) == 1) {
+        seen = s_gen();
+        /* Counted before the first claim: the caller, once every chunk is
+         * claimed, waits for running == 0, so a chunk claimed here is always
+         * waited for, and a claim that comes too late fails. */
+        atomic_fetch_add(&s_pool.running, 1);
+        for (int t; (t = s_claim(seen)) >= 0;)
+            s_run_chunk(&s_pool.job, t);
+        if (atomic_fetch_sub(&s_pool.running, 1) == 1) {
             pthread_mutex_lock(&s_pool.lock);
             pthread_cond_signal(&s_pool.done);
             pthread_mutex_unlock(&s_pool.lock);
@@ -449,7 +483,7 @@ static void s_atfork_child(void)
     pthread_cond_init(&s_pool.done, NULL);
     s_pool.n_workers = 0;
     s_pool.n_sleeping = 0;
-    atomic_store(&s_pool.pending, 0);
+    atomic_store(&s_pool.running, 0);
 }
 
 static void s_atfork_register(void)
@@ -457,28 +491,26 @@ static void s_atfork_register(void)
     pthread_atfork(NULL, NULL, s_atfork_child);
 }
 
-/* Starts workers until n_parts - 1 exist (the caller holds busy); returns how
- * many parts can run. Workers block every signal: the process's handlers
- * belong to its main thread. */
-static int s_pool_grow(int n_parts)
+/* Starts workers until n_threads - 1 exist (the caller holds busy); returns
+ * how many threads can take part. Workers block every signal: the process's
+ * handlers belong to its main thread. */
+static int s_pool_grow(int n_threads)
 {
     pthread_once(&s_atfork_once, s_atfork_register);
-    if (s_pool.n_workers >= n_parts - 1)
-        return n_parts;
-    s_pool.start_gen = atomic_load(&s_pool.gen);
+    if (s_pool.n_workers >= n_threads - 1)
+        return n_threads;
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
-    while (s_pool.n_workers < n_parts - 1) {
+    while (s_pool.n_workers < n_threads - 1) {
         pthread_t th;
-        if (pthread_create(&th, NULL, s_worker,
-                           (void *)(size_t)(s_pool.n_workers + 1)) != 0)
+        if (pthread_create(&th, NULL, s_worker, NULL) != 0)
             break;
         pthread_detach(th);
         s_pool.threads[s_pool.n_workers++] = th;
     }
     pthread_sigmask(SIG_SETMASK, &old, NULL);
-    return s_pool.n_workers + 1 < n_parts ? s_pool.n_workers + 1 : n_parts;
+    return s_pool.n_workers + 1 < n_threads ? s_pool.n_workers + 1 : n_threads;
 }
 
 void gemm_small(float *c, int ldc, const float *a, int lda, const float *w,
@@ -493,7 +525,7 @@ void gemm_small(float *c, int ldc, const float *a, int lda, const float *w,
     job_t job = {
         .part = s_part_for(gemm_small_path()),
         .c = c, .a = a, .w = w, .ldc = ldc, .lda = lda, .ldw = ldw,
-        .m = m, .n = n, .k = k, .n_parts = 1, .alpha = alpha, .beta = beta,
+        .m = m, .n = n, .k = k, .n_chunks = 1, .alpha = alpha, .beta = beta,
     };
     int want = n_threads < 1 ? 1 : n_threads > MAX_THREADS ? MAX_THREADS : n_threads;
     int blocks = (n + TILE_WPORT - 1) / TILE_WPORT;
@@ -501,33 +533,39 @@ void gemm_small(float *c, int ldc, const float *a, int lda, const float *w,
         want = blocks;
     if (want < 2 || (size_t)n * (size_t)k * sizeof *w < SPLIT_MIN_BYTES ||
         pthread_mutex_trylock(&s_pool.busy) != 0) {
-        s_run_part(&job, 0);
+        s_run_chunk(&job, 0);
         return;
     }
-    job.n_parts = s_pool_grow(want);
-    if (job.n_parts < 2) {
+    int threads = s_pool_grow(want);
+    if (threads < 2) {
         pthread_mutex_unlock(&s_pool.busy);
-        s_run_part(&job, 0);
+        s_run_chunk(&job, 0);
         return;
     }
+    job.n_chunks = threads * CHUNKS_PER_THREAD < blocks ? threads * CHUNKS_PER_THREAD
+                                                        : blocks;
     s_pool.job = job;
-    atomic_store(&s_pool.pending, s_pool.n_workers);
+    /* Publish: a new generation, chunk 0 next (the job is written before). */
+    const unsigned gen = s_gen() + 1;
     pthread_mutex_lock(&s_pool.lock);
-    atomic_fetch_add(&s_pool.gen, 1);
+    atomic_store(&s_pool.claim,
+                 (unsigned long long)gen << 32 | (unsigned long long)job.n_chunks << 16);
     if (s_pool.n_sleeping > 0)
         pthread_cond_broadcast(&s_pool.wake);
     pthread_mutex_unlock(&s_pool.lock);
 
-    s_run_part(&job, 0);
+    for (int t; (t = s_claim(gen)) >= 0;)
+        s_run_chunk(&s_pool.job, t);
 
+    /* Every chunk is claimed: wait for those a worker is computing. */
     long start = s_now_ns();
-    for (int i = 0; atomic_load(&s_pool.pending) > 0; i++) {
+    for (int i = 0; atomic_load(&s_pool.running) > 0; i++) {
         _mm_pause();
         if ((i & 63) == 63 && s_now_ns() - start > SPIN_NS)
             break;
     }
     pthread_mutex_lock(&s_pool.lock);
-    while (atomic_load(&s_pool.pending) > 0)
+    while (atomic_load(&s_pool.running) > 0)
         pthread_cond_wait(&s_pool.done, &s_pool.lock);
     pthread_mutex_unlock(&s_pool.lock);
     pthread_mutex_unlock(&s_pool.busy);
