@@ -31,7 +31,7 @@ CPPFLAGS += -I$(BUILD)/gen  # generated protobuf-c code: $(BUILD)/gen/proto/*.pb
 # ---- libraries, one per folder ----------------------------------------------
 CORE_SRC    := core/err.c core/mem.c core/blas.c core/timer.c core/idlist.c \
                core/path.c core/arg.c
-KERNELS_SRC := kernels/gemm_blas.c kernels/gemm_ref.c kernels/rmsnorm.c \
+KERNELS_SRC := kernels/gemm_blas.c kernels/gemm_small.c kernels/gemm_ref.c kernels/rmsnorm.c \
                kernels/rope.c kernels/softmax.c kernels/ffn.c kernels/attention.c \
                kernels/mla.c
 MODEL_SRC   := model/config.c model/safetensors.c model/st_writer.c \
@@ -177,7 +177,11 @@ DEFAULT_MODEL := build/models/default
 run: $(PROGRAMS)
 	tools/run-default.sh $(BIN) $(DEFAULT_MODEL)
 
-BENCH_BINS := $(BIN)/bench-core $(BIN)/bench-cluster $(BIN)/bench-serving
+BENCH_BINS := $(BIN)/bench-core $(BIN)/bench-cluster $(BIN)/bench-serving $(BIN)/bench-gemm
+$(BIN)/bench-gemm: $(OBJ)/bench/bench_gemm.o $(OBJ)/bench/machine.o $(OBJ)/bench/workload.o \
+    $(LIBS_ALL)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 $(BIN)/bench-serving: $(OBJ)/bench/bench_serving.o $(OBJ)/bench/workload.o $(LIBS_NET)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)

@@ -15,6 +15,9 @@ echo "bench: load average before timing: $(cut -d' ' -f1 /proc/loadavg)" \
 echo "== single process (bench-core)"
 "$bin/bench-core" --model "$model" --threads 1,2 --prompt-len 128 --decode 64 --repeat 5
 
+echo "== expert products of a batched step: old path against gemm_small (bench-gemm)"
+OPENBLAS_THREAD_TIMEOUT=${OPENBLAS_THREAD_TIMEOUT:-4} "$bin/bench-gemm" --threads 1,2 --repeat 11
+
 echo "== cluster: coordinator + 2 expert nodes on this machine against the single process"
 # Both sides run with the launcher's OpenBLAS setting (idle threads sleep at once).
 export OPENBLAS_THREAD_TIMEOUT=${OPENBLAS_THREAD_TIMEOUT:-4}

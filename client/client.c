@@ -21,6 +21,7 @@
 struct client {
     void *ctx;              /* own ZeroMQ context */
     void *socket;           /* DEALER connected to endpoint */
+    void *monitor;          /* PAIR: the socket's connect/disconnect events */
     wire_inbox_t *inbox;    /* buffers of the last reply received */
     char *endpoint;         /* as given to client_connect */
     int timeout_ms;         /* bound of every wait, ms (> 0) */
@@ -111,6 +112,17 @@ client_t *client_connect(const char *endpoint, int timeout_ms, err_t *err)
         s_set_int(self->socket, ZMQ_RCVTIMEO, timeout_ms, "ZMQ_RCVTIMEO", err) < 0 ||
         wire_socket_set_limit(self->socket, &lim, err) < 0)
         goto fail;
+    /* A coordinator that stops or restarts mid-request fails that request at
+     * once (its state is gone) instead of after the whole timeout. */
+    char monitor_ep[64];
+    snprintf(monitor_ep, sizeof monitor_ep, "inproc://client-monitor-%p", (void *)self);
+    if (zmq_socket_monitor(self->socket, monitor_ep, ZMQ_EVENT_DISCONNECTED) < 0 ||
+        !(self->monitor = zmq_socket(self->ctx, ZMQ_PAIR)) ||
+        s_set_int(self->monitor, ZMQ_LINGER, 0, "ZMQ_LINGER", err) < 0 ||
+        zmq_connect(self->monitor, monitor_ep) < 0) {
+        err_set(err, errno, "cannot monitor the connection: %s", zmq_strerror(errno));
+        goto fail;
+    }
     if (zmq_connect(self->socket, endpoint) < 0) {
         int code = errno == ENOMEM ? ENOMEM : EINVAL;
         err_set(err, code, "cannot connect to '%s': %s", endpoint, zmq_strerror(errno));
@@ -130,6 +142,10 @@ void client_destroy(client_t **self_p)
     if (!self_p || !*self_p)
         return;
     client_t *self = *self_p;
+    if (self->socket && self->monitor)
+        zmq_socket_monitor(self->socket, NULL, 0);
+    if (self->monitor)
+        zmq_close(self->monitor);
     if (self->socket)
         zmq_close(self->socket);
     if (self->ctx)
@@ -175,6 +191,29 @@ static void s_cancel_quietly(client_t *self, uint64_t id)
     errno = saved;
 }
 
+/* Reads the monitor's events; true when the connection to the coordinator
+ * dropped since the last call. */
+static bool s_connection_dropped(client_t *self)
+{
+    bool dropped = false;
+    for (;;) {
+        zmq_msg_t event, address;
+        zmq_msg_init(&event);
+        if (zmq_msg_recv(&event, self->monitor, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(&event);
+            return dropped;
+        }
+        uint16_t id = 0;
+        if (zmq_msg_size(&event) >= sizeof id)
+            memcpy(&id, zmq_msg_data(&event), sizeof id);
+        zmq_msg_close(&event);
+        zmq_msg_init(&address); /* second frame: the endpoint */
+        zmq_msg_recv(&address, self->monitor, ZMQ_DONTWAIT);
+        zmq_msg_close(&address);
+        dropped |= id == ZMQ_EVENT_DISCONNECTED;
+    }
+}
+
 /* Waits for the next reply to request id (dropping any other) for at most
  * timeout_ms. 0 with *rep filled (pointing into the inbox), or -1: the
  * timeout (after a CANCEL of id when cancel_on_timeout), a receive failure,
@@ -183,6 +222,7 @@ static int s_wait(client_t *self, uint64_t id, bool cancel_on_timeout, wire_repl
                   err_t *err)
 {
     const double deadline = timer_now() + self->timeout_ms / 1000.0;
+    s_connection_dropped(self); /* only a drop while this request waits counts */
     for (;;) {
         double left_ms = (deadline - timer_now()) * 1000.0;
         if (left_ms <= 0) {
@@ -192,8 +232,9 @@ static int s_wait(client_t *self, uint64_t id, bool cancel_on_timeout, wire_repl
             return err_set(err, ETIMEDOUT, "no reply from %s within %s", self->endpoint,
                            s_seconds(self->timeout_ms, secs, sizeof secs));
         }
-        zmq_pollitem_t item = {.socket = self->socket, .events = ZMQ_POLLIN};
-        int ready = zmq_poll(&item, 1, (long)left_ms + 1);
+        zmq_pollitem_t items[2] = {{.socket = self->socket, .events = ZMQ_POLLIN},
+                                   {.socket = self->monitor, .events = ZMQ_POLLIN}};
+        int ready = zmq_poll(items, 2, (long)left_ms + 1);
         if (ready < 0) {
             if (errno == EINTR)
                 return err_set(err, EINTR, "interrupted while waiting for %s",
@@ -202,6 +243,13 @@ static int s_wait(client_t *self, uint64_t id, bool cancel_on_timeout, wire_repl
                            zmq_strerror(errno));
         }
         if (ready == 0)
+            continue;
+        if ((items[1].revents & ZMQ_POLLIN) && s_connection_dropped(self) &&
+            !(items[0].revents & ZMQ_POLLIN))
+            return err_set(err, ECONNRESET, "the coordinator at %s closed the connection "
+                           "(stopped or restarted) before answering; the request is lost: "
+                           "send it again", self->endpoint);
+        if (!(items[0].revents & ZMQ_POLLIN))
             continue;
         err_t e = {0};
         if (wire_reply_recv(self->inbox, self->socket, rep, &e) < 0) {

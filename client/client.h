@@ -23,6 +23,10 @@
  * errno set and one sentence in err (which may be NULL):
  *   EINVAL        bad arguments (the coordinator's own rejections too);
  *   ETIMEDOUT     no reply within the timeout, or DEADLINE_EXCEEDED;
+ *   ECONNRESET    the coordinator closed the connection while the request
+ *                 waited (it stopped or restarted): the request is lost. The
+ *                 client stays usable: ZeroMQ reconnects to the endpoint, so
+ *                 a coordinator started again there serves the next request;
  *   EPROTO        a malformed or unexpected reply, or VERSION_MISMATCH;
  *   ENOMEM        out of memory;
  *   EINTR         a signal interrupted the wait;

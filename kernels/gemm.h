@@ -15,14 +15,16 @@
  *   b: (n, k) with row stride ldb when b_trans (op(B) = B^T, the weight layout),
  *      else (k, n) with row stride ldb.
  * With beta == 0, C is written without being read (it may hold garbage).
- * A product of a few rows (m <= 4) runs as one matrix-vector product per row,
- * which streams B faster than a small sgemm does. */
+ * With b_trans and m <= GEMM_SMALL_MAX_ROWS (16) it runs gemm_small, which
+ * streams B once for all rows, and each row of C is then bit-identical
+ * whatever the other rows of the call (see gemm_small.h); larger products
+ * go to OpenBLAS, and a few rows without b_trans to one sgemv per row. */
 void gemm(float *c, int ldc, const float *a, int lda, const float *b, int ldb,
           int m, int n, int k, bool b_trans, float alpha, float beta);
 
 /* The linear layer y = x W^T, y: (m, n), x: (m, k), w: (n, k), all dense.
- * For a few rows it uses matrix-vector products, which stream W at memory
- * speed where a small sgemm would not. */
+ * Up to GEMM_SMALL_MAX_ROWS rows it streams W once at memory speed, and each
+ * row of y depends only on its row of x and on W (gemm_small.h). */
 void gemm_linear(float *y, const float *x, const float *w, int m, int n, int k);
 
 /* Oracle with the same contract as gemm(), float64 accumulation, plain loops. */

@@ -4,20 +4,29 @@
  * one onto cblas arguments. Degenerate sizes never reach OpenBLAS: a zero
  * dimension would make it reject leading dimensions that gemm.h allows (its
  * xerbla prints and returns), and our own loops are exact for them anyway.
- * One-row products (decode steps, gemm_linear with m == 1) run as sgemv.
+ * Products with the weight layout (b_trans) and up to GEMM_SMALL_MAX_ROWS
+ * rows, which is every decode step and every expert of a batched step, run
+ * in gemm_small: it streams B once for all rows at near memory speed, where
+ * OpenBLAS's sgemm spends most of its time packing B and sgemv reads B once
+ * per row. It also makes such rows batch-invariant (see gemm_small.h). It
+ * uses as many threads as OpenBLAS is set to.
  */
 #include "kernels/gemm.h"
 
 #include <assert.h>
-
-/* Up to this many rows, one matrix-vector product per row beats sgemm: at a
- * few rows OpenBLAS's sgemm spends as long packing B as using it. Measured
- * here on a (2816 x 1024) weight (weight bytes / time, 2 threads): 2 rows
- * 32 vs 16 GB/s, 4 rows 22 vs 13 GB/s, 8 rows 13 vs 13 GB/s. Batched decoding
- * hits this: 16 sequences give each of 8 experts about 4 rows. */
-enum { GEMV_MAX_ROWS = 4 };
 #include <cblas.h>
 #include <string.h>
+
+#include "kernels/gemm_small.h"
+
+/* Not declared in every cblas.h, but exported by every OpenBLAS since 0.2. */
+int openblas_get_num_threads(void);
+
+/* Up to this many rows, one matrix-vector product per row beats sgemm for
+ * B in the (k, n) layout: at a few rows OpenBLAS's sgemm spends as long
+ * packing B as using it (measured on a (2816 x 1024) weight, 2 threads:
+ * 2 rows 32 vs 16 GB/s, 4 rows 22 vs 13 GB/s, 8 rows 13 vs 13 GB/s). */
+enum { GEMV_MAX_ROWS = 4 };
 
 /* C = beta * C for the k == 0 product; beta == 0 writes zeros without reading
  * C, as gemm.h promises.
@@ -69,6 +78,11 @@ void gemm(float *c, int ldc, const float *a, int lda, const float *b, int ldb,
         s_scale(c, ldc, m, n, beta);
         return;
     }
+    if (b_trans && m <= GEMM_SMALL_MAX_ROWS) {
+        gemm_small(c, ldc, a, lda, b, ldb, m, n, k, alpha, beta,
+                   openblas_get_num_threads());
+        return;
+    }
     if (m <= GEMV_MAX_ROWS) {
         for (int i = 0; i < m; i++)
             s_gemv(c + (size_t)i * ldc, a + (size_t)i * lda, b, ldb, n, k, b_trans, alpha,
@@ -82,6 +96,6 @@ void gemm(float *c, int ldc, const float *a, int lda, const float *b, int ldb,
 
 void gemm_linear(float *y, const float *x, const float *w, int m, int n, int k)
 {
-    /* gemm() already turns a few rows into sgemv on W (n, k) row-major. */
+    /* gemm() already runs a few rows of W (n, k) row-major in gemm_small. */
     gemm(y, n, x, k, w, k, m, n, k, true, 1.0f, 0.0f);
 }

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "tests/testutil.h"
 
@@ -154,7 +155,11 @@ int fixture_list(const char *root, const char *prefix, char ***paths)
     char **out = malloc((size_t)cap * sizeof *out);
     struct dirent *e;
     while (out && (e = readdir(d))) {
-        if (strncmp(e->d_name, prefix, strlen(prefix)) != 0)
+        if (e->d_name[0] == '.' || strncmp(e->d_name, prefix, strlen(prefix)) != 0)
+            continue;
+        char probe[4096]; /* a fixture is a folder with a config.json */
+        snprintf(probe, sizeof probe, "%s/%s/config.json", root, e->d_name);
+        if (access(probe, F_OK) != 0)
             continue;
         if (n == cap) {
             char **bigger = realloc(out, (size_t)(cap *= 2) * sizeof *out);

@@ -36,7 +36,8 @@ typedef struct fixture {
 fixture_t *fixture_load(const char *dir);
 void fixture_destroy(fixture_t **self_p);
 
-/* Lists fixture folders under root whose name starts with prefix, sorted:
+/* Lists fixture folders (with a config.json) under root whose name starts
+ * with prefix, sorted:
  * returns the count and a malloc'd array of malloc'd paths (free with
  * fixture_free_list), or -1. */
 int fixture_list(const char *root, const char *prefix, char ***paths);

@@ -1,5 +1,8 @@
-/* test_gemm: gemm_ref against hand-computed products, then gemm() and
- * gemm_linear() against gemm_ref, the float64 oracle.
+/* test_gemm: gemm_ref against hand-computed products, then gemm(),
+ * gemm_linear() and gemm_small() (each of its code paths forced, on one thread
+ * and on several) against gemm_ref, the float64 oracle, and gemm_small's
+ * batch invariance: a row's result is bit-identical whatever rows share its
+ * call.
  *
  * The tolerance is the classic bound for a float32 dot product of length k,
  * |err| <= k * u * sum |a_p b_p| (u = FLT_EPSILON / 2), plus a few roundings
@@ -7,18 +10,21 @@
  * It is exact arithmetic, not a guess, so it never flakes, and it is about
  * 1e-5 of the magnitude at the sizes used here.
  */
+#include <errno.h>
 #include <float.h>
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
 
 #include "kernels/gemm.h"
+#include "kernels/gemm_small.h"
 #include "tests/testutil.h"
 
 static const float s_sentinel = 12345.5f; /* padding beyond a row's width */
@@ -128,11 +134,12 @@ static void test_ref_accumulates_in_double(void **state)
     assert_true(c == 1.0f);
 }
 
-/* One gemm() call on random data against gemm_ref: strides pad every row,
- * C starts as NaN when beta == 0 (it must not be read) and as random data
- * otherwise. */
-static void s_case(testrng_t *rng, int m, int n, int k, bool b_trans,
-                   float alpha, float beta, int pad)
+/* One gemm() call (n_small == 0) or gemm_small() call on n_small threads
+ * (then b_trans must hold) on random data against gemm_ref: strides pad every
+ * row, C starts as NaN when beta == 0 (it must not be read) and as random
+ * data otherwise. */
+static void s_case_with(testrng_t *rng, int m, int n, int k, bool b_trans,
+                        float alpha, float beta, int pad, int n_small)
 {
     int lda = k + pad, ldc = n + pad;
     int b_rows = b_trans ? n : k, b_cols = b_trans ? k : n;
@@ -157,7 +164,10 @@ static void s_case(testrng_t *rng, int m, int n, int k, bool b_trans,
     memcpy(want, c0, (size_t)m * ldc * sizeof *want);
 
     gemm_ref(want, ldc, a, lda, b, ldb, m, n, k, b_trans, alpha, beta);
-    gemm(got, ldc, a, lda, b, ldb, m, n, k, b_trans, alpha, beta);
+    if (n_small > 0)
+        gemm_small(got, ldc, a, lda, b, ldb, m, n, k, alpha, beta, n_small);
+    else
+        gemm(got, ldc, a, lda, b, ldb, m, n, k, b_trans, alpha, beta);
     s_abs_bound(bound, c0, ldc, a, lda, b, ldb, m, n, k, b_trans, alpha, beta);
     s_check(got, want, bound, ldc, m, n, k);
 
@@ -167,6 +177,12 @@ static void s_case(testrng_t *rng, int m, int n, int k, bool b_trans,
     free(c0);
     free(b);
     free(a);
+}
+
+static void s_case(testrng_t *rng, int m, int n, int k, bool b_trans,
+                   float alpha, float beta, int pad)
+{
+    s_case_with(rng, m, n, k, b_trans, alpha, beta, pad, 0);
 }
 
 static void test_gemm_odd_sizes(void **state)
@@ -266,6 +282,134 @@ static void test_gemm_linear(void **state)
     }
 }
 
+static const gemm_small_path_t s_paths[] = {
+    GEMM_SMALL_PORTABLE, GEMM_SMALL_AVX2, GEMM_SMALL_AVX512,
+};
+enum { N_PATHS = 3 };
+
+/* Forces a path; false (with a note) when this CPU cannot run it. */
+static bool s_use_path(gemm_small_path_t path)
+{
+    if (gemm_small_set_path(path) == 0) {
+        assert_int_equal(gemm_small_path(), path);
+        return true;
+    }
+    assert_int_equal(errno, ENOTSUP);
+    printf("  gemm_small: this CPU cannot run the %s path, skipped\n",
+           gemm_small_path_name(path));
+    return false;
+}
+
+/* Every path, every m in 1..20 (past GEMM_SMALL_MAX_ROWS, so also through
+ * OpenBLAS in gemm()), n and k that are not multiples of any vector width or
+ * tile (k < 16 is all tail), padded strides, beta 0 over NaN, beta 1, and
+ * other alpha/beta, on 1 and 2 threads and through gemm(). */
+static void test_small_paths(void **state)
+{
+    (void)state;
+    static const int nks[][2] = {{1, 1}, {5, 7}, {37, 23}, {67, 45}, {13, 131}};
+    static const float ab[][2] = {{1.0f, 0.0f}, {1.0f, 1.0f}, {-0.37f, 0.5f},
+                                  {2.5f, 0.0f}};
+    testrng_t rng;
+    testrng_init(&rng, 5);
+    for (int ip = 0; ip < N_PATHS; ip++) {
+        if (!s_use_path(s_paths[ip]))
+            continue;
+        for (int m = 1; m <= 20; m++)
+            for (size_t ink = 0; ink < sizeof nks / sizeof nks[0]; ink++)
+                for (size_t iab = 0; iab < sizeof ab / sizeof ab[0]; iab++) {
+                    int n = nks[ink][0], k = nks[ink][1];
+                    int pad = (int)((m + ink + iab) % 4);
+                    float alpha = ab[iab][0], beta = ab[iab][1];
+                    s_case_with(&rng, m, n, k, true, alpha, beta, pad, 1);
+                    s_case_with(&rng, m, n, k, true, alpha, beta, pad, 2);
+                    s_case_with(&rng, m, n, k, true, alpha, beta, pad, 0);
+                }
+    }
+    assert_int_equal(gemm_small_set_path(GEMM_SMALL_AUTO), 0);
+}
+
+/* Products big enough to be split over threads (>= 1 MB of W), odd n and k,
+ * on 1, 2, 3 and 5 threads, every path. */
+static void test_small_threads(void **state)
+{
+    (void)state;
+    testrng_t rng;
+    testrng_init(&rng, 6);
+    for (int ip = 0; ip < N_PATHS; ip++) {
+        if (!s_use_path(s_paths[ip]))
+            continue;
+        static const int threads[] = {1, 2, 3, 5};
+        for (size_t t = 0; t < sizeof threads / sizeof threads[0]; t++) {
+            s_case_with(&rng, 4, 1031, 263, true, 1.0f, 0.0f, 3, threads[t]);
+            s_case_with(&rng, 13, 263, 1031, true, 0.5f, 1.0f, 1, threads[t]);
+        }
+        s_case(&rng, 16, 2817, 1025, true, 1.0f, 0.0f, 5); /* through gemm() */
+    }
+    assert_int_equal(gemm_small_set_path(GEMM_SMALL_AUTO), 0);
+}
+
+/* Batch invariance: row r of x alone (m = 1), or at another position among
+ * other rows, with other strides and thread counts, gives bit-identical
+ * results to the same row in the full call, through gemm_small and gemm(). */
+static void test_small_batch_invariant(void **state)
+{
+    (void)state;
+    enum { M = GEMM_SMALL_MAX_ROWS, N = 1027, K = 301, PAD = 3 };
+    testrng_t rng;
+    testrng_init(&rng, 7);
+    float *x = s_floats((size_t)M * K);         /* (M, K) */
+    float *xs = s_floats((size_t)M * (K + PAD)); /* shuffled rows, stride K + PAD */
+    float *w = s_floats((size_t)N * K);         /* (N, K) */
+    float *full = s_floats((size_t)M * N);      /* (M, N) */
+    float *part = s_floats((size_t)M * (N + PAD));
+    testrng_fill(&rng, x, (size_t)M * K, 1.0f);
+    testrng_fill(&rng, w, (size_t)N * K, 1.0f);
+    for (int ip = 0; ip < N_PATHS; ip++) {
+        if (!s_use_path(s_paths[ip]))
+            continue;
+        gemm_small(full, N, x, K, w, K, M, N, K, 1.0f, 0.0f, 1);
+        for (int m = 1; m <= M; m++) {
+            /* Rows (r0 + 5 i) mod M for i < m: every row at every position. */
+            int r0 = (m * 7) % M;
+            for (int i = 0; i < m; i++)
+                memcpy(xs + (size_t)i * (K + PAD), x + (size_t)((r0 + 5 * i) % M) * K,
+                       K * sizeof *x);
+            s_fill_const(part, (size_t)M * (N + PAD), NAN);
+            if (m % 2)
+                gemm_small(part, N + PAD, xs, K + PAD, w, K, m, N, K, 1.0f, 0.0f,
+                           1 + m % 3);
+            else
+                gemm(part, N + PAD, xs, K + PAD, w, K, m, N, K, true, 1.0f, 0.0f);
+            for (int i = 0; i < m; i++)
+                if (memcmp(part + (size_t)i * (N + PAD),
+                           full + (size_t)((r0 + 5 * i) % M) * N, N * sizeof *full) != 0)
+                    fail_msg("%s: row %d alone among %d differs from the full call",
+                             gemm_small_path_name(s_paths[ip]), (r0 + 5 * i) % M, m);
+        }
+    }
+    assert_int_equal(gemm_small_set_path(GEMM_SMALL_AUTO), 0);
+    free(part);
+    free(full);
+    free(w);
+    free(xs);
+    free(x);
+}
+
+static void test_small_set_path(void **state)
+{
+    (void)state;
+    errno = 0;
+    assert_int_equal(gemm_small_set_path((gemm_small_path_t)99), -1);
+    assert_int_equal(errno, EINVAL);
+    assert_int_equal(gemm_small_set_path(GEMM_SMALL_PORTABLE), 0);
+    assert_int_equal(gemm_small_path(), GEMM_SMALL_PORTABLE);
+    assert_int_equal(gemm_small_set_path(GEMM_SMALL_AUTO), 0);
+    assert_int_not_equal(gemm_small_path(), GEMM_SMALL_AUTO);
+    printf("  gemm_small: this CPU runs the %s path\n",
+           gemm_small_path_name(gemm_small_path()));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -276,6 +420,10 @@ int main(void)
         cmocka_unit_test(test_gemm_large),
         cmocka_unit_test(test_gemm_degenerate),
         cmocka_unit_test(test_gemm_linear),
+        cmocka_unit_test(test_small_paths),
+        cmocka_unit_test(test_small_threads),
+        cmocka_unit_test(test_small_batch_invariant),
+        cmocka_unit_test(test_small_set_path),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -7,7 +7,9 @@
  * moe-run makes for the same ids; a seeded sampled request gives the same
  * tokens alone and among 15 others; and a load of 64
  * concurrent clients x 4 requests is answered in full, each request exactly
- * once, with memory back to its baseline afterwards. */
+ * once, with memory back to its baseline afterwards; a coordinator killed
+ * mid-request fails its clients at once, and one started again on the same
+ * endpoint serves them without restarting the nodes. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -16,6 +18,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +26,7 @@
 #include <unistd.h>
 #include <zmq.h>
 
+#include "client/client.h"
 #include "core/idlist.h"
 #include "core/mem.h"
 #include "core/timer.h"
@@ -426,6 +430,121 @@ static void test_shared_expert_overlaps(void **state)
     free(ep);
 }
 
+/* Runs cmd in the background, detached from our output pipe (so that
+ * testutil_run returns at once); returns its pid: that of cmd itself when
+ * it is a single program (exec), else of the subshell running it. */
+static pid_t s_spawn(const char *cmd, bool single_program)
+{
+    char line[8400], *out = NULL;
+    snprintf(line, sizeof line, "( %s%s ) </dev/null >/dev/null 2>&1 & echo $!",
+             single_program ? "exec " : "", cmd);
+    assert_int_equal(testutil_run(line, &out), 0);
+    pid_t pid = (pid_t)atol(out);
+    free(out);
+    assert_true(pid > 0);
+    return pid;
+}
+
+/* Waits (bounded) for pid, a child of a shell we no longer own: polls until
+ * it is gone. True when it ended within seconds. */
+static bool s_gone_within(pid_t pid, double seconds)
+{
+    for (double t0 = timer_now(); timer_now() - t0 < seconds; usleep(20000))
+        if (kill(pid, 0) != 0)
+            return true;
+    return false;
+}
+
+/* The coordinator dies mid-generation: the client fails at once with a clear
+ * error instead of waiting out its timeout; a coordinator started again on
+ * the same endpoint takes the nodes back (they need no restart) and serves
+ * the same client object and new clients. */
+static void test_coordinator_restart(void **state)
+{
+    (void)state;
+    char model[1024], run_dir[1024], cmd[8192], path[1100];
+    snprintf(model, sizeof model, "%s/small-restart", s_tmp);
+    snprintf(cmd, sizeof cmd, "'%s/moe-mkmodel' --arch mixtral --preset small --seed 3 "
+             "--out '%s' >/dev/null 2>&1", s_bin, model);
+    assert_int_equal(system(cmd), 0);
+    snprintf(run_dir, sizeof run_dir, "%s/restart", s_tmp);
+    char *ep = localcluster_up(model, 2, run_dir, NULL);
+    err_t err = {0};
+    client_t *client = client_connect(ep, 20000, &err);
+    assert_non_null(client);
+    int32_t prompt[3] = {5, 17, 2}, *tokens = NULL;
+    int n = 0;
+    assert_int_equal(client_generate(client, prompt, 3, 4, NULL, NULL, &tokens, &n, &err), 0);
+    mem_free(tokens);
+
+    /* A long generation from another client, then kill -9 of the coordinator. */
+    snprintf(path, sizeof path, "%s/restart-client.err", s_tmp);
+    snprintf(cmd, sizeof cmd, "'%s/moe-client' --connect '%s' --timeout 60 generate "
+             "--prompt-ids 1,2,3 --max-tokens 4000 --ignore-eos >/dev/null 2>'%s'; "
+             "echo $? >'%s.rc'", s_bin, ep, path, path);
+    pid_t waiter = s_spawn(cmd, false);
+    localcluster_sched_t st = {0};
+    for (double t0 = timer_now(); st.running == 0 && timer_now() - t0 < 10; usleep(20000))
+        localcluster_sched(ep, &st);
+    assert_int_equal(st.running, 1);
+    pid_t coordinator = localcluster_pid(run_dir, "coordinator");
+    const double t_kill = timer_now();
+    assert_int_equal(kill(coordinator, SIGKILL), 0);
+    assert_true(s_gone_within(waiter, 10));
+    const double failed_after = timer_now() - t_kill;
+    char rc_path[1200];
+    snprintf(rc_path, sizeof rc_path, "%s.rc", path);
+    char *rc = testutil_read_file(rc_path, NULL), *msg = testutil_read_file(path, NULL);
+    assert_non_null(rc);
+    assert_non_null(msg);
+    printf("  coordinator killed: the client exited %d after %.3f s: %s", atoi(rc),
+           failed_after, msg);
+    assert_int_equal(atoi(rc), 1);
+    assert_non_null(strstr(msg, "closed the connection"));
+    assert_true(failed_after < 5);
+    free(rc);
+    free(msg);
+
+    /* Start it again on the same endpoint with the same nodes. */
+    char nodes[2][WIRE_MAX_TEXT];
+    for (int i = 0; i < 2; i++) {
+        char f[1100];
+        snprintf(f, sizeof f, "%s/expert-%d.endpoint", run_dir, i + 1);
+        char *text = testutil_read_file(f, NULL);
+        assert_non_null(text);
+        text[strcspn(text, "\n")] = '\0';
+        snprintf(nodes[i], sizeof nodes[i], "%s", text);
+        free(text);
+    }
+    snprintf(path, sizeof path, "%s/coordinator.endpoint", run_dir);
+    unlink(path);
+    snprintf(cmd, sizeof cmd, "'%s/moe-coordinator' --model '%s' --node '%s' --node '%s' "
+             "--bind '%s' --endpoint-file '%s' >'%s/coordinator-2.log' 2>&1",
+             s_bin, model, nodes[0], nodes[1], ep, path, run_dir);
+    pid_t again = s_spawn(cmd, true);
+    char pid_text[32], pid_path[1100];
+    snprintf(pid_text, sizeof pid_text, "%d\n", (int)again);
+    snprintf(pid_path, sizeof pid_path, "%s/coordinator.pid", run_dir);
+    assert_int_equal(testutil_write_file(pid_path, pid_text, strlen(pid_text)), 0);
+    bool ready = false;
+    for (double t0 = timer_now(); !ready && timer_now() - t0 < 30; usleep(20000))
+        ready = access(path, F_OK) == 0;
+    assert_true(ready);
+    /* The client object of before, and a new client, are both served. */
+    assert_int_equal(client_generate(client, prompt, 3, 4, NULL, NULL, &tokens, &n, &err), 0);
+    assert_int_equal(n, 4);
+    mem_free(tokens);
+    snprintf(cmd, sizeof cmd, "'%s/moe-client' --connect '%s' generate --prompt-ids 5,17,2 "
+             "--max-tokens 4 2>/dev/null", s_bin, ep);
+    char *out = crosscheck_last_line(cmd);
+    printf("  restarted on %s: served the old client object and a new client (%s)\n", ep,
+           out);
+    free(out);
+    client_destroy(&client);
+    localcluster_down(run_dir);
+    free(ep);
+}
+
 enum { N_BATCH = 16 };
 
 /* Sampling is per sequence: a seeded request prints the same tokens alone and
@@ -642,6 +761,7 @@ int main(void)
         cmocka_unit_test(test_seed_independent_of_batch),
         cmocka_unit_test(test_shared_expert_overlaps),
         cmocka_unit_test(test_load_64_clients),
+        cmocka_unit_test(test_coordinator_restart),
     };
     return cmocka_run_group_tests(tests, s_setup, s_teardown);
 }

@@ -1,0 +1,201 @@
+/* bench-gemm: how fast the expert products of a batched decode step stream
+ * their weights, old path (OpenBLAS: one sgemv per row up to 4 rows, sgemm
+ * above) against gemm_small, as GB/s of W read and as a ratio to the
+ * machine's read bandwidth measured in the same run with the same threads.
+ *
+ * Shapes are the medium preset's expert weights, (2816, 1024) for gate and up
+ * and (1024, 2816) for down, with --experts distinct copies of each (8: 92 MB
+ * per shape, far past the caches) used in turn, as a decode step reads them.
+ * One sample = one product on every copy; each figure is the median of
+ * --repeat samples, old and new interleaved so that both see the same noise.
+ *
+ *   bench-gemm [--threads 1,2] [--repeat 15] [--experts 8]
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cblas.h>
+
+#include "bench/machine.h"
+#include "bench/workload.h"
+#include "core/arg.h"
+#include "core/blas.h"
+#include "core/idlist.h"
+#include "core/mem.h"
+#include "core/timer.h"
+#include "kernels/gemm_small.h"
+
+enum { MAX_REPEAT = 101, MAX_EXPERTS = 64, MAX_ROWS = 16, MAX_THREAD_COUNTS = 8 };
+static const size_t READ_BUFFER_BYTES = (size_t)1 << 30; /* far past any cache */
+static const int ROW_COUNTS[] = {1, 2, 4, 8, 16};
+static const int SHAPES[][2] = {{2816, 1024}, {1024, 2816}}; /* W: (n, k) */
+
+typedef struct options {
+    const char *threads;
+    int repeat;
+    int experts;
+} options_t;
+
+static void s_usage(FILE *out)
+{
+    fprintf(out, "usage: bench-gemm [--threads 1,2] [--repeat 15] [--experts 8]\n");
+}
+
+static int s_parse(int argc, char **argv, options_t *opt)
+{
+    static const struct option longopts[] = {
+        {"threads", required_argument, NULL, 't'},
+        {"repeat", required_argument, NULL, 'r'},
+        {"experts", required_argument, NULL, 'e'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    *opt = (options_t){.threads = "1,2", .repeat = 15, .experts = 8};
+    int c;
+    while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+        switch (c) {
+        case 't': opt->threads = optarg; break;
+        case 'r':
+            if (arg_int(optarg, "--repeat", 1, &opt->repeat, NULL) < 0)
+                opt->repeat = 0;
+            break;
+        case 'e':
+            if (arg_int(optarg, "--experts", 1, &opt->experts, NULL) < 0)
+                opt->experts = 0;
+            break;
+        case 'h': s_usage(stdout); exit(0);
+        default: s_usage(stderr); return -1;
+        }
+    }
+    if (opt->repeat < 1 || opt->repeat > MAX_REPEAT || opt->experts < 1 ||
+        opt->experts > MAX_EXPERTS) {
+        s_usage(stderr);
+        return -1;
+    }
+    return 0;
+}
+
+/* What gemm() did before gemm_small, for W (n, k) row-major:
+ *   y: (m, n), x: (m, k) */
+static void s_old(float *y, const float *x, const float *w, int m, int n, int k)
+{
+    if (m <= 4) {
+        for (int i = 0; i < m; i++) {
+            memset(y + (size_t)i * n, 0, (size_t)n * sizeof *y);
+            cblas_sgemv(CblasRowMajor, CblasNoTrans, n, k, 1.0f, w, k,
+                        x + (size_t)i * k, 1, 0.0f, y + (size_t)i * n, 1);
+        }
+        return;
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, k, 1.0f, x, k, w,
+                k, 0.0f, y, n);
+}
+
+/* Bytes/s of W over one product on each of the n_w weights. */
+static double s_sample(bool new_path, float *y, const float *x, float *const *w,
+                       int n_w, int m, int n, int k, int threads)
+{
+    double t0 = timer_now();
+    for (int e = 0; e < n_w; e++) {
+        if (new_path)
+            gemm_small(y, n, x, k, w[e], k, m, n, k, 1.0f, 0.0f, threads);
+        else
+            s_old(y, x, w[e], m, n, k);
+    }
+    return (double)n_w * n * k * sizeof(float) / (timer_now() - t0);
+}
+
+static int s_bench_threads(const options_t *opt, float *const *w[2], float *x,
+                           float *y, int threads)
+{
+    double bw[2 * MAX_REPEAT], old_s[MAX_REPEAT], new_s[MAX_REPEAT];
+    blas_set_threads(threads);
+    for (int r = 0; r < opt->repeat; r++)
+        bw[r] = machine_read_bandwidth(threads, 1);
+    printf("threads %d: GB/s of W streamed (medians of %d), ratio to read "
+           "bandwidth\n", threads, opt->repeat);
+    printf("  %-12s %4s %9s %9s %7s %7s %8s\n", "W (n x k)", "m", "old GB/s",
+           "new GB/s", "old r", "new r", "new/old");
+    double rows[2][sizeof ROW_COUNTS / sizeof ROW_COUNTS[0]][2];
+    for (int s = 0; s < 2; s++) {
+        const int n = SHAPES[s][0], k = SHAPES[s][1];
+        for (size_t im = 0; im < sizeof ROW_COUNTS / sizeof ROW_COUNTS[0]; im++) {
+            const int m = ROW_COUNTS[im];
+            s_sample(false, y, x, w[s], opt->experts, m, n, k, threads); /* warm */
+            s_sample(true, y, x, w[s], opt->experts, m, n, k, threads);
+            for (int r = 0; r < opt->repeat; r++) {
+                old_s[r] = s_sample(false, y, x, w[s], opt->experts, m, n, k, threads);
+                new_s[r] = s_sample(true, y, x, w[s], opt->experts, m, n, k, threads);
+            }
+            rows[s][im][0] = workload_median(old_s, opt->repeat);
+            rows[s][im][1] = workload_median(new_s, opt->repeat);
+        }
+    }
+    for (int r = opt->repeat; r < 2 * opt->repeat; r++)
+        bw[r] = machine_read_bandwidth(threads, 1);
+    const double bw_best = workload_max(bw, 2 * opt->repeat);
+    for (int s = 0; s < 2; s++)
+        for (size_t im = 0; im < sizeof ROW_COUNTS / sizeof ROW_COUNTS[0]; im++) {
+            char shape[32];
+            snprintf(shape, sizeof shape, "%d x %d", SHAPES[s][0], SHAPES[s][1]);
+            double o = rows[s][im][0], nw = rows[s][im][1];
+            printf("  %-12s %4d %9.1f %9.1f %7.2f %7.2f %8.2f\n", shape,
+                   ROW_COUNTS[im], o / 1e9, nw / 1e9, o / bw_best, nw / bw_best,
+                   nw / o);
+        }
+    printf("  machine read bandwidth (best of %d, before and after): %.1f GB/s\n",
+           2 * opt->repeat, bw_best / 1e9);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    blas_ensure_native(argv);
+    options_t opt;
+    if (s_parse(argc, argv, &opt) < 0)
+        return 2;
+    err_t err = {0};
+    int32_t *threads = NULL;
+    int n_threads = 0, rc = 1;
+    float *w_all[2][MAX_EXPERTS] = {{NULL}};
+    float *const *w[2] = {w_all[0], w_all[1]};
+    size_t w_floats = (size_t)SHAPES[0][0] * SHAPES[0][1];
+    float *x = mem_alloc((size_t)MAX_ROWS * 2816 * sizeof *x);
+    float *y = mem_alloc((size_t)MAX_ROWS * 2816 * sizeof *y);
+    if (idlist_parse(opt.threads, &threads, &n_threads, &err) < 0) {
+        fprintf(stderr, "bench-gemm: --threads: %s\n", err.msg);
+        goto done;
+    }
+    if (!x || !y || machine_init(READ_BUFFER_BYTES) < 0)
+        goto oom;
+    for (int s = 0; s < 2; s++)
+        for (int e = 0; e < opt.experts; e++) {
+            w_all[s][e] = mem_alloc(w_floats * sizeof(float));
+            if (!w_all[s][e])
+                goto oom;
+            for (size_t i = 0; i < w_floats; i++) /* small values, no denormals */
+                w_all[s][e][i] = (float)((i * 2654435761u + (size_t)e) % 1000) * 1e-3f - 0.5f;
+        }
+    for (size_t i = 0; i < (size_t)MAX_ROWS * 2816; i++)
+        x[i] = (float)(i % 97) * 1e-2f - 0.48f;
+    printf("bench-gemm: openblas %s kernels, gemm_small %s path, %d experts per shape\n",
+           blas_core_name(), gemm_small_path_name(gemm_small_path()), opt.experts);
+    rc = 0;
+    for (int i = 0; i < n_threads && i < MAX_THREAD_COUNTS; i++)
+        s_bench_threads(&opt, w, x, y, threads[i]);
+    goto done;
+oom:
+    fprintf(stderr, "bench-gemm: out of memory\n");
+done:
+    for (int s = 0; s < 2; s++)
+        for (int e = 0; e < MAX_EXPERTS; e++)
+            mem_free(w_all[s][e]);
+    mem_free(y);
+    mem_free(x);
+    mem_free(threads);
+    machine_release();
+    return rc;
+}
