@@ -41,6 +41,7 @@ struct dispatch {
     uint64_t *expert_tokens;   /* (n_layers * n_experts) */
     uint64_t next_request_id;
     uint64_t rotation;         /* calls started: which replica each expert uses */
+    FILE *log;                 /* one line per failover; NULL: quiet */
     wire_inbox_t *inbox;
     zmq_pollitem_t *items;     /* (2 * n_peers): data socket, link monitor */
     dispatch_stats_t stats;
@@ -150,6 +151,7 @@ void dispatch_set_health(dispatch_t *self, int heartbeat_ms, int misses, FILE *l
 {
     for (int p = 0; p < self->n_peers; p++)
         peer_set_health(self->peers[p], heartbeat_ms, misses, log);
+    self->log = log;
 }
 
 /* Reads every message waiting on peer p's socket outside a call: replies to
@@ -322,6 +324,11 @@ static int s_failover(dispatch_t *self, send_t *s, err_t *err)
 {
     memcpy(self->pending, s->items, (size_t)s->n_items * sizeof(int));
     const int n = s->n_items;
+    const peer_t *peer = self->peers[s->peer];
+    if (self->log)
+        fprintf(self->log, "moe-coordinator: layer %d: node %d failed with %d routed rows "
+                "in flight; sending them to replicas\n", self->call.layer,
+                peer_node_id(peer), n);
     s->peer = -1;
     self->stats.failovers++;
     return s_place(self, n, err);

@@ -81,6 +81,19 @@ static char *s_last_line(const char *cmd)
     return line;
 }
 
+/* The last line of a command's output whatever its status (grep -c). */
+static char *s_last_line_any(const char *cmd)
+{
+    char *out = NULL;
+    testutil_run(cmd, &out);
+    if (!out)
+        return strdup("");
+    size_t n = strlen(out);
+    while (n && out[n - 1] == '\n')
+        out[--n] = '\0';
+    return out;
+}
+
 static void s_ids_text(const int32_t *ids, int n, char *out, size_t size)
 {
     size_t used = 0;
@@ -319,6 +332,13 @@ static void test_kill_with_replicas(void **state)
     printf("  kill -9 of node 2 (of 3, 2 replicas) mid-generation: all %d completed %.3f s "
            "later (longest pause %.3f s)\n", N_GEN, timer_now() - t_kill, gap);
     s_expect_all_equal(&rig, "kill -9, 2 replicas");
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "grep -c 'node 2 failed with .* in flight' '%s/coordinator.log'",
+             rig.run_dir);
+    char *n_failovers = s_last_line_any(cmd);
+    printf("  re-sends of in-flight work logged: %s (0 when the kill fell between calls)\n",
+           n_failovers);
+    free(n_failovers);
     char why[512];
     assert_false(s_node_up(&rig, 2, why, sizeof why));
     printf("  status: node 2 down: %s\n", why);
@@ -393,6 +413,11 @@ static void test_stopped_node(void **state)
            up ? "up" : why);
     s_expect_all_equal(&rig, "SIGSTOP, 2 replicas");
     assert_false(up);
+    /* The stopped node had work in flight: it went to the replicas. */
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "grep -q 'node 2 failed with .* in flight' '%s/coordinator.log'",
+             rig.run_dir);
+    assert_int_equal(testutil_run(cmd, NULL), 0);
     assert_true(gap < REPLY_TIMEOUT_MS / 1e3 + 2.0);
 
     s_signal_node(&rig, 2, SIGCONT);
