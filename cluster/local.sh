@@ -179,7 +179,7 @@ start_node() {
 }
 
 cmd_restart_node() {
-    local dir="" node="" pid old endpoint waited=0
+    local dir="" node="" pid endpoint waited=0
     while [ $# -gt 0 ]; do
         case $1 in
             --run-dir) dir=$2; shift 2 ;;
