@@ -8,6 +8,7 @@
 #                       [--threads T] [--node-threads T]
 #                       [--max-seqs N] [--queue-limit N] [--kv-memory MB]
 #                       [--reply-timeout-ms MS] [--prefill-rows N] [--deadline-ms MS]
+#                       [--heartbeat-ms MS] [--heartbeat-misses N]
 #       Starts the cluster and returns once it is ready; the last line of
 #       stdout is the client endpoint. Without --model, the built-in default
 #       model (made once in build/models/default) is used. If a process fails
@@ -15,6 +16,10 @@
 #       --placement-groups: each expert group whole on one node (DeepSeek's
 #       group-limited routing; docs/PLACEMENT.md). The placement in use is
 #       written to D/placement.txt (a file --placement accepts).
+#   cluster/local.sh restart-node --run-dir D --node N
+#       Starts node N again with the arguments and endpoint it had (after it
+#       died or was killed; a running one is stopped first) and returns once it
+#       is ready; the coordinator notices it and gives it work again.
 #   cluster/local.sh down --run-dir D
 #       Stops every process of the cluster (TERM, then KILL after 10 s).
 #
@@ -30,7 +35,7 @@ bin=${MOE_BIN:-$root/build/bin}
 start_timeout=${MOE_START_TIMEOUT:-120}
 
 die() { echo "local.sh: $*" >&2; exit 1; }
-usage() { sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 
 # Stops the processes whose pid files are in $1, politely then firmly.
 stop_all() {
@@ -85,7 +90,8 @@ cmd_up() {
             --replicas) replicas=$2; shift 2 ;;
             --threads) threads=$2; shift 2 ;;
             --node-threads) node_threads=$2; shift 2 ;;
-            --max-seqs|--queue-limit|--kv-memory|--reply-timeout-ms|--prefill-rows|--deadline-ms)
+            --max-seqs|--queue-limit|--kv-memory|--reply-timeout-ms|--prefill-rows|--deadline-ms|\
+            --heartbeat-ms|--heartbeat-misses)
                 coord_args+=("$1" "$2"); shift 2 ;;
             -h|--help) usage ;;
             *) die "unknown option '$1' (see --help)" ;;
@@ -139,10 +145,11 @@ cmd_up() {
         die "the placement failed, nothing started: $why"
     fi
     for i in $(seq 1 "$nodes"); do
-        "$bin/moe-expert" --model "$model" --node-id "$i" --nodes "$nodes" "${place_args[@]}" \
+        # The arguments, one a line, for restart-node.
+        printf '%s\n' --model "$model" --node-id "$i" --nodes "$nodes" "${place_args[@]}" \
             --threads "$node_threads" --endpoint-file "$dir/expert-$i.endpoint" \
-            </dev/null >"$dir/expert-$i.log" 2>&1 &
-        echo $! >"$dir/expert-$i.pid"
+            >"$dir/expert-$i.args"
+        start_node "$dir" "$i"
     done
     local node_args=()
     for i in $(seq 1 "$nodes"); do
@@ -156,6 +163,64 @@ cmd_up() {
     wait_ready "$dir" coordinator "$(cat "$dir/coordinator.pid")"
     echo "local.sh: cluster of $nodes node(s) ready; logs in $dir"
     cat "$dir/coordinator.endpoint"
+}
+
+# Starts node $2 of the cluster in $1 from its expert-N.args (plus --bind to
+# its old endpoint when it had one), in the background.
+start_node() {
+    local dir=$1 i=$2 args=()
+    mapfile -t args <"$dir/expert-$i.args"
+    if [ -s "$dir/expert-$i.endpoint" ]; then
+        args+=(--bind "$(cat "$dir/expert-$i.endpoint")")
+        rm -f "$dir/expert-$i.endpoint"
+    fi
+    "$bin/moe-expert" "${args[@]}" </dev/null >>"$dir/expert-$i.log" 2>&1 &
+    echo $! >"$dir/expert-$i.pid"
+}
+
+cmd_restart_node() {
+    local dir="" node="" pid endpoint waited=0
+    while [ $# -gt 0 ]; do
+        case $1 in
+            --run-dir) dir=$2; shift 2 ;;
+            --node) node=$2; shift 2 ;;
+            -h|--help) usage ;;
+            *) die "unknown option '$1' (see --help)" ;;
+        esac
+    done
+    [ -n "$dir" ] && [ -n "$node" ] || die "restart-node needs --run-dir D and --node N"
+    [ -f "$dir/expert-$node.args" ] || die "no node $node in $dir (no expert-$node.args)"
+    [ -s "$dir/expert-$node.endpoint" ] || die "node $node in $dir has no endpoint file"
+    endpoint=$(cat "$dir/expert-$node.endpoint")
+    if [ -f "$dir/expert-$node.pid" ]; then
+        pid=$(cat "$dir/expert-$node.pid")
+        if kill -0 "$pid" 2>/dev/null; then
+            kill -TERM "$pid" 2>/dev/null || true
+            while kill -0 "$pid" 2>/dev/null && [ "$waited" -lt 100 ]; do
+                sleep 0.1
+                waited=$((waited + 1))
+            done
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+    fi
+    echo "local.sh: restarting node $node at $endpoint" >>"$dir/expert-$node.log"
+    # ZeroMQ binds TCP with SO_REUSEADDR, so the old port is free at once even
+    # with connections of the dead process in TIME_WAIT.
+    start_node "$dir" "$node"
+    pid=$(cat "$dir/expert-$node.pid")
+    local deadline=$((SECONDS + start_timeout))
+    while [ ! -s "$dir/expert-$node.endpoint" ]; do
+        if ! kill -0 "$pid" 2>/dev/null || [ "$SECONDS" -ge "$deadline" ]; then
+            kill -KILL "$pid" 2>/dev/null || true
+            echo "$endpoint" >"$dir/expert-$node.endpoint" # for another try
+            echo "local.sh: node $node did not come back; last lines of" \
+                 "$dir/expert-$node.log:" >&2
+            tail -n 20 "$dir/expert-$node.log" >&2 || true
+            exit 1
+        fi
+        sleep 0.05
+    done
+    echo "local.sh: node $node is back at $(cat "$dir/expert-$node.endpoint")"
 }
 
 cmd_down() {
@@ -178,7 +243,8 @@ command=$1
 shift
 case $command in
     up) cmd_up "$@" ;;
+    restart-node) cmd_restart_node "$@" ;;
     down) cmd_down "$@" ;;
     -h|--help) usage ;;
-    *) die "unknown command '$command' (up, down)" ;;
+    *) die "unknown command '$command' (up, restart-node, down)" ;;
 esac

@@ -5,6 +5,7 @@
  *       [--placement FILE | --placement-groups] [--replicas R]
  *       [--bind ENDPOINT] [--endpoint-file F]
  *       [--threads N] [--reply-timeout-ms MS] [--hello-timeout-ms MS]
+ *       [--heartbeat-ms MS] [--heartbeat-misses N]
  *       [--max-context N] [--prefill-rows N]
  *
  * Node i (1-based) is the i-th --node. Ready when it prints the client
@@ -47,6 +48,8 @@ typedef struct options {
     int threads;
     int reply_timeout_ms;
     int hello_timeout_ms;
+    int heartbeat_ms;
+    int heartbeat_misses;
     int max_context;
     int prefill_rows;
     int max_seqs;
@@ -62,7 +65,8 @@ static void s_usage(FILE *out)
             "           [--placement FILE | --placement-groups] [--replicas R]\n"
             "           [--bind ENDPOINT]\n"
             "           [--endpoint-file FILE] [--threads N] [--reply-timeout-ms MS]\n"
-            "           [--hello-timeout-ms MS] [--max-context N] [--prefill-rows N]\n"
+            "           [--hello-timeout-ms MS] [--heartbeat-ms MS] [--heartbeat-misses N]\n"
+            "           [--max-context N] [--prefill-rows N]\n"
             "           [--max-seqs N] [--queue-limit N] [--kv-memory MB] [--deadline-ms MS]\n"
             "\n"
             "Serves a Mixture-of-Experts model whose routed experts run on expert nodes\n"
@@ -78,8 +82,13 @@ static void s_usage(FILE *out)
             "  --bind ENDPOINT        client endpoint (default tcp://127.0.0.1:*, a free port)\n"
             "  --endpoint-file FILE   also write the bound client endpoint there when ready\n"
             "  --reply-timeout-ms MS  a node that does not answer a batch in time is\n"
-            "                         marked down and the request fails (default 30000)\n"
+            "                         marked down and its work goes to replicas; without\n"
+            "                         one the requests that need it fail (default 30000)\n"
             "  --hello-timeout-ms MS  how long to wait for each node at start (default 120000)\n"
+            "  --heartbeat-ms MS      ping idle nodes this often; a down node is sent a HELLO\n"
+            "                         as often and rejoins when it answers (default 1000)\n"
+            "  --heartbeat-misses N   heartbeat periods without an answer before a node is\n"
+            "                         marked down (default 3)\n"
             "  --max-context N        positions per sequence (default: the model's, at most 4096)\n"
             "  --prefill-rows N       rows per forward step: the next token of every\n"
             "                         running sequence plus prompt chunks (default 256)\n"
@@ -114,6 +123,8 @@ static int s_parse(int argc, char **argv, options_t *o)
         {"threads", required_argument, NULL, 't'},
         {"reply-timeout-ms", required_argument, NULL, 'R'},
         {"hello-timeout-ms", required_argument, NULL, 'H'},
+        {"heartbeat-ms", required_argument, NULL, 'B'},
+        {"heartbeat-misses", required_argument, NULL, 'M'},
         {"max-context", required_argument, NULL, 'c'},
         {"prefill-rows", required_argument, NULL, 'f'},
         {"max-seqs", required_argument, NULL, 'S'},
@@ -145,6 +156,8 @@ static int s_parse(int argc, char **argv, options_t *o)
         case 't': rc = s_int_arg(optarg, "--threads", 1, &o->threads); break;
         case 'R': rc = s_int_arg(optarg, "--reply-timeout-ms", 1, &o->reply_timeout_ms); break;
         case 'H': rc = s_int_arg(optarg, "--hello-timeout-ms", 1, &o->hello_timeout_ms); break;
+        case 'B': rc = s_int_arg(optarg, "--heartbeat-ms", 1, &o->heartbeat_ms); break;
+        case 'M': rc = s_int_arg(optarg, "--heartbeat-misses", 1, &o->heartbeat_misses); break;
         case 'c': rc = s_int_arg(optarg, "--max-context", 1, &o->max_context); break;
         case 'f': rc = s_int_arg(optarg, "--prefill-rows", 1, &o->prefill_rows); break;
         case 'S': rc = s_int_arg(optarg, "--max-seqs", 1, &o->max_seqs); break;
@@ -208,6 +221,7 @@ int main(int argc, char **argv)
         .placement_file = o.placement, .placement_groups = o.placement_groups,
         .replicas = o.replicas, .bind = o.bind,
         .reply_timeout_ms = o.reply_timeout_ms, .hello_timeout_ms = o.hello_timeout_ms,
+        .heartbeat_ms = o.heartbeat_ms, .heartbeat_misses = o.heartbeat_misses,
         .max_context = o.max_context, .prefill_rows = o.prefill_rows,
         .max_seqs = o.max_seqs, .queue_limit = o.queue_limit, .kv_memory_mb = o.kv_memory_mb,
         .deadline_ms = o.deadline_ms,

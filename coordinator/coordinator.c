@@ -173,6 +173,12 @@ static int s_start(coordinator_t *co, const coordinator_opts_t *o,
         }
     }
     wire_inbox_destroy(&inbox);
+    /* From now on a node that dies is noticed, and one that comes back rejoins. */
+    dispatch_set_health(co->dispatch,
+                        o->heartbeat_ms > 0 ? o->heartbeat_ms : COORDINATOR_DEFAULT_HEARTBEAT_MS,
+                        o->heartbeat_misses > 0 ? o->heartbeat_misses
+                                                : COORDINATOR_DEFAULT_HEARTBEAT_MISSES,
+                        stderr);
 
     char name[PATH_MAX + 64];
     snprintf(name, sizeof name, "%s (%s)", o->model, config_arch_name(cfg->arch));

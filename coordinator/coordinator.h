@@ -18,6 +18,8 @@ enum {
     COORDINATOR_DEFAULT_MAX_SEQS = 16,  /* sequences generating at once */
     COORDINATOR_DEFAULT_QUEUE = 64,     /* requests waiting for a slot */
     COORDINATOR_DEFAULT_KV_MB = 1024,   /* KV cache of all sequences, MiB */
+    COORDINATOR_DEFAULT_HEARTBEAT_MS = 1000, /* an idle node is pinged this often */
+    COORDINATOR_DEFAULT_HEARTBEAT_MISSES = 3, /* unanswered periods before down */
 };
 
 typedef struct coordinator_opts {
@@ -32,6 +34,8 @@ typedef struct coordinator_opts {
     const char *bind;                   /* client endpoint to bind */
     int reply_timeout_ms;
     int hello_timeout_ms;
+    int heartbeat_ms;                   /* 0: COORDINATOR_DEFAULT_HEARTBEAT_MS */
+    int heartbeat_misses;               /* 0: COORDINATOR_DEFAULT_HEARTBEAT_MISSES */
     int max_context;                    /* 0: the model's, at most 4096 */
     int prefill_rows;                   /* rows per forward step */
     int max_seqs;                       /* 0: COORDINATOR_DEFAULT_MAX_SEQS */

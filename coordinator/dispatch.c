@@ -10,16 +10,17 @@
 #include "core/mem.h"
 #include "core/timer.h"
 
-/* What goes to one node in the current call. */
-typedef struct node_batch {
-    int n_rows;                /* distinct rows for this node */
-    int n_assign;
-    int *local_of;             /* (max_rows) batch row -> row in `rows`, or -1 */
-    int *global_of;            /* (max_rows) row in `rows` -> batch row */
-    float *rows;               /* (max_rows, hidden) */
-    moe_assign_t *assign;      /* (max_assign) rows index into `rows` */
-    bool waiting;              /* request sent, reply not yet combined */
-} node_batch_t;
+/* One EXPERT_REQUEST in flight: what came from where, to combine its reply or
+ * to re-send its work when its node fails. */
+typedef struct send {
+    int peer;                  /* index into peers; -1: the record is free */
+    uint64_t request_id;
+    double deadline;           /* timer_now() after which the node is given up */
+    int n_rows;
+    int *global_of;            /* (max_rows) row in the message -> batch row */
+    int n_items;
+    int *items;                /* (max_assign) the call's assignments it carries */
+} send_t;
 
 struct dispatch {
     peer_t **peers;            /* borrowed (n_peers) */
@@ -27,20 +28,33 @@ struct dispatch {
     int n_layers, n_experts, hidden, max_rows, max_assign;
     int reply_timeout_ms;
     dispatch_route_t *routes;  /* (n_layers * n_experts) */
-    node_batch_t *batches;     /* (n_peers) */
+    send_t *sends;             /* (max_sends) */
+    int max_sends;
+    int *target;               /* (max_assign) peer of each assignment, -1: none */
+    int *pending;              /* (max_assign) assignments still to place */
+    int *order;                /* (max_assign) pending, grouped by peer */
+    int *count;                /* (n_peers + 1) */
+    int *local_of;             /* (max_rows) batch row -> message row, or -1 */
+    float *rows;               /* (max_rows, hidden) a message's rows */
+    moe_assign_t *msg_assign;  /* (max_assign) a message's assignments */
+    uint8_t *row_lost;         /* (max_rows) rows the last failed call could not serve */
     uint64_t *expert_tokens;   /* (n_layers * n_experts) */
     uint64_t next_request_id;
+    uint64_t rotation;         /* calls started: which replica each expert uses */
+    FILE *log;                 /* one line per failover; NULL: quiet */
     wire_inbox_t *inbox;
     zmq_pollitem_t *items;     /* (2 * n_peers): data socket, link monitor */
     dispatch_stats_t stats;
     struct {                   /* the started call dispatch_finish completes */
         bool active;
         int layer;
-        uint64_t request_id;
         double t_start;
+        const float *u;             /* the caller's, alive until finish */
         const moe_assign_t *assign; /* the caller's, alive until finish */
         int n_assign;
         int n_rows;
+        float *out;                 /* zeroed at start, written as replies come */
+        double max_compute;
     } call;
 };
 
@@ -59,24 +73,36 @@ dispatch_t *dispatch_new(peer_t **peers, int n_peers, const config_t *cfg,
     self->max_rows = max_rows;
     self->max_assign = max_rows * cfg->n_experts_per_tok;
     self->reply_timeout_ms = reply_timeout_ms;
+    /* One send per node, and room to re-send after a few failures in a call. */
+    self->max_sends = 4 * n_peers;
     const size_t n_routes = (size_t)cfg->n_layers * cfg->n_experts;
+    const size_t ma = (size_t)self->max_assign;
     self->routes = mem_alloc(n_routes * sizeof *self->routes);
     self->expert_tokens = mem_calloc(n_routes, sizeof *self->expert_tokens);
-    self->batches = mem_calloc((size_t)n_peers, sizeof *self->batches);
+    self->sends = mem_calloc((size_t)self->max_sends, sizeof *self->sends);
     self->items = mem_calloc(2 * (size_t)n_peers, sizeof *self->items);
-    if (!self->routes || !self->expert_tokens || !self->batches || !self->items)
+    self->target = mem_alloc(ma * sizeof(int));
+    self->pending = mem_alloc(ma * sizeof(int));
+    self->order = mem_alloc(ma * sizeof(int));
+    self->count = mem_alloc(((size_t)n_peers + 1) * sizeof(int));
+    self->local_of = mem_alloc((size_t)max_rows * sizeof(int));
+    self->rows = mem_alloc_aligned((size_t)max_rows * self->hidden * sizeof(float));
+    self->msg_assign = mem_alloc(ma * sizeof(moe_assign_t));
+    self->row_lost = mem_calloc((size_t)max_rows, 1);
+    if (!self->routes || !self->expert_tokens || !self->sends || !self->items ||
+        !self->target || !self->pending || !self->order || !self->count || !self->local_of ||
+        !self->rows || !self->msg_assign || !self->row_lost)
         goto oom;
     memcpy(self->routes, routes, n_routes * sizeof *routes);
-    for (int p = 0; p < n_peers; p++) {
-        node_batch_t *b = &self->batches[p];
-        b->local_of = mem_alloc((size_t)max_rows * sizeof(int));
-        b->global_of = mem_alloc((size_t)max_rows * sizeof(int));
-        b->rows = mem_alloc_aligned((size_t)max_rows * self->hidden * sizeof(float));
-        b->assign = mem_alloc((size_t)self->max_assign * sizeof(moe_assign_t));
-        if (!b->local_of || !b->global_of || !b->rows || !b->assign)
+    for (int r = 0; r < max_rows; r++)
+        self->local_of[r] = -1;
+    for (int i = 0; i < self->max_sends; i++) {
+        send_t *s = &self->sends[i];
+        s->peer = -1;
+        s->global_of = mem_alloc((size_t)max_rows * sizeof(int));
+        s->items = mem_alloc(ma * sizeof(int));
+        if (!s->global_of || !s->items)
             goto oom;
-        for (int r = 0; r < max_rows; r++)
-            b->local_of[r] = -1;
     }
     wire_limits_t lim = {.hidden = self->hidden, .max_rows = max_rows,
                          .max_assign = self->max_assign, .n_layers = cfg->n_layers,
@@ -99,207 +125,361 @@ void dispatch_destroy(dispatch_t **self_p)
     if (!self_p || !*self_p)
         return;
     dispatch_t *self = *self_p;
-    if (self->batches)
-        for (int p = 0; p < self->n_peers; p++) {
-            mem_free(self->batches[p].local_of);
-            mem_free(self->batches[p].global_of);
-            mem_free(self->batches[p].rows);
-            mem_free(self->batches[p].assign);
+    if (self->sends)
+        for (int i = 0; i < self->max_sends; i++) {
+            mem_free(self->sends[i].global_of);
+            mem_free(self->sends[i].items);
         }
     wire_inbox_destroy(&self->inbox);
-    mem_free(self->batches);
+    mem_free(self->sends);
     mem_free(self->items);
+    mem_free(self->target);
+    mem_free(self->pending);
+    mem_free(self->order);
+    mem_free(self->count);
+    mem_free(self->local_of);
+    mem_free(self->rows);
+    mem_free(self->msg_assign);
+    mem_free(self->row_lost);
     mem_free(self->routes);
     mem_free(self->expert_tokens);
     mem_free(self);
     *self_p = NULL;
 }
 
-void dispatch_check_links(dispatch_t *self)
+void dispatch_set_health(dispatch_t *self, int heartbeat_ms, int misses, FILE *log)
 {
     for (int p = 0; p < self->n_peers; p++)
-        peer_check_link(self->peers[p]);
+        peer_set_health(self->peers[p], heartbeat_ms, misses, log);
+    self->log = log;
 }
 
-/* The first live node hosting (layer, expert), or -1. */
+/* Reads every message waiting on peer p's socket outside a call: replies to
+ * heartbeats and rejoin HELLOs, late replies of earlier calls (dropped). */
+static void s_drain(dispatch_t *self, int p, double now)
+{
+    peer_t *peer = self->peers[p];
+    for (int n = 0; n < 64; n++) { /* bounded: the step must go on */
+        wire_data_t msg;
+        wire_data_error_t code;
+        if (wire_data_recv(self->inbox, peer_socket(peer), false, NULL, &msg, &code,
+                           NULL) < 0) {
+            if (errno == EAGAIN || errno == EINTR || errno == ETERM)
+                return;
+            continue; /* an invalid message: consumed, nothing to do */
+        }
+        peer_handle(peer, &msg, now);
+    }
+}
+
+void dispatch_check_links(dispatch_t *self)
+{
+    const double now = timer_now();
+    for (int p = 0; p < self->n_peers; p++) {
+        peer_check_link(self->peers[p]);
+        s_drain(self, p, now);
+        peer_tick(self->peers[p], now);
+    }
+}
+
+/* The live node that hosts (layer, expert) in this call, or -1. Every expert
+ * of a call uses the same replica index (rotating per call), so that experts
+ * that share a node in the placement's first column share one in every
+ * column, and all of an expert's rows go to one node: an expert's output for
+ * a row then does not depend on which replica computed it. */
 static int s_pick(const dispatch_t *self, int layer, int expert)
 {
     const dispatch_route_t *r = &self->routes[(size_t)layer * self->n_experts + expert];
+    int live[DISPATCH_MAX_REPLICAS], n_live = 0;
     for (int i = 0; i < r->n; i++)
         if (peer_is_up(self->peers[r->peer[i]]))
-            return r->peer[i];
-    return -1;
+            live[n_live++] = r->peer[i];
+    return n_live ? live[self->rotation % (uint64_t)n_live] : -1;
 }
 
-static int s_no_node(const dispatch_t *self, int layer, int expert, err_t *err)
+/* Fails the call for the assignments in pending[0..n) that have no live node:
+ * marks their rows lost and names the first such expert and its nodes. */
+static int s_lost(dispatch_t *self, int n, err_t *err)
 {
+    const int layer = self->call.layer;
+    int first = -1, n_lost_rows = 0;
+    for (int k = 0; k < n; k++) {
+        const int i = self->pending[k];
+        if (self->target[i] >= 0)
+            continue;
+        if (first < 0)
+            first = i;
+        const int row = self->call.assign[i].row;
+        n_lost_rows += !self->row_lost[row];
+        self->row_lost[row] = 1;
+    }
+    const int expert = self->call.assign[first].expert;
     const dispatch_route_t *r = &self->routes[(size_t)layer * self->n_experts + expert];
     if (r->n == 0)
         return err_set(err, EHOSTUNREACH, "expert %d of layer %d is hosted by no node",
                        expert, layer);
-    const peer_t *first = self->peers[r->peer[0]];
-    return err_set(err, EHOSTUNREACH, "expert %d of layer %d: no live node hosts it "
-                   "(node %d at %s is down: %s)", expert, layer, peer_node_id(first),
-                   peer_endpoint(first), peer_last_error(first));
+    char nodes[256] = "";
+    size_t used = 0;
+    for (int j = 0; j < r->n && used < sizeof nodes; j++) {
+        const peer_t *peer = self->peers[r->peer[j]];
+        int w = snprintf(nodes + used, sizeof nodes - used, "%snode %d (%s): %s",
+                         j ? "; " : "", peer_node_id(peer), peer_endpoint(peer),
+                         peer_last_error(peer));
+        used += w > 0 ? (size_t)w : 0;
+    }
+    return err_set(err, EHOSTUNREACH, "expert %d of layer %d has no live replica (%s); "
+                   "%d row(s) of the batch need a missing expert", expert, layer, nodes,
+                   n_lost_rows);
 }
 
-/* Splits the assignments by node, each row once per node. */
-static int s_split(dispatch_t *self, int layer, const float *u, const moe_assign_t *assign,
-                   int n_assign, err_t *err)
+/* A free send record, or NULL. */
+static send_t *s_new_send(dispatch_t *self)
 {
-    for (int i = 0; i < n_assign; i++) {
-        const moe_assign_t *a = &assign[i];
-        int p = s_pick(self, layer, a->expert);
-        if (p < 0)
-            return s_no_node(self, layer, a->expert, err);
-        node_batch_t *b = &self->batches[p];
-        int local = b->local_of[a->row];
+    for (int i = 0; i < self->max_sends; i++)
+        if (self->sends[i].peer < 0)
+            return &self->sends[i];
+    return NULL;
+}
+
+/* Sends assignments items[0..n) to peer p in one EXPERT_REQUEST, each row
+ * once. -1/EHOSTUNREACH when the node cannot take it (it is then down). */
+static int s_send_to(dispatch_t *self, int p, const int *items, int n, err_t *err)
+{
+    send_t *s = s_new_send(self);
+    if (!s)
+        return err_set(err, ENOSPC, "layer %d: more than %d node failures within one "
+                       "call", self->call.layer, self->max_sends - self->n_peers);
+    s->n_rows = 0;
+    for (int k = 0; k < n; k++) {
+        const moe_assign_t *a = &self->call.assign[items[k]];
+        int local = self->local_of[a->row];
         if (local < 0) {
-            local = b->local_of[a->row] = b->n_rows++;
-            b->global_of[local] = a->row;
-            memcpy(b->rows + (size_t)local * self->hidden, u + (size_t)a->row * self->hidden,
+            local = self->local_of[a->row] = s->n_rows;
+            s->global_of[s->n_rows++] = a->row;
+            memcpy(self->rows + (size_t)local * self->hidden,
+                   self->call.u + (size_t)a->row * self->hidden,
                    (size_t)self->hidden * sizeof(float));
         }
-        b->assign[b->n_assign++] = (moe_assign_t){local, a->expert, a->weight};
+        self->msg_assign[k] = (moe_assign_t){local, a->expert, a->weight};
+        s->items[k] = items[k];
+    }
+    for (int i = 0; i < s->n_rows; i++)
+        self->local_of[s->global_of[i]] = -1;
+    s->n_items = n;
+    s->request_id = ++self->next_request_id;
+    wire_data_t msg = {
+        .type = WIRE_EXPERT_REQUEST, .request_id = s->request_id, .layer = self->call.layer,
+        .n_rows = s->n_rows, .hidden = self->hidden, .rows = self->rows,
+        .n_assign = n, .assign = self->msg_assign,
+    };
+    if (peer_send(self->peers[p], &msg, &self->stats.bytes_sent, err) < 0)
+        return -1;
+    s->peer = p;
+    s->deadline = timer_now() + self->reply_timeout_ms / 1000.0;
+    return 0;
+}
+
+/* Places the assignments pending[0..n) on live nodes and sends them, one
+ * request per node; a node that refuses the send is down, and its share is
+ * placed again on the others (bounded: each round loses a node). */
+static int s_place(dispatch_t *self, int n, err_t *err)
+{
+    while (n > 0) {
+        bool lost = false;
+        for (int k = 0; k < n; k++) {
+            const int i = self->pending[k];
+            self->target[i] = s_pick(self, self->call.layer, self->call.assign[i].expert);
+            lost |= self->target[i] < 0;
+        }
+        if (lost)
+            return s_lost(self, n, err);
+        /* Group by node, keeping the call's order within a node. */
+        memset(self->count, 0, ((size_t)self->n_peers + 1) * sizeof(int));
+        for (int k = 0; k < n; k++)
+            self->count[self->target[self->pending[k]] + 1]++;
+        for (int p = 0; p < self->n_peers; p++)
+            self->count[p + 1] += self->count[p];
+        for (int k = 0; k < n; k++)
+            self->order[self->count[self->target[self->pending[k]]]++] = self->pending[k];
+        int n_again = 0, begin = 0;
+        for (int p = 0; p < self->n_peers; p++) {
+            const int end = self->count[p]; /* after the grouping, the end of p's run */
+            if (end == begin)
+                continue;
+            if (s_send_to(self, p, self->order + begin, end - begin, err) < 0) {
+                if (errno != EHOSTUNREACH)
+                    return -1;
+                for (int k = begin; k < end; k++)
+                    self->pending[n_again++] = self->order[k];
+            }
+            begin = end;
+        }
+        n = n_again;
     }
     return 0;
 }
 
-/* Clears the per-call state of every node. */
+/* The node of send s failed: its work goes to live replicas. */
+static int s_failover(dispatch_t *self, send_t *s, err_t *err)
+{
+    memcpy(self->pending, s->items, (size_t)s->n_items * sizeof(int));
+    const int n = s->n_items;
+    const peer_t *peer = self->peers[s->peer];
+    if (self->log)
+        fprintf(self->log, "moe-coordinator: layer %d: node %d failed with %d routed rows "
+                "in flight; sending them to replicas\n", self->call.layer,
+                peer_node_id(peer), n);
+    s->peer = -1;
+    self->stats.failovers++;
+    return s_place(self, n, err);
+}
+
+/* Fails over every send waiting on peer p (which is down). */
+static int s_failover_peer(dispatch_t *self, int p, err_t *err)
+{
+    for (int i = 0; i < self->max_sends; i++)
+        if (self->sends[i].peer == p && s_failover(self, &self->sends[i], err) < 0)
+            return -1;
+    return 0;
+}
+
+/* Clears the per-call state. */
 static void s_reset(dispatch_t *self)
 {
-    for (int p = 0; p < self->n_peers; p++) {
-        node_batch_t *b = &self->batches[p];
-        for (int i = 0; i < b->n_rows; i++)
-            b->local_of[b->global_of[i]] = -1;
-        b->n_rows = b->n_assign = 0;
-        b->waiting = false;
-    }
-}
-
-static int s_send_all(dispatch_t *self, int layer, uint64_t request_id, err_t *err)
-{
-    for (int p = 0; p < self->n_peers; p++) {
-        node_batch_t *b = &self->batches[p];
-        if (b->n_assign == 0)
-            continue;
-        wire_data_t msg = {
-            .type = WIRE_EXPERT_REQUEST, .request_id = request_id, .layer = layer,
-            .n_rows = b->n_rows, .hidden = self->hidden, .rows = b->rows,
-            .n_assign = b->n_assign, .assign = b->assign,
-        };
-        if (peer_send(self->peers[p], &msg, &self->stats.bytes_sent, err) < 0)
-            return -1;
-        b->waiting = true;
-    }
-    return 0;
+    for (int i = 0; i < self->max_sends; i++)
+        self->sends[i].peer = -1;
 }
 
 /* Adds one node's partial sums into out. */
-static int s_combine(dispatch_t *self, int p, int layer, const wire_data_t *reply,
-                     float *out, double *max_compute, err_t *err)
+static int s_combine(dispatch_t *self, send_t *s, const wire_data_t *reply, err_t *err)
 {
-    node_batch_t *b = &self->batches[p];
-    peer_t *peer = self->peers[p];
+    peer_t *peer = self->peers[s->peer];
+    const int layer = self->call.layer;
     if (reply->type == WIRE_ERROR)
         return err_set(err, EPROTO, "node %d (%s) failed layer %d: %s: %s",
                        peer_node_id(peer), peer_endpoint(peer), layer,
                        wire_data_error_name(reply->error_code),
                        reply->error_message ? reply->error_message : "");
     if (reply->type != WIRE_EXPERT_REPLY || reply->layer != layer ||
-        reply->n_rows != b->n_rows || reply->hidden != self->hidden)
+        reply->n_rows != s->n_rows || reply->hidden != self->hidden)
         return err_set(err, EPROTO, "node %d (%s) sent a reply that does not match its "
                        "request (type %d, layer %d, %d rows, expected %d)",
                        peer_node_id(peer), peer_endpoint(peer), (int)reply->type,
-                       reply->layer, reply->n_rows, b->n_rows);
-    for (int i = 0; i < b->n_rows; i++) {
-        float *dst = out + (size_t)b->global_of[i] * self->hidden;
+                       reply->layer, reply->n_rows, s->n_rows);
+    for (int i = 0; i < s->n_rows; i++) {
+        float *dst = self->call.out + (size_t)s->global_of[i] * self->hidden;
         const float *src = reply->rows + (size_t)i * self->hidden;
         for (int j = 0; j < self->hidden; j++)
             dst[j] += src[j];
     }
-    if (reply->compute_seconds > *max_compute)
-        *max_compute = reply->compute_seconds;
+    if (reply->compute_seconds > self->call.max_compute)
+        self->call.max_compute = reply->compute_seconds;
     self->stats.bytes_received += wire_inbox_message_bytes(self->inbox);
-    b->waiting = false;
+    peer_record_batch(peer, timer_now() - self->call.t_start);
+    s->peer = -1;
     return 0;
 }
 
-/* Waits for every node sent to; -1 on the first failure. */
-static int s_gather(dispatch_t *self, int layer, uint64_t request_id, double t_start,
-                    float *out, err_t *err)
+/* The waiting send of peer p with this request id, or NULL. */
+static send_t *s_find(dispatch_t *self, int p, uint64_t request_id)
 {
-    const double deadline = t_start + self->reply_timeout_ms / 1000.0;
-    double max_compute = 0;
-    int n_waiting = 0;
-    for (int p = 0; p < self->n_peers; p++)
-        n_waiting += self->batches[p].waiting;
+    for (int i = 0; i < self->max_sends; i++)
+        if (self->sends[i].peer == p && self->sends[i].request_id == request_id)
+            return &self->sends[i];
+    return NULL;
+}
 
-    while (n_waiting > 0) {
-        int remaining_ms = (int)((deadline - timer_now()) * 1000.0);
-        if (remaining_ms <= 0) {
-            for (int p = 0; p < self->n_peers; p++)
-                if (self->batches[p].waiting) {
-                    peer_t *peer = self->peers[p];
-                    char why[128];
-                    snprintf(why, sizeof why, "no reply within %d ms", self->reply_timeout_ms);
-                    peer_mark_down(peer, why);
-                    return err_set(err, ETIMEDOUT, "node %d (%s) did not answer layer %d "
-                                   "within %d ms", peer_node_id(peer), peer_endpoint(peer),
-                                   layer, self->reply_timeout_ms);
-                }
-            return err_set(err, ETIMEDOUT, "layer %d: replies missing after %d ms", layer,
-                           self->reply_timeout_ms);
+/* Reads what peer p sent; -1 on a reply that fails the call. */
+static int s_receive(dispatch_t *self, int p, err_t *err)
+{
+    peer_t *peer = self->peers[p];
+    for (;;) {
+        wire_data_t reply;
+        wire_data_error_t code;
+        err_t recv_err = {0};
+        if (wire_data_recv(self->inbox, peer_socket(peer), false, NULL, &reply, &code,
+                           &recv_err) < 0) {
+            if (errno == EAGAIN)
+                return 0;
+            if (errno == EINTR)
+                return err_set(err, EINTR, "interrupted while waiting for layer %d",
+                               self->call.layer);
+            bool waiting = false;
+            for (int i = 0; i < self->max_sends; i++)
+                waiting |= self->sends[i].peer == p;
+            if (!waiting)
+                continue; /* garbage from a node we are not waiting for */
+            return err_set(err, EPROTO, "node %d (%s) sent an invalid reply: %s",
+                           peer_node_id(peer), peer_endpoint(peer), recv_err.msg);
         }
+        peer_handle(peer, &reply, timer_now());
+        send_t *s = s_find(self, p, reply.request_id);
+        if (!s)
+            continue; /* a late reply to an earlier call, or a control reply */
+        if (s_combine(self, s, &reply, err) < 0)
+            return -1;
+    }
+}
+
+/* Waits until every send of the call is combined, failing over the work of
+ * nodes that go down or do not answer in time; -1 when some work has no live
+ * node left, or on a node's error reply. */
+static int s_gather(dispatch_t *self, err_t *err)
+{
+    for (;;) {
+        const double now = timer_now();
+        double first_deadline = 0;
+        int n_waiting = 0;
+        for (int i = 0; i < self->max_sends; i++) {
+            send_t *s = &self->sends[i];
+            if (s->peer < 0)
+                continue;
+            peer_t *peer = self->peers[s->peer];
+            if (now >= s->deadline || !peer_is_up(peer)) {
+                char why[128];
+                snprintf(why, sizeof why, "no reply to layer %d within %d ms",
+                         self->call.layer, self->reply_timeout_ms);
+                if (peer_is_up(peer))
+                    peer_mark_down(peer, why);
+                if (s_failover_peer(self, s->peer, err) < 0)
+                    return -1;
+                n_waiting = -1; /* the sends changed: look again */
+                break;
+            }
+            if (n_waiting++ == 0 || s->deadline < first_deadline)
+                first_deadline = s->deadline;
+        }
+        if (n_waiting == 0)
+            return 0;
+        if (n_waiting < 0)
+            continue;
         for (int p = 0; p < self->n_peers; p++) {
             self->items[2 * p] = (zmq_pollitem_t){.socket = peer_socket(self->peers[p]),
                                                   .events = ZMQ_POLLIN};
             self->items[2 * p + 1] = (zmq_pollitem_t){
                 .socket = peer_monitor_socket(self->peers[p]), .events = ZMQ_POLLIN};
         }
-        if (zmq_poll(self->items, 2 * self->n_peers, remaining_ms) < 0) {
+        int wait_ms = (int)((first_deadline - now) * 1000.0) + 1;
+        if (zmq_poll(self->items, 2 * self->n_peers, wait_ms) < 0) {
             if (errno == EINTR)
-                return err_set(err, EINTR, "interrupted while waiting for layer %d", layer);
+                return err_set(err, EINTR, "interrupted while waiting for layer %d",
+                               self->call.layer);
             continue;
         }
         for (int p = 0; p < self->n_peers; p++) {
-            peer_t *peer = self->peers[p];
-            if ((self->items[2 * p + 1].revents & ZMQ_POLLIN) && !peer_check_link(peer) &&
-                self->batches[p].waiting)
-                return err_set(err, EHOSTUNREACH, "node %d (%s) went down during layer %d: "
-                               "%s", peer_node_id(peer), peer_endpoint(peer), layer,
-                               peer_last_error(peer));
-            if (!(self->items[2 * p].revents & ZMQ_POLLIN))
-                continue;
-            wire_data_t reply;
-            wire_data_error_t code;
-            err_t recv_err = {0};
-            if (wire_data_recv(self->inbox, peer_socket(peer), false, NULL, &reply, &code,
-                               &recv_err) < 0) {
-                if (errno == EAGAIN)
-                    continue;
-                if (!self->batches[p].waiting)
-                    continue; /* garbage from a node we are not waiting for */
-                return err_set(err, EPROTO, "node %d (%s) sent an invalid reply: %s",
-                               peer_node_id(peer), peer_endpoint(peer), recv_err.msg);
-            }
-            if (reply.request_id != request_id || !self->batches[p].waiting)
-                continue; /* a late reply to an earlier call */
-            if (s_combine(self, p, layer, &reply, out, &max_compute, err) < 0)
+            if ((self->items[2 * p + 1].revents & ZMQ_POLLIN) &&
+                !peer_check_link(self->peers[p]) && s_failover_peer(self, p, err) < 0)
                 return -1;
-            peer_record_batch(peer, timer_now() - t_start);
-            n_waiting--;
+            if ((self->items[2 * p].revents & ZMQ_POLLIN) && s_receive(self, p, err) < 0)
+                return -1;
         }
     }
-    self->stats.seconds_node_compute += max_compute;
-    return 0;
 }
 
 int dispatch_start(void *ctx, int layer, const float *u, int n_rows,
                    const moe_assign_t *assign, int n_assign, float *out, err_t *err)
 {
     dispatch_t *self = ctx;
-    (void)out; /* written by dispatch_finish */
     if (self->call.active)
         return err_set(err, EINVAL, "layer %d started before layer %d finished", layer,
                        self->call.layer);
@@ -307,14 +487,21 @@ int dispatch_start(void *ctx, int layer, const float *u, int n_rows,
         return err_set(err, E2BIG, "batch of %d rows exceeds the dispatch limit of %d",
                        n_rows, self->max_rows);
     self->call.t_start = timer_now();
-    self->call.request_id = ++self->next_request_id;
     self->call.layer = layer;
+    self->call.u = u;
     self->call.assign = assign;
     self->call.n_assign = n_assign;
     self->call.n_rows = n_rows;
+    self->call.out = out;
+    self->call.max_compute = 0;
+    self->rotation++;
+    memset(self->row_lost, 0, (size_t)self->max_rows);
     dispatch_check_links(self);
-    if (s_split(self, layer, u, assign, n_assign, err) < 0 ||
-        s_send_all(self, layer, self->call.request_id, err) < 0) {
+    for (int i = 0; i < n_assign; i++)
+        self->pending[i] = i;
+    /* Replies may come while later nodes are sent to: out is ready first. */
+    memset(out, 0, (size_t)n_rows * self->hidden * sizeof(float));
+    if (s_place(self, n_assign, err) < 0) {
         s_reset(self);
         return -1;
     }
@@ -325,11 +512,10 @@ int dispatch_start(void *ctx, int layer, const float *u, int n_rows,
 int dispatch_finish(void *ctx, int layer, float *out, err_t *err)
 {
     dispatch_t *self = ctx;
-    if (!self->call.active || self->call.layer != layer)
+    if (!self->call.active || self->call.layer != layer || out != self->call.out)
         return err_set(err, EINVAL, "layer %d was not started", layer);
     self->call.active = false;
-    memset(out, 0, (size_t)self->call.n_rows * self->hidden * sizeof(float));
-    int rc = s_gather(self, layer, self->call.request_id, self->call.t_start, out, err);
+    int rc = s_gather(self, err);
     s_reset(self);
     if (rc == 0) {
         for (int i = 0; i < self->call.n_assign; i++)
@@ -337,6 +523,7 @@ int dispatch_finish(void *ctx, int layer, float *out, err_t *err)
                                 self->call.assign[i].expert]++;
         self->stats.calls++;
         self->stats.seconds_total += timer_now() - self->call.t_start;
+        self->stats.seconds_node_compute += self->call.max_compute;
     }
     return rc;
 }
@@ -347,6 +534,12 @@ int dispatch_moe(void *ctx, int layer, const float *u, int n_rows,
     if (dispatch_start(ctx, layer, u, n_rows, assign, n_assign, out, err) < 0)
         return -1;
     return dispatch_finish(ctx, layer, out, err);
+}
+
+bool dispatch_row_lost(void *ctx, int row)
+{
+    const dispatch_t *self = ctx;
+    return row >= 0 && row < self->max_rows && self->row_lost[row];
 }
 
 const uint64_t *dispatch_expert_tokens(const dispatch_t *self)

@@ -1,19 +1,37 @@
 /* dispatch: runs one layer's routed experts on the expert nodes.
  *
- * Implements forward_moe_fn for the coordinator: the assignments of a batch
- * are split by the node that hosts each expert (the first live replica in the
- * route's order); each node gets one EXPERT_REQUEST carrying each row it needs
- * once plus its (row, expert, weight) list; all nodes are sent to before any
- * reply is awaited; the partial-sum rows that come back are added into the
- * output. A node that is down, drops its connection, answers with an error or
- * not within the reply timeout fails the call (EHOSTUNREACH / ETIMEDOUT /
- * EPROTO) with a message naming it; forward_run then rolls the sequence back.
- * Replies to an earlier, failed call are recognised by request id and dropped.
+ * Implements forward_moe_fn for the coordinator. Each (layer, expert) has a
+ * route: the nodes hosting it (replicas), in order of preference. A call
+ * gives each expert to one live replica, all of its rows together: replica
+ * index `calls % live replicas`, the same index for every expert of the call,
+ * so the work rotates over the replicas call by call while experts that share
+ * a node keep sharing one. Each node gets one EXPERT_REQUEST carrying each row
+ * it needs once plus its (row, expert, weight) list; all nodes are sent to
+ * before any reply is awaited; the partial-sum rows that come back are added
+ * into the output.
+ *
+ * Failover: when a node fails during the call (its connection drops, a send
+ * is refused, or no reply within the reply timeout) it is marked down and the
+ * work it had is sent again, within the same call, to live replicas of its
+ * experts (each expert again whole to one node), so the call completes with
+ * the same expert outputs. Only when some expert of the batch has no live
+ * replica left does the call fail: EHOSTUNREACH, naming the expert and its
+ * nodes, with the batch rows that needed a missing expert marked
+ * (dispatch_row_lost) so that the caller can drop just those and run again;
+ * forward_step leaves every cache as it was. A node's ERROR reply fails the
+ * call (EPROTO). Replies to an earlier, failed call are recognised by request
+ * id and dropped. Every wait is bounded: at most (node failures + 1) reply
+ * timeouts per call.
+ *
+ * Between calls, dispatch_check_links reads link events and control replies
+ * and lets each peer send heartbeats and rejoin HELLOs (peer.h).
  */
 #ifndef MOE_COORDINATOR_DISPATCH_H
 #define MOE_COORDINATOR_DISPATCH_H
 
+#include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "coordinator/peer.h"
 #include "core/assign.h"
@@ -36,6 +54,7 @@ typedef struct dispatch_stats {
     uint64_t bytes_received;    /* every frame of the EXPERT_REPLYs combined */
     double seconds_total;       /* from the first send to the last reply combined */
     double seconds_node_compute;/* per call, the slowest node's compute_seconds */
+    uint64_t failovers;         /* requests whose work was sent again elsewhere */
 } dispatch_stats_t;
 
 typedef struct dispatch dispatch_t;
@@ -52,9 +71,11 @@ int dispatch_moe(void *ctx, int layer, const float *u, int n_rows,
                  const moe_assign_t *assign, int n_assign, float *out, err_t *err);
 
 /* The same in two halves, for forward_set_moe_finish: dispatch_start splits
- * and sends (a forward_moe_fn; out is only remembered), dispatch_finish waits
- * for every reply and writes out. After a failed start there is nothing to
- * finish; a start must be followed by its finish before the next start. */
+ * and sends (a forward_moe_fn; out is zeroed and remembered; u and assign
+ * must stay unchanged until the finish, which may send them again),
+ * dispatch_finish waits for every reply and writes out. After a failed start
+ * there is nothing to finish; a start must be followed by its finish before
+ * the next start. */
 int dispatch_start(void *ctx, int layer, const float *u, int n_rows,
                    const moe_assign_t *assign, int n_assign, float *out, err_t *err);
 int dispatch_finish(void *ctx, int layer, float *out, err_t *err);
@@ -63,7 +84,16 @@ int dispatch_finish(void *ctx, int layer, float *out, err_t *err);
 const uint64_t *dispatch_expert_tokens(const dispatch_t *self);
 const dispatch_stats_t *dispatch_stats(const dispatch_t *self);
 
-/* Reads link events of every node (marks dropped ones down). */
+/* Reads link events of every node (marks dropped ones down), reads replies
+ * to heartbeats and rejoin HELLOs, and sends the heartbeats and HELLOs that
+ * are due. Call it between steps, at least every heartbeat period. */
 void dispatch_check_links(dispatch_t *self);
+
+/* Heartbeats and rejoin for every node (peer_set_health). */
+void dispatch_set_health(dispatch_t *self, int heartbeat_ms, int misses, FILE *log);
+
+/* After a call failed with EHOSTUNREACH: true when batch row `row` needed an
+ * expert that no live node hosts (ctx is the dispatch_t; a sched_row_lost_fn). */
+bool dispatch_row_lost(void *ctx, int row);
 
 #endif /* MOE_COORDINATOR_DISPATCH_H */

@@ -11,6 +11,10 @@
 
 enum { HELLO_RESEND_MS = 200 }; /* a node still loading misses early HELLOs */
 
+/* Control messages (HELLO, HEARTBEAT) carry ids with the top bit set, so that
+ * they never collide with the dispatch's EXPERT_REQUEST ids. */
+#define PEER_CONTROL_ID (UINT64_C(1) << 63)
+
 struct peer {
     int node_id;
     char endpoint[WIRE_MAX_TEXT];
@@ -21,7 +25,20 @@ struct peer {
     uint64_t batches;
     double rtt_last;              /* seconds */
     double rtt_total;             /* seconds, over `batches` */
-    uint64_t hello_id;            /* request ids of handshakes */
+    uint64_t hello_id;            /* request ids of handshakes and heartbeats */
+    /* Health (peer_set_health): heartbeats while up, HELLOs while down. */
+    int heartbeat_ms;             /* 0: no heartbeats, no rejoin */
+    int misses;                   /* unanswered heartbeat periods before down */
+    FILE *log;                    /* one line per up/down change; NULL: quiet */
+    double last_seen;             /* timer_now() of the last message from the node */
+    double ping_unanswered;       /* when the first unanswered HEARTBEAT went; 0: none */
+    double last_ping;             /* when the last HEARTBEAT or rejoin HELLO went */
+    uint64_t hello_floor;         /* a HELLO_REPLY above this id may bring it back */
+    double down_since;            /* timer_now() when marked down */
+    uint64_t n_down, n_rejoined;  /* transitions, for status and tests */
+    char model_id[WIRE_MAX_TEXT]; /* what peer_hello checked, kept for rejoins */
+    const int32_t *want_layer, *want_expert; /* borrowed from peer_hello's caller */
+    int n_want;
 };
 
 static int s_setsockopt_int(void *socket, int option, int value)
@@ -47,6 +64,9 @@ peer_t *peer_new(void *zmq_ctx, int node_id, const char *endpoint,
         s_setsockopt_int(self->socket, ZMQ_LINGER, 0) < 0 ||
         /* Queue only on live connections, so a send to a dead node fails now. */
         s_setsockopt_int(self->socket, ZMQ_IMMEDIATE, 1) < 0 ||
+        /* ... and neither a send nor a receive ever blocks the coordinator. */
+        s_setsockopt_int(self->socket, ZMQ_SNDTIMEO, 0) < 0 ||
+        s_setsockopt_int(self->socket, ZMQ_RCVTIMEO, 0) < 0 ||
         s_setsockopt_int(self->socket, ZMQ_RECONNECT_IVL, 100) < 0 ||
         s_setsockopt_int(self->socket, ZMQ_RECONNECT_IVL_MAX, 2000) < 0 ||
         wire_socket_set_limit(self->socket, lim, err) < 0) {
@@ -139,7 +159,8 @@ int peer_hello(peer_t *self, wire_inbox_t *inbox, const char *model_id,
     while (timer_now() < deadline) {
         double now = timer_now();
         if (now >= next_send) {
-            wire_data_t hello = {.type = WIRE_HELLO, .request_id = ++self->hello_id};
+            wire_data_t hello = {.type = WIRE_HELLO,
+                                 .request_id = PEER_CONTROL_ID | ++self->hello_id};
             err_t send_err = {0};
             if (wire_data_send(self->socket, NULL, &hello, &send_err) < 0 && errno != EAGAIN)
                 return err_set(err, errno, "node %d (%s): %s", self->node_id,
@@ -165,14 +186,21 @@ int peer_hello(peer_t *self, wire_inbox_t *inbox, const char *model_id,
             snprintf(why, sizeof why, "%s", recv_err.msg);
             continue;
         }
-        if (reply.request_id != self->hello_id && reply.type != WIRE_ERROR)
+        if (reply.request_id != (PEER_CONTROL_ID | self->hello_id) &&
+            reply.type != WIRE_ERROR)
             continue; /* an answer to an earlier HELLO */
         if (s_check_hello(self, &reply, model_id, want_layer, want_expert, n_want, err) < 0) {
             peer_mark_down(self, err->msg);
             return -1;
         }
+        snprintf(self->model_id, sizeof self->model_id, "%s", model_id);
+        self->want_layer = want_layer;
+        self->want_expert = want_expert;
+        self->n_want = n_want;
         self->up = true;
         self->last_error[0] = '\0';
+        self->last_seen = timer_now();
+        self->ping_unanswered = 0;
         return 0;
     }
     err_set(err, ETIMEDOUT, "node %d (%s) did not answer the handshake within %d ms (%s)",
@@ -219,14 +247,95 @@ bool peer_check_link(peer_t *self)
         zmq_msg_close(&address);
         if (id == ZMQ_EVENT_DISCONNECTED && self->up)
             peer_mark_down(self, "connection lost");
+        else if (id == ZMQ_EVENT_CONNECTED && !self->up)
+            self->last_ping = 0; /* a node came back on the endpoint: HELLO at once */
     }
     return self->up;
 }
 
 void peer_mark_down(peer_t *self, const char *why)
 {
+    if (self->up) {
+        self->n_down++;
+        self->down_since = timer_now();
+        if (self->log)
+            fprintf(self->log, "moe-coordinator: node %d (%s) is down: %s\n", self->node_id,
+                    self->endpoint, why);
+    }
     self->up = false;
+    self->hello_floor = PEER_CONTROL_ID | self->hello_id;
+    self->last_ping = 0;
+    self->ping_unanswered = 0;
     snprintf(self->last_error, sizeof self->last_error, "%s", why);
+}
+
+void peer_set_health(peer_t *self, int heartbeat_ms, int misses, FILE *log)
+{
+    self->heartbeat_ms = heartbeat_ms > 0 ? heartbeat_ms : 0;
+    self->misses = misses > 0 ? misses : 1;
+    self->log = log;
+}
+
+/* Sends a control message; false when the node cannot take it now. */
+static bool s_send_control(peer_t *self, wire_data_type_t type)
+{
+    wire_data_t msg = {.type = type, .request_id = PEER_CONTROL_ID | ++self->hello_id};
+    return wire_data_send(self->socket, NULL, &msg, NULL) == 0;
+}
+
+void peer_tick(peer_t *self, double now)
+{
+    if (self->heartbeat_ms == 0)
+        return;
+    const double period = self->heartbeat_ms / 1000.0;
+    if (!self->up) {
+        /* A node that is gone refuses the send (ZMQ_IMMEDIATE); one that is
+         * stopped queues them, and answers the newest when it wakes. */
+        if (self->model_id[0] && now - self->last_ping >= period) {
+            s_send_control(self, WIRE_HELLO);
+            self->last_ping = now;
+        }
+        return;
+    }
+    if (self->ping_unanswered > 0 && now - self->ping_unanswered >= period * self->misses) {
+        char why[128];
+        snprintf(why, sizeof why, "no heartbeat reply within %d ms",
+                 self->heartbeat_ms * self->misses);
+        peer_mark_down(self, why);
+        return;
+    }
+    if (now - self->last_seen >= period && now - self->last_ping >= period) {
+        if (s_send_control(self, WIRE_HEARTBEAT)) {
+            if (self->ping_unanswered == 0)
+                self->ping_unanswered = now;
+        } else {
+            peer_mark_down(self, "cannot send a heartbeat: no live connection");
+        }
+        self->last_ping = now;
+    }
+}
+
+void peer_handle(peer_t *self, const wire_data_t *msg, double now)
+{
+    self->last_seen = now;
+    self->ping_unanswered = 0;
+    if (self->up || msg->request_id <= self->hello_floor ||
+        !(msg->request_id & PEER_CONTROL_ID))
+        return;
+    if (msg->type != WIRE_HELLO_REPLY && msg->type != WIRE_ERROR)
+        return;
+    err_t err = {0};
+    if (s_check_hello(self, msg, self->model_id, self->want_layer, self->want_expert,
+                      self->n_want, &err) < 0) {
+        snprintf(self->last_error, sizeof self->last_error, "rejoin refused: %s", err.msg);
+        return;
+    }
+    self->up = true;
+    self->n_rejoined++;
+    self->last_error[0] = '\0';
+    if (self->log)
+        fprintf(self->log, "moe-coordinator: node %d (%s) is back after %.0f ms\n",
+                self->node_id, self->endpoint, (now - self->down_since) * 1e3);
 }
 
 void peer_record_batch(peer_t *self, double rtt_seconds)
@@ -241,6 +350,8 @@ void *peer_monitor_socket(const peer_t *self) { return self->monitor; }
 int peer_node_id(const peer_t *self) { return self->node_id; }
 const char *peer_endpoint(const peer_t *self) { return self->endpoint; }
 bool peer_is_up(const peer_t *self) { return self->up; }
+uint64_t peer_times_down(const peer_t *self) { return self->n_down; }
+uint64_t peer_times_rejoined(const peer_t *self) { return self->n_rejoined; }
 const char *peer_last_error(const peer_t *self) { return self->last_error; }
 uint64_t peer_batches(const peer_t *self) { return self->batches; }
 double peer_rtt_last_ms(const peer_t *self) { return self->rtt_last * 1e3; }

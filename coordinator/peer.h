@@ -11,6 +11,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "core/err.h"
 #include "proto/wire.h"
@@ -39,7 +40,24 @@ int peer_send(peer_t *self, const wire_data_t *msg, uint64_t *sent_bytes, err_t 
  * dropped. Returns true when the node is (still) up. */
 bool peer_check_link(peer_t *self);
 
+/* Marks the node down (a no-op for the state when it is down already); the
+ * first time logs one line. */
 void peer_mark_down(peer_t *self, const char *why);
+
+/* Heartbeat period (0: no heartbeats and no rejoin), periods without an answer
+ * before a node is marked down, and where up/down changes are logged (NULL:
+ * nowhere). Before this call the peer has no heartbeats. */
+void peer_set_health(peer_t *self, int heartbeat_ms, int misses, FILE *log);
+
+/* Between calls: marks a node down whose heartbeats went unanswered, pings an
+ * idle up node, sends a rejoin HELLO to a down one. now: timer_now(). */
+void peer_tick(peer_t *self, double now);
+
+/* Every message received from the node that the dispatch does not consume
+ * goes here (and may go here after it does): any message shows the node is
+ * alive; a HELLO_REPLY to a rejoin HELLO that passes the checks of peer_hello
+ * marks it up again. */
+void peer_handle(peer_t *self, const wire_data_t *msg, double now);
 void peer_record_batch(peer_t *self, double rtt_seconds);
 
 void *peer_socket(const peer_t *self);          /* the DEALER (borrowed) */
@@ -47,6 +65,8 @@ void *peer_monitor_socket(const peer_t *self);  /* link events (borrowed) */
 int peer_node_id(const peer_t *self);
 const char *peer_endpoint(const peer_t *self);
 bool peer_is_up(const peer_t *self);
+uint64_t peer_times_down(const peer_t *self);     /* up -> down changes */
+uint64_t peer_times_rejoined(const peer_t *self); /* down -> up by a rejoin */
 const char *peer_last_error(const peer_t *self); /* "" when none */
 uint64_t peer_batches(const peer_t *self);
 double peer_rtt_last_ms(const peer_t *self);

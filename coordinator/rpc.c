@@ -82,7 +82,8 @@ rpc_t *rpc_new(void *zmq_ctx, const weights_t *w, dispatch_t *dispatch, peer_t *
                          .step_tokens = conf->prefill_rows, .kv_memory = conf->kv_memory,
                          .max_context = conf->max_context, .n_eos = conf->n_eos,
                          .tokenizer = conf->tokenizer,
-                         .default_deadline_ms = conf->default_deadline_ms};
+                         .default_deadline_ms = conf->default_deadline_ms,
+                         .row_lost = dispatch_row_lost, .row_lost_ctx = dispatch};
     memcpy(sc.eos, conf->eos, sizeof sc.eos);
     self->sched = sched_new(cfg, self->fw, &sc, err);
     if (!self->sched)

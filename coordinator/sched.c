@@ -421,16 +421,54 @@ static void s_advance(sched_t *self, int n, sched_emit_fn emit, void *ctx)
     }
 }
 
+/* After a step failed for missing experts: fails the step's sequences that
+ * had a row needing one, keeps the others in order in the step. Returns how
+ * many failed, or -1 (nothing changed) when no row was named. */
+static int s_drop_lost(sched_t *self, int *n, const char *why, sched_emit_fn emit, void *ctx)
+{
+    int kept = 0, row = 0, failed = 0;
+    bool any = false;
+    for (int e = 0; e < *n; e++)
+        for (int i = 0; i < self->step[e].n; i++)
+            any |= self->conf.row_lost(self->conf.row_lost_ctx, row++);
+    if (!any)
+        return -1;
+    row = 0;
+    for (int e = 0; e < *n; e++) {
+        bool lost = false;
+        for (int i = 0; i < self->step[e].n; i++)
+            lost |= self->conf.row_lost(self->conf.row_lost_ctx, row + i);
+        row += self->step[e].n;
+        seq_t *seq = &self->seqs[self->step_slot[e]];
+        if (lost) {
+            s_fail(&seq->job, WIRE_CLIENT_UNAVAILABLE, why, emit, ctx);
+            s_release(self, seq);
+            failed++;
+            continue;
+        }
+        self->step[kept] = self->step[e];
+        self->step_slot[kept++] = self->step_slot[e];
+    }
+    *n = kept;
+    return failed;
+}
+
 void sched_step(sched_t *self, sched_emit_fn emit, void *ctx, double *seconds, uint64_t *rows)
 {
     s_expire(self, emit, ctx);
     s_admit(self, emit, ctx);
-    const int n = s_plan(self);
+    int n = s_plan(self);
     if (n == 0)
         return;
     err_t err = {0};
     const double t0 = timer_now();
     int rc = forward_step(self->fw, self->step, n, &err);
+    while (rc < 0 && errno == EHOSTUNREACH && self->conf.row_lost) {
+        if (s_drop_lost(self, &n, err.msg, emit, ctx) < 0 || n == 0)
+            break; /* no row was named (fail them all below), or none is left */
+        err = (err_t){0};
+        rc = forward_step(self->fw, self->step, n, &err);
+    }
     *seconds += timer_now() - t0;
     if (rc < 0) {
         wire_client_error_t code = (errno == EHOSTUNREACH || errno == ETIMEDOUT ||

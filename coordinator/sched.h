@@ -22,6 +22,10 @@
 #include "proto/wire.h"
 #include "tokenizer/tokenizer.h"
 
+/* After a forward step failed with EHOSTUNREACH: true when batch row `row`
+ * needed an expert that no live node hosts (dispatch_row_lost). */
+typedef bool (*sched_row_lost_fn)(void *ctx, int row);
+
 typedef struct sched_config {
     int max_seqs;         /* sequences decoding at once */
     int queue_limit;      /* requests waiting for a slot */
@@ -32,6 +36,8 @@ typedef struct sched_config {
     int32_t eos[SAMPLER_MAX_EOS];
     const tokenizer_t *tokenizer; /* NULL, or decodes tokens into text events */
     int default_deadline_ms;      /* for requests that give none; 0: none */
+    sched_row_lost_fn row_lost;   /* NULL: a failed step fails all its sequences */
+    void *row_lost_ctx;
 } sched_config_t;
 
 typedef enum sched_event_kind {
@@ -85,9 +91,14 @@ int sched_cancel(sched_t *self, const wire_peer_t *client, uint64_t request_id,
 /* True when a step has something to do. */
 bool sched_has_work(const sched_t *self);
 
-/* Admits, runs one forward step, samples and emits. A failed forward step
- * fails every sequence in it (UNAVAILABLE when an expert node is down) and
- * the others go on. Adds the forward time and rows to *seconds / *rows. */
+/* Admits, runs one forward step, samples and emits. When the step fails
+ * because some experts have no live node (EHOSTUNREACH) and conf->row_lost
+ * tells which rows needed them, the sequences with such a row fail
+ * (UNAVAILABLE, naming the expert and node) and the step runs again without
+ * them (each retry drops at least one sequence). Any other failed step fails
+ * every sequence in it (UNAVAILABLE when a node failed, else INTERNAL).
+ * Sequences not in the step go on. Adds the forward time and rows to
+ * *seconds / *rows. */
 void sched_step(sched_t *self, sched_emit_fn emit, void *ctx, double *seconds,
                 uint64_t *rows);
 

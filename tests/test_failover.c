@@ -1,0 +1,449 @@
+/* test_failover: a cluster of real processes (cluster/local.sh, real sockets)
+ * losing a node in the middle of sixteen concurrent generations:
+ *   - kill -9 with every expert on two nodes: all sixteen complete and print
+ *     what moe-run prints (the failed node's in-flight work went to replicas);
+ *   - kill -9 with one copy of each expert: the requests that needed the node
+ *     fail with UNAVAILABLE naming it, quickly; the coordinator keeps serving;
+ *     after `local.sh restart-node` the node rejoins and requests succeed;
+ *   - SIGSTOP with two copies: the reply timeout notices it mid-generation and
+ *     the work moves on, outputs unchanged; after SIGCONT it rejoins; stopped
+ *     again while idle, the heartbeats notice it.
+ * Short timeouts (--reply-timeout-ms 1000 --heartbeat-ms 200) keep it quick;
+ * every wait is bounded in count and time. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include "core/timer.h"
+#include "proto/wire.h"
+#include "tests/fixture.h"
+#include "tests/localcluster.h"
+#include "tests/testutil.h"
+
+enum {
+    N_GEN = 16,            /* concurrent generations */
+    MAX_TOKENS = 300,      /* long enough that a node dies in the middle */
+    REPLY_TIMEOUT_MS = 1000,
+    HEARTBEAT_MS = 200,
+    HEARTBEAT_MISSES = 3,
+};
+#define CLUSTER_OPTS "--reply-timeout-ms 1000 --heartbeat-ms 200 --heartbeat-misses 3"
+
+static char s_bin[512];
+static char s_root[512];
+static char *s_tmp;
+static char s_model[600];
+static char s_want[N_GEN][4096];  /* moe-run's output for each prompt */
+static int32_t s_prompt[N_GEN][8];
+static int s_n_prompt[N_GEN];
+
+/* One generation as a client sees it. */
+typedef struct gen {
+    char got[4096];            /* token ids, "a,b,c" */
+    size_t used;
+    int n_tokens;
+    bool ended;
+    bool failed;
+    wire_client_error_t code;
+    char error[512];
+} gen_t;
+
+/* The cluster under test: a client socket for the generations. */
+typedef struct rig {
+    char run_dir[700];
+    char *endpoint;
+    void *ctx;
+    void *sock;
+    wire_inbox_t *inbox;
+    gen_t gen[N_GEN];
+} rig_t;
+
+static char *s_last_line(const char *cmd)
+{
+    char *out = NULL;
+    if (testutil_run(cmd, &out) != 0)
+        fail_msg("command failed: %s", cmd);
+    size_t n = strlen(out);
+    while (n && out[n - 1] == '\n')
+        out[--n] = '\0';
+    char *nl = strrchr(out, '\n');
+    char *line = strdup(nl ? nl + 1 : out);
+    free(out);
+    return line;
+}
+
+/* The last line of a command's output whatever its status (grep -c). */
+static char *s_last_line_any(const char *cmd)
+{
+    char *out = NULL;
+    testutil_run(cmd, &out);
+    if (!out)
+        return strdup("");
+    size_t n = strlen(out);
+    while (n && out[n - 1] == '\n')
+        out[--n] = '\0';
+    return out;
+}
+
+static void s_ids_text(const int32_t *ids, int n, char *out, size_t size)
+{
+    size_t used = 0;
+    for (int i = 0; i < n && used < size; i++)
+        used += (size_t)snprintf(out + used, size - used, "%s%d", i ? "," : "", (int)ids[i]);
+}
+
+/* Sixteen prompts and what moe-run prints for each: the no-failure outputs. */
+static int s_setup(void **state)
+{
+    (void)state;
+    snprintf(s_bin, sizeof s_bin, "%s", testutil_env("MOE_BIN", "build/bin"));
+    if (!getcwd(s_root, sizeof s_root))
+        return -1;
+    s_tmp = testutil_mkdtemp("test_failover");
+    if (!s_tmp)
+        return -1;
+    snprintf(s_model, sizeof s_model, "%s/mixtral-A", fixture_root());
+    fixture_t *fx = fixture_load(s_model);
+    if (!fx)
+        return -1;
+    testrng_t rng;
+    testrng_init(&rng, 77);
+    for (int g = 0; g < N_GEN; g++) {
+        s_n_prompt[g] = 1 + g % 6;
+        for (int i = 0; i < s_n_prompt[g]; i++)
+            s_prompt[g][i] = (int32_t)(testrng_uniform(&rng) * fx->vocab);
+        char ids[128], cmd[2048];
+        s_ids_text(s_prompt[g], s_n_prompt[g], ids, sizeof ids);
+        snprintf(cmd, sizeof cmd, "'%s/moe-run' --model '%s' --prompt-ids %s --max-tokens %d "
+                 "2>/dev/null", s_bin, s_model, ids, MAX_TOKENS);
+        char *want = s_last_line(cmd);
+        snprintf(s_want[g], sizeof s_want[g], "%s", want);
+        free(want);
+    }
+    fixture_destroy(&fx);
+    return 0;
+}
+
+static int s_teardown(void **state)
+{
+    (void)state;
+    testutil_rmtree(s_tmp);
+    free(s_tmp);
+    return 0;
+}
+
+static void s_rig_up(rig_t *rig, const char *name, int nodes, const char *extra)
+{
+    memset(rig, 0, sizeof *rig);
+    snprintf(rig->run_dir, sizeof rig->run_dir, "%s/%s", s_tmp, name);
+    char opts[512];
+    snprintf(opts, sizeof opts, "%s %s", CLUSTER_OPTS, extra);
+    rig->endpoint = localcluster_up(s_model, nodes, rig->run_dir, opts);
+    rig->ctx = zmq_ctx_new();
+    rig->sock = localcluster_dealer(rig->ctx, rig->endpoint);
+    wire_limits_t lim = {0};
+    err_t err = {0};
+    rig->inbox = wire_inbox_new(&lim, &err);
+    assert_non_null(rig->inbox);
+}
+
+static void s_rig_down(rig_t *rig)
+{
+    wire_inbox_destroy(&rig->inbox);
+    zmq_close(rig->sock);
+    zmq_ctx_term(rig->ctx);
+    localcluster_down(rig->run_dir);
+    free(rig->endpoint);
+}
+
+static void s_send_all(rig_t *rig)
+{
+    err_t err = {0};
+    for (int g = 0; g < N_GEN; g++) {
+        rig->gen[g] = (gen_t){0};
+        wire_request_t req = {.type = WIRE_REQ_GENERATE, .request_id = 100 + (uint64_t)g,
+                              .n_prompt = s_n_prompt[g], .prompt = s_prompt[g],
+                              .max_tokens = MAX_TOKENS};
+        assert_int_equal(wire_request_send(rig->sock, &req, &err), 0);
+    }
+}
+
+/* Receives replies until every generation has at least min_tokens tokens or
+ * ended (min_tokens < 0: until all ended). Returns the longest gap between
+ * two replies (s). Fails the test after `seconds`. */
+static double s_pump(rig_t *rig, int min_tokens, double seconds)
+{
+    const double deadline = timer_now() + seconds;
+    double last = timer_now(), gap = 0;
+    for (;;) {
+        bool enough = true;
+        for (int g = 0; g < N_GEN; g++)
+            enough &= rig->gen[g].ended ||
+                      (min_tokens >= 0 && rig->gen[g].n_tokens >= min_tokens);
+        if (enough)
+            return gap;
+        if (timer_now() > deadline)
+            fail_msg("generations still running after %.0f s", seconds);
+        wire_reply_t rep;
+        err_t err = {0};
+        if (wire_reply_recv(rig->inbox, rig->sock, &rep, &err) < 0)
+            fail_msg("no reply from the coordinator: %s", err.msg);
+        const double now = timer_now();
+        gap = now - last > gap ? now - last : gap;
+        last = now;
+        const int g = (int)rep.request_id - 100;
+        assert_true(g >= 0 && g < N_GEN);
+        gen_t *gen = &rig->gen[g];
+        assert_false(gen->ended);
+        if (rep.type == WIRE_REP_ERROR) {
+            gen->ended = gen->failed = true;
+            gen->code = rep.error_code;
+            snprintf(gen->error, sizeof gen->error, "%s",
+                     rep.error_message ? rep.error_message : "");
+            continue;
+        }
+        assert_int_equal(rep.type, WIRE_REP_TOKENS);
+        for (int i = 0; i < rep.n_tokens && gen->used < sizeof gen->got - 16; i++)
+            gen->used += (size_t)snprintf(gen->got + gen->used, sizeof gen->got - gen->used,
+                                          "%s%d", gen->n_tokens++ ? "," : "",
+                                          (int)rep.tokens[i]);
+        gen->ended = rep.final;
+    }
+}
+
+/* Node node_id's state from a STATUS request on its own socket. */
+static bool s_node_up(const rig_t *rig, int node_id, char *last_error, size_t size)
+{
+    void *sock = localcluster_dealer(rig->ctx, rig->endpoint);
+    wire_limits_t lim = {0};
+    err_t err = {0};
+    wire_inbox_t *inbox = wire_inbox_new(&lim, &err);
+    assert_non_null(inbox);
+    wire_request_t st = {.type = WIRE_REQ_STATUS, .request_id = 1};
+    assert_int_equal(wire_request_send(sock, &st, &err), 0);
+    wire_reply_t rep;
+    if (wire_reply_recv(inbox, sock, &rep, &err) < 0)
+        fail_msg("STATUS: %s", err.msg);
+    assert_int_equal(rep.type, WIRE_REP_STATUS);
+    bool up = false, found = false;
+    for (int i = 0; i < rep.n_nodes; i++)
+        if (rep.nodes[i].node_id == node_id) {
+            found = true;
+            up = rep.nodes[i].up;
+            if (last_error)
+                snprintf(last_error, size, "%s",
+                         rep.nodes[i].last_error ? rep.nodes[i].last_error : "");
+        }
+    assert_true(found);
+    wire_inbox_destroy(&inbox);
+    zmq_close(sock);
+    return up;
+}
+
+/* Polls STATUS until node_id is up (or down); returns the seconds it took,
+ * failing the test after `seconds`. */
+static double s_wait_node(const rig_t *rig, int node_id, bool up, double seconds)
+{
+    const double t0 = timer_now();
+    for (int i = 0; i < 2000; i++) {
+        if (s_node_up(rig, node_id, NULL, 0) == up)
+            return timer_now() - t0;
+        if (timer_now() - t0 > seconds)
+            break;
+        usleep(20 * 1000);
+    }
+    fail_msg("node %d not %s after %.1f s", node_id, up ? "up" : "down", seconds);
+    return 0;
+}
+
+static void s_signal_node(const rig_t *rig, int node_id, int sig)
+{
+    char name[32];
+    snprintf(name, sizeof name, "expert-%d", node_id);
+    assert_int_equal(kill(localcluster_pid(rig->run_dir, name), sig), 0);
+}
+
+/* Every generation completed with moe-run's output. */
+static void s_expect_all_equal(const rig_t *rig, const char *what)
+{
+    for (int g = 0; g < N_GEN; g++) {
+        const gen_t *gen = &rig->gen[g];
+        if (gen->failed)
+            fail_msg("%s: generation %d failed: %s", what, g, gen->error);
+        if (strcmp(gen->got, s_want[g]) != 0)
+            fail_msg("%s: generation %d printed\n  %s\nbut moe-run\n  %s", what, g, gen->got,
+                     s_want[g]);
+    }
+}
+
+/* One generation through a fresh request; true when it succeeded (and then
+ * it must equal moe-run's). */
+static bool s_try_one(rig_t *rig, int g, char *error, size_t size)
+{
+    err_t err = {0};
+    rig->gen[g] = (gen_t){0};
+    wire_request_t req = {.type = WIRE_REQ_GENERATE, .request_id = 100 + (uint64_t)g,
+                          .n_prompt = s_n_prompt[g], .prompt = s_prompt[g],
+                          .max_tokens = MAX_TOKENS};
+    assert_int_equal(wire_request_send(rig->sock, &req, &err), 0);
+    const double deadline = timer_now() + 20;
+    while (!rig->gen[g].ended && timer_now() < deadline) {
+        wire_reply_t rep;
+        if (wire_reply_recv(rig->inbox, rig->sock, &rep, &err) < 0)
+            fail_msg("no reply from the coordinator: %s", err.msg);
+        assert_int_equal((int)rep.request_id, 100 + g);
+        gen_t *gen = &rig->gen[g];
+        if (rep.type == WIRE_REP_ERROR) {
+            snprintf(error, size, "%s", rep.error_message ? rep.error_message : "");
+            return false;
+        }
+        for (int i = 0; i < rep.n_tokens && gen->used < sizeof gen->got - 16; i++)
+            gen->used += (size_t)snprintf(gen->got + gen->used, sizeof gen->got - gen->used,
+                                          "%s%d", gen->n_tokens++ ? "," : "",
+                                          (int)rep.tokens[i]);
+        gen->ended = rep.final;
+    }
+    assert_true(rig->gen[g].ended);
+    assert_string_equal(rig->gen[g].got, s_want[g]);
+    return true;
+}
+
+static void test_kill_with_replicas(void **state)
+{
+    (void)state;
+    rig_t rig;
+    s_rig_up(&rig, "kill-r2", 3, "--replicas 2");
+    s_send_all(&rig);
+    s_pump(&rig, 10, 30); /* all sixteen under way */
+    for (int g = 0; g < N_GEN; g++)
+        assert_false(rig.gen[g].ended);
+    const double t_kill = timer_now();
+    s_signal_node(&rig, 2, SIGKILL);
+    const double gap = s_pump(&rig, -1, 30);
+    printf("  kill -9 of node 2 (of 3, 2 replicas) mid-generation: all %d completed %.3f s "
+           "later (longest pause %.3f s)\n", N_GEN, timer_now() - t_kill, gap);
+    s_expect_all_equal(&rig, "kill -9, 2 replicas");
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "grep -c 'node 2 failed with .* in flight' '%s/coordinator.log'",
+             rig.run_dir);
+    char *n_failovers = s_last_line_any(cmd);
+    printf("  re-sends of in-flight work logged: %s (0 when the kill fell between calls)\n",
+           n_failovers);
+    free(n_failovers);
+    char why[512];
+    assert_false(s_node_up(&rig, 2, why, sizeof why));
+    printf("  status: node 2 down: %s\n", why);
+    s_rig_down(&rig);
+}
+
+static void test_kill_without_replicas(void **state)
+{
+    (void)state;
+    rig_t rig;
+    s_rig_up(&rig, "kill-r1", 2, "--replicas 1");
+    s_send_all(&rig);
+    s_pump(&rig, 10, 30);
+    const double t_kill = timer_now();
+    s_signal_node(&rig, 2, SIGKILL);
+    s_pump(&rig, -1, 30);
+    const double ended = timer_now() - t_kill;
+    int n_failed = 0;
+    for (int g = 0; g < N_GEN; g++) {
+        const gen_t *gen = &rig.gen[g];
+        if (!gen->failed) { /* it never needed node 2 after the kill */
+            assert_string_equal(gen->got, s_want[g]);
+            continue;
+        }
+        n_failed++;
+        assert_int_equal(gen->code, WIRE_CLIENT_UNAVAILABLE);
+        if (!strstr(gen->error, "no live replica") || !strstr(gen->error, "node 2"))
+            fail_msg("generation %d failed with an unclear error: %s", g, gen->error);
+    }
+    printf("  kill -9 of node 2 (of 2, 1 replica): %d of %d failed within %.3f s, e.g. %s\n",
+           n_failed, N_GEN, ended, rig.gen[0].failed ? rig.gen[0].error : "");
+    assert_true(n_failed > 0);
+    assert_true(ended < 10.0);
+
+    /* The coordinator is still serving and shows the node down. */
+    assert_int_equal(kill(localcluster_pid(rig.run_dir, "coordinator"), 0), 0);
+    assert_false(s_node_up(&rig, 2, NULL, 0));
+    char cmd[2048], why[512] = "";
+    assert_false(s_try_one(&rig, 0, why, sizeof why));
+    assert_non_null(strstr(why, "node 2"));
+
+    /* The contract's restart: the node comes back on its endpoint and rejoins. */
+    snprintf(cmd, sizeof cmd, "MOE_BIN='%s' '%s/cluster/local.sh' restart-node --run-dir '%s' "
+             "--node 2 >/dev/null", s_bin, s_root, rig.run_dir);
+    const double t_restart = timer_now();
+    assert_int_equal(testutil_run(cmd, NULL), 0);
+    const double t_ready = timer_now();
+    const double rejoin = s_wait_node(&rig, 2, true, 15);
+    printf("  restart-node took %.3f s; node 2 up again %.3f s later\n", t_ready - t_restart,
+           rejoin);
+    for (int g = 0; g < 4; g++)
+        if (!s_try_one(&rig, g, why, sizeof why))
+            fail_msg("after the restart, generation %d failed: %s", g, why);
+    s_rig_down(&rig);
+}
+
+static void test_stopped_node(void **state)
+{
+    (void)state;
+    rig_t rig;
+    s_rig_up(&rig, "stop-r2", 3, "--replicas 2");
+    s_send_all(&rig);
+    s_pump(&rig, 10, 30);
+    const double t_stop = timer_now();
+    s_signal_node(&rig, 2, SIGSTOP);
+    const double gap = s_pump(&rig, -1, 30);
+    const double done = timer_now() - t_stop;
+    char why[512];
+    const bool up = s_node_up(&rig, 2, why, sizeof why);
+    printf("  SIGSTOP of node 2 mid-generation: all %d completed %.3f s later, longest pause "
+           "%.3f s (reply timeout %d ms); node 2: %s\n", N_GEN, done, gap, REPLY_TIMEOUT_MS,
+           up ? "up" : why);
+    s_expect_all_equal(&rig, "SIGSTOP, 2 replicas");
+    assert_false(up);
+    /* The stopped node had work in flight: it went to the replicas. */
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "grep -q 'node 2 failed with .* in flight' '%s/coordinator.log'",
+             rig.run_dir);
+    assert_int_equal(testutil_run(cmd, NULL), 0);
+    assert_true(gap < REPLY_TIMEOUT_MS / 1e3 + 2.0);
+
+    s_signal_node(&rig, 2, SIGCONT);
+    printf("  SIGCONT: node 2 up again %.3f s later\n", s_wait_node(&rig, 2, true, 10));
+
+    /* Idle: only the heartbeats can notice. */
+    s_signal_node(&rig, 2, SIGSTOP);
+    const double detect = s_wait_node(&rig, 2, false, 10);
+    s_node_up(&rig, 2, why, sizeof why);
+    printf("  SIGSTOP of idle node 2: down after %.3f s (heartbeat %d ms x %d): %s\n", detect,
+           HEARTBEAT_MS, HEARTBEAT_MISSES, why);
+    assert_true(detect < HEARTBEAT_MS * (HEARTBEAT_MISSES + 1) / 1e3 + 1.5);
+    assert_non_null(strstr(why, "heartbeat"));
+    s_signal_node(&rig, 2, SIGCONT);
+    s_wait_node(&rig, 2, true, 10);
+    if (!s_try_one(&rig, 5, why, sizeof why))
+        fail_msg("after SIGCONT: %s", why);
+    s_rig_down(&rig);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_kill_with_replicas),
+        cmocka_unit_test(test_kill_without_replicas),
+        cmocka_unit_test(test_stopped_node),
+    };
+    return cmocka_run_group_tests(tests, s_setup, s_teardown);
+}
