@@ -38,6 +38,14 @@ struct dispatch {
     float *rows;               /* (max_rows, hidden) a message's rows */
     moe_assign_t *msg_assign;  /* (max_assign) a message's assignments */
     uint8_t *row_lost;         /* (max_rows) rows the last failed call could not serve */
+    /* Replies are kept per node and added into out in node order when the
+     * call completes, not as they arrive: float addition is not associative,
+     * so arrival order would make the last bits of a row that several nodes
+     * serve vary from run to run. */
+    float *partial;            /* (n_peers, max_rows, hidden) */
+    uint8_t *touched;          /* (n_peers, max_rows) partial row holds a sum */
+    int *touched_rows;         /* (n_peers, max_rows) those rows, per node */
+    int *n_touched;            /* (n_peers) */
     uint64_t *expert_tokens;   /* (n_layers * n_experts) */
     uint64_t next_request_id;
     uint64_t rotation;         /* calls started: which replica each expert uses */
@@ -53,7 +61,7 @@ struct dispatch {
         const moe_assign_t *assign; /* the caller's, alive until finish */
         int n_assign;
         int n_rows;
-        float *out;                 /* zeroed at start, written as replies come */
+        float *out;                 /* zeroed at start, the partials added at finish */
         double max_compute;
     } call;
 };
@@ -89,9 +97,15 @@ dispatch_t *dispatch_new(peer_t **peers, int n_peers, const config_t *cfg,
     self->rows = mem_alloc_aligned((size_t)max_rows * self->hidden * sizeof(float));
     self->msg_assign = mem_alloc(ma * sizeof(moe_assign_t));
     self->row_lost = mem_calloc((size_t)max_rows, 1);
+    const size_t cells = (size_t)n_peers * (size_t)max_rows;
+    self->partial = mem_alloc_aligned(cells * (size_t)self->hidden * sizeof(float));
+    self->touched = mem_calloc(cells, 1);
+    self->touched_rows = mem_alloc(cells * sizeof(int));
+    self->n_touched = mem_calloc((size_t)n_peers, sizeof(int));
     if (!self->routes || !self->expert_tokens || !self->sends || !self->items ||
         !self->target || !self->pending || !self->order || !self->count || !self->local_of ||
-        !self->rows || !self->msg_assign || !self->row_lost)
+        !self->rows || !self->msg_assign || !self->row_lost || !self->partial ||
+        !self->touched || !self->touched_rows || !self->n_touched)
         goto oom;
     memcpy(self->routes, routes, n_routes * sizeof *routes);
     for (int r = 0; r < max_rows; r++)
@@ -131,6 +145,10 @@ void dispatch_destroy(dispatch_t **self_p)
             mem_free(self->sends[i].items);
         }
     wire_inbox_destroy(&self->inbox);
+    mem_free(self->partial);
+    mem_free(self->touched);
+    mem_free(self->touched_rows);
+    mem_free(self->n_touched);
     mem_free(self->sends);
     mem_free(self->items);
     mem_free(self->target);
@@ -348,6 +366,29 @@ static void s_reset(dispatch_t *self)
 {
     for (int i = 0; i < self->max_sends; i++)
         self->sends[i].peer = -1;
+    for (int p = 0; p < self->n_peers; p++) {
+        uint8_t *touched = self->touched + (size_t)p * self->max_rows;
+        const int *rows = self->touched_rows + (size_t)p * self->max_rows;
+        for (int i = 0; i < self->n_touched[p]; i++)
+            touched[rows[i]] = 0;
+        self->n_touched[p] = 0;
+    }
+}
+
+/* out += every node's partial sums, node by node in index order. */
+static void s_add_partials(dispatch_t *self)
+{
+    const size_t hidden = (size_t)self->hidden;
+    for (int p = 0; p < self->n_peers; p++) {
+        const float *partial = self->partial + (size_t)p * self->max_rows * hidden;
+        const int *rows = self->touched_rows + (size_t)p * self->max_rows;
+        for (int i = 0; i < self->n_touched[p]; i++) {
+            float *dst = self->call.out + (size_t)rows[i] * hidden;
+            const float *src = partial + (size_t)rows[i] * hidden;
+            for (size_t j = 0; j < hidden; j++)
+                dst[j] += src[j];
+        }
+    }
 }
 
 /* Adds one node's partial sums into out. */
@@ -366,11 +407,24 @@ static int s_combine(dispatch_t *self, send_t *s, const wire_data_t *reply, err_
                        "request (type %d, layer %d, %d rows, expected %d)",
                        peer_node_id(peer), peer_endpoint(peer), (int)reply->type,
                        reply->layer, reply->n_rows, s->n_rows);
+    /* Into the node's partial sums (a node that took over another's work in
+     * this call may answer twice: those add in arrival order). */
+    const size_t hidden = (size_t)self->hidden;
+    float *partial = self->partial + (size_t)s->peer * self->max_rows * hidden;
+    uint8_t *touched = self->touched + (size_t)s->peer * self->max_rows;
+    int *rows = self->touched_rows + (size_t)s->peer * self->max_rows;
     for (int i = 0; i < s->n_rows; i++) {
-        float *dst = self->call.out + (size_t)s->global_of[i] * self->hidden;
-        const float *src = reply->rows + (size_t)i * self->hidden;
-        for (int j = 0; j < self->hidden; j++)
-            dst[j] += src[j];
+        const int g = s->global_of[i];
+        float *dst = partial + (size_t)g * hidden;
+        const float *src = reply->rows + (size_t)i * hidden;
+        if (!touched[g]) {
+            touched[g] = 1;
+            rows[self->n_touched[s->peer]++] = g;
+            memcpy(dst, src, hidden * sizeof(float));
+        } else {
+            for (size_t j = 0; j < hidden; j++)
+                dst[j] += src[j];
+        }
     }
     if (reply->compute_seconds > self->call.max_compute)
         self->call.max_compute = reply->compute_seconds;
@@ -499,7 +553,7 @@ int dispatch_start(void *ctx, int layer, const float *u, int n_rows,
     dispatch_check_links(self);
     for (int i = 0; i < n_assign; i++)
         self->pending[i] = i;
-    /* Replies may come while later nodes are sent to: out is ready first. */
+    /* The partial sums are added into out at finish. */
     memset(out, 0, (size_t)n_rows * self->hidden * sizeof(float));
     if (s_place(self, n_assign, err) < 0) {
         s_reset(self);
@@ -516,6 +570,8 @@ int dispatch_finish(void *ctx, int layer, float *out, err_t *err)
         return err_set(err, EINVAL, "layer %d was not started", layer);
     self->call.active = false;
     int rc = s_gather(self, err);
+    if (rc == 0)
+        s_add_partials(self);
     s_reset(self);
     if (rc == 0) {
         for (int i = 0; i < self->call.n_assign; i++)
