@@ -17,6 +17,7 @@
 #include "core/mem.h"
 #include "core/timer.h"
 #include "proto/wire.h"
+#include "security/keypair.h"
 
 struct client {
     void *ctx;              /* own ZeroMQ context */
@@ -27,6 +28,10 @@ struct client {
     uint64_t next_id;       /* id of the next request sent (from 1) */
     uint64_t last_id;       /* last GENERATE/LOGITS/STATUS id, 0 before one */
     bool running;           /* a request is waiting for replies */
+    void *monitor;          /* with CURVE: PAIR receiving the handshake events */
+    bool refused;           /* with CURVE: the coordinator refused our key */
+    bool handshaken;        /* with CURVE: a handshake succeeded */
+    bool dropped;           /* with CURVE: closed in a handshake, before success */
 };
 
 /* Most (layer, expert) cells and nodes a status reply may describe. */
@@ -68,7 +73,70 @@ static int s_set_int(void *socket, int option, int value, const char *name, err_
     return 0;
 }
 
-client_t *client_connect(const char *endpoint, int timeout_ms, err_t *err)
+/* With CURVE: the socket's key and a monitor of its handshakes (before the
+ * connect, so that no event is missed). */
+static int s_curve(client_t *self, const char *key_file, const char *server_file,
+                   err_t *err)
+{
+    static int s_seq; /* unique monitor names within the process */
+    keypair_t key;
+    char server[KEYPAIR_Z85_LEN + 1], monitor_ep[64];
+    int rc = -1;
+    if (keypair_load(&key, key_file, err) < 0 ||
+        keypair_load_public(server, server_file, err) < 0 ||
+        keypair_set_client(self->socket, &key, server, err) < 0)
+        goto done;
+    snprintf(monitor_ep, sizeof monitor_ep, "inproc://client-monitor-%d", ++s_seq);
+    if (zmq_socket_monitor(self->socket, monitor_ep, ZMQ_EVENT_DISCONNECTED |
+                           ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH |
+                           ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
+                           ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL) < 0 ||
+        !(self->monitor = zmq_socket(self->ctx, ZMQ_PAIR)) ||
+        s_set_int(self->monitor, ZMQ_LINGER, 0, "ZMQ_LINGER", err) < 0 ||
+        zmq_connect(self->monitor, monitor_ep) < 0) {
+        err_set(err, errno, "cannot monitor the socket: %s", zmq_strerror(errno));
+        goto done;
+    }
+    rc = 0;
+done:
+    memset(&key, 0, sizeof key);
+    return rc;
+}
+
+/* Reads the handshake events that arrived: what they say stays in self. */
+static void s_read_events(client_t *self)
+{
+    for (;;) {
+        zmq_msg_t event, address;
+        zmq_msg_init(&event);
+        if (zmq_msg_recv(&event, self->monitor, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(&event);
+            return;
+        }
+        uint16_t id = 0;
+        if (zmq_msg_size(&event) >= sizeof id)
+            memcpy(&id, zmq_msg_data(&event), sizeof id);
+        zmq_msg_close(&event);
+        zmq_msg_init(&address);
+        zmq_msg_recv(&address, self->monitor, ZMQ_DONTWAIT);
+        zmq_msg_close(&address);
+        if (id == ZMQ_EVENT_HANDSHAKE_SUCCEEDED)
+            self->handshaken = true;
+        else if (id == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH)
+            self->refused = true;
+        else if (id != ZMQ_EVENT_DISCONNECTED || !self->handshaken)
+            self->dropped = true;
+    }
+}
+
+static int s_refused(const client_t *self, err_t *err)
+{
+    return err_set(err, EACCES, "the coordinator at %s refused this client's key: its "
+                   "--curve-clients folder lacks this client's .pub", self->endpoint);
+}
+
+static client_t *s_connect(const char *endpoint, int timeout_ms, const char *key_file,
+                           const char *server_file, err_t *err)
 {
     if (!endpoint || !*endpoint) {
         err_set(err, EINVAL, "no coordinator endpoint given");
@@ -111,6 +179,8 @@ client_t *client_connect(const char *endpoint, int timeout_ms, err_t *err)
         s_set_int(self->socket, ZMQ_RCVTIMEO, timeout_ms, "ZMQ_RCVTIMEO", err) < 0 ||
         wire_socket_set_limit(self->socket, &lim, err) < 0)
         goto fail;
+    if (key_file && s_curve(self, key_file, server_file, err) < 0)
+        goto fail;
     if (zmq_connect(self->socket, endpoint) < 0) {
         int code = errno == ENOMEM ? ENOMEM : EINVAL;
         err_set(err, code, "cannot connect to '%s': %s", endpoint, zmq_strerror(errno));
@@ -125,11 +195,37 @@ fail:;
     return NULL;
 }
 
+client_t *client_connect(const char *endpoint, int timeout_ms, err_t *err)
+{
+    return s_connect(endpoint, timeout_ms, NULL, NULL, err);
+}
+
+client_t *client_connect_curve(const char *endpoint, int timeout_ms, const char *key_file,
+                               const char *server_file, err_t *err)
+{
+    if (!key_file || !server_file) {
+        err_set(err, EINVAL, "CURVE needs this client's key file and the coordinator's "
+                "public key file");
+        return NULL;
+    }
+    return s_connect(endpoint, timeout_ms, key_file, server_file, err);
+}
+
+const char *client_mechanism(const client_t *self)
+{
+    assert(self);
+    return keypair_mechanism(self->socket);
+}
+
 void client_destroy(client_t **self_p)
 {
     if (!self_p || !*self_p)
         return;
     client_t *self = *self_p;
+    if (self->socket && self->monitor)
+        zmq_socket_monitor(self->socket, NULL, 0);
+    if (self->monitor)
+        zmq_close(self->monitor);
     if (self->socket)
         zmq_close(self->socket);
     if (self->ctx)
@@ -156,6 +252,10 @@ uint64_t client_last_request_id(const client_t *self)
 static int s_send(client_t *self, wire_request_t *req, err_t *err)
 {
     err_t e = {0};
+    if (self->monitor)
+        s_read_events(self);
+    if (self->refused)
+        return s_refused(self, err);
     req->request_id = self->next_id++;
     if (wire_request_send(self->socket, req, &e) < 0) {
         char secs[32];
@@ -189,11 +289,17 @@ static int s_wait(client_t *self, uint64_t id, bool cancel_on_timeout, wire_repl
             char secs[32];
             if (cancel_on_timeout)
                 s_cancel_quietly(self, id);
+            if (self->monitor && !self->handshaken && self->dropped)
+                return err_set(err, ETIMEDOUT, "no reply from %s within %s: the CURVE "
+                               "handshake failed (is the coordinator's public key file "
+                               "the right one, and does it use CURVE?)", self->endpoint,
+                               s_seconds(self->timeout_ms, secs, sizeof secs));
             return err_set(err, ETIMEDOUT, "no reply from %s within %s", self->endpoint,
                            s_seconds(self->timeout_ms, secs, sizeof secs));
         }
-        zmq_pollitem_t item = {.socket = self->socket, .events = ZMQ_POLLIN};
-        int ready = zmq_poll(&item, 1, (long)left_ms + 1);
+        zmq_pollitem_t items[2] = {{.socket = self->socket, .events = ZMQ_POLLIN},
+                                   {.socket = self->monitor, .events = ZMQ_POLLIN}};
+        int ready = zmq_poll(items, self->monitor ? 2 : 1, (long)left_ms + 1);
         if (ready < 0) {
             if (errno == EINTR)
                 return err_set(err, EINTR, "interrupted while waiting for %s",
@@ -201,7 +307,12 @@ static int s_wait(client_t *self, uint64_t id, bool cancel_on_timeout, wire_repl
             return err_set(err, errno, "cannot wait for %s: %s", self->endpoint,
                            zmq_strerror(errno));
         }
-        if (ready == 0)
+        if (self->monitor && (items[1].revents & ZMQ_POLLIN)) {
+            s_read_events(self);
+            if (self->refused)
+                return s_refused(self, err);
+        }
+        if (!(items[0].revents & ZMQ_POLLIN))
             continue;
         err_t e = {0};
         if (wire_reply_recv(self->inbox, self->socket, rep, &e) < 0) {

@@ -254,8 +254,10 @@ static int s_recv_all(wire_inbox_t *self, void *socket, bool with_identity,
     s_inbox_reset(self);
     *n_frames = 0;
     *bad_identity = false;
-    if (from)
+    if (from) {
         from->len = 0;
+        from->user[0] = '\0';
+    }
     bool identity = with_identity;
     self->message_bytes = 0;
     for (;;) {
@@ -269,6 +271,10 @@ static int s_recv_all(wire_inbox_t *self, void *socket, bool with_identity,
             else if (from) {
                 memcpy(from->id, zmq_msg_data(&part), len);
                 from->len = len;
+                /* Set by ZeroMQ from the ZAP reply, never by the peer. */
+                const char *user = zmq_msg_gets(&part, "User-Id");
+                if (user)
+                    snprintf(from->user, sizeof from->user, "%s", user);
             }
         } else {
             if (*n_frames == 0)
