@@ -103,9 +103,9 @@ done:
     return rc;
 }
 
-/* Reads a whole small file into buf (NUL-terminated); checks the mode when
- * secret. */
-static int s_read(const char *path, bool secret, char *buf, size_t size, err_t *err)
+/* Reads a whole small file into buf (NUL-terminated); its permission bits
+ * into *mode. */
+static int s_read(const char *path, mode_t *mode, char *buf, size_t size, err_t *err)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
@@ -120,11 +120,7 @@ static int s_read(const char *path, bool secret, char *buf, size_t size, err_t *
         err_set(err, EINVAL, "the key file %s is not a regular file", path);
         goto done;
     }
-    if (secret && (st.st_mode & 077)) {
-        err_set(err, EPERM, "the secret key file %s has mode %03o: group and others must "
-                "not read it (chmod 600 %s)", path, (unsigned)(st.st_mode & 0777), path);
-        goto done;
-    }
+    *mode = st.st_mode & 0777;
     if (st.st_size >= (off_t)size) {
         err_set(err, EINVAL, "%s is %lld bytes: too large for a key file", path,
                 (long long)st.st_size);
@@ -240,9 +236,17 @@ int keypair_load(keypair_t *out, const char *path, err_t *err)
     if (!keypair_curve_available())
         return err_set(err, ENOTSUP, "this ZeroMQ was built without CURVE (libsodium)");
     int rc = -1;
-    if (s_read(path, true, buf, sizeof buf, err) == 0 && s_parse(buf, path, true, &kp, err) == 0) {
-        *out = kp;
-        rc = 0;
+    mode_t mode = 0;
+    /* The mode is checked last, so that a .pub given by mistake is named so. */
+    if (s_read(path, &mode, buf, sizeof buf, err) == 0 &&
+        s_parse(buf, path, true, &kp, err) == 0) {
+        if (mode & 077)
+            err_set(err, EPERM, "the secret key file %s has mode %03o: group and others "
+                    "must not read it (chmod 600 %s)", path, (unsigned)mode, path);
+        else {
+            *out = kp;
+            rc = 0;
+        }
     }
     /* The secret key must not linger on the stack. */
     memset(buf, 0, sizeof buf);
@@ -256,7 +260,9 @@ int keypair_load_public(char *z85, const char *path, err_t *err)
     char buf[S_MAX_FILE];
     keypair_t kp = {{0}, {0}};
     int rc = -1;
-    if (s_read(path, false, buf, sizeof buf, err) == 0 && s_parse(buf, path, false, &kp, err) == 0) {
+    mode_t mode = 0;
+    if (s_read(path, &mode, buf, sizeof buf, err) == 0 &&
+        s_parse(buf, path, false, &kp, err) == 0) {
         memcpy(z85, kp.public_key, KEYPAIR_Z85_LEN + 1);
         rc = 0;
     }
