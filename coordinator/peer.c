@@ -171,8 +171,9 @@ static int s_hello_events(peer_t *self, char *why, size_t why_size, err_t *err)
                            (unsigned)value);
         else if (id == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL ||
                  id == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL)
-            snprintf(why, why_size, "the security handshake failed (ZeroMQ error %u): "
-                     "do both sides use CURVE?", (unsigned)value);
+            snprintf(why, why_size, "the security handshake failed (%s): CURVE on one "
+                     "side only?", value == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH
+                                   ? "mechanism mismatch" : "ZeroMQ protocol error");
         else if (id == ZMQ_EVENT_DISCONNECTED && self->curve && !self->handshaken)
             snprintf(why, why_size, "the node closed the connection during the CURVE "
                      "handshake: the public key given for node %d is not its key, or the "
@@ -189,6 +190,14 @@ int peer_hello(peer_t *self, wire_inbox_t *inbox, const char *model_id,
     char why[ERR_MSG_MAX] = "no answer";
     while (timer_now() < deadline) {
         double now = timer_now();
+        int events = 0;
+        size_t events_len = sizeof events;
+        /* With ZMQ_IMMEDIATE a send blocks until a connection is ready, which
+         * one that fails its CURVE handshake never is: send only then. */
+        if (zmq_getsockopt(self->socket, ZMQ_EVENTS, &events, &events_len) < 0)
+            events = 0;
+        if (now >= next_send && !(events & ZMQ_POLLOUT))
+            next_send = now + HELLO_RESEND_MS / 1000.0;
         if (now >= next_send) {
             wire_data_t hello = {.type = WIRE_HELLO, .request_id = ++self->hello_id};
             err_t send_err = {0};

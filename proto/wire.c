@@ -271,12 +271,15 @@ static int s_recv_all(wire_inbox_t *self, void *socket, bool with_identity,
             else if (from) {
                 memcpy(from->id, zmq_msg_data(&part), len);
                 from->len = len;
-                /* Set by ZeroMQ from the ZAP reply, never by the peer. */
-                const char *user = zmq_msg_gets(&part, "User-Id");
-                if (user)
-                    snprintf(from->user, sizeof from->user, "%s", user);
             }
         } else {
+            /* Set by ZeroMQ from the ZAP reply, never by the peer. Read from
+             * the header: libzmq 4.3.4 leaves the identity frame of a ROUTER
+             * without metadata after a poll. */
+            const char *user = *n_frames == 0 && from && from->len
+                                   ? zmq_msg_gets(&part, "User-Id") : NULL;
+            if (user)
+                snprintf(from->user, sizeof from->user, "%s", user);
             if (*n_frames == 0)
                 zmq_msg_move(&self->hdr, &part);
             else if (*n_frames == 1)
