@@ -53,6 +53,8 @@ COORD_SRC   := coordinator/peer.c coordinator/dispatch.c coordinator/rpc.c \
                coordinator/sched.c \
                coordinator/coordinator.c
 CLIENT_SRC  := client/client.c
+# CURVE keys and the ZAP handler that allows clients by public key.
+SECURITY_SRC := security/keypair.c security/zap.c
 # Tokenizer: Hugging Face tokenizer.json (PCRE2 regexes, utf8proc NFC).
 TOKENIZER_SRC := tokenizer/tokenizer.c tokenizer/bpe.c tokenizer/pretok.c \
                  tokenizer/normalize.c tokenizer/decoder.c tokenizer/trainer.c
@@ -72,6 +74,7 @@ LIB_WIRE    := $(BUILD)/lib/libmoe_wire.a
 LIB_NODE    := $(BUILD)/lib/libmoe_node.a
 LIB_COORD   := $(BUILD)/lib/libmoe_coord.a
 LIB_CLIENT  := $(BUILD)/lib/libmoe_client.a
+LIB_SECURITY := $(BUILD)/lib/libmoe_security.a
 LIB_TOKENIZER := $(BUILD)/lib/libmoe_tokenizer.a
 
 obj = $(patsubst %.c,$(OBJ)/%.o,$(1))
@@ -84,6 +87,7 @@ $(LIB_WIRE):    $(call obj,$(WIRE_SRC)) $(patsubst $(BUILD)/gen/%.c,$(OBJ)/gen/%
 $(LIB_NODE):    $(call obj,$(NODE_SRC))
 $(LIB_COORD):   $(call obj,$(COORD_SRC))
 $(LIB_CLIENT):  $(call obj,$(CLIENT_SRC))
+$(LIB_SECURITY): $(call obj,$(SECURITY_SRC))
 $(LIB_TOKENIZER): $(call obj,$(TOKENIZER_SRC))
 $(BUILD)/lib/%.a:
 	@mkdir -p $(dir $@)
@@ -91,11 +95,12 @@ $(BUILD)/lib/%.a:
 
 # Link order: a library before the ones it uses.
 LIBS_ALL := $(LIB_ENGINE) $(LIB_MODEL) $(LIB_KERNELS) $(LIB_CORE)
-LIBS_NET := $(LIB_NODE) $(LIB_COORD) $(LIB_CLIENT) $(LIB_WIRE) $(LIB_TOKENIZER) $(LIBS_ALL)
+LIBS_NET := $(LIB_NODE) $(LIB_COORD) $(LIB_CLIENT) $(LIB_SECURITY) $(LIB_WIRE) $(LIB_TOKENIZER) \
+            $(LIBS_ALL)
 
 # ---- programs ----------------------------------------------------------------
 PROGRAMS := $(BIN)/moe-run $(BIN)/moe-mkmodel $(BIN)/moe-expert $(BIN)/moe-coordinator \
-            $(BIN)/moe-client $(BIN)/moe-mpi $(BIN)/moe-tokenize
+            $(BIN)/moe-client $(BIN)/moe-mpi $(BIN)/moe-tokenize $(BIN)/moe-keygen
 
 $(BIN)/moe-run:     $(OBJ)/tools/moe_run.o $(LIBS_ALL)
 $(BIN)/moe-mkmodel: $(OBJ)/tools/moe_mkmodel.o $(LIB_TOKENIZER) $(LIBS_ALL)
@@ -107,6 +112,7 @@ $(BIN)/moe-mpi:     $(OBJ)/cluster/moe_mpi.o $(call obj,$(BOOT_SRC)) $(LIBS_NET)
 $(BIN)/moe-mpi: LDLIBS += $(MPI_LIBS)
 $(BIN)/moe-tokenize: $(OBJ)/tools/moe_tokenize.o $(LIB_TOKENIZER) $(LIB_CORE)
 $(BIN)/moe-tokenize: LDLIBS += $(TOKENIZER_LIBS)
+$(BIN)/moe-keygen:  $(OBJ)/tools/moe_keygen.o $(LIB_SECURITY) $(LIB_CORE)
 # The coordinator decodes with the model's tokenizer: whatever links LIBS_NET.
 $(BIN)/moe-expert $(BIN)/moe-coordinator $(BIN)/moe-client $(BIN)/moe-mpi \
     $(BIN)/bench-serving $(BIN)/bench-cluster: LDLIBS += $(TOKENIZER_LIBS)
@@ -131,7 +137,8 @@ TESTS_ENGINE  := test_router test_experts test_kvcache test_forward test_fixture
                  test_latent test_routing \
                  test_moe_run test_sampler test_synth
 TESTS_NET     := test_wire test_placement test_expert_node test_client test_cluster \
-                 test_serving test_multihost test_mpi test_failover
+                 test_serving test_multihost test_mpi test_failover test_keypair \
+                 test_security
 TESTS_TOKENIZER := test_tokenizer test_trainer
 TESTS := $(TESTS_CORE) $(TESTS_KERNELS) $(TESTS_MODEL) $(TESTS_MODEL_K) \
          $(TESTS_ENGINE) $(TESTS_NET) \

@@ -9,6 +9,7 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -17,17 +18,22 @@
 #include "core/mem.h"
 #include "core/timer.h"
 #include "proto/wire.h"
+#include "security/keypair.h"
 
 struct client {
     void *ctx;              /* own ZeroMQ context */
     void *socket;           /* DEALER connected to endpoint */
-    void *monitor;          /* PAIR: the socket's connect/disconnect events */
     wire_inbox_t *inbox;    /* buffers of the last reply received */
     char *endpoint;         /* as given to client_connect */
     int timeout_ms;         /* bound of every wait, ms (> 0) */
     uint64_t next_id;       /* id of the next request sent (from 1) */
     uint64_t last_id;       /* last GENERATE/LOGITS/STATUS id, 0 before one */
     bool running;           /* a request is waiting for replies */
+    void *monitor;          /* PAIR receiving the socket's handshake and disconnect events */
+    bool refused;           /* with CURVE: the coordinator refused our key */
+    bool handshaken;        /* a handshake succeeded on the current connection */
+    bool dropped;           /* closed in a handshake, before success */
+    bool lost;              /* an established connection closed */
 };
 
 /* Most (layer, expert) cells and nodes a status reply may describe. */
@@ -69,7 +75,82 @@ static int s_set_int(void *socket, int option, int value, const char *name, err_
     return 0;
 }
 
-client_t *client_connect(const char *endpoint, int timeout_ms, err_t *err)
+/* With CURVE: the socket's key and the coordinator's public key. */
+static int s_curve(client_t *self, const char *key_file, const char *server_file,
+                   err_t *err)
+{
+    keypair_t key;
+    char server[KEYPAIR_Z85_LEN + 1];
+    int rc = -1;
+    if (keypair_load(&key, key_file, err) < 0 ||
+        keypair_load_public(server, server_file, err) < 0 ||
+        keypair_set_client(self->socket, &key, server, err) < 0)
+        goto done;
+    rc = 0;
+done:
+    memset(&key, 0, sizeof key);
+    return rc;
+}
+
+/* A monitor of the socket's handshakes and disconnections (before the
+ * connect, so that no event is missed): a refused CURVE key fails at once,
+ * and so does a request whose coordinator stops or restarts before answering
+ * (its state is gone) instead of after the whole timeout. */
+static int s_monitor(client_t *self, err_t *err)
+{
+    static atomic_int s_seq; /* unique monitor names within the process */
+    char monitor_ep[64];
+    snprintf(monitor_ep, sizeof monitor_ep, "inproc://client-monitor-%d",
+             atomic_fetch_add(&s_seq, 1));
+    if (zmq_socket_monitor(self->socket, monitor_ep, ZMQ_EVENT_DISCONNECTED |
+                           ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH |
+                           ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
+                           ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL) < 0 ||
+        !(self->monitor = zmq_socket(self->ctx, ZMQ_PAIR)) ||
+        s_set_int(self->monitor, ZMQ_LINGER, 0, "ZMQ_LINGER", err) < 0 ||
+        zmq_connect(self->monitor, monitor_ep) < 0)
+        return err_set(err, errno, "cannot monitor the socket: %s", zmq_strerror(errno));
+    return 0;
+}
+
+/* Reads the handshake events that arrived: what they say stays in self. */
+static void s_read_events(client_t *self)
+{
+    for (;;) {
+        zmq_msg_t event, address;
+        zmq_msg_init(&event);
+        if (zmq_msg_recv(&event, self->monitor, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(&event);
+            return;
+        }
+        uint16_t id = 0;
+        if (zmq_msg_size(&event) >= sizeof id)
+            memcpy(&id, zmq_msg_data(&event), sizeof id);
+        zmq_msg_close(&event);
+        zmq_msg_init(&address);
+        zmq_msg_recv(&address, self->monitor, ZMQ_DONTWAIT);
+        zmq_msg_close(&address);
+        if (id == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
+            self->handshaken = true;
+        } else if (id == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) {
+            self->refused = true;
+        } else if (id == ZMQ_EVENT_DISCONNECTED && self->handshaken) {
+            self->lost = true;
+            self->handshaken = false; /* a reconnection handshakes again */
+        } else {
+            self->dropped = true;
+        }
+    }
+}
+
+static int s_refused(const client_t *self, err_t *err)
+{
+    return err_set(err, EACCES, "the coordinator at %s refused this client's key: its "
+                   "--curve-clients folder lacks this client's .pub", self->endpoint);
+}
+
+static client_t *s_connect(const char *endpoint, int timeout_ms, const char *key_file,
+                           const char *server_file, err_t *err)
 {
     if (!endpoint || !*endpoint) {
         err_set(err, EINVAL, "no coordinator endpoint given");
@@ -112,17 +193,10 @@ client_t *client_connect(const char *endpoint, int timeout_ms, err_t *err)
         s_set_int(self->socket, ZMQ_RCVTIMEO, timeout_ms, "ZMQ_RCVTIMEO", err) < 0 ||
         wire_socket_set_limit(self->socket, &lim, err) < 0)
         goto fail;
-    /* A coordinator that stops or restarts mid-request fails that request at
-     * once (its state is gone) instead of after the whole timeout. */
-    char monitor_ep[64];
-    snprintf(monitor_ep, sizeof monitor_ep, "inproc://client-monitor-%p", (void *)self);
-    if (zmq_socket_monitor(self->socket, monitor_ep, ZMQ_EVENT_DISCONNECTED) < 0 ||
-        !(self->monitor = zmq_socket(self->ctx, ZMQ_PAIR)) ||
-        s_set_int(self->monitor, ZMQ_LINGER, 0, "ZMQ_LINGER", err) < 0 ||
-        zmq_connect(self->monitor, monitor_ep) < 0) {
-        err_set(err, errno, "cannot monitor the connection: %s", zmq_strerror(errno));
+    if (key_file && s_curve(self, key_file, server_file, err) < 0)
         goto fail;
-    }
+    if (s_monitor(self, err) < 0)
+        goto fail;
     if (zmq_connect(self->socket, endpoint) < 0) {
         int code = errno == ENOMEM ? ENOMEM : EINVAL;
         err_set(err, code, "cannot connect to '%s': %s", endpoint, zmq_strerror(errno));
@@ -135,6 +209,28 @@ fail:;
     client_destroy(&self);
     errno = saved;
     return NULL;
+}
+
+client_t *client_connect(const char *endpoint, int timeout_ms, err_t *err)
+{
+    return s_connect(endpoint, timeout_ms, NULL, NULL, err);
+}
+
+client_t *client_connect_curve(const char *endpoint, int timeout_ms, const char *key_file,
+                               const char *server_file, err_t *err)
+{
+    if (!key_file || !server_file) {
+        err_set(err, EINVAL, "CURVE needs this client's key file and the coordinator's "
+                "public key file");
+        return NULL;
+    }
+    return s_connect(endpoint, timeout_ms, key_file, server_file, err);
+}
+
+const char *client_mechanism(const client_t *self)
+{
+    assert(self);
+    return keypair_mechanism(self->socket);
 }
 
 void client_destroy(client_t **self_p)
@@ -172,6 +268,9 @@ uint64_t client_last_request_id(const client_t *self)
 static int s_send(client_t *self, wire_request_t *req, err_t *err)
 {
     err_t e = {0};
+    s_read_events(self);
+    if (self->refused)
+        return s_refused(self, err);
     req->request_id = self->next_id++;
     if (wire_request_send(self->socket, req, &e) < 0) {
         char secs[32];
@@ -191,29 +290,6 @@ static void s_cancel_quietly(client_t *self, uint64_t id)
     errno = saved;
 }
 
-/* Reads the monitor's events; true when the connection to the coordinator
- * dropped since the last call. */
-static bool s_connection_dropped(client_t *self)
-{
-    bool dropped = false;
-    for (;;) {
-        zmq_msg_t event, address;
-        zmq_msg_init(&event);
-        if (zmq_msg_recv(&event, self->monitor, ZMQ_DONTWAIT) < 0) {
-            zmq_msg_close(&event);
-            return dropped;
-        }
-        uint16_t id = 0;
-        if (zmq_msg_size(&event) >= sizeof id)
-            memcpy(&id, zmq_msg_data(&event), sizeof id);
-        zmq_msg_close(&event);
-        zmq_msg_init(&address); /* second frame: the endpoint */
-        zmq_msg_recv(&address, self->monitor, ZMQ_DONTWAIT);
-        zmq_msg_close(&address);
-        dropped |= id == ZMQ_EVENT_DISCONNECTED;
-    }
-}
-
 /* Waits for the next reply to request id (dropping any other) for at most
  * timeout_ms. 0 with *rep filled (pointing into the inbox), or -1: the
  * timeout (after a CANCEL of id when cancel_on_timeout), a receive failure,
@@ -222,13 +298,19 @@ static int s_wait(client_t *self, uint64_t id, bool cancel_on_timeout, wire_repl
                   err_t *err)
 {
     const double deadline = timer_now() + self->timeout_ms / 1000.0;
-    s_connection_dropped(self); /* only a drop while this request waits counts */
+    s_read_events(self);
+    self->lost = false; /* only a drop while this request waits counts */
     for (;;) {
         double left_ms = (deadline - timer_now()) * 1000.0;
         if (left_ms <= 0) {
             char secs[32];
             if (cancel_on_timeout)
                 s_cancel_quietly(self, id);
+            if (!self->handshaken && self->dropped)
+                return err_set(err, ETIMEDOUT, "no reply from %s within %s: the CURVE "
+                               "handshake failed (is the coordinator's public key file "
+                               "the right one, and does it use CURVE?)", self->endpoint,
+                               s_seconds(self->timeout_ms, secs, sizeof secs));
             return err_set(err, ETIMEDOUT, "no reply from %s within %s", self->endpoint,
                            s_seconds(self->timeout_ms, secs, sizeof secs));
         }
@@ -242,13 +324,15 @@ static int s_wait(client_t *self, uint64_t id, bool cancel_on_timeout, wire_repl
             return err_set(err, errno, "cannot wait for %s: %s", self->endpoint,
                            zmq_strerror(errno));
         }
-        if (ready == 0)
-            continue;
-        if ((items[1].revents & ZMQ_POLLIN) && s_connection_dropped(self) &&
-            !(items[0].revents & ZMQ_POLLIN))
-            return err_set(err, ECONNRESET, "the coordinator at %s closed the connection "
-                           "(stopped or restarted) before answering; the request is lost: "
-                           "send it again", self->endpoint);
+        if (items[1].revents & ZMQ_POLLIN) {
+            s_read_events(self);
+            if (self->refused)
+                return s_refused(self, err);
+            if (self->lost && !(items[0].revents & ZMQ_POLLIN))
+                return err_set(err, ECONNRESET, "the coordinator at %s closed the "
+                               "connection (stopped or restarted) before answering; the "
+                               "request is lost: send it again", self->endpoint);
+        }
         if (!(items[0].revents & ZMQ_POLLIN))
             continue;
         err_t e = {0};

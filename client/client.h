@@ -30,6 +30,7 @@
  *   EPROTO        a malformed or unexpected reply, or VERSION_MISMATCH;
  *   ENOMEM        out of memory;
  *   EINTR         a signal interrupted the wait;
+ *   EACCES        the coordinator refused this client's CURVE key;
  * and for an ERROR_REPLY from the coordinator, errno from its code:
  *   INVALID_ARGUMENT -> EINVAL, BUSY -> EBUSY, UNAVAILABLE -> EHOSTUNREACH,
  *   VERSION_MISMATCH -> EPROTO, DEADLINE_EXCEEDED -> ETIMEDOUT,
@@ -66,6 +67,21 @@ typedef struct client client_t;
  * client_destroy) or NULL with errno/err: EINVAL for a bad endpoint or
  * timeout, ENOMEM, or the ZeroMQ error. */
 client_t *client_connect(const char *endpoint, int timeout_ms, err_t *err);
+
+/* client_connect over ZeroMQ CURVE (docs/DEPLOY.md, "Security"): the link is
+ * encrypted, and this client proves itself with the key pair of key_file
+ * (its NAME.key) to the coordinator whose public key is in server_file (the
+ * coordinator's .pub). Fails as client_connect, and with the errors of
+ * reading either file (security/keypair.h; the message names the file).
+ * Later calls fail at once with EACCES, "the coordinator at ... refused this
+ * client's key", when the coordinator does not allow the key; a coordinator
+ * with another key than server_file's (or without CURVE) shows as
+ * ETIMEDOUT with that hint. */
+client_t *client_connect_curve(const char *endpoint, int timeout_ms, const char *key_file,
+                               const char *server_file, err_t *err);
+
+/* The security mechanism of the client's socket: "CURVE" or "NULL" (static). */
+const char *client_mechanism(const client_t *self);
 
 /* Closes the socket and the context without waiting for unsent requests.
  * Accepts NULL and *self_p == NULL; sets *self_p to NULL. */

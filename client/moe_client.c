@@ -44,6 +44,8 @@ typedef enum command {
 
 typedef struct options {
     const char *connect;     /* coordinator client endpoint */
+    const char *curve_key;   /* NULL: plain TCP; else this client's NAME.key */
+    const char *curve_server; /* the coordinator's .pub, with curve_key */
     int timeout_ms;          /* bound of every wait */
     command_t command;
     const char *prompt_ids;  /* generate, logits */
@@ -59,7 +61,8 @@ typedef struct options {
 } options_t;
 
 static const char s_global_usage[] =
-    "usage: moe-client --connect ENDPOINT [--timeout SECONDS] COMMAND [options]\n"
+    "usage: moe-client --connect ENDPOINT [--timeout SECONDS]\n"
+    "                  [--curve-key FILE --curve-server FILE] COMMAND [options]\n"
     "\n"
     "Sends requests to a moecluster coordinator over its client endpoint.\n"
     "\n"
@@ -74,6 +77,8 @@ static const char s_global_usage[] =
     "options:\n"
     "  --connect ENDPOINT  the coordinator's client endpoint, e.g. tcp://host:5555\n"
     "  --timeout SECONDS   longest wait for any reply (default 60)\n"
+    "  --curve-key FILE    talk ZeroMQ CURVE with this client's key pair (moe-keygen)\n"
+    "  --curve-server FILE the coordinator's public key (its .pub)\n"
     "  --help              this text; COMMAND --help describes a command\n";
 
 static const char s_generate_usage[] =
@@ -168,6 +173,8 @@ static int s_parse_timeout(const char *text, int *ms)
 #define S_COMMON_OPTIONS                                       \
     {"connect", required_argument, NULL, 'c'},                 \
     {"timeout", required_argument, NULL, 'T'},                 \
+    {"curve-key", required_argument, NULL, 'K'},               \
+    {"curve-server", required_argument, NULL, 'V'},            \
     {"help", no_argument, NULL, 'h'}
 
 static const struct option s_global_opts[] = {S_COMMON_OPTIONS, {NULL, 0, NULL, 0}};
@@ -234,6 +241,8 @@ static int s_parse_pass(int argc, char **argv, const char *optstring,
     while ((c = getopt_long(argc, argv, optstring, longopts, NULL)) != -1) {
         switch (c) {
         case 'c': opt->connect = optarg; break;
+        case 'K': opt->curve_key = optarg; break;
+        case 'V': opt->curve_server = optarg; break;
         case 'T':
             if (s_parse_timeout(optarg, &opt->timeout_ms) < 0)
                 return -1;
@@ -317,6 +326,8 @@ static int s_parse_args(int argc, char **argv, options_t *opt)
         return s_usage_error("unexpected argument '%s'", sub_argv[optind]);
     if (!opt->connect)
         return s_usage_error("%s", "--connect ENDPOINT is required");
+    if (!opt->curve_key != !opt->curve_server)
+        return s_usage_error("%s", "CURVE needs both --curve-key and --curve-server");
     if (opt->command == COMMAND_GENERATE && !!opt->prompt_ids == !!opt->prompt_text)
         return s_usage_error("%s", "generate needs one of --prompt-ids and --prompt");
     if (opt->command == COMMAND_LOGITS && !opt->prompt_ids)
@@ -687,7 +698,10 @@ int main(int argc, char **argv)
         return 2;
     }
     int rc = -1;
-    client_t *client = client_connect(opt.connect, opt.timeout_ms, &err);
+    client_t *client = opt.curve_key ? client_connect_curve(opt.connect, opt.timeout_ms,
+                                                            opt.curve_key, opt.curve_server,
+                                                            &err)
+                                     : client_connect(opt.connect, opt.timeout_ms, &err);
     if (client) {
         switch (opt.command) {
         case COMMAND_GENERATE: rc = s_generate(client, &opt, prompt, n_prompt, &err); break;

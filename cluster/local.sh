@@ -9,6 +9,7 @@
 #                       [--max-seqs N] [--queue-limit N] [--kv-memory MB]
 #                       [--reply-timeout-ms MS] [--prefill-rows N] [--deadline-ms MS]
 #                       [--heartbeat-ms MS] [--heartbeat-misses N]
+#                       [--max-tokens-limit N] [--max-requests-per-client N] [--curve]
 #       Starts the cluster and returns once it is ready; the last line of
 #       stdout is the client endpoint. Without --model, the built-in default
 #       model (made once in build/models/default) is used. If a process fails
@@ -16,6 +17,11 @@
 #       --placement-groups: each expert group whole on one node (DeepSeek's
 #       group-limited routing; docs/PLACEMENT.md). The placement in use is
 #       written to D/placement.txt (a file --placement accepts).
+#       --curve: every socket uses ZeroMQ CURVE with keys made in D/keys
+#       (moe-keygen): coordinator, node-I and client key pairs, the allowed
+#       client keys in D/keys/clients, the coordinator's in D/keys/coordinators;
+#       a client connects with --curve-key D/keys/client.key
+#       --curve-server D/keys/coordinator.pub (docs/DEPLOY.md, "Security").
 #   cluster/local.sh restart-node --run-dir D --node N
 #       Starts node N again with the arguments and endpoint it had (after it
 #       died or was killed; a running one is stopped first) and returns once it
@@ -35,7 +41,26 @@ bin=${MOE_BIN:-$root/build/bin}
 start_timeout=${MOE_START_TIMEOUT:-120}
 
 die() { echo "local.sh: $*" >&2; exit 1; }
-usage() { sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+
+# Makes the CURVE keys of a cluster of $2 nodes in $1/keys (a fresh set).
+make_keys() {
+    local dir=$1 nodes=$2 keys=$1/keys i names=(--name coordinator --name client)
+    for i in $(seq 1 "$nodes"); do names+=(--name "node-$i"); done
+    rm -rf "$keys"
+    "$bin/moe-keygen" --out "$keys" "${names[@]}" >/dev/null
+    mkdir -p "$keys/clients" "$keys/coordinators"
+    cp "$keys/client.pub" "$keys/clients/"
+    cp "$keys/coordinator.pub" "$keys/coordinators/"
+}
+
+# Sets node_curve to the CURVE options of node $2 when the cluster in $1
+# has keys (else to none).
+node_curve_args() {
+    node_curve=()
+    [ -d "$1/keys" ] || return 0
+    node_curve=(--curve-key "$1/keys/node-$2.key" --curve-coordinators "$1/keys/coordinators")
+}
 
 # Stops the processes whose pid files are in $1, politely then firmly.
 stop_all() {
@@ -79,6 +104,7 @@ wait_ready() {
 
 cmd_up() {
     local model="" nodes="" dir="" placement="" groups="" replicas=1 threads="" node_threads=""
+    local curve=""
     local coord_args=()
     while [ $# -gt 0 ]; do
         case $1 in
@@ -90,8 +116,9 @@ cmd_up() {
             --replicas) replicas=$2; shift 2 ;;
             --threads) threads=$2; shift 2 ;;
             --node-threads) node_threads=$2; shift 2 ;;
+            --curve) curve=1; shift ;;
             --max-seqs|--queue-limit|--kv-memory|--reply-timeout-ms|--prefill-rows|--deadline-ms|\
-            --heartbeat-ms|--heartbeat-misses)
+            --heartbeat-ms|--heartbeat-misses|--max-tokens-limit|--max-requests-per-client)
                 coord_args+=("$1" "$2"); shift 2 ;;
             -h|--help) usage ;;
             *) die "unknown option '$1' (see --help)" ;;
@@ -115,6 +142,15 @@ cmd_up() {
         die "a cluster is already running in $dir (local.sh down --run-dir $dir)"
     fi
     rm -f "$dir"/*.endpoint "$dir"/*.pid
+    rm -rf "$dir/keys"
+    if [ -n "$curve" ]; then
+        for p in moe-keygen; do
+            [ -x "$bin/$p" ] || die "$bin/$p is missing: run make first"
+        done
+        make_keys "$dir" "$nodes"
+        coord_args+=(--curve-key "$dir/keys/coordinator.key" --curve-nodes "$dir/keys"
+                     --curve-clients "$dir/keys/clients")
+    fi
 
     # Every process may use every core: the coordinator computes while the
     # nodes wait and the other way round, and a node often works alone (both
@@ -145,10 +181,11 @@ cmd_up() {
         die "the placement failed, nothing started: $why"
     fi
     for i in $(seq 1 "$nodes"); do
-        # The arguments, one a line, for restart-node.
+        # The arguments, one a line, for restart-node (CURVE keys included).
+        node_curve_args "$dir" "$i"
         printf '%s\n' --model "$model" --node-id "$i" --nodes "$nodes" "${place_args[@]}" \
             --threads "$node_threads" --endpoint-file "$dir/expert-$i.endpoint" \
-            >"$dir/expert-$i.args"
+            ${node_curve[@]+"${node_curve[@]}"} >"$dir/expert-$i.args"
         start_node "$dir" "$i"
     done
     local node_args=()

@@ -7,6 +7,8 @@
  *       [--threads N] [--reply-timeout-ms MS] [--hello-timeout-ms MS]
  *       [--heartbeat-ms MS] [--heartbeat-misses N]
  *       [--max-context N] [--prefill-rows N]
+ *       [--curve-key FILE --curve-nodes DIR --curve-clients DIR]
+ *       [--max-tokens-limit N] [--max-requests-per-client N]
  *
  * Node i (1-based) is the i-th --node. Ready when it prints the client
  * endpoint as the last line of stdout (and writes it to --endpoint-file).
@@ -56,6 +58,11 @@ typedef struct options {
     int queue_limit;
     int kv_memory_mb;
     int deadline_ms;
+    const char *curve_key;
+    const char *curve_nodes;
+    const char *curve_clients;
+    int max_tokens_limit;
+    int max_requests_per_client;
 } options_t;
 
 static void s_usage(FILE *out)
@@ -68,6 +75,8 @@ static void s_usage(FILE *out)
             "           [--hello-timeout-ms MS] [--heartbeat-ms MS] [--heartbeat-misses N]\n"
             "           [--max-context N] [--prefill-rows N]\n"
             "           [--max-seqs N] [--queue-limit N] [--kv-memory MB] [--deadline-ms MS]\n"
+            "           [--curve-key FILE --curve-nodes DIR --curve-clients DIR]\n"
+            "           [--max-tokens-limit N] [--max-requests-per-client N]\n"
             "\n"
             "Serves a Mixture-of-Experts model whose routed experts run on expert nodes\n"
             "(moe-expert). Node i is the i-th --node; the placement (default: experts\n"
@@ -97,7 +106,15 @@ static void s_usage(FILE *out)
             "  --kv-memory MB         KV cache for all sequences, MiB (default 1024)\n"
             "  --deadline-ms MS       fail a request not finished MS ms after it was\n"
             "                         accepted, unless it gives its own (default: none)\n"
-            "  --threads N            OpenBLAS threads (default: all cores)\n");
+            "  --threads N            OpenBLAS threads (default: all cores)\n"
+            "  --curve-key FILE       encrypt and authenticate with ZeroMQ CURVE: this\n"
+            "                         coordinator's key pair (moe-keygen; docs/DEPLOY.md)\n"
+            "  --curve-nodes DIR      node I's public key is DIR/node-I.pub\n"
+            "  --curve-clients DIR    the *.pub files of the clients allowed to connect\n"
+            "  --max-tokens-limit N   refuse a generation asking for more than N tokens\n"
+            "  --max-requests-per-client N  generations one client (key, else\n"
+            "                         connection) may have queued or running; more get\n"
+            "                         BUSY (default: no limit)\n");
 }
 
 static int s_int_arg(const char *text, const char *name, int min, int *out)
@@ -131,6 +148,11 @@ static int s_parse(int argc, char **argv, options_t *o)
         {"queue-limit", required_argument, NULL, 'Q'},
         {"kv-memory", required_argument, NULL, 'K'},
         {"deadline-ms", required_argument, NULL, 'D'},
+        {"curve-key", required_argument, NULL, 'k'},
+        {"curve-nodes", required_argument, NULL, 'N'},
+        {"curve-clients", required_argument, NULL, 'C'},
+        {"max-tokens-limit", required_argument, NULL, 'T'},
+        {"max-requests-per-client", required_argument, NULL, 'P'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -164,6 +186,14 @@ static int s_parse(int argc, char **argv, options_t *o)
         case 'Q': rc = s_int_arg(optarg, "--queue-limit", 1, &o->queue_limit); break;
         case 'K': rc = s_int_arg(optarg, "--kv-memory", 1, &o->kv_memory_mb); break;
         case 'D': rc = s_int_arg(optarg, "--deadline-ms", 1, &o->deadline_ms); break;
+        case 'k': o->curve_key = optarg; break;
+        case 'N': o->curve_nodes = optarg; break;
+        case 'C': o->curve_clients = optarg; break;
+        case 'T': rc = s_int_arg(optarg, "--max-tokens-limit", 1, &o->max_tokens_limit); break;
+        case 'P':
+            rc = s_int_arg(optarg, "--max-requests-per-client", 1,
+                           &o->max_requests_per_client);
+            break;
         case 'h': s_usage(stdout); exit(0);
         default:
             fprintf(stderr, "moe-coordinator: unknown or incomplete option '%s' (see --help)\n",
@@ -224,7 +254,10 @@ int main(int argc, char **argv)
         .heartbeat_ms = o.heartbeat_ms, .heartbeat_misses = o.heartbeat_misses,
         .max_context = o.max_context, .prefill_rows = o.prefill_rows,
         .max_seqs = o.max_seqs, .queue_limit = o.queue_limit, .kv_memory_mb = o.kv_memory_mb,
-        .deadline_ms = o.deadline_ms,
+        .deadline_ms = o.deadline_ms, .curve_key = o.curve_key,
+        .curve_nodes = o.curve_nodes, .curve_clients = o.curve_clients,
+        .max_tokens_limit = o.max_tokens_limit,
+        .max_requests_per_client = o.max_requests_per_client,
     };
     coordinator_t *co = coordinator_start(&opts, &s_stop, &err);
     int rc = co ? 0 : -1;

@@ -16,6 +16,8 @@
 #include "engine/weights.h"
 #include "model/genconfig.h"
 #include "proto/wire.h"
+#include "security/keypair.h"
+#include "security/zap.h"
 #include "tokenizer/tokenizer.h"
 
 /* Everything the coordinator owns, in the order it is built. */
@@ -31,6 +33,9 @@ struct coordinator {
     dispatch_t *dispatch;
     rpc_t *rpc;
     int n_nodes;
+    keypair_t key;                 /* with CURVE: this coordinator's pair */
+    char (*node_public)[KEYPAIR_Z85_LEN + 1]; /* with CURVE: (n_nodes) node keys */
+    zap_t *zap;                    /* with CURVE: allows clients by key */
 };
 
 static void s_teardown(coordinator_t *co)
@@ -44,6 +49,9 @@ static void s_teardown(coordinator_t *co)
     placement_destroy(&co->placement);
     tokenizer_destroy(&co->tokenizer);
     weights_destroy(&co->w);
+    zap_destroy(&co->zap); /* before the context ends: it owns sockets in it */
+    mem_free(co->node_public);
+    memset(&co->key, 0, sizeof co->key);
     if (co->zmq_ctx)
         zmq_ctx_term(co->zmq_ctx);
 }
@@ -101,6 +109,35 @@ static int s_load_tokenizer(coordinator_t *co, const char *dir, err_t *err)
     return rc;
 }
 
+/* With CURVE options: loads the keys and starts the client key checker,
+ * which must exist before the client endpoint binds. */
+static int s_security(coordinator_t *co, const coordinator_opts_t *o, err_t *err)
+{
+    if (!o->curve_key && !o->curve_nodes && !o->curve_clients)
+        return 0;
+    if (!o->curve_key || !o->curve_nodes || !o->curve_clients)
+        return err_set(err, EINVAL, "CURVE needs all of --curve-key, --curve-nodes and "
+                       "--curve-clients");
+    if (keypair_load(&co->key, o->curve_key, err) < 0)
+        return -1;
+    co->node_public = mem_calloc((size_t)co->n_nodes, sizeof *co->node_public);
+    if (!co->node_public)
+        return err_set(err, ENOMEM, "out of memory for the node keys");
+    for (int i = 0; i < co->n_nodes; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "node-%d.pub", i + 1);
+        char *path = path_join(o->curve_nodes, name);
+        if (!path)
+            return err_set(err, ENOMEM, "out of memory for a path");
+        int rc = keypair_load_public(co->node_public[i], path, err);
+        mem_free(path);
+        if (rc < 0)
+            return err_wrap(err, "the public key of node %d", i + 1);
+    }
+    co->zap = zap_new(co->zmq_ctx, o->curve_clients, "moe-coordinator", stderr, err);
+    return co->zap ? 0 : -1;
+}
+
 static int s_start(coordinator_t *co, const coordinator_opts_t *o,
                    const volatile sig_atomic_t *stop, err_t *err)
 {
@@ -144,11 +181,15 @@ static int s_start(coordinator_t *co, const coordinator_opts_t *o,
     co->zmq_ctx = zmq_ctx_new();
     if (!co->zmq_ctx)
         return err_set(err, errno, "cannot create a ZeroMQ context: %s", zmq_strerror(errno));
+    if (s_security(co, o, err) < 0)
+        return -1;
+    const keypair_t *key = co->node_public ? &co->key : NULL;
     wire_limits_t lim = {.hidden = cfg->hidden_size, .max_rows = o->prefill_rows,
                          .max_assign = o->prefill_rows * cfg->n_experts_per_tok,
                          .n_layers = cfg->n_layers, .n_experts = cfg->n_experts};
     for (int i = 0; i < co->n_nodes; i++)
-        if (!(co->peers[i] = peer_new(co->zmq_ctx, i + 1, o->nodes[i], &lim, err)))
+        if (!(co->peers[i] = peer_new(co->zmq_ctx, i + 1, o->nodes[i], &lim, key,
+                                      key ? co->node_public[i] : NULL, err)))
             return -1;
     co->dispatch = dispatch_new(co->peers, co->n_nodes, cfg, co->routes, o->prefill_rows,
                                 o->reply_timeout_ms, err);
@@ -190,7 +231,9 @@ static int s_start(coordinator_t *co, const coordinator_opts_t *o,
         .kv_memory = o->kv_memory_mb > 0 ? (size_t)o->kv_memory_mb << 20
                                          : (size_t)COORDINATOR_DEFAULT_KV_MB << 20,
         .tokenizer = co->tokenizer, .n_eos = gen.n_eos,
-        .default_deadline_ms = o->deadline_ms,
+        .default_deadline_ms = o->deadline_ms, .curve_key = key,
+        .max_tokens_limit = o->max_tokens_limit,
+        .max_requests_per_client = o->max_requests_per_client,
     };
     for (int i = 0; i < gen.n_eos && i < SAMPLER_MAX_EOS; i++)
         conf.eos[i] = gen.eos_token_ids[i];

@@ -42,6 +42,12 @@ typedef struct coordinator_opts {
     int queue_limit;                    /* 0: COORDINATOR_DEFAULT_QUEUE */
     int kv_memory_mb;                   /* 0: COORDINATOR_DEFAULT_KV_MB */
     int deadline_ms;                    /* per request unless it gives one; 0: none */
+    /* CURVE (docs/DEPLOY.md, "Security"): all three, or none for plain TCP. */
+    const char *curve_key;              /* this coordinator's NAME.key */
+    const char *curve_nodes;            /* folder of node-I.pub: node I's public key */
+    const char *curve_clients;          /* folder of the *.pub of the allowed clients */
+    int max_tokens_limit;               /* max_tokens per GENERATE; 0: the context only */
+    int max_requests_per_client;        /* GENERATEs queued + running per client; 0: any */
 } coordinator_opts_t;
 
 typedef struct coordinator coordinator_t;

@@ -39,6 +39,8 @@ struct peer {
     char model_id[WIRE_MAX_TEXT]; /* what peer_hello checked, kept for rejoins */
     const int32_t *want_layer, *want_expert; /* borrowed from peer_hello's caller */
     int n_want;
+    bool curve;                   /* the link is CURVE */
+    bool handshaken;              /* a CURVE handshake succeeded */
 };
 
 static int s_setsockopt_int(void *socket, int option, int value)
@@ -47,7 +49,8 @@ static int s_setsockopt_int(void *socket, int option, int value)
 }
 
 peer_t *peer_new(void *zmq_ctx, int node_id, const char *endpoint,
-                 const wire_limits_t *lim, err_t *err)
+                 const wire_limits_t *lim, const keypair_t *key, const char *node_public,
+                 err_t *err)
 {
     static int s_monitor_seq; /* unique inproc names within the process */
     char monitor_ep[64];
@@ -74,9 +77,18 @@ peer_t *peer_new(void *zmq_ctx, int node_id, const char *endpoint,
                 zmq_strerror(errno));
         goto fail;
     }
+    self->curve = key != NULL;
+    if (key && keypair_set_client(self->socket, key, node_public, err) < 0) {
+        err_wrap(err, "node %d", node_id);
+        goto fail;
+    }
     snprintf(monitor_ep, sizeof monitor_ep, "inproc://peer-monitor-%d", ++s_monitor_seq);
+    /* The handshake events tell a refused key from a silent node. */
     if (zmq_socket_monitor(self->socket, monitor_ep,
-                           ZMQ_EVENT_CONNECTED | ZMQ_EVENT_DISCONNECTED) < 0 ||
+                           ZMQ_EVENT_CONNECTED | ZMQ_EVENT_DISCONNECTED |
+                           ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH |
+                           ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
+                           ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL) < 0 ||
         !(self->monitor = zmq_socket(zmq_ctx, ZMQ_PAIR)) ||
         s_setsockopt_int(self->monitor, ZMQ_LINGER, 0) < 0 ||
         zmq_connect(self->monitor, monitor_ep) < 0) {
@@ -149,6 +161,46 @@ static int s_check_hello(peer_t *self, const wire_data_t *reply, const char *mod
     return 0;
 }
 
+/* Reads the link events that came during the handshake: -1 with err when
+ * the node refused our key, else notes in why what went wrong (if anything). */
+static int s_hello_events(peer_t *self, char *why, size_t why_size, err_t *err)
+{
+    for (;;) {
+        zmq_msg_t event, address;
+        zmq_msg_init(&event);
+        if (zmq_msg_recv(&event, self->monitor, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(&event);
+            return 0;
+        }
+        uint16_t id = 0;
+        uint32_t value = 0;
+        if (zmq_msg_size(&event) >= sizeof id + sizeof value) {
+            memcpy(&id, zmq_msg_data(&event), sizeof id);
+            memcpy(&value, (const char *)zmq_msg_data(&event) + sizeof id, sizeof value);
+        }
+        zmq_msg_close(&event);
+        zmq_msg_init(&address);
+        zmq_msg_recv(&address, self->monitor, ZMQ_DONTWAIT);
+        zmq_msg_close(&address);
+        if (id == ZMQ_EVENT_HANDSHAKE_SUCCEEDED)
+            self->handshaken = true;
+        else if (id == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH)
+            return err_set(err, EACCES, "node %d (%s) refused the coordinator's key (ZAP "
+                           "status %u): its --curve-coordinators folder lacks the "
+                           "coordinator's .pub", self->node_id, self->endpoint,
+                           (unsigned)value);
+        else if (id == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL ||
+                 id == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+            snprintf(why, why_size, "the security handshake failed (%s): CURVE on one "
+                     "side only?", value == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH
+                                   ? "mechanism mismatch" : "ZeroMQ protocol error");
+        else if (id == ZMQ_EVENT_DISCONNECTED && self->curve && !self->handshaken)
+            snprintf(why, why_size, "the node closed the connection during the CURVE "
+                     "handshake: the public key given for node %d is not its key, or the "
+                     "node does not use CURVE", self->node_id);
+    }
+}
+
 int peer_hello(peer_t *self, wire_inbox_t *inbox, const char *model_id,
                const int32_t *want_layer, const int32_t *want_expert, int n_want,
                int timeout_ms, err_t *err)
@@ -158,6 +210,14 @@ int peer_hello(peer_t *self, wire_inbox_t *inbox, const char *model_id,
     char why[ERR_MSG_MAX] = "no answer";
     while (timer_now() < deadline) {
         double now = timer_now();
+        int events = 0;
+        size_t events_len = sizeof events;
+        /* With ZMQ_IMMEDIATE a send blocks until a connection is ready, which
+         * one that fails its CURVE handshake never is: send only then. */
+        if (zmq_getsockopt(self->socket, ZMQ_EVENTS, &events, &events_len) < 0)
+            events = 0;
+        if (now >= next_send && !(events & ZMQ_POLLOUT))
+            next_send = now + HELLO_RESEND_MS / 1000.0;
         if (now >= next_send) {
             wire_data_t hello = {.type = WIRE_HELLO,
                                  .request_id = PEER_CONTROL_ID | ++self->hello_id};
@@ -166,6 +226,10 @@ int peer_hello(peer_t *self, wire_inbox_t *inbox, const char *model_id,
                 return err_set(err, errno, "node %d (%s): %s", self->node_id,
                                self->endpoint, send_err.msg);
             next_send = now + HELLO_RESEND_MS / 1000.0;
+        }
+        if (s_hello_events(self, why, sizeof why, err) < 0) {
+            peer_mark_down(self, err->msg);
+            return -1;
         }
         zmq_pollitem_t item = {.socket = self->socket, .events = ZMQ_POLLIN};
         int wait_ms = (int)((next_send - timer_now()) * 1000) + 1;

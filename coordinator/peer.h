@@ -15,18 +15,24 @@
 
 #include "core/err.h"
 #include "proto/wire.h"
+#include "security/keypair.h"
 
 typedef struct peer peer_t;
 
-/* Connects to endpoint (does not wait for the node). NULL with errno/err. */
+/* Connects to endpoint (does not wait for the node). With key (may be NULL:
+ * plain) the link is CURVE, as a client with that pair (borrowed, read here
+ * only) towards a node whose public key is node_public (Z85). NULL with
+ * errno/err. */
 peer_t *peer_new(void *zmq_ctx, int node_id, const char *endpoint,
-                 const wire_limits_t *lim, err_t *err);
+                 const wire_limits_t *lim, const keypair_t *key, const char *node_public,
+                 err_t *err);
 void peer_destroy(peer_t **self_p);
 
 /* Handshake: sends HELLO until a HELLO_REPLY arrives or timeout_ms passes,
  * then checks the node's id, its model id against model_id and that it hosts
  * every (want_layer[i], want_expert[i]) the placement gives it. Marks the
- * node up on success; -1 with errno/err (ETIMEDOUT, EPROTO) otherwise. */
+ * node up on success; -1 with errno/err (ETIMEDOUT, EPROTO; EACCES when the
+ * node refused the coordinator's CURVE key) otherwise. */
 int peer_hello(peer_t *self, wire_inbox_t *inbox, const char *model_id,
                const int32_t *want_layer, const int32_t *want_expert, int n_want,
                int timeout_ms, err_t *err);

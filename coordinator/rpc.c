@@ -105,6 +105,8 @@ rpc_t *rpc_new(void *zmq_ctx, const weights_t *w, dispatch_t *dispatch, peer_t *
         zmq_setsockopt(self->socket, ZMQ_SNDHWM, &no_hwm, sizeof no_hwm) < 0 ||
         zmq_setsockopt(self->socket, ZMQ_RCVTIMEO, &no_wait, sizeof no_wait) < 0 ||
         wire_socket_set_limit(self->socket, &lim, err) < 0 ||
+        (conf->curve_key && keypair_set_server(self->socket, conf->curve_key, "clients",
+                                               err) < 0) ||
         zmq_bind(self->socket, conf->bind) < 0 ||
         zmq_getsockopt(self->socket, ZMQ_LAST_ENDPOINT, self->endpoint, &len) < 0) {
         err_set(err, errno, "cannot bind the client endpoint %s: %s", conf->bind,
@@ -260,9 +262,33 @@ static int s_tokenize(rpc_t *self, const wire_peer_t *to, wire_request_t *req, i
     return 0;
 }
 
+/* The per-client limits; replies with the error and returns -1 when over. */
+static int s_check_limits(rpc_t *self, const wire_peer_t *to, const wire_request_t *req)
+{
+    char msg[256];
+    const int max_tokens = self->conf.max_tokens_limit;
+    const int per_client = self->conf.max_requests_per_client;
+    if (max_tokens > 0 && req->max_tokens > max_tokens) {
+        snprintf(msg, sizeof msg, "max tokens %d exceeds this coordinator's limit of %d "
+                 "per request", req->max_tokens, max_tokens);
+        s_reply_error(self, to, req->request_id, WIRE_CLIENT_INVALID_ARGUMENT, msg);
+        return -1;
+    }
+    int mine = per_client > 0 ? sched_client_requests(self->sched, to) : 0;
+    if (per_client > 0 && mine >= per_client) {
+        snprintf(msg, sizeof msg, "this client already has %d requests queued or running, "
+                 "the limit per client: wait for one to finish", mine);
+        s_reply_error(self, to, req->request_id, WIRE_CLIENT_BUSY, msg);
+        return -1;
+    }
+    return 0;
+}
+
 static void s_generate(rpc_t *self, const wire_peer_t *to, wire_request_t *req)
 {
     int32_t *ids = NULL;
+    if (s_check_limits(self, to, req) < 0)
+        return;
     if (req->prompt_text && s_tokenize(self, to, req, &ids) < 0)
         return;
     if (s_check_prompt(self, to, req, req->max_tokens) == 0) {

@@ -21,6 +21,7 @@
 #include "core/err.h"
 #include "engine/sampler.h"
 #include "engine/weights.h"
+#include "security/keypair.h"
 #include "tokenizer/tokenizer.h"
 
 /* The experts one node hosts, for status replies. */
@@ -42,6 +43,12 @@ typedef struct rpc_config {
     int n_eos;              /* the model's EOS ids (genconfig.h) */
     int32_t eos[SAMPLER_MAX_EOS];
     int default_deadline_ms;      /* for requests that give none; 0: none */
+    const keypair_t *curve_key;   /* NULL: plain; else the endpoint is a CURVE
+                                     server with this pair (borrowed; the
+                                     context's ZAP handler allows the clients) */
+    int max_tokens_limit;         /* GENERATE max_tokens above it are refused; 0: none */
+    int max_requests_per_client;  /* GENERATEs queued + running per client (key,
+                                     else connection); more get BUSY; 0: none */
 } rpc_config_t;
 
 typedef struct rpc rpc_t;

@@ -504,3 +504,24 @@ size_t sched_kv_bytes(const sched_t *self)
 {
     return self->kv_used;
 }
+
+/* One client: its key when it has one, else its connection. */
+static bool s_same_owner(const wire_peer_t *a, const wire_peer_t *b)
+{
+    if (a->user[0] || b->user[0])
+        return strcmp(a->user, b->user) == 0;
+    return s_same_client(a, b);
+}
+
+int sched_client_requests(const sched_t *self, const wire_peer_t *client)
+{
+    int n = 0;
+    for (int i = 0; i < self->conf.max_seqs; i++)
+        if (self->seqs[i].used && s_same_owner(&self->seqs[i].job.client, client))
+            n++;
+    for (int i = 0; i < self->q_len; i++)
+        if (s_same_owner(&self->queue[(self->q_head + i) % self->conf.queue_limit].client,
+                         client))
+            n++;
+    return n;
+}

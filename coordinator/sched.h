@@ -102,6 +102,10 @@ bool sched_has_work(const sched_t *self);
 void sched_step(sched_t *self, sched_emit_fn emit, void *ctx, double *seconds,
                 uint64_t *rows);
 
+/* Requests of one client, queued and running: the same authenticated key
+ * (client->user, under CURVE) or, without one, the same connection. */
+int sched_client_requests(const sched_t *self, const wire_peer_t *client);
+
 int sched_running(const sched_t *self);     /* sequences in slots */
 int sched_queued(const sched_t *self);      /* requests waiting */
 size_t sched_kv_bytes(const sched_t *self); /* KV cache held now */

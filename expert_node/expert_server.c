@@ -20,6 +20,8 @@
 #include "engine/weights.h"
 #include "model/config.h"
 #include "proto/wire.h"
+#include "security/keypair.h"
+#include "security/zap.h"
 
 struct expert_server {
     int node_id;
@@ -35,6 +37,7 @@ struct expert_server {
     wire_inbox_t *inbox;      /* received messages point into it */
     void *ctx;                /* ZeroMQ context, one per server */
     void *sock;               /* ROUTER, bound */
+    zap_t *zap;               /* with CURVE: allows coordinators by key */
     char endpoint[WIRE_MAX_TEXT];
     FILE *log;                /* NULL: quiet */
     unsigned long n_served;   /* EXPERT_REPLYs sent */
@@ -90,9 +93,30 @@ static int s_load(expert_server_t *self, const expert_server_opts_t *opts, err_t
     return self->inbox ? 0 : -1;
 }
 
-/* Makes the ROUTER socket and binds it. */
-static int s_bind(expert_server_t *self, const char *endpoint, err_t *err)
+/* With CURVE: the key checker (before the socket binds: without one, libzmq
+ * lets every client in) and the socket's server key. */
+static int s_secure(expert_server_t *self, const expert_server_opts_t *opts, err_t *err)
 {
+    if (!opts->curve_key && !opts->curve_coordinators)
+        return 0;
+    if (!opts->curve_key || !opts->curve_coordinators)
+        return err_set(err, EINVAL, "CURVE needs both --curve-key and --curve-coordinators");
+    keypair_t key;
+    int rc = -1;
+    char who[64];
+    snprintf(who, sizeof who, "moe-expert: node %d", self->node_id);
+    if (keypair_load(&key, opts->curve_key, err) == 0 &&
+        (self->zap = zap_new(self->ctx, opts->curve_coordinators, who, self->log, err)) &&
+        keypair_set_server(self->sock, &key, "data-plane", err) == 0)
+        rc = 0;
+    memset(&key, 0, sizeof key);
+    return rc;
+}
+
+/* Makes the ROUTER socket and binds it. */
+static int s_bind(expert_server_t *self, const expert_server_opts_t *opts, err_t *err)
+{
+    const char *endpoint = opts->bind;
     const config_t *cfg = &self->w->cfg;
     wire_limits_t lim = {.hidden = cfg->hidden_size, .max_rows = self->max_rows,
                          .max_assign = self->max_assign, .n_layers = cfg->n_layers,
@@ -110,7 +134,7 @@ static int s_bind(expert_server_t *self, const char *endpoint, err_t *err)
     if (zmq_setsockopt(self->sock, ZMQ_LINGER, &zero, sizeof zero) < 0 ||
         zmq_setsockopt(self->sock, ZMQ_RCVTIMEO, &zero, sizeof zero) < 0)
         return err_set(err, errno, "cannot set socket options: %s", zmq_strerror(errno));
-    if (wire_socket_set_limit(self->sock, &lim, err) < 0)
+    if (wire_socket_set_limit(self->sock, &lim, err) < 0 || s_secure(self, opts, err) < 0)
         return -1;
     if (zmq_bind(self->sock, endpoint) < 0)
         return err_set(err, errno, "cannot bind %s: %s", endpoint, zmq_strerror(errno));
@@ -144,7 +168,7 @@ expert_server_t *expert_server_new(const expert_server_opts_t *opts, err_t *err)
     }
     self->node_id = opts->node_id;
     self->log = opts->log;
-    if (s_load(self, opts, err) < 0 || s_bind(self, opts->bind, err) < 0) {
+    if (s_load(self, opts, err) < 0 || s_bind(self, opts, err) < 0) {
         expert_server_destroy(&self);
         return NULL;
     }
@@ -159,6 +183,7 @@ void expert_server_destroy(expert_server_t **self_p)
     int saved = errno;
     if (self->sock)
         zmq_close(self->sock);
+    zap_destroy(&self->zap); /* its sockets live in ctx */
     if (self->ctx)
         zmq_ctx_term(self->ctx);
     wire_inbox_destroy(&self->inbox);

@@ -44,12 +44,16 @@ typedef struct expert_server_opts {
     int max_rows;                  /* rows per EXPERT_REQUEST, >= 1; assignments
                                       are limited to max_rows * top_k */
     FILE *log;                     /* one line per rejected message; NULL: quiet */
+    const char *curve_key;         /* NULL: plain TCP; else this node's NAME.key:
+                                      the socket is a CURVE server ... */
+    const char *curve_coordinators; /* ... allowing the *.pub keys of this folder */
 } expert_server_opts_t;
 
 /* Loads the node's experts and binds its socket. Caller destroys. NULL with
  * errno/err on failure: EINVAL (node id outside the placement, a placement
  * for another model shape, max_rows out of range), the errors of
- * weights_load (a missing or malformed model names the file), ENOMEM, or the
+ * weights_load (a missing or malformed model names the file), ENOMEM, the
+ * errors of a key file or allowed-keys folder (keypair.h, zap.h), or the
  * ZeroMQ error of binding (e.g. EADDRINUSE), naming the endpoint. */
 expert_server_t *expert_server_new(const expert_server_opts_t *opts, err_t *err);
 

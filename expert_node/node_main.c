@@ -3,6 +3,7 @@
  *   moe-expert --model DIR --node-id I --nodes N [--placement FILE |
  *              --placement-groups] [--replicas R] [--bind ENDPOINT]
  *              [--endpoint-file FILE] [--threads T] [--max-rows R]
+ *              [--curve-key FILE --curve-coordinators DIR]
  *   moe-expert --model DIR --nodes N [--placement FILE | --placement-groups]
  *              [--replicas R] --print-placement
  *
@@ -53,6 +54,8 @@ typedef struct options {
     int replicas;               /* 0: not given (1 for the default split) */
     int threads;                /* 0: OpenBLAS's default */
     int max_rows;
+    const char *curve_key;      /* NULL: plain TCP */
+    const char *curve_coordinators;
 } options_t;
 
 static void s_usage(FILE *out)
@@ -61,6 +64,7 @@ static void s_usage(FILE *out)
             "usage: moe-expert --model DIR --node-id I --nodes N [--placement FILE |\n"
             "                  --placement-groups] [--replicas R] [--bind ENDPOINT]\n"
             "                  [--endpoint-file FILE] [--threads T] [--max-rows R]\n"
+            "                  [--curve-key FILE --curve-coordinators DIR]\n"
             "       moe-expert --model DIR --nodes N [--placement FILE | --placement-groups]\n"
             "                  [--replicas R] --print-placement\n"
             "\n"
@@ -85,6 +89,10 @@ static void s_usage(FILE *out)
             "  --endpoint-file FILE  also write the bound endpoint to FILE, atomically\n"
             "  --threads T           OpenBLAS threads (default: all cores)\n"
             "  --max-rows R          largest batch of rows per request (default %d)\n"
+            "  --curve-key FILE      encrypt and authenticate with ZeroMQ CURVE: this\n"
+            "                        node's key pair (moe-keygen; docs/DEPLOY.md)\n"
+            "  --curve-coordinators DIR  the *.pub files of the coordinators allowed\n"
+            "                        to connect\n"
             "  --help                this text\n"
             "\n"
             "Exit status: 0 clean shutdown, 1 runtime error, 2 usage error.\n",
@@ -115,6 +123,8 @@ static int s_parse_args(int argc, char **argv, options_t *opt)
         {"endpoint-file", required_argument, NULL, 'e'},
         {"threads", required_argument, NULL, 't'},
         {"max-rows", required_argument, NULL, 'x'},
+        {"curve-key", required_argument, NULL, 'k'},
+        {"curve-coordinators", required_argument, NULL, 'C'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -129,6 +139,8 @@ static int s_parse_args(int argc, char **argv, options_t *opt)
         case 'P': opt->print_placement = true; break;
         case 'b': opt->bind = optarg; break;
         case 'e': opt->endpoint_file = optarg; break;
+        case 'k': opt->curve_key = optarg; break;
+        case 'C': opt->curve_coordinators = optarg; break;
         case 'i': rc = s_parse_int(optarg, "--node-id", 1, &opt->node_id); break;
         case 'n': rc = s_parse_int(optarg, "--nodes", 1, &opt->n_nodes); break;
         case 'r': rc = s_parse_int(optarg, "--replicas", 1, &opt->replicas); break;
@@ -270,7 +282,9 @@ static int s_serve(const options_t *opt, err_t *err)
         goto done;
     expert_server_opts_t so = {.model_dir = opt->model, .placement = placement,
                                .node_id = opt->node_id, .bind = opt->bind,
-                               .max_rows = opt->max_rows, .log = stderr};
+                               .max_rows = opt->max_rows, .log = stderr,
+                               .curve_key = opt->curve_key,
+                               .curve_coordinators = opt->curve_coordinators};
     server = expert_server_new(&so, err);
     if (!server)
         goto done;

@@ -254,8 +254,10 @@ static int s_recv_all(wire_inbox_t *self, void *socket, bool with_identity,
     s_inbox_reset(self);
     *n_frames = 0;
     *bad_identity = false;
-    if (from)
+    if (from) {
         from->len = 0;
+        from->user[0] = '\0';
+    }
     bool identity = with_identity;
     self->message_bytes = 0;
     for (;;) {
@@ -271,6 +273,13 @@ static int s_recv_all(wire_inbox_t *self, void *socket, bool with_identity,
                 from->len = len;
             }
         } else {
+            /* Set by ZeroMQ from the ZAP reply, never by the peer. Read from
+             * the header: libzmq 4.3.4 leaves the identity frame of a ROUTER
+             * without metadata after a poll. */
+            const char *user = *n_frames == 0 && from && from->len
+                                   ? zmq_msg_gets(&part, "User-Id") : NULL;
+            if (user)
+                snprintf(from->user, sizeof from->user, "%s", user);
             if (*n_frames == 0)
                 zmq_msg_move(&self->hdr, &part);
             else if (*n_frames == 1)

@@ -58,10 +58,15 @@ int64_t wire_max_message_bytes(const wire_limits_t *lim);
 /* Sets ZMQ_MAXMSGSIZE from the limits; 0 or -1 with errno/err. */
 int wire_socket_set_limit(void *socket, const wire_limits_t *lim, err_t *err);
 
-/* A ROUTER socket's routing identity of a peer. */
+enum { WIRE_MAX_USER = 40 };              /* a ZAP User-Id: a Z85 CURVE public key */
+
+/* A ROUTER socket's routing identity of a peer, and who it is. */
 typedef struct wire_peer {
     size_t len;
     uint8_t id[WIRE_MAX_IDENTITY];
+    char user[WIRE_MAX_USER + 1]; /* the ZAP handler's User-Id for the connection
+                                     (security/zap.h: the client's public key
+                                     under CURVE); "" when none */
 } wire_peer_t;
 
 typedef struct wire_inbox wire_inbox_t;
