@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -24,7 +25,7 @@
 #include "tests/fixture.h"
 #include "tests/testutil.h"
 
-enum { N_HOSTS = 5, MAX_PROCS = 8 };
+enum { N_HOSTS = 5, MAX_PROCS = 16 };
 
 static char s_root[512];
 static char s_bin[512];
@@ -136,7 +137,7 @@ static pid_t s_spawn_child(int host, const char *log, const char *args)
 /* Prints the end of a process's log, to explain a failure. */
 static void s_show_log(const char *log)
 {
-    char cmd[1024];
+    char cmd[8192];
     snprintf(cmd, sizeof cmd, "tail -n 30 '%s' >&2", log);
     if (system(cmd) != 0)
         fprintf(stderr, "(no log at %s)\n", log);
@@ -212,8 +213,11 @@ static void s_crosscheck(const fixture_t *fx, const char *endpoint)
 }
 
 /* Nodes on hosts 2-4 and the coordinator on host 1, started by hand with
- * explicit endpoints; returns the client endpoint (malloc'd). */
-static char *s_start_by_hand(const char *model, const char *name, int reply_timeout_ms)
+ * explicit endpoints; node_opts and coord_opts are extra options of the
+ * nodes and of the coordinator (e.g. the same --replicas on both). Returns
+ * the client endpoint (malloc'd). */
+static char *s_start_by_hand(const char *model, const char *name, int reply_timeout_ms,
+                             const char *node_opts, const char *coord_opts)
 {
     char args[4096], log[700], ep_file[700], addr[64];
     char nodes[2048] = "";
@@ -222,8 +226,8 @@ static char *s_start_by_hand(const char *model, const char *name, int reply_time
         snprintf(ep_file, sizeof ep_file, "%s/%s-node%d.ep", s_tmp, name, n);
         snprintf(log, sizeof log, "%s/%s-node%d.log", s_tmp, name, n);
         snprintf(args, sizeof args, "'%s/moe-expert' --model '%s' --node-id %d --nodes 3 "
-                 "--threads 1 --bind 'tcp://%s:*' --endpoint-file '%s'", s_bin, model, n, addr,
-                 ep_file);
+                 "--threads 1 --bind 'tcp://%s:*' --endpoint-file '%s' %s", s_bin, model, n,
+                 addr, ep_file, node_opts);
         pid_t pid = s_spawn(n + 1, log, args);
         char *ep = s_wait_line(ep_file, pid, 60);
         assert_true(strstr(ep, addr) != NULL); /* bound on its host's address */
@@ -235,8 +239,8 @@ static char *s_start_by_hand(const char *model, const char *name, int reply_time
     snprintf(ep_file, sizeof ep_file, "%s/%s-coord.ep", s_tmp, name);
     snprintf(log, sizeof log, "%s/%s-coord.log", s_tmp, name);
     snprintf(args, sizeof args, "'%s/moe-coordinator' --model '%s' %s --bind 'tcp://%s:*' "
-             "--reply-timeout-ms %d --endpoint-file '%s'", s_bin, model, nodes, addr,
-             reply_timeout_ms, ep_file);
+             "--reply-timeout-ms %d --endpoint-file '%s' %s", s_bin, model, nodes, addr,
+             reply_timeout_ms, ep_file, coord_opts);
     pid_t pid = s_spawn(1, log, args);
     return s_wait_line(ep_file, pid, 60);
 }
@@ -252,7 +256,7 @@ static void test_started_by_hand_across_hosts(void **state)
     for (int f = 0; f < n; f++) {
         fixture_t *fx = fixture_load(paths[f]);
         assert_non_null(fx);
-        char *ep = s_start_by_hand(fx->dir, fx->name, 30000);
+        char *ep = s_start_by_hand(fx->dir, fx->name, 30000, "", "");
         printf("  %s: coordinator on host 1 at %s, nodes on hosts 2-4, client on host 5\n",
                fx->name, ep);
         s_crosscheck(fx, ep);
@@ -273,7 +277,7 @@ static void test_link_down_mid_generation(void **state)
     assert_int_equal(s_sh("'%s/moe-mkmodel' --arch mixtral --preset small --seed 5 --out '%s' "
                           ">/dev/null 2>&1", s_bin, model), 0);
     const int timeout_ms = 2000;
-    char *ep = s_start_by_hand(model, "linkdown", timeout_ms);
+    char *ep = s_start_by_hand(model, "linkdown", timeout_ms, "", "");
 
     /* A long generation from host 5, in the background. */
     snprintf(log, sizeof log, "%s/linkdown-client.log", s_tmp);
@@ -313,6 +317,196 @@ static void test_link_down_mid_generation(void **state)
     assert_int_equal(s_sh("'%s/cluster/netns.sh' link --tag %s --host 3 up", s_root, s_tag), 0);
     s_kill_procs();
     free(ep);
+}
+
+/* Node node_id's state in `moe-client status --json` asked from host 5. */
+static bool s_node_up(const char *ep, int node_id)
+{
+    char args[1024], key[32];
+    snprintf(args, sizeof args, "--connect '%s' --timeout 10 status --json", ep);
+    snprintf(key, sizeof key, "\"node_id\":%d,", node_id);
+    char *line = NULL;
+    assert_int_equal(s_client(args, &line), 0);
+    const char *node = strstr(line, key);
+    assert_non_null(node);
+    const char *up = strstr(node, "\"up\":");
+    assert_non_null(up);
+    const bool is_up = strncmp(up, "\"up\":true", 9) == 0;
+    free(line);
+    return is_up;
+}
+
+/* Polls the status until node_id is up (or down); returns the seconds it
+ * took, failing the test after `seconds`. */
+static double s_wait_node(const char *ep, int node_id, bool up, double seconds)
+{
+    const double t0 = timer_now();
+    for (int i = 0; i < 1000 && timer_now() - t0 < seconds; i++) {
+        if (s_node_up(ep, node_id) == up)
+            return timer_now() - t0;
+        usleep(50 * 1000);
+    }
+    fail_msg("node %d not %s after %.0f s", node_id, up ? "up" : "down", seconds);
+    return 0;
+}
+
+static long s_file_size(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 ? (long)st.st_size : 0;
+}
+
+enum { LD_GEN = 6, LD_TOKENS = 300 };
+
+/* Every expert on two of the three nodes: host 3's link goes down while six
+ * generations stream to host 5. The coordinator notices it by the reply
+ * timeout (TCP does not), sends node 2's work to the replicas, and every
+ * generation ends with moe-run's tokens after a pause of about the timeout.
+ * Plugged in again, node 2 rejoins and serves. */
+static void test_link_down_with_replicas(void **state)
+{
+    (void)state;
+    if (!s_hosts_up)
+        skip();
+    const int timeout_ms = 1000;
+    char model[700], args[8192], out[LD_GEN][700], err[LD_GEN][720], log[700], ids[LD_GEN][128];
+    char *want[LD_GEN];
+    snprintf(model, sizeof model, "%s/mixtral-A", fixture_root());
+    fixture_t *fx = fixture_load(model);
+    assert_non_null(fx);
+    testrng_t rng;
+    testrng_init(&rng, 31);
+    for (int g = 0; g < LD_GEN; g++) {
+        size_t used = 0;
+        for (int i = 0; i < 1 + g % 4; i++)
+            used += (size_t)snprintf(ids[g] + used, sizeof ids[g] - used, "%s%d", i ? "," : "",
+                                     (int)(testrng_uniform(&rng) * fx->vocab));
+        snprintf(args, sizeof args, "'%s/moe-run' --model '%s' --prompt-ids %s --max-tokens %d "
+                 "--ignore-eos --threads 1 2>/dev/null", s_bin, model, ids[g], LD_TOKENS);
+        char *text = NULL;
+        assert_int_equal(testutil_run(args, &text), 0);
+        text[strcspn(text, "\n")] = '\0';
+        want[g] = text;
+    }
+    fixture_destroy(&fx);
+    assert_int_equal(s_sh("'%s/cluster/netns.sh' link --tag %s --host 3 up", s_root, s_tag), 0);
+    char *ep = s_start_by_hand(model, "failover", timeout_ms, "--replicas 2",
+                               "--replicas 2 --heartbeat-ms 200 --heartbeat-misses 3");
+
+    /* The generations stream from host 5: each output file grows token by
+     * token (their summaries go to err[g]), so a pause shows as a time when no
+     * file grew. */
+    /* Starting a program on a host takes tens of ms, so each client waits
+     * (at most 10 s) for a go file: they all start together. */
+    char go[700];
+    snprintf(go, sizeof go, "%s/failover.go", s_tmp);
+    pid_t client[LD_GEN];
+    for (int g = 0; g < LD_GEN; g++) {
+        snprintf(out[g], sizeof out[g], "%s/failover-gen%d.out", s_tmp, g);
+        snprintf(err[g], sizeof err[g], "%s/failover-gen%d.err", s_tmp, g);
+        snprintf(args, sizeof args, "sh -c \"for i in \\$(seq 1000); do [ -e '%s' ] && break; "
+                 "sleep 0.01; done; exec '%s/moe-client' --connect '%s' --timeout 30 "
+                 "generate --prompt-ids %s --max-tokens %d --ignore-eos --stream "
+                 "2>'%s'\"", go, s_bin, ep, ids[g], LD_TOKENS, err[g]);
+        client[g] = s_spawn_child(5, out[g], args);
+    }
+    usleep(300 * 1000); /* time for the last one to reach its wait */
+    assert_int_equal(s_sh("touch '%s'", go), 0);
+    /* Mid-generation: every client has streamed some tokens, none has ended. */
+    const double t_start = timer_now();
+    for (bool going = false; !going; usleep(5000)) {
+        going = true;
+        for (int g = 0; g < LD_GEN; g++)
+            going &= s_file_size(out[g]) >= 60;
+        if (timer_now() - t_start > 20)
+            fail_msg("the generations did not start within 20 s");
+    }
+    int status[LD_GEN];
+    bool ended[LD_GEN] = {false};
+    for (int g = 0; g < LD_GEN; g++)
+        assert_int_equal(waitpid(client[g], &status[g], WNOHANG), 0); /* still generating */
+    long size[LD_GEN];
+    for (int g = 0; g < LD_GEN; g++)
+        size[g] = s_file_size(out[g]);
+    const double t_down = timer_now();
+    assert_int_equal(s_sh("'%s/cluster/netns.sh' link --tag %s --host 3 down", s_root, s_tag), 0);
+
+    /* Until all have ended (bounded): the longest time no output grew. */
+    double last = timer_now(), gap = 0;
+    int n_ended = 0;
+    for (int i = 0; n_ended < LD_GEN; i++) {
+        if (timer_now() - t_down > 30 || i > 30 * 1000)
+            fail_msg("%d of %d generations still running 30 s after the link went down",
+                     LD_GEN - n_ended, LD_GEN);
+        bool grew = false;
+        for (int g = 0; g < LD_GEN; g++) {
+            const long now_size = s_file_size(out[g]);
+            grew |= now_size != size[g];
+            size[g] = now_size;
+            if (!ended[g] && waitpid(client[g], &status[g], WNOHANG) == client[g]) {
+                ended[g] = true;
+                n_ended++;
+            }
+        }
+        const double now = timer_now();
+        if (grew) {
+            gap = now - last > gap ? now - last : gap;
+            last = now;
+        }
+        usleep(2000);
+    }
+    const double done = timer_now() - t_down;
+    for (int g = 0; g < LD_GEN; g++) {
+        char *text = testutil_read_file(out[g], NULL);
+        assert_non_null(text);
+        text[strcspn(text, "\n")] = '\0';
+        if (!WIFEXITED(status[g]) || WEXITSTATUS(status[g]) != 0) {
+            s_show_log(err[g]);
+            fail_msg("generation %d failed (status 0x%x)", g, status[g]);
+        }
+        if (strcmp(text, want[g]) != 0)
+            fail_msg("generation %d printed\n  %s\nbut moe-run\n  %s", g, text, want[g]);
+        free(text);
+    }
+    printf("  link of host 3 (node 2) down mid-generation, R = 2: all %d generations of %d "
+           "tokens completed %.2f s later, equal to moe-run's; longest pause %.3f s (reply "
+           "timeout %d ms)\n", LD_GEN, LD_TOKENS, done, gap, timeout_ms);
+    /* The pause is the reply timeout: node 2 had work in flight when its
+     * link went down, and nothing but the timeout noticed it. */
+    assert_true(gap > timeout_ms / 1000.0 * 0.5);
+    assert_true(gap < timeout_ms / 1000.0 + 2.0);
+
+    /* The coordinator reports node 2 down, and says why in its log. */
+    assert_false(s_node_up(ep, 2));
+    snprintf(log, sizeof log, "%s/failover-coord.log", s_tmp);
+    char *coord_log = testutil_read_file(log, NULL);
+    assert_non_null(coord_log);
+    const char *down = strstr(coord_log, "node 2 (");
+    assert_non_null(down);
+    assert_non_null(strstr(down, "is down: no reply to layer"));
+    assert_non_null(strstr(coord_log, "node 2 failed with"));
+    assert_non_null(strstr(coord_log, "sending them to replicas"));
+    free(coord_log);
+
+    /* Plugged in again, node 2 rejoins and a new request succeeds. */
+    assert_int_equal(s_sh("'%s/cluster/netns.sh' link --tag %s --host 3 up", s_root, s_tag), 0);
+    const double back = s_wait_node(ep, 2, true, 20);
+    printf("  link up again: node 2 up %.2f s later (%.2f s after the link went down)\n", back,
+           timer_now() - t_down);
+    char *line = NULL;
+    snprintf(args, sizeof args, "--connect '%s' --timeout 30 generate --prompt-ids %s "
+             "--max-tokens %d --ignore-eos", ep, ids[0], LD_TOKENS);
+    assert_int_equal(s_client(args, &line), 0);
+    assert_string_equal(line, want[0]);
+    free(line);
+    coord_log = testutil_read_file(log, NULL);
+    assert_non_null(coord_log);
+    assert_non_null(strstr(coord_log, "is back after"));
+    free(coord_log);
+    s_kill_procs();
+    free(ep);
+    for (int g = 0; g < LD_GEN; g++)
+        free(want[g]);
 }
 
 static void test_mpirun_across_hosts(void **state)
@@ -366,8 +560,9 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_started_by_hand_across_hosts),
         cmocka_unit_test(test_mpirun_across_hosts),
-        /* Last: it unplugs host 3, whose neighbours may remember it as gone. */
+        /* Last: they unplug host 3, whose neighbours may remember it as gone. */
         cmocka_unit_test(test_link_down_mid_generation),
+        cmocka_unit_test(test_link_down_with_replicas),
     };
     return cmocka_run_group_tests(tests, s_setup, s_teardown);
 }
