@@ -269,6 +269,30 @@ int decoder_step_strip(const decoder_t *self, int i, const char **content,
     return 1;
 }
 
+int decoder_open_end(const decoder_t *self, int steps, const char *token)
+{
+    int first = 0;
+    while (first < steps && self->steps[first].kind != DECODER_BYTEFALLBACK)
+        first++;
+    if (first == steps)
+        return 0;
+    /* Why: the steps before the first ByteFallback work token by token, so
+     * they show what it sees of this token. */
+    tok_pieces_t t = {0}, tmp = {0};
+    int rc = tok_pieces_push(&t, token, strlen(token));
+    for (int i = 0; i < first && rc == 0; i++) {
+        rc = s_step(&self->steps[i], &t, &tmp);
+        tok_pieces_t swap = t;
+        t = tmp;
+        tmp = swap;
+    }
+    if (rc == 0)
+        rc = t.n == 1 && s_byte_token(t.bytes.v + t.off[0], t.len[0]) >= 0;
+    tok_pieces_fini(&t);
+    tok_pieces_fini(&tmp);
+    return rc;
+}
+
 int decoder_run(const decoder_t *self, tok_pieces_t *tokens, tok_bytes_t *out,
                 err_t *err)
 {

@@ -47,6 +47,12 @@ int decoder_head(const decoder_t *self);
 int decoder_run_steps(const decoder_t *self, int first, int last,
                       tok_pieces_t *tokens, tok_bytes_t *out, err_t *err);
 
+/* 1 when token, last in a text decoded with steps [0, steps), may still
+ * change with the token after it: it is a byte of a ByteFallback run, which
+ * becomes one U+FFFD per byte when the whole run is not UTF-8. 0, or -1
+ * with ENOMEM. */
+int decoder_open_end(const decoder_t *self, int steps, const char *token);
+
 /* What step i does to a single whole text: 1 for a Strip (its content,
  * start and stop set), 0 for a Fuse (nothing), -1 for any other step. */
 int decoder_step_strip(const decoder_t *self, int i, const char **content,

@@ -552,7 +552,9 @@ oom:
  * that starts at a token whose text is final, and pass on what grows past
  * the prefix once it does not end in an incomplete character. Decoding a
  * window (not only the new token) keeps steps that look across tokens
- * (ByteFallback runs, UTF-8 of ByteLevel bytes) identical to a whole decode.
+ * (ByteFallback runs, UTF-8 of ByteLevel bytes) identical to a whole decode;
+ * a window that ends in a ByteFallback byte is held (decoder_open_end), as
+ * a later byte can turn the whole run into U+FFFDs.
  * The steps after the head see the whole text, which no window shows: a
  * Strip there removes only at the start of everything and at its very end,
  * so it is run on the passed-on text as it grows (s_strip_push); any other
@@ -567,7 +569,7 @@ int tokenizer_stream_feed(tokenizer_stream_t *self, int32_t id,
         if (s_decode_steps(self->tok, self->ids.v, self->ids.n, self->head,
                            &self->scratch, &self->text, err) < 0)
             return -1;
-        if (!s_ends_with_fffd(&self->text)) {
+        if (self->text.n == 0) { /* empty texts: the window skips them */
             tok_bytes_t swap = self->prefix;
             self->prefix = self->text;
             self->text = swap;
@@ -581,7 +583,11 @@ int tokenizer_stream_feed(tokenizer_stream_t *self, int32_t id,
         self->ids.n--;
         return -1;
     }
-    if (self->text.n > self->prefix.n && !s_ends_with_fffd(&self->text) &&
+    int open = decoder_open_end(self->tok->dec, self->head,
+                                tokenizer_id_token(self->tok, id));
+    if (open < 0)
+        return err_set(err, ENOMEM, "out of memory");
+    if (!open && self->text.n > self->prefix.n && !s_ends_with_fffd(&self->text) &&
         memcmp(self->text.v, self->prefix.v ? self->prefix.v : "", self->prefix.n) == 0) {
         if (tok_bytes_push(&self->chunk, self->text.v + self->prefix.n,
                            self->text.n - self->prefix.n) < 0)
