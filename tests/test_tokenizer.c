@@ -287,6 +287,123 @@ static void test_malformed(void **state)
     tokenizer_destroy(&tok);
 }
 
+/* A tokenizer.json with the given decoder over a small vocabulary whose
+ * tokens hold spaces (as "\u2581", "\u0120" and a fallback byte), parts of
+ * "\u00e9", and letters. */
+static tokenizer_t *s_load_decoder(const char *dir, const char *name,
+                                   const char *decoder)
+{
+    char path[4096], body[4096];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    snprintf(body, sizeof body,
+             "{\"model\": {\"type\": \"BPE\", \"byte_fallback\": true, \"vocab\": "
+             "{\"<unk>\": 0, \"\\u2581\": 1, \"a\": 2, \"\\u00e9\": 3, \"<0xC3>\": 4, "
+             "\"<0xA9>\": 5, \"\\u2581\\u2581\": 6, \"a\\u2581\": 7, \"<0x20>\": 8, "
+             "\"\\u0120\": 9}, \"merges\": []}, \"decoder\": %s}", decoder);
+    assert_int_equal(testutil_write_file(path, body, strlen(body)), 0);
+    err_t err = {0};
+    tokenizer_t *tok = tokenizer_load(path, &err);
+    if (!tok)
+        fail_msg("%s: %s", name, err.msg);
+    return tok;
+}
+
+/* Streams ids[0..n) and checks that every part is whole UTF-8 and that the
+ * parts add up to tokenizer_decode of all the ids. */
+static void s_check_stream(tokenizer_t *tok, tokenizer_stream_t *st,
+                           const int32_t *ids, size_t n, const char *what)
+{
+    err_t err = {0};
+    char *want = NULL, got[256];
+    size_t at = 0;
+    assert_int_equal(tokenizer_decode(tok, ids, n, &want, &err), 0);
+    for (size_t k = 0; k <= n; k++) {
+        const char *part;
+        size_t len;
+        int rc = k < n ? tokenizer_stream_feed(st, ids[k], &part, &len, &err)
+                       : tokenizer_stream_flush(st, &part, &len, &err);
+        assert_int_equal(rc, 0);
+        if (!s_valid_utf8(part, len))
+            fail_msg("%s: part %zu of %zu ids (%d %d) is no UTF-8: %zu bytes %02x", what, k, n, n > 0 ? (int)ids[0] : -1, n > 1 ? (int)ids[1] : -1, len, len ? (unsigned char)part[0] : 0);
+        assert_true(at + len < sizeof got);
+        memcpy(got + at, part, len);
+        at += len;
+    }
+    got[at] = '\0';
+    if (strcmp(got, want) != 0) {
+        char list[128] = "";
+        for (size_t k = 0; k < n; k++)
+            snprintf(list + strlen(list), sizeof list - strlen(list), " %d", (int)ids[k]);
+        fail_msg("%s: ids%s: streamed '%s', decoded '%s'", what, list, got, want);
+    }
+    mem_free(want);
+}
+
+/* Regression (fuzz/regressions/tokenizer/stream-strip-start2.json): a Strip
+ * after Fuse works on the whole text, so a stream over a window of ids must
+ * not strip at the window's start or end. Every sequence of up to 5 ids is
+ * streamed under decoders that strip, strip twice, replace across tokens,
+ * strip each token, and strip after ByteLevel. */
+static void test_stream_strip(void **state)
+{
+    (void)state;
+    static const char *decoders[] = {
+        "{\"type\": \"Sequence\", \"decoders\": [{\"type\": \"Replace\", \"pattern\": "
+        "{\"String\": \"\\u2581\"}, \"content\": \" \"}, {\"type\": \"ByteFallback\"}, "
+        "{\"type\": \"Fuse\"}, {\"type\": \"Strip\", \"content\": \" \", \"start\": 2, "
+        "\"stop\": 1}]}",
+        "{\"type\": \"Sequence\", \"decoders\": [{\"type\": \"Replace\", \"pattern\": "
+        "{\"String\": \"\\u2581\"}, \"content\": \" \"}, {\"type\": \"ByteFallback\"}, "
+        "{\"type\": \"Fuse\"}, {\"type\": \"Strip\", \"content\": \" \", \"start\": 2, "
+        "\"stop\": 1}, {\"type\": \"Strip\", \"content\": \"a\", \"start\": 1, "
+        "\"stop\": 2}]}",
+        "{\"type\": \"Sequence\", \"decoders\": [{\"type\": \"Replace\", \"pattern\": "
+        "{\"String\": \"\\u2581\"}, \"content\": \" \"}, {\"type\": \"ByteFallback\"}, "
+        "{\"type\": \"Fuse\"}, {\"type\": \"Replace\", \"pattern\": {\"String\": \" a \"}, "
+        "\"content\": \"_\"}]}",
+        "{\"type\": \"Sequence\", \"decoders\": [{\"type\": \"Replace\", \"pattern\": "
+        "{\"String\": \"\\u2581\"}, \"content\": \" \"}, {\"type\": \"ByteFallback\"}, "
+        "{\"type\": \"Strip\", \"content\": \" \", \"start\": 2, \"stop\": 1}, "
+        "{\"type\": \"Fuse\"}]}",
+        "{\"type\": \"Sequence\", \"decoders\": [{\"type\": \"ByteLevel\"}, "
+        "{\"type\": \"Strip\", \"content\": \" \", \"start\": 1, \"stop\": 1}]}",
+    };
+    char *dir = testutil_mkdtemp("tokenizer-strip");
+    assert_non_null(dir);
+    for (size_t d = 0; d < sizeof decoders / sizeof *decoders; d++) {
+        char name[32];
+        snprintf(name, sizeof name, "strip%zu.json", d);
+        tokenizer_t *tok = s_load_decoder(dir, name, decoders[d]);
+        tokenizer_stream_t *st = tokenizer_stream_new(tok);
+        assert_non_null(st);
+        int32_t ids[5], v = tokenizer_n_ids(tok);
+        for (size_t n = 0; n <= 5; n++) {
+            size_t count = 1;
+            for (size_t k = 0; k < n; k++)
+                count *= (size_t)v;
+            for (size_t c = 0; c < count; c++) {
+                for (size_t k = 0, x = c; k < n; k++, x /= (size_t)v)
+                    ids[k] = (int32_t)(x % (size_t)v);
+                s_check_stream(tok, st, ids, n, name);
+            }
+        }
+        tokenizer_stream_destroy(&st);
+        tokenizer_destroy(&tok);
+    }
+    /* The whole decode strips only at the start and end of everything: of
+     * "   a  a " (start 2, stop 1) stays " a  a". */
+    tokenizer_t *tok = s_load_decoder(dir, "strip.json", decoders[0]);
+    int32_t ids[] = {1, 6, 7, 1, 2, 8};
+    char *text = NULL;
+    err_t err = {0};
+    assert_int_equal(tokenizer_decode(tok, ids, 6, &text, &err), 0);
+    assert_string_equal(text, " a  a");
+    mem_free(text);
+    tokenizer_destroy(&tok);
+    testutil_rmtree(dir);
+    free(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -297,6 +414,7 @@ int main(void)
         cmocka_unit_test(test_special_ids),
         cmocka_unit_test(test_cli_batch),
         cmocka_unit_test(test_malformed),
+        cmocka_unit_test(test_stream_strip),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

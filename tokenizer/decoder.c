@@ -8,8 +8,6 @@
 #include "core/mem.h"
 #include "tokenizer/pretok.h"
 
-enum { DECODER_STEPS_MAX = 16 };
-
 typedef enum decoder_kind {
     DECODER_BYTELEVEL,
     DECODER_REPLACE,
@@ -246,12 +244,67 @@ cleanup:
     return rc;
 }
 
+int decoder_n_steps(const decoder_t *self) { return self->n_steps; }
+
+int decoder_head(const decoder_t *self)
+{
+    for (int i = 0; i < self->n_steps; i++)
+        if (self->steps[i].kind == DECODER_FUSE ||
+            self->steps[i].kind == DECODER_BYTELEVEL)
+            return i + 1;
+    return self->n_steps;
+}
+
+int decoder_step_strip(const decoder_t *self, int i, const char **content,
+                       int *start, int *stop)
+{
+    const decoder_step_t *st = &self->steps[i];
+    if (st->kind == DECODER_FUSE)
+        return 0;
+    if (st->kind != DECODER_STRIP)
+        return -1;
+    *content = st->a;
+    *start = st->start;
+    *stop = st->stop;
+    return 1;
+}
+
+int decoder_open_end(const decoder_t *self, int steps, const char *token)
+{
+    int first = 0;
+    while (first < steps && self->steps[first].kind != DECODER_BYTEFALLBACK)
+        first++;
+    if (first == steps)
+        return 0;
+    /* Why: the steps before the first ByteFallback work token by token, so
+     * they show what it sees of this token. */
+    tok_pieces_t t = {0}, tmp = {0};
+    int rc = tok_pieces_push(&t, token, strlen(token));
+    for (int i = 0; i < first && rc == 0; i++) {
+        rc = s_step(&self->steps[i], &t, &tmp);
+        tok_pieces_t swap = t;
+        t = tmp;
+        tmp = swap;
+    }
+    if (rc == 0)
+        rc = t.n == 1 && s_byte_token(t.bytes.v + t.off[0], t.len[0]) >= 0;
+    tok_pieces_fini(&t);
+    tok_pieces_fini(&tmp);
+    return rc;
+}
+
 int decoder_run(const decoder_t *self, tok_pieces_t *tokens, tok_bytes_t *out,
                 err_t *err)
 {
+    return decoder_run_steps(self, 0, self->n_steps, tokens, out, err);
+}
+
+int decoder_run_steps(const decoder_t *self, int first, int last,
+                      tok_pieces_t *tokens, tok_bytes_t *out, err_t *err)
+{
     tok_pieces_t tmp = {0};
     int rc = -1;
-    for (int i = 0; i < self->n_steps; i++) {
+    for (int i = first; i < last; i++) {
         if (s_step(&self->steps[i], tokens, &tmp) < 0) {
             err_set(err, ENOMEM, "out of memory");
             goto cleanup;

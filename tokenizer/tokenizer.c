@@ -37,12 +37,38 @@ struct tokenizer {
     tok_ids_t suffix;          /* ids add_special puts after the text */
 };
 
+/* A Strip after the tokens are fused works on the whole text: start removes
+ * copies of content at the start of everything the stream returns, stop at
+ * its end. Fed the final text of the step before, piece by piece, it passes
+ * on what no later text can change. */
+typedef struct stream_strip {
+    const char *content; /* borrowed from the decoder */
+    size_t nc;           /* bytes of content */
+    int start, stop;     /* copies removed at the start, at the end */
+    int stripped;        /* copies removed at the start so far */
+    int begun;           /* the start is settled: nothing more is removed there */
+    tok_bytes_t held;    /* text given but not passed on yet */
+} stream_strip_t;
+
+typedef enum stream_tail {
+    STREAM_TAIL_NONE,  /* the head's text is the decode's text */
+    STREAM_TAIL_STRIP, /* then the Strips of strips[] on the whole text */
+    STREAM_TAIL_WHOLE  /* then other steps on the whole text: held to flush */
+} stream_tail_t;
+
 struct tokenizer_stream {
     const tokenizer_t *tok; /* borrowed */
+    int head;               /* decoder steps the window decodes (decoder_head) */
+    stream_tail_t tail;     /* what the steps after head need */
+    stream_strip_t strips[DECODER_STEPS_MAX];
+    int n_strips;
     tok_ids_t ids;          /* the window of ids not yet fully emitted */
-    tok_bytes_t prefix;     /* decode of ids[0..prefix_index) */
+    tok_bytes_t prefix;     /* head decode of ids[0..prefix_index) */
     size_t prefix_index;    /* ids whose text was already emitted */
-    tok_bytes_t text;       /* decode of the whole window */
+    tok_bytes_t text;       /* head decode of the whole window */
+    tok_bytes_t chunk;      /* head text that became final in this call */
+    tok_bytes_t whole;      /* STREAM_TAIL_WHOLE: all head text so far */
+    tok_bytes_t pass;       /* scratch between Strips */
     tok_bytes_t out;        /* the text returned by the last call */
     tok_pieces_t scratch;   /* token texts for decoding */
 };
@@ -339,9 +365,11 @@ fail:;
     return -1;
 }
 
-/* Decodes ids into out, with scratch for the token texts. */
-static int s_decode(const tokenizer_t *self, const int32_t *ids, size_t n,
-                    tok_pieces_t *scratch, tok_bytes_t *out, err_t *err)
+/* Decodes ids into out with decoder steps [0, steps), with scratch for the
+ * token texts. */
+static int s_decode_steps(const tokenizer_t *self, const int32_t *ids, size_t n,
+                          int steps, tok_pieces_t *scratch, tok_bytes_t *out,
+                          err_t *err)
 {
     tok_pieces_clear(scratch);
     for (size_t i = 0; i < n; i++) {
@@ -351,7 +379,14 @@ static int s_decode(const tokenizer_t *self, const int32_t *ids, size_t n,
         if (tok_pieces_push(scratch, t, strlen(t)) < 0)
             return err_set(err, ENOMEM, "out of memory");
     }
-    return decoder_run(self->dec, scratch, out, err);
+    return decoder_run_steps(self->dec, 0, steps, scratch, out, err);
+}
+
+static int s_decode(const tokenizer_t *self, const int32_t *ids, size_t n,
+                    tok_pieces_t *scratch, tok_bytes_t *out, err_t *err)
+{
+    return s_decode_steps(self, ids, n, decoder_n_steps(self->dec), scratch,
+                          out, err);
 }
 
 int tokenizer_decode(const tokenizer_t *self, const int32_t *ids, size_t n,
@@ -377,8 +412,24 @@ int tokenizer_decode(const tokenizer_t *self, const int32_t *ids, size_t n,
 tokenizer_stream_t *tokenizer_stream_new(const tokenizer_t *tok)
 {
     tokenizer_stream_t *self = mem_calloc(1, sizeof *self);
-    if (self)
-        self->tok = tok;
+    if (!self)
+        return NULL;
+    self->tok = tok;
+    self->head = decoder_head(tok->dec);
+    for (int i = self->head; i < decoder_n_steps(tok->dec); i++) {
+        stream_strip_t *st = &self->strips[self->n_strips];
+        int kind = decoder_step_strip(tok->dec, i, &st->content, &st->start,
+                                      &st->stop);
+        if (kind < 0) {
+            self->tail = STREAM_TAIL_WHOLE;
+            break;
+        }
+        if (kind == 1) {
+            st->nc = strlen(st->content);
+            self->n_strips++;
+            self->tail = STREAM_TAIL_STRIP;
+        }
+    }
     return self;
 }
 
@@ -390,7 +441,12 @@ void tokenizer_stream_destroy(tokenizer_stream_t **self_p)
     tok_ids_fini(&self->ids);
     tok_bytes_fini(&self->prefix);
     tok_bytes_fini(&self->text);
+    tok_bytes_fini(&self->chunk);
+    tok_bytes_fini(&self->whole);
+    tok_bytes_fini(&self->pass);
     tok_bytes_fini(&self->out);
+    for (int i = 0; i < self->n_strips; i++)
+        tok_bytes_fini(&self->strips[i].held);
     tok_pieces_fini(&self->scratch);
     mem_free(self);
     *self_p = NULL;
@@ -401,35 +457,119 @@ static int s_ends_with_fffd(const tok_bytes_t *b)
     return b->n >= 3 && memcmp(b->v + b->n - 3, "\xEF\xBF\xBD", 3) == 0;
 }
 
-/* Sets the stream's output to text[from..). */
-static int s_emit(tokenizer_stream_t *self, size_t from, const char **text,
+/* Gives in[0..n) to a whole-text Strip and appends to out what became final;
+ * at the end of the text the held copies at the end are dropped. The held
+ * text is at most stop copies of content and a part of one, or at the start
+ * less than one copy, so a call costs O(n). Whole copies of valid UTF-8 come
+ * off valid UTF-8, so what is passed on stays whole characters. 0, or -1
+ * with ENOMEM. */
+static int s_strip_push(stream_strip_t *st, const char *in, size_t n, int end,
+                        tok_bytes_t *out)
+{
+    if (tok_bytes_push(&st->held, in, n) < 0)
+        return -1;
+    const char *p = st->held.v;
+    size_t len = st->held.n, s = 0, e, nc = st->nc;
+    while (!st->begun && st->stripped < st->start && len - s >= nc &&
+           memcmp(p + s, st->content, nc) == 0) {
+        s += nc;
+        st->stripped++;
+    }
+    /* Why: the start is settled once start copies are gone or the text
+     * cannot begin with one more; until then it may still be removed. */
+    if (!st->begun && (end || st->stripped >= st->start || len - s >= nc ||
+                       (len > s && memcmp(p + s, st->content, len - s) != 0)))
+        st->begun = 1;
+    if (!st->begun) {
+        e = s; /* nothing final yet */
+    } else {
+        e = len;
+        /* Why: a part of content at the end may become a copy that stop
+         * removes, and so may the copies before it. */
+        for (size_t k = nc - 1; !end && k > 0; k--)
+            if (k <= len - s && memcmp(p + len - k, st->content, k) == 0) {
+                e = len - k;
+                break;
+            }
+        for (int i = 0; i < st->stop && e - s >= nc &&
+                        memcmp(p + e - nc, st->content, nc) == 0; i++)
+            e -= nc;
+    }
+    if (tok_bytes_push(out, p + s, e - s) < 0)
+        return -1;
+    size_t keep = end ? 0 : st->begun ? len - e : len - s;
+    memmove(st->held.v, st->held.v + len - keep, keep);
+    st->held.n = keep;
+    st->held.v[keep] = '\0';
+    return 0;
+}
+
+/* Runs the decoder steps after the head on the head text that became final
+ * (chunk), sets the call's output, and at the end of the stream settles
+ * what was held. */
+static int s_tail(tokenizer_stream_t *self, int end, const char **text,
                   size_t *len, err_t *err)
 {
+    tok_bytes_t *src = &self->chunk;
     self->out.n = 0;
-    if (tok_bytes_push(&self->out, self->text.v + from, self->text.n - from) < 0 ||
-        tok_bytes_reserve(&self->out, 0) < 0)
-        return err_set(err, ENOMEM, "out of memory");
+    if (self->tail == STREAM_TAIL_WHOLE) {
+        if (tok_bytes_push(&self->whole, src->v, src->n) < 0)
+            goto oom;
+        if (end) {
+            tok_pieces_clear(&self->scratch);
+            if (tok_pieces_push(&self->scratch, self->whole.v ? self->whole.v : "",
+                                self->whole.n) < 0)
+                goto oom;
+            self->whole.n = 0;
+            if (decoder_run_steps(self->tok->dec, self->head,
+                                  decoder_n_steps(self->tok->dec), &self->scratch,
+                                  &self->out, err) < 0)
+                return -1;
+        }
+    } else {
+        for (int i = 0; i < self->n_strips; i++) {
+            tok_bytes_t *dst = src == &self->chunk ? &self->pass : &self->chunk;
+            dst->n = 0;
+            if (s_strip_push(&self->strips[i], src->v, src->n, end, dst) < 0)
+                goto oom;
+            src = dst;
+        }
+        if (tok_bytes_push(&self->out, src->v, src->n) < 0)
+            goto oom;
+    }
+    if (tok_bytes_reserve(&self->out, 0) < 0)
+        goto oom;
     self->out.v[self->out.n] = '\0';
     *text = self->out.v;
     *len = self->out.n;
     return 0;
+oom:
+    return err_set(err, ENOMEM, "out of memory");
 }
 
-/* The algorithm of HF tokenizers' DecodeStream: decode a window that starts
- * at a token whose text is final, and emit what grows past the prefix once
- * it does not end in an incomplete character. Decoding a window (not only
- * the new token) keeps decoders that look across tokens (ByteFallback, the
- * leading-space Strip) identical to a whole decode. */
+/* The head of the decoder (its steps up to the one that fuses the tokens)
+ * is run with the algorithm of HF tokenizers' DecodeStream: decode a window
+ * that starts at a token whose text is final, and pass on what grows past
+ * the prefix once it does not end in an incomplete character. Decoding a
+ * window (not only the new token) keeps steps that look across tokens
+ * (ByteFallback runs, UTF-8 of ByteLevel bytes) identical to a whole decode;
+ * a window that ends in a ByteFallback byte is held (decoder_open_end), as
+ * a later byte can turn the whole run into U+FFFDs.
+ * The steps after the head see the whole text, which no window shows: a
+ * Strip there removes only at the start of everything and at its very end,
+ * so it is run on the passed-on text as it grows (s_strip_push); any other
+ * such step (none in the reference tokenizers) gets the text at flush. */
 int tokenizer_stream_feed(tokenizer_stream_t *self, int32_t id,
                           const char **text, size_t *len, err_t *err)
 {
     if (!tokenizer_id_token(self->tok, id))
         return err_set(err, EINVAL, "id %d is no token", (int)id);
+    self->chunk.n = 0;
     if (self->prefix.n == 0 && self->ids.n > 0) {
-        if (s_decode(self->tok, self->ids.v, self->ids.n, &self->scratch,
-                     &self->text, err) < 0)
+        if (s_decode_steps(self->tok, self->ids.v, self->ids.n, self->head,
+                           &self->scratch, &self->text, err) < 0)
             return -1;
-        if (!s_ends_with_fffd(&self->text)) {
+        if (self->text.n == 0) { /* empty texts: the window skips them */
             tok_bytes_t swap = self->prefix;
             self->prefix = self->text;
             self->text = swap;
@@ -438,46 +578,52 @@ int tokenizer_stream_feed(tokenizer_stream_t *self, int32_t id,
     }
     if (tok_ids_push(&self->ids, id) < 0)
         return err_set(err, ENOMEM, "out of memory");
-    if (s_decode(self->tok, self->ids.v, self->ids.n, &self->scratch,
-                 &self->text, err) < 0) {
+    if (s_decode_steps(self->tok, self->ids.v, self->ids.n, self->head,
+                       &self->scratch, &self->text, err) < 0) {
         self->ids.n--;
         return -1;
     }
-    if (self->text.n > self->prefix.n && !s_ends_with_fffd(&self->text) &&
+    int open = decoder_open_end(self->tok->dec, self->head,
+                                tokenizer_id_token(self->tok, id));
+    if (open < 0)
+        return err_set(err, ENOMEM, "out of memory");
+    if (!open && self->text.n > self->prefix.n && !s_ends_with_fffd(&self->text) &&
         memcmp(self->text.v, self->prefix.v ? self->prefix.v : "", self->prefix.n) == 0) {
-        if (s_emit(self, self->prefix.n, text, len, err) < 0)
-            return -1;
+        if (tok_bytes_push(&self->chunk, self->text.v + self->prefix.n,
+                           self->text.n - self->prefix.n) < 0)
+            return err_set(err, ENOMEM, "out of memory");
         size_t keep = self->prefix_index; /* the window now starts here */
         size_t new_index = self->ids.n - keep;
         memmove(self->ids.v, self->ids.v + keep,
                 (self->ids.n - keep) * sizeof *self->ids.v);
         self->ids.n -= keep;
-        if (s_decode(self->tok, self->ids.v, self->ids.n, &self->scratch,
-                     &self->prefix, err) < 0)
+        if (s_decode_steps(self->tok, self->ids.v, self->ids.n, self->head,
+                           &self->scratch, &self->prefix, err) < 0)
             return -1;
         self->prefix_index = new_index;
-        return 0;
     }
-    self->out.n = 0;
-    if (tok_bytes_reserve(&self->out, 0) < 0)
-        return err_set(err, ENOMEM, "out of memory");
-    self->out.v[0] = '\0';
-    *text = self->out.v;
-    *len = 0;
-    return 0;
+    return s_tail(self, 0, text, len, err);
 }
 
 int tokenizer_stream_flush(tokenizer_stream_t *self, const char **text,
                            size_t *len, err_t *err)
 {
-    if (s_decode(self->tok, self->ids.v, self->ids.n, &self->scratch,
-                 &self->text, err) < 0)
+    if (s_decode_steps(self->tok, self->ids.v, self->ids.n, self->head,
+                       &self->scratch, &self->text, err) < 0)
         return -1;
     size_t from = self->text.n > self->prefix.n ? self->prefix.n : self->text.n;
-    if (s_emit(self, from, text, len, err) < 0)
-        return -1;
+    self->chunk.n = 0;
+    if (tok_bytes_push(&self->chunk, self->text.v + from, self->text.n - from) < 0)
+        return err_set(err, ENOMEM, "out of memory");
     self->ids.n = 0;
     self->prefix.n = 0;
     self->prefix_index = 0;
-    return 0;
+    int rc = s_tail(self, 1, text, len, err);
+    for (int i = 0; i < self->n_strips; i++) {
+        self->strips[i].stripped = 0;
+        self->strips[i].begun = 0;
+        self->strips[i].held.n = 0;
+    }
+    self->whole.n = 0;
+    return rc;
 }
