@@ -26,6 +26,7 @@
 #include "proto/wire.h"
 #include "tests/crosscheck.h"
 #include "tests/fixture.h"
+#include "tests/localcluster.h"
 #include "tests/testutil.h"
 
 static char s_bin[512];
@@ -50,43 +51,6 @@ static int s_teardown(void **state)
     return 0;
 }
 
-/* Starts a cluster; returns the client endpoint (malloc'd) or fails. */
-static char *s_up(const char *model, int nodes, const char *run_dir, const char *extra)
-{
-    char cmd[4096];
-    snprintf(cmd, sizeof cmd, "MOE_BIN='%s' '%s/cluster/local.sh' up --model '%s' --nodes %d "
-             "--run-dir '%s' %s", s_bin, s_root, model, nodes, run_dir, extra ? extra : "");
-    char *out = NULL;
-    int rc = testutil_run(cmd, &out);
-    if (rc != 0)
-        fail_msg("local.sh up failed (%d): %s", rc, out ? out : "");
-    char *last = out;
-    size_t n = strlen(out);
-    while (n && out[n - 1] == '\n')
-        out[--n] = '\0';
-    char *nl = strrchr(out, '\n');
-    if (nl)
-        last = nl + 1;
-    char *ep = strdup(last);
-    free(out);
-    assert_true(strncmp(ep, "tcp://", 6) == 0);
-    return ep;
-}
-
-/* Stops a cluster; under the sanitizers, a report in any process's log
- * (a memory error or a leak at exit) fails the test. */
-static void s_down(const char *run_dir)
-{
-    char cmd[2048];
-    snprintf(cmd, sizeof cmd, "'%s/cluster/local.sh' down --run-dir '%s'", s_root, run_dir);
-    assert_int_equal(testutil_run(cmd, NULL), 0);
-    snprintf(cmd, sizeof cmd, "grep -l 'Sanitizer' '%s'/*.log", run_dir);
-    char *found = NULL;
-    if (testutil_run(cmd, &found) == 0)
-        fail_msg("sanitizer report in %s", found);
-    free(found);
-}
-
 /* Every fixture of a family the engine runs (its config loads), through
  * clusters of 1..3 nodes, bit-identical to moe-run. */
 static void test_fixtures_through_clusters(void **state)
@@ -107,27 +71,16 @@ static void test_fixtures_through_clusters(void **state)
         for (int nodes = 1; nodes <= 3; nodes++) {
             char run_dir[700];
             snprintf(run_dir, sizeof run_dir, "%s/%s-%d", s_tmp, fx->name, nodes);
-            char *ep = s_up(fx->dir, nodes, run_dir, NULL);
+            char *ep = localcluster_up(fx->dir, nodes, run_dir, NULL);
             printf("  %s on %d node(s) at %s\n", fx->name, nodes, ep);
             crosscheck_fixture(fx, ep, s_bin, s_tmp, "");
-            s_down(run_dir);
+            localcluster_down(run_dir);
             free(ep);
         }
         fixture_destroy(&fx);
     }
     fixture_free_list(paths, n);
     assert_true(n_run > 0);
-}
-
-/* A DEALER to the coordinator with a receive timeout. */
-static void *s_dealer(void *ctx, const char *endpoint)
-{
-    void *s = zmq_socket(ctx, ZMQ_DEALER);
-    int timeout = 10000, linger = 0;
-    zmq_setsockopt(s, ZMQ_RCVTIMEO, &timeout, sizeof timeout);
-    zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
-    assert_int_equal(zmq_connect(s, endpoint), 0);
-    return s;
 }
 
 static void s_expect_status_ok(void *sock, wire_inbox_t *inbox, int down_node)
@@ -149,9 +102,9 @@ static void test_malformed_client_request(void **state)
     char run_dir[700], model[700];
     snprintf(run_dir, sizeof run_dir, "%s/malformed", s_tmp);
     snprintf(model, sizeof model, "%s/mixtral-A", fixture_root());
-    char *ep = s_up(model, 2, run_dir, NULL);
+    char *ep = localcluster_up(model, 2, run_dir, NULL);
     void *ctx = zmq_ctx_new();
-    void *sock = s_dealer(ctx, ep);
+    void *sock = localcluster_dealer(ctx, ep);
     wire_limits_t lim = {0};
     err_t err = {0};
     wire_inbox_t *inbox = wire_inbox_new(&lim, &err);
@@ -176,7 +129,7 @@ static void test_malformed_client_request(void **state)
     wire_inbox_destroy(&inbox);
     zmq_close(sock);
     zmq_ctx_term(ctx);
-    s_down(run_dir);
+    localcluster_down(run_dir);
     free(ep);
 }
 
@@ -198,9 +151,9 @@ static void test_node_killed_mid_request(void **state)
     s_small_model(model, sizeof model);
     /* The dropped connection is normally seen at once; the reply timeout is
      * the bound if that notice is late. */
-    char *ep = s_up(model, 2, run_dir, "--reply-timeout-ms 3000");
+    char *ep = localcluster_up(model, 2, run_dir, "--reply-timeout-ms 3000");
     void *ctx = zmq_ctx_new();
-    void *sock = s_dealer(ctx, ep);
+    void *sock = localcluster_dealer(ctx, ep);
     wire_limits_t lim = {0};
     err_t err = {0};
     wire_inbox_t *inbox = wire_inbox_new(&lim, &err);
@@ -258,7 +211,7 @@ static void test_node_killed_mid_request(void **state)
     wire_inbox_destroy(&inbox);
     zmq_close(sock);
     zmq_ctx_term(ctx);
-    s_down(run_dir);
+    localcluster_down(run_dir);
     free(ep);
 }
 
@@ -268,7 +221,7 @@ static void test_sampling_and_streaming(void **state)
     char run_dir[700], model[700], cmd[4096];
     snprintf(run_dir, sizeof run_dir, "%s/sampling", s_tmp);
     snprintf(model, sizeof model, "%s/mixtral-A", fixture_root());
-    char *ep = s_up(model, 2, run_dir, NULL);
+    char *ep = localcluster_up(model, 2, run_dir, NULL);
     const char *gen = "generate --prompt-ids 97,154,160 --max-tokens 12";
     char *out[6];
     const char *extra[6] = {
@@ -313,7 +266,7 @@ static void test_sampling_and_streaming(void **state)
     snprintf(cmd, sizeof cmd, "'%s/moe-client' --connect '%s' %s --top-p 1.5 2>/dev/null",
              s_bin, ep, gen);
     assert_int_equal(testutil_run(cmd, NULL), 2);
-    s_down(run_dir);
+    localcluster_down(run_dir);
     free(ep);
 }
 
@@ -326,7 +279,7 @@ static void s_concurrent_on(const char *model, const char *name, int vocab)
 {
     char run_dir[700], cmd[8192];
     snprintf(run_dir, sizeof run_dir, "%s/concurrent-%s", s_tmp, name);
-    char *ep = s_up(model, 2, run_dir, NULL);
+    char *ep = localcluster_up(model, 2, run_dir, NULL);
     char prompts[N_CONCURRENT][128];
     testrng_t rng;
     testrng_init(&rng, 2024);
@@ -361,7 +314,7 @@ static void s_concurrent_on(const char *model, const char *name, int vocab)
     }
     printf("  %s: %d concurrent clients each printed what moe-run prints alone\n", name,
            N_CONCURRENT);
-    s_down(run_dir);
+    localcluster_down(run_dir);
     free(ep);
 }
 
@@ -392,9 +345,9 @@ static void test_full_queue_and_cancel(void **state)
     char run_dir[700], model[700];
     snprintf(run_dir, sizeof run_dir, "%s/busy", s_tmp);
     s_small_model(model, sizeof model);
-    char *ep = s_up(model, 2, run_dir, "--max-seqs 1 --queue-limit 1");
+    char *ep = localcluster_up(model, 2, run_dir, "--max-seqs 1 --queue-limit 1");
     void *ctx = zmq_ctx_new();
-    void *sock = s_dealer(ctx, ep);
+    void *sock = localcluster_dealer(ctx, ep);
     wire_limits_t lim = {0};
     err_t err = {0};
     wire_inbox_t *inbox = wire_inbox_new(&lim, &err);
@@ -466,28 +419,8 @@ static void test_full_queue_and_cancel(void **state)
     wire_inbox_destroy(&inbox);
     zmq_close(sock);
     zmq_ctx_term(ctx);
-    s_down(run_dir);
+    localcluster_down(run_dir);
     free(ep);
-}
-
-/* STATUS of the coordinator at ep: running sequences and KV bytes held. */
-static void s_sched_status(const char *ep, int *running, uint64_t *kv_bytes)
-{
-    void *ctx = zmq_ctx_new();
-    void *sock = s_dealer(ctx, ep);
-    wire_limits_t lim = {0};
-    err_t err = {0};
-    wire_inbox_t *inbox = wire_inbox_new(&lim, &err);
-    wire_request_t st = {.type = WIRE_REQ_STATUS, .request_id = 1};
-    assert_int_equal(wire_request_send(sock, &st, &err), 0);
-    wire_reply_t rep;
-    assert_int_equal(wire_reply_recv(inbox, sock, &rep, &err), 0);
-    assert_int_equal(rep.type, WIRE_REP_STATUS);
-    *running = rep.sequences_running;
-    *kv_bytes = rep.kv_bytes;
-    wire_inbox_destroy(&inbox);
-    zmq_close(sock);
-    zmq_ctx_term(ctx);
 }
 
 /* A client that goes away mid-generation: its sequence and KV cache are
@@ -498,26 +431,26 @@ static void test_disconnect_frees_sequence(void **state)
     char run_dir[700], model[700], cmd[4096];
     snprintf(run_dir, sizeof run_dir, "%s/disconnect", s_tmp);
     s_small_model(model, sizeof model);
-    char *ep = s_up(model, 2, run_dir, NULL);
+    char *ep = localcluster_up(model, 2, run_dir, NULL);
     snprintf(cmd, sizeof cmd, "'%s/moe-client' --connect '%s' generate --prompt-ids 1,2,3 "
              "--max-tokens 4000 >/dev/null 2>&1 & echo $!", s_bin, ep);
     char *pid_text = NULL;
     assert_int_equal(testutil_run(cmd, &pid_text), 0);
     pid_t client = (pid_t)atoi(pid_text);
     free(pid_text);
-    int running = 0;
-    uint64_t kv = 0;
-    for (double t0 = timer_now(); running == 0 && timer_now() - t0 < 10; usleep(20000))
-        s_sched_status(ep, &running, &kv);
-    assert_int_equal(running, 1);
-    assert_true(kv > 0);
-    printf("  while generating: 1 sequence, %llu bytes of KV cache\n", (unsigned long long)kv);
+    localcluster_sched_t st = {0};
+    for (double t0 = timer_now(); st.running == 0 && timer_now() - t0 < 10; usleep(20000))
+        localcluster_sched(ep, &st);
+    assert_int_equal(st.running, 1);
+    assert_true(st.kv_bytes > 0);
+    printf("  while generating: 1 sequence, %llu bytes of KV cache\n",
+           (unsigned long long)st.kv_bytes);
     assert_int_equal(kill(client, SIGKILL), 0);
-    for (double t0 = timer_now(); running != 0 && timer_now() - t0 < 10; usleep(20000))
-        s_sched_status(ep, &running, &kv);
-    assert_int_equal(running, 0);
-    assert_true(kv == 0);
-    s_down(run_dir);
+    for (double t0 = timer_now(); st.running != 0 && timer_now() - t0 < 10; usleep(20000))
+        localcluster_sched(ep, &st);
+    assert_int_equal(st.running, 0);
+    assert_true(st.kv_bytes == 0);
+    localcluster_down(run_dir);
     free(ep);
 }
 
@@ -528,8 +461,8 @@ static void test_two_clusters_side_by_side(void **state)
     snprintf(dir_a, sizeof dir_a, "%s/side-a", s_tmp);
     snprintf(dir_b, sizeof dir_b, "%s/side-b", s_tmp);
     snprintf(model, sizeof model, "%s/mixtral-A", fixture_root());
-    char *ep_a = s_up(model, 1, dir_a, NULL);
-    char *ep_b = s_up(model, 2, dir_b, NULL);
+    char *ep_a = localcluster_up(model, 1, dir_a, NULL);
+    char *ep_b = localcluster_up(model, 2, dir_b, NULL);
     assert_string_not_equal(ep_a, ep_b);
     const char *eps[2] = {ep_a, ep_b};
     char *outs[2];
@@ -539,11 +472,11 @@ static void test_two_clusters_side_by_side(void **state)
         outs[i] = crosscheck_last_line(cmd);
     }
     assert_string_equal(outs[0], outs[1]);
-    s_down(dir_a);
+    localcluster_down(dir_a);
     /* b still serves after a is gone. */
     snprintf(cmd, sizeof cmd, "'%s/moe-client' --connect '%s' status >/dev/null", s_bin, ep_b);
     assert_int_equal(testutil_run(cmd, NULL), 0);
-    s_down(dir_b);
+    localcluster_down(dir_b);
     free(outs[0]);
     free(outs[1]);
     free(ep_a);
@@ -577,18 +510,6 @@ static void test_failed_start_stops_the_rest(void **state)
     free(count);
 }
 
-/* Resident memory of a process in bytes (VmRSS), or 0. */
-static size_t s_rss_bytes(pid_t pid)
-{
-    char path[64], *status;
-    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
-    status = testutil_read_file(path, NULL);
-    const char *line = status ? strstr(status, "VmRSS:") : NULL;
-    size_t kb = line ? strtoull(line + 6, NULL, 10) : 0;
-    free(status);
-    return kb * 1024;
-}
-
 static void test_node_memory_follows_its_share(void **state)
 {
     (void)state;
@@ -619,7 +540,7 @@ static void test_node_memory_follows_its_share(void **state)
     /* One row through every hosted expert of every layer pages them all in. */
     const int hidden = 1024, layers = 8;
     void *ctx = zmq_ctx_new();
-    void *sock = s_dealer(ctx, ep);
+    void *sock = localcluster_dealer(ctx, ep);
     wire_limits_t lim = {.hidden = hidden, .max_rows = 1};
     err_t err = {0};
     wire_inbox_t *inbox = wire_inbox_new(&lim, &err);
@@ -639,7 +560,7 @@ static void test_node_memory_follows_its_share(void **state)
         assert_int_equal(rep.type, WIRE_EXPERT_REPLY);
     }
     const double all_expert_bytes = 8.0 * 8 * 3 * 1024 * 2816 * 4;
-    const size_t rss = s_rss_bytes(pid);
+    const size_t rss = localcluster_rss(pid);
     printf("  node hosting 1/4 of the experts: RSS %.1f MB = %.3f x all expert bytes "
            "(%.1f MB; limit 0.35)\n", rss / 1e6, rss / all_expert_bytes, all_expert_bytes / 1e6);
     kill(pid, SIGTERM);
@@ -655,7 +576,7 @@ static void test_node_memory_follows_its_share(void **state)
 static void s_wire_status(const char *ep, uint64_t *rows, uint64_t *bytes_sent)
 {
     void *ctx = zmq_ctx_new();
-    void *sock = s_dealer(ctx, ep);
+    void *sock = localcluster_dealer(ctx, ep);
     wire_limits_t lim = {0};
     err_t err = {0};
     wire_inbox_t *inbox = wire_inbox_new(&lim, &err);
@@ -715,7 +636,7 @@ static void test_grouped_placement_saves_traffic(void **state)
     char *out[2];
     for (int s = 0; s < 2; s++) {
         snprintf(run_dir, sizeof run_dir, "%s/groups-%d", s_tmp, s);
-        char *ep = s_up(model, nodes, run_dir, extra[s]);
+        char *ep = localcluster_up(model, nodes, run_dir, extra[s]);
         snprintf(cmd, sizeof cmd, "'%s/moe-client' --connect '%s' generate --prompt-ids "
                  "1,7,42,99,3,250,17,64,5,128,33,9 --max-tokens 12", s_bin, ep);
         out[s] = crosscheck_last_line(cmd);
@@ -735,7 +656,7 @@ static void test_grouped_placement_saves_traffic(void **state)
             assert_non_null(strstr(text, "node 4 layers * experts 12-15\n"));
             free(text);
         }
-        s_down(run_dir);
+        localcluster_down(run_dir);
         free(ep);
     }
     /* The placement changes where experts run, not what they compute. */
