@@ -10,24 +10,33 @@
 
 #define FAM_COUNT(a) (sizeof(a) / sizeof((a)[0]))
 
+/* A descriptor's tables and hooks, named as every fam_*.c names them. */
+#define FAM_TABLES(names_, roles_, presets_)                                 \
+    .names = names_, .roles = roles_, .n_roles = FAM_COUNT(roles_),          \
+    .presets = presets_, .n_presets = FAM_COUNT(presets_)
+
 #define FAM_LAYER "model.layers.%d."
 #define FAM_ATTN FAM_LAYER "self_attn."
 
-/* Names every Llama-style family shares; each table adds its own. */
-#define FAM_COMMON_NAMES                                                     \
+/* Names every family shares, MLA included. */
+#define FAM_BASE_NAMES                                                       \
     [ARCH_W_EMBED] = "model.embed_tokens.weight",                            \
     [ARCH_W_LM_HEAD] = "lm_head.weight",                                     \
     [ARCH_W_FINAL_NORM] = "model.norm.weight",                               \
     [ARCH_W_ATTN_NORM] = FAM_LAYER "input_layernorm.weight",                 \
     [ARCH_W_FFN_NORM] = FAM_LAYER "post_attention_layernorm.weight",         \
     [ARCH_W_Q] = FAM_ATTN "q_proj.weight",                                   \
+    [ARCH_W_O] = FAM_ATTN "o_proj.weight",                                   \
+    [ARCH_W_O_BIAS] = FAM_ATTN "o_proj.bias"
+
+/* Names every Llama-style family shares; each table adds its own. */
+#define FAM_COMMON_NAMES                                                     \
+    FAM_BASE_NAMES,                                                          \
     [ARCH_W_K] = FAM_ATTN "k_proj.weight",                                   \
     [ARCH_W_V] = FAM_ATTN "v_proj.weight",                                   \
-    [ARCH_W_O] = FAM_ATTN "o_proj.weight",                                   \
     [ARCH_W_Q_BIAS] = FAM_ATTN "q_proj.bias",                                \
     [ARCH_W_K_BIAS] = FAM_ATTN "k_proj.bias",                                \
-    [ARCH_W_V_BIAS] = FAM_ATTN "v_proj.bias",                                \
-    [ARCH_W_O_BIAS] = FAM_ATTN "o_proj.bias"
+    [ARCH_W_V_BIAS] = FAM_ATTN "v_proj.bias"
 
 /* Experts stored one by one as mlp.experts.E.{gate,up,down}_proj. */
 #define FAM_MLP_EXPERTS                                                      \

@@ -7,14 +7,7 @@
 #include <math.h>
 
 #define S_NAMES                                                              \
-    [ARCH_W_EMBED] = "model.embed_tokens.weight",                            \
-    [ARCH_W_LM_HEAD] = "lm_head.weight",                                     \
-    [ARCH_W_FINAL_NORM] = "model.norm.weight",                               \
-    [ARCH_W_ATTN_NORM] = FAM_LAYER "input_layernorm.weight",                 \
-    [ARCH_W_FFN_NORM] = FAM_LAYER "post_attention_layernorm.weight",         \
-    [ARCH_W_Q] = FAM_ATTN "q_proj.weight",                                   \
-    [ARCH_W_O] = FAM_ATTN "o_proj.weight",                                   \
-    [ARCH_W_O_BIAS] = FAM_ATTN "o_proj.bias",                                \
+    FAM_BASE_NAMES,                                                          \
     [ARCH_W_Q_A] = FAM_ATTN "q_a_proj.weight",                               \
     [ARCH_W_Q_A_NORM] = FAM_ATTN "q_a_layernorm.weight",                     \
     [ARCH_W_Q_B] = FAM_ATTN "q_b_proj.weight",                               \
@@ -250,48 +243,26 @@ static void s_preset(config_t *c, const family_preset_t *p)
         c->layer_flags[l] |= CONFIG_LAYER_DENSE;
 }
 
+/* What the two share. */
+#define S_DEEPSEEK                                                           \
+    .experts_keys = {"n_routed_experts"}, .experts_key_out = "n_routed_experts", \
+    .topk_key = "num_experts_per_tok", .moe_inter_key = true,                \
+    .default_rope_theta = 1e4, .preset_rope_theta = 1e4, .supported = true, \
+    .attn = CONFIG_ATTN_MLA, .parse = s_parse, .write = s_write,             \
+    .preset = s_preset
+
 const family_t family_deepseek_v2 = {
+    S_DEEPSEEK,
     .arch = CONFIG_ARCH_DEEPSEEK_V2,
     .model_type = "deepseek_v2",
     .class_name = "DeepseekV2ForCausalLM",
-    .experts_keys = {"n_routed_experts"},
-    .experts_key_out = "n_routed_experts",
-    .topk_key = "num_experts_per_tok",
-    .moe_inter_key = true,
-    .default_rope_theta = 1e4,
-    .preset_rope_theta = 1e4,
-    .supported = true,
-    .attn = CONFIG_ATTN_MLA,
-    .experts_layout = CONFIG_EXPERTS_SEPARATE,
-    .names = s_v2_names,
-    .roles = s_roles,
-    .n_roles = FAM_COUNT(s_roles),
-    .presets = s_v2_presets,
-    .n_presets = FAM_COUNT(s_v2_presets),
-    .parse = s_parse,
-    .write = s_write,
-    .preset = s_preset,
+    FAM_TABLES(s_v2_names, s_roles, s_v2_presets),
 };
 
 const family_t family_deepseek_v3 = {
+    S_DEEPSEEK,
     .arch = CONFIG_ARCH_DEEPSEEK_V3,
     .model_type = "deepseek_v3",
     .class_name = "DeepseekV3ForCausalLM",
-    .experts_keys = {"n_routed_experts"},
-    .experts_key_out = "n_routed_experts",
-    .topk_key = "num_experts_per_tok",
-    .moe_inter_key = true,
-    .default_rope_theta = 1e4,
-    .preset_rope_theta = 1e4,
-    .supported = true,
-    .attn = CONFIG_ATTN_MLA,
-    .experts_layout = CONFIG_EXPERTS_SEPARATE,
-    .names = s_v3_names,
-    .roles = s_roles,
-    .n_roles = FAM_COUNT(s_roles),
-    .presets = s_v3_presets,
-    .n_presets = FAM_COUNT(s_v3_presets),
-    .parse = s_parse,
-    .write = s_write,
-    .preset = s_preset,
+    FAM_TABLES(s_v3_names, s_roles, s_v3_presets),
 };

@@ -155,49 +155,31 @@ static void s_preset_qwen3(config_t *c, const family_preset_t *p)
     c->qk_norm = CONFIG_QK_NORM_HEAD;
 }
 
+/* What the two share. */
+#define S_QWEN                                                               \
+    .topk_key = "num_experts_per_tok", .moe_inter_key = true,                \
+    .default_rope_theta = 1e4, .preset_rope_theta = 1e6, .supported = true, \
+    .parse = s_parse, .write = s_write
+
 const family_t family_qwen2_moe = {
+    S_QWEN,
     .arch = CONFIG_ARCH_QWEN2_MOE,
     .model_type = "qwen2_moe",
     .class_name = "Qwen2MoeForCausalLM",
     .experts_keys = {"num_experts"},
     .experts_key_out = "num_experts",
-    .topk_key = "num_experts_per_tok",
-    .moe_inter_key = true,
-    .default_rope_theta = 1e4,
-    .preset_rope_theta = 1e6,
-    .supported = true,
-    .attn = CONFIG_ATTN_PLAIN,
-    .experts_layout = CONFIG_EXPERTS_SEPARATE,
-    .names = s_qwen2_names,
-    .roles = s_roles,
-    .n_roles = FAM_COUNT(s_roles),
-    .presets = s_qwen2_presets,
-    .n_presets = FAM_COUNT(s_qwen2_presets),
-    .parse = s_parse,
-    .write = s_write,
+    FAM_TABLES(s_qwen2_names, s_roles, s_qwen2_presets),
     .preset = s_preset_qwen2,
 };
 
 /* transformers 5 writes qwen3_moe's expert count as num_local_experts. */
 const family_t family_qwen3_moe = {
+    S_QWEN,
     .arch = CONFIG_ARCH_QWEN3_MOE,
     .model_type = "qwen3_moe",
     .class_name = "Qwen3MoeForCausalLM",
     .experts_keys = {"num_experts", "num_local_experts"},
     .experts_key_out = "num_local_experts",
-    .topk_key = "num_experts_per_tok",
-    .moe_inter_key = true,
-    .default_rope_theta = 1e4,
-    .preset_rope_theta = 1e6,
-    .supported = true,
-    .attn = CONFIG_ATTN_PLAIN,
-    .experts_layout = CONFIG_EXPERTS_SEPARATE,
-    .names = s_qwen3_names,
-    .roles = s_roles,
-    .n_roles = FAM_COUNT(s_roles),
-    .presets = s_qwen3_presets,
-    .n_presets = FAM_COUNT(s_qwen3_presets),
-    .parse = s_parse,
-    .write = s_write,
+    FAM_TABLES(s_qwen3_names, s_roles, s_qwen3_presets),
     .preset = s_preset_qwen3,
 };

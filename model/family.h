@@ -57,8 +57,8 @@ struct family {
     double default_rope_theta;     /* when config.json gives none */
     double preset_rope_theta;      /* what the presets use */
     bool supported;                /* false: parses, the engine cannot run it */
-    config_attn_t attn;
-    config_experts_layout_t experts_layout;
+    config_attn_t attn;            /* zero: plain attention */
+    config_experts_layout_t experts_layout; /* zero: one tensor per expert */
 
     /* printf formats of tensor names by role (NULL: the family has no such
      * role); per layer: the layer, per expert: the layer then the expert
