@@ -836,15 +836,21 @@ static void test_write_oom(void **state)
 
 /* ---- the tool ------------------------------------------------------------ */
 
-static void test_mkmodel_tool(void **state)
+/* $MOE_BIN/moe-mkmodel into tool; skips the test when it is not built. */
+static void s_tool(char *tool, size_t size)
 {
-    const char *bin = testutil_env("MOE_BIN", "build/bin");
-    char tool[1024];
-    snprintf(tool, sizeof tool, "%s/moe-mkmodel", bin);
+    snprintf(tool, size, "%s/moe-mkmodel", testutil_env("MOE_BIN", "build/bin"));
     if (access(tool, X_OK) != 0) {
         print_message("skipping: %s not built\n", tool);
         skip();
     }
+}
+
+
+static void test_mkmodel_tool(void **state)
+{
+    char tool[1024];
+    s_tool(tool, sizeof tool);
     char cmd[4096];
     char *out = NULL;
     snprintf(cmd, sizeof cmd, "%s --help", tool);
@@ -1430,13 +1436,8 @@ static void test_family_distributions(void **state)
  * library writes. */
 static void test_family_tool(void **state)
 {
-    const char *bin = testutil_env("MOE_BIN", "build/bin");
     char tool[1024];
-    snprintf(tool, sizeof tool, "%s/moe-mkmodel", bin);
-    if (access(tool, X_OK) != 0) {
-        print_message("skipping: %s not built\n", tool);
-        skip();
-    }
+    s_tool(tool, sizeof tool);
     for (int f = 1; f < S_N_FAMILIES; f++) {
         char name[64], cmd[4096];
         snprintf(name, sizeof name, "tool-%s", S_FAMILY(f));
