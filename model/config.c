@@ -478,16 +478,14 @@ static int s_parse_fields(config_t *c, const json_t *root,
 }
 
 /* The engine runs this config: the architecture and, for now, plain RoPE
- * (YaRN for gpt_oss). */
+ * (YaRN where the family's descriptor says so: gpt_oss in kernels/rope,
+ * deepseek with mscale in engine/latent). */
 static int s_check_supported(const config_t *c, const char *origin, err_t *err)
 {
     if (!config_arch_supported(c->arch))
         return err_set(err, ENOTSUP, "%s: architecture '%s' is not supported "
                        "yet", origin, c->model_type);
-    /* YaRN: gpt_oss (kernels/rope), and MLA (deepseek, mscale included in
-     * engine/latent). */
-    if (c->rope_type != CONFIG_ROPE_DEFAULT && c->arch != CONFIG_ARCH_GPT_OSS &&
-        !config_is_mla(c))
+    if (c->rope_type != CONFIG_ROPE_DEFAULT && !family_of(c->arch)->yarn)
         return err_set(err, EINVAL, "%s: rope_parameters.rope_type 'yarn' is "
                        "not supported yet for %s (supported: default)", origin,
                        c->model_type);

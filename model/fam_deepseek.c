@@ -248,7 +248,8 @@ static void s_preset(config_t *c, const family_preset_t *p)
     .experts_keys = {"n_routed_experts"}, .experts_key_out = "n_routed_experts", \
     .topk_key = "num_experts_per_tok", .moe_inter_key = true,                \
     .default_rope_theta = 1e4, .preset_rope_theta = 1e4, .supported = true, \
-    .attn = CONFIG_ATTN_MLA, .parse = s_parse, .write = s_write,             \
+    .yarn = true, .attn = CONFIG_ATTN_MLA, .parse = s_parse,                 \
+    .write = s_write,                                                        \
     .preset = s_preset
 
 const family_t family_deepseek_v2 = {

@@ -103,6 +103,7 @@ const family_t family_gpt_oss = {
     .default_rope_theta = 1.5e5,
     .preset_rope_theta = 1.5e5,
     .supported = true,
+    .yarn = true,
     .experts_layout = CONFIG_EXPERTS_STACKED,
     FAM_TABLES(s_names, s_roles, s_presets),
     .parse = s_parse, .write = s_write, .preset = s_preset,

@@ -57,6 +57,8 @@ struct family {
     double default_rope_theta;     /* when config.json gives none */
     double preset_rope_theta;      /* what the presets use */
     bool supported;                /* false: parses, the engine cannot run it */
+    bool yarn;                     /* its YaRN RoPE is checked against
+                                      transformers (else only plain RoPE) */
     config_attn_t attn;            /* zero: plain attention */
     config_experts_layout_t experts_layout; /* zero: one tensor per expert */
 
