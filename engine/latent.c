@@ -47,7 +47,7 @@ mla_shape_t latent_shape(const config_t *cfg)
 latent_t *latent_new(const config_t *cfg, int max_rows, int max_ctx, err_t *err)
 {
     assert(cfg);
-    if (!latent_applies(cfg) || max_rows < 1 || max_ctx < 1) {
+    if (!config_is_mla(cfg) || max_rows < 1 || max_ctx < 1) {
         err_set(err, EINVAL, "latent attention needs an MLA config (kv_lora_rank %d) "
                 "and positive sizes (%d rows, %d positions)", cfg->kv_lora_rank,
                 max_rows, max_ctx);

@@ -24,7 +24,8 @@
 
 typedef struct latent latent_t;
 
-/* True when cfg's attention is MLA (config_is_mla()). */
+/* True when cfg's attention is MLA: config_is_mla(), the one test, under
+ * this module's name for its tests. */
 bool latent_applies(const config_t *cfg);
 
 /* The kernel shape of cfg's MLA, scale included (see above). */
