@@ -32,11 +32,9 @@
 /* Names every Llama-style family shares; each table adds its own. */
 #define FAM_COMMON_NAMES                                                     \
     FAM_BASE_NAMES,                                                          \
-    [ARCH_W_K] = FAM_ATTN "k_proj.weight",                                   \
-    [ARCH_W_V] = FAM_ATTN "v_proj.weight",                                   \
+    [ARCH_W_K] = FAM_ATTN "k_proj.weight", [ARCH_W_V] = FAM_ATTN "v_proj.weight", \
     [ARCH_W_Q_BIAS] = FAM_ATTN "q_proj.bias",                                \
-    [ARCH_W_K_BIAS] = FAM_ATTN "k_proj.bias",                                \
-    [ARCH_W_V_BIAS] = FAM_ATTN "v_proj.bias"
+    [ARCH_W_K_BIAS] = FAM_ATTN "k_proj.bias", [ARCH_W_V_BIAS] = FAM_ATTN "v_proj.bias"
 
 /* Experts stored one by one as mlp.experts.E.{gate,up,down}_proj. */
 #define FAM_MLP_EXPERTS                                                      \

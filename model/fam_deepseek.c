@@ -254,16 +254,14 @@ static void s_preset(config_t *c, const family_preset_t *p)
 
 const family_t family_deepseek_v2 = {
     S_DEEPSEEK,
-    .arch = CONFIG_ARCH_DEEPSEEK_V2,
-    .model_type = "deepseek_v2",
+    .arch = CONFIG_ARCH_DEEPSEEK_V2, .model_type = "deepseek_v2",
     .class_name = "DeepseekV2ForCausalLM",
     FAM_TABLES(s_v2_names, s_roles, s_v2_presets),
 };
 
 const family_t family_deepseek_v3 = {
     S_DEEPSEEK,
-    .arch = CONFIG_ARCH_DEEPSEEK_V3,
-    .model_type = "deepseek_v3",
+    .arch = CONFIG_ARCH_DEEPSEEK_V3, .model_type = "deepseek_v3",
     .class_name = "DeepseekV3ForCausalLM",
     FAM_TABLES(s_v3_names, s_roles, s_v3_presets),
 };

@@ -86,25 +86,17 @@ static void s_preset(config_t *c, const family_preset_t *p)
         c->layer_flags[l] |= CONFIG_LAYER_SLIDING;
     /* gpt-oss's YaRN: 4096 positions stretched 32 times */
     c->rope_type = CONFIG_ROPE_YARN;
-    c->rope_factor = 32;
-    c->rope_orig_max_pos = 4096;
-    c->rope_beta_fast = 32;
-    c->rope_beta_slow = 1;
-    c->rope_truncate = false;
+    c->rope_factor = 32, c->rope_orig_max_pos = 4096;
+    c->rope_beta_fast = 32, c->rope_beta_slow = 1, c->rope_truncate = false;
 }
 
 const family_t family_gpt_oss = {
-    .arch = CONFIG_ARCH_GPT_OSS,
-    .model_type = "gpt_oss",
+    .arch = CONFIG_ARCH_GPT_OSS, .model_type = "gpt_oss",
     .class_name = "GptOssForCausalLM",
-    .experts_keys = {"num_local_experts"},
-    .experts_key_out = "num_local_experts",
+    .experts_keys = {"num_local_experts"}, .experts_key_out = "num_local_experts",
     .topk_key = "num_experts_per_tok",
-    .default_rope_theta = 1.5e5,
-    .preset_rope_theta = 1.5e5,
-    .supported = true,
-    .yarn = true,
-    .experts_layout = CONFIG_EXPERTS_STACKED,
+    .default_rope_theta = 1.5e5, .preset_rope_theta = 1.5e5,
+    .supported = true, .yarn = true, .experts_layout = CONFIG_EXPERTS_STACKED,
     FAM_TABLES(s_names, s_roles, s_presets),
     .parse = s_parse, .write = s_write, .preset = s_preset,
 };

@@ -78,15 +78,11 @@ static void s_preset(config_t *c, const family_preset_t *p)
 }
 
 const family_t family_hunyuan_v1_moe = {
-    .arch = CONFIG_ARCH_HUNYUAN_V1_MOE,
-    .model_type = "hunyuan_v1_moe",
+    .arch = CONFIG_ARCH_HUNYUAN_V1_MOE, .model_type = "hunyuan_v1_moe",
     .class_name = "HunYuanMoEV1ForCausalLM",
-    .experts_keys = {"num_experts"},
-    .experts_key_out = "num_experts",
-    .topk_key = "moe_topk",
-    .layer_lists = true,
-    .default_rope_theta = 1e4,
-    .preset_rope_theta = 1e4,
+    .experts_keys = {"num_experts"}, .experts_key_out = "num_experts",
+    .topk_key = "moe_topk", .layer_lists = true,
+    .default_rope_theta = 1e4, .preset_rope_theta = 1e4,
     .supported = true,
     FAM_TABLES(s_names, s_roles, s_presets),
     .parse = s_parse, .write = s_write, .preset = s_preset,

@@ -56,14 +56,11 @@ static void s_preset(config_t *c, const family_preset_t *p)
 }
 
 const family_t family_mixtral = {
-    .arch = CONFIG_ARCH_MIXTRAL,
-    .model_type = "mixtral",
+    .arch = CONFIG_ARCH_MIXTRAL, .model_type = "mixtral",
     .class_name = "MixtralForCausalLM",
-    .experts_keys = {"num_local_experts"},
-    .experts_key_out = "num_local_experts",
+    .experts_keys = {"num_local_experts"}, .experts_key_out = "num_local_experts",
     .topk_key = "num_experts_per_tok",
-    .default_rope_theta = 1e6,
-    .preset_rope_theta = 1e6,
+    .default_rope_theta = 1e6, .preset_rope_theta = 1e6,
     .supported = true,
     FAM_TABLES(s_names, s_roles, s_presets),
     .parse = s_parse, .write = s_write, .preset = s_preset,

@@ -52,14 +52,11 @@ static void s_preset(config_t *c, const family_preset_t *p)
 }
 
 const family_t family_olmoe = {
-    .arch = CONFIG_ARCH_OLMOE,
-    .model_type = "olmoe",
+    .arch = CONFIG_ARCH_OLMOE, .model_type = "olmoe",
     .class_name = "OlmoeForCausalLM",
-    .experts_keys = {"num_experts"},
-    .experts_key_out = "num_experts",
+    .experts_keys = {"num_experts"}, .experts_key_out = "num_experts",
     .topk_key = "num_experts_per_tok",
-    .default_rope_theta = 1e4,
-    .preset_rope_theta = 1e4,
+    .default_rope_theta = 1e4, .preset_rope_theta = 1e4,
     .supported = true,
     FAM_TABLES(s_names, s_roles, s_presets),
     .parse = s_parse, .write = s_write, .preset = s_preset,

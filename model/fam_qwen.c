@@ -163,23 +163,18 @@ static void s_preset_qwen3(config_t *c, const family_preset_t *p)
 
 const family_t family_qwen2_moe = {
     S_QWEN,
-    .arch = CONFIG_ARCH_QWEN2_MOE,
-    .model_type = "qwen2_moe",
+    .arch = CONFIG_ARCH_QWEN2_MOE, .model_type = "qwen2_moe",
     .class_name = "Qwen2MoeForCausalLM",
-    .experts_keys = {"num_experts"},
-    .experts_key_out = "num_experts",
-    FAM_TABLES(s_qwen2_names, s_roles, s_qwen2_presets),
-    .preset = s_preset_qwen2,
+    .experts_keys = {"num_experts"}, .experts_key_out = "num_experts",
+    FAM_TABLES(s_qwen2_names, s_roles, s_qwen2_presets), .preset = s_preset_qwen2,
 };
 
 /* transformers 5 writes qwen3_moe's expert count as num_local_experts. */
 const family_t family_qwen3_moe = {
     S_QWEN,
-    .arch = CONFIG_ARCH_QWEN3_MOE,
-    .model_type = "qwen3_moe",
+    .arch = CONFIG_ARCH_QWEN3_MOE, .model_type = "qwen3_moe",
     .class_name = "Qwen3MoeForCausalLM",
     .experts_keys = {"num_experts", "num_local_experts"},
     .experts_key_out = "num_local_experts",
-    FAM_TABLES(s_qwen3_names, s_roles, s_qwen3_presets),
-    .preset = s_preset_qwen3,
+    FAM_TABLES(s_qwen3_names, s_roles, s_qwen3_presets), .preset = s_preset_qwen3,
 };

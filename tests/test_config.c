@@ -25,6 +25,7 @@
 
 #include "core/mem.h"
 #include "model/config.h"
+#include "model/family.h"
 #include "tests/testutil.h"
 
 static const char *s_fixtures(void)
@@ -240,15 +241,14 @@ static void test_fixture_families(void **state)
 static void test_fixture_every_family_loads(void **state)
 {
     (void)state;
-    static const char *const names[] = {"mixtral-A", "qwen2_moe-A", "qwen3_moe-A", "olmoe-A",
-                                        "hunyuan_v1_moe-A", "deepseek_v2-A", "deepseek_v3-A",
-                                        "gpt_oss-A"};
-    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
-        char *dir = s_fixture_dir(names[i]);
+    for (size_t i = 0; i < family_count(); i++) { /* fixture <model_type>-A */
+        char name[64];
+        snprintf(name, sizeof name, "%s-A", family_at(i)->model_type);
+        char *dir = s_fixture_dir(name);
         config_t cfg;
         err_t err = {0};
         if (config_load(&cfg, dir, &err) != 0)
-            fail_msg("%s: %s", names[i], err.msg);
+            fail_msg("%s: %s", name, err.msg);
         assert_true(config_arch_supported(cfg.arch));
         free(dir);
     }
