@@ -36,11 +36,14 @@ KERNELS_SRC := kernels/gemm_blas.c kernels/gemm_small.c kernels/gemm_ref.c kerne
                kernels/mla.c
 MODEL_SRC   := model/config.c model/safetensors.c model/st_writer.c \
                model/synth.c model/arch.c model/placement.c \
-               model/genconfig.c model/expert_layout.c model/mxfp4.c
+               model/genconfig.c model/expert_layout.c model/mxfp4.c \
+               model/cfgjson.c model/family.c model/fam_mixtral.c \
+               model/fam_qwen.c model/fam_olmoe.c model/fam_hunyuan.c \
+               model/fam_deepseek.c model/fam_gpt_oss.c
 ENGINE_SRC  := engine/weights.c engine/kvcache.c engine/router.c \
                engine/experts.c engine/forward.c engine/sampler.c \
                engine/mlp.c engine/qknorm.c engine/fused.c
-ENGINE_SRC  += engine/latent.c engine/routing.c
+ENGINE_SRC  += engine/latent.c engine/routing.c engine/rotary.c
 
 # The wire: generated protobuf-c code plus proto/wire.c, the only caller of it.
 PROTOS      := proto/dataplane.proto proto/client.proto

@@ -6,8 +6,8 @@
 #include <string.h>
 
 #include "core/mem.h"
+#include "engine/mlp.h"
 #include "kernels/ffn.h"
-#include "kernels/gemm.h"
 
 struct experts {
     int hidden;
@@ -115,21 +115,6 @@ static void s_group(experts_t *self, const moe_assign_t *assign, int n_assign)
     count[0] = 0;
 }
 
-/* h = act(gate, up) over n gathered rows, into self->gate: SwiGLU, or
- * gpt_oss's biases then clamped SwiGLU when eb is given. */
-static void s_activate(experts_t *self, const expert_biases_t *eb, int n)
-{
-    const int inter = self->inter;
-    if (!eb) {
-        ffn_swiglu(self->gate, self->gate, self->up, (size_t)n * inter);
-        return;
-    }
-    ffn_bias_add(self->gate, inter, eb->gate, n, inter);
-    ffn_bias_add(self->up, inter, eb->up, n, inter);
-    ffn_swiglu_clamped(self->gate, self->gate, self->up, (size_t)n * inter, FFN_OSS_ALPHA,
-                       self->limit);
-}
-
 int experts_run(experts_t *self, const weights_t *w, int layer, const float *u,
                 int n_rows, const moe_assign_t *assign, int n_assign, float *out,
                 err_t *err)
@@ -151,12 +136,8 @@ int experts_run(experts_t *self, const weights_t *w, int layer, const float *u,
             memcpy(self->x + (size_t)i * hidden, u + (size_t)a->row * hidden,
                    hidden * sizeof(float));
         }
-        gemm_linear(self->gate, self->x, ew->gate, n, inter, hidden);
-        gemm_linear(self->up, self->x, ew->up, n, inter, hidden);
-        s_activate(self, eb, n);
-        gemm_linear(self->y, self->gate, ew->down, n, hidden, inter);
-        if (eb)
-            ffn_bias_add(self->y, hidden, eb->down, n, hidden);
+        mlp_swiglu(self->y, self->x, n, hidden, inter, ew, eb, self->limit, self->gate,
+                   self->up);
         for (int i = 0; i < n; i++) {
             const moe_assign_t *a = &assign[self->order[first + i]];
             float *dst = out + (size_t)a->row * hidden;

@@ -11,6 +11,7 @@
 #include "engine/latent.h"
 #include "engine/mlp.h"
 #include "engine/qknorm.h"
+#include "engine/rotary.h"
 #include "engine/routing.h"
 #include "kernels/attention.h"
 #include "kernels/gemm.h"
@@ -25,7 +26,7 @@ struct forward {
     int max_rows;             /* tokens per chunk */
     int max_ctx;              /* positions per sequence */
     attention_shape_t attn;
-    rope_t *rope;
+    rope_t *rope;             /* plain attention's; NULL for MLA */
     forward_moe_fn moe;
     void *moe_ctx;
     experts_t *local;         /* in-process experts when no callback was given */
@@ -61,25 +62,6 @@ static int s_local_moe(void *ctx, int layer, const float *u, int n_rows,
     return experts_run(self->local, self->w, layer, u, n_rows, assign, n_assign, out, err);
 }
 
-/* The model's RoPE: plain, or YaRN as its rope_parameters say. */
-static rope_t *s_rope_new(const config_t *cfg, err_t *err)
-{
-    if (cfg->rope_type != CONFIG_ROPE_YARN)
-        return rope_new(cfg->head_dim, cfg->rope_theta, err);
-    const rope_yarn_t yarn = {
-        .theta = cfg->rope_theta,
-        .factor = cfg->rope_factor,
-        .original_max_pos = cfg->rope_orig_max_pos,
-        .beta_fast = cfg->rope_beta_fast,
-        .beta_slow = cfg->rope_beta_slow,
-        .truncate = cfg->rope_truncate,
-        .attention_factor = cfg->rope_attention_factor,
-        .mscale = cfg->rope_mscale,
-        .mscale_all_dim = cfg->rope_mscale_all_dim,
-    };
-    return rope_new_yarn(cfg->head_dim, &yarn, err);
-}
-
 forward_t *forward_new(const weights_t *w, int max_rows, int max_ctx,
                        forward_moe_fn moe, void *moe_ctx, err_t *err)
 {
@@ -113,8 +95,8 @@ forward_t *forward_new(const weights_t *w, int max_rows, int max_ctx,
         .scale = 1.0f / sqrtf((float)cfg->head_dim),
         .window = 0, /* per layer: config_layer_window(); 0 sizes the scratch */
     };
-    self->rope = s_rope_new(cfg, err);
-    if (!self->rope)
+    /* MLA rotates inside engine/latent, over its own width. */
+    if (!config_is_mla(cfg) && !(self->rope = rotary_new(cfg, err)))
         goto fail;
     if (moe) {
         self->moe = moe;
@@ -144,7 +126,7 @@ forward_t *forward_new(const weights_t *w, int max_rows, int max_ctx,
         if (!self->mlp)
             goto fail;
     }
-    if (latent_applies(cfg) && !(self->latent = latent_new(cfg, max_rows, max_ctx, err)))
+    if (config_is_mla(cfg) && !(self->latent = latent_new(cfg, max_rows, max_ctx, err)))
         goto fail;
 
     const size_t rows = (size_t)max_rows, hidden = (size_t)cfg->hidden_size;

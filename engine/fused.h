@@ -23,9 +23,9 @@
 
 /* Loads expert e of layer l from st into *ew and *eb, which then point into
  * *owned (caller frees with mem_free; it is set only on success) and into st.
- * cfg->expert_act must be CONFIG_EXPERT_SWIGLU_OAI. Returns 0, or -1 with
- * errno/err naming the tensor (ENOENT missing, EINVAL wrong shape or dtype,
- * ENOMEM). */
+ * cfg must keep its experts stacked (config_experts_stacked()). Returns 0, or
+ * -1 with errno/err naming the tensor (ENOENT missing, EINVAL wrong shape or
+ * dtype, ENOMEM). */
 int fused_load(safetensors_t *st, const config_t *cfg, int layer, int expert,
                expert_weights_t *ew, expert_biases_t *eb, float **owned, err_t *err);
 

@@ -18,7 +18,7 @@ struct kvcache {
 };
 
 /* Latent mode for MLA configs: the row is kernels/mla.h's mla_cache_width(). */
-static bool s_latent(const config_t *cfg) { return cfg->kv_lora_rank > 0; }
+static bool s_latent(const config_t *cfg) { return config_is_mla(cfg); }
 
 static int s_row_width(const config_t *cfg)
 {

@@ -7,7 +7,7 @@
  * 0 .. len-1 hold data.
  *
  * Latent mode, chosen when the config has multi-head latent attention
- * (DeepSeek, cfg.kv_lora_rank > 0): per layer one plane of (capacity,
+ * (DeepSeek, config_is_mla()): per layer one plane of (capacity,
  * kv_lora_rank + qk_rope_head_dim) rows [c_kv | k_pe] (kernels/mla.h), and no
  * values; keys and values are then never expanded per head.
  */

@@ -6,15 +6,16 @@
 #include <math.h>
 
 #include "core/mem.h"
+#include "engine/rotary.h"
 
 struct latent {
     const config_t *cfg;
     int max_rows;
     mla_t *mla;
-    rope_t *rope;    /* rotary width qk_rope_head_dim */
+    rope_t *rope;    /* rotary width rope_dim = qk_rope_head_dim */
 };
 
-bool latent_applies(const config_t *cfg) { return cfg->kv_lora_rank > 0; }
+bool latent_applies(const config_t *cfg) { return config_is_mla(cfg); }
 
 /* yarn_get_mscale of transformers' DeepSeek models. */
 static double s_mscale(double factor, double k)
@@ -43,28 +44,10 @@ mla_shape_t latent_shape(const config_t *cfg)
     };
 }
 
-static rope_t *s_rope_new(const config_t *cfg, err_t *err)
-{
-    if (cfg->rope_type != CONFIG_ROPE_YARN)
-        return rope_new(cfg->qk_rope_head_dim, cfg->rope_theta, err);
-    rope_yarn_t y = {
-        .theta = cfg->rope_theta,
-        .factor = cfg->rope_factor,
-        .original_max_pos = cfg->rope_orig_max_pos,
-        .beta_fast = cfg->rope_beta_fast,
-        .beta_slow = cfg->rope_beta_slow,
-        .truncate = cfg->rope_truncate,
-        .attention_factor = cfg->rope_attention_factor,
-        .mscale = cfg->rope_mscale,
-        .mscale_all_dim = cfg->rope_mscale_all_dim,
-    };
-    return rope_new_yarn(cfg->qk_rope_head_dim, &y, err);
-}
-
 latent_t *latent_new(const config_t *cfg, int max_rows, int max_ctx, err_t *err)
 {
     assert(cfg);
-    if (!latent_applies(cfg) || max_rows < 1 || max_ctx < 1) {
+    if (!config_is_mla(cfg) || max_rows < 1 || max_ctx < 1) {
         err_set(err, EINVAL, "latent attention needs an MLA config (kv_lora_rank %d) "
                 "and positive sizes (%d rows, %d positions)", cfg->kv_lora_rank,
                 max_rows, max_ctx);
@@ -79,7 +62,7 @@ latent_t *latent_new(const config_t *cfg, int max_rows, int max_ctx, err_t *err)
     /* One call sees one sequence's rows: never more than its positions. */
     self->max_rows = max_rows < max_ctx ? max_rows : max_ctx;
     mla_shape_t shape = latent_shape(cfg);
-    self->rope = s_rope_new(cfg, err);
+    self->rope = rotary_new(cfg, err);
     if (!self->rope)
         goto fail;
     self->mla = mla_new(&shape, self->max_rows, max_ctx, err);

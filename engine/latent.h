@@ -3,9 +3,9 @@
  *
  * The math is kernels/mla.h's (absorbed form, one cache row [c_kv | k_pe] per
  * position); this module derives its shape from the config, builds the RoPE
- * over the rotary width qk_rope_head_dim (plain, or YaRN when the config says
- * so) and maps a layer's weights onto it. The forward pass calls it in place
- * of the per-head attention when config has kv_lora_rank > 0.
+ * (engine/rotary, over rope_dim = qk_rope_head_dim) and maps a layer's
+ * weights onto it. The forward pass calls it in place of the per-head
+ * attention when config_is_mla().
  *
  * Scale: 1 / sqrt(qk_nope_head_dim + qk_rope_head_dim); with YaRN RoPE and a
  * nonzero mscale_all_dim, times mscale^2 where mscale = 0.1 * mscale_all_dim
@@ -24,7 +24,8 @@
 
 typedef struct latent latent_t;
 
-/* True when cfg's attention is MLA (kv_lora_rank > 0). */
+/* True when cfg's attention is MLA: config_is_mla(), the one test, under
+ * this module's name for its tests. */
 bool latent_applies(const config_t *cfg);
 
 /* The kernel shape of cfg's MLA, scale included (see above). */

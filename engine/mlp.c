@@ -71,10 +71,7 @@ void mlp_add(mlp_t *self, const expert_weights_t *w, int width, const float *gat
     const int hidden = self->hidden;
     if (n_rows == 0)
         return;
-    gemm_linear(self->gate, u, w->gate, n_rows, width, hidden);
-    gemm_linear(self->up, u, w->up, n_rows, width, hidden);
-    ffn_swiglu(self->gate, self->gate, self->up, (size_t)n_rows * width);
-    gemm_linear(self->y, self->gate, w->down, n_rows, hidden, width);
+    mlp_swiglu(self->y, u, n_rows, hidden, width, w, NULL, 0, self->gate, self->up);
     if (gate_w)
         gemm_linear(self->g, u, gate_w, n_rows, 1, hidden);
     for (int r = 0; r < n_rows; r++) {
@@ -89,4 +86,22 @@ void mlp_add(mlp_t *self, const expert_weights_t *w, int width, const float *gat
             for (int j = 0; j < hidden; j++)
                 dst[j] += src[j];
     }
+}
+
+void mlp_swiglu(float *y, const float *x, int n, int hidden, int width,
+                const expert_weights_t *w, const expert_biases_t *eb, float limit,
+                float *gate, float *up)
+{
+    gemm_linear(gate, x, w->gate, n, width, hidden);
+    gemm_linear(up, x, w->up, n, width, hidden);
+    if (!eb) {
+        ffn_swiglu(gate, gate, up, (size_t)n * width);
+    } else {
+        ffn_bias_add(gate, width, eb->gate, n, width);
+        ffn_bias_add(up, width, eb->up, n, width);
+        ffn_swiglu_clamped(gate, gate, up, (size_t)n * width, FFN_OSS_ALPHA, limit);
+    }
+    gemm_linear(y, gate, w->down, n, hidden, width);
+    if (eb)
+        ffn_bias_add(y, hidden, eb->down, n, hidden);
 }

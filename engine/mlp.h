@@ -29,4 +29,14 @@ void mlp_destroy(mlp_t **self_p);
 void mlp_add(mlp_t *self, const expert_weights_t *w, int width, const float *gate_w,
              const float *u, int n_rows, float *out);
 
+/* The one SwiGLU block, of routed experts (engine/experts) and of the FFNs
+ * here: y = down(act(gate x, up x)) over n dense rows, where act is
+ * silu(g) * u, or, when eb is given (gpt_oss), the gate/up biases then
+ * ffn_swiglu_clamped() at limit, and down's bias after.
+ *   y: (n, hidden); x: (n, hidden); gate, up: scratch (n, width), gate
+ *   holds act() after. Does not allocate. */
+void mlp_swiglu(float *y, const float *x, int n, int hidden, int width,
+                const expert_weights_t *w, const expert_biases_t *eb, float limit,
+                float *gate, float *up);
+
 #endif /* MOE_ENGINE_MLP_H */

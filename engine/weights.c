@@ -2,6 +2,7 @@
 #include "engine/weights.h"
 
 #include <errno.h>
+#include <stddef.h>
 
 #include "core/mem.h"
 #include "engine/fused.h"
@@ -18,85 +19,42 @@ static int s_resolve(weights_t *self, arch_weight_t w, int layer, int expert,
     return *dst ? 0 : -1;
 }
 
-/* Resolves one SwiGLU FFN's three matrices. */
-static int s_resolve_ffn(weights_t *self, arch_weight_t gate, int layer, int expert,
-                         expert_weights_t *ffn, err_t *err)
-{
-    /* gate, up, down are consecutive roles in arch_weight_t */
-    if (s_resolve(self, gate, layer, expert, &ffn->gate, err) < 0 ||
-        s_resolve(self, gate + 1, layer, expert, &ffn->up, err) < 0 ||
-        s_resolve(self, gate + 2, layer, expert, &ffn->down, err) < 0)
-        return -1;
-    return 0;
-}
+/* The weights of one layer outside its routed experts, in load order (the
+ * first missing one is the one an error names). */
+#define S_AT(field) offsetof(layer_weights_t, field)
+static const struct {
+    arch_weight_t w;
+    size_t at;            /* offset of its pointer in layer_weights_t */
+} s_layer_roles[] = {
+    {ARCH_W_ATTN_NORM, S_AT(attn_norm)}, {ARCH_W_O, S_AT(o)},
+    {ARCH_W_Q_A, S_AT(q_a)}, {ARCH_W_Q_A_NORM, S_AT(q_a_norm)},
+    {ARCH_W_Q_B, S_AT(q_b)}, {ARCH_W_Q, S_AT(q)},
+    {ARCH_W_KV_A, S_AT(kv_a)}, {ARCH_W_KV_A_NORM, S_AT(kv_a_norm)},
+    {ARCH_W_KV_B, S_AT(kv_b)}, {ARCH_W_K, S_AT(k)}, {ARCH_W_V, S_AT(v)},
+    {ARCH_W_Q_BIAS, S_AT(q_bias)}, {ARCH_W_K_BIAS, S_AT(k_bias)},
+    {ARCH_W_V_BIAS, S_AT(v_bias)}, {ARCH_W_O_BIAS, S_AT(o_bias)},
+    {ARCH_W_Q_NORM, S_AT(q_norm)}, {ARCH_W_K_NORM, S_AT(k_norm)},
+    {ARCH_W_SINKS, S_AT(sinks)}, {ARCH_W_FFN_NORM, S_AT(ffn_norm)},
+    {ARCH_W_DENSE_GATE, S_AT(dense.gate)}, {ARCH_W_DENSE_UP, S_AT(dense.up)},
+    {ARCH_W_DENSE_DOWN, S_AT(dense.down)}, {ARCH_W_ROUTER, S_AT(router)},
+    {ARCH_W_ROUTER_BIAS, S_AT(router_bias)}, {ARCH_W_SCORE_BIAS, S_AT(score_bias)},
+    {ARCH_W_SHARED_GATE, S_AT(shared.gate)}, {ARCH_W_SHARED_UP, S_AT(shared.up)},
+    {ARCH_W_SHARED_DOWN, S_AT(shared.down)},
+    {ARCH_W_SHARED_EXPERT_GATE, S_AT(shared_gate)},
+};
+#undef S_AT
 
-/* The attention weights of layer l: plain (q/k/v/o with optional biases and
- * q/k norms) or MLA. */
-static int s_load_attention(weights_t *self, int l, err_t *err)
+/* Layer l's weights that the model has (arch_present(), the rule synth
+ * writes by too): attention, norms, router, shared and dense FFNs. */
+static int s_load_layer(weights_t *self, int l, err_t *err)
 {
-    const config_t *cfg = &self->cfg;
-    layer_weights_t *lw = &self->layers[l];
-    if (s_resolve(self, ARCH_W_ATTN_NORM, l, 0, &lw->attn_norm, err) < 0 ||
-        s_resolve(self, ARCH_W_O, l, 0, &lw->o, err) < 0)
-        return -1;
-    if (cfg->kv_lora_rank > 0) {
-        if (cfg->q_lora_rank > 0) {
-            if (s_resolve(self, ARCH_W_Q_A, l, 0, &lw->q_a, err) < 0 ||
-                s_resolve(self, ARCH_W_Q_A_NORM, l, 0, &lw->q_a_norm, err) < 0 ||
-                s_resolve(self, ARCH_W_Q_B, l, 0, &lw->q_b, err) < 0)
-                return -1;
-        } else if (s_resolve(self, ARCH_W_Q, l, 0, &lw->q, err) < 0) {
+    char *lw = (char *)&self->layers[l];
+    for (size_t i = 0; i < sizeof s_layer_roles / sizeof s_layer_roles[0]; i++) {
+        const arch_weight_t w = s_layer_roles[i].w;
+        if (arch_present(&self->cfg, w, l) &&
+            s_resolve(self, w, l, 0, (const float **)(lw + s_layer_roles[i].at), err) < 0)
             return -1;
-        }
-        if (s_resolve(self, ARCH_W_KV_A, l, 0, &lw->kv_a, err) < 0 ||
-            s_resolve(self, ARCH_W_KV_A_NORM, l, 0, &lw->kv_a_norm, err) < 0 ||
-            s_resolve(self, ARCH_W_KV_B, l, 0, &lw->kv_b, err) < 0)
-            return -1;
-    } else if (s_resolve(self, ARCH_W_Q, l, 0, &lw->q, err) < 0 ||
-               s_resolve(self, ARCH_W_K, l, 0, &lw->k, err) < 0 ||
-               s_resolve(self, ARCH_W_V, l, 0, &lw->v, err) < 0) {
-        return -1;
     }
-    if (cfg->qkv_bias &&
-        (s_resolve(self, ARCH_W_Q_BIAS, l, 0, &lw->q_bias, err) < 0 ||
-         s_resolve(self, ARCH_W_K_BIAS, l, 0, &lw->k_bias, err) < 0 ||
-         s_resolve(self, ARCH_W_V_BIAS, l, 0, &lw->v_bias, err) < 0))
-        return -1;
-    if (cfg->o_bias && s_resolve(self, ARCH_W_O_BIAS, l, 0, &lw->o_bias, err) < 0)
-        return -1;
-    if (cfg->qk_norm != CONFIG_QK_NORM_NONE &&
-        (s_resolve(self, ARCH_W_Q_NORM, l, 0, &lw->q_norm, err) < 0 ||
-         s_resolve(self, ARCH_W_K_NORM, l, 0, &lw->k_norm, err) < 0))
-        return -1;
-    if (cfg->attn_sinks && s_resolve(self, ARCH_W_SINKS, l, 0, &lw->sinks, err) < 0)
-        return -1;
-    return 0;
-}
-
-/* The FFN side of layer l that runs beside the experts: the router and the
- * shared expert of a MoE layer, or a dense layer's FFN. */
-static int s_load_ffn_side(weights_t *self, int l, err_t *err)
-{
-    const config_t *cfg = &self->cfg;
-    layer_weights_t *lw = &self->layers[l];
-    if (s_resolve(self, ARCH_W_FFN_NORM, l, 0, &lw->ffn_norm, err) < 0)
-        return -1;
-    if (!config_layer_is_moe(cfg, l))
-        return s_resolve_ffn(self, ARCH_W_DENSE_GATE, l, 0, &lw->dense, err);
-    if (s_resolve(self, ARCH_W_ROUTER, l, 0, &lw->router, err) < 0)
-        return -1;
-    if (cfg->router_bias &&
-        s_resolve(self, ARCH_W_ROUTER_BIAS, l, 0, &lw->router_bias, err) < 0)
-        return -1;
-    if (cfg->topk_method == CONFIG_TOPK_NOAUX_TC &&
-        s_resolve(self, ARCH_W_SCORE_BIAS, l, 0, &lw->score_bias, err) < 0)
-        return -1;
-    if (cfg->shared != CONFIG_SHARED_NONE &&
-        s_resolve_ffn(self, ARCH_W_SHARED_GATE, l, 0, &lw->shared, err) < 0)
-        return -1;
-    if (cfg->shared == CONFIG_SHARED_GATED &&
-        s_resolve(self, ARCH_W_SHARED_EXPERT_GATE, l, 0, &lw->shared_gate, err) < 0)
-        return -1;
     return 0;
 }
 
@@ -106,12 +64,12 @@ static int s_load_dense(weights_t *self, err_t *err)
     if (s_resolve(self, ARCH_W_EMBED, 0, 0, &self->embed, err) < 0 ||
         s_resolve(self, ARCH_W_FINAL_NORM, 0, 0, &self->final_norm, err) < 0)
         return -1;
-    if (self->cfg.tie_word_embeddings)
-        self->lm_head = self->embed;
+    if (!arch_present(&self->cfg, ARCH_W_LM_HEAD, 0))
+        self->lm_head = self->embed; /* tied */
     else if (s_resolve(self, ARCH_W_LM_HEAD, 0, 0, &self->lm_head, err) < 0)
         return -1;
     for (int l = 0; l < n_layers; l++)
-        if (s_load_attention(self, l, err) < 0 || s_load_ffn_side(self, l, err) < 0)
+        if (s_load_layer(self, l, err) < 0)
             return -1;
     self->has_dense = true;
     return 0;
@@ -132,15 +90,18 @@ static int s_load_experts(weights_t *self, weights_hosts_fn hosts, void *ctx, er
                     return -1;
                 continue;
             }
-            if (s_resolve_ffn(self, ARCH_W_EXPERT_GATE, l, e, &self->layers[l].experts[e],
-                              err) < 0)
+            expert_weights_t *ew = &lw->experts[e];
+            if (s_resolve(self, ARCH_W_EXPERT_GATE, l, e, &ew->gate, err) < 0 ||
+                s_resolve(self, ARCH_W_EXPERT_UP, l, e, &ew->up, err) < 0 ||
+                s_resolve(self, ARCH_W_EXPERT_DOWN, l, e, &ew->down, err) < 0)
                 return -1;
         }
     }
     return 0;
 }
 
-/* gpt_oss's per-expert biases and owned buffers (engine/fused.h). */
+/* Stacked (gpt_oss) experts' per-expert biases and owned buffers
+ * (engine/fused.h). */
 static int s_alloc_fused(layer_weights_t *lw, int n_experts)
 {
     lw->expert_biases = mem_calloc((size_t)n_experts, sizeof *lw->expert_biases);
@@ -169,7 +130,7 @@ weights_t *weights_load(const char *dir, const weights_select_t *select, err_t *
             err_set(err, ENOMEM, "out of memory loading %s", dir);
             goto fail;
         }
-        if (self->cfg.expert_act == CONFIG_EXPERT_SWIGLU_OAI &&
+        if (config_experts_stacked(&self->cfg) &&
             s_alloc_fused(&self->layers[l], self->cfg.n_experts) < 0) {
             err_set(err, ENOMEM, "out of memory loading %s", dir);
             goto fail;

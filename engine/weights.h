@@ -34,12 +34,13 @@ typedef struct expert_biases {
     const float *down;   /* (hidden) */
 } expert_biases_t;
 
-/* Per layer. A pointer is NULL when the config says the model has no such
- * weight (or the process did not load it). Which weights exist:
+/* Per layer. A pointer is NULL when the model has no such weight
+ * (arch_present(), model/arch.h, says which it has) or the process did not
+ * load it. In short:
  *   q_bias/k_bias/v_bias: cfg.qkv_bias; o_bias: cfg.o_bias;
  *   q_norm/k_norm: cfg.qk_norm != NONE;
  *   router (+ shared, shared_gate): MoE layers; dense: dense layers;
- *   q_a .. kv_b: MLA (cfg.kv_lora_rank > 0) instead of q/k/v;
+ *   q_a .. kv_b: MLA (config_is_mla()) instead of q/k/v;
  *   sinks, router_bias: gpt_oss; score_bias: deepseek_v3 (noaux_tc). */
 typedef struct layer_weights {
     const float *attn_norm;    /* (hidden) */
@@ -55,7 +56,7 @@ typedef struct layer_weights {
     const float *q_norm;       /* (head_dim), or (heads * head_dim) when qk_norm is FULL */
     const float *k_norm;       /* (head_dim), or (kv_heads * head_dim) when FULL */
     const float *sinks;        /* (heads) gpt_oss */
-    const float *q_a;          /* (q_lora_rank, hidden) MLA, phase 2 */
+    const float *q_a;          /* (q_lora_rank, hidden) MLA */
     const float *q_a_norm;     /* (q_lora_rank) */
     const float *q_b;          /* (heads * (nope + rope), q_lora_rank) */
     const float *kv_a;         /* (kv_lora_rank + rope, hidden) */
@@ -64,7 +65,7 @@ typedef struct layer_weights {
     const float *ffn_norm;     /* (hidden) */
     const float *router;       /* (n_experts, hidden); NULL in a dense layer */
     const float *router_bias;  /* (n_experts) gpt_oss */
-    const float *score_bias;   /* (n_experts) deepseek_v3, phase 2 */
+    const float *score_bias;   /* (n_experts) deepseek_v3 */
     expert_weights_t shared;   /* shared expert, width shared_intermediate_size */
     const float *shared_gate;  /* (1, hidden) qwen2_moe's sigmoid gate of it */
     expert_weights_t dense;    /* a dense layer's FFN, width dense_intermediate_size */

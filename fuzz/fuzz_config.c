@@ -22,6 +22,12 @@ static void s_use(const config_t *cfg)
 {
     s_check(cfg->n_layers > 0 && cfg->n_layers <= CONFIG_MAX_LAYERS, "n_layers");
     s_check(cfg->n_eos >= 0 && cfg->n_eos <= CONFIG_MAX_EOS, "n_eos");
+    /* The rotary width is the one its attention kind rotates, even. */
+    s_check(cfg->rope_dim >= 2 && cfg->rope_dim % 2 == 0 &&
+                cfg->rope_dim == (config_is_mla(cfg) ? cfg->qk_rope_head_dim
+                                                     : cfg->head_dim),
+            "rope_dim");
+    s_check(config_is_mla(cfg) == (cfg->kv_lora_rank > 0), "attention kind");
     char small[8], big[512];
     int n = config_model_id(cfg, big, sizeof big);
     s_check(n >= 0, "model id length");
@@ -32,7 +38,8 @@ static void s_use(const config_t *cfg)
     volatile int sink = 0;
     for (int l = 0; l < cfg->n_layers; l++)
         sink += config_layer_is_moe(cfg, l) + config_layer_window(cfg, l);
-    sink += (int)strlen(config_arch_name(cfg->arch)) + config_arch_supported(cfg->arch);
+    sink += (int)strlen(config_arch_name(cfg->arch)) + config_arch_supported(cfg->arch) +
+            config_experts_stacked(cfg);
     (void)sink;
 }
 

@@ -4,11 +4,14 @@
  * up projection of expert 5 of layer 3, ...); arch answers with the tensor's
  * name in the Hugging Face checkpoint, the slice of it (for architectures that
  * stack all experts in one tensor per projection) and the float32 shape the
- * math expects. A new architecture adds a table here, not a loader.
+ * math expects. The names are the family descriptor's (family.h); which
+ * tensors a model has is arch_present()'s, the one rule the loader
+ * (engine/weights) and the writer (synth) both follow.
  */
 #ifndef MOE_MODEL_ARCH_H
 #define MOE_MODEL_ARCH_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "core/err.h"
@@ -16,7 +19,7 @@
 
 /* Roles: model-wide first, then per layer, then per expert (the order
  * arch_tensor() relies on). Shapes are (out_features, in_features) for
- * matrices. Roles marked "phase 2" have names but no engine reads them yet. */
+ * matrices. */
 typedef enum arch_weight {
     ARCH_W_EMBED,        /* (vocab, hidden) */
     ARCH_W_LM_HEAD,      /* (vocab, hidden) */
@@ -36,15 +39,15 @@ typedef enum arch_weight {
     ARCH_W_Q_NORM,       /* (head_dim), or (heads * head_dim) for CONFIG_QK_NORM_FULL */
     ARCH_W_K_NORM,       /* (head_dim), or (kv_heads * head_dim) for CONFIG_QK_NORM_FULL */
     ARCH_W_SINKS,        /* (heads) gpt_oss attention sinks */
-    ARCH_W_Q_A,          /* (q_lora_rank, hidden) MLA, phase 2 */
-    ARCH_W_Q_A_NORM,     /* (q_lora_rank) MLA, phase 2 */
-    ARCH_W_Q_B,          /* (heads * (nope + rope), q_lora_rank) MLA, phase 2 */
-    ARCH_W_KV_A,         /* (kv_lora_rank + rope, hidden) MLA, phase 2 */
-    ARCH_W_KV_A_NORM,    /* (kv_lora_rank) MLA, phase 2 */
-    ARCH_W_KV_B,         /* (heads * (nope + v_head_dim), kv_lora_rank) MLA, phase 2 */
+    ARCH_W_Q_A,          /* (q_lora_rank, hidden) MLA */
+    ARCH_W_Q_A_NORM,     /* (q_lora_rank) MLA */
+    ARCH_W_Q_B,          /* (heads * (nope + rope), q_lora_rank) MLA */
+    ARCH_W_KV_A,         /* (kv_lora_rank + rope, hidden) MLA */
+    ARCH_W_KV_A_NORM,    /* (kv_lora_rank) MLA */
+    ARCH_W_KV_B,         /* (heads * (nope + v_head_dim), kv_lora_rank) MLA */
     ARCH_W_ROUTER,       /* (n_experts, hidden) */
     ARCH_W_ROUTER_BIAS,  /* (n_experts) gpt_oss */
-    ARCH_W_SCORE_BIAS,   /* (n_experts) deepseek_v3 e_score_correction_bias, phase 2 */
+    ARCH_W_SCORE_BIAS,   /* (n_experts) deepseek_v3 e_score_correction_bias */
     ARCH_W_SHARED_GATE,  /* (shared_inter, hidden) shared expert / shared MLP */
     ARCH_W_SHARED_UP,    /* (shared_inter, hidden) */
     ARCH_W_SHARED_DOWN,  /* (hidden, shared_inter) */
@@ -79,6 +82,13 @@ int arch_tensor(const config_t *cfg, arch_weight_t w, int layer, int expert,
 
 /* True when the architecture names weight w at all. */
 int arch_has(const config_t *cfg, arch_weight_t w);
+
+/* True when a model with config cfg has weight w in layer `layer` (ignored
+ * for model-wide weights; any expert of a MoE layer), as its config says:
+ * biases, q/k norms, MLA or plain attention, shared experts, dense or MoE
+ * layer, tied embeddings. arch_tensor() fails for one the family cannot
+ * name. */
+bool arch_present(const config_t *cfg, arch_weight_t w, int layer);
 
 /* Short role name for messages, e.g. "q_proj" (borrowed, static). */
 const char *arch_weight_name(arch_weight_t w);

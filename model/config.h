@@ -70,13 +70,29 @@ typedef enum config_expert_act {
                                   (up + 1) * gate * sigmoid(1.702 gate) */
 } config_expert_act_t;
 
+/* The attention a layer runs. */
+typedef enum config_attn {
+    CONFIG_ATTN_PLAIN = 0,     /* per-head q/k/v (GQA), head_dim wide */
+    CONFIG_ATTN_MLA,           /* multi-head latent attention (deepseek): q_lora_rank,
+                                  kv_lora_rank, qk_{nope,rope}_head_dim, v_head_dim */
+} config_attn_t;
+
+/* How a checkpoint keeps a layer's routed experts. */
+typedef enum config_experts_layout {
+    CONFIG_EXPERTS_SEPARATE = 0, /* one tensor per expert and projection */
+    CONFIG_EXPERTS_STACKED,    /* one [n_experts, ...] tensor per projection (gpt_oss) */
+} config_experts_layout_t;
+
 /* Per-layer flags (config_t.layer_flags). */
 enum {
     CONFIG_LAYER_DENSE = 1,    /* a dense FFN (width dense_intermediate_size), no experts */
     CONFIG_LAYER_SLIDING = 2,  /* attention sees the last sliding_window positions */
 };
 
-enum { CONFIG_MAX_EOS = 8, CONFIG_MAX_LAYERS = 512 };
+/* CONFIG_DIM_MAX: the largest width accepted for any one dimension: far
+ * above any real model, low enough that products of two or three dims never
+ * overflow int64. */
+enum { CONFIG_MAX_EOS = 8, CONFIG_MAX_LAYERS = 512, CONFIG_DIM_MAX = 1 << 24 };
 
 typedef struct config {
     config_arch_t arch;
@@ -85,8 +101,10 @@ typedef struct config {
     int n_layers;               /* num_hidden_layers, <= CONFIG_MAX_LAYERS */
     int n_heads;                /* num_attention_heads */
     int n_kv_heads;             /* num_key_value_heads (defaults to n_heads) */
-    int head_dim;               /* head_dim (defaults to hidden_size / n_heads);
-                                   MLA: the rotary width qk_rope_head_dim */
+    int head_dim;               /* plain attention's per-head width: head_dim
+                                   (defaults to hidden_size / n_heads) */
+    int rope_dim;               /* rotary width: head_dim, or MLA's
+                                   qk_rope_head_dim */
     int intermediate_size;      /* ROUTED expert FFN width: intermediate_size (mixtral,
                                    olmoe, hunyuan, gpt_oss) or moe_intermediate_size
                                    (qwen2_moe, qwen3_moe, deepseek) */
@@ -112,6 +130,7 @@ typedef struct config {
                                    deepseek_v2 always, deepseek_v3 rope_interleave */
 
     /* Attention */
+    config_attn_t attn;         /* plain or MLA (config_is_mla()) */
     bool qkv_bias;              /* q/k/v projections have biases */
     bool o_bias;                /* o projection has a bias */
     config_qk_norm_t qk_norm;
@@ -119,7 +138,7 @@ typedef struct config {
     int sliding_window;         /* window of CONFIG_LAYER_SLIDING layers; 0: none */
     unsigned char layer_flags[CONFIG_MAX_LAYERS]; /* CONFIG_LAYER_* per layer */
 
-    /* MLA (deepseek); kv_lora_rank == 0 means plain multi-head attention */
+    /* MLA (deepseek, attn == CONFIG_ATTN_MLA); 0 otherwise */
     int q_lora_rank;            /* 0: q_proj, no q LoRA */
     int kv_lora_rank;
     int qk_nope_head_dim;
@@ -136,6 +155,7 @@ typedef struct config {
     float routed_scaling_factor;/* multiplies routed weights, 1 when absent */
     bool router_bias;           /* router has a bias (gpt_oss) */
     config_expert_act_t expert_act;
+    config_experts_layout_t experts_layout; /* config_experts_stacked() */
     float swiglu_limit;         /* gpt_oss clamp, 0: none */
     config_shared_t shared;     /* shared expert kind */
     int shared_intermediate_size; /* its width, 0 when none */
@@ -169,6 +189,13 @@ int config_parse_all(config_t *cfg, const char *json_text, size_t len,
 
 /* True when the engine runs this architecture. */
 bool config_arch_supported(config_arch_t arch);
+
+/* True when the attention is MLA (attn == CONFIG_ATTN_MLA). */
+bool config_is_mla(const config_t *cfg);
+
+/* True when the checkpoint stacks each layer's experts in one tensor per
+ * projection (experts_layout == CONFIG_EXPERTS_STACKED). */
+bool config_experts_stacked(const config_t *cfg);
 
 /* True when layer l has routed experts (not a dense FFN layer). */
 bool config_layer_is_moe(const config_t *cfg, int layer);

@@ -1,13 +1,13 @@
 /* synth: see synth.h.
  *
- * An architecture is one s_arch_t row: its names, its presets and its table
- * of tensor roles (arch.h) in checkpoint order. arch_tensor() gives each
- * role's name and shape, so the checkpoint synth writes is the one the loader
- * reads; s_present() says, from the config, which roles a layer has. The
- * table is read in order: a model-wide role is one tensor; a run of per-layer
+ * A family is its descriptor (family.h): its presets, its config.json hook
+ * and its table of tensor roles (arch.h) in checkpoint order. arch_tensor()
+ * gives each role's name and shape and arch_present() says which a layer
+ * has, as for the loader, so the checkpoint synth writes is the one the
+ * loader reads. The table is read in order: a model-wide role is one tensor; a run of per-layer
  * roles is repeated for every layer, and a run of per-expert roles inside it
- * for every expert of a MoE layer (once, stacked, when the architecture keeps
- * its experts in one tensor per layer, as gpt_oss does).
+ * for every expert of a MoE layer (once, stacked, when the config keeps its
+ * experts in one tensor per layer, config_experts_stacked()).
  *
  * Each tensor draws from its own generator, seeded from (seed, name), and is
  * produced in chunks of S_CHUNK values that go straight to the st_writer.
@@ -29,236 +29,14 @@
 #include "core/mem.h"
 #include "core/path.h"
 #include "model/arch.h"
+#include "model/cfgjson.h"
+#include "model/family.h"
 #include "model/st_writer.h"
 
 enum { S_CHUNK = 1 << 18 };   /* values generated and written per step */
 enum { S_MAX_TDIMS = ARCH_MAX_DIMS + 1 }; /* a stacked expert tensor adds one */
 
-/* A tensor synth writes that arch.h has no role for: gpt_oss's
- * mlp.experts.down_proj_bias [E, hidden]. */
-enum { S_ROLE_OAI_DOWN_BIAS = ARCH_W_COUNT };
-
-/* A preset: the dims a family's config needs; 0 where it has no such dim. */
-typedef struct s_preset {
-    const char *name;
-    int hidden, n_layers, n_experts, top_k, inter, n_heads, n_kv_heads, vocab;
-    int dense_inter;          /* HF intermediate_size (qwen, deepseek) */
-    int shared_inter;         /* qwen2_moe shared_expert_intermediate_size */
-    int n_shared;             /* deepseek n_shared_experts */
-    int first_dense;          /* deepseek first_k_dense_replace */
-    int n_group, topk_group;  /* deepseek */
-    int q_lora, kv_lora, nope, rope, v_head; /* deepseek MLA */
-    int window;               /* gpt_oss sliding window */
-} s_preset_t;
-
-typedef struct s_arch {
-    config_arch_t arch;
-    const char *model_type;   /* config.json "model_type" */
-    const char *class_name;   /* config.json "architectures" */
-    const char *experts_key;  /* config.json field of the expert count */
-    const char *topk_key;     /* config.json field of the experts per token */
-    bool moe_inter_key;       /* the routed width is moe_intermediate_size and
-                                 intermediate_size is the dense width */
-    double rope_theta;
-    const int *roles;         /* arch_weight_t (or S_ROLE_*), in order */
-    size_t n_roles;
-    const s_preset_t *presets;
-    size_t n_presets;
-} s_arch_t;
-
-#define S_COUNT(a) (sizeof(a) / sizeof((a)[0]))
 #define S_PRESET_NAMES "tiny, small, medium"
-
-/* Llama-style attention, per layer. */
-#define S_ATTN_ROLES                                                         \
-    ARCH_W_ATTN_NORM, ARCH_W_Q, ARCH_W_Q_BIAS, ARCH_W_K, ARCH_W_K_BIAS,      \
-        ARCH_W_V, ARCH_W_V_BIAS, ARCH_W_Q_NORM, ARCH_W_K_NORM, ARCH_W_O,     \
-        ARCH_W_O_BIAS, ARCH_W_SINKS, ARCH_W_FFN_NORM
-
-static const int s_mixtral_roles[] = {
-    ARCH_W_EMBED,
-    ARCH_W_ATTN_NORM, ARCH_W_Q, ARCH_W_K, ARCH_W_V, ARCH_W_O, ARCH_W_FFN_NORM,
-    ARCH_W_ROUTER,
-    ARCH_W_EXPERT_GATE, ARCH_W_EXPERT_DOWN, ARCH_W_EXPERT_UP, /* w1 w2 w3 */
-    ARCH_W_FINAL_NORM, ARCH_W_LM_HEAD,
-};
-
-/* qwen2_moe, qwen3_moe, olmoe and hunyuan_v1_moe: what each has of these is
- * the config's to say (biases, q/k norms, shared expert, dense layers). */
-static const int s_llama_moe_roles[] = {
-    ARCH_W_EMBED,
-    S_ATTN_ROLES,
-    ARCH_W_DENSE_GATE, ARCH_W_DENSE_UP, ARCH_W_DENSE_DOWN,
-    ARCH_W_ROUTER,
-    ARCH_W_EXPERT_GATE, ARCH_W_EXPERT_UP, ARCH_W_EXPERT_DOWN,
-    ARCH_W_SHARED_GATE, ARCH_W_SHARED_UP, ARCH_W_SHARED_DOWN,
-    ARCH_W_SHARED_EXPERT_GATE,
-    ARCH_W_FINAL_NORM, ARCH_W_LM_HEAD,
-};
-
-/* deepseek_v2 / v3: MLA (q_proj, or q_a/q_b with a q LoRA), dense FFN in the
- * first layers, router (+ correction bias), experts, shared experts. */
-static const int s_deepseek_roles[] = {
-    ARCH_W_EMBED,
-    ARCH_W_ATTN_NORM, ARCH_W_Q, ARCH_W_Q_A, ARCH_W_Q_A_NORM, ARCH_W_Q_B,
-    ARCH_W_KV_A, ARCH_W_KV_A_NORM, ARCH_W_KV_B, ARCH_W_O, ARCH_W_FFN_NORM,
-    ARCH_W_DENSE_GATE, ARCH_W_DENSE_UP, ARCH_W_DENSE_DOWN,
-    ARCH_W_ROUTER, ARCH_W_SCORE_BIAS,
-    ARCH_W_EXPERT_GATE, ARCH_W_EXPERT_UP, ARCH_W_EXPERT_DOWN,
-    ARCH_W_SHARED_GATE, ARCH_W_SHARED_UP, ARCH_W_SHARED_DOWN,
-    ARCH_W_FINAL_NORM, ARCH_W_LM_HEAD,
-};
-
-/* gpt_oss: attention with biases and sinks, router with a bias, experts
- * stacked per layer (gate_up_proj, its bias, down_proj, its bias). */
-static const int s_gpt_oss_roles[] = {
-    ARCH_W_EMBED,
-    S_ATTN_ROLES,
-    ARCH_W_ROUTER, ARCH_W_ROUTER_BIAS,
-    ARCH_W_EXPERT_GATE, ARCH_W_EXPERT_UP, ARCH_W_EXPERT_DOWN,
-    S_ROLE_OAI_DOWN_BIAS,
-    ARCH_W_FINAL_NORM, ARCH_W_LM_HEAD,
-};
-
-/* tiny: fixture-sized; small: a few MB; medium: about the Mixtral medium's
- * 2.6 GB of float32 (the benchmark size), in each family's own proportions
- * (finer experts with top-4..8 where the family has them). */
-static const s_preset_t s_mixtral_presets[] = {
-    {.name = "tiny", .hidden = 64, .n_layers = 2, .n_experts = 8, .top_k = 2,
-     .inter = 128, .n_heads = 4, .n_kv_heads = 2, .vocab = 512},
-    {.name = "small", .hidden = 256, .n_layers = 4, .n_experts = 8, .top_k = 2,
-     .inter = 512, .n_heads = 8, .n_kv_heads = 2, .vocab = 2048},
-    {.name = "medium", .hidden = 1024, .n_layers = 8, .n_experts = 8,
-     .top_k = 2, .inter = 2816, .n_heads = 16, .n_kv_heads = 4,
-     .vocab = 32000},
-};
-
-static const s_preset_t s_qwen2_moe_presets[] = {
-    {.name = "tiny", .hidden = 64, .n_layers = 2, .n_experts = 16, .top_k = 4,
-     .inter = 32, .n_heads = 4, .n_kv_heads = 2, .vocab = 512,
-     .dense_inter = 128, .shared_inter = 64},
-    {.name = "small", .hidden = 256, .n_layers = 4, .n_experts = 16,
-     .top_k = 4, .inter = 128, .n_heads = 8, .n_kv_heads = 2, .vocab = 2048,
-     .dense_inter = 512, .shared_inter = 512},
-    {.name = "medium", .hidden = 1024, .n_layers = 8, .n_experts = 32,
-     .top_k = 4, .inter = 704, .n_heads = 16, .n_kv_heads = 4,
-     .vocab = 32000, .dense_inter = 2816, .shared_inter = 2816},
-};
-
-static const s_preset_t s_qwen3_moe_presets[] = {
-    {.name = "tiny", .hidden = 64, .n_layers = 2, .n_experts = 16, .top_k = 4,
-     .inter = 32, .n_heads = 4, .n_kv_heads = 2, .vocab = 512,
-     .dense_inter = 128},
-    {.name = "small", .hidden = 256, .n_layers = 4, .n_experts = 32,
-     .top_k = 8, .inter = 128, .n_heads = 8, .n_kv_heads = 2, .vocab = 2048,
-     .dense_inter = 512},
-    {.name = "medium", .hidden = 1024, .n_layers = 8, .n_experts = 64,
-     .top_k = 8, .inter = 352, .n_heads = 16, .n_kv_heads = 4,
-     .vocab = 32000, .dense_inter = 2816},
-};
-
-static const s_preset_t s_olmoe_presets[] = {
-    {.name = "tiny", .hidden = 64, .n_layers = 2, .n_experts = 16, .top_k = 4,
-     .inter = 32, .n_heads = 4, .n_kv_heads = 2, .vocab = 512},
-    {.name = "small", .hidden = 256, .n_layers = 4, .n_experts = 32,
-     .top_k = 8, .inter = 128, .n_heads = 8, .n_kv_heads = 8, .vocab = 2048},
-    {.name = "medium", .hidden = 1024, .n_layers = 8, .n_experts = 64,
-     .top_k = 8, .inter = 352, .n_heads = 16, .n_kv_heads = 16,
-     .vocab = 32000},
-};
-
-static const s_preset_t s_hunyuan_presets[] = {
-    {.name = "tiny", .hidden = 64, .n_layers = 2, .n_experts = 8, .top_k = 2,
-     .inter = 48, .n_heads = 4, .n_kv_heads = 2, .vocab = 512},
-    {.name = "small", .hidden = 256, .n_layers = 4, .n_experts = 16,
-     .top_k = 2, .inter = 256, .n_heads = 8, .n_kv_heads = 2, .vocab = 2048},
-    {.name = "medium", .hidden = 1024, .n_layers = 8, .n_experts = 16,
-     .top_k = 2, .inter = 1408, .n_heads = 16, .n_kv_heads = 4,
-     .vocab = 32000},
-};
-
-/* deepseek: groups of experts such that the top-k usually spans more groups
- * than topk_group keeps, so the group limit changes choices. */
-static const s_preset_t s_deepseek_v2_presets[] = {
-    {.name = "tiny", .hidden = 64, .n_layers = 3, .n_experts = 16, .top_k = 4,
-     .inter = 24, .n_heads = 4, .n_kv_heads = 4, .vocab = 512,
-     .dense_inter = 96, .n_shared = 2, .first_dense = 1, .n_group = 4,
-     .topk_group = 2, .kv_lora = 24, .nope = 16, .rope = 8, .v_head = 16},
-    {.name = "small", .hidden = 256, .n_layers = 4, .n_experts = 32,
-     .top_k = 6, .inter = 128, .n_heads = 8, .n_kv_heads = 8, .vocab = 2048,
-     .dense_inter = 1024, .n_shared = 2, .first_dense = 1, .n_group = 8,
-     .topk_group = 3, .kv_lora = 64, .nope = 32, .rope = 16, .v_head = 32},
-    {.name = "medium", .hidden = 1024, .n_layers = 8, .n_experts = 64,
-     .top_k = 6, .inter = 352, .n_heads = 16, .n_kv_heads = 16,
-     .vocab = 32000, .dense_inter = 2816, .n_shared = 2, .first_dense = 1,
-     .n_group = 8, .topk_group = 3, .kv_lora = 256, .nope = 64, .rope = 32,
-     .v_head = 64},
-};
-
-static const s_preset_t s_deepseek_v3_presets[] = {
-    {.name = "tiny", .hidden = 64, .n_layers = 3, .n_experts = 16, .top_k = 4,
-     .inter = 24, .n_heads = 4, .n_kv_heads = 4, .vocab = 512,
-     .dense_inter = 96, .n_shared = 1, .first_dense = 1, .n_group = 4,
-     .topk_group = 2, .q_lora = 32, .kv_lora = 24, .nope = 16, .rope = 8,
-     .v_head = 16},
-    {.name = "small", .hidden = 256, .n_layers = 4, .n_experts = 32,
-     .top_k = 8, .inter = 128, .n_heads = 8, .n_kv_heads = 8, .vocab = 2048,
-     .dense_inter = 1024, .n_shared = 1, .first_dense = 1, .n_group = 8,
-     .topk_group = 4, .q_lora = 96, .kv_lora = 64, .nope = 32, .rope = 16,
-     .v_head = 32},
-    {.name = "medium", .hidden = 1024, .n_layers = 8, .n_experts = 64,
-     .top_k = 8, .inter = 352, .n_heads = 16, .n_kv_heads = 16,
-     .vocab = 32000, .dense_inter = 2816, .n_shared = 1, .first_dense = 1,
-     .n_group = 8, .topk_group = 4, .q_lora = 384, .kv_lora = 256,
-     .nope = 64, .rope = 32, .v_head = 64},
-};
-
-/* gpt_oss: layers alternate sliding (even) and full attention. */
-static const s_preset_t s_gpt_oss_presets[] = {
-    {.name = "tiny", .hidden = 64, .n_layers = 2, .n_experts = 8, .top_k = 2,
-     .inter = 48, .n_heads = 4, .n_kv_heads = 2, .vocab = 512, .window = 8},
-    {.name = "small", .hidden = 256, .n_layers = 4, .n_experts = 16,
-     .top_k = 4, .inter = 128, .n_heads = 8, .n_kv_heads = 2, .vocab = 2048,
-     .window = 32},
-    {.name = "medium", .hidden = 1024, .n_layers = 8, .n_experts = 32,
-     .top_k = 4, .inter = 704, .n_heads = 16, .n_kv_heads = 4,
-     .vocab = 32000, .window = 128},
-};
-
-#define S_ROLES(r) r, S_COUNT(r)
-#define S_PRESETS(p) p, S_COUNT(p)
-
-static const s_arch_t s_archs[] = {
-    {CONFIG_ARCH_MIXTRAL, "mixtral", "MixtralForCausalLM", "num_local_experts",
-     "num_experts_per_tok", false, 1e6, S_ROLES(s_mixtral_roles),
-     S_PRESETS(s_mixtral_presets)},
-    {CONFIG_ARCH_QWEN2_MOE, "qwen2_moe", "Qwen2MoeForCausalLM", "num_experts",
-     "num_experts_per_tok", true, 1e6, S_ROLES(s_llama_moe_roles),
-     S_PRESETS(s_qwen2_moe_presets)},
-    /* transformers 5 writes qwen3_moe's count as num_local_experts */
-    {CONFIG_ARCH_QWEN3_MOE, "qwen3_moe", "Qwen3MoeForCausalLM",
-     "num_local_experts", "num_experts_per_tok", true, 1e6,
-     S_ROLES(s_llama_moe_roles), S_PRESETS(s_qwen3_moe_presets)},
-    {CONFIG_ARCH_OLMOE, "olmoe", "OlmoeForCausalLM", "num_experts",
-     "num_experts_per_tok", false, 1e4, S_ROLES(s_llama_moe_roles),
-     S_PRESETS(s_olmoe_presets)},
-    {CONFIG_ARCH_HUNYUAN_V1_MOE, "hunyuan_v1_moe", "HunYuanMoEV1ForCausalLM",
-     "num_experts", "moe_topk", false, 1e4, S_ROLES(s_llama_moe_roles),
-     S_PRESETS(s_hunyuan_presets)},
-    {CONFIG_ARCH_DEEPSEEK_V2, "deepseek_v2", "DeepseekV2ForCausalLM",
-     "n_routed_experts", "num_experts_per_tok", true, 1e4,
-     S_ROLES(s_deepseek_roles), S_PRESETS(s_deepseek_v2_presets)},
-    {CONFIG_ARCH_DEEPSEEK_V3, "deepseek_v3", "DeepseekV3ForCausalLM",
-     "n_routed_experts", "num_experts_per_tok", true, 1e4,
-     S_ROLES(s_deepseek_roles), S_PRESETS(s_deepseek_v3_presets)},
-    {CONFIG_ARCH_GPT_OSS, "gpt_oss", "GptOssForCausalLM", "num_local_experts",
-     "num_experts_per_tok", false, 1.5e5, S_ROLES(s_gpt_oss_roles),
-     S_PRESETS(s_gpt_oss_presets)},
-};
-
-#define S_ARCH_NAMES                                                         \
-    "mixtral, qwen2_moe, qwen3_moe, olmoe, hunyuan_v1_moe, deepseek_v2, "    \
-    "deepseek_v3, gpt_oss"
 
 /* ---- random numbers ------------------------------------------------------ */
 
@@ -345,57 +123,9 @@ typedef struct s_item {
     size_t shard;             /* 0-based file number */
 } s_item_t;
 
-/* gpt_oss keeps each layer's experts in one tensor per projection. */
-static bool s_stacked(const config_t *c)
-{
-    return c->expert_act == CONFIG_EXPERT_SWIGLU_OAI;
-}
-
 static bool s_is_expert_role(int role)
 {
     return role >= ARCH_W_EXPERT_GATE && role <= ARCH_W_EXPERT_DOWN;
-}
-
-/* Whether layer `layer` of the model has role (the rules weights_load reads
- * by, weights.h). */
-static bool s_present(const config_t *c, int role, int layer)
-{
-    const bool moe = config_layer_is_moe(c, layer);
-    const bool mla = c->kv_lora_rank > 0;
-    switch (role) {
-    case ARCH_W_LM_HEAD: return !c->tie_word_embeddings;
-    case ARCH_W_Q: return !mla || c->q_lora_rank == 0;
-    case ARCH_W_K:
-    case ARCH_W_V: return !mla;
-    case ARCH_W_Q_A:
-    case ARCH_W_Q_A_NORM:
-    case ARCH_W_Q_B: return mla && c->q_lora_rank > 0;
-    case ARCH_W_KV_A:
-    case ARCH_W_KV_A_NORM:
-    case ARCH_W_KV_B: return mla;
-    case ARCH_W_Q_BIAS:
-    case ARCH_W_K_BIAS:
-    case ARCH_W_V_BIAS: return c->qkv_bias;
-    case ARCH_W_O_BIAS: return c->o_bias;
-    case ARCH_W_Q_NORM:
-    case ARCH_W_K_NORM: return c->qk_norm != CONFIG_QK_NORM_NONE;
-    case ARCH_W_SINKS: return c->attn_sinks;
-    case ARCH_W_ROUTER: return moe;
-    case ARCH_W_ROUTER_BIAS: return moe && c->router_bias;
-    case ARCH_W_SCORE_BIAS: return moe && c->topk_method == CONFIG_TOPK_NOAUX_TC;
-    case ARCH_W_SHARED_GATE:
-    case ARCH_W_SHARED_UP:
-    case ARCH_W_SHARED_DOWN: return moe && c->shared != CONFIG_SHARED_NONE;
-    case ARCH_W_SHARED_EXPERT_GATE: return moe && c->shared == CONFIG_SHARED_GATED;
-    case ARCH_W_DENSE_GATE:
-    case ARCH_W_DENSE_UP:
-    case ARCH_W_DENSE_DOWN: return !moe;
-    case ARCH_W_EXPERT_GATE:
-    case ARCH_W_EXPERT_UP:
-    case ARCH_W_EXPERT_DOWN: return moe;
-    case S_ROLE_OAI_DOWN_BIAS: return moe && s_stacked(c);
-    default: return true; /* embeddings, norms, o_proj */
-    }
 }
 
 /* The distribution of role's values (synth.h); fan_in is the tensor's
@@ -423,7 +153,7 @@ static void s_draw_of(const config_t *c, int role, int64_t fan_in, s_item_t *it)
     case ARCH_W_V_BIAS:
     case ARCH_W_O_BIAS:
     case ARCH_W_ROUTER_BIAS:
-    case S_ROLE_OAI_DOWN_BIAS:
+    case ARCH_W_EXPERT_DOWN_BIAS:
         it->spread = 0.05;
         return;
     case ARCH_W_SINKS:
@@ -437,13 +167,13 @@ static void s_draw_of(const config_t *c, int role, int64_t fan_in, s_item_t *it)
         it->spread = 2.0 / sqrt((double)fan_in);
         return;
     case ARCH_W_EXPERT_UP:
-        if (s_stacked(c)) { /* gpt_oss gate_up_proj_bias */
+        if (config_experts_stacked(c)) { /* gpt_oss gate_up_proj_bias */
             it->spread = 0.05;
             return;
         }
         break;
     case ARCH_W_EXPERT_GATE:
-        if (s_stacked(c)) { /* gpt_oss gate_up_proj: some reach the clamp */
+        if (config_experts_stacked(c)) { /* gpt_oss gate_up_proj: some reach the clamp */
             it->spread = 3.0 / sqrt((double)fan_in);
             return;
         }
@@ -460,30 +190,21 @@ static int s_fill_item(s_item_t *it, const config_t *c, int role, int l, int e,
 {
     memset(it, 0, sizeof *it);
     int64_t fan_in;
-    if (role == S_ROLE_OAI_DOWN_BIAS) {
-        snprintf(it->name, sizeof it->name,
-                 "model.layers.%d.mlp.experts.down_proj_bias", l);
-        it->ndim = 2;
+    arch_tensor_t t;
+    if (arch_tensor(c, (arch_weight_t)role, l, e, &t, err))
+        return -1;
+    memcpy(it->name, t.name, sizeof it->name);
+    if (t.slice >= 0) {
+        /* one expert of a stacked tensor: write the whole [E, ...]; those
+         * multiply from the left (y = x W), in_features first */
+        it->ndim = t.ndim + 1;
         it->shape[0] = c->n_experts;
-        it->shape[1] = c->hidden_size;
-        fan_in = c->hidden_size;
+        memcpy(it->shape + 1, t.shape, (size_t)t.ndim * sizeof *t.shape);
+        fan_in = t.shape[0];
     } else {
-        arch_tensor_t t;
-        if (arch_tensor(c, (arch_weight_t)role, l, e, &t, err))
-            return -1;
-        memcpy(it->name, t.name, sizeof it->name);
-        if (t.slice >= 0) {
-            /* one expert of a stacked tensor: write the whole [E, ...];
-             * those multiply from the left (y = x W), in_features first */
-            it->ndim = t.ndim + 1;
-            it->shape[0] = c->n_experts;
-            memcpy(it->shape + 1, t.shape, (size_t)t.ndim * sizeof *t.shape);
-            fan_in = t.shape[0];
-        } else {
-            it->ndim = t.ndim;
-            memcpy(it->shape, t.shape, (size_t)t.ndim * sizeof *t.shape);
-            fan_in = t.shape[t.ndim - 1];
-        }
+        it->ndim = t.ndim;
+        memcpy(it->shape, t.shape, (size_t)t.ndim * sizeof *t.shape);
+        fan_in = t.shape[t.ndim - 1];
     }
     s_draw_of(c, role, fan_in, it);
     it->n_values = 1;
@@ -503,7 +224,7 @@ static int s_fill_item(s_item_t *it, const config_t *c, int role, int l, int e,
 static int s_add(s_item_t *items, size_t *n, const config_t *c, int role,
                  int l, int e, st_dtype_t dtype, err_t *err)
 {
-    if (!s_present(c, role, l))
+    if (!arch_present(c, (arch_weight_t)role, l))
         return 0;
     if (items && s_fill_item(&items[*n], c, role, l, e, dtype, err))
         return -1;
@@ -513,7 +234,7 @@ static int s_add(s_item_t *items, size_t *n, const config_t *c, int role,
 
 /* Walks the role table (see the file comment). With items NULL it only
  * counts into *n. */
-static int s_expand(const s_arch_t *a, const config_t *c, st_dtype_t dtype,
+static int s_expand(const family_t *a, const config_t *c, st_dtype_t dtype,
                     s_item_t *items, size_t *n, err_t *err)
 {
     size_t count = 0;
@@ -529,7 +250,7 @@ static int s_expand(const s_arch_t *a, const config_t *c, st_dtype_t dtype,
             end++;
         for (int l = 0; l < c->n_layers; l++) {
             for (size_t k = i; k < end;) {
-                if (!s_is_expert_role(a->roles[k]) || s_stacked(c)) {
+                if (!s_is_expert_role(a->roles[k]) || config_experts_stacked(c)) {
                     if (s_add(items, &count, c, a->roles[k], l, 0, dtype, err))
                         return -1;
                     k++;
@@ -570,36 +291,6 @@ static size_t s_assign_shards(s_item_t *items, size_t n, uint64_t shard_bytes)
 
 /* ---- config.json --------------------------------------------------------- */
 
-static const s_arch_t *s_arch_by_name(const char *name)
-{
-    for (size_t i = 0; i < S_COUNT(s_archs); i++)
-        if (strcmp(s_archs[i].model_type, name) == 0)
-            return &s_archs[i];
-    return NULL;
-}
-
-static const s_arch_t *s_arch_by_id(config_arch_t arch)
-{
-    for (size_t i = 0; i < S_COUNT(s_archs); i++)
-        if (s_archs[i].arch == arch)
-            return &s_archs[i];
-    return NULL;
-}
-
-/* The shortest decimal that reads back as the same float: 1e-5, not
- * 9.99999974737875e-6. */
-static double s_float_decimal(float f)
-{
-    char buf[32];
-    for (int prec = 1; prec <= 9; prec++) {
-        snprintf(buf, sizeof buf, "%.*g", prec, (double)f);
-        double d = strtod(buf, NULL);
-        if ((float)d == f)
-            return d;
-    }
-    return (double)f;
-}
-
 static const char *s_torch_dtype(st_dtype_t dtype)
 {
     switch (dtype) {
@@ -608,27 +299,6 @@ static const char *s_torch_dtype(st_dtype_t dtype)
     case ST_F32: break;
     }
     return "float32";
-}
-
-/* Sets o[key] = v, taking v; on any failure (v NULL included) clears *ok. */
-static void s_put(json_t *o, const char *key, json_t *v, bool *ok)
-{
-    if (!v) {
-        *ok = false;
-        return;
-    }
-    if (!*ok || !o) {
-        json_decref(v);
-        *ok = false;
-        return;
-    }
-    if (json_object_set_new(o, key, v)) /* takes v even when failing */
-        *ok = false;
-}
-
-static json_t *s_int_or_null(int x, bool is_null)
-{
-    return is_null ? json_null() : json_integer(x);
 }
 
 /* eos_token_id: null, one id or a list. */
@@ -652,23 +322,23 @@ static json_t *s_rope_json(const config_t *c)
 {
     json_t *r = json_object();
     bool ok = r != NULL;
-    s_put(r, "rope_theta", json_real(c->rope_theta), &ok);
+    cfgjson_put(r, "rope_theta", json_real(c->rope_theta), &ok);
     if (c->rope_type != CONFIG_ROPE_YARN) {
-        s_put(r, "rope_type", json_string("default"), &ok);
+        cfgjson_put(r, "rope_type", json_string("default"), &ok);
     } else {
-        s_put(r, "rope_type", json_string("yarn"), &ok);
-        s_put(r, "factor", json_real(c->rope_factor), &ok);
-        s_put(r, "original_max_position_embeddings",
+        cfgjson_put(r, "rope_type", json_string("yarn"), &ok);
+        cfgjson_put(r, "factor", json_real(c->rope_factor), &ok);
+        cfgjson_put(r, "original_max_position_embeddings",
               json_integer(c->rope_orig_max_pos), &ok);
-        s_put(r, "beta_fast", json_real(c->rope_beta_fast), &ok);
-        s_put(r, "beta_slow", json_real(c->rope_beta_slow), &ok);
-        s_put(r, "truncate", json_boolean(c->rope_truncate), &ok);
+        cfgjson_put(r, "beta_fast", json_real(c->rope_beta_fast), &ok);
+        cfgjson_put(r, "beta_slow", json_real(c->rope_beta_slow), &ok);
+        cfgjson_put(r, "truncate", json_boolean(c->rope_truncate), &ok);
         if (c->rope_mscale != 0)
-            s_put(r, "mscale", json_real(c->rope_mscale), &ok);
+            cfgjson_put(r, "mscale", json_real(c->rope_mscale), &ok);
         if (c->rope_mscale_all_dim != 0)
-            s_put(r, "mscale_all_dim", json_real(c->rope_mscale_all_dim), &ok);
+            cfgjson_put(r, "mscale_all_dim", json_real(c->rope_mscale_all_dim), &ok);
         if (c->rope_attention_factor != 0)
-            s_put(r, "attention_factor", json_real(c->rope_attention_factor),
+            cfgjson_put(r, "attention_factor", json_real(c->rope_attention_factor),
                   &ok);
     }
     if (!ok) {
@@ -678,37 +348,10 @@ static json_t *s_rope_json(const config_t *c)
     return r;
 }
 
-/* The dense layers of a qwen model (mlp_only_layers). */
-static json_t *s_dense_layers_json(const config_t *c)
-{
-    json_t *a = json_array();
-    for (int l = 0; a && l < c->n_layers; l++)
-        if (!config_layer_is_moe(c, l) &&
-            json_array_append_new(a, json_integer(l))) {
-            json_decref(a);
-            a = NULL;
-        }
-    return a;
-}
-
-/* gpt_oss layer_types: sliding_attention / full_attention per layer. */
-static json_t *s_layer_types_json(const config_t *c)
-{
-    json_t *a = json_array();
-    for (int l = 0; a && l < c->n_layers; l++)
-        if (json_array_append_new(a, json_string(config_layer_window(c, l)
-                                                     ? "sliding_attention"
-                                                     : "full_attention"))) {
-            json_decref(a);
-            a = NULL;
-        }
-    return a;
-}
-
 /* config.json as transformers' save_pretrained would write it (the fields
  * that matter for inference, and each family's own). NULL on out of
  * memory. */
-static json_t *s_config_json(const s_arch_t *a, const config_t *c,
+static json_t *s_config_json(const family_t *a, const config_t *c,
                              st_dtype_t dtype)
 {
     json_t *o = json_object();
@@ -718,106 +361,38 @@ static json_t *s_config_json(const s_arch_t *a, const config_t *c,
         json_decref(archs);
         archs = NULL;
     }
-    s_put(o, "architectures", archs, &ok);
-    s_put(o, "model_type", json_string(a->model_type), &ok);
-    s_put(o, "hidden_act", json_string("silu"), &ok);
-    s_put(o, "hidden_size", json_integer(c->hidden_size), &ok);
+    cfgjson_put(o, "architectures", archs, &ok);
+    cfgjson_put(o, "model_type", json_string(a->model_type), &ok);
+    cfgjson_put(o, "hidden_act", json_string("silu"), &ok);
+    cfgjson_put(o, "hidden_size", json_integer(c->hidden_size), &ok);
     if (a->moe_inter_key) {
-        s_put(o, "intermediate_size", json_integer(c->dense_intermediate_size),
+        cfgjson_put(o, "intermediate_size", json_integer(c->dense_intermediate_size),
               &ok);
-        s_put(o, "moe_intermediate_size", json_integer(c->intermediate_size),
+        cfgjson_put(o, "moe_intermediate_size", json_integer(c->intermediate_size),
               &ok);
     } else {
-        s_put(o, "intermediate_size", json_integer(c->intermediate_size), &ok);
+        cfgjson_put(o, "intermediate_size", json_integer(c->intermediate_size), &ok);
     }
-    s_put(o, "num_hidden_layers", json_integer(c->n_layers), &ok);
-    s_put(o, "num_attention_heads", json_integer(c->n_heads), &ok);
-    s_put(o, "num_key_value_heads", json_integer(c->n_kv_heads), &ok);
-    s_put(o, "head_dim", json_integer(c->head_dim), &ok);
-    s_put(o, a->experts_key, json_integer(c->n_experts), &ok);
-    s_put(o, a->topk_key, json_integer(c->n_experts_per_tok), &ok);
-    s_put(o, "vocab_size", json_integer(c->vocab_size), &ok);
-    s_put(o, "max_position_embeddings",
+    cfgjson_put(o, "num_hidden_layers", json_integer(c->n_layers), &ok);
+    cfgjson_put(o, "num_attention_heads", json_integer(c->n_heads), &ok);
+    cfgjson_put(o, "num_key_value_heads", json_integer(c->n_kv_heads), &ok);
+    cfgjson_put(o, "head_dim", json_integer(c->head_dim), &ok);
+    cfgjson_put(o, a->experts_key_out, json_integer(c->n_experts), &ok);
+    cfgjson_put(o, a->topk_key, json_integer(c->n_experts_per_tok), &ok);
+    cfgjson_put(o, "vocab_size", json_integer(c->vocab_size), &ok);
+    cfgjson_put(o, "max_position_embeddings",
           json_integer(c->max_position_embeddings), &ok);
-    s_put(o, "rms_norm_eps", json_real(s_float_decimal(c->rms_norm_eps)), &ok);
-    s_put(o, "rope_parameters", s_rope_json(c), &ok);
-    s_put(o, "tie_word_embeddings", json_boolean(c->tie_word_embeddings), &ok);
-    s_put(o, "bos_token_id", s_int_or_null(c->bos_token_id, c->bos_token_id < 0),
+    cfgjson_put(o, "rms_norm_eps", json_real(cfgjson_float_decimal(c->rms_norm_eps)), &ok);
+    cfgjson_put(o, "rope_parameters", s_rope_json(c), &ok);
+    cfgjson_put(o, "tie_word_embeddings", json_boolean(c->tie_word_embeddings), &ok);
+    cfgjson_put(o, "bos_token_id", cfgjson_int_or_null(c->bos_token_id, c->bos_token_id < 0),
           &ok);
-    s_put(o, "eos_token_id", s_eos_json(c), &ok);
-    s_put(o, "dtype", json_string(s_torch_dtype(dtype)), &ok);
-    s_put(o, "attention_dropout", json_real(0.0), &ok);
-    s_put(o, "use_cache", json_true(), &ok);
+    cfgjson_put(o, "eos_token_id", s_eos_json(c), &ok);
+    cfgjson_put(o, "dtype", json_string(s_torch_dtype(dtype)), &ok);
+    cfgjson_put(o, "attention_dropout", json_real(0.0), &ok);
+    cfgjson_put(o, "use_cache", json_true(), &ok);
 
-    switch (c->arch) {
-    case CONFIG_ARCH_MIXTRAL:
-        s_put(o, "sliding_window",
-              s_int_or_null(c->sliding_window, c->sliding_window == 0), &ok);
-        s_put(o, "router_jitter_noise", json_real(0.0), &ok);
-        break;
-    case CONFIG_ARCH_QWEN2_MOE:
-    case CONFIG_ARCH_QWEN3_MOE:
-        if (c->arch == CONFIG_ARCH_QWEN2_MOE) {
-            s_put(o, "qkv_bias", json_boolean(c->qkv_bias), &ok);
-            s_put(o, "shared_expert_intermediate_size",
-                  json_integer(c->shared_intermediate_size), &ok);
-        } else {
-            s_put(o, "attention_bias", json_boolean(c->qkv_bias), &ok);
-        }
-        s_put(o, "norm_topk_prob", json_boolean(c->norm_topk_prob), &ok);
-        s_put(o, "decoder_sparse_step", json_integer(1), &ok);
-        s_put(o, "mlp_only_layers", s_dense_layers_json(c), &ok);
-        s_put(o, "use_sliding_window", json_false(), &ok);
-        break;
-    case CONFIG_ARCH_OLMOE:
-        s_put(o, "attention_bias", json_boolean(c->qkv_bias), &ok);
-        s_put(o, "norm_topk_prob", json_boolean(c->norm_topk_prob), &ok);
-        s_put(o, "clip_qkv", json_null(), &ok);
-        break;
-    case CONFIG_ARCH_HUNYUAN_V1_MOE:
-        s_put(o, "attention_bias", json_boolean(c->qkv_bias), &ok);
-        s_put(o, "use_qk_norm", json_true(), &ok);
-        s_put(o, "use_mixed_mlp_moe", json_true(), &ok);
-        break;
-    case CONFIG_ARCH_DEEPSEEK_V2:
-    case CONFIG_ARCH_DEEPSEEK_V3: {
-        const bool v3 = c->arch == CONFIG_ARCH_DEEPSEEK_V3;
-        s_put(o, "attention_bias", json_boolean(c->qkv_bias), &ok);
-        s_put(o, "n_shared_experts", json_integer(c->n_shared_experts), &ok);
-        s_put(o, "first_k_dense_replace", json_integer(c->first_k_dense), &ok);
-        s_put(o, "n_group", json_integer(c->n_group), &ok);
-        s_put(o, "topk_group", json_integer(c->topk_group), &ok);
-        s_put(o, "routed_scaling_factor",
-              json_real(s_float_decimal(c->routed_scaling_factor)), &ok);
-        s_put(o, "norm_topk_prob", json_boolean(c->norm_topk_prob), &ok);
-        s_put(o, "q_lora_rank",
-              s_int_or_null(c->q_lora_rank, c->q_lora_rank == 0), &ok);
-        s_put(o, "kv_lora_rank", json_integer(c->kv_lora_rank), &ok);
-        s_put(o, "qk_nope_head_dim", json_integer(c->qk_nope_head_dim), &ok);
-        s_put(o, "qk_rope_head_dim", json_integer(c->qk_rope_head_dim), &ok);
-        s_put(o, "qk_head_dim",
-              json_integer(c->qk_nope_head_dim + c->qk_rope_head_dim), &ok);
-        s_put(o, "v_head_dim", json_integer(c->v_head_dim), &ok);
-        s_put(o, "topk_method",
-              json_string(v3 ? "noaux_tc"
-                          : c->topk_method == CONFIG_TOPK_GROUP_LIMITED
-                              ? "group_limited_greedy"
-                              : "greedy"),
-              &ok);
-        s_put(o, "scoring_func", json_string(v3 ? "sigmoid" : "softmax"), &ok);
-        if (v3)
-            s_put(o, "rope_interleave", json_boolean(c->rope_interleave), &ok);
-        break;
-    }
-    case CONFIG_ARCH_GPT_OSS:
-        s_put(o, "attention_bias", json_boolean(c->qkv_bias), &ok);
-        s_put(o, "sliding_window",
-              s_int_or_null(c->sliding_window, c->sliding_window == 0), &ok);
-        s_put(o, "layer_types", s_layer_types_json(c), &ok);
-        s_put(o, "swiglu_limit", json_real(s_float_decimal(c->swiglu_limit)),
-              &ok);
-        break;
-    }
+    a->write(o, c, &ok);
     if (!ok) {
         json_decref(o);
         return NULL;
@@ -967,88 +542,12 @@ static int s_unlink_stale(const char *dir, const char *name, err_t *err)
 
 const char *synth_arch_names(void)
 {
-    return S_ARCH_NAMES;
+    return family_names();
 }
 
 const char *synth_preset_names(const char *arch)
 {
-    return arch && s_arch_by_name(arch) ? S_PRESET_NAMES : NULL;
-}
-
-/* The family's fields of *c (those config_parse_all() derives from its
- * config.json), from preset p. */
-static void s_family(config_t *c, const s_preset_t *p)
-{
-    switch (c->arch) {
-    case CONFIG_ARCH_MIXTRAL:
-        c->norm_topk_prob = true;
-        break;
-    case CONFIG_ARCH_QWEN2_MOE:
-        c->dense_intermediate_size = p->dense_inter;
-        c->qkv_bias = true;
-        c->shared = CONFIG_SHARED_GATED;
-        c->shared_intermediate_size = p->shared_inter;
-        c->n_shared_experts = 1;
-        break;
-    case CONFIG_ARCH_QWEN3_MOE:
-        c->dense_intermediate_size = p->dense_inter;
-        c->norm_topk_prob = true;
-        c->qk_norm = CONFIG_QK_NORM_HEAD;
-        break;
-    case CONFIG_ARCH_OLMOE:
-        c->qk_norm = CONFIG_QK_NORM_FULL;
-        break;
-    case CONFIG_ARCH_HUNYUAN_V1_MOE:
-        c->norm_topk_prob = true;
-        c->qk_norm = CONFIG_QK_NORM_HEAD_POST;
-        c->shared = CONFIG_SHARED_PLAIN;
-        c->shared_intermediate_size = p->inter;
-        c->n_shared_experts = 1;
-        break;
-    case CONFIG_ARCH_DEEPSEEK_V2:
-    case CONFIG_ARCH_DEEPSEEK_V3: {
-        const bool v3 = c->arch == CONFIG_ARCH_DEEPSEEK_V3;
-        c->dense_intermediate_size = p->dense_inter;
-        c->head_dim = p->rope; /* HF: head_dim is the rotary width */
-        c->q_lora_rank = p->q_lora;
-        c->kv_lora_rank = p->kv_lora;
-        c->qk_nope_head_dim = p->nope;
-        c->qk_rope_head_dim = p->rope;
-        c->v_head_dim = p->v_head;
-        c->rope_interleave = true;
-        c->scoring = v3 ? CONFIG_SCORING_SIGMOID : CONFIG_SCORING_SOFTMAX;
-        c->topk_method = v3 ? CONFIG_TOPK_NOAUX_TC : CONFIG_TOPK_GROUP_LIMITED;
-        c->norm_topk_prob = v3;
-        c->n_group = p->n_group;
-        c->topk_group = p->topk_group;
-        c->routed_scaling_factor = v3 ? 2.5f : 1.5f;
-        c->shared = CONFIG_SHARED_PLAIN;
-        c->n_shared_experts = p->n_shared;
-        c->shared_intermediate_size = p->n_shared * p->inter;
-        c->first_k_dense = p->first_dense;
-        for (int l = 0; l < p->first_dense; l++)
-            c->layer_flags[l] |= CONFIG_LAYER_DENSE;
-        break;
-    }
-    case CONFIG_ARCH_GPT_OSS:
-        c->qkv_bias = c->o_bias = true;
-        c->attn_sinks = true;
-        c->router_bias = true;
-        c->scoring = CONFIG_SCORING_TOPK_SOFTMAX;
-        c->expert_act = CONFIG_EXPERT_SWIGLU_OAI;
-        c->swiglu_limit = 7.0f;
-        c->sliding_window = p->window;
-        for (int l = 0; l < c->n_layers; l += 2)
-            c->layer_flags[l] |= CONFIG_LAYER_SLIDING;
-        /* gpt-oss's YaRN: 4096 positions stretched 32 times */
-        c->rope_type = CONFIG_ROPE_YARN;
-        c->rope_factor = 32;
-        c->rope_orig_max_pos = 4096;
-        c->rope_beta_fast = 32;
-        c->rope_beta_slow = 1;
-        c->rope_truncate = false;
-        break;
-    }
+    return family_find(arch) ? S_PRESET_NAMES : NULL;
 }
 
 int synth_preset(config_t *cfg, const char *arch, const char *preset,
@@ -1056,11 +555,11 @@ int synth_preset(config_t *cfg, const char *arch, const char *preset,
 {
     assert(cfg);
     memset(cfg, 0, sizeof *cfg);
-    const s_arch_t *a = arch ? s_arch_by_name(arch) : NULL;
+    const family_t *a = family_find(arch);
     if (!a)
         return err_set(err, EINVAL, "unknown architecture '%s' (known: %s)",
                        arch ? arch : "(none)", synth_arch_names());
-    const s_preset_t *p = NULL;
+    const family_preset_t *p = NULL;
     for (size_t i = 0; preset && i < a->n_presets; i++)
         if (strcmp(a->presets[i].name, preset) == 0)
             p = &a->presets[i];
@@ -1082,7 +581,7 @@ int synth_preset(config_t *cfg, const char *arch, const char *preset,
     cfg->vocab_size = p->vocab;
     cfg->max_position_embeddings = 4096;
     cfg->rms_norm_eps = 1e-5f;
-    cfg->rope_theta = a->rope_theta;
+    cfg->rope_theta = a->preset_rope_theta;
     cfg->rope_type = CONFIG_ROPE_DEFAULT;
     cfg->rope_factor = 1;
     cfg->n_group = 1;
@@ -1092,14 +591,17 @@ int synth_preset(config_t *cfg, const char *arch, const char *preset,
     cfg->bos_token_id = 1;
     cfg->n_eos = 1;
     cfg->eos_token_ids[0] = 2;
-    s_family(cfg, p);
+    cfg->attn = a->attn;
+    cfg->experts_layout = a->experts_layout;
+    a->preset(cfg, p);
+    cfg->rope_dim = config_is_mla(cfg) ? cfg->qk_rope_head_dim : cfg->head_dim;
     return 0;
 }
 
 /* The config.json text of cfg (json_dumps'd: free() it) and the config it
  * reads back as, which the tensors follow; checks that it is cfg's model.
  * NULL with errno/err on failure. */
-static char *s_config_text(const s_arch_t *a, const config_t *cfg,
+static char *s_config_text(const family_t *a, const config_t *cfg,
                            st_dtype_t dtype, config_t *back, err_t *err)
 {
     json_t *cjson = s_config_json(a, cfg, dtype);
@@ -1133,7 +635,7 @@ fail:;
 }
 
 /* The tensors of the model described by back (items NULL: count only). */
-static s_item_t *s_plan(const s_arch_t *a, const config_t *back,
+static s_item_t *s_plan(const family_t *a, const config_t *back,
                         st_dtype_t dtype, size_t *n, err_t *err)
 {
     if (s_expand(a, back, dtype, NULL, n, err))
@@ -1152,10 +654,10 @@ static s_item_t *s_plan(const s_arch_t *a, const config_t *back,
     return items;
 }
 
-static const s_arch_t *s_check_args(const config_t *cfg, st_dtype_t dtype,
+static const family_t *s_check_args(const config_t *cfg, st_dtype_t dtype,
                                     err_t *err)
 {
-    const s_arch_t *a = s_arch_by_id(cfg->arch);
+    const family_t *a = family_of(cfg->arch);
     if (!a || st_dtype_size(dtype) == 0) {
         err_set(err, EINVAL, "synth: %s %d", a ? "invalid dtype" : "no tables "
                 "for architecture", a ? (int)dtype : (int)cfg->arch);
@@ -1171,7 +673,7 @@ int synth_plan(const config_t *cfg, const synth_opts_t *opts,
     assert(opts);
     assert(stats);
     st_dtype_t dtype = opts->dtype ? opts->dtype : ST_F32;
-    const s_arch_t *a = s_check_args(cfg, dtype, err);
+    const family_t *a = s_check_args(cfg, dtype, err);
     if (!a)
         return -1;
     config_t back;
@@ -1208,7 +710,7 @@ int synth_write(const char *dir, const config_t *cfg, const synth_opts_t *opts,
     int rc = -1;
 
     st_dtype_t dtype = opts->dtype ? opts->dtype : ST_F32;
-    const s_arch_t *a = s_check_args(cfg, dtype, err);
+    const family_t *a = s_check_args(cfg, dtype, err);
     if (!a)
         goto cleanup;
     config_t back;

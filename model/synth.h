@@ -8,10 +8,10 @@
  * model-0000i-of-0000n.safetensors shards plus model.safetensors.index.json)
  * for a config_t, usually one from synth_preset(). The tokenizer is not
  * synth's: moe-mkmodel adds one with tokenizer/trainer.h. Tensor names and
- * shapes are arch_tensor()'s (arch.h), so a synth checkpoint is what the
- * loader asks for; which tensors a layer has follows the config (biases, q/k
- * norms, shared experts, dense layers, MLA) as weights_load() reads it. Each
- * architecture is a table of tensor roles in checkpoint order in synth.c.
+ * shapes are arch_tensor()'s (arch.h) and which tensors a layer has is
+ * arch_present()'s, the rule weights_load() reads by, so a synth checkpoint
+ * is what the loader asks for. The presets, the order of the tensors and the
+ * family's own config.json fields are its descriptor's (model/family.h).
  *
  * Weights are deterministic: tensor values depend only on the seed, the
  * tensor's name and the config, never on dtype or sharding, so an F16/BF16
@@ -70,7 +70,7 @@ int synth_preset(config_t *cfg, const char *arch, const char *preset,
 const char *synth_preset_names(const char *arch);
 
 /* Architectures synth can write, "mixtral, qwen2_moe, ..." (borrowed,
- * static). */
+ * static): every family of model/family.c's list. */
 const char *synth_arch_names(void);
 
 /* Writes the model described by cfg into dir, creating dir and its parents

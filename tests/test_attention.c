@@ -197,6 +197,24 @@ static void test_long(void **state)
     s_case(&rng, 300, 2, 4, 4, 3, 3, 20, 0);      /* group over 128 rows */
 }
 
+/* Three rows at positions 2..4 over five positions: q (3 rows), k and v (5
+ * rows) random from seed, dense, and out (3 rows) from attention(). */
+static void s_three_rows(const attention_shape_t *sh, uint64_t seed, float *q, float *k,
+                         float *v, float *out)
+{
+    const int qw = sh->n_heads * sh->head_dim, kw = sh->n_kv_heads * sh->head_dim;
+    const int vw = sh->n_kv_heads * sh->v_head_dim, ow = sh->n_heads * sh->v_head_dim;
+    testrng_t rng;
+    testrng_init(&rng, seed);
+    testrng_fill(&rng, q, 3 * (size_t)qw, 1.0f);
+    testrng_fill(&rng, k, 5 * (size_t)kw, 1.0f);
+    testrng_fill(&rng, v, 5 * (size_t)vw, 1.0f);
+    float *scratch = malloc(attention_scratch_floats(sh, 3, 5) * sizeof *scratch);
+    assert_non_null(scratch);
+    attention(out, ow, q, qw, k, kw, v, vw, sh, 3, 2, scratch);
+    free(scratch);
+}
+
 /* A window of one: each row sees only its own key, so its output is its own
  * value row, exactly. */
 static void test_window_one_is_exact(void **state)
@@ -204,21 +222,12 @@ static void test_window_one_is_exact(void **state)
     (void)state;
     attention_shape_t sh = {.n_heads = 2, .n_kv_heads = 1, .head_dim = 3,
                             .v_head_dim = 2, .scale = 0.5f, .window = 1};
-    testrng_t rng;
-    testrng_init(&rng, 54);
     float q[3 * 6], k[5 * 3], v[5 * 2], out[3 * 4];
-    testrng_fill(&rng, q, 18, 1.0f);
-    testrng_fill(&rng, k, 15, 1.0f);
-    testrng_fill(&rng, v, 10, 1.0f);
-    float *scratch = malloc(attention_scratch_floats(&sh, 3, 5) *
-                            sizeof *scratch);
-    assert_non_null(scratch);
-    attention(out, 4, q, 6, k, 3, v, 2, &sh, 3, 2, scratch);
+    s_three_rows(&sh, 54, q, k, v, out);
     for (int r = 0; r < 3; r++)
         for (int h = 0; h < 2; h++)
             for (int d = 0; d < 2; d++)
                 assert_true(out[r * 4 + h * 2 + d] == v[(2 + r) * 2 + d]);
-    free(scratch);
 }
 
 /* The scratch size grows with n_q and n_ctx, so one buffer sized for the
@@ -279,16 +288,8 @@ static void test_sinks_hand(void **state)
     attention_shape_t sh = {.n_heads = 4, .n_kv_heads = 2, .head_dim = 3,
                             .v_head_dim = 2, .scale = 0.5f, .window = 1,
                             .sinks = sinks};
-    testrng_t rng;
-    testrng_init(&rng, 56);
     float q[3 * 12], k[5 * 6], v[5 * 4], out[3 * 8];
-    testrng_fill(&rng, q, 36, 1.0f);
-    testrng_fill(&rng, k, 30, 1.0f);
-    testrng_fill(&rng, v, 20, 1.0f);
-    float *scratch = malloc(attention_scratch_floats(&sh, 3, 5) *
-                            sizeof *scratch);
-    assert_non_null(scratch);
-    attention(out, 8, q, 12, k, 6, v, 4, &sh, 3, 2, scratch);
+    s_three_rows(&sh, 56, q, k, v, out);
     for (int r = 0; r < 3; r++)
         for (int h = 0; h < 4; h++) {
             int g = h / 2, c = 2 + r;
@@ -302,7 +303,6 @@ static void test_sinks_hand(void **state)
                 assert_true(fabs(out[r * 8 + h * 2 + d] - want) <= 1e-6);
             }
         }
-    free(scratch);
 }
 
 int main(void)

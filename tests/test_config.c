@@ -25,6 +25,7 @@
 
 #include "core/mem.h"
 #include "model/config.h"
+#include "model/family.h"
 #include "tests/testutil.h"
 
 static const char *s_fixtures(void)
@@ -41,10 +42,10 @@ static char *s_fixture_dir(const char *name)
     return p;
 }
 
-/* The mixtral-A config.json as a jansson object (caller decrefs). */
-static json_t *s_mixtral_json(void)
+/* A fixture's config.json as a jansson object (caller decrefs). */
+static json_t *s_fixture_json(const char *name)
 {
-    char *dir = s_fixture_dir("mixtral-A");
+    char *dir = s_fixture_dir(name);
     size_t n = strlen(dir) + 16;
     char *path = malloc(n);
     assert_non_null(path);
@@ -58,16 +59,31 @@ static json_t *s_mixtral_json(void)
     return root;
 }
 
-/* config_parse() of a JSON value; returns its result, cfg and err filled. */
-static int s_parse_json(const json_t *root, config_t *cfg, err_t *err)
+/* The mixtral-A config.json as a jansson object (caller decrefs). */
+static json_t *s_mixtral_json(void)
+{
+    return s_fixture_json("mixtral-A");
+}
+
+/* parse() of a JSON value as "variant.json"; returns its result, cfg and
+ * err filled. */
+static int s_parse_with(int (*parse)(config_t *, const char *, size_t, const char *,
+                                     err_t *),
+                        const json_t *root, config_t *cfg, err_t *err)
 {
     char *text = json_dumps(root, 0);
     assert_non_null(text);
     err_clear(err);
     errno = 0;
-    int rc = config_parse(cfg, text, strlen(text), "variant.json", err);
+    int rc = parse(cfg, text, strlen(text), "variant.json", err);
     free(text);
     return rc;
+}
+
+/* config_parse() of a JSON value. */
+static int s_parse_json(const json_t *root, config_t *cfg, err_t *err)
+{
+    return s_parse_with(config_parse, root, cfg, err);
 }
 
 static bool s_all_zero(const config_t *cfg)
@@ -134,33 +150,10 @@ static void test_fixture_mixtral(void **state)
     free(dir);
 }
 
-/* A fixture's config.json as a jansson object (caller decrefs). */
-static json_t *s_fixture_json(const char *name)
-{
-    char *dir = s_fixture_dir(name);
-    size_t n = strlen(dir) + 16;
-    char *path = malloc(n);
-    assert_non_null(path);
-    snprintf(path, n, "%s/config.json", dir);
-    json_error_t jerr;
-    json_t *root = json_load_file(path, 0, &jerr);
-    if (!root)
-        fail_msg("cannot read %s: %s", path, jerr.text);
-    free(path);
-    free(dir);
-    return root;
-}
-
 /* config_parse_all() of a JSON value (every known family). */
 static int s_parse_json_all(const json_t *root, config_t *cfg, err_t *err)
 {
-    char *text = json_dumps(root, 0);
-    assert_non_null(text);
-    err_clear(err);
-    errno = 0;
-    int rc = config_parse_all(cfg, text, strlen(text), "variant.json", err);
-    free(text);
-    return rc;
+    return s_parse_with(config_parse_all, root, cfg, err);
 }
 
 /* As s_expect_einval, through config_parse_all (families not run yet). */
@@ -248,15 +241,14 @@ static void test_fixture_families(void **state)
 static void test_fixture_every_family_loads(void **state)
 {
     (void)state;
-    static const char *const names[] = {"mixtral-A", "qwen2_moe-A", "qwen3_moe-A", "olmoe-A",
-                                        "hunyuan_v1_moe-A", "deepseek_v2-A", "deepseek_v3-A",
-                                        "gpt_oss-A"};
-    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
-        char *dir = s_fixture_dir(names[i]);
+    for (size_t i = 0; i < family_count(); i++) { /* fixture <model_type>-A */
+        char name[64];
+        snprintf(name, sizeof name, "%s-A", family_at(i)->model_type);
+        char *dir = s_fixture_dir(name);
         config_t cfg;
         err_t err = {0};
         if (config_load(&cfg, dir, &err) != 0)
-            fail_msg("%s: %s", names[i], err.msg);
+            fail_msg("%s: %s", name, err.msg);
         assert_true(config_arch_supported(cfg.arch));
         free(dir);
     }

@@ -11,6 +11,7 @@
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -23,7 +24,15 @@
 
 enum { WHERE_NEW, WHERE_GATE, WHERE_UP }; /* where the output goes */
 
-static void s_case(const float *gate, const float *up, size_t n, int where)
+static double s_clamped_ref(double g, double u, double alpha, double limit);
+static double s_clamped_max_err; /* largest error / bound, for the log */
+
+/* Runs ffn_swiglu(), or ffn_swiglu_clamped() at alpha and limit when
+ * clamped, on copies of gate and up with the output where `where` says, and
+ * checks every entry against the float64 reference within its bound (the
+ * file comment; for the clamped one, s_clamped_case's). */
+static void s_check(const float *gate, const float *up, size_t n, int where, bool clamped,
+                    float alpha, float limit)
 {
     float *g = malloc((n ? n : 1) * sizeof *g);
     float *u = malloc((n ? n : 1) * sizeof *u);
@@ -34,12 +43,29 @@ static void s_case(const float *gate, const float *up, size_t n, int where)
     h[n] = 42.0f; /* one past the end stays put */
     float *out = where == WHERE_GATE ? g : where == WHERE_UP ? u : h;
 
-    ffn_swiglu(out, g, u, n);
+    if (clamped)
+        ffn_swiglu_clamped(out, g, u, n, alpha, limit);
+    else
+        ffn_swiglu(out, g, u, n);
 
     for (size_t i = 0; i < n; i++) {
-        double gi = gate[i];
-        double want = gi / (1.0 + exp(-gi)) * (double)up[i];
-        if (!(fabs(out[i] - want) <= 1e-6 * fabs(want) + 1e-30))
+        double want, bound;
+        if (clamped) {
+            want = s_clamped_ref(gate[i], up[i], alpha, limit);
+            double gc = fmin(gate[i], limit);
+            double uc = fmin(fmax(up[i], -limit), limit);
+            double glu = fabs(gc / (1.0 + exp(-alpha * gc)));
+            double rel = 1e-6 + fabs(alpha * gc) * 0x1p-24;
+            bound = rel * (fabs(uc) + 1.0) * glu + 1e-30;
+        } else {
+            double gi = gate[i];
+            want = gi / (1.0 + exp(-gi)) * (double)up[i];
+            bound = 1e-6 * fabs(want) + 1e-30;
+        }
+        double err = fabs(out[i] - want);
+        if (clamped && err / bound > s_clamped_max_err)
+            s_clamped_max_err = err / bound;
+        if (!(err <= bound))
             fail_msg("entry %zu of %zu: gate %.9g up %.9g: got %.9g want "
                      "%.9g", i, n, gate[i], up[i], out[i], want);
     }
@@ -47,6 +73,11 @@ static void s_case(const float *gate, const float *up, size_t n, int where)
     free(h);
     free(u);
     free(g);
+}
+
+static void s_case(const float *gate, const float *up, size_t n, int where)
+{
+    s_check(gate, up, n, where, false, 0, 0);
 }
 
 static void test_random(void **state)
@@ -93,8 +124,6 @@ static double s_clamped_ref(double g, double u, double alpha, double limit)
     return (u + 1.0) * g / (1.0 + exp(-alpha * g));
 }
 
-static double s_clamped_max_err; /* largest error / bound, for the log */
-
 /* The error bound: a few float32 roundings of each factor; u + 1 near 0
  * cancels, so the bound scales with |u| + 1, not |u + 1|; the float32 product
  * alpha g (the reference's too) moves the sigmoid of a very negative gate by
@@ -103,35 +132,7 @@ static double s_clamped_max_err; /* largest error / bound, for the log */
 static void s_clamped_case(const float *gate, const float *up, size_t n,
                            int where, float alpha, float limit)
 {
-    float *g = malloc((n ? n : 1) * sizeof *g);
-    float *u = malloc((n ? n : 1) * sizeof *u);
-    float *h = malloc((n + 1) * sizeof *h);
-    assert_true(g && u && h);
-    memcpy(g, gate, n * sizeof *g);
-    memcpy(u, up, n * sizeof *u);
-    h[n] = 42.0f;
-    float *out = where == WHERE_GATE ? g : where == WHERE_UP ? u : h;
-
-    ffn_swiglu_clamped(out, g, u, n, alpha, limit);
-
-    for (size_t i = 0; i < n; i++) {
-        double want = s_clamped_ref(gate[i], up[i], alpha, limit);
-        double gc = fmin(gate[i], limit);
-        double uc = fmin(fmax(up[i], -limit), limit);
-        double glu = fabs(gc / (1.0 + exp(-alpha * gc)));
-        double rel = 1e-6 + fabs(alpha * gc) * 0x1p-24;
-        double bound = rel * (fabs(uc) + 1.0) * glu + 1e-30;
-        double err = fabs(out[i] - want);
-        if (err / bound > s_clamped_max_err)
-            s_clamped_max_err = err / bound;
-        if (!(err <= bound))
-            fail_msg("entry %zu of %zu: gate %.9g up %.9g: got %.9g want "
-                     "%.9g", i, n, gate[i], up[i], out[i], want);
-    }
-    assert_true(h[n] == 42.0f);
-    free(h);
-    free(u);
-    free(g);
+    s_check(gate, up, n, where, true, alpha, limit);
 }
 
 /* Spreads wide enough that a good share of gates and ups lie beyond the

@@ -2,9 +2,9 @@
  * pin down: chunked prefill and decoding with the KV cache give the logits of
  * one full pass, batched steps equal each sequence alone, and bad input (or
  * a failed expert call) changes nothing. Runs on the fixture model of every
- * family the engine runs (S_MODELS), so that biases, q/k norms, shared
- * experts, MLA's latent cache and dense layers are held to the same
- * properties as mixtral. */
+ * family (<model_type>-A for each of model/family.c's list), so that biases,
+ * q/k norms, shared experts, MLA's latent cache and dense layers are held to
+ * the same properties as mixtral. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -18,20 +18,15 @@
 
 #include "engine/forward.h"
 #include "engine/weights.h"
+#include "model/family.h"
 #include "tests/testutil.h"
 
 enum { N_TOKENS = 11 };
 static const int32_t TOKENS[N_TOKENS] = {97, 154, 160, 246, 227, 217, 149, 3, 0, 255, 42};
 
 static weights_t *s_weights;
-static const char *s_model;   /* the fixture the current group runs on */
+static char s_model[64];      /* the fixture the current group runs on */
 
-/* One fixture per family the engine runs. */
-static const char *const S_MODELS[] = {
-    "mixtral-A", "qwen2_moe-A", "qwen3_moe-A", "olmoe-A", "hunyuan_v1_moe-A",
-    "gpt_oss-A",
-    "deepseek_v2-A", "deepseek_v3-A", /* MLA with a latent cache, a dense layer 0 */
-};
 
 static int s_setup(void **state)
 {
@@ -286,8 +281,9 @@ int main(void)
         cmocka_unit_test(test_batched_steps_equal_each_sequence_alone),
     };
     int failed = 0;
-    for (size_t i = 0; i < sizeof S_MODELS / sizeof S_MODELS[0]; i++) {
-        s_model = S_MODELS[i];
+    /* The fixture <model_type>-A of each family model/family.c lists. */
+    for (size_t i = 0; i < family_count(); i++) {
+        snprintf(s_model, sizeof s_model, "%s-A", family_at(i)->model_type);
         failed += _cmocka_run_group_tests(s_model, tests, sizeof tests / sizeof tests[0],
                                           s_setup, s_teardown);
     }

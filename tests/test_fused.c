@@ -99,7 +99,8 @@ static pair_t *s_make_pair(void)
     p->cfg = (config_t){.arch = CONFIG_ARCH_GPT_OSS, .hidden_size = H,
                         .intermediate_size = I, .n_experts = E, .n_layers = 1,
                         .n_experts_per_tok = 2, .n_heads = 4, .n_kv_heads = 2,
-                        .head_dim = 16, .expert_act = CONFIG_EXPERT_SWIGLU_OAI};
+                        .head_dim = 16, .expert_act = CONFIG_EXPERT_SWIGLU_OAI,
+                        .experts_layout = CONFIG_EXPERTS_STACKED};
     testrng_t rng;
     testrng_init(&rng, 31);
     const size_t gu_blocks = (size_t)E * 2 * I * (H / 32), dn_blocks = (size_t)E * H * (I / 32);

@@ -51,7 +51,8 @@ static void test_layout_and_capacity(void **state)
  * nope 128, rope 64, v 128. */
 static const config_t MLA_CFG = {
     .n_layers = 3, .hidden_size = 7168, .n_heads = 128, .n_kv_heads = 128,
-    .head_dim = 64, .q_lora_rank = 1536, .kv_lora_rank = 512,
+    .head_dim = 64, .rope_dim = 64, .attn = CONFIG_ATTN_MLA,
+    .q_lora_rank = 1536, .kv_lora_rank = 512,
     .qk_nope_head_dim = 128, .qk_rope_head_dim = 64, .v_head_dim = 128,
 };
 

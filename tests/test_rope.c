@@ -160,23 +160,38 @@ static void s_case(testrng_t *rng, int rot_dim, double theta, int n_heads,
     rope_destroy(&rope);
 }
 
+/* One s_case() shape: rotary width, theta, heads, head stride, padding. */
+typedef struct s_shape {
+    int rot;
+    double theta;
+    int heads, stride, pad;
+} s_shape_t;
+
+/* s_case() of every shape over the positions, from one generator. */
+static void s_cases(uint64_t seed, const s_shape_t *shapes, size_t n_shapes, const int *pos,
+                    int n_rows, bool exact, double tol)
+{
+    testrng_t rng;
+    testrng_init(&rng, seed);
+    for (size_t i = 0; i < n_shapes; i++)
+        s_case(&rng, shapes[i].rot, shapes[i].theta, shapes[i].heads, shapes[i].stride,
+               shapes[i].pad, pos, n_rows, exact, tol);
+}
+
 static void test_apply_random(void **state)
 {
     (void)state;
     static const int pos[] = {0, 1, 3, 7, 17, 33, 65, 1000, 4095, 4096,
                               32767, 131071};
-    const int n_rows = (int)(sizeof pos / sizeof pos[0]);
-    testrng_t rng;
-    testrng_init(&rng, 41);
-    /* Whole heads, one or several. */
-    s_case(&rng, 2, 10000.0, 1, 2, 0, pos, n_rows, false, 1e-6);
-    s_case(&rng, 64, 10000.0, 1, 64, 0, pos, n_rows, false, 1e-6);
-    s_case(&rng, 128, 500000.0, 4, 128, 3, pos, n_rows, false, 1e-6);
-    s_case(&rng, 6, 10000.0, 3, 6, 1, pos, n_rows, false, 1e-6);
-    /* Partial rotation: heads wider than rot_dim keep their tails. */
-    s_case(&rng, 16, 10000.0, 4, 33, 5, pos, n_rows, false, 1e-6);
-    s_case(&rng, 32, 1e6, 3, 64, 0, pos, n_rows, false, 1e-6);
-    s_case(&rng, 2, 100.0, 5, 7, 2, pos, n_rows, false, 1e-6);
+    static const s_shape_t shapes[] = {
+        /* Whole heads, one or several. */
+        {2, 10000.0, 1, 2, 0}, {64, 10000.0, 1, 64, 0}, {128, 500000.0, 4, 128, 3},
+        {6, 10000.0, 3, 6, 1},
+        /* Partial rotation: heads wider than rot_dim keep their tails. */
+        {16, 10000.0, 4, 33, 5}, {32, 1e6, 3, 64, 0}, {2, 100.0, 5, 7, 2},
+    };
+    s_cases(41, shapes, sizeof shapes / sizeof shapes[0], pos,
+            (int)(sizeof pos / sizeof pos[0]), false, 1e-6);
 }
 
 /* The frequencies themselves against float64: at small positions the float32
@@ -185,12 +200,11 @@ static void test_apply_exact_frequencies(void **state)
 {
     (void)state;
     static const int pos[] = {0, 1, 2, 3, 5, 7};
-    const int n_rows = (int)(sizeof pos / sizeof pos[0]);
-    testrng_t rng;
-    testrng_init(&rng, 42);
-    s_case(&rng, 64, 10000.0, 2, 64, 0, pos, n_rows, true, 1e-5);
-    s_case(&rng, 128, 500000.0, 1, 160, 0, pos, n_rows, true, 1e-5);
-    s_case(&rng, 10, 10000.0, 3, 17, 1, pos, n_rows, true, 1e-5);
+    static const s_shape_t shapes[] = {
+        {64, 10000.0, 2, 64, 0}, {128, 500000.0, 1, 160, 0}, {10, 10000.0, 3, 17, 1},
+    };
+    s_cases(42, shapes, sizeof shapes / sizeof shapes[0], pos,
+            (int)(sizeof pos / sizeof pos[0]), true, 1e-5);
 }
 
 /* ---- YaRN ---------------------------------------------------------- */

@@ -38,28 +38,13 @@
 #include "engine/weights.h"
 #include "model/arch.h"
 #include "model/config.h"
+#include "model/family.h"
 #include "model/safetensors.h"
 #include "model/safetensors_private.h"
 #include "model/synth.h"
 #include "tests/testutil.h"
 
 /* ---- helpers ------------------------------------------------------------- */
-
-static int s_setup(void **state)
-{
-    char *dir = testutil_mkdtemp("test_synth");
-    if (!dir)
-        return -1;
-    *state = dir;
-    return 0;
-}
-
-static int s_teardown(void **state)
-{
-    testutil_rmtree(*state);
-    free(*state);
-    return 0;
-}
 
 /* dir/name, malloc'd (caller frees). */
 static char *s_join(const char *dir, const char *name)
@@ -851,15 +836,21 @@ static void test_write_oom(void **state)
 
 /* ---- the tool ------------------------------------------------------------ */
 
-static void test_mkmodel_tool(void **state)
+/* $MOE_BIN/moe-mkmodel into tool; skips the test when it is not built. */
+static void s_tool(char *tool, size_t size)
 {
-    const char *bin = testutil_env("MOE_BIN", "build/bin");
-    char tool[1024];
-    snprintf(tool, sizeof tool, "%s/moe-mkmodel", bin);
+    snprintf(tool, size, "%s/moe-mkmodel", testutil_env("MOE_BIN", "build/bin"));
     if (access(tool, X_OK) != 0) {
         print_message("skipping: %s not built\n", tool);
         skip();
     }
+}
+
+
+static void test_mkmodel_tool(void **state)
+{
+    char tool[1024];
+    s_tool(tool, sizeof tool);
     char cmd[4096];
     char *out = NULL;
     snprintf(cmd, sizeof cmd, "%s --help", tool);
@@ -922,11 +913,9 @@ static void test_mkmodel_tool(void **state)
 
 /* ---- every family --------------------------------------------------------- */
 
-static const char *const s_families[] = {
-    "mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "hunyuan_v1_moe",
-    "deepseek_v2", "deepseek_v3", "gpt_oss",
-};
-enum { S_N_FAMILIES = sizeof s_families / sizeof s_families[0] };
+/* The families, in model/family.c's list (the one list there is). */
+#define S_N_FAMILIES ((int)family_count())
+#define S_FAMILY(f) (family_at((size_t)(f))->model_type)
 
 static config_t s_preset(const char *arch, const char *preset)
 {
@@ -996,7 +985,7 @@ static void s_expect_config_all(const config_t *got, const config_t *want)
 static bool s_has_weight(const config_t *c, arch_weight_t w, int l)
 {
     const bool moe = config_layer_is_moe(c, l);
-    const bool mla = c->kv_lora_rank > 0;
+    const bool mla = config_is_mla(c);
     if (w >= ARCH_W_EXPERT_GATE) /* every expert weight, biases included */
         return moe;
     switch (w) {
@@ -1090,7 +1079,7 @@ static void s_check_arch_layout(const char *dir, const config_t *c,
                 n += (size_t)s_check_role(st, c, (arch_weight_t)w, l, e,
                                           dtype);
     }
-    if (c->expert_act == CONFIG_EXPERT_SWIGLU_OAI)
+    if (config_experts_stacked(c))
         for (int l = 0; l < c->n_layers; l++) {
             char name[96];
             snprintf(name, sizeof name,
@@ -1137,10 +1126,10 @@ static config_t s_parse_written(const char *dir)
 static void test_family_layouts(void **state)
 {
     for (int f = 0; f < S_N_FAMILIES; f++) {
-        config_t cfg = s_preset(s_families[f], "tiny");
+        config_t cfg = s_preset(S_FAMILY(f), "tiny");
         synth_stats_t stats, plan;
         char name[64];
-        snprintf(name, sizeof name, "layout-%s", s_families[f]);
+        snprintf(name, sizeof name, "layout-%s", S_FAMILY(f));
         char *dir = s_write(state, name, &cfg, 2, ST_F32, 0, &stats);
         synth_opts_t opts = {.seed = 2};
         assert_int_equal(synth_plan(&cfg, &opts, &plan, NULL), 0);
@@ -1176,22 +1165,22 @@ static void test_family_sizes(void **state)
     static const char *const presets[] = {"tiny", "small", "medium"};
     for (int f = 0; f < S_N_FAMILIES; f++)
         for (int p = 0; p < 3; p++) {
-            config_t c = s_preset(s_families[f], presets[p]);
+            config_t c = s_preset(S_FAMILY(f), presets[p]);
             synth_stats_t st;
             err_t err = {0};
             if (synth_plan(&c, &opts, &st, &err))
-                fail_msg("%s %s: %s", s_families[f], presets[p], err.msg);
+                fail_msg("%s %s: %s", S_FAMILY(f), presets[p], err.msg);
             if (p != 2)
                 continue;
             double ratio = (double)st.data_bytes / (double)mixtral.data_bytes;
             print_message("%-15s %6d %6d %7d %5d %9d %8zu %10.3g (x%.2f)\n",
-                          s_families[f], c.hidden_size, c.n_layers,
+                          S_FAMILY(f), c.hidden_size, c.n_layers,
                           c.n_experts, c.n_experts_per_tok,
                           c.intermediate_size, st.n_tensors,
                           (double)st.data_bytes, ratio);
             if (ratio < 0.75 || ratio > 1.25)
                 fail_msg("%s medium: %llu bytes, %.2f times mixtral's",
-                         s_families[f], (unsigned long long)st.data_bytes,
+                         S_FAMILY(f), (unsigned long long)st.data_bytes,
                          ratio);
         }
 }
@@ -1200,11 +1189,11 @@ static void test_family_sizes(void **state)
 static void test_family_determinism(void **state)
 {
     for (int f = 0; f < S_N_FAMILIES; f++) {
-        config_t cfg = s_preset(s_families[f], "tiny");
+        config_t cfg = s_preset(S_FAMILY(f), "tiny");
         char n1[64], n2[64], n3[64];
-        snprintf(n1, sizeof n1, "det1-%s", s_families[f]);
-        snprintf(n2, sizeof n2, "det2-%s", s_families[f]);
-        snprintf(n3, sizeof n3, "det3-%s", s_families[f]);
+        snprintf(n1, sizeof n1, "det1-%s", S_FAMILY(f));
+        snprintf(n2, sizeof n2, "det2-%s", S_FAMILY(f));
+        snprintf(n3, sizeof n3, "det3-%s", S_FAMILY(f));
         char *a = s_write(state, n1, &cfg, 9, ST_F32, 0, NULL);
         char *b = s_write(state, n2, &cfg, 9, ST_F32, 0, NULL);
         char *c = s_write(state, n3, &cfg, 10, ST_F32, 0, NULL);
@@ -1259,7 +1248,7 @@ static void test_family_runs(void **state)
     if (!have_run)
         print_message("moe-run not built: weights_load only\n");
     for (int f = 0; f < S_N_FAMILIES; f++) {
-        config_t cfg = s_preset(s_families[f], "tiny");
+        config_t cfg = s_preset(S_FAMILY(f), "tiny");
         /* a folder name without the family's, which messages must name */
         char name[64];
         snprintf(name, sizeof name, "run-%d", f);
@@ -1271,13 +1260,13 @@ static void test_family_runs(void **state)
         const bool runs = config_arch_supported(cfg.arch);
         if (!runs) {
             /* not yet: the refusal names the architecture */
-            print_message("%s: not run yet: %s\n", s_families[f], err.msg);
+            print_message("%s: not run yet: %s\n", S_FAMILY(f), err.msg);
             assert_null(w);
             assert_true(errno == ENOTSUP || errno == EINVAL);
-            assert_non_null(strstr(err.msg, s_families[f]));
+            assert_non_null(strstr(err.msg, S_FAMILY(f)));
         } else {
             if (!w)
-                fail_msg("%s: weights_load: %s", s_families[f], err.msg);
+                fail_msg("%s: weights_load: %s", S_FAMILY(f), err.msg);
             assert_int_equal(w->cfg.arch, cfg.arch);
             for (int l = 0; l < cfg.n_layers; l++)
                 for (int e = 0; config_layer_is_moe(&cfg, l) &&
@@ -1292,10 +1281,10 @@ static void test_family_runs(void **state)
             if (!runs) {
                 assert_int_not_equal(status, 0);
                 assert_non_null(errtext);
-                assert_non_null(strstr(errtext, s_families[f]));
+                assert_non_null(strstr(errtext, S_FAMILY(f)));
             } else {
                 if (status != 0)
-                    fail_msg("%s: moe-run exit %d: %s", s_families[f], status,
+                    fail_msg("%s: moe-run exit %d: %s", S_FAMILY(f), status,
                              errtext ? errtext : "");
                 int n = 0;
                 for (char *p = tokens; p && *p;) {
@@ -1313,14 +1302,14 @@ static void test_family_runs(void **state)
                 double lo = INFINITY, hi = -INFINITY;
                 for (size_t i = 0; i < bytes / 4; i++) {
                     if (!isfinite(x[i]))
-                        fail_msg("%s: logit %zu is %g", s_families[f], i,
+                        fail_msg("%s: logit %zu is %g", S_FAMILY(f), i,
                                  (double)x[i]);
                     lo = fmin(lo, x[i]);
                     hi = fmax(hi, x[i]);
                 }
                 assert_true(hi - lo > 1);
                 print_message("%s: greedy %s, logits in [%.2f, %.2f]\n",
-                              s_families[f], tokens, lo, hi);
+                              S_FAMILY(f), tokens, lo, hi);
                 free(x);
             }
             free(tokens);
@@ -1447,26 +1436,21 @@ static void test_family_distributions(void **state)
  * library writes. */
 static void test_family_tool(void **state)
 {
-    const char *bin = testutil_env("MOE_BIN", "build/bin");
     char tool[1024];
-    snprintf(tool, sizeof tool, "%s/moe-mkmodel", bin);
-    if (access(tool, X_OK) != 0) {
-        print_message("skipping: %s not built\n", tool);
-        skip();
-    }
+    s_tool(tool, sizeof tool);
     for (int f = 1; f < S_N_FAMILIES; f++) {
         char name[64], cmd[4096];
-        snprintf(name, sizeof name, "tool-%s", s_families[f]);
+        snprintf(name, sizeof name, "tool-%s", S_FAMILY(f));
         char *dir = s_join(*state, name);
         snprintf(cmd, sizeof cmd, "%s --arch %s --preset tiny --seed 6 --out "
-                 "'%s' 2>&1", tool, s_families[f], dir);
+                 "'%s' 2>&1", tool, S_FAMILY(f), dir);
         char *out = NULL;
         if (testutil_run(cmd, &out) != 0)
             fail_msg("%s: %s", cmd, out ? out : "");
         free(out);
         assert_true(s_exists(dir, "tokenizer.json"));
-        config_t cfg = s_preset(s_families[f], "tiny");
-        snprintf(name, sizeof name, "lib-%s", s_families[f]);
+        config_t cfg = s_preset(S_FAMILY(f), "tiny");
+        snprintf(name, sizeof name, "lib-%s", S_FAMILY(f));
         char *lib = s_write(state, name, &cfg, 6, ST_F32, 0, NULL);
         s_expect_same_files(dir, lib, 1);
         assert_true(s_files_equal(dir, lib, "generation_config.json"));
@@ -1477,7 +1461,7 @@ static void test_family_tool(void **state)
 
 int main(void)
 {
-#define T(f) cmocka_unit_test_setup_teardown(f, s_setup, s_teardown)
+#define T(f) cmocka_unit_test_setup_teardown(f, testutil_tmpdir_setup, testutil_tmpdir_teardown)
     const struct CMUnitTest tests[] = {
         T(test_presets),
         T(test_tiny_each_dtype),

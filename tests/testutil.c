@@ -1,6 +1,7 @@
 /* testutil: see testutil.h. */
 #include "tests/testutil.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -175,4 +176,21 @@ int testutil_run(const char *cmdline, char **stdout_text)
     if (status == -1 || !WIFEXITED(status))
         return -1;
     return WEXITSTATUS(status);
+}
+
+int testutil_tmpdir_setup(void **state)
+{
+    /* glibc's name of the running program: test_synth, ... */
+    char *dir = testutil_mkdtemp(program_invocation_short_name);
+    if (!dir)
+        return -1;
+    *state = dir;
+    return 0;
+}
+
+int testutil_tmpdir_teardown(void **state)
+{
+    testutil_rmtree(*state);
+    free(*state);
+    return 0;
 }

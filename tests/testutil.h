@@ -41,4 +41,9 @@ const char *testutil_env(const char *name, const char *fallback);
  * NULL) and returning the exit status (-1 when it could not run or was killed). */
 int testutil_run(const char *cmdline, char **stdout_text);
 
+/* cmocka group setup / teardown: *state is a fresh directory named after
+ * the test program (testutil_mkdtemp), removed and freed by the teardown. */
+int testutil_tmpdir_setup(void **state);
+int testutil_tmpdir_teardown(void **state);
+
 #endif /* MOE_TESTS_TESTUTIL_H */
