@@ -32,6 +32,7 @@ CPPFLAGS += -I$(BUILD)/gen  # generated protobuf-c code: $(BUILD)/gen/proto/*.pb
 CORE_SRC    := core/err.c core/mem.c core/blas.c core/timer.c core/idlist.c \
                core/path.c core/arg.c
 KERNELS_SRC := kernels/gemm_blas.c kernels/gemm_small.c kernels/gemm_ref.c kernels/rmsnorm.c \
+               kernels/pool.c kernels/compute.c \
                kernels/rope.c kernels/softmax.c kernels/ffn.c kernels/attention.c \
                kernels/mla.c
 MODEL_SRC   := model/config.c model/safetensors.c model/st_writer.c \

@@ -17,10 +17,12 @@ struct mlp {
     float *up;     /* (max_rows, max_width) */
     float *y;      /* (max_rows, hidden) */
     float *g;      /* (max_rows) the per-row gate logits */
+    compute_t *cx; /* the products' context, borrowed */
 };
 
-mlp_t *mlp_new(int hidden, int max_width, int max_rows, err_t *err)
+mlp_t *mlp_new(int hidden, int max_width, int max_rows, compute_t *cx, err_t *err)
 {
+    assert(cx);
     if (hidden < 1 || max_width < 1 || max_rows < 1) {
         err_set(err, EINVAL, "mlp sizes must be positive");
         return NULL;
@@ -31,6 +33,7 @@ mlp_t *mlp_new(int hidden, int max_width, int max_rows, err_t *err)
     self->hidden = hidden;
     self->max_width = max_width;
     self->max_rows = max_rows;
+    self->cx = cx;
     const size_t rows = (size_t)max_rows;
     self->gate = mem_alloc_aligned(rows * max_width * sizeof(float));
     self->up = mem_alloc_aligned(rows * max_width * sizeof(float));
@@ -71,12 +74,12 @@ void mlp_add(mlp_t *self, const expert_weights_t *w, int width, const float *gat
     const int hidden = self->hidden;
     if (n_rows == 0)
         return;
-    gemm_linear(self->gate, u, w->gate, n_rows, width, hidden);
-    gemm_linear(self->up, u, w->up, n_rows, width, hidden);
+    gemm_linear(self->cx, self->gate, u, w->gate, n_rows, width, hidden);
+    gemm_linear(self->cx, self->up, u, w->up, n_rows, width, hidden);
     ffn_swiglu(self->gate, self->gate, self->up, (size_t)n_rows * width);
-    gemm_linear(self->y, self->gate, w->down, n_rows, hidden, width);
+    gemm_linear(self->cx, self->y, self->gate, w->down, n_rows, hidden, width);
     if (gate_w)
-        gemm_linear(self->g, u, gate_w, n_rows, 1, hidden);
+        gemm_linear(self->cx, self->g, u, gate_w, n_rows, 1, hidden);
     for (int r = 0; r < n_rows; r++) {
         /* sigmoid as torch: 1 / (1 + exp(-x)) in float32 */
         const float s = gate_w ? 1.0f / (1.0f + expf(-self->g[r])) : 1.0f;

@@ -13,12 +13,14 @@
 
 #include "core/err.h"
 #include "engine/weights.h"
+#include "kernels/compute.h"
 
 typedef struct mlp mlp_t;
 
 /* Scratch for up to max_rows rows of FFNs up to max_width wide.
+ * The products run in cx (borrowed, must outlive the mlp_t).
  * NULL with errno/err (EINVAL, ENOMEM) on failure. Caller destroys. */
-mlp_t *mlp_new(int hidden, int max_width, int max_rows, err_t *err);
+mlp_t *mlp_new(int hidden, int max_width, int max_rows, compute_t *cx, err_t *err);
 void mlp_destroy(mlp_t **self_p);
 
 /* out[r] += g_r * ffn(u[r]) for r < n_rows, g_r = sigmoid(gate_w . u[r]) when

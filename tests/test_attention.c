@@ -113,7 +113,10 @@ static void s_case(testrng_t *rng, int n_heads, int n_kv_heads, int head_dim,
                      ? NAN : s_sentinel;
 
     s_ref(want, q, ldq, k, ldk, v, ldv, &sh, n_q, pos0);
-    attention(out, ldo, q, ldq, k, ldk, v, ldv, &sh, n_q, pos0, scratch);
+    compute_t *cx = compute_new(1, NULL);
+    assert_non_null(cx);
+    attention(cx, out, ldo, q, ldq, k, ldk, v, ldv, &sh, n_q, pos0, scratch);
+    compute_destroy(&cx);
 
     double v_max = 0.0;
     for (size_t i = 0; i < (size_t)n_ctx * ldv; i++)
@@ -213,7 +216,10 @@ static void test_window_one_is_exact(void **state)
     float *scratch = malloc(attention_scratch_floats(&sh, 3, 5) *
                             sizeof *scratch);
     assert_non_null(scratch);
-    attention(out, 4, q, 6, k, 3, v, 2, &sh, 3, 2, scratch);
+    compute_t *cx = compute_new(1, NULL);
+    assert_non_null(cx);
+    attention(cx, out, 4, q, 6, k, 3, v, 2, &sh, 3, 2, scratch);
+    compute_destroy(&cx);
     for (int r = 0; r < 3; r++)
         for (int h = 0; h < 2; h++)
             for (int d = 0; d < 2; d++)
@@ -288,7 +294,10 @@ static void test_sinks_hand(void **state)
     float *scratch = malloc(attention_scratch_floats(&sh, 3, 5) *
                             sizeof *scratch);
     assert_non_null(scratch);
-    attention(out, 8, q, 12, k, 6, v, 4, &sh, 3, 2, scratch);
+    compute_t *cx = compute_new(1, NULL);
+    assert_non_null(cx);
+    attention(cx, out, 8, q, 12, k, 6, v, 4, &sh, 3, 2, scratch);
+    compute_destroy(&cx);
     for (int r = 0; r < 3; r++)
         for (int h = 0; h < 4; h++) {
             int g = h / 2, c = 2 + r;
