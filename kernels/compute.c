@@ -57,10 +57,9 @@ fail:
 
 void compute_destroy(compute_t **self_p)
 {
-    assert(self_p);
-    compute_t *self = *self_p;
-    if (!self)
+    if (!self_p || !*self_p)
         return;
+    compute_t *self = *self_p;
     int saved = errno;
     pool_destroy(&self->pool);
     mem_free(self);

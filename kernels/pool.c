@@ -92,14 +92,16 @@ static void *s_worker(void *arg)
     unsigned seen = s_gen(self); /* a job published before we started is not ours */
     for (;;) {
         long start = s_now_ns();
-        for (int i = 0; s_gen(self) == seen; i++) {
+        for (int i = 0; s_gen(self) == seen && !atomic_load(&self->stop); i++) {
             _mm_pause();
             if ((i & 63) == 63 && s_now_ns() - start > SPIN_NS)
                 break;
         }
+        /* stop is tested too: a worker that first runs after pool_destroy()
+         * published its generation has taken that one as already seen. */
         pthread_mutex_lock(&self->lock);
         self->n_sleeping++;
-        while (s_gen(self) == seen)
+        while (s_gen(self) == seen && !atomic_load(&self->stop))
             pthread_cond_wait(&self->wake, &self->lock);
         self->n_sleeping--;
         pthread_mutex_unlock(&self->lock);
@@ -154,10 +156,9 @@ pool_t *pool_new(int n_threads, err_t *err)
 
 void pool_destroy(pool_t **self_p)
 {
-    assert(self_p);
-    pool_t *self = *self_p;
-    if (!self)
+    if (!self_p || !*self_p)
         return;
+    pool_t *self = *self_p;
     if (self->n_workers > 0) {
         atomic_store(&self->stop, true);
         s_publish(self, s_gen(self) + 1, 0);
