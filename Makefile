@@ -32,6 +32,7 @@ CPPFLAGS += -I$(BUILD)/gen  # generated protobuf-c code: $(BUILD)/gen/proto/*.pb
 CORE_SRC    := core/err.c core/mem.c core/blas.c core/timer.c core/idlist.c \
                core/path.c core/arg.c
 KERNELS_SRC := kernels/gemm_blas.c kernels/gemm_small.c kernels/gemm_ref.c kernels/rmsnorm.c \
+               kernels/pool.c kernels/compute.c \
                kernels/rope.c kernels/softmax.c kernels/ffn.c kernels/attention.c \
                kernels/mla.c
 MODEL_SRC   := model/config.c model/safetensors.c model/st_writer.c \
@@ -131,7 +132,7 @@ all: $(PROGRAMS)
 # tests on its own.
 TESTS_CORE    := test_idlist test_arg
 TESTS_KERNELS := test_gemm test_rmsnorm test_rope test_softmax test_ffn test_attention \
-                 test_mla
+                 test_mla test_pool
 TESTS_MODEL   := test_config test_safetensors test_mxfp4
 # Model tests that also run kernels (the gpt-oss expert re-layout end to end).
 TESTS_MODEL_K := test_expert_layout

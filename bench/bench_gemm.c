@@ -94,14 +94,15 @@ static void s_old(float *y, const float *x, const float *w, int m, int n, int k)
                 k, 0.0f, y, n);
 }
 
-/* Bytes/s of W over one product on each of the n_w weights. */
+/* Bytes/s of W over one product on each of the n_w weights; gemm_small runs
+ * in cx. */
 static double s_sample(bool new_path, float *y, const float *x, float *const *w,
-                       int n_w, int m, int n, int k, int threads)
+                       int n_w, int m, int n, int k, compute_t *cx)
 {
     double t0 = timer_now();
     for (int e = 0; e < n_w; e++) {
         if (new_path)
-            gemm_small(y, n, x, k, w[e], k, m, n, k, 1.0f, 0.0f, threads);
+            gemm_small(cx, y, n, x, k, w[e], k, m, n, k, 1.0f, 0.0f);
         else
             s_old(y, x, w[e], m, n, k);
     }
@@ -113,6 +114,12 @@ static int s_bench_threads(const options_t *opt, float *const *w[2], float *x,
 {
     double bw[2 * MAX_REPEAT], old_s[MAX_REPEAT], new_s[MAX_REPEAT];
     blas_set_threads(threads);
+    err_t err = {0};
+    compute_t *cx = compute_new(threads, &err);
+    if (!cx) {
+        fprintf(stderr, "bench-gemm: %s\n", err.msg);
+        return -1;
+    }
     for (int r = 0; r < opt->repeat; r++)
         bw[r] = machine_read_bandwidth(threads, 1);
     printf("threads %d: GB/s of W streamed (medians of %d), ratio to read "
@@ -124,16 +131,17 @@ static int s_bench_threads(const options_t *opt, float *const *w[2], float *x,
         const int n = SHAPES[s][0], k = SHAPES[s][1];
         for (size_t im = 0; im < sizeof ROW_COUNTS / sizeof ROW_COUNTS[0]; im++) {
             const int m = ROW_COUNTS[im];
-            s_sample(false, y, x, w[s], opt->experts, m, n, k, threads); /* warm */
-            s_sample(true, y, x, w[s], opt->experts, m, n, k, threads);
+            s_sample(false, y, x, w[s], opt->experts, m, n, k, cx); /* warm */
+            s_sample(true, y, x, w[s], opt->experts, m, n, k, cx);
             for (int r = 0; r < opt->repeat; r++) {
-                old_s[r] = s_sample(false, y, x, w[s], opt->experts, m, n, k, threads);
-                new_s[r] = s_sample(true, y, x, w[s], opt->experts, m, n, k, threads);
+                old_s[r] = s_sample(false, y, x, w[s], opt->experts, m, n, k, cx);
+                new_s[r] = s_sample(true, y, x, w[s], opt->experts, m, n, k, cx);
             }
             rows[s][im][0] = workload_median(old_s, opt->repeat);
             rows[s][im][1] = workload_median(new_s, opt->repeat);
         }
     }
+    compute_destroy(&cx);
     for (int r = opt->repeat; r < 2 * opt->repeat; r++)
         bw[r] = machine_read_bandwidth(threads, 1);
     const double bw_best = workload_max(bw, 2 * opt->repeat);
@@ -149,6 +157,15 @@ static int s_bench_threads(const options_t *opt, float *const *w[2], float *x,
     printf("  machine read bandwidth (best of %d, before and after): %.1f GB/s\n",
            2 * opt->repeat, bw_best / 1e9);
     return 0;
+}
+
+/* The path a compute context picks on this CPU. */
+static compute_path_t s_best_path(void)
+{
+    compute_t *cx = compute_new(1, NULL);
+    compute_path_t path = cx ? compute_path(cx) : COMPUTE_PATH_AUTO;
+    compute_destroy(&cx);
+    return path;
 }
 
 int main(int argc, char **argv)
@@ -182,10 +199,10 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < (size_t)MAX_ROWS * 2816; i++)
         x[i] = (float)(i % 97) * 1e-2f - 0.48f;
     printf("bench-gemm: openblas %s kernels, gemm_small %s path, %d experts per shape\n",
-           blas_core_name(), gemm_small_path_name(gemm_small_path()), opt.experts);
+           blas_core_name(), compute_path_name(s_best_path()), opt.experts);
     rc = 0;
-    for (int i = 0; i < n_threads && i < MAX_THREAD_COUNTS; i++)
-        s_bench_threads(&opt, w, x, y, threads[i]);
+    for (int i = 0; rc == 0 && i < n_threads && i < MAX_THREAD_COUNTS; i++)
+        rc = s_bench_threads(&opt, w, x, y, threads[i]) < 0 ? 1 : 0;
     goto done;
 oom:
     fprintf(stderr, "bench-gemm: out of memory\n");

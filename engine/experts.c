@@ -1,6 +1,7 @@
 /* experts: see experts.h. */
 #include "engine/experts.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <math.h>
 #include <string.h>
@@ -23,10 +24,13 @@ struct experts {
     float *gate;      /* (max_assign, inter) */
     float *up;        /* (max_assign, inter) */
     float *y;         /* (max_assign, hidden) expert outputs */
+    compute_t *cx;    /* the products' context, borrowed */
 };
 
-experts_t *experts_new(const config_t *cfg, int max_rows, int max_assign, err_t *err)
+experts_t *experts_new(const config_t *cfg, int max_rows, int max_assign,
+                       compute_t *cx, err_t *err)
 {
+    assert(cx);
     if (max_rows < 1 || max_assign < 1) {
         err_set(err, EINVAL, "expert batch sizes must be positive");
         return NULL;
@@ -39,6 +43,7 @@ experts_t *experts_new(const config_t *cfg, int max_rows, int max_assign, err_t 
     self->n_experts = cfg->n_experts;
     self->max_rows = max_rows;
     self->max_assign = max_assign;
+    self->cx = cx;
     self->oai = cfg->expert_act == CONFIG_EXPERT_SWIGLU_OAI;
     self->limit = cfg->swiglu_limit > 0 ? cfg->swiglu_limit : FFN_OSS_LIMIT;
     size_t rows = (size_t)max_assign;
@@ -136,8 +141,8 @@ int experts_run(experts_t *self, const weights_t *w, int layer, const float *u,
             memcpy(self->x + (size_t)i * hidden, u + (size_t)a->row * hidden,
                    hidden * sizeof(float));
         }
-        mlp_swiglu(self->y, self->x, n, hidden, inter, ew, eb, self->limit, self->gate,
-                   self->up);
+        mlp_swiglu(self->cx, self->y, self->x, n, hidden, inter, ew, eb, self->limit,
+                   self->gate, self->up);
         for (int i = 0; i < n; i++) {
             const moe_assign_t *a = &assign[self->order[first + i]];
             float *dst = out + (size_t)a->row * hidden;

@@ -14,12 +14,15 @@
 #include "core/err.h"
 #include "engine/router.h"
 #include "engine/weights.h"
+#include "kernels/compute.h"
 
 typedef struct experts experts_t;
 
 /* Scratch for batches of up to max_rows rows and max_assign assignments,
- * allocated here once. NULL with errno/err on failure. */
-experts_t *experts_new(const config_t *cfg, int max_rows, int max_assign, err_t *err);
+ * allocated here once; the products run in cx (borrowed, must outlive the
+ * experts_t). NULL with errno/err on failure. */
+experts_t *experts_new(const config_t *cfg, int max_rows, int max_assign,
+                       compute_t *cx, err_t *err);
 void experts_destroy(experts_t **self_p);
 
 /* out[r] = sum over assignments (r, e, w) of w * ffn_e(u[r]) for r < n_rows;

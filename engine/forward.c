@@ -5,6 +5,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "core/blas.h"
 #include "core/mem.h"
 #include "core/timer.h"
 #include "engine/experts.h"
@@ -26,6 +27,7 @@ struct forward {
     int max_rows;             /* tokens per chunk */
     int max_ctx;              /* positions per sequence */
     attention_shape_t attn;
+    compute_t *cx;            /* every product's pool and code path */
     rope_t *rope;             /* plain attention's; NULL for MLA */
     forward_moe_fn moe;
     void *moe_ctx;
@@ -87,6 +89,10 @@ forward_t *forward_new(const weights_t *w, int max_rows, int max_ctx,
     self->cfg = cfg;
     self->max_rows = max_rows;
     self->max_ctx = max_ctx;
+    /* gemm_small uses as many threads as OpenBLAS is set to. */
+    self->cx = compute_new(blas_threads(), err);
+    if (!self->cx)
+        goto fail;
     self->attn = (attention_shape_t){
         .n_heads = cfg->n_heads,
         .n_kv_heads = cfg->n_kv_heads,
@@ -109,7 +115,8 @@ forward_t *forward_new(const weights_t *w, int max_rows, int max_ctx,
                             "expert %d of layer %d is not loaded", e, l);
                     goto fail;
                 }
-        self->local = experts_new(cfg, max_rows, max_rows * cfg->n_experts_per_tok, err);
+        self->local = experts_new(cfg, max_rows, max_rows * cfg->n_experts_per_tok,
+                                  self->cx, err);
         if (!self->local)
             goto fail;
         self->moe = s_local_moe;
@@ -122,11 +129,12 @@ forward_t *forward_new(const weights_t *w, int max_rows, int max_ctx,
         if (!config_layer_is_moe(cfg, l) && cfg->dense_intermediate_size > mlp_width)
             mlp_width = cfg->dense_intermediate_size;
     if (mlp_width > 0) {
-        self->mlp = mlp_new(cfg->hidden_size, mlp_width, max_rows, err);
+        self->mlp = mlp_new(cfg->hidden_size, mlp_width, max_rows, self->cx, err);
         if (!self->mlp)
             goto fail;
     }
-    if (config_is_mla(cfg) && !(self->latent = latent_new(cfg, max_rows, max_ctx, err)))
+    if (config_is_mla(cfg) &&
+        !(self->latent = latent_new(cfg, max_rows, max_ctx, self->cx, err)))
         goto fail;
 
     const size_t rows = (size_t)max_rows, hidden = (size_t)cfg->hidden_size;
@@ -178,6 +186,7 @@ void forward_destroy(forward_t **self_p)
     experts_destroy(&self->local);
     mlp_destroy(&self->mlp);
     latent_destroy(&self->latent);
+    compute_destroy(&self->cx);
     mem_free(self->pos);
     mem_free(self->x);
     mem_free(self->xn);
@@ -217,13 +226,13 @@ void forward_set_trace(forward_t *self, forward_trace_fn fn, void *ctx)
 
 /* y = x W^T + b over n rows: the bias (when the model has one) is written
  * first and the product added onto it. */
-static void s_linear(float *y, int ld, const float *x, int ldx, const float *w,
-                     const float *bias, int n, int out, int in)
+static void s_linear(compute_t *cx, float *y, int ld, const float *x, int ldx,
+                     const float *w, const float *bias, int n, int out, int in)
 {
     if (bias)
         for (int r = 0; r < n; r++)
             memcpy(y + (size_t)r * ld, bias, (size_t)out * sizeof(float));
-    gemm(y, ld, x, ldx, w, in, n, out, in, true, 1, bias ? 1 : 0);
+    gemm(cx, y, ld, x, ldx, w, in, n, out, in, true, 1, bias ? 1 : 0);
 }
 
 /* h = x + o_proj(attention(rope(q), rope(k), v)) for every row of a step;
@@ -251,9 +260,12 @@ static void s_attention_block(forward_t *self, const forward_seq_t *seqs, int n_
                        kvcache_latent(seqs[s].kv, l));
         return;
     }
-    s_linear(self->q, q_width, self->xn, hidden, lw->q, lw->q_bias, n, q_width, hidden);
-    s_linear(self->k_new, kv_width, self->xn, hidden, lw->k, lw->k_bias, n, kv_width, hidden);
-    s_linear(self->v_new, kv_width, self->xn, hidden, lw->v, lw->v_bias, n, kv_width, hidden);
+    s_linear(self->cx, self->q, q_width, self->xn, hidden, lw->q, lw->q_bias, n, q_width,
+             hidden);
+    s_linear(self->cx, self->k_new, kv_width, self->xn, hidden, lw->k, lw->k_bias, n,
+             kv_width, hidden);
+    s_linear(self->cx, self->v_new, kv_width, self->xn, hidden, lw->v, lw->v_bias, n,
+             kv_width, hidden);
     qknorm_apply(cfg, QKNORM_BEFORE_ROPE, lw, self->q, self->k_new, n);
     rope_apply(self->rope, self->q, q_width, n, cfg->n_heads, cfg->head_dim, self->pos);
     rope_apply(self->rope, self->k_new, kv_width, n, cfg->n_kv_heads, cfg->head_dim, self->pos);
@@ -266,12 +278,12 @@ static void s_attention_block(forward_t *self, const forward_seq_t *seqs, int n_
                (size_t)rows * kv_width * sizeof(float));
         memcpy(values + (size_t)pos0 * kv_width, self->v_new + (size_t)row * kv_width,
                (size_t)rows * kv_width * sizeof(float));
-        attention(self->attn_out + (size_t)row * q_width, q_width,
+        attention(self->cx, self->attn_out + (size_t)row * q_width, q_width,
                   self->q + (size_t)row * q_width, q_width, keys, kv_width, values, kv_width,
                   &shape, rows, pos0, self->attn_scratch);
     }
     /* x += attn_out o_proj^T: beta = 1 adds the residual in the same product. */
-    gemm(self->x, hidden, self->attn_out, q_width, lw->o, q_width, n, hidden, q_width,
+    gemm(self->cx, self->x, hidden, self->attn_out, q_width, lw->o, q_width, n, hidden, q_width,
          true, 1, 1);
     if (lw->o_bias)
         for (int r = 0; r < n; r++)
@@ -330,7 +342,7 @@ static int s_ffn_block(forward_t *self, int l, int n, int pos0, err_t *err)
         mlp_add(self->mlp, &lw->dense, cfg->dense_intermediate_size, NULL, self->xn, n,
                 self->moe_out);
     } else {
-        routing_select(cfg, lw, self->xn, n, self->router_logits, self->expert_ids,
+        routing_select(self->cx, cfg, lw, self->xn, n, self->router_logits, self->expert_ids,
                        self->expert_weights);
         if (self->trace)
             self->trace(self->trace_ctx, l, pos0, n, k, self->expert_ids,
@@ -353,7 +365,7 @@ static void s_logits(forward_t *self, int first, int n_out, float *logits)
     float *rows = self->xn + (size_t)first * hidden;
     rmsnorm(rows, hidden, self->x + (size_t)first * hidden, hidden, self->w->final_norm,
             n_out, hidden, cfg->rms_norm_eps);
-    gemm_linear(logits, rows, self->w->lm_head, n_out, cfg->vocab_size, hidden);
+    gemm_linear(self->cx, logits, rows, self->w->lm_head, n_out, cfg->vocab_size, hidden);
 }
 
 /* The last row of every sequence that wants it, through the LM head in
@@ -376,7 +388,8 @@ static void s_last_logits(forward_t *self, const forward_seq_t *seqs, int n_seqs
         }
         if (m == 0)
             continue;
-        gemm_linear(self->head_out, self->head_in, self->w->lm_head, m, vocab, hidden);
+        gemm_linear(self->cx, self->head_out, self->head_in, self->w->lm_head, m, vocab,
+                    hidden);
         for (int i = 0; i < m; i++)
             memcpy(seqs[owner[i]].logits, self->head_out + (size_t)i * vocab,
                    (size_t)vocab * sizeof(float));

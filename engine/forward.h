@@ -43,7 +43,10 @@ typedef enum forward_logits {
 
 /* w must hold the dense part, and every expert when moe is NULL (experts are
  * then computed in-process). w stays owned by the caller and must outlive
- * the forward_t. NULL with errno/err on failure. */
+ * the forward_t. Every product runs in a compute context (kernels/compute.h)
+ * made here, on as many threads as OpenBLAS is set to now (blas_set_threads()
+ * comes first), shared with the experts, MLPs and latent attention it drives.
+ * NULL with errno/err on failure. */
 forward_t *forward_new(const weights_t *w, int max_rows, int max_ctx,
                        forward_moe_fn moe, void *moe_ctx, err_t *err);
 void forward_destroy(forward_t **self_p);

@@ -13,6 +13,7 @@ struct latent {
     int max_rows;
     mla_t *mla;
     rope_t *rope;    /* rotary width rope_dim = qk_rope_head_dim */
+    compute_t *cx;   /* the products' context, borrowed */
 };
 
 bool latent_applies(const config_t *cfg) { return config_is_mla(cfg); }
@@ -44,9 +45,10 @@ mla_shape_t latent_shape(const config_t *cfg)
     };
 }
 
-latent_t *latent_new(const config_t *cfg, int max_rows, int max_ctx, err_t *err)
+latent_t *latent_new(const config_t *cfg, int max_rows, int max_ctx, compute_t *cx,
+                     err_t *err)
 {
-    assert(cfg);
+    assert(cfg && cx);
     if (!config_is_mla(cfg) || max_rows < 1 || max_ctx < 1) {
         err_set(err, EINVAL, "latent attention needs an MLA config (kv_lora_rank %d) "
                 "and positive sizes (%d rows, %d positions)", cfg->kv_lora_rank,
@@ -59,6 +61,7 @@ latent_t *latent_new(const config_t *cfg, int max_rows, int max_ctx, err_t *err)
         return NULL;
     }
     self->cfg = cfg;
+    self->cx = cx;
     /* One call sees one sequence's rows: never more than its positions. */
     self->max_rows = max_rows < max_ctx ? max_rows : max_ctx;
     mla_shape_t shape = latent_shape(cfg);
@@ -106,5 +109,5 @@ void latent_run(latent_t *self, const layer_weights_t *lw, float *x, int ldx,
         .o_proj = lw->o,
         .o_bias = lw->o_bias,
     };
-    mla_run(self->mla, x, ldx, true, xn, n, pos0, cache, &w, self->rope);
+    mla_run(self->mla, self->cx, x, ldx, true, xn, n, pos0, cache, &w, self->rope);
 }

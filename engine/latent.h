@@ -33,8 +33,10 @@ mla_shape_t latent_shape(const config_t *cfg);
 
 /* Scratch for up to max_rows new rows of one sequence per call over up to
  * max_ctx positions. NULL with EINVAL (cfg is not MLA, a bad shape, sizes
- * below 1) or ENOMEM. cfg is borrowed and must outlive the latent_t. */
-latent_t *latent_new(const config_t *cfg, int max_rows, int max_ctx, err_t *err);
+ * below 1) or ENOMEM. cfg and cx (the products' context) are borrowed and
+ * must outlive the latent_t. */
+latent_t *latent_new(const config_t *cfg, int max_rows, int max_ctx, compute_t *cx,
+                     err_t *err);
 void latent_destroy(latent_t **self_p);
 
 /* x[r] += attention output of rows at positions pos0 .. pos0+n-1 of one

@@ -17,10 +17,12 @@ struct mlp {
     float *up;     /* (max_rows, max_width) */
     float *y;      /* (max_rows, hidden) */
     float *g;      /* (max_rows) the per-row gate logits */
+    compute_t *cx; /* the products' context, borrowed */
 };
 
-mlp_t *mlp_new(int hidden, int max_width, int max_rows, err_t *err)
+mlp_t *mlp_new(int hidden, int max_width, int max_rows, compute_t *cx, err_t *err)
 {
+    assert(cx);
     if (hidden < 1 || max_width < 1 || max_rows < 1) {
         err_set(err, EINVAL, "mlp sizes must be positive");
         return NULL;
@@ -31,6 +33,7 @@ mlp_t *mlp_new(int hidden, int max_width, int max_rows, err_t *err)
     self->hidden = hidden;
     self->max_width = max_width;
     self->max_rows = max_rows;
+    self->cx = cx;
     const size_t rows = (size_t)max_rows;
     self->gate = mem_alloc_aligned(rows * max_width * sizeof(float));
     self->up = mem_alloc_aligned(rows * max_width * sizeof(float));
@@ -71,9 +74,10 @@ void mlp_add(mlp_t *self, const expert_weights_t *w, int width, const float *gat
     const int hidden = self->hidden;
     if (n_rows == 0)
         return;
-    mlp_swiglu(self->y, u, n_rows, hidden, width, w, NULL, 0, self->gate, self->up);
+    mlp_swiglu(self->cx, self->y, u, n_rows, hidden, width, w, NULL, 0, self->gate,
+               self->up);
     if (gate_w)
-        gemm_linear(self->g, u, gate_w, n_rows, 1, hidden);
+        gemm_linear(self->cx, self->g, u, gate_w, n_rows, 1, hidden);
     for (int r = 0; r < n_rows; r++) {
         /* sigmoid as torch: 1 / (1 + exp(-x)) in float32 */
         const float s = gate_w ? 1.0f / (1.0f + expf(-self->g[r])) : 1.0f;
@@ -88,12 +92,12 @@ void mlp_add(mlp_t *self, const expert_weights_t *w, int width, const float *gat
     }
 }
 
-void mlp_swiglu(float *y, const float *x, int n, int hidden, int width,
-                const expert_weights_t *w, const expert_biases_t *eb, float limit,
-                float *gate, float *up)
+void mlp_swiglu(compute_t *cx, float *y, const float *x, int n, int hidden,
+                int width, const expert_weights_t *w, const expert_biases_t *eb,
+                float limit, float *gate, float *up)
 {
-    gemm_linear(gate, x, w->gate, n, width, hidden);
-    gemm_linear(up, x, w->up, n, width, hidden);
+    gemm_linear(cx, gate, x, w->gate, n, width, hidden);
+    gemm_linear(cx, up, x, w->up, n, width, hidden);
     if (!eb) {
         ffn_swiglu(gate, gate, up, (size_t)n * width);
     } else {
@@ -101,7 +105,7 @@ void mlp_swiglu(float *y, const float *x, int n, int hidden, int width,
         ffn_bias_add(up, width, eb->up, n, width);
         ffn_swiglu_clamped(gate, gate, up, (size_t)n * width, FFN_OSS_ALPHA, limit);
     }
-    gemm_linear(y, gate, w->down, n, hidden, width);
+    gemm_linear(cx, y, gate, w->down, n, hidden, width);
     if (eb)
         ffn_bias_add(y, hidden, eb->down, n, hidden);
 }

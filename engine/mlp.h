@@ -13,12 +13,14 @@
 
 #include "core/err.h"
 #include "engine/weights.h"
+#include "kernels/compute.h"
 
 typedef struct mlp mlp_t;
 
 /* Scratch for up to max_rows rows of FFNs up to max_width wide.
+ * The products run in cx (borrowed, must outlive the mlp_t).
  * NULL with errno/err (EINVAL, ENOMEM) on failure. Caller destroys. */
-mlp_t *mlp_new(int hidden, int max_width, int max_rows, err_t *err);
+mlp_t *mlp_new(int hidden, int max_width, int max_rows, compute_t *cx, err_t *err);
 void mlp_destroy(mlp_t **self_p);
 
 /* out[r] += g_r * ffn(u[r]) for r < n_rows, g_r = sigmoid(gate_w . u[r]) when
@@ -34,9 +36,10 @@ void mlp_add(mlp_t *self, const expert_weights_t *w, int width, const float *gat
  * silu(g) * u, or, when eb is given (gpt_oss), the gate/up biases then
  * ffn_swiglu_clamped() at limit, and down's bias after.
  *   y: (n, hidden); x: (n, hidden); gate, up: scratch (n, width), gate
- *   holds act() after. Does not allocate. */
-void mlp_swiglu(float *y, const float *x, int n, int hidden, int width,
-                const expert_weights_t *w, const expert_biases_t *eb, float limit,
-                float *gate, float *up);
+ *   holds act() after. The products run in cx (borrowed). Does not
+ *   allocate. */
+void mlp_swiglu(compute_t *cx, float *y, const float *x, int n, int hidden,
+                int width, const expert_weights_t *w, const expert_biases_t *eb,
+                float limit, float *gate, float *up);
 
 #endif /* MOE_ENGINE_MLP_H */

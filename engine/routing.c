@@ -6,12 +6,12 @@
 #include "engine/router.h"
 #include "kernels/gemm.h"
 
-void routing_select(const config_t *cfg, const layer_weights_t *lw, const float *xn,
-                    int n_rows, float *logits, int32_t *ids, float *weights)
+void routing_select(compute_t *cx, const config_t *cfg, const layer_weights_t *lw,
+                    const float *xn, int n_rows, float *logits, int32_t *ids, float *weights)
 {
-    assert(cfg && lw && lw->router);
+    assert(cx && cfg && lw && lw->router);
     const int n_experts = cfg->n_experts, k = cfg->n_experts_per_tok;
-    gemm_linear(logits, xn, lw->router, n_rows, n_experts, cfg->hidden_size);
+    gemm_linear(cx, logits, xn, lw->router, n_rows, n_experts, cfg->hidden_size);
     switch (cfg->topk_method) {
     case CONFIG_TOPK_NOAUX_TC:
         router_select_grouped_sigmoid(logits, lw->score_bias, n_rows, n_experts,

@@ -22,11 +22,13 @@
 #include <stdint.h>
 
 #include "engine/weights.h"
+#include "kernels/compute.h"
 
 /* logits: (n_rows, n_experts) scratch, left holding the routing scores;
  * xn: (n_rows, hidden) the post_attention_layernorm'd rows;
- * ids, weights: (n_rows, k) outputs. lw must be a MoE layer's (router set). */
-void routing_select(const config_t *cfg, const layer_weights_t *lw, const float *xn,
-                    int n_rows, float *logits, int32_t *ids, float *weights);
+ * ids, weights: (n_rows, k) outputs. lw must be a MoE layer's (router set).
+ * The router product runs in cx (borrowed). */
+void routing_select(compute_t *cx, const config_t *cfg, const layer_weights_t *lw,
+                    const float *xn, int n_rows, float *logits, int32_t *ids, float *weights);
 
 #endif /* MOE_ENGINE_ROUTING_H */

@@ -14,6 +14,7 @@
 #include <string.h>
 #include <zmq.h>
 
+#include "core/blas.h"
 #include "core/mem.h"
 #include "core/timer.h"
 #include "engine/experts.h"
@@ -28,6 +29,7 @@ struct expert_server {
     int max_rows;             /* rows per request */
     int max_assign;           /* assignments per request: max_rows * top_k */
     weights_t *w;             /* this node's experts only (no dense part) */
+    compute_t *cx;            /* the experts' pool and code path */
     experts_t *experts;       /* scratch for max_rows / max_assign */
     float *out;               /* (max_rows, hidden) partial sums of a reply */
     int n_hosted;             /* (layer, expert) pairs hosted */
@@ -64,7 +66,11 @@ static int s_load(expert_server_t *self, const expert_server_opts_t *opts, err_t
         return err_set(err, EINVAL, "max rows %d is too large", opts->max_rows);
     self->max_rows = opts->max_rows;
     self->max_assign = opts->max_rows * cfg->n_experts_per_tok;
-    self->experts = experts_new(cfg, self->max_rows, self->max_assign, err);
+    /* gemm_small uses as many threads as OpenBLAS is set to. */
+    self->cx = compute_new(blas_threads(), err);
+    if (!self->cx)
+        return -1;
+    self->experts = experts_new(cfg, self->max_rows, self->max_assign, self->cx, err);
     if (!self->experts)
         return -1;
     self->out = mem_alloc_aligned((size_t)self->max_rows * (size_t)cfg->hidden_size *
@@ -191,6 +197,7 @@ void expert_server_destroy(expert_server_t **self_p)
     mem_free(self->hosted_layer);
     mem_free(self->out);
     experts_destroy(&self->experts);
+    compute_destroy(&self->cx);
     weights_destroy(&self->w);
     mem_free(self);
     *self_p = NULL;

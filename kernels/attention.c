@@ -110,12 +110,12 @@ static void s_softmax_sink(float *row, int n_span, int lo, int vis_lo, int p,
     memset(row + b, 0, (size_t)(n_span - b) * sizeof *row);
 }
 
-void attention(float *out, int ldo, const float *q, int ldq,
+void attention(compute_t *cx, float *out, int ldo, const float *q, int ldq,
                const float *k, int ldk, const float *v, int ldv,
                const attention_shape_t *shape, int n_q, int pos0,
                float *scratch)
 {
-    assert(out && q && k && v && shape);
+    assert(cx && out && q && k && v && shape);
     assert(shape->n_heads >= 1 && shape->n_kv_heads >= 1);
     assert(shape->n_heads % shape->n_kv_heads == 0);
     assert(shape->head_dim >= 1 && shape->v_head_dim >= 1);
@@ -159,7 +159,7 @@ void attention(float *out, int ldo, const float *q, int ldq,
             const float *vg = v + (size_t)lo * ldv + (size_t)g * vd;
 
             /* ss = scale * qs kg^T: (m, n_span) */
-            gemm(ss, n_span, qs, hd, kg, ldk, m, n_span, hd, true,
+            gemm(cx, ss, n_span, qs, hd, kg, ldk, m, n_span, hd, true,
                  shape->scale, 0.0f);
             for (int r = 0; r < nb; r++) {
                 const int p = p_first + r;
@@ -175,7 +175,7 @@ void attention(float *out, int ldo, const float *q, int ldq,
                 }
             }
             /* os = P vg: (m, vd) */
-            gemm(os, vd, ss, n_span, vg, ldv, m, vd, n_span, false, 1.0f,
+            gemm(cx, os, vd, ss, n_span, vg, ldv, m, vd, n_span, false, 1.0f,
                  0.0f);
             for (int r = 0; r < nb; r++)
                 memcpy(out + (size_t)(r0 + r) * ldo + (size_t)g * group * vd,

@@ -18,6 +18,8 @@
 
 #include <stddef.h>
 
+#include "kernels/compute.h"
+
 typedef struct attention_shape {
     int n_heads;     /* query heads */
     int n_kv_heads;  /* key/value heads, divides n_heads */
@@ -42,8 +44,9 @@ size_t attention_scratch_floats(const attention_shape_t *shape, int n_q, int n_c
  * q:   (n_q, n_heads * head_dim), row stride ldq
  * k:   (n_ctx, n_kv_heads * head_dim), row stride ldk  (n_ctx = pos0 + n_q)
  * v:   (n_ctx, n_kv_heads * v_head_dim), row stride ldv
- * scratch: attention_scratch_floats() floats */
-void attention(float *out, int ldo, const float *q, int ldq,
+ * scratch: attention_scratch_floats() floats
+ * cx: the compute context of its products (borrowed) */
+void attention(compute_t *cx, float *out, int ldo, const float *q, int ldq,
                const float *k, int ldk, const float *v, int ldv,
                const attention_shape_t *shape, int n_q, int pos0, float *scratch);
 

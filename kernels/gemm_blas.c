@@ -9,7 +9,7 @@
  * in gemm_small: it streams B once for all rows at near memory speed, where
  * OpenBLAS's sgemm spends most of its time packing B and sgemv reads B once
  * per row. It also makes such rows batch-invariant (see gemm_small.h). It
- * uses as many threads as OpenBLAS is set to.
+ * uses the threads of the caller's compute context; OpenBLAS its own.
  */
 #include "kernels/gemm.h"
 
@@ -18,9 +18,6 @@
 #include <string.h>
 
 #include "kernels/gemm_small.h"
-
-/* Not declared in every cblas.h, but exported by every OpenBLAS since 0.2. */
-int openblas_get_num_threads(void);
 
 /* Up to this many rows, one matrix-vector product per row beats sgemm for
  * B in the (k, n) layout: at a few rows OpenBLAS's sgemm spends as long
@@ -63,11 +60,13 @@ static void s_gemv(float *y, const float *x, const float *b, int ldb, int n,
                     beta, y, 1);
 }
 
-void gemm(float *c, int ldc, const float *a, int lda, const float *b, int ldb,
-          int m, int n, int k, bool b_trans, float alpha, float beta)
+void gemm(compute_t *cx, float *c, int ldc, const float *a, int lda,
+          const float *b, int ldb, int m, int n, int k, bool b_trans,
+          float alpha, float beta)
 {
     const bool no_c = m == 0 || n == 0;    /* nothing to write */
     const bool no_ab = no_c || k == 0;     /* nothing to read from A, B */
+    assert(cx);
     assert(no_c || (c && ldc >= n));
     assert(no_ab || (a && lda >= k));
     assert(no_ab || (b && ldb >= (b_trans ? k : n)));
@@ -79,8 +78,7 @@ void gemm(float *c, int ldc, const float *a, int lda, const float *b, int ldb,
         return;
     }
     if (b_trans && m <= GEMM_SMALL_MAX_ROWS) {
-        gemm_small(c, ldc, a, lda, b, ldb, m, n, k, alpha, beta,
-                   openblas_get_num_threads());
+        gemm_small(cx, c, ldc, a, lda, b, ldb, m, n, k, alpha, beta);
         return;
     }
     if (m <= GEMV_MAX_ROWS) {
@@ -94,8 +92,9 @@ void gemm(float *c, int ldc, const float *a, int lda, const float *b, int ldb,
                 b, ldb, beta, c, ldc);
 }
 
-void gemm_linear(float *y, const float *x, const float *w, int m, int n, int k)
+void gemm_linear(compute_t *cx, float *y, const float *x, const float *w, int m,
+                 int n, int k)
 {
     /* gemm() already runs a few rows of W (n, k) row-major in gemm_small. */
-    gemm(y, n, x, k, w, k, m, n, k, true, 1.0f, 0.0f);
+    gemm(cx, y, n, x, k, w, k, m, n, k, true, 1.0f, 0.0f);
 }

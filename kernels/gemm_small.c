@@ -16,40 +16,31 @@
  * Threads: measured with bench-gemm on the medium expert shapes, one thread
  * reads W at about 30 GB/s, two at about 55 (the machine's two-thread read
  * bandwidth), so a second thread nearly halves the time of the expert
- * products; OpenBLAS would not give us that for this shape. The pool's
- * workers spin for SPIN_NS after a job (the gate, up and down products of an
- * expert follow each other within microseconds), then sleep on a condition
- * variable, so idle processes on a shared machine leave the cores to the
- * busy one (the lesson of OPENBLAS_THREAD_TIMEOUT in docs/PERFORMANCE.md).
- * The pool is the module's only global state besides the chosen path; a
- * forked child starts with an empty pool (pthread_atfork).
+ * products; OpenBLAS would not give us that for this shape. The threads are
+ * those of the caller's compute context (kernels/compute.h, kernels/pool.h),
+ * whose workers spin a little after a job and then sleep, so idle processes
+ * on a shared machine leave the cores to the busy one (the lesson of
+ * OPENBLAS_THREAD_TIMEOUT in docs/PERFORMANCE.md). The module keeps no state.
  */
 #include "kernels/gemm_small.h"
 
 #include <assert.h>
-#include <errno.h>
 #include <immintrin.h>
-#include <pthread.h>
-#include <signal.h>
-#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
-#include <string.h>
-#include <time.h>
 
 enum {
-    MAX_THREADS = 16,          /* pool size cap (workers + caller) */
     TILE_ROWS = 4,             /* R: rows of x per tile */
     TILE_W512 = 4,             /* C with AVX-512: 16 zmm accumulators */
     TILE_W256 = 2,             /* C with AVX2: 8 ymm accumulators of 16 regs */
     TILE_WPORT = 4,            /* C for the portable path (cache blocking only) */
     PORT_LANES = 8,            /* partial sums per entry on the portable path */
+    CHUNKS_PER_THREAD = 4,     /* chunks of a split product per pool thread */
 };
 
 /* Below this many bytes of W, the hand-off to a worker (a futex wake when it
  * sleeps, tens of microseconds) costs more than it saves. */
 static const size_t SPLIT_MIN_BYTES = (size_t)1 << 20;
-static const long SPIN_NS = 200000; /* worker and caller spin before sleeping */
 
 /* One part of a product: rows [j0, j1) of W and C. */
 typedef void s_part_fn(float *c, int ldc, const float *a, int lda,
@@ -273,84 +264,20 @@ s_part_avx512(float *c, int ldc, const float *a, int lda, const float *w,
 }
 #undef S_TILE512_ROWS
 
-/* ---- path selection ----------------------------------------------------------- */
+/* ---- the product, cut into chunks for the pool ------------------------------- */
 
-static atomic_int s_path_now = GEMM_SMALL_AUTO; /* resolved on first use */
-
-static bool s_cpu_runs(gemm_small_path_t path)
-{
-    __builtin_cpu_init();
-    switch (path) {
-    case GEMM_SMALL_PORTABLE: return true;
-    case GEMM_SMALL_AVX2:
-        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    case GEMM_SMALL_AVX512: return __builtin_cpu_supports("avx512f");
-    default: return false;
-    }
-}
-
-static gemm_small_path_t s_best(void)
-{
-    if (s_cpu_runs(GEMM_SMALL_AVX512))
-        return GEMM_SMALL_AVX512;
-    if (s_cpu_runs(GEMM_SMALL_AVX2))
-        return GEMM_SMALL_AVX2;
-    return GEMM_SMALL_PORTABLE;
-}
-
-gemm_small_path_t gemm_small_path(void)
-{
-    int path = atomic_load(&s_path_now);
-    if (path == GEMM_SMALL_AUTO) {
-        path = s_best();
-        atomic_store(&s_path_now, path);
-    }
-    return (gemm_small_path_t)path;
-}
-
-int gemm_small_set_path(gemm_small_path_t path)
-{
-    if (path == GEMM_SMALL_AUTO) {
-        atomic_store(&s_path_now, s_best());
-        return 0;
-    }
-    if (path != GEMM_SMALL_PORTABLE && path != GEMM_SMALL_AVX2 &&
-        path != GEMM_SMALL_AVX512) {
-        errno = EINVAL;
-        return -1;
-    }
-    if (!s_cpu_runs(path)) {
-        errno = ENOTSUP;
-        return -1;
-    }
-    atomic_store(&s_path_now, path);
-    return 0;
-}
-
-const char *gemm_small_path_name(gemm_small_path_t path)
+static s_part_fn *s_part_for(compute_path_t path)
 {
     switch (path) {
-    case GEMM_SMALL_PORTABLE: return "portable";
-    case GEMM_SMALL_AVX2: return "avx2";
-    case GEMM_SMALL_AVX512: return "avx512";
-    default: return "auto";
-    }
-}
-
-static s_part_fn *s_part_for(gemm_small_path_t path)
-{
-    switch (path) {
-    case GEMM_SMALL_AVX512: return s_part_avx512;
-    case GEMM_SMALL_AVX2: return s_part_avx2;
+    case COMPUTE_PATH_AVX512: return s_part_avx512;
+    case COMPUTE_PATH_AVX2: return s_part_avx2;
     default: return s_part_port;
     }
 }
 
-/* ---- thread pool -------------------------------------------------------------- */
-
-/* The product being computed, cut into chunks of W rows that the caller and
- * the workers claim one at a time. Written by the caller before it publishes
- * the job's generation in `claim`. */
+/* The product being computed, cut into n_chunks chunks of W rows that the
+ * caller and the pool's workers claim one at a time (kernels/pool.h says why
+ * chunks and not one part per thread). */
 typedef struct job {
     s_part_fn *part;     /* the path's kernel */
     float *c;            /* (m, n) with stride ldc */
@@ -362,211 +289,41 @@ typedef struct job {
     float alpha, beta;
 } job_t;
 
-/* Why chunks and not one part per thread: on a shared machine (the cluster's
- * processes share 2 cores) a worker may not be scheduled for a whole time
- * slice. With fixed parts the caller would wait for it; with chunks the
- * caller takes whatever no worker has taken and waits only for chunks a
- * worker is already computing. */
-enum { CHUNKS_PER_THREAD = 4 }; /* MAX_THREADS * this < 2^16: see claim */
-
-typedef struct pool {
-    pthread_mutex_t busy;     /* held by the one caller using the pool */
-    pthread_mutex_t lock;     /* guards the sleeps and wake-ups below */
-    pthread_cond_t wake;      /* workers sleep here for a new generation */
-    pthread_cond_t done;      /* the caller sleeps here for running == 0 */
-    int n_workers;            /* started so far (threads[0..n_workers)) */
-    int n_sleeping;           /* workers waiting on wake */
-    /* generation << 32 | chunks << 16 | next chunk: a chunk is claimed by a
-     * CAS on the whole word, so a worker decides from it alone whether a
-     * chunk is left; a late worker never takes a chunk of a job that is over
-     * and never reads a job being rewritten. */
-    _Atomic unsigned long long claim;
-    atomic_int running;       /* workers inside a claim attempt or a chunk */
-    job_t job;
-    pthread_t threads[MAX_THREADS];
-} pool_t;
-
-static pool_t s_pool = {
-    .busy = PTHREAD_MUTEX_INITIALIZER,
-    .lock = PTHREAD_MUTEX_INITIALIZER,
-    .wake = PTHREAD_COND_INITIALIZER,
-    .done = PTHREAD_COND_INITIALIZER,
-};
-static pthread_once_t s_atfork_once = PTHREAD_ONCE_INIT;
-
-/* Rows [j0, j1) of chunk t of n_chunks, split at multiples of the widest tile
- * so that every chunk runs full tiles. */
-static void s_split(int n, int n_chunks, int t, int *j0, int *j1)
+/* Computes chunk t of the job: rows [j0, j1) of W and C, split at multiples
+ * of the widest tile so that every chunk runs full tiles. */
+static void s_run_chunk(void *arg, int t)
 {
-    int blocks = (n + TILE_WPORT - 1) / TILE_WPORT;
-    int b0 = (int)((long)blocks * t / n_chunks);
-    int b1 = (int)((long)blocks * (t + 1) / n_chunks);
-    *j0 = b0 * TILE_WPORT < n ? b0 * TILE_WPORT : n;
-    *j1 = b1 * TILE_WPORT < n ? b1 * TILE_WPORT : n;
-}
-
-static void s_run_chunk(const job_t *job, int t)
-{
-    int j0, j1;
-    s_split(job->n, job->n_chunks, t, &j0, &j1);
+    const job_t *job = arg;
+    int blocks = (job->n + TILE_WPORT - 1) / TILE_WPORT;
+    int b0 = (int)((long)blocks * t / job->n_chunks);
+    int b1 = (int)((long)blocks * (t + 1) / job->n_chunks);
+    int j0 = b0 * TILE_WPORT < job->n ? b0 * TILE_WPORT : job->n;
+    int j1 = b1 * TILE_WPORT < job->n ? b1 * TILE_WPORT : job->n;
     if (j0 < j1)
         job->part(job->c, job->ldc, job->a, job->lda, job->w, job->ldw,
                   job->m, j0, j1, job->k, job->alpha, job->beta);
 }
 
-/* Claims the next chunk of generation gen; -1 when none is left (or the job
- * of gen is over). */
-static int s_claim(unsigned gen)
+void gemm_small(compute_t *cx, float *c, int ldc, const float *a, int lda,
+                const float *w, int ldw, int m, int n, int k, float alpha,
+                float beta)
 {
-    unsigned long long cur = atomic_load(&s_pool.claim);
-    for (;;) {
-        unsigned cur_gen = (unsigned)(cur >> 32), n_chunks = (unsigned)(cur >> 16) & 0xffff;
-        unsigned next = (unsigned)cur & 0xffff;
-        if (cur_gen != gen || next >= n_chunks)
-            return -1;
-        if (atomic_compare_exchange_weak(&s_pool.claim, &cur, cur + 1))
-            return (int)next;
-    }
-}
-
-static long s_now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1000000000L + ts.tv_nsec;
-}
-
-static unsigned s_gen(void)
-{
-    return (unsigned)(atomic_load(&s_pool.claim) >> 32);
-}
-
-static void *s_worker(void *arg)
-{
-    (void)arg;
-    unsigned seen = s_gen(); /* a job published before we started is not ours */
-    for (;;) {
-        long start = s_now_ns();
-        for (int i = 0; s_gen() == seen; i++) {
-            _mm_pause();
-            if ((i & 63) == 63 && s_now_ns() - start > SPIN_NS)
-                break;
-        }
-        pthread_mutex_lock(&s_pool.lock);
-        s_pool.n_sleeping++;
-        while (s_gen() == seen)
-            pthread_cond_wait(&s_pool.wake, &s_pool.lock);
-        s_pool.n_sleeping--;
-        pthread_mutex_unlock(&s_pool.lock);
-        seen = s_gen();
-        /* Counted before the first claim: the caller, once every chunk is
-         * claimed, waits for running == 0, so a chunk claimed here is always
-         * waited for, and a claim that comes too late fails. */
-        atomic_fetch_add(&s_pool.running, 1);
-        for (int t; (t = s_claim(seen)) >= 0;)
-            s_run_chunk(&s_pool.job, t);
-        if (atomic_fetch_sub(&s_pool.running, 1) == 1) {
-            pthread_mutex_lock(&s_pool.lock);
-            pthread_cond_signal(&s_pool.done);
-            pthread_mutex_unlock(&s_pool.lock);
-        }
-    }
-    return NULL;
-}
-
-/* In a forked child only the forking thread exists: forget the workers. */
-static void s_atfork_child(void)
-{
-    pthread_mutex_init(&s_pool.busy, NULL);
-    pthread_mutex_init(&s_pool.lock, NULL);
-    pthread_cond_init(&s_pool.wake, NULL);
-    pthread_cond_init(&s_pool.done, NULL);
-    s_pool.n_workers = 0;
-    s_pool.n_sleeping = 0;
-    atomic_store(&s_pool.running, 0);
-}
-
-static void s_atfork_register(void)
-{
-    pthread_atfork(NULL, NULL, s_atfork_child);
-}
-
-/* Starts workers until n_threads - 1 exist (the caller holds busy); returns
- * how many threads can take part. Workers block every signal: the process's
- * handlers belong to its main thread. */
-static int s_pool_grow(int n_threads)
-{
-    pthread_once(&s_atfork_once, s_atfork_register);
-    if (s_pool.n_workers >= n_threads - 1)
-        return n_threads;
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-    while (s_pool.n_workers < n_threads - 1) {
-        pthread_t th;
-        if (pthread_create(&th, NULL, s_worker, NULL) != 0)
-            break;
-        pthread_detach(th);
-        s_pool.threads[s_pool.n_workers++] = th;
-    }
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-    return s_pool.n_workers + 1 < n_threads ? s_pool.n_workers + 1 : n_threads;
-}
-
-void gemm_small(float *c, int ldc, const float *a, int lda, const float *w,
-                int ldw, int m, int n, int k, float alpha, float beta,
-                int n_threads)
-{
+    assert(cx);
     assert(m >= 0 && n >= 0 && k >= 0);
     assert(m == 0 || n == 0 || (c && ldc >= n));
     assert(m == 0 || n == 0 || k == 0 || (a && lda >= k && w && ldw >= k));
     if (m == 0 || n == 0)
         return;
     job_t job = {
-        .part = s_part_for(gemm_small_path()),
+        .part = s_part_for(compute_path(cx)),
         .c = c, .a = a, .w = w, .ldc = ldc, .lda = lda, .ldw = ldw,
         .m = m, .n = n, .k = k, .n_chunks = 1, .alpha = alpha, .beta = beta,
     };
-    int want = n_threads < 1 ? 1 : n_threads > MAX_THREADS ? MAX_THREADS : n_threads;
+    pool_t *pool = compute_pool(cx);
     int blocks = (n + TILE_WPORT - 1) / TILE_WPORT;
-    if (want > blocks)
-        want = blocks;
-    if (want < 2 || (size_t)n * (size_t)k * sizeof *w < SPLIT_MIN_BYTES ||
-        pthread_mutex_trylock(&s_pool.busy) != 0) {
-        s_run_chunk(&job, 0);
-        return;
-    }
-    int threads = s_pool_grow(want);
-    if (threads < 2) {
-        pthread_mutex_unlock(&s_pool.busy);
-        s_run_chunk(&job, 0);
-        return;
-    }
-    job.n_chunks = threads * CHUNKS_PER_THREAD < blocks ? threads * CHUNKS_PER_THREAD
-                                                        : blocks;
-    s_pool.job = job;
-    /* Publish: a new generation, chunk 0 next (the job is written before). */
-    const unsigned gen = s_gen() + 1;
-    pthread_mutex_lock(&s_pool.lock);
-    atomic_store(&s_pool.claim,
-                 (unsigned long long)gen << 32 | (unsigned long long)job.n_chunks << 16);
-    if (s_pool.n_sleeping > 0)
-        pthread_cond_broadcast(&s_pool.wake);
-    pthread_mutex_unlock(&s_pool.lock);
-
-    for (int t; (t = s_claim(gen)) >= 0;)
-        s_run_chunk(&s_pool.job, t);
-
-    /* Every chunk is claimed: wait for those a worker is computing. */
-    long start = s_now_ns();
-    for (int i = 0; atomic_load(&s_pool.running) > 0; i++) {
-        _mm_pause();
-        if ((i & 63) == 63 && s_now_ns() - start > SPIN_NS)
-            break;
-    }
-    pthread_mutex_lock(&s_pool.lock);
-    while (atomic_load(&s_pool.running) > 0)
-        pthread_cond_wait(&s_pool.done, &s_pool.lock);
-    pthread_mutex_unlock(&s_pool.lock);
-    pthread_mutex_unlock(&s_pool.busy);
+    int threads = pool_threads(pool) < blocks ? pool_threads(pool) : blocks;
+    if (threads >= 2 && (size_t)n * (size_t)k * sizeof *w >= SPLIT_MIN_BYTES)
+        job.n_chunks = threads * CHUNKS_PER_THREAD < blocks ? threads * CHUNKS_PER_THREAD
+                                                            : blocks;
+    pool_run(pool, s_run_chunk, &job, job.n_chunks);
 }

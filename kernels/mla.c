@@ -123,11 +123,11 @@ static void s_deinterleave(float *dst, const float *src, int p)
     }
 }
 
-void mla_run(mla_t *self, float *out, int ldo, bool accumulate, const float *x,
-             int n, int pos0, float *cache, const mla_weights_t *w,
+void mla_run(mla_t *self, compute_t *cx, float *out, int ldo, bool accumulate,
+             const float *x, int n, int pos0, float *cache, const mla_weights_t *w,
              const rope_t *rope)
 {
-    assert(self && out && x && cache && w && rope);
+    assert(self && cx && out && x && cache && w && rope);
     const mla_shape_t *s = &self->shape;
     assert(n >= 1 && n <= self->max_rows);
     assert(pos0 >= 0 && pos0 + n <= self->max_ctx);
@@ -143,20 +143,20 @@ void mla_run(mla_t *self, float *out, int ldo, bool accumulate, const float *x,
     if (s->q_lora_rank > 0) {
         assert(w->q_a_proj && w->q_a_norm && w->q_b_proj);
         const int qr = s->q_lora_rank;
-        gemm_linear(self->qa, x, w->q_a_proj, n, qr, hid);
+        gemm_linear(cx, self->qa, x, w->q_a_proj, n, qr, hid);
         if (w->q_a_bias)
             s_add_bias(self->qa, qr, w->q_a_bias, n, qr);
         rmsnorm(self->qa, qr, self->qa, qr, w->q_a_norm, n, qr, s->eps);
-        gemm_linear(self->q, self->qa, w->q_b_proj, n, H * D, qr);
+        gemm_linear(cx, self->q, self->qa, w->q_b_proj, n, H * D, qr);
     } else {
         assert(w->q_proj);
-        gemm_linear(self->q, x, w->q_proj, n, H * D, hid);
+        gemm_linear(cx, self->q, x, w->q_proj, n, H * D, hid);
     }
 
     /* The new cache rows: [kv_a_layernorm(c) | rope(k_pe)]. */
     assert(w->kv_a_proj && w->kv_a_norm && w->kv_b_proj && w->o_proj);
     float *rows = cache + (size_t)pos0 * W; /* (n, W) */
-    gemm_linear(rows, x, w->kv_a_proj, n, W, hid);
+    gemm_linear(cx, rows, x, w->kv_a_proj, n, W, hid);
     if (w->kv_a_bias)
         s_add_bias(rows, W, w->kv_a_bias, n, W);
     rmsnorm(rows, W, rows, W, w->kv_a_norm, n, R, s->eps);
@@ -172,7 +172,7 @@ void mla_run(mla_t *self, float *out, int ldo, bool accumulate, const float *x,
     const int ldq = H * D, ldc = H * W;
     for (int h = 0; h < H; h++) {
         const float *w_uk = w->kv_b_proj + (size_t)h * (N + V) * R; /* (N, R) */
-        gemm(self->qcat + (size_t)h * W, ldc, self->q + (size_t)h * D, ldq,
+        gemm(cx, self->qcat + (size_t)h * W, ldc, self->q + (size_t)h * D, ldq,
              w_uk, R, n, R, N, false, 1.0f, 0.0f);
         for (int r = 0; r < n; r++) {
             const float *src = self->q + (size_t)r * ldq + (size_t)h * D + N;
@@ -187,16 +187,16 @@ void mla_run(mla_t *self, float *out, int ldo, bool accumulate, const float *x,
 
     /* One KV head for all H query heads: keys are whole cache rows, values
      * their c_kv part. olat: (n, H * R). */
-    attention(self->olat, H * R, self->qcat, ldc, cache, W, cache, W,
+    attention(cx, self->olat, H * R, self->qcat, ldc, cache, W, cache, W,
               &self->attn, n, pos0, self->attn_scratch);
 
     /* o_h = o_lat_h W_uv_h^T: (n, V), then o_proj. */
     for (int h = 0; h < H; h++) {
         const float *w_uv = w->kv_b_proj + ((size_t)h * (N + V) + N) * R; /* (V, R) */
-        gemm(self->o + (size_t)h * V, H * V, self->olat + (size_t)h * R, H * R,
+        gemm(cx, self->o + (size_t)h * V, H * V, self->olat + (size_t)h * R, H * R,
              w_uv, R, n, V, R, true, 1.0f, 0.0f);
     }
-    gemm(out, ldo, self->o, H * V, w->o_proj, H * V, n, hid, H * V, true, 1.0f,
+    gemm(cx, out, ldo, self->o, H * V, w->o_proj, H * V, n, hid, H * V, true, 1.0f,
          accumulate ? 1.0f : 0.0f);
     if (w->o_bias)
         s_add_bias(out, ldo, w->o_bias, n, hid);

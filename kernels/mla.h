@@ -45,6 +45,7 @@
 #include <stddef.h>
 
 #include "core/err.h"
+#include "kernels/compute.h"
 #include "kernels/rope.h"
 
 typedef struct mla_shape {
@@ -96,9 +97,10 @@ void mla_destroy(mla_t **self_p);
  *   cache: (>= pos0 + n, mla_cache_width()) rows, dense; rows 0 .. pos0-1 hold
  *          earlier positions; rows pos0 .. pos0+n-1 are written here.
  *   rope:  rotary width qk_rope_head_dim, borrowed.
+ *   cx:    the compute context of the products, borrowed.
  * 1 <= n <= max_rows and pos0 + n <= max_ctx (asserted). Does not allocate. */
-void mla_run(mla_t *self, float *out, int ldo, bool accumulate, const float *x,
-             int n, int pos0, float *cache, const mla_weights_t *w,
+void mla_run(mla_t *self, compute_t *cx, float *out, int ldo, bool accumulate,
+             const float *x, int n, int pos0, float *cache, const mla_weights_t *w,
              const rope_t *rope);
 
 #endif /* MOE_KERNELS_MLA_H */

@@ -113,7 +113,10 @@ static void s_case(testrng_t *rng, int n_heads, int n_kv_heads, int head_dim,
                      ? NAN : s_sentinel;
 
     s_ref(want, q, ldq, k, ldk, v, ldv, &sh, n_q, pos0);
-    attention(out, ldo, q, ldq, k, ldk, v, ldv, &sh, n_q, pos0, scratch);
+    compute_t *cx = compute_new(1, NULL);
+    assert_non_null(cx);
+    attention(cx, out, ldo, q, ldq, k, ldk, v, ldv, &sh, n_q, pos0, scratch);
+    compute_destroy(&cx);
 
     double v_max = 0.0;
     for (size_t i = 0; i < (size_t)n_ctx * ldv; i++)
@@ -211,7 +214,10 @@ static void s_three_rows(const attention_shape_t *sh, uint64_t seed, float *q, f
     testrng_fill(&rng, v, 5 * (size_t)vw, 1.0f);
     float *scratch = malloc(attention_scratch_floats(sh, 3, 5) * sizeof *scratch);
     assert_non_null(scratch);
-    attention(out, ow, q, qw, k, kw, v, vw, sh, 3, 2, scratch);
+    compute_t *cx = compute_new(1, NULL);
+    assert_non_null(cx);
+    attention(cx, out, ow, q, qw, k, kw, v, vw, sh, 3, 2, scratch);
+    compute_destroy(&cx);
     free(scratch);
 }
 

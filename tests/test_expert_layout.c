@@ -112,14 +112,17 @@ static void s_expert_case(testrng_t *rng, int n_experts, int e, int hidden,
     expert_layout_transpose_down(wd, dn_e, hidden, inter);
 
     /* What an integrator's expert FFN does with them. */
-    gemm_linear(g, x, wg, n, inter, hidden);
+    compute_t *cx = compute_new(1, NULL);
+    assert_non_null(cx);
+    gemm_linear(cx, g, x, wg, n, inter, hidden);
     ffn_bias_add(g, inter, bg, n, inter);
-    gemm_linear(u, x, wu, n, inter, hidden);
+    gemm_linear(cx, u, x, wu, n, inter, hidden);
     ffn_bias_add(u, inter, bu, n, inter);
     ffn_swiglu_clamped(g, g, u, (size_t)n * inter, FFN_OSS_ALPHA,
                        FFN_OSS_LIMIT);
-    gemm_linear(y, g, wd, n, hidden, inter);
+    gemm_linear(cx, y, g, wd, n, hidden, inter);
     ffn_bias_add(y, hidden, dnb_e, n, hidden);
+    compute_destroy(&cx);
 
     for (int r = 0; r < n; r++) {
         const float *xr = x + (size_t)r * hidden;

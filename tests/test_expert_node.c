@@ -60,6 +60,7 @@ static char *s_tmp;
 static weights_t *s_w;           /* node 2 of 3's experts, for the reference */
 static placement_t *s_place;     /* default split: 2 layers x 8 experts on 3 nodes */
 static experts_t *s_ref;
+static compute_t *s_ref_cx;      /* s_ref's products */
 static void *s_ctx;              /* ZeroMQ context of this process */
 
 /* Per test. */
@@ -196,7 +197,8 @@ static int s_setup_group(void **state)
     placement_node_t me = {s_place, 2};
     weights_select_t sel = {.hosts = placement_node_hosts, .hosts_ctx = &me};
     s_w = s_place ? weights_load(s_model, &sel, &err) : NULL;
-    s_ref = s_w ? experts_new(&s_w->cfg, 512, 1024, &err) : NULL;
+    s_ref_cx = compute_new(1, &err);
+    s_ref = s_w && s_ref_cx ? experts_new(&s_w->cfg, 512, 1024, s_ref_cx, &err) : NULL;
     s_ctx = zmq_ctx_new();
     if (!s_tmp || !s_ref || !s_ctx) {
         fprintf(stderr, "test_expert_node: setup failed: %s\n", err.msg);
@@ -211,6 +213,7 @@ static int s_teardown_group(void **state)
     if (s_ctx)
         zmq_ctx_term(s_ctx);
     experts_destroy(&s_ref);
+    compute_destroy(&s_ref_cx);
     weights_destroy(&s_w);
     placement_destroy(&s_place);
     testutil_rmtree(s_tmp);

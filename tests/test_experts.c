@@ -65,7 +65,9 @@ static void test_weighted_sum_matches_reference(void **state)
     (void)state;
     fake_model_t *m = s_model();
     err_t err = {0};
-    experts_t *ex = experts_new(&m->w.cfg, MAX_ROWS, 2 * MAX_ROWS, &err);
+    compute_t *cx = compute_new(1, NULL);
+    assert_non_null(cx);
+    experts_t *ex = experts_new(&m->w.cfg, MAX_ROWS, 2 * MAX_ROWS, cx, &err);
     assert_non_null(ex);
     testrng_t rng;
     testrng_init(&rng, 5);
@@ -90,6 +92,7 @@ static void test_weighted_sum_matches_reference(void **state)
         assert_true(out[3 * HIDDEN + j] == 0.0f);
     experts_destroy(&ex);
     experts_destroy(&ex); /* safe twice */
+    compute_destroy(&cx);
     free(m);
 }
 
@@ -113,7 +116,9 @@ static void test_bad_assignments_are_rejected(void **state)
     (void)state;
     fake_model_t *m = s_model();
     err_t err = {0};
-    experts_t *ex = experts_new(&m->w.cfg, MAX_ROWS, 2 * MAX_ROWS, &err);
+    compute_t *cx = compute_new(1, NULL);
+    assert_non_null(cx);
+    experts_t *ex = experts_new(&m->w.cfg, MAX_ROWS, 2 * MAX_ROWS, cx, &err);
     assert_non_null(ex);
     s_expect_rejected(ex, m, 0, 4, (moe_assign_t){4, 0, 0.5f}, EINVAL);   /* row */
     s_expect_rejected(ex, m, 0, 4, (moe_assign_t){-1, 0, 0.5f}, EINVAL);  /* row */
@@ -125,6 +130,7 @@ static void test_bad_assignments_are_rejected(void **state)
     s_expect_rejected(ex, m, 1, 4, (moe_assign_t){1, 0, 0.5f}, EINVAL);   /* layer */
     s_expect_rejected(ex, m, 0, MAX_ROWS + 1, (moe_assign_t){1, 0, 0.5f}, E2BIG);
     experts_destroy(&ex);
+    compute_destroy(&cx);
     free(m);
 }
 
@@ -200,7 +206,9 @@ static void test_gpt_oss_experts_match_fused_formula(void **state)
     (void)state;
     oss_model_t *m = s_oss_model();
     err_t err = {0};
-    experts_t *ex = experts_new(&m->w.cfg, OSS_ROWS, 2 * OSS_ROWS, &err);
+    compute_t *cx = compute_new(1, NULL);
+    assert_non_null(cx);
+    experts_t *ex = experts_new(&m->w.cfg, OSS_ROWS, 2 * OSS_ROWS, cx, &err);
     assert_non_null(ex);
     testrng_t rng;
     testrng_init(&rng, 7);
@@ -226,6 +234,7 @@ static void test_gpt_oss_experts_match_fused_formula(void **state)
     double tol = 1e-5 * (1 + testutil_max_abs(want, OSS_ROWS * HIDDEN));
     assert_true(testutil_max_abs_diff(out, want, OSS_ROWS * HIDDEN) < tol);
     experts_destroy(&ex);
+    compute_destroy(&cx);
     free(m);
 }
 
@@ -234,8 +243,11 @@ static void test_new_rejects_bad_sizes(void **state)
     (void)state;
     config_t cfg = {.hidden_size = HIDDEN, .intermediate_size = INTER, .n_experts = 2};
     err_t err = {0};
-    assert_null(experts_new(&cfg, 0, 4, &err));
+    compute_t *cx = compute_new(1, NULL);
+    assert_non_null(cx);
+    assert_null(experts_new(&cfg, 0, 4, cx, &err));
     assert_int_equal(errno, EINVAL);
+    compute_destroy(&cx);
 }
 
 int main(void)

@@ -1,8 +1,8 @@
 /* test_gemm: gemm_ref against hand-computed products, then gemm(),
- * gemm_linear() and gemm_small() (each of its code paths forced, on one thread
- * and on several) against gemm_ref, the float64 oracle, and gemm_small's
- * batch invariance: a row's result is bit-identical whatever rows share its
- * call.
+ * gemm_linear() and gemm_small() (each code path forced through a compute
+ * context, on one thread and on several) against gemm_ref, the float64
+ * oracle, and gemm_small's batch invariance: a row's result is bit-identical
+ * whatever rows share its call.
  *
  * The tolerance is the classic bound for a float32 dot product of length k,
  * |err| <= k * u * sum |a_p b_p| (u = FLT_EPSILON / 2), plus a few roundings
@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <float.h>
 #include <math.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -23,11 +24,34 @@
 
 #include <cmocka.h>
 
+#include "core/blas.h"
+#include "kernels/compute.h"
 #include "kernels/gemm.h"
 #include "kernels/gemm_small.h"
 #include "tests/testutil.h"
 
 static const float s_sentinel = 12345.5f; /* padding beyond a row's width */
+
+/* The context of the tests that do not force a path: the CPU's best, as many
+ * threads as OpenBLAS, as forward_new() makes it. */
+static compute_t *s_cx;
+
+/* A context of n_threads on path; NULL (with a note) when this CPU cannot run
+ * the path. Caller destroys. */
+static compute_t *s_context(compute_path_t path, int n_threads)
+{
+    compute_t *cx = compute_new(n_threads, NULL);
+    assert_non_null(cx);
+    if (compute_set_path(cx, path) == 0) {
+        assert_int_equal(compute_path(cx), path);
+        return cx;
+    }
+    assert_int_equal(errno, ENOTSUP);
+    printf("  gemm_small: this CPU cannot run the %s path, skipped\n",
+           compute_path_name(path));
+    compute_destroy(&cx);
+    return NULL;
+}
 
 static float *s_floats(size_t n)
 {
@@ -134,12 +158,11 @@ static void test_ref_accumulates_in_double(void **state)
     assert_true(c == 1.0f);
 }
 
-/* One gemm() call (n_small == 0) or gemm_small() call on n_small threads
- * (then b_trans must hold) on random data against gemm_ref: strides pad every
- * row, C starts as NaN when beta == 0 (it must not be read) and as random
- * data otherwise. */
-static void s_case_with(testrng_t *rng, int m, int n, int k, bool b_trans,
-                        float alpha, float beta, int pad, int n_small)
+/* One gemm() call or, with small, gemm_small() call (then b_trans must hold)
+ * in cx on random data against gemm_ref: strides pad every row, C starts as
+ * NaN when beta == 0 (it must not be read) and as random data otherwise. */
+static void s_case_with(testrng_t *rng, compute_t *cx, bool small, int m, int n,
+                        int k, bool b_trans, float alpha, float beta, int pad)
 {
     int lda = k + pad, ldc = n + pad;
     int b_rows = b_trans ? n : k, b_cols = b_trans ? k : n;
@@ -164,10 +187,10 @@ static void s_case_with(testrng_t *rng, int m, int n, int k, bool b_trans,
     memcpy(want, c0, (size_t)m * ldc * sizeof *want);
 
     gemm_ref(want, ldc, a, lda, b, ldb, m, n, k, b_trans, alpha, beta);
-    if (n_small > 0)
-        gemm_small(got, ldc, a, lda, b, ldb, m, n, k, alpha, beta, n_small);
+    if (small)
+        gemm_small(cx, got, ldc, a, lda, b, ldb, m, n, k, alpha, beta);
     else
-        gemm(got, ldc, a, lda, b, ldb, m, n, k, b_trans, alpha, beta);
+        gemm(cx, got, ldc, a, lda, b, ldb, m, n, k, b_trans, alpha, beta);
     s_abs_bound(bound, c0, ldc, a, lda, b, ldb, m, n, k, b_trans, alpha, beta);
     s_check(got, want, bound, ldc, m, n, k);
 
@@ -182,7 +205,7 @@ static void s_case_with(testrng_t *rng, int m, int n, int k, bool b_trans,
 static void s_case(testrng_t *rng, int m, int n, int k, bool b_trans,
                    float alpha, float beta, int pad)
 {
-    s_case_with(rng, m, n, k, b_trans, alpha, beta, pad, 0);
+    s_case_with(rng, s_cx, false, m, n, k, b_trans, alpha, beta, pad);
 }
 
 static void test_gemm_odd_sizes(void **state)
@@ -233,18 +256,18 @@ static void test_gemm_degenerate(void **state)
     (void)state;
     float c[6] = {1, 2, NAN, 4, 5, NAN}; /* (2, 2) with ldc 3 */
     const float dummy[1] = {0};
-    gemm(c, 3, dummy, 1, dummy, 1, 2, 2, 0, true, 1.0f, 2.0f);
+    gemm(s_cx, c, 3, dummy, 1, dummy, 1, 2, 2, 0, true, 1.0f, 2.0f);
     assert_true(c[0] == 2 && c[1] == 4 && c[3] == 8 && c[4] == 10);
     assert_true(isnan(c[2]) && isnan(c[5]));
 
     float g[6] = {NAN, NAN, 7, NAN, NAN, 7};
-    gemm(g, 3, dummy, 1, dummy, 1, 2, 2, 0, false, 1.0f, 0.0f);
+    gemm(s_cx, g, 3, dummy, 1, dummy, 1, 2, 2, 0, false, 1.0f, 0.0f);
     assert_true(g[0] == 0 && g[1] == 0 && g[3] == 0 && g[4] == 0);
     assert_true(g[2] == 7 && g[5] == 7);
 
     float z[2] = {7, 7};
-    gemm(z, 1, dummy, 1, dummy, 1, 0, 2, 3, false, 1.0f, 0.0f);
-    gemm(z, 1, dummy, 1, dummy, 1, 2, 0, 3, false, 1.0f, 0.0f);
+    gemm(s_cx, z, 1, dummy, 1, dummy, 1, 0, 2, 3, false, 1.0f, 0.0f);
+    gemm(s_cx, z, 1, dummy, 1, dummy, 1, 2, 0, 3, false, 1.0f, 0.0f);
     assert_true(z[0] == 7 && z[1] == 7);
 }
 
@@ -270,7 +293,7 @@ static void test_gemm_linear(void **state)
             testrng_fill(&rng, w, (size_t)n * k, 0.5f);
             s_fill_const(got, (size_t)m * n, NAN);
             gemm_ref(want, n, x, k, w, k, m, n, k, true, 1.0f, 0.0f);
-            gemm_linear(got, x, w, m, n, k);
+            gemm_linear(s_cx, got, x, w, m, n, k);
             s_abs_bound(bound, got, n, x, k, w, k, m, n, k, true, 1.0f, 0.0f);
             s_check(got, want, bound, n, m, n, k);
             free(bound);
@@ -282,23 +305,10 @@ static void test_gemm_linear(void **state)
     }
 }
 
-static const gemm_small_path_t s_paths[] = {
-    GEMM_SMALL_PORTABLE, GEMM_SMALL_AVX2, GEMM_SMALL_AVX512,
+static const compute_path_t s_paths[] = {
+    COMPUTE_PATH_PORTABLE, COMPUTE_PATH_AVX2, COMPUTE_PATH_AVX512,
 };
 enum { N_PATHS = 3 };
-
-/* Forces a path; false (with a note) when this CPU cannot run it. */
-static bool s_use_path(gemm_small_path_t path)
-{
-    if (gemm_small_set_path(path) == 0) {
-        assert_int_equal(gemm_small_path(), path);
-        return true;
-    }
-    assert_int_equal(errno, ENOTSUP);
-    printf("  gemm_small: this CPU cannot run the %s path, skipped\n",
-           gemm_small_path_name(path));
-    return false;
-}
 
 /* Every path, every m in 1..20 (past GEMM_SMALL_MAX_ROWS, so also through
  * OpenBLAS in gemm()), n and k that are not multiples of any vector width or
@@ -313,20 +323,25 @@ static void test_small_paths(void **state)
     testrng_t rng;
     testrng_init(&rng, 5);
     for (int ip = 0; ip < N_PATHS; ip++) {
-        if (!s_use_path(s_paths[ip]))
+        compute_t *one = s_context(s_paths[ip], 1);
+        compute_t *two = one ? s_context(s_paths[ip], 2) : NULL;
+        if (!two) {
+            compute_destroy(&one);
             continue;
+        }
         for (int m = 1; m <= 20; m++)
             for (size_t ink = 0; ink < sizeof nks / sizeof nks[0]; ink++)
                 for (size_t iab = 0; iab < sizeof ab / sizeof ab[0]; iab++) {
                     int n = nks[ink][0], k = nks[ink][1];
                     int pad = (int)((m + ink + iab) % 4);
                     float alpha = ab[iab][0], beta = ab[iab][1];
-                    s_case_with(&rng, m, n, k, true, alpha, beta, pad, 1);
-                    s_case_with(&rng, m, n, k, true, alpha, beta, pad, 2);
-                    s_case_with(&rng, m, n, k, true, alpha, beta, pad, 0);
+                    s_case_with(&rng, one, true, m, n, k, true, alpha, beta, pad);
+                    s_case_with(&rng, two, true, m, n, k, true, alpha, beta, pad);
+                    s_case_with(&rng, two, false, m, n, k, true, alpha, beta, pad);
                 }
+        compute_destroy(&two);
+        compute_destroy(&one);
     }
-    assert_int_equal(gemm_small_set_path(GEMM_SMALL_AUTO), 0);
 }
 
 /* Products big enough to be split over threads (>= 1 MB of W), odd n and k,
@@ -337,16 +352,19 @@ static void test_small_threads(void **state)
     testrng_t rng;
     testrng_init(&rng, 6);
     for (int ip = 0; ip < N_PATHS; ip++) {
-        if (!s_use_path(s_paths[ip]))
-            continue;
         static const int threads[] = {1, 2, 3, 5};
         for (size_t t = 0; t < sizeof threads / sizeof threads[0]; t++) {
-            s_case_with(&rng, 4, 1031, 263, true, 1.0f, 0.0f, 3, threads[t]);
-            s_case_with(&rng, 13, 263, 1031, true, 0.5f, 1.0f, 1, threads[t]);
+            compute_t *cx = s_context(s_paths[ip], threads[t]);
+            if (!cx)
+                break;
+            assert_int_equal(pool_threads(compute_pool(cx)), threads[t]);
+            s_case_with(&rng, cx, true, 4, 1031, 263, true, 1.0f, 0.0f, 3);
+            s_case_with(&rng, cx, true, 13, 263, 1031, true, 0.5f, 1.0f, 1);
+            /* through gemm() */
+            s_case_with(&rng, cx, false, 16, 2817, 1025, true, 1.0f, 0.0f, 5);
+            compute_destroy(&cx);
         }
-        s_case(&rng, 16, 2817, 1025, true, 1.0f, 0.0f, 5); /* through gemm() */
     }
-    assert_int_equal(gemm_small_set_path(GEMM_SMALL_AUTO), 0);
 }
 
 /* Batch invariance: row r of x alone (m = 1), or at another position among
@@ -355,7 +373,7 @@ static void test_small_threads(void **state)
 static void test_small_batch_invariant(void **state)
 {
     (void)state;
-    enum { M = GEMM_SMALL_MAX_ROWS, N = 1027, K = 301, PAD = 3 };
+    enum { M = GEMM_SMALL_MAX_ROWS, N = 1027, K = 301, PAD = 3, N_CX = 3 };
     testrng_t rng;
     testrng_init(&rng, 7);
     float *x = s_floats((size_t)M * K);         /* (M, K) */
@@ -366,9 +384,13 @@ static void test_small_batch_invariant(void **state)
     testrng_fill(&rng, x, (size_t)M * K, 1.0f);
     testrng_fill(&rng, w, (size_t)N * K, 1.0f);
     for (int ip = 0; ip < N_PATHS; ip++) {
-        if (!s_use_path(s_paths[ip]))
-            continue;
-        gemm_small(full, N, x, K, w, K, M, N, K, 1.0f, 0.0f, 1);
+        compute_t *cx[N_CX] = {NULL}; /* cx[t]: t + 1 threads */
+        for (int t = 0; t < N_CX; t++)
+            if (!(cx[t] = s_context(s_paths[ip], t + 1)))
+                break;
+        if (!cx[N_CX - 1])
+            goto next;
+        gemm_small(cx[0], full, N, x, K, w, K, M, N, K, 1.0f, 0.0f);
         for (int m = 1; m <= M; m++) {
             /* Rows (r0 + 5 i) mod M for i < m: every row at every position. */
             int r0 = (m * 7) % M;
@@ -377,18 +399,21 @@ static void test_small_batch_invariant(void **state)
                        K * sizeof *x);
             s_fill_const(part, (size_t)M * (N + PAD), NAN);
             if (m % 2)
-                gemm_small(part, N + PAD, xs, K + PAD, w, K, m, N, K, 1.0f, 0.0f,
-                           1 + m % 3);
+                gemm_small(cx[m % 3], part, N + PAD, xs, K + PAD, w, K, m, N, K, 1.0f,
+                           0.0f);
             else
-                gemm(part, N + PAD, xs, K + PAD, w, K, m, N, K, true, 1.0f, 0.0f);
+                gemm(cx[m % 3], part, N + PAD, xs, K + PAD, w, K, m, N, K, true, 1.0f,
+                     0.0f);
             for (int i = 0; i < m; i++)
                 if (memcmp(part + (size_t)i * (N + PAD),
                            full + (size_t)((r0 + 5 * i) % M) * N, N * sizeof *full) != 0)
                     fail_msg("%s: row %d alone among %d differs from the full call",
-                             gemm_small_path_name(s_paths[ip]), (r0 + 5 * i) % M, m);
+                             compute_path_name(s_paths[ip]), (r0 + 5 * i) % M, m);
         }
+    next:
+        for (int t = 0; t < N_CX; t++)
+            compute_destroy(&cx[t]);
     }
-    assert_int_equal(gemm_small_set_path(GEMM_SMALL_AUTO), 0);
     free(part);
     free(full);
     free(w);
@@ -396,18 +421,104 @@ static void test_small_batch_invariant(void **state)
     free(x);
 }
 
-static void test_small_set_path(void **state)
+/* The path is the context's: forcing one context leaves another, and a new
+ * one, on the CPU's best. */
+static void test_context_path(void **state)
 {
     (void)state;
+    compute_t *a = compute_new(1, NULL), *b = compute_new(1, NULL);
+    assert_non_null(a);
+    assert_non_null(b);
+    const compute_path_t best = compute_path(a);
+    assert_int_not_equal(best, COMPUTE_PATH_AUTO);
+    assert_true(compute_path_runs(best));
     errno = 0;
-    assert_int_equal(gemm_small_set_path((gemm_small_path_t)99), -1);
+    assert_int_equal(compute_set_path(a, (compute_path_t)99), -1);
     assert_int_equal(errno, EINVAL);
-    assert_int_equal(gemm_small_set_path(GEMM_SMALL_PORTABLE), 0);
-    assert_int_equal(gemm_small_path(), GEMM_SMALL_PORTABLE);
-    assert_int_equal(gemm_small_set_path(GEMM_SMALL_AUTO), 0);
-    assert_int_not_equal(gemm_small_path(), GEMM_SMALL_AUTO);
-    printf("  gemm_small: this CPU runs the %s path\n",
-           gemm_small_path_name(gemm_small_path()));
+    assert_int_equal(compute_path(a), best);
+    assert_int_equal(compute_set_path(a, COMPUTE_PATH_PORTABLE), 0);
+    assert_int_equal(compute_path(a), COMPUTE_PATH_PORTABLE);
+    assert_int_equal(compute_path(b), best);
+    compute_t *c = compute_new(2, NULL);
+    assert_non_null(c);
+    assert_int_equal(compute_path(c), best);
+    for (int ip = 0; ip < N_PATHS; ip++) {
+        errno = 0;
+        int rc = compute_set_path(c, s_paths[ip]);
+        assert_int_equal(rc, compute_path_runs(s_paths[ip]) ? 0 : -1);
+        assert_true(rc == 0 || errno == ENOTSUP);
+    }
+    assert_int_equal(compute_set_path(a, COMPUTE_PATH_AUTO), 0);
+    assert_int_equal(compute_path(a), best);
+    assert_string_equal(compute_path_name(COMPUTE_PATH_AUTO), "auto");
+    printf("  gemm_small: this CPU runs the %s path\n", compute_path_name(best));
+    compute_destroy(&c);
+    compute_destroy(&b);
+    compute_destroy(&a);
+    compute_destroy(&a); /* twice is harmless */
+    assert_null(a);
+}
+
+/* Two threads multiplying at once in one context: one gets the pool, the
+ * other computes alone, and both get the one-thread result bit for bit. */
+typedef struct concurrent {
+    compute_t *cx;
+    const float *x, *w; /* (4, K), (N, K) */
+    float *y;           /* (4, N) */
+} concurrent_t;
+
+enum { CONC_N = 2053, CONC_K = 263, CONC_REPEAT = 20 };
+
+static void *s_concurrent_main(void *arg)
+{
+    concurrent_t *c = arg;
+    for (int r = 0; r < CONC_REPEAT; r++)
+        gemm_small(c->cx, c->y, CONC_N, c->x, CONC_K, c->w, CONC_K, 4, CONC_N, CONC_K,
+                   1.0f, 0.0f);
+    return NULL;
+}
+
+static void test_small_concurrent_callers(void **state)
+{
+    (void)state;
+    testrng_t rng;
+    testrng_init(&rng, 8);
+    float *x = s_floats(4 * CONC_K), *w = s_floats((size_t)CONC_N * CONC_K);
+    float *want = s_floats(4 * CONC_N), *y[2] = {s_floats(4 * CONC_N), s_floats(4 * CONC_N)};
+    testrng_fill(&rng, x, 4 * CONC_K, 1.0f);
+    testrng_fill(&rng, w, (size_t)CONC_N * CONC_K, 1.0f);
+    compute_t *one = compute_new(1, NULL), *three = compute_new(3, NULL);
+    assert_non_null(one);
+    assert_non_null(three);
+    gemm_small(one, want, CONC_N, x, CONC_K, w, CONC_K, 4, CONC_N, CONC_K, 1.0f, 0.0f);
+    concurrent_t c[2] = {{three, x, w, y[0]}, {three, x, w, y[1]}};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, s_concurrent_main, &c[1]), 0);
+    s_concurrent_main(&c[0]);
+    assert_int_equal(pthread_join(th, NULL), 0);
+    for (int i = 0; i < 2; i++)
+        assert_memory_equal(y[i], want, 4 * CONC_N * sizeof *want);
+    compute_destroy(&three);
+    compute_destroy(&one);
+    free(y[1]);
+    free(y[0]);
+    free(want);
+    free(w);
+    free(x);
+}
+
+static int s_setup(void **state)
+{
+    (void)state;
+    s_cx = compute_new(blas_threads(), NULL);
+    return s_cx ? 0 : -1;
+}
+
+static int s_teardown(void **state)
+{
+    (void)state;
+    compute_destroy(&s_cx);
+    return 0;
 }
 
 int main(void)
@@ -423,7 +534,8 @@ int main(void)
         cmocka_unit_test(test_small_paths),
         cmocka_unit_test(test_small_threads),
         cmocka_unit_test(test_small_batch_invariant),
-        cmocka_unit_test(test_small_set_path),
+        cmocka_unit_test(test_small_concurrent_callers),
+        cmocka_unit_test(test_context_path),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return cmocka_run_group_tests(tests, s_setup, s_teardown);
 }

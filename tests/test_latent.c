@@ -81,33 +81,38 @@ static void test_yarn_scale(void **state)
     assert_true(fabs(latent_shape(&c).scale - base) <= 1e-7);
     c.rope_factor = 40;
     err_t err = {0};
-    latent_t *lat = latent_new(&c, 4, 16, &err); /* the YaRN rope builds */
+    compute_t *cx = compute_new(1, NULL);
+    assert_non_null(cx);
+    latent_t *lat = latent_new(&c, 4, 16, cx, &err); /* the YaRN rope builds */
     if (!lat)
         fail_msg("%s", err.msg);
     latent_destroy(&lat);
     assert_null(lat);
     latent_destroy(&lat);
     latent_destroy(NULL);
+    compute_destroy(&cx);
 }
 
 static void test_new_fails_cleanly(void **state)
 {
     (void)state;
     err_t err = {0};
+    compute_t *cx = compute_new(1, NULL);
+    assert_non_null(cx);
     config_t mixtral = s_load("mixtral-A");
-    assert_null(latent_new(&mixtral, 4, 16, &err));
+    assert_null(latent_new(&mixtral, 4, 16, cx, &err));
     assert_int_equal(errno, EINVAL);
     config_t v3 = s_load("deepseek_v3-A");
-    assert_null(latent_new(&v3, 0, 16, &err));
+    assert_null(latent_new(&v3, 0, 16, cx, &err));
     assert_int_equal(errno, EINVAL);
     /* More rows than positions: one call never needs more than max_ctx. */
-    latent_t *lat = latent_new(&v3, 64, 8, &err);
+    latent_t *lat = latent_new(&v3, 64, 8, cx, &err);
     assert_non_null(lat);
     latent_destroy(&lat);
     int failures = 0;
     for (long n = 1; n < 100; n++) {
         mem_fail_after(n);
-        lat = latent_new(&v3, 4, 16, &err);
+        lat = latent_new(&v3, 4, 16, cx, &err);
         int saved = errno;
         mem_fail_after(-1);
         if (lat) {
@@ -118,6 +123,7 @@ static void test_new_fails_cleanly(void **state)
         failures++;
     }
     assert_true(failures >= 3);
+    compute_destroy(&cx);
 }
 
 /* ---- latent_run against a float64 reference ------------------------------ */
@@ -290,13 +296,16 @@ static void s_check_run(const char *fixture, uint64_t seed)
         want[i] += x0[i];
 
     err_t err = {0};
-    latent_t *lat = latent_new(&c, n0, n, &err);
+    compute_t *cx = compute_new(1, NULL);
+    assert_non_null(cx);
+    latent_t *lat = latent_new(&c, n0, n, cx, &err);
     if (!lat)
         fail_msg("%s: %s", fixture, err.msg);
     latent_run(lat, &m.lw, x, hid, xn, n0, 0, cache);
     for (int t = n0; t < n; t++)
         latent_run(lat, &m.lw, x + (size_t)t * hid, hid, xn + (size_t)t * hid, 1, t, cache);
     latent_destroy(&lat);
+    compute_destroy(&cx);
 
     const double diff = testutil_max_abs_diff(x, want, (size_t)n * hid);
     const double size = testutil_max_abs(want, (size_t)n * hid);

@@ -204,16 +204,19 @@ static double s_check(const model_t *m, const int *chunks, int n_chunks,
 
     rope_t *rope = rope_new(P, THETA, NULL);
     mla_t *mla = mla_new(s, max_chunk, T_MAX, NULL);
+    compute_t *cx = compute_new(1, NULL);
     assert_non_null(rope);
     assert_non_null(mla);
+    assert_non_null(cx);
     int pos0 = 0;
     for (int i = 0; i < n_chunks; i++) {
-        mla_run(mla, out + pos0 * hid, hid, accumulate, x + pos0 * hid,
+        mla_run(mla, cx, out + pos0 * hid, hid, accumulate, x + pos0 * hid,
                 chunks[i], pos0, cache, &m->w, rope);
         pos0 += chunks[i];
     }
     mla_destroy(&mla);
     assert_null(mla);
+    compute_destroy(&cx);
     rope_destroy(&rope);
 
     double ref[T_MAX * 64], c[T_MAX * 24], pe[T_MAX * 8];
@@ -318,13 +321,16 @@ static void test_reference_is_sensitive(void **state)
     testrng_fill(&rng, x, 4 * 64, 1.0f);
     rope_t *rope = rope_new(8, THETA, NULL);
     mla_t *mla = mla_new(&m.shape, 4, 4, NULL);
-    mla_run(mla, out, 64, false, x, 4, 0, cache, &m.w, rope);
+    compute_t *cx = compute_new(1, NULL);
+    assert_non_null(cx);
+    mla_run(mla, cx, out, 64, false, x, 4, 0, cache, &m.w, rope);
     m.shape = good;
     double ref[T_MAX * 64], c[T_MAX * 24], pe[T_MAX * 8];
     s_reference(&m, x, 4, ref, c, pe);
     assert_true(testutil_max_abs_diff(out, ref, 4 * 64) /
                 testutil_max_abs(ref, 4 * 64) > 1e-4);
     mla_destroy(&mla);
+    compute_destroy(&cx);
     rope_destroy(&rope);
     s_model_fini(&m);
 }

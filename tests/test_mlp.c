@@ -64,7 +64,9 @@ static void test_matches_oracle(void **state)
     testrng_fill(&rng, out0, ROWS * HIDDEN, 1.0f);
     expert_weights_t w = {.gate = gate, .up = up, .down = down};
     err_t err = {0};
-    mlp_t *m = mlp_new(HIDDEN, MAX_WIDTH, ROWS, &err);
+    compute_t *cx = compute_new(1, NULL);
+    assert_non_null(cx);
+    mlp_t *m = mlp_new(HIDDEN, MAX_WIDTH, ROWS, cx, &err);
     assert_non_null(m);
     for (int gated = 0; gated < 2; gated++) {
         for (int n = 0; n <= ROWS; n++) {
@@ -82,22 +84,25 @@ static void test_matches_oracle(void **state)
     assert_null(m);
     mlp_destroy(&m); /* twice is fine */
     mlp_destroy(NULL);
+    compute_destroy(&cx);
 }
 
 static void test_bad_sizes_and_oom(void **state)
 {
     (void)state;
     err_t err = {0};
+    compute_t *cx = compute_new(1, NULL);
+    assert_non_null(cx);
     errno = 0;
-    assert_null(mlp_new(0, 4, 4, &err));
+    assert_null(mlp_new(0, 4, 4, cx, &err));
     assert_int_equal(errno, EINVAL);
-    assert_null(mlp_new(4, 0, 4, &err));
-    assert_null(mlp_new(4, 4, 0, &err));
+    assert_null(mlp_new(4, 0, 4, cx, &err));
+    assert_null(mlp_new(4, 4, 0, cx, &err));
     int failures = 0;
     for (long k = 1; k < 20; k++) {
         mem_fail_after(k);
         errno = 0;
-        mlp_t *m = mlp_new(HIDDEN, MAX_WIDTH, ROWS, &err);
+        mlp_t *m = mlp_new(HIDDEN, MAX_WIDTH, ROWS, cx, &err);
         int e = errno;
         mem_fail_after(-1);
         if (m) {
@@ -108,6 +113,7 @@ static void test_bad_sizes_and_oom(void **state)
         failures++;
     }
     assert_true(failures >= 1);
+    compute_destroy(&cx);
 }
 
 int main(void)

@@ -120,7 +120,10 @@ static void s_check(const char *name, const config_t *c)
     if (c->topk_method == CONFIG_TOPK_NOAUX_TC)
         lw.score_bias = bias;
     static const float zero[E];
-    routing_select(c, &lw, x, ROWS, logits, ids, weights);
+    compute_t *cx = compute_new(1, NULL);
+    assert_non_null(cx);
+    routing_select(cx, c, &lw, x, ROWS, logits, ids, weights);
+    compute_destroy(&cx);
     const int k = c->n_experts_per_tok;
     double max_err = 0;
     config_t ungrouped = *c;
