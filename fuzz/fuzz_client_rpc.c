@@ -16,7 +16,7 @@
 
 #include "fuzz/fuzz_frames.h"
 #include "fuzz/fuzz_verbose.h"
-#include "proto/wire.h"
+#include "proto/client_rpc.h"
 
 static const wire_limits_t S_COORD = {
     .hidden = 8, .max_rows = 6, .max_assign = 16, .n_layers = 4, .n_experts = 8,

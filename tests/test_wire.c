@@ -23,7 +23,8 @@
 #include <zmq.h>
 
 #include "core/mem.h"
-#include "proto/wire.h"
+#include "proto/client_rpc.h"
+#include "proto/data_plane.h"
 #include "tests/testutil.h"
 
 enum { T_TIMEOUT_MS = 3000 };  /* every receive gives up after this */
