@@ -5,8 +5,8 @@
  *
  * Input layout: fuzz_frames.h; flag bit 2 picks the reply decoder, bit 3
  * decodes with an unbounded inbox (a client's, which knows no model), else
- * with a coordinator's limits. A message that decodes must keep what wire.h
- * promises: counts and ids inside the limits, logits matching their frame.
+ * with a coordinator's limits. A message that decodes must keep what
+ * client_rpc.h promises: counts and ids inside the limits, logits matching their frame.
  */
 #include <errno.h>
 #include <math.h>
@@ -130,18 +130,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    static wire_inbox_t *bounded, *unbounded;  /* reused, as a receiver does */
-    if (!bounded) {
-        bounded = wire_inbox_new(&S_COORD, NULL);
-        unbounded = wire_inbox_new(NULL, NULL);
-        if (!bounded || !unbounded)
-            abort();
-    }
     wire_frame_t frames[FUZZ_FRAMES_MAX];
     int n_frames;
     uint8_t flags = fuzz_frames_split(data, size, frames, &n_frames);
     bool limited = !(flags & 8);
-    wire_inbox_t *inbox = limited ? bounded : unbounded;
+    wire_inbox_t *inbox = fuzz_frames_inbox(&S_COORD, limited);
     if (flags & 4)
         s_reply(inbox, limited, frames, n_frames);
     else

@@ -31,18 +31,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    static wire_inbox_t *bounded, *unbounded;  /* reused, as a receiver does */
-    if (!bounded) {
-        bounded = wire_inbox_new(&S_NODE, NULL);
-        unbounded = wire_inbox_new(NULL, NULL);
-        if (!bounded || !unbounded)
-            abort();
-    }
     wire_frame_t frames[FUZZ_FRAMES_MAX];
     int n_frames;
     uint8_t flags = fuzz_frames_split(data, size, frames, &n_frames);
     bool limited = !(flags & 4);
-    wire_inbox_t *inbox = limited ? bounded : unbounded;
+    wire_inbox_t *inbox = fuzz_frames_inbox(&S_NODE, limited);
 
     wire_data_t msg;
     wire_data_error_t code;

@@ -12,8 +12,10 @@
 #ifndef MOE_FUZZ_FRAMES_H
 #define MOE_FUZZ_FRAMES_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 #include "proto/wire.h"
 
@@ -39,6 +41,21 @@ static inline uint8_t fuzz_frames_split(const uint8_t *data, size_t size,
     frames[1] = (wire_frame_t){data + 5 + len, rest - len};
     *n_frames = flags & 3;
     return flags;
+}
+
+/* The inbox a harness decodes with: one made with lim when limited, else one
+ * without limits (a client's, whose arena grows). Both are made on first use
+ * and reused from input to input, as a receiver's are. */
+static inline wire_inbox_t *fuzz_frames_inbox(const wire_limits_t *lim, bool limited)
+{
+    static wire_inbox_t *bounded, *unbounded;
+    if (!bounded) {
+        bounded = wire_inbox_new(lim, NULL);
+        unbounded = wire_inbox_new(NULL, NULL);
+        if (!bounded || !unbounded)
+            abort();
+    }
+    return limited ? bounded : unbounded;
 }
 
 #endif /* MOE_FUZZ_FRAMES_H */
