@@ -130,14 +130,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    wire_frame_t frames[FUZZ_FRAMES_MAX];
-    int n_frames;
-    uint8_t flags = fuzz_frames_split(data, size, frames, &n_frames);
-    bool limited = !(flags & 8);
-    wire_inbox_t *inbox = fuzz_frames_inbox(&S_COORD, limited);
-    if (flags & 4)
-        s_reply(inbox, limited, frames, n_frames);
+    fuzz_input_t in;
+    fuzz_input_read(&in, data, size, &S_COORD, 8);
+    if (in.flags & 4)
+        s_reply(in.inbox, in.limited, in.frames, in.n_frames);
     else
-        s_request(inbox, limited, frames, n_frames);
+        s_request(in.inbox, in.limited, in.frames, in.n_frames);
     return 0;
 }

@@ -31,16 +31,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    wire_frame_t frames[FUZZ_FRAMES_MAX];
-    int n_frames;
-    uint8_t flags = fuzz_frames_split(data, size, frames, &n_frames);
-    bool limited = !(flags & 4);
-    wire_inbox_t *inbox = fuzz_frames_inbox(&S_NODE, limited);
+    fuzz_input_t in;
+    fuzz_input_read(&in, data, size, &S_NODE, 4);
+    bool limited = in.limited;
 
     wire_data_t msg;
     wire_data_error_t code;
     err_t err = {0};
-    int rc = wire_data_decode(inbox, frames, n_frames, &msg, &code, &err);
+    int rc = wire_data_decode(in.inbox, in.frames, in.n_frames, &msg, &code, &err);
     fuzz_verbose("data plane", rc, err.msg);
     if (rc < 0) {
         s_check(code != WIRE_DATA_OK || errno == ENOMEM, "a refusal without a code");
@@ -52,8 +50,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     volatile float sink = 0;
     if (msg.n_rows > 0) {
         s_check(msg.rows && msg.hidden > 0, "rows without data");
-        s_check(n_frames == 2, "rows without a tensor frame");
-        s_check((size_t)msg.n_rows * (size_t)msg.hidden * sizeof(float) == frames[1].size,
+        s_check(in.n_frames == 2, "rows without a tensor frame");
+        s_check((size_t)msg.n_rows * (size_t)msg.hidden * sizeof(float) == in.frames[1].size,
                 "tensor size");
         if (limited)
             s_check(msg.n_rows <= S_NODE.max_rows && msg.hidden == S_NODE.hidden, "shape");

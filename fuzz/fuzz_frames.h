@@ -43,10 +43,21 @@ static inline uint8_t fuzz_frames_split(const uint8_t *data, size_t size,
     return flags;
 }
 
-/* The inbox a harness decodes with: one made with lim when limited, else one
- * without limits (a client's, whose arena grows). Both are made on first use
- * and reused from input to input, as a receiver's are. */
-static inline wire_inbox_t *fuzz_frames_inbox(const wire_limits_t *lim, bool limited)
+/* One input as a harness decodes it. */
+typedef struct fuzz_input {
+    wire_frame_t frames[FUZZ_FRAMES_MAX];
+    int n_frames;
+    uint8_t flags;          /* byte 0 */
+    bool limited;           /* decoded with the harness's limits */
+    wire_inbox_t *inbox;    /* the inbox to decode with */
+} fuzz_input_t;
+
+/* Cuts data[0..size) into frames (fuzz_frames_split) and picks the inbox:
+ * one made with lim, or, when flags & unbounded_flag, one without limits (a
+ * client's, whose arena grows). Both inboxes are made on first use and reused
+ * from input to input, as a receiver's are. */
+static inline void fuzz_input_read(fuzz_input_t *in, const uint8_t *data, size_t size,
+                                   const wire_limits_t *lim, uint8_t unbounded_flag)
 {
     static wire_inbox_t *bounded, *unbounded;
     if (!bounded) {
@@ -55,7 +66,9 @@ static inline wire_inbox_t *fuzz_frames_inbox(const wire_limits_t *lim, bool lim
         if (!bounded || !unbounded)
             abort();
     }
-    return limited ? bounded : unbounded;
+    in->flags = fuzz_frames_split(data, size, in->frames, &in->n_frames);
+    in->limited = !(in->flags & unbounded_flag);
+    in->inbox = in->limited ? bounded : unbounded;
 }
 
 #endif /* MOE_FUZZ_FRAMES_H */

@@ -381,7 +381,8 @@ int wire_reply_send(void *socket, const wire_peer_t *to, const wire_reply_t *rep
     Moe__Client__Reply r = MOE__CLIENT__REPLY__INIT;
     char clipped[WIRE_MAX_TEXT];
     void *block = NULL;  /* STATUS_DATA: NodeStatus[n], pointers[n], clipped texts[n] */
-    char *text = NULL;   /* TOKENS: the text, NUL-terminated */
+    char small[256];     /* TOKENS: a streamed token's text, NUL-terminated */
+    char *text = NULL;   /* TOKENS: a longer text (a final reply's), NUL-terminated */
     const float *tensor = NULL;
     size_t bytes = 0;
     int rc = -1;
@@ -404,14 +405,17 @@ int wire_reply_send(void *socket, const wire_peer_t *to, const wire_reply_t *rep
         r.generated_tokens = (uint32_t)rep->generated_tokens;
         r.seconds = rep->seconds;
         if (rep->text_len > 0) {
-            /* protobuf-c sends strings up to their NUL. */
-            if (!(text = mem_alloc(rep->text_len + 1))) {
+            /* protobuf-c sends strings up to their NUL. A token's text fits
+             * the stack, so streaming allocates nothing per token. */
+            char *t = small;
+            if (rep->text_len >= sizeof small &&
+                !(t = text = mem_alloc(rep->text_len + 1))) {
                 err_set(err, ENOMEM, "out of memory for a reply's text");
                 goto cleanup;
             }
-            memcpy(text, rep->text, rep->text_len);
-            text[rep->text_len] = '\0';
-            r.text = text;
+            memcpy(t, rep->text, rep->text_len);
+            t[rep->text_len] = '\0';
+            r.text = t;
         }
         if (rep->finish_reason)
             r.finish_reason = (char *)rep->finish_reason;

@@ -1650,6 +1650,30 @@ static void test_client_round_trip(void **state)
     assert_string_equal(got.error_message, "");
 }
 
+/* A streamed token's text goes out while every allocation fails: streaming
+ * allocates nothing per token. */
+static void test_client_token_text_without_allocating(void **state)
+{
+    net_t *n = *state;
+    wire_peer_t client;
+    s_client_hello(n, &client);
+    int32_t token = 7;
+    wire_reply_t rep = {.type = WIRE_REP_TOKENS, .request_id = 901, .n_tokens = 1,
+                        .tokens = &token, .text = " hello", .text_len = 6};
+    err_t err = {0};
+    mem_fail_after(1);
+    int rc = wire_reply_send(n->router, &client, &rep, &err);
+    mem_fail_after(-1);
+    assert_int_equal(rc, 0);
+    wire_reply_t got;
+    s_reply_recv(n, &got);
+    assert_int_equal(got.request_id, 901);
+    assert_int_equal(got.n_tokens, 1);
+    assert_int_equal(got.tokens[0], 7);
+    assert_int_equal(got.text_len, 6);
+    assert_string_equal(got.text, " hello");
+}
+
 /* The coordinator refuses bad requests with the code that goes back to the
  * client, and the request id when it could read one. */
 static void s_expect_bad_request(net_t *n, const pb_t *b, int n_extra,
@@ -2065,6 +2089,8 @@ int main(void)
         cmocka_unit_test(test_socket_set_limit),
         cmocka_unit_test(test_inbox_new_and_destroy),
         cmocka_unit_test(test_data_prefill_batch_without_allocating),
+        cmocka_unit_test_setup_teardown(test_client_token_text_without_allocating,
+                                        setup_client_inproc, teardown),
         cmocka_unit_test(test_decode_from_memory),
         cmocka_unit_test_setup_teardown(test_data_round_trip, setup_data_tcp, teardown),
         cmocka_unit_test_setup_teardown(test_data_round_trip, setup_data_inproc, teardown),

@@ -30,20 +30,9 @@ struct decoder {
     int join_space; /* no decoder: join tokens with ' ' */
 };
 
-static int s_add(decoder_t *self, const json_t *spec, err_t *err)
+static int s_add_step(void *ctx, const json_t *spec, const char *type, err_t *err)
 {
-    const char *type = json_string_value(json_object_get(spec, "type"));
-    if (!type)
-        return err_set(err, EINVAL, "decoder without a type");
-    if (strcmp(type, "Sequence") == 0) {
-        const json_t *list = json_object_get(spec, "decoders");
-        if (!json_is_array(list))
-            return err_set(err, EINVAL, "Sequence decoder without a list");
-        for (size_t i = 0; i < json_array_size(list); i++)
-            if (s_add(self, json_array_get(list, i), err) < 0)
-                return -1;
-        return 0;
-    }
+    decoder_t *self = ctx;
     if (self->n_steps == DECODER_STEPS_MAX)
         return err_set(err, EINVAL, "more than %d decoders", DECODER_STEPS_MAX);
     decoder_step_t *st = &self->steps[self->n_steps];
@@ -91,16 +80,10 @@ decoder_t *decoder_new(const json_t *spec, err_t *err)
         err_set(err, ENOMEM, "out of memory");
         return NULL;
     }
-    if (!spec || json_is_null(spec)) {
-        self->join_space = 1;
-        return self;
-    }
-    if (s_add(self, spec, err) < 0) {
-        int saved = errno;
-        decoder_destroy(&self);
-        errno = saved;
-        return NULL;
-    }
+    self->join_space = !spec || json_is_null(spec);
+    if (!self->join_space &&
+        tok_spec_steps(spec, "decoder", "decoders", false, s_add_step, self, err) < 0)
+        decoder_destroy(&self); /* keeps errno */
     return self;
 }
 
@@ -109,12 +92,14 @@ void decoder_destroy(decoder_t **self_p)
     if (!self_p || !*self_p)
         return;
     decoder_t *self = *self_p;
+    int saved = errno;
     for (int i = 0; i < self->n_steps; i++) {
         mem_free(self->steps[i].a);
         mem_free(self->steps[i].b);
     }
     mem_free(self);
     *self_p = NULL;
+    errno = saved;
 }
 
 /* The byte of a "<0xNN>" token, or -1. */

@@ -29,22 +29,9 @@ struct normalize {
     int n_steps;
 };
 
-static int s_add(normalize_t *self, const json_t *spec, err_t *err)
+static int s_add_step(void *ctx, const json_t *spec, const char *type, err_t *err)
 {
-    if (!spec || json_is_null(spec))
-        return 0;
-    const char *type = json_string_value(json_object_get(spec, "type"));
-    if (!type)
-        return err_set(err, EINVAL, "normalizer without a type");
-    if (strcmp(type, "Sequence") == 0) {
-        const json_t *list = json_object_get(spec, "normalizers");
-        if (!json_is_array(list))
-            return err_set(err, EINVAL, "Sequence normalizer without a list");
-        for (size_t i = 0; i < json_array_size(list); i++)
-            if (s_add(self, json_array_get(list, i), err) < 0)
-                return -1;
-        return 0;
-    }
+    normalize_t *self = ctx;
     if (self->n_steps == NORMALIZE_STEPS_MAX)
         return err_set(err, EINVAL, "more than %d normalizers", NORMALIZE_STEPS_MAX);
     normalize_step_t *st = &self->steps[self->n_steps];
@@ -88,16 +75,10 @@ static int s_add(normalize_t *self, const json_t *spec, err_t *err)
 normalize_t *normalize_new(const json_t *spec, err_t *err)
 {
     normalize_t *self = mem_calloc(1, sizeof *self);
-    if (!self) {
+    if (!self)
         err_set(err, ENOMEM, "out of memory");
-        return NULL;
-    }
-    if (s_add(self, spec, err) < 0) {
-        int saved = errno;
-        normalize_destroy(&self);
-        errno = saved;
-        return NULL;
-    }
+    else if (tok_spec_steps(spec, "normalizer", "normalizers", true, s_add_step, self, err) < 0)
+        normalize_destroy(&self); /* keeps errno */
     return self;
 }
 
@@ -106,12 +87,14 @@ void normalize_destroy(normalize_t **self_p)
     if (!self_p || !*self_p)
         return;
     normalize_t *self = *self_p;
+    int saved = errno;
     for (int i = 0; i < self->n_steps; i++) {
         mem_free(self->steps[i].a);
         mem_free(self->steps[i].b);
     }
     mem_free(self);
     *self_p = NULL;
+    errno = saved;
 }
 
 /* out = step(in). */

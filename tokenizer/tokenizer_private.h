@@ -1,14 +1,26 @@
-/* tokenizer_private: growable byte and id buffers and piece lists shared by
- * the modules of tokenizer/ (normalize, pretok, bpe, decoder, tokenizer).
- * Not part of the public API. All allocation goes through core/mem.h; the
- * push functions return 0, or -1 with errno ENOMEM and the buffer unchanged. */
+/* tokenizer_private: what the modules of tokenizer/ (normalize, pretok, bpe,
+ * decoder, tokenizer, trainer) share: growable byte and id buffers and piece
+ * lists, the walk over a tokenizer.json component's steps, and the hashes of
+ * their open-addressed tables. Not part of the public API. All allocation
+ * goes through core/mem.h; the push functions return 0, or -1 with errno
+ * ENOMEM and the buffer unchanged.
+ *
+ * The step modules (normalize, pretok, decoder) share one contract: X_new
+ * compiles a component spec of tokenizer.json (NULL or JSON null: identity)
+ * into a flat list of steps, caller destroys, NULL with EINVAL/err for an
+ * unsupported or malformed spec and ENOMEM; X_destroy accepts NULL and sets
+ * *self_p to NULL; X_run applies the steps in order. */
 #ifndef MOE_TOKENIZER_PRIVATE_H
 #define MOE_TOKENIZER_PRIVATE_H
 
+#include <errno.h>
+#include <jansson.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 
+#include "core/err.h"
 #include "core/mem.h"
 
 typedef struct tok_bytes {
@@ -170,6 +182,61 @@ static inline int tok_utf8_lossy(tok_bytes_t *out, const char *s, size_t n)
         i += (size_t)(k > 0 ? k : -k);
     }
     return tok_bytes_reserve(out, 0);
+}
+
+/* One step of a component spec: an object whose "type" is not "Sequence". */
+typedef int tok_step_fn(void *self, const json_t *spec, const char *type, err_t *err);
+
+/* Calls step for spec, or, for a Sequence, for every spec of its list (under
+ * list_key; Sequences nest), in order. what names the component in errors
+ * ("normalizer"); skip_null: a NULL or JSON null spec adds no step (else it
+ * is a spec without a type). 0, or -1 from step or with EINVAL/err. */
+static inline int tok_spec_steps(const json_t *spec, const char *what, const char *list_key,
+                                 bool skip_null, tok_step_fn *step, void *self, err_t *err)
+{
+    if (skip_null && (!spec || json_is_null(spec)))
+        return 0;
+    const char *type = json_string_value(json_object_get(spec, "type"));
+    if (!type)
+        return err_set(err, EINVAL, "%s without a type", what);
+    if (strcmp(type, "Sequence") != 0)
+        return step(self, spec, type, err);
+    const json_t *list = json_object_get(spec, list_key);
+    if (!json_is_array(list))
+        return err_set(err, EINVAL, "Sequence %s without a list", what);
+    for (size_t i = 0; i < json_array_size(list); i++)
+        if (tok_spec_steps(json_array_get(list, i), what, list_key, skip_null, step, self,
+                           err) < 0)
+            return -1;
+    return 0;
+}
+
+/* FNV-1a of s[0..n): the hash of token texts in the vocabulary tables. */
+static inline uint64_t tok_hash_bytes(const char *s, size_t n)
+{
+    uint64_t h = 1469598103934665603ULL;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (unsigned char)s[i]) * 1099511628211ULL;
+    return h;
+}
+
+/* A 64-bit mix (murmur3's finaliser, first half): the hash of id pairs. */
+static inline uint64_t tok_hash_u64(uint64_t x)
+{
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdULL;
+    x ^= x >> 33;
+    return x;
+}
+
+/* Slots of an open-addressed table for n keys: a power of two, at least 16,
+ * at most half full. */
+static inline size_t tok_pow2_above(size_t n)
+{
+    size_t c = 16;
+    while (c < 2 * n)
+        c *= 2;
+    return c;
 }
 
 #endif /* MOE_TOKENIZER_PRIVATE_H */
