@@ -380,9 +380,9 @@ int wire_reply_send(void *socket, const wire_peer_t *to, const wire_reply_t *rep
     assert(rep);
     Moe__Client__Reply r = MOE__CLIENT__REPLY__INIT;
     char clipped[WIRE_MAX_TEXT];
-    void *block = NULL;  /* STATUS_DATA: NodeStatus[n], pointers[n], clipped texts[n] */
     char small[256];     /* TOKENS: a streamed token's text, NUL-terminated */
-    char *text = NULL;   /* TOKENS: a longer text (a final reply's), NUL-terminated */
+    wire_outbox_t *tmp = NULL; /* a longer text (a final reply's), NUL-terminated, or
+                                  STATUS_DATA's NodeStatus[n], pointers[n], texts[n] */
     const float *tensor = NULL;
     size_t bytes = 0;
     int rc = -1;
@@ -409,10 +409,8 @@ int wire_reply_send(void *socket, const wire_peer_t *to, const wire_reply_t *rep
              * the stack, so streaming allocates nothing per token. */
             char *t = small;
             if (rep->text_len >= sizeof small &&
-                !(t = text = mem_alloc(rep->text_len + 1))) {
-                err_set(err, ENOMEM, "out of memory for a reply's text");
+                !(t = wire_outbox_borrow(NULL, &tmp, rep->text_len + 1, err)))
                 goto cleanup;
-            }
             memcpy(t, rep->text, rep->text_len);
             t[rep->text_len] = '\0';
             r.text = t;
@@ -443,10 +441,9 @@ int wire_reply_send(void *socket, const wire_peer_t *to, const wire_reply_t *rep
         if (n) {
             size_t each = sizeof(Moe__Client__NodeStatus) + sizeof(Moe__Client__NodeStatus *) +
                           WIRE_MAX_TEXT;
-            if (!(block = mem_alloc(n * each))) {
-                err_set(err, ENOMEM, "out of memory for %zu node statuses", n);
+            void *block = wire_outbox_borrow(NULL, &tmp, n * each, err);
+            if (!block)
                 goto cleanup;
-            }
             Moe__Client__NodeStatus *s = block;
             Moe__Client__NodeStatus **ptrs = (Moe__Client__NodeStatus **)(s + n);
             char (*texts)[WIRE_MAX_TEXT] = (char (*)[WIRE_MAX_TEXT])(ptrs + n);
@@ -489,11 +486,8 @@ int wire_reply_send(void *socket, const wire_peer_t *to, const wire_reply_t *rep
     }
     rc = wire_send(socket, to, &r.base, tensor, bytes, NULL, err);
 
-cleanup:;
-    int saved = errno;
-    mem_free(block);
-    mem_free(text);
-    errno = saved;
+cleanup:
+    wire_outbox_destroy(&tmp); /* keeps errno */
     return rc;
 }
 

@@ -313,7 +313,7 @@ int wire_data_send_sized(void *socket, wire_outbox_t *outbox, const wire_peer_t 
     uint32_t stack_row[S_SEND_STACK_ASSIGN];
     uint32_t stack_expert[S_SEND_STACK_ASSIGN];
     float stack_weight[S_SEND_STACK_ASSIGN];
-    uint32_t *heap = NULL;  /* assignments beyond the stack: rows, experts, weights */
+    wire_outbox_t *tmp = NULL; /* no outbox sized for the assignments: one for this send */
     const float *tensor = NULL;
     size_t bytes = 0;
     int rc = -1;
@@ -374,24 +374,19 @@ int wire_data_send_sized(void *socket, wire_outbox_t *outbox, const wire_peer_t 
             goto cleanup;
         }
         size_t n = (size_t)msg->n_assign;
-        /* The wire wants three columns; they go in the outbox, else on the
-         * stack, else (no outbox sized for it) on the heap. */
-        uint32_t *cols = wire_outbox_scratch(outbox, n * S_ASSIGN_BYTES);
-        if (!cols && n > S_SEND_STACK_ASSIGN) {
-            if (!(heap = mem_alloc(n * S_ASSIGN_BYTES))) {
-                err_set(err, ENOMEM, "out of memory for %zu assignments", n);
-                goto cleanup;
-            }
-            cols = heap;
-        }
-        if (cols) {
-            h.assign_row = cols;
-            h.assign_expert = cols + n;
-            h.assign_weight = (float *)(cols + 2 * n);
-        } else {
+        /* The wire wants three columns: on the stack when they fit, else in
+         * the outbox (a sized one allocates nothing). */
+        if (n <= S_SEND_STACK_ASSIGN && !wire_outbox_scratch(outbox, n * S_ASSIGN_BYTES)) {
             h.assign_row = stack_row;
             h.assign_expert = stack_expert;
             h.assign_weight = stack_weight;
+        } else {
+            uint32_t *cols = wire_outbox_borrow(outbox, &tmp, n * S_ASSIGN_BYTES, err);
+            if (!cols)
+                goto cleanup;
+            h.assign_row = cols;
+            h.assign_expert = cols + n;
+            h.assign_weight = (float *)(cols + 2 * n);
         }
         for (size_t i = 0; i < n; i++) {
             const moe_assign_t *a = &msg->assign[i];
@@ -420,10 +415,8 @@ int wire_data_send_sized(void *socket, wire_outbox_t *outbox, const wire_peer_t 
     }
     rc = wire_send(socket, to, &h.base, tensor, bytes, sent_bytes, err);
 
-cleanup:;
-    int saved = errno;
-    mem_free(heap);
-    errno = saved;
+cleanup:
+    wire_outbox_destroy(&tmp); /* keeps errno */
     return rc;
 }
 

@@ -282,6 +282,23 @@ void *wire_outbox_scratch(wire_outbox_t *self, size_t bytes)
     return self && bytes <= self->cap ? self->scratch : NULL;
 }
 
+void *wire_outbox_borrow(wire_outbox_t *self, wire_outbox_t **tmp, size_t bytes, err_t *err)
+{
+    void *p = wire_outbox_scratch(self, bytes);
+    if (p)
+        return p;
+    wire_outbox_t *fresh = mem_calloc(1, sizeof *fresh);
+    if (!fresh || !(fresh->scratch = mem_alloc_aligned(bytes))) {
+        wire_outbox_destroy(&fresh);
+        err_set(err, ENOMEM, "out of memory for a %zu-byte message", bytes);
+        return NULL;
+    }
+    fresh->cap = bytes;
+    wire_outbox_destroy(tmp);
+    *tmp = fresh;
+    return fresh->scratch;
+}
+
 /* ---- receiving frames ----------------------------------------------------------- */
 
 /* Receives one whole multipart message: the identity into *from (ROUTER), the

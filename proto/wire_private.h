@@ -98,6 +98,11 @@ void *wire_inbox_scratch(wire_inbox_t *self, size_t bytes, err_t *err);
 /* The outbox's scratch when it has at least bytes, else NULL (self may be NULL). */
 void *wire_outbox_scratch(wire_outbox_t *self, size_t bytes);
 
+/* At least bytes (> 0) of scratch for one send: self's (may be NULL) when it
+ * has them, else a fresh outbox's, made in *tmp for this message only (the
+ * caller destroys *tmp, which starts NULL). NULL with ENOMEM. */
+void *wire_outbox_borrow(wire_outbox_t *self, wire_outbox_t **tmp, size_t bytes, err_t *err);
+
 /* Floats in a tensor of rows x width, or 0 when either is not bounded;
  * at most WIRE_MAX_TENSOR_FLOATS. */
 uint64_t wire_tensor_floats(int rows, int width);

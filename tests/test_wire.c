@@ -530,23 +530,22 @@ static void test_error_names(void **state)
                         "deadline_exceeded");
     assert_string_equal(wire_client_error_name((wire_client_error_t)9), "unknown");
     /* One errno <-> client error mapping, both ways. */
-    assert_int_equal(wire_client_error_of(EHOSTUNREACH), WIRE_CLIENT_UNAVAILABLE);
-    assert_int_equal(wire_client_error_of(ETIMEDOUT), WIRE_CLIENT_UNAVAILABLE);
-    assert_int_equal(wire_client_error_of(EPROTO), WIRE_CLIENT_UNAVAILABLE);
-    assert_int_equal(wire_client_error_of(EINVAL), WIRE_CLIENT_INVALID_ARGUMENT);
-    assert_int_equal(wire_client_error_of(ENOSPC), WIRE_CLIENT_INVALID_ARGUMENT);
-    assert_int_equal(wire_client_error_of(E2BIG), WIRE_CLIENT_INVALID_ARGUMENT);
-    assert_int_equal(wire_client_error_of(EINTR), WIRE_CLIENT_CANCELLED);
-    assert_int_equal(wire_client_error_of(ENOMEM), WIRE_CLIENT_INTERNAL);
-    assert_int_equal(wire_client_error_of(0), WIRE_CLIENT_INTERNAL);
-    assert_int_equal(wire_client_error_errno(WIRE_CLIENT_INVALID_ARGUMENT), EINVAL);
-    assert_int_equal(wire_client_error_errno(WIRE_CLIENT_BUSY), EBUSY);
-    assert_int_equal(wire_client_error_errno(WIRE_CLIENT_UNAVAILABLE), EHOSTUNREACH);
-    assert_int_equal(wire_client_error_errno(WIRE_CLIENT_VERSION_MISMATCH), EPROTO);
-    assert_int_equal(wire_client_error_errno(WIRE_CLIENT_DEADLINE_EXCEEDED), ETIMEDOUT);
-    assert_int_equal(wire_client_error_errno(WIRE_CLIENT_CANCELLED), ECANCELED);
-    assert_int_equal(wire_client_error_errno(WIRE_CLIENT_INTERNAL), EIO);
-    assert_int_equal(wire_client_error_errno(WIRE_CLIENT_MALFORMED), EIO);
+    static const struct { int errnum; wire_client_error_t code; } of[] = {
+        {EHOSTUNREACH, WIRE_CLIENT_UNAVAILABLE}, {ETIMEDOUT, WIRE_CLIENT_UNAVAILABLE},
+        {EPROTO, WIRE_CLIENT_UNAVAILABLE}, {EINVAL, WIRE_CLIENT_INVALID_ARGUMENT},
+        {ENOSPC, WIRE_CLIENT_INVALID_ARGUMENT}, {E2BIG, WIRE_CLIENT_INVALID_ARGUMENT},
+        {EINTR, WIRE_CLIENT_CANCELLED}, {ENOMEM, WIRE_CLIENT_INTERNAL},
+        {0, WIRE_CLIENT_INTERNAL},
+    }, back[] = {
+        {EINVAL, WIRE_CLIENT_INVALID_ARGUMENT}, {EBUSY, WIRE_CLIENT_BUSY},
+        {EHOSTUNREACH, WIRE_CLIENT_UNAVAILABLE}, {EPROTO, WIRE_CLIENT_VERSION_MISMATCH},
+        {ETIMEDOUT, WIRE_CLIENT_DEADLINE_EXCEEDED}, {ECANCELED, WIRE_CLIENT_CANCELLED},
+        {EIO, WIRE_CLIENT_INTERNAL}, {EIO, WIRE_CLIENT_MALFORMED},
+    };
+    for (size_t i = 0; i < sizeof of / sizeof of[0]; i++)
+        assert_int_equal(wire_client_error_of(of[i].errnum), of[i].code);
+    for (size_t i = 0; i < sizeof back / sizeof back[0]; i++)
+        assert_int_equal(wire_client_error_errno(back[i].code), back[i].errnum);
 }
 
 static void test_max_message_bytes(void **state)
