@@ -3,8 +3,8 @@
  *
  * Input layout: fuzz_frames.h; flag bit 2 decodes with an unbounded inbox
  * (no limits: its arena grows), else with a node's limits. Beyond "no
- * crash", a message that decodes must keep what wire.h promises: the tensor
- * matches the header, and every id is inside the limits.
+ * crash", a message that decodes must keep what data_plane.h promises: the
+ * tensor matches the header, and every id is inside the limits.
  */
 #include <errno.h>
 #include <stdio.h>
