@@ -44,19 +44,9 @@ static int s_add_step(void *ctx, const json_t *spec, const char *type, err_t *er
     } else if (strcmp(type, "Fuse") == 0) {
         st->kind = DECODER_FUSE;
     } else if (strcmp(type, "Replace") == 0) {
-        const char *p = json_string_value(
-            json_object_get(json_object_get(spec, "pattern"), "String"));
-        const char *c = json_string_value(json_object_get(spec, "content"));
-        if (!p || !*p || !c)
-            return err_set(err, EINVAL, "Replace decoder needs a String pattern and content");
         st->kind = DECODER_REPLACE;
-        st->a = mem_strdup(p);
-        st->b = mem_strdup(c);
-        if (!st->a || !st->b) {
-            mem_free(st->a);
-            mem_free(st->b);
-            return err_set(err, ENOMEM, "out of memory");
-        }
+        if (tok_spec_replace(spec, "decoder", &st->a, &st->b, err) < 0)
+            return -1;
     } else if (strcmp(type, "Strip") == 0) {
         const char *c = json_string_value(json_object_get(spec, "content"));
         if (!c || !*c)
@@ -196,15 +186,7 @@ static int s_step(const decoder_step_t *st, const tok_pieces_t *in,
                 goto cleanup;
         } else if (st->kind == DECODER_REPLACE) {
             tok_bytes_t r = {0};
-            size_t na = strlen(st->a), nb = strlen(st->b), i = 0;
-            int fail = 0;
-            while (i < n && !fail) {
-                const char *hit = memmem(t + i, n - i, st->a, na);
-                size_t stop = hit ? (size_t)(hit - t) : n;
-                fail = tok_bytes_push(&r, t + i, stop - i) < 0 ||
-                       (hit && tok_bytes_push(&r, st->b, nb) < 0);
-                i = hit ? stop + na : n;
-            }
+            int fail = tok_bytes_replace(&r, t, n, st->a, st->b) < 0;
             fail = fail || tok_pieces_push(out, r.v ? r.v : "", r.n) < 0;
             tok_bytes_fini(&r);
             if (fail)

@@ -51,20 +51,9 @@ static int s_add_step(void *ctx, const json_t *spec, const char *type, err_t *er
         if (!(st->a = mem_strdup(p)))
             return err_set(err, ENOMEM, "out of memory");
     } else if (strcmp(type, "Replace") == 0) {
-        const char *p = json_string_value(
-            json_object_get(json_object_get(spec, "pattern"), "String"));
-        const char *c = json_string_value(json_object_get(spec, "content"));
-        if (!p || !*p || !c)
-            return err_set(err, EINVAL,
-                           "Replace normalizer needs a String pattern and content");
         st->kind = NORMALIZE_REPLACE;
-        st->a = mem_strdup(p);
-        st->b = mem_strdup(c);
-        if (!st->a || !st->b) {
-            mem_free(st->a);
-            mem_free(st->b);
-            return err_set(err, ENOMEM, "out of memory");
-        }
+        if (tok_spec_replace(spec, "normalizer", &st->a, &st->b, err) < 0)
+            return -1;
     } else {
         return err_set(err, EINVAL, "unsupported normalizer type '%s'", type);
     }
@@ -123,18 +112,8 @@ static int s_step(const normalize_step_t *st, const char *in, size_t n,
             return err_set(err, ENOMEM, "out of memory");
         return 0;
     }
-    size_t na = strlen(st->a), nb = strlen(st->b);
-    size_t i = 0;
-    while (i < n) {
-        const char *hit = NULL;
-        if (n - i >= na)
-            hit = memmem(in + i, n - i, st->a, na);
-        size_t stop = hit ? (size_t)(hit - in) : n;
-        if (tok_bytes_push(out, in + i, stop - i) < 0 ||
-            (hit && tok_bytes_push(out, st->b, nb) < 0))
-            return err_set(err, ENOMEM, "out of memory");
-        i = hit ? stop + na : n;
-    }
+    if (tok_bytes_replace(out, in, n, st->a, st->b) < 0)
+        return err_set(err, ENOMEM, "out of memory");
     return tok_bytes_reserve(out, 0);
 }
 

@@ -211,6 +211,45 @@ static inline int tok_spec_steps(const json_t *spec, const char *what, const cha
     return 0;
 }
 
+/* A Replace step (normalizer or decoder): copies of its non-empty String
+ * pattern and its content into *pattern and *content (mem_alloc'd). 0, or -1
+ * with EINVAL/err (what names the component) or ENOMEM, nothing allocated. */
+static inline int tok_spec_replace(const json_t *spec, const char *what, char **pattern,
+                                   char **content, err_t *err)
+{
+    const char *p = json_string_value(
+        json_object_get(json_object_get(spec, "pattern"), "String"));
+    const char *c = json_string_value(json_object_get(spec, "content"));
+    if (!p || !*p || !c)
+        return err_set(err, EINVAL, "Replace %s needs a String pattern and content", what);
+    *pattern = mem_strdup(p);
+    *content = mem_strdup(c);
+    if (!*pattern || !*content) {
+        mem_free(*pattern);
+        mem_free(*content);
+        *pattern = *content = NULL;
+        return err_set(err, ENOMEM, "out of memory");
+    }
+    return 0;
+}
+
+/* Appends in[0..n) to b with every pattern (non-empty) replaced by content,
+ * left to right. 0, or -1 with errno ENOMEM (b then holds a prefix). */
+static inline int tok_bytes_replace(tok_bytes_t *b, const char *in, size_t n,
+                                    const char *pattern, const char *content)
+{
+    size_t na = strlen(pattern), nb = strlen(content), i = 0;
+    while (i < n) {
+        const char *hit = memmem(in + i, n - i, pattern, na);
+        size_t stop = hit ? (size_t)(hit - in) : n;
+        if (tok_bytes_push(b, in + i, stop - i) < 0 ||
+            (hit && tok_bytes_push(b, content, nb) < 0))
+            return -1;
+        i = hit ? stop + na : n;
+    }
+    return 0;
+}
+
 /* FNV-1a of s[0..n): the hash of token texts in the vocabulary tables. */
 static inline uint64_t tok_hash_bytes(const char *s, size_t n)
 {
