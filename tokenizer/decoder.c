@@ -293,9 +293,7 @@ int decoder_run_steps(const decoder_t *self, int first, int last,
         goto cleanup;
     }
     rc = 0;
-cleanup:;
-    int saved = errno;
+cleanup:
     tok_pieces_fini(&tmp);
-    errno = saved;
     return rc;
 }

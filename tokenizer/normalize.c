@@ -135,9 +135,7 @@ int normalize_run(const normalize_t *self, const char *text, size_t n,
         tmp = swap;
     }
     rc = 0;
-cleanup:;
-    int saved = errno;
+cleanup:
     tok_bytes_fini(&tmp);
-    errno = saved;
     return rc;
 }

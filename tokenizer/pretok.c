@@ -277,9 +277,7 @@ int pretok_run(const pretok_t *self, const char *text, size_t n,
         tmp = swap;
     }
     rc = 0;
-cleanup:;
-    int saved = errno;
+cleanup:
     tok_pieces_fini(&tmp);
-    errno = saved;
     return rc;
 }

@@ -70,10 +70,13 @@ static inline int tok_bytes_push(tok_bytes_t *b, const void *p, size_t n)
     return 0;
 }
 
+/* The fini functions keep errno, so that a cleanup label needs no saving. */
 static inline void tok_bytes_fini(tok_bytes_t *b)
 {
+    int saved = errno;
     mem_free(b->v);
     memset(b, 0, sizeof *b);
+    errno = saved;
 }
 
 static inline int tok_ids_push(tok_ids_t *d, int32_t id)
@@ -92,8 +95,10 @@ static inline int tok_ids_push(tok_ids_t *d, int32_t id)
 
 static inline void tok_ids_fini(tok_ids_t *d)
 {
+    int saved = errno;
     mem_free(d->v);
     memset(d, 0, sizeof *d);
+    errno = saved;
 }
 
 /* Appends one piece holding a copy of p[0..n). */
@@ -128,10 +133,12 @@ static inline void tok_pieces_clear(tok_pieces_t *ps)
 
 static inline void tok_pieces_fini(tok_pieces_t *ps)
 {
+    int saved = errno;
     tok_bytes_fini(&ps->bytes);
     mem_free(ps->off);
     mem_free(ps->len);
     memset(ps, 0, sizeof *ps);
+    errno = saved;
 }
 
 /* Length of the UTF-8 sequence at s[0..n): the sequence's length when it is
