@@ -70,13 +70,19 @@ static inline int tok_bytes_push(tok_bytes_t *b, const void *p, size_t n)
     return 0;
 }
 
-/* The fini functions keep errno, so that a cleanup label needs no saving. */
-static inline void tok_bytes_fini(tok_bytes_t *b)
+/* mem_free that keeps errno: the fini functions use it, so that a cleanup
+ * label needs no saving. */
+static inline void tok_free(void *p)
 {
     int saved = errno;
-    mem_free(b->v);
-    memset(b, 0, sizeof *b);
+    mem_free(p);
     errno = saved;
+}
+
+static inline void tok_bytes_fini(tok_bytes_t *b)
+{
+    tok_free(b->v);
+    memset(b, 0, sizeof *b);
 }
 
 static inline int tok_ids_push(tok_ids_t *d, int32_t id)
@@ -95,10 +101,8 @@ static inline int tok_ids_push(tok_ids_t *d, int32_t id)
 
 static inline void tok_ids_fini(tok_ids_t *d)
 {
-    int saved = errno;
-    mem_free(d->v);
+    tok_free(d->v);
     memset(d, 0, sizeof *d);
-    errno = saved;
 }
 
 /* Appends one piece holding a copy of p[0..n). */
@@ -133,12 +137,10 @@ static inline void tok_pieces_clear(tok_pieces_t *ps)
 
 static inline void tok_pieces_fini(tok_pieces_t *ps)
 {
-    int saved = errno;
     tok_bytes_fini(&ps->bytes);
-    mem_free(ps->off);
-    mem_free(ps->len);
+    tok_free(ps->off);
+    tok_free(ps->len);
     memset(ps, 0, sizeof *ps);
-    errno = saved;
 }
 
 /* Length of the UTF-8 sequence at s[0..n): the sequence's length when it is
