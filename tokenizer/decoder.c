@@ -276,9 +276,7 @@ int decoder_run_steps(const decoder_t *self, int first, int last,
             err_set(err, ENOMEM, "out of memory");
             goto cleanup;
         }
-        tok_pieces_t swap = *tokens;
-        *tokens = tmp;
-        tmp = swap;
+        tok_pieces_swap(tokens, &tmp);
     }
     out->n = 0;
     for (size_t k = 0; k < tokens->n; k++) {

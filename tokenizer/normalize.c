@@ -130,9 +130,7 @@ int normalize_run(const normalize_t *self, const char *text, size_t n,
     for (int i = 0; i < self->n_steps; i++) {
         if (s_step(&self->steps[i], out->v, out->n, &tmp, err) < 0)
             goto cleanup;
-        tok_bytes_t swap = *out;
-        *out = tmp;
-        tmp = swap;
+        tok_bytes_swap(out, &tmp);
     }
     rc = 0;
 cleanup:

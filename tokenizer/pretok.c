@@ -272,9 +272,7 @@ int pretok_run(const pretok_t *self, const char *text, size_t n,
             if (r < 0)
                 goto cleanup;
         }
-        tok_pieces_t swap = *out;
-        *out = tmp;
-        tmp = swap;
+        tok_pieces_swap(out, &tmp);
     }
     rc = 0;
 cleanup:

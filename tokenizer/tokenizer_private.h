@@ -135,6 +135,21 @@ static inline void tok_pieces_clear(tok_pieces_t *ps)
     ps->bytes.n = 0;
 }
 
+/* Exchanges two buffers: a step's output becomes the next step's input. */
+static inline void tok_bytes_swap(tok_bytes_t *a, tok_bytes_t *b)
+{
+    tok_bytes_t t = *a;
+    *a = *b;
+    *b = t;
+}
+
+static inline void tok_pieces_swap(tok_pieces_t *a, tok_pieces_t *b)
+{
+    tok_pieces_t t = *a;
+    *a = *b;
+    *b = t;
+}
+
 static inline void tok_pieces_fini(tok_pieces_t *ps)
 {
     tok_bytes_fini(&ps->bytes);

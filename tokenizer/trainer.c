@@ -266,11 +266,9 @@ static int s_words_build(s_words_t *w, const tok_pieces_t *ps)
         slots[i] = ++w->n;
     }
     rc = 0;
-cleanup:;
-    int saved = errno;
-    mem_free(piece_of);
-    mem_free(slots);
-    errno = saved;
+cleanup:
+    tok_free(piece_of);
+    tok_free(slots);
     return rc;
 }
 
@@ -369,11 +367,9 @@ static int s_train(s_tokens_t *tok, s_words_t *w, int64_t min_freq,
         ++*n_merges;
     }
     rc = 0;
-cleanup:;
-    int saved = errno;
+cleanup:
     tok_bytes_fini(&joined);
-    mem_free(pairs);
-    errno = saved;
+    tok_free(pairs);
     return rc;
 }
 
