@@ -46,11 +46,12 @@ ENGINE_SRC  := engine/weights.c engine/kvcache.c engine/router.c \
                engine/mlp.c engine/qknorm.c engine/fused.c
 ENGINE_SRC  += engine/latent.c engine/routing.c engine/rotary.c
 
-# The wire: generated protobuf-c code plus proto/wire.c, the only caller of it.
+# The wire: generated protobuf-c code plus frame I/O (proto/wire.c) and the two
+# protocols on it (data_plane.c, client_rpc.c), the only callers of protobuf-c.
 PROTOS      := proto/dataplane.proto proto/client.proto
 PROTO_GEN_C := $(patsubst %.proto,$(BUILD)/gen/%.pb-c.c,$(PROTOS))
 PROTO_GEN_H := $(PROTO_GEN_C:.c=.h)
-WIRE_SRC    := proto/wire.c
+WIRE_SRC    := proto/wire.c proto/data_plane.c proto/client_rpc.c
 # Expert node, coordinator and client library (mains are listed with programs).
 NODE_SRC    := expert_node/expert_server.c
 COORD_SRC   := coordinator/peer.c coordinator/dispatch.c coordinator/rpc.c \

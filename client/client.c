@@ -17,7 +17,7 @@
 
 #include "core/mem.h"
 #include "core/timer.h"
-#include "proto/wire.h"
+#include "proto/client_rpc.h"
 #include "security/keypair.h"
 
 struct client {
@@ -53,19 +53,6 @@ static const char *s_seconds(int ms, char *buf, size_t size)
 {
     snprintf(buf, size, "%g s", ms / 1000.0);
     return buf;
-}
-
-static int s_errno_of(wire_client_error_t code)
-{
-    switch (code) {
-    case WIRE_CLIENT_INVALID_ARGUMENT: return EINVAL;
-    case WIRE_CLIENT_BUSY: return EBUSY;
-    case WIRE_CLIENT_UNAVAILABLE: return EHOSTUNREACH;
-    case WIRE_CLIENT_VERSION_MISMATCH: return EPROTO;
-    case WIRE_CLIENT_DEADLINE_EXCEEDED: return ETIMEDOUT;
-    case WIRE_CLIENT_CANCELLED: return ECANCELED;
-    default: return EIO;
-    }
 }
 
 static int s_set_int(void *socket, int option, int value, const char *name, err_t *err)
@@ -355,7 +342,7 @@ static int s_wait(client_t *self, uint64_t id, bool cancel_on_timeout, wire_repl
             continue; /* stale: the answer to a request given up on */
         if (rep->type == WIRE_REP_ERROR) {
             const char *msg = rep->error_message ? rep->error_message : "";
-            return err_set(err, s_errno_of(rep->error_code), "%s%s%s",
+            return err_set(err, wire_client_error_errno(rep->error_code), "%s%s%s",
                            wire_client_error_name(rep->error_code), *msg ? ": " : "", msg);
         }
         return 0;

@@ -2,7 +2,7 @@
  *
  * A client_t owns one ZeroMQ context and one DEALER socket connected to the
  * coordinator's client endpoint (a ROUTER); requests and replies are those of
- * proto/client.proto, moved by proto/wire.h. One client_t belongs to one
+ * proto/client.proto, moved by proto/client_rpc.h. One client_t belongs to one
  * thread and runs one request at a time; every call returns only when the
  * request is answered, failed or timed out.
  *
@@ -31,10 +31,10 @@
  *   ENOMEM        out of memory;
  *   EINTR         a signal interrupted the wait;
  *   EACCES        the coordinator refused this client's CURVE key;
- * and for an ERROR_REPLY from the coordinator, errno from its code:
+ * and for an ERROR_REPLY from the coordinator, errno from its code (wire_client_error_errno):
  *   INVALID_ARGUMENT -> EINVAL, BUSY -> EBUSY, UNAVAILABLE -> EHOSTUNREACH,
  *   VERSION_MISMATCH -> EPROTO, DEADLINE_EXCEEDED -> ETIMEDOUT,
- *   CANCELLED -> ECANCELED, any other -> EIO (a code that wire.h does not
+ *   CANCELLED -> ECANCELED, any other -> EIO (a code that client_rpc.h does not
  *   know is refused by wire_reply_recv, so it shows as EPROTO);
  * with err->msg = "<code name>: <coordinator's message>" (the code name of
  * wire_client_error_name). A failed call leaves no output behind; the client

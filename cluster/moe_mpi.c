@@ -54,7 +54,7 @@
 #include "expert_node/expert_server.h"
 #include "model/config.h"
 #include "model/placement.h"
-#include "proto/wire.h"
+#include "proto/data_plane.h"
 
 enum { SHUTDOWN_LINGER_MS = 2000 }; /* how long a SHUTDOWN may wait for a node */
 

@@ -184,9 +184,7 @@ static int s_start(coordinator_t *co, const coordinator_opts_t *o,
     if (s_security(co, o, err) < 0)
         return -1;
     const keypair_t *key = co->node_public ? &co->key : NULL;
-    wire_limits_t lim = {.hidden = cfg->hidden_size, .max_rows = o->prefill_rows,
-                         .max_assign = o->prefill_rows * cfg->n_experts_per_tok,
-                         .n_layers = cfg->n_layers, .n_experts = cfg->n_experts};
+    wire_limits_t lim = wire_limits_for_model(cfg, o->prefill_rows);
     for (int i = 0; i < co->n_nodes; i++)
         if (!(co->peers[i] = peer_new(co->zmq_ctx, i + 1, o->nodes[i], &lim, key,
                                       key ? co->node_public[i] : NULL, err)))

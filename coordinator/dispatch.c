@@ -118,9 +118,7 @@ dispatch_t *dispatch_new(peer_t **peers, int n_peers, const config_t *cfg,
         if (!s->global_of || !s->items)
             goto oom;
     }
-    wire_limits_t lim = {.hidden = self->hidden, .max_rows = max_rows,
-                         .max_assign = self->max_assign, .n_layers = cfg->n_layers,
-                         .n_experts = cfg->n_experts};
+    wire_limits_t lim = wire_limits_for_model(cfg, max_rows);
     self->inbox = wire_inbox_new(&lim, err);
     if (!self->inbox)
         goto fail;

@@ -19,6 +19,7 @@ struct peer {
     int node_id;
     char endpoint[WIRE_MAX_TEXT];
     void *socket;                 /* DEALER connected to the node */
+    wire_outbox_t *outbox;        /* EXPERT_REQUESTs sent without allocating */
     void *monitor;                /* PAIR receiving the DEALER's link events */
     bool up;
     char last_error[WIRE_MAX_TEXT];
@@ -62,6 +63,8 @@ peer_t *peer_new(void *zmq_ctx, int node_id, const char *endpoint,
     self->node_id = node_id;
     snprintf(self->endpoint, sizeof self->endpoint, "%s", endpoint);
     snprintf(self->last_error, sizeof self->last_error, "not connected yet");
+    if (!(self->outbox = wire_outbox_new(lim, err)))
+        goto fail;
     self->socket = zmq_socket(zmq_ctx, ZMQ_DEALER);
     if (!self->socket ||
         s_setsockopt_int(self->socket, ZMQ_LINGER, 0) < 0 ||
@@ -120,6 +123,7 @@ void peer_destroy(peer_t **self_p)
         zmq_close(self->monitor);
     if (self->socket)
         zmq_close(self->socket);
+    wire_outbox_destroy(&self->outbox);
     mem_free(self);
     *self_p = NULL;
     errno = saved;
@@ -280,7 +284,7 @@ int peer_send(peer_t *self, const wire_data_t *msg, uint64_t *sent_bytes, err_t 
         return err_set(err, EHOSTUNREACH, "node %d (%s) is down: %s", self->node_id,
                        self->endpoint, self->last_error);
     err_t send_err = {0};
-    if (wire_data_send_sized(self->socket, NULL, msg, &sent, &send_err) < 0) {
+    if (wire_data_send_sized(self->socket, self->outbox, NULL, msg, &sent, &send_err) < 0) {
         char why[ERR_MSG_MAX + 32];
         snprintf(why, sizeof why, "cannot send: %s",
                  errno == EAGAIN ? "no live connection" : send_err.msg);

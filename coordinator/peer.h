@@ -14,7 +14,7 @@
 #include <stdio.h>
 
 #include "core/err.h"
-#include "proto/wire.h"
+#include "proto/data_plane.h"
 #include "security/keypair.h"
 
 typedef struct peer peer_t;

@@ -143,25 +143,6 @@ const char *rpc_endpoint(const rpc_t *self)
     return self->endpoint;
 }
 
-/* The client error code for a failed forward pass. */
-static wire_client_error_t s_code_of(int errnum)
-{
-    switch (errnum) {
-    case EHOSTUNREACH:
-    case ETIMEDOUT:
-    case EPROTO:
-        return WIRE_CLIENT_UNAVAILABLE;
-    case EINVAL:
-    case ENOSPC:
-    case E2BIG:
-        return WIRE_CLIENT_INVALID_ARGUMENT;
-    case EINTR:
-        return WIRE_CLIENT_CANCELLED;
-    default:
-        return WIRE_CLIENT_INTERNAL;
-    }
-}
-
 static void s_reply_error(rpc_t *self, const wire_peer_t *to, uint64_t id,
                           wire_client_error_t code, const char *message)
 {
@@ -244,8 +225,7 @@ static int s_tokenize(rpc_t *self, const wire_peer_t *to, wire_request_t *req, i
     if (tokenizer_encode((tokenizer_t *)self->conf.tokenizer, req->prompt_text,
                          req->prompt_text_len, 1, ids, &n, &err) < 0) {
         s_reply_error(self, to, req->request_id,
-                      errno == ENOMEM ? WIRE_CLIENT_INTERNAL : WIRE_CLIENT_INVALID_ARGUMENT,
-                      err.msg);
+                      wire_client_error_of(errno), err.msg);
         return -1;
     }
     if (n > (size_t)self->conf.max_context) {
@@ -321,7 +301,7 @@ static void s_logits(rpc_t *self, const wire_peer_t *to, const wire_request_t *r
     }
     kvcache_truncate(self->kv, 0);
     if (s_forward(self, req->prompt, req->n_prompt, FORWARD_LOGITS_ALL, all, &err) < 0) {
-        s_reply_error(self, to, req->request_id, s_code_of(errno), err.msg);
+        s_reply_error(self, to, req->request_id, wire_client_error_of(errno), err.msg);
     } else {
         wire_reply_t rep = {.type = WIRE_REP_LOGITS, .request_id = req->request_id,
                             .final = true, .rows = req->n_prompt, .vocab = vocab,

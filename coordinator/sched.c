@@ -471,10 +471,7 @@ void sched_step(sched_t *self, sched_emit_fn emit, void *ctx, double *seconds, u
     }
     *seconds += timer_now() - t0;
     if (rc < 0) {
-        wire_client_error_t code = (errno == EHOSTUNREACH || errno == ETIMEDOUT ||
-                                    errno == EPROTO)
-                                       ? WIRE_CLIENT_UNAVAILABLE
-                                       : WIRE_CLIENT_INTERNAL;
+        wire_client_error_t code = wire_client_error_of(errno);
         for (int e = 0; e < n; e++) {
             seq_t *seq = &self->seqs[self->step_slot[e]];
             s_fail(&seq->job, code, err.msg, emit, ctx);

@@ -19,7 +19,7 @@
 #include "core/err.h"
 #include "engine/forward.h"
 #include "engine/sampler.h"
-#include "proto/wire.h"
+#include "proto/client_rpc.h"
 #include "tokenizer/tokenizer.h"
 
 /* After a forward step failed with EHOSTUNREACH: true when batch row `row`

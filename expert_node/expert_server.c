@@ -20,7 +20,7 @@
 #include "engine/experts.h"
 #include "engine/weights.h"
 #include "model/config.h"
-#include "proto/wire.h"
+#include "proto/data_plane.h"
 #include "security/keypair.h"
 #include "security/zap.h"
 
@@ -92,9 +92,7 @@ static int s_load(expert_server_t *self, const expert_server_opts_t *opts, err_t
         }
     self->n_hosted = kept;
     config_model_id(cfg, self->model_id, sizeof self->model_id);
-    wire_limits_t lim = {.hidden = cfg->hidden_size, .max_rows = self->max_rows,
-                         .max_assign = self->max_assign, .n_layers = cfg->n_layers,
-                         .n_experts = cfg->n_experts};
+    wire_limits_t lim = wire_limits_for_model(cfg, self->max_rows);
     self->inbox = wire_inbox_new(&lim, err);
     return self->inbox ? 0 : -1;
 }
@@ -124,9 +122,7 @@ static int s_bind(expert_server_t *self, const expert_server_opts_t *opts, err_t
 {
     const char *endpoint = opts->bind;
     const config_t *cfg = &self->w->cfg;
-    wire_limits_t lim = {.hidden = cfg->hidden_size, .max_rows = self->max_rows,
-                         .max_assign = self->max_assign, .n_layers = cfg->n_layers,
-                         .n_experts = cfg->n_experts};
+    wire_limits_t lim = wire_limits_for_model(cfg, self->max_rows);
     self->ctx = zmq_ctx_new();
     if (!self->ctx)
         return err_set(err, errno, "cannot create a ZeroMQ context: %s",

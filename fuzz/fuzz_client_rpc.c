@@ -5,8 +5,8 @@
  *
  * Input layout: fuzz_frames.h; flag bit 2 picks the reply decoder, bit 3
  * decodes with an unbounded inbox (a client's, which knows no model), else
- * with a coordinator's limits. A message that decodes must keep what wire.h
- * promises: counts and ids inside the limits, logits matching their frame.
+ * with a coordinator's limits. A message that decodes must keep what
+ * client_rpc.h promises: counts and ids inside the limits, logits matching their frame.
  */
 #include <errno.h>
 #include <math.h>
@@ -16,7 +16,7 @@
 
 #include "fuzz/fuzz_frames.h"
 #include "fuzz/fuzz_verbose.h"
-#include "proto/wire.h"
+#include "proto/client_rpc.h"
 
 static const wire_limits_t S_COORD = {
     .hidden = 8, .max_rows = 6, .max_assign = 16, .n_layers = 4, .n_experts = 8,
@@ -130,21 +130,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    static wire_inbox_t *bounded, *unbounded;  /* reused, as a receiver does */
-    if (!bounded) {
-        bounded = wire_inbox_new(&S_COORD, NULL);
-        unbounded = wire_inbox_new(NULL, NULL);
-        if (!bounded || !unbounded)
-            abort();
-    }
-    wire_frame_t frames[FUZZ_FRAMES_MAX];
-    int n_frames;
-    uint8_t flags = fuzz_frames_split(data, size, frames, &n_frames);
-    bool limited = !(flags & 8);
-    wire_inbox_t *inbox = limited ? bounded : unbounded;
-    if (flags & 4)
-        s_reply(inbox, limited, frames, n_frames);
+    fuzz_input_t in;
+    fuzz_input_read(&in, data, size, &S_COORD, 8);
+    if (in.flags & 4)
+        s_reply(in.inbox, in.limited, in.frames, in.n_frames);
     else
-        s_request(inbox, limited, frames, n_frames);
+        s_request(in.inbox, in.limited, in.frames, in.n_frames);
     return 0;
 }

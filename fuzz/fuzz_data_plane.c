@@ -3,8 +3,8 @@
  *
  * Input layout: fuzz_frames.h; flag bit 2 decodes with an unbounded inbox
  * (no limits: its arena grows), else with a node's limits. Beyond "no
- * crash", a message that decodes must keep what wire.h promises: the tensor
- * matches the header, and every id is inside the limits.
+ * crash", a message that decodes must keep what data_plane.h promises: the
+ * tensor matches the header, and every id is inside the limits.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -13,7 +13,7 @@
 
 #include "fuzz/fuzz_frames.h"
 #include "fuzz/fuzz_verbose.h"
-#include "proto/wire.h"
+#include "proto/data_plane.h"
 
 static const wire_limits_t S_NODE = {
     .hidden = 8, .max_rows = 6, .max_assign = 16, .n_layers = 4, .n_experts = 8,
@@ -31,23 +31,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    static wire_inbox_t *bounded, *unbounded;  /* reused, as a receiver does */
-    if (!bounded) {
-        bounded = wire_inbox_new(&S_NODE, NULL);
-        unbounded = wire_inbox_new(NULL, NULL);
-        if (!bounded || !unbounded)
-            abort();
-    }
-    wire_frame_t frames[FUZZ_FRAMES_MAX];
-    int n_frames;
-    uint8_t flags = fuzz_frames_split(data, size, frames, &n_frames);
-    bool limited = !(flags & 4);
-    wire_inbox_t *inbox = limited ? bounded : unbounded;
+    fuzz_input_t in;
+    fuzz_input_read(&in, data, size, &S_NODE, 4);
+    bool limited = in.limited;
 
     wire_data_t msg;
     wire_data_error_t code;
     err_t err = {0};
-    int rc = wire_data_decode(inbox, frames, n_frames, &msg, &code, &err);
+    int rc = wire_data_decode(in.inbox, in.frames, in.n_frames, &msg, &code, &err);
     fuzz_verbose("data plane", rc, err.msg);
     if (rc < 0) {
         s_check(code != WIRE_DATA_OK || errno == ENOMEM, "a refusal without a code");
@@ -59,8 +50,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     volatile float sink = 0;
     if (msg.n_rows > 0) {
         s_check(msg.rows && msg.hidden > 0, "rows without data");
-        s_check(n_frames == 2, "rows without a tensor frame");
-        s_check((size_t)msg.n_rows * (size_t)msg.hidden * sizeof(float) == frames[1].size,
+        s_check(in.n_frames == 2, "rows without a tensor frame");
+        s_check((size_t)msg.n_rows * (size_t)msg.hidden * sizeof(float) == in.frames[1].size,
                 "tensor size");
         if (limited)
             s_check(msg.n_rows <= S_NODE.max_rows && msg.hidden == S_NODE.hidden, "shape");

@@ -12,8 +12,10 @@
 #ifndef MOE_FUZZ_FRAMES_H
 #define MOE_FUZZ_FRAMES_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 #include "proto/wire.h"
 
@@ -39,6 +41,34 @@ static inline uint8_t fuzz_frames_split(const uint8_t *data, size_t size,
     frames[1] = (wire_frame_t){data + 5 + len, rest - len};
     *n_frames = flags & 3;
     return flags;
+}
+
+/* One input as a harness decodes it. */
+typedef struct fuzz_input {
+    wire_frame_t frames[FUZZ_FRAMES_MAX];
+    int n_frames;
+    uint8_t flags;          /* byte 0 */
+    bool limited;           /* decoded with the harness's limits */
+    wire_inbox_t *inbox;    /* the inbox to decode with */
+} fuzz_input_t;
+
+/* Cuts data[0..size) into frames (fuzz_frames_split) and picks the inbox:
+ * one made with lim, or, when flags & unbounded_flag, one without limits (a
+ * client's, whose arena grows). Both inboxes are made on first use and reused
+ * from input to input, as a receiver's are. */
+static inline void fuzz_input_read(fuzz_input_t *in, const uint8_t *data, size_t size,
+                                   const wire_limits_t *lim, uint8_t unbounded_flag)
+{
+    static wire_inbox_t *bounded, *unbounded;
+    if (!bounded) {
+        bounded = wire_inbox_new(lim, NULL);
+        unbounded = wire_inbox_new(NULL, NULL);
+        if (!bounded || !unbounded)
+            abort();
+    }
+    in->flags = fuzz_frames_split(data, size, in->frames, &in->n_frames);
+    in->limited = !(in->flags & unbounded_flag);
+    in->inbox = in->limited ? bounded : unbounded;
 }
 
 #endif /* MOE_FUZZ_FRAMES_H */

@@ -23,7 +23,8 @@
 #include <zmq.h>
 
 #include "model/st_writer.h"
-#include "proto/wire.h"
+#include "proto/client_rpc.h"
+#include "proto/data_plane.h"
 #include "tokenizer/trainer.h"
 
 static const char *s_root;

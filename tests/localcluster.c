@@ -10,7 +10,7 @@
 #include <unistd.h>
 #include <zmq.h>
 
-#include "proto/wire.h"
+#include "proto/client_rpc.h"
 #include "tests/localcluster.h"
 #include "tests/testutil.h"
 

@@ -33,7 +33,7 @@
 #include "core/idlist.h"
 #include "core/mem.h"
 #include "core/timer.h"
-#include "proto/wire.h"
+#include "proto/client_rpc.h"
 #include "tests/testutil.h"
 
 /* ---- the fake coordinator ---------------------------------------------------- */

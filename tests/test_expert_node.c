@@ -34,7 +34,7 @@
 #include "expert_node/expert_server.h"
 #include "model/config.h"
 #include "model/placement.h"
-#include "proto/wire.h"
+#include "proto/data_plane.h"
 #include "tests/fixture.h"
 #include "tests/testutil.h"
 

@@ -24,7 +24,7 @@
 #include <zmq.h>
 
 #include "core/timer.h"
-#include "proto/wire.h"
+#include "proto/client_rpc.h"
 #include "tests/fixture.h"
 #include "tests/localcluster.h"
 #include "tests/testutil.h"

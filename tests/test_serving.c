@@ -30,7 +30,7 @@
 #include "core/idlist.h"
 #include "core/mem.h"
 #include "core/timer.h"
-#include "proto/wire.h"
+#include "proto/client_rpc.h"
 #include "tests/crosscheck.h"
 #include "tests/fixture.h"
 #include "tests/localcluster.h"

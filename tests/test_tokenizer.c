@@ -62,6 +62,37 @@ static int s_valid_utf8(const char *s, size_t n)
     return 1;
 }
 
+/* The text of ids[0..n) fed to st id by id, then flushed (mem_alloc'd,
+ * NUL-terminated); every part must be whole UTF-8 without a NUL. */
+static char *s_streamed(tokenizer_stream_t *st, const int32_t *ids, size_t n, const char *what)
+{
+    err_t err = {0};
+    size_t cap = 64, at = 0;
+    char *text = mem_alloc(cap);
+    assert_non_null(text);
+    for (size_t k = 0; k <= n; k++) {
+        const char *part;
+        size_t len;
+        int rc = k < n ? tokenizer_stream_feed(st, ids[k], &part, &len, &err)
+                       : tokenizer_stream_flush(st, &part, &len, &err);
+        assert_int_equal(rc, 0);
+        if (!s_valid_utf8(part, len))
+            fail_msg("%s: part %zu of %zu ids (%d %d) is no UTF-8: %zu bytes %02x", what, k,
+                     n, n > 0 ? (int)ids[0] : -1, n > 1 ? (int)ids[1] : -1, len,
+                     len ? (unsigned char)part[0] : 0);
+        assert_int_equal(strlen(part), len);
+        while (at + len >= cap) {
+            cap *= 2;
+            text = mem_realloc(text, cap);
+            assert_non_null(text);
+        }
+        memcpy(text + at, part, len);
+        at += len;
+    }
+    text[at] = '\0';
+    return text;
+}
+
 static void s_check_family(const char *family)
 {
     err_t err = {0};
@@ -91,25 +122,7 @@ static void s_check_family(const char *family)
                  strcmp(dec, want_dec) == 0;
         /* The stream, fed id by id, yields only whole characters and adds
          * up to decode(). */
-        size_t cap = strlen(dec) + 64, got = 0;
-        char *acc = mem_alloc(cap);
-        assert_non_null(acc);
-        for (size_t k = 0; k <= n; k++) {
-            const char *part;
-            size_t len;
-            int rc = k < n ? tokenizer_stream_feed(st, ids[k], &part, &len, &err)
-                           : tokenizer_stream_flush(st, &part, &len, &err);
-            assert_int_equal(rc, 0);
-            assert_true(s_valid_utf8(part, len));
-            assert_int_equal(strlen(part), len);
-            if (got + len >= cap) {
-                ok = 0;
-                break;
-            }
-            memcpy(acc + got, part, len);
-            got += len;
-        }
-        acc[got] = '\0';
+        char *acc = s_streamed(st, ids, n, family);
         if (strcmp(acc, dec) != 0)
             ok = 0;
         if (!ok) {
@@ -314,28 +327,16 @@ static void s_check_stream(tokenizer_t *tok, tokenizer_stream_t *st,
                            const int32_t *ids, size_t n, const char *what)
 {
     err_t err = {0};
-    char *want = NULL, got[256];
-    size_t at = 0;
+    char *want = NULL;
     assert_int_equal(tokenizer_decode(tok, ids, n, &want, &err), 0);
-    for (size_t k = 0; k <= n; k++) {
-        const char *part;
-        size_t len;
-        int rc = k < n ? tokenizer_stream_feed(st, ids[k], &part, &len, &err)
-                       : tokenizer_stream_flush(st, &part, &len, &err);
-        assert_int_equal(rc, 0);
-        if (!s_valid_utf8(part, len))
-            fail_msg("%s: part %zu of %zu ids (%d %d) is no UTF-8: %zu bytes %02x", what, k, n, n > 0 ? (int)ids[0] : -1, n > 1 ? (int)ids[1] : -1, len, len ? (unsigned char)part[0] : 0);
-        assert_true(at + len < sizeof got);
-        memcpy(got + at, part, len);
-        at += len;
-    }
-    got[at] = '\0';
+    char *got = s_streamed(st, ids, n, what);
     if (strcmp(got, want) != 0) {
         char list[128] = "";
         for (size_t k = 0; k < n; k++)
             snprintf(list + strlen(list), sizeof list - strlen(list), " %d", (int)ids[k]);
         fail_msg("%s: ids%s: streamed '%s', decoded '%s'", what, list, got, want);
     }
+    mem_free(got);
     mem_free(want);
 }
 

@@ -1,4 +1,5 @@
-/* test_wire: both protocols of proto/wire.h over real ZeroMQ sockets.
+/* test_wire: both protocols (proto/data_plane.h, proto/client_rpc.h) over
+ * proto/wire.h's frame I/O, on real ZeroMQ sockets.
  *
  * Good messages make the round trip of every type over ROUTER <-> DEALER
  * pairs (tcp on 127.0.0.1 ephemeral ports, and inproc). Hostile messages are
@@ -23,7 +24,9 @@
 #include <zmq.h>
 
 #include "core/mem.h"
-#include "proto/wire.h"
+#include "model/config.h"
+#include "proto/client_rpc.h"
+#include "proto/data_plane.h"
 #include "tests/testutil.h"
 
 enum { T_TIMEOUT_MS = 3000 };  /* every receive gives up after this */
@@ -526,6 +529,23 @@ static void test_error_names(void **state)
     assert_string_equal(wire_client_error_name(WIRE_CLIENT_DEADLINE_EXCEEDED),
                         "deadline_exceeded");
     assert_string_equal(wire_client_error_name((wire_client_error_t)9), "unknown");
+    /* One errno <-> client error mapping, both ways. */
+    static const struct { int errnum; wire_client_error_t code; } of[] = {
+        {EHOSTUNREACH, WIRE_CLIENT_UNAVAILABLE}, {ETIMEDOUT, WIRE_CLIENT_UNAVAILABLE},
+        {EPROTO, WIRE_CLIENT_UNAVAILABLE}, {EINVAL, WIRE_CLIENT_INVALID_ARGUMENT},
+        {ENOSPC, WIRE_CLIENT_INVALID_ARGUMENT}, {E2BIG, WIRE_CLIENT_INVALID_ARGUMENT},
+        {EINTR, WIRE_CLIENT_CANCELLED}, {ENOMEM, WIRE_CLIENT_INTERNAL},
+        {0, WIRE_CLIENT_INTERNAL},
+    }, back[] = {
+        {EINVAL, WIRE_CLIENT_INVALID_ARGUMENT}, {EBUSY, WIRE_CLIENT_BUSY},
+        {EHOSTUNREACH, WIRE_CLIENT_UNAVAILABLE}, {EPROTO, WIRE_CLIENT_VERSION_MISMATCH},
+        {ETIMEDOUT, WIRE_CLIENT_DEADLINE_EXCEEDED}, {ECANCELED, WIRE_CLIENT_CANCELLED},
+        {EIO, WIRE_CLIENT_INTERNAL}, {EIO, WIRE_CLIENT_MALFORMED},
+    };
+    for (size_t i = 0; i < sizeof of / sizeof of[0]; i++)
+        assert_int_equal(wire_client_error_of(of[i].errnum), of[i].code);
+    for (size_t i = 0; i < sizeof back / sizeof back[0]; i++)
+        assert_int_equal(wire_client_error_errno(back[i].code), back[i].errnum);
 }
 
 static void test_max_message_bytes(void **state)
@@ -1295,6 +1315,108 @@ static void test_data_unbounded_inbox(void **state)
     s_net_close(&n);
 }
 
+/* A prefill batch of 256 rows at top-8 (2,048 assignments, past the 1,024 a
+ * sender converts on the stack) goes out through an outbox and comes in
+ * through an inbox, both sized by wire_limits_for_model, while every
+ * allocation fails: the hot path allocates nothing. */
+static void test_data_prefill_batch_without_allocating(void **state)
+{
+    (void)state;
+    enum { ROWS = 256, TOP_K = 8, HIDDEN = 64, EXPERTS = 16, ASSIGN = ROWS * TOP_K };
+    config_t cfg = {0};
+    cfg.hidden_size = HIDDEN;
+    cfg.n_layers = 3;
+    cfg.n_experts = EXPERTS;
+    cfg.n_experts_per_tok = TOP_K;
+    wire_limits_t lim = wire_limits_for_model(&cfg, ROWS);
+    assert_int_equal(lim.hidden, HIDDEN);
+    assert_int_equal(lim.max_rows, ROWS);
+    assert_int_equal(lim.max_assign, ASSIGN);
+    assert_int_equal(lim.n_layers, 3);
+    assert_int_equal(lim.n_experts, EXPERTS);
+    assert_int_equal(lim.max_prompt, 0);
+
+    net_t *n = s_net(false, &lim, &lim, true);
+    err_t err = {0};
+    wire_outbox_t *outbox = wire_outbox_new(&lim, &err);
+    assert_non_null(outbox);
+    float *rows = mem_alloc(ROWS * HIDDEN * sizeof *rows);
+    moe_assign_t *a = mem_alloc(ASSIGN * sizeof *a);
+    assert_non_null(rows);
+    assert_non_null(a);
+    for (int i = 0; i < ROWS * HIDDEN; i++)
+        rows[i] = (float)i * 0.25f;
+    for (int i = 0; i < ASSIGN; i++)
+        a[i] = (moe_assign_t){i / TOP_K, (i * 3) % EXPERTS, 1.0f / (float)(i % TOP_K + 1)};
+    wire_data_t out = {.type = WIRE_EXPERT_REQUEST, .request_id = 256, .layer = 2,
+                       .n_rows = ROWS, .hidden = HIDDEN, .rows = rows, .n_assign = ASSIGN,
+                       .assign = a};
+
+    mem_fail_after(1);
+    /* The hook is live: without an outbox this batch needs the heap. */
+    assert_int_equal(wire_data_send_sized(n->dealer, NULL, NULL, &out, NULL, &err), -1);
+    assert_int_equal(errno, ENOMEM);
+    size_t sent = 0;
+    int sent_rc = wire_data_send_sized(n->dealer, outbox, NULL, &out, &sent, &err);
+    wire_data_t in;
+    wire_peer_t from;
+    wire_data_error_t code = WIRE_DATA_ERR_INTERNAL;
+    int recv_rc = wire_data_recv(n->rin, n->router, true, &from, &in, &code, &err);
+    /* The partial sums go back the same way. */
+    wire_data_t rep = {.type = WIRE_EXPERT_REPLY, .request_id = 256, .layer = 2,
+                       .n_rows = ROWS, .hidden = HIDDEN, .rows = in.rows,
+                       .compute_seconds = 0.5};
+    int reply_rc = recv_rc == 0 ? wire_data_send(n->router, &from, &rep, &err) : -1;
+    wire_data_t back;
+    wire_data_error_t back_code = WIRE_DATA_ERR_INTERNAL;
+    int back_rc = reply_rc == 0
+                      ? wire_data_recv(n->din, n->dealer, false, NULL, &back, &back_code, &err)
+                      : -1;
+    mem_fail_after(-1);
+
+    assert_int_equal(sent_rc, 0);
+    assert_int_equal(recv_rc, 0);
+    assert_int_equal(code, WIRE_DATA_OK);
+    assert_int_equal(sent + from.len, wire_inbox_message_bytes(n->rin));
+    assert_int_equal(in.type, WIRE_EXPERT_REQUEST);
+    assert_int_equal(in.n_rows, ROWS);
+    assert_int_equal(in.hidden, HIDDEN);
+    assert_memory_equal(in.rows, rows, ROWS * HIDDEN * sizeof *rows);
+    assert_int_equal(in.n_assign, ASSIGN);
+    assert_memory_equal(in.assign, a, ASSIGN * sizeof *a);
+    assert_int_equal(reply_rc, 0);
+    assert_int_equal(back_rc, 0);
+    assert_int_equal(back_code, WIRE_DATA_OK);
+    assert_int_equal(back.type, WIRE_EXPERT_REPLY);
+    assert_int_equal(back.n_rows, ROWS);
+    assert_memory_equal(back.rows, rows, ROWS * HIDDEN * sizeof *rows);
+
+    /* An outbox too small for a message falls back to the heap. */
+    wire_limits_t small = lim;
+    small.max_assign = 8;
+    wire_outbox_t *tiny = wire_outbox_new(&small, &err);
+    assert_non_null(tiny);
+    mem_fail_after(1);
+    assert_int_equal(wire_data_send_sized(n->dealer, tiny, NULL, &out, NULL, &err), -1);
+    mem_fail_after(-1);
+    assert_int_equal(errno, ENOMEM);
+    /* Nothing of it went out: the next batch is the next message. */
+    out.request_id = 257;
+    assert_int_equal(wire_data_send_sized(n->dealer, outbox, NULL, &out, NULL, &err), 0);
+    s_router_recv(n, &from, &in);
+    assert_int_equal(in.request_id, 257);
+    assert_int_equal(in.n_assign, ASSIGN);
+
+    wire_outbox_destroy(&tiny);
+    wire_outbox_destroy(&outbox);
+    assert_null(outbox);
+    wire_outbox_destroy(&outbox); /* twice is fine */
+    wire_outbox_destroy(NULL);
+    mem_free(a);
+    mem_free(rows);
+    s_net_close(&n);
+}
+
 /* EAGAIN when nothing comes, and the last message stays readable. */
 static void test_recv_timeout(void **state)
 {
@@ -1525,6 +1647,30 @@ static void test_client_round_trip(void **state)
     s_reply_recv(n, &got);
     assert_int_equal(got.error_code, WIRE_CLIENT_BUSY);
     assert_string_equal(got.error_message, "");
+}
+
+/* A streamed token's text goes out while every allocation fails: streaming
+ * allocates nothing per token. */
+static void test_client_token_text_without_allocating(void **state)
+{
+    net_t *n = *state;
+    wire_peer_t client;
+    s_client_hello(n, &client);
+    int32_t token = 7;
+    wire_reply_t rep = {.type = WIRE_REP_TOKENS, .request_id = 901, .n_tokens = 1,
+                        .tokens = &token, .text = " hello", .text_len = 6};
+    err_t err = {0};
+    mem_fail_after(1);
+    int rc = wire_reply_send(n->router, &client, &rep, &err);
+    mem_fail_after(-1);
+    assert_int_equal(rc, 0);
+    wire_reply_t got;
+    s_reply_recv(n, &got);
+    assert_int_equal(got.request_id, 901);
+    assert_int_equal(got.n_tokens, 1);
+    assert_int_equal(got.tokens[0], 7);
+    assert_int_equal(got.text_len, 6);
+    assert_string_equal(got.text, " hello");
 }
 
 /* The coordinator refuses bad requests with the code that goes back to the
@@ -1941,6 +2087,9 @@ int main(void)
         cmocka_unit_test(test_max_message_bytes),
         cmocka_unit_test(test_socket_set_limit),
         cmocka_unit_test(test_inbox_new_and_destroy),
+        cmocka_unit_test(test_data_prefill_batch_without_allocating),
+        cmocka_unit_test_setup_teardown(test_client_token_text_without_allocating,
+                                        setup_client_inproc, teardown),
         cmocka_unit_test(test_decode_from_memory),
         cmocka_unit_test_setup_teardown(test_data_round_trip, setup_data_tcp, teardown),
         cmocka_unit_test_setup_teardown(test_data_round_trip, setup_data_inproc, teardown),

@@ -36,26 +36,10 @@ struct bpe {
     int32_t byte_ids[256]; /* id of <0xNN>, or -1 */
 };
 
-static uint64_t s_hash_bytes(const char *s, size_t n)
-{
-    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ (unsigned char)s[i]) * 1099511628211ULL;
-    return h;
-}
-
-static uint64_t s_hash_u64(uint64_t x)
-{
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdULL;
-    x ^= x >> 33;
-    return x;
-}
-
 int32_t bpe_token_id(const bpe_t *self, const char *s, size_t n)
 {
     size_t mask = self->vocab_cap - 1;
-    for (size_t i = s_hash_bytes(s, n) & mask;; i = (i + 1) & mask) {
+    for (size_t i = tok_hash_bytes(s, n) & mask;; i = (i + 1) & mask) {
         int32_t id = self->vocab_slots[i];
         if (id < 0)
             return -1;
@@ -80,20 +64,12 @@ static const bpe_merge_t *s_merge_find(const bpe_t *self, int32_t a, int32_t b)
 {
     uint64_t key = ((uint64_t)(uint32_t)a << 32) | (uint32_t)b;
     size_t mask = self->merge_cap - 1;
-    for (size_t i = s_hash_u64(key) & mask;; i = (i + 1) & mask) {
+    for (size_t i = tok_hash_u64(key) & mask;; i = (i + 1) & mask) {
         if (self->merges[i].key == UINT64_MAX)
             return NULL;
         if (self->merges[i].key == key)
             return &self->merges[i];
     }
-}
-
-static size_t s_pow2_above(size_t n)
-{
-    size_t c = 16;
-    while (c < 2 * n)
-        c *= 2;
-    return c;
 }
 
 static int s_load_vocab(bpe_t *self, const json_t *vocab, err_t *err)
@@ -114,7 +90,7 @@ static int s_load_vocab(bpe_t *self, const json_t *vocab, err_t *err)
     self->arena = mem_alloc(bytes + 1);
     self->tok_off = mem_alloc(((size_t)self->n_ids + 1) * sizeof *self->tok_off);
     self->tok_len = mem_calloc((size_t)self->n_ids + 1, sizeof *self->tok_len);
-    self->vocab_cap = s_pow2_above(n);
+    self->vocab_cap = tok_pow2_above(n);
     self->vocab_slots = mem_alloc(self->vocab_cap * sizeof *self->vocab_slots);
     if (!self->arena || !self->tok_off || !self->tok_len || !self->vocab_slots)
         return err_set(err, ENOMEM, "out of memory");
@@ -131,7 +107,7 @@ static int s_load_vocab(bpe_t *self, const json_t *vocab, err_t *err)
         self->tok_off[id] = at;
         self->tok_len[id] = (uint32_t)len;
         at += len + 1;
-        size_t mask = self->vocab_cap - 1, i = s_hash_bytes(key, len) & mask;
+        size_t mask = self->vocab_cap - 1, i = tok_hash_bytes(key, len) & mask;
         while (self->vocab_slots[i] >= 0)
             i = (i + 1) & mask;
         self->vocab_slots[i] = id;
@@ -142,7 +118,7 @@ static int s_load_vocab(bpe_t *self, const json_t *vocab, err_t *err)
 static int s_load_merges(bpe_t *self, const json_t *merges, err_t *err)
 {
     size_t n = json_array_size(merges);
-    self->merge_cap = s_pow2_above(n);
+    self->merge_cap = tok_pow2_above(n);
     self->merges = mem_alloc(self->merge_cap * sizeof *self->merges);
     if (!self->merges)
         return err_set(err, ENOMEM, "out of memory");
@@ -176,7 +152,7 @@ static int s_load_merges(bpe_t *self, const json_t *merges, err_t *err)
         if (ia < 0 || ib < 0 || iab < 0)
             return err_set(err, EINVAL, "merge %zu names a token not in the vocab", r);
         uint64_t key = ((uint64_t)(uint32_t)ia << 32) | (uint32_t)ib;
-        size_t mask = self->merge_cap - 1, i = s_hash_u64(key) & mask;
+        size_t mask = self->merge_cap - 1, i = tok_hash_u64(key) & mask;
         while (self->merges[i].key != UINT64_MAX && self->merges[i].key != key)
             i = (i + 1) & mask;
         if (self->merges[i].key == key)

@@ -30,20 +30,9 @@ struct decoder {
     int join_space; /* no decoder: join tokens with ' ' */
 };
 
-static int s_add(decoder_t *self, const json_t *spec, err_t *err)
+static int s_add_step(void *ctx, const json_t *spec, const char *type, err_t *err)
 {
-    const char *type = json_string_value(json_object_get(spec, "type"));
-    if (!type)
-        return err_set(err, EINVAL, "decoder without a type");
-    if (strcmp(type, "Sequence") == 0) {
-        const json_t *list = json_object_get(spec, "decoders");
-        if (!json_is_array(list))
-            return err_set(err, EINVAL, "Sequence decoder without a list");
-        for (size_t i = 0; i < json_array_size(list); i++)
-            if (s_add(self, json_array_get(list, i), err) < 0)
-                return -1;
-        return 0;
-    }
+    decoder_t *self = ctx;
     if (self->n_steps == DECODER_STEPS_MAX)
         return err_set(err, EINVAL, "more than %d decoders", DECODER_STEPS_MAX);
     decoder_step_t *st = &self->steps[self->n_steps];
@@ -55,19 +44,9 @@ static int s_add(decoder_t *self, const json_t *spec, err_t *err)
     } else if (strcmp(type, "Fuse") == 0) {
         st->kind = DECODER_FUSE;
     } else if (strcmp(type, "Replace") == 0) {
-        const char *p = json_string_value(
-            json_object_get(json_object_get(spec, "pattern"), "String"));
-        const char *c = json_string_value(json_object_get(spec, "content"));
-        if (!p || !*p || !c)
-            return err_set(err, EINVAL, "Replace decoder needs a String pattern and content");
         st->kind = DECODER_REPLACE;
-        st->a = mem_strdup(p);
-        st->b = mem_strdup(c);
-        if (!st->a || !st->b) {
-            mem_free(st->a);
-            mem_free(st->b);
-            return err_set(err, ENOMEM, "out of memory");
-        }
+        if (tok_spec_replace(spec, "decoder", &st->a, &st->b, err) < 0)
+            return -1;
     } else if (strcmp(type, "Strip") == 0) {
         const char *c = json_string_value(json_object_get(spec, "content"));
         if (!c || !*c)
@@ -91,16 +70,10 @@ decoder_t *decoder_new(const json_t *spec, err_t *err)
         err_set(err, ENOMEM, "out of memory");
         return NULL;
     }
-    if (!spec || json_is_null(spec)) {
-        self->join_space = 1;
-        return self;
-    }
-    if (s_add(self, spec, err) < 0) {
-        int saved = errno;
-        decoder_destroy(&self);
-        errno = saved;
-        return NULL;
-    }
+    self->join_space = !spec || json_is_null(spec);
+    if (!self->join_space &&
+        tok_spec_steps(spec, "decoder", "decoders", false, s_add_step, self, err) < 0)
+        decoder_destroy(&self); /* keeps errno */
     return self;
 }
 
@@ -109,12 +82,14 @@ void decoder_destroy(decoder_t **self_p)
     if (!self_p || !*self_p)
         return;
     decoder_t *self = *self_p;
+    int saved = errno;
     for (int i = 0; i < self->n_steps; i++) {
         mem_free(self->steps[i].a);
         mem_free(self->steps[i].b);
     }
     mem_free(self);
     *self_p = NULL;
+    errno = saved;
 }
 
 /* The byte of a "<0xNN>" token, or -1. */
@@ -211,15 +186,7 @@ static int s_step(const decoder_step_t *st, const tok_pieces_t *in,
                 goto cleanup;
         } else if (st->kind == DECODER_REPLACE) {
             tok_bytes_t r = {0};
-            size_t na = strlen(st->a), nb = strlen(st->b), i = 0;
-            int fail = 0;
-            while (i < n && !fail) {
-                const char *hit = memmem(t + i, n - i, st->a, na);
-                size_t stop = hit ? (size_t)(hit - t) : n;
-                fail = tok_bytes_push(&r, t + i, stop - i) < 0 ||
-                       (hit && tok_bytes_push(&r, st->b, nb) < 0);
-                i = hit ? stop + na : n;
-            }
+            int fail = tok_bytes_replace(&r, t, n, st->a, st->b) < 0;
             fail = fail || tok_pieces_push(out, r.v ? r.v : "", r.n) < 0;
             tok_bytes_fini(&r);
             if (fail)
@@ -309,9 +276,7 @@ int decoder_run_steps(const decoder_t *self, int first, int last,
             err_set(err, ENOMEM, "out of memory");
             goto cleanup;
         }
-        tok_pieces_t swap = *tokens;
-        *tokens = tmp;
-        tmp = swap;
+        tok_pieces_swap(tokens, &tmp);
     }
     out->n = 0;
     for (size_t k = 0; k < tokens->n; k++) {
@@ -326,9 +291,7 @@ int decoder_run_steps(const decoder_t *self, int first, int last,
         goto cleanup;
     }
     rc = 0;
-cleanup:;
-    int saved = errno;
+cleanup:
     tok_pieces_fini(&tmp);
-    errno = saved;
     return rc;
 }

@@ -29,22 +29,9 @@ struct normalize {
     int n_steps;
 };
 
-static int s_add(normalize_t *self, const json_t *spec, err_t *err)
+static int s_add_step(void *ctx, const json_t *spec, const char *type, err_t *err)
 {
-    if (!spec || json_is_null(spec))
-        return 0;
-    const char *type = json_string_value(json_object_get(spec, "type"));
-    if (!type)
-        return err_set(err, EINVAL, "normalizer without a type");
-    if (strcmp(type, "Sequence") == 0) {
-        const json_t *list = json_object_get(spec, "normalizers");
-        if (!json_is_array(list))
-            return err_set(err, EINVAL, "Sequence normalizer without a list");
-        for (size_t i = 0; i < json_array_size(list); i++)
-            if (s_add(self, json_array_get(list, i), err) < 0)
-                return -1;
-        return 0;
-    }
+    normalize_t *self = ctx;
     if (self->n_steps == NORMALIZE_STEPS_MAX)
         return err_set(err, EINVAL, "more than %d normalizers", NORMALIZE_STEPS_MAX);
     normalize_step_t *st = &self->steps[self->n_steps];
@@ -64,20 +51,9 @@ static int s_add(normalize_t *self, const json_t *spec, err_t *err)
         if (!(st->a = mem_strdup(p)))
             return err_set(err, ENOMEM, "out of memory");
     } else if (strcmp(type, "Replace") == 0) {
-        const char *p = json_string_value(
-            json_object_get(json_object_get(spec, "pattern"), "String"));
-        const char *c = json_string_value(json_object_get(spec, "content"));
-        if (!p || !*p || !c)
-            return err_set(err, EINVAL,
-                           "Replace normalizer needs a String pattern and content");
         st->kind = NORMALIZE_REPLACE;
-        st->a = mem_strdup(p);
-        st->b = mem_strdup(c);
-        if (!st->a || !st->b) {
-            mem_free(st->a);
-            mem_free(st->b);
-            return err_set(err, ENOMEM, "out of memory");
-        }
+        if (tok_spec_replace(spec, "normalizer", &st->a, &st->b, err) < 0)
+            return -1;
     } else {
         return err_set(err, EINVAL, "unsupported normalizer type '%s'", type);
     }
@@ -88,16 +64,10 @@ static int s_add(normalize_t *self, const json_t *spec, err_t *err)
 normalize_t *normalize_new(const json_t *spec, err_t *err)
 {
     normalize_t *self = mem_calloc(1, sizeof *self);
-    if (!self) {
+    if (!self)
         err_set(err, ENOMEM, "out of memory");
-        return NULL;
-    }
-    if (s_add(self, spec, err) < 0) {
-        int saved = errno;
-        normalize_destroy(&self);
-        errno = saved;
-        return NULL;
-    }
+    else if (tok_spec_steps(spec, "normalizer", "normalizers", true, s_add_step, self, err) < 0)
+        normalize_destroy(&self); /* keeps errno */
     return self;
 }
 
@@ -106,12 +76,14 @@ void normalize_destroy(normalize_t **self_p)
     if (!self_p || !*self_p)
         return;
     normalize_t *self = *self_p;
+    int saved = errno;
     for (int i = 0; i < self->n_steps; i++) {
         mem_free(self->steps[i].a);
         mem_free(self->steps[i].b);
     }
     mem_free(self);
     *self_p = NULL;
+    errno = saved;
 }
 
 /* out = step(in). */
@@ -140,18 +112,8 @@ static int s_step(const normalize_step_t *st, const char *in, size_t n,
             return err_set(err, ENOMEM, "out of memory");
         return 0;
     }
-    size_t na = strlen(st->a), nb = strlen(st->b);
-    size_t i = 0;
-    while (i < n) {
-        const char *hit = NULL;
-        if (n - i >= na)
-            hit = memmem(in + i, n - i, st->a, na);
-        size_t stop = hit ? (size_t)(hit - in) : n;
-        if (tok_bytes_push(out, in + i, stop - i) < 0 ||
-            (hit && tok_bytes_push(out, st->b, nb) < 0))
-            return err_set(err, ENOMEM, "out of memory");
-        i = hit ? stop + na : n;
-    }
+    if (tok_bytes_replace(out, in, n, st->a, st->b) < 0)
+        return err_set(err, ENOMEM, "out of memory");
     return tok_bytes_reserve(out, 0);
 }
 
@@ -168,14 +130,10 @@ int normalize_run(const normalize_t *self, const char *text, size_t n,
     for (int i = 0; i < self->n_steps; i++) {
         if (s_step(&self->steps[i], out->v, out->n, &tmp, err) < 0)
             goto cleanup;
-        tok_bytes_t swap = *out;
-        *out = tmp;
-        tmp = swap;
+        tok_bytes_swap(out, &tmp);
     }
     rc = 0;
-cleanup:;
-    int saved = errno;
+cleanup:
     tok_bytes_fini(&tmp);
-    errno = saved;
     return rc;
 }

@@ -103,22 +103,9 @@ static int s_compile(pretok_step_t *st, const char *pat, size_t n, int literal,
     return 0;
 }
 
-static int s_add(pretok_t *self, const json_t *spec, err_t *err)
+static int s_add_step(void *ctx, const json_t *spec, const char *type, err_t *err)
 {
-    if (!spec || json_is_null(spec))
-        return 0;
-    const char *type = json_string_value(json_object_get(spec, "type"));
-    if (!type)
-        return err_set(err, EINVAL, "pre-tokenizer without a type");
-    if (strcmp(type, "Sequence") == 0) {
-        const json_t *list = json_object_get(spec, "pretokenizers");
-        if (!json_is_array(list))
-            return err_set(err, EINVAL, "Sequence pre-tokenizer without a list");
-        for (size_t i = 0; i < json_array_size(list); i++)
-            if (s_add(self, json_array_get(list, i), err) < 0)
-                return -1;
-        return 0;
-    }
+    pretok_t *self = ctx;
     if (self->n_steps + 2 > PRETOK_STEPS_MAX)
         return err_set(err, EINVAL, "more than %d pre-tokenizers", PRETOK_STEPS_MAX);
     if (self->n_steps > 0 &&
@@ -177,7 +164,7 @@ pretok_t *pretok_new(const json_t *spec, err_t *err)
         err_set(err, ENOMEM, "out of memory");
         return NULL;
     }
-    if (s_add(self, spec, err) < 0)
+    if (tok_spec_steps(spec, "pre-tokenizer", "pretokenizers", true, s_add_step, self, err) < 0)
         goto fail;
     self->md = pcre2_match_data_create(64, NULL);
     if (!self->md) {
@@ -285,14 +272,10 @@ int pretok_run(const pretok_t *self, const char *text, size_t n,
             if (r < 0)
                 goto cleanup;
         }
-        tok_pieces_t swap = *out;
-        *out = tmp;
-        tmp = swap;
+        tok_pieces_swap(out, &tmp);
     }
     rc = 0;
-cleanup:;
-    int saved = errno;
+cleanup:
     tok_pieces_fini(&tmp);
-    errno = saved;
     return rc;
 }

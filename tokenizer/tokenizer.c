@@ -308,11 +308,9 @@ static int s_encode_plain(tokenizer_t *self, const char *text, size_t n,
         }
     }
     rc = 0;
-cleanup:;
-    int saved = errno;
+cleanup:
     tok_bytes_fini(&norm);
     tok_pieces_fini(&pieces);
-    errno = saved;
     return rc;
 }
 
@@ -358,10 +356,8 @@ int tokenizer_encode(tokenizer_t *self, const char *text, size_t len,
     return 0;
 oom:
     err_set(err, ENOMEM, "out of memory");
-fail:;
-    int saved = errno;
+fail:
     tok_ids_fini(&out);
-    errno = saved;
     return -1;
 }
 

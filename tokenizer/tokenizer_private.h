@@ -1,14 +1,26 @@
-/* tokenizer_private: growable byte and id buffers and piece lists shared by
- * the modules of tokenizer/ (normalize, pretok, bpe, decoder, tokenizer).
- * Not part of the public API. All allocation goes through core/mem.h; the
- * push functions return 0, or -1 with errno ENOMEM and the buffer unchanged. */
+/* tokenizer_private: what the modules of tokenizer/ (normalize, pretok, bpe,
+ * decoder, tokenizer, trainer) share: growable byte and id buffers and piece
+ * lists, the walk over a tokenizer.json component's steps, and the hashes of
+ * their open-addressed tables. Not part of the public API. All allocation
+ * goes through core/mem.h; the push functions return 0, or -1 with errno
+ * ENOMEM and the buffer unchanged.
+ *
+ * The step modules (normalize, pretok, decoder) share one contract: X_new
+ * compiles a component spec of tokenizer.json (NULL or JSON null: identity)
+ * into a flat list of steps, caller destroys, NULL with EINVAL/err for an
+ * unsupported or malformed spec and ENOMEM; X_destroy accepts NULL and sets
+ * *self_p to NULL; X_run applies the steps in order. */
 #ifndef MOE_TOKENIZER_PRIVATE_H
 #define MOE_TOKENIZER_PRIVATE_H
 
+#include <errno.h>
+#include <jansson.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 
+#include "core/err.h"
 #include "core/mem.h"
 
 typedef struct tok_bytes {
@@ -58,9 +70,18 @@ static inline int tok_bytes_push(tok_bytes_t *b, const void *p, size_t n)
     return 0;
 }
 
+/* mem_free that keeps errno: the fini functions use it, so that a cleanup
+ * label needs no saving. */
+static inline void tok_free(void *p)
+{
+    int saved = errno;
+    mem_free(p);
+    errno = saved;
+}
+
 static inline void tok_bytes_fini(tok_bytes_t *b)
 {
-    mem_free(b->v);
+    tok_free(b->v);
     memset(b, 0, sizeof *b);
 }
 
@@ -80,7 +101,7 @@ static inline int tok_ids_push(tok_ids_t *d, int32_t id)
 
 static inline void tok_ids_fini(tok_ids_t *d)
 {
-    mem_free(d->v);
+    tok_free(d->v);
     memset(d, 0, sizeof *d);
 }
 
@@ -114,11 +135,26 @@ static inline void tok_pieces_clear(tok_pieces_t *ps)
     ps->bytes.n = 0;
 }
 
+/* Exchanges two buffers: a step's output becomes the next step's input. */
+static inline void tok_bytes_swap(tok_bytes_t *a, tok_bytes_t *b)
+{
+    tok_bytes_t t = *a;
+    *a = *b;
+    *b = t;
+}
+
+static inline void tok_pieces_swap(tok_pieces_t *a, tok_pieces_t *b)
+{
+    tok_pieces_t t = *a;
+    *a = *b;
+    *b = t;
+}
+
 static inline void tok_pieces_fini(tok_pieces_t *ps)
 {
     tok_bytes_fini(&ps->bytes);
-    mem_free(ps->off);
-    mem_free(ps->len);
+    tok_free(ps->off);
+    tok_free(ps->len);
     memset(ps, 0, sizeof *ps);
 }
 
@@ -170,6 +206,100 @@ static inline int tok_utf8_lossy(tok_bytes_t *out, const char *s, size_t n)
         i += (size_t)(k > 0 ? k : -k);
     }
     return tok_bytes_reserve(out, 0);
+}
+
+/* One step of a component spec: an object whose "type" is not "Sequence". */
+typedef int tok_step_fn(void *self, const json_t *spec, const char *type, err_t *err);
+
+/* Calls step for spec, or, for a Sequence, for every spec of its list (under
+ * list_key; Sequences nest), in order. what names the component in errors
+ * ("normalizer"); skip_null: a NULL or JSON null spec adds no step (else it
+ * is a spec without a type). 0, or -1 from step or with EINVAL/err. */
+static inline int tok_spec_steps(const json_t *spec, const char *what, const char *list_key,
+                                 bool skip_null, tok_step_fn *step, void *self, err_t *err)
+{
+    if (skip_null && (!spec || json_is_null(spec)))
+        return 0;
+    const char *type = json_string_value(json_object_get(spec, "type"));
+    if (!type)
+        return err_set(err, EINVAL, "%s without a type", what);
+    if (strcmp(type, "Sequence") != 0)
+        return step(self, spec, type, err);
+    const json_t *list = json_object_get(spec, list_key);
+    if (!json_is_array(list))
+        return err_set(err, EINVAL, "Sequence %s without a list", what);
+    for (size_t i = 0; i < json_array_size(list); i++)
+        if (tok_spec_steps(json_array_get(list, i), what, list_key, skip_null, step, self,
+                           err) < 0)
+            return -1;
+    return 0;
+}
+
+/* A Replace step (normalizer or decoder): copies of its non-empty String
+ * pattern and its content into *pattern and *content (mem_alloc'd). 0, or -1
+ * with EINVAL/err (what names the component) or ENOMEM, nothing allocated. */
+static inline int tok_spec_replace(const json_t *spec, const char *what, char **pattern,
+                                   char **content, err_t *err)
+{
+    const char *p = json_string_value(
+        json_object_get(json_object_get(spec, "pattern"), "String"));
+    const char *c = json_string_value(json_object_get(spec, "content"));
+    if (!p || !*p || !c)
+        return err_set(err, EINVAL, "Replace %s needs a String pattern and content", what);
+    *pattern = mem_strdup(p);
+    *content = mem_strdup(c);
+    if (!*pattern || !*content) {
+        mem_free(*pattern);
+        mem_free(*content);
+        *pattern = *content = NULL;
+        return err_set(err, ENOMEM, "out of memory");
+    }
+    return 0;
+}
+
+/* Appends in[0..n) to b with every pattern (non-empty) replaced by content,
+ * left to right. 0, or -1 with errno ENOMEM (b then holds a prefix). */
+static inline int tok_bytes_replace(tok_bytes_t *b, const char *in, size_t n,
+                                    const char *pattern, const char *content)
+{
+    size_t na = strlen(pattern), nb = strlen(content), i = 0;
+    while (i < n) {
+        const char *hit = memmem(in + i, n - i, pattern, na);
+        size_t stop = hit ? (size_t)(hit - in) : n;
+        if (tok_bytes_push(b, in + i, stop - i) < 0 ||
+            (hit && tok_bytes_push(b, content, nb) < 0))
+            return -1;
+        i = hit ? stop + na : n;
+    }
+    return 0;
+}
+
+/* FNV-1a of s[0..n): the hash of token texts in the vocabulary tables. */
+static inline uint64_t tok_hash_bytes(const char *s, size_t n)
+{
+    uint64_t h = 1469598103934665603ULL;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (unsigned char)s[i]) * 1099511628211ULL;
+    return h;
+}
+
+/* A 64-bit mix (murmur3's finaliser, first half): the hash of id pairs. */
+static inline uint64_t tok_hash_u64(uint64_t x)
+{
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdULL;
+    x ^= x >> 33;
+    return x;
+}
+
+/* Slots of an open-addressed table for n keys: a power of two, at least 16,
+ * at most half full. */
+static inline size_t tok_pow2_above(size_t n)
+{
+    size_t c = 16;
+    while (c < 2 * n)
+        c *= 2;
+    return c;
 }
 
 #endif /* MOE_TOKENIZER_PRIVATE_H */

@@ -142,30 +142,6 @@ typedef struct s_pair {
     int64_t count;      /* occurrences, weighted by word frequency */
 } s_pair_t;
 
-static uint64_t s_hash_bytes(const char *s, size_t n)
-{
-    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ (unsigned char)s[i]) * 1099511628211ULL;
-    return h;
-}
-
-static uint64_t s_hash_u64(uint64_t x)
-{
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdULL;
-    x ^= x >> 33;
-    return x;
-}
-
-static size_t s_pow2_above(size_t n)
-{
-    size_t c = 16;
-    while (c < 2 * n)
-        c *= 2;
-    return c;
-}
-
 const char *trainer_corpus(size_t *len)
 {
     if (len)
@@ -188,7 +164,7 @@ static void s_tokens_fini(s_tokens_t *t)
 static int32_t s_tokens_find(const s_tokens_t *t, const char *s, size_t n)
 {
     size_t mask = t->n_slots - 1;
-    for (size_t i = s_hash_bytes(s, n) & mask;; i = (i + 1) & mask) {
+    for (size_t i = tok_hash_bytes(s, n) & mask;; i = (i + 1) & mask) {
         int32_t k = t->slots[i];
         if (k < 0)
             return -1;
@@ -205,7 +181,7 @@ static int s_tokens_add(s_tokens_t *t, const char *s, size_t n)
         return -1;
     t->off[t->n] = at;
     t->len[t->n] = n;
-    size_t mask = t->n_slots - 1, i = s_hash_bytes(s, n) & mask;
+    size_t mask = t->n_slots - 1, i = tok_hash_bytes(s, n) & mask;
     while (t->slots[i] >= 0)
         i = (i + 1) & mask;
     t->slots[i] = t->n++;
@@ -216,7 +192,7 @@ static int s_tokens_init(s_tokens_t *t, int32_t cap)
 {
     memset(t, 0, sizeof *t);
     t->cap = cap;
-    t->n_slots = s_pow2_above((size_t)cap);
+    t->n_slots = tok_pow2_above((size_t)cap);
     t->off = mem_alloc((size_t)cap * sizeof *t->off);
     t->len = mem_alloc((size_t)cap * sizeof *t->len);
     t->slots = mem_alloc(t->n_slots * sizeof *t->slots);
@@ -247,7 +223,7 @@ static void s_words_fini(s_words_t *w)
 static int s_words_build(s_words_t *w, const tok_pieces_t *ps)
 {
     size_t total = ps->bytes.n; /* symbols never outnumber the bytes */
-    size_t n_slots = s_pow2_above(ps->n + 1);
+    size_t n_slots = tok_pow2_above(ps->n + 1);
     size_t *slots = mem_alloc(n_slots * sizeof *slots); /* word + 1, 0 empty */
     size_t *piece_of = mem_alloc((ps->n + 1) * sizeof *piece_of);
     w->syms = mem_alloc((total + 1) * sizeof *w->syms);
@@ -261,7 +237,7 @@ static int s_words_build(s_words_t *w, const tok_pieces_t *ps)
     for (size_t k = 0; k < ps->n; k++) {
         const char *p = ps->bytes.v + ps->off[k];
         size_t n = ps->len[k], mask = n_slots - 1;
-        size_t i = s_hash_bytes(p, n) & mask;
+        size_t i = tok_hash_bytes(p, n) & mask;
         for (; slots[i]; i = (i + 1) & mask) {
             size_t q = piece_of[slots[i] - 1];
             if (ps->len[q] == n && memcmp(ps->bytes.v + ps->off[q], p, n) == 0)
@@ -290,11 +266,9 @@ static int s_words_build(s_words_t *w, const tok_pieces_t *ps)
         slots[i] = ++w->n;
     }
     rc = 0;
-cleanup:;
-    int saved = errno;
-    mem_free(piece_of);
-    mem_free(slots);
-    errno = saved;
+cleanup:
+    tok_free(piece_of);
+    tok_free(slots);
     return rc;
 }
 
@@ -314,7 +288,7 @@ static uint64_t s_best_pair(const s_words_t *w, s_pair_t *pairs,
         const int32_t *s = w->syms + w->start[k];
         for (size_t j = 0; j + 1 < w->len[k]; j++) {
             uint64_t key = ((uint64_t)(uint32_t)s[j] << 32) | (uint32_t)s[j + 1];
-            size_t i = s_hash_u64(key) & mask;
+            size_t i = tok_hash_u64(key) & mask;
             while (pairs[i].key != UINT64_MAX && pairs[i].key != key)
                 i = (i + 1) & mask;
             if (pairs[i].key == UINT64_MAX) {
@@ -356,7 +330,7 @@ static int s_train(s_tokens_t *tok, s_words_t *w, int64_t min_freq,
                    int32_t max_merges, int32_t *merges, int32_t *n_merges,
                    err_t *err)
 {
-    size_t n_pairs = s_pow2_above(w->n_syms + 1);
+    size_t n_pairs = tok_pow2_above(w->n_syms + 1);
     s_pair_t *pairs = mem_alloc(n_pairs * sizeof *pairs);
     tok_bytes_t joined = {0};
     int rc = -1;
@@ -393,11 +367,9 @@ static int s_train(s_tokens_t *tok, s_words_t *w, int64_t min_freq,
         ++*n_merges;
     }
     rc = 0;
-cleanup:;
-    int saved = errno;
+cleanup:
     tok_bytes_fini(&joined);
-    mem_free(pairs);
-    errno = saved;
+    tok_free(pairs);
     return rc;
 }
 
