@@ -2,6 +2,7 @@
 #
 #   make                   build every program into build/bin/
 #   make test              build and run every test (cmocka), tests/run.sh prints the tally
+#                          (N passed, M failed, K skipped; under CI as root a skip fails)
 #   make test SANITIZE=1   the same under AddressSanitizer + UBSan (in build/sanitize/)
 #   make check             both of the above and fuzz-smoke: what CI runs
 #   make fuzz              each libFuzzer harness of fuzz/ for FUZZ_SECONDS (clang)

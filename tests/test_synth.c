@@ -857,8 +857,7 @@ static void test_mkmodel_tool(void **state)
     char tool[1024];
     snprintf(tool, sizeof tool, "%s/moe-mkmodel", bin);
     if (access(tool, X_OK) != 0) {
-        print_message("skipping: %s not built\n", tool);
-        skip();
+        testutil_skip_unless_possible(false, "%s not built", tool);
     }
     char cmd[4096];
     char *out = NULL;
@@ -1451,8 +1450,7 @@ static void test_family_tool(void **state)
     char tool[1024];
     snprintf(tool, sizeof tool, "%s/moe-mkmodel", bin);
     if (access(tool, X_OK) != 0) {
-        print_message("skipping: %s not built\n", tool);
-        skip();
+        testutil_skip_unless_possible(false, "%s not built", tool);
     }
     for (int f = 1; f < S_N_FAMILIES; f++) {
         char name[64], cmd[4096];

@@ -530,8 +530,7 @@ static void test_mkmodel(void **state)
     char tool[1024];
     snprintf(tool, sizeof tool, "%s/moe-mkmodel", bin);
     if (access(tool, X_OK) != 0) {
-        print_message("skipping: %s not built\n", tool);
-        skip();
+        testutil_skip_unless_possible(false, "%s not built", tool);
     }
     static const char *presets[] = {"tiny", "small"};
     for (size_t p = 0; p < 2; p++) {

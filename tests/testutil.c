@@ -67,6 +67,13 @@ const char *testutil_env(const char *name, const char *fallback)
     return v && *v ? v : fallback;
 }
 
+bool testutil_skip_forbidden(void)
+{
+    if (strcmp(testutil_env("MOE_NO_SKIP", ""), "1") == 0)
+        return true;
+    return geteuid() == 0 && strcmp(testutil_env("CI", ""), "true") == 0;
+}
+
 char *testutil_mkdtemp(const char *name)
 {
     const char *base = testutil_env("MOE_TMP", "/tmp");

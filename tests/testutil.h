@@ -6,6 +6,7 @@
 #ifndef MOE_TESTS_TESTUTIL_H
 #define MOE_TESTS_TESTUTIL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -40,5 +41,26 @@ const char *testutil_env(const char *name, const char *fallback);
 /* Runs a shell command line, capturing stdout into a malloc'd string (may be
  * NULL) and returning the exit status (-1 when it could not run or was killed). */
 int testutil_run(const char *cmdline, char **stdout_text);
+
+/* ---- skips ----------------------------------------------------------------
+ * A case that cannot run here skips with a reason (cmocka's skip(), counted
+ * by tests/run.sh), but never where it could have run: CI runs every case,
+ * so a skip there is a failure. */
+
+/* True when skipping is a failure: CI=true while running as root (as CI
+ * does), or MOE_NO_SKIP=1. */
+bool testutil_skip_forbidden(void);
+
+/* In a cmocka case: skips it, printing why, or fails it when could_run (the
+ * case's own evidence that it could have run here) or
+ * testutil_skip_forbidden(). why is a printf format. */
+#define testutil_skip_unless_possible(could_run, ...)                              \
+    do {                                                                           \
+        if ((could_run) || testutil_skip_forbidden())                              \
+            fail_msg("cannot skip here (it could run): " __VA_ARGS__);             \
+        print_message("skipping: " __VA_ARGS__);                                   \
+        print_message("\n");                                                       \
+        skip();                                                                    \
+    } while (0)
 
 #endif /* MOE_TESTS_TESTUTIL_H */
