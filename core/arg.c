@@ -4,6 +4,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <limits.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -32,6 +33,31 @@ int arg_int(const char *text, const char *name, int min, int *out, err_t *err)
     return arg_int_range(text, name, min, 0, out, err);
 }
 
+int arg_u64(const char *text, const char *name, uint64_t *out, err_t *err)
+{
+    char *end = NULL;
+    errno = 0;
+    unsigned long long v = strtoull(text, &end, 10);
+    if (errno || end == text || *end || !isdigit((unsigned char)text[0]))
+        return err_set(err, EINVAL, "%s must be a non-negative integer (got '%s')", name,
+                       text);
+    *out = (uint64_t)v;
+    return 0;
+}
+
+int arg_float(const char *text, const char *name, float min, float max, float *out,
+              err_t *err)
+{
+    char *end = NULL;
+    errno = 0;
+    float v = strtof(text, &end);
+    if (errno || end == text || *end || !isfinite(v) || v < min || v > max)
+        return err_set(err, EINVAL, "%s must be a number in [%g, %g] (got '%s')", name,
+                       (double)min, (double)max, text);
+    *out = v;
+    return 0;
+}
+
 /* The option of table (or of the tables it includes) named by the len
  * characters of word; NULL when none. */
 static const arg_opt_t *s_find(const arg_opt_t *table, const char *word, size_t len)
@@ -57,6 +83,10 @@ static int s_store(const arg_opt_t *o, const char *value, err_t *err)
         return 0;
     case ARG_INT:
         return arg_int_range(value, o->name, o->min, o->max, o->dest, err);
+    case ARG_U64:
+        return arg_u64(value, o->name, o->dest, err);
+    case ARG_FLOAT:
+        return arg_float(value, o->name, o->fmin, o->fmax, o->dest, err);
     case ARG_STRINGS:
         if (*o->count >= o->max)
             return err_set(err, EINVAL, "%s may be given at most %d times", o->name, o->max);

@@ -13,6 +13,7 @@
 #define MOE_CORE_ARG_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "core/err.h"
 
@@ -21,6 +22,8 @@ typedef enum arg_kind {
     ARG_FLAG,     /* bool *dest = true; takes no value */
     ARG_STRING,   /* const char **dest = the value (borrowed from argv) */
     ARG_INT,      /* int *dest = the value, a whole decimal in [min, max] */
+    ARG_U64,      /* uint64_t *dest = the value, a whole non-negative decimal */
+    ARG_FLOAT,    /* float *dest = the value, a finite number in [fmin, fmax] */
     ARG_STRINGS,  /* repeatable: ((const char **)dest)[(*count)++] = the value, at
                      most max of them */
     ARG_PARSE,    /* parse(value, name, dest, err): the option's own check */
@@ -38,6 +41,7 @@ typedef struct arg_opt {
     int min, max;           /* ARG_INT: the range, max 0 meaning INT_MAX;
                                ARG_STRINGS: max values */
     int *count;             /* ARG_STRINGS: values stored so far */
+    float fmin, fmax;       /* ARG_FLOAT: the range */
     arg_parse_fn parse;     /* ARG_PARSE */
 } arg_opt_t;
 
@@ -46,6 +50,9 @@ typedef struct arg_opt {
 #define ARG_OPT_STRING(n, d) {.name = (n), .kind = ARG_STRING, .dest = (d)}
 #define ARG_OPT_INT(n, d, lo, hi) {.name = (n), .kind = ARG_INT, .dest = (d), .min = (lo), \
                                    .max = (hi)}
+#define ARG_OPT_U64(n, d) {.name = (n), .kind = ARG_U64, .dest = (d)}
+#define ARG_OPT_FLOAT(n, d, lo, hi) {.name = (n), .kind = ARG_FLOAT, .dest = (d), .fmin = (lo), \
+                                     .fmax = (hi)}
 #define ARG_OPT_STRINGS(n, d, cap, cnt) {.name = (n), .kind = ARG_STRINGS, .dest = (d), \
                                          .max = (cap), .count = (cnt)}
 #define ARG_OPT_PARSE(n, d, fn) {.name = (n), .kind = ARG_PARSE, .dest = (d), .parse = (fn)}
@@ -70,6 +77,15 @@ int arg_parse(int argc, char *const *argv, int first, const arg_opt_t *table, in
  * an integer above it) otherwise; *out is untouched then. */
 int arg_int_range(const char *text, const char *name, int min, int max, int *out,
                   err_t *err);
+
+/* A whole non-negative decimal into *out; -1 with EINVAL and err = "NAME must
+ * be a non-negative integer (got 'TEXT')" otherwise. */
+int arg_u64(const char *text, const char *name, uint64_t *out, err_t *err);
+
+/* A finite number in [min, max] into *out; -1 with EINVAL and err = "NAME
+ * must be a number in [MIN, MAX] (got 'TEXT')" otherwise. */
+int arg_float(const char *text, const char *name, float min, float max, float *out,
+              err_t *err);
 
 /* arg_int_range with no upper bound but INT_MAX. */
 int arg_int(const char *text, const char *name, int min, int *out, err_t *err);
