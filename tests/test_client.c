@@ -1042,6 +1042,14 @@ static void test_cli_usage_errors(void **state)
                    "unexpected argument 'extra'");
     s_expect_error("--connect tcp://127.0.0.1:1 status --prompt-ids 1", 2,
                    "unknown or incomplete option");
+    /* Whole names only: no abbreviation is taken for an option (getopt_long's). */
+    s_expect_error("--connect tcp://127.0.0.1:1 generate --prompt-i 1", 2,
+                   "unknown or incomplete option '--prompt-i'");
+    s_expect_error("--connect tcp://127.0.0.1:1 generate --prompt-ids 1 --max-tok 2", 2,
+                   "unknown or incomplete option '--max-tok'");
+    s_expect_error("--conn tcp://127.0.0.1:1 status", 2, "unknown or incomplete option");
+    s_expect_error("--connect tcp://127.0.0.1:1 generate --prompt-ids 1 --top-p 2", 2,
+                   "--top-p must be a number in [1e-06, 1] (got '2')");
 
     /* Help, global and per command, on stdout with exit 0. */
     static const struct {
