@@ -9,12 +9,12 @@
  * process needs which file. Exit 0, 1 on a runtime error, 2 on a usage error.
  */
 #include <errno.h>
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
+#include "core/arg.h"
 #include "core/err.h"
 #include "security/keypair.h"
 
@@ -33,39 +33,25 @@ static void s_usage(FILE *out)
 
 int main(int argc, char **argv)
 {
-    static const struct option longopts[] = {
-        {"out", required_argument, NULL, 'o'},
-        {"name", required_argument, NULL, 'n'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
-    };
     const char *out = NULL;
     const char *names[MAX_NAMES];
-    int n_names = 0, c;
-    opterr = 0;
-    while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
-        switch (c) {
-        case 'o': out = optarg; break;
-        case 'n':
-            if (n_names == MAX_NAMES) {
-                fprintf(stderr, "moe-keygen: at most %d names\n", MAX_NAMES);
-                return 2;
-            }
-            names[n_names++] = optarg;
-            break;
-        case 'h': s_usage(stdout); return 0;
-        default:
-            fprintf(stderr, "moe-keygen: unknown or incomplete option '%s' (see --help)\n",
-                    argv[optind - 1]);
-            return 2;
-        }
+    int n_names = 0;
+    const arg_opt_t table[] = {
+        ARG_OPT_STRING("--out", &out),
+        ARG_OPT_STRINGS("--name", names, MAX_NAMES, &n_names),
+        ARG_OPT_HELP("--help"),
+        ARG_OPT_END,
+    };
+    err_t aerr = {0};
+    int rc = arg_parse(argc, argv, 1, table, 0, NULL, &aerr);
+    if (rc == ARG_HELP_ASKED) {
+        s_usage(stdout);
+        return 0;
     }
-    if (optind < argc) {
-        fprintf(stderr, "moe-keygen: unexpected argument '%s'\n", argv[optind]);
-        return 2;
-    }
-    if (!out || n_names == 0) {
-        fprintf(stderr, "moe-keygen: --out DIR and at least one --name NAME are required\n");
+    if (rc == 0 && (!out || n_names == 0))
+        rc = err_set(&aerr, EINVAL, "--out DIR and at least one --name NAME are required");
+    if (rc < 0) {
+        fprintf(stderr, "moe-keygen: %s (see --help)\n", aerr.msg);
         return 2;
     }
     if (mkdir(out, 0700) < 0 && errno != EEXIST) {

@@ -13,11 +13,12 @@
  * tokenizing fails.
  */
 #include <errno.h>
-#include <getopt.h>
+#include <stdbool.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <string.h>
 
+#include "core/arg.h"
 #include "core/err.h"
 #include "core/mem.h"
 #include "tokenizer/tokenizer.h"
@@ -76,26 +77,26 @@ cleanup:
 
 int main(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"tokenizer", required_argument, NULL, 't'},
-        {"batch-json", no_argument, NULL, 'b'},
-        {"text", required_argument, NULL, 'x'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0}};
     const char *path = NULL, *text = NULL;
-    int batch = 0, c;
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-        switch (c) {
-        case 't': path = optarg; break;
-        case 'b': batch = 1; break;
-        case 'x': text = optarg; break;
-        case 'h': s_usage(stdout, argv[0]); return 0;
-        default: s_usage(stderr, argv[0]); return EXIT_USAGE;
-        }
+    bool batch = false;
+    const arg_opt_t table[] = {
+        ARG_OPT_STRING("--tokenizer", &path),
+        ARG_OPT_FLAG("--batch-json", &batch),
+        ARG_OPT_STRING("--text", &text),
+        ARG_OPT_HELP("--help"),
+        ARG_OPT_HELP("-h"),
+        ARG_OPT_END,
+    };
+    err_t aerr = {0};
+    int parsed = arg_parse(argc, argv, 1, table, 0, NULL, &aerr);
+    if (parsed == ARG_HELP_ASKED) {
+        s_usage(stdout, argv[0]);
+        return 0;
     }
-    if (!path || optind != argc || batch == (text != NULL)) {
-        fprintf(stderr, "%s: need --tokenizer and one of --batch-json, --text\n",
-                argv[0]);
+    if (parsed == 0 && (!path || batch == (text != NULL)))
+        parsed = err_set(&aerr, EINVAL, "need --tokenizer and one of --batch-json, --text");
+    if (parsed < 0) {
+        fprintf(stderr, "%s: %s\n", argv[0], aerr.msg);
         s_usage(stderr, argv[0]);
         return EXIT_USAGE;
     }
