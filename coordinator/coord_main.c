@@ -63,6 +63,17 @@ static void s_usage(FILE *out)
     coord_options_help(out);
 }
 
+/* The checks across options (an arg_check_fn). */
+static int s_check(void *ctx, err_t *err)
+{
+    options_t *o = ctx;
+    if (!o->c.co.model || o->n_nodes == 0)
+        return err_set(err, EINVAL, "--model and at least one --node are required");
+    o->c.co.nodes = o->nodes;
+    o->c.co.n_nodes = o->n_nodes;
+    return coord_options_finish(&o->c, err);
+}
+
 /* 0 with *o filled, 1 after --help, -1 after a usage error (printed). */
 static int s_parse(int argc, char **argv, options_t *o)
 {
@@ -79,23 +90,7 @@ static int s_parse(int argc, char **argv, options_t *o)
         ARG_OPT_HELP("--help"),
         ARG_OPT_END,
     };
-    err_t err = {0};
-    int rc = arg_parse(argc, argv, 1, table, 0, NULL, &err);
-    if (rc == ARG_HELP_ASKED) {
-        s_usage(stdout);
-        return 1;
-    }
-    if (rc == 0 && (!o->c.co.model || o->n_nodes == 0))
-        rc = err_set(&err, EINVAL, "--model and at least one --node are required");
-    if (rc == 0)
-        rc = coord_options_finish(&o->c, &err);
-    if (rc < 0) {
-        fprintf(stderr, "moe-coordinator: %s (see --help)\n", err.msg);
-        return -1;
-    }
-    o->c.co.nodes = o->nodes;
-    o->c.co.n_nodes = o->n_nodes;
-    return 0;
+    return arg_parse_main("moe-coordinator", argc, argv, table, s_usage, s_check, o);
 }
 
 int main(int argc, char **argv)

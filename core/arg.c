@@ -150,3 +150,21 @@ int arg_parse(int argc, char *const *argv, int first, const arg_opt_t *table, in
         *next = i;
     return 0;
 }
+
+int arg_parse_main(const char *prog, int argc, char *const *argv, const arg_opt_t *table,
+                   void (*usage)(FILE *out), arg_check_fn check, void *ctx)
+{
+    err_t err = {0};
+    int rc = arg_parse(argc, argv, 1, table, 0, NULL, &err);
+    if (rc == ARG_HELP_ASKED) {
+        usage(stdout);
+        return 1;
+    }
+    if (rc == 0 && check)
+        rc = check(ctx, &err);
+    if (rc < 0) {
+        fprintf(stderr, "%s: %s (see --help)\n", prog, err.msg);
+        return -1;
+    }
+    return 0;
+}

@@ -14,6 +14,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "core/err.h"
 
@@ -70,6 +71,16 @@ enum { ARG_STOP_AT_OPERAND = 1 };     /* arg_parse flag */
  * (argc when none); without, *next (may be NULL) is argc. */
 int arg_parse(int argc, char *const *argv, int first, const arg_opt_t *table, int flags,
               int *next, err_t *err);
+
+/* A program's checks across its options, after a good parse: 0, or -1 with
+ * EINVAL and err. */
+typedef int (*arg_check_fn)(void *ctx, err_t *err);
+
+/* A program's whole command line: arg_parse of argv[1..), then check(ctx)
+ * (check may be NULL). Returns 0; 1 after printing usage(stdout) for --help;
+ * -1 after printing "PROG: MSG (see --help)" on stderr. */
+int arg_parse_main(const char *prog, int argc, char *const *argv, const arg_opt_t *table,
+                   void (*usage)(FILE *out), arg_check_fn check, void *ctx);
 
 /* Parses text as a whole decimal integer in [min, max] (max 0: INT_MAX) into
  * *out. -1 with EINVAL and err = "NAME must be an integer >= MIN (got 'TEXT')"

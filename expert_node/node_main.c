@@ -99,9 +99,10 @@ static void s_usage(FILE *out)
             s_default_bind, EXPERT_SERVER_MAX_ROWS);
 }
 
-/* The checks across options. 0, or -1 with EINVAL and err. */
-static int s_check(const options_t *opt, err_t *err)
+/* The checks across options (an arg_check_fn). */
+static int s_check(void *ctx, err_t *err)
 {
+    const options_t *opt = ctx;
     if (!opt->model || !opt->n_nodes || (!opt->node_id && !opt->print_placement))
         return err_set(err, EINVAL, "--model, --node-id and --nodes are required");
     if (opt->n_nodes > PLACEMENT_MAX_NODES)
@@ -142,19 +143,7 @@ static int s_parse_args(int argc, char **argv, options_t *opt)
         ARG_OPT_HELP("--help"),
         ARG_OPT_END,
     };
-    err_t err = {0};
-    int rc = arg_parse(argc, argv, 1, table, 0, NULL, &err);
-    if (rc == ARG_HELP_ASKED) {
-        s_usage(stdout);
-        return 1;
-    }
-    if (rc == 0)
-        rc = s_check(opt, &err);
-    if (rc < 0) {
-        fprintf(stderr, "moe-expert: %s (see --help)\n", err.msg);
-        return -1;
-    }
-    return 0;
+    return arg_parse_main("moe-expert", argc, argv, table, s_usage, s_check, opt);
 }
 
 static void s_on_signal(int sig)

@@ -31,29 +31,36 @@ static void s_usage(FILE *out)
             "Never overwrites a file. See docs/DEPLOY.md, \"Security\".\n");
 }
 
+typedef struct options {
+    const char *out;
+    const char *names[MAX_NAMES];
+    int n_names;
+} options_t;
+
+/* The options every run needs (an arg_check_fn). */
+static int s_check(void *ctx, err_t *err)
+{
+    const options_t *o = ctx;
+    if (!o->out || o->n_names == 0)
+        return err_set(err, EINVAL, "--out DIR and at least one --name NAME are required");
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
-    const char *out = NULL;
-    const char *names[MAX_NAMES];
-    int n_names = 0;
+    options_t o = {0};
     const arg_opt_t table[] = {
-        ARG_OPT_STRING("--out", &out),
-        ARG_OPT_STRINGS("--name", names, MAX_NAMES, &n_names),
+        ARG_OPT_STRING("--out", &o.out),
+        ARG_OPT_STRINGS("--name", o.names, MAX_NAMES, &o.n_names),
         ARG_OPT_HELP("--help"),
         ARG_OPT_END,
     };
-    err_t aerr = {0};
-    int rc = arg_parse(argc, argv, 1, table, 0, NULL, &aerr);
-    if (rc == ARG_HELP_ASKED) {
-        s_usage(stdout);
-        return 0;
-    }
-    if (rc == 0 && (!out || n_names == 0))
-        rc = err_set(&aerr, EINVAL, "--out DIR and at least one --name NAME are required");
-    if (rc < 0) {
-        fprintf(stderr, "moe-keygen: %s (see --help)\n", aerr.msg);
-        return 2;
-    }
+    int parsed = arg_parse_main("moe-keygen", argc, argv, table, s_usage, s_check, &o);
+    if (parsed != 0)
+        return parsed > 0 ? 0 : 2;
+    const char *out = o.out;
+    const char *const *names = o.names;
+    int n_names = o.n_names;
     if (mkdir(out, 0700) < 0 && errno != EEXIST) {
         fprintf(stderr, "moe-keygen: cannot create %s: %s\n", out, strerror(errno));
         return 1;

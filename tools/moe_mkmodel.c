@@ -29,7 +29,7 @@
 
 enum { EXIT_USAGE = 2 };
 
-static void s_usage(FILE *out, const char *prog)
+static void s_usage(FILE *out)
 {
     fprintf(
         out,
@@ -53,7 +53,7 @@ static void s_usage(FILE *out, const char *prog)
         "  -h, --help          this text\n"
         "\n"
         "Exit status: 0 done, 1 writing failed, 2 usage error.\n",
-        prog, synth_arch_names(), synth_preset_names("mixtral"));
+        "moe-mkmodel", synth_arch_names(), synth_preset_names("mixtral"));
 }
 
 /* --shard-bytes: an unsigned decimal with an optional K/M/G suffix (an
@@ -95,36 +95,43 @@ static int s_parse_dtype(const char *text, const char *name, void *dest, err_t *
     return 0;
 }
 
+typedef struct options {
+    const char *arch, *preset, *out;
+    synth_opts_t opts;
+} options_t;
+
+/* --preset and --out (an arg_check_fn). */
+static int s_check(void *ctx, err_t *err)
+{
+    const options_t *o = ctx;
+    if (!o->preset || !o->out)
+        return err_set(err, EINVAL, "--preset and --out are required");
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     const char *prog = "moe-mkmodel";
-    const char *arch = "mixtral", *preset = NULL, *out = NULL;
-    synth_opts_t opts = {.seed = 0, .dtype = ST_F32, .shard_bytes = 0};
+    options_t o = {.arch = "mixtral", .opts = {.seed = 0, .dtype = ST_F32, .shard_bytes = 0}};
 
     const arg_opt_t table[] = {
-        ARG_OPT_STRING("--arch", &arch),
-        ARG_OPT_STRING("--preset", &preset),
-        ARG_OPT_U64("--seed", &opts.seed),
-        ARG_OPT_STRING("--out", &out),
-        ARG_OPT_PARSE("--dtype", &opts.dtype, s_parse_dtype),
-        ARG_OPT_PARSE("--shard-bytes", &opts.shard_bytes, s_parse_bytes),
+        ARG_OPT_STRING("--arch", &o.arch),
+        ARG_OPT_STRING("--preset", &o.preset),
+        ARG_OPT_U64("--seed", &o.opts.seed),
+        ARG_OPT_STRING("--out", &o.out),
+        ARG_OPT_PARSE("--dtype", &o.opts.dtype, s_parse_dtype),
+        ARG_OPT_PARSE("--shard-bytes", &o.opts.shard_bytes, s_parse_bytes),
         ARG_OPT_HELP("--help"),
         ARG_OPT_HELP("-h"),
         ARG_OPT_END,
     };
-    err_t err = {0};
-    int rc = arg_parse(argc, argv, 1, table, 0, NULL, &err);
-    if (rc == ARG_HELP_ASKED) {
-        s_usage(stdout, prog);
-        return 0;
-    }
-    if (rc == 0 && (!preset || !out))
-        rc = err_set(&err, EINVAL, "--preset and --out are required");
-    if (rc < 0) {
-        fprintf(stderr, "%s: %s (try --help)\n", prog, err.msg);
-        return EXIT_USAGE;
-    }
+    int parsed = arg_parse_main(prog, argc, argv, table, s_usage, s_check, &o);
+    if (parsed != 0)
+        return parsed > 0 ? 0 : EXIT_USAGE;
 
+    const char *arch = o.arch, *preset = o.preset, *out = o.out;
+    synth_opts_t opts = o.opts;
+    err_t err = {0};
     config_t cfg;
     if (synth_preset(&cfg, arch, preset, &err)) {
         fprintf(stderr, "%s: %s\n", prog, err.msg);

@@ -59,6 +59,15 @@ static void s_usage(FILE *out)
             "  --help              this text\n");
 }
 
+/* The options every run needs (an arg_check_fn). */
+static int s_check(void *ctx, err_t *err)
+{
+    const options_t *opt = ctx;
+    if (!opt->model || !opt->prompt_ids)
+        return err_set(err, EINVAL, "--model and --prompt-ids are required");
+    return 0;
+}
+
 /* 0 with *opt filled, 1 after --help, -1 after a usage error (printed). */
 static int s_parse_args(int argc, char **argv, options_t *opt)
 {
@@ -73,19 +82,7 @@ static int s_parse_args(int argc, char **argv, options_t *opt)
         ARG_OPT_HELP("--help"),
         ARG_OPT_END,
     };
-    err_t err = {0};
-    int rc = arg_parse(argc, argv, 1, table, 0, NULL, &err);
-    if (rc == ARG_HELP_ASKED) {
-        s_usage(stdout);
-        return 1;
-    }
-    if (rc == 0 && (!opt->model || !opt->prompt_ids))
-        rc = err_set(&err, EINVAL, "--model and --prompt-ids are required");
-    if (rc < 0) {
-        fprintf(stderr, "moe-run: %s (see --help)\n", err.msg);
-        return -1;
-    }
-    return 0;
+    return arg_parse_main("moe-run", argc, argv, table, s_usage, s_check, opt);
 }
 
 static int s_write_logits(const char *path, const float *logits, size_t count, err_t *err)

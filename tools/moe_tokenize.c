@@ -25,10 +25,10 @@
 
 enum { EXIT_USAGE = 2 };
 
-static void s_usage(FILE *out, const char *prog)
+static void s_usage(FILE *out)
 {
     fprintf(out,
-            "usage: %s --tokenizer FILE (--batch-json | --text TEXT)\n"
+            "usage: moe-tokenize --tokenizer FILE (--batch-json | --text TEXT)\n"
             "Encodes and decodes text with a Hugging Face tokenizer.json.\n"
             "\n"
             "  --tokenizer FILE    the tokenizer.json\n"
@@ -37,8 +37,7 @@ static void s_usage(FILE *out, const char *prog)
             "  --text TEXT         the same object for one string\n"
             "  -h, --help          this text\n"
             "\n"
-            "Exit status: 0 done, 1 failed, 2 usage error.\n",
-            prog);
+            "Exit status: 0 done, 1 failed, 2 usage error.\n");
 }
 
 static json_t *s_id_array(const int32_t *ids, size_t n)
@@ -75,31 +74,36 @@ cleanup:
     return obj;
 }
 
+typedef struct options {
+    const char *path;   /* tokenizer.json */
+    const char *text;   /* NULL: --batch-json */
+    bool batch;
+} options_t;
+
+/* --tokenizer and one input (an arg_check_fn). */
+static int s_check(void *ctx, err_t *err)
+{
+    const options_t *o = ctx;
+    if (!o->path || o->batch == (o->text != NULL))
+        return err_set(err, EINVAL, "need --tokenizer and one of --batch-json, --text");
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
-    const char *path = NULL, *text = NULL;
-    bool batch = false;
+    options_t o = {0};
     const arg_opt_t table[] = {
-        ARG_OPT_STRING("--tokenizer", &path),
-        ARG_OPT_FLAG("--batch-json", &batch),
-        ARG_OPT_STRING("--text", &text),
+        ARG_OPT_STRING("--tokenizer", &o.path),
+        ARG_OPT_FLAG("--batch-json", &o.batch),
+        ARG_OPT_STRING("--text", &o.text),
         ARG_OPT_HELP("--help"),
         ARG_OPT_HELP("-h"),
         ARG_OPT_END,
     };
-    err_t aerr = {0};
-    int parsed = arg_parse(argc, argv, 1, table, 0, NULL, &aerr);
-    if (parsed == ARG_HELP_ASKED) {
-        s_usage(stdout, argv[0]);
-        return 0;
-    }
-    if (parsed == 0 && (!path || batch == (text != NULL)))
-        parsed = err_set(&aerr, EINVAL, "need --tokenizer and one of --batch-json, --text");
-    if (parsed < 0) {
-        fprintf(stderr, "%s: %s\n", argv[0], aerr.msg);
-        s_usage(stderr, argv[0]);
-        return EXIT_USAGE;
-    }
+    int parsed = arg_parse_main("moe-tokenize", argc, argv, table, s_usage, s_check, &o);
+    if (parsed != 0)
+        return parsed > 0 ? 0 : EXIT_USAGE;
+    const char *path = o.path, *text = o.text;
     err_t err = {0};
     int rc = 1;
     json_t *in = NULL, *out = NULL;
