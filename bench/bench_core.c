@@ -8,7 +8,6 @@
  *              [--repeat 5]
  */
 #include <errno.h>
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,43 +39,27 @@ static void s_usage(FILE *out)
                  "                  [--decode 64] [--repeat 5]\n");
 }
 
-/* A positive decimal integer below 1e6, or 0 (rejected by the caller). */
-static int s_positive(const char *text)
+/* --model is required (an arg_check_fn). */
+static int s_check(void *ctx, err_t *err)
 {
-    int v = 0;
-    return arg_int(text, "a count", 1, &v, NULL) == 0 ? v : 0;
+    const options_t *opt = ctx;
+    return opt->model ? 0 : err_set(err, EINVAL, "--model is required");
 }
 
+/* 0 with *opt filled, 1 after --help, -1 after a usage error (printed). */
 static int s_parse(int argc, char **argv, options_t *opt)
 {
-    static const struct option longopts[] = {
-        {"model", required_argument, NULL, 'm'},
-        {"threads", required_argument, NULL, 't'},
-        {"prompt-len", required_argument, NULL, 'p'},
-        {"decode", required_argument, NULL, 'd'},
-        {"repeat", required_argument, NULL, 'r'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
-    };
     *opt = (options_t){.threads = "1,2", .prompt_len = 128, .decode = 64, .repeat = 5};
-    int c;
-    while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
-        switch (c) {
-        case 'm': opt->model = optarg; break;
-        case 't': opt->threads = optarg; break;
-        case 'p': opt->prompt_len = s_positive(optarg); break;
-        case 'd': opt->decode = s_positive(optarg); break;
-        case 'r': opt->repeat = s_positive(optarg); break;
-        case 'h': s_usage(stdout); exit(0);
-        default: s_usage(stderr); return -1;
-        }
-    }
-    if (!opt->model || opt->prompt_len < 1 || opt->decode < 1 || opt->repeat < 1 ||
-        opt->repeat > MAX_REPEAT) {
-        s_usage(stderr);
-        return -1;
-    }
-    return 0;
+    const arg_opt_t table[] = {
+        ARG_OPT_STRING("--model", &opt->model),
+        ARG_OPT_STRING("--threads", &opt->threads),
+        ARG_OPT_INT("--prompt-len", &opt->prompt_len, 1, 0),
+        ARG_OPT_INT("--decode", &opt->decode, 1, 0),
+        ARG_OPT_INT("--repeat", &opt->repeat, 1, MAX_REPEAT),
+        ARG_OPT_HELP("--help"),
+        ARG_OPT_END,
+    };
+    return arg_parse_main("bench-core", argc, argv, table, s_usage, s_check, opt);
 }
 
 /* Measures one thread count; prints one block of figures. The machine's
@@ -152,8 +135,9 @@ int main(int argc, char **argv)
 {
     blas_ensure_native(argv);
     options_t opt;
-    if (s_parse(argc, argv, &opt) < 0)
-        return 2;
+    int parsed = s_parse(argc, argv, &opt);
+    if (parsed != 0)
+        return parsed > 0 ? 0 : 2;
     err_t err = {0};
     int32_t *threads = NULL;
     int n_threads = 0;
