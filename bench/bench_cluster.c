@@ -88,15 +88,14 @@ static int s_check(void *ctx, err_t *err)
 /* 0 with *o filled, 1 after --help, -1 after a usage error (printed). */
 static int s_parse(int argc, char **argv, options_t *o)
 {
-    *o = (options_t){.threads = 2, .prompt_len = 128, .decode = 64, .repeat = 5};
+    *o = (options_t){.threads = 2};
+    arg_opt_t size[WORKLOAD_SIZE_OPTIONS + 1];
+    workload_size_options(&o->prompt_len, &o->decode, &o->repeat, MAX_REPEAT, size);
     const arg_opt_t table[] = {
         ARG_OPT_STRING("--model", &o->model),
         ARG_OPT_STRING("--endpoint", &o->endpoint),
         ARG_OPT_INT("--threads", &o->threads, 1, 0),
-        ARG_OPT_INT("--prompt-len", &o->prompt_len, 1, 0),
-        ARG_OPT_INT("--decode", &o->decode, 1, 0),
-        ARG_OPT_INT("--repeat", &o->repeat, 1, MAX_REPEAT),
-        ARG_OPT_HELP("--help"),
+        ARG_OPT_TABLE(size),
         ARG_OPT_END,
     };
     return arg_parse_main("bench-cluster", argc, argv, table, s_usage, s_check, o);

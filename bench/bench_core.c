@@ -49,14 +49,13 @@ static int s_check(void *ctx, err_t *err)
 /* 0 with *opt filled, 1 after --help, -1 after a usage error (printed). */
 static int s_parse(int argc, char **argv, options_t *opt)
 {
-    *opt = (options_t){.threads = "1,2", .prompt_len = 128, .decode = 64, .repeat = 5};
+    *opt = (options_t){.threads = "1,2"};
+    arg_opt_t size[WORKLOAD_SIZE_OPTIONS + 1];
+    workload_size_options(&opt->prompt_len, &opt->decode, &opt->repeat, MAX_REPEAT, size);
     const arg_opt_t table[] = {
         ARG_OPT_STRING("--model", &opt->model),
         ARG_OPT_STRING("--threads", &opt->threads),
-        ARG_OPT_INT("--prompt-len", &opt->prompt_len, 1, 0),
-        ARG_OPT_INT("--decode", &opt->decode, 1, 0),
-        ARG_OPT_INT("--repeat", &opt->repeat, 1, MAX_REPEAT),
-        ARG_OPT_HELP("--help"),
+        ARG_OPT_TABLE(size),
         ARG_OPT_END,
     };
     return arg_parse_main("bench-core", argc, argv, table, s_usage, s_check, opt);

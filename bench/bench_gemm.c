@@ -51,7 +51,6 @@ static int s_parse(int argc, char **argv, options_t *opt)
         ARG_OPT_STRING("--threads", &opt->threads),
         ARG_OPT_INT("--repeat", &opt->repeat, 1, MAX_REPEAT),
         ARG_OPT_INT("--experts", &opt->experts, 1, MAX_EXPERTS),
-        ARG_OPT_HELP("--help"),
         ARG_OPT_END,
     };
     return arg_parse_main("bench-gemm", argc, argv, table, s_usage, NULL, NULL);

@@ -144,7 +144,6 @@ int main(int argc, char **argv)
         ARG_OPT_STRING("--concurrency", &o.levels),
         ARG_OPT_INT("--prompt-len", &o.prompt_len, 1, 64),
         ARG_OPT_INT("--tokens", &o.n_tokens, 1, MAX_TOKENS),
-        ARG_OPT_HELP("--help"),
         ARG_OPT_END,
     };
     int parsed = arg_parse_main("bench-serving", argc, argv, table, s_usage, s_check, &o);

@@ -87,7 +87,6 @@ static int s_parse(int argc, char **argv, options_t *o)
         ARG_OPT_STRINGS("--node", o->nodes, MAX_NODES, &o->n_nodes),
         ARG_OPT_STRING("--bind", &o->c.co.bind),
         ARG_OPT_TABLE(shared),
-        ARG_OPT_HELP("--help"),
         ARG_OPT_END,
     };
     return arg_parse_main("moe-coordinator", argc, argv, table, s_usage, s_check, o);

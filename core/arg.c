@@ -154,8 +154,9 @@ int arg_parse(int argc, char *const *argv, int first, const arg_opt_t *table, in
 int arg_parse_main(const char *prog, int argc, char *const *argv, const arg_opt_t *table,
                    void (*usage)(FILE *out), arg_check_fn check, void *ctx)
 {
+    const arg_opt_t with_help[] = {ARG_OPT_HELP("--help"), ARG_OPT_TABLE(table), ARG_OPT_END};
     err_t err = {0};
-    int rc = arg_parse(argc, argv, 1, table, 0, NULL, &err);
+    int rc = arg_parse(argc, argv, 1, with_help, 0, NULL, &err);
     if (rc == ARG_HELP_ASKED) {
         usage(stdout);
         return 1;

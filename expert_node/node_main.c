@@ -140,7 +140,6 @@ static int s_parse_args(int argc, char **argv, options_t *opt)
         ARG_OPT_INT("--max-rows", &opt->max_rows, 1, 0),
         ARG_OPT_STRING("--curve-key", &opt->curve_key),
         ARG_OPT_STRING("--curve-coordinators", &opt->curve_coordinators),
-        ARG_OPT_HELP("--help"),
         ARG_OPT_END,
     };
     return arg_parse_main("moe-expert", argc, argv, table, s_usage, s_check, opt);

@@ -52,7 +52,6 @@ int main(int argc, char **argv)
     const arg_opt_t table[] = {
         ARG_OPT_STRING("--out", &o.out),
         ARG_OPT_STRINGS("--name", o.names, MAX_NAMES, &o.n_names),
-        ARG_OPT_HELP("--help"),
         ARG_OPT_END,
     };
     int parsed = arg_parse_main("moe-keygen", argc, argv, table, s_usage, s_check, &o);

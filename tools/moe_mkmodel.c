@@ -121,7 +121,6 @@ int main(int argc, char **argv)
         ARG_OPT_STRING("--out", &o.out),
         ARG_OPT_PARSE("--dtype", &o.opts.dtype, s_parse_dtype),
         ARG_OPT_PARSE("--shard-bytes", &o.opts.shard_bytes, s_parse_bytes),
-        ARG_OPT_HELP("--help"),
         ARG_OPT_HELP("-h"),
         ARG_OPT_END,
     };

@@ -79,7 +79,6 @@ static int s_parse_args(int argc, char **argv, options_t *opt)
         ARG_OPT_STRING("--dump-logits", &opt->dump_logits),
         ARG_OPT_INT("--threads", &opt->threads, 1, 0),
         ARG_OPT_FLAG("--ignore-eos", &opt->ignore_eos),
-        ARG_OPT_HELP("--help"),
         ARG_OPT_END,
     };
     return arg_parse_main("moe-run", argc, argv, table, s_usage, s_check, opt);

@@ -96,7 +96,6 @@ int main(int argc, char **argv)
         ARG_OPT_STRING("--tokenizer", &o.path),
         ARG_OPT_FLAG("--batch-json", &o.batch),
         ARG_OPT_STRING("--text", &o.text),
-        ARG_OPT_HELP("--help"),
         ARG_OPT_HELP("-h"),
         ARG_OPT_END,
     };
