@@ -85,7 +85,7 @@ static int s_check(void *ctx, err_t *err)
     return 0;
 }
 
-/* 0 with *o filled, 1 after --help, -1 after a usage error (printed). */
+/* 0 with *o filled, or -1 after a usage error (printed); exits after --help. */
 static int s_parse(int argc, char **argv, options_t *o)
 {
     *o = (options_t){.threads = 2};
@@ -143,9 +143,8 @@ int main(int argc, char **argv)
 {
     blas_ensure_native(argv);
     options_t o;
-    int parsed = s_parse(argc, argv, &o);
-    if (parsed != 0)
-        return parsed > 0 ? 0 : 2;
+    if (s_parse(argc, argv, &o) < 0)
+        return 2;
     blas_set_threads(o.threads);
     err_t err = {0};
     int rc = -1;

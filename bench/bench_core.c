@@ -46,7 +46,7 @@ static int s_check(void *ctx, err_t *err)
     return opt->model ? 0 : err_set(err, EINVAL, "--model is required");
 }
 
-/* 0 with *opt filled, 1 after --help, -1 after a usage error (printed). */
+/* 0 with *opt filled, or -1 after a usage error (printed); exits after --help. */
 static int s_parse(int argc, char **argv, options_t *opt)
 {
     *opt = (options_t){.threads = "1,2"};
@@ -134,9 +134,8 @@ int main(int argc, char **argv)
 {
     blas_ensure_native(argv);
     options_t opt;
-    int parsed = s_parse(argc, argv, &opt);
-    if (parsed != 0)
-        return parsed > 0 ? 0 : 2;
+    if (s_parse(argc, argv, &opt) < 0)
+        return 2;
     err_t err = {0};
     int32_t *threads = NULL;
     int n_threads = 0;

@@ -43,7 +43,7 @@ static void s_usage(FILE *out)
     fprintf(out, "usage: bench-gemm [--threads 1,2] [--repeat 15] [--experts 8]\n");
 }
 
-/* 0 with *opt filled, 1 after --help, -1 after a usage error (printed). */
+/* 0 with *opt filled, or -1 after a usage error (printed); exits after --help. */
 static int s_parse(int argc, char **argv, options_t *opt)
 {
     *opt = (options_t){.threads = "1,2", .repeat = 15, .experts = 8};
@@ -133,9 +133,8 @@ int main(int argc, char **argv)
 {
     blas_ensure_native(argv);
     options_t opt;
-    int parsed = s_parse(argc, argv, &opt);
-    if (parsed != 0)
-        return parsed > 0 ? 0 : 2;
+    if (s_parse(argc, argv, &opt) < 0)
+        return 2;
     err_t err = {0};
     int32_t *threads = NULL;
     int n_threads = 0, rc = 1;

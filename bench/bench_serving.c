@@ -146,9 +146,8 @@ int main(int argc, char **argv)
         ARG_OPT_INT("--tokens", &o.n_tokens, 1, MAX_TOKENS),
         ARG_OPT_END,
     };
-    int parsed = arg_parse_main("bench-serving", argc, argv, table, s_usage, s_check, &o);
-    if (parsed != 0)
-        return parsed > 0 ? 0 : 2;
+    if (arg_parse_main("bench-serving", argc, argv, table, s_usage, s_check, &o) < 0)
+        return 2;
     const char *endpoint = o.endpoint;
     int prompt_len = o.prompt_len, n_tokens = o.n_tokens;
     err_t err = {0};

@@ -159,7 +159,7 @@ int arg_parse_main(const char *prog, int argc, char *const *argv, const arg_opt_
     int rc = arg_parse(argc, argv, 1, with_help, 0, NULL, &err);
     if (rc == ARG_HELP_ASKED) {
         usage(stdout);
-        return 1;
+        exit(0);
     }
     if (rc == 0 && check)
         rc = check(ctx, &err);

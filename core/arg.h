@@ -77,9 +77,10 @@ int arg_parse(int argc, char *const *argv, int first, const arg_opt_t *table, in
 typedef int (*arg_check_fn)(void *ctx, err_t *err);
 
 /* A program's whole command line: arg_parse of argv[1..) with table plus
- * "--help", then check(ctx) (check may be NULL). Returns 0; 1 after printing
- * usage(stdout) for --help; -1 after printing "PROG: MSG (see --help)" on
- * stderr. */
+ * "--help", then check(ctx) (check may be NULL). Returns 0, or -1 after
+ * printing "PROG: MSG (see --help)" on stderr; for --help (or a table's own
+ * ARG_HELP option) prints usage(stdout) and exits 0, as nothing is set up yet
+ * that an exit could leave behind. */
 int arg_parse_main(const char *prog, int argc, char *const *argv, const arg_opt_t *table,
                    void (*usage)(FILE *out), arg_check_fn check, void *ctx);
 

@@ -122,7 +122,7 @@ static int s_check(void *ctx, err_t *err)
     return 0;
 }
 
-/* 0 with *opt filled, 1 after --help, -1 after a usage error (printed). */
+/* 0 with *opt filled, or -1 after a usage error (printed); exits after --help. */
 static int s_parse_args(int argc, char **argv, options_t *opt)
 {
     *opt = (options_t){.bind = s_default_bind, .max_rows = EXPERT_SERVER_MAX_ROWS};
@@ -234,9 +234,8 @@ int main(int argc, char **argv)
 {
     blas_ensure_native(argv);
     options_t opt;
-    int parsed = s_parse_args(argc, argv, &opt);
-    if (parsed != 0)
-        return parsed > 0 ? 0 : 2;
+    if (s_parse_args(argc, argv, &opt) < 0)
+        return 2;
     err_t err = {0};
     if (opt.print_placement) {
         if (s_print_placement(&opt, &err) < 0) {

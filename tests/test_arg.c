@@ -5,6 +5,8 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "core/arg.h"
@@ -160,6 +162,60 @@ static void test_table_help_and_operands(void **state)
     assert_int_equal(next, 2);
 }
 
+static void test_u64_and_float(void **state)
+{
+    (void)state;
+    uint64_t u = 9;
+    float f = 9;
+    err_t err = {0};
+    assert_int_equal(arg_u64("18446744073709551615", "--seed", &u, &err), 0);
+    assert_true(u == UINT64_MAX);
+    assert_int_equal(arg_u64("-1", "--seed", &u, &err), -1);
+    assert_string_equal(err.msg, "--seed must be a non-negative integer (got '-1')");
+    assert_int_equal(arg_u64("18446744073709551616", "--seed", &u, &err), -1);
+    assert_true(u == UINT64_MAX);
+    assert_int_equal(arg_float("0.5", "--top-p", 0, 1, &f, &err), 0);
+    assert_true(f == 0.5f);
+    const char *bad[] = {"1.5", "nan", "inf", "x", ""};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        assert_int_equal(arg_float(bad[i], "--top-p", 0, 1, &f, &err), -1);
+        assert_non_null(strstr(err.msg, "--top-p must be a number in [0, 1]"));
+    }
+    assert_true(f == 0.5f);
+}
+
+static int s_checks;
+static int s_check_count(void *ctx, err_t *err)
+{
+    s_checks++;
+    return *(int *)ctx ? 0 : err_set(err, EINVAL, "--count is required");
+}
+
+static void s_no_usage(FILE *out)
+{
+    (void)out;
+    fail_msg("usage printed");
+}
+
+/* The program-level parse: the check runs after a good parse only. */
+static void test_parse_main_checks(void **state)
+{
+    (void)state;
+    int count = 0;
+    const arg_opt_t table[] = {ARG_OPT_INT("--count", &count, 1, 0), ARG_OPT_END};
+    char *ok[] = {"prog", "--count", "3"}, *missing[] = {"prog"}, *bad[] = {"prog", "--x"};
+    s_checks = 0;
+    assert_int_equal(arg_parse_main("prog", 3, ok, table, s_no_usage, s_check_count, &count),
+                     0);
+    assert_int_equal(count, 3);
+    count = 0;
+    assert_int_equal(arg_parse_main("prog", 1, missing, table, s_no_usage, s_check_count,
+                                    &count), -1);
+    assert_int_equal(arg_parse_main("prog", 2, bad, table, s_no_usage, s_check_count,
+                                    &count), -1);
+    assert_int_equal(s_checks, 2);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -169,6 +225,8 @@ int main(void)
         cmocka_unit_test(test_table_parses_whole_names_only),
         cmocka_unit_test(test_table_rejects_bad_words),
         cmocka_unit_test(test_table_help_and_operands),
+        cmocka_unit_test(test_u64_and_float),
+        cmocka_unit_test(test_parse_main_checks),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

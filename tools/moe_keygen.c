@@ -54,9 +54,8 @@ int main(int argc, char **argv)
         ARG_OPT_STRINGS("--name", o.names, MAX_NAMES, &o.n_names),
         ARG_OPT_END,
     };
-    int parsed = arg_parse_main("moe-keygen", argc, argv, table, s_usage, s_check, &o);
-    if (parsed != 0)
-        return parsed > 0 ? 0 : 2;
+    if (arg_parse_main("moe-keygen", argc, argv, table, s_usage, s_check, &o) < 0)
+        return 2;
     const char *out = o.out;
     const char *const *names = o.names;
     int n_names = o.n_names;

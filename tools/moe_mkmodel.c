@@ -124,9 +124,8 @@ int main(int argc, char **argv)
         ARG_OPT_HELP("-h"),
         ARG_OPT_END,
     };
-    int parsed = arg_parse_main(prog, argc, argv, table, s_usage, s_check, &o);
-    if (parsed != 0)
-        return parsed > 0 ? 0 : EXIT_USAGE;
+    if (arg_parse_main(prog, argc, argv, table, s_usage, s_check, &o) < 0)
+        return EXIT_USAGE;
 
     const char *arch = o.arch, *preset = o.preset, *out = o.out;
     synth_opts_t opts = o.opts;

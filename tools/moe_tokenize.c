@@ -99,9 +99,8 @@ int main(int argc, char **argv)
         ARG_OPT_HELP("-h"),
         ARG_OPT_END,
     };
-    int parsed = arg_parse_main("moe-tokenize", argc, argv, table, s_usage, s_check, &o);
-    if (parsed != 0)
-        return parsed > 0 ? 0 : EXIT_USAGE;
+    if (arg_parse_main("moe-tokenize", argc, argv, table, s_usage, s_check, &o) < 0)
+        return EXIT_USAGE;
     const char *path = o.path, *text = o.text;
     err_t err = {0};
     int rc = 1;
