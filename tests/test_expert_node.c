@@ -828,36 +828,11 @@ static void test_placement_file_and_replicas(void **state)
         assert_true(m.hosted_expert[i] % 3 != 2);
 }
 
-/* Runs moe-expert with args (bounded by `timeout`), stderr into *err_text;
- * returns the exit status. */
-static int s_run_cli(const char *args, char **out, char **err_text)
-{
-    char cmd[4096], errpath[700];
-    snprintf(errpath, sizeof errpath, "%s/cli-stderr.txt", s_tmp);
-    snprintf(cmd, sizeof cmd, "timeout -k 5 60 '%s' %s </dev/null 2>'%s'", s_bin, args,
-             errpath);
-    int rc = testutil_run(cmd, out);
-    *err_text = testutil_read_file(errpath, NULL);
-    assert_non_null(*err_text);
-    return rc;
-}
-
 /* Exit status `code` and exactly one error line holding `want` on stderr
- * (besides the OpenBLAS report). */
+ * (besides the OpenBLAS report); no endpoint announced. */
 static void s_expect_cli_error(const char *args, int code, const char *want)
 {
-    char *out = NULL, *err_text = NULL;
-    int rc = s_run_cli(args, &out, &err_text);
-    if (rc != code || !strstr(err_text, want))
-        fail_msg("moe-expert %s: exit %d (want %d), stderr: %s (want '%s')", args, rc, code,
-                 err_text, want);
-    int lines = 0;
-    for (char *line = strtok(err_text, "\n"); line; line = strtok(NULL, "\n"))
-        lines += strstr(line, ": openblas ") == NULL;
-    assert_int_equal(lines, 1);
-    assert_true(!out || !strstr(out, "tcp://")); /* never announced an endpoint */
-    free(out);
-    free(err_text);
+    testutil_expect_error("timeout -k 5 60", s_bin, args, code, want);
 }
 
 static void test_bad_command_lines(void **state)
@@ -900,7 +875,7 @@ static void test_bad_command_lines(void **state)
     s_expect_cli_error(args, 1, "cannot bind bogus://x");
 
     char *out = NULL, *err_text = NULL;
-    assert_int_equal(s_run_cli("--help", &out, &err_text), 0);
+    assert_int_equal(testutil_run_program(NULL, s_bin, "--help", &out, &err_text), 0);
     assert_non_null(out);
     assert_non_null(strstr(out, "usage: moe-expert"));
     free(out);

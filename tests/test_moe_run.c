@@ -37,25 +37,10 @@ static int s_teardown(void **state)
     return 0;
 }
 
-/* Runs moe-run with args (stderr to a file); returns the exit status. */
+/* Runs moe-run with args; returns the exit status. */
 static int s_run(const char *env, const char *args, char **out, char **errtext)
 {
-    char cmd[4096], errpath[700];
-    snprintf(errpath, sizeof errpath, "%s/stderr.txt", s_tmp);
-    snprintf(cmd, sizeof cmd, "%s '%s' %s 2>'%s'", env ? env : "", s_bin, args, errpath);
-    int rc = testutil_run(cmd, out);
-    if (errtext)
-        *errtext = testutil_read_file(errpath, NULL);
-    return rc;
-}
-
-static const char *s_last_line(char *text)
-{
-    size_t n = strlen(text);
-    while (n && text[n - 1] == '\n')
-        text[--n] = '\0';
-    char *nl = strrchr(text, '\n');
-    return nl ? nl + 1 : text;
+    return testutil_run_program(env, s_bin, args, out, errtext);
 }
 
 static void test_greedy_continuation_matches_reference(void **state)
@@ -71,7 +56,7 @@ static void test_greedy_continuation_matches_reference(void **state)
                  s_fixture, ids, fx->prompts[p].n_greedy, 1 + p % 2);
         char *out = NULL;
         assert_int_equal(s_run(NULL, args, &out, NULL), 0);
-        assert_string_equal(s_last_line(out), want);
+        assert_string_equal(testutil_last_line(out), want);
         free(out);
         mem_free(ids);
         mem_free(want);
@@ -92,7 +77,7 @@ static void test_dump_logits_layout(void **state)
              "--dump-logits '%s'", s_fixture, path);
     char *out = NULL;
     assert_int_equal(s_run(NULL, args, &out, NULL), 0);
-    assert_string_equal(s_last_line(out), "");
+    assert_string_equal(testutil_last_line(out), "");
     free(out);
     size_t n = 0;
     float *logits = (float *)testutil_read_file(path, &n);
@@ -156,15 +141,10 @@ static void s_copy_fixture(const char *dst)
     assert_int_equal(system(cmd), 0);
 }
 
+/* moe-run fails with exit status code and one line holding needle. */
 static void s_expect_error(const char *args, int code, const char *needle)
 {
-    char *out = NULL, *errtext = NULL;
-    int rc = s_run(NULL, args, &out, &errtext);
-    if (rc != code || !errtext || !strstr(errtext, needle))
-        fail_msg("moe-run %s: exit %d (want %d), stderr: %s (want '%s')", args, rc, code,
-                 errtext ? errtext : "(none)", needle);
-    free(out);
-    free(errtext);
+    testutil_expect_error(NULL, s_bin, args, code, needle);
 }
 
 static void test_bad_input_gives_one_clear_error(void **state)

@@ -137,17 +137,15 @@ static void test_eos_ends_generation(void **state)
 
 /* Sends GENERATE and waits for its end: the final TOKENS reply (returns
  * OK) or an error reply (returns its code). *tokens counts tokens received. */
-static wire_client_error_t s_generate_wire(void *sock, wire_inbox_t *inbox,
+static wire_client_error_t s_generate_wire(localcluster_conn_t *conn,
                                            const wire_request_t *req, int *tokens,
                                            char *message, size_t message_size)
 {
-    err_t err = {0};
-    assert_int_equal(wire_request_send(sock, req, &err), 0);
+    localcluster_send(conn, req);
     *tokens = 0;
     for (int i = 0; i < 100000; i++) {
         wire_reply_t rep;
-        if (wire_reply_recv(inbox, sock, &rep, &err) < 0)
-            fail_msg("request %llu: %s", (unsigned long long)req->request_id, err.msg);
+        localcluster_recv(conn, &rep, "GENERATE");
         if (rep.request_id != req->request_id)
             continue;
         if (rep.type == WIRE_REP_ERROR) {
@@ -172,11 +170,8 @@ static void test_deadline(void **state)
     snprintf(model, sizeof model, "%s/mixtral-A", fixture_root());
     snprintf(run_dir, sizeof run_dir, "%s/deadline", s_tmp);
     char *ep = localcluster_up(model, 2, run_dir, "--max-seqs 1");
-    void *ctx = zmq_ctx_new();
-    void *sock = localcluster_dealer(ctx, ep);
-    wire_limits_t lim = {0};
-    err_t err = {0};
-    wire_inbox_t *inbox = wire_inbox_new(&lim, &err);
+    localcluster_conn_t conn;
+    localcluster_open(&conn, ep);
     int32_t prompt[3] = {5, 17, 2};
     /* Request 1 holds the only slot for long (no deadline); request 2 waits
      * behind it and must fail after its 150 ms. */
@@ -185,18 +180,18 @@ static void test_deadline(void **state)
     wire_request_t waiting = hold;
     waiting.request_id = 2;
     waiting.deadline_ms = 150;
-    assert_int_equal(wire_request_send(sock, &hold, &err), 0);
+    localcluster_send(&conn, &hold);
     const double t0 = timer_now();
     char msg[WIRE_MAX_TEXT] = "";
     int tokens = 0;
-    assert_int_equal(s_generate_wire(sock, inbox, &waiting, &tokens, msg, sizeof msg),
+    assert_int_equal(s_generate_wire(&conn, &waiting, &tokens, msg, sizeof msg),
                      WIRE_CLIENT_DEADLINE_EXCEEDED);
     const double waited = timer_now() - t0;
     printf("  waiting request: DEADLINE_EXCEEDED after %.3f s: %s\n", waited, msg);
     assert_true(waited >= 0.15 && waited < 10);
     assert_non_null(strstr(msg, "150 ms"));
     wire_request_t cancel = {.type = WIRE_REQ_CANCEL, .request_id = 3, .cancel_id = 1};
-    assert_int_equal(wire_request_send(sock, &cancel, &err), 0);
+    localcluster_send(&conn, &cancel);
 
     /* A running request with a deadline shorter than its generation. */
     wire_request_t running = hold;
@@ -208,7 +203,7 @@ static void test_deadline(void **state)
      * still makes 500 tokens in more than that; a faster machine may finish
      * first, which the check below tells apart. */
     const double t1 = timer_now();
-    wire_client_error_t code = s_generate_wire(sock, inbox, &running, &tokens, msg, sizeof msg);
+    wire_client_error_t code = s_generate_wire(&conn, &running, &tokens, msg, sizeof msg);
     const double took = timer_now() - t1;
     printf("  running request: %s after %.3f s and %d tokens: %s\n",
            code == WIRE_CLIENT_OK ? "finished" : "failed", took, tokens, msg);
@@ -236,9 +231,7 @@ static void test_deadline(void **state)
         assert_non_null(strstr(out, "deadline_exceeded"));
     }
     free(out);
-    wire_inbox_destroy(&inbox);
-    zmq_close(sock);
-    zmq_ctx_term(ctx);
+    localcluster_close(&conn);
     localcluster_down(run_dir);
     free(ep);
 }
@@ -405,25 +398,17 @@ static void test_shared_expert_overlaps(void **state)
              "--max-tokens 12 2>/dev/null", s_bin, model);
     char *want = crosscheck_last_line(cmd);
     assert_string_equal(got, want);
-    void *ctx = zmq_ctx_new();
-    void *sock = localcluster_dealer(ctx, ep);
-    wire_limits_t lim = {0};
-    err_t err = {0};
-    wire_inbox_t *inbox = wire_inbox_new(&lim, &err);
-    wire_request_t st = {.type = WIRE_REQ_STATUS, .request_id = 1};
-    assert_int_equal(wire_request_send(sock, &st, &err), 0);
+    localcluster_conn_t conn;
+    localcluster_open(&conn, ep);
     wire_reply_t rep;
-    assert_int_equal(wire_reply_recv(inbox, sock, &rep, &err), 0);
-    assert_int_equal(rep.type, WIRE_REP_STATUS);
+    localcluster_status(&conn, 1, &rep);
     printf("  %llu expert batches: %.6f s from send to last reply, of which %.6f s the "
            "coordinator spent on shared experts meanwhile\n",
            (unsigned long long)rep.timing.dispatch_calls, rep.timing.seconds_dispatch,
            rep.timing.seconds_overlap);
     assert_true(rep.timing.seconds_overlap > 0);
     assert_true(rep.timing.seconds_overlap < rep.timing.seconds_dispatch);
-    wire_inbox_destroy(&inbox);
-    zmq_close(sock);
-    zmq_ctx_term(ctx);
+    localcluster_close(&conn);
     free(got);
     free(want);
     localcluster_down(run_dir);

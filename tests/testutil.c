@@ -1,6 +1,11 @@
 /* testutil: see testutil.h. */
 #include "tests/testutil.h"
 
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -182,4 +187,65 @@ int testutil_run(const char *cmdline, char **stdout_text)
     if (status == -1 || !WIFEXITED(status))
         return -1;
     return WEXITSTATUS(status);
+}
+
+char *testutil_last_line(char *text)
+{
+    size_t n = strlen(text);
+    while (n && text[n - 1] == '\n')
+        text[--n] = '\0';
+    char *nl = strrchr(text, '\n');
+    return nl ? nl + 1 : text;
+}
+
+int testutil_run_program(const char *prefix, const char *prog, const char *args, char **out,
+                         char **err_text)
+{
+    char errpath[1024];
+    snprintf(errpath, sizeof errpath, "%s/stderr.XXXXXX", testutil_env("MOE_TMP", "/tmp"));
+    mkdir(testutil_env("MOE_TMP", "/tmp"), 0755);
+    int fd = mkstemp(errpath);
+    if (fd < 0)
+        return -1;
+    close(fd);
+    size_t size = strlen(prog) + strlen(args) + strlen(errpath) + (prefix ? strlen(prefix) : 0) +
+                  32;
+    char *cmd = malloc(size);
+    if (!cmd) {
+        unlink(errpath);
+        return -1;
+    }
+    snprintf(cmd, size, "%s '%s' %s </dev/null 2>'%s'", prefix ? prefix : "", prog, args,
+             errpath);
+    int rc = testutil_run(cmd, out);
+    free(cmd);
+    if (err_text)
+        *err_text = testutil_read_file(errpath, NULL);
+    unlink(errpath);
+    return rc;
+}
+
+void testutil_expect_error(const char *prefix, const char *prog, const char *args, int code,
+                           const char *needle)
+{
+    char *out = NULL, *err_text = NULL;
+    int rc = testutil_run_program(prefix, prog, args, &out, &err_text);
+    const char *name = strrchr(prog, '/') ? strrchr(prog, '/') + 1 : prog;
+    char *copy = strdup(err_text ? err_text : "");
+    int lines = 0;
+    bool named = true;
+    for (char *line = strtok(copy, "\n"); line; line = strtok(NULL, "\n")) {
+        if (strstr(line, ": openblas "))
+            continue;
+        lines++;
+        named &= strncmp(line, name, strlen(name)) == 0 && line[strlen(name)] == ':';
+    }
+    free(copy);
+    if (rc != code || lines != 1 || !named || !err_text || !strstr(err_text, needle) ||
+        (out && strstr(out, "tcp://")))
+        fail_msg("%s %s: exit %d (want %d), stdout: %s, stderr: %s(want one line '%s: ...' "
+                 "holding '%s')", name, args, rc, code, out ? out : "", err_text ? err_text : "",
+                 name, needle);
+    free(out);
+    free(err_text);
 }

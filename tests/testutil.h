@@ -42,6 +42,26 @@ const char *testutil_env(const char *name, const char *fallback);
  * NULL) and returning the exit status (-1 when it could not run or was killed). */
 int testutil_run(const char *cmdline, char **stdout_text);
 
+/* The last line of text, without the newlines that end text (text is
+ * changed: they are removed). */
+char *testutil_last_line(char *text);
+
+/* ---- programs ---------------------------------------------------------------
+ * The command-line programs under test (in $MOE_BIN), run through the shell. */
+
+/* Runs "PREFIX 'prog' ARGS </dev/null" (prefix may be NULL: e.g. "timeout 30"
+ * or "env X=1"), stdout into *out and stderr into *err_text (malloc'd; either
+ * pointer may be NULL). Returns the exit status as testutil_run. */
+int testutil_run_program(const char *prefix, const char *prog, const char *args, char **out,
+                         char **err_text);
+
+/* In a cmocka case: the program fails as a program of this project must:
+ * exit status code, no endpoint (tcp://) on stdout, and on stderr, besides
+ * the OpenBLAS report, one line "NAME: ..." (NAME: prog's file name) that
+ * holds needle. Fails the case otherwise. */
+void testutil_expect_error(const char *prefix, const char *prog, const char *args, int code,
+                           const char *needle);
+
 /* ---- skips ----------------------------------------------------------------
  * A case that cannot run here skips with a reason (cmocka's skip(), counted
  * by tests/run.sh), but never where it could have run: CI runs every case,
