@@ -11,6 +11,7 @@
 #include <zmq.h>
 
 #include "proto/wire.h"
+#include "tests/fixture.h"
 #include "tests/localcluster.h"
 #include "tests/testutil.h"
 
@@ -49,6 +50,24 @@ void localcluster_down(const char *run_dir)
     if (testutil_run(cmd, &found) == 0)
         fail_msg("sanitizer report in %s", found);
     free(found);
+}
+
+void localcluster_start(localcluster_t *lc, const char *model, int nodes, const char *tmp,
+                        const char *name, const char *extra)
+{
+    if (strchr(model, '/'))
+        snprintf(lc->model, sizeof lc->model, "%s", model);
+    else
+        snprintf(lc->model, sizeof lc->model, "%s/%s", fixture_root(), model);
+    snprintf(lc->run_dir, sizeof lc->run_dir, "%s/%s", tmp, name);
+    lc->endpoint = localcluster_up(lc->model, nodes, lc->run_dir, extra);
+}
+
+void localcluster_stop(localcluster_t *lc)
+{
+    localcluster_down(lc->run_dir);
+    free(lc->endpoint);
+    lc->endpoint = NULL;
 }
 
 pid_t localcluster_pid(const char *run_dir, const char *name)

@@ -10,6 +10,23 @@
 
 #include "proto/wire.h"
 
+/* A cluster one test case starts: its run folder (under the test's scratch
+ * folder), its model and its client endpoint. */
+typedef struct localcluster {
+    char run_dir[1024];
+    char model[1024];
+    char *endpoint;         /* malloc'd */
+} localcluster_t;
+
+/* Starts a cluster of `nodes` nodes (localcluster_up) of model, a fixture
+ * name (under fixture_root()) or, with a '/', a folder, in tmp/name, with
+ * extra options for local.sh (may be NULL). Fails the test when it cannot. */
+void localcluster_start(localcluster_t *lc, const char *model, int nodes, const char *tmp,
+                        const char *name, const char *extra);
+
+/* Stops it (localcluster_down) and frees the endpoint. */
+void localcluster_stop(localcluster_t *lc);
+
 /* Starts `local.sh up --model model --nodes nodes --run-dir run_dir extra`
  * with the programs of $MOE_BIN; returns the client endpoint (malloc'd).
  * Fails the test when the start fails. */

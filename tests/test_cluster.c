@@ -35,20 +35,12 @@ static char *s_tmp;
 
 static int s_setup(void **state)
 {
-    (void)state;
     snprintf(s_bin, sizeof s_bin, "%s", testutil_env("MOE_BIN", "build/bin"));
     if (!getcwd(s_root, sizeof s_root))
         return -1;
     s_tmp = testutil_mkdtemp("test_cluster");
+    *state = s_tmp;
     return s_tmp ? 0 : -1;
-}
-
-static int s_teardown(void **state)
-{
-    (void)state;
-    testutil_rmtree(s_tmp);
-    free(s_tmp);
-    return 0;
 }
 
 /* Every fixture of a family the engine runs (its config loads), through
@@ -94,12 +86,10 @@ static void s_expect_status_ok(localcluster_conn_t *conn, int down_node)
 static void test_malformed_client_request(void **state)
 {
     (void)state;
-    char run_dir[700], model[700];
-    snprintf(run_dir, sizeof run_dir, "%s/malformed", s_tmp);
-    snprintf(model, sizeof model, "%s/mixtral-A", fixture_root());
-    char *ep = localcluster_up(model, 2, run_dir, NULL);
+    localcluster_t lc;
+    localcluster_start(&lc, "mixtral-A", 2, s_tmp, "malformed", NULL);
     localcluster_conn_t conn;
-    localcluster_open(&conn, ep);
+    localcluster_open(&conn, lc.endpoint);
 
     const char garbage[] = "\x08\x96\x01 this is not a request \xff\xff";
     assert_int_equal(zmq_send(conn.sock, garbage, sizeof garbage, 0), (int)sizeof garbage);
@@ -119,18 +109,13 @@ static void test_malformed_client_request(void **state)
     s_expect_status_ok(&conn, -1);
 
     localcluster_close(&conn);
-    localcluster_down(run_dir);
-    free(ep);
+    localcluster_stop(&lc);
 }
 
 /* The small preset (4096 positions: room for long generations), made once. */
 static void s_small_model(char *model, size_t n)
 {
-    char cmd[2048];
-    snprintf(model, n, "%s/small", s_tmp);
-    snprintf(cmd, sizeof cmd, "test -f '%s/config.json' || '%s/moe-mkmodel' --arch mixtral "
-             "--preset small --seed 3 --out '%s' >/dev/null 2>&1", model, s_bin, model);
-    assert_int_equal(system(cmd), 0);
+    testutil_make_model(s_tmp, "small", "small", 3, model, n);
 }
 
 static void test_node_killed_mid_request(void **state)
@@ -204,10 +189,9 @@ static void test_node_killed_mid_request(void **state)
 static void test_sampling_and_streaming(void **state)
 {
     (void)state;
-    char run_dir[700], model[700], cmd[4096];
-    snprintf(run_dir, sizeof run_dir, "%s/sampling", s_tmp);
-    snprintf(model, sizeof model, "%s/mixtral-A", fixture_root());
-    char *ep = localcluster_up(model, 2, run_dir, NULL);
+    char cmd[4096];
+    localcluster_t lc;
+    localcluster_start(&lc, "mixtral-A", 2, s_tmp, "sampling", NULL);
     const char *gen = "generate --prompt-ids 97,154,160 --max-tokens 12";
     char *out[6];
     const char *extra[6] = {
@@ -237,8 +221,8 @@ static void test_sampling_and_streaming(void **state)
             mem_free(ids);
             extra[5] = stop_arg;
         }
-        snprintf(cmd, sizeof cmd, "'%s/moe-client' --connect '%s' %s %s 2>/dev/null", s_bin, ep,
-                 gen, extra[i]);
+        snprintf(cmd, sizeof cmd, "'%s/moe-client' --connect '%s' %s %s 2>/dev/null", s_bin,
+                 lc.endpoint, gen, extra[i]);
         out[i] = crosscheck_last_line(cmd);
         printf("  %-52s -> %s\n", *extra[i] ? extra[i] : "(greedy)", out[i]);
     }
@@ -250,10 +234,9 @@ static void test_sampling_and_streaming(void **state)
     for (int i = 0; i < 6; i++)
         free(out[i]);
     snprintf(cmd, sizeof cmd, "'%s/moe-client' --connect '%s' %s --top-p 1.5 2>/dev/null",
-             s_bin, ep, gen);
+             s_bin, lc.endpoint, gen);
     assert_int_equal(testutil_run(cmd, NULL), 2);
-    localcluster_down(run_dir);
-    free(ep);
+    localcluster_stop(&lc);
 }
 
 enum { N_CONCURRENT = 16 };
@@ -496,10 +479,7 @@ static void test_node_memory_follows_its_share(void **state)
     (void)state;
     const char *models = testutil_env("MOE_MODELS", "build/models");
     char model[700], cmd[2048], ep_path[700];
-    snprintf(model, sizeof model, "%s/mixtral-medium", models);
-    snprintf(cmd, sizeof cmd, "test -f '%s/config.json' || '%s/moe-mkmodel' --arch mixtral "
-             "--preset medium --seed 1 --out '%s' >/dev/null", model, s_bin, model);
-    assert_int_equal(system(cmd), 0);
+    testutil_make_model(models, "mixtral-medium", "medium", 1, model, sizeof model);
     snprintf(ep_path, sizeof ep_path, "%s/memory-node.endpoint", s_tmp);
     snprintf(cmd, sizeof cmd, "'%s/moe-expert' --model '%s' --node-id 1 --nodes 4 --threads 1 "
              "--endpoint-file '%s' </dev/null >/dev/null 2>&1 & echo $!", s_bin, model, ep_path);
@@ -657,5 +637,5 @@ int main(void)
         cmocka_unit_test(test_node_memory_follows_its_share),
         cmocka_unit_test(test_grouped_placement_saves_traffic),
     };
-    return cmocka_run_group_tests(tests, s_setup, s_teardown);
+    return cmocka_run_group_tests(tests, s_setup, testutil_scratch_teardown);
 }

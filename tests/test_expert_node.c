@@ -839,20 +839,18 @@ static void test_bad_command_lines(void **state)
 {
     (void)state;
     char args[2048], path[800];
-    snprintf(args, sizeof args, "--model '%s/missing-model' --node-id 1 --nodes 3", s_tmp);
-    s_expect_cli_error(args, 1, "missing-model");
-    snprintf(args, sizeof args, "--model '%s' --node-id 4 --nodes 3", s_model);
-    s_expect_cli_error(args, 2, "--node-id 4 is out of range: nodes are 1..3");
-    snprintf(args, sizeof args, "--model '%s' --node-id 0 --nodes 3", s_model);
-    s_expect_cli_error(args, 2, "--node-id must be an integer >= 1");
-    snprintf(args, sizeof args, "--model '%s' --node-id 1", s_model);
-    s_expect_cli_error(args, 2, "--nodes are required");
-    snprintf(args, sizeof args, "--model '%s' --node-id 1 --nodes 3 --replicas 4", s_model);
-    s_expect_cli_error(args, 2, "--replicas 4");
-    snprintf(args, sizeof args, "--model '%s' --node-id 1 --nodes 3 --frobnicate", s_model);
-    s_expect_cli_error(args, 2, "--frobnicate");
-    snprintf(args, sizeof args, "--model '%s' --node-id 1 --nodes 3 --max-rows x", s_model);
-    s_expect_cli_error(args, 2, "--max-rows");
+    static const testutil_error_case_t cases[] = {
+        {"--model '%s/missing-model' --node-id 1 --nodes 3", 1, "missing-model"},
+        {"--model '%s' --node-id 4 --nodes 3", 2, "--node-id 4 is out of range: nodes are 1..3"},
+        {"--model '%s' --node-id 0 --nodes 3", 2, "--node-id must be an integer >= 1"},
+        {"--model '%s' --node-id 1", 2, "--nodes are required"},
+        {"--model '%s' --node-id 1 --nodes 3 --replicas 4", 2, "--replicas 4"},
+        {"--model '%s' --node-id 1 --nodes 3 --frobnicate", 2, "--frobnicate"},
+        {"--model '%s' --node-id 1 --nodes 3 --max-rows x", 2, "--max-rows"},
+        {"--model '%s' --node-id 1 --nodes 3 --node 2", 2, "unknown or incomplete option"},
+    };
+    testutil_expect_errors("timeout -k 5 60", s_bin, cases, sizeof cases / sizeof *cases,
+                           s_model);
 
     snprintf(path, sizeof path, "%s/bad-placement.txt", s_tmp);
     const char *bad = "nodes 3\nnode 1 layers * experts 0-3\nnode 7 layers * experts 4-7\n";

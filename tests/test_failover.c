@@ -87,7 +87,6 @@ static void s_ids_text(const int32_t *ids, int n, char *out, size_t size)
 /* Sixteen prompts and what moe-run prints for each: the no-failure outputs. */
 static int s_setup(void **state)
 {
-    (void)state;
     snprintf(s_bin, sizeof s_bin, "%s", testutil_env("MOE_BIN", "build/bin"));
     if (!getcwd(s_root, sizeof s_root))
         return -1;
@@ -113,14 +112,7 @@ static int s_setup(void **state)
         free(want);
     }
     fixture_destroy(&fx);
-    return 0;
-}
-
-static int s_teardown(void **state)
-{
-    (void)state;
-    testutil_rmtree(s_tmp);
-    free(s_tmp);
+    *state = s_tmp;
     return 0;
 }
 
@@ -408,5 +400,5 @@ int main(void)
         cmocka_unit_test(test_kill_without_replicas),
         cmocka_unit_test(test_stopped_node),
     };
-    return cmocka_run_group_tests(tests, s_setup, s_teardown);
+    return cmocka_run_group_tests(tests, s_setup, testutil_scratch_teardown);
 }

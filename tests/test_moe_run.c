@@ -22,19 +22,11 @@ static char *s_tmp;
 
 static int s_setup(void **state)
 {
-    (void)state;
     snprintf(s_fixture, sizeof s_fixture, "%s/mixtral-A", fixture_root());
     snprintf(s_bin, sizeof s_bin, "%s/moe-run", testutil_env("MOE_BIN", "build/bin"));
     s_tmp = testutil_mkdtemp("test_moe_run");
+    *state = s_tmp;
     return s_tmp ? 0 : -1;
-}
-
-static int s_teardown(void **state)
-{
-    (void)state;
-    testutil_rmtree(s_tmp);
-    free(s_tmp);
-    return 0;
 }
 
 /* Runs moe-run with args; returns the exit status. */
@@ -151,18 +143,20 @@ static void test_bad_input_gives_one_clear_error(void **state)
 {
     (void)state;
     char args[2048], broken[700];
-    s_expect_error("--prompt-ids 1,2", 2, "--model and --prompt-ids are required");
-    s_expect_error("--bogus", 2, "unknown or incomplete option");
-    snprintf(args, sizeof args, "--model '%s' --prompt-ids 1,,2", s_fixture);
-    s_expect_error(args, 2, "--prompt-ids");
-    snprintf(args, sizeof args, "--model '%s' --prompt-ids 1 --max-tokens -3", s_fixture);
-    s_expect_error(args, 2, "--max-tokens");
-    snprintf(args, sizeof args, "--model '%s' --prompt-ids 1,256", s_fixture);
-    s_expect_error(args, 1, "outside the vocabulary");
-    snprintf(args, sizeof args, "--model '%s' --prompt-ids 1 --max-tokens 600", s_fixture);
-    s_expect_error(args, 1, "exceed the model's 512 positions");
-    snprintf(args, sizeof args, "--model '%s/nowhere' --prompt-ids 1", s_tmp);
-    s_expect_error(args, 1, "nowhere");
+    static const testutil_error_case_t cases[] = {
+        {"--prompt-ids 1,2", 2, "--model and --prompt-ids are required"},
+        {"--bogus", 2, "unknown or incomplete option"},
+        /* Whole option names only: an abbreviation is not taken. */
+        {"--model '%s' --prompt 1,2", 2, "unknown or incomplete option '--prompt'"},
+        {"--model '%s' --prompt-ids 1,,2", 2, "--prompt-ids"},
+        {"--model '%s' --prompt-ids 1 --max-tokens -3", 2, "--max-tokens"},
+        {"--model '%s' --prompt-ids 1 --threads 2147483648", 2,
+         "--threads must be an integer <= 2147483647"},
+        {"--model '%s' --prompt-ids 1,256", 1, "outside the vocabulary"},
+        {"--model '%s' --prompt-ids 1 --max-tokens 600", 1, "exceed the model's 512 positions"},
+        {"--model '%s/nowhere' --prompt-ids 1", 1, "nowhere"},
+    };
+    testutil_expect_errors(NULL, s_bin, cases, sizeof cases / sizeof *cases, s_fixture);
 
     snprintf(broken, sizeof broken, "%s/truncated", s_tmp);
     s_copy_fixture(broken);
@@ -194,5 +188,5 @@ int main(void)
         cmocka_unit_test(test_reports_native_openblas_kernels),
         cmocka_unit_test(test_bad_input_gives_one_clear_error),
     };
-    return cmocka_run_group_tests(tests, s_setup, s_teardown);
+    return cmocka_run_group_tests(tests, s_setup, testutil_scratch_teardown);
 }

@@ -199,19 +199,30 @@ static void s_assert_no_sanitizer_report(const char *log)
     free(text);
 }
 
+/* mpirun -np n of moe-mpi on mixtral-A, ready: its client endpoint
+ * (malloc'd), *pid the mpirun; extra options follow the usual ones. The log
+ * is s_tmp/NAME.log (into log[700]). */
+static char *s_up(int n, const char *name, const char *extra, char log[700], pid_t *pid)
+{
+    char model[700], ep_file[700], args[2048];
+    snprintf(model, sizeof model, "%s/mixtral-A", fixture_root());
+    snprintf(ep_file, sizeof ep_file, "%s/%s.endpoint", s_tmp, name);
+    snprintf(log, 700, "%s/%s.log", s_tmp, name);
+    snprintf(args, sizeof args, "--model '%s' --endpoint-file '%s' --bind-host 127.0.0.1 "
+             "--threads 1 %s", model, ep_file, extra);
+    *pid = s_launch(n, args, log);
+    return s_wait_ready(*pid, ep_file, log);
+}
+
 static void test_mpirun_cluster(void **state)
 {
     (void)state;
-    char model[700], ep_file[700], log[700], args[2048], cmd[2048];
-    snprintf(model, sizeof model, "%s/mixtral-A", fixture_root());
-    snprintf(ep_file, sizeof ep_file, "%s/endpoint", s_tmp);
-    snprintf(log, sizeof log, "%s/mpirun.log", s_tmp);
-    snprintf(args, sizeof args, "--model '%s' --endpoint-file '%s' --bind-host 127.0.0.1 "
-             "--threads 1", model, ep_file);
-    pid_t pid = s_launch(4, args, log);
-    char *ep = s_wait_ready(pid, ep_file, log);
+    char model[700], log[700], cmd[2048];
+    pid_t pid;
+    char *ep = s_up(4, "mpirun", "", log, &pid);
     printf("  mpirun -np 4: ready at %s\n", ep);
 
+    snprintf(model, sizeof model, "%s/mixtral-A", fixture_root());
     fixture_t *fx = fixture_load(model);
     assert_non_null(fx);
     crosscheck_fixture(fx, ep, s_bin, s_tmp, "");
@@ -248,14 +259,9 @@ static void test_mpirun_cluster(void **state)
 static void test_mpirun_sigterm(void **state)
 {
     (void)state;
-    char model[700], ep_file[700], log[700], args[2048];
-    snprintf(model, sizeof model, "%s/mixtral-A", fixture_root());
-    snprintf(ep_file, sizeof ep_file, "%s/endpoint2", s_tmp);
-    snprintf(log, sizeof log, "%s/mpirun2.log", s_tmp);
-    snprintf(args, sizeof args, "--model '%s' --endpoint-file '%s' --bind-host 127.0.0.1 "
-             "--threads 1", model, ep_file);
-    pid_t pid = s_launch(3, args, log);
-    char *ep = s_wait_ready(pid, ep_file, log);
+    char log[700];
+    pid_t pid;
+    char *ep = s_up(3, "mpirun2", "", log, &pid);
     assert_int_equal(kill(pid, SIGTERM), 0);
     int st = s_wait_for(pid, STOP_TIMEOUT_S);
     if (st == -1) {
@@ -396,15 +402,10 @@ static void test_shares_coordinator_options(void **state)
 static void test_coordinator_options_applied(void **state)
 {
     (void)state;
-    char model[700], ep_file[700], log[700], args[2048], cmd[2048];
-    snprintf(model, sizeof model, "%s/mixtral-A", fixture_root());
-    snprintf(ep_file, sizeof ep_file, "%s/endpoint3", s_tmp);
-    snprintf(log, sizeof log, "%s/mpirun3.log", s_tmp);
-    snprintf(args, sizeof args, "--model '%s' --endpoint-file '%s' --bind-host 127.0.0.1 "
-             "--threads 1 --max-tokens-limit 2 --heartbeat-ms 100 --heartbeat-misses 2 "
-             "--max-seqs 1 --queue-limit 1", model, ep_file);
-    pid_t pid = s_launch(3, args, log);
-    char *ep = s_wait_ready(pid, ep_file, log);
+    char log[700], cmd[2048];
+    pid_t pid;
+    char *ep = s_up(3, "options", "--max-tokens-limit 2 --heartbeat-ms 100 "
+                    "--heartbeat-misses 2 --max-seqs 1 --queue-limit 1", log, &pid);
     char *out = NULL;
     snprintf(cmd, sizeof cmd, "'%s/moe-client' --connect '%s' generate --prompt-ids 1,2 "
              "--max-tokens 2 --ignore-eos", s_bin, ep);

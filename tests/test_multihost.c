@@ -277,9 +277,7 @@ static void test_link_down_mid_generation(void **state)
         testutil_skip_unless_possible(s_netns_possible, "network namespaces cannot be "
                                       "created here (needs root with CAP_SYS_ADMIN)");
     char model[700], args[4096], log[700];
-    snprintf(model, sizeof model, "%s/small", s_tmp);
-    assert_int_equal(s_sh("'%s/moe-mkmodel' --arch mixtral --preset small --seed 5 --out '%s' "
-                          ">/dev/null 2>&1", s_bin, model), 0);
+    testutil_make_model(s_tmp, "small", "small", 5, model, sizeof model);
     const int timeout_ms = 2000;
     char *ep = s_start_by_hand(model, "linkdown", timeout_ms, "", "");
 

@@ -42,18 +42,10 @@ static char *s_tmp;
 
 static int s_setup(void **state)
 {
-    (void)state;
     snprintf(s_bin, sizeof s_bin, "%s", testutil_env("MOE_BIN", "build/bin"));
     s_tmp = testutil_mkdtemp("test_serving");
+    *state = s_tmp;
     return s_tmp ? 0 : -1;
-}
-
-static int s_teardown(void **state)
-{
-    (void)state;
-    testutil_rmtree(s_tmp);
-    free(s_tmp);
-    return 0;
 }
 
 /* A model folder that is mixtral-A's weights and config (linked) plus the
@@ -166,12 +158,11 @@ static wire_client_error_t s_generate_wire(localcluster_conn_t *conn,
 static void test_deadline(void **state)
 {
     (void)state;
-    char run_dir[1024], model[1024], cmd[4096];
-    snprintf(model, sizeof model, "%s/mixtral-A", fixture_root());
-    snprintf(run_dir, sizeof run_dir, "%s/deadline", s_tmp);
-    char *ep = localcluster_up(model, 2, run_dir, "--max-seqs 1");
+    char cmd[4096];
+    localcluster_t lc;
+    localcluster_start(&lc, "mixtral-A", 2, s_tmp, "deadline", "--max-seqs 1");
     localcluster_conn_t conn;
-    localcluster_open(&conn, ep);
+    localcluster_open(&conn, lc.endpoint);
     int32_t prompt[3] = {5, 17, 2};
     /* Request 1 holds the only slot for long (no deadline); request 2 waits
      * behind it and must fail after its 150 ms. */
@@ -215,14 +206,14 @@ static void test_deadline(void **state)
         assert_true(tokens < running.max_tokens);
     }
     localcluster_sched_t st;
-    localcluster_sched(ep, &st);
+    localcluster_sched(lc.endpoint, &st);
     assert_int_equal(st.running, 0);
     assert_int_equal(st.queued, 0);
     assert_true(st.kv_bytes == 0);
 
     /* The same through moe-client: exit 1, one line naming the deadline. */
     snprintf(cmd, sizeof cmd, "'%s/moe-client' --connect '%s' generate --prompt-ids 5,17,2 "
-             "--max-tokens 497 --deadline-ms 1 2>&1 >/dev/null", s_bin, ep);
+             "--max-tokens 497 --deadline-ms 1 2>&1 >/dev/null", s_bin, lc.endpoint);
     char *out = NULL;
     int rc = testutil_run(cmd, &out);
     printf("  moe-client --deadline-ms 1: exit %d: %s", rc, out);
@@ -232,8 +223,7 @@ static void test_deadline(void **state)
     }
     free(out);
     localcluster_close(&conn);
-    localcluster_down(run_dir);
-    free(ep);
+    localcluster_stop(&lc);
 }
 
 /* A prompt longer than the context, or max tokens past it, is refused with
@@ -241,10 +231,9 @@ static void test_deadline(void **state)
 static void test_limits_refused(void **state)
 {
     (void)state;
-    char run_dir[1024], model[1024], cmd[12288];
-    snprintf(model, sizeof model, "%s/mixtral-A", fixture_root());
-    snprintf(run_dir, sizeof run_dir, "%s/limits", s_tmp);
-    char *ep = localcluster_up(model, 2, run_dir, NULL);
+    char cmd[12288];
+    localcluster_t lc;
+    localcluster_start(&lc, "mixtral-A", 2, s_tmp, "limits", NULL);
     /* mixtral-A has 512 positions. */
     int used = 0;
     char ids[4096];
@@ -261,7 +250,7 @@ static void test_limits_refused(void **state)
         char args[8192];
         snprintf(args, sizeof args, cases[c].args, ids);
         snprintf(cmd, sizeof cmd, "'%s/moe-client' --connect '%s' %s 2>&1 >/dev/null", s_bin,
-                 ep, args);
+                 lc.endpoint, args);
         char *out = NULL;
         int rc = testutil_run(cmd, &out);
         const char *needle = strcmp(cases[c].needle, "%") == 0 ? "limit" : cases[c].needle;
@@ -271,12 +260,11 @@ static void test_limits_refused(void **state)
         free(out);
     }
     snprintf(cmd, sizeof cmd, "'%s/moe-client' --connect '%s' generate --prompt-ids 1,2,3 "
-             "--max-tokens 4 2>/dev/null", s_bin, ep);
+             "--max-tokens 4 2>/dev/null", s_bin, lc.endpoint);
     char *ok = crosscheck_last_line(cmd);
     assert_true(strlen(ok) > 0);
     free(ok);
-    localcluster_down(run_dir);
-    free(ep);
+    localcluster_stop(&lc);
 }
 
 /* Runs cmd and returns its whole stdout without the last newline (malloc'd),
@@ -301,10 +289,7 @@ static void test_text_prompt(void **state)
 {
     (void)state;
     char model[1024], run_dir[1024], cmd[8192], path[1100];
-    snprintf(model, sizeof model, "%s/tiny-text", s_tmp);
-    snprintf(cmd, sizeof cmd, "'%s/moe-mkmodel' --arch mixtral --preset tiny --seed 5 "
-             "--out '%s' >/dev/null 2>&1", s_bin, model);
-    assert_int_equal(system(cmd), 0);
+    testutil_make_model(s_tmp, "tiny-text", "tiny", 5, model, sizeof model);
     snprintf(path, sizeof path, "%s/tokenizer.json", model);
     err_t err = {0};
     tokenizer_t *tok = tokenizer_load(path, &err);
@@ -387,19 +372,18 @@ static void test_text_prompt(void **state)
 static void test_shared_expert_overlaps(void **state)
 {
     (void)state;
-    char run_dir[1024], model[1024], cmd[4096];
-    snprintf(model, sizeof model, "%s/qwen2_moe-A", fixture_root());
-    snprintf(run_dir, sizeof run_dir, "%s/overlap", s_tmp);
-    char *ep = localcluster_up(model, 2, run_dir, NULL);
+    char cmd[4096];
+    localcluster_t lc;
+    localcluster_start(&lc, "qwen2_moe-A", 2, s_tmp, "overlap", NULL);
     snprintf(cmd, sizeof cmd, "'%s/moe-client' --connect '%s' generate --prompt-ids 5,17,2,9 "
-             "--max-tokens 12 2>/dev/null", s_bin, ep);
+             "--max-tokens 12 2>/dev/null", s_bin, lc.endpoint);
     char *got = crosscheck_last_line(cmd);
     snprintf(cmd, sizeof cmd, "'%s/moe-run' --model '%s' --prompt-ids 5,17,2,9 "
-             "--max-tokens 12 2>/dev/null", s_bin, model);
+             "--max-tokens 12 2>/dev/null", s_bin, lc.model);
     char *want = crosscheck_last_line(cmd);
     assert_string_equal(got, want);
     localcluster_conn_t conn;
-    localcluster_open(&conn, ep);
+    localcluster_open(&conn, lc.endpoint);
     wire_reply_t rep;
     localcluster_status(&conn, 1, &rep);
     printf("  %llu expert batches: %.6f s from send to last reply, of which %.6f s the "
@@ -411,8 +395,7 @@ static void test_shared_expert_overlaps(void **state)
     localcluster_close(&conn);
     free(got);
     free(want);
-    localcluster_down(run_dir);
-    free(ep);
+    localcluster_stop(&lc);
 }
 
 /* Runs cmd in the background, detached from our output pipe (so that
@@ -448,10 +431,7 @@ static void test_coordinator_restart(void **state)
 {
     (void)state;
     char model[1024], run_dir[1024], cmd[8192], path[1100];
-    snprintf(model, sizeof model, "%s/small-restart", s_tmp);
-    snprintf(cmd, sizeof cmd, "'%s/moe-mkmodel' --arch mixtral --preset small --seed 3 "
-             "--out '%s' >/dev/null 2>&1", s_bin, model);
-    assert_int_equal(system(cmd), 0);
+    testutil_make_model(s_tmp, "small-restart", "small", 3, model, sizeof model);
     snprintf(run_dir, sizeof run_dir, "%s/restart", s_tmp);
     char *ep = localcluster_up(model, 2, run_dir, NULL);
     err_t err = {0};
@@ -537,13 +517,13 @@ enum { N_BATCH = 16 };
 static void test_seed_independent_of_batch(void **state)
 {
     (void)state;
-    char run_dir[1024], model[1024], cmd[16384];
-    snprintf(model, sizeof model, "%s/mixtral-A", fixture_root());
-    snprintf(run_dir, sizeof run_dir, "%s/seeds", s_tmp);
-    char *ep = localcluster_up(model, 2, run_dir, NULL);
+    char cmd[16384];
+    localcluster_t lc;
+    localcluster_start(&lc, "mixtral-A", 2, s_tmp, "seeds", NULL);
     const char *mine = "generate --prompt-ids 97,154,160 --max-tokens 24 --temperature 1.2 "
                        "--top-p 0.95 --seed 7";
-    snprintf(cmd, sizeof cmd, "'%s/moe-client' --connect '%s' %s 2>/dev/null", s_bin, ep, mine);
+    snprintf(cmd, sizeof cmd, "'%s/moe-client' --connect '%s' %s 2>/dev/null", s_bin,
+             lc.endpoint, mine);
     char *alone = crosscheck_last_line(cmd);
     /* All at once: mine is client 0; the others differ in prompt, seed,
      * temperature and top-k. Each output goes to its own file. */
@@ -555,7 +535,7 @@ static void test_seed_independent_of_batch(void **state)
                  0.5 + 0.1 * c, 5 + c, 100 + c);
         used += snprintf(cmd + used, sizeof cmd - (size_t)used,
                          "timeout 60 '%s/moe-client' --connect '%s' %s > seed-%d.out "
-                         "2>/dev/null & ", s_bin, ep, c == 0 ? mine : other, c);
+                         "2>/dev/null & ", s_bin, lc.endpoint, c == 0 ? mine : other, c);
     }
     snprintf(cmd + used, sizeof cmd - (size_t)used, "wait)");
     assert_int_equal(testutil_run(cmd, NULL), 0);
@@ -568,8 +548,7 @@ static void test_seed_independent_of_batch(void **state)
     assert_string_equal(among, alone);
     free(among);
     free(alone);
-    localcluster_down(run_dir);
-    free(ep);
+    localcluster_stop(&lc);
 }
 
 enum { LOAD_CLIENTS = 64, LOAD_REQUESTS = 4, LOAD_TOKENS = 8, LOAD_PROMPTS = 8 };
@@ -664,10 +643,10 @@ done:
 static void test_load_64_clients(void **state)
 {
     (void)state;
-    char run_dir[1024], model[1024], cmd[4096];
-    snprintf(model, sizeof model, "%s/mixtral-A", fixture_root());
-    snprintf(run_dir, sizeof run_dir, "%s/load", s_tmp);
+    char cmd[4096];
     char *want[LOAD_PROMPTS];
+    char model[1024];
+    snprintf(model, sizeof model, "%s/mixtral-A", fixture_root());
     for (int p = 0; p < LOAD_PROMPTS; p++) {
         int32_t prompt[3];
         s_load_prompt(p, 0, prompt);
@@ -677,12 +656,13 @@ static void test_load_64_clients(void **state)
         want[p] = crosscheck_last_line(cmd);
     }
     /* 64 clients: 16 decode at once, the rest wait in a queue of 64. */
-    char *ep = localcluster_up(model, 2, run_dir, "--max-seqs 16 --queue-limit 64");
-    pid_t coordinator = localcluster_pid(run_dir, "coordinator");
+    localcluster_t lc;
+    localcluster_start(&lc, model, 2, s_tmp, "load", "--max-seqs 16 --queue-limit 64");
+    pid_t coordinator = localcluster_pid(lc.run_dir, "coordinator");
     /* Baseline after a warm-up: buffers that live as long as the server are
      * allocated by then. */
     snprintf(cmd, sizeof cmd, "'%s/moe-client' --connect '%s' generate --prompt-ids 1,2,3 "
-             "--max-tokens %d >/dev/null 2>&1", s_bin, ep, LOAD_TOKENS);
+             "--max-tokens %d >/dev/null 2>&1", s_bin, lc.endpoint, LOAD_TOKENS);
     assert_int_equal(system(cmd), 0);
     const size_t rss_before = localcluster_rss(coordinator);
 
@@ -690,7 +670,7 @@ static void test_load_64_clients(void **state)
     pthread_t threads[LOAD_CLIENTS];
     const double t0 = timer_now();
     for (int c = 0; c < LOAD_CLIENTS; c++) {
-        clients[c].endpoint = ep;
+        clients[c].endpoint = lc.endpoint;
         clients[c].index = c;
         assert_int_equal(pthread_create(&threads[c], NULL, s_load_client, &clients[c]), 0);
     }
@@ -700,13 +680,13 @@ static void test_load_64_clients(void **state)
 
     int answered = 0;
     for (int c = 0; c < LOAD_CLIENTS; c++) {
-        load_client_t *lc = &clients[c];
-        if (lc->failure[0] || lc->errors || lc->strays)
-            fail_msg("client %d: %d errors, %d stray replies: %s", c, lc->errors, lc->strays,
-                     lc->failure);
+        load_client_t *cl = &clients[c];
+        if (cl->failure[0] || cl->errors || cl->strays)
+            fail_msg("client %d: %d errors, %d stray replies: %s", c, cl->errors, cl->strays,
+                     cl->failure);
         for (int r = 0; r < LOAD_REQUESTS; r++) {
-            assert_int_equal(lc->finals[r], 1);
-            char *got = idlist_format(lc->tokens[r], lc->n_tokens[r]);
+            assert_int_equal(cl->finals[r], 1);
+            char *got = idlist_format(cl->tokens[r], cl->n_tokens[r]);
             const char *expect = want[(c + r) % LOAD_PROMPTS];
             if (strcmp(got, expect) != 0)
                 fail_msg("client %d request %d: %s, alone %s", c, r + 1, got, expect);
@@ -715,7 +695,7 @@ static void test_load_64_clients(void **state)
         }
     }
     localcluster_sched_t st;
-    localcluster_sched(ep, &st);
+    localcluster_sched(lc.endpoint, &st);
     const size_t rss_after = localcluster_rss(coordinator);
     printf("  %d requests from %d clients answered in %.2f s, each once and as moe-run; "
            "coordinator RSS %.1f MiB before, %.1f MiB after; %d running, %d queued, "
@@ -732,8 +712,7 @@ static void test_load_64_clients(void **state)
     free(clients);
     for (int p = 0; p < LOAD_PROMPTS; p++)
         free(want[p]);
-    localcluster_down(run_dir);
-    free(ep);
+    localcluster_stop(&lc);
 }
 
 int main(void)
@@ -748,5 +727,5 @@ int main(void)
         cmocka_unit_test(test_load_64_clients),
         cmocka_unit_test(test_coordinator_restart),
     };
-    return cmocka_run_group_tests(tests, s_setup, s_teardown);
+    return cmocka_run_group_tests(tests, s_setup, testutil_scratch_teardown);
 }

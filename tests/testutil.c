@@ -72,6 +72,14 @@ const char *testutil_env(const char *name, const char *fallback)
     return v && *v ? v : fallback;
 }
 
+int testutil_scratch_teardown(void **state)
+{
+    testutil_rmtree(*state);
+    free(*state);
+    *state = NULL;
+    return 0;
+}
+
 bool testutil_skip_forbidden(void)
 {
     if (strcmp(testutil_env("MOE_NO_SKIP", ""), "1") == 0)
@@ -248,4 +256,26 @@ void testutil_expect_error(const char *prefix, const char *prog, const char *arg
                  name, needle);
     free(out);
     free(err_text);
+}
+
+void testutil_make_model(const char *dir, const char *name, const char *preset, int seed,
+                         char *model, size_t size)
+{
+    snprintf(model, size, "%s/%s", dir, name);
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, "test -f '%s/config.json' || '%s/moe-mkmodel' --arch mixtral "
+             "--preset %s --seed %d --out '%s' >/dev/null 2>&1", model,
+             testutil_env("MOE_BIN", "build/bin"), preset, seed, model);
+    if (testutil_run(cmd, NULL) != 0)
+        fail_msg("moe-mkmodel --preset %s --seed %d --out %s failed", preset, seed, model);
+}
+
+void testutil_expect_errors(const char *prefix, const char *prog,
+                            const testutil_error_case_t *cases, int n, const char *arg)
+{
+    for (int i = 0; i < n; i++) {
+        char args[4096];
+        snprintf(args, sizeof args, cases[i].args, arg);
+        testutil_expect_error(prefix, prog, args, cases[i].code, cases[i].needle);
+    }
 }

@@ -28,6 +28,10 @@ char *testutil_mkdtemp(const char *name);
 /* Removes a directory tree made by testutil_mkdtemp; ignores errors. */
 void testutil_rmtree(const char *path);
 
+/* A cmocka group teardown for tests whose group setup made a scratch folder
+ * with testutil_mkdtemp and left it in *state: removes and frees it. */
+int testutil_scratch_teardown(void **state);
+
 /* Writes n bytes to path; returns 0 or -1. */
 int testutil_write_file(const char *path, const void *data, size_t n);
 
@@ -55,12 +59,31 @@ char *testutil_last_line(char *text);
 int testutil_run_program(const char *prefix, const char *prog, const char *args, char **out,
                          char **err_text);
 
+/* In a cmocka case: makes dir/name a mixtral model of the preset with random
+ * weights of seed (moe-mkmodel from $MOE_BIN) unless it holds one already;
+ * writes that folder into model[size]. Fails the case when it cannot. */
+void testutil_make_model(const char *dir, const char *name, const char *preset, int seed,
+                         char *model, size_t size);
+
 /* In a cmocka case: the program fails as a program of this project must:
  * exit status code, no endpoint (tcp://) on stdout, and on stderr, besides
  * the OpenBLAS report, one line "NAME: ..." (NAME: prog's file name) that
  * holds needle. Fails the case otherwise. */
 void testutil_expect_error(const char *prefix, const char *prog, const char *args, int code,
                            const char *needle);
+
+/* One expected failure of a program: its arguments, a printf format of one
+ * string (e.g. the model folder), the exit status and a text its error line
+ * holds. */
+typedef struct testutil_error_case {
+    const char *args;
+    int code;
+    const char *needle;
+} testutil_error_case_t;
+
+/* testutil_expect_error for each of the n cases, args formatted with arg. */
+void testutil_expect_errors(const char *prefix, const char *prog,
+                            const testutil_error_case_t *cases, int n, const char *arg);
 
 /* ---- skips ----------------------------------------------------------------
  * A case that cannot run here skips with a reason (cmocka's skip(), counted
