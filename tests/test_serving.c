@@ -430,12 +430,12 @@ static bool s_gone_within(pid_t pid, double seconds)
 static void test_coordinator_restart(void **state)
 {
     (void)state;
-    char model[1024], run_dir[1024], cmd[8192], path[1100];
+    char model[1024], cmd[8192], path[1100];
     testutil_make_model(s_tmp, "small-restart", "small", 3, model, sizeof model);
-    snprintf(run_dir, sizeof run_dir, "%s/restart", s_tmp);
-    char *ep = localcluster_up(model, 2, run_dir, NULL);
+    localcluster_t lc;
+    localcluster_start(&lc, model, 2, s_tmp, "restart", NULL);
     err_t err = {0};
-    client_t *client = client_connect(ep, 20000, &err);
+    client_t *client = client_connect(lc.endpoint, 20000, &err);
     assert_non_null(client);
     int32_t prompt[3] = {5, 17, 2}, *tokens = NULL;
     int n = 0;
@@ -446,13 +446,13 @@ static void test_coordinator_restart(void **state)
     snprintf(path, sizeof path, "%s/restart-client.err", s_tmp);
     snprintf(cmd, sizeof cmd, "'%s/moe-client' --connect '%s' --timeout 60 generate "
              "--prompt-ids 1,2,3 --max-tokens 4000 --ignore-eos >/dev/null 2>'%s'; "
-             "echo $? >'%s.rc'", s_bin, ep, path, path);
+             "echo $? >'%s.rc'", s_bin, lc.endpoint, path, path);
     pid_t waiter = s_spawn(cmd, false);
     localcluster_sched_t st = {0};
     for (double t0 = timer_now(); st.running == 0 && timer_now() - t0 < 10; usleep(20000))
-        localcluster_sched(ep, &st);
+        localcluster_sched(lc.endpoint, &st);
     assert_int_equal(st.running, 1);
-    pid_t coordinator = localcluster_pid(run_dir, "coordinator");
+    pid_t coordinator = localcluster_pid(lc.run_dir, "coordinator");
     const double t_kill = timer_now();
     assert_int_equal(kill(coordinator, SIGKILL), 0);
     assert_true(s_gone_within(waiter, 10));
@@ -474,22 +474,22 @@ static void test_coordinator_restart(void **state)
     char nodes[2][WIRE_MAX_TEXT];
     for (int i = 0; i < 2; i++) {
         char f[1100];
-        snprintf(f, sizeof f, "%s/expert-%d.endpoint", run_dir, i + 1);
+        snprintf(f, sizeof f, "%s/expert-%d.endpoint", lc.run_dir, i + 1);
         char *text = testutil_read_file(f, NULL);
         assert_non_null(text);
         text[strcspn(text, "\n")] = '\0';
         snprintf(nodes[i], sizeof nodes[i], "%s", text);
         free(text);
     }
-    snprintf(path, sizeof path, "%s/coordinator.endpoint", run_dir);
+    snprintf(path, sizeof path, "%s/coordinator.endpoint", lc.run_dir);
     unlink(path);
     snprintf(cmd, sizeof cmd, "'%s/moe-coordinator' --model '%s' --node '%s' --node '%s' "
              "--bind '%s' --endpoint-file '%s' >'%s/coordinator-2.log' 2>&1",
-             s_bin, model, nodes[0], nodes[1], ep, path, run_dir);
+             s_bin, model, nodes[0], nodes[1], lc.endpoint, path, lc.run_dir);
     pid_t again = s_spawn(cmd, true);
     char pid_text[32], pid_path[1100];
     snprintf(pid_text, sizeof pid_text, "%d\n", (int)again);
-    snprintf(pid_path, sizeof pid_path, "%s/coordinator.pid", run_dir);
+    snprintf(pid_path, sizeof pid_path, "%s/coordinator.pid", lc.run_dir);
     assert_int_equal(testutil_write_file(pid_path, pid_text, strlen(pid_text)), 0);
     bool ready = false;
     for (double t0 = timer_now(); !ready && timer_now() - t0 < 30; usleep(20000))
@@ -500,14 +500,14 @@ static void test_coordinator_restart(void **state)
     assert_int_equal(n, 4);
     mem_free(tokens);
     snprintf(cmd, sizeof cmd, "'%s/moe-client' --connect '%s' generate --prompt-ids 5,17,2 "
-             "--max-tokens 4 2>/dev/null", s_bin, ep);
+             "--max-tokens 4 2>/dev/null", s_bin, lc.endpoint);
     char *out = crosscheck_last_line(cmd);
-    printf("  restarted on %s: served the old client object and a new client (%s)\n", ep,
+    printf("  restarted on %s: served the old client object and a new client (%s)\n",
+           lc.endpoint,
            out);
     free(out);
     client_destroy(&client);
-    localcluster_down(run_dir);
-    free(ep);
+    localcluster_stop(&lc);
 }
 
 enum { N_BATCH = 16 };
