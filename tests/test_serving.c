@@ -503,8 +503,7 @@ static void test_coordinator_restart(void **state)
              "--max-tokens 4 2>/dev/null", s_bin, lc.endpoint);
     char *out = crosscheck_last_line(cmd);
     printf("  restarted on %s: served the old client object and a new client (%s)\n",
-           lc.endpoint,
-           out);
+           lc.endpoint, out);
     free(out);
     client_destroy(&client);
     localcluster_stop(&lc);
