@@ -427,11 +427,57 @@ static void test_coordinator_options_applied(void **state)
     free(ep);
 }
 
+/* CURVE through moe-mpi: rank 0 serves clients of keys/clients and greets
+ * nodes that load keys/node-I.key and allow keys/coordinators; an allowed
+ * client is answered (the nodes are up), a client without CURVE is not, and
+ * the options must come all together. */
+static void test_curve(void **state)
+{
+    (void)state;
+    char keys[700], cmd[4096], extra[4096], log[700];
+    snprintf(keys, sizeof keys, "%s/keys", s_tmp);
+    snprintf(cmd, sizeof cmd, "'%s/moe-keygen' --out '%s' --name coordinator --name node-1 "
+             "--name node-2 --name alice >/dev/null && cd '%s' && mkdir clients coordinators "
+             "&& cp alice.pub clients/ && cp coordinator.pub coordinators/", s_bin, keys, keys);
+    assert_int_equal(testutil_run(cmd, NULL), 0);
+    snprintf(extra, sizeof extra, "--curve-key '%s/coordinator.key' --curve-nodes '%s' "
+             "--curve-clients '%s/clients' --curve-coordinators '%s/coordinators'", keys, keys,
+             keys, keys);
+    pid_t pid;
+    char *ep = s_up(3, "curve", extra, log, &pid);
+    char *out = NULL;
+    snprintf(cmd, sizeof cmd, "'%s/moe-client' --connect '%s' --curve-key '%s/alice.key' "
+             "--curve-server '%s/coordinator.pub' status", s_bin, ep, keys, keys);
+    assert_int_equal(testutil_run(cmd, &out), 0);
+    assert_non_null(strstr(out, "nodes: 2 up, 0 down"));
+    free(out);
+    snprintf(cmd, sizeof cmd, "'%s/moe-client' --connect '%s' --timeout 1 status 2>&1", s_bin,
+             ep);
+    assert_int_equal(testutil_run(cmd, &out), 1);
+    printf("  a client without CURVE: %s", out);
+    free(out);
+    kill(pid, SIGTERM);
+    s_wait_for(pid, STOP_TIMEOUT_S);
+    s_mpirun = -1;
+    free(ep);
+
+    snprintf(extra, sizeof extra, "--model m --curve-key '%s/coordinator.key'", keys);
+    pid = s_launch(2, extra, log);
+    int st = s_wait_for(pid, FAIL_TIMEOUT_S);
+    s_mpirun = -1;
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 2);
+    char *text = testutil_read_file(log, NULL);
+    assert_non_null(strstr(text, "CURVE needs all of --curve-key, --curve-nodes, "
+                                 "--curve-clients and --curve-coordinators"));
+    free(text);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_shares_coordinator_options, s_test_teardown),
         cmocka_unit_test_teardown(test_coordinator_options_applied, s_test_teardown),
+        cmocka_unit_test_teardown(test_curve, s_test_teardown),
         cmocka_unit_test_teardown(test_mpirun_cluster, s_test_teardown),
         cmocka_unit_test_teardown(test_mpirun_sigterm, s_test_teardown),
         cmocka_unit_test_teardown(test_failing_rank, s_test_teardown),
