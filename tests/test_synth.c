@@ -45,22 +45,6 @@
 
 /* ---- helpers ------------------------------------------------------------- */
 
-static int s_setup(void **state)
-{
-    char *dir = testutil_mkdtemp("test_synth");
-    if (!dir)
-        return -1;
-    *state = dir;
-    return 0;
-}
-
-static int s_teardown(void **state)
-{
-    testutil_rmtree(*state);
-    free(*state);
-    return 0;
-}
-
 /* dir/name, malloc'd (caller frees). */
 static char *s_join(const char *dir, const char *name)
 {
@@ -1475,7 +1459,7 @@ static void test_family_tool(void **state)
 
 int main(void)
 {
-#define T(f) cmocka_unit_test_setup_teardown(f, s_setup, s_teardown)
+#define T(f) cmocka_unit_test_setup_teardown(f, testutil_scratch_setup, testutil_scratch_teardown)
     const struct CMUnitTest tests[] = {
         T(test_presets),
         T(test_tiny_each_dtype),

@@ -29,22 +29,6 @@
 
 /* ---- helpers ------------------------------------------------------------- */
 
-static int s_setup(void **state)
-{
-    char *dir = testutil_mkdtemp("test_trainer");
-    if (!dir)
-        return -1;
-    *state = dir;
-    return 0;
-}
-
-static int s_teardown(void **state)
-{
-    testutil_rmtree(*state);
-    free(*state);
-    return 0;
-}
-
 /* dir/name in a static buffer (one at a time). */
 static const char *s_path(const char *dir, const char *name)
 {
@@ -598,7 +582,7 @@ static void test_mkmodel(void **state)
 
 int main(void)
 {
-#define T(f) cmocka_unit_test_setup_teardown(f, s_setup, s_teardown)
+#define T(f) cmocka_unit_test_setup_teardown(f, testutil_scratch_setup, testutil_scratch_teardown)
     const struct CMUnitTest tests[] = {
         T(test_merges_by_hand),
         T(test_round_trip),

@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <cmocka.h>
 
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -70,6 +71,12 @@ const char *testutil_env(const char *name, const char *fallback)
 {
     const char *v = getenv(name);
     return v && *v ? v : fallback;
+}
+
+int testutil_scratch_setup(void **state)
+{
+    *state = testutil_mkdtemp(program_invocation_short_name);
+    return *state ? 0 : -1;
 }
 
 int testutil_scratch_teardown(void **state)

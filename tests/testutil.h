@@ -28,8 +28,12 @@ char *testutil_mkdtemp(const char *name);
 /* Removes a directory tree made by testutil_mkdtemp; ignores errors. */
 void testutil_rmtree(const char *path);
 
-/* A cmocka group teardown for tests whose group setup made a scratch folder
- * with testutil_mkdtemp and left it in *state: removes and frees it. */
+/* A cmocka setup (group or case): a fresh scratch folder named after the
+ * test program (testutil_mkdtemp) in *state; -1 when it cannot be made. */
+int testutil_scratch_setup(void **state);
+
+/* A cmocka teardown for a setup that made a scratch folder with
+ * testutil_mkdtemp and left it in *state: removes and frees it. */
 int testutil_scratch_teardown(void **state);
 
 /* Writes n bytes to path; returns 0 or -1. */
