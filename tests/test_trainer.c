@@ -510,12 +510,8 @@ static void test_oom(void **state)
  * the same files. */
 static void test_mkmodel(void **state)
 {
-    const char *bin = testutil_env("MOE_BIN", "build/bin");
     char tool[1024];
-    snprintf(tool, sizeof tool, "%s/moe-mkmodel", bin);
-    if (access(tool, X_OK) != 0) {
-        testutil_skip_unless_possible(false, "%s not built", tool);
-    }
+    testutil_program("moe-mkmodel", tool, sizeof tool);
     static const char *presets[] = {"tiny", "small"};
     for (size_t p = 0; p < 2; p++) {
         char *dir[2];

@@ -286,3 +286,10 @@ void testutil_expect_errors(const char *prefix, const char *prog,
         testutil_expect_error(prefix, prog, args, cases[i].code, cases[i].needle);
     }
 }
+
+void testutil_program(const char *name, char *path, size_t size)
+{
+    snprintf(path, size, "%s/%s", testutil_env("MOE_BIN", "build/bin"), name);
+    if (access(path, X_OK) != 0)
+        testutil_skip_unless_possible(false, "%s not built", path);
+}

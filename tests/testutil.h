@@ -63,6 +63,10 @@ char *testutil_last_line(char *text);
 int testutil_run_program(const char *prefix, const char *prog, const char *args, char **out,
                          char **err_text);
 
+/* In a cmocka case: the path of program name in $MOE_BIN into path[size];
+ * skips the case when it is not built (testutil_skip_unless_possible). */
+void testutil_program(const char *name, char *path, size_t size);
+
 /* In a cmocka case: makes dir/name a mixtral model of the preset with random
  * weights of seed (moe-mkmodel from $MOE_BIN) unless it holds one already;
  * writes that folder into model[size]. Fails the case when it cannot. */
