@@ -637,5 +637,5 @@ int main(void)
         cmocka_unit_test(test_node_memory_follows_its_share),
         cmocka_unit_test(test_grouped_placement_saves_traffic),
     };
-    return cmocka_run_group_tests(tests, s_setup, testutil_scratch_teardown);
+    return cmocka_run_group_tests(tests, s_setup, testutil_tmpdir_teardown);
 }

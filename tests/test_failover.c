@@ -400,5 +400,5 @@ int main(void)
         cmocka_unit_test(test_kill_without_replicas),
         cmocka_unit_test(test_stopped_node),
     };
-    return cmocka_run_group_tests(tests, s_setup, testutil_scratch_teardown);
+    return cmocka_run_group_tests(tests, s_setup, testutil_tmpdir_teardown);
 }

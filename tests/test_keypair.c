@@ -230,5 +230,5 @@ int main(void)
         cmocka_unit_test(test_bad_files),
         cmocka_unit_test(test_socket_setters),
     };
-    return cmocka_run_group_tests(tests, s_setup, testutil_scratch_teardown);
+    return cmocka_run_group_tests(tests, s_setup, testutil_tmpdir_teardown);
 }

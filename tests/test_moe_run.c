@@ -188,5 +188,5 @@ int main(void)
         cmocka_unit_test(test_reports_native_openblas_kernels),
         cmocka_unit_test(test_bad_input_gives_one_clear_error),
     };
-    return cmocka_run_group_tests(tests, s_setup, testutil_scratch_teardown);
+    return cmocka_run_group_tests(tests, s_setup, testutil_tmpdir_teardown);
 }

@@ -35,6 +35,22 @@
 
 /* ---- helpers ------------------------------------------------------------- */
 
+static int s_setup(void **state)
+{
+    char *dir = testutil_mkdtemp("test_safetensors");
+    if (!dir)
+        return -1;
+    *state = dir;
+    return 0;
+}
+
+static int s_teardown(void **state)
+{
+    testutil_rmtree(*state);
+    free(*state);
+    return 0;
+}
+
 /* dir/name in one of four rotating static buffers. */
 static const char *s_join(const char *dir, const char *name)
 {
@@ -1205,7 +1221,7 @@ static void test_index_writer(void **state)
 
 int main(void)
 {
-#define T(f) cmocka_unit_test_setup_teardown(f, testutil_scratch_setup, testutil_scratch_teardown)
+#define T(f) cmocka_unit_test_setup_teardown(f, s_setup, s_teardown)
     const struct CMUnitTest tests[] = {
         T(test_f32_zero_copy),
         T(test_f16_values),

@@ -579,5 +579,5 @@ int main(void)
         cmocka_unit_test(test_node_key_mismatch),
         cmocka_unit_test_teardown(test_per_client_limits, s_cluster_down),
     };
-    return cmocka_run_group_tests(tests, s_setup, testutil_scratch_teardown);
+    return cmocka_run_group_tests(tests, s_setup, testutil_tmpdir_teardown);
 }

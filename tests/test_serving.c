@@ -726,5 +726,5 @@ int main(void)
         cmocka_unit_test(test_load_64_clients),
         cmocka_unit_test(test_coordinator_restart),
     };
-    return cmocka_run_group_tests(tests, s_setup, testutil_scratch_teardown);
+    return cmocka_run_group_tests(tests, s_setup, testutil_tmpdir_teardown);
 }

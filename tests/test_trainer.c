@@ -578,7 +578,7 @@ static void test_mkmodel(void **state)
 
 int main(void)
 {
-#define T(f) cmocka_unit_test_setup_teardown(f, testutil_scratch_setup, testutil_scratch_teardown)
+#define T(f) cmocka_unit_test_setup_teardown(f, testutil_tmpdir_setup, testutil_tmpdir_teardown)
     const struct CMUnitTest tests[] = {
         T(test_merges_by_hand),
         T(test_round_trip),

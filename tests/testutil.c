@@ -1,11 +1,6 @@
 /* testutil: see testutil.h. */
 #include "tests/testutil.h"
 
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <cmocka.h>
-
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -14,6 +9,11 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
 
 void testrng_init(testrng_t *rng, uint64_t seed)
 {
@@ -71,20 +71,6 @@ const char *testutil_env(const char *name, const char *fallback)
 {
     const char *v = getenv(name);
     return v && *v ? v : fallback;
-}
-
-int testutil_scratch_setup(void **state)
-{
-    *state = testutil_mkdtemp(program_invocation_short_name);
-    return *state ? 0 : -1;
-}
-
-int testutil_scratch_teardown(void **state)
-{
-    testutil_rmtree(*state);
-    free(*state);
-    *state = NULL;
-    return 0;
 }
 
 bool testutil_skip_forbidden(void)
@@ -162,46 +148,6 @@ char *testutil_read_file(const char *path, size_t *n)
             *n = len;
     }
     return buf;
-}
-
-int testutil_run(const char *cmdline, char **stdout_text)
-{
-    if (stdout_text)
-        *stdout_text = NULL;
-    FILE *p = popen(cmdline, "r");
-    if (!p)
-        return -1;
-    size_t cap = 4096, len = 0;
-    char *buf = malloc(cap);
-    size_t r;
-    char chunk[4096];
-    while ((r = fread(chunk, 1, sizeof chunk, p)) > 0) {
-        if (buf && len + r + 1 > cap) {
-            while (len + r + 1 > cap)
-                cap *= 2;
-            char *bigger = realloc(buf, cap);
-            if (!bigger) {
-                free(buf);
-                buf = NULL;
-            } else {
-                buf = bigger;
-            }
-        }
-        if (buf) {
-            memcpy(buf + len, chunk, r);
-            len += r;
-        }
-    }
-    int status = pclose(p);
-    if (buf)
-        buf[len] = '\0';
-    if (stdout_text)
-        *stdout_text = buf;
-    else
-        free(buf);
-    if (status == -1 || !WIFEXITED(status))
-        return -1;
-    return WEXITSTATUS(status);
 }
 
 char *testutil_last_line(char *text)
@@ -292,4 +238,61 @@ void testutil_program(const char *name, char *path, size_t size)
     snprintf(path, size, "%s/%s", testutil_env("MOE_BIN", "build/bin"), name);
     if (access(path, X_OK) != 0)
         testutil_skip_unless_possible(false, "%s not built", path);
+}
+
+int testutil_run(const char *cmdline, char **stdout_text)
+{
+    if (stdout_text)
+        *stdout_text = NULL;
+    FILE *p = popen(cmdline, "r");
+    if (!p)
+        return -1;
+    size_t cap = 4096, len = 0;
+    char *buf = malloc(cap);
+    size_t r;
+    char chunk[4096];
+    while ((r = fread(chunk, 1, sizeof chunk, p)) > 0) {
+        if (buf && len + r + 1 > cap) {
+            while (len + r + 1 > cap)
+                cap *= 2;
+            char *bigger = realloc(buf, cap);
+            if (!bigger) {
+                free(buf);
+                buf = NULL;
+            } else {
+                buf = bigger;
+            }
+        }
+        if (buf) {
+            memcpy(buf + len, chunk, r);
+            len += r;
+        }
+    }
+    int status = pclose(p);
+    if (buf)
+        buf[len] = '\0';
+    if (stdout_text)
+        *stdout_text = buf;
+    else
+        free(buf);
+    if (status == -1 || !WIFEXITED(status))
+        return -1;
+    return WEXITSTATUS(status);
+}
+
+int testutil_tmpdir_setup(void **state)
+{
+    /* glibc's name of the running program: test_synth, ... */
+    char *dir = testutil_mkdtemp(program_invocation_short_name);
+    if (!dir)
+        return -1;
+    *state = dir;
+    return 0;
+}
+
+int testutil_tmpdir_teardown(void **state)
+{
+    testutil_rmtree(*state);
+    free(*state);
+    return 0;
 }

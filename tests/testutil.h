@@ -28,14 +28,6 @@ char *testutil_mkdtemp(const char *name);
 /* Removes a directory tree made by testutil_mkdtemp; ignores errors. */
 void testutil_rmtree(const char *path);
 
-/* A cmocka setup (group or case): a fresh scratch folder named after the
- * test program (testutil_mkdtemp) in *state; -1 when it cannot be made. */
-int testutil_scratch_setup(void **state);
-
-/* A cmocka teardown for a setup that made a scratch folder with
- * testutil_mkdtemp and left it in *state: removes and frees it. */
-int testutil_scratch_teardown(void **state);
-
 /* Writes n bytes to path; returns 0 or -1. */
 int testutil_write_file(const char *path, const void *data, size_t n);
 
@@ -45,10 +37,6 @@ char *testutil_read_file(const char *path, size_t *n);
 
 /* Environment value or fallback (borrowed). */
 const char *testutil_env(const char *name, const char *fallback);
-
-/* Runs a shell command line, capturing stdout into a malloc'd string (may be
- * NULL) and returning the exit status (-1 when it could not run or was killed). */
-int testutil_run(const char *cmdline, char **stdout_text);
 
 /* The last line of text, without the newlines that end text (text is
  * changed: they are removed). */
@@ -113,5 +101,14 @@ bool testutil_skip_forbidden(void);
         print_message("\n");                                                       \
         skip();                                                                    \
     } while (0)
+
+/* Runs a shell command line, capturing stdout into a malloc'd string (may be
+ * NULL) and returning the exit status (-1 when it could not run or was killed). */
+int testutil_run(const char *cmdline, char **stdout_text);
+
+/* cmocka group setup / teardown: *state is a fresh directory named after
+ * the test program (testutil_mkdtemp), removed and freed by the teardown. */
+int testutil_tmpdir_setup(void **state);
+int testutil_tmpdir_teardown(void **state);
 
 #endif /* MOE_TESTS_TESTUTIL_H */
