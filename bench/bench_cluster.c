@@ -11,7 +11,6 @@
  *                 [--decode 64] [--repeat 5]
  */
 #include <errno.h>
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -71,40 +70,35 @@ static int s_cluster_once(client_t *c, const int32_t *prompt, int n_prompt, int 
     return 0;
 }
 
-static int s_positive(const char *text)
+static void s_usage(FILE *out)
 {
-    int v = 0;
-    return arg_int(text, "a count", 1, &v, NULL) == 0 ? v : 0;
+    fprintf(out, "usage: bench-cluster --model DIR --endpoint EP [--threads 2] "
+                 "[--prompt-len 128] [--decode 64] [--repeat 5]\n");
 }
 
+/* --model and --endpoint are required (an arg_check_fn). */
+static int s_check(void *ctx, err_t *err)
+{
+    const options_t *o = ctx;
+    if (!o->model || !o->endpoint)
+        return err_set(err, EINVAL, "--model and --endpoint are required");
+    return 0;
+}
+
+/* 0 with *o filled, or -1 after a usage error (printed); exits after --help. */
 static int s_parse(int argc, char **argv, options_t *o)
 {
-    static const struct option longopts[] = {
-        {"model", required_argument, NULL, 'm'}, {"endpoint", required_argument, NULL, 'e'},
-        {"threads", required_argument, NULL, 't'}, {"prompt-len", required_argument, NULL, 'p'},
-        {"decode", required_argument, NULL, 'd'}, {"repeat", required_argument, NULL, 'r'},
-        {NULL, 0, NULL, 0},
+    *o = (options_t){.threads = 2};
+    arg_opt_t size[WORKLOAD_SIZE_OPTIONS + 1];
+    workload_size_options(&o->prompt_len, &o->decode, &o->repeat, MAX_REPEAT, size);
+    const arg_opt_t table[] = {
+        ARG_OPT_STRING("--model", &o->model),
+        ARG_OPT_STRING("--endpoint", &o->endpoint),
+        ARG_OPT_INT("--threads", &o->threads, 1, 0),
+        ARG_OPT_TABLE(size),
+        ARG_OPT_END,
     };
-    *o = (options_t){.threads = 2, .prompt_len = 128, .decode = 64, .repeat = 5};
-    int c;
-    while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
-        switch (c) {
-        case 'm': o->model = optarg; break;
-        case 'e': o->endpoint = optarg; break;
-        case 't': o->threads = s_positive(optarg); break;
-        case 'p': o->prompt_len = s_positive(optarg); break;
-        case 'd': o->decode = s_positive(optarg); break;
-        case 'r': o->repeat = s_positive(optarg); break;
-        default: return -1;
-        }
-    }
-    if (!o->model || !o->endpoint || o->threads < 1 || o->prompt_len < 1 || o->decode < 1 ||
-        o->repeat < 1 || o->repeat > MAX_REPEAT) {
-        fprintf(stderr, "usage: bench-cluster --model DIR --endpoint EP [--threads 2] "
-                        "[--prompt-len 128] [--decode 64] [--repeat 5]\n");
-        return -1;
-    }
-    return 0;
+    return arg_parse_main("bench-cluster", argc, argv, table, s_usage, s_check, o);
 }
 
 static void s_report(const options_t *o, const config_t *cfg, double *sp_p, double *sp_d,

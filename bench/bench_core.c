@@ -8,7 +8,6 @@
  *              [--repeat 5]
  */
 #include <errno.h>
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,43 +39,26 @@ static void s_usage(FILE *out)
                  "                  [--decode 64] [--repeat 5]\n");
 }
 
-/* A positive decimal integer below 1e6, or 0 (rejected by the caller). */
-static int s_positive(const char *text)
+/* --model is required (an arg_check_fn). */
+static int s_check(void *ctx, err_t *err)
 {
-    int v = 0;
-    return arg_int(text, "a count", 1, &v, NULL) == 0 ? v : 0;
+    const options_t *opt = ctx;
+    return opt->model ? 0 : err_set(err, EINVAL, "--model is required");
 }
 
+/* 0 with *opt filled, or -1 after a usage error (printed); exits after --help. */
 static int s_parse(int argc, char **argv, options_t *opt)
 {
-    static const struct option longopts[] = {
-        {"model", required_argument, NULL, 'm'},
-        {"threads", required_argument, NULL, 't'},
-        {"prompt-len", required_argument, NULL, 'p'},
-        {"decode", required_argument, NULL, 'd'},
-        {"repeat", required_argument, NULL, 'r'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
+    *opt = (options_t){.threads = "1,2"};
+    arg_opt_t size[WORKLOAD_SIZE_OPTIONS + 1];
+    workload_size_options(&opt->prompt_len, &opt->decode, &opt->repeat, MAX_REPEAT, size);
+    const arg_opt_t table[] = {
+        ARG_OPT_STRING("--model", &opt->model),
+        ARG_OPT_STRING("--threads", &opt->threads),
+        ARG_OPT_TABLE(size),
+        ARG_OPT_END,
     };
-    *opt = (options_t){.threads = "1,2", .prompt_len = 128, .decode = 64, .repeat = 5};
-    int c;
-    while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
-        switch (c) {
-        case 'm': opt->model = optarg; break;
-        case 't': opt->threads = optarg; break;
-        case 'p': opt->prompt_len = s_positive(optarg); break;
-        case 'd': opt->decode = s_positive(optarg); break;
-        case 'r': opt->repeat = s_positive(optarg); break;
-        case 'h': s_usage(stdout); exit(0);
-        default: s_usage(stderr); return -1;
-        }
-    }
-    if (!opt->model || opt->prompt_len < 1 || opt->decode < 1 || opt->repeat < 1 ||
-        opt->repeat > MAX_REPEAT) {
-        s_usage(stderr);
-        return -1;
-    }
-    return 0;
+    return arg_parse_main("bench-core", argc, argv, table, s_usage, s_check, opt);
 }
 
 /* Measures one thread count; prints one block of figures. The machine's

@@ -12,7 +12,6 @@
  *   bench-gemm [--threads 1,2] [--repeat 15] [--experts 8]
  */
 #include <errno.h>
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,38 +43,17 @@ static void s_usage(FILE *out)
     fprintf(out, "usage: bench-gemm [--threads 1,2] [--repeat 15] [--experts 8]\n");
 }
 
+/* 0 with *opt filled, or -1 after a usage error (printed); exits after --help. */
 static int s_parse(int argc, char **argv, options_t *opt)
 {
-    static const struct option longopts[] = {
-        {"threads", required_argument, NULL, 't'},
-        {"repeat", required_argument, NULL, 'r'},
-        {"experts", required_argument, NULL, 'e'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
-    };
     *opt = (options_t){.threads = "1,2", .repeat = 15, .experts = 8};
-    int c;
-    while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
-        switch (c) {
-        case 't': opt->threads = optarg; break;
-        case 'r':
-            if (arg_int(optarg, "--repeat", 1, &opt->repeat, NULL) < 0)
-                opt->repeat = 0;
-            break;
-        case 'e':
-            if (arg_int(optarg, "--experts", 1, &opt->experts, NULL) < 0)
-                opt->experts = 0;
-            break;
-        case 'h': s_usage(stdout); exit(0);
-        default: s_usage(stderr); return -1;
-        }
-    }
-    if (opt->repeat < 1 || opt->repeat > MAX_REPEAT || opt->experts < 1 ||
-        opt->experts > MAX_EXPERTS) {
-        s_usage(stderr);
-        return -1;
-    }
-    return 0;
+    const arg_opt_t table[] = {
+        ARG_OPT_STRING("--threads", &opt->threads),
+        ARG_OPT_INT("--repeat", &opt->repeat, 1, MAX_REPEAT),
+        ARG_OPT_INT("--experts", &opt->experts, 1, MAX_EXPERTS),
+        ARG_OPT_END,
+    };
+    return arg_parse_main("bench-gemm", argc, argv, table, s_usage, NULL, NULL);
 }
 
 /* What gemm() did before gemm_small, for W (n, k) row-major:

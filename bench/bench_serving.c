@@ -8,7 +8,6 @@
  *                 [--tokens 64]
  */
 #include <errno.h>
-#include <getopt.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -117,40 +116,54 @@ done:
     return rc;
 }
 
+static void s_usage(FILE *out)
+{
+    fprintf(out, "usage: bench-serving --endpoint EP [--concurrency 1,4,16,64] "
+                 "[--prompt-len 16] [--tokens 64]\n");
+}
+
+typedef struct options {
+    const char *endpoint;
+    const char *levels;     /* concurrency levels, comma-separated */
+    int prompt_len;
+    int n_tokens;
+} options_t;
+
+/* --endpoint is required (an arg_check_fn). */
+static int s_check(void *ctx, err_t *err)
+{
+    const options_t *o = ctx;
+    return o->endpoint ? 0 : err_set(err, EINVAL, "--endpoint is required");
+}
+
 int main(int argc, char **argv)
 {
-    static const struct option longopts[] = {
-        {"endpoint", required_argument, NULL, 'e'},
-        {"concurrency", required_argument, NULL, 'c'},
-        {"prompt-len", required_argument, NULL, 'p'},
-        {"tokens", required_argument, NULL, 't'},
-        {NULL, 0, NULL, 0},
+    options_t o = {.levels = "1,4,16,64", .prompt_len = 16, .n_tokens = 64};
+    const arg_opt_t table[] = {
+        ARG_OPT_STRING("--endpoint", &o.endpoint),
+        ARG_OPT_STRING("--concurrency", &o.levels),
+        ARG_OPT_INT("--prompt-len", &o.prompt_len, 1, 64),
+        ARG_OPT_INT("--tokens", &o.n_tokens, 1, MAX_TOKENS),
+        ARG_OPT_END,
     };
-    const char *endpoint = NULL, *levels = "1,4,16,64";
-    int prompt_len = 16, n_tokens = 64, c;
+    if (arg_parse_main("bench-serving", argc, argv, table, s_usage, s_check, &o) < 0)
+        return 2;
+    const char *endpoint = o.endpoint;
+    int prompt_len = o.prompt_len, n_tokens = o.n_tokens;
     err_t err = {0};
-    while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
-        int ok = 0;
-        switch (c) {
-        case 'e': endpoint = optarg; break;
-        case 'c': levels = optarg; break;
-        case 'p': ok = arg_int(optarg, "--prompt-len", 1, &prompt_len, &err); break;
-        case 't': ok = arg_int(optarg, "--tokens", 1, &n_tokens, &err); break;
-        default: ok = -1;
-        }
-        if (ok < 0)
-            goto usage;
-    }
     int32_t *n_list = NULL;
     int n_levels = 0;
-    if (!endpoint || prompt_len > 64 || n_tokens > MAX_TOKENS ||
-        idlist_parse(levels, &n_list, &n_levels, &err) < 0)
-        goto usage;
+    if (idlist_parse(o.levels, &n_list, &n_levels, &err) < 0) {
+        fprintf(stderr, "bench-serving: --concurrency: %s\n", err.msg);
+        return 2;
+    }
     printf("bench-serving: %d-token prompts, %d tokens each\n", prompt_len, n_tokens);
     double one = 0, rate = 0;
     printf("  (warm-up, not counted)\n");
-    if (s_level(endpoint, 1, prompt_len, n_tokens, &rate) < 0) /* pages the weights in */
-        goto usage;
+    if (s_level(endpoint, 1, prompt_len, n_tokens, &rate) < 0) { /* pages the weights in */
+        mem_free(n_list);
+        return 1;
+    }
     for (int i = 0; i < n_levels; i++) {
         if (n_list[i] < 1 || n_list[i] > MAX_CLIENTS ||
             s_level(endpoint, n_list[i], prompt_len, n_tokens, &rate) < 0) {
@@ -165,8 +178,4 @@ int main(int argc, char **argv)
     }
     mem_free(n_list);
     return 0;
-usage:
-    fprintf(stderr, "usage: bench-serving --endpoint EP [--concurrency 1,4,16,64] "
-                    "[--prompt-len 16] [--tokens 64]%s%s\n", err.msg[0] ? ": " : "", err.msg);
-    return 2;
 }

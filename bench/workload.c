@@ -5,6 +5,22 @@
 
 #include "core/timer.h"
 
+void workload_size_options(int *prompt_len, int *decode, int *repeat, int max_repeat,
+                           arg_opt_t table[WORKLOAD_SIZE_OPTIONS + 1])
+{
+    *prompt_len = 128;
+    *decode = 64;
+    *repeat = 5;
+    const arg_opt_t rows[WORKLOAD_SIZE_OPTIONS + 1] = {
+        ARG_OPT_INT("--prompt-len", prompt_len, 1, 0),
+        ARG_OPT_INT("--decode", decode, 1, 0),
+        ARG_OPT_INT("--repeat", repeat, 1, max_repeat),
+        ARG_OPT_END,
+    };
+    for (int i = 0; i <= WORKLOAD_SIZE_OPTIONS; i++)
+        table[i] = rows[i];
+}
+
 void workload_prompt(int32_t *prompt, int n, int vocab)
 {
     uint64_t seed = 12345;

@@ -6,10 +6,19 @@
 
 #include <stdint.h>
 
+#include "core/arg.h"
 #include "core/err.h"
 #include "engine/forward.h"
 #include "engine/kvcache.h"
 #include "model/config.h"
+
+/* The options of the workload's size, the same in every benchmark that runs
+ * it: --prompt-len (default 128), --decode (64) and --repeat (5, at most
+ * max_repeat). Sets the defaults and fills table's rows (ended by
+ * ARG_OPT_END) to include with ARG_OPT_TABLE. */
+enum { WORKLOAD_SIZE_OPTIONS = 3 };
+void workload_size_options(int *prompt_len, int *decode, int *repeat, int max_repeat,
+                           arg_opt_t table[WORKLOAD_SIZE_OPTIONS + 1]);
 
 /* Fills prompt[0..n) with ids in [0, vocab), the same for every run. */
 void workload_prompt(int32_t *prompt, int n, int vocab);

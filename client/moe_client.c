@@ -14,8 +14,6 @@
  * 2 on a usage error; every error is one line on stderr.
  */
 #include <errno.h>
-#include <stdarg.h>
-#include <getopt.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <math.h>
@@ -132,208 +130,126 @@ static const char s_status_usage[] =
     "                      per layer]\n"
     "  --help              this text\n";
 
-static int s_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int s_usage_error(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(stderr, "moe-client: ");
-    vfprintf(stderr, fmt, ap);
-    fprintf(stderr, " (see --help)\n");
-    va_end(ap);
-    return -1;
-}
-
-static int s_parse_int(const char *text, const char *what, int min, int *out)
-{
-    err_t err = {0};
-    if (arg_int(text, what, min, out, &err) < 0)
-        return s_usage_error("%s", err.msg);
-    return 0;
-}
-
-/* SECONDS, an integer or decimal number > 0, as milliseconds (at least 1). */
-static int s_parse_timeout(const char *text, int *ms)
+/* --timeout SECONDS, an integer or decimal number > 0, as milliseconds (at
+ * least 1) into the int dest: an arg_parse_fn. */
+static int s_parse_timeout(const char *text, const char *name, void *dest, err_t *err)
 {
     char *end = NULL;
     errno = 0;
     double s = strtod(text, &end);
-    if (errno || end == text || *end || !(s > 0) || s > INT_MAX / 1000) {
-        fprintf(stderr, "moe-client: --timeout must be a number of seconds > 0 and <= %d "
-                "(got '%s')\n", INT_MAX / 1000, text);
-        return -1;
-    }
+    if (errno || end == text || *end || !(s > 0) || s > INT_MAX / 1000)
+        return err_set(err, EINVAL, "%s must be a number of seconds > 0 and <= %d (got '%s')",
+                       name, INT_MAX / 1000, text);
     double rounded = ceil(s * 1000.0);
-    *ms = rounded < 1 ? 1 : (int)rounded;
+    *(int *)dest = rounded < 1 ? 1 : (int)rounded;
     return 0;
 }
 
-/* Options every command also accepts, so that they may come before or after
- * the command. */
-#define S_COMMON_OPTIONS                                       \
-    {"connect", required_argument, NULL, 'c'},                 \
-    {"timeout", required_argument, NULL, 'T'},                 \
-    {"curve-key", required_argument, NULL, 'K'},               \
-    {"curve-server", required_argument, NULL, 'V'},            \
-    {"help", no_argument, NULL, 'h'}
+/* The command named by name, with its options and help; COMMAND_NONE when
+ * there is none of that name. The tables store into opt and accept the
+ * global options too, so that they may come before or after the command. */
+typedef struct command_desc {
+    command_t command;
+    const char *usage;
+} command_desc_t;
 
-static const struct option s_global_opts[] = {S_COMMON_OPTIONS, {NULL, 0, NULL, 0}};
-static const struct option s_generate_opts[] = {
-    S_COMMON_OPTIONS,
-    {"prompt-ids", required_argument, NULL, 'p'},
-    {"max-tokens", required_argument, NULL, 'n'},
-    {"temperature", required_argument, NULL, 'e'},
-    {"top-k", required_argument, NULL, 'k'},
-    {"top-p", required_argument, NULL, 'P'},
-    {"seed", required_argument, NULL, 's'},
-    {"stop-ids", required_argument, NULL, 'S'},
-    {"stream", no_argument, NULL, 'm'},
-    {"prompt", required_argument, NULL, 't'},
-    {"deadline-ms", required_argument, NULL, 'D'},
-    {"ignore-eos", no_argument, NULL, 'E'},
-    {NULL, 0, NULL, 0},
-};
-
-/* A finite float in [min, max]. */
-static int s_parse_float(const char *text, const char *what, float min, float max, float *out)
+static command_desc_t s_command(const char *name)
 {
-    char *end = NULL;
-    errno = 0;
-    float v = strtof(text, &end);
-    if (errno || end == text || *end || !isfinite(v) || v < min || v > max)
-        return s_usage_error("%s must be a number in [%g, %g] (got '%s')", what, (double)min,
-                             (double)max, text);
-    *out = v;
-    return 0;
+    if (strcmp(name, "generate") == 0)
+        return (command_desc_t){COMMAND_GENERATE, s_generate_usage};
+    if (strcmp(name, "logits") == 0)
+        return (command_desc_t){COMMAND_LOGITS, s_logits_usage};
+    if (strcmp(name, "status") == 0)
+        return (command_desc_t){COMMAND_STATUS, s_status_usage};
+    return (command_desc_t){COMMAND_NONE, NULL};
 }
 
-static int s_parse_seed(const char *text, uint64_t *out)
+/* The checks across options once the command is known. 0, or -1 with EINVAL
+ * and err. */
+static int s_check(const options_t *opt, err_t *err)
 {
-    char *end = NULL;
-    errno = 0;
-    unsigned long long v = strtoull(text, &end, 10);
-    if (errno || end == text || *end || text[0] == '-')
-        return s_usage_error("--seed must be a non-negative integer (got '%s')", text);
-    *out = (uint64_t)v;
-    return 0;
-}
-static const struct option s_logits_opts[] = {
-    S_COMMON_OPTIONS,
-    {"prompt-ids", required_argument, NULL, 'p'},
-    {"out", required_argument, NULL, 'o'},
-    {NULL, 0, NULL, 0},
-};
-static const struct option s_status_opts[] = {
-    S_COMMON_OPTIONS,
-    {"json", no_argument, NULL, 'j'},
-    {NULL, 0, NULL, 0},
-};
-
-/* One getopt_long pass over argv[0..argc) (argv[0] is the program or the
- * command name). usage: the text for --help. 1 when --help was printed, 0,
- * or -1 after a usage error. */
-static int s_parse_pass(int argc, char **argv, const char *optstring,
-                        const struct option *longopts, const char *usage, options_t *opt)
-{
-    int c;
-    optind = 0; /* glibc: start a fresh scan of this argv */
-    opterr = 0;
-    while ((c = getopt_long(argc, argv, optstring, longopts, NULL)) != -1) {
-        switch (c) {
-        case 'c': opt->connect = optarg; break;
-        case 'K': opt->curve_key = optarg; break;
-        case 'V': opt->curve_server = optarg; break;
-        case 'T':
-            if (s_parse_timeout(optarg, &opt->timeout_ms) < 0)
-                return -1;
-            break;
-        case 'p': opt->prompt_ids = optarg; break;
-        case 'n':
-            if (s_parse_int(optarg, "--max-tokens", 0, &opt->max_tokens) < 0)
-                return -1;
-            break;
-        case 'o': opt->out = optarg; break;
-        case 'j': opt->json = true; break;
-        case 'e':
-            if (s_parse_float(optarg, "--temperature", 0, 1e6f, &opt->sampling.temperature) < 0)
-                return -1;
-            break;
-        case 'k':
-            if (s_parse_int(optarg, "--top-k", 0, &opt->sampling.top_k) < 0)
-                return -1;
-            break;
-        case 'P':
-            if (s_parse_float(optarg, "--top-p", 1e-6f, 1, &opt->sampling.top_p) < 0)
-                return -1;
-            break;
-        case 's':
-            if (s_parse_seed(optarg, &opt->sampling.seed) < 0)
-                return -1;
-            break;
-        case 'S': opt->stop_ids = optarg; break;
-        case 'm': opt->stream = true; break;
-        case 't': opt->prompt_text = optarg; break;
-        case 'D':
-            if (s_parse_int(optarg, "--deadline-ms", 1, &opt->deadline_ms) < 0)
-                return -1;
-            break;
-        case 'E': opt->ignore_eos = true; break;
-        case 'h': fputs(usage, stdout); return 1;
-        default:
-            return s_usage_error("unknown or incomplete option '%s'", argv[optind - 1]);
-        }
-    }
+    if (!opt->connect)
+        return err_set(err, EINVAL, "--connect ENDPOINT is required");
+    if (!opt->curve_key != !opt->curve_server)
+        return err_set(err, EINVAL, "CURVE needs both --curve-key and --curve-server");
+    if (opt->command == COMMAND_GENERATE && !!opt->prompt_ids == !!opt->prompt_text)
+        return err_set(err, EINVAL, "generate needs one of --prompt-ids and --prompt");
+    if (opt->command == COMMAND_LOGITS && !opt->prompt_ids)
+        return err_set(err, EINVAL, "logits --prompt-ids is required");
+    if (opt->command == COMMAND_LOGITS && !opt->out)
+        return err_set(err, EINVAL, "logits --out FILE is required");
     return 0;
 }
 
-/* 0 with *opt filled, 1 when help was printed, -1 after a usage error. */
+/* Parses argv into *opt: the global options up to the command, then the
+ * command's (and the global ones again). 0, 1 when help was printed, -1
+ * after a usage error (printed). */
 static int s_parse_args(int argc, char **argv, options_t *opt)
 {
     *opt = (options_t){.timeout_ms = DEFAULT_TIMEOUT_S * 1000,
                        .max_tokens = DEFAULT_MAX_TOKENS};
-    /* "+": stop at the command; its options are parsed in a second pass. */
-    int rc = s_parse_pass(argc, argv, "+", s_global_opts, s_global_usage, opt);
-    if (rc != 0)
-        return rc;
-    if (optind >= argc)
-        return s_usage_error("%s", "no command given: generate, logits or status");
-
-    int first = optind;
-    const char *name = argv[first];
-    const struct option *longopts;
-    const char *usage;
-    if (strcmp(name, "generate") == 0) {
-        opt->command = COMMAND_GENERATE;
-        longopts = s_generate_opts;
-        usage = s_generate_usage;
-    } else if (strcmp(name, "logits") == 0) {
-        opt->command = COMMAND_LOGITS;
-        longopts = s_logits_opts;
-        usage = s_logits_usage;
-    } else if (strcmp(name, "status") == 0) {
-        opt->command = COMMAND_STATUS;
-        longopts = s_status_opts;
-        usage = s_status_usage;
-    } else {
-        return s_usage_error("unknown command '%s'", name);
+    const arg_opt_t common[] = {
+        ARG_OPT_STRING("--connect", &opt->connect),
+        ARG_OPT_PARSE("--timeout", &opt->timeout_ms, s_parse_timeout),
+        ARG_OPT_STRING("--curve-key", &opt->curve_key),
+        ARG_OPT_STRING("--curve-server", &opt->curve_server),
+        ARG_OPT_HELP("--help"),
+        ARG_OPT_END,
+    };
+    const arg_opt_t generate[] = {
+        ARG_OPT_TABLE(common),
+        ARG_OPT_STRING("--prompt-ids", &opt->prompt_ids),
+        ARG_OPT_STRING("--prompt", &opt->prompt_text),
+        ARG_OPT_INT("--max-tokens", &opt->max_tokens, 0, 0),
+        ARG_OPT_FLOAT("--temperature", &opt->sampling.temperature, 0, 1e6f),
+        ARG_OPT_INT("--top-k", &opt->sampling.top_k, 0, 0),
+        ARG_OPT_FLOAT("--top-p", &opt->sampling.top_p, 1e-6f, 1),
+        ARG_OPT_U64("--seed", &opt->sampling.seed),
+        ARG_OPT_STRING("--stop-ids", &opt->stop_ids),
+        ARG_OPT_FLAG("--stream", &opt->stream),
+        ARG_OPT_INT("--deadline-ms", &opt->deadline_ms, 1, 0),
+        ARG_OPT_FLAG("--ignore-eos", &opt->ignore_eos),
+        ARG_OPT_END,
+    };
+    const arg_opt_t logits[] = {
+        ARG_OPT_TABLE(common),
+        ARG_OPT_STRING("--prompt-ids", &opt->prompt_ids),
+        ARG_OPT_STRING("--out", &opt->out),
+        ARG_OPT_END,
+    };
+    const arg_opt_t status[] = {
+        ARG_OPT_TABLE(common),
+        ARG_OPT_FLAG("--json", &opt->json),
+        ARG_OPT_END,
+    };
+    err_t err = {0};
+    int first = argc;
+    const char *usage = s_global_usage;
+    int rc = arg_parse(argc, argv, 1, common, ARG_STOP_AT_OPERAND, &first, &err);
+    if (rc == 0 && first >= argc)
+        rc = err_set(&err, EINVAL, "no command given: generate, logits or status");
+    if (rc == 0) {
+        command_desc_t cmd = s_command(argv[first]);
+        opt->command = cmd.command;
+        const arg_opt_t *table = cmd.command == COMMAND_GENERATE ? generate
+                                 : cmd.command == COMMAND_LOGITS ? logits : status;
+        if (cmd.command == COMMAND_NONE)
+            rc = err_set(&err, EINVAL, "unknown command '%s'", argv[first]);
+        else
+            usage = cmd.usage;
+        if (rc == 0)
+            rc = arg_parse(argc, argv, first + 1, table, 0, NULL, &err);
     }
-    int sub_argc = argc - first;
-    char **sub_argv = argv + first;
-    rc = s_parse_pass(sub_argc, sub_argv, "", longopts, usage, opt);
-    if (rc != 0)
-        return rc;
-    if (optind < sub_argc)
-        return s_usage_error("unexpected argument '%s'", sub_argv[optind]);
-    if (!opt->connect)
-        return s_usage_error("%s", "--connect ENDPOINT is required");
-    if (!opt->curve_key != !opt->curve_server)
-        return s_usage_error("%s", "CURVE needs both --curve-key and --curve-server");
-    if (opt->command == COMMAND_GENERATE && !!opt->prompt_ids == !!opt->prompt_text)
-        return s_usage_error("%s", "generate needs one of --prompt-ids and --prompt");
-    if (opt->command == COMMAND_LOGITS && !opt->prompt_ids)
-        return s_usage_error("%s --prompt-ids is required", name);
-    if (opt->command == COMMAND_LOGITS && !opt->out)
-        return s_usage_error("%s", "logits --out FILE is required");
+    if (rc == ARG_HELP_ASKED) {
+        fputs(usage, stdout);
+        return 1;
+    }
+    if (rc == 0)
+        rc = s_check(opt, &err);
+    if (rc < 0) {
+        fprintf(stderr, "moe-client: %s (see --help)\n", err.msg);
+        return -1;
+    }
     return 0;
 }
 

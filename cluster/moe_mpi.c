@@ -1,10 +1,9 @@
 /* moe-mpi: a whole cluster started by mpirun.
  *
  *   mpirun -np N [-H hosts | --hostfile F] moe-mpi --model DIR
- *       [--placement FILE | --placement-groups] [--replicas R] [--endpoint-file FILE]
- *       [--bind-host ADDR | --bind-iface NAME] [--threads T] [--max-rows R]
- *       [--reply-timeout-ms MS] [--hello-timeout-ms MS] [--max-context N]
- *       [--prefill-rows N]
+ *       [--bind-host ADDR | --bind-iface NAME] [--max-rows R]
+ *       [--curve-coordinators DIR] [every option of moe-coordinator but
+ *       --node and --bind (coordinator/coord_options.h)]
  *
  * Rank 0 is the coordinator, rank r (1..N-1) is expert node r. MPI only
  * bootstraps (core/boot.h): the stages below each end in boot_agree, so a
@@ -33,7 +32,6 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
-#include <getopt.h>
 #include <ifaddrs.h>
 #include <limits.h>
 #include <net/if.h>
@@ -45,12 +43,14 @@
 #include <unistd.h>
 #include <zmq.h>
 
+#include "coordinator/coord_options.h"
 #include "coordinator/coordinator.h"
 #include "core/arg.h"
 #include "core/blas.h"
 #include "core/boot.h"
 #include "core/err.h"
 #include "core/mem.h"
+#include "core/path.h"
 #include "expert_node/expert_server.h"
 #include "model/config.h"
 #include "model/placement.h"
@@ -67,19 +67,12 @@ static void s_on_signal(int sig)
 }
 
 typedef struct options {
+    coord_options_t c;           /* rank 0's coordinator, as moe-coordinator's */
     const char *model;
-    const char *placement;       /* NULL: the default or grouped split */
-    bool groups;                 /* --placement-groups: the grouped split */
-    int replicas;                /* default or grouped split only */
-    const char *endpoint_file;   /* rank 0 writes the client endpoint there */
     const char *bind_host;       /* NULL: from bind_iface or the host's address */
     const char *bind_iface;
-    int threads;
     int max_rows;
-    int reply_timeout_ms;
-    int hello_timeout_ms;
-    int max_context;
-    int prefill_rows;
+    const char *curve_coordinators; /* nodes: the *.pub of the allowed coordinators */
     bool help;
 } options_t;
 
@@ -91,88 +84,67 @@ static void s_usage(FILE *out)
             "           [--endpoint-file FILE]\n"
             "           [--bind-host ADDR | --bind-iface NAME] [--threads T]\n"
             "           [--max-rows R] [--reply-timeout-ms MS] [--hello-timeout-ms MS]\n"
+            "           [--heartbeat-ms MS] [--heartbeat-misses N]\n"
             "           [--max-context N] [--prefill-rows N]\n"
+            "           [--max-seqs N] [--queue-limit N] [--kv-memory MB] [--deadline-ms MS]\n"
+            "           [--curve-key FILE --curve-nodes DIR --curve-clients DIR\n"
+            "            --curve-coordinators DIR]\n"
+            "           [--max-tokens-limit N] [--max-requests-per-client N]\n"
             "\n"
             "Rank 0 is the coordinator, ranks 1..N-1 the expert nodes (N >= 2). Ready\n"
             "when rank 0 prints the client endpoint (and writes --endpoint-file);\n"
             "SIGINT/SIGTERM to mpirun stop every rank cleanly. docs/DEPLOY.md.\n"
+            "The coordinator's options are moe-coordinator's; the model folder, the\n"
+            "placement file and the CURVE folders must be at the same paths on every host.\n"
             "\n"
-            "  --model DIR           model folder, at the same path on every host\n"
-            "  --placement FILE      read on rank 0 and shared (default: even split)\n"
-            "  --placement-groups    grouped split for group-limited routers (DeepSeek):\n"
-            "                        each expert group whole on one node, so a token\n"
-            "                        reaches at most topk_group nodes (needs n_group >= N-1)\n"
-            "  --replicas R          copies of each expert (group) in the default\n"
-            "                        (grouped) split\n"
-            "  --endpoint-file FILE  rank 0 writes the client endpoint there, atomically\n"
-            "  --bind-host ADDR      address every rank binds its ZeroMQ endpoint on\n"
-            "  --bind-iface NAME     bind on the IPv4 address of this interface instead\n"
-            "                        (default: the host's first non-loopback IPv4)\n"
-            "  --threads T           OpenBLAS threads per rank (default: all cores)\n"
-            "  --max-rows R          rows per expert request (default %d)\n"
-            "  --reply-timeout-ms MS, --hello-timeout-ms MS, --max-context N,\n"
-            "  --prefill-rows N      as for moe-coordinator\n",
+            "  --model DIR            model folder, at the same path on every host\n"
+            "  --bind-host ADDR       address every rank binds its ZeroMQ endpoint on\n"
+            "  --bind-iface NAME      bind on the IPv4 address of this interface instead\n"
+            "                         (default: the host's first non-loopback IPv4)\n"
+            "  --max-rows R           rows per expert request (default %d)\n"
+            "  --curve-coordinators DIR  with CURVE: the *.pub files of the coordinators\n"
+            "                         the nodes allow; rank I loads its key pair from\n"
+            "                         node-I.key in the --curve-nodes folder\n",
             EXPERT_SERVER_MAX_ROWS);
+    coord_options_help(out);
 }
 
 static int s_parse(int argc, char **argv, options_t *o, err_t *err)
 {
-    static const struct option longopts[] = {
-        {"model", required_argument, NULL, 'm'},
-        {"placement", required_argument, NULL, 'p'},
-        {"replicas", required_argument, NULL, 'r'},
-        {"placement-groups", no_argument, NULL, 'g'},
-        {"endpoint-file", required_argument, NULL, 'e'},
-        {"bind-host", required_argument, NULL, 'b'},
-        {"bind-iface", required_argument, NULL, 'i'},
-        {"threads", required_argument, NULL, 't'},
-        {"max-rows", required_argument, NULL, 'x'},
-        {"reply-timeout-ms", required_argument, NULL, 'R'},
-        {"hello-timeout-ms", required_argument, NULL, 'H'},
-        {"max-context", required_argument, NULL, 'c'},
-        {"prefill-rows", required_argument, NULL, 'f'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
+    *o = (options_t){.max_rows = EXPERT_SERVER_MAX_ROWS};
+    coord_options_init(&o->c);
+    arg_opt_t shared[COORD_OPTIONS_N + 1];
+    coord_options_table(&o->c, shared);
+    const arg_opt_t table[] = {
+        ARG_OPT_STRING("--model", &o->model),
+        ARG_OPT_STRING("--bind-host", &o->bind_host),
+        ARG_OPT_STRING("--bind-iface", &o->bind_iface),
+        ARG_OPT_INT("--max-rows", &o->max_rows, 1, 0),
+        ARG_OPT_STRING("--curve-coordinators", &o->curve_coordinators),
+        ARG_OPT_TABLE(shared),
+        ARG_OPT_HELP("--help"),
+        ARG_OPT_END,
     };
-    *o = (options_t){.max_rows = EXPERT_SERVER_MAX_ROWS, .reply_timeout_ms = 30000,
-                     .hello_timeout_ms = 120000, .prefill_rows = 256};
-    int c, rc = 0;
-    opterr = 0;
-    while (rc == 0 && (c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
-        switch (c) {
-        case 'm': o->model = optarg; break;
-        case 'p': o->placement = optarg; break;
-        case 'g': o->groups = true; break;
-        case 'r': rc = arg_int(optarg, "--replicas", 1, &o->replicas, err); break;
-        case 'e': o->endpoint_file = optarg; break;
-        case 'b': o->bind_host = optarg; break;
-        case 'i': o->bind_iface = optarg; break;
-        case 't': rc = arg_int(optarg, "--threads", 1, &o->threads, err); break;
-        case 'x': rc = arg_int(optarg, "--max-rows", 1, &o->max_rows, err); break;
-        case 'R': rc = arg_int(optarg, "--reply-timeout-ms", 1, &o->reply_timeout_ms, err);
-                  break;
-        case 'H': rc = arg_int(optarg, "--hello-timeout-ms", 1, &o->hello_timeout_ms, err);
-                  break;
-        case 'c': rc = arg_int(optarg, "--max-context", 1, &o->max_context, err); break;
-        case 'f': rc = arg_int(optarg, "--prefill-rows", 1, &o->prefill_rows, err); break;
-        case 'h': o->help = true; return 0;
-        default:
-            return err_set(err, EINVAL, "unknown or incomplete option '%s' (see --help)",
-                           argv[optind - 1]);
-        }
+    int rc = arg_parse(argc, argv, 1, table, 0, NULL, err);
+    if (rc == ARG_HELP_ASKED) {
+        o->help = true;
+        return 0;
     }
     if (rc < 0)
         return -1;
-    if (optind < argc)
-        return err_set(err, EINVAL, "unexpected argument '%s'", argv[optind]);
     if (!o->model)
-        return err_set(err, EINVAL, "--model is required (see --help)");
-    if (o->placement && o->groups)
-        return err_set(err, EINVAL, "give --placement or --placement-groups, not both");
-    if (o->placement && o->replicas)
-        return err_set(err, EINVAL, "--replicas applies to the default split only");
+        return err_set(err, EINVAL, "--model is required");
+    if (coord_options_finish(&o->c, err) < 0)
+        return -1;
     if (o->bind_host && o->bind_iface)
         return err_set(err, EINVAL, "give --bind-host or --bind-iface, not both");
+    const coordinator_opts_t *co = &o->c.co;
+    int curve = !!co->curve_key + !!co->curve_nodes + !!co->curve_clients +
+                !!o->curve_coordinators;
+    if (curve != 0 && curve != 4)
+        return err_set(err, EINVAL, "CURVE needs all of --curve-key, --curve-nodes, "
+                       "--curve-clients and --curve-coordinators");
+    o->c.co.model = o->model;
     return 0;
 }
 
@@ -204,42 +176,17 @@ static int s_bind_address(const options_t *o, char *buf, size_t size, err_t *err
     return 0;
 }
 
-/* Writes text + newline to path atomically (temporary file, then rename). */
-static int s_write_atomic(const char *path, const char *text, err_t *err)
-{
-    char tmp[PATH_MAX];
-    if (snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()) >= (int)sizeof tmp)
-        return err_set(err, ENAMETOOLONG, "endpoint file name %s is too long", path);
-    FILE *f = fopen(tmp, "w");
-    if (!f)
-        return err_set(err, errno, "cannot write %s: %s", tmp, strerror(errno));
-    int wrote = fprintf(f, "%s\n", text);
-    int flushed = fflush(f) == 0 && fsync(fileno(f)) == 0;
-    int saved = errno;
-    if (fclose(f) != 0 || wrote < 0 || !flushed) {
-        unlink(tmp);
-        return err_set(err, saved ? saved : EIO, "cannot write %s: %s", tmp,
-                       strerror(saved ? saved : EIO));
-    }
-    if (rename(tmp, path) < 0) {
-        saved = errno;
-        unlink(tmp);
-        return err_set(err, saved, "cannot rename %s to %s: %s", tmp, path, strerror(saved));
-    }
-    return 0;
-}
-
 /* Rank 0: the placement as text, from --placement or the default or grouped
  * split (mem_alloc'd; NULL with err). */
 static char *s_placement_text(const options_t *o, const config_t *cfg, int n_nodes,
                               err_t *err)
 {
-    if (o->placement) {
+    const char *file = o->c.co.placement_file;
+    if (file) {
         size_t n = 0;
-        FILE *f = fopen(o->placement, "r");
+        FILE *f = fopen(file, "r");
         if (!f) {
-            err_set(err, errno, "cannot open placement file %s: %s", o->placement,
-                    strerror(errno));
+            err_set(err, errno, "cannot open placement file %s: %s", file, strerror(errno));
             return NULL;
         }
         char *text = mem_alloc((size_t)PLACEMENT_MAX_FILE + 1);
@@ -249,20 +196,21 @@ static char *s_placement_text(const options_t *o, const config_t *cfg, int n_nod
         fclose(f);
         if (!text || bad || n > (size_t)PLACEMENT_MAX_FILE) {
             err_set(err, !text ? ENOMEM : bad ? EIO : EFBIG, "cannot read placement file %s"
-                    "%s", o->placement, n > (size_t)PLACEMENT_MAX_FILE ? ": too large" : "");
+                    "%s", file, n > (size_t)PLACEMENT_MAX_FILE ? ": too large" : "");
             mem_free(text);
             return NULL;
         }
         text[n] = '\0';
         return text;
     }
-    int replicas = o->replicas ? o->replicas : 1;
-    placement_t *p = o->groups
+    int replicas = o->c.co.replicas;
+    bool groups = o->c.co.placement_groups;
+    placement_t *p = groups
         ? placement_grouped(cfg->n_layers, cfg->n_experts, cfg->n_group, n_nodes, replicas,
                             err)
         : placement_default(cfg->n_layers, cfg->n_experts, n_nodes, replicas, err);
     if (!p) {
-        if (o->groups)
+        if (groups)
             err_wrap(err, "--placement-groups with %s", o->model);
         return NULL;
     }
@@ -316,13 +264,13 @@ static int s_coordinator(boot_t *boot, const options_t *o, const char *addr,
         nodes[i] = boot_gathered(boot, i + 1);
     char bind[320];
     snprintf(bind, sizeof bind, "tcp://%s:*", addr);
-    coordinator_opts_t co_opts = {
-        .model = o->model, .nodes = nodes, .n_nodes = n_nodes,
-        .placement_text = placement_text, .replicas = o->replicas ? o->replicas : 1,
-        .bind = bind, .reply_timeout_ms = o->reply_timeout_ms,
-        .hello_timeout_ms = o->hello_timeout_ms, .max_context = o->max_context,
-        .prefill_rows = o->prefill_rows,
-    };
+    coordinator_opts_t co_opts = o->c.co;
+    co_opts.nodes = nodes;
+    co_opts.n_nodes = n_nodes;
+    co_opts.placement_file = NULL; /* rank 0 read it: every rank uses the same text */
+    co_opts.placement_text = placement_text;
+    co_opts.placement_groups = false;
+    co_opts.bind = bind;
     coordinator_t *co = coordinator_start(&co_opts, &s_stop, err);
     if (!co) {
         err_wrap(err, "coordinator");
@@ -333,7 +281,7 @@ static int s_coordinator(boot_t *boot, const options_t *o, const char *addr,
     const char *ep = coordinator_endpoint(co);
     fprintf(stderr, "moe-mpi: cluster of %d node(s) ready, clients connect to %s\n", n_nodes,
             ep);
-    if (o->endpoint_file && s_write_atomic(o->endpoint_file, ep, err) < 0) {
+    if (o->c.endpoint_file && path_write_line_atomic(o->c.endpoint_file, ep, err) < 0) {
         rc = -1;
         s_shutdown_nodes(boot);
     }
@@ -388,9 +336,10 @@ static int s_main(boot_t *boot, int argc, char **argv)
             s_usage(stdout);
         return 0;
     }
-    blas_set_threads(o.threads);
-    if (rank == 0 && o.endpoint_file && unlink(o.endpoint_file) < 0 && errno != ENOENT)
-        err_set(&err, errno, "cannot remove the stale endpoint file %s: %s", o.endpoint_file,
+    blas_set_threads(o.c.threads);
+    const char *endpoint_file = o.c.endpoint_file;
+    if (rank == 0 && endpoint_file && unlink(endpoint_file) < 0 && errno != ENOENT)
+        err_set(&err, errno, "cannot remove the stale endpoint file %s: %s", endpoint_file,
                 strerror(errno));
 
     /* 2. load */
@@ -404,14 +353,18 @@ static int s_main(boot_t *boot, int argc, char **argv)
         verdict = err;
         goto fail;
     }
-    placement = placement_parse(text, text_len, o.placement ? o.placement : "placement",
+    const char *placement_name = o.c.co.placement_file;
+    placement = placement_parse(text, text_len, placement_name ? placement_name : "placement",
                                 cfg.n_layers, cfg.n_experts, size - 1, &err);
     if (placement && rank > 0) {
-        char bind[320];
+        char bind[320], key[PATH_MAX] = "";
         snprintf(bind, sizeof bind, "tcp://%s:*", addr);
+        if (o.c.co.curve_nodes)
+            snprintf(key, sizeof key, "%s/node-%d.key", o.c.co.curve_nodes, rank);
         expert_server_opts_t so = {.model_dir = o.model, .placement = placement,
                                    .node_id = rank, .bind = bind, .max_rows = o.max_rows,
-                                   .log = stderr};
+                                   .log = stderr, .curve_key = key[0] ? key : NULL,
+                                   .curve_coordinators = o.curve_coordinators};
         server = expert_server_new(&so, &err);
         if (server)
             fprintf(stderr, "moe-mpi: rank %d on %s: node %d hosts %d experts, serving on "

@@ -22,7 +22,6 @@
  * error is one line on stderr.
  */
 #include <errno.h>
-#include <getopt.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
@@ -33,6 +32,7 @@
 #include "core/arg.h"
 #include "core/blas.h"
 #include "core/err.h"
+#include "core/path.h"
 #include "expert_node/expert_server.h"
 #include "model/config.h"
 #include "model/placement.h"
@@ -99,96 +99,50 @@ static void s_usage(FILE *out)
             s_default_bind, EXPERT_SERVER_MAX_ROWS);
 }
 
-static int s_parse_int(const char *text, const char *what, int min, int *out)
+/* The checks across options (an arg_check_fn). */
+static int s_check(void *ctx, err_t *err)
 {
-    err_t err = {0};
-    if (arg_int(text, what, min, out, &err) < 0) {
-        fprintf(stderr, "moe-expert: %s\n", err.msg);
-        return -1;
-    }
+    const options_t *opt = ctx;
+    if (!opt->model || !opt->n_nodes || (!opt->node_id && !opt->print_placement))
+        return err_set(err, EINVAL, "--model, --node-id and --nodes are required");
+    if (opt->n_nodes > PLACEMENT_MAX_NODES)
+        return err_set(err, EINVAL, "--nodes %d is more than the limit of %d", opt->n_nodes,
+                       PLACEMENT_MAX_NODES);
+    if (opt->node_id > opt->n_nodes)
+        return err_set(err, EINVAL, "--node-id %d is out of range: nodes are 1..%d",
+                       opt->node_id, opt->n_nodes);
+    if (opt->placement && opt->groups)
+        return err_set(err, EINVAL, "give --placement or --placement-groups, not both");
+    if (opt->placement && opt->replicas)
+        return err_set(err, EINVAL, "--replicas applies to the default split only; a "
+                       "placement file lists replicas itself");
+    if (opt->replicas > opt->n_nodes)
+        return err_set(err, EINVAL, "--replicas %d is more than the %d nodes", opt->replicas,
+                       opt->n_nodes);
     return 0;
 }
 
+/* 0 with *opt filled, or -1 after a usage error (printed); exits after --help. */
 static int s_parse_args(int argc, char **argv, options_t *opt)
 {
-    static const struct option longopts[] = {
-        {"model", required_argument, NULL, 'm'},
-        {"node-id", required_argument, NULL, 'i'},
-        {"nodes", required_argument, NULL, 'n'},
-        {"placement", required_argument, NULL, 'p'},
-        {"replicas", required_argument, NULL, 'r'},
-        {"placement-groups", no_argument, NULL, 'g'},
-        {"print-placement", no_argument, NULL, 'P'},
-        {"bind", required_argument, NULL, 'b'},
-        {"endpoint-file", required_argument, NULL, 'e'},
-        {"threads", required_argument, NULL, 't'},
-        {"max-rows", required_argument, NULL, 'x'},
-        {"curve-key", required_argument, NULL, 'k'},
-        {"curve-coordinators", required_argument, NULL, 'C'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
-    };
     *opt = (options_t){.bind = s_default_bind, .max_rows = EXPERT_SERVER_MAX_ROWS};
-    int c, rc = 0;
-    opterr = 0;
-    while (rc == 0 && (c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
-        switch (c) {
-        case 'm': opt->model = optarg; break;
-        case 'p': opt->placement = optarg; break;
-        case 'g': opt->groups = true; break;
-        case 'P': opt->print_placement = true; break;
-        case 'b': opt->bind = optarg; break;
-        case 'e': opt->endpoint_file = optarg; break;
-        case 'k': opt->curve_key = optarg; break;
-        case 'C': opt->curve_coordinators = optarg; break;
-        case 'i': rc = s_parse_int(optarg, "--node-id", 1, &opt->node_id); break;
-        case 'n': rc = s_parse_int(optarg, "--nodes", 1, &opt->n_nodes); break;
-        case 'r': rc = s_parse_int(optarg, "--replicas", 1, &opt->replicas); break;
-        case 't': rc = s_parse_int(optarg, "--threads", 1, &opt->threads); break;
-        case 'x': rc = s_parse_int(optarg, "--max-rows", 1, &opt->max_rows); break;
-        case 'h': s_usage(stdout); exit(0);
-        default:
-            fprintf(stderr, "moe-expert: unknown or incomplete option '%s' (see --help)\n",
-                    argv[optind - 1]);
-            return -1;
-        }
-    }
-    if (rc < 0)
-        return -1;
-    if (optind < argc) {
-        fprintf(stderr, "moe-expert: unexpected argument '%s' (see --help)\n", argv[optind]);
-        return -1;
-    }
-    if (!opt->model || !opt->n_nodes || (!opt->node_id && !opt->print_placement)) {
-        fprintf(stderr, "moe-expert: --model, --node-id and --nodes are required "
-                "(see --help)\n");
-        return -1;
-    }
-    if (opt->n_nodes > PLACEMENT_MAX_NODES) {
-        fprintf(stderr, "moe-expert: --nodes %d is more than the limit of %d\n",
-                opt->n_nodes, PLACEMENT_MAX_NODES);
-        return -1;
-    }
-    if (opt->node_id > opt->n_nodes) {
-        fprintf(stderr, "moe-expert: --node-id %d is out of range: nodes are 1..%d\n",
-                opt->node_id, opt->n_nodes);
-        return -1;
-    }
-    if (opt->placement && opt->groups) {
-        fprintf(stderr, "moe-expert: give --placement or --placement-groups, not both\n");
-        return -1;
-    }
-    if (opt->placement && opt->replicas) {
-        fprintf(stderr, "moe-expert: --replicas applies to the default split only; a "
-                "placement file lists replicas itself\n");
-        return -1;
-    }
-    if (opt->replicas > opt->n_nodes) {
-        fprintf(stderr, "moe-expert: --replicas %d is more than the %d nodes\n",
-                opt->replicas, opt->n_nodes);
-        return -1;
-    }
-    return 0;
+    const arg_opt_t table[] = {
+        ARG_OPT_STRING("--model", &opt->model),
+        ARG_OPT_INT("--node-id", &opt->node_id, 1, 0),
+        ARG_OPT_INT("--nodes", &opt->n_nodes, 1, 0),
+        ARG_OPT_STRING("--placement", &opt->placement),
+        ARG_OPT_INT("--replicas", &opt->replicas, 1, 0),
+        ARG_OPT_FLAG("--placement-groups", &opt->groups),
+        ARG_OPT_FLAG("--print-placement", &opt->print_placement),
+        ARG_OPT_STRING("--bind", &opt->bind),
+        ARG_OPT_STRING("--endpoint-file", &opt->endpoint_file),
+        ARG_OPT_INT("--threads", &opt->threads, 1, 0),
+        ARG_OPT_INT("--max-rows", &opt->max_rows, 1, 0),
+        ARG_OPT_STRING("--curve-key", &opt->curve_key),
+        ARG_OPT_STRING("--curve-coordinators", &opt->curve_coordinators),
+        ARG_OPT_END,
+    };
+    return arg_parse_main("moe-expert", argc, argv, table, s_usage, s_check, opt);
 }
 
 static void s_on_signal(int sig)
@@ -206,34 +160,6 @@ static int s_catch_signals(err_t *err)
     sigemptyset(&sa.sa_mask);
     if (sigaction(SIGTERM, &sa, NULL) < 0 || sigaction(SIGINT, &sa, NULL) < 0)
         return err_set(err, errno, "cannot install signal handlers: %s", strerror(errno));
-    return 0;
-}
-
-/* Writes "endpoint\n" to path through a temporary file and a rename, so that
- * a reader sees either no file or the whole line. */
-static int s_write_endpoint(const char *path, const char *endpoint, err_t *err)
-{
-    char tmp[PATH_MAX];
-    if (snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()) >= (int)sizeof tmp)
-        return err_set(err, ENAMETOOLONG, "endpoint file name %s is too long", path);
-    FILE *f = fopen(tmp, "w");
-    if (!f)
-        return err_set(err, errno, "cannot write endpoint file %s: %s", tmp,
-                       strerror(errno));
-    int wrote = fprintf(f, "%s\n", endpoint);
-    int flushed = fflush(f) == 0 && fsync(fileno(f)) == 0;
-    int saved = errno;
-    if (fclose(f) != 0 || wrote < 0 || !flushed) {
-        unlink(tmp);
-        return err_set(err, saved ? saved : EIO, "cannot write endpoint file %s: %s", tmp,
-                       strerror(saved ? saved : EIO));
-    }
-    if (rename(tmp, path) < 0) {
-        saved = errno;
-        unlink(tmp);
-        return err_set(err, saved, "cannot rename %s to %s: %s", tmp, path,
-                       strerror(saved));
-    }
     return 0;
 }
 
@@ -292,7 +218,7 @@ static int s_serve(const options_t *opt, err_t *err)
     fprintf(stderr, "moe-expert: node %d of %d hosts %d experts of %s, serving on %s\n",
             opt->node_id, opt->n_nodes, expert_server_n_hosted(server), opt->model,
             endpoint);
-    if (opt->endpoint_file && s_write_endpoint(opt->endpoint_file, endpoint, err) < 0)
+    if (opt->endpoint_file && path_write_line_atomic(opt->endpoint_file, endpoint, err) < 0)
         goto done;
     printf("%s\n", endpoint);
     fflush(stdout);

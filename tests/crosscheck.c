@@ -20,11 +20,7 @@ char *crosscheck_last_line(const char *cmd)
     int rc = testutil_run(cmd, &out);
     if (rc != 0 || !out)
         fail_msg("%s: exit %d", cmd, rc);
-    size_t n = strlen(out);
-    while (n && out[n - 1] == '\n')
-        out[--n] = '\0';
-    char *nl = strrchr(out, '\n');
-    char *line = strdup(nl ? nl + 1 : out);
+    char *line = strdup(testutil_last_line(out));
     free(out);
     return line;
 }

@@ -11,6 +11,7 @@
 #include <zmq.h>
 
 #include "proto/client_rpc.h"
+#include "tests/fixture.h"
 #include "tests/localcluster.h"
 #include "tests/testutil.h"
 
@@ -33,11 +34,7 @@ char *localcluster_up(const char *model, int nodes, const char *run_dir, const c
     int rc = testutil_run(cmd, &out);
     if (rc != 0)
         fail_msg("local.sh up failed (%d): %s", rc, out ? out : "");
-    size_t n = strlen(out);
-    while (n && out[n - 1] == '\n')
-        out[--n] = '\0';
-    char *nl = strrchr(out, '\n');
-    char *ep = strdup(nl ? nl + 1 : out);
+    char *ep = strdup(testutil_last_line(out));
     free(out);
     assert_true(strncmp(ep, "tcp://", 6) == 0);
     return ep;
@@ -53,6 +50,24 @@ void localcluster_down(const char *run_dir)
     if (testutil_run(cmd, &found) == 0)
         fail_msg("sanitizer report in %s", found);
     free(found);
+}
+
+void localcluster_start(localcluster_t *lc, const char *model, int nodes, const char *tmp,
+                        const char *name, const char *extra)
+{
+    if (strchr(model, '/'))
+        snprintf(lc->model, sizeof lc->model, "%s", model);
+    else
+        snprintf(lc->model, sizeof lc->model, "%s/%s", fixture_root(), model);
+    snprintf(lc->run_dir, sizeof lc->run_dir, "%s/%s", tmp, name);
+    lc->endpoint = localcluster_up(lc->model, nodes, lc->run_dir, extra);
+}
+
+void localcluster_stop(localcluster_t *lc)
+{
+    localcluster_down(lc->run_dir);
+    free(lc->endpoint);
+    lc->endpoint = NULL;
 }
 
 pid_t localcluster_pid(const char *run_dir, const char *name)
@@ -92,24 +107,58 @@ void *localcluster_dealer(void *zmq_ctx, const char *endpoint)
     return sock;
 }
 
-void localcluster_sched(const char *endpoint, localcluster_sched_t *out)
+void localcluster_open(localcluster_conn_t *conn, const char *endpoint)
 {
-    void *ctx = zmq_ctx_new();
-    void *sock = localcluster_dealer(ctx, endpoint);
+    conn->ctx = zmq_ctx_new();
+    assert_non_null(conn->ctx);
+    conn->sock = localcluster_dealer(conn->ctx, endpoint);
     wire_limits_t lim = {0};
     err_t err = {0};
-    wire_inbox_t *inbox = wire_inbox_new(&lim, &err);
-    assert_non_null(inbox);
-    wire_request_t st = {.type = WIRE_REQ_STATUS, .request_id = 1};
-    assert_int_equal(wire_request_send(sock, &st, &err), 0);
+    conn->inbox = wire_inbox_new(&lim, &err);
+    if (!conn->inbox)
+        fail_msg("inbox: %s", err.msg);
+}
+
+void localcluster_close(localcluster_conn_t *conn)
+{
+    wire_inbox_destroy(&conn->inbox);
+    if (conn->sock)
+        zmq_close(conn->sock);
+    if (conn->ctx)
+        zmq_ctx_term(conn->ctx);
+    *conn = (localcluster_conn_t){0};
+}
+
+void localcluster_send(localcluster_conn_t *conn, const wire_request_t *req)
+{
+    err_t err = {0};
+    if (wire_request_send(conn->sock, req, &err) < 0)
+        fail_msg("send: %s", err.msg);
+}
+
+void localcluster_recv(localcluster_conn_t *conn, wire_reply_t *rep, const char *what)
+{
+    err_t err = {0};
+    if (wire_reply_recv(conn->inbox, conn->sock, rep, &err) < 0)
+        fail_msg("%s: %s", what, err.msg);
+}
+
+void localcluster_status(localcluster_conn_t *conn, uint64_t request_id, wire_reply_t *rep)
+{
+    wire_request_t st = {.type = WIRE_REQ_STATUS, .request_id = request_id};
+    localcluster_send(conn, &st);
+    localcluster_recv(conn, rep, "STATUS");
+    assert_int_equal(rep->type, WIRE_REP_STATUS);
+}
+
+void localcluster_sched(const char *endpoint, localcluster_sched_t *out)
+{
+    localcluster_conn_t conn;
+    localcluster_open(&conn, endpoint);
     wire_reply_t rep;
-    if (wire_reply_recv(inbox, sock, &rep, &err) < 0)
-        fail_msg("STATUS: %s", err.msg);
-    assert_int_equal(rep.type, WIRE_REP_STATUS);
+    localcluster_status(&conn, 1, &rep);
     out->running = rep.sequences_running;
     out->queued = rep.requests_queued;
     out->kv_bytes = rep.kv_bytes;
-    wire_inbox_destroy(&inbox);
-    zmq_close(sock);
-    zmq_ctx_term(ctx);
+    localcluster_close(&conn);
 }

@@ -8,6 +8,25 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "proto/wire.h"
+
+/* A cluster one test case starts: its run folder (under the test's scratch
+ * folder), its model and its client endpoint. */
+typedef struct localcluster {
+    char run_dir[1024];
+    char model[1024];
+    char *endpoint;         /* malloc'd */
+} localcluster_t;
+
+/* Starts a cluster of `nodes` nodes (localcluster_up) of model, a fixture
+ * name (under fixture_root()) or, with a '/', a folder, in tmp/name, with
+ * extra options for local.sh (may be NULL). Fails the test when it cannot. */
+void localcluster_start(localcluster_t *lc, const char *model, int nodes, const char *tmp,
+                        const char *name, const char *extra);
+
+/* Stops it (localcluster_down) and frees the endpoint. */
+void localcluster_stop(localcluster_t *lc);
+
 /* Starts `local.sh up --model model --nodes nodes --run-dir run_dir extra`
  * with the programs of $MOE_BIN; returns the client endpoint (malloc'd).
  * Fails the test when the start fails. */
@@ -32,5 +51,29 @@ void localcluster_sched(const char *endpoint, localcluster_sched_t *out);
 
 /* A DEALER socket connected to endpoint, with a 20 s receive timeout. */
 void *localcluster_dealer(void *zmq_ctx, const char *endpoint);
+
+/* One client connection over the raw client protocol: its own ZeroMQ
+ * context, a DEALER (localcluster_dealer) and an inbox without limits. */
+typedef struct localcluster_conn {
+    void *ctx;
+    void *sock;
+    wire_inbox_t *inbox;
+} localcluster_conn_t;
+
+/* Opens conn to endpoint, or fails the test. */
+void localcluster_open(localcluster_conn_t *conn, const char *endpoint);
+
+/* Closes what localcluster_open opened. */
+void localcluster_close(localcluster_conn_t *conn);
+
+/* Sends req; fails the test when it cannot. */
+void localcluster_send(localcluster_conn_t *conn, const wire_request_t *req);
+
+/* The next reply (valid until the next receive), or fails the test naming
+ * what: "what: <error>". */
+void localcluster_recv(localcluster_conn_t *conn, wire_reply_t *rep, const char *what);
+
+/* A STATUS request (request_id) and its reply in *rep, or fails the test. */
+void localcluster_status(localcluster_conn_t *conn, uint64_t request_id, wire_reply_t *rep);
 
 #endif /* MOE_TESTS_LOCALCLUSTER_H */

@@ -839,40 +839,17 @@ static char *s_tmp;
  * how long it took. */
 static int s_run(const char *args, char **out, char **errtext, double *seconds)
 {
-    char cmd[4096], errpath[700];
-    snprintf(errpath, sizeof errpath, "%s/stderr.txt", s_tmp);
-    snprintf(cmd, sizeof cmd, "timeout 30 '%s' %s 2>'%s'", s_bin, args, errpath);
     double t0 = timer_now();
-    int rc = testutil_run(cmd, out);
+    int rc = testutil_run_program("timeout 30", s_bin, args, out, errtext);
     if (seconds)
         *seconds = timer_now() - t0;
-    if (errtext)
-        *errtext = testutil_read_file(errpath, NULL);
     return rc;
-}
-
-static const char *s_last_line(char *text)
-{
-    size_t n = strlen(text);
-    while (n && text[n - 1] == '\n')
-        text[--n] = '\0';
-    char *nl = strrchr(text, '\n');
-    return nl ? nl + 1 : text;
 }
 
 /* Exits with code, and stderr is one line "moe-client: ..." containing needle. */
 static void s_expect_error(const char *args, int code, const char *needle)
 {
-    char *out = NULL, *errtext = NULL;
-    int rc = s_run(args, &out, &errtext, NULL);
-    const char *t = errtext ? errtext : "";
-    bool one_line = strncmp(t, "moe-client: ", 12) == 0 && strchr(t, '\n') &&
-                    strchr(t, '\n')[1] == '\0';
-    if (rc != code || !one_line || !strstr(t, needle))
-        fail_msg("moe-client %s: exit %d (want %d), stderr: %s(want one line with '%s')",
-                 args, rc, code, t, needle);
-    free(out);
-    free(errtext);
+    testutil_expect_error("timeout 30", s_bin, args, code, needle);
 }
 
 static int s_cli_setup(void **state)
@@ -904,7 +881,7 @@ static void test_cli_generate(void **state)
     snprintf(args, sizeof args, "--connect '%s' generate --prompt-ids 5,17,2 --max-tokens 7",
              f->endpoint);
     assert_int_equal(s_run(args, &out, NULL, NULL), 0);
-    assert_string_equal(s_last_line(out), want);
+    assert_string_equal(testutil_last_line(out), want);
     free(out);
 
     /* Options after the command, and no tokens: an empty last line. */
@@ -1042,6 +1019,14 @@ static void test_cli_usage_errors(void **state)
                    "unexpected argument 'extra'");
     s_expect_error("--connect tcp://127.0.0.1:1 status --prompt-ids 1", 2,
                    "unknown or incomplete option");
+    /* Whole names only: no abbreviation is taken for an option (getopt_long's). */
+    s_expect_error("--connect tcp://127.0.0.1:1 generate --prompt-i 1", 2,
+                   "unknown or incomplete option '--prompt-i'");
+    s_expect_error("--connect tcp://127.0.0.1:1 generate --prompt-ids 1 --max-tok 2", 2,
+                   "unknown or incomplete option '--max-tok'");
+    s_expect_error("--conn tcp://127.0.0.1:1 status", 2, "unknown or incomplete option");
+    s_expect_error("--connect tcp://127.0.0.1:1 generate --prompt-ids 1 --top-p 2", 2,
+                   "--top-p must be a number in [1e-06, 1] (got '2')");
 
     /* Help, global and per command, on stdout with exit 0. */
     static const struct {

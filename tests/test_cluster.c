@@ -36,20 +36,12 @@ static char *s_tmp;
 
 static int s_setup(void **state)
 {
-    (void)state;
     snprintf(s_bin, sizeof s_bin, "%s", testutil_env("MOE_BIN", "build/bin"));
     if (!getcwd(s_root, sizeof s_root))
         return -1;
     s_tmp = testutil_mkdtemp("test_cluster");
+    *state = s_tmp;
     return s_tmp ? 0 : -1;
-}
-
-static int s_teardown(void **state)
-{
-    (void)state;
-    testutil_rmtree(s_tmp);
-    free(s_tmp);
-    return 0;
 }
 
 /* Every fixture of a family the engine runs (its config loads), through
@@ -84,15 +76,10 @@ static void test_fixtures_through_clusters(void **state)
     assert_true(n_run > 0);
 }
 
-static void s_expect_status_ok(void *sock, wire_inbox_t *inbox, int down_node)
+static void s_expect_status_ok(localcluster_conn_t *conn, int down_node)
 {
-    err_t err = {0};
-    wire_request_t st = {.type = WIRE_REQ_STATUS, .request_id = 99};
-    assert_int_equal(wire_request_send(sock, &st, &err), 0);
     wire_reply_t rep;
-    if (wire_reply_recv(inbox, sock, &rep, &err) < 0)
-        fail_msg("status: %s", err.msg);
-    assert_int_equal(rep.type, WIRE_REP_STATUS);
+    localcluster_status(conn, 99, &rep);
     for (int i = 0; i < rep.n_nodes; i++)
         assert_int_equal(rep.nodes[i].up, rep.nodes[i].node_id != down_node);
 }
@@ -100,48 +87,36 @@ static void s_expect_status_ok(void *sock, wire_inbox_t *inbox, int down_node)
 static void test_malformed_client_request(void **state)
 {
     (void)state;
-    char run_dir[700], model[700];
-    snprintf(run_dir, sizeof run_dir, "%s/malformed", s_tmp);
-    snprintf(model, sizeof model, "%s/mixtral-A", fixture_root());
-    char *ep = localcluster_up(model, 2, run_dir, NULL);
-    void *ctx = zmq_ctx_new();
-    void *sock = localcluster_dealer(ctx, ep);
-    wire_limits_t lim = {0};
-    err_t err = {0};
-    wire_inbox_t *inbox = wire_inbox_new(&lim, &err);
+    localcluster_t lc;
+    localcluster_start(&lc, "mixtral-A", 2, s_tmp, "malformed", NULL);
+    localcluster_conn_t conn;
+    localcluster_open(&conn, lc.endpoint);
 
     const char garbage[] = "\x08\x96\x01 this is not a request \xff\xff";
-    assert_int_equal(zmq_send(sock, garbage, sizeof garbage, 0), (int)sizeof garbage);
+    assert_int_equal(zmq_send(conn.sock, garbage, sizeof garbage, 0), (int)sizeof garbage);
     wire_reply_t rep;
-    assert_int_equal(wire_reply_recv(inbox, sock, &rep, &err), 0);
+    localcluster_recv(&conn, &rep, "reply");
     assert_int_equal(rep.type, WIRE_REP_ERROR);
     printf("  garbage -> %s: %s\n", wire_client_error_name(rep.error_code), rep.error_message);
 
     int32_t bad_ids[2] = {3, 999};
     wire_request_t req = {.type = WIRE_REQ_GENERATE, .request_id = 5, .n_prompt = 2,
                           .prompt = bad_ids, .max_tokens = 2};
-    assert_int_equal(wire_request_send(sock, &req, &err), 0);
-    assert_int_equal(wire_reply_recv(inbox, sock, &rep, &err), 0);
+    localcluster_send(&conn, &req);
+    localcluster_recv(&conn, &rep, "reply");
     assert_int_equal(rep.type, WIRE_REP_ERROR);
     assert_int_equal(rep.error_code, WIRE_CLIENT_INVALID_ARGUMENT);
     assert_int_equal(rep.request_id, 5);
-    s_expect_status_ok(sock, inbox, -1);
+    s_expect_status_ok(&conn, -1);
 
-    wire_inbox_destroy(&inbox);
-    zmq_close(sock);
-    zmq_ctx_term(ctx);
-    localcluster_down(run_dir);
-    free(ep);
+    localcluster_close(&conn);
+    localcluster_stop(&lc);
 }
 
 /* The small preset (4096 positions: room for long generations), made once. */
 static void s_small_model(char *model, size_t n)
 {
-    char cmd[2048];
-    snprintf(model, n, "%s/small", s_tmp);
-    snprintf(cmd, sizeof cmd, "test -f '%s/config.json' || '%s/moe-mkmodel' --arch mixtral "
-             "--preset small --seed 3 --out '%s' >/dev/null 2>&1", model, s_bin, model);
-    assert_int_equal(system(cmd), 0);
+    testutil_make_model(s_tmp, "small", "small", 3, model, n);
 }
 
 static void test_node_killed_mid_request(void **state)
@@ -153,20 +128,18 @@ static void test_node_killed_mid_request(void **state)
     /* The dropped connection is normally seen at once; the reply timeout is
      * the bound if that notice is late. */
     char *ep = localcluster_up(model, 2, run_dir, "--reply-timeout-ms 3000");
-    void *ctx = zmq_ctx_new();
-    void *sock = localcluster_dealer(ctx, ep);
-    wire_limits_t lim = {0};
+    localcluster_conn_t conn;
+    localcluster_open(&conn, ep);
     err_t err = {0};
-    wire_inbox_t *inbox = wire_inbox_new(&lim, &err);
 
     int32_t prompt[4] = {1, 2, 3, 4};
     wire_request_t req = {.type = WIRE_REQ_GENERATE, .request_id = 7, .n_prompt = 4,
                           .prompt = prompt, .max_tokens = 4000};
-    assert_int_equal(wire_request_send(sock, &req, &err), 0);
+    localcluster_send(&conn, &req);
     int tokens = 0;
     wire_reply_t rep;
     while (tokens < 20) { /* a few tokens first: the request is under way */
-        assert_int_equal(wire_reply_recv(inbox, sock, &rep, &err), 0);
+        localcluster_recv(&conn, &rep, "reply");
         assert_int_equal(rep.type, WIRE_REP_TOKENS);
         assert_false(rep.final);
         tokens += rep.n_tokens;
@@ -181,7 +154,7 @@ static void test_node_killed_mid_request(void **state)
 
     /* Tokens may still arrive; the request must end in an error, quickly. */
     for (;;) {
-        if (wire_reply_recv(inbox, sock, &rep, &err) < 0) {
+        if (wire_reply_recv(conn.inbox, conn.sock, &rep, &err) < 0) {
             /* Seen intermittently, cause not yet found: keep the evidence. */
             snprintf(cmd, sizeof cmd, "tail -n 40 '%s/coordinator.log' '%s'/expert-*.log >&2",
                      run_dir, run_dir);
@@ -199,19 +172,17 @@ static void test_node_killed_mid_request(void **state)
     assert_int_equal(rep.error_code, WIRE_CLIENT_UNAVAILABLE);
     assert_non_null(strstr(rep.error_message, "node 2"));
     assert_true(waited < 10.0);
-    s_expect_status_ok(sock, inbox, 2);
+    s_expect_status_ok(&conn, 2);
 
     /* A new request that needs node 2 fails at once with the same kind. */
     req.request_id = 8;
     req.max_tokens = 3;
-    assert_int_equal(wire_request_send(sock, &req, &err), 0);
-    assert_int_equal(wire_reply_recv(inbox, sock, &rep, &err), 0);
+    localcluster_send(&conn, &req);
+    localcluster_recv(&conn, &rep, "reply");
     assert_int_equal(rep.type, WIRE_REP_ERROR);
     assert_int_equal(rep.error_code, WIRE_CLIENT_UNAVAILABLE);
 
-    wire_inbox_destroy(&inbox);
-    zmq_close(sock);
-    zmq_ctx_term(ctx);
+    localcluster_close(&conn);
     localcluster_down(run_dir);
     free(ep);
 }
@@ -219,10 +190,9 @@ static void test_node_killed_mid_request(void **state)
 static void test_sampling_and_streaming(void **state)
 {
     (void)state;
-    char run_dir[700], model[700], cmd[4096];
-    snprintf(run_dir, sizeof run_dir, "%s/sampling", s_tmp);
-    snprintf(model, sizeof model, "%s/mixtral-A", fixture_root());
-    char *ep = localcluster_up(model, 2, run_dir, NULL);
+    char cmd[4096];
+    localcluster_t lc;
+    localcluster_start(&lc, "mixtral-A", 2, s_tmp, "sampling", NULL);
     const char *gen = "generate --prompt-ids 97,154,160 --max-tokens 12";
     char *out[6];
     const char *extra[6] = {
@@ -252,8 +222,8 @@ static void test_sampling_and_streaming(void **state)
             mem_free(ids);
             extra[5] = stop_arg;
         }
-        snprintf(cmd, sizeof cmd, "'%s/moe-client' --connect '%s' %s %s 2>/dev/null", s_bin, ep,
-                 gen, extra[i]);
+        snprintf(cmd, sizeof cmd, "'%s/moe-client' --connect '%s' %s %s 2>/dev/null", s_bin,
+                 lc.endpoint, gen, extra[i]);
         out[i] = crosscheck_last_line(cmd);
         printf("  %-52s -> %s\n", *extra[i] ? extra[i] : "(greedy)", out[i]);
     }
@@ -265,10 +235,9 @@ static void test_sampling_and_streaming(void **state)
     for (int i = 0; i < 6; i++)
         free(out[i]);
     snprintf(cmd, sizeof cmd, "'%s/moe-client' --connect '%s' %s --top-p 1.5 2>/dev/null",
-             s_bin, ep, gen);
+             s_bin, lc.endpoint, gen);
     assert_int_equal(testutil_run(cmd, NULL), 2);
-    localcluster_down(run_dir);
-    free(ep);
+    localcluster_stop(&lc);
 }
 
 enum { N_CONCURRENT = 16 };
@@ -347,22 +316,19 @@ static void test_full_queue_and_cancel(void **state)
     snprintf(run_dir, sizeof run_dir, "%s/busy", s_tmp);
     s_small_model(model, sizeof model);
     char *ep = localcluster_up(model, 2, run_dir, "--max-seqs 1 --queue-limit 1");
-    void *ctx = zmq_ctx_new();
-    void *sock = localcluster_dealer(ctx, ep);
-    wire_limits_t lim = {0};
-    err_t err = {0};
-    wire_inbox_t *inbox = wire_inbox_new(&lim, &err);
+    localcluster_conn_t conn;
+    localcluster_open(&conn, ep);
     int32_t prompt[3] = {5, 17, 2};
     for (uint64_t id = 1; id <= 3; id++) {
         wire_request_t req = {.type = WIRE_REQ_GENERATE, .request_id = id, .n_prompt = 3,
                               .prompt = prompt, .max_tokens = 4000};
-        assert_int_equal(wire_request_send(sock, &req, &err), 0);
+        localcluster_send(&conn, &req);
     }
     /* Until request 3's BUSY: tokens of request 1 may come first. */
     wire_reply_t rep;
     bool busy = false, saw_2 = false;
     for (int i = 0; i < 4000 && !busy; i++) {
-        assert_int_equal(wire_reply_recv(inbox, sock, &rep, &err), 0);
+        localcluster_recv(&conn, &rep, "reply");
         saw_2 |= rep.request_id == 2;
         if (rep.type == WIRE_REP_ERROR) {
             assert_int_equal(rep.request_id, 3);
@@ -375,10 +341,10 @@ static void test_full_queue_and_cancel(void **state)
     for (uint64_t id = 2; id >= 1; id--) { /* the waiting one, then the running one */
         wire_request_t cancel = {.type = WIRE_REQ_CANCEL, .request_id = 100 + id,
                                  .cancel_id = id};
-        assert_int_equal(wire_request_send(sock, &cancel, &err), 0);
+        localcluster_send(&conn, &cancel);
         bool ended = false;
         for (int i = 0; i < 4000 && !ended; i++) {
-            assert_int_equal(wire_reply_recv(inbox, sock, &rep, &err), 0);
+            localcluster_recv(&conn, &rep, "reply");
             if (rep.request_id == id && rep.type == WIRE_REP_ERROR) {
                 assert_int_equal(rep.error_code, WIRE_CLIENT_CANCELLED);
                 ended = true;
@@ -391,9 +357,9 @@ static void test_full_queue_and_cancel(void **state)
     }
     /* Nothing runs or waits now, and no KV cache is held. */
     wire_request_t st = {.type = WIRE_REQ_STATUS, .request_id = 150};
-    assert_int_equal(wire_request_send(sock, &st, &err), 0);
+    localcluster_send(&conn, &st);
     do
-        assert_int_equal(wire_reply_recv(inbox, sock, &rep, &err), 0);
+        localcluster_recv(&conn, &rep, "reply");
     while (rep.request_id != 150);
     assert_int_equal(rep.type, WIRE_REP_STATUS);
     assert_int_equal(rep.sequences_running, 0);
@@ -401,25 +367,23 @@ static void test_full_queue_and_cancel(void **state)
     assert_true(rep.kv_bytes == 0);
     /* A cancel of nothing is refused; a new request runs to its end. */
     wire_request_t none = {.type = WIRE_REQ_CANCEL, .request_id = 200, .cancel_id = 77};
-    assert_int_equal(wire_request_send(sock, &none, &err), 0);
+    localcluster_send(&conn, &none);
     do
-        assert_int_equal(wire_reply_recv(inbox, sock, &rep, &err), 0);
+        localcluster_recv(&conn, &rep, "reply");
     while (rep.request_id != 200);
     assert_int_equal(rep.error_code, WIRE_CLIENT_INVALID_ARGUMENT);
     wire_request_t again = {.type = WIRE_REQ_GENERATE, .request_id = 300, .n_prompt = 3,
                             .prompt = prompt, .max_tokens = 4};
-    assert_int_equal(wire_request_send(sock, &again, &err), 0);
+    localcluster_send(&conn, &again);
     int tokens = 0;
     do {
-        assert_int_equal(wire_reply_recv(inbox, sock, &rep, &err), 0);
+        localcluster_recv(&conn, &rep, "reply");
         if (rep.request_id == 300)
             tokens += rep.n_tokens;
     } while (!(rep.request_id == 300 && (rep.final || rep.type == WIRE_REP_ERROR)));
     assert_int_equal(rep.type, WIRE_REP_TOKENS);
     assert_int_equal(tokens, 4);
-    wire_inbox_destroy(&inbox);
-    zmq_close(sock);
-    zmq_ctx_term(ctx);
+    localcluster_close(&conn);
     localcluster_down(run_dir);
     free(ep);
 }
@@ -516,10 +480,7 @@ static void test_node_memory_follows_its_share(void **state)
     (void)state;
     const char *models = testutil_env("MOE_MODELS", "build/models");
     char model[700], cmd[2048], ep_path[700];
-    snprintf(model, sizeof model, "%s/mixtral-medium", models);
-    snprintf(cmd, sizeof cmd, "test -f '%s/config.json' || '%s/moe-mkmodel' --arch mixtral "
-             "--preset medium --seed 1 --out '%s' >/dev/null", model, s_bin, model);
-    assert_int_equal(system(cmd), 0);
+    testutil_make_model(models, "mixtral-medium", "medium", 1, model, sizeof model);
     snprintf(ep_path, sizeof ep_path, "%s/memory-node.endpoint", s_tmp);
     snprintf(cmd, sizeof cmd, "'%s/moe-expert' --model '%s' --node-id 1 --nodes 4 --threads 1 "
              "--endpoint-file '%s' </dev/null >/dev/null 2>&1 & echo $!", s_bin, model, ep_path);
@@ -576,21 +537,13 @@ static void test_node_memory_follows_its_share(void **state)
 /* Token rows and bytes of EXPERT_REQUESTs so far, from the coordinator's STATUS. */
 static void s_wire_status(const char *ep, uint64_t *rows, uint64_t *bytes_sent)
 {
-    void *ctx = zmq_ctx_new();
-    void *sock = localcluster_dealer(ctx, ep);
-    wire_limits_t lim = {0};
-    err_t err = {0};
-    wire_inbox_t *inbox = wire_inbox_new(&lim, &err);
-    wire_request_t st = {.type = WIRE_REQ_STATUS, .request_id = 1};
-    assert_int_equal(wire_request_send(sock, &st, &err), 0);
+    localcluster_conn_t conn;
+    localcluster_open(&conn, ep);
     wire_reply_t rep;
-    assert_int_equal(wire_reply_recv(inbox, sock, &rep, &err), 0);
-    assert_int_equal(rep.type, WIRE_REP_STATUS);
+    localcluster_status(&conn, 1, &rep);
     *rows = rep.timing.tokens;
     *bytes_sent = rep.timing.bytes_sent;
-    wire_inbox_destroy(&inbox);
-    zmq_close(sock);
-    zmq_ctx_term(ctx);
+    localcluster_close(&conn);
 }
 
 /* --placement-groups (docs/PLACEMENT.md): refused for a model without expert
@@ -598,7 +551,7 @@ static void s_wire_status(const char *ep, uint64_t *rows, uint64_t *bytes_sent)
  * groups, topk_group 2, top-4) on 4 nodes, the same prompt gives the same
  * tokens as with the default split while the coordinator sends fewer bytes
  * per token row (each token reaches at most 2 nodes per layer instead of up
- * to 4). Skipped while deepseek_v3 does not load. */
+ * to 4). */
 static void test_grouped_placement_saves_traffic(void **state)
 {
     (void)state;
@@ -685,5 +638,5 @@ int main(void)
         cmocka_unit_test(test_node_memory_follows_its_share),
         cmocka_unit_test(test_grouped_placement_saves_traffic),
     };
-    return cmocka_run_group_tests(tests, s_setup, s_teardown);
+    return cmocka_run_group_tests(tests, s_setup, testutil_tmpdir_teardown);
 }

@@ -475,6 +475,15 @@ static void s_expect_error(void *sock, int code, uint64_t id, const char *what)
     assert_true(strlen(m.error_message) > 0);
 }
 
+/* HELLO with id on the test socket: its HELLO_REPLY into *m. */
+static void s_hello(uint64_t id, wire_data_t *m)
+{
+    s_send(s_sock, &(wire_data_t){.type = WIRE_HELLO, .request_id = id});
+    s_recv(s_sock, m);
+    assert_int_equal(m->type, WIRE_HELLO_REPLY);
+    assert_int_equal(m->request_id, id);
+}
+
 /* ===== tests ========================================================================== */
 
 static void test_hello_lists_hosted_experts(void **state)
@@ -482,11 +491,8 @@ static void test_hello_lists_hosted_experts(void **state)
     (void)state;
     node_t *n = s_start_default();
     assert_non_null(strstr(n->endpoint, "tcp://127.0.0.1:"));
-    s_send(s_sock, &(wire_data_t){.type = WIRE_HELLO, .request_id = 7});
     wire_data_t m;
-    s_recv(s_sock, &m);
-    assert_int_equal(m.type, WIRE_HELLO_REPLY);
-    assert_int_equal(m.request_id, 7);
+    s_hello(7, &m);
     assert_int_equal(m.node_id, 2);
     char want_id[WIRE_MAX_TEXT];
     config_model_id(&s_w->cfg, want_id, sizeof want_id);
@@ -554,6 +560,72 @@ static void test_heartbeat_and_two_peers(void **state)
     zmq_close(other);
 }
 
+/* The one field s_spoil changes in a valid header. */
+typedef enum spoil {
+    SPOIL_NONE,       /* the header is valid: the tensor frame is not */
+    SPOIL_VERSION,
+    SPOIL_ROWS,
+    SPOIL_HIDDEN,
+    SPOIL_ROW1,       /* row[1] */
+    SPOIL_LAYER,
+    SPOIL_EXPERT1,    /* expert[1] */
+    SPOIL_EXPERT2,    /* expert[2] */
+    SPOIL_WEIGHT0,    /* weight[0] */
+    SPOIL_TYPE_REPLY, /* an EXPERT_REPLY (without assignments) sent to a node */
+} spoil_t;
+
+static void s_spoil(hdr_t *h, spoil_t field, double value)
+{
+    switch (field) {
+    case SPOIL_NONE: break;
+    case SPOIL_VERSION: h->version = (uint32_t)value; break;
+    case SPOIL_ROWS: h->n_rows = (uint32_t)value; break;
+    case SPOIL_HIDDEN: h->hidden = (uint32_t)value; break;
+    case SPOIL_ROW1: h->row[1] = (uint32_t)value; break;
+    case SPOIL_LAYER: h->layer = (uint32_t)value; break;
+    case SPOIL_EXPERT1: h->expert[1] = (uint32_t)value; break;
+    case SPOIL_EXPERT2: h->expert[2] = (uint32_t)value; break;
+    case SPOIL_WEIGHT0: h->weight[0] = (float)value; break;
+    case SPOIL_TYPE_REPLY:
+        h->type = WIRE_EXPERT_REPLY;
+        h->n_assign = 0;
+        break;
+    }
+}
+
+/* A header a node refuses: s_hdr with one field spoiled, sent with a tensor
+ * frame of tensor_bytes (< 0: none); the ERROR code it gets (-1: any). */
+typedef struct bad_header {
+    spoil_t field;
+    double value;
+    long tensor_bytes;
+    int code;
+    const char *what;
+} bad_header_t;
+
+enum { ROWS_BYTES = 4 * 64 * 4 }; /* the valid header's 4 rows of 64 floats */
+
+static const bad_header_t s_bad_headers[] = {
+    {SPOIL_VERSION, WIRE_PROTOCOL_VERSION + 1, ROWS_BYTES, WIRE_DATA_ERR_VERSION,
+     "wrong version"},
+    {SPOIL_VERSION, 0, ROWS_BYTES, WIRE_DATA_ERR_VERSION, "version 0"},
+    {SPOIL_NONE, 0, ROWS_BYTES - 4, WIRE_DATA_ERR_SHAPE, "truncated tensor"},
+    {SPOIL_NONE, 0, ROWS_BYTES + 4, WIRE_DATA_ERR_SHAPE, "oversized tensor"},
+    {SPOIL_NONE, 0, -1, WIRE_DATA_ERR_MALFORMED, "missing tensor"},
+    {SPOIL_ROWS, 5, ROWS_BYTES, WIRE_DATA_ERR_SHAPE, "5 rows, 4 in the frame"},
+    {SPOIL_ROWS, 3, ROWS_BYTES, WIRE_DATA_ERR_SHAPE, "3 rows, 4 in the frame"},
+    {SPOIL_ROWS, 0, 0, WIRE_DATA_ERR_SHAPE, "no rows"},
+    {SPOIL_HIDDEN, 32, 4 * 32 * 4, WIRE_DATA_ERR_SHAPE, "hidden 32 of a 64 model"},
+    {SPOIL_ROW1, 4, ROWS_BYTES, WIRE_DATA_ERR_SHAPE, "assignment to row 4 of 4"},
+    {SPOIL_LAYER, 2, ROWS_BYTES, WIRE_DATA_ERR_UNKNOWN_EXPERT, "layer 2 of 2"},
+    {SPOIL_EXPERT2, 8, ROWS_BYTES, WIRE_DATA_ERR_UNKNOWN_EXPERT, "expert 8 of 8"},
+    {SPOIL_EXPERT1, 0, ROWS_BYTES, WIRE_DATA_ERR_UNKNOWN_EXPERT, "expert 0 is on node 1"},
+    {SPOIL_WEIGHT0, NAN, ROWS_BYTES, -1, "NaN weight"},
+    {SPOIL_ROWS, TEST_MAX_ROWS + 1, (TEST_MAX_ROWS + 1) * 64 * 4, WIRE_DATA_ERR_TOO_LARGE,
+     "rows beyond --max-rows"},
+    {SPOIL_TYPE_REPLY, 0, ROWS_BYTES, WIRE_DATA_ERR_UNEXPECTED, "EXPERT_REPLY to a node"},
+};
+
 static void test_hostile_messages_get_errors(void **state)
 {
     (void)state;
@@ -596,26 +668,17 @@ static void test_hostile_messages_get_errors(void **state)
     }
     s_expect_serving(s_sock, ++id);
 
-    /* Wrong protocol version. */
-    h = s_hdr(++id);
-    h.version = WIRE_PROTOCOL_VERSION + 1;
-    s_send_hdr(s_sock, &h, 4 * 64 * 4);
-    s_expect_error(s_sock, WIRE_DATA_ERR_VERSION, id, "wrong version");
-    h = s_hdr(++id);
-    h.version = 0;
-    s_send_hdr(s_sock, &h, 4 * 64 * 4);
-    s_expect_error(s_sock, WIRE_DATA_ERR_VERSION, id, "version 0");
+    /* Headers with one field wrong (a table: s_bad_headers). */
+    for (size_t i = 0; i < sizeof s_bad_headers / sizeof *s_bad_headers; i++) {
+        const bad_header_t *b = &s_bad_headers[i];
+        h = s_hdr(++id);
+        s_spoil(&h, b->field, b->value);
+        s_send_hdr(s_sock, &h, b->tensor_bytes);
+        s_expect_error(s_sock, b->code, id, b->what);
+    }
+    s_expect_serving(s_sock, ++id);
 
-    /* Tensor frame truncated, oversized, missing; a frame too many. */
-    h = s_hdr(++id);
-    s_send_hdr(s_sock, &h, 4 * 64 * 4 - 4);
-    s_expect_error(s_sock, WIRE_DATA_ERR_SHAPE, id, "truncated tensor");
-    h = s_hdr(++id);
-    s_send_hdr(s_sock, &h, 4 * 64 * 4 + 4);
-    s_expect_error(s_sock, WIRE_DATA_ERR_SHAPE, id, "oversized tensor");
-    h = s_hdr(++id);
-    s_send_hdr(s_sock, &h, -1);
-    s_expect_error(s_sock, WIRE_DATA_ERR_MALFORMED, id, "missing tensor");
+    /* A frame too many; assignment lists of different lengths. */
     {
         static pb_t p;
         h = s_hdr(++id);
@@ -626,29 +689,6 @@ static void test_hostile_messages_get_errors(void **state)
         s_send_frames(s_sock, 3, data, len);
         s_expect_error(s_sock, WIRE_DATA_ERR_MALFORMED, id, "extra frame");
     }
-    s_expect_serving(s_sock, ++id);
-
-    /* Row counts that disagree with the frame. */
-    h = s_hdr(++id);
-    h.n_rows = 5;
-    s_send_hdr(s_sock, &h, 4 * 64 * 4);
-    s_expect_error(s_sock, WIRE_DATA_ERR_SHAPE, id, "5 rows, 4 in the frame");
-    h = s_hdr(++id);
-    h.n_rows = 3;
-    s_send_hdr(s_sock, &h, 4 * 64 * 4);
-    s_expect_error(s_sock, WIRE_DATA_ERR_SHAPE, id, "3 rows, 4 in the frame");
-    h = s_hdr(++id);
-    h.n_rows = 0;
-    s_send_hdr(s_sock, &h, 0);
-    s_expect_error(s_sock, WIRE_DATA_ERR_SHAPE, id, "no rows");
-    h = s_hdr(++id);
-    h.hidden = 32;
-    s_send_hdr(s_sock, &h, 4 * 32 * 4);
-    s_expect_error(s_sock, WIRE_DATA_ERR_SHAPE, id, "hidden 32 of a 64 model");
-    h = s_hdr(++id);
-    h.row[1] = 4;
-    s_send_hdr(s_sock, &h, 4 * 64 * 4);
-    s_expect_error(s_sock, WIRE_DATA_ERR_SHAPE, id, "assignment to row 4 of 4");
     h = s_hdr(++id);
     h.n_assign = 2; /* three rows, experts, weights given; lists then disagree */
     {
@@ -664,37 +704,7 @@ static void test_hostile_messages_get_errors(void **state)
     }
     s_expect_serving(s_sock, ++id);
 
-    /* Unknown layer, an expert out of range, an expert hosted elsewhere. */
-    h = s_hdr(++id);
-    h.layer = 2;
-    s_send_hdr(s_sock, &h, 4 * 64 * 4);
-    s_expect_error(s_sock, WIRE_DATA_ERR_UNKNOWN_EXPERT, id, "layer 2 of 2");
-    h = s_hdr(++id);
-    h.expert[2] = 8;
-    s_send_hdr(s_sock, &h, 4 * 64 * 4);
-    s_expect_error(s_sock, WIRE_DATA_ERR_UNKNOWN_EXPERT, id, "expert 8 of 8");
-    h = s_hdr(++id);
-    h.expert[1] = 0;
-    s_send_hdr(s_sock, &h, 4 * 64 * 4);
-    s_expect_error(s_sock, WIRE_DATA_ERR_UNKNOWN_EXPERT, id, "expert 0 is on node 1");
-    s_expect_serving(s_sock, ++id);
-
-    /* A weight that is not a number; more rows than --max-rows. */
-    h = s_hdr(++id);
-    h.weight[0] = NAN;
-    s_send_hdr(s_sock, &h, 4 * 64 * 4);
-    s_expect_error(s_sock, -1, id, "NaN weight");
-    h = s_hdr(++id);
-    h.n_rows = TEST_MAX_ROWS + 1;
-    s_send_hdr(s_sock, &h, (TEST_MAX_ROWS + 1) * 64 * 4);
-    s_expect_error(s_sock, WIRE_DATA_ERR_TOO_LARGE, id, "rows beyond --max-rows");
-
     /* Types a node does not accept. */
-    h = s_hdr(++id);
-    h.type = WIRE_EXPERT_REPLY;
-    h.n_assign = 0;
-    s_send_hdr(s_sock, &h, 4 * 64 * 4);
-    s_expect_error(s_sock, WIRE_DATA_ERR_UNEXPECTED, id, "EXPERT_REPLY to a node");
     s_send(s_sock, &(wire_data_t){.type = WIRE_HELLO_REPLY, .request_id = ++id, .node_id = 1,
                                   .model_id = "x"});
     s_expect_error(s_sock, WIRE_DATA_ERR_UNEXPECTED, id, "HELLO_REPLY to a node");
@@ -792,10 +802,8 @@ static void test_placement_file_and_replicas(void **state)
     snprintf(args, sizeof args, "--model '%s' --node-id 2 --nodes 2 --placement '%s' "
              "--threads 1", s_model, path);
     s_start(args);
-    s_send(s_sock, &(wire_data_t){.type = WIRE_HELLO, .request_id = 1});
     wire_data_t m;
-    s_recv(s_sock, &m);
-    assert_int_equal(m.type, WIRE_HELLO_REPLY);
+    s_hello(1, &m);
     assert_int_equal(m.node_id, 2);
     assert_int_equal(m.n_hosted, 4);
     int code = 0;
@@ -823,64 +831,35 @@ static void test_placement_file_and_replicas(void **state)
     snprintf(args, sizeof args, "--model '%s' --node-id 2 --nodes 3 --replicas 2 "
              "--threads 1", s_model);
     s_start(args);
-    s_send(s_sock, &(wire_data_t){.type = WIRE_HELLO, .request_id = 4});
-    s_recv(s_sock, &m);
-    assert_int_equal(m.type, WIRE_HELLO_REPLY);
+    s_hello(4, &m);
     assert_int_equal(m.n_hosted, 12);
     for (int i = 0; i < m.n_hosted; i++)
         assert_true(m.hosted_expert[i] % 3 != 2);
 }
 
-/* Runs moe-expert with args (bounded by `timeout`), stderr into *err_text;
- * returns the exit status. */
-static int s_run_cli(const char *args, char **out, char **err_text)
-{
-    char cmd[4096], errpath[700];
-    snprintf(errpath, sizeof errpath, "%s/cli-stderr.txt", s_tmp);
-    snprintf(cmd, sizeof cmd, "timeout -k 5 60 '%s' %s </dev/null 2>'%s'", s_bin, args,
-             errpath);
-    int rc = testutil_run(cmd, out);
-    *err_text = testutil_read_file(errpath, NULL);
-    assert_non_null(*err_text);
-    return rc;
-}
-
 /* Exit status `code` and exactly one error line holding `want` on stderr
- * (besides the OpenBLAS report). */
+ * (besides the OpenBLAS report); no endpoint announced. */
 static void s_expect_cli_error(const char *args, int code, const char *want)
 {
-    char *out = NULL, *err_text = NULL;
-    int rc = s_run_cli(args, &out, &err_text);
-    if (rc != code || !strstr(err_text, want))
-        fail_msg("moe-expert %s: exit %d (want %d), stderr: %s (want '%s')", args, rc, code,
-                 err_text, want);
-    int lines = 0;
-    for (char *line = strtok(err_text, "\n"); line; line = strtok(NULL, "\n"))
-        lines += strstr(line, ": openblas ") == NULL;
-    assert_int_equal(lines, 1);
-    assert_true(!out || !strstr(out, "tcp://")); /* never announced an endpoint */
-    free(out);
-    free(err_text);
+    testutil_expect_error("timeout -k 5 60", s_bin, args, code, want);
 }
 
 static void test_bad_command_lines(void **state)
 {
     (void)state;
     char args[2048], path[800];
-    snprintf(args, sizeof args, "--model '%s/missing-model' --node-id 1 --nodes 3", s_tmp);
-    s_expect_cli_error(args, 1, "missing-model");
-    snprintf(args, sizeof args, "--model '%s' --node-id 4 --nodes 3", s_model);
-    s_expect_cli_error(args, 2, "--node-id 4 is out of range: nodes are 1..3");
-    snprintf(args, sizeof args, "--model '%s' --node-id 0 --nodes 3", s_model);
-    s_expect_cli_error(args, 2, "--node-id must be an integer >= 1");
-    snprintf(args, sizeof args, "--model '%s' --node-id 1", s_model);
-    s_expect_cli_error(args, 2, "--nodes are required");
-    snprintf(args, sizeof args, "--model '%s' --node-id 1 --nodes 3 --replicas 4", s_model);
-    s_expect_cli_error(args, 2, "--replicas 4");
-    snprintf(args, sizeof args, "--model '%s' --node-id 1 --nodes 3 --frobnicate", s_model);
-    s_expect_cli_error(args, 2, "--frobnicate");
-    snprintf(args, sizeof args, "--model '%s' --node-id 1 --nodes 3 --max-rows x", s_model);
-    s_expect_cli_error(args, 2, "--max-rows");
+    static const testutil_error_case_t cases[] = {
+        {"--model '%s/missing-model' --node-id 1 --nodes 3", 1, "missing-model"},
+        {"--model '%s' --node-id 4 --nodes 3", 2, "--node-id 4 is out of range: nodes are 1..3"},
+        {"--model '%s' --node-id 0 --nodes 3", 2, "--node-id must be an integer >= 1"},
+        {"--model '%s' --node-id 1", 2, "--nodes are required"},
+        {"--model '%s' --node-id 1 --nodes 3 --replicas 4", 2, "--replicas 4"},
+        {"--model '%s' --node-id 1 --nodes 3 --frobnicate", 2, "--frobnicate"},
+        {"--model '%s' --node-id 1 --nodes 3 --max-rows x", 2, "--max-rows"},
+        {"--model '%s' --node-id 1 --nodes 3 --node 2", 2, "unknown or incomplete option"},
+    };
+    testutil_expect_errors("timeout -k 5 60", s_bin, cases, sizeof cases / sizeof *cases,
+                           s_model);
 
     snprintf(path, sizeof path, "%s/bad-placement.txt", s_tmp);
     const char *bad = "nodes 3\nnode 1 layers * experts 0-3\nnode 7 layers * experts 4-7\n";
@@ -903,7 +882,7 @@ static void test_bad_command_lines(void **state)
     s_expect_cli_error(args, 1, "cannot bind bogus://x");
 
     char *out = NULL, *err_text = NULL;
-    assert_int_equal(s_run_cli("--help", &out, &err_text), 0);
+    assert_int_equal(testutil_run_program(NULL, s_bin, "--help", &out, &err_text), 0);
     assert_non_null(out);
     assert_non_null(strstr(out, "usage: moe-expert"));
     free(out);

@@ -25,6 +25,7 @@
 
 #include "core/timer.h"
 #include "proto/client_rpc.h"
+#include "tests/crosscheck.h"
 #include "tests/fixture.h"
 #include "tests/localcluster.h"
 #include "tests/testutil.h"
@@ -61,25 +62,9 @@ typedef struct gen {
 typedef struct rig {
     char run_dir[700];
     char *endpoint;
-    void *ctx;
-    void *sock;
-    wire_inbox_t *inbox;
+    localcluster_conn_t conn;
     gen_t gen[N_GEN];
 } rig_t;
-
-static char *s_last_line(const char *cmd)
-{
-    char *out = NULL;
-    if (testutil_run(cmd, &out) != 0)
-        fail_msg("command failed: %s", cmd);
-    size_t n = strlen(out);
-    while (n && out[n - 1] == '\n')
-        out[--n] = '\0';
-    char *nl = strrchr(out, '\n');
-    char *line = strdup(nl ? nl + 1 : out);
-    free(out);
-    return line;
-}
 
 /* The last line of a command's output whatever its status (grep -c). */
 static char *s_last_line_any(const char *cmd)
@@ -88,9 +73,7 @@ static char *s_last_line_any(const char *cmd)
     testutil_run(cmd, &out);
     if (!out)
         return strdup("");
-    size_t n = strlen(out);
-    while (n && out[n - 1] == '\n')
-        out[--n] = '\0';
+    testutil_last_line(out); /* drops the final newline */
     return out;
 }
 
@@ -104,7 +87,6 @@ static void s_ids_text(const int32_t *ids, int n, char *out, size_t size)
 /* Sixteen prompts and what moe-run prints for each: the no-failure outputs. */
 static int s_setup(void **state)
 {
-    (void)state;
     snprintf(s_bin, sizeof s_bin, "%s", testutil_env("MOE_BIN", "build/bin"));
     if (!getcwd(s_root, sizeof s_root))
         return -1;
@@ -125,19 +107,12 @@ static int s_setup(void **state)
         s_ids_text(s_prompt[g], s_n_prompt[g], ids, sizeof ids);
         snprintf(cmd, sizeof cmd, "'%s/moe-run' --model '%s' --prompt-ids %s --max-tokens %d "
                  "2>/dev/null", s_bin, s_model, ids, MAX_TOKENS);
-        char *want = s_last_line(cmd);
+        char *want = crosscheck_last_line(cmd);
         snprintf(s_want[g], sizeof s_want[g], "%s", want);
         free(want);
     }
     fixture_destroy(&fx);
-    return 0;
-}
-
-static int s_teardown(void **state)
-{
-    (void)state;
-    testutil_rmtree(s_tmp);
-    free(s_tmp);
+    *state = s_tmp;
     return 0;
 }
 
@@ -148,32 +123,24 @@ static void s_rig_up(rig_t *rig, const char *name, int nodes, const char *extra)
     char opts[512];
     snprintf(opts, sizeof opts, "%s %s", CLUSTER_OPTS, extra);
     rig->endpoint = localcluster_up(s_model, nodes, rig->run_dir, opts);
-    rig->ctx = zmq_ctx_new();
-    rig->sock = localcluster_dealer(rig->ctx, rig->endpoint);
-    wire_limits_t lim = {0};
-    err_t err = {0};
-    rig->inbox = wire_inbox_new(&lim, &err);
-    assert_non_null(rig->inbox);
+    localcluster_open(&rig->conn, rig->endpoint);
 }
 
 static void s_rig_down(rig_t *rig)
 {
-    wire_inbox_destroy(&rig->inbox);
-    zmq_close(rig->sock);
-    zmq_ctx_term(rig->ctx);
+    localcluster_close(&rig->conn);
     localcluster_down(rig->run_dir);
     free(rig->endpoint);
 }
 
 static void s_send_all(rig_t *rig)
 {
-    err_t err = {0};
     for (int g = 0; g < N_GEN; g++) {
         rig->gen[g] = (gen_t){0};
         wire_request_t req = {.type = WIRE_REQ_GENERATE, .request_id = 100 + (uint64_t)g,
                               .n_prompt = s_n_prompt[g], .prompt = s_prompt[g],
                               .max_tokens = MAX_TOKENS};
-        assert_int_equal(wire_request_send(rig->sock, &req, &err), 0);
+        localcluster_send(&rig->conn, &req);
     }
 }
 
@@ -194,9 +161,7 @@ static double s_pump(rig_t *rig, int min_tokens, double seconds)
         if (timer_now() > deadline)
             fail_msg("generations still running after %.0f s", seconds);
         wire_reply_t rep;
-        err_t err = {0};
-        if (wire_reply_recv(rig->inbox, rig->sock, &rep, &err) < 0)
-            fail_msg("no reply from the coordinator: %s", err.msg);
+        localcluster_recv(&rig->conn, &rep, "no reply from the coordinator");
         const double now = timer_now();
         gap = now - last > gap ? now - last : gap;
         last = now;
@@ -223,17 +188,10 @@ static double s_pump(rig_t *rig, int min_tokens, double seconds)
 /* Node node_id's state from a STATUS request on its own socket. */
 static bool s_node_up(const rig_t *rig, int node_id, char *last_error, size_t size)
 {
-    void *sock = localcluster_dealer(rig->ctx, rig->endpoint);
-    wire_limits_t lim = {0};
-    err_t err = {0};
-    wire_inbox_t *inbox = wire_inbox_new(&lim, &err);
-    assert_non_null(inbox);
-    wire_request_t st = {.type = WIRE_REQ_STATUS, .request_id = 1};
-    assert_int_equal(wire_request_send(sock, &st, &err), 0);
+    localcluster_conn_t conn;
+    localcluster_open(&conn, rig->endpoint);
     wire_reply_t rep;
-    if (wire_reply_recv(inbox, sock, &rep, &err) < 0)
-        fail_msg("STATUS: %s", err.msg);
-    assert_int_equal(rep.type, WIRE_REP_STATUS);
+    localcluster_status(&conn, 1, &rep);
     bool up = false, found = false;
     for (int i = 0; i < rep.n_nodes; i++)
         if (rep.nodes[i].node_id == node_id) {
@@ -244,8 +202,7 @@ static bool s_node_up(const rig_t *rig, int node_id, char *last_error, size_t si
                          rep.nodes[i].last_error ? rep.nodes[i].last_error : "");
         }
     assert_true(found);
-    wire_inbox_destroy(&inbox);
-    zmq_close(sock);
+    localcluster_close(&conn);
     return up;
 }
 
@@ -289,17 +246,15 @@ static void s_expect_all_equal(const rig_t *rig, const char *what)
  * it must equal moe-run's). */
 static bool s_try_one(rig_t *rig, int g, char *error, size_t size)
 {
-    err_t err = {0};
     rig->gen[g] = (gen_t){0};
     wire_request_t req = {.type = WIRE_REQ_GENERATE, .request_id = 100 + (uint64_t)g,
                           .n_prompt = s_n_prompt[g], .prompt = s_prompt[g],
                           .max_tokens = MAX_TOKENS};
-    assert_int_equal(wire_request_send(rig->sock, &req, &err), 0);
+    localcluster_send(&rig->conn, &req);
     const double deadline = timer_now() + 20;
     while (!rig->gen[g].ended && timer_now() < deadline) {
         wire_reply_t rep;
-        if (wire_reply_recv(rig->inbox, rig->sock, &rep, &err) < 0)
-            fail_msg("no reply from the coordinator: %s", err.msg);
+        localcluster_recv(&rig->conn, &rep, "no reply from the coordinator");
         assert_int_equal((int)rep.request_id, 100 + g);
         gen_t *gen = &rig->gen[g];
         if (rep.type == WIRE_REP_ERROR) {
@@ -445,5 +400,5 @@ int main(void)
         cmocka_unit_test(test_kill_without_replicas),
         cmocka_unit_test(test_stopped_node),
     };
-    return cmocka_run_group_tests(tests, s_setup, s_teardown);
+    return cmocka_run_group_tests(tests, s_setup, testutil_tmpdir_teardown);
 }

@@ -22,21 +22,13 @@ static char *s_tmp;
 
 static int s_setup(void **state)
 {
-    (void)state;
     if (!keypair_curve_available()) {
         fprintf(stderr, "test_keypair: this libzmq has no CURVE\n");
         return -1;
     }
     s_tmp = testutil_mkdtemp("test_keypair");
+    *state = s_tmp;
     return s_tmp ? 0 : -1;
-}
-
-static int s_teardown(void **state)
-{
-    (void)state;
-    testutil_rmtree(s_tmp);
-    free(s_tmp);
-    return 0;
 }
 
 /* Writes text to s_tmp/name with mode; returns the path (static buffer). */
@@ -238,5 +230,5 @@ int main(void)
         cmocka_unit_test(test_bad_files),
         cmocka_unit_test(test_socket_setters),
     };
-    return cmocka_run_group_tests(tests, s_setup, s_teardown);
+    return cmocka_run_group_tests(tests, s_setup, testutil_tmpdir_teardown);
 }

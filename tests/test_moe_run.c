@@ -22,40 +22,17 @@ static char *s_tmp;
 
 static int s_setup(void **state)
 {
-    (void)state;
     snprintf(s_fixture, sizeof s_fixture, "%s/mixtral-A", fixture_root());
     snprintf(s_bin, sizeof s_bin, "%s/moe-run", testutil_env("MOE_BIN", "build/bin"));
     s_tmp = testutil_mkdtemp("test_moe_run");
+    *state = s_tmp;
     return s_tmp ? 0 : -1;
 }
 
-static int s_teardown(void **state)
-{
-    (void)state;
-    testutil_rmtree(s_tmp);
-    free(s_tmp);
-    return 0;
-}
-
-/* Runs moe-run with args (stderr to a file); returns the exit status. */
+/* Runs moe-run with args; returns the exit status. */
 static int s_run(const char *env, const char *args, char **out, char **errtext)
 {
-    char cmd[4096], errpath[700];
-    snprintf(errpath, sizeof errpath, "%s/stderr.txt", s_tmp);
-    snprintf(cmd, sizeof cmd, "%s '%s' %s 2>'%s'", env ? env : "", s_bin, args, errpath);
-    int rc = testutil_run(cmd, out);
-    if (errtext)
-        *errtext = testutil_read_file(errpath, NULL);
-    return rc;
-}
-
-static const char *s_last_line(char *text)
-{
-    size_t n = strlen(text);
-    while (n && text[n - 1] == '\n')
-        text[--n] = '\0';
-    char *nl = strrchr(text, '\n');
-    return nl ? nl + 1 : text;
+    return testutil_run_program(env, s_bin, args, out, errtext);
 }
 
 static void test_greedy_continuation_matches_reference(void **state)
@@ -71,7 +48,7 @@ static void test_greedy_continuation_matches_reference(void **state)
                  s_fixture, ids, fx->prompts[p].n_greedy, 1 + p % 2);
         char *out = NULL;
         assert_int_equal(s_run(NULL, args, &out, NULL), 0);
-        assert_string_equal(s_last_line(out), want);
+        assert_string_equal(testutil_last_line(out), want);
         free(out);
         mem_free(ids);
         mem_free(want);
@@ -92,7 +69,7 @@ static void test_dump_logits_layout(void **state)
              "--dump-logits '%s'", s_fixture, path);
     char *out = NULL;
     assert_int_equal(s_run(NULL, args, &out, NULL), 0);
-    assert_string_equal(s_last_line(out), "");
+    assert_string_equal(testutil_last_line(out), "");
     free(out);
     size_t n = 0;
     float *logits = (float *)testutil_read_file(path, &n);
@@ -156,33 +133,30 @@ static void s_copy_fixture(const char *dst)
     assert_int_equal(system(cmd), 0);
 }
 
+/* moe-run fails with exit status code and one line holding needle. */
 static void s_expect_error(const char *args, int code, const char *needle)
 {
-    char *out = NULL, *errtext = NULL;
-    int rc = s_run(NULL, args, &out, &errtext);
-    if (rc != code || !errtext || !strstr(errtext, needle))
-        fail_msg("moe-run %s: exit %d (want %d), stderr: %s (want '%s')", args, rc, code,
-                 errtext ? errtext : "(none)", needle);
-    free(out);
-    free(errtext);
+    testutil_expect_error(NULL, s_bin, args, code, needle);
 }
 
 static void test_bad_input_gives_one_clear_error(void **state)
 {
     (void)state;
     char args[2048], broken[700];
-    s_expect_error("--prompt-ids 1,2", 2, "--model and --prompt-ids are required");
-    s_expect_error("--bogus", 2, "unknown or incomplete option");
-    snprintf(args, sizeof args, "--model '%s' --prompt-ids 1,,2", s_fixture);
-    s_expect_error(args, 2, "--prompt-ids");
-    snprintf(args, sizeof args, "--model '%s' --prompt-ids 1 --max-tokens -3", s_fixture);
-    s_expect_error(args, 2, "--max-tokens");
-    snprintf(args, sizeof args, "--model '%s' --prompt-ids 1,256", s_fixture);
-    s_expect_error(args, 1, "outside the vocabulary");
-    snprintf(args, sizeof args, "--model '%s' --prompt-ids 1 --max-tokens 600", s_fixture);
-    s_expect_error(args, 1, "exceed the model's 512 positions");
-    snprintf(args, sizeof args, "--model '%s/nowhere' --prompt-ids 1", s_tmp);
-    s_expect_error(args, 1, "nowhere");
+    static const testutil_error_case_t cases[] = {
+        {"--prompt-ids 1,2", 2, "--model and --prompt-ids are required"},
+        {"--bogus", 2, "unknown or incomplete option"},
+        /* Whole option names only: an abbreviation is not taken. */
+        {"--model '%s' --prompt 1,2", 2, "unknown or incomplete option '--prompt'"},
+        {"--model '%s' --prompt-ids 1,,2", 2, "--prompt-ids"},
+        {"--model '%s' --prompt-ids 1 --max-tokens -3", 2, "--max-tokens"},
+        {"--model '%s' --prompt-ids 1 --threads 2147483648", 2,
+         "--threads must be an integer <= 2147483647"},
+        {"--model '%s' --prompt-ids 1,256", 1, "outside the vocabulary"},
+        {"--model '%s' --prompt-ids 1 --max-tokens 600", 1, "exceed the model's 512 positions"},
+        {"--model '%s/nowhere' --prompt-ids 1", 1, "nowhere"},
+    };
+    testutil_expect_errors(NULL, s_bin, cases, sizeof cases / sizeof *cases, s_fixture);
 
     snprintf(broken, sizeof broken, "%s/truncated", s_tmp);
     s_copy_fixture(broken);
@@ -214,5 +188,5 @@ int main(void)
         cmocka_unit_test(test_reports_native_openblas_kernels),
         cmocka_unit_test(test_bad_input_gives_one_clear_error),
     };
-    return cmocka_run_group_tests(tests, s_setup, s_teardown);
+    return cmocka_run_group_tests(tests, s_setup, testutil_tmpdir_teardown);
 }

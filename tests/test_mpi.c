@@ -199,19 +199,30 @@ static void s_assert_no_sanitizer_report(const char *log)
     free(text);
 }
 
+/* mpirun -np n of moe-mpi on mixtral-A, ready: its client endpoint
+ * (malloc'd), *pid the mpirun; extra options follow the usual ones. The log
+ * is s_tmp/NAME.log (into log[700]). */
+static char *s_up(int n, const char *name, const char *extra, char log[700], pid_t *pid)
+{
+    char model[700], ep_file[700], args[2048];
+    snprintf(model, sizeof model, "%s/mixtral-A", fixture_root());
+    snprintf(ep_file, sizeof ep_file, "%s/%s.endpoint", s_tmp, name);
+    snprintf(log, 700, "%s/%s.log", s_tmp, name);
+    snprintf(args, sizeof args, "--model '%s' --endpoint-file '%s' --bind-host 127.0.0.1 "
+             "--threads 1 %s", model, ep_file, extra);
+    *pid = s_launch(n, args, log);
+    return s_wait_ready(*pid, ep_file, log);
+}
+
 static void test_mpirun_cluster(void **state)
 {
     (void)state;
-    char model[700], ep_file[700], log[700], args[2048], cmd[2048];
-    snprintf(model, sizeof model, "%s/mixtral-A", fixture_root());
-    snprintf(ep_file, sizeof ep_file, "%s/endpoint", s_tmp);
-    snprintf(log, sizeof log, "%s/mpirun.log", s_tmp);
-    snprintf(args, sizeof args, "--model '%s' --endpoint-file '%s' --bind-host 127.0.0.1 "
-             "--threads 1", model, ep_file);
-    pid_t pid = s_launch(4, args, log);
-    char *ep = s_wait_ready(pid, ep_file, log);
+    char model[700], log[700], cmd[2048];
+    pid_t pid;
+    char *ep = s_up(4, "mpirun", "", log, &pid);
     printf("  mpirun -np 4: ready at %s\n", ep);
 
+    snprintf(model, sizeof model, "%s/mixtral-A", fixture_root());
     fixture_t *fx = fixture_load(model);
     assert_non_null(fx);
     crosscheck_fixture(fx, ep, s_bin, s_tmp, "");
@@ -248,14 +259,9 @@ static void test_mpirun_cluster(void **state)
 static void test_mpirun_sigterm(void **state)
 {
     (void)state;
-    char model[700], ep_file[700], log[700], args[2048];
-    snprintf(model, sizeof model, "%s/mixtral-A", fixture_root());
-    snprintf(ep_file, sizeof ep_file, "%s/endpoint2", s_tmp);
-    snprintf(log, sizeof log, "%s/mpirun2.log", s_tmp);
-    snprintf(args, sizeof args, "--model '%s' --endpoint-file '%s' --bind-host 127.0.0.1 "
-             "--threads 1", model, ep_file);
-    pid_t pid = s_launch(3, args, log);
-    char *ep = s_wait_ready(pid, ep_file, log);
+    char log[700];
+    pid_t pid;
+    char *ep = s_up(3, "mpirun2", "", log, &pid);
     assert_int_equal(kill(pid, SIGTERM), 0);
     int st = s_wait_for(pid, STOP_TIMEOUT_S);
     if (st == -1) {
@@ -325,9 +331,153 @@ static void test_failing_rank(void **state)
     assert_true(s_group_gone(pid));
 }
 
+/* The coordinator options moe-mpi shares with moe-coordinator
+ * (coordinator/coord_options.h). */
+static const char *const s_coord_options[] = {
+    "--placement", "--placement-groups", "--replicas", "--endpoint-file", "--threads",
+    "--reply-timeout-ms", "--hello-timeout-ms", "--heartbeat-ms", "--heartbeat-misses",
+    "--max-context", "--prefill-rows", "--max-seqs", "--queue-limit", "--kv-memory",
+    "--deadline-ms", "--curve-key", "--curve-nodes", "--curve-clients",
+    "--max-tokens-limit", "--max-requests-per-client",
+};
+
+/* Both programs list every shared option and refuse a bad value of each
+ * numeric one with the same message. */
+static void test_shares_coordinator_options(void **state)
+{
+    (void)state;
+    char cmd[4096], log[700];
+    snprintf(log, sizeof log, "%s/help.log", s_tmp);
+    snprintf(cmd, sizeof cmd, "'%s/moe-coordinator' --help", s_bin);
+    char *coord_help = NULL;
+    assert_int_equal(testutil_run(cmd, &coord_help), 0);
+    pid_t pid = s_launch(2, "--help", log);
+    int st = s_wait_for(pid, FAIL_TIMEOUT_S);
+    s_mpirun = -1;
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    char *mpi_help = testutil_read_file(log, NULL);
+    assert_non_null(mpi_help);
+    for (size_t i = 0; i < sizeof s_coord_options / sizeof *s_coord_options; i++) {
+        char line[128];
+        snprintf(line, sizeof line, "\n  %s ", s_coord_options[i]);
+        if (!strstr(coord_help, line) || !strstr(mpi_help, line))
+            fail_msg("%s is not in both helps", s_coord_options[i]);
+    }
+    free(mpi_help);
+    free(coord_help);
+
+    const char *bad[] = {"--heartbeat-ms 0", "--max-seqs x", "--kv-memory -1",
+                         "--max-requests-per-client 2147483648"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        snprintf(cmd, sizeof cmd, "'%s/moe-coordinator' --model m --node tcp://x:1 %s 2>&1",
+                 s_bin, bad[i]);
+        char *coord_err = NULL;
+        assert_int_equal(testutil_run(cmd, &coord_err), 2);
+        char args[256];
+        snprintf(args, sizeof args, "--model m %s", bad[i]);
+        pid = s_launch(2, args, log);
+        st = s_wait_for(pid, FAIL_TIMEOUT_S);
+        s_mpirun = -1;
+        assert_true(WIFEXITED(st) && WEXITSTATUS(st) != 0);
+        char *mpi_err = testutil_read_file(log, NULL);
+        assert_non_null(mpi_err);
+        /* "moe-coordinator: MSG (see --help)" and "moe-mpi: args: rank 0 (...): MSG" */
+        char *msg = strstr(coord_err, ": ");
+        assert_non_null(msg);
+        msg += 2;
+        char *end = strstr(msg, " (see --help)");
+        assert_non_null(end);
+        *end = '\0';
+        printf("  %s: %s\n", bad[i], msg);
+        if (!strstr(mpi_err, msg))
+            fail_msg("moe-mpi did not say '%s':\n%s", msg, mpi_err);
+        free(mpi_err);
+        free(coord_err);
+    }
+}
+
+/* The shared options reach rank 0's coordinator: a generation above
+ * --max-tokens-limit is refused, --heartbeat-ms is taken, and STATUS shows the
+ * nodes up. */
+static void test_coordinator_options_applied(void **state)
+{
+    (void)state;
+    char log[700], cmd[2048];
+    pid_t pid;
+    char *ep = s_up(3, "options", "--max-tokens-limit 2 --heartbeat-ms 100 "
+                    "--heartbeat-misses 2 --max-seqs 1 --queue-limit 1", log, &pid);
+    char *out = NULL;
+    snprintf(cmd, sizeof cmd, "'%s/moe-client' --connect '%s' generate --prompt-ids 1,2 "
+             "--max-tokens 2 --ignore-eos", s_bin, ep);
+    assert_int_equal(testutil_run(cmd, &out), 0);
+    free(out);
+    snprintf(cmd, sizeof cmd, "'%s/moe-client' --connect '%s' generate --prompt-ids 1,2 "
+             "--max-tokens 3 2>&1", s_bin, ep);
+    assert_int_equal(testutil_run(cmd, &out), 1);
+    printf("  --max-tokens 3 above --max-tokens-limit 2: %s", out);
+    free(out);
+    snprintf(cmd, sizeof cmd, "'%s/moe-client' --connect '%s' status", s_bin, ep);
+    assert_int_equal(testutil_run(cmd, &out), 0);
+    assert_non_null(strstr(out, "nodes: 2 up, 0 down"));
+    assert_non_null(strstr(out, "requests served: 1"));
+    free(out);
+    kill(pid, SIGTERM);
+    s_wait_for(pid, STOP_TIMEOUT_S);
+    s_mpirun = -1;
+    free(ep);
+}
+
+/* CURVE through moe-mpi: rank 0 serves clients of keys/clients and greets
+ * nodes that load keys/node-I.key and allow keys/coordinators; an allowed
+ * client is answered (the nodes are up), a client without CURVE is not, and
+ * the options must come all together. */
+static void test_curve(void **state)
+{
+    (void)state;
+    char keys[700], cmd[4096], extra[4096], log[700];
+    snprintf(keys, sizeof keys, "%s/keys", s_tmp);
+    snprintf(cmd, sizeof cmd, "'%s/moe-keygen' --out '%s' --name coordinator --name node-1 "
+             "--name node-2 --name alice >/dev/null && cd '%s' && mkdir clients coordinators "
+             "&& cp alice.pub clients/ && cp coordinator.pub coordinators/", s_bin, keys, keys);
+    assert_int_equal(testutil_run(cmd, NULL), 0);
+    snprintf(extra, sizeof extra, "--curve-key '%s/coordinator.key' --curve-nodes '%s' "
+             "--curve-clients '%s/clients' --curve-coordinators '%s/coordinators'", keys, keys,
+             keys, keys);
+    pid_t pid;
+    char *ep = s_up(3, "curve", extra, log, &pid);
+    char *out = NULL;
+    snprintf(cmd, sizeof cmd, "'%s/moe-client' --connect '%s' --curve-key '%s/alice.key' "
+             "--curve-server '%s/coordinator.pub' status", s_bin, ep, keys, keys);
+    assert_int_equal(testutil_run(cmd, &out), 0);
+    assert_non_null(strstr(out, "nodes: 2 up, 0 down"));
+    free(out);
+    snprintf(cmd, sizeof cmd, "'%s/moe-client' --connect '%s' --timeout 1 status 2>&1", s_bin,
+             ep);
+    assert_int_equal(testutil_run(cmd, &out), 1);
+    printf("  a client without CURVE: %s", out);
+    free(out);
+    kill(pid, SIGTERM);
+    s_wait_for(pid, STOP_TIMEOUT_S);
+    s_mpirun = -1;
+    free(ep);
+
+    snprintf(extra, sizeof extra, "--model m --curve-key '%s/coordinator.key'", keys);
+    pid = s_launch(2, extra, log);
+    int st = s_wait_for(pid, FAIL_TIMEOUT_S);
+    s_mpirun = -1;
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 2);
+    char *text = testutil_read_file(log, NULL);
+    assert_non_null(strstr(text, "CURVE needs all of --curve-key, --curve-nodes, "
+                                 "--curve-clients and --curve-coordinators"));
+    free(text);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test_teardown(test_shares_coordinator_options, s_test_teardown),
+        cmocka_unit_test_teardown(test_coordinator_options_applied, s_test_teardown),
+        cmocka_unit_test_teardown(test_curve, s_test_teardown),
         cmocka_unit_test_teardown(test_mpirun_cluster, s_test_teardown),
         cmocka_unit_test_teardown(test_mpirun_sigterm, s_test_teardown),
         cmocka_unit_test_teardown(test_failing_rank, s_test_teardown),

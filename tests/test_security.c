@@ -66,19 +66,11 @@ static void s_keygen(const char *dir, const char *name)
 
 static int s_setup(void **state)
 {
-    (void)state;
     snprintf(s_bin, sizeof s_bin, "%s", testutil_env("MOE_BIN", "build/bin"));
     snprintf(s_model, sizeof s_model, "%s/mixtral-A", fixture_root());
     s_tmp = testutil_mkdtemp("test_security");
+    *state = s_tmp;
     return s_tmp && keypair_curve_available() ? 0 : -1;
-}
-
-static int s_teardown(void **state)
-{
-    (void)state;
-    testutil_rmtree(s_tmp);
-    free(s_tmp);
-    return 0;
 }
 
 /* The CURVE cluster the process tests share. */
@@ -588,5 +580,5 @@ int main(void)
         cmocka_unit_test(test_node_key_mismatch),
         cmocka_unit_test_teardown(test_per_client_limits, s_cluster_down),
     };
-    return cmocka_run_group_tests(tests, s_setup, s_teardown);
+    return cmocka_run_group_tests(tests, s_setup, testutil_tmpdir_teardown);
 }

@@ -42,18 +42,10 @@ static char *s_tmp;
 
 static int s_setup(void **state)
 {
-    (void)state;
     snprintf(s_bin, sizeof s_bin, "%s", testutil_env("MOE_BIN", "build/bin"));
     s_tmp = testutil_mkdtemp("test_serving");
+    *state = s_tmp;
     return s_tmp ? 0 : -1;
-}
-
-static int s_teardown(void **state)
-{
-    (void)state;
-    testutil_rmtree(s_tmp);
-    free(s_tmp);
-    return 0;
 }
 
 /* A model folder that is mixtral-A's weights and config (linked) plus the
@@ -137,17 +129,15 @@ static void test_eos_ends_generation(void **state)
 
 /* Sends GENERATE and waits for its end: the final TOKENS reply (returns
  * OK) or an error reply (returns its code). *tokens counts tokens received. */
-static wire_client_error_t s_generate_wire(void *sock, wire_inbox_t *inbox,
+static wire_client_error_t s_generate_wire(localcluster_conn_t *conn,
                                            const wire_request_t *req, int *tokens,
                                            char *message, size_t message_size)
 {
-    err_t err = {0};
-    assert_int_equal(wire_request_send(sock, req, &err), 0);
+    localcluster_send(conn, req);
     *tokens = 0;
     for (int i = 0; i < 100000; i++) {
         wire_reply_t rep;
-        if (wire_reply_recv(inbox, sock, &rep, &err) < 0)
-            fail_msg("request %llu: %s", (unsigned long long)req->request_id, err.msg);
+        localcluster_recv(conn, &rep, "GENERATE");
         if (rep.request_id != req->request_id)
             continue;
         if (rep.type == WIRE_REP_ERROR) {
@@ -168,15 +158,11 @@ static wire_client_error_t s_generate_wire(void *sock, wire_inbox_t *inbox,
 static void test_deadline(void **state)
 {
     (void)state;
-    char run_dir[1024], model[1024], cmd[4096];
-    snprintf(model, sizeof model, "%s/mixtral-A", fixture_root());
-    snprintf(run_dir, sizeof run_dir, "%s/deadline", s_tmp);
-    char *ep = localcluster_up(model, 2, run_dir, "--max-seqs 1");
-    void *ctx = zmq_ctx_new();
-    void *sock = localcluster_dealer(ctx, ep);
-    wire_limits_t lim = {0};
-    err_t err = {0};
-    wire_inbox_t *inbox = wire_inbox_new(&lim, &err);
+    char cmd[4096];
+    localcluster_t lc;
+    localcluster_start(&lc, "mixtral-A", 2, s_tmp, "deadline", "--max-seqs 1");
+    localcluster_conn_t conn;
+    localcluster_open(&conn, lc.endpoint);
     int32_t prompt[3] = {5, 17, 2};
     /* Request 1 holds the only slot for long (no deadline); request 2 waits
      * behind it and must fail after its 150 ms. */
@@ -185,18 +171,18 @@ static void test_deadline(void **state)
     wire_request_t waiting = hold;
     waiting.request_id = 2;
     waiting.deadline_ms = 150;
-    assert_int_equal(wire_request_send(sock, &hold, &err), 0);
+    localcluster_send(&conn, &hold);
     const double t0 = timer_now();
     char msg[WIRE_MAX_TEXT] = "";
     int tokens = 0;
-    assert_int_equal(s_generate_wire(sock, inbox, &waiting, &tokens, msg, sizeof msg),
+    assert_int_equal(s_generate_wire(&conn, &waiting, &tokens, msg, sizeof msg),
                      WIRE_CLIENT_DEADLINE_EXCEEDED);
     const double waited = timer_now() - t0;
     printf("  waiting request: DEADLINE_EXCEEDED after %.3f s: %s\n", waited, msg);
     assert_true(waited >= 0.15 && waited < 10);
     assert_non_null(strstr(msg, "150 ms"));
     wire_request_t cancel = {.type = WIRE_REQ_CANCEL, .request_id = 3, .cancel_id = 1};
-    assert_int_equal(wire_request_send(sock, &cancel, &err), 0);
+    localcluster_send(&conn, &cancel);
 
     /* A running request with a deadline shorter than its generation. */
     wire_request_t running = hold;
@@ -208,7 +194,7 @@ static void test_deadline(void **state)
      * still makes 500 tokens in more than that; a faster machine may finish
      * first, which the check below tells apart. */
     const double t1 = timer_now();
-    wire_client_error_t code = s_generate_wire(sock, inbox, &running, &tokens, msg, sizeof msg);
+    wire_client_error_t code = s_generate_wire(&conn, &running, &tokens, msg, sizeof msg);
     const double took = timer_now() - t1;
     printf("  running request: %s after %.3f s and %d tokens: %s\n",
            code == WIRE_CLIENT_OK ? "finished" : "failed", took, tokens, msg);
@@ -220,14 +206,14 @@ static void test_deadline(void **state)
         assert_true(tokens < running.max_tokens);
     }
     localcluster_sched_t st;
-    localcluster_sched(ep, &st);
+    localcluster_sched(lc.endpoint, &st);
     assert_int_equal(st.running, 0);
     assert_int_equal(st.queued, 0);
     assert_true(st.kv_bytes == 0);
 
     /* The same through moe-client: exit 1, one line naming the deadline. */
     snprintf(cmd, sizeof cmd, "'%s/moe-client' --connect '%s' generate --prompt-ids 5,17,2 "
-             "--max-tokens 497 --deadline-ms 1 2>&1 >/dev/null", s_bin, ep);
+             "--max-tokens 497 --deadline-ms 1 2>&1 >/dev/null", s_bin, lc.endpoint);
     char *out = NULL;
     int rc = testutil_run(cmd, &out);
     printf("  moe-client --deadline-ms 1: exit %d: %s", rc, out);
@@ -236,11 +222,8 @@ static void test_deadline(void **state)
         assert_non_null(strstr(out, "deadline_exceeded"));
     }
     free(out);
-    wire_inbox_destroy(&inbox);
-    zmq_close(sock);
-    zmq_ctx_term(ctx);
-    localcluster_down(run_dir);
-    free(ep);
+    localcluster_close(&conn);
+    localcluster_stop(&lc);
 }
 
 /* A prompt longer than the context, or max tokens past it, is refused with
@@ -248,10 +231,9 @@ static void test_deadline(void **state)
 static void test_limits_refused(void **state)
 {
     (void)state;
-    char run_dir[1024], model[1024], cmd[12288];
-    snprintf(model, sizeof model, "%s/mixtral-A", fixture_root());
-    snprintf(run_dir, sizeof run_dir, "%s/limits", s_tmp);
-    char *ep = localcluster_up(model, 2, run_dir, NULL);
+    char cmd[12288];
+    localcluster_t lc;
+    localcluster_start(&lc, "mixtral-A", 2, s_tmp, "limits", NULL);
     /* mixtral-A has 512 positions. */
     int used = 0;
     char ids[4096];
@@ -268,7 +250,7 @@ static void test_limits_refused(void **state)
         char args[8192];
         snprintf(args, sizeof args, cases[c].args, ids);
         snprintf(cmd, sizeof cmd, "'%s/moe-client' --connect '%s' %s 2>&1 >/dev/null", s_bin,
-                 ep, args);
+                 lc.endpoint, args);
         char *out = NULL;
         int rc = testutil_run(cmd, &out);
         const char *needle = strcmp(cases[c].needle, "%") == 0 ? "limit" : cases[c].needle;
@@ -278,12 +260,11 @@ static void test_limits_refused(void **state)
         free(out);
     }
     snprintf(cmd, sizeof cmd, "'%s/moe-client' --connect '%s' generate --prompt-ids 1,2,3 "
-             "--max-tokens 4 2>/dev/null", s_bin, ep);
+             "--max-tokens 4 2>/dev/null", s_bin, lc.endpoint);
     char *ok = crosscheck_last_line(cmd);
     assert_true(strlen(ok) > 0);
     free(ok);
-    localcluster_down(run_dir);
-    free(ep);
+    localcluster_stop(&lc);
 }
 
 /* Runs cmd and returns its whole stdout without the last newline (malloc'd),
@@ -308,10 +289,7 @@ static void test_text_prompt(void **state)
 {
     (void)state;
     char model[1024], run_dir[1024], cmd[8192], path[1100];
-    snprintf(model, sizeof model, "%s/tiny-text", s_tmp);
-    snprintf(cmd, sizeof cmd, "'%s/moe-mkmodel' --arch mixtral --preset tiny --seed 5 "
-             "--out '%s' >/dev/null 2>&1", s_bin, model);
-    assert_int_equal(system(cmd), 0);
+    testutil_make_model(s_tmp, "tiny-text", "tiny", 5, model, sizeof model);
     snprintf(path, sizeof path, "%s/tokenizer.json", model);
     err_t err = {0};
     tokenizer_t *tok = tokenizer_load(path, &err);
@@ -394,40 +372,30 @@ static void test_text_prompt(void **state)
 static void test_shared_expert_overlaps(void **state)
 {
     (void)state;
-    char run_dir[1024], model[1024], cmd[4096];
-    snprintf(model, sizeof model, "%s/qwen2_moe-A", fixture_root());
-    snprintf(run_dir, sizeof run_dir, "%s/overlap", s_tmp);
-    char *ep = localcluster_up(model, 2, run_dir, NULL);
+    char cmd[4096];
+    localcluster_t lc;
+    localcluster_start(&lc, "qwen2_moe-A", 2, s_tmp, "overlap", NULL);
     snprintf(cmd, sizeof cmd, "'%s/moe-client' --connect '%s' generate --prompt-ids 5,17,2,9 "
-             "--max-tokens 12 2>/dev/null", s_bin, ep);
+             "--max-tokens 12 2>/dev/null", s_bin, lc.endpoint);
     char *got = crosscheck_last_line(cmd);
     snprintf(cmd, sizeof cmd, "'%s/moe-run' --model '%s' --prompt-ids 5,17,2,9 "
-             "--max-tokens 12 2>/dev/null", s_bin, model);
+             "--max-tokens 12 2>/dev/null", s_bin, lc.model);
     char *want = crosscheck_last_line(cmd);
     assert_string_equal(got, want);
-    void *ctx = zmq_ctx_new();
-    void *sock = localcluster_dealer(ctx, ep);
-    wire_limits_t lim = {0};
-    err_t err = {0};
-    wire_inbox_t *inbox = wire_inbox_new(&lim, &err);
-    wire_request_t st = {.type = WIRE_REQ_STATUS, .request_id = 1};
-    assert_int_equal(wire_request_send(sock, &st, &err), 0);
+    localcluster_conn_t conn;
+    localcluster_open(&conn, lc.endpoint);
     wire_reply_t rep;
-    assert_int_equal(wire_reply_recv(inbox, sock, &rep, &err), 0);
-    assert_int_equal(rep.type, WIRE_REP_STATUS);
+    localcluster_status(&conn, 1, &rep);
     printf("  %llu expert batches: %.6f s from send to last reply, of which %.6f s the "
            "coordinator spent on shared experts meanwhile\n",
            (unsigned long long)rep.timing.dispatch_calls, rep.timing.seconds_dispatch,
            rep.timing.seconds_overlap);
     assert_true(rep.timing.seconds_overlap > 0);
     assert_true(rep.timing.seconds_overlap < rep.timing.seconds_dispatch);
-    wire_inbox_destroy(&inbox);
-    zmq_close(sock);
-    zmq_ctx_term(ctx);
+    localcluster_close(&conn);
     free(got);
     free(want);
-    localcluster_down(run_dir);
-    free(ep);
+    localcluster_stop(&lc);
 }
 
 /* Runs cmd in the background, detached from our output pipe (so that
@@ -462,15 +430,12 @@ static bool s_gone_within(pid_t pid, double seconds)
 static void test_coordinator_restart(void **state)
 {
     (void)state;
-    char model[1024], run_dir[1024], cmd[8192], path[1100];
-    snprintf(model, sizeof model, "%s/small-restart", s_tmp);
-    snprintf(cmd, sizeof cmd, "'%s/moe-mkmodel' --arch mixtral --preset small --seed 3 "
-             "--out '%s' >/dev/null 2>&1", s_bin, model);
-    assert_int_equal(system(cmd), 0);
-    snprintf(run_dir, sizeof run_dir, "%s/restart", s_tmp);
-    char *ep = localcluster_up(model, 2, run_dir, NULL);
+    char model[1024], cmd[8192], path[1100];
+    testutil_make_model(s_tmp, "small-restart", "small", 3, model, sizeof model);
+    localcluster_t lc;
+    localcluster_start(&lc, model, 2, s_tmp, "restart", NULL);
     err_t err = {0};
-    client_t *client = client_connect(ep, 20000, &err);
+    client_t *client = client_connect(lc.endpoint, 20000, &err);
     assert_non_null(client);
     int32_t prompt[3] = {5, 17, 2}, *tokens = NULL;
     int n = 0;
@@ -481,13 +446,13 @@ static void test_coordinator_restart(void **state)
     snprintf(path, sizeof path, "%s/restart-client.err", s_tmp);
     snprintf(cmd, sizeof cmd, "'%s/moe-client' --connect '%s' --timeout 60 generate "
              "--prompt-ids 1,2,3 --max-tokens 4000 --ignore-eos >/dev/null 2>'%s'; "
-             "echo $? >'%s.rc'", s_bin, ep, path, path);
+             "echo $? >'%s.rc'", s_bin, lc.endpoint, path, path);
     pid_t waiter = s_spawn(cmd, false);
     localcluster_sched_t st = {0};
     for (double t0 = timer_now(); st.running == 0 && timer_now() - t0 < 10; usleep(20000))
-        localcluster_sched(ep, &st);
+        localcluster_sched(lc.endpoint, &st);
     assert_int_equal(st.running, 1);
-    pid_t coordinator = localcluster_pid(run_dir, "coordinator");
+    pid_t coordinator = localcluster_pid(lc.run_dir, "coordinator");
     const double t_kill = timer_now();
     assert_int_equal(kill(coordinator, SIGKILL), 0);
     assert_true(s_gone_within(waiter, 10));
@@ -509,22 +474,22 @@ static void test_coordinator_restart(void **state)
     char nodes[2][WIRE_MAX_TEXT];
     for (int i = 0; i < 2; i++) {
         char f[1100];
-        snprintf(f, sizeof f, "%s/expert-%d.endpoint", run_dir, i + 1);
+        snprintf(f, sizeof f, "%s/expert-%d.endpoint", lc.run_dir, i + 1);
         char *text = testutil_read_file(f, NULL);
         assert_non_null(text);
         text[strcspn(text, "\n")] = '\0';
         snprintf(nodes[i], sizeof nodes[i], "%s", text);
         free(text);
     }
-    snprintf(path, sizeof path, "%s/coordinator.endpoint", run_dir);
+    snprintf(path, sizeof path, "%s/coordinator.endpoint", lc.run_dir);
     unlink(path);
     snprintf(cmd, sizeof cmd, "'%s/moe-coordinator' --model '%s' --node '%s' --node '%s' "
              "--bind '%s' --endpoint-file '%s' >'%s/coordinator-2.log' 2>&1",
-             s_bin, model, nodes[0], nodes[1], ep, path, run_dir);
+             s_bin, model, nodes[0], nodes[1], lc.endpoint, path, lc.run_dir);
     pid_t again = s_spawn(cmd, true);
     char pid_text[32], pid_path[1100];
     snprintf(pid_text, sizeof pid_text, "%d\n", (int)again);
-    snprintf(pid_path, sizeof pid_path, "%s/coordinator.pid", run_dir);
+    snprintf(pid_path, sizeof pid_path, "%s/coordinator.pid", lc.run_dir);
     assert_int_equal(testutil_write_file(pid_path, pid_text, strlen(pid_text)), 0);
     bool ready = false;
     for (double t0 = timer_now(); !ready && timer_now() - t0 < 30; usleep(20000))
@@ -535,14 +500,13 @@ static void test_coordinator_restart(void **state)
     assert_int_equal(n, 4);
     mem_free(tokens);
     snprintf(cmd, sizeof cmd, "'%s/moe-client' --connect '%s' generate --prompt-ids 5,17,2 "
-             "--max-tokens 4 2>/dev/null", s_bin, ep);
+             "--max-tokens 4 2>/dev/null", s_bin, lc.endpoint);
     char *out = crosscheck_last_line(cmd);
-    printf("  restarted on %s: served the old client object and a new client (%s)\n", ep,
-           out);
+    printf("  restarted on %s: served the old client object and a new client (%s)\n",
+           lc.endpoint, out);
     free(out);
     client_destroy(&client);
-    localcluster_down(run_dir);
-    free(ep);
+    localcluster_stop(&lc);
 }
 
 enum { N_BATCH = 16 };
@@ -552,13 +516,13 @@ enum { N_BATCH = 16 };
 static void test_seed_independent_of_batch(void **state)
 {
     (void)state;
-    char run_dir[1024], model[1024], cmd[16384];
-    snprintf(model, sizeof model, "%s/mixtral-A", fixture_root());
-    snprintf(run_dir, sizeof run_dir, "%s/seeds", s_tmp);
-    char *ep = localcluster_up(model, 2, run_dir, NULL);
+    char cmd[16384];
+    localcluster_t lc;
+    localcluster_start(&lc, "mixtral-A", 2, s_tmp, "seeds", NULL);
     const char *mine = "generate --prompt-ids 97,154,160 --max-tokens 24 --temperature 1.2 "
                        "--top-p 0.95 --seed 7";
-    snprintf(cmd, sizeof cmd, "'%s/moe-client' --connect '%s' %s 2>/dev/null", s_bin, ep, mine);
+    snprintf(cmd, sizeof cmd, "'%s/moe-client' --connect '%s' %s 2>/dev/null", s_bin,
+             lc.endpoint, mine);
     char *alone = crosscheck_last_line(cmd);
     /* All at once: mine is client 0; the others differ in prompt, seed,
      * temperature and top-k. Each output goes to its own file. */
@@ -570,7 +534,7 @@ static void test_seed_independent_of_batch(void **state)
                  0.5 + 0.1 * c, 5 + c, 100 + c);
         used += snprintf(cmd + used, sizeof cmd - (size_t)used,
                          "timeout 60 '%s/moe-client' --connect '%s' %s > seed-%d.out "
-                         "2>/dev/null & ", s_bin, ep, c == 0 ? mine : other, c);
+                         "2>/dev/null & ", s_bin, lc.endpoint, c == 0 ? mine : other, c);
     }
     snprintf(cmd + used, sizeof cmd - (size_t)used, "wait)");
     assert_int_equal(testutil_run(cmd, NULL), 0);
@@ -583,8 +547,7 @@ static void test_seed_independent_of_batch(void **state)
     assert_string_equal(among, alone);
     free(among);
     free(alone);
-    localcluster_down(run_dir);
-    free(ep);
+    localcluster_stop(&lc);
 }
 
 enum { LOAD_CLIENTS = 64, LOAD_REQUESTS = 4, LOAD_TOKENS = 8, LOAD_PROMPTS = 8 };
@@ -679,10 +642,10 @@ done:
 static void test_load_64_clients(void **state)
 {
     (void)state;
-    char run_dir[1024], model[1024], cmd[4096];
-    snprintf(model, sizeof model, "%s/mixtral-A", fixture_root());
-    snprintf(run_dir, sizeof run_dir, "%s/load", s_tmp);
+    char cmd[4096];
     char *want[LOAD_PROMPTS];
+    char model[1024];
+    snprintf(model, sizeof model, "%s/mixtral-A", fixture_root());
     for (int p = 0; p < LOAD_PROMPTS; p++) {
         int32_t prompt[3];
         s_load_prompt(p, 0, prompt);
@@ -692,12 +655,13 @@ static void test_load_64_clients(void **state)
         want[p] = crosscheck_last_line(cmd);
     }
     /* 64 clients: 16 decode at once, the rest wait in a queue of 64. */
-    char *ep = localcluster_up(model, 2, run_dir, "--max-seqs 16 --queue-limit 64");
-    pid_t coordinator = localcluster_pid(run_dir, "coordinator");
+    localcluster_t lc;
+    localcluster_start(&lc, model, 2, s_tmp, "load", "--max-seqs 16 --queue-limit 64");
+    pid_t coordinator = localcluster_pid(lc.run_dir, "coordinator");
     /* Baseline after a warm-up: buffers that live as long as the server are
      * allocated by then. */
     snprintf(cmd, sizeof cmd, "'%s/moe-client' --connect '%s' generate --prompt-ids 1,2,3 "
-             "--max-tokens %d >/dev/null 2>&1", s_bin, ep, LOAD_TOKENS);
+             "--max-tokens %d >/dev/null 2>&1", s_bin, lc.endpoint, LOAD_TOKENS);
     assert_int_equal(system(cmd), 0);
     const size_t rss_before = localcluster_rss(coordinator);
 
@@ -705,7 +669,7 @@ static void test_load_64_clients(void **state)
     pthread_t threads[LOAD_CLIENTS];
     const double t0 = timer_now();
     for (int c = 0; c < LOAD_CLIENTS; c++) {
-        clients[c].endpoint = ep;
+        clients[c].endpoint = lc.endpoint;
         clients[c].index = c;
         assert_int_equal(pthread_create(&threads[c], NULL, s_load_client, &clients[c]), 0);
     }
@@ -715,13 +679,13 @@ static void test_load_64_clients(void **state)
 
     int answered = 0;
     for (int c = 0; c < LOAD_CLIENTS; c++) {
-        load_client_t *lc = &clients[c];
-        if (lc->failure[0] || lc->errors || lc->strays)
-            fail_msg("client %d: %d errors, %d stray replies: %s", c, lc->errors, lc->strays,
-                     lc->failure);
+        load_client_t *cl = &clients[c];
+        if (cl->failure[0] || cl->errors || cl->strays)
+            fail_msg("client %d: %d errors, %d stray replies: %s", c, cl->errors, cl->strays,
+                     cl->failure);
         for (int r = 0; r < LOAD_REQUESTS; r++) {
-            assert_int_equal(lc->finals[r], 1);
-            char *got = idlist_format(lc->tokens[r], lc->n_tokens[r]);
+            assert_int_equal(cl->finals[r], 1);
+            char *got = idlist_format(cl->tokens[r], cl->n_tokens[r]);
             const char *expect = want[(c + r) % LOAD_PROMPTS];
             if (strcmp(got, expect) != 0)
                 fail_msg("client %d request %d: %s, alone %s", c, r + 1, got, expect);
@@ -730,7 +694,7 @@ static void test_load_64_clients(void **state)
         }
     }
     localcluster_sched_t st;
-    localcluster_sched(ep, &st);
+    localcluster_sched(lc.endpoint, &st);
     const size_t rss_after = localcluster_rss(coordinator);
     printf("  %d requests from %d clients answered in %.2f s, each once and as moe-run; "
            "coordinator RSS %.1f MiB before, %.1f MiB after; %d running, %d queued, "
@@ -747,8 +711,7 @@ static void test_load_64_clients(void **state)
     free(clients);
     for (int p = 0; p < LOAD_PROMPTS; p++)
         free(want[p]);
-    localcluster_down(run_dir);
-    free(ep);
+    localcluster_stop(&lc);
 }
 
 int main(void)
@@ -763,5 +726,5 @@ int main(void)
         cmocka_unit_test(test_load_64_clients),
         cmocka_unit_test(test_coordinator_restart),
     };
-    return cmocka_run_group_tests(tests, s_setup, s_teardown);
+    return cmocka_run_group_tests(tests, s_setup, testutil_tmpdir_teardown);
 }

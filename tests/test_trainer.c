@@ -29,22 +29,6 @@
 
 /* ---- helpers ------------------------------------------------------------- */
 
-static int s_setup(void **state)
-{
-    char *dir = testutil_mkdtemp("test_trainer");
-    if (!dir)
-        return -1;
-    *state = dir;
-    return 0;
-}
-
-static int s_teardown(void **state)
-{
-    testutil_rmtree(*state);
-    free(*state);
-    return 0;
-}
-
 /* dir/name in a static buffer (one at a time). */
 static const char *s_path(const char *dir, const char *name)
 {
@@ -526,13 +510,8 @@ static void test_oom(void **state)
  * the same files. */
 static void test_mkmodel(void **state)
 {
-    const char *bin = testutil_env("MOE_BIN", "build/bin");
     char tool[1024];
-    snprintf(tool, sizeof tool, "%s/moe-mkmodel", bin);
-    if (access(tool, X_OK) != 0) {
-        print_message("skipping: %s not built\n", tool);
-        skip();
-    }
+    testutil_program("moe-mkmodel", tool, sizeof tool);
     static const char *presets[] = {"tiny", "small"};
     for (size_t p = 0; p < 2; p++) {
         char *dir[2];
@@ -599,7 +578,7 @@ static void test_mkmodel(void **state)
 
 int main(void)
 {
-#define T(f) cmocka_unit_test_setup_teardown(f, s_setup, s_teardown)
+#define T(f) cmocka_unit_test_setup_teardown(f, testutil_tmpdir_setup, testutil_tmpdir_teardown)
     const struct CMUnitTest tests[] = {
         T(test_merges_by_hand),
         T(test_round_trip),

@@ -10,6 +10,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
 void testrng_init(testrng_t *rng, uint64_t seed)
 {
     rng->state = seed;
@@ -66,6 +71,13 @@ const char *testutil_env(const char *name, const char *fallback)
 {
     const char *v = getenv(name);
     return v && *v ? v : fallback;
+}
+
+bool testutil_skip_forbidden(void)
+{
+    if (strcmp(testutil_env("MOE_NO_SKIP", ""), "1") == 0)
+        return true;
+    return geteuid() == 0 && strcmp(testutil_env("CI", ""), "true") == 0;
 }
 
 char *testutil_mkdtemp(const char *name)
@@ -136,6 +148,96 @@ char *testutil_read_file(const char *path, size_t *n)
             *n = len;
     }
     return buf;
+}
+
+char *testutil_last_line(char *text)
+{
+    size_t n = strlen(text);
+    while (n && text[n - 1] == '\n')
+        text[--n] = '\0';
+    char *nl = strrchr(text, '\n');
+    return nl ? nl + 1 : text;
+}
+
+int testutil_run_program(const char *prefix, const char *prog, const char *args, char **out,
+                         char **err_text)
+{
+    char errpath[1024];
+    snprintf(errpath, sizeof errpath, "%s/stderr.XXXXXX", testutil_env("MOE_TMP", "/tmp"));
+    mkdir(testutil_env("MOE_TMP", "/tmp"), 0755);
+    int fd = mkstemp(errpath);
+    if (fd < 0)
+        return -1;
+    close(fd);
+    size_t size = strlen(prog) + strlen(args) + strlen(errpath) + (prefix ? strlen(prefix) : 0) +
+                  32;
+    char *cmd = malloc(size);
+    if (!cmd) {
+        unlink(errpath);
+        return -1;
+    }
+    snprintf(cmd, size, "%s '%s' %s </dev/null 2>'%s'", prefix ? prefix : "", prog, args,
+             errpath);
+    int rc = testutil_run(cmd, out);
+    free(cmd);
+    if (err_text)
+        *err_text = testutil_read_file(errpath, NULL);
+    unlink(errpath);
+    return rc;
+}
+
+void testutil_expect_error(const char *prefix, const char *prog, const char *args, int code,
+                           const char *needle)
+{
+    char *out = NULL, *err_text = NULL;
+    int rc = testutil_run_program(prefix, prog, args, &out, &err_text);
+    const char *name = strrchr(prog, '/') ? strrchr(prog, '/') + 1 : prog;
+    char *copy = strdup(err_text ? err_text : "");
+    int lines = 0;
+    bool named = true;
+    for (char *line = strtok(copy, "\n"); line; line = strtok(NULL, "\n")) {
+        if (strstr(line, ": openblas "))
+            continue;
+        lines++;
+        named &= strncmp(line, name, strlen(name)) == 0 && line[strlen(name)] == ':';
+    }
+    free(copy);
+    if (rc != code || lines != 1 || !named || !err_text || !strstr(err_text, needle) ||
+        (out && strstr(out, "tcp://")))
+        fail_msg("%s %s: exit %d (want %d), stdout: %s, stderr: %s(want one line '%s: ...' "
+                 "holding '%s')", name, args, rc, code, out ? out : "", err_text ? err_text : "",
+                 name, needle);
+    free(out);
+    free(err_text);
+}
+
+void testutil_make_model(const char *dir, const char *name, const char *preset, int seed,
+                         char *model, size_t size)
+{
+    snprintf(model, size, "%s/%s", dir, name);
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, "test -f '%s/config.json' || '%s/moe-mkmodel' --arch mixtral "
+             "--preset %s --seed %d --out '%s' >/dev/null 2>&1", model,
+             testutil_env("MOE_BIN", "build/bin"), preset, seed, model);
+    if (testutil_run(cmd, NULL) != 0)
+        fail_msg("moe-mkmodel --preset %s --seed %d --out %s failed", preset, seed, model);
+}
+
+void testutil_expect_errors(const char *prefix, const char *prog,
+                            const testutil_error_case_t *cases, int n, const char *arg)
+{
+    for (int i = 0; i < n; i++) {
+        char args[4096];
+        snprintf(args, sizeof args, cases[i].args, arg);
+        testutil_expect_error(prefix, prog, args, cases[i].code, cases[i].needle);
+    }
+}
+
+void testutil_program(const char *name, char *path, size_t size)
+{
+    snprintf(path, size, "%s/%s", testutil_env("MOE_BIN", "build/bin"), name);
+    if (access(path, X_OK) != 0)
+        testutil_skip_unless_possible(false, "%s not built", path);
 }
 
 int testutil_run(const char *cmdline, char **stdout_text)

@@ -6,6 +6,7 @@
 #ifndef MOE_TESTS_TESTUTIL_H
 #define MOE_TESTS_TESTUTIL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -36,6 +37,70 @@ char *testutil_read_file(const char *path, size_t *n);
 
 /* Environment value or fallback (borrowed). */
 const char *testutil_env(const char *name, const char *fallback);
+
+/* The last line of text, without the newlines that end text (text is
+ * changed: they are removed). */
+char *testutil_last_line(char *text);
+
+/* ---- programs ---------------------------------------------------------------
+ * The command-line programs under test (in $MOE_BIN), run through the shell. */
+
+/* Runs "PREFIX 'prog' ARGS </dev/null" (prefix may be NULL: e.g. "timeout 30"
+ * or "env X=1"), stdout into *out and stderr into *err_text (malloc'd; either
+ * pointer may be NULL). Returns the exit status as testutil_run. */
+int testutil_run_program(const char *prefix, const char *prog, const char *args, char **out,
+                         char **err_text);
+
+/* In a cmocka case: the path of program name in $MOE_BIN into path[size];
+ * skips the case when it is not built (testutil_skip_unless_possible). */
+void testutil_program(const char *name, char *path, size_t size);
+
+/* In a cmocka case: makes dir/name a mixtral model of the preset with random
+ * weights of seed (moe-mkmodel from $MOE_BIN) unless it holds one already;
+ * writes that folder into model[size]. Fails the case when it cannot. */
+void testutil_make_model(const char *dir, const char *name, const char *preset, int seed,
+                         char *model, size_t size);
+
+/* In a cmocka case: the program fails as a program of this project must:
+ * exit status code, no endpoint (tcp://) on stdout, and on stderr, besides
+ * the OpenBLAS report, one line "NAME: ..." (NAME: prog's file name) that
+ * holds needle. Fails the case otherwise. */
+void testutil_expect_error(const char *prefix, const char *prog, const char *args, int code,
+                           const char *needle);
+
+/* One expected failure of a program: its arguments, a printf format of one
+ * string (e.g. the model folder), the exit status and a text its error line
+ * holds. */
+typedef struct testutil_error_case {
+    const char *args;
+    int code;
+    const char *needle;
+} testutil_error_case_t;
+
+/* testutil_expect_error for each of the n cases, args formatted with arg. */
+void testutil_expect_errors(const char *prefix, const char *prog,
+                            const testutil_error_case_t *cases, int n, const char *arg);
+
+/* ---- skips ----------------------------------------------------------------
+ * A case that cannot run here skips with a reason (cmocka's skip(), counted
+ * by tests/run.sh), but never where it could have run: CI runs every case,
+ * so a skip there is a failure. */
+
+/* True when skipping is a failure: CI=true while running as root (as CI
+ * does), or MOE_NO_SKIP=1. */
+bool testutil_skip_forbidden(void);
+
+/* In a cmocka case: skips it, printing why, or fails it when could_run (the
+ * case's own evidence that it could have run here) or
+ * testutil_skip_forbidden(). why is a printf format. */
+#define testutil_skip_unless_possible(could_run, ...)                              \
+    do {                                                                           \
+        if ((could_run) || testutil_skip_forbidden())                              \
+            fail_msg("cannot skip here (it could run): " __VA_ARGS__);             \
+        print_message("skipping: " __VA_ARGS__);                                   \
+        print_message("\n");                                                       \
+        skip();                                                                    \
+    } while (0)
 
 /* Runs a shell command line, capturing stdout into a malloc'd string (may be
  * NULL) and returning the exit status (-1 when it could not run or was killed). */

@@ -9,12 +9,12 @@
  * process needs which file. Exit 0, 1 on a runtime error, 2 on a usage error.
  */
 #include <errno.h>
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
+#include "core/arg.h"
 #include "core/err.h"
 #include "security/keypair.h"
 
@@ -31,43 +31,34 @@ static void s_usage(FILE *out)
             "Never overwrites a file. See docs/DEPLOY.md, \"Security\".\n");
 }
 
+typedef struct options {
+    const char *out;
+    const char *names[MAX_NAMES];
+    int n_names;
+} options_t;
+
+/* The options every run needs (an arg_check_fn). */
+static int s_check(void *ctx, err_t *err)
+{
+    const options_t *o = ctx;
+    if (!o->out || o->n_names == 0)
+        return err_set(err, EINVAL, "--out DIR and at least one --name NAME are required");
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
-    static const struct option longopts[] = {
-        {"out", required_argument, NULL, 'o'},
-        {"name", required_argument, NULL, 'n'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
+    options_t o = {0};
+    const arg_opt_t table[] = {
+        ARG_OPT_STRING("--out", &o.out),
+        ARG_OPT_STRINGS("--name", o.names, MAX_NAMES, &o.n_names),
+        ARG_OPT_END,
     };
-    const char *out = NULL;
-    const char *names[MAX_NAMES];
-    int n_names = 0, c;
-    opterr = 0;
-    while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
-        switch (c) {
-        case 'o': out = optarg; break;
-        case 'n':
-            if (n_names == MAX_NAMES) {
-                fprintf(stderr, "moe-keygen: at most %d names\n", MAX_NAMES);
-                return 2;
-            }
-            names[n_names++] = optarg;
-            break;
-        case 'h': s_usage(stdout); return 0;
-        default:
-            fprintf(stderr, "moe-keygen: unknown or incomplete option '%s' (see --help)\n",
-                    argv[optind - 1]);
-            return 2;
-        }
-    }
-    if (optind < argc) {
-        fprintf(stderr, "moe-keygen: unexpected argument '%s'\n", argv[optind]);
+    if (arg_parse_main("moe-keygen", argc, argv, table, s_usage, s_check, &o) < 0)
         return 2;
-    }
-    if (!out || n_names == 0) {
-        fprintf(stderr, "moe-keygen: --out DIR and at least one --name NAME are required\n");
-        return 2;
-    }
+    const char *out = o.out;
+    const char *const *names = o.names;
+    int n_names = o.n_names;
     if (mkdir(out, 0700) < 0 && errno != EEXIST) {
         fprintf(stderr, "moe-keygen: cannot create %s: %s\n", out, strerror(errno));
         return 1;

@@ -14,13 +14,13 @@
  * architecture or preset), 1 when writing fails.
  */
 #include <errno.h>
-#include <getopt.h>
 #include <inttypes.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/arg.h"
 #include "core/err.h"
 #include "core/timer.h"
 #include "model/config.h"
@@ -29,7 +29,7 @@
 
 enum { EXIT_USAGE = 2 };
 
-static void s_usage(FILE *out, const char *prog)
+static void s_usage(FILE *out)
 {
     fprintf(
         out,
@@ -53,116 +53,82 @@ static void s_usage(FILE *out, const char *prog)
         "  -h, --help          this text\n"
         "\n"
         "Exit status: 0 done, 1 writing failed, 2 usage error.\n",
-        prog, synth_arch_names(), synth_preset_names("mixtral"));
+        "moe-mkmodel", synth_arch_names(), synth_preset_names("mixtral"));
 }
 
-/* Unsigned decimal with an optional K/M/G suffix when allow_suffix. */
-static int s_parse_u64(const char *s, bool allow_suffix, uint64_t *out)
+/* --shard-bytes: an unsigned decimal with an optional K/M/G suffix (an
+ * arg_parse_fn into a uint64_t). */
+static int s_parse_bytes(const char *text, const char *name, void *dest, err_t *err)
 {
-    if (!s || !*s || *s == '-' || *s == '+')
-        return -1;
     char *end = NULL;
     errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno || end == s)
-        return -1;
+    unsigned long long v = strtoull(text, &end, 10);
     unsigned shift = 0;
-    if (allow_suffix && *end) {
+    bool ok = *text >= '0' && *text <= '9' && errno == 0 && end != text;
+    if (ok && *end) {
         switch (*end) {
         case 'k': case 'K': shift = 10; break;
         case 'm': case 'M': shift = 20; break;
         case 'g': case 'G': shift = 30; break;
-        default: return -1;
+        default: ok = false;
         }
         end++;
     }
-    if (*end || (shift && v > (UINT64_MAX >> shift)))
-        return -1;
-    *out = (uint64_t)v << shift;
+    if (!ok || *end || (shift && v > (UINT64_MAX >> shift)))
+        return err_set(err, EINVAL, "%s wants a byte count (e.g. 500M), not '%s'", name, text);
+    *(uint64_t *)dest = (uint64_t)v << shift;
     return 0;
 }
 
-static int s_parse_dtype(const char *s, st_dtype_t *out)
+/* --dtype (an arg_parse_fn into an st_dtype_t). */
+static int s_parse_dtype(const char *text, const char *name, void *dest, err_t *err)
 {
-    if (strcmp(s, "f32") == 0)
+    st_dtype_t *out = dest;
+    if (strcmp(text, "f32") == 0)
         *out = ST_F32;
-    else if (strcmp(s, "f16") == 0)
+    else if (strcmp(text, "f16") == 0)
         *out = ST_F16;
-    else if (strcmp(s, "bf16") == 0)
+    else if (strcmp(text, "bf16") == 0)
         *out = ST_BF16;
     else
-        return -1;
+        return err_set(err, EINVAL, "%s wants f32, f16 or bf16, not '%s'", name, text);
+    return 0;
+}
+
+typedef struct options {
+    const char *arch, *preset, *out;
+    synth_opts_t opts;
+} options_t;
+
+/* --preset and --out (an arg_check_fn). */
+static int s_check(void *ctx, err_t *err)
+{
+    const options_t *o = ctx;
+    if (!o->preset || !o->out)
+        return err_set(err, EINVAL, "--preset and --out are required");
     return 0;
 }
 
 int main(int argc, char **argv)
 {
     const char *prog = "moe-mkmodel";
-    const char *arch = "mixtral", *preset = NULL, *out = NULL;
-    synth_opts_t opts = {.seed = 0, .dtype = ST_F32, .shard_bytes = 0};
+    options_t o = {.arch = "mixtral", .opts = {.seed = 0, .dtype = ST_F32, .shard_bytes = 0}};
 
-    static const struct option longopts[] = {
-        {"arch", required_argument, NULL, 'a'},
-        {"preset", required_argument, NULL, 'p'},
-        {"seed", required_argument, NULL, 's'},
-        {"out", required_argument, NULL, 'o'},
-        {"dtype", required_argument, NULL, 'd'},
-        {"shard-bytes", required_argument, NULL, 'b'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
+    const arg_opt_t table[] = {
+        ARG_OPT_STRING("--arch", &o.arch),
+        ARG_OPT_STRING("--preset", &o.preset),
+        ARG_OPT_U64("--seed", &o.opts.seed),
+        ARG_OPT_STRING("--out", &o.out),
+        ARG_OPT_PARSE("--dtype", &o.opts.dtype, s_parse_dtype),
+        ARG_OPT_PARSE("--shard-bytes", &o.opts.shard_bytes, s_parse_bytes),
+        ARG_OPT_HELP("-h"),
+        ARG_OPT_END,
     };
-    opterr = 0;
-    int c;
-    while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
-        switch (c) {
-        case 'a': arch = optarg; break;
-        case 'p': preset = optarg; break;
-        case 'o': out = optarg; break;
-        case 's':
-            if (s_parse_u64(optarg, false, &opts.seed)) {
-                fprintf(stderr, "%s: --seed wants an unsigned integer, not "
-                        "'%s'\n", prog, optarg);
-                return EXIT_USAGE;
-            }
-            break;
-        case 'd':
-            if (s_parse_dtype(optarg, &opts.dtype)) {
-                fprintf(stderr, "%s: --dtype wants f32, f16 or bf16, not "
-                        "'%s'\n", prog, optarg);
-                return EXIT_USAGE;
-            }
-            break;
-        case 'b':
-            if (s_parse_u64(optarg, true, &opts.shard_bytes)) {
-                fprintf(stderr, "%s: --shard-bytes wants a byte count (e.g. "
-                        "500M), not '%s'\n", prog, optarg);
-                return EXIT_USAGE;
-            }
-            break;
-        case 'h':
-            s_usage(stdout, prog);
-            return 0;
-        case ':':
-            fprintf(stderr, "%s: option %s needs a value (try --help)\n", prog,
-                    argv[optind - 1]);
-            return EXIT_USAGE;
-        default:
-            fprintf(stderr, "%s: unknown option '%s' (try --help)\n", prog,
-                    argv[optind - 1]);
-            return EXIT_USAGE;
-        }
-    }
-    if (optind < argc) {
-        fprintf(stderr, "%s: unexpected argument '%s' (try --help)\n", prog,
-                argv[optind]);
+    if (arg_parse_main(prog, argc, argv, table, s_usage, s_check, &o) < 0)
         return EXIT_USAGE;
-    }
-    if (!preset || !out) {
-        fprintf(stderr, "%s: --preset and --out are required (try --help)\n",
-                prog);
-        return EXIT_USAGE;
-    }
 
+    const char *arch = o.arch, *preset = o.preset, *out = o.out;
+    synth_opts_t opts = o.opts;
     err_t err = {0};
     config_t cfg;
     if (synth_preset(&cfg, arch, preset, &err)) {

@@ -11,7 +11,6 @@
  * 2 on a usage error; every error is one line on stderr.
  */
 #include <errno.h>
-#include <getopt.h>
 #include <limits.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -24,6 +23,7 @@
 #include "core/mem.h"
 #include "engine/forward.h"
 #include "engine/kvcache.h"
+#include "engine/sampler.h"
 #include "engine/weights.h"
 #include "core/idlist.h"
 #include "model/genconfig.h"
@@ -59,61 +59,29 @@ static void s_usage(FILE *out)
             "  --help              this text\n");
 }
 
-static int s_parse_int(const char *text, const char *what, int min, int *out)
+/* The options every run needs (an arg_check_fn). */
+static int s_check(void *ctx, err_t *err)
 {
-    err_t err = {0};
-    if (arg_int(text, what, min, out, &err) < 0) {
-        fprintf(stderr, "moe-run: %s\n", err.msg);
-        return -1;
-    }
+    const options_t *opt = ctx;
+    if (!opt->model || !opt->prompt_ids)
+        return err_set(err, EINVAL, "--model and --prompt-ids are required");
     return 0;
 }
 
+/* 0 with *opt filled, or -1 after a usage error (printed); exits after --help. */
 static int s_parse_args(int argc, char **argv, options_t *opt)
 {
-    static const struct option longopts[] = {
-        {"model", required_argument, NULL, 'm'},
-        {"prompt-ids", required_argument, NULL, 'p'},
-        {"max-tokens", required_argument, NULL, 'n'},
-        {"dump-logits", required_argument, NULL, 'd'},
-        {"threads", required_argument, NULL, 't'},
-        {"ignore-eos", no_argument, NULL, 'E'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
-    };
     *opt = (options_t){.max_tokens = 16};
-    int c;
-    opterr = 0;
-    while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
-        switch (c) {
-        case 'm': opt->model = optarg; break;
-        case 'p': opt->prompt_ids = optarg; break;
-        case 'd': opt->dump_logits = optarg; break;
-        case 'n':
-            if (s_parse_int(optarg, "--max-tokens", 0, &opt->max_tokens) < 0)
-                return -1;
-            break;
-        case 't':
-            if (s_parse_int(optarg, "--threads", 1, &opt->threads) < 0)
-                return -1;
-            break;
-        case 'E': opt->ignore_eos = true; break;
-        case 'h': s_usage(stdout); exit(0);
-        default:
-            fprintf(stderr, "moe-run: unknown or incomplete option '%s' (see --help)\n",
-                    argv[optind - 1]);
-            return -1;
-        }
-    }
-    if (optind < argc) {
-        fprintf(stderr, "moe-run: unexpected argument '%s' (see --help)\n", argv[optind]);
-        return -1;
-    }
-    if (!opt->model || !opt->prompt_ids) {
-        fprintf(stderr, "moe-run: --model and --prompt-ids are required (see --help)\n");
-        return -1;
-    }
-    return 0;
+    const arg_opt_t table[] = {
+        ARG_OPT_STRING("--model", &opt->model),
+        ARG_OPT_STRING("--prompt-ids", &opt->prompt_ids),
+        ARG_OPT_INT("--max-tokens", &opt->max_tokens, 0, 0),
+        ARG_OPT_STRING("--dump-logits", &opt->dump_logits),
+        ARG_OPT_INT("--threads", &opt->threads, 1, 0),
+        ARG_OPT_FLAG("--ignore-eos", &opt->ignore_eos),
+        ARG_OPT_END,
+    };
+    return arg_parse_main("moe-run", argc, argv, table, s_usage, s_check, opt);
 }
 
 static int s_write_logits(const char *path, const float *logits, size_t count, err_t *err)
@@ -128,15 +96,21 @@ static int s_write_logits(const char *path, const float *logits, size_t count, e
     return 0;
 }
 
-/* Prefill, optional logits dump, then greedy decoding; prints the tokens. */
-static bool s_is_eos(const genconfig_t *gen, int32_t token)
+/* The sampler's settings: greedy, max_tokens, the model's EOS ids unless
+ * ignored (gen has none then). */
+static sampler_params_t s_greedy(const options_t *opt, const genconfig_t *gen)
 {
-    for (int i = 0; i < gen->n_eos; i++)
-        if (gen->eos_token_ids[i] == token)
-            return true;
-    return false;
+    sampler_params_t p = sampler_params_default();
+    p.temperature = 0;
+    p.max_tokens = opt->max_tokens;
+    p.n_eos = gen->n_eos < SAMPLER_MAX_EOS ? gen->n_eos : SAMPLER_MAX_EOS;
+    for (int i = 0; i < p.n_eos; i++)
+        p.eos[i] = gen->eos_token_ids[i];
+    return p;
 }
 
+/* Prefill, optional logits dump, then greedy decoding through the sampler (as
+ * the coordinator decodes); prints the tokens. */
 static int s_generate(const options_t *opt, const weights_t *w, const int32_t *prompt,
                       int n_prompt, err_t *err)
 {
@@ -150,6 +124,7 @@ static int s_generate(const options_t *opt, const weights_t *w, const int32_t *p
     kvcache_t *kv = NULL;
     float *logits = NULL;
     int32_t *out = NULL;
+    sampler_t *sampler = NULL;
     long total = (long)n_prompt + opt->max_tokens;
 
     if (total > cfg->max_position_embeddings) {
@@ -163,7 +138,9 @@ static int s_generate(const options_t *opt, const weights_t *w, const int32_t *p
     size_t logit_rows = opt->dump_logits ? (size_t)n_prompt : 1;
     logits = mem_alloc(logit_rows * vocab * sizeof(float));
     out = mem_calloc((size_t)opt->max_tokens + 1, sizeof(int32_t));
-    if (!fw || !kv)
+    sampler_params_t params = s_greedy(opt, &gen);
+    sampler = fw && kv ? sampler_new(vocab, &params, err) : NULL;
+    if (!sampler)
         goto done;
     if (!logits || !out) {
         err_set(err, ENOMEM, "out of memory for %zu logits", logit_rows * vocab);
@@ -180,8 +157,9 @@ static int s_generate(const options_t *opt, const weights_t *w, const int32_t *p
     const float *last = logits + (logit_rows - 1) * vocab;
     int n_out = 0;
     for (int i = 0; i < opt->max_tokens; i++) {
-        out[n_out++] = forward_argmax(last, vocab);
-        if (i + 1 == opt->max_tokens || s_is_eos(&gen, out[i]))
+        if (sampler_sample(sampler, last, &out[n_out++], err) < 0)
+            goto done;
+        if (sampler_check_stop(sampler, out[i], n_out) != SAMPLER_CONTINUE)
             break; /* the last token needs no forward pass */
         if (forward_run(fw, kv, &out[i], 1, FORWARD_LOGITS_LAST, logits, err) < 0)
             goto done;
@@ -197,6 +175,7 @@ static int s_generate(const options_t *opt, const weights_t *w, const int32_t *p
     rc = 0;
 
 done:
+    sampler_destroy(&sampler);
     mem_free(out);
     mem_free(logits);
     kvcache_destroy(&kv);

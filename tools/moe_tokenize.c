@@ -13,21 +13,22 @@
  * tokenizing fails.
  */
 #include <errno.h>
-#include <getopt.h>
+#include <stdbool.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <string.h>
 
+#include "core/arg.h"
 #include "core/err.h"
 #include "core/mem.h"
 #include "tokenizer/tokenizer.h"
 
 enum { EXIT_USAGE = 2 };
 
-static void s_usage(FILE *out, const char *prog)
+static void s_usage(FILE *out)
 {
     fprintf(out,
-            "usage: %s --tokenizer FILE (--batch-json | --text TEXT)\n"
+            "usage: moe-tokenize --tokenizer FILE (--batch-json | --text TEXT)\n"
             "Encodes and decodes text with a Hugging Face tokenizer.json.\n"
             "\n"
             "  --tokenizer FILE    the tokenizer.json\n"
@@ -36,8 +37,7 @@ static void s_usage(FILE *out, const char *prog)
             "  --text TEXT         the same object for one string\n"
             "  -h, --help          this text\n"
             "\n"
-            "Exit status: 0 done, 1 failed, 2 usage error.\n",
-            prog);
+            "Exit status: 0 done, 1 failed, 2 usage error.\n");
 }
 
 static json_t *s_id_array(const int32_t *ids, size_t n)
@@ -74,31 +74,34 @@ cleanup:
     return obj;
 }
 
+typedef struct options {
+    const char *path;   /* tokenizer.json */
+    const char *text;   /* NULL: --batch-json */
+    bool batch;
+} options_t;
+
+/* --tokenizer and one input (an arg_check_fn). */
+static int s_check(void *ctx, err_t *err)
+{
+    const options_t *o = ctx;
+    if (!o->path || o->batch == (o->text != NULL))
+        return err_set(err, EINVAL, "need --tokenizer and one of --batch-json, --text");
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"tokenizer", required_argument, NULL, 't'},
-        {"batch-json", no_argument, NULL, 'b'},
-        {"text", required_argument, NULL, 'x'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0}};
-    const char *path = NULL, *text = NULL;
-    int batch = 0, c;
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-        switch (c) {
-        case 't': path = optarg; break;
-        case 'b': batch = 1; break;
-        case 'x': text = optarg; break;
-        case 'h': s_usage(stdout, argv[0]); return 0;
-        default: s_usage(stderr, argv[0]); return EXIT_USAGE;
-        }
-    }
-    if (!path || optind != argc || batch == (text != NULL)) {
-        fprintf(stderr, "%s: need --tokenizer and one of --batch-json, --text\n",
-                argv[0]);
-        s_usage(stderr, argv[0]);
+    options_t o = {0};
+    const arg_opt_t table[] = {
+        ARG_OPT_STRING("--tokenizer", &o.path),
+        ARG_OPT_FLAG("--batch-json", &o.batch),
+        ARG_OPT_STRING("--text", &o.text),
+        ARG_OPT_HELP("-h"),
+        ARG_OPT_END,
+    };
+    if (arg_parse_main("moe-tokenize", argc, argv, table, s_usage, s_check, &o) < 0)
         return EXIT_USAGE;
-    }
+    const char *path = o.path, *text = o.text;
     err_t err = {0};
     int rc = 1;
     json_t *in = NULL, *out = NULL;
