@@ -24,16 +24,26 @@ typedef struct fake_model {
     float data[N_EXPERTS][3][INTER * HIDDEN];
 } fake_model_t;
 
+/* w: one layer of cfg (HIDDEN, INTER, N_EXPERTS, top-2, with act and limit)
+ * whose experts (and biases, or NULL) are the arrays given. */
+static void s_one_layer(weights_t *w, layer_weights_t *layer, expert_weights_t *experts,
+                        expert_biases_t *biases, config_expert_act_t act, float limit)
+{
+    w->cfg = (config_t){.hidden_size = HIDDEN, .intermediate_size = INTER,
+                        .n_experts = N_EXPERTS, .n_layers = 1, .n_experts_per_tok = 2,
+                        .expert_act = act, .swiglu_limit = limit};
+    w->layers = layer;
+    layer->experts = experts;
+    layer->expert_biases = biases;
+}
+
 /* A one-layer model whose expert 2 is not hosted. */
 static fake_model_t *s_model(void)
 {
     fake_model_t *m = calloc(1, sizeof *m);
+    s_one_layer(&m->w, &m->layer, m->experts, NULL, CONFIG_EXPERT_SWIGLU, 0);
     testrng_t rng;
     testrng_init(&rng, 11);
-    m->w.cfg = (config_t){.hidden_size = HIDDEN, .intermediate_size = INTER,
-                          .n_experts = N_EXPERTS, .n_layers = 1, .n_experts_per_tok = 2};
-    m->w.layers = &m->layer;
-    m->layer.experts = m->experts;
     for (int e = 0; e < N_EXPERTS - 1; e++) {
         for (int p = 0; p < 3; p++)
             testrng_fill(&rng, m->data[e][p], INTER * HIDDEN, 0.5f);
@@ -181,14 +191,9 @@ typedef struct oss_model {
 static oss_model_t *s_oss_model(void)
 {
     oss_model_t *m = calloc(1, sizeof *m);
+    s_one_layer(&m->w, &m->layer, m->experts, m->biases, CONFIG_EXPERT_SWIGLU_OAI, OSS_LIMIT);
     testrng_t rng;
     testrng_init(&rng, 23);
-    m->w.cfg = (config_t){.hidden_size = HIDDEN, .intermediate_size = INTER,
-                          .n_experts = N_EXPERTS, .n_layers = 1, .n_experts_per_tok = 2,
-                          .expert_act = CONFIG_EXPERT_SWIGLU_OAI, .swiglu_limit = OSS_LIMIT};
-    m->w.layers = &m->layer;
-    m->layer.experts = m->experts;
-    m->layer.expert_biases = m->biases;
     for (int e = 0; e < N_EXPERTS; e++) {
         /* large enough that some pre-activations pass the clamp */
         testrng_fill(&rng, m->gate_up[e], HIDDEN * 2 * INTER, 2.5f);
