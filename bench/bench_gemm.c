@@ -160,10 +160,8 @@ int main(int argc, char **argv)
     size_t w_floats = (size_t)SHAPES[0][0] * SHAPES[0][1];
     float *x = mem_alloc((size_t)MAX_ROWS * 2816 * sizeof *x);
     float *y = mem_alloc((size_t)MAX_ROWS * 2816 * sizeof *y);
-    if (idlist_parse(opt.threads, &threads, &n_threads, &err) < 0) {
-        fprintf(stderr, "bench-gemm: --threads: %s\n", err.msg);
+    if (idlist_option("bench-gemm", "--threads", opt.threads, &threads, &n_threads) < 0)
         goto done;
-    }
     if (!x || !y || machine_init(READ_BUFFER_BYTES) < 0)
         goto oom;
     for (int s = 0; s < 2; s++)

@@ -1243,10 +1243,9 @@ static void test_family_runs(void **state)
         char name[64];
         snprintf(name, sizeof name, "run-%d", f);
         char *dir = s_write(state, name, &cfg, 4, ST_F32, 0, NULL);
-        weights_select_t all = {.dense = true, .hosts = weights_hosts_all};
         err_t err = {0};
         errno = 0;
-        weights_t *w = weights_load(dir, &all, &err);
+        weights_t *w = weights_load_all(dir, &err);
         const bool runs = config_arch_supported(cfg.arch);
         if (!runs) {
             /* not yet: the refusal names the architecture */
