@@ -152,7 +152,6 @@ int main(int argc, char **argv)
     options_t opt;
     if (s_parse(argc, argv, &opt) < 0)
         return 2;
-    err_t err = {0};
     int32_t *threads = NULL;
     int n_threads = 0, rc = 1;
     float *w_all[2][MAX_EXPERTS] = {{NULL}};

@@ -150,7 +150,6 @@ int main(int argc, char **argv)
         return 2;
     const char *endpoint = o.endpoint;
     int prompt_len = o.prompt_len, n_tokens = o.n_tokens;
-    err_t err = {0};
     int32_t *n_list = NULL;
     int n_levels = 0;
     if (idlist_option("bench-serving", "--concurrency", o.levels, &n_list, &n_levels) < 0)
