@@ -148,8 +148,7 @@ int main(int argc, char **argv)
     blas_set_threads(o.threads);
     err_t err = {0};
     int rc = -1;
-    weights_select_t all = {.dense = true, .hosts = weights_hosts_all};
-    weights_t *w = weights_load(o.model, &all, &err);
+    weights_t *w = weights_load_all(o.model, &err);
     const config_t *cfg = w ? &w->cfg : NULL;
     const int ctx = o.prompt_len + o.decode + 2;
     forward_t *fw = w ? forward_new(w, o.prompt_len, ctx, NULL, NULL, &err) : NULL;

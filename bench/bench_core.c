@@ -139,12 +139,9 @@ int main(int argc, char **argv)
     err_t err = {0};
     int32_t *threads = NULL;
     int n_threads = 0;
-    if (idlist_parse(opt.threads, &threads, &n_threads, &err) < 0) {
-        fprintf(stderr, "bench-core: --threads: %s\n", err.msg);
+    if (idlist_option("bench-core", "--threads", opt.threads, &threads, &n_threads) < 0)
         return 2;
-    }
-    weights_select_t all = {.dense = true, .hosts = weights_hosts_all};
-    weights_t *w = weights_load(opt.model, &all, &err);
+    weights_t *w = weights_load_all(opt.model, &err);
     int rc = w ? 0 : -1;
     if (w && machine_init(READ_BUFFER_BYTES) < 0) {
         err_set(&err, ENOMEM, "out of memory for the %zu-byte read buffer", READ_BUFFER_BYTES);

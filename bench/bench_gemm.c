@@ -152,7 +152,6 @@ int main(int argc, char **argv)
     options_t opt;
     if (s_parse(argc, argv, &opt) < 0)
         return 2;
-    err_t err = {0};
     int32_t *threads = NULL;
     int n_threads = 0, rc = 1;
     float *w_all[2][MAX_EXPERTS] = {{NULL}};
@@ -160,10 +159,8 @@ int main(int argc, char **argv)
     size_t w_floats = (size_t)SHAPES[0][0] * SHAPES[0][1];
     float *x = mem_alloc((size_t)MAX_ROWS * 2816 * sizeof *x);
     float *y = mem_alloc((size_t)MAX_ROWS * 2816 * sizeof *y);
-    if (idlist_parse(opt.threads, &threads, &n_threads, &err) < 0) {
-        fprintf(stderr, "bench-gemm: --threads: %s\n", err.msg);
+    if (idlist_option("bench-gemm", "--threads", opt.threads, &threads, &n_threads) < 0)
         goto done;
-    }
     if (!x || !y || machine_init(READ_BUFFER_BYTES) < 0)
         goto oom;
     for (int s = 0; s < 2; s++)

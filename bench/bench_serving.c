@@ -150,13 +150,10 @@ int main(int argc, char **argv)
         return 2;
     const char *endpoint = o.endpoint;
     int prompt_len = o.prompt_len, n_tokens = o.n_tokens;
-    err_t err = {0};
     int32_t *n_list = NULL;
     int n_levels = 0;
-    if (idlist_parse(o.levels, &n_list, &n_levels, &err) < 0) {
-        fprintf(stderr, "bench-serving: --concurrency: %s\n", err.msg);
+    if (idlist_option("bench-serving", "--concurrency", o.levels, &n_list, &n_levels) < 0)
         return 2;
-    }
     printf("bench-serving: %d-token prompts, %d tokens each\n", prompt_len, n_tokens);
     double one = 0, rate = 0;
     printf("  (warm-up, not counted)\n");

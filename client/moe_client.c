@@ -609,10 +609,9 @@ int main(int argc, char **argv)
     err_t err = {0};
     int32_t *prompt = NULL;
     int n_prompt = 0;
-    if (opt.prompt_ids && idlist_parse(opt.prompt_ids, &prompt, &n_prompt, &err) < 0) {
-        fprintf(stderr, "moe-client: --prompt-ids: %s\n", err.msg);
+    if (opt.prompt_ids &&
+        idlist_option("moe-client", "--prompt-ids", opt.prompt_ids, &prompt, &n_prompt) < 0)
         return 2;
-    }
     int rc = -1;
     client_t *client = opt.curve_key ? client_connect_curve(opt.connect, opt.timeout_ms,
                                                             opt.curve_key, opt.curve_server,

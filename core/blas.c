@@ -58,3 +58,9 @@ void blas_report(FILE *out, const char *program)
     fprintf(out, "%s: openblas %s kernels, %d threads\n", program,
             blas_core_name(), blas_threads());
 }
+
+void blas_setup(const char *program, int threads)
+{
+    blas_set_threads(threads);
+    blas_report(stderr, program);
+}

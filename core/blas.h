@@ -29,4 +29,8 @@ int blas_threads(void);
 /* One line to out: "openblas: <core> kernels, <n> threads". */
 void blas_report(FILE *out, const char *program);
 
+/* A server or tool's start: blas_set_threads(threads), then blas_report on
+ * stderr, so that every log says which kernels and threads it ran on. */
+void blas_setup(const char *program, int threads);
+
 #endif /* MOE_CORE_BLAS_H */

@@ -64,3 +64,12 @@ char *idlist_format(const int32_t *ids, int n)
         len += (size_t)snprintf(s + len, cap - len, i ? ",%d" : "%d", (int)ids[i]);
     return s;
 }
+
+int idlist_option(const char *prog, const char *name, const char *text, int32_t **ids, int *n)
+{
+    err_t err = {0};
+    if (idlist_parse(text, ids, n, &err) == 0)
+        return 0;
+    fprintf(stderr, "%s: %s: %s\n", prog, name, err.msg);
+    return -1;
+}

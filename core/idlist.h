@@ -14,6 +14,11 @@ enum { IDLIST_MAX = 1 << 20 }; /* ids in one list; more is E2BIG */
  * array of *n ids (caller frees with mem_free). EINVAL names the bad item. */
 int idlist_parse(const char *text, int32_t **ids, int *n, err_t *err);
 
+/* A program's id-list option, parsed as idlist_parse does; on a bad list
+ * prints "PROG: NAME: why" on stderr, a usage error (the caller exits with
+ * status 2), and returns -1. */
+int idlist_option(const char *prog, const char *name, const char *text, int32_t **ids, int *n);
+
 /* "5,17,2" for n ids, "" for none: a mem_alloc'd string (caller frees), NULL
  * when out of memory. */
 char *idlist_format(const int32_t *ids, int n);

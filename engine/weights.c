@@ -179,6 +179,12 @@ bool weights_hosts_all(void *ctx, int layer, int expert)
     return true;
 }
 
+weights_t *weights_load_all(const char *dir, err_t *err)
+{
+    const weights_select_t all = {.dense = true, .hosts = weights_hosts_all};
+    return weights_load(dir, &all, err);
+}
+
 bool weights_has_expert(const weights_t *self, int layer, int expert)
 {
     if (layer < 0 || layer >= self->cfg.n_layers || expert < 0 ||

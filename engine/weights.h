@@ -105,6 +105,10 @@ void weights_destroy(weights_t **self_p);
 /* A hosts function that hosts every expert (single-process mode). */
 bool weights_hosts_all(void *ctx, int layer, int expert);
 
+/* weights_load of the whole model: the dense part and every expert, as one
+ * process that runs the model alone (moe-run, the benchmarks) needs it. */
+weights_t *weights_load_all(const char *dir, err_t *err);
+
 /* True when expert e of layer l is loaded (never in a dense layer). */
 bool weights_has_expert(const weights_t *self, int layer, int expert);
 

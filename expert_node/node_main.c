@@ -244,8 +244,7 @@ int main(int argc, char **argv)
         }
         return 0;
     }
-    blas_set_threads(opt.threads);
-    blas_report(stderr, "moe-expert");
+    blas_setup("moe-expert", opt.threads);
 
     if (opt.endpoint_file && unlink(opt.endpoint_file) < 0 && errno != ENOENT) {
         fprintf(stderr, "moe-expert: cannot remove the stale endpoint file %s: %s\n",

@@ -24,16 +24,26 @@ typedef struct fake_model {
     float data[N_EXPERTS][3][INTER * HIDDEN];
 } fake_model_t;
 
+/* w: one layer of cfg (HIDDEN, INTER, N_EXPERTS, top-2, with act and limit)
+ * whose experts (and biases, or NULL) are the arrays given. */
+static void s_one_layer(weights_t *w, layer_weights_t *layer, expert_weights_t *experts,
+                        expert_biases_t *biases, config_expert_act_t act, float limit)
+{
+    w->cfg = (config_t){.hidden_size = HIDDEN, .intermediate_size = INTER,
+                        .n_experts = N_EXPERTS, .n_layers = 1, .n_experts_per_tok = 2,
+                        .expert_act = act, .swiglu_limit = limit};
+    w->layers = layer;
+    layer->experts = experts;
+    layer->expert_biases = biases;
+}
+
 /* A one-layer model whose expert 2 is not hosted. */
 static fake_model_t *s_model(void)
 {
     fake_model_t *m = calloc(1, sizeof *m);
+    s_one_layer(&m->w, &m->layer, m->experts, NULL, CONFIG_EXPERT_SWIGLU, 0);
     testrng_t rng;
     testrng_init(&rng, 11);
-    m->w.cfg = (config_t){.hidden_size = HIDDEN, .intermediate_size = INTER,
-                          .n_experts = N_EXPERTS, .n_layers = 1, .n_experts_per_tok = 2};
-    m->w.layers = &m->layer;
-    m->layer.experts = m->experts;
     for (int e = 0; e < N_EXPERTS - 1; e++) {
         for (int p = 0; p < 3; p++)
             testrng_fill(&rng, m->data[e][p], INTER * HIDDEN, 0.5f);
@@ -60,15 +70,48 @@ static void s_ref_ffn(const fake_model_t *m, int e, const float *x, double *y)
     }
 }
 
+/* An experts_t of cfg for max_rows rows, on a one-thread compute context. */
+typedef struct rig {
+    compute_t *cx;
+    experts_t *ex;
+} rig_t;
+
+static rig_t s_rig(const config_t *cfg, int max_rows)
+{
+    err_t err = {0};
+    rig_t rig = {.cx = compute_new(1, NULL)};
+    assert_non_null(rig.cx);
+    rig.ex = experts_new(cfg, max_rows, 2 * max_rows, rig.cx, &err);
+    assert_non_null(rig.ex);
+    return rig;
+}
+
+static void s_rig_destroy(rig_t *r)
+{
+    experts_destroy(&r->ex);
+    compute_destroy(&r->cx);
+}
+
+/* want[row] += weight * y: one assignment's share of the reference. */
+static void s_add_share(double *want, moe_assign_t a, const double *y)
+{
+    for (int j = 0; j < HIDDEN; j++)
+        want[a.row * HIDDEN + j] += a.weight * y[j];
+}
+
+/* out matches the float64 reference want[0..n) to 1e-5 relative. */
+static void s_expect_close(const float *out, const double *want, size_t n)
+{
+    double tol = 1e-5 * (1 + testutil_max_abs(want, n));
+    assert_true(testutil_max_abs_diff(out, want, n) < tol);
+}
+
 static void test_weighted_sum_matches_reference(void **state)
 {
     (void)state;
     fake_model_t *m = s_model();
+    rig_t rig = s_rig(&m->w.cfg, MAX_ROWS);
     err_t err = {0};
-    compute_t *cx = compute_new(1, NULL);
-    assert_non_null(cx);
-    experts_t *ex = experts_new(&m->w.cfg, MAX_ROWS, 2 * MAX_ROWS, cx, &err);
-    assert_non_null(ex);
     testrng_t rng;
     testrng_init(&rng, 5);
     float u[MAX_ROWS * HIDDEN], out[MAX_ROWS * HIDDEN];
@@ -78,21 +121,18 @@ static void test_weighted_sum_matches_reference(void **state)
                         {4, 1, 0.5f}, {4, 0, 0.5f}, {5, 0, 0.2f}, {5, 0, 0.3f},
                         {8, 1, -0.75f}};
     const int n_assign = sizeof a / sizeof a[0];
-    assert_int_equal(experts_run(ex, &m->w, 0, u, MAX_ROWS, a, n_assign, out, &err), 0);
+    assert_int_equal(experts_run(rig.ex, &m->w, 0, u, MAX_ROWS, a, n_assign, out, &err), 0);
 
     double want[MAX_ROWS * HIDDEN] = {0}, y[HIDDEN];
     for (int i = 0; i < n_assign; i++) {
         s_ref_ffn(m, a[i].expert, u + a[i].row * HIDDEN, y);
-        for (int j = 0; j < HIDDEN; j++)
-            want[a[i].row * HIDDEN + j] += a[i].weight * y[j];
+        s_add_share(want, a[i], y);
     }
-    double tol = 1e-5 * (1 + testutil_max_abs(want, MAX_ROWS * HIDDEN));
-    assert_true(testutil_max_abs_diff(out, want, MAX_ROWS * HIDDEN) < tol);
+    s_expect_close(out, want, MAX_ROWS * HIDDEN);
     for (int j = 0; j < HIDDEN; j++)
         assert_true(out[3 * HIDDEN + j] == 0.0f);
-    experts_destroy(&ex);
-    experts_destroy(&ex); /* safe twice */
-    compute_destroy(&cx);
+    s_rig_destroy(&rig);
+    experts_destroy(&rig.ex); /* safe twice */
     free(m);
 }
 
@@ -115,11 +155,8 @@ static void test_bad_assignments_are_rejected(void **state)
 {
     (void)state;
     fake_model_t *m = s_model();
-    err_t err = {0};
-    compute_t *cx = compute_new(1, NULL);
-    assert_non_null(cx);
-    experts_t *ex = experts_new(&m->w.cfg, MAX_ROWS, 2 * MAX_ROWS, cx, &err);
-    assert_non_null(ex);
+    rig_t rig = s_rig(&m->w.cfg, MAX_ROWS);
+    experts_t *ex = rig.ex;
     s_expect_rejected(ex, m, 0, 4, (moe_assign_t){4, 0, 0.5f}, EINVAL);   /* row */
     s_expect_rejected(ex, m, 0, 4, (moe_assign_t){-1, 0, 0.5f}, EINVAL);  /* row */
     s_expect_rejected(ex, m, 0, 4, (moe_assign_t){1, 2, 0.5f}, EINVAL);   /* not hosted */
@@ -129,8 +166,7 @@ static void test_bad_assignments_are_rejected(void **state)
     s_expect_rejected(ex, m, 0, 4, (moe_assign_t){1, 0, INFINITY}, EINVAL);
     s_expect_rejected(ex, m, 1, 4, (moe_assign_t){1, 0, 0.5f}, EINVAL);   /* layer */
     s_expect_rejected(ex, m, 0, MAX_ROWS + 1, (moe_assign_t){1, 0, 0.5f}, E2BIG);
-    experts_destroy(&ex);
-    compute_destroy(&cx);
+    s_rig_destroy(&rig);
     free(m);
 }
 
@@ -155,14 +191,9 @@ typedef struct oss_model {
 static oss_model_t *s_oss_model(void)
 {
     oss_model_t *m = calloc(1, sizeof *m);
+    s_one_layer(&m->w, &m->layer, m->experts, m->biases, CONFIG_EXPERT_SWIGLU_OAI, OSS_LIMIT);
     testrng_t rng;
     testrng_init(&rng, 23);
-    m->w.cfg = (config_t){.hidden_size = HIDDEN, .intermediate_size = INTER,
-                          .n_experts = N_EXPERTS, .n_layers = 1, .n_experts_per_tok = 2,
-                          .expert_act = CONFIG_EXPERT_SWIGLU_OAI, .swiglu_limit = OSS_LIMIT};
-    m->w.layers = &m->layer;
-    m->layer.experts = m->experts;
-    m->layer.expert_biases = m->biases;
     for (int e = 0; e < N_EXPERTS; e++) {
         /* large enough that some pre-activations pass the clamp */
         testrng_fill(&rng, m->gate_up[e], HIDDEN * 2 * INTER, 2.5f);
@@ -205,11 +236,8 @@ static void test_gpt_oss_experts_match_fused_formula(void **state)
 {
     (void)state;
     oss_model_t *m = s_oss_model();
+    rig_t rig = s_rig(&m->w.cfg, OSS_ROWS);
     err_t err = {0};
-    compute_t *cx = compute_new(1, NULL);
-    assert_non_null(cx);
-    experts_t *ex = experts_new(&m->w.cfg, OSS_ROWS, 2 * OSS_ROWS, cx, &err);
-    assert_non_null(ex);
     testrng_t rng;
     testrng_init(&rng, 7);
     float u[OSS_ROWS * HIDDEN], out[OSS_ROWS * HIDDEN];
@@ -219,22 +247,19 @@ static void test_gpt_oss_experts_match_fused_formula(void **state)
         a[2 * r] = (moe_assign_t){r, r % N_EXPERTS, 0.6f};
         a[2 * r + 1] = (moe_assign_t){r, (r + 1) % N_EXPERTS, 0.4f};
     }
-    assert_int_equal(experts_run(ex, &m->w, 0, u, OSS_ROWS, a, 2 * OSS_ROWS, out, &err), 0);
+    assert_int_equal(experts_run(rig.ex, &m->w, 0, u, OSS_ROWS, a, 2 * OSS_ROWS, out, &err), 0);
 
     double want[OSS_ROWS * HIDDEN] = {0}, y[HIDDEN];
     int clamped = 0;
     for (int i = 0; i < 2 * OSS_ROWS; i++) {
         s_ref_oss(m, a[i].expert, u + a[i].row * HIDDEN, y, &clamped);
-        for (int j = 0; j < HIDDEN; j++)
-            want[a[i].row * HIDDEN + j] += a[i].weight * y[j];
+        s_add_share(want, a[i], y);
     }
     printf("  %d of %d gate/up pre-activations beyond the clamp\n", clamped,
            2 * OSS_ROWS * 2 * INTER);
     assert_true(clamped > 0);
-    double tol = 1e-5 * (1 + testutil_max_abs(want, OSS_ROWS * HIDDEN));
-    assert_true(testutil_max_abs_diff(out, want, OSS_ROWS * HIDDEN) < tol);
-    experts_destroy(&ex);
-    compute_destroy(&cx);
+    s_expect_close(out, want, OSS_ROWS * HIDDEN);
+    s_rig_destroy(&rig);
     free(m);
 }
 

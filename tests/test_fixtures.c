@@ -100,8 +100,7 @@ static void test_fixture(void **state)
     fixture_t *fx = fixture_load(dir);
     assert_non_null(fx);
     err_t err = {0};
-    weights_select_t all = {.dense = true, .hosts = weights_hosts_all};
-    weights_t *w = weights_load(dir, &all, &err);
+    weights_t *w = weights_load_all(dir, &err);
     if (!w)
         fail_msg("loading %s: %s", dir, err.msg);
     assert_int_equal(w->cfg.vocab_size, fx->vocab);
@@ -149,8 +148,7 @@ static void test_refused(void **state)
 {
     const char *dir = *state;
     err_t err = {0};
-    weights_select_t all = {.dense = true, .hosts = weights_hosts_all};
-    weights_t *w = weights_load(dir, &all, &err);
+    weights_t *w = weights_load_all(dir, &err);
     assert_null(w);
     if (!strstr(err.msg, "not supported yet"))
         fail_msg("%s: message '%s'", dir, err.msg);

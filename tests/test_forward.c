@@ -35,8 +35,7 @@ static int s_setup(void **state)
     snprintf(dir, sizeof dir, "%s/%s", testutil_env("MOE_FIXTURES", "../shared/fixtures"),
              s_model);
     err_t err = {0};
-    weights_select_t all = {.dense = true, .hosts = weights_hosts_all};
-    s_weights = weights_load(dir, &all, &err);
+    s_weights = weights_load_all(dir, &err);
     if (!s_weights)
         fprintf(stderr, "test_forward: %s\n", err.msg);
     return s_weights ? 0 : -1;

@@ -125,6 +125,14 @@ static safetensors_t *s_open_ok(const char *dir)
     return st;
 }
 
+/* dir/model.safetensors of header and data (s_put_st), opened. */
+static safetensors_t *s_open_single(const char *dir, const char *header, const void *data,
+                                    size_t data_n)
+{
+    s_put_st(dir, "model.safetensors", header, data, data_n);
+    return s_open_ok(dir);
+}
+
 /* Does [p, p + n) lie inside a mapping of a file whose path ends in name? */
 static bool s_in_file_mapping(const void *p, size_t n, const char *path)
 {
@@ -165,9 +173,7 @@ static void test_f32_zero_copy(void **state)
         "\"b\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[24,40]},"
         "\"s\":{\"dtype\":\"F32\",\"shape\":[],\"data_offsets\":[40,44]},"
         "\"z\":{\"dtype\":\"F32\",\"shape\":[0,4],\"data_offsets\":[44,44]}}";
-    s_put_st(dir, "model.safetensors", header, data, sizeof data);
-
-    safetensors_t *st = s_open_ok(dir);
+    safetensors_t *st = s_open_single(dir, header, data, sizeof data);
     assert_int_equal(safetensors_count(st), 4);
     err_t err = {0};
     const st_tensor_t *t = safetensors_find(st, "a", &err);
@@ -231,9 +237,7 @@ static void test_f16_values(void **state)
         header, sizeof header,
         "{\"h\":{\"dtype\":\"F16\",\"shape\":[2,%d],\"data_offsets\":[0,%d]}}",
         N / 2, 2 * N);
-    s_put_st(dir, "model.safetensors", header, bytes, sizeof bytes);
-
-    safetensors_t *st = s_open_ok(dir);
+    safetensors_t *st = s_open_single(dir, header, bytes, sizeof bytes);
     err_t err = {0};
     const int64_t shape[] = {2, N / 2};
     const float *x = safetensors_f32(st, "h", -1, 2, shape, &err);
@@ -276,9 +280,7 @@ static void test_bf16_values_and_slices(void **state)
     const char *header =
         "{\"w\":{\"dtype\":\"BF16\",\"shape\":[4,2],\"data_offsets\":[0,16]},"
         "\"n\":{\"dtype\":\"BF16\",\"shape\":[1],\"data_offsets\":[16,18]}}";
-    s_put_st(dir, "model.safetensors", header, bytes, sizeof bytes);
-
-    safetensors_t *st = s_open_ok(dir);
+    safetensors_t *st = s_open_single(dir, header, bytes, sizeof bytes);
     err_t err = {0};
     /* slices first: each converted on its own, and cached */
     const int64_t row[] = {2};
@@ -314,8 +316,7 @@ static void test_f32_slices_zero_copy(void **state)
     /* an F32 tensor stacked as (3, 2, 2), as gpt-oss stacks experts */
     const char *header =
         "{\"e\":{\"dtype\":\"F32\",\"shape\":[3,2,2],\"data_offsets\":[0,48]}}";
-    s_put_st(dir, "model.safetensors", header, data, sizeof data);
-    safetensors_t *st = s_open_ok(dir);
+    safetensors_t *st = s_open_single(dir, header, data, sizeof data);
     err_t err = {0};
     const int64_t want[] = {2, 2};
     const st_tensor_t *t = safetensors_find(st, "e", &err);
@@ -350,8 +351,7 @@ static void test_misaligned_f32_copied(void **state)
     const char *header =
         "{\"h\":{\"dtype\":\"BF16\",\"shape\":[1],\"data_offsets\":[0,2]},"
         "\"f\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[2,10]}}";
-    s_put_st(dir, "model.safetensors", header, bytes, sizeof bytes);
-    safetensors_t *st = s_open_ok(dir);
+    safetensors_t *st = s_open_single(dir, header, bytes, sizeof bytes);
     err_t err = {0};
     const int64_t two[] = {2};
     const float *f = safetensors_f32(st, "f", -1, 1, two, &err);
@@ -384,8 +384,7 @@ static void test_u8_raw_bytes(void **state)
     const uint8_t bytes[6] = {0x12, 0x34, 0x56, 0x78, 0x9a, 0xbc};
     const char *header = "{\"b\":{\"dtype\":\"U8\",\"shape\":[2,3],"
                          "\"data_offsets\":[0,6]}}";
-    s_put_st(dir, "model.safetensors", header, bytes, sizeof bytes);
-    safetensors_t *st = s_open_ok(dir);
+    safetensors_t *st = s_open_single(dir, header, bytes, sizeof bytes);
     err_t err = {0};
     const st_tensor_t *t = safetensors_find(st, "b", &err);
     assert_non_null(t);
@@ -407,8 +406,7 @@ static void test_shape_mismatch_and_missing(void **state)
     float data[6] = {0};
     const char *header = "{\"layer.w\":{\"dtype\":\"F32\",\"shape\":[2,3],"
                          "\"data_offsets\":[0,24]}}";
-    s_put_st(dir, "model.safetensors", header, data, sizeof data);
-    safetensors_t *st = s_open_ok(dir);
+    safetensors_t *st = s_open_single(dir, header, data, sizeof data);
     err_t err = {0};
     const int64_t swapped[] = {3, 2};
     errno = 0;
@@ -784,8 +782,7 @@ static void test_bad_header_length(void **state)
     s_expect_open_fail(dir, EPROTO, path, "limit");
     /* an empty header object: a valid, empty checkpoint */
     dir = s_subdir(state, "hlenempty");
-    s_put_st(dir, "model.safetensors", "{}", NULL, 0);
-    safetensors_t *st = s_open_ok(dir);
+    safetensors_t *st = s_open_single(dir, "{}", NULL, 0);
     assert_int_equal(safetensors_count(st), 0);
     safetensors_destroy(&st);
     /* not a regular file */

@@ -217,20 +217,32 @@ static void s_check_layout(const char *dir, const config_t *cfg,
 
 /* ---- layout and values --------------------------------------------------- */
 
+/* A preset's sizes: want's n_experts and n_experts_per_tok are checked where
+ * want states them (non-zero). */
+static void s_expect_sizes(const config_t *c, const config_t *want)
+{
+    assert_int_equal(c->hidden_size, want->hidden_size);
+    assert_int_equal(c->n_layers, want->n_layers);
+    if (want->n_experts) {
+        assert_int_equal(c->n_experts, want->n_experts);
+        assert_int_equal(c->n_experts_per_tok, want->n_experts_per_tok);
+    }
+    assert_int_equal(c->intermediate_size, want->intermediate_size);
+    assert_int_equal(c->n_heads, want->n_heads);
+    assert_int_equal(c->n_kv_heads, want->n_kv_heads);
+    assert_int_equal(c->head_dim, want->head_dim);
+    assert_int_equal(c->vocab_size, want->vocab_size);
+}
+
 static void test_presets(void **state)
 {
     (void)state;
     config_t c = s_tiny();
     assert_int_equal(c.arch, CONFIG_ARCH_MIXTRAL);
-    assert_int_equal(c.hidden_size, 64);
-    assert_int_equal(c.n_layers, 2);
-    assert_int_equal(c.n_experts, 8);
-    assert_int_equal(c.n_experts_per_tok, 2);
-    assert_int_equal(c.intermediate_size, 128);
-    assert_int_equal(c.n_heads, 4);
-    assert_int_equal(c.n_kv_heads, 2);
-    assert_int_equal(c.head_dim, 16);
-    assert_int_equal(c.vocab_size, 512);
+    s_expect_sizes(&c, &(config_t){.hidden_size = 64, .n_layers = 2, .n_experts = 8,
+                                   .n_experts_per_tok = 2, .intermediate_size = 128,
+                                   .n_heads = 4, .n_kv_heads = 2, .head_dim = 16,
+                                   .vocab_size = 512});
     assert_int_equal(c.max_position_embeddings, 4096);
     assert_true(c.rms_norm_eps == 1e-5f);
     assert_true(c.rope_theta == 1e6);
@@ -241,23 +253,14 @@ static void test_presets(void **state)
 
     err_t err = {0};
     assert_int_equal(synth_preset(&c, "mixtral", "small", &err), 0);
-    assert_int_equal(c.hidden_size, 256);
-    assert_int_equal(c.n_layers, 4);
-    assert_int_equal(c.intermediate_size, 512);
-    assert_int_equal(c.n_heads, 8);
-    assert_int_equal(c.n_kv_heads, 2);
-    assert_int_equal(c.head_dim, 32);
-    assert_int_equal(c.vocab_size, 2048);
+    s_expect_sizes(&c, &(config_t){.hidden_size = 256, .n_layers = 4,
+                                   .intermediate_size = 512, .n_heads = 8, .n_kv_heads = 2,
+                                   .head_dim = 32, .vocab_size = 2048});
     assert_int_equal(synth_preset(&c, "mixtral", "medium", &err), 0);
-    assert_int_equal(c.hidden_size, 1024);
-    assert_int_equal(c.n_layers, 8);
-    assert_int_equal(c.n_experts, 8);
-    assert_int_equal(c.n_experts_per_tok, 2);
-    assert_int_equal(c.intermediate_size, 2816);
-    assert_int_equal(c.n_heads, 16);
-    assert_int_equal(c.n_kv_heads, 4);
-    assert_int_equal(c.head_dim, 64);
-    assert_int_equal(c.vocab_size, 32000);
+    s_expect_sizes(&c, &(config_t){.hidden_size = 1024, .n_layers = 8, .n_experts = 8,
+                                   .n_experts_per_tok = 2, .intermediate_size = 2816,
+                                   .n_heads = 16, .n_kv_heads = 4, .head_dim = 64,
+                                   .vocab_size = 32000});
 
     errno = 0;
     assert_int_equal(synth_preset(&c, "mixtral", "huge", &err), -1);
@@ -808,49 +811,36 @@ static void test_tied_embeddings(void **state)
     free(dir);
 }
 
+/* One synth_write of the tiny model into dir (a testutil_attempt_fn). */
+typedef struct synth_try {
+    const char *dir;
+    const config_t *cfg;
+} synth_try_t;
+
+static int s_try_write(void *ctx, err_t *err)
+{
+    const synth_try_t *t = ctx;
+    synth_opts_t opts = {.seed = 1, .dtype = ST_BF16, .shard_bytes = 100000};
+    return synth_write(t->dir, t->cfg, &opts, NULL, err);
+}
+
 /* Every allocation of synth_write failing in turn: ENOMEM, no leak. */
 static void test_write_oom(void **state)
 {
     config_t cfg = s_tiny();
     char *dir = s_join(*state, "oom");
-    int failures = 0;
-    for (long k = 1; k < 500; k++) {
-        synth_opts_t opts = {
-            .seed = 1, .dtype = ST_BF16, .shard_bytes = 100000};
-        err_t err = {0};
-        mem_fail_after(k);
-        errno = 0;
-        int rc = synth_write(dir, &cfg, &opts, NULL, &err);
-        int e = errno;
-        mem_fail_after(-1);
-        if (rc == 0)
-            break;
-        if (e != ENOMEM)
-            fail_msg("k=%ld: errno %d, '%s'", k, e, err.msg);
-        failures++;
-    }
-    assert_true(failures > 5);
+    synth_try_t t = {dir, &cfg};
+    assert_true(testutil_oom_sweep(500, s_try_write, &t) > 5);
     s_check_layout(dir, &cfg, ST_BF16);
     free(dir);
 }
 
 /* ---- the tool ------------------------------------------------------------ */
 
-/* $MOE_BIN/moe-mkmodel into tool; skips the test when it is not built. */
-static void s_tool(char *tool, size_t size)
-{
-    snprintf(tool, size, "%s/moe-mkmodel", testutil_env("MOE_BIN", "build/bin"));
-    if (access(tool, X_OK) != 0) {
-        print_message("skipping: %s not built\n", tool);
-        skip();
-    }
-}
-
-
 static void test_mkmodel_tool(void **state)
 {
     char tool[1024];
-    s_tool(tool, sizeof tool);
+    testutil_program("moe-mkmodel", tool, sizeof tool);
     char cmd[4096];
     char *out = NULL;
     snprintf(cmd, sizeof cmd, "%s --help", tool);
@@ -1253,10 +1243,9 @@ static void test_family_runs(void **state)
         char name[64];
         snprintf(name, sizeof name, "run-%d", f);
         char *dir = s_write(state, name, &cfg, 4, ST_F32, 0, NULL);
-        weights_select_t all = {.dense = true, .hosts = weights_hosts_all};
         err_t err = {0};
         errno = 0;
-        weights_t *w = weights_load(dir, &all, &err);
+        weights_t *w = weights_load_all(dir, &err);
         const bool runs = config_arch_supported(cfg.arch);
         if (!runs) {
             /* not yet: the refusal names the architecture */
@@ -1437,7 +1426,7 @@ static void test_family_distributions(void **state)
 static void test_family_tool(void **state)
 {
     char tool[1024];
-    s_tool(tool, sizeof tool);
+    testutil_program("moe-mkmodel", tool, sizeof tool);
     for (int f = 1; f < S_N_FAMILIES; f++) {
         char name[64], cmd[4096];
         snprintf(name, sizeof name, "tool-%s", S_FAMILY(f));

@@ -473,6 +473,20 @@ static void test_errors(void **state)
     free(dir);
 }
 
+/* One trainer_write of a quarter of the corpus (a testutil_attempt_fn). */
+typedef struct trainer_try {
+    const char *dir;
+    const char *corpus;
+    size_t len;
+    const trainer_opts_t *opts;
+} trainer_try_t;
+
+static int s_try_write(void *ctx, err_t *err)
+{
+    const trainer_try_t *t = ctx;
+    return trainer_write(t->dir, t->corpus, t->len, t->opts, NULL, err);
+}
+
 /* Every allocation failing in turn: ENOMEM, no leak (ASan), then success. */
 static void test_oom(void **state)
 {
@@ -480,21 +494,8 @@ static void test_oom(void **state)
     size_t len;
     const char *corpus = trainer_corpus(&len);
     trainer_opts_t o = s_opts(600);
-    int failures = 0;
-    for (long k = 1; k < 400; k++) {
-        err_t err = {0};
-        mem_fail_after(k);
-        errno = 0;
-        int rc = trainer_write(dir, corpus, len / 4, &o, NULL, &err);
-        int e = errno;
-        mem_fail_after(-1);
-        if (rc == 0)
-            break;
-        if (e != ENOMEM)
-            fail_msg("k=%ld: errno %d, '%s'", k, e, err.msg);
-        failures++;
-    }
-    assert_true(failures > 5);
+    trainer_try_t t = {dir, corpus, len / 4, &o};
+    assert_true(testutil_oom_sweep(400, s_try_write, &t) > 5);
     err_t err = {0};
     tokenizer_t *tok = tokenizer_load(s_path(dir, "tokenizer.json"), &err);
     assert_non_null(tok);

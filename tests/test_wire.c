@@ -4,7 +4,8 @@
  * Good messages make the round trip of every type over ROUTER <-> DEALER
  * pairs (tcp on 127.0.0.1 ephemeral ports, and inproc). Hostile messages are
  * written by hand with a small protobuf writer (as a peer in another language
- * would write them, and without calling protobuf-c, which only wire.c does):
+ * would write them, and without calling protobuf-c, which only the three
+ * proto modules, proto/wire, proto/data_plane and proto/client_rpc, do):
  * each must be refused with the documented code, and the next good message
  * must still arrive intact, which shows that the bad one was consumed whole.
  * Every socket has a receive timeout, so no test can hang.

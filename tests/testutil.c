@@ -15,6 +15,8 @@
 #include <stddef.h>
 #include <cmocka.h>
 
+#include "core/mem.h"
+
 void testrng_init(testrng_t *rng, uint64_t seed)
 {
     rng->state = seed;
@@ -295,4 +297,23 @@ int testutil_tmpdir_teardown(void **state)
     testutil_rmtree(*state);
     free(*state);
     return 0;
+}
+
+int testutil_oom_sweep(long max_k, testutil_attempt_fn attempt, void *ctx)
+{
+    int failures = 0;
+    for (long k = 1; k < max_k; k++) {
+        err_t err = {0};
+        mem_fail_after(k);
+        errno = 0;
+        int rc = attempt(ctx, &err);
+        int e = errno;
+        mem_fail_after(-1);
+        if (rc == 0)
+            break;
+        if (e != ENOMEM)
+            fail_msg("k=%ld: errno %d, '%s'", k, e, err.msg);
+        failures++;
+    }
+    return failures;
 }

@@ -10,6 +10,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/err.h"
+
 /* Deterministic pseudo-random numbers (splitmix64), independent of libc. */
 typedef struct testrng { uint64_t state; } testrng_t;
 void testrng_init(testrng_t *rng, uint64_t seed);
@@ -41,6 +43,18 @@ const char *testutil_env(const char *name, const char *fallback);
 /* The last line of text, without the newlines that end text (text is
  * changed: they are removed). */
 char *testutil_last_line(char *text);
+
+/* ---- out of memory ---------------------------------------------------------- */
+
+/* One try of the code under test: 0 when it succeeded, or -1 with errno
+ * (and err). */
+typedef int (*testutil_attempt_fn)(void *ctx, err_t *err);
+
+/* In a cmocka case: tries attempt with the k-th allocation failing
+ * (mem_fail_after), k = 1, 2, ... below max_k, until a try succeeds. Each
+ * failed try must fail with ENOMEM (the case fails naming k and the error
+ * otherwise). Returns the count of failed tries. */
+int testutil_oom_sweep(long max_k, testutil_attempt_fn attempt, void *ctx);
 
 /* ---- programs ---------------------------------------------------------------
  * The command-line programs under test (in $MOE_BIN), run through the shell. */

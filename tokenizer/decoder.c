@@ -18,8 +18,7 @@ typedef enum decoder_kind {
 
 typedef struct decoder_step {
     decoder_kind_t kind;
-    char *a;   /* Replace pattern, Strip content (mem_alloc'd) */
-    char *b;   /* Replace content (mem_alloc'd) */
+    tok_texts_t text; /* Replace's pattern and content, Strip's content */
     int start; /* Strip: characters removed at the start of each token */
     int stop;  /* Strip: characters removed at the end of each token */
 } decoder_step_t;
@@ -33,8 +32,8 @@ struct decoder {
 static int s_add_step(void *ctx, const json_t *spec, const char *type, err_t *err)
 {
     decoder_t *self = ctx;
-    if (self->n_steps == DECODER_STEPS_MAX)
-        return err_set(err, EINVAL, "more than %d decoders", DECODER_STEPS_MAX);
+    if (tok_steps_room(self->n_steps, 1, DECODER_STEPS_MAX, "decoders", err) < 0)
+        return -1;
     decoder_step_t *st = &self->steps[self->n_steps];
     memset(st, 0, sizeof *st);
     if (strcmp(type, "ByteLevel") == 0) {
@@ -45,7 +44,7 @@ static int s_add_step(void *ctx, const json_t *spec, const char *type, err_t *er
         st->kind = DECODER_FUSE;
     } else if (strcmp(type, "Replace") == 0) {
         st->kind = DECODER_REPLACE;
-        if (tok_spec_replace(spec, "decoder", &st->a, &st->b, err) < 0)
+        if (tok_spec_replace(spec, "decoder", &st->text, err) < 0)
             return -1;
     } else if (strcmp(type, "Strip") == 0) {
         const char *c = json_string_value(json_object_get(spec, "content"));
@@ -54,8 +53,8 @@ static int s_add_step(void *ctx, const json_t *spec, const char *type, err_t *er
         st->kind = DECODER_STRIP;
         st->start = (int)json_integer_value(json_object_get(spec, "start"));
         st->stop = (int)json_integer_value(json_object_get(spec, "stop"));
-        if (!(st->a = mem_strdup(c)))
-            return err_set(err, ENOMEM, "out of memory");
+        if (tok_texts_set(&st->text, c, err) < 0)
+            return -1;
     } else {
         return err_set(err, EINVAL, "unsupported decoder type '%s'", type);
     }
@@ -83,10 +82,8 @@ void decoder_destroy(decoder_t **self_p)
         return;
     decoder_t *self = *self_p;
     int saved = errno;
-    for (int i = 0; i < self->n_steps; i++) {
-        mem_free(self->steps[i].a);
-        mem_free(self->steps[i].b);
-    }
+    for (int i = 0; i < self->n_steps; i++)
+        tok_texts_fini(&self->steps[i].text);
     mem_free(self);
     *self_p = NULL;
     errno = saved;
@@ -186,18 +183,18 @@ static int s_step(const decoder_step_t *st, const tok_pieces_t *in,
                 goto cleanup;
         } else if (st->kind == DECODER_REPLACE) {
             tok_bytes_t r = {0};
-            int fail = tok_bytes_replace(&r, t, n, st->a, st->b) < 0;
+            int fail = tok_bytes_replace(&r, t, n, st->text.a, st->text.b) < 0;
             fail = fail || tok_pieces_push(out, r.v ? r.v : "", r.n) < 0;
             tok_bytes_fini(&r);
             if (fail)
                 goto cleanup;
         } else { /* DECODER_STRIP */
-            size_t nc = strlen(st->a), s = 0, e = n;
+            size_t nc = strlen(st->text.a), s = 0, e = n;
             for (int i = 0; i < st->start && e - s >= nc &&
-                            memcmp(t + s, st->a, nc) == 0; i++)
+                            memcmp(t + s, st->text.a, nc) == 0; i++)
                 s += nc;
             for (int i = 0; i < st->stop && e - s >= nc &&
-                            memcmp(t + e - nc, st->a, nc) == 0; i++)
+                            memcmp(t + e - nc, st->text.a, nc) == 0; i++)
                 e -= nc;
             if (tok_pieces_push(out, t + s, e - s) < 0)
                 goto cleanup;
@@ -230,7 +227,7 @@ int decoder_step_strip(const decoder_t *self, int i, const char **content,
         return 0;
     if (st->kind != DECODER_STRIP)
         return -1;
-    *content = st->a;
+    *content = st->text.a;
     *start = st->start;
     *stop = st->stop;
     return 1;

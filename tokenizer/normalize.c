@@ -13,15 +13,14 @@ enum { NORMALIZE_STEPS_MAX = 32 };
 
 typedef enum normalize_kind {
     NORMALIZE_UNICODE, /* utf8proc_map with `options` */
-    NORMALIZE_PREPEND, /* prepend `a` to non-empty text */
-    NORMALIZE_REPLACE  /* replace every `a` with `b` */
+    NORMALIZE_PREPEND, /* prepend `text.a` to non-empty text */
+    NORMALIZE_REPLACE  /* replace every `text.a` with `text.b` */
 } normalize_kind_t;
 
 typedef struct normalize_step {
     normalize_kind_t kind;
     int options; /* utf8proc options, for NORMALIZE_UNICODE */
-    char *a;     /* prepended text or pattern (mem_alloc'd) */
-    char *b;     /* replacement (mem_alloc'd) */
+    tok_texts_t text; /* prepended text, or Replace's pattern and content */
 } normalize_step_t;
 
 struct normalize {
@@ -32,8 +31,8 @@ struct normalize {
 static int s_add_step(void *ctx, const json_t *spec, const char *type, err_t *err)
 {
     normalize_t *self = ctx;
-    if (self->n_steps == NORMALIZE_STEPS_MAX)
-        return err_set(err, EINVAL, "more than %d normalizers", NORMALIZE_STEPS_MAX);
+    if (tok_steps_room(self->n_steps, 1, NORMALIZE_STEPS_MAX, "normalizers", err) < 0)
+        return -1;
     normalize_step_t *st = &self->steps[self->n_steps];
     memset(st, 0, sizeof *st);
     if (strcmp(type, "NFC") == 0 || strcmp(type, "NFD") == 0 ||
@@ -48,11 +47,11 @@ static int s_add_step(void *ctx, const json_t *spec, const char *type, err_t *er
         if (!p)
             return err_set(err, EINVAL, "Prepend normalizer without a string");
         st->kind = NORMALIZE_PREPEND;
-        if (!(st->a = mem_strdup(p)))
-            return err_set(err, ENOMEM, "out of memory");
+        if (tok_texts_set(&st->text, p, err) < 0)
+            return -1;
     } else if (strcmp(type, "Replace") == 0) {
         st->kind = NORMALIZE_REPLACE;
-        if (tok_spec_replace(spec, "normalizer", &st->a, &st->b, err) < 0)
+        if (tok_spec_replace(spec, "normalizer", &st->text, err) < 0)
             return -1;
     } else {
         return err_set(err, EINVAL, "unsupported normalizer type '%s'", type);
@@ -77,10 +76,8 @@ void normalize_destroy(normalize_t **self_p)
         return;
     normalize_t *self = *self_p;
     int saved = errno;
-    for (int i = 0; i < self->n_steps; i++) {
-        mem_free(self->steps[i].a);
-        mem_free(self->steps[i].b);
-    }
+    for (int i = 0; i < self->n_steps; i++)
+        tok_texts_fini(&self->steps[i].text);
     mem_free(self);
     *self_p = NULL;
     errno = saved;
@@ -106,13 +103,13 @@ static int s_step(const normalize_step_t *st, const char *in, size_t n,
         return rc < 0 ? err_set(err, ENOMEM, "out of memory") : 0;
     }
     if (st->kind == NORMALIZE_PREPEND) {
-        if (n > 0 && tok_bytes_push(out, st->a, strlen(st->a)) < 0)
+        if (n > 0 && tok_bytes_push(out, st->text.a, strlen(st->text.a)) < 0)
             return err_set(err, ENOMEM, "out of memory");
         if (tok_bytes_push(out, in, n) < 0)
             return err_set(err, ENOMEM, "out of memory");
         return 0;
     }
-    if (tok_bytes_replace(out, in, n, st->a, st->b) < 0)
+    if (tok_bytes_replace(out, in, n, st->text.a, st->text.b) < 0)
         return err_set(err, ENOMEM, "out of memory");
     return tok_bytes_reserve(out, 0);
 }

@@ -106,8 +106,8 @@ static int s_compile(pretok_step_t *st, const char *pat, size_t n, int literal,
 static int s_add_step(void *ctx, const json_t *spec, const char *type, err_t *err)
 {
     pretok_t *self = ctx;
-    if (self->n_steps + 2 > PRETOK_STEPS_MAX)
-        return err_set(err, EINVAL, "more than %d pre-tokenizers", PRETOK_STEPS_MAX);
+    if (tok_steps_room(self->n_steps, 2, PRETOK_STEPS_MAX, "pre-tokenizers", err) < 0)
+        return -1;
     if (self->n_steps > 0 &&
         self->steps[self->n_steps - 1].kind == PRETOK_BYTELEVEL)
         return err_set(err, EINVAL, "pre-tokenizer after ByteLevel is not supported");

@@ -235,23 +235,50 @@ static inline int tok_spec_steps(const json_t *spec, const char *what, const cha
     return 0;
 }
 
+/* Room for want more steps in a step module's list of n of at most max:
+ * 0, or -1 with EINVAL/err "more than MAX PLURAL" ("normalizers"). */
+static inline int tok_steps_room(int n, int want, int max, const char *plural, err_t *err)
+{
+    return n + want > max ? err_set(err, EINVAL, "more than %d %s", max, plural) : 0;
+}
+
+/* The texts one normalizer or decoder step owns (mem_alloc'd, NULL where
+ * unused): a is Replace's pattern, Prepend's text or Strip's content; b is
+ * Replace's content. */
+typedef struct tok_texts {
+    char *a;
+    char *b;
+} tok_texts_t;
+
+/* Frees t's texts; t is then empty. */
+static inline void tok_texts_fini(tok_texts_t *t)
+{
+    mem_free(t->a);
+    mem_free(t->b);
+    t->a = t->b = NULL;
+}
+
+/* t->a = a copy of text: 0, or -1 with ENOMEM/err. */
+static inline int tok_texts_set(tok_texts_t *t, const char *text, err_t *err)
+{
+    return (t->a = mem_strdup(text)) ? 0 : err_set(err, ENOMEM, "out of memory");
+}
+
 /* A Replace step (normalizer or decoder): copies of its non-empty String
- * pattern and its content into *pattern and *content (mem_alloc'd). 0, or -1
- * with EINVAL/err (what names the component) or ENOMEM, nothing allocated. */
-static inline int tok_spec_replace(const json_t *spec, const char *what, char **pattern,
-                                   char **content, err_t *err)
+ * pattern and its content into t->a and t->b. 0, or -1 with EINVAL/err
+ * (what names the component) or ENOMEM, nothing allocated. */
+static inline int tok_spec_replace(const json_t *spec, const char *what, tok_texts_t *t,
+                                   err_t *err)
 {
     const char *p = json_string_value(
         json_object_get(json_object_get(spec, "pattern"), "String"));
     const char *c = json_string_value(json_object_get(spec, "content"));
     if (!p || !*p || !c)
         return err_set(err, EINVAL, "Replace %s needs a String pattern and content", what);
-    *pattern = mem_strdup(p);
-    *content = mem_strdup(c);
-    if (!*pattern || !*content) {
-        mem_free(*pattern);
-        mem_free(*content);
-        *pattern = *content = NULL;
+    t->a = mem_strdup(p);
+    t->b = mem_strdup(c);
+    if (!t->a || !t->b) {
+        tok_texts_fini(t);
         return err_set(err, ENOMEM, "out of memory");
     }
     return 0;

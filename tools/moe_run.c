@@ -189,18 +189,14 @@ int main(int argc, char **argv)
     options_t opt;
     if (s_parse_args(argc, argv, &opt) < 0)
         return 2;
-    blas_set_threads(opt.threads);
-    blas_report(stderr, "moe-run");
+    blas_setup("moe-run", opt.threads);
 
     err_t err = {0};
     int32_t *prompt = NULL;
     int n_prompt = 0;
-    if (idlist_parse(opt.prompt_ids, &prompt, &n_prompt, &err) < 0) {
-        fprintf(stderr, "moe-run: --prompt-ids: %s\n", err.msg);
+    if (idlist_option("moe-run", "--prompt-ids", opt.prompt_ids, &prompt, &n_prompt) < 0)
         return 2;
-    }
-    weights_select_t all = {.dense = true, .hosts = weights_hosts_all};
-    weights_t *w = weights_load(opt.model, &all, &err);
+    weights_t *w = weights_load_all(opt.model, &err);
     int rc = w ? s_generate(&opt, w, prompt, n_prompt, &err) : -1;
     if (rc < 0)
         fprintf(stderr, "moe-run: %s\n", err.msg);
