@@ -50,7 +50,7 @@ WIRE_SRC    := proto/wire.c
 # Expert node, coordinator and client library (mains are listed with programs).
 NODE_SRC    := expert_node/expert_server.c
 COORD_SRC   := coordinator/peer.c coordinator/dispatch.c coordinator/rpc.c \
-               coordinator/sched.c \
+               coordinator/sched.c coordinator/stepper.c \
                coordinator/coordinator.c
 CLIENT_SRC  := client/client.c
 # CURVE keys and the ZAP handler that allows clients by public key.

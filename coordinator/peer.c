@@ -35,7 +35,6 @@ struct peer {
     double last_ping;             /* when the last HEARTBEAT or rejoin HELLO went */
     uint64_t hello_floor;         /* a HELLO_REPLY above this id may bring it back */
     double down_since;            /* timer_now() when marked down */
-    uint64_t n_down, n_rejoined;  /* transitions, for status and tests */
     char model_id[WIRE_MAX_TEXT]; /* what peer_hello checked, kept for rejoins */
     const int32_t *want_layer, *want_expert; /* borrowed from peer_hello's caller */
     int n_want;
@@ -320,7 +319,6 @@ bool peer_check_link(peer_t *self)
 void peer_mark_down(peer_t *self, const char *why)
 {
     if (self->up) {
-        self->n_down++;
         self->down_since = timer_now();
         if (self->log)
             fprintf(self->log, "moe-coordinator: node %d (%s) is down: %s\n", self->node_id,
@@ -395,7 +393,6 @@ void peer_handle(peer_t *self, const wire_data_t *msg, double now)
         return;
     }
     self->up = true;
-    self->n_rejoined++;
     self->last_error[0] = '\0';
     if (self->log)
         fprintf(self->log, "moe-coordinator: node %d (%s) is back after %.0f ms\n",
@@ -414,8 +411,6 @@ void *peer_monitor_socket(const peer_t *self) { return self->monitor; }
 int peer_node_id(const peer_t *self) { return self->node_id; }
 const char *peer_endpoint(const peer_t *self) { return self->endpoint; }
 bool peer_is_up(const peer_t *self) { return self->up; }
-uint64_t peer_times_down(const peer_t *self) { return self->n_down; }
-uint64_t peer_times_rejoined(const peer_t *self) { return self->n_rejoined; }
 const char *peer_last_error(const peer_t *self) { return self->last_error; }
 uint64_t peer_batches(const peer_t *self) { return self->batches; }
 double peer_rtt_last_ms(const peer_t *self) { return self->rtt_last * 1e3; }
