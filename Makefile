@@ -138,7 +138,7 @@ TESTS_ENGINE  := test_router test_experts test_kvcache test_forward test_fixture
                  test_moe_run test_sampler test_synth
 TESTS_NET     := test_wire test_placement test_expert_node test_client test_cluster \
                  test_serving test_multihost test_mpi test_failover test_keypair \
-                 test_security test_sched
+                 test_security test_sched test_dispatch
 TESTS_TOKENIZER := test_tokenizer test_trainer
 TESTS := $(TESTS_CORE) $(TESTS_KERNELS) $(TESTS_MODEL) $(TESTS_MODEL_K) \
          $(TESTS_ENGINE) $(TESTS_NET) \
