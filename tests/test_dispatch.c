@@ -233,6 +233,13 @@ static void s_expect(const cluster_t *c, const moe_assign_t *assign, int n_assig
 
 static const float MULT[EXPERTS] = {0.5f, -1.25f, 2.0f, 0.75f};
 
+/* Every (layer, expert) on both nodes, `first` preferred. */
+static void s_routes_on_both(dispatch_route_t *routes, int first, int second)
+{
+    for (int r = 0; r < LAYERS * EXPERTS; r++)
+        routes[r] = (dispatch_route_t){.n = 2, .peer = {first, second}};
+}
+
 /* Four rows, each with three of the four experts. */
 static const moe_assign_t ASSIGN[] = {
     {0, 0, 0.5f}, {0, 1, 0.3f}, {0, 2, 0.2f},
@@ -241,6 +248,17 @@ static const moe_assign_t ASSIGN[] = {
     {3, 3, 0.4f}, {3, 0, 0.4f}, {3, 2, 0.2f},
 };
 enum { N_ASSIGN = sizeof ASSIGN / sizeof ASSIGN[0] };
+
+/* The call's output is ASSIGN's over 4 rows, every assignment computed on node p. */
+static void s_assert_all_on(const cluster_t *c, int p)
+{
+    int node_of[N_ASSIGN];
+    for (int i = 0; i < N_ASSIGN; i++)
+        node_of[i] = p;
+    float want[MAX_ROWS * HIDDEN];
+    s_expect(c, ASSIGN, N_ASSIGN, node_of, MULT, 4, want);
+    assert_memory_equal(c->out, want, 4 * HIDDEN * sizeof(float));
+}
 
 /* Every expert on one node (expert e on node e % 3): each node gets one
  * request with its experts' assignments only, the output is the node-order
@@ -294,8 +312,7 @@ static void test_replica_rotation(void **state)
 {
     (void)state;
     dispatch_route_t routes[LAYERS * EXPERTS];
-    for (int r = 0; r < LAYERS * EXPERTS; r++)
-        routes[r] = (dispatch_route_t){.n = 2, .peer = {0, 1}};
+    s_routes_on_both(routes, 0, 1);
     cluster_t c;
     s_up(&c, 2, routes, MULT);
     err_t err = {0};
@@ -321,8 +338,7 @@ static void test_resend_on_silent_node(void **state)
 {
     (void)state;
     dispatch_route_t routes[LAYERS * EXPERTS];
-    for (int r = 0; r < LAYERS * EXPERTS; r++)
-        routes[r] = (dispatch_route_t){.n = 2, .peer = {0, 1}};
+    s_routes_on_both(routes, 0, 1);
     cluster_t c;
     s_up(&c, 2, routes, MULT);
     atomic_store(&c.nodes[1].mode, NODE_DROP); /* the first call picks node 2 */
@@ -331,12 +347,7 @@ static void test_resend_on_silent_node(void **state)
     assert_int_equal(s_call(&c, 0, 4, ASSIGN, N_ASSIGN, &err), 0);
     const double took = timer_now() - t0;
     assert_true(took >= REPLY_TIMEOUT_MS / 1000.0 && took < 5.0);
-    int node_of[N_ASSIGN];
-    for (int i = 0; i < N_ASSIGN; i++)
-        node_of[i] = 0;
-    float want[MAX_ROWS * HIDDEN];
-    s_expect(&c, ASSIGN, N_ASSIGN, node_of, MULT, 4, want);
-    assert_memory_equal(c.out, want, 4 * HIDDEN * sizeof(float));
+    s_assert_all_on(&c, 0);
     assert_int_equal(atomic_load(&c.nodes[1].n_requests), 1);
     assert_int_equal(atomic_load(&c.nodes[0].n_requests), 1);
     assert_false(peer_is_up(c.peers[1]));
@@ -362,8 +373,7 @@ static void test_resend_on_dead_node(void **state)
 {
     (void)state;
     dispatch_route_t routes[LAYERS * EXPERTS];
-    for (int r = 0; r < LAYERS * EXPERTS; r++)
-        routes[r] = (dispatch_route_t){.n = 2, .peer = {1, 0}};
+    s_routes_on_both(routes, 1, 0);
     cluster_t c;
     s_up(&c, 2, routes, MULT);
     atomic_store(&c.nodes[0].mode, NODE_DIE); /* the first call picks node 1 */
@@ -371,12 +381,7 @@ static void test_resend_on_dead_node(void **state)
     c.nodes[0].joined = true;
     err_t err = {0};
     assert_int_equal(s_call(&c, 0, 4, ASSIGN, N_ASSIGN, &err), 0);
-    int node_of[N_ASSIGN];
-    for (int i = 0; i < N_ASSIGN; i++)
-        node_of[i] = 1;
-    float want[MAX_ROWS * HIDDEN];
-    s_expect(&c, ASSIGN, N_ASSIGN, node_of, MULT, 4, want);
-    assert_memory_equal(c.out, want, 4 * HIDDEN * sizeof(float));
+    s_assert_all_on(&c, 1);
     assert_false(peer_is_up(c.peers[0]));
     assert_int_equal(atomic_load(&c.nodes[1].n_requests), 1);
     s_down(&c);
