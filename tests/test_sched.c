@@ -18,6 +18,9 @@
 #include <time.h>
 
 #include "coordinator/sched.h"
+#include "core/mem.h"
+#include "tests/testutil.h"
+#include "tokenizer/tokenizer.h"
 
 enum { VOCAB = 50, SLOTS = 4, POSITION_BYTES = 100, MAX_STEPS = 200, MAX_EVENTS = 256 };
 
@@ -129,10 +132,14 @@ typedef struct harness {
     wire_peer_t client;
     seen_t events[MAX_EVENTS];
     int n_events;
+    uint64_t rows;              /* rows the steps ran, as sched_step counts them */
+    char text[1024];            /* every event's text, in order */
+    size_t text_len;
 } harness_t;
 
-static void s_setup(harness_t *h, int max_seqs, int queue_limit, int step_tokens,
-                    size_t kv_memory, int default_deadline_ms)
+static void s_setup_with(harness_t *h, int max_seqs, int queue_limit, int step_tokens,
+                         size_t kv_memory, int default_deadline_ms,
+                         const tokenizer_t *tokenizer)
 {
     memset(h, 0, sizeof *h);
     h->fake.step_tokens = step_tokens;
@@ -142,12 +149,19 @@ static void s_setup(harness_t *h, int max_seqs, int queue_limit, int step_tokens
     sched_config_t conf = {.max_seqs = max_seqs, .queue_limit = queue_limit,
                            .step_tokens = step_tokens, .kv_memory = kv_memory,
                            .vocab_size = VOCAB, .n_eos = 1, .eos = {VOCAB - 1},
-                           .default_deadline_ms = default_deadline_ms};
+                           .default_deadline_ms = default_deadline_ms,
+                           .tokenizer = tokenizer};
     err_t err = {0};
     h->sched = sched_new(&engine, &conf, &err);
     assert_non_null(h->sched);
     h->client.len = 3;
     memcpy(h->client.id, "abc", 3);
+}
+
+static void s_setup(harness_t *h, int max_seqs, int queue_limit, int step_tokens,
+                    size_t kv_memory, int default_deadline_ms)
+{
+    s_setup_with(h, max_seqs, queue_limit, step_tokens, kv_memory, default_deadline_ms, NULL);
 }
 
 static void s_teardown(harness_t *h)
@@ -169,6 +183,12 @@ static void s_take(harness_t *h)
                       .code = ev.code};
         if (ev.finish_reason)
             snprintf(s->finish, sizeof s->finish, "%s", ev.finish_reason);
+        /* The text is read now, before the next call on the scheduler. */
+        assert_true(h->text_len + ev.text_len < sizeof h->text);
+        if (ev.text_len)
+            memcpy(h->text + h->text_len, ev.text, ev.text_len);
+        h->text_len += ev.text_len;
+        h->text[h->text_len] = '\0';
         assert_int_equal(ev.client->len, 3);
     }
 }
@@ -176,8 +196,8 @@ static void s_take(harness_t *h)
 static void s_step(harness_t *h)
 {
     double seconds = 0;
-    uint64_t rows = 0;
-    sched_step(h->sched, &seconds, &rows);
+    sched_step(h->sched, &seconds, &h->rows);
+    assert_true(seconds >= 0);
     s_take(h);
 }
 
@@ -250,8 +270,10 @@ static void test_generate(void **state)
     assert_string_equal(ev[4]->finish, "length");
     assert_int_equal(ev[4]->prompt_tokens, 3);
     assert_int_equal(ev[4]->generated, 4);
-    /* The cache held the prompt and every token but the last. */
+    /* The cache held the prompt and every token but the last, and the step
+     * counter saw as many rows. */
     assert_int_equal(h.fake.len[0], 3 + 3);
+    assert_int_equal(h.rows, 3 + 3);
     assert_int_equal(sched_running(h.sched), 0);
     assert_int_equal(sched_kv_bytes(h.sched), 0);
     s_teardown(&h);
@@ -478,12 +500,42 @@ static void test_failed_steps(void **state)
     assert_int_equal(h.fake.n_items, 1);
     assert_int_equal(s_submit(&h, 3, PROMPT, 2, 3, 0, NULL), 0);
     h.fake.fail_errno = EIO;
+    const uint64_t rows = h.rows;
     s_step(&h);
+    assert_int_equal(h.rows, rows); /* a failed step counts no rows */
     assert_int_equal(s_last_of(&h, 1)->code, WIRE_CLIENT_INTERNAL);
     assert_int_equal(s_last_of(&h, 3)->code, WIRE_CLIENT_INTERNAL);
     assert_false(sched_has_work(h.sched));
     assert_int_equal(sched_kv_bytes(h.sched), 0);
     s_teardown(&h);
+}
+
+/* With a tokenizer, the texts of a request's events add up to the decoded
+ * tokens, and a slot's next request starts with a clean text stream. */
+static void test_text_events(void **state)
+{
+    (void)state;
+    char path[4096];
+    snprintf(path, sizeof path, "%s/qwen3/tokenizer.json",
+             testutil_env("MOE_TOKENIZERS", "../shared/tokenizers"));
+    err_t err = {0};
+    tokenizer_t *tok = tokenizer_load(path, &err);
+    if (!tok)
+        fail_msg("%s", err.msg);
+    harness_t h;
+    s_setup_with(&h, 1, 4, 8, 100000, 0, tok);
+    const int32_t prompt[2] = {10, 20};
+    assert_int_equal(s_submit(&h, 1, prompt, 2, 5, 0, NULL), 0);
+    assert_int_equal(s_submit(&h, 2, prompt, 2, 5, 0, NULL), 0); /* the same slot, later */
+    s_run_out(&h);
+    const int32_t tokens[10] = {21, 22, 23, 24, 25, 21, 22, 23, 24, 25};
+    char *want = NULL;
+    assert_int_equal(tokenizer_decode(tok, tokens, 10, &want, &err), 0);
+    assert_true(h.text_len > 0);
+    assert_string_equal(h.text, want);
+    mem_free(want);
+    s_teardown(&h);
+    tokenizer_destroy(&tok);
 }
 
 /* Invalid limits and invalid sampling are refused. */
@@ -520,6 +572,7 @@ int main(void)
         cmocka_unit_test(test_kv_budget),
         cmocka_unit_test(test_slot_reuse),
         cmocka_unit_test(test_failed_steps),
+        cmocka_unit_test(test_text_events),
         cmocka_unit_test(test_invalid),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
