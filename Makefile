@@ -56,7 +56,7 @@ WIRE_SRC    := proto/wire.c proto/data_plane.c proto/client_rpc.c
 # Expert node, coordinator and client library (mains are listed with programs).
 NODE_SRC    := expert_node/expert_server.c
 COORD_SRC   := coordinator/peer.c coordinator/dispatch.c coordinator/rpc.c \
-               coordinator/sched.c coordinator/coord_options.c \
+               coordinator/sched.c coordinator/stepper.c coordinator/coord_options.c \
                coordinator/coordinator.c
 CLIENT_SRC  := client/client.c
 # CURVE keys and the ZAP handler that allows clients by public key.
@@ -144,7 +144,7 @@ TESTS_ENGINE  := test_router test_experts test_kvcache test_forward test_fixture
                  test_moe_run test_sampler test_synth
 TESTS_NET     := test_wire test_placement test_expert_node test_client test_cluster \
                  test_serving test_multihost test_mpi test_failover test_keypair \
-                 test_security
+                 test_security test_sched test_dispatch
 TESTS_TOKENIZER := test_tokenizer test_trainer
 TESTS := $(TESTS_CORE) $(TESTS_KERNELS) $(TESTS_MODEL) $(TESTS_MODEL_K) \
          $(TESTS_ENGINE) $(TESTS_NET) \

@@ -582,14 +582,6 @@ int dispatch_finish(void *ctx, int layer, float *out, err_t *err)
     return rc;
 }
 
-int dispatch_moe(void *ctx, int layer, const float *u, int n_rows,
-                 const moe_assign_t *assign, int n_assign, float *out, err_t *err)
-{
-    if (dispatch_start(ctx, layer, u, n_rows, assign, n_assign, out, err) < 0)
-        return -1;
-    return dispatch_finish(ctx, layer, out, err);
-}
-
 bool dispatch_row_lost(void *ctx, int row)
 {
     const dispatch_t *self = ctx;

@@ -66,12 +66,9 @@ dispatch_t *dispatch_new(peer_t **peers, int n_peers, const config_t *cfg,
                          int reply_timeout_ms, err_t *err);
 void dispatch_destroy(dispatch_t **self_p);
 
-/* forward_moe_fn: ctx is the dispatch_t. Sends and waits. */
-int dispatch_moe(void *ctx, int layer, const float *u, int n_rows,
-                 const moe_assign_t *assign, int n_assign, float *out, err_t *err);
-
-/* The same in two halves, for forward_set_moe_finish: dispatch_start splits
- * and sends (a forward_moe_fn; out is zeroed and remembered; u and assign
+/* One call in two halves, for forward_new and forward_set_moe_finish:
+ * dispatch_start splits and sends (a forward_moe_fn whose ctx is the
+ * dispatch_t; out is zeroed and remembered; u and assign
  * must stay unchanged until the finish, which may send them again),
  * dispatch_finish waits for every reply and writes out. After a failed start
  * there is nothing to finish; a start must be followed by its finish before

@@ -36,7 +36,6 @@ struct peer {
     double last_ping;             /* when the last HEARTBEAT or rejoin HELLO went */
     uint64_t hello_floor;         /* a HELLO_REPLY above this id may bring it back */
     double down_since;            /* timer_now() when marked down */
-    uint64_t n_down, n_rejoined;  /* transitions, for status and tests */
     char model_id[WIRE_MAX_TEXT]; /* what peer_hello checked, kept for rejoins */
     const int32_t *want_layer, *want_expert; /* borrowed from peer_hello's caller */
     int n_want;
@@ -165,27 +164,37 @@ static int s_check_hello(peer_t *self, const wire_data_t *reply, const char *mod
     return 0;
 }
 
+/* Takes one link event from the monitor without waiting: its id and value
+ * (0 when the frame is short). False when none is waiting. */
+static bool s_link_event(peer_t *self, uint16_t *id, uint32_t *value)
+{
+    zmq_msg_t event, address;
+    zmq_msg_init(&event);
+    if (zmq_msg_recv(&event, self->monitor, ZMQ_DONTWAIT) < 0) {
+        zmq_msg_close(&event);
+        return false;
+    }
+    *id = 0;
+    *value = 0;
+    const size_t size = zmq_msg_size(&event);
+    if (size >= sizeof *id)
+        memcpy(id, zmq_msg_data(&event), sizeof *id);
+    if (size >= sizeof *id + sizeof *value)
+        memcpy(value, (const char *)zmq_msg_data(&event) + sizeof *id, sizeof *value);
+    zmq_msg_close(&event);
+    zmq_msg_init(&address); /* second frame: the endpoint */
+    zmq_msg_recv(&address, self->monitor, ZMQ_DONTWAIT);
+    zmq_msg_close(&address);
+    return true;
+}
+
 /* Reads the link events that came during the handshake: -1 with err when
  * the node refused our key, else notes in why what went wrong (if anything). */
 static int s_hello_events(peer_t *self, char *why, size_t why_size, err_t *err)
 {
-    for (;;) {
-        zmq_msg_t event, address;
-        zmq_msg_init(&event);
-        if (zmq_msg_recv(&event, self->monitor, ZMQ_DONTWAIT) < 0) {
-            zmq_msg_close(&event);
-            return 0;
-        }
-        uint16_t id = 0;
-        uint32_t value = 0;
-        if (zmq_msg_size(&event) >= sizeof id + sizeof value) {
-            memcpy(&id, zmq_msg_data(&event), sizeof id);
-            memcpy(&value, (const char *)zmq_msg_data(&event) + sizeof id, sizeof value);
-        }
-        zmq_msg_close(&event);
-        zmq_msg_init(&address);
-        zmq_msg_recv(&address, self->monitor, ZMQ_DONTWAIT);
-        zmq_msg_close(&address);
+    uint16_t id;
+    uint32_t value;
+    while (s_link_event(self, &id, &value)) {
         if (id == ZMQ_EVENT_HANDSHAKE_SUCCEEDED)
             self->handshaken = true;
         else if (id == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH)
@@ -203,6 +212,7 @@ static int s_hello_events(peer_t *self, char *why, size_t why_size, err_t *err)
                      "handshake: the public key given for node %d is not its key, or the "
                      "node does not use CURVE", self->node_id);
     }
+    return 0;
 }
 
 int peer_hello(peer_t *self, wire_inbox_t *inbox, const char *model_id,
@@ -299,20 +309,9 @@ int peer_send(peer_t *self, const wire_data_t *msg, uint64_t *sent_bytes, err_t 
 
 bool peer_check_link(peer_t *self)
 {
-    for (;;) {
-        zmq_msg_t event, address;
-        zmq_msg_init(&event);
-        if (zmq_msg_recv(&event, self->monitor, ZMQ_DONTWAIT) < 0) {
-            zmq_msg_close(&event);
-            break;
-        }
-        uint16_t id = 0;
-        if (zmq_msg_size(&event) >= sizeof id)
-            memcpy(&id, zmq_msg_data(&event), sizeof id);
-        zmq_msg_close(&event);
-        zmq_msg_init(&address); /* second frame: the endpoint */
-        zmq_msg_recv(&address, self->monitor, ZMQ_DONTWAIT);
-        zmq_msg_close(&address);
+    uint16_t id;
+    uint32_t value;
+    while (s_link_event(self, &id, &value)) {
         if (id == ZMQ_EVENT_DISCONNECTED && self->up)
             peer_mark_down(self, "connection lost");
         else if (id == ZMQ_EVENT_CONNECTED && !self->up)
@@ -324,7 +323,6 @@ bool peer_check_link(peer_t *self)
 void peer_mark_down(peer_t *self, const char *why)
 {
     if (self->up) {
-        self->n_down++;
         self->down_since = timer_now();
         if (self->log)
             fprintf(self->log, "moe-coordinator: node %d (%s) is down: %s\n", self->node_id,
@@ -399,7 +397,6 @@ void peer_handle(peer_t *self, const wire_data_t *msg, double now)
         return;
     }
     self->up = true;
-    self->n_rejoined++;
     self->last_error[0] = '\0';
     if (self->log)
         fprintf(self->log, "moe-coordinator: node %d (%s) is back after %.0f ms\n",
@@ -418,8 +415,6 @@ void *peer_monitor_socket(const peer_t *self) { return self->monitor; }
 int peer_node_id(const peer_t *self) { return self->node_id; }
 const char *peer_endpoint(const peer_t *self) { return self->endpoint; }
 bool peer_is_up(const peer_t *self) { return self->up; }
-uint64_t peer_times_down(const peer_t *self) { return self->n_down; }
-uint64_t peer_times_rejoined(const peer_t *self) { return self->n_rejoined; }
 const char *peer_last_error(const peer_t *self) { return self->last_error; }
 uint64_t peer_batches(const peer_t *self) { return self->batches; }
 double peer_rtt_last_ms(const peer_t *self) { return self->rtt_last * 1e3; }

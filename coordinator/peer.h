@@ -71,8 +71,6 @@ void *peer_monitor_socket(const peer_t *self);  /* link events (borrowed) */
 int peer_node_id(const peer_t *self);
 const char *peer_endpoint(const peer_t *self);
 bool peer_is_up(const peer_t *self);
-uint64_t peer_times_down(const peer_t *self);     /* up -> down changes */
-uint64_t peer_times_rejoined(const peer_t *self); /* down -> up by a rejoin */
 const char *peer_last_error(const peer_t *self); /* "" when none */
 uint64_t peer_batches(const peer_t *self);
 double peer_rtt_last_ms(const peer_t *self);

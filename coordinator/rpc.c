@@ -11,6 +11,7 @@
 #include "engine/forward.h"
 #include "engine/kvcache.h"
 #include "coordinator/sched.h"
+#include "coordinator/stepper.h"
 
 enum { POLL_MS = 100 }; /* how often the loop looks at the stop flag and links */
 enum { MAX_REQUESTS_PER_STEP = 256 }; /* requests taken between two steps */
@@ -26,8 +27,9 @@ struct rpc {
     char model_name[WIRE_MAX_TEXT];  /* conf.model_name, copied */
     void *socket;                  /* ROUTER for clients */
     wire_inbox_t *inbox;
-    forward_t *fw;                 /* experts through dispatch_moe */
+    forward_t *fw;                 /* experts through dispatch_start/finish */
     kvcache_t *kv;                 /* LOGITS requests, max_context positions */
+    stepper_t *stepper;            /* the scheduler's steps over fw */
     sched_t *sched;                /* GENERATE requests, batched */
     wire_node_status_t *status;    /* (n_peers) */
     uint64_t requests_served;
@@ -78,14 +80,18 @@ rpc_t *rpc_new(void *zmq_ctx, const weights_t *w, dispatch_t *dispatch, peer_t *
     self->kv = kvcache_new(cfg, conf->max_context, err);
     if (!self->kv)
         goto fail;
+    self->stepper = stepper_new(cfg, self->fw, conf->max_seqs, dispatch_row_lost, dispatch,
+                                err);
+    if (!self->stepper)
+        goto fail;
     sched_config_t sc = {.max_seqs = conf->max_seqs, .queue_limit = conf->queue_limit,
                          .step_tokens = conf->prefill_rows, .kv_memory = conf->kv_memory,
-                         .max_context = conf->max_context, .n_eos = conf->n_eos,
+                         .vocab_size = cfg->vocab_size, .n_eos = conf->n_eos,
                          .tokenizer = conf->tokenizer,
-                         .default_deadline_ms = conf->default_deadline_ms,
-                         .row_lost = dispatch_row_lost, .row_lost_ctx = dispatch};
+                         .default_deadline_ms = conf->default_deadline_ms};
     memcpy(sc.eos, conf->eos, sizeof sc.eos);
-    self->sched = sched_new(cfg, self->fw, &sc, err);
+    const sched_engine_t engine = stepper_engine(self->stepper);
+    self->sched = sched_new(&engine, &sc, err);
     if (!self->sched)
         goto fail;
     self->status = mem_calloc((size_t)n_peers, sizeof *self->status);
@@ -132,6 +138,7 @@ void rpc_destroy(rpc_t **self_p)
     forward_destroy(&self->fw);
     kvcache_destroy(&self->kv);
     sched_destroy(&self->sched);
+    stepper_destroy(&self->stepper);
     mem_free(self->status);
     mem_free(self);
     *self_p = NULL;
@@ -176,10 +183,9 @@ bad:
     return -1;
 }
 
-/* Delivers a scheduler event to its client. */
-static int s_emit(void *ctx, const sched_event_t *ev)
+/* Delivers a scheduler event to its client; -1 when the client has gone. */
+static int s_deliver(rpc_t *self, const sched_event_t *ev)
 {
-    rpc_t *self = ctx;
     err_t err = {0};
     switch (ev->kind) {
     case SCHED_TOKEN: {
@@ -189,7 +195,7 @@ static int s_emit(void *ctx, const sched_event_t *ev)
         if (wire_reply_send(self->socket, ev->client, &rep, &err) == 0)
             return 0;
         if (errno == EHOSTUNREACH)
-            return -1; /* the client has gone: its sequence is freed */
+            return -1;
         fprintf(stderr, "moe-coordinator: request %llu: %s\n",
                 (unsigned long long)ev->request_id, err.msg);
         return 0;
@@ -209,6 +215,18 @@ static int s_emit(void *ctx, const sched_event_t *ev)
         return 0;
     }
     return 0;
+}
+
+/* Delivers every event the scheduler has; a client that has gone gets no
+ * more, and its sequence is freed. */
+static void s_deliver_all(rpc_t *self)
+{
+    sched_event_t ev;
+    while (sched_next_event(self->sched, &ev))
+        if (s_deliver(self, &ev) < 0) {
+            const wire_peer_t client = *ev.client;
+            sched_drop(self->sched, &client, ev.request_id);
+        }
 }
 
 /* A text prompt becomes ids with the model's tokenizer (its template's special
@@ -282,9 +300,10 @@ static void s_generate(rpc_t *self, const wire_peer_t *to, wire_request_t *req)
 
 static void s_cancel(rpc_t *self, const wire_peer_t *to, const wire_request_t *req)
 {
-    if (sched_cancel(self->sched, to, req->cancel_id, s_emit, self) < 0)
+    if (sched_cancel(self->sched, to, req->cancel_id) < 0)
         s_reply_error(self, to, req->request_id, WIRE_CLIENT_INVALID_ARGUMENT,
                       "no running or waiting request with that id");
+    s_deliver_all(self);
 }
 
 static void s_logits(rpc_t *self, const wire_peer_t *to, const wire_request_t *req)
@@ -392,8 +411,10 @@ int rpc_run(rpc_t *self, volatile sig_atomic_t *stop, err_t *err)
         for (int i = 0; i < MAX_REQUESTS_PER_STEP && (item.revents & ZMQ_POLLIN); i++)
             if (!s_handle(self))
                 break;
-        if (sched_has_work(self->sched))
-            sched_step(self->sched, s_emit, self, &self->seconds_forward, &self->rows_forwarded);
+        if (sched_has_work(self->sched)) {
+            sched_step(self->sched, &self->seconds_forward, &self->rows_forwarded);
+            s_deliver_all(self);
+        }
     }
     return 0;
 }

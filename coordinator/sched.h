@@ -5,9 +5,12 @@
  * their KV caches fit the memory budget, then runs ONE forward step over the
  * next token of every decoding sequence plus prefill chunks of new ones, up to
  * a per-step token budget, so that new sequences join between steps and long
- * prompts are prefilled in chunks interleaved with decoding. Tokens leave
- * through an emit callback as they are made. Every accepted request ends in
- * exactly one DONE or FAILED event: nothing is lost.
+ * prompts are prefilled in chunks interleaved with decoding. The step
+ * itself is the engine's (sched_engine_t): the scheduler knows slots, rows
+ * and logits, not the model. Tokens leave as events that the caller takes
+ * after each step (sched_next_event), so that nothing here calls back into
+ * the caller. Every accepted request ends in exactly one DONE or FAILED
+ * event: nothing is lost.
  */
 #ifndef MOE_COORDINATOR_SCHED_H
 #define MOE_COORDINATOR_SCHED_H
@@ -17,27 +20,53 @@
 #include <stdint.h>
 
 #include "core/err.h"
-#include "engine/forward.h"
 #include "engine/sampler.h"
 #include "proto/client_rpc.h"
 #include "tokenizer/tokenizer.h"
 
-/* After a forward step failed with EHOSTUNREACH: true when batch row `row`
- * needed an expert that no live node hosts (dispatch_row_lost). */
+/* One sequence's part of a step, as the scheduler hands it to its engine. */
+typedef struct sched_item {
+    int slot;                 /* the sequence's slot: the cache sched_open_fn gave it */
+    const int32_t *tokens;    /* (n) at the next positions of that cache */
+    int n;                    /* >= 1 */
+    bool want_logits;         /* the last token's logits into logits */
+    float *logits;            /* (vocab) */
+} sched_item_t;
+
+/* Bytes of cache one sequence of `positions` positions holds. */
+typedef size_t (*sched_kv_bytes_fn)(void *ctx, int positions);
+/* Gives slot (free) an empty cache of `positions` positions; -1 with errno/err. */
+typedef int (*sched_open_fn)(void *ctx, int slot, int positions, err_t *err);
+/* Frees slot's cache. */
+typedef void (*sched_close_fn)(void *ctx, int slot);
+/* Runs one step over items[0..n) (each slot at most once), their rows in
+ * item order; -1 with errno/err, every cache then left as it was. */
+typedef int (*sched_run_fn)(void *ctx, const sched_item_t *items, int n, err_t *err);
+/* After a step failed with EHOSTUNREACH: true when row `row` of the step
+ * needed an expert that no live node hosts. */
 typedef bool (*sched_row_lost_fn)(void *ctx, int row);
+
+/* What the scheduler drives: the forward pass and its caches (stepper.h), or a
+ * test's fake. */
+typedef struct sched_engine {
+    void *ctx;                  /* given to every call */
+    sched_kv_bytes_fn kv_bytes;
+    sched_open_fn open;
+    sched_close_fn close;
+    sched_run_fn run;
+    sched_row_lost_fn row_lost; /* NULL: a failed step fails all its sequences */
+} sched_engine_t;
 
 typedef struct sched_config {
     int max_seqs;         /* sequences decoding at once */
     int queue_limit;      /* requests waiting for a slot */
     int step_tokens;      /* rows per forward step (decode rows + prefill chunks) */
     size_t kv_memory;     /* bytes of KV cache all sequences may hold */
-    int max_context;      /* positions per sequence */
+    int vocab_size;       /* logits per row */
     int n_eos;            /* the model's EOS ids: a sequence ends after one */
     int32_t eos[SAMPLER_MAX_EOS];
     const tokenizer_t *tokenizer; /* NULL, or decodes tokens into text events */
     int default_deadline_ms;      /* for requests that give none; 0: none */
-    sched_row_lost_fn row_lost;   /* NULL: a failed step fails all its sequences */
-    void *row_lost_ctx;
 } sched_config_t;
 
 typedef enum sched_event_kind {
@@ -51,7 +80,7 @@ typedef struct sched_event {
     const wire_peer_t *client;
     uint64_t request_id;
     int32_t token;                 /* TOKEN */
-    const char *text;              /* TOKEN, DONE: new text (borrowed for the call) */
+    const char *text;              /* TOKEN, DONE: new text */
     size_t text_len;               /* 0 without a tokenizer or a completed character */
     int prompt_tokens;             /* DONE */
     int generated_tokens;          /* DONE */
@@ -61,46 +90,52 @@ typedef struct sched_event {
     const char *message;           /* FAILED */
 } sched_event_t;
 
-/* Delivers an event; returns -1 when the client is gone, which cancels the
- * request (for a TOKEN event; the return of DONE/FAILED is ignored). */
-typedef int (*sched_emit_fn)(void *ctx, const sched_event_t *event);
-
 typedef struct sched sched_t;
 
-/* fw must allow conf->step_tokens rows and conf->max_context positions; it is
- * borrowed. NULL with errno/err. */
-sched_t *sched_new(const config_t *cfg, forward_t *fw, const sched_config_t *conf,
-                   err_t *err);
+/* engine is copied, its ctx borrowed; its run must take conf->step_tokens
+ * rows and its open conf->max_seqs slots. NULL with errno/err. */
+sched_t *sched_new(const sched_engine_t *engine, const sched_config_t *conf, err_t *err);
 void sched_destroy(sched_t **self_p);
 
 /* Queues a GENERATE whose prompt the caller checked (ids in the vocabulary,
- * prompt + max_tokens within max_context; req->prompt holds the ids, also for
- * a request that came as text). -1 with *code BUSY when the queue is full,
- * INVALID_ARGUMENT when the request can never fit the KV budget or its
- * sampling is invalid; err says why. The request's deadline (or the default)
- * runs from now: once past, queued or running, it ends in FAILED
- * (DEADLINE_EXCEEDED) at the next step and its memory is freed. */
+ * prompt + max_tokens within the engine's context; req->prompt holds the
+ * ids, also for a request that came as text). -1 with *code BUSY when the
+ * queue is full, INVALID_ARGUMENT when the request can never fit the KV
+ * budget or its sampling is invalid, INTERNAL when its slot cannot be set
+ * up; err says why. The request's deadline (or the default) runs from now:
+ * once past, queued or running, it ends in FAILED (DEADLINE_EXCEEDED) at the
+ * next step and its memory is freed. */
 int sched_submit(sched_t *self, const wire_peer_t *client, const wire_request_t *req,
                  wire_client_error_t *code, err_t *err);
 
-/* Cancels request_id of client, queued or running: emits its FAILED
- * (CANCELLED) and frees its memory. -1/ENOENT when there is none. */
-int sched_cancel(sched_t *self, const wire_peer_t *client, uint64_t request_id,
-                 sched_emit_fn emit, void *ctx);
+/* Cancels request_id of client, queued or running: queues its FAILED
+ * (CANCELLED) event and frees its memory. -1/ENOENT when there is none. */
+int sched_cancel(sched_t *self, const wire_peer_t *client, uint64_t request_id);
+
+/* The client of request_id has gone: frees the request, queued or running,
+ * and forgets its events not yet taken, with no event of its own. -1/ENOENT
+ * when there is none. */
+int sched_drop(sched_t *self, const wire_peer_t *client, uint64_t request_id);
 
 /* True when a step has something to do. */
 bool sched_has_work(const sched_t *self);
 
-/* Admits, runs one forward step, samples and emits. When the step fails
- * because some experts have no live node (EHOSTUNREACH) and conf->row_lost
- * tells which rows needed them, the sequences with such a row fail
- * (UNAVAILABLE, naming the expert and node) and the step runs again without
- * them (each retry drops at least one sequence). Any other failed step fails
- * every sequence in it (UNAVAILABLE when a node failed, else INTERNAL).
- * Sequences not in the step go on. Adds the forward time and rows to
- * *seconds / *rows. */
-void sched_step(sched_t *self, sched_emit_fn emit, void *ctx, double *seconds,
-                uint64_t *rows);
+/* Admits, runs one engine step, samples and queues the events. When the step
+ * fails because some experts have no live node (EHOSTUNREACH) and the
+ * engine's row_lost tells which rows needed them, the sequences with such a
+ * row fail (UNAVAILABLE, naming the expert and node) and the step runs again
+ * without them (each retry drops at least one sequence). Any other failed
+ * step fails every sequence in it (UNAVAILABLE when a node failed, else
+ * INTERNAL). Sequences not in the step go on. Adds the engine's time and
+ * rows to *seconds / *rows. Take every event (sched_next_event) before the
+ * next step. */
+void sched_step(sched_t *self, double *seconds, uint64_t *rows);
+
+/* The oldest event not yet taken, in the order they happened: false when
+ * there is none. Every accepted request ends in exactly one DONE or FAILED
+ * event (or a sched_drop). The event's pointers are valid until the next call
+ * on the scheduler; a TOKEN's text is decoded here, as it is taken. */
+bool sched_next_event(sched_t *self, sched_event_t *event);
 
 /* Requests of one client, queued and running: the same authenticated key
  * (client->user, under CURVE) or, without one, the same connection. */
