@@ -132,7 +132,7 @@ all: $(PROGRAMS)
 # ---- tests ---------------------------------------------------------------------
 # Each test links only the folders it tests, so that one folder builds and
 # tests on its own.
-TESTS_CORE    := test_idlist test_arg
+TESTS_CORE    := test_idlist test_arg test_progress
 TESTS_KERNELS := test_gemm test_rmsnorm test_rope test_softmax test_ffn test_attention \
                  test_mla test_pool
 TESTS_MODEL   := test_config test_safetensors test_mxfp4
