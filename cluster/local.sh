@@ -212,9 +212,7 @@ cmd_up() {
     rm -f "$dir"/*.endpoint "$dir"/*.pid
     rm -rf "$dir/keys"
     if [ -n "$curve" ]; then
-        for p in moe-keygen; do
-            [ -x "$bin/$p" ] || die "$bin/$p is missing: run make first"
-        done
+        [ -x "$bin/moe-keygen" ] || die "$bin/moe-keygen is missing: run make first"
         make_keys "$dir" "$nodes"
         coord_args+=(--curve-key "$dir/keys/coordinator.key" --curve-nodes "$dir/keys"
                      --curve-clients "$dir/keys/clients")
