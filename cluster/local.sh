@@ -134,9 +134,11 @@ node_curve_args() {
 # invocation.
 started=()
 up_ready=""
+run_dir=""
 on_up_exit() {
     [ -z "$up_ready" ] || return 0
     [ ${#started[@]} -eq 0 ] || stop_pids "${started[@]}"
+    rm -f "$run_dir"/*.pid "$run_dir"/*.endpoint # all this up's: it holds the lock
 }
 
 # Fails the start: shows the log of the process that died; the exit trap
@@ -208,7 +210,9 @@ cmd_up() {
         die "processes of a cluster are still running in $dir: ${live[*]}; stop them with" \
             "local.sh down --run-dir $dir"
     fi
+    run_dir=$dir
     trap on_up_exit EXIT
+    trap 'exit 130' INT TERM # through the EXIT trap
     rm -f "$dir"/*.endpoint "$dir"/*.pid
     rm -rf "$dir/keys"
     if [ -n "$curve" ]; then

@@ -186,6 +186,23 @@ static void test_concurrent_up(void **state)
     free(err_text[1]);
 }
 
+/* `local.sh up` of nodes nodes on dir is refused (exit 1) with an error
+ * holding every one of needles (NULL-ended); what names the case. */
+static void s_expect_up_refused(const char *dir, int nodes, const char *what,
+                                const char *const *needles)
+{
+    char args[2000];
+    snprintf(args, sizeof args, "up --model '%s' --nodes %d --run-dir '%s'", s_model, nodes,
+             dir);
+    char *why = NULL;
+    assert_int_equal(s_localsh(args, NULL, &why), 1);
+    printf("  %s: %s", what, why);
+    for (int i = 0; needles[i]; i++)
+        if (!strstr(why, needles[i]))
+            fail_msg("the error does not say '%s'", needles[i]);
+    free(why);
+}
+
 static void test_up_after_kill9_of_coordinator(void **state)
 {
     (void)state;
@@ -197,14 +214,8 @@ static void test_up_after_kill9_of_coordinator(void **state)
     assert_int_equal(kill(coord, SIGKILL), 0);
     for (double t0 = timer_now(); kill(coord, 0) == 0 && timer_now() - t0 < 10;)
         usleep(20000);
-    snprintf(args, sizeof args, "up --model '%s' --nodes 2 --run-dir '%s'", s_model, dir);
-    char *why = NULL;
-    assert_int_equal(s_localsh(args, NULL, &why), 1);
-    printf("  up after kill -9 of the coordinator: %s", why);
-    assert_non_null(strstr(why, "expert-1 (pid"));
-    assert_non_null(strstr(why, "expert-2 (pid"));
-    assert_non_null(strstr(why, "local.sh down"));
-    free(why);
+    s_expect_up_refused(dir, 2, "up after kill -9 of the coordinator",
+                        (const char *[]){"expert-1 (pid", "expert-2 (pid", "local.sh down", NULL});
     pid_t pids[64];
     assert_int_equal(s_pids_naming(dir, pids, 64), 2); /* the nodes, nothing new */
     snprintf(args, sizeof args, "down --run-dir '%s'", dir);
@@ -215,16 +226,46 @@ static void test_up_after_kill9_of_coordinator(void **state)
 static void test_idle_nodes_refused(void **state)
 {
     (void)state;
-    char dir[800], args[2000];
+    char dir[800];
     s_run_dir(dir, sizeof dir, "idle");
-    snprintf(args, sizeof args, "up --model '%s' --nodes 9 --run-dir '%s'", s_model, dir);
+    s_expect_up_refused(dir, 9, "up --nodes 9 on 8 experts",
+                        (const char *[]){"node(s) 9 of 9 would host no expert",
+                                         "--allow-idle-nodes", NULL});
+    s_expect_none_left(dir);
+}
+
+/* A node that fails to start: the nodes this `up` started are stopped, the
+ * error names the node and shows its log, and nothing is left. */
+static void test_failed_start_stops_what_it_started(void **state)
+{
+    (void)state;
+    char dir[800], fake[800], cmd[8000], args[2000];
+    s_run_dir(dir, sizeof dir, "failed");
+    s_run_dir(fake, sizeof fake, "fakebin");
+    /* The programs of $MOE_BIN, but node 3 of moe-expert dies after a moment. */
+    char real_bin[700];
+    if (!realpath(s_bin, real_bin))
+        fail_msg("no %s", s_bin);
+    snprintf(cmd, sizeof cmd,
+             "mkdir -p '%s' && for p in '%s'/moe-*; do ln -sf \"$p\" '%s'/; done "
+             "&& rm '%s/moe-expert' && printf '%%s\\n' '#!/bin/sh' "
+             "'case \"$*\" in *\"--node-id 3 \"*) sleep 1; echo node 3 broke >&2; exit 1;; esac' "
+             "'exec \"%s/moe-expert\" \"$@\"' >'%s/moe-expert' && chmod +x '%s/moe-expert'",
+             fake, real_bin, fake, fake, real_bin, fake, fake);
+    assert_int_equal(testutil_run(cmd, NULL), 0);
+    char prefix[1000], prog[600];
+    snprintf(prefix, sizeof prefix, "env MOE_BIN='%s' timeout 120", fake);
+    snprintf(prog, sizeof prog, "%s/cluster/local.sh", s_root);
+    snprintf(args, sizeof args, "up --model '%s' --nodes 4 --run-dir '%s'", s_model, dir);
     char *why = NULL;
-    assert_int_equal(s_localsh(args, NULL, &why), 1);
-    printf("  up --nodes 9 on 8 experts: %s", why);
-    assert_non_null(strstr(why, "node(s) 9 of 9 would host no expert"));
-    assert_non_null(strstr(why, "--allow-idle-nodes"));
+    assert_int_equal(testutil_run_program(prefix, prog, args, NULL, &why), 1);
+    printf("  a node failing at start: %s", why);
+    assert_non_null(strstr(why, "local.sh: expert-3 exited during start"));
+    assert_non_null(strstr(why, "node 3 broke"));
     free(why);
     s_expect_none_left(dir);
+    snprintf(cmd, sizeof cmd, "ls '%s'/*.pid", dir);
+    assert_int_not_equal(testutil_run(cmd, NULL), 0); /* no stale pid file */
 }
 
 /* True when `moe-client status` shows node `node` DOWN. */
@@ -318,6 +359,7 @@ int main(void)
         cmocka_unit_test(test_concurrent_up),
         cmocka_unit_test(test_up_after_kill9_of_coordinator),
         cmocka_unit_test(test_idle_nodes_refused),
+        cmocka_unit_test(test_failed_start_stops_what_it_started),
         cmocka_unit_test(test_restart_node_then_request),
         cmocka_unit_test(test_preload_makes_weights_resident),
     };
