@@ -10,10 +10,16 @@
 #                       [--reply-timeout-ms MS] [--prefill-rows N] [--deadline-ms MS]
 #                       [--heartbeat-ms MS] [--heartbeat-misses N]
 #                       [--max-tokens-limit N] [--max-requests-per-client N] [--curve]
-#       Starts the cluster and returns once it is ready; the last line of
-#       stdout is the client endpoint. Without --model, the built-in default
-#       model (made once in build/models/default) is used. If a process fails
-#       to start, the others are stopped and its last log lines are shown.
+#                       [--no-preload] [--allow-idle-nodes]
+#       Starts the cluster and returns once it is ready, every process having
+#       read its weights into memory (--no-preload: read on first use); the
+#       last line of stdout is the client endpoint. Without --model, the
+#       built-in default model (made once in build/models/default) is used.
+#       One `up` at a time per run directory (a lock), and none while a pid
+#       file there names a live process (a cluster is running or was left
+#       behind: `down` stops it). If a process fails to start, the ones this
+#       `up` started are stopped and its last log lines are shown. More nodes
+#       than the placement gives work to are refused unless --allow-idle-nodes.
 #       --placement-groups: each expert group whole on one node (DeepSeek's
 #       group-limited routing; docs/PLACEMENT.md). The placement in use is
 #       written to D/placement.txt (a file --placement accepts).
@@ -24,10 +30,14 @@
 #       --curve-server D/keys/coordinator.pub (docs/DEPLOY.md, "Security").
 #   cluster/local.sh restart-node --run-dir D --node N
 #       Starts node N again with the arguments and endpoint it had (after it
-#       died or was killed; a running one is stopped first) and returns once it
-#       is ready; the coordinator notices it and gives it work again.
+#       died or was killed; a running one is stopped first) and returns once
+#       the coordinator's STATUS shows it up again (bounded by
+#       MOE_START_TIMEOUT), so a request right after it can use the node.
 #   cluster/local.sh down --run-dir D
 #       Stops every process of the cluster (TERM, then KILL after 10 s).
+#
+#   cluster/local.sh --help
+#       This text (exit 0).
 #
 # Environment: MOE_BIN (programs, default build/bin next to this script),
 # MOE_START_TIMEOUT (seconds to wait for readiness, default 120),
@@ -41,7 +51,64 @@ bin=${MOE_BIN:-$root/build/bin}
 start_timeout=${MOE_START_TIMEOUT:-120}
 
 die() { echo "local.sh: $*" >&2; exit 1; }
-usage() { sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+# The comment at the top of this file: on stdout with exit 0 (--help), or on
+# stderr with exit 2 (a usage error).
+usage() {
+    local code=${1:-2} text
+    text=$(sed -n '2,/^set -/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//')
+    if [ "$code" -eq 0 ]; then echo "$text"; else echo "$text" >&2; fi
+    exit "$code"
+}
+
+# Takes the lock of run directory $1 for the rest of this script (fd in
+# lock_fd; the processes started close it, so it ends with the script).
+# $2: "now" to refuse at once when another local.sh holds it, else the
+# seconds to wait for it.
+lock_run_dir() {
+    local dir=$1 wait=$2
+    exec {lock_fd}>"$dir/.lock"
+    if [ "$wait" = now ]; then
+        flock -n "$lock_fd" ||
+            die "another local.sh is starting or stopping the cluster in $dir; nothing started"
+    else
+        flock -w "$wait" "$lock_fd" ||
+            die "another local.sh still holds $dir after ${wait}s"
+    fi
+}
+
+# True when pid file $1 names a live process of this project (a pid that a
+# new process reused is not ours).
+pid_alive() {
+    local pid
+    pid=$(cat "$1" 2>/dev/null) || return 1
+    [[ "$pid" =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null || return 1
+    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q 'moe-'
+}
+
+# Stops the processes $@ (pids), politely then firmly, and waits for them.
+stop_pids() {
+    local pid waited
+    for pid in "$@"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in "$@"; do
+        waited=0
+        while kill -0 "$pid" 2>/dev/null && [ "$waited" -lt 100 ]; do
+            sleep 0.1
+            waited=$((waited + 1))
+        done
+        kill -KILL "$pid" 2>/dev/null || true
+    done
+}
+
+# Stops the processes whose pid files are in $1 and removes the files.
+stop_all() {
+    local dir=$1 pidfile pids=()
+    for pidfile in "$dir"/expert-*.pid "$dir"/coordinator.pid; do
+        [ -f "$pidfile" ] || continue
+        pid_alive "$pidfile" && pids+=("$(cat "$pidfile")")
+    done
+    stop_pids ${pids[@]+"${pids[@]}"}
+    rm -f "$dir"/expert-*.pid "$dir"/coordinator.pid
+}
 
 # Makes the CURVE keys of a cluster of $2 nodes in $1/keys (a fresh set).
 make_keys() {
@@ -62,33 +129,24 @@ node_curve_args() {
     node_curve=(--curve-key "$1/keys/node-$2.key" --curve-coordinators "$1/keys/coordinators")
 }
 
-# Stops the processes whose pid files are in $1, politely then firmly.
-stop_all() {
-    local dir=$1 pidfile pid waited
-    for pidfile in "$dir"/expert-*.pid "$dir"/coordinator.pid; do
-        [ -f "$pidfile" ] || continue
-        pid=$(cat "$pidfile")
-        kill -TERM "$pid" 2>/dev/null || true
-    done
-    for pidfile in "$dir"/expert-*.pid "$dir"/coordinator.pid; do
-        [ -f "$pidfile" ] || continue
-        pid=$(cat "$pidfile")
-        waited=0
-        while kill -0 "$pid" 2>/dev/null && [ "$waited" -lt 100 ]; do
-            sleep 0.1
-            waited=$((waited + 1))
-        done
-        kill -KILL "$pid" 2>/dev/null || true
-        rm -f "$pidfile"
-    done
+# The pids this `up` started: on any failure (or interrupt) before the
+# cluster is ready, exactly these are stopped, never processes of another
+# invocation.
+started=()
+up_ready=""
+run_dir=""
+on_up_exit() {
+    [ -z "$up_ready" ] || return 0
+    [ ${#started[@]} -eq 0 ] || stop_pids "${started[@]}"
+    rm -f "$run_dir"/*.pid "$run_dir"/*.endpoint # all this up's: it holds the lock
 }
 
-# Fails the start: shows the log of the process that died, stops the rest.
+# Fails the start: shows the log of the process that died; the exit trap
+# stops what this `up` started.
 fail_start() {
     local dir=$1 name=$2 why=$3
     echo "local.sh: $name $why; last lines of $dir/$name.log:" >&2
     tail -n 20 "$dir/$name.log" >&2 || true
-    stop_all "$dir"
     exit 1
 }
 
@@ -104,7 +162,7 @@ wait_ready() {
 
 cmd_up() {
     local model="" nodes="" dir="" placement="" groups="" replicas=1 threads="" node_threads=""
-    local curve=""
+    local curve="" preload=(--preload) allow_idle=""
     local coord_args=()
     while [ $# -gt 0 ]; do
         case $1 in
@@ -117,10 +175,12 @@ cmd_up() {
             --threads) threads=$2; shift 2 ;;
             --node-threads) node_threads=$2; shift 2 ;;
             --curve) curve=1; shift ;;
+            --no-preload) preload=(); shift ;;
+            --allow-idle-nodes) allow_idle=1; shift ;;
             --max-seqs|--queue-limit|--kv-memory|--reply-timeout-ms|--prefill-rows|--deadline-ms|\
             --heartbeat-ms|--heartbeat-misses|--max-tokens-limit|--max-requests-per-client)
                 coord_args+=("$1" "$2"); shift 2 ;;
-            -h|--help) usage ;;
+            -h|--help) usage 0 ;;
             *) die "unknown option '$1' (see --help)" ;;
         esac
     done
@@ -138,15 +198,25 @@ cmd_up() {
     [ -f "$model/config.json" ] || die "no model at $model (config.json missing)"
     mkdir -p "$dir"
     dir=$(cd "$dir" && pwd)
-    if [ -f "$dir/coordinator.pid" ] && kill -0 "$(cat "$dir/coordinator.pid")" 2>/dev/null; then
-        die "a cluster is already running in $dir (local.sh down --run-dir $dir)"
+    # Held until this script ends: a second `up` (or a `down`) on the same
+    # directory cannot overwrite the pid files of this one.
+    lock_run_dir "$dir" now
+    local pidfile live=()
+    for pidfile in "$dir"/*.pid; do
+        [ -f "$pidfile" ] || continue
+        pid_alive "$pidfile" && live+=("$(basename "$pidfile" .pid) (pid $(cat "$pidfile"))")
+    done
+    if [ ${#live[@]} -gt 0 ]; then
+        die "processes of a cluster are still running in $dir: ${live[*]}; stop them with" \
+            "local.sh down --run-dir $dir"
     fi
+    run_dir=$dir
+    trap on_up_exit EXIT
+    trap 'exit 130' INT TERM # through the EXIT trap
     rm -f "$dir"/*.endpoint "$dir"/*.pid
     rm -rf "$dir/keys"
     if [ -n "$curve" ]; then
-        for p in moe-keygen; do
-            [ -x "$bin/$p" ] || die "$bin/$p is missing: run make first"
-        done
+        [ -x "$bin/moe-keygen" ] || die "$bin/moe-keygen is missing: run make first"
         make_keys "$dir" "$nodes"
         coord_args+=(--curve-key "$dir/keys/coordinator.key" --curve-nodes "$dir/keys"
                      --curve-clients "$dir/keys/clients")
@@ -180,13 +250,25 @@ cmd_up() {
         rm -f "$dir/placement.txt"
         die "the placement failed, nothing started: $why"
     fi
+    # A node the placement gives nothing would only take memory and a port.
+    local idle=()
+    for i in $(seq 1 "$nodes"); do
+        grep -q "^node $i " "$dir/placement.txt" || idle+=("$i")
+    done
+    if [ ${#idle[@]} -gt 0 ] && [ -z "$allow_idle" ]; then
+        die "node(s) ${idle[*]} of $nodes would host no expert (the model has" \
+            "$(grep -o '[0-9]* experts' "$dir/placement.txt" | head -n 1) per layer); use" \
+            "fewer nodes, --replicas, or --allow-idle-nodes; nothing started"
+    fi
     for i in $(seq 1 "$nodes"); do
         # The arguments, one a line, for restart-node (CURVE keys included).
         node_curve_args "$dir" "$i"
         printf '%s\n' --model "$model" --node-id "$i" --nodes "$nodes" "${place_args[@]}" \
             --threads "$node_threads" --endpoint-file "$dir/expert-$i.endpoint" \
-            ${node_curve[@]+"${node_curve[@]}"} >"$dir/expert-$i.args"
+            ${preload[@]+"${preload[@]}"} ${node_curve[@]+"${node_curve[@]}"} \
+            >"$dir/expert-$i.args"
         start_node "$dir" "$i"
+        started+=("$(cat "$dir/expert-$i.pid")")
     done
     local node_args=()
     for i in $(seq 1 "$nodes"); do
@@ -194,10 +276,13 @@ cmd_up() {
         node_args+=(--node "$(cat "$dir/expert-$i.endpoint")")
     done
     "$bin/moe-coordinator" --model "$model" "${node_args[@]}" "${place_args[@]}" \
-        --threads "$threads" --endpoint-file "$dir/coordinator.endpoint" "${coord_args[@]}" \
-        </dev/null >"$dir/coordinator.log" 2>&1 &
+        --threads "$threads" --endpoint-file "$dir/coordinator.endpoint" \
+        ${preload[@]+"${preload[@]}"} ${coord_args[@]+"${coord_args[@]}"} \
+        </dev/null >"$dir/coordinator.log" 2>&1 {lock_fd}>&- &
     echo $! >"$dir/coordinator.pid"
-    wait_ready "$dir" coordinator "$(cat "$dir/coordinator.pid")"
+    started+=("$!")
+    wait_ready "$dir" coordinator "$!"
+    up_ready=1
     echo "local.sh: cluster of $nodes node(s) ready; logs in $dir"
     cat "$dir/coordinator.endpoint"
 }
@@ -211,53 +296,63 @@ start_node() {
         args+=(--bind "$(cat "$dir/expert-$i.endpoint")")
         rm -f "$dir/expert-$i.endpoint"
     fi
-    "$bin/moe-expert" "${args[@]}" </dev/null >>"$dir/expert-$i.log" 2>&1 &
+    "$bin/moe-expert" "${args[@]}" </dev/null >>"$dir/expert-$i.log" 2>&1 {lock_fd}>&- &
     echo $! >"$dir/expert-$i.pid"
 }
 
 cmd_restart_node() {
-    local dir="" node="" pid endpoint waited=0
+    local dir="" node="" pid endpoint
     while [ $# -gt 0 ]; do
         case $1 in
             --run-dir) dir=$2; shift 2 ;;
             --node) node=$2; shift 2 ;;
-            -h|--help) usage ;;
+            -h|--help) usage 0 ;;
             *) die "unknown option '$1' (see --help)" ;;
         esac
     done
     [ -n "$dir" ] && [ -n "$node" ] || die "restart-node needs --run-dir D and --node N"
     [ -f "$dir/expert-$node.args" ] || die "no node $node in $dir (no expert-$node.args)"
     [ -s "$dir/expert-$node.endpoint" ] || die "node $node in $dir has no endpoint file"
+    [ -s "$dir/coordinator.endpoint" ] || die "no coordinator in $dir (no coordinator.endpoint)"
+    lock_run_dir "$dir" now
     endpoint=$(cat "$dir/expert-$node.endpoint")
-    if [ -f "$dir/expert-$node.pid" ]; then
-        pid=$(cat "$dir/expert-$node.pid")
-        if kill -0 "$pid" 2>/dev/null; then
-            kill -TERM "$pid" 2>/dev/null || true
-            while kill -0 "$pid" 2>/dev/null && [ "$waited" -lt 100 ]; do
-                sleep 0.1
-                waited=$((waited + 1))
-            done
-            kill -KILL "$pid" 2>/dev/null || true
-        fi
-    fi
+    ! pid_alive "$dir/expert-$node.pid" || stop_pids "$(cat "$dir/expert-$node.pid")"
     echo "local.sh: restarting node $node at $endpoint" >>"$dir/expert-$node.log"
     # ZeroMQ binds TCP with SO_REUSEADDR, so the old port is free at once even
     # with connections of the dead process in TIME_WAIT.
     start_node "$dir" "$node"
     pid=$(cat "$dir/expert-$node.pid")
-    local deadline=$((SECONDS + start_timeout))
-    while [ ! -s "$dir/expert-$node.endpoint" ]; do
-        if ! kill -0 "$pid" 2>/dev/null || [ "$SECONDS" -ge "$deadline" ]; then
-            kill -KILL "$pid" 2>/dev/null || true
+    # Ready means the coordinator has taken the node back (its STATUS shows
+    # it up), not only that the node listens: the coordinator reconnects on
+    # its own schedule (heartbeats, docs/OPERATIONS.md).
+    local deadline=$((SECONDS + start_timeout)) why="" client=("$bin/moe-client" --timeout 5
+        --connect "$(cat "$dir/coordinator.endpoint")")
+    [ ! -d "$dir/keys" ] ||
+        client+=(--curve-key "$dir/keys/client.key" --curve-server "$dir/keys/coordinator.pub")
+    while ! node_up "$node" "${client[@]}"; do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            why="exited"
+        elif [ "$SECONDS" -ge "$deadline" ]; then
+            why="was not taken back by the coordinator within ${start_timeout}s"
+        fi
+        if [ -n "$why" ]; then
+            stop_pids "$pid"
             echo "$endpoint" >"$dir/expert-$node.endpoint" # for another try
-            echo "local.sh: node $node did not come back; last lines of" \
-                 "$dir/expert-$node.log:" >&2
+            echo "local.sh: node $node $why; last lines of $dir/expert-$node.log:" >&2
             tail -n 20 "$dir/expert-$node.log" >&2 || true
             exit 1
         fi
-        sleep 0.05
+        sleep 0.1
     done
-    echo "local.sh: node $node is back at $(cat "$dir/expert-$node.endpoint")"
+    echo "local.sh: node $node is back at $endpoint and up in the coordinator's status"
+}
+
+# True when `moe-client ... status` (the command in $2...) shows node $1 up.
+node_up() {
+    local node=$1
+    shift
+    "$@" status 2>/dev/null | awk -v n="$node" '$1 == n && $2 == "up" { found = 1 }
+        END { exit !found }'
 }
 
 cmd_down() {
@@ -265,12 +360,14 @@ cmd_down() {
     while [ $# -gt 0 ]; do
         case $1 in
             --run-dir) dir=$2; shift 2 ;;
-            -h|--help) usage ;;
+            -h|--help) usage 0 ;;
             *) die "unknown option '$1' (see --help)" ;;
         esac
     done
     [ -n "$dir" ] || die "down needs --run-dir D"
     [ -d "$dir" ] || exit 0
+    # After an `up` in progress, which stops what it started if it fails.
+    lock_run_dir "$dir" $((start_timeout + 30))
     stop_all "$dir"
     rm -f "$dir"/*.endpoint
 }
@@ -282,6 +379,6 @@ case $command in
     up) cmd_up "$@" ;;
     restart-node) cmd_restart_node "$@" ;;
     down) cmd_down "$@" ;;
-    -h|--help) usage ;;
+    -h|--help) usage 0 ;;
     *) die "unknown command '$command' (up, restart-node, down)" ;;
 esac

@@ -113,6 +113,7 @@ static int s_parse(int argc, char **argv, options_t *o, err_t *err)
 {
     *o = (options_t){.max_rows = EXPERT_SERVER_MAX_ROWS};
     coord_options_init(&o->c);
+    o->c.co.preload = true; /* every rank reads its weights before "ready" */
     arg_opt_t shared[COORD_OPTIONS_N + 1];
     coord_options_table(&o->c, shared);
     const arg_opt_t table[] = {
@@ -364,7 +365,8 @@ static int s_main(boot_t *boot, int argc, char **argv)
         expert_server_opts_t so = {.model_dir = o.model, .placement = placement,
                                    .node_id = rank, .bind = bind, .max_rows = o.max_rows,
                                    .log = stderr, .curve_key = key[0] ? key : NULL,
-                                   .curve_coordinators = o.curve_coordinators};
+                                   .curve_coordinators = o.curve_coordinators,
+                                   .preload = o.c.co.preload};
         server = expert_server_new(&so, &err);
         if (server)
             fprintf(stderr, "moe-mpi: rank %d on %s: node %d hosts %d experts, serving on "

@@ -9,9 +9,11 @@
  *       [--max-context N] [--prefill-rows N]
  *       [--curve-key FILE --curve-nodes DIR --curve-clients DIR]
  *       [--max-tokens-limit N] [--max-requests-per-client N]
+ *       [--preload | --no-preload]
  *
  * Node i (1-based) is the i-th --node. Ready when it prints the client
- * endpoint as the last line of stdout (and writes it to --endpoint-file).
+ * endpoint as the last line of stdout (and writes it to --endpoint-file);
+ * with --preload, only after its weights are in memory.
  * SIGINT/SIGTERM stop it cleanly. Exit 0, 1 on a runtime error, 2 on a usage
  * error; every error is one line on stderr.
  */

@@ -47,6 +47,8 @@ static const option_desc_t s_options[COORD_OPTIONS_N] = {
     {"--curve-clients", ARG_STRING, CO(curve_clients), 0, 0},
     {"--max-tokens-limit", ARG_INT, CO(max_tokens_limit), 1, 0},
     {"--max-requests-per-client", ARG_INT, CO(max_requests_per_client), 1, 0},
+    {"--preload", ARG_FLAG, CO(preload), 0, 0},
+    {"--no-preload", ARG_FLAG, OWN(no_preload), 0, 0},
 };
 
 void coord_options_init(coord_options_t *self)
@@ -101,7 +103,11 @@ void coord_options_help(FILE *out)
             "  --max-tokens-limit N   refuse a generation asking for more than N tokens\n"
             "  --max-requests-per-client N  generations one client (key, else\n"
             "                         connection) may have queued or running; more get\n"
-            "                         BUSY (default: no limit)\n",
+            "                         BUSY (default: no limit)\n"
+            "  --preload              read the weights into memory before the endpoint is\n"
+            "                         announced, so the first request does not wait for the\n"
+            "                         disk; progress on stderr (moe-mpi: the default)\n"
+            "  --no-preload           read each weight on first use\n",
             DEFAULT_REPLY_TIMEOUT_MS, DEFAULT_HELLO_TIMEOUT_MS,
             COORDINATOR_DEFAULT_HEARTBEAT_MS, COORDINATOR_DEFAULT_HEARTBEAT_MISSES,
             DEFAULT_PREFILL_ROWS, COORDINATOR_DEFAULT_MAX_SEQS, COORDINATOR_DEFAULT_QUEUE,
@@ -116,6 +122,10 @@ int coord_options_finish(coord_options_t *self, err_t *err)
     if (co->placement_file && co->replicas)
         return err_set(err, EINVAL, "--replicas applies to the default split only; a "
                        "placement file lists replicas itself");
+    if (co->preload && self->no_preload)
+        return err_set(err, EINVAL, "give --preload or --no-preload, not both");
+    if (self->no_preload)
+        co->preload = false;
     if (!co->replicas)
         co->replicas = 1;
     return 0;

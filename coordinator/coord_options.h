@@ -7,18 +7,21 @@
 #ifndef MOE_COORDINATOR_COORD_OPTIONS_H
 #define MOE_COORDINATOR_COORD_OPTIONS_H
 
+#include <stdbool.h>
 #include <stdio.h>
 
 #include "coordinator/coordinator.h"
 #include "core/arg.h"
 #include "core/err.h"
 
-enum { COORD_OPTIONS_N = 20 }; /* rows of the table, ARG_OPT_END not counted */
+enum { COORD_OPTIONS_N = 22 }; /* rows of the table, ARG_OPT_END not counted */
 
 typedef struct coord_options {
     coordinator_opts_t co;      /* what the options set; nodes and bind are the program's */
     int threads;                /* OpenBLAS threads; 0: all cores */
     const char *endpoint_file;  /* NULL: stdout only */
+    bool no_preload;            /* --no-preload: clears co.preload (a program may
+                                   set that on by default) */
 } coord_options_t;
 
 /* Every option at its default. */
@@ -33,8 +36,9 @@ void coord_options_table(coord_options_t *self, arg_opt_t table[COORD_OPTIONS_N 
 void coord_options_help(FILE *out);
 
 /* After parsing: checks what one option cannot check alone (--placement with
- * --placement-groups, --replicas with a placement file) and resolves "not
- * given" (--replicas: 1). 0, or -1 with EINVAL and err. */
+ * --placement-groups, --replicas with a placement file, --preload with
+ * --no-preload) and resolves "not given" (--replicas: 1; --no-preload
+ * clears co.preload). 0, or -1 with EINVAL and err. */
 int coord_options_finish(coord_options_t *self, err_t *err);
 
 #endif /* MOE_COORDINATOR_COORD_OPTIONS_H */

@@ -145,6 +145,8 @@ static int s_start(coordinator_t *co, const coordinator_opts_t *o,
     co->w = weights_load(o->model, &dense, err);
     if (!co->w)
         return -1;
+    if (o->preload)
+        weights_preload(co->w, stderr, "moe-coordinator");
     const config_t *cfg = &co->w->cfg;
     genconfig_t gen;
     if (genconfig_load(&gen, o->model, cfg, err) < 0 || s_load_tokenizer(co, o->model, err) < 0)

@@ -48,6 +48,8 @@ typedef struct coordinator_opts {
     const char *curve_clients;          /* folder of the *.pub of the allowed clients */
     int max_tokens_limit;               /* max_tokens per GENERATE; 0: the context only */
     int max_requests_per_client;        /* GENERATEs queued + running per client; 0: any */
+    bool preload;                       /* read the dense weights into memory at start
+                                           (weights_preload), progress on stderr */
 } coordinator_opts_t;
 
 typedef struct coordinator coordinator_t;

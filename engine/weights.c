@@ -3,8 +3,12 @@
 
 #include <errno.h>
 #include <stddef.h>
+#include <stdint.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "core/mem.h"
+#include "core/progress.h"
 #include "engine/fused.h"
 #include "model/arch.h"
 
@@ -191,4 +195,87 @@ bool weights_has_expert(const weights_t *self, int layer, int expert)
         expert >= self->cfg.n_experts)
         return false;
     return self->layers[layer].experts[expert].gate != NULL;
+}
+
+/* ---- preload ---------------------------------------------------------------- */
+
+/* One loaded view: fn(ctx, data, bytes). */
+typedef void (*s_view_fn)(void *ctx, const float *data, size_t n_bytes);
+
+/* Calls fn for the view of weight w (layer l, expert e) at data, when loaded. */
+static void s_view(const weights_t *self, arch_weight_t w, int l, int e, const float *data,
+                   s_view_fn fn, void *ctx)
+{
+    arch_tensor_t t;
+    if (!data || arch_tensor(&self->cfg, w, l, e, &t, NULL) < 0)
+        return;
+    size_t n = sizeof(float);
+    for (int d = 0; d < t.ndim; d++)
+        n *= (size_t)t.shape[d];
+    fn(ctx, data, n);
+}
+
+/* Calls fn for every view weights_load resolved (the gpt_oss experts it
+ * converted live in owned buffers, resident already, and are left out). */
+static void s_each_view(const weights_t *self, s_view_fn fn, void *ctx)
+{
+    s_view(self, ARCH_W_EMBED, 0, 0, self->embed, fn, ctx);
+    s_view(self, ARCH_W_FINAL_NORM, 0, 0, self->final_norm, fn, ctx);
+    if (self->lm_head != self->embed)
+        s_view(self, ARCH_W_LM_HEAD, 0, 0, self->lm_head, fn, ctx);
+    for (int l = 0; l < self->cfg.n_layers; l++) {
+        const layer_weights_t *lw = &self->layers[l];
+        for (size_t i = 0; i < sizeof s_layer_roles / sizeof s_layer_roles[0]; i++)
+            s_view(self, s_layer_roles[i].w, l, 0,
+                   *(const float *const *)((const char *)lw + s_layer_roles[i].at), fn, ctx);
+        if (lw->expert_owned)
+            continue;
+        for (int e = 0; e < self->cfg.n_experts; e++) {
+            const expert_weights_t *ew = &lw->experts[e];
+            s_view(self, ARCH_W_EXPERT_GATE, l, e, ew->gate, fn, ctx);
+            s_view(self, ARCH_W_EXPERT_UP, l, e, ew->up, fn, ctx);
+            s_view(self, ARCH_W_EXPERT_DOWN, l, e, ew->down, fn, ctx);
+        }
+    }
+}
+
+static void s_count_view(void *ctx, const float *data, size_t n_bytes)
+{
+    (void)data;
+    *(uint64_t *)ctx += n_bytes;
+}
+
+typedef struct s_reader {
+    progress_t progress;
+    size_t page;
+    unsigned char sum;   /* what was read, so that the reads are not optimized away */
+} s_reader_t;
+
+/* Reads one byte of every page of the view, asking the kernel to read the
+ * span ahead first (a hint: its failure only costs speed). */
+static void s_read_view(void *ctx, const float *data, size_t n_bytes)
+{
+    s_reader_t *r = ctx;
+    const uintptr_t start = (uintptr_t)data & ~(uintptr_t)(r->page - 1);
+    (void)madvise((void *)start, (uintptr_t)data + n_bytes - start, MADV_WILLNEED);
+    const volatile unsigned char *bytes = (const volatile unsigned char *)data;
+    const size_t chunk = (size_t)16 << 20;  /* a progress step */
+    for (size_t at = 0; at < n_bytes; at += chunk) {
+        const size_t end = n_bytes - at < chunk ? n_bytes : at + chunk;
+        for (size_t i = at; i < end; i += r->page)
+            r->sum ^= bytes[i];
+        r->sum ^= bytes[end - 1];
+        progress_add(&r->progress, end - at);
+    }
+}
+
+uint64_t weights_preload(const weights_t *self, FILE *log, const char *name)
+{
+    uint64_t total = 0;
+    s_each_view(self, s_count_view, &total);
+    s_reader_t r = {.page = (size_t)sysconf(_SC_PAGESIZE)};
+    progress_init(&r.progress, log, name, "reading weights", total);
+    s_each_view(self, s_read_view, &r);
+    progress_fini(&r.progress);
+    return r.progress.done;
 }

@@ -13,6 +13,8 @@
 #define MOE_ENGINE_WEIGHTS_H
 
 #include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
 
 #include "core/err.h"
 #include "model/config.h"
@@ -108,6 +110,14 @@ bool weights_hosts_all(void *ctx, int layer, int expert);
 /* weights_load of the whole model: the dense part and every expert, as one
  * process that runs the model alone (moe-run, the benchmarks) needs it. */
 weights_t *weights_load_all(const char *dir, err_t *err);
+
+/* Reads every loaded weight into this process's memory (each page of its
+ * mapping), so that the first requests do not wait for the disk: the
+ * difference between an endpoint that is announced and one that is ready
+ * (--preload). Progress on log (NULL: quiet) for work over a second, lines
+ * "name: reading weights: ..." (core/progress.h). Returns the bytes read;
+ * it cannot fail (the mappings were checked by weights_load). */
+uint64_t weights_preload(const weights_t *self, FILE *log, const char *name);
 
 /* True when expert e of layer l is loaded (never in a dense layer). */
 bool weights_has_expert(const weights_t *self, int layer, int expert);

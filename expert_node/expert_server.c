@@ -62,6 +62,8 @@ static int s_load(expert_server_t *self, const expert_server_opts_t *opts, err_t
                        "model in %s has %d x %d", placement_n_layers(p),
                        placement_n_experts(p), opts->model_dir, cfg->n_layers,
                        cfg->n_experts);
+    if (opts->preload)
+        weights_preload(self->w, opts->log, "moe-expert");
     if (opts->max_rows > INT_MAX / cfg->n_experts_per_tok)
         return err_set(err, EINVAL, "max rows %d is too large", opts->max_rows);
     self->max_rows = opts->max_rows;

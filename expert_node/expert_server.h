@@ -25,6 +25,7 @@
 #define MOE_EXPERT_NODE_EXPERT_SERVER_H
 
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 
 #include "core/err.h"
@@ -47,6 +48,9 @@ typedef struct expert_server_opts {
     const char *curve_key;         /* NULL: plain TCP; else this node's NAME.key:
                                       the socket is a CURVE server ... */
     const char *curve_coordinators; /* ... allowing the *.pub keys of this folder */
+    bool preload;                  /* read the hosted weights into memory before
+                                      expert_server_new returns (weights_preload),
+                                      progress on log */
 } expert_server_opts_t;
 
 /* Loads the node's experts and binds its socket. Caller destroys. NULL with

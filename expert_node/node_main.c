@@ -3,11 +3,12 @@
  *   moe-expert --model DIR --node-id I --nodes N [--placement FILE |
  *              --placement-groups] [--replicas R] [--bind ENDPOINT]
  *              [--endpoint-file FILE] [--threads T] [--max-rows R]
- *              [--curve-key FILE --curve-coordinators DIR]
+ *              [--curve-key FILE --curve-coordinators DIR] [--preload]
  *   moe-expert --model DIR --nodes N [--placement FILE | --placement-groups]
  *              [--replicas R] --print-placement
  *
- * Loads the experts the placement gives node I, binds a ROUTER socket and
+ * Loads the experts the placement gives node I (with --preload, reads them
+ * into memory, progress on stderr when it takes over a second), binds a ROUTER socket and
  * serves the data plane (expert_node/expert_server.h) until SHUTDOWN, SIGTERM
  * or SIGINT. Once bound, the endpoint (with the port the system chose) is
  * printed on stdout as the last line and, with --endpoint-file, written to
@@ -56,6 +57,7 @@ typedef struct options {
     int max_rows;
     const char *curve_key;      /* NULL: plain TCP */
     const char *curve_coordinators;
+    bool preload;               /* read the hosted weights before announcing */
 } options_t;
 
 static void s_usage(FILE *out)
@@ -64,7 +66,7 @@ static void s_usage(FILE *out)
             "usage: moe-expert --model DIR --node-id I --nodes N [--placement FILE |\n"
             "                  --placement-groups] [--replicas R] [--bind ENDPOINT]\n"
             "                  [--endpoint-file FILE] [--threads T] [--max-rows R]\n"
-            "                  [--curve-key FILE --curve-coordinators DIR]\n"
+            "                  [--curve-key FILE --curve-coordinators DIR] [--preload]\n"
             "       moe-expert --model DIR --nodes N [--placement FILE | --placement-groups]\n"
             "                  [--replicas R] --print-placement\n"
             "\n"
@@ -93,6 +95,9 @@ static void s_usage(FILE *out)
             "                        node's key pair (moe-keygen; docs/DEPLOY.md)\n"
             "  --curve-coordinators DIR  the *.pub files of the coordinators allowed\n"
             "                        to connect\n"
+            "  --preload             read the hosted weights into memory before the\n"
+            "                        endpoint is announced, so the first request does not\n"
+            "                        wait for the disk (progress on stderr)\n"
             "  --help                this text\n"
             "\n"
             "Exit status: 0 clean shutdown, 1 runtime error, 2 usage error.\n",
@@ -140,6 +145,7 @@ static int s_parse_args(int argc, char **argv, options_t *opt)
         ARG_OPT_INT("--max-rows", &opt->max_rows, 1, 0),
         ARG_OPT_STRING("--curve-key", &opt->curve_key),
         ARG_OPT_STRING("--curve-coordinators", &opt->curve_coordinators),
+        ARG_OPT_FLAG("--preload", &opt->preload),
         ARG_OPT_END,
     };
     return arg_parse_main("moe-expert", argc, argv, table, s_usage, s_check, opt);
@@ -210,7 +216,8 @@ static int s_serve(const options_t *opt, err_t *err)
                                .node_id = opt->node_id, .bind = opt->bind,
                                .max_rows = opt->max_rows, .log = stderr,
                                .curve_key = opt->curve_key,
-                               .curve_coordinators = opt->curve_coordinators};
+                               .curve_coordinators = opt->curve_coordinators,
+                               .preload = opt->preload};
     server = expert_server_new(&so, err);
     if (!server)
         goto done;

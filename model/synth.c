@@ -490,7 +490,7 @@ static void s_shard_name(char *out, size_t size, size_t shard, size_t n_shards)
 /* Writes items[first..last) (all of one shard) to path. */
 static int s_write_shard(const char *path, s_item_t *items, size_t first,
                          size_t last, st_dtype_t dtype, uint64_t seed,
-                         float *chunk, err_t *err)
+                         float *chunk, progress_t *progress, err_t *err)
 {
     st_writer_t *w = st_writer_new(path, err);
     if (!w)
@@ -515,6 +515,8 @@ static int s_write_shard(const char *path, s_item_t *items, size_t first,
                 s_fill_normal(&rng, chunk, m, it->mean, it->spread);
             if (st_writer_write(w, chunk, m, err))
                 goto cleanup;
+            if (progress)
+                progress_add(progress, m * st_dtype_size(dtype));
         }
     }
     rc = st_writer_finish(w, err);
@@ -763,7 +765,7 @@ int synth_write(const char *dir, const config_t *cfg, const synth_opts_t *opts,
             goto cleanup;
         }
         if (s_write_shard(path, items, first, last, dtype, opts->seed, chunk,
-                          err))
+                          opts->progress, err))
             goto cleanup;
         first = last;
     }

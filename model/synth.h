@@ -34,6 +34,7 @@
 #include <stdint.h>
 
 #include "core/err.h"
+#include "core/progress.h"
 #include "model/config.h"
 #include "model/safetensors.h"
 
@@ -43,6 +44,8 @@ typedef struct synth_opts {
     uint64_t shard_bytes;   /* 0: one model.safetensors; else the largest
                                tensor-data bytes per shard (a bigger tensor
                                gets a shard of its own) */
+    progress_t *progress;   /* NULL, or counts the tensor bytes written (the
+                               caller inits it with synth_plan's data_bytes) */
 } synth_opts_t;
 
 typedef struct synth_stats {

@@ -154,11 +154,20 @@ int main(int argc, char **argv)
     trainer_stats_t tstats;
     size_t corpus_len;
     const char *corpus = trainer_corpus(&corpus_len);
+    /* A medium model takes seconds to write: progress on stderr then. */
+    progress_t progress;
+    if (synth_plan(&cfg, &opts, &stats, &err)) {
+        fprintf(stderr, "%s: %s\n", prog, err.msg);
+        return EXIT_FAILURE;
+    }
+    progress_init(&progress, stderr, prog, "writing weights", stats.data_bytes);
+    opts.progress = &progress;
     if (synth_write(out, &cfg, &opts, &stats, &err) ||
         trainer_write(out, corpus, corpus_len, &topts, &tstats, &err)) {
         fprintf(stderr, "%s: %s\n", prog, err.msg);
         return EXIT_FAILURE;
     }
+    progress_fini(&progress);
     printf("%s: wrote %s/%s (seed %" PRIu64 ", %s) to %s: %zu tensors, "
            "%.1f MB in %zu file%s, %.2f s\n",
            prog, arch, preset, opts.seed, opts.dtype == ST_F32   ? "f32"
