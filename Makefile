@@ -31,7 +31,7 @@ CPPFLAGS += -I$(BUILD)/gen  # generated protobuf-c code: $(BUILD)/gen/proto/*.pb
 
 # ---- libraries, one per folder ----------------------------------------------
 CORE_SRC    := core/err.c core/mem.c core/blas.c core/timer.c core/idlist.c \
-               core/path.c core/arg.c
+               core/path.c core/arg.c core/lograte.c
 KERNELS_SRC := kernels/gemm_blas.c kernels/gemm_small.c kernels/gemm_ref.c kernels/rmsnorm.c \
                kernels/pool.c kernels/compute.c \
                kernels/rope.c kernels/softmax.c kernels/ffn.c kernels/attention.c \
@@ -132,7 +132,7 @@ all: $(PROGRAMS)
 # ---- tests ---------------------------------------------------------------------
 # Each test links only the folders it tests, so that one folder builds and
 # tests on its own.
-TESTS_CORE    := test_idlist test_arg
+TESTS_CORE    := test_idlist test_arg test_lograte
 TESTS_KERNELS := test_gemm test_rmsnorm test_rope test_softmax test_ffn test_attention \
                  test_mla test_pool
 TESTS_MODEL   := test_config test_safetensors test_mxfp4
@@ -143,7 +143,7 @@ TESTS_ENGINE  := test_router test_experts test_kvcache test_forward test_fixture
                  test_latent test_routing \
                  test_moe_run test_sampler test_synth
 TESTS_NET     := test_wire test_placement test_expert_node test_client test_cluster \
-                 test_serving test_multihost test_mpi test_failover test_keypair \
+                 test_serving test_logflood test_multihost test_mpi test_failover test_keypair \
                  test_security test_sched test_dispatch
 TESTS_TOKENIZER := test_tokenizer test_trainer
 TESTS := $(TESTS_CORE) $(TESTS_KERNELS) $(TESTS_MODEL) $(TESTS_MODEL_K) \
