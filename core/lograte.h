@@ -16,6 +16,8 @@
 #include <stdio.h>
 
 enum { LOGRATE_MAX_CAUSES = 16 };
+/* What the servers use: 5 lines per cause, then a count every 10 s. */
+enum { LOGRATE_BURST = 5, LOGRATE_INTERVAL_S = 10 };
 
 /* One cause's window. */
 typedef struct lograte_cause {

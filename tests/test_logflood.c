@@ -144,11 +144,12 @@ static void test_flood_logs_bounded(void **state)
            "counts), coordinator log +%d lines (%d went away, %d counts)\n",
            FLOOD_CONNECTIONS, seconds, node_new, node_malformed, node_counts, coord_new,
            coord_gone, coord_counts);
+    char cmd[2600];
+    snprintf(cmd, sizeof cmd, "tail -n 8 '%s' '%s'", node_log, coord_log);
+    fflush(stdout);
+    if (system(cmd) != 0)
+        printf("  (cannot show the logs)\n");
     if (node_new > MAX_NEW_LINES || coord_new > MAX_NEW_LINES) {
-        char cmd[2600];
-        snprintf(cmd, sizeof cmd, "tail -n 5 '%s' '%s'", node_log, coord_log);
-        if (system(cmd) != 0)
-            printf("  (cannot show the logs)\n");
         fail_msg("the flood wrote %d lines to the node's log and %d to the coordinator's "
                  "(at most %d each)", node_new, coord_new, MAX_NEW_LINES);
     }
