@@ -256,7 +256,8 @@ static int s_parse_args(int argc, char **argv, options_t *opt)
 /* ---- generate ------------------------------------------------------------- */
 
 /* --stream: each token (or its text, for a text prompt) as it arrives, on
- * one line; counts and timings last, on stderr. */
+ * one line that the final chunk ends; counts and timings after it, on
+ * stderr (so that a terminal does not show them glued to the text). */
 static int s_print_chunk(const client_chunk_t *chunk, void *arg)
 {
     const options_t *opt = arg;
@@ -266,6 +267,8 @@ static int s_print_chunk(const client_chunk_t *chunk, void *arg)
         for (int i = 0; i < chunk->n_tokens; i++)
             printf(chunk->n_total - chunk->n_tokens + i > 0 ? ",%d" : "%d",
                    (int)chunk->tokens[i]);
+    if (chunk->final)
+        putchar('\n');
     fflush(stdout);
     if (chunk->final)
         fprintf(stderr, "moe-client: %d prompt tokens, %d generated in %.3f s (%s)\n",
@@ -303,13 +306,11 @@ static int s_generate(client_t *client, const options_t *opt, const int32_t *pro
             printf("\n");
         return -1;
     }
-    int rc = 0;
-    if (opt->stream) {
-        printf("\n");
-    } else if (opt->prompt_text) {
+    int rc = 0; /* --stream: printed as it came, the line ended by the final chunk */
+    if (!opt->stream && opt->prompt_text) {
         fwrite(res.text, 1, res.text_len, stdout);
         printf("\n");
-    } else {
+    } else if (!opt->stream) {
         char *line = idlist_format(res.tokens, res.n_tokens);
         if (line)
             printf("%s\n", line);
