@@ -7,6 +7,8 @@
 #   make check             both of the above and fuzz-smoke: what CI runs
 #   make fuzz              each libFuzzer harness of fuzz/ for FUZZ_SECONDS (clang)
 #   make run               build, make the default model if needed, run it once
+#   make clean-models      remove the models that make test, make run and make bench
+#                          made in build/models/ (several GB; kept between runs)
 #   make bench             the benchmarks of bench/ (not tests: figures, not verdicts)
 
 CC      ?= gcc
@@ -173,10 +175,15 @@ $(TEST_BINS):
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(TEST_LIBS) $(LDLIBS)
 
+# test_cluster makes the medium model (2.4 GB) in $(MODELS) once and keeps it.
+MODELS := build/models
 test: $(TEST_BINS) $(PROGRAMS)
+	@test -f $(MODELS)/mixtral-medium/config.json || echo "make test: test_cluster will" \
+	    "write a 2.4 GB model to $(MODELS)/mixtral-medium, kept for later runs" \
+	    "(make clean-models removes it)"
 	MOE_FIXTURES=$(abspath $(SHARED))/fixtures MOE_TOKENIZERS=$(abspath $(SHARED))/tokenizers \
 	    MOE_BIN=$(abspath $(BIN)) \
-	    MOE_TMP=$(abspath $(BUILD))/tmp MOE_MODELS=$(abspath build/models) \
+	    MOE_TMP=$(abspath $(BUILD))/tmp MOE_MODELS=$(abspath $(MODELS)) \
 	    tests/run.sh $(TEST_BINS)
 
 check:
@@ -185,7 +192,7 @@ check:
 	$(MAKE) fuzz-smoke
 
 # ---- run and bench -----------------------------------------------------------------
-DEFAULT_MODEL := build/models/default
+DEFAULT_MODEL := $(MODELS)/default
 
 run: $(PROGRAMS)
 	tools/run-default.sh $(BIN) $(DEFAULT_MODEL)
@@ -310,6 +317,10 @@ $(OBJ)/gen/%.o: $(BUILD)/gen/%.c
 clean:
 	rm -rf build
 
-.PHONY: all test check run bench bench-families clean fuzz fuzz-smoke fuzz-build fuzz-corpus
+clean-models:
+	@du -sh $(MODELS) 2>/dev/null | sed 's/^/clean-models: removing /' || true
+	rm -rf $(MODELS)
+
+.PHONY: all test check run bench bench-families clean clean-models fuzz fuzz-smoke fuzz-build fuzz-corpus
 .SECONDARY: $(PROTO_GEN_C) $(PROTO_GEN_H)  # generated sources are kept, not intermediates
 -include $(shell find $(BUILD)/obj $(FUZZ_OBJ) -name '*.d' 2>/dev/null)

@@ -26,6 +26,7 @@ struct rpc {
     rpc_config_t conf;
     char endpoint[WIRE_MAX_TEXT];
     char model_name[WIRE_MAX_TEXT];  /* conf.model_name, copied */
+    char model_arch[WIRE_MAX_TEXT];  /* conf.model_arch, copied */
     void *socket;                  /* ROUTER for clients */
     wire_inbox_t *inbox;
     forward_t *fw;                 /* experts through dispatch_start/finish */
@@ -70,6 +71,9 @@ rpc_t *rpc_new(void *zmq_ctx, const weights_t *w, dispatch_t *dispatch, peer_t *
     self->conf = *conf;
     snprintf(self->model_name, sizeof self->model_name, "%s", conf->model_name);
     self->conf.model_name = self->model_name;
+    snprintf(self->model_arch, sizeof self->model_arch, "%s",
+             conf->model_arch ? conf->model_arch : "");
+    self->conf.model_arch = self->model_arch;
     wire_limits_t lim = {.max_prompt = conf->max_context};
     self->inbox = wire_inbox_new(&lim, err);
     if (!self->inbox)
@@ -373,7 +377,8 @@ static void s_status(rpc_t *self, const wire_peer_t *to, const wire_request_t *r
     }
     wire_reply_t rep = {
         .type = WIRE_REP_STATUS, .request_id = req->request_id, .final = true,
-        .model = self->conf.model_name, .n_nodes = self->n_peers, .nodes = self->status,
+        .model = self->conf.model_name, .model_arch = self->conf.model_arch,
+        .n_nodes = self->n_peers, .nodes = self->status,
         .n_layers = self->w->cfg.n_layers, .n_experts = self->w->cfg.n_experts,
         .expert_tokens = dispatch_expert_tokens(self->dispatch),
         .requests_served = self->requests_served,
