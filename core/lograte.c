@@ -52,6 +52,15 @@ static void s_write_count(lograte_t *self, lograte_cause_t *c, double now)
 
 int lograte_printf(lograte_t *self, const char *cause, const char *fmt, ...)
 {
+    va_list ap;
+    va_start(ap, fmt);
+    int rc = lograte_vprintf(self, cause, fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+int lograte_vprintf(lograte_t *self, const char *cause, const char *fmt, va_list ap)
+{
     assert(self);
     assert(cause);
     assert(fmt);
@@ -68,10 +77,7 @@ int lograte_printf(lograte_t *self, const char *cause, const char *fmt, ...)
     }
     c->n_written++;
     if (self->log) {
-        va_list ap;
-        va_start(ap, fmt);
         vfprintf(self->log, fmt, ap);
-        va_end(ap);
         fputc('\n', self->log);
         fflush(self->log);
     }

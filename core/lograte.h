@@ -12,6 +12,7 @@
 #ifndef MOE_CORE_LOGRATE_H
 #define MOE_CORE_LOGRATE_H
 
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 
@@ -47,6 +48,10 @@ void lograte_fini(lograte_t *self);
  * window. Returns 1 when written, 0 when counted. */
 int lograte_printf(lograte_t *self, const char *cause, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/* lograte_printf with a va_list. */
+int lograte_vprintf(lograte_t *self, const char *cause, const char *fmt, va_list ap)
+    __attribute__((format(printf, 3, 0)));
 
 /* Writes the count line of each cause whose window has closed with lines
  * counted, and opens a new window for it. Cheap: call it from a poll loop. */

@@ -10,7 +10,9 @@
 #include <assert.h>
 #include <errno.h>
 #include <limits.h>
+#include <stdarg.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 #include <zmq.h>
 
@@ -224,13 +226,19 @@ static const char *s_who(const wire_peer_t *from)
     return from && from->address[0] ? from->address : "a peer";
 }
 
-/* Logs one event under cause (static text), rate-limited per cause: a flood
- * of garbage or of vanishing clients costs the log a few lines and a count. */
-static void s_log(expert_server_t *self, const char *cause, const wire_peer_t *from,
-                  uint64_t request_id, const char *why)
+/* Logs one line (fmt, after "moe-expert: node N: ") under cause (static
+ * text), rate-limited per cause: a flood of garbage or of vanishing peers
+ * costs the log a few lines and a count. */
+static void s_log(expert_server_t *self, const char *cause, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void s_log(expert_server_t *self, const char *cause, const char *fmt, ...)
 {
-    lograte_printf(&self->logs, cause, "moe-expert: node %d: %s from %s (request %llu): %s",
-                   self->node_id, cause, s_who(from), (unsigned long long)request_id, why);
+    char line[2 * WIRE_MAX_TEXT];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    lograte_printf(&self->logs, cause, "moe-expert: node %d: %s", self->node_id, line);
 }
 
 /* A failed send loses one reply (the peer's own timeout handles that); only a
@@ -242,11 +250,13 @@ static int s_sent(expert_server_t *self, int rc, const wire_peer_t *to, uint64_t
         return 0;
     if (errno == ETERM)
         return err_set(err, ETERM, "the ZeroMQ context was terminated");
+    const unsigned long long id = request_id;
     if (errno == EHOSTUNREACH)
-        s_log(self, "the peer went away before its answer", to, request_id,
-              "its connection is closed");
+        s_log(self, "peer went away before its answer",
+              "peer %s went away before its answer (request %llu)", s_who(to), id);
     else
-        s_log(self, "an answer could not be sent", to, request_id, why->msg);
+        s_log(self, "answer not sent", "cannot send an answer to %s (request %llu): %s",
+              s_who(to), id, why->msg);
     return 0;
 }
 
@@ -270,7 +280,8 @@ static int s_send_error(expert_server_t *self, const wire_peer_t *to, uint64_t r
 {
     err_t why = {0};
     self->n_rejected++;
-    s_log(self, s_cause(code), to, request_id, message);
+    s_log(self, s_cause(code), "%s from %s (request %llu): %s", s_cause(code), s_who(to),
+          (unsigned long long)request_id, message);
     int rc = wire_data_send_error(self->sock, to, request_id, code, message, &why);
     return s_sent(self, rc, to, request_id, &why, err);
 }
@@ -349,10 +360,12 @@ static int s_serve_one(expert_server_t *self, err_t *err)
     case WIRE_EXPERT_REQUEST:
         return s_expert_request(self, &from, &m, err);
     case WIRE_SHUTDOWN:
-        s_log(self, "shutdown", &from, m.request_id, "requested by a peer");
+        s_log(self, "shutdown", "shutdown requested by %s (request %llu)", s_who(&from),
+              (unsigned long long)m.request_id);
         return 1;
     case WIRE_ERROR:
-        s_log(self, "error reported", &from, m.request_id,
+        s_log(self, "error reported by a peer", "error reported by %s (request %llu): %s",
+              s_who(&from), (unsigned long long)m.request_id,
               m.error_message ? m.error_message : wire_data_error_name(m.error_code));
         return 0;
     default: /* HELLO_REPLY, EXPERT_REPLY, HEARTBEAT_REPLY */
