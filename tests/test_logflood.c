@@ -5,12 +5,13 @@
  * finds nobody). Each log may grow by a handful of lines per cause plus the
  * lines that count what was not logged one by one, the lines say what
  * happened in words a user understands, and the cluster then still answers
- * exactly as moe-run does. */
+ * exactly as moe-run does, and STATUS (model_path and model_arch apart). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <cmocka.h>
 
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -131,6 +132,21 @@ static void test_flood_logs_bounded(void **state)
     crosscheck_fixture(fx, lc.endpoint, s_bin, s_tmp, "");
     fixture_destroy(&fx);
 
+    /* STATUS still answers, with the model's folder and architecture apart. */
+    char cmd[2600];
+    snprintf(cmd, sizeof cmd, "'%s/moe-client' --connect '%s' status --json", s_bin,
+             lc.endpoint);
+    char *json = NULL;
+    assert_int_equal(testutil_run(cmd, &json), 0);
+    json_error_t jerr;
+    json_t *root = json_loads(json, 0, &jerr);
+    const char *path = json_string_value(json_object_get(root, "model_path"));
+    const char *arch = json_string_value(json_object_get(root, "model_arch"));
+    if (!path || !arch || strcmp(arch, "mixtral") != 0 || strcmp(path, fx_dir) != 0)
+        fail_msg("status --json: %.300s", json);
+    json_decref(root);
+    free(json);
+
     /* Stopping writes what is still counted. */
     localcluster_stop(&lc);
     int node_malformed = 0, node_counts = 0, coord_gone = 0, coord_counts = 0;
@@ -144,7 +160,6 @@ static void test_flood_logs_bounded(void **state)
            "counts), coordinator log +%d lines (%d went away, %d counts)\n",
            FLOOD_CONNECTIONS, seconds, node_new, node_malformed, node_counts, coord_new,
            coord_gone, coord_counts);
-    char cmd[2600];
     snprintf(cmd, sizeof cmd, "tail -n 8 '%s' '%s'", node_log, coord_log);
     fflush(stdout);
     if (system(cmd) != 0)
