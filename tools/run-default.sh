@@ -16,7 +16,15 @@ run_dir=$root/build/run/default
 # Shows a command exactly as it runs (quoted as a shell would need it), then
 # runs it.
 show_run() {
-    echo "run: $(printf '%q ' "$@")"
+    local arg line="run:" plain='^[A-Za-z0-9_./:=,@+-]+$' q="'"
+    for arg in "$@"; do
+        if [[ $arg =~ $plain ]]; then
+            line+=" $arg"
+        else
+            line+=" '${arg//$q/$q\\$q$q}'"
+        fi
+    done
+    echo "$line"
     "$@"
 }
 
