@@ -7,6 +7,8 @@
 #   make check             both of the above and fuzz-smoke: what CI runs
 #   make fuzz              each libFuzzer harness of fuzz/ for FUZZ_SECONDS (clang)
 #   make run               build, make the default model if needed, run it once
+#   make clean-models      remove the models that make test, make run and make bench
+#                          made in build/models/ (several GB; kept between runs)
 #   make bench             the benchmarks of bench/ (not tests: figures, not verdicts)
 
 CC      ?= gcc
@@ -31,7 +33,7 @@ CPPFLAGS += -I$(BUILD)/gen  # generated protobuf-c code: $(BUILD)/gen/proto/*.pb
 
 # ---- libraries, one per folder ----------------------------------------------
 CORE_SRC    := core/err.c core/mem.c core/blas.c core/timer.c core/idlist.c \
-               core/path.c core/arg.c core/progress.c
+               core/path.c core/arg.c core/progress.c core/lograte.c
 KERNELS_SRC := kernels/gemm_blas.c kernels/gemm_small.c kernels/gemm_ref.c kernels/rmsnorm.c \
                kernels/pool.c kernels/compute.c \
                kernels/rope.c kernels/softmax.c kernels/ffn.c kernels/attention.c \
@@ -132,7 +134,7 @@ all: $(PROGRAMS)
 # ---- tests ---------------------------------------------------------------------
 # Each test links only the folders it tests, so that one folder builds and
 # tests on its own.
-TESTS_CORE    := test_idlist test_arg test_progress
+TESTS_CORE    := test_idlist test_arg test_progress test_lograte
 TESTS_KERNELS := test_gemm test_rmsnorm test_rope test_softmax test_ffn test_attention \
                  test_mla test_pool
 TESTS_MODEL   := test_config test_safetensors test_mxfp4
@@ -143,7 +145,7 @@ TESTS_ENGINE  := test_router test_experts test_kvcache test_forward test_fixture
                  test_latent test_routing \
                  test_moe_run test_sampler test_synth
 TESTS_NET     := test_wire test_placement test_expert_node test_client test_cluster \
-                 test_serving test_multihost test_mpi test_failover test_keypair \
+                 test_serving test_logflood test_multihost test_mpi test_failover test_keypair \
                  test_security test_sched test_dispatch test_localsh
 TESTS_TOKENIZER := test_tokenizer test_trainer
 TESTS := $(TESTS_CORE) $(TESTS_KERNELS) $(TESTS_MODEL) $(TESTS_MODEL_K) \
@@ -173,10 +175,15 @@ $(TEST_BINS):
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(TEST_LIBS) $(LDLIBS)
 
+# test_cluster makes the medium model (2.4 GB) in $(MODELS) once and keeps it.
+MODELS := build/models
 test: $(TEST_BINS) $(PROGRAMS)
+	@test -f $(MODELS)/mixtral-medium/config.json || echo "make test: test_cluster will" \
+	    "write a 2.4 GB model to $(MODELS)/mixtral-medium, kept for later runs" \
+	    "(make clean-models removes it)"
 	MOE_FIXTURES=$(abspath $(SHARED))/fixtures MOE_TOKENIZERS=$(abspath $(SHARED))/tokenizers \
 	    MOE_BIN=$(abspath $(BIN)) \
-	    MOE_TMP=$(abspath $(BUILD))/tmp MOE_MODELS=$(abspath build/models) \
+	    MOE_TMP=$(abspath $(BUILD))/tmp MOE_MODELS=$(abspath $(MODELS)) \
 	    tests/run.sh $(TEST_BINS)
 
 check:
@@ -185,7 +192,7 @@ check:
 	$(MAKE) fuzz-smoke
 
 # ---- run and bench -----------------------------------------------------------------
-DEFAULT_MODEL := build/models/default
+DEFAULT_MODEL := $(MODELS)/default
 
 run: $(PROGRAMS)
 	tools/run-default.sh $(BIN) $(DEFAULT_MODEL)
@@ -310,6 +317,10 @@ $(OBJ)/gen/%.o: $(BUILD)/gen/%.c
 clean:
 	rm -rf build
 
-.PHONY: all test check run bench bench-families clean fuzz fuzz-smoke fuzz-build fuzz-corpus
+clean-models:
+	@du -sh $(MODELS) 2>/dev/null | sed 's/^/clean-models: removing /' || true
+	rm -rf $(MODELS)
+
+.PHONY: all test check run bench bench-families clean clean-models fuzz fuzz-smoke fuzz-build fuzz-corpus
 .SECONDARY: $(PROTO_GEN_C) $(PROTO_GEN_H)  # generated sources are kept, not intermediates
 -include $(shell find $(BUILD)/obj $(FUZZ_OBJ) -name '*.d' 2>/dev/null)

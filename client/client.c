@@ -606,7 +606,8 @@ static size_t s_status_size(const client_t *self, const wire_reply_t *rep, err_t
         return 0;
     }
     size_t size = sizeof(client_status_t) + (size_t)rep->n_nodes * sizeof(client_node_t) +
-                  cells * sizeof(uint64_t) + strlen(s_text(rep->model)) + 1;
+                  cells * sizeof(uint64_t) + strlen(s_text(rep->model)) + 1 +
+                  strlen(s_text(rep->model_arch)) + 1;
     for (int i = 0; i < rep->n_nodes; i++) {
         const wire_node_status_t *w = &rep->nodes[i];
         if (w->n_hosted < 0 || (int64_t)w->n_hosted > (int64_t)cells ||
@@ -682,7 +683,8 @@ client_status_t *client_status(client_t *self, err_t *err)
     if (cells)
         memcpy(counts, rep.expert_tokens, cells * sizeof *counts);
     *st = (client_status_t){
-        .model = s_put_text(&text, rep.model), .n_layers = rep.n_layers,
+        .model = s_put_text(&text, rep.model), .model_arch = s_put_text(&text, rep.model_arch),
+        .n_layers = rep.n_layers,
         .n_experts = rep.n_experts, .expert_tokens = counts,
         .requests_served = rep.requests_served, .n_nodes = rep.n_nodes, .nodes = nodes,
         .timing = {

@@ -231,7 +231,8 @@ typedef struct client_timing {
 } client_timing_t;
 
 typedef struct client_status {
-    const char *model;          /* model folder and architecture; "" if none */
+    const char *model;          /* model folder; "" if none */
+    const char *model_arch;     /* its architecture ("mixtral"); "" if none */
     int n_layers;
     int n_experts;              /* routed experts per layer */
     const uint64_t *expert_tokens; /* (n_layers, n_experts): tokens routed */

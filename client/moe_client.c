@@ -123,7 +123,8 @@ static const char s_status_usage[] =
     "(up or down, the experts it hosts, batches answered, round-trip times, its\n"
     "last error), the tokens routed to each expert and the requests served.\n"
     "\n"
-    "  --json              one JSON object: model, n_layers, n_experts,\n"
+    "  --json              one JSON object: model_path, model_arch, n_layers,\n"
+    "                      n_experts,\n"
     "                      requests_served, nodes [{node_id, endpoint, up,\n"
     "                      experts [[layer, expert], ...], batches, rtt_last_ms,\n"
     "                      rtt_mean_ms, last_error}], expert_tokens [[per expert]\n"
@@ -256,7 +257,8 @@ static int s_parse_args(int argc, char **argv, options_t *opt)
 /* ---- generate ------------------------------------------------------------- */
 
 /* --stream: each token (or its text, for a text prompt) as it arrives, on
- * one line; counts and timings last, on stderr. */
+ * one line that the final chunk ends; counts and timings after it, on
+ * stderr (so that a terminal does not show them glued to the text). */
 static int s_print_chunk(const client_chunk_t *chunk, void *arg)
 {
     const options_t *opt = arg;
@@ -266,6 +268,8 @@ static int s_print_chunk(const client_chunk_t *chunk, void *arg)
         for (int i = 0; i < chunk->n_tokens; i++)
             printf(chunk->n_total - chunk->n_tokens + i > 0 ? ",%d" : "%d",
                    (int)chunk->tokens[i]);
+    if (chunk->final)
+        putchar('\n');
     fflush(stdout);
     if (chunk->final)
         fprintf(stderr, "moe-client: %d prompt tokens, %d generated in %.3f s (%s)\n",
@@ -303,13 +307,11 @@ static int s_generate(client_t *client, const options_t *opt, const int32_t *pro
             printf("\n");
         return -1;
     }
-    int rc = 0;
-    if (opt->stream) {
-        printf("\n");
-    } else if (opt->prompt_text) {
+    int rc = 0; /* --stream: printed as it came, the line ended by the final chunk */
+    if (!opt->stream && opt->prompt_text) {
         fwrite(res.text, 1, res.text_len, stdout);
         printf("\n");
-    } else {
+    } else if (!opt->stream) {
         char *line = idlist_format(res.tokens, res.n_tokens);
         if (line)
             printf("%s\n", line);
@@ -440,7 +442,8 @@ static json_t *s_status_json(const client_status_t *st)
                                "seconds_node_compute", t->seconds_node_compute,
                                "seconds_overlap", t->seconds_overlap);
     /* "o" steals nodes, tokens and timing, also when packing fails. */
-    return json_pack("{s:s, s:i, s:i, s:o, s:o, s:o, s:o, s:i, s:i, s:o}", "model", st->model,
+    return json_pack("{s:s, s:s, s:i, s:i, s:o, s:o, s:o, s:o, s:i, s:i, s:o}",
+                     "model_path", st->model, "model_arch", st->model_arch,
                      "n_layers", st->n_layers, "n_experts", st->n_experts,
                      "requests_served", s_json_u64(st->requests_served),
                      "nodes", nodes, "expert_tokens", tokens, "timing", timing,
@@ -532,7 +535,8 @@ static int s_status_table(const client_status_t *st, err_t *err)
         int w = (int)strlen(st->nodes[i].endpoint);
         width = w > width ? w : width;
     }
-    printf("model: %s\n", *st->model ? st->model : "(unknown)");
+    printf("model: %s (%s)\n", *st->model ? st->model : "(unknown)",
+           *st->model_arch ? st->model_arch : "unknown architecture");
     printf("layers: %d, experts per layer: %d, requests served: %" PRIu64 "\n",
            st->n_layers, st->n_experts, st->requests_served);
     printf("nodes: %d up, %d down\n", n_up, st->n_nodes - n_up);

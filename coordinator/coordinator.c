@@ -221,10 +221,9 @@ static int s_start(coordinator_t *co, const coordinator_opts_t *o,
                                                 : COORDINATOR_DEFAULT_HEARTBEAT_MISSES,
                         stderr);
 
-    char name[PATH_MAX + 64];
-    snprintf(name, sizeof name, "%s (%s)", o->model, config_arch_name(cfg->arch));
     rpc_config_t conf = {
-        .bind = o->bind, .model_name = name, .max_context = max_context,
+        .bind = o->bind, .model_name = o->model, .model_arch = config_arch_name(cfg->arch),
+        .max_context = max_context,
         .prefill_rows = o->prefill_rows,
         .max_seqs = o->max_seqs > 0 ? o->max_seqs : COORDINATOR_DEFAULT_MAX_SEQS,
         .queue_limit = o->queue_limit > 0 ? o->queue_limit : COORDINATOR_DEFAULT_QUEUE,

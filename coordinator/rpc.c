@@ -6,6 +6,7 @@
 #include <string.h>
 #include <zmq.h>
 
+#include "core/lograte.h"
 #include "core/mem.h"
 #include "core/timer.h"
 #include "engine/forward.h"
@@ -25,6 +26,7 @@ struct rpc {
     rpc_config_t conf;
     char endpoint[WIRE_MAX_TEXT];
     char model_name[WIRE_MAX_TEXT];  /* conf.model_name, copied */
+    char model_arch[WIRE_MAX_TEXT];  /* conf.model_arch, copied */
     void *socket;                  /* ROUTER for clients */
     wire_inbox_t *inbox;
     forward_t *fw;                 /* experts through dispatch_start/finish */
@@ -35,6 +37,7 @@ struct rpc {
     uint64_t requests_served;
     uint64_t rows_forwarded;       /* token rows through the forward pass */
     double seconds_forward;        /* inside forward_run */
+    lograte_t logs;                /* stderr, rate-limited per cause */
 };
 
 /* forward_run, timed and counted for the status time split. */
@@ -59,6 +62,7 @@ rpc_t *rpc_new(void *zmq_ctx, const weights_t *w, dispatch_t *dispatch, peer_t *
         err_set(err, ENOMEM, "out of memory for the client endpoint");
         return NULL;
     }
+    lograte_init(&self->logs, stderr, "moe-coordinator", LOGRATE_BURST, LOGRATE_INTERVAL_S);
     self->w = w;
     self->dispatch = dispatch;
     self->peers = peers;
@@ -67,6 +71,9 @@ rpc_t *rpc_new(void *zmq_ctx, const weights_t *w, dispatch_t *dispatch, peer_t *
     self->conf = *conf;
     snprintf(self->model_name, sizeof self->model_name, "%s", conf->model_name);
     self->conf.model_name = self->model_name;
+    snprintf(self->model_arch, sizeof self->model_arch, "%s",
+             conf->model_arch ? conf->model_arch : "");
+    self->conf.model_arch = self->model_arch;
     wire_limits_t lim = {.max_prompt = conf->max_context};
     self->inbox = wire_inbox_new(&lim, err);
     if (!self->inbox)
@@ -132,6 +139,7 @@ void rpc_destroy(rpc_t **self_p)
         return;
     rpc_t *self = *self_p;
     int saved = errno;
+    lograte_fini(&self->logs);
     if (self->socket)
         zmq_close(self->socket);
     wire_inbox_destroy(&self->inbox);
@@ -150,12 +158,33 @@ const char *rpc_endpoint(const rpc_t *self)
     return self->endpoint;
 }
 
+/* Who a client is, for a person: its address, or "a client". */
+static const char *s_who(const wire_peer_t *client)
+{
+    return client->address[0] ? client->address : "a client";
+}
+
+/* Logs an answer that could not be sent (errno_sent: the send's errno),
+ * rate-limited per cause: a flood of vanishing clients costs a few lines. */
+static void s_unsent(rpc_t *self, const wire_peer_t *to, uint64_t id, int errno_sent,
+                     const err_t *why)
+{
+    if (errno_sent == EHOSTUNREACH)
+        lograte_printf(&self->logs, "client went away before its answer",
+                       "moe-coordinator: client %s went away before its answer (request "
+                       "%llu)", s_who(to), (unsigned long long)id);
+    else
+        lograte_printf(&self->logs, "answer not sent",
+                       "moe-coordinator: cannot answer client %s (request %llu): %s",
+                       s_who(to), (unsigned long long)id, why->msg);
+}
+
 static void s_reply_error(rpc_t *self, const wire_peer_t *to, uint64_t id,
                           wire_client_error_t code, const char *message)
 {
     err_t err = {0};
     if (wire_reply_send_error(self->socket, to, id, code, message, &err) < 0)
-        fprintf(stderr, "moe-coordinator: cannot answer a client: %s\n", err.msg);
+        s_unsent(self, to, id, errno, &err);
 }
 
 /* Checks a prompt request; replies with the error and returns -1 if bad. */
@@ -195,9 +224,8 @@ static int s_deliver(rpc_t *self, const sched_event_t *ev)
         if (wire_reply_send(self->socket, ev->client, &rep, &err) == 0)
             return 0;
         if (errno == EHOSTUNREACH)
-            return -1;
-        fprintf(stderr, "moe-coordinator: request %llu: %s\n",
-                (unsigned long long)ev->request_id, err.msg);
+            return -1; /* the caller frees its sequence; nothing to log */
+        s_unsent(self, ev->client, ev->request_id, errno, &err);
         return 0;
     }
     case SCHED_DONE: {
@@ -208,6 +236,8 @@ static int s_deliver(rpc_t *self, const sched_event_t *ev)
                              .finish_reason = ev->finish_reason};
         if (wire_reply_send(self->socket, ev->client, &done, &err) == 0)
             self->requests_served++;
+        else
+            s_unsent(self, ev->client, ev->request_id, errno, &err);
         return 0;
     }
     case SCHED_FAILED:
@@ -347,7 +377,8 @@ static void s_status(rpc_t *self, const wire_peer_t *to, const wire_request_t *r
     }
     wire_reply_t rep = {
         .type = WIRE_REP_STATUS, .request_id = req->request_id, .final = true,
-        .model = self->conf.model_name, .n_nodes = self->n_peers, .nodes = self->status,
+        .model = self->conf.model_name, .model_arch = self->conf.model_arch,
+        .n_nodes = self->n_peers, .nodes = self->status,
         .n_layers = self->w->cfg.n_layers, .n_experts = self->w->cfg.n_experts,
         .expert_tokens = dispatch_expert_tokens(self->dispatch),
         .requests_served = self->requests_served,
@@ -364,7 +395,7 @@ static void s_status(rpc_t *self, const wire_peer_t *to, const wire_request_t *r
     rep.kv_bytes = sched_kv_bytes(self->sched);
     err_t err = {0};
     if (wire_reply_send(self->socket, to, &rep, &err) < 0)
-        fprintf(stderr, "moe-coordinator: cannot answer a client: %s\n", err.msg);
+        s_unsent(self, to, req->request_id, errno, &err);
 }
 
 /* Handles one waiting request; false when none was waiting. */
@@ -377,8 +408,13 @@ static bool s_handle(rpc_t *self)
     if (wire_request_recv(self->inbox, self->socket, &from, &req, &code, &err) < 0) {
         if (errno == EAGAIN)
             return false;
-        if (errno == EPROTO && from.len > 0)
-            s_reply_error(self, &from, req.request_id, code, err.msg);
+        if (errno == EPROTO) {
+            lograte_printf(&self->logs, "malformed request",
+                           "moe-coordinator: malformed request from %s: %s", s_who(&from),
+                           err.msg);
+            if (from.len > 0)
+                s_reply_error(self, &from, req.request_id, code, err.msg);
+        }
         return true;
     }
     switch (req.type) {
@@ -408,6 +444,7 @@ int rpc_run(rpc_t *self, volatile sig_atomic_t *stop, err_t *err)
                            zmq_strerror(errno));
         }
         dispatch_check_links(self->dispatch);
+        lograte_tick(&self->logs);
         for (int i = 0; i < MAX_REQUESTS_PER_STEP && (item.revents & ZMQ_POLLIN); i++)
             if (!s_handle(self))
                 break;

@@ -33,7 +33,8 @@ typedef struct rpc_node_info {
 
 typedef struct rpc_config {
     const char *bind;       /* client endpoint to bind, e.g. tcp://127.0.0.1:* (used in rpc_new) */
-    const char *model_name; /* shown in status (copied) */
+    const char *model_name; /* the model folder, shown in status (copied) */
+    const char *model_arch; /* its architecture, shown in status (copied) */
     int max_context;        /* positions per sequence (prompt + generated) */
     int prefill_rows;       /* rows per forward step (decode rows + prefill chunks) */
     int max_seqs;           /* sequences generating at once */

@@ -10,11 +10,14 @@
 #include <assert.h>
 #include <errno.h>
 #include <limits.h>
+#include <stdarg.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 #include <zmq.h>
 
 #include "core/blas.h"
+#include "core/lograte.h"
 #include "core/mem.h"
 #include "core/timer.h"
 #include "engine/experts.h"
@@ -42,6 +45,7 @@ struct expert_server {
     zap_t *zap;               /* with CURVE: allows coordinators by key */
     char endpoint[WIRE_MAX_TEXT];
     FILE *log;                /* NULL: quiet */
+    lograte_t logs;           /* log lines, rate-limited per cause */
     unsigned long n_served;   /* EXPERT_REPLYs sent */
     unsigned long n_rejected; /* ERRORs sent */
 };
@@ -172,6 +176,9 @@ expert_server_t *expert_server_new(const expert_server_opts_t *opts, err_t *err)
     }
     self->node_id = opts->node_id;
     self->log = opts->log;
+    char who[64];
+    snprintf(who, sizeof who, "moe-expert: node %d", opts->node_id);
+    lograte_init(&self->logs, self->log, who, LOGRATE_BURST, LOGRATE_INTERVAL_S);
     if (s_load(self, opts, err) < 0 || s_bind(self, opts, err) < 0) {
         expert_server_destroy(&self);
         return NULL;
@@ -185,6 +192,7 @@ void expert_server_destroy(expert_server_t **self_p)
         return;
     expert_server_t *self = *self_p;
     int saved = errno;
+    lograte_fini(&self->logs);
     if (self->sock)
         zmq_close(self->sock);
     zap_destroy(&self->zap); /* its sockets live in ctx */
@@ -214,25 +222,59 @@ int expert_server_n_hosted(const expert_server_t *self)
 
 /* ===== serving ================================================================ */
 
-static void s_log(const expert_server_t *self, const char *what, uint64_t request_id,
-                  const char *why)
+/* Who sent a message, for a person: "127.0.0.1" or "a peer". */
+static const char *s_who(const wire_peer_t *from)
 {
-    if (self->log)
-        fprintf(self->log, "moe-expert: node %d: %s (request %llu): %s\n", self->node_id,
-                what, (unsigned long long)request_id, why);
+    return from && from->address[0] ? from->address : "a peer";
+}
+
+/* Logs one line (fmt, after "moe-expert: node N: ") under cause (static
+ * text), rate-limited per cause: a flood of garbage or of vanishing peers
+ * costs the log a few lines and a count. */
+static void s_log(expert_server_t *self, const char *cause, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void s_log(expert_server_t *self, const char *cause, const char *fmt, ...)
+{
+    char line[2 * WIRE_MAX_TEXT];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    lograte_printf(&self->logs, cause, "moe-expert: node %d: %s", self->node_id, line);
 }
 
 /* A failed send loses one reply (the peer's own timeout handles that); only a
  * terminated context ends the loop. */
-static int s_sent(expert_server_t *self, int rc, uint64_t request_id, const err_t *why,
-                  err_t *err)
+static int s_sent(expert_server_t *self, int rc, const wire_peer_t *to, uint64_t request_id,
+                  const err_t *why, err_t *err)
 {
     if (rc == 0)
         return 0;
     if (errno == ETERM)
         return err_set(err, ETERM, "the ZeroMQ context was terminated");
-    s_log(self, "reply not sent", request_id, why->msg);
+    const unsigned long long id = request_id;
+    if (errno == EHOSTUNREACH)
+        s_log(self, "peer went away before its answer",
+              "peer %s went away before its answer (request %llu)", s_who(to), id);
+    else
+        s_log(self, "answer not sent", "cannot send an answer to %s (request %llu): %s",
+              s_who(to), id, why->msg);
     return 0;
+}
+
+/* The cause under which a refused message is logged (static text). */
+static const char *s_cause(wire_data_error_t code)
+{
+    switch (code) {
+    case WIRE_DATA_ERR_VERSION: return "message of another protocol version";
+    case WIRE_DATA_ERR_MALFORMED: return "malformed message";
+    case WIRE_DATA_ERR_SHAPE: return "message whose shapes do not fit the model";
+    case WIRE_DATA_ERR_UNKNOWN_EXPERT: return "request for an expert not hosted here";
+    case WIRE_DATA_ERR_TOO_LARGE: return "request too large";
+    case WIRE_DATA_ERR_UNEXPECTED: return "message of a type a node does not accept";
+    case WIRE_DATA_ERR_INTERNAL: return "request failed on this node";
+    default: return "request refused";
+    }
 }
 
 static int s_send_error(expert_server_t *self, const wire_peer_t *to, uint64_t request_id,
@@ -240,9 +282,10 @@ static int s_send_error(expert_server_t *self, const wire_peer_t *to, uint64_t r
 {
     err_t why = {0};
     self->n_rejected++;
-    s_log(self, wire_data_error_name(code), request_id, message);
+    s_log(self, s_cause(code), "%s from %s (request %llu): %s", s_cause(code), s_who(to),
+          (unsigned long long)request_id, message);
     int rc = wire_data_send_error(self->sock, to, request_id, code, message, &why);
-    return s_sent(self, rc, request_id, &why, err);
+    return s_sent(self, rc, to, request_id, &why, err);
 }
 
 static int s_expert_request(expert_server_t *self, const wire_peer_t *from,
@@ -266,7 +309,7 @@ static int s_expert_request(expert_server_t *self, const wire_peer_t *from,
                        .rows = self->out, .compute_seconds = timer_now() - t0};
     self->n_served++;
     int rc = wire_data_send(self->sock, from, &rep, &why);
-    return s_sent(self, rc, m->request_id, &why, err);
+    return s_sent(self, rc, from, m->request_id, &why, err);
 }
 
 /* The name of a message type that a node does not accept (static). */
@@ -310,19 +353,21 @@ static int s_serve_one(expert_server_t *self, err_t *err)
         rep.n_hosted = self->n_hosted;
         rep.hosted_layer = self->hosted_layer;
         rep.hosted_expert = self->hosted_expert;
-        return s_sent(self, wire_data_send(self->sock, &from, &rep, &why), m.request_id,
-                      &why, err);
+        return s_sent(self, wire_data_send(self->sock, &from, &rep, &why), &from,
+                      m.request_id, &why, err);
     case WIRE_HEARTBEAT:
         rep.type = WIRE_HEARTBEAT_REPLY;
-        return s_sent(self, wire_data_send(self->sock, &from, &rep, &why), m.request_id,
-                      &why, err);
+        return s_sent(self, wire_data_send(self->sock, &from, &rep, &why), &from,
+                      m.request_id, &why, err);
     case WIRE_EXPERT_REQUEST:
         return s_expert_request(self, &from, &m, err);
     case WIRE_SHUTDOWN:
-        s_log(self, "shutdown", m.request_id, "requested by a peer");
+        s_log(self, "shutdown", "shutdown requested by %s (request %llu)", s_who(&from),
+              (unsigned long long)m.request_id);
         return 1;
     case WIRE_ERROR:
-        s_log(self, "error from a peer", m.request_id,
+        s_log(self, "error reported by a peer", "error reported by %s (request %llu): %s",
+              s_who(&from), (unsigned long long)m.request_id,
               m.error_message ? m.error_message : wire_data_error_name(m.error_code));
         return 0;
     default: /* HELLO_REPLY, EXPERT_REPLY, HEARTBEAT_REPLY */
@@ -345,6 +390,7 @@ int expert_server_run(expert_server_t *self, const volatile sig_atomic_t *interr
             continue;
         if (rc < 0)
             return err_set(err, errno, "poll failed: %s", zmq_strerror(errno));
+        lograte_tick(&self->logs);
         if (rc == 0 || !(item.revents & ZMQ_POLLIN))
             continue;
         rc = s_serve_one(self, err);
@@ -353,6 +399,7 @@ int expert_server_run(expert_server_t *self, const volatile sig_atomic_t *interr
         if (rc == 1)
             break;
     }
+    lograte_flush(&self->logs);
     if (self->log)
         fprintf(self->log, "moe-expert: node %d stops: %lu requests served, %lu rejected\n",
                 self->node_id, self->n_served, self->n_rejected);

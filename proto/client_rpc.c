@@ -195,9 +195,9 @@ static int s_reply_status(wire_inbox_t *self, const Moe__Client__Reply *r, wire_
     if (r->n_expert_tokens != cells)
         return err_set(err, EPROTO, "STATUS_DATA: %zu expert token counts for %u layers x %u "
                        "experts", r->n_expert_tokens, r->n_layers, r->n_experts);
-    if (wire_text_len(r->model) < 0)
-        return err_set(err, EPROTO, "STATUS_DATA: the model name is longer than %d bytes",
-                       WIRE_MAX_TEXT - 1);
+    if (wire_text_len(r->model) < 0 || wire_text_len(r->model_arch) < 0)
+        return err_set(err, EPROTO, "STATUS_DATA: the model name or architecture is longer "
+                       "than %d bytes", WIRE_MAX_TEXT - 1);
     uint32_t n_layers = r->n_layers > 0 ? r->n_layers : INT32_MAX;
     uint32_t n_experts = r->n_experts > 0 ? r->n_experts : INT32_MAX;
     for (size_t i = 0; i < r->n_nodes; i++) {
@@ -236,6 +236,7 @@ static int s_reply_status(wire_inbox_t *self, const Moe__Client__Reply *r, wire_
         };
     }
     rep->model = r->model;
+    rep->model_arch = r->model_arch;
     rep->n_nodes = (int)r->n_nodes;
     rep->nodes = nodes;
     rep->n_layers = (int)r->n_layers;
@@ -429,10 +430,12 @@ int wire_reply_send(void *socket, const wire_peer_t *to, const wire_reply_t *rep
         break;
     case WIRE_REP_STATUS: {
         const char *model = rep->model ? rep->model : "";
+        const char *arch = rep->model_arch ? rep->model_arch : "";
         int64_t cells = (int64_t)rep->n_layers * rep->n_experts;
         if (rep->n_nodes < 0 || rep->n_nodes > S_MAX_STATUS_NODES ||
             (rep->n_nodes > 0 && !rep->nodes) || rep->n_layers < 0 || rep->n_experts < 0 ||
-            cells > INT32_MAX || (cells > 0 && !rep->expert_tokens) || wire_text_len(model) < 0) {
+            cells > INT32_MAX || (cells > 0 && !rep->expert_tokens) || wire_text_len(model) < 0 ||
+            wire_text_len(arch) < 0) {
             err_set(err, EINVAL, "STATUS_DATA: %d nodes, %d layers x %d experts",
                     rep->n_nodes, rep->n_layers, rep->n_experts);
             goto cleanup;
@@ -453,6 +456,7 @@ int wire_reply_send(void *socket, const wire_peer_t *to, const wire_reply_t *rep
             r.nodes = ptrs;
         }
         r.model = (char *)model;
+        r.model_arch = (char *)arch;
         r.n_layers = (uint32_t)rep->n_layers;
         r.n_experts = (uint32_t)rep->n_experts;
         r.n_expert_tokens = (size_t)cells;

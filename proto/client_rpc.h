@@ -120,7 +120,8 @@ typedef struct wire_reply {
     int rows;                     /* LOGITS: frame 2 is (rows, vocab) */
     int vocab;
     const float *logits;
-    const char *model;            /* STATUS */
+    const char *model;            /* STATUS: the model folder */
+    const char *model_arch;       /* STATUS: its architecture ("mixtral") */
     int n_nodes;
     const wire_node_status_t *nodes;
     int n_layers;

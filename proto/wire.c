@@ -324,6 +324,7 @@ static int s_recv_all(wire_inbox_t *self, void *socket, bool with_identity,
     if (from) {
         from->len = 0;
         from->user[0] = '\0';
+        from->address[0] = '\0';
     }
     bool identity = with_identity;
     self->message_bytes = 0;
@@ -347,6 +348,10 @@ static int s_recv_all(wire_inbox_t *self, void *socket, bool with_identity,
                                    ? zmq_msg_gets(&part, "User-Id") : NULL;
             if (user)
                 snprintf(from->user, sizeof from->user, "%s", user);
+            const char *address = *n_frames == 0 && from && from->len
+                                      ? zmq_msg_gets(&part, "Peer-Address") : NULL;
+            if (address)
+                snprintf(from->address, sizeof from->address, "%s", address);
             if (*n_frames == 0)
                 zmq_msg_move(&self->hdr, &part);
             else if (*n_frames == 1)

@@ -43,6 +43,7 @@ enum { WIRE_MAX_HEADER_BYTES = 1 << 20 };  /* a header frame larger than this is
 enum { WIRE_MAX_IDENTITY = 255 };          /* ZeroMQ routing ids are at most 255 bytes */
 enum { WIRE_MAX_TEXT = 1024 };             /* model ids, error messages, endpoints */
 enum { WIRE_MAX_USER = 40 };               /* a ZAP User-Id: a Z85 CURVE public key */
+enum { WIRE_MAX_ADDRESS = 63 };            /* an IPv6 address as text, with room */
 /* Bytes of prompt text a request may carry per prompt token allowed
  * (max_prompt), and at least WIRE_MIN_PROMPT_TEXT: generous, since one token
  * can spell a long run of spaces; the token count is checked after
@@ -86,6 +87,9 @@ typedef struct wire_peer {
     char user[WIRE_MAX_USER + 1]; /* the ZAP handler's User-Id for the connection
                                      (security/zap.h: the client's public key
                                      under CURVE); "" when none */
+    char address[WIRE_MAX_ADDRESS + 1]; /* the connection's remote IP address
+                                           (ZeroMQ's Peer-Address), for logs;
+                                           "" when unknown (ipc, inproc) */
 } wire_peer_t;
 
 /* One frame of a message held in memory (the wire_*_decode functions). */

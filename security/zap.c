@@ -16,9 +16,9 @@
 #include <string.h>
 #include <zmq.h>
 
+#include "core/lograte.h"
 #include "core/mem.h"
 #include "core/path.h"
-#include "core/timer.h"
 #include "security/keypair.h"
 
 #define S_ZAP_ENDPOINT "inproc://zeromq.zap.01"
@@ -38,8 +38,7 @@ struct zap {
     /* Log state, the thread's. */
     uint8_t logged[ZAP_MAX_LOGGED][KEYPAIR_BYTES]; /* refused keys already logged */
     int n_logged;
-    uint64_t unlogged;             /* refusals since the last count line */
-    double last_count_log;         /* timer_now() of the last count line */
+    lograte_t others;              /* refusals of keys past ZAP_MAX_LOGGED: counts */
     _Atomic uint64_t n_accepted;
     _Atomic uint64_t n_refused;
 };
@@ -121,15 +120,9 @@ static void s_log_refusal(zap_t *self, const uint8_t *key, const char *address,
         fflush(self->log);
         return;
     }
-    self->unlogged++;
-    double now = timer_now();
-    if (now - self->last_count_log >= ZAP_LOG_INTERVAL_S) {
-        fprintf(self->log, "%s: refused %llu more connection(s) from other unknown keys\n",
-                self->who, (unsigned long long)self->unlogged);
-        fflush(self->log);
-        self->unlogged = 0;
-        self->last_count_log = now;
-    }
+    /* A burst of 0: only the count lines, one per window. */
+    lograte_printf(&self->others, "connections refused from other unknown keys", "%s",
+                   why);
 }
 
 /* Receives one ZAP request (all its frames) and answers it. */
@@ -200,11 +193,12 @@ static void *s_thread(void *arg)
     for (;;) {
         zmq_pollitem_t items[2] = {{.socket = self->handler, .events = ZMQ_POLLIN},
                                    {.socket = self->pipe_thread, .events = ZMQ_POLLIN}};
-        if (zmq_poll(items, 2, -1) < 0) {
+        if (zmq_poll(items, 2, ZAP_LOG_INTERVAL_S * 1000) < 0) {
             if (errno == EINTR)
                 continue;
             break; /* ETERM: the context is going */
         }
+        lograte_tick(&self->others);
         if (items[1].revents & ZMQ_POLLIN)
             break; /* stop */
         if (items[0].revents & ZMQ_POLLIN)
@@ -224,6 +218,7 @@ zap_t *zap_new(void *zmq_ctx, const char *allow_dir, const char *who, FILE *log,
     }
     snprintf(self->who, sizeof self->who, "%s", who);
     self->log = log;
+    lograte_init(&self->others, log, who, 0, ZAP_LOG_INTERVAL_S);
     if (s_load_allowed(self, allow_dir, err) < 0)
         goto fail;
     char pipe_ep[64];
@@ -269,6 +264,7 @@ void zap_destroy(zap_t **self_p)
         zmq_send(self->pipe_owner, "stop", 4, 0);
         pthread_join(self->thread, NULL);
     }
+    lograte_fini(&self->others); /* the thread has gone: ours again */
     if (self->handler)
         zmq_close(self->handler);
     if (self->pipe_thread)

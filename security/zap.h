@@ -21,9 +21,9 @@
  * binds: without one, libzmq lets every client in.
  *
  * Refused keys are logged to `log`, each distinct key once (up to
- * ZAP_MAX_LOGGED keys), later ones as a count at most every
- * ZAP_LOG_INTERVAL_S seconds: a client retrying in a loop does not flood the
- * log.
+ * ZAP_MAX_LOGGED keys), later ones as a count (core/lograte) every
+ * ZAP_LOG_INTERVAL_S seconds while they come: a client retrying in a loop
+ * does not flood the log.
  */
 #ifndef MOE_SECURITY_ZAP_H
 #define MOE_SECURITY_ZAP_H

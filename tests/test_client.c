@@ -128,8 +128,8 @@ static void s_send_status(fake_t *f, const wire_peer_t *to, uint64_t id)
          .rtt_last_ms = 2.5, .rtt_mean_ms = 2.0, .last_error = "no heartbeat for 3 s"},
     };
     wire_reply_t rep = {.type = WIRE_REP_STATUS, .request_id = id,
-                        .model = "fake-mixtral (test)", .n_nodes = 2, .nodes = nodes,
-                        .n_layers = 2, .n_experts = 4, .expert_tokens = counts,
+                        .model = "fake-mixtral", .model_arch = "test", .n_nodes = 2,
+                        .nodes = nodes, .n_layers = 2, .n_experts = 4, .expert_tokens = counts,
                         .requests_served = 17};
     wire_reply_send(f->router, to, &rep, NULL);
 }
@@ -612,7 +612,8 @@ static void test_status(void **state)
     client_status_t *st = client_status(c, &e);
     if (!st)
         fail_msg("client_status: %s", e.msg);
-    assert_string_equal(st->model, "fake-mixtral (test)");
+    assert_string_equal(st->model, "fake-mixtral");
+    assert_string_equal(st->model_arch, "test");
     assert_int_equal(st->n_layers, 2);
     assert_int_equal(st->n_experts, 4);
     assert_int_equal(st->requests_served, 17);
@@ -937,8 +938,11 @@ static void test_cli_status_json(void **state)
     if (!root)
         fail_msg("status --json is not JSON (%s): %s", jerr.text, out);
     free(out);
-    assert_string_equal(json_string_value(json_object_get(root, "model")),
-                        "fake-mixtral (test)");
+    /* The folder and the architecture are two fields. */
+    assert_string_equal(json_string_value(json_object_get(root, "model_path")),
+                        "fake-mixtral");
+    assert_string_equal(json_string_value(json_object_get(root, "model_arch")), "test");
+    assert_null(json_object_get(root, "model"));
     assert_int_equal(json_integer_value(json_object_get(root, "n_layers")), 2);
     assert_int_equal(json_integer_value(json_object_get(root, "n_experts")), 4);
     assert_int_equal(json_integer_value(json_object_get(root, "requests_served")), 17);

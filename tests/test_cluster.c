@@ -480,6 +480,10 @@ static void test_node_memory_follows_its_share(void **state)
     (void)state;
     const char *models = testutil_env("MOE_MODELS", "build/models");
     char model[700], cmd[2048], ep_path[700];
+    snprintf(model, sizeof model, "%s/mixtral-medium/config.json", models);
+    if (access(model, F_OK) != 0)
+        printf("  making the medium model (2.4 GB) in %s/mixtral-medium, kept for later "
+               "runs and the benchmarks (make clean-models removes it)\n", models);
     testutil_make_model(models, "mixtral-medium", "medium", 1, model, sizeof model);
     snprintf(ep_path, sizeof ep_path, "%s/memory-node.endpoint", s_tmp);
     snprintf(cmd, sizeof cmd, "'%s/moe-expert' --model '%s' --node-id 1 --nodes 4 --threads 1 "

@@ -332,6 +332,16 @@ static void test_text_prompt(void **state)
                n_gen, n_text, got[0]);
         assert_string_equal(got[0], want);
         assert_string_equal(got[1], want);
+        /* Streamed text ends with a newline, before the counts on stderr (a
+         * terminal shows both): they are not glued to the text. */
+        snprintf(cmd, sizeof cmd, "'%s/moe-client' --connect '%s' generate --prompt '%s' "
+                 "--max-tokens 16 --ignore-eos --stream 2>&1", s_bin, ep, prompts[p]);
+        char *both = NULL, expect[1024];
+        assert_int_equal(testutil_run(cmd, &both), 0);
+        snprintf(expect, sizeof expect, "%s\nmoe-client: ", want);
+        if (strncmp(both, expect, strlen(expect)) != 0)
+            fail_msg("streamed output '%s' does not start with '%s'", both, expect);
+        free(both);
         free(got[0]);
         free(got[1]);
         mem_free(want);

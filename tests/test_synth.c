@@ -1421,6 +1421,52 @@ static void test_family_distributions(void **state)
     free(dir);
 }
 
+/* moe-mkmodel refuses to write into a folder that holds a model (exit 1,
+ * naming --force, nothing changed); with --force it first removes the
+ * model's files, so no stale shard of the old one is left beside the new. */
+static void test_mkmodel_force(void **state)
+{
+    char tool[1024], cmd[4096];
+    testutil_program("moe-mkmodel", tool, sizeof tool);
+    char *dir = s_join(*state, "force");
+    snprintf(cmd, sizeof cmd, "%s --preset tiny --seed 1 --out '%s' --shard-bytes 64K "
+             ">/dev/null 2>&1 && touch '%s/notes.txt'", tool, dir, dir);
+    char *out = NULL;
+    assert_int_equal(testutil_run(cmd, &out), 0);
+    free(out);
+    assert_true(s_exists(dir, "model-00001-of-00029.safetensors"));
+    char *index = s_join(dir, "model.safetensors.index.json");
+    size_t n_before = 0;
+    char *before = testutil_read_file(index, &n_before);
+    assert_non_null(before);
+
+    snprintf(cmd, sizeof cmd, "%s --preset tiny --seed 2 --out '%s' 2>&1", tool, dir);
+    int status = testutil_run(cmd, &out);
+    if (status != 1 || !out || !strstr(out, "--force") || !strstr(out, "already holds"))
+        fail_msg("into a model: status %d, output '%s'", status, out ? out : "");
+    printf("  %s", out);
+    free(out);
+    size_t n_after = 0;
+    char *after = testutil_read_file(index, &n_after);
+    assert_non_null(after);
+    assert_true(n_after == n_before && memcmp(before, after, n_before) == 0);
+    assert_false(s_exists(dir, "model.safetensors"));
+
+    snprintf(cmd, sizeof cmd, "%s --preset tiny --seed 2 --out '%s' --force 2>&1 && "
+             "ls '%s'", tool, dir, dir);
+    assert_int_equal(testutil_run(cmd, &out), 0);
+    if (strstr(out, "model-0") || strstr(out, "index.json") || !strstr(out, "notes.txt"))
+        fail_msg("after --force: '%s'", out);
+    free(out);
+    config_t cfg = s_tiny();
+    s_check_layout(dir, &cfg, ST_F32);
+    assert_true(s_exists(dir, "model.safetensors"));
+    free(after);
+    free(before);
+    free(index);
+    free(dir);
+}
+
 /* moe-mkmodel writes every family, with a tokenizer, byte for byte what the
  * library writes. */
 static void test_family_tool(void **state)
@@ -1462,6 +1508,7 @@ int main(void)
         T(test_tied_embeddings),
         T(test_write_oom),
         T(test_mkmodel_tool),
+        T(test_mkmodel_force),
         T(test_family_layouts),
         T(test_family_sizes),
         T(test_family_determinism),

@@ -17,6 +17,7 @@
 
 #include <errno.h>
 #include <jansson.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -414,6 +415,71 @@ static void test_empty_text(void **state)
     tokenizer_destroy(&tok);
 }
 
+/* Every id past the 3 specials is text a reader sees (not a special token,
+ * which the coordinator leaves out of generated text): each byte token
+ * decodes to its byte (U+FFFD alone when it is not UTF-8), and each later id (merges, then filler words) to
+ * text with a visible character; so a random model prints words. Fails
+ * before moe-mkmodel filled the ids after the merges with words (they were
+ * reserved special tokens). */
+static void s_expect_visible(const tokenizer_t *tok, int32_t vocab)
+{
+    for (int32_t id = 3; id < vocab; id++) {
+        if (tokenizer_is_special(tok, id))
+            fail_msg("id %d is a special token: a random model would print nothing",
+                     (int)id);
+        char *text = NULL;
+        err_t err = {0};
+        if (tokenizer_decode(tok, &id, 1, &text, &err) < 0)
+            fail_msg("id %d: %s", (int)id, err.msg);
+        size_t n = strlen(text);
+        bool visible = false;
+        for (size_t i = 0; i < n; i++)
+            visible |= ((unsigned char)text[i] > 0x20 && text[i] != 0x7F);
+        if (id < 3 + 256 ? id > 3 && n == 0 /* byte 0 ends the C string */
+                         : !visible)
+            fail_msg("id %d decodes to '%s' (%zu bytes), no visible text", (int)id, text, n);
+        mem_free(text);
+    }
+}
+
+/* fill_words: the ids after the merges are distinct made-up words that
+ * decode to visible text and that encoding never yields; the corpus trained
+ * as before. */
+static void test_fill_words(void **state)
+{
+    trainer_opts_t o = s_opts(2048);
+    trainer_stats_t stats, plain;
+    size_t len;
+    const char *corpus = trainer_corpus(&len);
+    tokenizer_t *ref = s_train(state, "plain", corpus, len, &o, &plain, NULL);
+    o.fill_words = 1;
+    tokenizer_t *tok = s_train(state, "words", corpus, len, &o, &stats, NULL);
+    assert_int_equal(stats.n_merges, plain.n_merges);
+    assert_int_equal(stats.n_reserved, 0);
+    assert_int_equal(stats.n_filled, plain.n_reserved);
+    assert_true(stats.n_filled > 0);
+    assert_int_equal(tokenizer_n_ids(tok), 2048);
+    s_expect_visible(tok, 2048);
+    int32_t first = 3 + 256 + stats.n_merges, ids[2] = {first, 2047};
+    char *text = NULL;
+    err_t err = {0};
+    assert_int_equal(tokenizer_decode(tok, ids, 2, &text, &err), 0);
+    printf("  ids %d and 2047: '%s'\n", (int)first, text);
+    assert_int_equal(text[0], ' ');
+    mem_free(text);
+    /* The same text encodes to the same ids with or without the words. */
+    int32_t *a = NULL, *b = NULL;
+    size_t na = 0, nb = 0;
+    assert_int_equal(tokenizer_encode(ref, corpus, len, 0, &a, &na, &err), 0);
+    assert_int_equal(tokenizer_encode(tok, corpus, len, 0, &b, &nb, &err), 0);
+    assert_int_equal(na, nb);
+    assert_memory_equal(a, b, na * sizeof *a);
+    mem_free(a);
+    mem_free(b);
+    tokenizer_destroy(&tok);
+    tokenizer_destroy(&ref);
+}
+
 /* ---- failures ------------------------------------------------------------ */
 
 static void s_expect_einval(const char *dir, const char *text,
@@ -556,6 +622,7 @@ static void test_mkmodel(void **state)
         }
         static const char some[] = "Experts serve tokens: caf\xC3\xA9 \xE4\xB8\xAD";
         s_round_trip(tok, some, strlen(some));
+        s_expect_visible(tok, (int32_t)vocab);
         static const char *files[] = {"tokenizer.json", "tokenizer_config.json",
                                       "config.json", "generation_config.json",
                                       "model.safetensors"};
@@ -587,6 +654,7 @@ int main(void)
         T(test_compression),
         T(test_deterministic),
         T(test_empty_text),
+        T(test_fill_words),
         T(test_errors),
         T(test_oom),
         T(test_mkmodel),

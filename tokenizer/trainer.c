@@ -389,6 +389,29 @@ static json_t *s_text(const s_tokens_t *t, int32_t sym)
     return json_stringn(t->arena.v + t->off[sym], t->len[sym]);
 }
 
+/* The k-th filler word (k >= 0) in byte-level text: a space (U+0120, the
+ * ByteLevel spelling of byte 0x20) and two or more consonant-vowel
+ * syllables, k + 70 written in base 70, so different k give different words
+ * ("Ġbaba", "Ġbabe", ...). Returns its length in bytes. */
+static size_t s_filler_word(int32_t k, char *out, size_t size)
+{
+    static const char consonants[] = "bdfgklmnprstvz", vowels[] = "aeiou";
+    enum { N_SYLLABLES = (sizeof consonants - 1) * (sizeof vowels - 1) };
+    char digits[16];
+    int n_digits = 0;
+    for (uint64_t v = (uint64_t)k + N_SYLLABLES; v > 0 && n_digits < 16; v /= N_SYLLABLES)
+        digits[n_digits++] = (char)(v % N_SYLLABLES);
+    size_t n = 0;
+    out[n++] = '\xC4';
+    out[n++] = '\xA0';
+    for (int i = n_digits - 1; i >= 0 && n + 2 < size; i--) {
+        out[n++] = consonants[digits[i] / (sizeof vowels - 1)];
+        out[n++] = vowels[digits[i] % (sizeof vowels - 1)];
+    }
+    out[n] = '\0';
+    return n;
+}
+
 /* The tokenizer.json document; NULL when out of memory. */
 static json_t *s_tokenizer_json(const trainer_opts_t *o, const s_tokens_t *t,
                                 const int32_t *merges, int32_t n_merges)
@@ -419,6 +442,16 @@ static json_t *s_tokenizer_json(const trainer_opts_t *o, const s_tokens_t *t,
     }
     char name[64];
     for (int32_t id = ns + t->n, k = 0; id < o->vocab_size; id++, k++) {
+        if (o->fill_words) {
+            size_t n;
+            do /* skip the words the text taught already */
+                n = s_filler_word(k++, name, sizeof name);
+            while (s_tokens_find(t, name, n) >= 0);
+            k--;
+            if (json_object_set_new(vocab, name, json_integer(id)) < 0)
+                goto fail;
+            continue;
+        }
         snprintf(name, sizeof name, s_reserved_fmt, (int)k);
         if (s_added_push(added, id, name) < 0)
             goto fail;
@@ -600,7 +633,9 @@ int trainer_write(const char *dir, const char *text, size_t len,
         goto cleanup;
     if (stats) {
         stats->n_merges = n_merges;
-        stats->n_reserved = opts->vocab_size - opts->n_specials - tok.n;
+        int32_t rest = opts->vocab_size - opts->n_specials - tok.n;
+        stats->n_reserved = opts->fill_words ? 0 : rest;
+        stats->n_filled = opts->fill_words ? rest : 0;
         stats->n_words = words.n;
         stats->n_text_tokens = 0;
         for (size_t k = 0; k < words.n; k++)

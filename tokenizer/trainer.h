@@ -16,8 +16,13 @@
  *   [n_specials, n_specials + 256)        byte b is id n_specials + b
  *   [n_specials + 256, .. + n_merges)     one token per merge, in merge order
  *   [.., vocab_size)                      <|reserved_special_token_K|>, K = 0..
+ *                                         or, with fill_words, filler words
  * so the tokenizer covers exactly vocab_size ids (its tokenizer_n_ids), as
- * real tokenizers reserve ids up to the model's embedding size. Specials and
+ * real tokenizers reserve ids up to the model's embedding size. Filler words
+ * (" baba", " babe", ...: a space and consonant-vowel syllables, none a
+ * learned token) are BPE vocabulary entries that no merge builds: encoding
+ * never yields them, but a random model that samples them prints readable,
+ * if meaningless, words where reserved ids would print nothing. Specials and
  * reserved tokens are added tokens with "special": true and "normalized":
  * false; the specials are also in the BPE vocabulary (reserved ones are not,
  * as in Llama 3). The post-processor adds nothing (ByteLevel), so encoding
@@ -48,11 +53,14 @@ typedef struct trainer_opts {
     int min_frequency;          /* a pair seen fewer times is not merged;
                                    0 means 2 */
     int64_t model_max_length;   /* tokenizer_config.json's; 0: not written */
+    int fill_words;             /* 1: the ids after the merges are filler
+                                   words; 0: reserved special tokens */
 } trainer_opts_t;
 
 typedef struct trainer_stats {
     int32_t n_merges;           /* merges learned */
     int32_t n_reserved;         /* reserved special tokens written */
+    int32_t n_filled;           /* filler words written (fill_words) */
     size_t n_words;             /* distinct pre-tokenized words in the text */
     size_t n_text_tokens;       /* tokens the text became after training */
     double seconds;             /* training time, JSON writing excluded */

@@ -1,10 +1,16 @@
 /* moe-mkmodel: writes a random-weight model in the Hugging Face layout,
  * with a byte-level BPE tokenizer trained on the built-in corpus
- * (tokenizer/trainer.h) that covers exactly the model's vocab_size ids; its
- * <|startoftext|> and <|endoftext|> are the config's BOS and EOS ids.
+ * (tokenizer/trainer.h) that covers exactly the model's vocab_size ids, those
+ * past the learned merges filled with made-up words (so that a random model
+ * prints readable, if meaningless, text); its <|startoftext|> and
+ * <|endoftext|> are the config's BOS and EOS ids.
  *
  *   moe-mkmodel --arch NAME --preset tiny|small|medium --seed S --out DIR
- *               [--dtype f32|f16|bf16] [--shard-bytes N]
+ *               [--dtype f32|f16|bf16] [--shard-bytes N] [--force]
+ *
+ * A DIR that already holds a model (s_is_model_file) is refused unless
+ * --force, which first removes those files, so that no shard of the old
+ * model is left beside the new one; other files in DIR are kept.
  *
  * NAME is any architecture synth writes (synth_arch_names(): mixtral,
  * qwen2_moe, qwen3_moe, olmoe, hunyuan_v1_moe, deepseek_v2, deepseek_v3,
@@ -13,15 +19,20 @@
  * Exit status: 0 on success, 2 for a usage error (bad option, unknown
  * architecture or preset), 1 when writing fails.
  */
+#include <dirent.h>
 #include <errno.h>
+#include <fnmatch.h>
 #include <inttypes.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/arg.h"
 #include "core/err.h"
+#include "core/mem.h"
+#include "core/path.h"
 #include "core/timer.h"
 #include "model/config.h"
 #include "model/synth.h"
@@ -50,9 +61,12 @@ static void s_usage(FILE *out)
         "optional\n"
         "                      K, M or G suffix (powers of 1024); 0 (default)\n"
         "                      writes one model.safetensors\n"
+        "  --force             replace the model DIR already holds (its\n"
+        "                      config, tokenizer and safetensors files)\n"
         "  -h, --help          this text\n"
         "\n"
-        "Exit status: 0 done, 1 writing failed, 2 usage error.\n",
+        "Exit status: 0 done, 1 writing failed or DIR holds a model (no --force),\n"
+        "2 usage error.\n",
         "moe-mkmodel", synth_arch_names(), synth_preset_names("mixtral"));
 }
 
@@ -97,8 +111,52 @@ static int s_parse_dtype(const char *text, const char *name, void *dest, err_t *
 
 typedef struct options {
     const char *arch, *preset, *out;
+    bool force;
     synth_opts_t opts;
 } options_t;
+
+/* A file that moe-mkmodel writes (or wrote with other options): a model's. */
+static bool s_is_model_file(const char *name)
+{
+    static const char *patterns[] = {
+        "config.json", "generation_config.json", "tokenizer.json",
+        "tokenizer_config.json", "model.safetensors", "model.safetensors.index.json",
+        "model-[0-9]*-of-[0-9]*.safetensors",
+    };
+    for (size_t i = 0; i < sizeof patterns / sizeof patterns[0]; i++)
+        if (fnmatch(patterns[i], name, 0) == 0)
+            return true;
+    return false;
+}
+
+/* Refuses a dir that holds a model's files, or (force) removes them. A dir
+ * that does not exist yet is fine. */
+static int s_clear_out(const char *dir, bool force, err_t *err)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return errno == ENOENT ? 0 : err_set(err, errno, "cannot read %s: %s", dir,
+                                             strerror(errno));
+    int rc = 0;
+    struct dirent *ent;
+    while (rc == 0 && (ent = readdir(d))) {
+        if (!s_is_model_file(ent->d_name))
+            continue;
+        if (!force) {
+            rc = err_set(err, EEXIST, "%s already holds a model (%s): give --force to "
+                         "replace it", dir, ent->d_name);
+            break;
+        }
+        char *path = path_join(dir, ent->d_name);
+        if (!path)
+            rc = err_set(err, ENOMEM, "out of memory for a path");
+        else if (unlink(path) != 0)
+            rc = err_set(err, errno, "cannot remove the old %s: %s", path, strerror(errno));
+        mem_free(path);
+    }
+    closedir(d);
+    return rc;
+}
 
 /* --preset and --out (an arg_check_fn). */
 static int s_check(void *ctx, err_t *err)
@@ -121,6 +179,7 @@ int main(int argc, char **argv)
         ARG_OPT_STRING("--out", &o.out),
         ARG_OPT_PARSE("--dtype", &o.opts.dtype, s_parse_dtype),
         ARG_OPT_PARSE("--shard-bytes", &o.opts.shard_bytes, s_parse_bytes),
+        ARG_OPT_FLAG("--force", &o.force),
         ARG_OPT_HELP("-h"),
         ARG_OPT_END,
     };
@@ -145,6 +204,7 @@ int main(int argc, char **argv)
         .bos = 1,
         .eos = 2,
         .model_max_length = cfg.max_position_embeddings,
+        .fill_words = 1, /* a random model prints words, not empty reserved ids */
     };
     cfg.bos_token_id = topts.bos;
     cfg.n_eos = 1;
@@ -162,7 +222,7 @@ int main(int argc, char **argv)
     }
     progress_init(&progress, stderr, prog, "writing weights", stats.data_bytes);
     opts.progress = &progress;
-    if (synth_write(out, &cfg, &opts, &stats, &err) ||
+    if (s_clear_out(out, o.force, &err) < 0 || synth_write(out, &cfg, &opts, &stats, &err) ||
         trainer_write(out, corpus, corpus_len, &topts, &tstats, &err)) {
         fprintf(stderr, "%s: %s\n", prog, err.msg);
         return EXIT_FAILURE;
@@ -176,8 +236,8 @@ int main(int argc, char **argv)
            out, stats.n_tensors, (double)stats.data_bytes / 1e6, stats.n_files,
            stats.n_files == 1 ? "" : "s", timer_now() - t0);
     printf("%s: tokenizer of %d ids: 3 special, 256 bytes, %d merges learned "
-           "from %zu bytes of text in %.3f s, %d reserved\n",
+           "from %zu bytes of text in %.3f s, %d filler words\n",
            prog, (int)topts.vocab_size, (int)tstats.n_merges, corpus_len,
-           tstats.seconds, (int)tstats.n_reserved);
+           tstats.seconds, (int)tstats.n_filled);
     return 0;
 }

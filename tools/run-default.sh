@@ -13,10 +13,28 @@ model=${2:?usage: run-default.sh BIN_DIR MODEL_DIR}
 root=$(cd "$(dirname "$0")/.." && pwd)
 run_dir=$root/build/run/default
 
-# A model made before moe-mkmodel wrote tokenizers is made again.
-if [ ! -f "$model/config.json" ] || [ ! -f "$model/tokenizer.json" ]; then
+# Shows a command exactly as it runs (quoted as a shell would need it), then
+# runs it.
+show_run() {
+    local arg line="run:" plain='^[A-Za-z0-9_./:=,@+-]+$' q="'"
+    for arg in "$@"; do
+        if [[ $arg =~ $plain ]]; then
+            line+=" $arg"
+        else
+            line+=" '${arg//$q/$q\\$q$q}'"
+        fi
+    done
+    echo "$line"
+    "$@"
+}
+
+# A model made before moe-mkmodel wrote tokenizers, or before it filled the
+# ids past the learned merges with words (reserved ids print nothing), is
+# made again.
+if [ ! -f "$model/config.json" ] || [ ! -f "$model/tokenizer.json" ] ||
+    grep -q reserved_special_token "$model/tokenizer.json"; then
     echo "run: making the default model in $model"
-    "$bin/moe-mkmodel" --arch mixtral --preset small --seed 1 --out "$model"
+    show_run "$bin/moe-mkmodel" --arch mixtral --preset small --seed 1 --out "$model" --force
 fi
 trap 'MOE_BIN="$bin" "$root/cluster/local.sh" down --run-dir "$run_dir"' EXIT
 echo "run: starting a local cluster (coordinator + 2 expert nodes)"
@@ -24,10 +42,9 @@ endpoint=$(MOE_BIN="$bin" "$root/cluster/local.sh" up --model "$model" --nodes 2
     --run-dir "$run_dir" | tail -n 1)
 echo "run: client endpoint $endpoint"
 prompt="Mixture-of-experts models spread their experts over many machines."
-echo "run: moe-client generate --prompt \"$prompt\" --max-tokens 24 --stream"
-"$bin/moe-client" --connect "$endpoint" generate --prompt "$prompt" --max-tokens 24 \
+show_run "$bin/moe-client" --connect "$endpoint" generate --prompt "$prompt" --max-tokens 24 \
     --temperature 0.8 --seed 1 --stream
-echo "run: moe-client generate --prompt-ids 1,42,7,99,256,13 --max-tokens 16"
-"$bin/moe-client" --connect "$endpoint" generate --prompt-ids 1,42,7,99,256,13 --max-tokens 16
-"$bin/moe-client" --connect "$endpoint" status
+show_run "$bin/moe-client" --connect "$endpoint" generate --prompt-ids 1,42,7,99,256,13 \
+    --max-tokens 16
+show_run "$bin/moe-client" --connect "$endpoint" status
 echo "run: stopping the cluster"
