@@ -52,19 +52,19 @@ static int s_attach(void *socket, const char *text, s_zmq_fn *fn, const char *ve
 {
     char ep[ENDPOINT_MAX];
     if (endpoint_normalize(text, ep, sizeof ep, NULL) < 0)
-        return err_set(err, EINVAL, "cannot %s '%s': not an endpoint (give " ENDPOINT_FORMS
+        return err_set(err, EINVAL, "cannot %s %s: not an endpoint (give " ENDPOINT_FORMS
                        ")", verb, text ? text : "");
     int ipv6 = 1;
     if (strncmp(ep, "tcp://[", 7) == 0 &&
         zmq_setsockopt(socket, ZMQ_IPV6, &ipv6, sizeof ipv6) < 0)
-        return err_set(err, errno, "cannot %s '%s': cannot turn on IPv6: %s", verb, text,
+        return err_set(err, errno, "cannot %s %s: cannot turn on IPv6: %s", verb, text,
                        zmq_strerror(errno));
     if (fn(socket, ep) < 0) {
         int code = errno;
         if (code == EINVAL)
-            return err_set(err, code, "cannot %s '%s': %s (give " ENDPOINT_FORMS ")", verb,
+            return err_set(err, code, "cannot %s %s: %s (give " ENDPOINT_FORMS ")", verb,
                            text, zmq_strerror(code));
-        return err_set(err, code, "cannot %s '%s': %s", verb, text, zmq_strerror(code));
+        return err_set(err, code, "cannot %s %s: %s", verb, text, zmq_strerror(code));
     }
     return 0;
 }

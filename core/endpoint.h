@@ -26,7 +26,7 @@ enum { ENDPOINT_MAX = 512 }; /* bytes of a normalised endpoint, NUL included */
 int endpoint_normalize(const char *text, char *out, size_t size, err_t *err);
 
 /* zmq_connect / zmq_bind of the normalised text: 0, or -1 with errno (EINVAL
- * for text that is no endpoint) and err = "cannot connect to|bind 'TEXT': ...",
+ * for text that is no endpoint) and err = "cannot connect to|bind TEXT: ...",
  * naming the accepted forms when the text or ZeroMQ found it invalid. */
 int endpoint_connect(void *socket, const char *text, err_t *err);
 int endpoint_bind(void *socket, const char *text, err_t *err);

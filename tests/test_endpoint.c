@@ -116,11 +116,11 @@ static void test_bind_and_connect(void **state)
 
     assert_int_equal(endpoint_connect(b, "localhost", &err), -1);
     assert_int_equal(errno, EINVAL);
-    assert_string_equal(err.msg, "cannot connect to 'localhost': not an endpoint (give "
+    assert_string_equal(err.msg, "cannot connect to localhost: not an endpoint (give "
                                  "tcp://HOST:PORT, HOST:PORT or [IPV6]:PORT)");
     assert_int_equal(endpoint_bind(b, "tcp://", &err), -1);
     assert_int_equal(errno, EINVAL);
-    assert_non_null(strstr(err.msg, "cannot bind 'tcp://'"));
+    assert_non_null(strstr(err.msg, "cannot bind tcp://:"));
     zmq_close(a);
     zmq_close(b);
     zmq_ctx_term(ctx);

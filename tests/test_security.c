@@ -142,6 +142,9 @@ static void *s_curve_dealer(void *ctx, const char *endpoint, const keypair_t *ke
     int zero = 0, timeout = T_TIMEOUT_MS;
     zmq_setsockopt(d, ZMQ_LINGER, &zero, sizeof zero);
     zmq_setsockopt(d, ZMQ_RCVTIMEO, &timeout, sizeof timeout);
+    /* After a refused handshake the socket may have no pipe until it
+     * reconnects: a send must not wait for one forever. */
+    zmq_setsockopt(d, ZMQ_SNDTIMEO, &timeout, sizeof timeout);
     if (key)
         assert_int_equal(keypair_set_client(d, key, server, &err), 0);
     snprintf(ep, sizeof ep, "inproc://test-monitor-%d", ++seq);
