@@ -15,6 +15,7 @@
 
 #include <zmq.h>
 
+#include "core/endpoint.h"
 #include "core/mem.h"
 #include "core/timer.h"
 #include "proto/client_rpc.h"
@@ -31,10 +32,20 @@ struct client {
     bool running;           /* a request is waiting for replies */
     void *monitor;          /* PAIR receiving the socket's handshake and disconnect events */
     bool refused;           /* with CURVE: the coordinator refused our key */
+    bool mismatch;          /* one side uses CURVE, the other not */
     bool handshaken;        /* a handshake succeeded on the current connection */
     bool dropped;           /* closed in a handshake, before success */
     bool lost;              /* an established connection closed */
+    bool connected;         /* a TCP connection is up */
+    bool retrying;          /* a connection attempt failed since the last one that
+                               succeeded (nothing listening, or unreachable) */
+    uint64_t n_connects;    /* TCP connections made so far */
 };
+
+/* How long a request waits, at most, while every connection attempt fails
+ * before it reports that nothing is listening: ZeroMQ tries again every
+ * 100 ms, so a coordinator that is just starting gets ten tries. */
+enum { S_REFUSED_GRACE_MS = 1000 };
 
 /* Most (layer, expert) cells and nodes a status reply may describe. */
 enum { S_MAX_STATUS_CELLS = 1 << 24, S_MAX_STATUS_NODES = 1 << 16 };
@@ -90,6 +101,7 @@ static int s_monitor(client_t *self, err_t *err)
     snprintf(monitor_ep, sizeof monitor_ep, "inproc://client-monitor-%d",
              atomic_fetch_add(&s_seq, 1));
     if (zmq_socket_monitor(self->socket, monitor_ep, ZMQ_EVENT_DISCONNECTED |
+                           ZMQ_EVENT_CONNECTED | ZMQ_EVENT_CONNECT_RETRIED |
                            ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH |
                            ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
                            ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL) < 0 ||
@@ -111,21 +123,46 @@ static void s_read_events(client_t *self)
             return;
         }
         uint16_t id = 0;
-        if (zmq_msg_size(&event) >= sizeof id)
+        uint32_t value = 0; /* the event's value: a protocol error code */
+        if (zmq_msg_size(&event) >= sizeof id + sizeof value) {
             memcpy(&id, zmq_msg_data(&event), sizeof id);
+            memcpy(&value, (char *)zmq_msg_data(&event) + sizeof id, sizeof value);
+        }
         zmq_msg_close(&event);
         zmq_msg_init(&address);
         zmq_msg_recv(&address, self->monitor, ZMQ_DONTWAIT);
         zmq_msg_close(&address);
-        if (id == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
+        switch (id) {
+        case ZMQ_EVENT_CONNECTED:
+            self->connected = true;
+            self->retrying = false;
+            self->n_connects++;
+            break;
+        case ZMQ_EVENT_CONNECT_RETRIED:
+            self->retrying = true;
+            break;
+        case ZMQ_EVENT_HANDSHAKE_SUCCEEDED:
             self->handshaken = true;
-        } else if (id == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) {
+            break;
+        case ZMQ_EVENT_HANDSHAKE_FAILED_AUTH:
             self->refused = true;
-        } else if (id == ZMQ_EVENT_DISCONNECTED && self->handshaken) {
-            self->lost = true;
-            self->handshaken = false; /* a reconnection handshakes again */
-        } else {
+            break;
+        case ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL:
+            if (value == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH)
+                self->mismatch = true;
             self->dropped = true;
+            break;
+        case ZMQ_EVENT_DISCONNECTED:
+            self->connected = false;
+            if (self->handshaken)
+                self->lost = true;
+            else
+                self->dropped = true;
+            self->handshaken = false; /* a reconnection handshakes again */
+            break;
+        default:
+            self->dropped = true;
+            break;
         }
     }
 }
@@ -134,6 +171,20 @@ static int s_refused(const client_t *self, err_t *err)
 {
     return err_set(err, EACCES, "the coordinator at %s refused this client's key: its "
                    "--curve-clients folder lacks this client's .pub", self->endpoint);
+}
+
+/* One side of the connection uses CURVE and the other not: no request can
+ * pass, so it fails at once. */
+static int s_mismatch(const client_t *self, err_t *err)
+{
+    if (strcmp(client_mechanism(self), "CURVE") == 0)
+        return err_set(err, EPROTO, "the server at %s does not use CURVE but this client "
+                       "does: connect without a key, or start the coordinator with "
+                       "--curve-key", self->endpoint);
+    return err_set(err, EPROTO, "the coordinator at %s requires CURVE: connect with this "
+                   "client's key pair and the coordinator's public key (moe-client "
+                   "--curve-key FILE --curve-server FILE; docs/DEPLOY.md, \"Security\")",
+                   self->endpoint);
 }
 
 static client_t *s_connect(const char *endpoint, int timeout_ms, const char *key_file,
@@ -184,11 +235,8 @@ static client_t *s_connect(const char *endpoint, int timeout_ms, const char *key
         goto fail;
     if (s_monitor(self, err) < 0)
         goto fail;
-    if (zmq_connect(self->socket, endpoint) < 0) {
-        int code = errno == ENOMEM ? ENOMEM : EINVAL;
-        err_set(err, code, "cannot connect to '%s': %s", endpoint, zmq_strerror(errno));
+    if (endpoint_connect(self->socket, endpoint, err) < 0)
         goto fail;
-    }
     return self;
 
 fail:;
@@ -258,6 +306,8 @@ static int s_send(client_t *self, wire_request_t *req, err_t *err)
     s_read_events(self);
     if (self->refused)
         return s_refused(self, err);
+    if (self->mismatch)
+        return s_mismatch(self, err);
     req->request_id = self->next_id++;
     if (wire_request_send(self->socket, req, &e) < 0) {
         char secs[32];
@@ -277,33 +327,71 @@ static void s_cancel_quietly(client_t *self, uint64_t id)
     errno = saved;
 }
 
-/* Waits for the next reply to request id (dropping any other) for at most
- * timeout_ms. 0 with *rep filled (pointing into the inbox), or -1: the
- * timeout (after a CANCEL of id when cancel_on_timeout), a receive failure,
- * an invalid reply, or an ERROR_REPLY mapped to errno. */
-static int s_wait(client_t *self, uint64_t id, bool cancel_on_timeout, wire_reply_t *rep,
-                  err_t *err)
+/* The time a request may take from now: every wait for its replies ends by
+ * then (timer_now() seconds). */
+static double s_deadline(const client_t *self)
 {
-    const double deadline = timer_now() + self->timeout_ms / 1000.0;
+    return timer_now() + self->timeout_ms / 1000.0;
+}
+
+/* Why a request ended without its reply by the deadline, or, when every
+ * connection attempt has failed for S_REFUSED_GRACE_MS of the wait, that
+ * nothing is listening. */
+static int s_timed_out(client_t *self, bool refused, bool started, err_t *err)
+{
+    char secs[32];
+    s_seconds(self->timeout_ms, secs, sizeof secs);
+    if (refused)
+        return err_set(err, ECONNREFUSED, "nothing is listening at %s (every connection "
+                       "was refused or unreachable): is the coordinator running, and is "
+                       "this its client endpoint?", self->endpoint);
+    if (!self->handshaken && self->dropped && strcmp(client_mechanism(self), "CURVE") == 0)
+        return err_set(err, ETIMEDOUT, "no reply from %s within %s: the CURVE handshake "
+                       "did not complete (is the public key given for the coordinator its "
+                       "own, and does it use CURVE?)", self->endpoint, secs);
+    if (!self->handshaken && self->dropped)
+        return err_set(err, ETIMEDOUT, "no reply from %s within %s: the handshake did not "
+                       "complete (the coordinator may require CURVE, or this is not a "
+                       "moecluster endpoint)", self->endpoint, secs);
+    if (started)
+        return err_set(err, ETIMEDOUT, "%s did not finish the request within %s",
+                       self->endpoint, secs);
+    return err_set(err, ETIMEDOUT, "no reply from %s within %s", self->endpoint, secs);
+}
+
+/* Waits for the next reply to request id (dropping any other) until deadline
+ * (s_deadline, taken before the request was sent); started: replies to it
+ * came already. 0 with *rep filled (pointing into the inbox), or -1: the
+ * deadline (after a CANCEL of id when cancel_on_timeout), nothing listening
+ * (ECONNREFUSED, also after that CANCEL), a receive failure, an invalid
+ * reply, or an ERROR_REPLY mapped to errno. */
+static int s_wait(client_t *self, uint64_t id, bool cancel_on_timeout, double deadline,
+                  bool started, wire_reply_t *rep, err_t *err)
+{
+    const double start = timer_now();
     s_read_events(self);
     self->lost = false; /* only a drop while this request waits counts */
+    const uint64_t connects = self->n_connects;
     for (;;) {
-        double left_ms = (deadline - timer_now()) * 1000.0;
-        if (left_ms <= 0) {
-            char secs[32];
+        if (self->mismatch)
+            return s_mismatch(self, err);
+        double now = timer_now();
+        double left_ms = (deadline - now) * 1000.0;
+        /* Nothing listening: every attempt failed and none succeeded since
+         * the wait began, for the grace period (or the whole timeout). */
+        bool refusing = !self->connected && self->retrying && self->n_connects == connects;
+        double grace_ms = S_REFUSED_GRACE_MS - (now - start) * 1000.0;
+        if (left_ms <= 0 || (refusing && grace_ms <= 0)) {
             if (cancel_on_timeout)
                 s_cancel_quietly(self, id);
-            if (!self->handshaken && self->dropped)
-                return err_set(err, ETIMEDOUT, "no reply from %s within %s: the CURVE "
-                               "handshake failed (is the coordinator's public key file "
-                               "the right one, and does it use CURVE?)", self->endpoint,
-                               s_seconds(self->timeout_ms, secs, sizeof secs));
-            return err_set(err, ETIMEDOUT, "no reply from %s within %s", self->endpoint,
-                           s_seconds(self->timeout_ms, secs, sizeof secs));
+            return s_timed_out(self, refusing, started, err);
         }
+        long poll_ms = (long)left_ms + 1;
+        if (!self->connected && grace_ms > 0 && grace_ms < left_ms)
+            poll_ms = (long)grace_ms + 1; /* look again once the grace is over */
         zmq_pollitem_t items[2] = {{.socket = self->socket, .events = ZMQ_POLLIN},
                                    {.socket = self->monitor, .events = ZMQ_POLLIN}};
-        int ready = zmq_poll(items, 2, (long)left_ms + 1);
+        int ready = zmq_poll(items, 2, poll_ms);
         if (ready < 0) {
             if (errno == EINTR)
                 return err_set(err, EINTR, "interrupted while waiting for %s",
@@ -472,6 +560,7 @@ int client_generate_full(client_t *self, const client_gen_t *gen, client_chunk_f
         return -1;
 
     int rc = -1, n = 0;
+    bool started = false; /* a reply came */
     const int max_tokens = gen->max_tokens;
     size_t text_cap = 64;
     res->tokens = mem_alloc((size_t)(max_tokens > 0 ? max_tokens : 1) * sizeof *res->tokens);
@@ -481,14 +570,16 @@ int client_generate_full(client_t *self, const client_gen_t *gen, client_chunk_f
         goto done;
     }
     res->text[0] = '\0';
+    const double deadline = s_deadline(self);
     if (s_send(self, &req, err) < 0)
         goto done;
     self->last_id = req.request_id;
     self->running = true;
     for (;;) {
         wire_reply_t rep;
-        if (s_wait(self, req.request_id, true, &rep, err) < 0)
+        if (s_wait(self, req.request_id, true, deadline, started, &rep, err) < 0)
             goto done;
+        started = true;
         if (s_expect(self, &rep, WIRE_REP_TOKENS, "TOKENS", err) < 0)
             goto done;
         if (rep.n_tokens < 0 || rep.n_tokens > max_tokens - n ||
@@ -551,13 +642,14 @@ int client_logits(client_t *self, const int32_t *prompt, int n_prompt, float **l
         return -1;
 
     wire_request_t req = {.type = WIRE_REQ_LOGITS, .n_prompt = n_prompt, .prompt = prompt};
+    const double deadline = s_deadline(self);
     if (s_send(self, &req, err) < 0)
         return -1;
     self->last_id = req.request_id;
     self->running = true;
     int rc = -1;
     wire_reply_t rep;
-    if (s_wait(self, req.request_id, true, &rep, err) < 0)
+    if (s_wait(self, req.request_id, true, deadline, false, &rep, err) < 0)
         goto done;
     if (s_expect(self, &rep, WIRE_REP_LOGITS, "LOGITS_DATA", err) < 0)
         goto done;
@@ -651,13 +743,14 @@ client_status_t *client_status(client_t *self, err_t *err)
         return NULL;
     }
     wire_request_t req = {.type = WIRE_REQ_STATUS};
+    const double deadline = s_deadline(self);
     if (s_send(self, &req, err) < 0)
         return NULL;
     self->last_id = req.request_id;
     self->running = true;
     client_status_t *st = NULL;
     wire_reply_t rep;
-    if (s_wait(self, req.request_id, false, &rep, err) < 0 ||
+    if (s_wait(self, req.request_id, false, deadline, false, &rep, err) < 0 ||
         s_expect(self, &rep, WIRE_REP_STATUS, "STATUS_DATA", err) < 0)
         goto done;
     size_t size = s_status_size(self, &rep, err);

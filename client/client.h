@@ -13,16 +13,22 @@
  * id, fails the request with EPROTO. An ERROR_REPLY with request_id 0 (the
  * coordinator could not read the request) fails the pending request.
  *
- * Every wait for a reply is bounded by the timeout given to client_connect:
- * the time allowed between sending a request and its first reply and between
- * two replies of a stream (so a long generation that keeps streaming is not
- * cut off). When it runs out the call fails with ETIMEDOUT and
- * "no reply from tcp://... within 30 s".
+ * Every request is bounded by the timeout given to client_connect: the time
+ * from sending it to its last reply (a stream too). When it runs out the call
+ * fails with ETIMEDOUT and "no reply from tcp://... within 30 s" (or "...
+ * did not finish the request within 30 s" once replies came). When every
+ * connection attempt fails (nothing listens at the endpoint, or it cannot be
+ * reached) for the first second of a request, the call fails then with
+ * ECONNREFUSED, "nothing is listening at ...", instead of waiting it out.
+ *
+ * Endpoints are read by core/endpoint.h: "tcp://host:port", "host:port" or
+ * "[ipv6]:port".
  *
  * Failures: every fallible call returns -1 (NULL for client_connect) with
  * errno set and one sentence in err (which may be NULL):
  *   EINVAL        bad arguments (the coordinator's own rejections too);
- *   ETIMEDOUT     no reply within the timeout, or DEADLINE_EXCEEDED;
+ *   ETIMEDOUT     not answered within the timeout, or DEADLINE_EXCEEDED;
+ *   ECONNREFUSED  nothing listening at the endpoint (see above);
  *   ECONNRESET    the coordinator closed the connection while the request
  *                 waited (it stopped or restarted): the request is lost. The
  *                 client stays usable: ZeroMQ reconnects to the endpoint, so
@@ -31,6 +37,9 @@
  *   ENOMEM        out of memory;
  *   EINTR         a signal interrupted the wait;
  *   EACCES        the coordinator refused this client's CURVE key;
+ *   EPROTO        also: the coordinator requires CURVE and this client has no
+ *                 key, or the other way round (at once: the handshake names
+ *                 the mechanisms);
  * and for an ERROR_REPLY from the coordinator, errno from its code (wire_client_error_errno):
  *   INVALID_ARGUMENT -> EINVAL, BUSY -> EBUSY, UNAVAILABLE -> EHOSTUNREACH,
  *   VERSION_MISMATCH -> EPROTO, DEADLINE_EXCEEDED -> ETIMEDOUT,
@@ -60,10 +69,10 @@ enum {
 
 typedef struct client client_t;
 
-/* Connects to the coordinator's client endpoint (e.g. "tcp://host:5555").
- * Connecting does not wait for the coordinator: an endpoint where nothing
- * listens shows as ETIMEDOUT on the first request. timeout_ms (> 0) bounds
- * every later wait (see above). Returns a client (destroy with
+/* Connects to the coordinator's client endpoint (e.g. "tcp://host:5555" or
+ * "host:5555"). Connecting does not wait for the coordinator: an endpoint
+ * where nothing listens shows as ECONNREFUSED on the first request.
+ * timeout_ms (> 0) bounds every later request (see above). Returns a client (destroy with
  * client_destroy) or NULL with errno/err: EINVAL for a bad endpoint or
  * timeout, ENOMEM, or the ZeroMQ error. */
 client_t *client_connect(const char *endpoint, int timeout_ms, err_t *err);
@@ -74,9 +83,10 @@ client_t *client_connect(const char *endpoint, int timeout_ms, err_t *err);
  * coordinator's .pub). Fails as client_connect, and with the errors of
  * reading either file (security/keypair.h; the message names the file).
  * Later calls fail at once with EACCES, "the coordinator at ... refused this
- * client's key", when the coordinator does not allow the key; a coordinator
- * with another key than server_file's (or without CURVE) shows as
- * ETIMEDOUT with that hint. */
+ * client's key", when the coordinator does not allow the key; with EPROTO
+ * when the coordinator does not use CURVE; a coordinator with another key
+ * than server_file's shows as ETIMEDOUT, "the CURVE handshake did not
+ * complete". */
 client_t *client_connect_curve(const char *endpoint, int timeout_ms, const char *key_file,
                                const char *server_file, err_t *err);
 

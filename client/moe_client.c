@@ -73,8 +73,11 @@ static const char s_global_usage[] =
     "  status [--json]     nodes, experts, tokens per expert, round-trip times\n"
     "\n"
     "options:\n"
-    "  --connect ENDPOINT  the coordinator's client endpoint, e.g. tcp://host:5555\n"
-    "  --timeout SECONDS   longest wait for any reply (default 60)\n"
+    "  --connect ENDPOINT  the coordinator's client endpoint: tcp://HOST:PORT,\n"
+    "                      HOST:PORT or [IPV6]:PORT\n"
+    "  --timeout SECONDS   longest time a request may take, from sending it to its\n"
+    "                      last reply (default 60); nothing listening at the\n"
+    "                      endpoint is reported after 1 s\n"
     "  --curve-key FILE    talk ZeroMQ CURVE with this client's key pair (moe-keygen)\n"
     "  --curve-server FILE the coordinator's public key (its .pub)\n"
     "  --help              this text; COMMAND --help describes a command\n";
@@ -173,7 +176,9 @@ static int s_check(const options_t *opt, err_t *err)
         return err_set(err, EINVAL, "--connect ENDPOINT is required");
     if (!opt->curve_key != !opt->curve_server)
         return err_set(err, EINVAL, "CURVE needs both --curve-key and --curve-server");
-    if (opt->command == COMMAND_GENERATE && !!opt->prompt_ids == !!opt->prompt_text)
+    if (opt->command == COMMAND_GENERATE && opt->prompt_ids && opt->prompt_text)
+        return err_set(err, EINVAL, "--prompt-ids and --prompt exclude each other: give one");
+    if (opt->command == COMMAND_GENERATE && !opt->prompt_ids && !opt->prompt_text)
         return err_set(err, EINVAL, "generate needs one of --prompt-ids and --prompt");
     if (opt->command == COMMAND_LOGITS && !opt->prompt_ids)
         return err_set(err, EINVAL, "logits --prompt-ids is required");

@@ -48,6 +48,7 @@
 #include "core/arg.h"
 #include "core/blas.h"
 #include "core/boot.h"
+#include "core/endpoint.h"
 #include "core/err.h"
 #include "core/mem.h"
 #include "core/path.h"
@@ -282,6 +283,7 @@ static int s_coordinator(boot_t *boot, const options_t *o, const char *addr,
     const char *ep = coordinator_endpoint(co);
     fprintf(stderr, "moe-mpi: cluster of %d node(s) ready, clients connect to %s\n", n_nodes,
             ep);
+    endpoint_warn_plain(stderr, "moe-mpi: coordinator", ep, o->c.co.curve_key != NULL);
     if (o->c.endpoint_file && path_write_line_atomic(o->c.endpoint_file, ep, err) < 0) {
         rc = -1;
         s_shutdown_nodes(boot);
@@ -368,10 +370,15 @@ static int s_main(boot_t *boot, int argc, char **argv)
                                    .curve_coordinators = o.curve_coordinators,
                                    .preload = o.c.co.preload};
         server = expert_server_new(&so, &err);
-        if (server)
+        if (server) {
             fprintf(stderr, "moe-mpi: rank %d on %s: node %d hosts %d experts, serving on "
                     "%s\n", rank, boot_host(boot), rank, expert_server_n_hosted(server),
                     expert_server_endpoint(server));
+            char who[64];
+            snprintf(who, sizeof who, "moe-mpi: node %d", rank);
+            endpoint_warn_plain(stderr, who, expert_server_endpoint(server),
+                                so.curve_key != NULL);
+        }
     }
     if (boot_agree(boot, "start", &err, &verdict) < 0)
         goto fail;

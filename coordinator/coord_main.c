@@ -25,6 +25,7 @@
 #include "coordinator/coordinator.h"
 #include "core/arg.h"
 #include "core/blas.h"
+#include "core/endpoint.h"
 #include "core/err.h"
 #include "core/path.h"
 
@@ -109,6 +110,9 @@ int main(int argc, char **argv)
     err_t err = {0};
     coordinator_t *co = coordinator_start(&o.c.co, &s_stop, &err);
     int rc = co ? 0 : -1;
+    if (co)
+        endpoint_warn_plain(stderr, "moe-coordinator", coordinator_endpoint(co),
+                            o.c.co.curve_key != NULL);
     if (co && o.c.endpoint_file &&
         path_write_line_atomic(o.c.endpoint_file, coordinator_endpoint(co), &err) < 0)
         rc = -1;

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <zmq.h>
 
+#include "core/endpoint.h"
 #include "core/mem.h"
 #include "core/timer.h"
 
@@ -98,9 +99,8 @@ peer_t *peer_new(void *zmq_ctx, int node_id, const char *endpoint,
                 zmq_strerror(errno));
         goto fail;
     }
-    if (zmq_connect(self->socket, endpoint) < 0) {
-        err_set(err, errno, "node %d: cannot connect to %s: %s", node_id, endpoint,
-                zmq_strerror(errno));
+    if (endpoint_connect(self->socket, endpoint, err) < 0) {
+        err_wrap(err, "node %d", node_id);
         goto fail;
     }
     return self;

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <zmq.h>
 
+#include "core/endpoint.h"
 #include "core/lograte.h"
 #include "core/mem.h"
 #include "core/timer.h"
@@ -120,7 +121,7 @@ rpc_t *rpc_new(void *zmq_ctx, const weights_t *w, dispatch_t *dispatch, peer_t *
         wire_socket_set_limit(self->socket, &lim, err) < 0 ||
         (conf->curve_key && keypair_set_server(self->socket, conf->curve_key, "clients",
                                                err) < 0) ||
-        zmq_bind(self->socket, conf->bind) < 0 ||
+        endpoint_bind(self->socket, conf->bind, NULL) < 0 ||
         zmq_getsockopt(self->socket, ZMQ_LAST_ENDPOINT, self->endpoint, &len) < 0) {
         err_set(err, errno, "cannot bind the client endpoint %s: %s", conf->bind,
                 zmq_strerror(errno));

@@ -22,10 +22,8 @@ int arg_int_range(const char *text, const char *name, int min, int max, int *out
     }
     if (whole && (v > hi || errno == ERANGE) && text[0] != '-')
         return err_set(err, EINVAL, "%s must be an integer <= %d (got '%s')", name, hi, text);
-    if (max)
-        return err_set(err, EINVAL, "%s must be an integer in [%d, %d] (got '%s')", name, min,
-                       max, text);
-    return err_set(err, EINVAL, "%s must be an integer >= %d (got '%s')", name, min, text);
+    return err_set(err, EINVAL, "%s must be an integer in [%d, %d] (got '%s')", name, min, hi,
+                   text);
 }
 
 int arg_int(const char *text, const char *name, int min, int *out, err_t *err)
@@ -39,8 +37,8 @@ int arg_u64(const char *text, const char *name, uint64_t *out, err_t *err)
     errno = 0;
     unsigned long long v = strtoull(text, &end, 10);
     if (errno || end == text || *end || !isdigit((unsigned char)text[0]))
-        return err_set(err, EINVAL, "%s must be a non-negative integer (got '%s')", name,
-                       text);
+        return err_set(err, EINVAL, "%s must be an integer in [0, %llu] (got '%s')", name,
+                       (unsigned long long)UINT64_MAX, text);
     *out = (uint64_t)v;
     return 0;
 }

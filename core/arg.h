@@ -85,14 +85,14 @@ int arg_parse_main(const char *prog, int argc, char *const *argv, const arg_opt_
                    void (*usage)(FILE *out), arg_check_fn check, void *ctx);
 
 /* Parses text as a whole decimal integer in [min, max] (max 0: INT_MAX) into
- * *out. -1 with EINVAL and err = "NAME must be an integer >= MIN (got 'TEXT')"
- * (or "... in [MIN, MAX]" where max was given, or "... <= MAX" when the text is
- * an integer above it) otherwise; *out is untouched then. */
+ * *out. -1 with EINVAL and err = "NAME must be an integer in [MIN, MAX] (got
+ * 'TEXT')" (or "... <= MAX" when the text is an integer above it; MAX is
+ * stated either way) otherwise; *out is untouched then. */
 int arg_int_range(const char *text, const char *name, int min, int max, int *out,
                   err_t *err);
 
 /* A whole non-negative decimal into *out; -1 with EINVAL and err = "NAME must
- * be a non-negative integer (got 'TEXT')" otherwise. */
+ * be an integer in [0, 18446744073709551615] (got 'TEXT')" otherwise. */
 int arg_u64(const char *text, const char *name, uint64_t *out, err_t *err);
 
 /* A finite number in [min, max] into *out; -1 with EINVAL and err = "NAME

@@ -17,6 +17,7 @@
 #include <zmq.h>
 
 #include "core/blas.h"
+#include "core/endpoint.h"
 #include "core/lograte.h"
 #include "core/mem.h"
 #include "core/timer.h"
@@ -144,8 +145,8 @@ static int s_bind(expert_server_t *self, const expert_server_opts_t *opts, err_t
         return err_set(err, errno, "cannot set socket options: %s", zmq_strerror(errno));
     if (wire_socket_set_limit(self->sock, &lim, err) < 0 || s_secure(self, opts, err) < 0)
         return -1;
-    if (zmq_bind(self->sock, endpoint) < 0)
-        return err_set(err, errno, "cannot bind %s: %s", endpoint, zmq_strerror(errno));
+    if (endpoint_bind(self->sock, endpoint, err) < 0)
+        return -1;
     size_t len = sizeof self->endpoint;
     if (zmq_getsockopt(self->sock, ZMQ_LAST_ENDPOINT, self->endpoint, &len) < 0)
         return err_set(err, errno, "cannot read the bound endpoint of %s: %s", endpoint,

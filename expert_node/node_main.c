@@ -32,6 +32,7 @@
 
 #include "core/arg.h"
 #include "core/blas.h"
+#include "core/endpoint.h"
 #include "core/err.h"
 #include "core/path.h"
 #include "expert_node/expert_server.h"
@@ -225,6 +226,7 @@ static int s_serve(const options_t *opt, err_t *err)
     fprintf(stderr, "moe-expert: node %d of %d hosts %d experts of %s, serving on %s\n",
             opt->node_id, opt->n_nodes, expert_server_n_hosted(server), opt->model,
             endpoint);
+    endpoint_warn_plain(stderr, "moe-expert", endpoint, opt->curve_key != NULL);
     if (opt->endpoint_file && path_write_line_atomic(opt->endpoint_file, endpoint, err) < 0)
         goto done;
     printf("%s\n", endpoint);

@@ -705,22 +705,34 @@ static void test_stale_replies_are_ignored(void **state)
     client_destroy(&c);
 }
 
+/* client_generate fails with ETIMEDOUT and message want, no sooner than the
+ * client's 300 ms; returns how long it took. */
+static double s_expect_timeout(client_t *c, const int32_t *prompt, int n_prompt,
+                               int max_tokens, const char *want)
+{
+    int32_t *tokens = NULL;
+    int n = 0;
+    err_t e = {0};
+    double t0 = timer_now();
+    assert_int_equal(client_generate(c, prompt, n_prompt, max_tokens, NULL, NULL, &tokens, &n,
+                                     &e), -1);
+    double took = timer_now() - t0;
+    assert_int_equal(errno, ETIMEDOUT);
+    assert_string_equal(e.msg, want);
+    assert_null(tokens);
+    assert_true(took >= 0.29);
+    return took;
+}
+
 static void test_no_reply_times_out(void **state)
 {
     fake_t *f = *state;
     client_t *c = s_client(f, 300);
     const int32_t prompt[] = {SC_SILENT};
-    int32_t *tokens = NULL;
-    int n = 0;
-    err_t e = {0};
-    double t0 = timer_now();
-    assert_int_equal(client_generate(c, prompt, 1, 4, NULL, NULL, &tokens, &n, &e), -1);
-    double took = timer_now() - t0;
-    assert_int_equal(errno, ETIMEDOUT);
     char want[512];
     snprintf(want, sizeof want, "no reply from %s within 0.3 s", f->endpoint);
-    assert_string_equal(e.msg, want);
-    assert_true(took >= 0.29 && took < 1.5);
+    assert_true(s_expect_timeout(c, prompt, 1, 4, want) < 1.5);
+    err_t e = {0};
 
     /* The client told the coordinator it gave up. */
     fake_event_t gen, cancel;
@@ -740,22 +752,83 @@ static void test_no_reply_times_out(void **state)
     client_destroy(&c);
 }
 
-static void test_wait_bound_is_per_reply(void **state)
+/* The timeout bounds the whole request, not each reply: a stream whose
+ * replies each come well within it still ends at it. */
+static void test_timeout_bounds_the_whole_request(void **state)
 {
     fake_t *f = *state;
     client_t *c = s_client(f, 300);
     const int32_t prompt[] = {SC_SLOW, 8};
+    char want[512];
+    snprintf(want, sizeof want, "%s did not finish the request within 0.3 s", f->endpoint);
+    /* 8 replies FAKE_SLOW_GAP_MS (< 300 ms) apart: 1.2 s in all */
+    assert_true(s_expect_timeout(c, prompt, 2, 8, want) < 0.6);
+    client_destroy(&c);
+}
+
+/* A port that is bound but not listening: every connection is refused. The
+ * socket is the caller's to close; its port in endpoint. */
+static int s_refusing_port(char *endpoint, size_t size)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof addr;
+    assert_int_equal(bind(fd, (struct sockaddr *)&addr, sizeof addr), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&addr, &len), 0);
+    snprintf(endpoint, size, "tcp://127.0.0.1:%d", ntohs(addr.sin_port));
+    return fd;
+}
+
+/* Nothing listening fails in about a second whatever the timeout, naming
+ * the cause; every request does. */
+static void test_nothing_listening_fails_fast(void **state)
+{
+    (void)state;
+    char endpoint[64];
+    int fd = s_refusing_port(endpoint, sizeof endpoint);
+    err_t e = {0};
+    client_t *c = client_connect(endpoint, 30000, &e);
+    assert_non_null(c);
+    for (int i = 0; i < 2; i++) {
+        double t0 = timer_now();
+        client_status_t *st = client_status(c, &e);
+        double took = timer_now() - t0;
+        assert_null(st);
+        assert_int_equal(errno, ECONNREFUSED);
+        char want[256];
+        snprintf(want, sizeof want, "nothing is listening at %s", endpoint);
+        assert_non_null(strstr(e.msg, want));
+        assert_true(took >= 0.9 && took < 3.0);
+        if (i == 0)
+            printf("  nothing listening at %s: reported after %.2f s\n", endpoint, took);
+    }
+    int32_t prompt[] = {1};
     int32_t *tokens = NULL;
     int n = 0;
-    err_t e = {0};
-    double t0 = timer_now();
-    if (client_generate(c, prompt, 2, 4, NULL, NULL, &tokens, &n, &e) < 0)
-        fail_msg("client_generate: %s", e.msg);
-    assert_true(timer_now() - t0 >= 3 * FAKE_SLOW_GAP_MS / 1000.0 - 0.01);
-    assert_int_equal(n, 4);
-    assert_int_equal(tokens[3], s_token(prompt, 2, 3));
-    mem_free(tokens);
+    assert_int_equal(client_generate(c, prompt, 1, 4, NULL, NULL, &tokens, &n, &e), -1);
+    assert_int_equal(errno, ECONNREFUSED);
     client_destroy(&c);
+    close(fd);
+}
+
+/* "host:port" is "tcp://host:port". */
+static void test_host_port_endpoint(void **state)
+{
+    fake_t *f = *state;
+    err_t e = {0};
+    assert_int_equal(strncmp(f->endpoint, "tcp://", 6), 0);
+    client_t *c = client_connect(f->endpoint + 6, 5000, &e);
+    if (!c)
+        fail_msg("client_connect(%s): %s", f->endpoint + 6, e.msg);
+    client_status_t *st = client_status(c, &e);
+    if (!st)
+        fail_msg("client_status: %s", e.msg);
+    client_status_destroy(&st);
+    client_destroy(&c);
+    assert_null(client_connect("localhost", 5000, &e));
+    assert_int_equal(errno, EINVAL);
+    assert_non_null(strstr(e.msg, "tcp://HOST:PORT, HOST:PORT or [IPV6]:PORT"));
 }
 
 static void test_malformed_replies_are_protocol_errors(void **state)
@@ -1008,7 +1081,11 @@ static void test_cli_usage_errors(void **state)
     s_expect_error("--connect tcp://127.0.0.1:1 generate", 2,
                    "one of --prompt-ids and --prompt");
     s_expect_error("--connect tcp://127.0.0.1:1 generate --prompt-ids 1 --prompt hi", 2,
-                   "one of --prompt-ids and --prompt");
+                   "--prompt-ids and --prompt exclude each other");
+    s_expect_error("--connect tcp://127.0.0.1:1 generate --prompt-ids 1 --max-tokens "
+                   "99999999999999", 2, "--max-tokens must be an integer <= 2147483647");
+    s_expect_error("--connect tcp://127.0.0.1:1 generate --prompt-ids 1 --prompt-id 2", 2,
+                   "unknown or incomplete option '--prompt-id'");
     s_expect_error("--connect tcp://127.0.0.1:1 generate --prompt hi --deadline-ms 0", 2,
                    "--deadline-ms");
     s_expect_error("--connect tcp://127.0.0.1:1 generate --prompt-ids 1,,2", 2,
@@ -1053,23 +1130,18 @@ static void test_cli_usage_errors(void **state)
     snprintf(want, sizeof want, "%s: scripted failure 3",
              wire_client_error_name(WIRE_CLIENT_INVALID_ARGUMENT));
     s_expect_error(args, 1, want);
-    s_expect_error("--connect not-an-endpoint status", 1, "cannot connect to 'not-an-endpoint'");
+    s_expect_error("--connect not-an-endpoint status", 1,
+                   "cannot connect to not-an-endpoint: not an endpoint (give "
+                   "tcp://HOST:PORT, HOST:PORT or [IPV6]:PORT)");
 }
 
 static void test_cli_nothing_listening(void **state)
 {
     (void)state;
-    /* A port that is bound but not listening refuses every connection. */
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    assert_true(fd >= 0);
-    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof addr;
-    assert_int_equal(bind(fd, (struct sockaddr *)&addr, sizeof addr), 0);
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&addr, &len), 0);
-    char endpoint[64], args[256], want[128];
-    snprintf(endpoint, sizeof endpoint, "tcp://127.0.0.1:%d", ntohs(addr.sin_port));
-    snprintf(args, sizeof args, "--connect %s --timeout 1 status", endpoint);
-    snprintf(want, sizeof want, "moe-client: no reply from %s within 1 s\n", endpoint);
+    char endpoint[64], args[256], want[256];
+    int fd = s_refusing_port(endpoint, sizeof endpoint);
+    snprintf(args, sizeof args, "--connect %s --timeout 30 status", endpoint);
+    snprintf(want, sizeof want, "moe-client: nothing is listening at %s", endpoint);
 
     char *out = NULL, *errtext = NULL;
     double took = 0;
@@ -1077,8 +1149,26 @@ static void test_cli_nothing_listening(void **state)
     close(fd);
     assert_int_equal(rc, 1);
     assert_non_null(errtext);
-    assert_string_equal(errtext, want);
-    assert_true(took >= 0.9 && took < 5.0);
+    assert_non_null(strstr(errtext, want));
+    assert_true(took < 3.0);
+    free(out);
+    free(errtext);
+}
+
+/* --timeout is the bound of the whole command; host:port connects. */
+static void test_cli_timeout_and_host_port(void **state)
+{
+    fake_t *f = *state;
+    char args[512];
+    snprintf(args, sizeof args, "--connect %s --timeout 1 generate --prompt-ids %d,8 "
+             "--max-tokens 20", f->endpoint + 6, SC_SLOW); /* 20 x 150 ms: 3 s */
+    char *out = NULL, *errtext = NULL;
+    double took = 0;
+    int rc = s_run(args, &out, &errtext, &took);
+    assert_int_equal(rc, 1);
+    assert_non_null(errtext);
+    assert_non_null(strstr(errtext, "did not finish the request within 1 s"));
+    assert_true(took < 1.8);
     free(out);
     free(errtext);
 }
@@ -1097,7 +1187,11 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_error_replies_map_to_errno, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_stale_replies_are_ignored, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_no_reply_times_out, s_setup, s_teardown),
-        cmocka_unit_test_setup_teardown(test_wait_bound_is_per_reply, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_timeout_bounds_the_whole_request, s_setup,
+                                        s_teardown),
+        cmocka_unit_test_setup_teardown(test_nothing_listening_fails_fast, s_setup,
+                                        s_teardown),
+        cmocka_unit_test_setup_teardown(test_host_port_endpoint, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_malformed_replies_are_protocol_errors, s_setup,
                                         s_teardown),
         cmocka_unit_test_setup_teardown(test_cancel, s_setup, s_teardown),
@@ -1106,6 +1200,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_cli_status_json, s_cli_setup, s_cli_teardown),
         cmocka_unit_test_setup_teardown(test_cli_status_table, s_cli_setup, s_cli_teardown),
         cmocka_unit_test_setup_teardown(test_cli_usage_errors, s_cli_setup, s_cli_teardown),
+        cmocka_unit_test_setup_teardown(test_cli_timeout_and_host_port, s_cli_setup,
+                                        s_cli_teardown),
         cmocka_unit_test_setup_teardown(test_cli_nothing_listening, s_cli_setup,
                                         s_cli_teardown),
     };

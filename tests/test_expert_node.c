@@ -851,7 +851,7 @@ static void test_bad_command_lines(void **state)
     static const testutil_error_case_t cases[] = {
         {"--model '%s/missing-model' --node-id 1 --nodes 3", 1, "missing-model"},
         {"--model '%s' --node-id 4 --nodes 3", 2, "--node-id 4 is out of range: nodes are 1..3"},
-        {"--model '%s' --node-id 0 --nodes 3", 2, "--node-id must be an integer >= 1"},
+        {"--model '%s' --node-id 0 --nodes 3", 2, "--node-id must be an integer in [1, 2147483647]"},
         {"--model '%s' --node-id 1", 2, "--nodes are required"},
         {"--model '%s' --node-id 1 --nodes 3 --replicas 4", 2, "--replicas 4"},
         {"--model '%s' --node-id 1 --nodes 3 --frobnicate", 2, "--frobnicate"},

@@ -149,7 +149,11 @@ static void test_bad_input_gives_one_clear_error(void **state)
         /* Whole option names only: an abbreviation is not taken. */
         {"--model '%s' --prompt 1,2", 2, "unknown or incomplete option '--prompt'"},
         {"--model '%s' --prompt-ids 1,,2", 2, "--prompt-ids"},
-        {"--model '%s' --prompt-ids 1 --max-tokens -3", 2, "--max-tokens"},
+        {"--model '%s' --prompt-ids 1 --max-tokens -3", 2,
+         "--max-tokens must be an integer in [0, 2147483647] (got '-3')"},
+        /* Every limit is stated. */
+        {"--model '%s' --prompt-ids 1 --max-tokens 99999999999999", 2,
+         "--max-tokens must be an integer <= 2147483647"},
         {"--model '%s' --prompt-ids 1 --threads 2147483648", 2,
          "--threads must be an integer <= 2147483647"},
         {"--model '%s' --prompt-ids 1,256", 1, "outside the vocabulary"},

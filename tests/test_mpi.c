@@ -472,12 +472,45 @@ static void test_curve(void **state)
     free(text);
 }
 
+/* Binding a wildcard address in plain TCP warns, once per bound socket
+ * (the coordinator's client endpoint and each node's); 127.0.0.1 does not.
+ * Only loopback traffic: the coordinator reaches its nodes at 0.0.0.0, which
+ * is this host. */
+static void test_plain_bind_warning(void **state)
+{
+    (void)state;
+    char log[700], cmd[2048];
+    pid_t pid;
+    char *ep = s_up(2, "wildcard", "--bind-host 0.0.0.0", log, &pid);
+    kill(pid, SIGTERM);
+    s_wait_for(pid, STOP_TIMEOUT_S);
+    s_mpirun = -1;
+    char *text = testutil_read_file(log, NULL);
+    assert_non_null(text);
+    snprintf(cmd, sizeof cmd, "moe-mpi: coordinator: warning: %s is bound in plain TCP "
+             "without CURVE", ep);
+    if (!strstr(text, cmd) || !strstr(text, "moe-mpi: node 1: warning: tcp://0.0.0.0:"))
+        fail_msg("no plain-TCP warning in:\n%s", text);
+    free(text);
+    free(ep);
+
+    ep = s_up(2, "loopback", "", log, &pid);
+    kill(pid, SIGTERM);
+    s_wait_for(pid, STOP_TIMEOUT_S);
+    s_mpirun = -1;
+    text = testutil_read_file(log, NULL);
+    assert_null(strstr(text, "warning: tcp://"));
+    free(text);
+    free(ep);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_shares_coordinator_options, s_test_teardown),
         cmocka_unit_test_teardown(test_coordinator_options_applied, s_test_teardown),
         cmocka_unit_test_teardown(test_curve, s_test_teardown),
+        cmocka_unit_test_teardown(test_plain_bind_warning, s_test_teardown),
         cmocka_unit_test_teardown(test_mpirun_cluster, s_test_teardown),
         cmocka_unit_test_teardown(test_mpirun_sigterm, s_test_teardown),
         cmocka_unit_test_teardown(test_failing_rank, s_test_teardown),
