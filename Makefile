@@ -57,7 +57,7 @@ PROTO_GEN_H := $(PROTO_GEN_C:.c=.h)
 WIRE_SRC    := proto/wire.c proto/data_plane.c proto/client_rpc.c
 # Expert node, coordinator and client library (mains are listed with programs).
 NODE_SRC    := expert_node/expert_server.c
-COORD_SRC   := coordinator/peer.c coordinator/dispatch.c coordinator/rpc.c \
+COORD_SRC   := coordinator/peer.c coordinator/dispatch.c coordinator/rpc.c coordinator/server.c \
                coordinator/sched.c coordinator/stepper.c coordinator/coord_options.c \
                coordinator/coordinator.c
 CLIENT_SRC  := client/client.c
