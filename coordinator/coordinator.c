@@ -9,6 +9,7 @@
 #include <zmq.h>
 
 #include "coordinator/dispatch.h"
+#include "coordinator/http.h"
 #include "coordinator/peer.h"
 #include "coordinator/rpc.h"
 #include "coordinator/server.h"
@@ -34,6 +35,7 @@ struct coordinator {
     dispatch_t *dispatch;
     server_t *server;
     rpc_t *rpc;
+    http_t *http;                  /* NULL without --http */
     int n_nodes;
     keypair_t key;                 /* with CURVE: this coordinator's pair */
     char (*node_public)[KEYPAIR_Z85_LEN + 1]; /* with CURVE: (n_nodes) node keys */
@@ -42,6 +44,7 @@ struct coordinator {
 
 static void s_teardown(coordinator_t *co)
 {
+    http_destroy(&co->http); /* first: its threads wait on the server's loop */
     rpc_destroy(&co->rpc);
     server_destroy(&co->server);
     dispatch_destroy(&co->dispatch);
@@ -139,6 +142,22 @@ static int s_security(coordinator_t *co, const coordinator_opts_t *o, err_t *err
     }
     co->zap = zap_new(co->zmq_ctx, o->curve_clients, "moe-coordinator", stderr, err);
     return co->zap ? 0 : -1;
+}
+
+/* The HTTP API, serving the model under its folder's name. */
+static int s_http(coordinator_t *co, const coordinator_opts_t *o, err_t *err)
+{
+    char id[256];
+    size_t n = strlen(o->model);
+    while (n > 1 && o->model[n - 1] == '/')
+        n--;
+    size_t b = n;
+    while (b > 0 && o->model[b - 1] != '/')
+        b--;
+    snprintf(id, sizeof id, "%.*s", (int)(n - b), o->model + b);
+    const http_config_t hc = {.listen = o->http, .api_key = o->api_key, .model_id = id};
+    co->http = http_new(co->server, &hc, err);
+    return co->http ? 0 : -1;
 }
 
 static int s_start(coordinator_t *co, const coordinator_opts_t *o,
@@ -244,7 +263,9 @@ static int s_start(coordinator_t *co, const coordinator_opts_t *o,
         return -1;
     const rpc_config_t rc = {.bind = o->bind, .curve_key = key};
     co->rpc = rpc_new(co->zmq_ctx, co->server, &rc, err);
-    return co->rpc ? 0 : -1;
+    if (!co->rpc)
+        return -1;
+    return o->http ? s_http(co, o, err) : 0;
 }
 
 coordinator_t *coordinator_start(const coordinator_opts_t *opts,
@@ -274,6 +295,11 @@ void coordinator_destroy(coordinator_t **self_p)
 const char *coordinator_endpoint(const coordinator_t *self)
 {
     return rpc_endpoint(self->rpc);
+}
+
+const char *coordinator_http_url(const coordinator_t *self)
+{
+    return self->http ? http_url(self->http) : NULL;
 }
 
 int coordinator_run(coordinator_t *self, volatile sig_atomic_t *stop, err_t *err)

@@ -638,6 +638,8 @@ bool sched_next_event(sched_t *self, sched_event_t *out)
             out->n_top = ev->n_top;
             out->top_ids = ev->top_ids;
             out->top_logprobs = ev->top_logprobs;
+            if (ev->index == 0 && seq->t_first > 0)
+                out->seconds_first = seq->t_first - seq->job.t_accepted;
             s_token_text(self, seq, ev->token, ev->eos, out);
             break;
         case SCHED_DONE:

@@ -144,7 +144,8 @@ typedef struct sched_event {
     int prompt_tokens;             /* DONE */
     int generated_tokens;          /* DONE */
     double seconds;                /* DONE: from acceptance to the end */
-    double seconds_first;          /* DONE: from acceptance to the first token (0: none) */
+    double seconds_first;          /* DONE, and the TOKEN of index 0: from acceptance to
+                                      the first token (0: none) */
     const char *finish_reason;     /* DONE: "length", "stop" or "eos" */
     sched_error_t code;            /* FAILED */
     const char *message;           /* FAILED */

@@ -12,14 +12,12 @@
 #include "engine/forward.h"
 #include "engine/kvcache.h"
 #include "model/config.h"
+#include "proto/wire.h"
 
 enum { POLL_MS = 100 };     /* how often the loop looks at the stop flag and links */
 enum { NAME_MAX_LEN = 1024 };
 enum { REASON_MAX = 512 };
-
-const double server_hist_bounds[SERVER_HIST_BUCKETS] = {
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
-};
+#define SERVER_VERSION "0.14" /* moe_build_info: the issue the API arrived with */
 
 struct server {
     const weights_t *w;
@@ -46,14 +44,19 @@ struct server {
     uint64_t outcomes[SERVER_OUTCOMES];
     uint64_t prompt_tokens;
     uint64_t generated_tokens;
-    server_hist_t ttft;
-    server_hist_t tpot;
+    /* the same, and the rest, for /metrics and STATUS (core/metrics) */
+    metrics_t *m;
+    metric_child_t *m_outcome[SERVER_OUTCOMES];
+    metric_child_t *m_prompt, *m_generated, *m_ttft, *m_tpot;
+    metric_child_t *m_queue, *m_running, *m_kv_ratio, *m_kv_bytes;
+    metric_t *m_up, *m_rtt, *m_failovers, *m_sent, *m_received, *m_expert_tokens;
+    double *node_tokens_seen;      /* (n_layers * n_experts * n_peers) as last rendered */
 };
 
 const char *server_outcome_name(server_outcome_t outcome)
 {
     static const char *const names[SERVER_OUTCOMES] = {
-        "ok", "invalid", "busy", "unavailable", "internal", "cancelled", "deadline",
+        "stop", "length", "invalid", "busy", "unavailable", "internal", "cancelled", "deadline",
     };
     return outcome < SERVER_OUTCOMES ? names[outcome] : "internal";
 }
@@ -61,7 +64,7 @@ const char *server_outcome_name(server_outcome_t outcome)
 static server_outcome_t s_outcome_of(sched_error_t code)
 {
     switch (code) {
-    case SCHED_OK: return SERVER_OUT_OK;
+    case SCHED_OK: return SERVER_OUT_STOP;
     case SCHED_INVALID: return SERVER_OUT_INVALID;
     case SCHED_BUSY: return SERVER_OUT_BUSY;
     case SCHED_UNAVAILABLE: return SERVER_OUT_UNAVAILABLE;
@@ -72,14 +75,85 @@ static server_outcome_t s_outcome_of(sched_error_t code)
     return SERVER_OUT_INTERNAL;
 }
 
-static void s_hist_add(server_hist_t *h, double v)
+/* Counts one request's outcome. */
+static void s_outcome(server_t *self, server_outcome_t o)
 {
-    int b = 0;
-    while (b < SERVER_HIST_BUCKETS && v > server_hist_bounds[b])
-        b++;
-    h->counts[b]++;
-    h->count++;
-    h->sum += v;
+    self->outcomes[o]++;
+    metric_child_add(self->m_outcome[o], 1);
+}
+
+/* The metric families (names as docs/HTTP.md lists them) and the handles of
+ * what the loop updates, so that an update never allocates. */
+static int s_metrics_new(server_t *self, err_t *err)
+{
+    static const char *const outcome[] = {"outcome", NULL};
+    static const char *const node[] = {"node", NULL};
+    static const char *const lex[] = {"layer", "expert", "node", NULL};
+    static const char *const build[] = {"version", "protocol", "model", "arch", NULL};
+    double b[16];
+    const int nb = metrics_buckets_exponential(0.001, 2, 16, b); /* 1 ms .. 33 s */
+    metrics_t *m = self->m = metrics_new();
+    if (!m)
+        return err_set(err, ENOMEM, "out of memory for the metrics");
+    metric_t *req = metrics_counter(m, "moe_requests_total",
+                                    "Requests ended, by outcome (stop, length, invalid, busy, "
+                                    "unavailable, internal, cancelled, deadline).",
+                                    outcome, err);
+    metric_t *prompt = metrics_counter(m, "moe_prompt_tokens_total",
+                                       "Prompt tokens of accepted requests.", NULL, err);
+    metric_t *gen = metrics_counter(m, "moe_generation_tokens_total", "Tokens generated.",
+                                    NULL, err);
+    metric_t *ttft = metrics_histogram(m, "moe_time_to_first_token_seconds",
+                                       "Time from a request's acceptance to its first token.",
+                                       NULL, b, nb, err);
+    metric_t *tpot = metrics_histogram(m, "moe_time_per_output_token_seconds",
+                                       "Mean time per generated token after the first, per "
+                                       "request.", NULL, b, nb, err);
+    metric_t *queue = metrics_gauge(m, "moe_queue_length", "Requests waiting for a slot.",
+                                    NULL, err);
+    metric_t *running = metrics_gauge(m, "moe_running_sequences", "Sequences in slots.",
+                                      NULL, err);
+    metric_t *kv = metrics_gauge(m, "moe_kv_cache_usage_ratio",
+                                 "Share of the KV cache budget held (0..1).", NULL, err);
+    metric_t *kvb = metrics_gauge(m, "moe_kv_cache_bytes", "Bytes of KV cache held.", NULL,
+                                  err);
+    self->m_up = metrics_gauge(m, "moe_node_up", "1 when the expert node is live.", node, err);
+    self->m_rtt = metrics_gauge(m, "moe_node_rtt_seconds",
+                                "Last round-trip time of a batch to the node.", node, err);
+    self->m_failovers = metrics_counter(m, "moe_node_failovers_total",
+                                        "Batches whose work was sent again elsewhere after "
+                                        "the node failed.", node, err);
+    self->m_sent = metrics_counter(m, "moe_node_sent_bytes_total",
+                                   "Bytes of expert requests sent to the node.", node, err);
+    self->m_received = metrics_counter(m, "moe_node_received_bytes_total",
+                                       "Bytes of expert replies received from the node.",
+                                       node, err);
+    self->m_expert_tokens = metrics_counter(m, "moe_expert_tokens_total",
+                                            "Token rows routed to an expert of a layer, by "
+                                            "the node that ran them.", lex, err);
+    metric_t *info = metrics_gauge(m, "moe_build_info",
+                                   "Always 1; the labels say what runs.", build, err);
+    if (!req || !prompt || !gen || !ttft || !tpot || !queue || !running || !kv || !kvb ||
+        !self->m_up || !self->m_rtt || !self->m_failovers || !self->m_sent ||
+        !self->m_received || !self->m_expert_tokens || !info)
+        return -1;
+    for (int o = 0; o < SERVER_OUTCOMES; o++)
+        if (!(self->m_outcome[o] = metric_child(req, (const char *const[]){
+                  server_outcome_name((server_outcome_t)o)})))
+            return err_set(err, ENOMEM, "out of memory for the metrics");
+    char proto[16];
+    snprintf(proto, sizeof proto, "%d", WIRE_PROTOCOL_VERSION);
+    if (!(self->m_prompt = metric_child(prompt, NULL)) ||
+        !(self->m_generated = metric_child(gen, NULL)) ||
+        !(self->m_ttft = metric_child(ttft, NULL)) || !(self->m_tpot = metric_child(tpot, NULL)) ||
+        !(self->m_queue = metric_child(queue, NULL)) ||
+        !(self->m_running = metric_child(running, NULL)) ||
+        !(self->m_kv_ratio = metric_child(kv, NULL)) ||
+        !(self->m_kv_bytes = metric_child(kvb, NULL)) ||
+        metrics_set(info, (const char *const[]){SERVER_VERSION, proto, self->model_name,
+                                                 self->model_arch}, 1) < 0)
+        return err_set(err, ENOMEM, "out of memory for the metrics");
+    return 0;
 }
 
 server_t *server_new(const weights_t *w, dispatch_t *dispatch, peer_t **peers,
@@ -130,10 +204,15 @@ server_t *server_new(const weights_t *w, dispatch_t *dispatch, peer_t **peers,
     self->node_status = mem_calloc((size_t)(n_peers > 0 ? n_peers : 1),
                                    sizeof *self->node_status);
     self->live = mem_calloc((size_t)cfg->n_layers * cfg->n_experts, sizeof *self->live);
-    if (!self->node_status || !self->live) {
+    self->node_tokens_seen = mem_calloc((size_t)cfg->n_layers * cfg->n_experts *
+                                            (size_t)(n_peers > 0 ? n_peers : 1),
+                                        sizeof *self->node_tokens_seen);
+    if (!self->node_status || !self->live || !self->node_tokens_seen) {
         err_set(err, ENOMEM, "out of memory for the server");
         goto fail;
     }
+    if (s_metrics_new(self, err) < 0)
+        goto fail;
     return self;
 
 fail:
@@ -153,6 +232,8 @@ void server_destroy(server_t **self_p)
     stepper_destroy(&self->stepper);
     mem_free(self->node_status);
     mem_free(self->live);
+    mem_free(self->node_tokens_seen);
+    metrics_destroy(&self->m);
     mem_free(self);
     *self_p = NULL;
     errno = saved;
@@ -250,8 +331,10 @@ static int s_submit(server_t *self, const sched_client_t *client, const server_r
     int rc = s_check_prompt(self, gen.prompt, gen.n_prompt, gen.max_tokens, err);
     if (rc == 0)
         rc = sched_submit(self->sched, client, &gen, code, err);
-    if (rc == 0)
+    if (rc == 0) {
         self->prompt_tokens += (uint64_t)gen.n_prompt;
+        metric_child_add(self->m_prompt, gen.n_prompt);
+    }
     mem_free(ids);
     return rc;
 }
@@ -261,7 +344,7 @@ int server_submit(server_t *self, const sched_client_t *client, const server_req
 {
     int rc = s_submit(self, client, req, code, err);
     if (rc < 0)
-        self->outcomes[s_outcome_of(*code)]++;
+        s_outcome(self, s_outcome_of(*code));
     return rc;
 }
 
@@ -274,7 +357,7 @@ int server_drop(server_t *self, const sched_client_t *client, uint64_t request_i
 {
     int rc = sched_drop(self->sched, client, request_id);
     if (rc == 0)
-        self->outcomes[SERVER_OUT_CANCELLED]++;
+        s_outcome(self, SERVER_OUT_CANCELLED);
     return rc;
 }
 
@@ -353,6 +436,9 @@ void server_status(server_t *self, server_status_t *out)
             .hosted_expert = self->nodes[p].hosted_expert,
             .batches = peer_batches(peer), .rtt_last_ms = peer_rtt_last_ms(peer),
             .rtt_mean_ms = peer_rtt_mean_ms(peer), .last_error = peer_last_error(peer),
+            .bytes_sent = dispatch_node_stats(self->dispatch)[p].bytes_sent,
+            .bytes_received = dispatch_node_stats(self->dispatch)[p].bytes_received,
+            .failovers = dispatch_node_stats(self->dispatch)[p].failovers,
         };
     }
     const dispatch_stats_t *ds = dispatch_stats(self->dispatch);
@@ -372,7 +458,6 @@ void server_status(server_t *self, server_status_t *out)
         .kv_bytes = sched_kv_bytes(self->sched), .kv_budget = self->conf.kv_memory,
         .max_seqs = self->conf.max_seqs, .queue_limit = self->conf.queue_limit,
         .prompt_tokens = self->prompt_tokens, .generated_tokens = self->generated_tokens,
-        .ttft = self->ttft, .tpot = self->tpot,
     };
     memcpy(out->outcomes, self->outcomes, sizeof out->outcomes);
     out->healthy = s_health(self);
@@ -385,21 +470,76 @@ static void s_count(server_t *self, const sched_event_t *ev)
     switch (ev->kind) {
     case SCHED_TOKEN:
         self->generated_tokens++;
+        metric_child_add(self->m_generated, 1);
+        if (ev->index == 0 && ev->seconds_first > 0)
+            metric_child_observe(self->m_ttft, ev->seconds_first);
         break;
     case SCHED_DONE:
-        self->outcomes[SERVER_OUT_OK]++;
-        self->requests_served++;
-        if (ev->generated_tokens > 0) {
-            s_hist_add(&self->ttft, ev->seconds_first);
-            if (ev->generated_tokens > 1)
-                s_hist_add(&self->tpot, (ev->seconds - ev->seconds_first) /
-                                            (ev->generated_tokens - 1));
-        }
+        s_outcome(self, ev->finish_reason && strcmp(ev->finish_reason, "length") == 0
+                            ? SERVER_OUT_LENGTH
+                            : SERVER_OUT_STOP);
+        if (ev->generated_tokens > 1)
+            metric_child_observe(self->m_tpot, (ev->seconds - ev->seconds_first) /
+                                                   (ev->generated_tokens - 1));
         break;
     case SCHED_FAILED:
-        self->outcomes[s_outcome_of(ev->code)]++;
+        s_outcome(self, s_outcome_of(ev->code));
         break;
     }
+}
+
+/* Brings the gauges and the dispatch's counters up to now. */
+static void s_metrics_update(server_t *self)
+{
+    server_status_t st;
+    server_status(self, &st);
+    metric_child_set(self->m_queue, st.requests_queued);
+    metric_child_set(self->m_running, st.sequences_running);
+    metric_child_set(self->m_kv_bytes, (double)st.kv_bytes);
+    metric_child_set(self->m_kv_ratio, st.kv_budget ? (double)st.kv_bytes / st.kv_budget : 0);
+    for (int p = 0; p < st.n_nodes; p++) {
+        const server_node_status_t *n = &st.nodes[p];
+        char id[16];
+        snprintf(id, sizeof id, "%d", n->node_id);
+        const char *const v[] = {id};
+        metrics_set(self->m_up, v, n->up ? 1 : 0);
+        metrics_set(self->m_rtt, v, n->rtt_last_ms / 1e3);
+        /* counters: add what the dispatch counted since the last render */
+        metric_child_t *c;
+        if ((c = metric_child(self->m_failovers, v)))
+            metric_child_add(c, (double)n->failovers - metric_child_value(c));
+        if ((c = metric_child(self->m_sent, v)))
+            metric_child_add(c, (double)n->bytes_sent - metric_child_value(c));
+        if ((c = metric_child(self->m_received, v)))
+            metric_child_add(c, (double)n->bytes_received - metric_child_value(c));
+    }
+    const uint64_t *nt = dispatch_node_tokens(self->dispatch);
+    const size_t routes = (size_t)st.n_layers * st.n_experts;
+    for (size_t r = 0; r < routes; r++)
+        for (int p = 0; p < st.n_nodes; p++) {
+            const size_t k = r * (size_t)st.n_nodes + p;
+            if ((double)nt[k] == self->node_tokens_seen[k])
+                continue;
+            char l[24], e[24], id[16];
+            snprintf(l, sizeof l, "%zu", r / st.n_experts);
+            snprintf(e, sizeof e, "%zu", r % st.n_experts);
+            snprintf(id, sizeof id, "%d", st.nodes[p].node_id);
+            if (metrics_add(self->m_expert_tokens, (const char *const[]){l, e, id},
+                            (double)nt[k] - self->node_tokens_seen[k]) == 0)
+                self->node_tokens_seen[k] = (double)nt[k];
+        }
+}
+
+int server_metrics_text(server_t *self, char **out, size_t *len)
+{
+    s_metrics_update(self);
+    return metrics_render_text(self->m, out, len);
+}
+
+json_t *server_metrics_json(server_t *self)
+{
+    s_metrics_update(self);
+    return metrics_to_json(self->m);
 }
 
 /* Hands every event to its front end; a client that has gone, or that
@@ -416,7 +556,7 @@ static void s_deliver_all(server_t *self)
         if (rc != 0 && ev.kind == SCHED_TOKEN) {
             const sched_client_t client = *ev.client;
             if (sched_drop(self->sched, &client, ev.request_id) == 0)
-                self->outcomes[rc > 0 ? SERVER_OUT_OK : SERVER_OUT_CANCELLED]++;
+                s_outcome(self, rc > 0 ? SERVER_OUT_STOP : SERVER_OUT_CANCELLED);
         }
     }
 }

@@ -23,6 +23,7 @@
 #include "coordinator/peer.h"
 #include "coordinator/sched.h"
 #include "core/err.h"
+#include "core/metrics.h"
 #include "engine/sampler.h"
 #include "engine/weights.h"
 #include "tokenizer/tokenizer.h"
@@ -63,28 +64,20 @@ typedef struct server_request {
     bool add_special;
 } server_request_t;
 
-/* Outcomes counted per request (the metrics' "outcome" label). */
+/* Outcomes counted per request (the "outcome" label of moe_requests_total). */
 typedef enum server_outcome {
-    SERVER_OUT_OK = 0,      /* finished: length, stop or EOS */
+    SERVER_OUT_STOP = 0,    /* finished: EOS, a stop id or a stop string */
+    SERVER_OUT_LENGTH,      /* finished: max_tokens */
     SERVER_OUT_INVALID,
     SERVER_OUT_BUSY,
     SERVER_OUT_UNAVAILABLE,
     SERVER_OUT_INTERNAL,
-    SERVER_OUT_CANCELLED,   /* cancelled or its client went away */
+    SERVER_OUT_CANCELLED,   /* cancelled, or its client went away */
     SERVER_OUT_DEADLINE,
     SERVER_OUTCOMES,
 } server_outcome_t;
 
-const char *server_outcome_name(server_outcome_t outcome); /* "ok", "invalid", ... */
-
-/* Histogram buckets of TTFT and TPOT, in seconds (upper bounds; +Inf last). */
-enum { SERVER_HIST_BUCKETS = 14 };
-extern const double server_hist_bounds[SERVER_HIST_BUCKETS];
-typedef struct server_hist {
-    uint64_t counts[SERVER_HIST_BUCKETS + 1]; /* per bucket, not cumulative; last: +Inf */
-    uint64_t count;
-    double sum;
-} server_hist_t;
+const char *server_outcome_name(server_outcome_t outcome); /* "stop", "length", ... */
 
 typedef struct server_node_status {
     int node_id;
@@ -97,6 +90,9 @@ typedef struct server_node_status {
     double rtt_last_ms;
     double rtt_mean_ms;
     const char *last_error;
+    uint64_t bytes_sent;
+    uint64_t bytes_received;
+    uint64_t failovers;
 } server_node_status_t;
 
 /* The one status: STATUS (rpc), /metrics and /health (http) render it. Its
@@ -131,8 +127,6 @@ typedef struct server_status {
     uint64_t outcomes[SERVER_OUTCOMES];
     uint64_t prompt_tokens;
     uint64_t generated_tokens;
-    server_hist_t ttft;             /* acceptance to first token */
-    server_hist_t tpot;             /* per output token after the first */
     /* health: every routed expert has a live replica */
     bool healthy;
     const char *health_reason;      /* "" when healthy */
@@ -185,6 +179,13 @@ int server_tokenize(server_t *self, const char *text, size_t len, bool add_speci
 
 /* Fills the status (links checked first). */
 void server_status(server_t *self, server_status_t *out);
+
+/* The Prometheus text format of the server's metrics (docs/HTTP.md):
+ * *out mem_alloc'd, NUL-terminated. -1 with ENOMEM. */
+#define SERVER_METRICS_CONTENT_TYPE METRICS_TEXT_CONTENT_TYPE
+int server_metrics_text(server_t *self, char **out, size_t *len);
+/* The same as JSON (STATUS), NULL when out of memory; caller json_decref's. */
+json_t *server_metrics_json(server_t *self);
 
 const weights_t *server_weights(const server_t *self);
 const server_config_t *server_config(const server_t *self);
