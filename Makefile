@@ -20,6 +20,7 @@ CFLAGS  += -fno-strict-aliasing  # tensors are reinterpreted from mmap'd bytes
 CPPFLAGS := -I. -D_GNU_SOURCE -MMD -MP  # _GNU_SOURCE: POSIX + mmap/MAP_* in -std=c11
 CPPFLAGS += $(shell pkg-config --cflags openblas jansson libzmq libprotobuf-c)
 LDLIBS  := $(shell pkg-config --libs openblas jansson libzmq libprotobuf-c) -lm -lpthread
+LDLIBS  += $(shell pkg-config --libs libmicrohttpd)  # coordinator/http
 
 ifeq ($(SANITIZE),1)
 BUILD   := build/sanitize
@@ -58,9 +59,10 @@ PROTO_GEN_H := $(PROTO_GEN_C:.c=.h)
 WIRE_SRC    := proto/wire.c proto/data_plane.c proto/client_rpc.c
 # Expert node, coordinator and client library (mains are listed with programs).
 NODE_SRC    := expert_node/expert_server.c
-COORD_SRC   := coordinator/peer.c coordinator/dispatch.c coordinator/rpc.c \
+COORD_SRC   := coordinator/peer.c coordinator/dispatch.c coordinator/rpc.c coordinator/server.c \
                coordinator/sched.c coordinator/stepper.c coordinator/coord_options.c \
                coordinator/coordinator.c
+COORD_SRC   += coordinator/http.c coordinator/openai.c  # the HTTP front end (libmicrohttpd)
 CLIENT_SRC  := client/client.c
 # CURVE keys and the ZAP handler that allows clients by public key.
 SECURITY_SRC := security/keypair.c security/zap.c

@@ -11,6 +11,7 @@
 #                       [--heartbeat-ms MS] [--heartbeat-misses N]
 #                       [--max-tokens-limit N] [--max-requests-per-client N] [--curve]
 #                       [--no-preload] [--allow-idle-nodes]
+#                       [--http HOST:PORT] [--api-key KEY]
 #       Starts the cluster and returns once it is ready, every process having
 #       read its weights into memory (--no-preload: read on first use); the
 #       last line of stdout is the client endpoint. Without --model, the
@@ -23,6 +24,10 @@
 #       --placement-groups: each expert group whole on one node (DeepSeek's
 #       group-limited routing; docs/PLACEMENT.md). The placement in use is
 #       written to D/placement.txt (a file --placement accepts).
+#       --http HOST:PORT: the coordinator also serves the OpenAI-compatible
+#       HTTP API there (port 0: a free one; docs/HTTP.md); its URL is printed
+#       on the line before the endpoint and written to D/coordinator.http.
+#       --api-key KEY: the API's /v1/ routes need "Authorization: Bearer KEY".
 #       --curve: every socket uses ZeroMQ CURVE with keys made in D/keys
 #       (moe-keygen): coordinator, node-I and client key pairs, the allowed
 #       client keys in D/keys/clients, the coordinator's in D/keys/coordinators;
@@ -161,7 +166,7 @@ wait_ready() {
 }
 
 cmd_up() {
-    local model="" nodes="" dir="" placement="" groups="" replicas=1 threads="" node_threads=""
+    local http="" model="" nodes="" dir="" placement="" groups="" replicas=1 threads="" node_threads=""
     local curve="" preload=(--preload) allow_idle=""
     local coord_args=()
     while [ $# -gt 0 ]; do
@@ -180,6 +185,8 @@ cmd_up() {
             --max-seqs|--queue-limit|--kv-memory|--reply-timeout-ms|--prefill-rows|--deadline-ms|\
             --heartbeat-ms|--heartbeat-misses|--max-tokens-limit|--max-requests-per-client)
                 coord_args+=("$1" "$2"); shift 2 ;;
+            --http) http=$2; shift 2 ;;
+            --api-key) coord_args+=(--api-key "$2"); shift 2 ;;
             -h|--help) usage 0 ;;
             *) die "unknown option '$1' (see --help)" ;;
         esac
@@ -213,8 +220,11 @@ cmd_up() {
     run_dir=$dir
     trap on_up_exit EXIT
     trap 'exit 130' INT TERM # through the EXIT trap
-    rm -f "$dir"/*.endpoint "$dir"/*.pid
+    rm -f "$dir"/*.endpoint "$dir"/*.pid "$dir/coordinator.http"
     rm -rf "$dir/keys"
+    if [ -n "$http" ]; then
+        coord_args+=(--http "$http" --http-url-file "$dir/coordinator.http")
+    fi
     if [ -n "$curve" ]; then
         [ -x "$bin/moe-keygen" ] || die "$bin/moe-keygen is missing: run make first"
         make_keys "$dir" "$nodes"
@@ -284,6 +294,9 @@ cmd_up() {
     wait_ready "$dir" coordinator "$!"
     up_ready=1
     echo "local.sh: cluster of $nodes node(s) ready; logs in $dir"
+    if [ -n "$http" ]; then
+        echo "local.sh: OpenAI-compatible API at $(cat "$dir/coordinator.http")/v1"
+    fi
     cat "$dir/coordinator.endpoint"
 }
 

@@ -284,10 +284,18 @@ static int s_coordinator(boot_t *boot, const options_t *o, const char *addr,
     fprintf(stderr, "moe-mpi: cluster of %d node(s) ready, clients connect to %s\n", n_nodes,
             ep);
     endpoint_warn_plain(stderr, "moe-mpi: coordinator", ep, o->c.co.curve_key != NULL);
-    if (o->c.endpoint_file && path_write_line_atomic(o->c.endpoint_file, ep, err) < 0) {
-        rc = -1;
-        s_shutdown_nodes(boot);
+    if (coordinator_http_url(co)) {
+        fprintf(stderr, "moe-mpi: OpenAI-compatible HTTP API at %s/v1\n",
+                coordinator_http_url(co));
+        if (o->c.http_url_file &&
+            path_write_line_atomic(o->c.http_url_file, coordinator_http_url(co), err) < 0)
+            rc = -1;
     }
+    if (rc == 0 && o->c.endpoint_file &&
+        path_write_line_atomic(o->c.endpoint_file, ep, err) < 0)
+        rc = -1;
+    if (rc < 0)
+        s_shutdown_nodes(boot);
     if (rc == 0) {
         printf("%s\n", ep);
         fflush(stdout);

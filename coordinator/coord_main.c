@@ -57,6 +57,7 @@ static void s_usage(FILE *out)
             "           [--max-seqs N] [--queue-limit N] [--kv-memory MB] [--deadline-ms MS]\n"
             "           [--curve-key FILE --curve-nodes DIR --curve-clients DIR]\n"
             "           [--max-tokens-limit N] [--max-requests-per-client N]\n"
+            "           [--http HOST:PORT [--api-key KEY] [--http-url-file FILE]]\n"
             "\n"
             "Serves a Mixture-of-Experts model whose routed experts run on expert nodes\n"
             "(moe-expert). Node i is the i-th --node; the placement (default: experts\n"
@@ -113,7 +114,14 @@ int main(int argc, char **argv)
     if (co)
         endpoint_warn_plain(stderr, "moe-coordinator", coordinator_endpoint(co),
                             o.c.co.curve_key != NULL);
-    if (co && o.c.endpoint_file &&
+    if (co && coordinator_http_url(co)) {
+        fprintf(stderr, "moe-coordinator: OpenAI-compatible HTTP API at %s/v1\n",
+                coordinator_http_url(co));
+        if (o.c.http_url_file &&
+            path_write_line_atomic(o.c.http_url_file, coordinator_http_url(co), &err) < 0)
+            rc = -1;
+    }
+    if (rc == 0 && co && o.c.endpoint_file &&
         path_write_line_atomic(o.c.endpoint_file, coordinator_endpoint(co), &err) < 0)
         rc = -1;
     if (rc == 0) {

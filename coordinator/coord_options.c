@@ -49,6 +49,9 @@ static const option_desc_t s_options[COORD_OPTIONS_N] = {
     {"--max-requests-per-client", ARG_INT, CO(max_requests_per_client), 1, 0},
     {"--preload", ARG_FLAG, CO(preload), 0, 0},
     {"--no-preload", ARG_FLAG, OWN(no_preload), 0, 0},
+    {"--http", ARG_STRING, CO(http), 0, 0},
+    {"--api-key", ARG_STRING, CO(api_key), 0, 0},
+    {"--http-url-file", ARG_STRING, OWN(http_url_file), 0, 0},
 };
 
 void coord_options_init(coord_options_t *self)
@@ -107,7 +110,12 @@ void coord_options_help(FILE *out)
             "  --preload              read the weights into memory before the endpoint is\n"
             "                         announced, so the first request does not wait for the\n"
             "                         disk; progress on stderr (moe-mpi: the default)\n"
-            "  --no-preload           read each weight on first use\n",
+            "  --no-preload           read each weight on first use\n"
+            "  --http HOST:PORT       also serve the OpenAI-compatible HTTP API there (port 0:\n"
+            "                         a free one; the URL goes to stderr; docs/HTTP.md)\n"
+            "  --api-key KEY          the HTTP API's /v1/ routes need 'Authorization: Bearer\n"
+            "                         KEY' (default: open)\n"
+            "  --http-url-file FILE   also write the HTTP URL there when ready\n",
             DEFAULT_REPLY_TIMEOUT_MS, DEFAULT_HELLO_TIMEOUT_MS,
             COORDINATOR_DEFAULT_HEARTBEAT_MS, COORDINATOR_DEFAULT_HEARTBEAT_MISSES,
             DEFAULT_PREFILL_ROWS, COORDINATOR_DEFAULT_MAX_SEQS, COORDINATOR_DEFAULT_QUEUE,
@@ -128,5 +136,9 @@ int coord_options_finish(coord_options_t *self, err_t *err)
         co->preload = false;
     if (!co->replicas)
         co->replicas = 1;
+    if ((co->api_key || self->http_url_file) && !co->http)
+        return err_set(err, EINVAL, "--api-key and --http-url-file need --http HOST:PORT");
+    if (co->api_key && !co->api_key[0])
+        return err_set(err, EINVAL, "--api-key is empty");
     return 0;
 }

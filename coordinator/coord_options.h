@@ -14,12 +14,13 @@
 #include "core/arg.h"
 #include "core/err.h"
 
-enum { COORD_OPTIONS_N = 22 }; /* rows of the table, ARG_OPT_END not counted */
+enum { COORD_OPTIONS_N = 25 }; /* rows of the table, ARG_OPT_END not counted */
 
 typedef struct coord_options {
     coordinator_opts_t co;      /* what the options set; nodes and bind are the program's */
     int threads;                /* OpenBLAS threads; 0: all cores */
     const char *endpoint_file;  /* NULL: stdout only */
+    const char *http_url_file;  /* --http-url-file: the HTTP URL is written there */
     bool no_preload;            /* --no-preload: clears co.preload (a program may
                                    set that on by default) */
 } coord_options_t;

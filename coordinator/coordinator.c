@@ -9,8 +9,10 @@
 #include <zmq.h>
 
 #include "coordinator/dispatch.h"
+#include "coordinator/http.h"
 #include "coordinator/peer.h"
 #include "coordinator/rpc.h"
+#include "coordinator/server.h"
 #include "core/mem.h"
 #include "core/path.h"
 #include "engine/weights.h"
@@ -27,11 +29,13 @@ struct coordinator {
     tokenizer_t *tokenizer;        /* NULL when the model has no tokenizer.json */
     placement_t *placement;
     peer_t *peers[COORDINATOR_MAX_NODES];
-    rpc_node_info_t nodes[COORDINATOR_MAX_NODES];
+    server_node_info_t nodes[COORDINATOR_MAX_NODES];
     int32_t *hosted;               /* (2, total hosted pairs): layers then experts */
     dispatch_route_t *routes;
     dispatch_t *dispatch;
+    server_t *server;
     rpc_t *rpc;
+    http_t *http;                  /* NULL without --http */
     int n_nodes;
     keypair_t key;                 /* with CURVE: this coordinator's pair */
     char (*node_public)[KEYPAIR_Z85_LEN + 1]; /* with CURVE: (n_nodes) node keys */
@@ -40,7 +44,9 @@ struct coordinator {
 
 static void s_teardown(coordinator_t *co)
 {
+    http_destroy(&co->http); /* first: its threads wait on the server's loop */
     rpc_destroy(&co->rpc);
+    server_destroy(&co->server);
     dispatch_destroy(&co->dispatch);
     for (int i = 0; i < co->n_nodes; i++)
         peer_destroy(&co->peers[i]);
@@ -80,7 +86,7 @@ static int s_plan(coordinator_t *co, err_t *err)
         }
     size_t used = 0;
     for (int i = 0; i < co->n_nodes; i++) {
-        rpc_node_info_t *ni = &co->nodes[i];
+        server_node_info_t *ni = &co->nodes[i];
         int32_t *layer = co->hosted + used, *expert = co->hosted + total + used;
         int n = placement_node_experts(co->placement, i + 1, layer, expert), kept = 0;
         for (int j = 0; j < n; j++)
@@ -136,6 +142,22 @@ static int s_security(coordinator_t *co, const coordinator_opts_t *o, err_t *err
     }
     co->zap = zap_new(co->zmq_ctx, o->curve_clients, "moe-coordinator", stderr, err);
     return co->zap ? 0 : -1;
+}
+
+/* The HTTP API, serving the model under its folder's name. */
+static int s_http(coordinator_t *co, const coordinator_opts_t *o, err_t *err)
+{
+    char id[256];
+    size_t n = strlen(o->model);
+    while (n > 1 && o->model[n - 1] == '/')
+        n--;
+    size_t b = n;
+    while (b > 0 && o->model[b - 1] != '/')
+        b--;
+    snprintf(id, sizeof id, "%.*s", (int)(n - b), o->model + b);
+    const http_config_t hc = {.listen = o->http, .api_key = o->api_key, .model_id = id};
+    co->http = http_new(co->server, &hc, err);
+    return co->http ? 0 : -1;
 }
 
 static int s_start(coordinator_t *co, const coordinator_opts_t *o,
@@ -202,7 +224,7 @@ static int s_start(coordinator_t *co, const coordinator_opts_t *o,
     if (!inbox)
         return -1;
     for (int i = 0; i < co->n_nodes; i++) {
-        const rpc_node_info_t *ni = &co->nodes[i];
+        const server_node_info_t *ni = &co->nodes[i];
         if (peer_hello(co->peers[i], inbox, model_id, ni->hosted_layer, ni->hosted_expert,
                        ni->n_hosted, o->hello_timeout_ms, err) < 0) {
             wire_inbox_destroy(&inbox);
@@ -221,8 +243,8 @@ static int s_start(coordinator_t *co, const coordinator_opts_t *o,
                                                 : COORDINATOR_DEFAULT_HEARTBEAT_MISSES,
                         stderr);
 
-    rpc_config_t conf = {
-        .bind = o->bind, .model_name = o->model, .model_arch = config_arch_name(cfg->arch),
+    server_config_t conf = {
+        .model_name = o->model, .model_arch = config_arch_name(cfg->arch),
         .max_context = max_context,
         .prefill_rows = o->prefill_rows,
         .max_seqs = o->max_seqs > 0 ? o->max_seqs : COORDINATOR_DEFAULT_MAX_SEQS,
@@ -230,15 +252,20 @@ static int s_start(coordinator_t *co, const coordinator_opts_t *o,
         .kv_memory = o->kv_memory_mb > 0 ? (size_t)o->kv_memory_mb << 20
                                          : (size_t)COORDINATOR_DEFAULT_KV_MB << 20,
         .tokenizer = co->tokenizer, .n_eos = gen.n_eos,
-        .default_deadline_ms = o->deadline_ms, .curve_key = key,
+        .default_deadline_ms = o->deadline_ms,
         .max_tokens_limit = o->max_tokens_limit,
         .max_requests_per_client = o->max_requests_per_client,
     };
     for (int i = 0; i < gen.n_eos && i < SAMPLER_MAX_EOS; i++)
         conf.eos[i] = gen.eos_token_ids[i];
-    co->rpc = rpc_new(co->zmq_ctx, co->w, co->dispatch, co->peers, co->nodes, co->n_nodes,
-                      &conf, err);
-    return co->rpc ? 0 : -1;
+    co->server = server_new(co->w, co->dispatch, co->peers, co->nodes, co->n_nodes, &conf, err);
+    if (!co->server)
+        return -1;
+    const rpc_config_t rc = {.bind = o->bind, .curve_key = key};
+    co->rpc = rpc_new(co->zmq_ctx, co->server, &rc, err);
+    if (!co->rpc)
+        return -1;
+    return o->http ? s_http(co, o, err) : 0;
 }
 
 coordinator_t *coordinator_start(const coordinator_opts_t *opts,
@@ -270,8 +297,13 @@ const char *coordinator_endpoint(const coordinator_t *self)
     return rpc_endpoint(self->rpc);
 }
 
+const char *coordinator_http_url(const coordinator_t *self)
+{
+    return self->http ? http_url(self->http) : NULL;
+}
+
 int coordinator_run(coordinator_t *self, volatile sig_atomic_t *stop, err_t *err)
 {
-    return rpc_run(self->rpc, stop, err);
+    return server_run(self->server, stop, err);
 }
 

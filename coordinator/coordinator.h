@@ -48,6 +48,8 @@ typedef struct coordinator_opts {
     const char *curve_clients;          /* folder of the *.pub of the allowed clients */
     int max_tokens_limit;               /* max_tokens per GENERATE; 0: the context only */
     int max_requests_per_client;        /* GENERATEs queued + running per client; 0: any */
+    const char *http;                   /* HOST:PORT of the HTTP API; NULL: none */
+    const char *api_key;                /* the HTTP API's bearer key; NULL: none */
     bool preload;                       /* read the dense weights into memory at start
                                            (weights_preload), progress on stderr */
 } coordinator_opts_t;
@@ -63,6 +65,9 @@ void coordinator_destroy(coordinator_t **self_p);
 
 /* The bound client endpoint (borrowed). */
 const char *coordinator_endpoint(const coordinator_t *self);
+
+/* The HTTP API's URL ("http://HOST:PORT"), or NULL without --http (borrowed). */
+const char *coordinator_http_url(const coordinator_t *self);
 
 /* Serves clients until *stop becomes non-zero. 0, or -1 with errno/err. */
 int coordinator_run(coordinator_t *self, volatile sig_atomic_t *stop, err_t *err);

@@ -47,6 +47,8 @@ struct dispatch {
     int *touched_rows;         /* (n_peers, max_rows) those rows, per node */
     int *n_touched;            /* (n_peers) */
     uint64_t *expert_tokens;   /* (n_layers * n_experts) */
+    uint64_t *node_tokens;     /* (n_layers * n_experts * n_peers) rows each node served */
+    dispatch_node_stats_t *node_stats; /* (n_peers) */
     uint64_t next_request_id;
     uint64_t rotation;         /* calls started: which replica each expert uses */
     FILE *log;                 /* one line per failover; NULL: quiet */
@@ -87,6 +89,8 @@ dispatch_t *dispatch_new(peer_t **peers, int n_peers, const config_t *cfg,
     const size_t ma = (size_t)self->max_assign;
     self->routes = mem_alloc(n_routes * sizeof *self->routes);
     self->expert_tokens = mem_calloc(n_routes, sizeof *self->expert_tokens);
+    self->node_tokens = mem_calloc(n_routes * (size_t)n_peers, sizeof *self->node_tokens);
+    self->node_stats = mem_calloc((size_t)n_peers, sizeof *self->node_stats);
     self->sends = mem_calloc((size_t)self->max_sends, sizeof *self->sends);
     self->items = mem_calloc(2 * (size_t)n_peers, sizeof *self->items);
     self->target = mem_alloc(ma * sizeof(int));
@@ -105,7 +109,8 @@ dispatch_t *dispatch_new(peer_t **peers, int n_peers, const config_t *cfg,
     if (!self->routes || !self->expert_tokens || !self->sends || !self->items ||
         !self->target || !self->pending || !self->order || !self->count || !self->local_of ||
         !self->rows || !self->msg_assign || !self->row_lost || !self->partial ||
-        !self->touched || !self->touched_rows || !self->n_touched)
+        !self->touched || !self->touched_rows || !self->n_touched || !self->node_tokens ||
+        !self->node_stats)
         goto oom;
     memcpy(self->routes, routes, n_routes * sizeof *routes);
     for (int r = 0; r < max_rows; r++)
@@ -159,6 +164,8 @@ void dispatch_destroy(dispatch_t **self_p)
     mem_free(self->row_lost);
     mem_free(self->routes);
     mem_free(self->expert_tokens);
+    mem_free(self->node_tokens);
+    mem_free(self->node_stats);
     mem_free(self);
     *self_p = NULL;
 }
@@ -288,7 +295,10 @@ static int s_send_to(dispatch_t *self, int p, const int *items, int n, err_t *er
         .n_rows = s->n_rows, .hidden = self->hidden, .rows = self->rows,
         .n_assign = n, .assign = self->msg_assign,
     };
-    if (peer_send(self->peers[p], &msg, &self->stats.bytes_sent, err) < 0)
+    const uint64_t before = self->stats.bytes_sent;
+    const int rc = peer_send(self->peers[p], &msg, &self->stats.bytes_sent, err);
+    self->node_stats[p].bytes_sent += self->stats.bytes_sent - before;
+    if (rc < 0)
         return -1;
     s->peer = p;
     s->deadline = timer_now() + self->reply_timeout_ms / 1000.0;
@@ -345,6 +355,7 @@ static int s_failover(dispatch_t *self, send_t *s, err_t *err)
         fprintf(self->log, "moe-coordinator: layer %d: node %d failed with %d routed rows "
                 "in flight; sending them to replicas\n", self->call.layer,
                 peer_node_id(peer), n);
+    self->node_stats[s->peer].failovers++;
     s->peer = -1;
     self->stats.failovers++;
     return s_place(self, n, err);
@@ -427,6 +438,7 @@ static int s_combine(dispatch_t *self, send_t *s, const wire_data_t *reply, err_
     if (reply->compute_seconds > self->call.max_compute)
         self->call.max_compute = reply->compute_seconds;
     self->stats.bytes_received += wire_inbox_message_bytes(self->inbox);
+    self->node_stats[s->peer].bytes_received += wire_inbox_message_bytes(self->inbox);
     peer_record_batch(peer, timer_now() - self->call.t_start);
     s->peer = -1;
     return 0;
@@ -572,9 +584,12 @@ int dispatch_finish(void *ctx, int layer, float *out, err_t *err)
         s_add_partials(self);
     s_reset(self);
     if (rc == 0) {
-        for (int i = 0; i < self->call.n_assign; i++)
-            self->expert_tokens[(size_t)layer * self->n_experts +
-                                self->call.assign[i].expert]++;
+        for (int i = 0; i < self->call.n_assign; i++) {
+            const size_t route = (size_t)layer * self->n_experts + self->call.assign[i].expert;
+            self->expert_tokens[route]++;
+            if (self->target[i] >= 0)
+                self->node_tokens[route * self->n_peers + self->target[i]]++;
+        }
         self->stats.calls++;
         self->stats.seconds_total += timer_now() - self->call.t_start;
         self->stats.seconds_node_compute += self->call.max_compute;
@@ -591,6 +606,16 @@ bool dispatch_row_lost(void *ctx, int row)
 const uint64_t *dispatch_expert_tokens(const dispatch_t *self)
 {
     return self->expert_tokens;
+}
+
+const uint64_t *dispatch_node_tokens(const dispatch_t *self)
+{
+    return self->node_tokens;
+}
+
+const dispatch_node_stats_t *dispatch_node_stats(const dispatch_t *self)
+{
+    return self->node_stats;
 }
 
 const dispatch_stats_t *dispatch_stats(const dispatch_t *self)

@@ -57,6 +57,13 @@ typedef struct dispatch_stats {
     uint64_t failovers;         /* requests whose work was sent again elsewhere */
 } dispatch_stats_t;
 
+/* One node's share of the counters. */
+typedef struct dispatch_node_stats {
+    uint64_t bytes_sent;
+    uint64_t bytes_received;
+    uint64_t failovers;         /* requests to it whose work was sent again elsewhere */
+} dispatch_node_stats_t;
+
 typedef struct dispatch dispatch_t;
 
 /* routes: (n_layers * n_experts) entries, [layer * n_experts + expert], copied.
@@ -80,6 +87,10 @@ int dispatch_finish(void *ctx, int layer, float *out, err_t *err);
 /* Tokens routed to each expert so far: (n_layers * n_experts), borrowed. */
 const uint64_t *dispatch_expert_tokens(const dispatch_t *self);
 const dispatch_stats_t *dispatch_stats(const dispatch_t *self);
+/* (n_peers), in peer order. */
+const dispatch_node_stats_t *dispatch_node_stats(const dispatch_t *self);
+/* Rows each node served: [(layer * n_experts + expert) * n_peers + peer]. */
+const uint64_t *dispatch_node_tokens(const dispatch_t *self);
 
 /* Reads link events of every node (marks dropped ones down), reads replies
  * to heartbeats and rejoin HELLOs, and sends the heartbeats and HELLOs that

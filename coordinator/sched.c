@@ -10,9 +10,43 @@
 #include "core/timer.h"
 #include "engine/sampler.h"
 
+sched_error_t sched_error_of(int errnum)
+{
+    switch (errnum) {
+    case EHOSTUNREACH:
+    case ETIMEDOUT:
+    case EPROTO:
+        return SCHED_UNAVAILABLE;
+    case EINVAL:
+    case ENOSPC:
+    case E2BIG:
+        return SCHED_INVALID;
+    case EBUSY:
+        return SCHED_BUSY;
+    case EINTR:
+        return SCHED_CANCELLED;
+    default:
+        return SCHED_INTERNAL;
+    }
+}
+
+const char *sched_error_name(sched_error_t code)
+{
+    switch (code) {
+    case SCHED_OK: return "ok";
+    case SCHED_INVALID: return "invalid";
+    case SCHED_BUSY: return "busy";
+    case SCHED_UNAVAILABLE: return "unavailable";
+    case SCHED_INTERNAL: return "internal";
+    case SCHED_CANCELLED: return "cancelled";
+    case SCHED_DEADLINE: return "deadline";
+    }
+    return "internal";
+}
+
 /* A request waiting for a slot, or the request a slot runs. */
 typedef struct job {
-    wire_peer_t client;
+    sched_client_t client;
     uint64_t request_id;
     int32_t *prompt;           /* (n_prompt), owned */
     int n_prompt;
@@ -22,6 +56,8 @@ typedef struct job {
     double t_accepted;
     double deadline;           /* timer_now() after which it fails; 0: none */
     int deadline_ms;           /* as asked, for the message */
+    bool logprobs;             /* TOKEN events carry log-probabilities */
+    int top_logprobs;          /* and this many alternatives */
 } job_t;
 
 /* One sequence slot; its cache is the engine's, under the slot's index. */
@@ -36,19 +72,26 @@ typedef struct seq {
     int prefilled;             /* prompt tokens already run */
     int generated;
     int32_t last;              /* the token the next decode step feeds */
+    double t_first;            /* timer_now() of its first token; 0: none yet */
 } seq_t;
 
 /* An event not yet taken. TOKEN and DONE keep their sequence's slot (a
  * DONE's slot is freed when it is taken) and make their text when taken. */
 typedef struct pending {
     sched_event_kind_t kind;   /* 0: forgotten (sched_drop) */
-    wire_peer_t client;
+    sched_client_t client;
     uint64_t request_id;
     int slot;                  /* TOKEN, DONE */
     int32_t token;             /* TOKEN */
     bool eos;                  /* TOKEN: an EOS, spelled out as no text */
+    int index;                 /* TOKEN: its place among the generated tokens */
+    bool has_logprob;          /* TOKEN: the request asked for logprobs */
+    float logprob;
+    int n_top;
+    int32_t top_ids[SCHED_MAX_TOP_LOGPROBS];
+    float top_logprobs[SCHED_MAX_TOP_LOGPROBS];
     const char *finish_reason; /* DONE (static) */
-    wire_client_error_t code;  /* FAILED */
+    sched_error_t code;  /* FAILED */
     char message[ERR_MSG_MAX]; /* FAILED */
 } pending_t;
 
@@ -151,6 +194,7 @@ static int s_claim(sched_t *self, int i, const job_t *job, err_t *err)
     seq->used = true;
     seq->finished = false;
     seq->prefilled = seq->generated = 0;
+    seq->t_first = 0;
     self->kv_used += job->kv_bytes;
     return 0;
 }
@@ -186,7 +230,7 @@ void sched_destroy(sched_t **self_p)
 }
 
 /* The job's prompt, a copy of the request's; -1 with err. */
-static int s_copy_prompt(job_t *job, const wire_request_t *req, err_t *err)
+static int s_copy_prompt(job_t *job, const sched_request_t *req, err_t *err)
 {
     job->prompt = mem_alloc((size_t)req->n_prompt * sizeof(int32_t));
     if (!job->prompt)
@@ -195,16 +239,20 @@ static int s_copy_prompt(job_t *job, const wire_request_t *req, err_t *err)
     return 0;
 }
 
-int sched_submit(sched_t *self, const wire_peer_t *client, const wire_request_t *req,
-                 wire_client_error_t *code, err_t *err)
+int sched_submit(sched_t *self, const sched_client_t *client, const sched_request_t *req,
+                 sched_error_t *code, err_t *err)
 {
-    *code = WIRE_CLIENT_INVALID_ARGUMENT;
+    *code = SCHED_INVALID;
     job_t job = {.client = *client, .request_id = req->request_id, .n_prompt = req->n_prompt,
-                 .max_tokens = req->max_tokens, .t_accepted = timer_now()};
+                 .max_tokens = req->max_tokens, .t_accepted = timer_now(),
+                 .logprobs = req->logprobs, .top_logprobs = req->top_logprobs};
     job.kv_bytes = self->engine.kv_bytes(self->engine.ctx, req->n_prompt + req->max_tokens);
     job.deadline_ms = req->deadline_ms > 0 ? req->deadline_ms : self->conf.default_deadline_ms;
     if (job.deadline_ms > 0)
         job.deadline = job.t_accepted + job.deadline_ms / 1e3;
+    if (req->logprobs && (req->top_logprobs < 0 || req->top_logprobs > SCHED_MAX_TOP_LOGPROBS))
+        return err_set(err, EINVAL, "top_logprobs %d is outside [0, %d]", req->top_logprobs,
+                       SCHED_MAX_TOP_LOGPROBS);
     if (job.kv_bytes > self->conf.kv_memory)
         return err_set(err, EINVAL, "the request needs %zu bytes of KV cache, more than the "
                        "budget of %zu", job.kv_bytes, self->conf.kv_memory);
@@ -229,11 +277,11 @@ int sched_submit(sched_t *self, const wire_peer_t *client, const wire_request_t 
                          ? s_free_slot(self)
                          : -1;
     if (slot < 0 && self->q_len == self->conf.queue_limit) {
-        *code = WIRE_CLIENT_BUSY;
+        *code = SCHED_BUSY;
         return err_set(err, EBUSY, "the queue is full (%d requests waiting); try again later",
                        self->q_len);
     }
-    *code = WIRE_CLIENT_INTERNAL;
+    *code = SCHED_INTERNAL;
     if (s_copy_prompt(&job, req, err) < 0)
         return -1;
     if (slot >= 0) {
@@ -245,7 +293,7 @@ int sched_submit(sched_t *self, const wire_peer_t *client, const wire_request_t 
         self->queue[(self->q_head + self->q_len) % self->conf.queue_limit] = job;
         self->q_len++;
     }
-    *code = WIRE_CLIENT_OK;
+    *code = SCHED_OK;
     return 0;
 }
 
@@ -260,9 +308,9 @@ static void s_queue_remove(sched_t *self, int i)
     self->q_len--;
 }
 
-static bool s_same_client(const wire_peer_t *a, const wire_peer_t *b)
+static bool s_same_client(const sched_client_t *a, const sched_client_t *b)
 {
-    return a->len == b->len && memcmp(a->id, b->id, a->len) == 0;
+    return a->front == b->front && a->len == b->len && memcmp(a->id, b->id, a->len) == 0;
 }
 
 /* A new event at the end of the ring (sized for everything between takes). */
@@ -275,7 +323,7 @@ static pending_t *s_push(sched_t *self, sched_event_kind_t kind, const job_t *jo
     return ev;
 }
 
-static void s_fail(sched_t *self, const job_t *job, wire_client_error_t code,
+static void s_fail(sched_t *self, const job_t *job, sched_error_t code,
                    const char *message)
 {
     pending_t *ev = s_push(self, SCHED_FAILED, job);
@@ -284,7 +332,7 @@ static void s_fail(sched_t *self, const job_t *job, wire_client_error_t code,
 }
 
 /* The slot running request_id of client, or -1. */
-static int s_find_seq(const sched_t *self, const wire_peer_t *client, uint64_t request_id)
+static int s_find_seq(const sched_t *self, const sched_client_t *client, uint64_t request_id)
 {
     for (int i = 0; i < self->conf.max_seqs; i++) {
         const seq_t *seq = &self->seqs[i];
@@ -296,7 +344,7 @@ static int s_find_seq(const sched_t *self, const wire_peer_t *client, uint64_t r
 }
 
 /* The place in the queue of request_id of client, or -1. */
-static int s_find_queued(const sched_t *self, const wire_peer_t *client, uint64_t request_id)
+static int s_find_queued(const sched_t *self, const sched_client_t *client, uint64_t request_id)
 {
     for (int i = 0; i < self->q_len; i++) {
         const job_t *job = &self->queue[(self->q_head + i) % self->conf.queue_limit];
@@ -306,18 +354,18 @@ static int s_find_queued(const sched_t *self, const wire_peer_t *client, uint64_
     return -1;
 }
 
-int sched_cancel(sched_t *self, const wire_peer_t *client, uint64_t request_id)
+int sched_cancel(sched_t *self, const sched_client_t *client, uint64_t request_id)
 {
     const int slot = s_find_seq(self, client, request_id);
     if (slot >= 0 && !self->seqs[slot].finished) {
-        s_fail(self, &self->seqs[slot].job, WIRE_CLIENT_CANCELLED, "cancelled by the client");
+        s_fail(self, &self->seqs[slot].job, SCHED_CANCELLED, "cancelled by the client");
         s_release(self, slot);
         return 0;
     }
     const int i = s_find_queued(self, client, request_id);
     if (i >= 0) {
         s_fail(self, &self->queue[(self->q_head + i) % self->conf.queue_limit],
-               WIRE_CLIENT_CANCELLED, "cancelled by the client");
+               SCHED_CANCELLED, "cancelled by the client");
         s_queue_remove(self, i);
         return 0;
     }
@@ -325,7 +373,7 @@ int sched_cancel(sched_t *self, const wire_peer_t *client, uint64_t request_id)
     return -1;
 }
 
-int sched_drop(sched_t *self, const wire_peer_t *client, uint64_t request_id)
+int sched_drop(sched_t *self, const sched_client_t *client, uint64_t request_id)
 {
     bool found = false;
     for (int k = 0; k < self->e_len; k++) {
@@ -369,7 +417,7 @@ static void s_admit(sched_t *self)
             return;
         err_t err = {0};
         if (s_claim(self, slot, job, &err) < 0) {
-            s_fail(self, job, WIRE_CLIENT_INTERNAL, err.msg);
+            s_fail(self, job, SCHED_INTERNAL, err.msg);
             s_job_free(job);
         }
         self->q_head = (self->q_head + 1) % self->conf.queue_limit;
@@ -439,7 +487,7 @@ static void s_expire(sched_t *self)
             continue;
         snprintf(msg, sizeof msg, "the deadline of %d ms passed after %d generated tokens",
                  seq->job.deadline_ms, seq->generated);
-        s_fail(self, &seq->job, WIRE_CLIENT_DEADLINE_EXCEEDED, msg);
+        s_fail(self, &seq->job, SCHED_DEADLINE, msg);
         s_release(self, i);
     }
     for (int i = 0; i < self->q_len;) {
@@ -450,7 +498,7 @@ static void s_expire(sched_t *self)
         }
         snprintf(msg, sizeof msg, "the deadline of %d ms passed while the request waited "
                  "for a slot", job->deadline_ms);
-        s_fail(self, job, WIRE_CLIENT_DEADLINE_EXCEEDED, msg);
+        s_fail(self, job, SCHED_DEADLINE, msg);
         s_queue_remove(self, i);
     }
 }
@@ -473,16 +521,24 @@ static void s_advance(sched_t *self, int n)
         err_t err = {0};
         int32_t token;
         if (sampler_sample(seq->sampler, seq->logits, &token, &err) < 0) {
-            s_fail(self, &seq->job, WIRE_CLIENT_INTERNAL, err.msg);
+            s_fail(self, &seq->job, SCHED_INTERNAL, err.msg);
             s_release(self, i);
             continue;
         }
-        seq->generated++;
+        if (seq->generated++ == 0)
+            seq->t_first = timer_now();
         const sampler_stop_t stop = sampler_check_stop(seq->sampler, token, seq->generated);
         pending_t *ev = s_push(self, SCHED_TOKEN, &seq->job);
         ev->slot = i;
         ev->token = token;
+        ev->index = seq->generated - 1;
         ev->eos = stop == SAMPLER_STOP_EOS;
+        if (seq->job.logprobs) {
+            ev->has_logprob = true;
+            ev->n_top = sampler_logprobs(seq->logits, self->conf.vocab_size, token,
+                                         seq->job.top_logprobs, &ev->logprob, ev->top_ids,
+                                         ev->top_logprobs);
+        }
         if (stop != SAMPLER_CONTINUE) {
             s_finish(self, i, sampler_stop_name(stop));
             continue;
@@ -519,7 +575,7 @@ static int s_drop_lost(sched_t *self, int *n, const char *why)
         row += self->items[e].n;
         if (lost) {
             const int i = self->items[e].slot;
-            s_fail(self, &self->seqs[i].job, WIRE_CLIENT_UNAVAILABLE, why);
+            s_fail(self, &self->seqs[i].job, SCHED_UNAVAILABLE, why);
             s_release(self, i);
             failed++;
             continue;
@@ -548,7 +604,7 @@ void sched_step(sched_t *self, double *seconds, uint64_t *rows)
     }
     *seconds += timer_now() - t0;
     if (rc < 0) {
-        wire_client_error_t code = wire_client_error_of(errno);
+        sched_error_t code = sched_error_of(errno);
         for (int e = 0; e < n; e++) {
             const int i = self->items[e].slot;
             s_fail(self, &self->seqs[i].job, code, err.msg);
@@ -575,12 +631,22 @@ bool sched_next_event(sched_t *self, sched_event_t *out)
         switch (ev->kind) {
         case SCHED_TOKEN:
             out->token = ev->token;
+            out->index = ev->index;
+            out->eos = ev->eos;
+            out->has_logprob = ev->has_logprob;
+            out->logprob = ev->logprob;
+            out->n_top = ev->n_top;
+            out->top_ids = ev->top_ids;
+            out->top_logprobs = ev->top_logprobs;
+            if (ev->index == 0 && seq->t_first > 0)
+                out->seconds_first = seq->t_first - seq->job.t_accepted;
             s_token_text(self, seq, ev->token, ev->eos, out);
             break;
         case SCHED_DONE:
             out->prompt_tokens = seq->job.n_prompt;
             out->generated_tokens = seq->generated;
             out->seconds = timer_now() - seq->job.t_accepted;
+            out->seconds_first = seq->t_first > 0 ? seq->t_first - seq->job.t_accepted : 0;
             out->finish_reason = ev->finish_reason;
             /* The text the stream still held back; it stays valid after the
              * release, until the slot is claimed again. */
@@ -618,14 +684,14 @@ size_t sched_kv_bytes(const sched_t *self)
 }
 
 /* One client: its key when it has one, else its connection. */
-static bool s_same_owner(const wire_peer_t *a, const wire_peer_t *b)
+static bool s_same_owner(const sched_client_t *a, const sched_client_t *b)
 {
     if (a->user[0] || b->user[0])
         return strcmp(a->user, b->user) == 0;
     return s_same_client(a, b);
 }
 
-int sched_client_requests(const sched_t *self, const wire_peer_t *client)
+int sched_client_requests(const sched_t *self, const sched_client_t *client)
 {
     int n = 0;
     for (int i = 0; i < self->conf.max_seqs; i++)

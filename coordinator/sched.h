@@ -21,7 +21,6 @@
 
 #include "core/err.h"
 #include "engine/sampler.h"
-#include "proto/client_rpc.h"
 #include "tokenizer/tokenizer.h"
 
 /* One sequence's part of a step, as the scheduler hands it to its engine. */
@@ -69,6 +68,59 @@ typedef struct sched_config {
     int default_deadline_ms;      /* for requests that give none; 0: none */
 } sched_config_t;
 
+/* Who sent a request: the front end it came through (the server routes its
+ * events back there) and that front end's id of the connection; two
+ * requests are one client's when their user (an authenticated key) matches,
+ * or, without one, their front end and id. */
+enum { SCHED_CLIENT_ID_MAX = 255, SCHED_CLIENT_USER_MAX = 40 };
+typedef struct sched_client {
+    int front;                            /* the front end's index */
+    size_t len;
+    uint8_t id[SCHED_CLIENT_ID_MAX];
+    char user[SCHED_CLIENT_USER_MAX + 1]; /* "" when none */
+    char address[64];                     /* for logs only; "" when unknown */
+} sched_client_t;
+
+enum {
+    SCHED_MAX_STOP = SAMPLER_MAX_STOP,  /* stop ids per request */
+    SCHED_MAX_TOP_LOGPROBS = 20,        /* alternatives per token (OpenAI's limit) */
+};
+
+/* One GENERATE as the scheduler takes it: a prompt already in ids. */
+typedef struct sched_request {
+    uint64_t request_id;
+    const int32_t *prompt;        /* (n_prompt), copied at submit */
+    int n_prompt;
+    int max_tokens;
+    float temperature;            /* 0 greedy */
+    int top_k;                    /* 0 off */
+    float top_p;                  /* 0 and 1 are off */
+    uint64_t seed;
+    int n_stop;                   /* <= SCHED_MAX_STOP */
+    const int32_t *stop_ids;      /* (n_stop) */
+    int deadline_ms;              /* 0: the scheduler's default */
+    bool ignore_eos;
+    bool logprobs;                /* TOKEN events carry the token's log-probability */
+    int top_logprobs;             /* and this many alternatives, 0..SCHED_MAX_TOP_LOGPROBS */
+} sched_request_t;
+
+/* Why a request failed or was refused. */
+typedef enum sched_error {
+    SCHED_OK = 0,
+    SCHED_INVALID,        /* bad input: the request can never run */
+    SCHED_BUSY,           /* the queue is full: try again later */
+    SCHED_UNAVAILABLE,    /* an expert it needs has no live node */
+    SCHED_INTERNAL,
+    SCHED_CANCELLED,
+    SCHED_DEADLINE,       /* its deadline passed */
+} sched_error_t;
+
+/* The error an errno stands for (EHOSTUNREACH, ETIMEDOUT, EPROTO: UNAVAILABLE;
+ * EINVAL, ENOSPC, E2BIG: INVALID; EBUSY: BUSY; EINTR: CANCELLED; else INTERNAL). */
+sched_error_t sched_error_of(int errnum);
+/* "invalid", "busy", ... (static). */
+const char *sched_error_name(sched_error_t code);
+
 typedef enum sched_event_kind {
     SCHED_TOKEN = 1,      /* a new token of a request */
     SCHED_DONE,           /* the request finished (counts and timings) */
@@ -77,16 +129,25 @@ typedef enum sched_event_kind {
 
 typedef struct sched_event {
     sched_event_kind_t kind;
-    const wire_peer_t *client;
+    const sched_client_t *client;
     uint64_t request_id;
     int32_t token;                 /* TOKEN */
+    int index;                     /* TOKEN: 0 for the first generated token */
+    bool eos;                      /* TOKEN: one of the model's EOS ids */
+    bool has_logprob;              /* TOKEN, when the request asked for logprobs: */
+    float logprob;                 /*   log-softmax of the raw logits at token */
+    int n_top;                     /*   the best n_top tokens, best first */
+    const int32_t *top_ids;
+    const float *top_logprobs;
     const char *text;              /* TOKEN, DONE: new text */
     size_t text_len;               /* 0 without a tokenizer or a completed character */
     int prompt_tokens;             /* DONE */
     int generated_tokens;          /* DONE */
     double seconds;                /* DONE: from acceptance to the end */
+    double seconds_first;          /* DONE, and the TOKEN of index 0: from acceptance to
+                                      the first token (0: none) */
     const char *finish_reason;     /* DONE: "length", "stop" or "eos" */
-    wire_client_error_t code;      /* FAILED */
+    sched_error_t code;            /* FAILED */
     const char *message;           /* FAILED */
 } sched_event_t;
 
@@ -105,17 +166,17 @@ void sched_destroy(sched_t **self_p);
  * up; err says why. The request's deadline (or the default) runs from now:
  * once past, queued or running, it ends in FAILED (DEADLINE_EXCEEDED) at the
  * next step and its memory is freed. */
-int sched_submit(sched_t *self, const wire_peer_t *client, const wire_request_t *req,
-                 wire_client_error_t *code, err_t *err);
+int sched_submit(sched_t *self, const sched_client_t *client, const sched_request_t *req,
+                 sched_error_t *code, err_t *err);
 
 /* Cancels request_id of client, queued or running: queues its FAILED
  * (CANCELLED) event and frees its memory. -1/ENOENT when there is none. */
-int sched_cancel(sched_t *self, const wire_peer_t *client, uint64_t request_id);
+int sched_cancel(sched_t *self, const sched_client_t *client, uint64_t request_id);
 
 /* The client of request_id has gone: frees the request, queued or running,
  * and forgets its events not yet taken, with no event of its own. -1/ENOENT
  * when there is none. */
-int sched_drop(sched_t *self, const wire_peer_t *client, uint64_t request_id);
+int sched_drop(sched_t *self, const sched_client_t *client, uint64_t request_id);
 
 /* True when a step has something to do. */
 bool sched_has_work(const sched_t *self);
@@ -139,7 +200,7 @@ bool sched_next_event(sched_t *self, sched_event_t *event);
 
 /* Requests of one client, queued and running: the same authenticated key
  * (client->user, under CURVE) or, without one, the same connection. */
-int sched_client_requests(const sched_t *self, const wire_peer_t *client);
+int sched_client_requests(const sched_t *self, const sched_client_t *client);
 
 int sched_running(const sched_t *self);     /* sequences in slots */
 int sched_queued(const sched_t *self);      /* requests waiting */

@@ -353,3 +353,35 @@ const char *sampler_stop_name(sampler_stop_t why)
     }
     return "unknown";
 }
+
+int sampler_logprobs(const float *logits, int vocab, int32_t token, int k, float *logprob,
+                     int32_t *top_ids, float *top_lps)
+{
+    float max = -INFINITY;
+    for (int i = 0; i < vocab; i++)
+        if (logits[i] > max)
+            max = logits[i];
+    double sum = 0;
+    for (int i = 0; i < vocab; i++)
+        sum += exp((double)logits[i] - max);
+    const double lse = max + log(sum);
+    *logprob = (float)((double)logits[token] - lse);
+    if (k > vocab)
+        k = vocab;
+    int n = 0;
+    /* Insertion into a best-first list of at most k: k is small (<= 20). */
+    for (int i = 0; i < vocab && k > 0; i++) {
+        const float v = logits[i];
+        if (n == k && !(v > logits[top_ids[n - 1]]))
+            continue;
+        int j = n < k ? n++ : n - 1;
+        while (j > 0 && v > logits[top_ids[j - 1]]) {
+            top_ids[j] = top_ids[j - 1];
+            j--;
+        }
+        top_ids[j] = i;
+    }
+    for (int j = 0; j < n; j++)
+        top_lps[j] = (float)((double)logits[top_ids[j]] - lse);
+    return n;
+}

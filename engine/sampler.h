@@ -98,6 +98,15 @@ int sampler_sample(sampler_t *self, const float *logits, int32_t *token, err_t *
  * caller's choice. Pure: the sampler is not changed. */
 sampler_stop_t sampler_check_stop(const sampler_t *self, int32_t token, int n_generated);
 
+/* Log-probabilities for a client (OpenAI's logprobs): log-softmax of the raw
+ * logits (vocab,), before temperature, top-k or top-p, as vLLM reports them.
+ * *logprob gets token's; top_ids/top_lps (k entries) the k best tokens, best
+ * first, ties to the lower id. Returns how many alternatives were written
+ * (min(k, vocab), 0 when k <= 0). -INFINITY logits count as probability 0.
+ * Reads logits only; O(vocab * k); never allocates. */
+int sampler_logprobs(const float *logits, int vocab, int32_t token, int k, float *logprob,
+                     int32_t *top_ids, float *top_lps);
+
 /* "continue", "eos", "stop" or "length" (static string). */
 const char *sampler_stop_name(sampler_stop_t why);
 

@@ -18,6 +18,7 @@ packages=(
     iproute2 util-linux      # test hosts: ip netns, veth, bridge; unshare
     clang libclang-rt-14-dev # fuzz/: clang and libFuzzer (libclang_rt.fuzzer-x86_64.a)
     python3-prometheus-client  # tests/test_metrics: the real parser of GET /metrics
+    libmicrohttpd-dev        # the coordinator's HTTP API (coordinator/http.c)
     curl                     # tests/test_http: the raw HTTP protocol
 )
 # tests/test_http: the OpenAI client library (npm "openai") runs on Node.js;

@@ -123,13 +123,13 @@ typedef struct seen {
     int generated;
     int prompt_tokens;
     char finish[16];
-    wire_client_error_t code;
+    sched_error_t code;
 } seen_t;
 
 typedef struct harness {
     fake_t fake;
     sched_t *sched;
-    wire_peer_t client;
+    sched_client_t client;
     seen_t events[MAX_EVENTS];
     int n_events;
     uint64_t rows;              /* rows the steps ran, as sched_step counts them */
@@ -212,13 +212,13 @@ static int s_run_out(harness_t *h)
 }
 
 static int s_submit(harness_t *h, uint64_t id, const int32_t *prompt, int n_prompt,
-                    int max_tokens, int deadline_ms, wire_client_error_t *code)
+                    int max_tokens, int deadline_ms, sched_error_t *code)
 {
-    wire_request_t req = {.type = WIRE_REQ_GENERATE, .request_id = id, .n_prompt = n_prompt,
+    sched_request_t req = {.request_id = id, .n_prompt = n_prompt,
                           .prompt = prompt, .max_tokens = max_tokens,
                           .deadline_ms = deadline_ms};
     err_t err = {0};
-    wire_client_error_t c;
+    sched_error_t c;
     int rc = sched_submit(h->sched, &h->client, &req, code ? code : &c, &err);
     return rc;
 }
@@ -307,17 +307,17 @@ static void test_queue_limit_and_budget(void **state)
     (void)state;
     harness_t h;
     s_setup(&h, 1, 2, 8, 20 * POSITION_BYTES, 0);
-    wire_client_error_t code;
+    sched_error_t code;
     assert_int_equal(s_submit(&h, 1, PROMPT, 2, 2, 0, &code), 0);
-    assert_int_equal(code, WIRE_CLIENT_OK);
+    assert_int_equal(code, SCHED_OK);
     assert_int_equal(s_submit(&h, 2, PROMPT, 2, 2, 0, &code), 0);
     assert_int_equal(s_submit(&h, 3, PROMPT, 2, 2, 0, &code), 0);
     assert_int_equal(sched_queued(h.sched), 2);
     assert_int_equal(s_submit(&h, 4, PROMPT, 2, 2, 0, &code), -1);
-    assert_int_equal(code, WIRE_CLIENT_BUSY);
+    assert_int_equal(code, SCHED_BUSY);
     assert_int_equal(errno, EBUSY);
     assert_int_equal(s_submit(&h, 5, PROMPT, 12, 9, 0, &code), -1); /* 21 positions */
-    assert_int_equal(code, WIRE_CLIENT_INVALID_ARGUMENT);
+    assert_int_equal(code, SCHED_INVALID);
     assert_int_equal(sched_client_requests(h.sched, &h.client), 3);
     s_run_out(&h);
     for (uint64_t id = 1; id <= 3; id++)
@@ -375,10 +375,10 @@ static void test_deadlines(void **state)
     s_step(&h);
     const seen_t *last = s_last_of(&h, 1);
     assert_int_equal(last->kind, SCHED_FAILED);
-    assert_int_equal(last->code, WIRE_CLIENT_DEADLINE_EXCEEDED);
+    assert_int_equal(last->code, SCHED_DEADLINE);
     last = s_last_of(&h, 3);
     assert_int_equal(last->kind, SCHED_FAILED);
-    assert_int_equal(last->code, WIRE_CLIENT_DEADLINE_EXCEEDED);
+    assert_int_equal(last->code, SCHED_DEADLINE);
     /* Request 2 took the freed slot and runs on. */
     assert_int_equal(sched_running(h.sched), 1);
     assert_int_equal(sched_queued(h.sched), 0);
@@ -401,12 +401,12 @@ static void test_cancel_and_drop(void **state)
     assert_int_equal(sched_cancel(h.sched, &h.client, 2), 0); /* queued */
     assert_int_equal(sched_cancel(h.sched, &h.client, 1), 0); /* running */
     s_take(&h);
-    assert_int_equal(s_last_of(&h, 1)->code, WIRE_CLIENT_CANCELLED);
-    assert_int_equal(s_last_of(&h, 2)->code, WIRE_CLIENT_CANCELLED);
+    assert_int_equal(s_last_of(&h, 1)->code, SCHED_CANCELLED);
+    assert_int_equal(s_last_of(&h, 2)->code, SCHED_CANCELLED);
     assert_int_equal(sched_kv_bytes(h.sched), 0);
     assert_int_equal(sched_cancel(h.sched, &h.client, 99), -1);
     assert_int_equal(errno, ENOENT);
-    wire_peer_t other = h.client;
+    sched_client_t other = h.client;
     other.id[0] = 'x';
     assert_int_equal(sched_cancel(h.sched, &other, 3), -1); /* not its request */
     /* Request 3 makes a token; its client goes before taking it. */
@@ -462,10 +462,10 @@ static void test_slot_reuse(void **state)
         assert_int_equal(ev[0]->token, 3); /* each starts from its own prompt */
         assert_int_equal(ev[2]->generated, 2);
     }
-    wire_client_error_t code;
+    sched_error_t code;
     h.fake.refuse_open = true;
     assert_int_equal(s_submit(&h, 4, PROMPT, 2, 2, 0, &code), -1);
-    assert_int_equal(code, WIRE_CLIENT_INTERNAL);
+    assert_int_equal(code, SCHED_INTERNAL);
     assert_int_equal(sched_running(h.sched), 0);
     /* Refused while admitted from the queue: a FAILED event, and the next
      * request still gets the slot. */
@@ -477,7 +477,7 @@ static void test_slot_reuse(void **state)
     s_run_out(&h);
     assert_int_equal(s_last_of(&h, 5)->kind, SCHED_DONE);
     assert_int_equal(s_last_of(&h, 6)->kind, SCHED_FAILED);
-    assert_int_equal(s_last_of(&h, 6)->code, WIRE_CLIENT_INTERNAL);
+    assert_int_equal(s_last_of(&h, 6)->code, SCHED_INTERNAL);
     assert_int_equal(s_last_of(&h, 7)->kind, SCHED_DONE);
     s_teardown(&h);
 }
@@ -495,7 +495,7 @@ static void test_failed_steps(void **state)
     h.fake.lost_slot = 1;
     s_step(&h);
     assert_int_equal(s_last_of(&h, 2)->kind, SCHED_FAILED);
-    assert_int_equal(s_last_of(&h, 2)->code, WIRE_CLIENT_UNAVAILABLE);
+    assert_int_equal(s_last_of(&h, 2)->code, SCHED_UNAVAILABLE);
     assert_int_equal(s_last_of(&h, 1)->kind, SCHED_TOKEN); /* ran again alone */
     assert_int_equal(h.fake.n_items, 1);
     assert_int_equal(s_submit(&h, 3, PROMPT, 2, 3, 0, NULL), 0);
@@ -503,8 +503,8 @@ static void test_failed_steps(void **state)
     const uint64_t rows = h.rows;
     s_step(&h);
     assert_int_equal(h.rows, rows); /* a failed step counts no rows */
-    assert_int_equal(s_last_of(&h, 1)->code, WIRE_CLIENT_INTERNAL);
-    assert_int_equal(s_last_of(&h, 3)->code, WIRE_CLIENT_INTERNAL);
+    assert_int_equal(s_last_of(&h, 1)->code, SCHED_INTERNAL);
+    assert_int_equal(s_last_of(&h, 3)->code, SCHED_INTERNAL);
     assert_false(sched_has_work(h.sched));
     assert_int_equal(sched_kv_bytes(h.sched), 0);
     s_teardown(&h);
@@ -552,11 +552,11 @@ static void test_invalid(void **state)
     assert_int_equal(errno, EINVAL);
     harness_t h;
     s_setup(&h, 1, 1, 8, 100000, 0);
-    wire_request_t req = {.request_id = 1, .n_prompt = 1, .prompt = PROMPT, .max_tokens = 1,
+    sched_request_t req = {.request_id = 1, .n_prompt = 1, .prompt = PROMPT, .max_tokens = 1,
                           .temperature = -1};
-    wire_client_error_t code;
+    sched_error_t code;
     assert_int_equal(sched_submit(h.sched, &h.client, &req, &code, &err), -1);
-    assert_int_equal(code, WIRE_CLIENT_INVALID_ARGUMENT);
+    assert_int_equal(code, SCHED_INVALID);
     s_teardown(&h);
 }
 
