@@ -59,20 +59,6 @@ static bool s_up, s_up_failed;
 
 /* ---- small helpers ------------------------------------------------------------ */
 
-/* A port free on 127.0.0.1 now (the kernel's pick; a race with other
- * processes is possible but not with ourselves: each call binds anew). */
-static int s_free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    assert_true(fd >= 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
-    socklen_t len = sizeof a;
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
-    close(fd);
-    return ntohs(a.sin_port);
-}
-
 /* Peak resident memory (VmHWM) of a process, bytes; 0 when unknown. */
 static size_t s_peak_rss(pid_t pid)
 {
@@ -416,15 +402,21 @@ static int s_group_teardown(void **state)
     return 0;
 }
 
-/* Starts a cluster of the tiny model with HTTP on a free port; returns the
- * ZeroMQ endpoint (malloc'd) and the port in *port. */
+/* Starts a cluster of the tiny model with HTTP on a port the coordinator
+ * picks (--http 127.0.0.1:0; local.sh writes the URL to D/coordinator.http);
+ * returns the ZeroMQ endpoint (malloc'd) and the port in *port. */
 static char *s_start(const char *run_dir, const char *extra, int *port)
 {
-    char opts[1024];
-    *port = s_free_port();
-    snprintf(opts, sizeof opts, "--http 127.0.0.1:%d --api-key " API_KEY " %s", *port,
+    char opts[1024], path[1200];
+    snprintf(opts, sizeof opts, "--http 127.0.0.1:0 --api-key " API_KEY " %s",
              extra ? extra : "");
-    return localcluster_up(s_model, 2, run_dir, opts);
+    char *ep = localcluster_up(s_model, 2, run_dir, opts);
+    snprintf(path, sizeof path, "%s/coordinator.http", run_dir);
+    char *url = testutil_read_file(path, NULL);
+    if (!url || sscanf(url, "http://127.0.0.1:%d", port) != 1)
+        fail_msg("%s: no http://127.0.0.1:PORT in it (%s)", path, url ? url : "missing");
+    free(url);
+    return ep;
 }
 
 /* The main cluster, started by the first case that needs it. */
@@ -552,6 +544,12 @@ static void test_openai_stop(void **state)
     json_decref(s_node("stop", NULL));
 }
 
+static void test_openai_chat_stop(void **state)
+{
+    (void)state;
+    json_decref(s_node("chat_stop", NULL));
+}
+
 static void test_openai_errors(void **state)
 {
     (void)state;
@@ -562,6 +560,12 @@ static void test_openai_logprobs(void **state)
 {
     (void)state;
     json_decref(s_node("logprobs", NULL));
+}
+
+static void test_openai_chat_logprobs(void **state)
+{
+    (void)state;
+    json_decref(s_node("chat_logprobs", NULL));
 }
 
 static void test_openai_seed(void **state)
@@ -683,88 +687,97 @@ static int s_curl(const char *what, const char *args, char **headers, char **bod
     return status;
 }
 
-static void test_curl_sse(void **state)
+/* One stream through curl: 200, text/event-stream, "data: {json}" events
+ * and "data: [DONE]" last; what: "completions" or "chat". */
+static void s_curl_stream(const char *what, const char *route, const char *json_fmt,
+                          const char *field, bool usage_last)
 {
-    (void)state;
+    char json[1024], args[4096], *head, *body;
+    snprintf(json, sizeof json, json_fmt, s_model_id);
+    snprintf(args, sizeof args, "-H 'Authorization: Bearer " API_KEY "' "
+             "-H 'Content-Type: application/json' -d '%s' '%s%s'", json, s_url, route);
+    int status = s_curl(what, args, &head, &body);
+    if (status != 200)
+        fail_msg("curl %s stream: HTTP %d: %.300s", what, status, body);
+    for (char *p = head; *p; p++)
+        *p = (char)tolower((unsigned char)*p);
+    if (!strstr(head, "content-type: text/event-stream"))
+        fail_msg("curl %s stream: not text/event-stream: %s", what, head);
+    json_t *chunks = s_sse_chunks(body, what);
+    char finish[32];
+    char *text = s_sse_text(chunks, field, finish, sizeof finish);
+    printf("  curl %s: %zu chunks, '%s' (%s)\n", what, json_array_size(chunks), text, finish);
+    assert_true(json_array_size(chunks) >= 2);
+    assert_true(strcmp(finish, "stop") == 0 || strcmp(finish, "length") == 0);
+    if (usage_last) { /* include_usage: the last chunk has the usage and no choices */
+        json_t *last = json_array_get(chunks, json_array_size(chunks) - 1);
+        assert_non_null(json_object_get(last, "usage"));
+        assert_int_equal(json_array_size(json_object_get(last, "choices")), 0);
+    }
+    free(text);
+    json_decref(chunks);
+    free(head);
+    free(body);
+}
+
+static void s_need_curl(void)
+{
     s_cluster();
     if (testutil_run("curl --version >/dev/null 2>&1", NULL) != 0)
         testutil_skip_unless_possible(false, "no curl program (apt-get install curl)");
+}
+
+static void test_curl_sse(void **state)
+{
+    (void)state;
+    s_need_curl();
+    s_curl_stream("completions", "/v1/completions",
+                  "{\"model\":\"%s\",\"prompt\":\"" PROMPT "\",\"max_tokens\":6,"
+                  "\"temperature\":0,\"stream\":true,\"stream_options\":{\"include_usage\":true}}",
+                  "text", true);
+}
+
+static void test_curl_chat_sse(void **state)
+{
+    (void)state;
+    s_need_curl();
+    s_curl_stream("chat", "/v1/chat/completions",
+                  "{\"model\":\"%s\",\"messages\":[{\"role\":\"user\",\"content\":\"Hi\"}],"
+                  "\"max_tokens\":6,\"temperature\":0,\"stream\":true}", "content", false);
+}
+
+/* Refusals through curl: status and an OpenAI error body; /health. */
+static void test_curl_errors(void **state)
+{
+    (void)state;
+    s_need_curl();
     char args[4096], *head, *body;
-    /* A completions stream and a chat stream: SSE framing, [DONE] last. */
-    struct { const char *what, *route, *json; } streams[] = {
-        {"completions", "/v1/completions",
-         "{\"model\":\"%s\",\"prompt\":\"" PROMPT "\",\"max_tokens\":6,\"temperature\":0,"
-         "\"stream\":true,\"stream_options\":{\"include_usage\":true}}"},
-        {"chat", "/v1/chat/completions",
-         "{\"model\":\"%s\",\"messages\":[{\"role\":\"user\",\"content\":\"Hi\"}],"
-         "\"max_tokens\":6,\"temperature\":0,\"stream\":true}"},
-    };
-    for (size_t i = 0; i < 2; i++) {
-        char json[1024];
-        snprintf(json, sizeof json, streams[i].json, s_model_id);
-        snprintf(args, sizeof args, "-H 'Authorization: Bearer " API_KEY "' "
-                 "-H 'Content-Type: application/json' -d '%s' '%s%s'", json, s_url,
-                 streams[i].route);
-        int status = s_curl(streams[i].what, args, &head, &body);
-        if (status != 200)
-            fail_msg("curl %s stream: HTTP %d: %.300s", streams[i].what, status, body);
-        for (char *p = head; *p; p++)
-            *p = (char)tolower((unsigned char)*p);
-        if (!strstr(head, "content-type: text/event-stream"))
-            fail_msg("curl %s stream: not text/event-stream: %s", streams[i].what, head);
-        json_t *chunks = s_sse_chunks(body, streams[i].what);
-        char finish[32];
-        char *text = s_sse_text(chunks, i == 0 ? "text" : "content", finish, sizeof finish);
-        printf("  curl %s: %zu chunks, '%s' (%s)\n", streams[i].what, json_array_size(chunks),
-               text, finish);
-        assert_true(json_array_size(chunks) >= 2);
-        assert_true(strcmp(finish, "stop") == 0 || strcmp(finish, "length") == 0);
-        if (i == 0) { /* include_usage: the last chunk has the usage and no choices */
-            json_t *last = json_array_get(chunks, json_array_size(chunks) - 1);
-            assert_non_null(json_object_get(last, "usage"));
-            assert_int_equal(json_array_size(json_object_get(last, "choices")), 0);
-        }
-        free(text);
-        json_decref(chunks);
-        free(head);
-        free(body);
-    }
-    /* Refusals: status and an OpenAI error body. */
+    char unknown[512];
+    snprintf(unknown, sizeof unknown, "-H 'Authorization: Bearer " API_KEY "' -H "
+             "'Content-Type: application/json' -d '{\"model\":\"no-such\",\"prompt\":\"x\","
+             "\"max_tokens\":1}' '%%s/v1/completions'");
     struct { const char *what, *args; int status; } errs[] = {
         {"malformed", "-H 'Authorization: Bearer " API_KEY "' -d '{\"model\": ' "
          "'%s/v1/completions'", 400},
         {"no-key", "-d '{}' '%s/v1/completions'", 401},
         {"wrong-key", "-H 'Authorization: Bearer nope' '%s/v1/models'", 401},
         {"unknown-route", "-H 'Authorization: Bearer " API_KEY "' '%s/v1/nothing-here'", 404},
+        {"unknown-model", unknown, 404},
     };
     for (size_t i = 0; i < sizeof errs / sizeof errs[0]; i++) {
         snprintf(args, sizeof args, errs[i].args, s_url);
         int status = s_curl(errs[i].what, args, &head, &body);
         s_resp_t r = {.status = status, .head = head, .body = body,
                       .json = json_loads(body, 0, NULL)};
-        char *lower = strdup(head);
-        for (char *p = lower; *p; p++)
+        for (char *p = r.head; *p; p++)
             *p = (char)tolower((unsigned char)*p);
-        free(r.head);
-        r.head = lower;
         printf("  curl %s: %d %.200s\n", errs[i].what, status, body);
         s_expect_error(&r, errs[i].status, errs[i].what);
         s_resp_free(&r);
     }
-    char json[512];
-    snprintf(json, sizeof json, "{\"model\":\"no-such\",\"prompt\":\"x\",\"max_tokens\":1}");
-    snprintf(args, sizeof args, "-H 'Authorization: Bearer " API_KEY "' "
-             "-H 'Content-Type: application/json' -d '%s' '%s/v1/completions'", json, s_url);
-    int status = s_curl("unknown-model", args, &head, &body);
-    s_resp_t r = {.status = status, .head = head, .body = body,
-                  .json = json_loads(body, 0, NULL)};
-    for (char *p = r.head; *p; p++)
-        *p = (char)tolower((unsigned char)*p);
-    s_expect_error(&r, 404, "unknown model");
-    s_resp_free(&r);
     /* /health: 200 with every expert live. */
     snprintf(args, sizeof args, "'%s/health'", s_url);
-    status = s_curl("health", args, &head, &body);
+    int status = s_curl("health", args, &head, &body);
     printf("  curl /health: %d %.200s\n", status, body);
     assert_int_equal(status, 200);
     free(head);
@@ -1291,11 +1304,15 @@ int main(void)
         cmocka_unit_test(test_openai_chat),
         cmocka_unit_test(test_openai_chat_stream),
         cmocka_unit_test(test_openai_stop),
+        cmocka_unit_test(test_openai_chat_stop),
         cmocka_unit_test(test_openai_errors),
         cmocka_unit_test(test_openai_logprobs),
+        cmocka_unit_test(test_openai_chat_logprobs),
         cmocka_unit_test(test_openai_seed),
         cmocka_unit_test(test_greedy_matches_moe_run),
         cmocka_unit_test(test_curl_sse),
+        cmocka_unit_test(test_curl_chat_sse),
+        cmocka_unit_test(test_curl_errors),
         cmocka_unit_test(test_busy_429),
         cmocka_unit_test(test_concurrent_streams),
         cmocka_unit_test(test_hostile_json),

@@ -184,7 +184,7 @@ const cases = {
         assert.ok(piece, `no stop piece in the greedy answer ${JSON.stringify(text)}`);
         const want = text.slice(0, text.indexOf(piece));
         const r = await client.completions.create({ model, prompt: PROMPT, max_tokens: 16,
-            temperature: 0, stop: [piece, '\u0000never'] });
+            temperature: 0, stop: [piece, 'never-in-the-output-zq'] });
         assert.equal(r.choices[0].finish_reason, 'stop');
         assert.ok(!r.choices[0].text.includes(piece), 'the stop string is not in the text');
         assert.equal(r.choices[0].text, want);
@@ -202,18 +202,21 @@ const cases = {
         }
         assert.equal(streamed, want, 'streamed text stops before the stop string too');
         assert.equal(finish, 'stop');
-        // chat with a stop string as well
-        const chatFree = await client.chat.completions.create({ model, messages: MESSAGES,
-            max_tokens: 16, temperature: 0 });
-        const ct = chatFree.choices[0].message.content;
-        const cp = stopPiece(ct);
-        if (cp) {
-            const cr = await client.chat.completions.create({ model, messages: MESSAGES,
-                max_tokens: 16, temperature: 0, stop: cp });
-            assert.equal(cr.choices[0].finish_reason, 'stop');
-            assert.equal(cr.choices[0].message.content, ct.slice(0, ct.indexOf(cp)));
-        }
         return { text, piece, stopped: r.choices[0].text };
+    },
+
+    // A stop string cut from the greedy chat answer.
+    async chat_stop() {
+        const free = await client.chat.completions.create({ model, messages: MESSAGES,
+            max_tokens: 16, temperature: 0 });
+        const text = free.choices[0].message.content;
+        const piece = stopPiece(text);
+        assert.ok(piece, `no stop piece in the greedy answer ${JSON.stringify(text)}`);
+        const r = await client.chat.completions.create({ model, messages: MESSAGES,
+            max_tokens: 16, temperature: 0, stop: piece });
+        assert.equal(r.choices[0].finish_reason, 'stop');
+        assert.equal(r.choices[0].message.content, text.slice(0, text.indexOf(piece)));
+        return { text, piece, stopped: r.choices[0].message.content };
     },
 
     // Refusals come as the client's typed errors with OpenAI-shaped bodies.
@@ -276,6 +279,10 @@ const cases = {
             if (i > 0)
                 assert.ok(lp.text_offset[i] >= lp.text_offset[i - 1]);
         }
+        return { tokens: lp.tokens };
+    },
+
+    async chat_logprobs() {
         const c = await client.chat.completions.create({ model, messages: MESSAGES,
             max_tokens: 6, temperature: 0, logprobs: true, top_logprobs: 2 });
         const content = c.choices[0].logprobs.content;
@@ -292,7 +299,7 @@ const cases = {
             assert.ok(Math.abs(t.top_logprobs[0].logprob - t.logprob) < 1e-4);
         }
         assert.equal(content.map((t) => t.token).join(''), c.choices[0].message.content);
-        return { tokens: lp.tokens, chat_tokens: content.length };
+        return { tokens: content.map((t) => t.token) };
     },
 
     // A seeded sampled request repeats; top_p near 0 is greedy.
