@@ -1,5 +1,5 @@
 // The official OpenAI client library (npm "openai") against moecluster's
-// HTTP API: one case per run, as tests/test_http.c asks.
+// HTTP API: one case per run, as tests/test_http_clients.c asks.
 //
 //   node openai_cases.cjs BASE_URL API_KEY MODEL CASE [ARG]
 //

@@ -1,4 +1,4 @@
-/* test_http: the OpenAI-compatible HTTP API of a real local cluster
+/* test_http_clients: the OpenAI-compatible HTTP API of a real local cluster
  * (cluster/local.sh up --http 127.0.0.1:PORT --api-key KEY), through real
  * clients: the official OpenAI client library (npm "openai", the scripts of
  * tests/http/), curl for the raw protocol (SSE framing, error bodies and
@@ -380,7 +380,7 @@ static char *s_sse_text(json_t *chunks, const char *field, char *finish, size_t 
 static int s_group_setup(void **state)
 {
     snprintf(s_bin, sizeof s_bin, "%s", testutil_env("MOE_BIN", "build/bin"));
-    s_tmp = testutil_mkdtemp("test_http");
+    s_tmp = testutil_mkdtemp("test_http_clients");
     *state = s_tmp;
     signal(SIGPIPE, SIG_IGN);
     return s_tmp ? 0 : -1;
@@ -394,7 +394,7 @@ static int s_group_teardown(void **state)
         snprintf(cmd, sizeof cmd, "cluster/local.sh down --run-dir '%s' >/dev/null 2>&1",
                  s_run_dir);
         if (system(cmd) != 0)
-            fprintf(stderr, "test_http: local.sh down failed\n");
+            fprintf(stderr, "test_http_clients: local.sh down failed\n");
     }
     free(s_endpoint);
     testutil_rmtree(s_tmp);
