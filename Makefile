@@ -152,6 +152,7 @@ TESTS_NET     := test_wire test_placement test_expert_node test_client test_clus
                  test_serving test_logflood test_multihost test_mpi test_failover test_keypair \
                  test_security test_sched test_dispatch test_localsh
 TESTS_TOKENIZER := test_tokenizer test_trainer
+TESTS_NET     += test_http  # the HTTP API (coordinator/http) against a local cluster
 TESTS := $(TESTS_CORE) $(TESTS_KERNELS) $(TESTS_MODEL) $(TESTS_MODEL_K) \
          $(TESTS_ENGINE) $(TESTS_NET) \
          $(TESTS_TOKENIZER)
