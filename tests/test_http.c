@@ -47,7 +47,21 @@ static int s_setup(void **state)
     if (!s_tmp)
         return -1;
     testutil_make_model(s_tmp, "tiny-http", "tiny", 5, s_model, sizeof s_model);
-    return 0;
+    /* A chat template of our own (the made model's may differ): role markers,
+     * bos_token, add_generation_prompt and a raise_exception. */
+    char path[1200];
+    snprintf(path, sizeof path, "%s/tokenizer_config.json", s_model);
+    json_t *conf = json_pack(
+        "{s:s, s:s, s:s}", "bos_token", "<s>", "eos_token", "</s>", "chat_template",
+        "{{ bos_token }}{% for m in messages %}{% if m['role'] == 'bad' %}"
+        "{{ raise_exception('role bad is not allowed') }}{% endif %}"
+        "<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
+        "{% if add_generation_prompt %}<|assistant|>{% endif %}");
+    char *text = json_dumps(conf, 0);
+    json_decref(conf);
+    int rc = testutil_write_file(path, text, strlen(text));
+    free(text);
+    return rc;
 }
 
 /* The port of the cluster's HTTP API (run_dir/coordinator.http). */
@@ -556,6 +570,120 @@ static void test_metrics_and_health(void **state)
     localcluster_stop(&lc);
 }
 
+static json_t *s_chat(int port, const char *body, int status)
+{
+    http_resp_t r = s_http(port, "POST", "/v1/chat/completions", NULL, body);
+    if (r.status != status)
+        fail_msg("status %d, not %d: %.300s", r.status, status, r.body);
+    if (status != 200) {
+        s_expect_error(&r, status);
+        free(r.raw);
+        return NULL;
+    }
+    json_t *o = s_json(&r);
+    free(r.raw);
+    assert_string_equal(json_string_value(json_object_get(o, "object")), "chat.completion");
+    json_t *m = json_object_get(json_array_get(json_object_get(o, "choices"), 0), "message");
+    assert_string_equal(json_string_value(json_object_get(m, "role")), "assistant");
+    assert_true(json_is_string(json_object_get(m, "content")));
+    return o;
+}
+
+static const char *s_content_of(json_t *o)
+{
+    return json_string_value(json_object_get(
+        json_object_get(json_array_get(json_object_get(o, "choices"), 0), "message"),
+        "content"));
+}
+
+/* Chat: rendered with the model's template; whole = streamed; logprobs in
+ * chat's shape; raise_exception is a 400 with its message. A template the
+ * interpreter cannot handle stops the start, naming the construct. */
+static void test_chat(void **state)
+{
+    (void)state;
+    localcluster_t lc;
+    localcluster_start(&lc, s_model, 2, s_tmp, "chat", "--http 127.0.0.1:0");
+    const int port = s_port(&lc);
+    const char *msgs = "\"messages\":[{\"role\":\"system\",\"content\":\"Be brief.\"},"
+                       "{\"role\":\"user\",\"content\":\"Hello there\"}]";
+    char body[1024];
+    snprintf(body, sizeof body, "{%s,\"max_tokens\":8,\"temperature\":0,\"ignore_eos\":true,"
+             "\"logprobs\":true,\"top_logprobs\":2}", msgs);
+    json_t *whole = s_chat(port, body, 200);
+    json_t *u = json_object_get(whole, "usage");
+    assert_int_equal(json_integer_value(json_object_get(u, "completion_tokens")), 8);
+    assert_true(json_integer_value(json_object_get(u, "prompt_tokens")) > 5);
+    json_t *content = json_object_get(
+        json_object_get(json_array_get(json_object_get(whole, "choices"), 0), "logprobs"),
+        "content");
+    assert_int_equal(json_array_size(content), 8);
+    char joined[2048] = "";
+    for (size_t i = 0; i < json_array_size(content); i++) {
+        json_t *t = json_array_get(content, i);
+        strncat(joined, json_string_value(json_object_get(t, "token")),
+                sizeof joined - strlen(joined) - 1);
+        assert_true(json_number_value(json_object_get(t, "logprob")) <= 0);
+        assert_true(json_array_size(json_object_get(t, "top_logprobs")) >= 1);
+    }
+    assert_string_equal(joined, s_content_of(whole));
+
+    snprintf(body, sizeof body, "{%s,\"max_tokens\":8,\"temperature\":0,\"ignore_eos\":true,"
+             "\"stream\":true}", msgs);
+    http_resp_t r = s_http(port, "POST", "/v1/chat/completions", NULL, body);
+    assert_int_equal(r.status, 200);
+    char text[2048] = "";
+    bool role = false;
+    int chunks = 0;
+    for (const char *line = r.body; *line && chunks < 1000; chunks++) {
+        const char *end = strstr(line, "\n\n");
+        assert_non_null(end);
+        if (strncmp(line, "data: [DONE]", 12) != 0) {
+            json_t *o = json_loadb(line + 6, (size_t)(end - line - 6), 0, NULL);
+            assert_non_null(o);
+            assert_string_equal(json_string_value(json_object_get(o, "object")),
+                                "chat.completion.chunk");
+            json_t *d = json_object_get(json_array_get(json_object_get(o, "choices"), 0),
+                                        "delta");
+            role |= json_object_get(d, "role") != NULL;
+            const char *c = json_string_value(json_object_get(d, "content"));
+            if (c)
+                strncat(text, c, sizeof text - strlen(text) - 1);
+            json_decref(o);
+        }
+        line = end + 2;
+    }
+    assert_true(role);
+    assert_string_equal(text, s_content_of(whole));
+    free(r.raw);
+    json_decref(whole);
+
+    json_t *none = s_chat(port, "{\"messages\":[{\"role\":\"bad\",\"content\":\"x\"}]}", 400);
+    assert_null(none);
+    r = s_http(port, "POST", "/v1/chat/completions", NULL,
+               "{\"messages\":[{\"role\":\"bad\",\"content\":\"x\"}]}");
+    assert_non_null(strstr(r.body, "role bad is not allowed"));
+    free(r.raw);
+    localcluster_stop(&lc);
+
+    /* an unsupported construct: refused at start */
+    char model[1024], path[1200], cmd[4096];
+    testutil_make_model(s_tmp, "tiny-badtpl", "tiny", 6, model, sizeof model);
+    snprintf(path, sizeof path, "%s/chat_template.jinja", model);
+    const char *tpl = "{{ messages[0]['content'] | wordwrap(5) }}";
+    assert_int_equal(testutil_write_file(path, tpl, strlen(tpl)), 0);
+    snprintf(cmd, sizeof cmd, "MOE_START_TIMEOUT=60 cluster/local.sh up --model '%s' --nodes 1 "
+             "--run-dir '%s/badtpl' --http 127.0.0.1:0 2>&1; "
+             "cluster/local.sh down --run-dir '%s/badtpl' >/dev/null 2>&1", model, s_tmp, s_tmp);
+    char *out = NULL;
+    testutil_run(cmd, &out);
+    assert_non_null(out);
+    if (!strstr(out, "wordwrap"))
+        fail_msg("the start did not name the construct:\n%s", out);
+    assert_null(strstr(out, "ready"));
+    free(out);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -564,6 +692,7 @@ int main(void)
         cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_disconnect_and_busy),
         cmocka_unit_test(test_metrics_and_health),
+        cmocka_unit_test(test_chat),
     };
     return cmocka_run_group_tests(tests, s_setup, testutil_tmpdir_teardown);
 }
