@@ -544,6 +544,18 @@ static void test_metrics_and_health(void **state)
         if (!strstr(r.body, names[i]))
             fail_msg("no '%s' in /metrics:\n%.2000s", names[i], r.body);
     free(r.raw);
+    /* the same counters in STATUS (moe-client status --json) */
+    char cmd[2048], *out = NULL;
+    snprintf(cmd, sizeof cmd, "'%s/moe-client' --connect '%s' status --json",
+             testutil_env("MOE_BIN", "build/bin"), lc.endpoint);
+    assert_int_equal(testutil_run(cmd, &out), 0);
+    json_t *st = json_loads(out, 0, NULL);
+    assert_non_null(st);
+    json_t *req = json_object_get(json_object_get(st, "metrics"), "moe_requests_total");
+    assert_string_equal(json_string_value(json_object_get(req, "type")), "counter");
+    assert_non_null(json_object_get(json_object_get(st, "metrics"), "moe_node_up"));
+    json_decref(st);
+    free(out);
 
     r = s_http(port, "GET", "/health", NULL, NULL);
     assert_int_equal(r.status, 200);
