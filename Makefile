@@ -70,6 +70,10 @@ SECURITY_SRC := security/keypair.c security/zap.c
 TOKENIZER_SRC := tokenizer/tokenizer.c tokenizer/bpe.c tokenizer/pretok.c \
                  tokenizer/normalize.c tokenizer/decoder.c tokenizer/trainer.c
 TOKENIZER_LIBS := $(shell pkg-config --libs libpcre2-8 libutf8proc)
+# Chat templates: a Jinja-subset interpreter (jansson values, utf8proc case maps).
+CHAT_SRC    := chat/chat_template.c chat/chat_family.c chat/jinja_lex.c chat/jinja_parse.c \
+               chat/jinja_value.c chat/jinja_str.c chat/jinja_eval.c chat/jinja_filter.c \
+               chat/jinja_method.c
 
 # MPI bootstrap: the only MPI code, compiled with Open MPI's flags and linked
 # into moe-mpi alone (no library other programs link carries MPI).
@@ -87,6 +91,7 @@ LIB_COORD   := $(BUILD)/lib/libmoe_coord.a
 LIB_CLIENT  := $(BUILD)/lib/libmoe_client.a
 LIB_SECURITY := $(BUILD)/lib/libmoe_security.a
 LIB_TOKENIZER := $(BUILD)/lib/libmoe_tokenizer.a
+LIB_CHAT    := $(BUILD)/lib/libmoe_chat.a
 
 obj = $(patsubst %.c,$(OBJ)/%.o,$(1))
 
@@ -100,18 +105,20 @@ $(LIB_COORD):   $(call obj,$(COORD_SRC))
 $(LIB_CLIENT):  $(call obj,$(CLIENT_SRC))
 $(LIB_SECURITY): $(call obj,$(SECURITY_SRC))
 $(LIB_TOKENIZER): $(call obj,$(TOKENIZER_SRC))
+$(LIB_CHAT):    $(call obj,$(CHAT_SRC))
 $(BUILD)/lib/%.a:
 	@mkdir -p $(dir $@)
 	rm -f $@ && $(AR) rcs $@ $^
 
 # Link order: a library before the ones it uses.
 LIBS_ALL := $(LIB_ENGINE) $(LIB_MODEL) $(LIB_KERNELS) $(LIB_CORE)
-LIBS_NET := $(LIB_NODE) $(LIB_COORD) $(LIB_CLIENT) $(LIB_SECURITY) $(LIB_WIRE) $(LIB_TOKENIZER) \
+LIBS_NET := $(LIB_NODE) $(LIB_COORD) $(LIB_CLIENT) $(LIB_SECURITY) $(LIB_WIRE) $(LIB_TOKENIZER) $(LIB_CHAT) \
             $(LIBS_ALL)
 
 # ---- programs ----------------------------------------------------------------
 PROGRAMS := $(BIN)/moe-run $(BIN)/moe-mkmodel $(BIN)/moe-expert $(BIN)/moe-coordinator \
             $(BIN)/moe-client $(BIN)/moe-mpi $(BIN)/moe-tokenize $(BIN)/moe-keygen
+PROGRAMS += $(BIN)/moe-template
 
 $(BIN)/moe-run:     $(OBJ)/tools/moe_run.o $(LIBS_ALL)
 $(BIN)/moe-mkmodel: $(OBJ)/tools/moe_mkmodel.o $(LIB_TOKENIZER) $(LIBS_ALL)
@@ -124,6 +131,8 @@ $(BIN)/moe-mpi: LDLIBS += $(MPI_LIBS)
 $(BIN)/moe-tokenize: $(OBJ)/tools/moe_tokenize.o $(LIB_TOKENIZER) $(LIB_CORE)
 $(BIN)/moe-tokenize: LDLIBS += $(TOKENIZER_LIBS)
 $(BIN)/moe-keygen:  $(OBJ)/tools/moe_keygen.o $(LIB_SECURITY) $(LIB_CORE)
+$(BIN)/moe-template: $(OBJ)/tools/moe_template.o $(LIB_CHAT) $(LIB_CORE)
+$(BIN)/moe-template: LDLIBS += $(TOKENIZER_LIBS)  # utf8proc
 # The coordinator decodes with the model's tokenizer: whatever links LIBS_NET.
 $(BIN)/moe-expert $(BIN)/moe-coordinator $(BIN)/moe-client $(BIN)/moe-mpi \
     $(BIN)/bench-serving $(BIN)/bench-cluster: LDLIBS += $(TOKENIZER_LIBS)
@@ -153,9 +162,11 @@ TESTS_NET     := test_wire test_placement test_expert_node test_client test_clus
                  test_security test_sched test_dispatch test_localsh
 TESTS_NET     += test_http_clients  # real clients (openai npm, curl, raw sockets) against the HTTP API
 TESTS_TOKENIZER := test_tokenizer test_trainer
+TESTS_NET     += test_http  # the HTTP API (coordinator/http) against a local cluster
+TESTS_CHAT    := test_chat_template
 TESTS := $(TESTS_CORE) $(TESTS_KERNELS) $(TESTS_MODEL) $(TESTS_MODEL_K) \
          $(TESTS_ENGINE) $(TESTS_NET) \
-         $(TESTS_TOKENIZER)
+         $(TESTS_TOKENIZER) $(TESTS_CHAT)
 TEST_BINS := $(addprefix $(BUILD)/tests/,$(TESTS))
 TEST_LIBS := $(shell pkg-config --libs cmocka)
 
@@ -176,6 +187,9 @@ $(addprefix $(BUILD)/tests/,$(TESTS_NET)): LDLIBS += $(TOKENIZER_LIBS)
 $(addprefix $(BUILD)/tests/,$(TESTS_TOKENIZER)): $(BUILD)/tests/%: $(OBJ)/tests/%.o \
     $(OBJ)/tests/testutil.o $(LIB_TOKENIZER) $(LIB_CORE)
 $(addprefix $(BUILD)/tests/,$(TESTS_TOKENIZER)): LDLIBS += $(TOKENIZER_LIBS)
+$(addprefix $(BUILD)/tests/,$(TESTS_CHAT)): $(BUILD)/tests/%: $(OBJ)/tests/%.o \
+    $(OBJ)/tests/testutil.o $(LIB_CHAT) $(LIB_CORE)
+$(addprefix $(BUILD)/tests/,$(TESTS_CHAT)): LDLIBS += $(TOKENIZER_LIBS)
 $(TEST_BINS):
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(TEST_LIBS) $(LDLIBS)
@@ -246,7 +260,7 @@ bench-families: $(BENCH_BINS) $(PROGRAMS)
 FUZZ_CC      ?= clang
 FUZZ_SECONDS ?= 60
 FUZZ_SMOKE_SECONDS ?= 8
-FUZZ_TARGETS := data_plane client_rpc config safetensors tokenizer
+FUZZ_TARGETS := data_plane client_rpc config safetensors tokenizer template
 FUZZ_DIR     := build/fuzz
 FUZZ_OBJ     := $(FUZZ_DIR)/obj
 FUZZ_BINS    := $(addprefix $(FUZZ_DIR)/fuzz_,$(FUZZ_TARGETS))
@@ -259,11 +273,13 @@ FUZZ_LIB_CORE  := $(FUZZ_DIR)/lib/libmoe_core.a
 FUZZ_LIB_MODEL := $(FUZZ_DIR)/lib/libmoe_model.a
 FUZZ_LIB_WIRE  := $(FUZZ_DIR)/lib/libmoe_wire.a
 FUZZ_LIB_TOKENIZER := $(FUZZ_DIR)/lib/libmoe_tokenizer.a
+FUZZ_LIB_CHAT  := $(FUZZ_DIR)/lib/libmoe_chat.a
 $(FUZZ_LIB_CORE):  $(call fuzz_obj,$(CORE_SRC))
 $(FUZZ_LIB_MODEL): $(call fuzz_obj,$(MODEL_SRC))
 $(FUZZ_LIB_WIRE):  $(call fuzz_obj,$(WIRE_SRC)) \
                    $(patsubst $(BUILD)/gen/%.c,$(FUZZ_OBJ)/gen/%.o,$(PROTO_GEN_C))
 $(FUZZ_LIB_TOKENIZER): $(call fuzz_obj,$(TOKENIZER_SRC))
+$(FUZZ_LIB_CHAT):  $(call fuzz_obj,$(CHAT_SRC))
 $(FUZZ_DIR)/lib/%.a:
 	@mkdir -p $(dir $@)
 	rm -f $@ && $(AR) rcs $@ $^
@@ -271,6 +287,7 @@ $(FUZZ_DIR)/lib/%.a:
 $(FUZZ_DIR)/fuzz_data_plane $(FUZZ_DIR)/fuzz_client_rpc: $(FUZZ_LIB_WIRE)
 $(FUZZ_DIR)/fuzz_config $(FUZZ_DIR)/fuzz_safetensors: $(FUZZ_LIB_MODEL)
 $(FUZZ_DIR)/fuzz_tokenizer: $(FUZZ_LIB_TOKENIZER)
+$(FUZZ_DIR)/fuzz_template: $(FUZZ_LIB_CHAT)
 $(FUZZ_BINS): $(FUZZ_DIR)/fuzz_%: $(FUZZ_OBJ)/fuzz/fuzz_%.o $(FUZZ_LIB_CORE)
 	$(FUZZ_CC) $(FUZZ_SAN) -fsanitize=fuzzer -o $@ $(filter %.o,$^) \
 	    $(filter-out $(FUZZ_LIB_CORE),$(filter %.a,$^)) $(FUZZ_LIB_CORE) \

@@ -699,7 +699,7 @@ static size_t s_status_size(const client_t *self, const wire_reply_t *rep, err_t
     }
     size_t size = sizeof(client_status_t) + (size_t)rep->n_nodes * sizeof(client_node_t) +
                   cells * sizeof(uint64_t) + strlen(s_text(rep->model)) + 1 +
-                  strlen(s_text(rep->model_arch)) + 1;
+                  strlen(s_text(rep->model_arch)) + 1 + strlen(s_text(rep->metrics)) + 1;
     for (int i = 0; i < rep->n_nodes; i++) {
         const wire_node_status_t *w = &rep->nodes[i];
         if (w->n_hosted < 0 || (int64_t)w->n_hosted > (int64_t)cells ||
@@ -789,7 +789,7 @@ client_status_t *client_status(client_t *self, err_t *err)
             .seconds_overlap = rep.timing.seconds_overlap,
         },
         .sequences_running = rep.sequences_running, .requests_queued = rep.requests_queued,
-        .kv_bytes = rep.kv_bytes,
+        .kv_bytes = rep.kv_bytes, .metrics = s_put_text(&text, rep.metrics),
     };
     for (int i = 0; i < rep.n_nodes; i++) {
         const wire_node_status_t *w = &rep.nodes[i];

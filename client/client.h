@@ -253,6 +253,7 @@ typedef struct client_status {
     int sequences_running;      /* generating now */
     int requests_queued;        /* waiting for a slot */
     uint64_t kv_bytes;          /* KV cache they hold */
+    const char *metrics;        /* the server's metrics as JSON text; "" if none */
 } client_status_t;
 
 /* Sends STATUS and returns the reply as a client_status_t (caller destroys

@@ -446,15 +446,18 @@ static json_t *s_status_json(const client_status_t *st)
                                "seconds_dispatch", t->seconds_dispatch,
                                "seconds_node_compute", t->seconds_node_compute,
                                "seconds_overlap", t->seconds_overlap);
-    /* "o" steals nodes, tokens and timing, also when packing fails. */
-    return json_pack("{s:s, s:s, s:i, s:i, s:o, s:o, s:o, s:o, s:i, s:i, s:o}",
+    /* The server's metrics, when it sent them (core/metrics' JSON shape). */
+    json_t *metrics = st->metrics[0] ? json_loads(st->metrics, 0, NULL) : NULL;
+    /* "o" steals nodes, tokens, timing and metrics, also when packing fails. */
+    return json_pack("{s:s, s:s, s:i, s:i, s:o, s:o, s:o, s:o, s:i, s:i, s:o, s:o}",
                      "model_path", st->model, "model_arch", st->model_arch,
                      "n_layers", st->n_layers, "n_experts", st->n_experts,
                      "requests_served", s_json_u64(st->requests_served),
                      "nodes", nodes, "expert_tokens", tokens, "timing", timing,
                      "sequences_running", st->sequences_running,
                      "requests_queued", st->requests_queued,
-                     "kv_bytes", s_json_u64(st->kv_bytes));
+                     "kv_bytes", s_json_u64(st->kv_bytes),
+                     "metrics", metrics ? metrics : json_object());
 }
 
 /* "all 2 layers: 0,2" when every layer hosts the same experts, else

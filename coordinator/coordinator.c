@@ -8,6 +8,7 @@
 #include <unistd.h>
 #include <zmq.h>
 
+#include "chat/chat_template.h"
 #include "coordinator/dispatch.h"
 #include "coordinator/http.h"
 #include "coordinator/peer.h"
@@ -36,6 +37,7 @@ struct coordinator {
     server_t *server;
     rpc_t *rpc;
     http_t *http;                  /* NULL without --http */
+    chat_template_t *chat;         /* with --http: the model's chat template, or NULL */
     int n_nodes;
     keypair_t key;                 /* with CURVE: this coordinator's pair */
     char (*node_public)[KEYPAIR_Z85_LEN + 1]; /* with CURVE: (n_nodes) node keys */
@@ -45,6 +47,7 @@ struct coordinator {
 static void s_teardown(coordinator_t *co)
 {
     http_destroy(&co->http); /* first: its threads wait on the server's loop */
+    chat_template_destroy(&co->chat);
     rpc_destroy(&co->rpc);
     server_destroy(&co->server);
     dispatch_destroy(&co->dispatch);
@@ -144,9 +147,39 @@ static int s_security(coordinator_t *co, const coordinator_opts_t *o, err_t *err
     return co->zap ? 0 : -1;
 }
 
-/* The HTTP API, serving the model under its folder's name. */
+/* http_render_fn over the model's chat template. */
+static int s_render(void *ctx, const char *messages_json, const char *tools_json,
+                    bool add_generation_prompt, char **out, size_t *out_len, err_t *err)
+{
+    const chat_template_t *t = ctx;
+    json_t *messages = json_loads(messages_json, 0, NULL);
+    json_t *tools = tools_json ? json_loads(tools_json, 0, NULL) : NULL;
+    char *text = NULL;
+    int rc = -1;
+    if (!messages || (tools_json && !tools))
+        err_set(err, ENOMEM, "out of memory for the messages");
+    else
+        rc = chat_template_render_chat(t, messages, tools, add_generation_prompt, &text,
+                                       out_len, err);
+    json_decref(messages);
+    json_decref(tools);
+    if (rc < 0)
+        return -1;
+    *out = mem_alloc(*out_len + 1); /* the caller frees with mem_free */
+    if (*out)
+        memcpy(*out, text, *out_len + 1);
+    free(text);
+    return *out ? 0 : err_set(err, ENOMEM, "out of memory for the prompt");
+}
+
+/* The HTTP API, serving the model under its folder's name; a chat template
+ * the interpreter cannot handle stops the start here, naming the construct. */
 static int s_http(coordinator_t *co, const coordinator_opts_t *o, err_t *err)
 {
+    co->chat = chat_template_load(o->model, err);
+    if (!co->chat && errno != ENOENT)
+        return -1;
+    *err = (err_t){0};
     char id[256];
     size_t n = strlen(o->model);
     while (n > 1 && o->model[n - 1] == '/')
@@ -155,7 +188,12 @@ static int s_http(coordinator_t *co, const coordinator_opts_t *o, err_t *err)
     while (b > 0 && o->model[b - 1] != '/')
         b--;
     snprintf(id, sizeof id, "%.*s", (int)(n - b), o->model + b);
-    const http_config_t hc = {.listen = o->http, .api_key = o->api_key, .model_id = id};
+    const http_config_t hc = {
+        .listen = o->http, .api_key = o->api_key, .model_id = id,
+        .render = co->chat ? s_render : NULL, .render_ctx = co->chat,
+        .no_template_why = "the model has no chat template (tokenizer_config.json "
+                           "\"chat_template\" or chat_template.jinja): use /v1/completions",
+    };
     co->http = http_new(co->server, &hc, err);
     return co->http ? 0 : -1;
 }

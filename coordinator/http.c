@@ -538,11 +538,18 @@ static bool s_authorized(const http_t *self, struct MHD_Connection *mc)
     return diff == 0;
 }
 
-static enum MHD_Result s_models(http_t *self, struct MHD_Connection *mc)
+/* GET /v1/models (one: NULL) or /v1/models/ID. */
+static enum MHD_Result s_models(http_t *self, struct MHD_Connection *mc, const char *one)
 {
-    json_t *o = json_pack("{s:s, s:[{s:s, s:s, s:I, s:s}]}", "object", "list", "data", "id",
-                          self->model_id, "object", "model", "created",
-                          (json_int_t)self->started, "owned_by", "moecluster");
+    if (one && strcmp(one, self->model_id) != 0) {
+        char msg[600];
+        snprintf(msg, sizeof msg, "the model '%.200s' does not exist: this server serves '%s'",
+                 one, self->model_id);
+        return s_send_error(mc, 404, msg, "model", "model_not_found");
+    }
+    json_t *m = json_pack("{s:s, s:s, s:I, s:s}", "id", self->model_id, "object", "model",
+                          "created", (json_int_t)self->started, "owned_by", "moecluster");
+    json_t *o = one ? m : json_pack("{s:s, s:[o]}", "object", "list", "data", m);
     char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
     json_decref(o);
     if (!text)
@@ -564,7 +571,9 @@ static enum MHD_Result s_route(http_t *self, struct MHD_Connection *mc, conn_t *
     if (strcmp(url, "/metrics") == 0 && get)
         return s_run(self, mc, c, ITEM_METRICS);
     if (strcmp(url, "/v1/models") == 0 && get)
-        return s_models(self, mc);
+        return s_models(self, mc, NULL);
+    if (strncmp(url, "/v1/models/", 11) == 0 && get)
+        return s_models(self, mc, url + 11);
     openai_kind_t kind = strcmp(url, "/v1/completions") == 0        ? OPENAI_COMPLETION
                          : strcmp(url, "/v1/chat/completions") == 0 ? OPENAI_CHAT
                                                                     : 0;

@@ -501,10 +501,24 @@ static json_t *s_bytes(const char *s)
     return a;
 }
 
-/* Chat's logprob entry of one token: {token, logprob, bytes, top_logprobs}. */
-static json_t *s_chat_entry(const openai_out_t *self, const sched_event_t *ev)
+/* The chosen token's text: the text it completed in the stream (so that the
+ * tokens spell the text, a character split over tokens going with its last),
+ * "" for an EOS or a stop id. mem_alloc'd. */
+static char *s_event_text(const sched_event_t *ev, bool hidden)
 {
-    char *t = s_token_text(self, ev->token);
+    const size_t n = hidden || !ev->text ? 0 : ev->text_len;
+    char *t = mem_alloc(n + 1);
+    if (t) {
+        memcpy(t, ev->text, n);
+        t[n] = '\0';
+    }
+    return t;
+}
+
+/* Chat's logprob entry of one token: {token, logprob, bytes, top_logprobs}. */
+static json_t *s_chat_entry(const openai_out_t *self, const sched_event_t *ev, bool hidden)
+{
+    char *t = s_event_text(ev, hidden);
     json_t *tops = json_array();
     for (int i = 0; i < ev->n_top && tops; i++) {
         char *a = s_token_text(self, ev->top_ids[i]);
@@ -521,16 +535,18 @@ static json_t *s_chat_entry(const openai_out_t *self, const sched_event_t *ev)
 }
 
 /* Completions' logprobs of one token into the four parallel arrays. */
-static void s_completion_entry(openai_out_t *self, const sched_event_t *ev, json_t *tokens,
-                               json_t *values, json_t *tops, json_t *offsets)
+static void s_completion_entry(openai_out_t *self, const sched_event_t *ev, bool hidden,
+                               json_t *tokens, json_t *values, json_t *tops, json_t *offsets)
 {
-    char *t = s_token_text(self, ev->token);
+    char *t = s_event_text(ev, hidden);
     json_array_append_new(tokens, json_string(t ? t : ""));
     json_array_append_new(values, json_real(ev->logprob));
     json_t *top = json_object();
     for (int i = 0; i < ev->n_top && top; i++) {
         char *a = s_token_text(self, ev->top_ids[i]);
-        json_object_set_new(top, a ? a : "", json_real(ev->top_logprobs[i]));
+        /* Two tokens may spell alike (a partial character): keep the better. */
+        if (!json_object_get(top, a ? a : ""))
+            json_object_set_new(top, a ? a : "", json_real(ev->top_logprobs[i]));
         mem_free(a);
     }
     json_array_append_new(tops, top ? top : json_null());
@@ -683,12 +699,12 @@ static void s_finish(openai_out_t *self, const char *finish, openai_buf_t *buf)
 }
 
 /* The logprobs of one token event: a streamed chunk's (returned) or kept. */
-static json_t *s_logprobs(openai_out_t *self, const sched_event_t *ev)
+static json_t *s_logprobs(openai_out_t *self, const sched_event_t *ev, bool hidden)
 {
     if (!self->req->logprobs || !ev->has_logprob)
         return NULL;
     if (s_chat(self)) {
-        json_t *e = s_chat_entry(self, ev);
+        json_t *e = s_chat_entry(self, ev, hidden);
         if (self->req->stream)
             return json_pack("{s:[o]}", "content", e);
         if (!self->logprobs)
@@ -698,7 +714,7 @@ static json_t *s_logprobs(openai_out_t *self, const sched_event_t *ev)
     }
     if (self->req->stream) {
         json_t *t = json_array(), *v = json_array(), *tp = json_array(), *o = json_array();
-        s_completion_entry(self, ev, t, v, tp, o);
+        s_completion_entry(self, ev, hidden, t, v, tp, o);
         return json_pack("{s:o, s:o, s:o, s:o}", "tokens", t, "token_logprobs", v,
                          "top_logprobs", tp, "text_offset", o);
     }
@@ -708,7 +724,7 @@ static json_t *s_logprobs(openai_out_t *self, const sched_event_t *ev)
         self->lp_tops = json_array();
         self->lp_offsets = json_array();
     }
-    s_completion_entry(self, ev, self->lp_tokens, self->lp_values, self->lp_tops,
+    s_completion_entry(self, ev, hidden, self->lp_tokens, self->lp_values, self->lp_tops,
                        self->lp_offsets);
     return NULL;
 }
@@ -745,9 +761,9 @@ int openai_out_token(openai_out_t *self, const sched_event_t *ev, openai_buf_t *
     if (self->finished)
         return 1;
     self->n_generated++;
-    json_t *lp = s_logprobs(self, ev);
     /* A stop id ends the text without being shown, as an EOS does. */
     const bool hidden = ev->eos || s_is_stop_id(self, ev->token);
+    json_t *lp = s_logprobs(self, ev, hidden);
     return s_text(self, hidden ? "" : ev->text ? ev->text : "", hidden ? 0 : ev->text_len, lp,
                   false, buf);
 }

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <zmq.h>
 
@@ -197,9 +198,16 @@ static void s_status(rpc_t *self, const wire_peer_t *from, const wire_request_t 
         .seconds_node_compute = st.seconds_node_compute,
         .seconds_overlap = st.seconds_overlap,
     };
+    /* The same counters as /metrics; the expert rows go in expert_tokens. */
+    json_t *metrics = server_metrics_json(self->server);
+    json_object_del(metrics, "moe_expert_tokens_total");
+    char *text = metrics ? json_dumps(metrics, JSON_COMPACT) : NULL;
+    json_decref(metrics);
+    rep.metrics = text && strlen(text) <= WIRE_MAX_METRICS ? text : NULL;
     err_t err = {0};
     if (wire_reply_send(self->socket, from, &rep, &err) < 0)
         s_unsent(self, from, req->request_id, errno, &err);
+    free(text); /* jansson's allocation */
 }
 
 /* Handles one waiting request; false when none was waiting. */

@@ -257,6 +257,10 @@ static int s_reply_status(wire_inbox_t *self, const Moe__Client__Reply *r, wire_
     rep->sequences_running = (int)r->sequences_running;
     rep->requests_queued = (int)r->requests_queued;
     rep->kv_bytes = r->kv_bytes;
+    if (r->metrics && strlen(r->metrics) > WIRE_MAX_METRICS)
+        return err_set(err, EPROTO, "STATUS_DATA: metrics of %zu bytes (at most %d)",
+                       strlen(r->metrics), WIRE_MAX_METRICS);
+    rep->metrics = r->metrics;
     return 0;
 }
 
@@ -473,6 +477,9 @@ int wire_reply_send(void *socket, const wire_peer_t *to, const wire_reply_t *rep
         r.sequences_running = rep->sequences_running > 0 ? (uint32_t)rep->sequences_running : 0;
         r.requests_queued = rep->requests_queued > 0 ? (uint32_t)rep->requests_queued : 0;
         r.kv_bytes = rep->kv_bytes;
+        r.metrics = (char *)(rep->metrics && strlen(rep->metrics) <= WIRE_MAX_METRICS
+                                 ? rep->metrics
+                                 : "");
         break;
     }
     case WIRE_REP_ERROR:

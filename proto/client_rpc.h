@@ -55,6 +55,7 @@ typedef enum wire_client_error {
 } wire_client_error_t;
 
 enum { WIRE_MAX_STOP_IDS = 16 }; /* stop token ids per request */
+enum { WIRE_MAX_METRICS = 256 << 10 }; /* bytes of STATUS metrics JSON */
 
 typedef struct wire_request {
     wire_request_type_t type;
@@ -132,6 +133,7 @@ typedef struct wire_reply {
     int sequences_running;        /* STATUS: the scheduler now */
     int requests_queued;
     uint64_t kv_bytes;
+    const char *metrics;          /* STATUS: JSON text of the metrics; NULL or "" when none */
 } wire_reply_t;
 
 

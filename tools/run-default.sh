@@ -39,12 +39,19 @@ fi
 trap 'MOE_BIN="$bin" "$root/cluster/local.sh" down --run-dir "$run_dir"' EXIT
 echo "run: starting a local cluster (coordinator + 2 expert nodes)"
 endpoint=$(MOE_BIN="$bin" "$root/cluster/local.sh" up --model "$model" --nodes 2 \
-    --run-dir "$run_dir" | tail -n 1)
+    --run-dir "$run_dir" --http 127.0.0.1:0 | tail -n 1)
 echo "run: client endpoint $endpoint"
+url=$(cat "$run_dir/coordinator.http")
+echo "run: OpenAI-compatible HTTP API at $url/v1 (docs/HTTP.md)"
 prompt="Mixture-of-experts models spread their experts over many machines."
 show_run "$bin/moe-client" --connect "$endpoint" generate --prompt "$prompt" --max-tokens 24 \
     --temperature 0.8 --seed 1 --stream
 show_run "$bin/moe-client" --connect "$endpoint" generate --prompt-ids 1,42,7,99,256,13 \
     --max-tokens 16
 show_run "$bin/moe-client" --connect "$endpoint" status
+if command -v curl >/dev/null; then
+    show_run curl -sS "$url/v1/completions" -H 'Content-Type: application/json' \
+        -d '{"model": "default", "prompt": "Experts live on", "max_tokens": 12, "seed": 1}'
+    echo
+fi
 echo "run: stopping the cluster"
