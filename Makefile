@@ -160,6 +160,7 @@ TESTS_ENGINE  := test_router test_experts test_kvcache test_forward test_fixture
 TESTS_NET     := test_wire test_placement test_expert_node test_client test_cluster \
                  test_serving test_logflood test_multihost test_mpi test_failover test_keypair \
                  test_security test_sched test_dispatch test_localsh
+TESTS_NET     += test_http_clients  # real clients (openai npm, curl, raw sockets) against the HTTP API
 TESTS_TOKENIZER := test_tokenizer test_trainer
 TESTS_NET     += test_http  # the HTTP API (coordinator/http) against a local cluster
 TESTS_CHAT    := test_chat_template
@@ -203,6 +204,17 @@ test: $(TEST_BINS) $(PROGRAMS)
 	    MOE_BIN=$(abspath $(BIN)) \
 	    MOE_TMP=$(abspath $(BUILD))/tmp MOE_MODELS=$(abspath $(MODELS)) \
 	    tests/run.sh $(TEST_BINS)
+
+# tests/test_http_clients runs the OpenAI client library (npm "openai", pinned by
+# tests/http/package-lock.json) from build/http/node_modules: npm ci once,
+# then no network; without node or the network test_http_clients skips those cases.
+HTTP_NODE := build/http/npm-ci.done  # a stamp: npm keeps the packages' own file dates
+$(HTTP_NODE): tests/http/package.json tests/http/package-lock.json
+	@mkdir -p build/http
+	cp tests/http/package.json tests/http/package-lock.json build/http/
+	cd build/http && npm ci --no-audit --no-fund --loglevel=error && touch npm-ci.done || \
+	    echo "make: npm ci in build/http failed: test_http_clients will skip its openai-client cases"
+test: $(HTTP_NODE)
 
 check:
 	$(MAKE) test

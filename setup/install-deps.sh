@@ -19,7 +19,11 @@ packages=(
     clang libclang-rt-14-dev # fuzz/: clang and libFuzzer (libclang_rt.fuzzer-x86_64.a)
     python3-prometheus-client  # tests/test_metrics: the real parser of GET /metrics
     libmicrohttpd-dev        # the coordinator's HTTP API (coordinator/http.c)
+    curl                     # tests/test_http: the raw HTTP protocol
 )
+# tests/test_http: the OpenAI client library (npm "openai") runs on Node.js;
+# any node with npm will do (Debian's, or nodesource's, which includes npm).
+command -v node >/dev/null && command -v npm >/dev/null || packages+=(nodejs npm)
 
 # moe-mpi's ranks mostly wait for each other, so more ranks than cores is
 # normal on a small machine (4 ranks on 2 cores here): let mpirun place them
