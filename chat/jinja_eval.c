@@ -333,9 +333,11 @@ static jv_t *s_ns_get(jns_t *ns, const char *name)
 
 static int s_ns_set(jrender_t *r, jns_t *ns, const char *name, jv_t *v)
 {
-    if (v->kind == JV_CALLER) {
+    /* a namespace outlives frames: nothing that points into one */
+    if (v->kind == JV_CALLER || (v->kind == JV_MACRO && v->env && v->env->parent)) {
         jv_free(v);
-        return jr_fail(r, 0, "caller cannot be stored in a namespace");
+        return jr_fail(r, 0, "a macro defined inside a block or a caller cannot be "
+                       "stored in a namespace");
     }
     jv_t *slot = s_ns_get(ns, name);
     if (slot) {
@@ -806,11 +808,11 @@ static int s_eval_args(jrender_t *r, const node_t *n, int first, jframe_t *f, jv
     return 0;
 }
 
-static int s_call_macro(jrender_t *r, int line, const node_t *m, jv_t *args, char **names,
-                        int n_args, jcaller_t *caller, jframe_t *f, jv_t *out)
+static int s_call_macro(jrender_t *r, int line, const node_t *m, jframe_t *env, jv_t *args,
+                        char **names, int n_args, jcaller_t *caller, jframe_t *f, jv_t *out)
 {
     int n_params = m->n_kids - 1;
-    jframe_t mf = {.parent = s_root(f)};
+    jframe_t mf = {.parent = env ? env : s_root(f)};
     jbuf_t b = {0};
     int rc = -1;
     int pos = 0;
@@ -1035,7 +1037,8 @@ static int s_call(jrender_t *r, int line, jv_t *callee, jv_t *args, char **names
 {
     switch (callee->kind) {
     case JV_MACRO:
-        return s_call_macro(r, line, callee->p, args, names, n_args, caller, f, out);
+        return s_call_macro(r, line, callee->p, callee->env, args, names, n_args, caller, f,
+                            out);
     case JV_CALLER:
         return s_call_caller(r, line, callee->p, args, names, n_args, out);
     case JV_FUNC:
@@ -1467,7 +1470,7 @@ static int s_exec_inner(jrender_t *r, const node_t *n, jframe_t *f, jbuf_t *out)
             return -1;
         return s_assign(r, n->kids[0], f, &v);
     case N_MACRO:
-        v = (jv_t){.kind = JV_MACRO, .p = (void *)n};
+        v = (jv_t){.kind = JV_MACRO, .p = (void *)n, .env = f};
         return s_frame_set(r, f, n->str, &v);
     case N_CALLBLOCK: {
         jcaller_t c = {.block = n, .frame = f};

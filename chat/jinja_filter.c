@@ -513,7 +513,7 @@ int jinja_filter_apply(jrender_t *r, int line, const char *name, jv_t *val, jv_t
         json_t *items = s_items(r, line, val), *sorted = NULL;
         if (!items)
             return -1;
-        int rc = s_sort(r, line, items, attr, -1, rev, cs, &sorted);
+        int rc = name[0] == 'u' ? 0 : s_sort(r, line, items, attr, -1, rev, cs, &sorted);
         if (rc < 0) {
             json_decref(items);
             return -1;
@@ -613,7 +613,8 @@ int jinja_filter_apply(jrender_t *r, int line, const char *name, jv_t *val, jv_t
             p = p > 0 ? 15 : -15;
         double m = pow(10, p), x = jv_num(val) * m;
         const char *how = meth && jv_is_str(meth) ? json_string_value(meth->j) : "common";
-        x = !strcmp(how, "floor") ? floor(x) : !strcmp(how, "ceil") ? ceil(x) : round(x);
+        /* common: Python's round(), halves to even */
+        x = !strcmp(how, "floor") ? floor(x) : !strcmp(how, "ceil") ? ceil(x) : nearbyint(x);
         return s_data(r, json_real(x / m), out);
     }
     if (!strcmp(name, "int") || !strcmp(name, "float")) {

@@ -138,18 +138,20 @@ typedef enum {
     JV_UNDEF,     /* name: what was missing (borrowed, may be NULL) */
     JV_DATA,      /* j: owned JSON value */
     JV_NS,        /* p: jns_t, owned by the render */
-    JV_MACRO,     /* p: N_MACRO node */
+    JV_MACRO,     /* p: N_MACRO node, env: its defining frame */
     JV_CALLER,    /* p: jcaller_t on the C stack of the call block */
     JV_LOOP,      /* p: jloop_t, owned by the render */
     JV_FUNC,      /* name: global function name (static) */
     JV_METHOD,    /* name: method (static); j: owned receiver, or p: jloop_t */
 } jv_kind_t;
 
+typedef struct jframe jframe_t;
 typedef struct jv {
     jv_kind_t kind;
     json_t *j;
     void *p;
     const char *name;
+    jframe_t *env;    /* JV_MACRO: the frame it was defined in */
 } jv_t;
 
 /* A namespace(): attributes in insertion order. */
@@ -167,7 +169,6 @@ typedef struct jloop {
     struct jloop *next;
 } jloop_t;
 
-typedef struct jframe jframe_t;
 typedef struct jcaller {
     const node_t *block; /* N_CALLBLOCK */
     jframe_t *frame;     /* where the call block is */
