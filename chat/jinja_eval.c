@@ -143,6 +143,7 @@ static int s_str_value(jrender_t *r, jbuf_t *b, jv_t *out)
         return s_oom(r);
     }
     json_t *j = json_stringn_nocheck(b->p ? b->p : "", b->len);
+    r->steps += (long)(b->len / JINJA_BYTES_PER_STEP);
     jbuf_free(b);
     if (!j)
         return s_oom(r);
@@ -518,7 +519,7 @@ static int s_slice(jrender_t *r, int line, const jv_t *obj, jv_t *parts, jv_t *o
         mem_free(offs);
         return s_oom(r);
     }
-    for (int64_t i = a; step > 0 ? i < b : i > b; i += step) {
+    for (int64_t i = a; step > 0 ? i < b : i > b;) {
         if (is_str)
             jbuf_add(&sb, s + offs[i], offs[i + 1] - offs[i]);
         else if (json_array_append(arr, json_array_get(obj->j, (size_t)i)) < 0) {
@@ -526,6 +527,8 @@ static int s_slice(jrender_t *r, int line, const jv_t *obj, jv_t *parts, jv_t *o
             mem_free(offs);
             return s_oom(r);
         }
+        if (__builtin_add_overflow(i, step, &i))
+            break;
     }
     mem_free(offs);
     if (is_str)
@@ -571,6 +574,8 @@ static int s_int_result(jrender_t *r, int line, bool overflow, int64_t v, jv_t *
 
 static int s_float_result(jrender_t *r, double v, jv_t *out)
 {
+    if (!isfinite(v))
+        return jr_fail(r, 0, "a float result that is infinite or not a number");
     json_t *j = json_real(v);
     if (!j)
         return s_oom(r);

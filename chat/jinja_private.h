@@ -22,11 +22,15 @@
  * the heap or the CPU. */
 enum {
     JINJA_PARSE_DEPTH_MAX = 200,      /* nested expressions + blocks at parse */
+    JINJA_TREE_HEIGHT_MAX = 1000,     /* syntax tree height (chains: a|f|g..., a+b+c...) */
     JINJA_EVAL_DEPTH_MAX = 600,       /* nested evaluation (macro recursion included) */
     JINJA_STEPS_MAX = 4000000,        /* node evaluations per render */
     JINJA_RANGE_MAX = 100000,         /* elements of one range() */
 };
-#define JINJA_OUTPUT_MAX ((size_t)64 << 20) /* bytes of any one string or output */
+#define JINJA_OUTPUT_MAX ((size_t)16 << 20) /* bytes of any one string or output */
+/* Every JINJA_BYTES_PER_STEP bytes of string a render makes count as one
+ * evaluation step, so that CPU time is bounded by bytes too. */
+enum { JINJA_BYTES_PER_STEP = 64 };
 
 /* ---- growable byte buffer ---------------------------------------------- */
 typedef struct jbuf {
@@ -120,6 +124,7 @@ struct node {
     char **names;     /* parallel to kids or NULL; owned */
     int *ops;         /* N_COMPARE: n_kids - 1 operators */
     int n_kids;
+    int height;       /* of the subtree: 1 for a leaf */
 };
 
 /* Parses tokens into a template body (N_BODY). NULL with err "line N: ..."
