@@ -118,7 +118,7 @@ PROGRAMS := $(BIN)/moe-run $(BIN)/moe-mkmodel $(BIN)/moe-expert $(BIN)/moe-coord
 PROGRAMS += $(BIN)/moe-template
 
 $(BIN)/moe-run:     $(OBJ)/tools/moe_run.o $(LIBS_ALL)
-$(BIN)/moe-mkmodel: $(OBJ)/tools/moe_mkmodel.o $(LIB_TOKENIZER) $(LIBS_ALL)
+$(BIN)/moe-mkmodel: $(OBJ)/tools/moe_mkmodel.o $(LIB_TOKENIZER) $(LIB_CHAT) $(LIBS_ALL)
 $(BIN)/moe-mkmodel: LDLIBS += $(TOKENIZER_LIBS)  # it trains the model's tokenizer
 $(BIN)/moe-expert:  $(OBJ)/expert_node/node_main.o $(LIBS_NET)
 $(BIN)/moe-coordinator: $(OBJ)/coordinator/coord_main.o $(LIBS_NET)
