@@ -133,7 +133,7 @@ static jframe_t *s_root(jframe_t *f)
 static int s_str_value(jrender_t *r, jbuf_t *b, jv_t *out)
 {
     if (b->failed) {
-        bool big = b->len > 0 || b->cap == 0;
+        bool big = !b->oom;
         jbuf_free(b);
         if (big && !r->failed) {
             r->failed = true;
@@ -1518,7 +1518,7 @@ static int s_exec(jrender_t *r, const node_t *n, jframe_t *f, jbuf_t *out)
     int rc = s_exec_inner(r, n, f, out);
     r->depth--;
     if (rc >= 0 && out->failed) {
-        if (out->len > 0)
+        if (!out->oom)
             return jr_fail(r, n->line, "output longer than %zu bytes", JINJA_OUTPUT_MAX);
         return s_oom(r);
     }

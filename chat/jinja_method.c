@@ -728,7 +728,7 @@ int jinja_str_format(jrender_t *r, int line, const char *fmt, size_t len, const 
             else {
                 char *w = NULL;
                 if (asprintf(&w, spec, sv.p ? sv.p : "") < 0)
-                    b.failed = true;
+                    b.failed = b.oom = true;
                 else
                     jbuf_adds(&b, w);
                 free(w);

@@ -37,6 +37,7 @@ typedef struct jbuf {
     char *p;
     size_t len, cap;
     bool failed;      /* out of memory or over JINJA_OUTPUT_MAX: contents cut */
+    bool oom;         /* ... out of memory */
 } jbuf_t;
 
 void jbuf_add(jbuf_t *b, const char *s, size_t n);

@@ -25,7 +25,7 @@ void jbuf_add(jbuf_t *b, const char *s, size_t n)
             cap *= 2;
         char *p = mem_realloc(b->p, cap);
         if (!p) {
-            b->failed = true;
+            b->failed = b->oom = true;
             return;
         }
         b->p = p;
