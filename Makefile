@@ -121,7 +121,7 @@ PROGRAMS := $(BIN)/moe-run $(BIN)/moe-mkmodel $(BIN)/moe-expert $(BIN)/moe-coord
 PROGRAMS += $(BIN)/moe-template
 
 $(BIN)/moe-run:     $(OBJ)/tools/moe_run.o $(LIBS_ALL)
-$(BIN)/moe-mkmodel: $(OBJ)/tools/moe_mkmodel.o $(LIB_TOKENIZER) $(LIBS_ALL)
+$(BIN)/moe-mkmodel: $(OBJ)/tools/moe_mkmodel.o $(LIB_TOKENIZER) $(LIB_CHAT) $(LIBS_ALL)
 $(BIN)/moe-mkmodel: LDLIBS += $(TOKENIZER_LIBS)  # it trains the model's tokenizer
 $(BIN)/moe-expert:  $(OBJ)/expert_node/node_main.o $(LIBS_NET)
 $(BIN)/moe-coordinator: $(OBJ)/coordinator/coord_main.o $(LIBS_NET)
@@ -201,6 +201,7 @@ test: $(TEST_BINS) $(PROGRAMS)
 	    "write a 2.4 GB model to $(MODELS)/mixtral-medium, kept for later runs" \
 	    "(make clean-models removes it)"
 	MOE_FIXTURES=$(abspath $(SHARED))/fixtures MOE_TOKENIZERS=$(abspath $(SHARED))/tokenizers \
+	    MOE_CHAT_TEMPLATES=$(abspath $(SHARED))/chat-templates \
 	    MOE_BIN=$(abspath $(BIN)) \
 	    MOE_TMP=$(abspath $(BUILD))/tmp MOE_MODELS=$(abspath $(MODELS)) \
 	    tests/run.sh $(TEST_BINS)

@@ -76,7 +76,8 @@ static const char s_deepseek[] =
     "{%- endfor -%}\n"
     "{%- if add_generation_prompt -%}{{- '<\xef\xbd\x9c" "Assistant\xef\xbd\x9c>' -}}{%- endif -%}\n";
 
-/* gpt-oss: harmony-like <|start|>role<|message|>text<|end|>. */
+/* gpt-oss: harmony-like <|start|>role<|message|>text<|end|>; an answer ends
+ * with eos_token (harmony's <|return|>). */
 static const char s_gpt_oss[] =
     "{{- '<|start|>system<|message|>You are a helpful assistant.\\nCurrent date: ' ~ strftime_now('%Y-%m-%d') ~ '<|end|>' -}}\n"
     "{%- for message in messages -%}\n"
@@ -84,7 +85,7 @@ static const char s_gpt_oss[] =
     "        {{- '<|start|>developer<|message|># Instructions\\n\\n' ~ " CONTENT " ~ '<|end|>' -}}\n"
     "    {%- elif message.role == 'assistant' -%}\n"
     "        {{- '<|start|>assistant<|channel|>final<|message|>' ~ " CONTENT " -}}\n"
-    "        {{- eos_token if loop.last else '<|end|>' -}}\n"
+    "        {{- eos_token -}}\n"
     "    {%- else -%}\n"
     "        {{- '<|start|>' ~ message.role ~ '<|message|>' ~ " CONTENT " ~ '<|end|>' -}}\n"
     "    {%- endif -%}\n"

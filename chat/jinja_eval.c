@@ -133,7 +133,7 @@ static jframe_t *s_root(jframe_t *f)
 static int s_str_value(jrender_t *r, jbuf_t *b, jv_t *out)
 {
     if (b->failed) {
-        bool big = b->len > 0 || b->cap == 0;
+        bool big = !b->oom;
         jbuf_free(b);
         if (big && !r->failed) {
             r->failed = true;
@@ -143,6 +143,7 @@ static int s_str_value(jrender_t *r, jbuf_t *b, jv_t *out)
         return s_oom(r);
     }
     json_t *j = json_stringn_nocheck(b->p ? b->p : "", b->len);
+    r->steps += (long)(b->len / JINJA_BYTES_PER_STEP);
     jbuf_free(b);
     if (!j)
         return s_oom(r);
@@ -333,9 +334,11 @@ static jv_t *s_ns_get(jns_t *ns, const char *name)
 
 static int s_ns_set(jrender_t *r, jns_t *ns, const char *name, jv_t *v)
 {
-    if (v->kind == JV_CALLER) {
+    /* a namespace outlives frames: nothing that points into one */
+    if (v->kind == JV_CALLER || (v->kind == JV_MACRO && v->env && v->env->parent)) {
         jv_free(v);
-        return jr_fail(r, 0, "caller cannot be stored in a namespace");
+        return jr_fail(r, 0, "a macro defined inside a block or a caller cannot be "
+                       "stored in a namespace");
     }
     jv_t *slot = s_ns_get(ns, name);
     if (slot) {
@@ -516,7 +519,7 @@ static int s_slice(jrender_t *r, int line, const jv_t *obj, jv_t *parts, jv_t *o
         mem_free(offs);
         return s_oom(r);
     }
-    for (int64_t i = a; step > 0 ? i < b : i > b; i += step) {
+    for (int64_t i = a; step > 0 ? i < b : i > b;) {
         if (is_str)
             jbuf_add(&sb, s + offs[i], offs[i + 1] - offs[i]);
         else if (json_array_append(arr, json_array_get(obj->j, (size_t)i)) < 0) {
@@ -524,6 +527,8 @@ static int s_slice(jrender_t *r, int line, const jv_t *obj, jv_t *parts, jv_t *o
             mem_free(offs);
             return s_oom(r);
         }
+        if (__builtin_add_overflow(i, step, &i))
+            break;
     }
     mem_free(offs);
     if (is_str)
@@ -569,6 +574,8 @@ static int s_int_result(jrender_t *r, int line, bool overflow, int64_t v, jv_t *
 
 static int s_float_result(jrender_t *r, double v, jv_t *out)
 {
+    if (!isfinite(v))
+        return jr_fail(r, 0, "a float result that is infinite or not a number");
     json_t *j = json_real(v);
     if (!j)
         return s_oom(r);
@@ -806,11 +813,11 @@ static int s_eval_args(jrender_t *r, const node_t *n, int first, jframe_t *f, jv
     return 0;
 }
 
-static int s_call_macro(jrender_t *r, int line, const node_t *m, jv_t *args, char **names,
-                        int n_args, jcaller_t *caller, jframe_t *f, jv_t *out)
+static int s_call_macro(jrender_t *r, int line, const node_t *m, jframe_t *env, jv_t *args,
+                        char **names, int n_args, jcaller_t *caller, jframe_t *f, jv_t *out)
 {
     int n_params = m->n_kids - 1;
-    jframe_t mf = {.parent = s_root(f)};
+    jframe_t mf = {.parent = env ? env : s_root(f)};
     jbuf_t b = {0};
     int rc = -1;
     int pos = 0;
@@ -1035,7 +1042,8 @@ static int s_call(jrender_t *r, int line, jv_t *callee, jv_t *args, char **names
 {
     switch (callee->kind) {
     case JV_MACRO:
-        return s_call_macro(r, line, callee->p, args, names, n_args, caller, f, out);
+        return s_call_macro(r, line, callee->p, callee->env, args, names, n_args, caller, f,
+                            out);
     case JV_CALLER:
         return s_call_caller(r, line, callee->p, args, names, n_args, out);
     case JV_FUNC:
@@ -1467,7 +1475,7 @@ static int s_exec_inner(jrender_t *r, const node_t *n, jframe_t *f, jbuf_t *out)
             return -1;
         return s_assign(r, n->kids[0], f, &v);
     case N_MACRO:
-        v = (jv_t){.kind = JV_MACRO, .p = (void *)n};
+        v = (jv_t){.kind = JV_MACRO, .p = (void *)n, .env = f};
         return s_frame_set(r, f, n->str, &v);
     case N_CALLBLOCK: {
         jcaller_t c = {.block = n, .frame = f};
@@ -1510,7 +1518,7 @@ static int s_exec(jrender_t *r, const node_t *n, jframe_t *f, jbuf_t *out)
     int rc = s_exec_inner(r, n, f, out);
     r->depth--;
     if (rc >= 0 && out->failed) {
-        if (out->len > 0)
+        if (!out->oom)
             return jr_fail(r, n->line, "output longer than %zu bytes", JINJA_OUTPUT_MAX);
         return s_oom(r);
     }

@@ -62,6 +62,29 @@ static const jv_t *s_arg(jv_t *args, char **names, int n, int pos, const char *k
 
 static bool s_arg_bool(const jv_t *a, bool def) { return a ? jv_truth(a) : def; }
 
+static int s_real(jrender_t *r, int line, double d, jv_t *out)
+{
+    if (!isfinite(d))
+        return jr_fail(r, line, "a float result that is infinite or not a number");
+    json_t *j = json_real(d);
+    if (!j)
+        return jinja_oom(r);
+    *out = jv_data(j);
+    return 0;
+}
+
+/* An integer from a float, as Python's int(): truncated; -1 when out of range. */
+static int s_trunc(jrender_t *r, int line, double d, jv_t *out)
+{
+    if (!(d > -9.2233720368547758e18 && d < 9.2233720368547758e18))
+        return jr_fail(r, line, "integer out of range");
+    json_t *j = json_integer((json_int_t)trunc(d));
+    if (!j)
+        return jinja_oom(r);
+    *out = jv_data(j);
+    return 0;
+}
+
 static int s_data(jrender_t *r, json_t *j, jv_t *out)
 {
     if (!j)
@@ -513,7 +536,7 @@ int jinja_filter_apply(jrender_t *r, int line, const char *name, jv_t *val, jv_t
         json_t *items = s_items(r, line, val), *sorted = NULL;
         if (!items)
             return -1;
-        int rc = s_sort(r, line, items, attr, -1, rev, cs, &sorted);
+        int rc = name[0] == 'u' ? 0 : s_sort(r, line, items, attr, -1, rev, cs, &sorted);
         if (rc < 0) {
             json_decref(items);
             return -1;
@@ -583,10 +606,28 @@ int jinja_filter_apply(jrender_t *r, int line, const char *name, jv_t *val, jv_t
                 json_decref(items);
                 return jr_fail(r, line, "sum() of values that are not numbers");
             }
+            int64_t isum = 0;
+            bool ovf = jv_is_int(&acc) && jv_is_int(term) &&
+                       __builtin_add_overflow(jv_int(&acc), jv_int(term), &isum);
+            double fsum = jv_num(&acc) + jv_num(term);
+            if (ovf || !isfinite(fsum)) {
+                jv_free(&e);
+                jv_free(&x);
+                jv_free(&acc);
+                json_decref(items);
+                return jr_fail(r, line, "sum() out of range");
+            }
             if (jv_is_int(&acc) && jv_is_int(term))
-                s = jv_data(json_integer(jv_int(&acc) + jv_int(term)));
+                s = jv_data(json_integer(isum));
             else
-                s = jv_data(json_real(jv_num(&acc) + jv_num(term)));
+                s = jv_data(json_real(fsum));
+            if (!s.j) {
+                jv_free(&e);
+                jv_free(&x);
+                jv_free(&acc);
+                json_decref(items);
+                return jinja_oom(r);
+            }
             jv_free(&e);
             jv_free(&x);
             jv_free(&acc);
@@ -599,9 +640,12 @@ int jinja_filter_apply(jrender_t *r, int line, const char *name, jv_t *val, jv_t
     if (!strcmp(name, "abs")) {
         if (!jv_is_num(val))
             return jr_fail(r, line, "bad operand type for abs(): '%s'", jv_type_name(val));
-        if (jv_is_int(val))
+        if (jv_is_int(val)) {
+            if (jv_int(val) == INT64_MIN)
+                return jr_fail(r, line, "integer overflow");
             return s_data(r, json_integer(llabs(jv_int(val))), out);
-        return s_data(r, json_real(fabs(jv_num(val))), out);
+        }
+        return s_real(r, line, fabs(jv_num(val)), out);
     }
     if (!strcmp(name, "round")) {
         if (!jv_is_num(val))
@@ -613,18 +657,20 @@ int jinja_filter_apply(jrender_t *r, int line, const char *name, jv_t *val, jv_t
             p = p > 0 ? 15 : -15;
         double m = pow(10, p), x = jv_num(val) * m;
         const char *how = meth && jv_is_str(meth) ? json_string_value(meth->j) : "common";
-        x = !strcmp(how, "floor") ? floor(x) : !strcmp(how, "ceil") ? ceil(x) : round(x);
-        return s_data(r, json_real(x / m), out);
+        /* common: Python's round(), halves to even */
+        x = !strcmp(how, "floor") ? floor(x) : !strcmp(how, "ceil") ? ceil(x) : nearbyint(x);
+        if (!isfinite(x)) /* too many digits asked: the value itself */
+            return s_real(r, line, jv_num(val), out);
+        return s_real(r, line, x / m, out);
     }
     if (!strcmp(name, "int") || !strcmp(name, "float")) {
         bool to_int = name[0] == 'i';
         const jv_t *def = s_arg(args, names, n_args, 0, "default");
         if (jv_is_num(val)) {
             if (to_int)
-                return s_data(r, jv_is_int(val) ? json_integer(jv_int(val))
-                                                : json_integer((json_int_t)trunc(jv_num(val))),
-                              out);
-            return s_data(r, json_real(jv_num(val)), out);
+                return jv_is_int(val) ? s_data(r, json_integer(jv_int(val)), out)
+                                      : s_trunc(r, line, jv_num(val), out);
+            return s_real(r, line, jv_num(val), out);
         }
         if (jv_is_str(val)) {
             const char *s = json_string_value(val->j);
@@ -641,14 +687,13 @@ int jinja_filter_apply(jrender_t *r, int line, const char *name, jv_t *val, jv_t
             while (*end == ' ' || *end == '\t' || *end == '\n')
                 end++;
             if (*s && !*end && errno == 0 && isfinite(d))
-                return s_data(r, to_int ? json_integer((json_int_t)trunc(d)) : json_real(d),
-                              out);
+                return to_int ? s_trunc(r, line, d, out) : s_real(r, line, d, out);
         }
         if (def) {
             *out = jv_copy(def);
             return 0;
         }
-        return s_data(r, to_int ? json_integer(0) : json_real(0.0), out);
+        return to_int ? s_data(r, json_integer(0), out) : s_real(r, line, 0.0, out);
     }
     if (!strcmp(name, "format")) {
         jv_t fmt;

@@ -105,16 +105,8 @@ static int s_split(jrender_t *r, int line, const char *s, size_t len, jv_t *args
                 }
                 if (i >= len)
                     break;
-                if (maxsplit >= 0 && done >= maxsplit) {
-                    size_t e = len;
-                    while (e > i) {
-                        size_t k = s_prev(s, e);
-                        ustr_next(s, len, k, &cp);
-                        if (!ustr_isspace(cp))
-                            break;
-                        e = k;
-                    }
-                    rc = json_array_append_new(parts, s_strn(s + i, e - i));
+                if (maxsplit >= 0 && done >= maxsplit) { /* the rest, as is */
+                    rc = json_array_append_new(parts, s_strn(s + i, len - i));
                     break;
                 }
                 size_t st = i;
@@ -141,14 +133,7 @@ static int s_split(jrender_t *r, int line, const char *s, size_t len, jv_t *args
                 if (e == 0)
                     break;
                 if (maxsplit >= 0 && done >= maxsplit) {
-                    size_t st = 0;
-                    while (st < e) {
-                        size_t j = ustr_next(s, len, st, &cp);
-                        if (!ustr_isspace(cp))
-                            break;
-                        st = j;
-                    }
-                    rc = json_array_append_new(rev, s_strn(s + st, e - st));
+                    rc = json_array_append_new(rev, s_strn(s, e));
                     break;
                 }
                 size_t st = e;
@@ -743,7 +728,7 @@ int jinja_str_format(jrender_t *r, int line, const char *fmt, size_t len, const 
             else {
                 char *w = NULL;
                 if (asprintf(&w, spec, sv.p ? sv.p : "") < 0)
-                    b.failed = true;
+                    b.failed = b.oom = true;
                 else
                     jbuf_adds(&b, w);
                 free(w);

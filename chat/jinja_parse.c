@@ -5,6 +5,7 @@
  * (JINJA_PARSE_DEPTH_MAX) so that a hostile template cannot overflow the stack.
  */
 #include <errno.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -118,12 +119,20 @@ static node_t *s_node(parser_t *p, node_type_t type, int line)
         return s_oom(p);
     n->type = type;
     n->line = line;
+    n->height = 1;
     return n;
 }
 
 /* Appends kid (may be NULL when the type allows) with an optional name. */
 static int s_add(parser_t *p, node_t *n, node_t *kid, const char *name)
 {
+    if (kid && kid->height >= JINJA_TREE_HEIGHT_MAX) {
+        jinja_node_free(kid);
+        s_fail(p, "expression or blocks nested deeper than %d levels", JINJA_TREE_HEIGHT_MAX);
+        return -1;
+    }
+    if (kid && kid->height + 1 > n->height)
+        n->height = kid->height + 1;
     node_t **kids = mem_realloc(n->kids, (size_t)(n->n_kids + 1) * sizeof *kids);
     if (!kids)
         goto oom;
@@ -286,6 +295,8 @@ static node_t *s_primary(parser_t *p)
         s_next(p);
         return s_const(p, json_integer(t->i), line);
     case TK_FLOAT:
+        if (!isfinite(t->f))
+            return s_fail(p, "number out of range");
         s_next(p);
         return s_const(p, json_real(t->f), line);
     case TK_OP:

@@ -22,17 +22,22 @@
  * the heap or the CPU. */
 enum {
     JINJA_PARSE_DEPTH_MAX = 200,      /* nested expressions + blocks at parse */
+    JINJA_TREE_HEIGHT_MAX = 1000,     /* syntax tree height (chains: a|f|g..., a+b+c...) */
     JINJA_EVAL_DEPTH_MAX = 600,       /* nested evaluation (macro recursion included) */
     JINJA_STEPS_MAX = 4000000,        /* node evaluations per render */
     JINJA_RANGE_MAX = 100000,         /* elements of one range() */
 };
-#define JINJA_OUTPUT_MAX ((size_t)64 << 20) /* bytes of any one string or output */
+#define JINJA_OUTPUT_MAX ((size_t)16 << 20) /* bytes of any one string or output */
+/* Every JINJA_BYTES_PER_STEP bytes of string a render makes count as one
+ * evaluation step, so that CPU time is bounded by bytes too. */
+enum { JINJA_BYTES_PER_STEP = 64 };
 
 /* ---- growable byte buffer ---------------------------------------------- */
 typedef struct jbuf {
     char *p;
     size_t len, cap;
     bool failed;      /* out of memory or over JINJA_OUTPUT_MAX: contents cut */
+    bool oom;         /* ... out of memory */
 } jbuf_t;
 
 void jbuf_add(jbuf_t *b, const char *s, size_t n);
@@ -120,6 +125,7 @@ struct node {
     char **names;     /* parallel to kids or NULL; owned */
     int *ops;         /* N_COMPARE: n_kids - 1 operators */
     int n_kids;
+    int height;       /* of the subtree: 1 for a leaf */
 };
 
 /* Parses tokens into a template body (N_BODY). NULL with err "line N: ..."
@@ -138,18 +144,20 @@ typedef enum {
     JV_UNDEF,     /* name: what was missing (borrowed, may be NULL) */
     JV_DATA,      /* j: owned JSON value */
     JV_NS,        /* p: jns_t, owned by the render */
-    JV_MACRO,     /* p: N_MACRO node */
+    JV_MACRO,     /* p: N_MACRO node, env: its defining frame */
     JV_CALLER,    /* p: jcaller_t on the C stack of the call block */
     JV_LOOP,      /* p: jloop_t, owned by the render */
     JV_FUNC,      /* name: global function name (static) */
     JV_METHOD,    /* name: method (static); j: owned receiver, or p: jloop_t */
 } jv_kind_t;
 
+typedef struct jframe jframe_t;
 typedef struct jv {
     jv_kind_t kind;
     json_t *j;
     void *p;
     const char *name;
+    jframe_t *env;    /* JV_MACRO: the frame it was defined in */
 } jv_t;
 
 /* A namespace(): attributes in insertion order. */
@@ -167,7 +175,6 @@ typedef struct jloop {
     struct jloop *next;
 } jloop_t;
 
-typedef struct jframe jframe_t;
 typedef struct jcaller {
     const node_t *block; /* N_CALLBLOCK */
     jframe_t *frame;     /* where the call block is */

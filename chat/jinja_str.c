@@ -25,7 +25,7 @@ void jbuf_add(jbuf_t *b, const char *s, size_t n)
             cap *= 2;
         char *p = mem_realloc(b->p, cap);
         if (!p) {
-            b->failed = true;
+            b->failed = b->oom = true;
             return;
         }
         b->p = p;
@@ -121,6 +121,8 @@ static void s_map(jbuf_t *b, const char *s, size_t len, int mode)
         size_t j = ustr_next(s, len, i, &cp);
         if (j - i == 1 && (unsigned char)s[i] >= 0x80) { /* invalid byte: kept */
             jbuf_add(b, s + i, 1);
+        } else if (mode && cp == 0xdf) { /* Python's full case mapping: ß -> SS */
+            jbuf_add(b, "SS", 2);
         } else {
             ustr_put_cp(b, mode ? utf8proc_toupper(cp) : utf8proc_tolower(cp));
         }

@@ -369,7 +369,7 @@ static int s_tojson(jbuf_t *b, const json_t *j, const tojson_opts_t *o, int leve
         }
         const char **keys = mem_alloc(n * sizeof *keys);
         if (!keys) {
-            b->failed = true;
+            b->failed = b->oom = true;
             return 0;
         }
         size_t k = 0;

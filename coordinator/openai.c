@@ -768,12 +768,39 @@ int openai_out_token(openai_out_t *self, const sched_event_t *ev, openai_buf_t *
                   false, buf);
 }
 
+/* The text the stream decoder held back to the end (an unfinished
+ * character, shown as U+FFFD) goes with the last token, so that the tokens
+ * still spell the text. */
+static void s_logprobs_tail(openai_out_t *self, const char *text, size_t len)
+{
+    json_t *last = NULL;
+    const char *key = "token";
+    if (s_chat(self) && self->logprobs)
+        last = json_array_get(self->logprobs, json_array_size(self->logprobs) - 1);
+    json_t *s = last ? json_object_get(last, key)
+                     : self->lp_tokens ? json_array_get(self->lp_tokens,
+                                                        json_array_size(self->lp_tokens) - 1)
+                                       : NULL;
+    if (!json_is_string(s) || len == 0)
+        return;
+    openai_buf_t b = {0};
+    openai_buf_add(&b, json_string_value(s), json_string_length(s));
+    openai_buf_add(&b, text, len);
+    if (!b.oom)
+        json_string_setn(s, b.p, b.len);
+    if (last && !b.oom)
+        json_object_set_new(last, "bytes", s_bytes(b.p));
+    openai_buf_free(&b);
+}
+
 void openai_out_done(openai_out_t *self, const sched_event_t *ev, openai_buf_t *buf)
 {
     if (self->finished)
         return;
     if (ev->prompt_tokens > 0)
         self->n_prompt = ev->prompt_tokens;
+    if (!self->req->stream && self->req->logprobs && ev->text)
+        s_logprobs_tail(self, ev->text, ev->text_len);
     if (s_text(self, ev->text ? ev->text : "", ev->text_len, NULL, true, buf) == 1)
         return;
     s_finish(self, s_finish_name(ev->finish_reason), buf);

@@ -494,6 +494,11 @@ static json_t *s_config_json(const trainer_opts_t *o)
         json_decref(root);
         root = NULL;
     }
+    if (root && o->chat_template &&
+        json_object_set_new(root, "chat_template", json_string(o->chat_template)) < 0) {
+        json_decref(root);
+        root = NULL;
+    }
     return root;
 }
 

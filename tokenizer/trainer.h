@@ -55,6 +55,8 @@ typedef struct trainer_opts {
     int64_t model_max_length;   /* tokenizer_config.json's; 0: not written */
     int fill_words;             /* 1: the ids after the merges are filler
                                    words; 0: reserved special tokens */
+    const char *chat_template;  /* tokenizer_config.json's "chat_template"
+                                   (Jinja text), or NULL: none written */
 } trainer_opts_t;
 
 typedef struct trainer_stats {

@@ -29,6 +29,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "chat/chat_template.h"
 #include "core/arg.h"
 #include "core/err.h"
 #include "core/mem.h"
@@ -205,6 +206,7 @@ int main(int argc, char **argv)
         .eos = 2,
         .model_max_length = cfg.max_position_embeddings,
         .fill_words = 1, /* a random model prints words, not empty reserved ids */
+        .chat_template = chat_template_for_family(arch), /* for /v1/chat/completions */
     };
     cfg.bos_token_id = topts.bos;
     cfg.n_eos = 1;
