@@ -681,8 +681,8 @@ static void test_chat(void **state)
     /* an unsupported construct: refused at start */
     char model[1024], path[1200], cmd[4096];
     testutil_make_model(s_tmp, "tiny-badtpl", "tiny", 6, model, sizeof model);
-    snprintf(path, sizeof path, "%s/chat_template.jinja", model);
-    const char *tpl = "{{ messages[0]['content'] | wordwrap(5) }}";
+    snprintf(path, sizeof path, "%s/tokenizer_config.json", model);
+    const char *tpl = "{\"chat_template\": \"{{ messages[0]['content'] | wordwrap(5) }}\"}";
     assert_int_equal(testutil_write_file(path, tpl, strlen(tpl)), 0);
     snprintf(cmd, sizeof cmd, "MOE_START_TIMEOUT=60 cluster/local.sh up --model '%s' --nodes 1 "
              "--run-dir '%s/badtpl' --http 127.0.0.1:0 2>&1; "
