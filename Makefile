@@ -262,6 +262,7 @@ FUZZ_CC      ?= clang
 FUZZ_SECONDS ?= 60
 FUZZ_SMOKE_SECONDS ?= 8
 FUZZ_TARGETS := data_plane client_rpc config safetensors tokenizer template
+FUZZ_TARGETS += http  # coordinator/openai: the HTTP API's request parser and responses
 FUZZ_DIR     := build/fuzz
 FUZZ_OBJ     := $(FUZZ_DIR)/obj
 FUZZ_BINS    := $(addprefix $(FUZZ_DIR)/fuzz_,$(FUZZ_TARGETS))
@@ -288,6 +289,7 @@ $(FUZZ_DIR)/lib/%.a:
 $(FUZZ_DIR)/fuzz_data_plane $(FUZZ_DIR)/fuzz_client_rpc: $(FUZZ_LIB_WIRE)
 $(FUZZ_DIR)/fuzz_config $(FUZZ_DIR)/fuzz_safetensors: $(FUZZ_LIB_MODEL)
 $(FUZZ_DIR)/fuzz_tokenizer: $(FUZZ_LIB_TOKENIZER)
+$(FUZZ_DIR)/fuzz_http: $(call fuzz_obj,coordinator/openai.c) $(FUZZ_LIB_TOKENIZER)
 $(FUZZ_DIR)/fuzz_template: $(FUZZ_LIB_CHAT)
 $(FUZZ_BINS): $(FUZZ_DIR)/fuzz_%: $(FUZZ_OBJ)/fuzz/fuzz_%.o $(FUZZ_LIB_CORE)
 	$(FUZZ_CC) $(FUZZ_SAN) -fsanitize=fuzzer -o $@ $(filter %.o,$^) \

@@ -775,9 +775,30 @@ static void test_curl_errors(void **state)
         s_expect_error(&r, errs[i].status, errs[i].what);
         s_resp_free(&r);
     }
+    /* A body over the server's limit (2 MB of prompt): 413. */
+    char big[1200];
+    snprintf(big, sizeof big, "%s/big.json", s_tmp);
+    size_t nbig = (size_t)2 << 20;
+    char *text = malloc(nbig);
+    assert_non_null(text);
+    int k = snprintf(text, nbig, "{\"model\":\"%s\",\"max_tokens\":1,\"prompt\":\"", s_model_id);
+    memset(text + k, 'a', nbig - (size_t)k - 2);
+    memcpy(text + nbig - 2, "\"}", 2);
+    assert_int_equal(testutil_write_file(big, text, nbig), 0);
+    free(text);
+    snprintf(args, sizeof args, "-H 'Authorization: Bearer " API_KEY "' -H "
+             "'Content-Type: application/json' --data-binary @'%s' '%s/v1/completions'", big,
+             s_url);
+    int status = s_curl("too-large", args, &head, &body);
+    s_resp_t r = {.status = status, .head = head, .body = body, .json = json_loads(body, 0, NULL)};
+    for (char *p = r.head; *p; p++)
+        *p = (char)tolower((unsigned char)*p);
+    printf("  curl 2 MB body: %d %.200s\n", status, body);
+    s_expect_error(&r, 413, "2 MB body");
+    s_resp_free(&r);
     /* /health: 200 with every expert live. */
     snprintf(args, sizeof args, "'%s/health'", s_url);
-    int status = s_curl("health", args, &head, &body);
+    status = s_curl("health", args, &head, &body);
     printf("  curl /health: %d %.200s\n", status, body);
     assert_int_equal(status, 200);
     free(head);
