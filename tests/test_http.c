@@ -608,6 +608,30 @@ static const char *s_content_of(json_t *o)
         "content"));
 }
 
+/* A request past --deadline-ms: 504 with an OpenAI body (whole), an error
+ * chunk then [DONE] (streamed, once its headers went out). */
+static void test_deadline(void **state)
+{
+    (void)state;
+    localcluster_t lc;
+    localcluster_start(&lc, s_model, 1, s_tmp, "deadline", "--http 127.0.0.1:0 --deadline-ms 1");
+    const int port = s_port(&lc);
+    http_resp_t r = s_http(port, "POST", "/v1/completions", NULL,
+                           "{\"prompt\":[1,2,3],\"max_tokens\":400,\"ignore_eos\":true}");
+    s_expect_error(&r, 504);
+    free(r.raw);
+    r = s_http(port, "POST", "/v1/completions", NULL,
+               "{\"prompt\":[1,2,3],\"max_tokens\":400,\"ignore_eos\":true,\"stream\":true}");
+    if (r.status == 200) /* accepted before the deadline passed: the error comes in the stream */
+        assert_non_null(strstr(r.body, "data: {\"error\":"));
+    else
+        s_expect_error(&r, 504);
+    assert_non_null(strstr(r.body, r.status == 200 ? "data: [DONE]" : "deadline"));
+    free(r.raw);
+    s_expect_idle(lc.endpoint);
+    localcluster_stop(&lc);
+}
+
 /* Chat: rendered with the model's template; whole = streamed; logprobs in
  * chat's shape; raise_exception is a 400 with its message. A template the
  * interpreter cannot handle stops the start, naming the construct. */
@@ -705,6 +729,7 @@ int main(void)
         cmocka_unit_test(test_disconnect_and_busy),
         cmocka_unit_test(test_metrics_and_health),
         cmocka_unit_test(test_chat),
+        cmocka_unit_test(test_deadline),
     };
     return cmocka_run_group_tests(tests, s_setup, testutil_tmpdir_teardown);
 }
