@@ -131,7 +131,8 @@ static const char s_status_usage[] =
     "                      requests_served, nodes [{node_id, endpoint, up,\n"
     "                      experts [[layer, expert], ...], batches, rtt_last_ms,\n"
     "                      rtt_mean_ms, last_error}], expert_tokens [[per expert]\n"
-    "                      per layer]\n"
+    "                      per layer], metrics {the server's counters, as GET\n"
+    "                      /metrics has them: docs/HTTP.md}\n"
     "  --help              this text\n";
 
 /* --timeout SECONDS, an integer or decimal number > 0, as milliseconds (at

@@ -77,6 +77,7 @@ struct http {
     void *render_ctx;
     char no_template_why[256];
     long started;
+    bool stopping;                /* http_destroy began: the loop answers no more */
 };
 
 /* ---- connections ------------------------------------------------------------------ */
@@ -161,7 +162,7 @@ static int s_wait_for(http_t *self, conn_t *c, conn_state_t state)
 {
     while (c->state < state) {
         s_nap(self, c);
-        if (c->state < state && s_hung_up(c->fd)) {
+        if (c->state < state && (s_hung_up(c->fd) || self->stopping)) {
             s_gone(self, c);
             return -1;
         }
@@ -223,7 +224,8 @@ static ssize_t s_read(void *cls, uint64_t pos, char *buf, size_t max)
             break;
         }
         s_nap(self, c);
-        if (c->resp.len == 0 && c->state != CONN_DONE && s_hung_up(c->fd)) {
+        if (c->resp.len == 0 && c->state != CONN_DONE &&
+            (s_hung_up(c->fd) || self->stopping)) {
             s_gone(self, c);
             n = MHD_CONTENT_READER_END_WITH_ERROR;
             break;
@@ -460,6 +462,8 @@ static int s_deliver(void *ctx, const sched_event_t *ev)
 /* Queues c for the loop in a free slot (under mu); -1 when there is none. */
 static int s_queue(http_t *self, conn_t *c, item_kind_t kind)
 {
+    if (self->stopping)
+        return -1;
     int slot = -1;
     for (int i = 0; i < self->n_slots && slot < 0; i++)
         if (!self->slots[i])
@@ -795,6 +799,7 @@ void http_destroy(http_t **self_p)
     if (self->daemon) {
         /* Wake the connections waiting on the loop: it will not answer now. */
         pthread_mutex_lock(&self->mu);
+        self->stopping = true;
         for (int i = 0; i < self->n_slots; i++)
             if (self->slots[i] && self->slots[i]->state != CONN_DONE) {
                 self->slots[i]->gone = true;

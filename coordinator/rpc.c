@@ -14,8 +14,10 @@
 
 enum { MAX_REQUESTS_PER_TURN = 256 }; /* requests taken between two steps */
 
-_Static_assert((int)SCHED_CLIENT_ID_MAX >= (int)WIRE_MAX_IDENTITY, "a routing id fits a sched client");
-_Static_assert((int)SCHED_CLIENT_USER_MAX >= (int)WIRE_MAX_USER, "a ZAP user fits a sched client");
+_Static_assert((int)SCHED_CLIENT_ID_MAX >= (int)WIRE_MAX_IDENTITY,
+               "a routing id fits a sched client");
+_Static_assert((int)SCHED_CLIENT_USER_MAX >= (int)WIRE_MAX_USER,
+               "a ZAP user fits a sched client");
 _Static_assert((int)SCHED_MAX_STOP >= (int)WIRE_MAX_STOP_IDS, "the wire's stop ids fit");
 
 struct rpc {

@@ -475,6 +475,7 @@ static void s_count(server_t *self, const sched_event_t *ev)
             metric_child_observe(self->m_ttft, ev->seconds_first);
         break;
     case SCHED_DONE:
+        self->requests_served++;
         s_outcome(self, ev->finish_reason && strcmp(ev->finish_reason, "length") == 0
                             ? SERVER_OUT_LENGTH
                             : SERVER_OUT_STOP);

@@ -608,6 +608,30 @@ static const char *s_content_of(json_t *o)
         "content"));
 }
 
+/* A request past --deadline-ms: 504 with an OpenAI body (whole), an error
+ * chunk then [DONE] (streamed, once its headers went out). */
+static void test_deadline(void **state)
+{
+    (void)state;
+    localcluster_t lc;
+    localcluster_start(&lc, s_model, 1, s_tmp, "deadline", "--http 127.0.0.1:0 --deadline-ms 1");
+    const int port = s_port(&lc);
+    http_resp_t r = s_http(port, "POST", "/v1/completions", NULL,
+                           "{\"prompt\":[1,2,3],\"max_tokens\":400,\"ignore_eos\":true}");
+    s_expect_error(&r, 504);
+    free(r.raw);
+    r = s_http(port, "POST", "/v1/completions", NULL,
+               "{\"prompt\":[1,2,3],\"max_tokens\":400,\"ignore_eos\":true,\"stream\":true}");
+    if (r.status == 200) /* accepted before the deadline passed: the error comes in the stream */
+        assert_non_null(strstr(r.body, "data: {\"error\":"));
+    else
+        s_expect_error(&r, 504);
+    assert_non_null(strstr(r.body, r.status == 200 ? "data: [DONE]" : "deadline"));
+    free(r.raw);
+    s_expect_idle(lc.endpoint);
+    localcluster_stop(&lc);
+}
+
 /* Chat: rendered with the model's template; whole = streamed; logprobs in
  * chat's shape; raise_exception is a 400 with its message. A template the
  * interpreter cannot handle stops the start, naming the construct. */
@@ -681,8 +705,8 @@ static void test_chat(void **state)
     /* an unsupported construct: refused at start */
     char model[1024], path[1200], cmd[4096];
     testutil_make_model(s_tmp, "tiny-badtpl", "tiny", 6, model, sizeof model);
-    snprintf(path, sizeof path, "%s/chat_template.jinja", model);
-    const char *tpl = "{{ messages[0]['content'] | wordwrap(5) }}";
+    snprintf(path, sizeof path, "%s/tokenizer_config.json", model);
+    const char *tpl = "{\"chat_template\": \"{{ messages[0]['content'] | wordwrap(5) }}\"}";
     assert_int_equal(testutil_write_file(path, tpl, strlen(tpl)), 0);
     snprintf(cmd, sizeof cmd, "MOE_START_TIMEOUT=60 cluster/local.sh up --model '%s' --nodes 1 "
              "--run-dir '%s/badtpl' --http 127.0.0.1:0 2>&1; "
@@ -705,6 +729,7 @@ int main(void)
         cmocka_unit_test(test_disconnect_and_busy),
         cmocka_unit_test(test_metrics_and_health),
         cmocka_unit_test(test_chat),
+        cmocka_unit_test(test_deadline),
     };
     return cmocka_run_group_tests(tests, s_setup, testutil_tmpdir_teardown);
 }

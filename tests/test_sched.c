@@ -13,6 +13,7 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -560,6 +561,52 @@ static void test_invalid(void **state)
     s_teardown(&h);
 }
 
+/* A request with logprobs: each TOKEN carries the log-softmax of its logits
+ * at the token and the best alternatives, best first (ties to the lower id);
+ * the first token carries the time to it; top_logprobs beyond 20 is refused. */
+static void test_logprobs(void **state)
+{
+    (void)state;
+    harness_t h;
+    s_setup(&h, 2, 4, 8, 100000, 0);
+    sched_request_t req = {.request_id = 1, .n_prompt = 3, .prompt = PROMPT, .max_tokens = 3,
+                           .logprobs = true, .top_logprobs = 3};
+    sched_error_t code;
+    err_t err = {0};
+    assert_int_equal(sched_submit(h.sched, &h.client, &req, &code, &err), 0);
+    /* The fake's logits: 1 at the next token, 0 elsewhere. */
+    const double chosen = 1.0 - log(exp(1.0) + (VOCAB - 1));
+    const double other = 0.0 - log(exp(1.0) + (VOCAB - 1));
+    int tokens = 0;
+    for (int step = 0; step < MAX_STEPS && sched_has_work(h.sched); step++) {
+        double seconds = 0;
+        sched_step(h.sched, &seconds, &h.rows);
+        sched_event_t ev;
+        while (sched_next_event(h.sched, &ev)) {
+            if (ev.kind != SCHED_TOKEN)
+                continue;
+            assert_true(ev.has_logprob);
+            assert_int_equal(ev.index, tokens);
+            assert_true(fabs(ev.logprob - chosen) < 1e-5);
+            assert_int_equal(ev.n_top, 3);
+            assert_int_equal(ev.top_ids[0], ev.token);
+            assert_true(fabs(ev.top_logprobs[0] - chosen) < 1e-5);
+            /* then the lowest ids among the equal rest */
+            assert_int_equal(ev.top_ids[1], ev.token == 0 ? 1 : 0);
+            assert_true(fabs(ev.top_logprobs[1] - other) < 1e-5);
+            if (tokens == 0)
+                assert_true(ev.seconds_first >= 0);
+            tokens++;
+        }
+    }
+    assert_int_equal(tokens, 3);
+    req.request_id = 2;
+    req.top_logprobs = SCHED_MAX_TOP_LOGPROBS + 1;
+    assert_int_equal(sched_submit(h.sched, &h.client, &req, &code, &err), -1);
+    assert_int_equal(code, SCHED_INVALID);
+    s_teardown(&h);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -574,6 +621,7 @@ int main(void)
         cmocka_unit_test(test_failed_steps),
         cmocka_unit_test(test_text_events),
         cmocka_unit_test(test_invalid),
+        cmocka_unit_test(test_logprobs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
