@@ -416,7 +416,7 @@ int jinja_filter_apply(jrender_t *r, int line, const char *name, jv_t *val, jv_t
         jbuf_t b = {0};
         if (jv_tojson(&b, val->j, &o) < 0) {
             jbuf_free(&b);
-            return jr_fail(r, line, "tojson: nesting too deep");
+            return jr_fail(r, line, "tojson: Object of type Undefined is not JSON serializable");
         }
         return jinja_str_value(r, &b, out);
     }
@@ -430,7 +430,7 @@ int jinja_filter_apply(jrender_t *r, int line, const char *name, jv_t *val, jv_t
         for (size_t i = 0; i < json_array_size(items); i++) {
             if (i && sep)
                 jv_str(&b, sep);
-            jv_t e = jv_data(json_array_get(items, i));
+            jv_t e = jv_elem_view(json_array_get(items, i));
             if (attr) {
                 jv_t x;
                 if (s_attr_path(r, line, &e, attr, &x) < 0) {
@@ -492,7 +492,7 @@ int jinja_filter_apply(jrender_t *r, int line, const char *name, jv_t *val, jv_t
             return -1;
         size_t n = json_array_size(items);
         if (n > 0)
-            *out = jv_data(json_incref(json_array_get(items, name[0] == 'f' ? 0 : n - 1)));
+            *out = jv_elem(json_array_get(items, name[0] == 'f' ? 0 : n - 1));
         else
             *out = jv_undef(name);
         json_decref(items);
@@ -550,7 +550,7 @@ int jinja_filter_apply(jrender_t *r, int line, const char *name, jv_t *val, jv_t
             if (n == 0)
                 *out = jv_undef(name);
             else
-                *out = jv_data(json_incref(json_array_get(sorted, name[1] == 'i' ? 0 : n - 1)));
+                *out = jv_elem(json_array_get(sorted, name[1] == 'i' ? 0 : n - 1));
             json_decref(sorted);
             json_decref(items);
             return 0;
@@ -581,6 +581,11 @@ int jinja_filter_apply(jrender_t *r, int line, const char *name, jv_t *val, jv_t
     if (!strcmp(name, "attr")) {
         if (!a0 || !jv_is_str(a0))
             return jr_fail(r, line, "attr() takes an attribute name");
+        /* getattr() only: a dict's keys are not attributes */
+        if (jv_is(val, JSON_OBJECT) && !jinja_method_known(json_string_value(a0->j))) {
+            *out = jv_undef(NULL);
+            return 0;
+        }
         return jinja_getattr(r, line, val, json_string_value(a0->j), out);
     }
     if (!strcmp(name, "sum")) {
@@ -591,7 +596,7 @@ int jinja_filter_apply(jrender_t *r, int line, const char *name, jv_t *val, jv_t
             return -1;
         jv_t acc = start ? jv_copy(start) : jv_data(json_integer(0));
         for (size_t i = 0; i < json_array_size(items); i++) {
-            jv_t e = jv_data(json_incref(json_array_get(items, i))), x = jv_undef(NULL), s;
+            jv_t e = jv_elem(json_array_get(items, i)), x = jv_undef(NULL), s;
             if (attr && s_attr_path(r, line, &e, attr, &x) < 0) {
                 jv_free(&e);
                 jv_free(&acc);
@@ -867,7 +872,7 @@ static int s_select(jrender_t *r, int line, const char *fname, const jv_t *val, 
     const jv_t *def = is_map ? s_arg(args, names, n_args, -1, "default") : NULL;
     int rc = 0;
     for (size_t i = 0; rc == 0 && i < json_array_size(items); i++) {
-        jv_t e = jv_data(json_incref(json_array_get(items, i))), x = jv_undef(NULL), y;
+        jv_t e = jv_elem(json_array_get(items, i)), x = jv_undef(NULL), y;
         if (attr)
             rc = s_attr_path(r, line, &e, attr, &x);
         else
@@ -977,7 +982,7 @@ int jinja_test_apply(jrender_t *r, int line, const char *name, const jv_t *val, 
                                                json_string_value(val->j), nl));
         } else if (jv_is(a, JSON_ARRAY)) {
             for (size_t i = 0; i < json_array_size(a->j) && !t; i++) {
-                jv_t e = jv_data(json_array_get(a->j, i));
+                jv_t e = jv_elem_view(json_array_get(a->j, i));
                 t = jv_equal(val, &e);
             }
         } else if (jv_is(a, JSON_OBJECT)) {

@@ -222,9 +222,17 @@ bool jv_equal(const jv_t *a, const jv_t *b);
 bool json_equal_py(const json_t *a, const json_t *b);
 int jv_order(const jv_t *a, const jv_t *b);
 
-/* A JSON value for v, for storing in a list or a dict (undefined and
- * namespaces... become null); new reference or NULL when out of memory. */
+/* A JSON value for v, for storing in a list or a dict (undefined becomes
+ * the undefined marker); new reference, or NULL (errno EINVAL) for a value
+ * JSON cannot hold (a namespace, a macro...). */
 json_t *jv_to_json(const jv_t *v);
+/* The one JSON value that stands for an undefined value inside a list or a
+ * dict (["a", x.missing] holds an Undefined in Jinja): borrowed, never freed. */
+json_t *jv_undef_marker(void);
+/* An element of a list or dict as a value: the marker becomes undefined.
+ * jv_elem takes a new reference; jv_elem_view borrows. */
+jv_t jv_elem(json_t *e);
+jv_t jv_elem_view(json_t *e);
 
 /* ---- strings (UTF-8, Python semantics by code point) ------------------- */
 size_t ustr_ncp(const char *s, size_t len);             /* code points */
