@@ -926,9 +926,6 @@ static jns_t *s_ns_new(jrender_t *r)
 static int s_call_global(jrender_t *r, int line, const char *fn, jv_t *args, char **names,
                          int n_args, jv_t *out)
 {
-    int n_pos = 0;
-    for (int i = 0; i < n_args; i++)
-        n_pos += !(names && names[i]);
     if (!strcmp(fn, "raise_exception")) {
         jbuf_t b = {0};
         if (n_args > 0)
