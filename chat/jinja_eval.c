@@ -411,6 +411,10 @@ static int s_getitem(jrender_t *r, int line, const jv_t *obj, const jv_t *key, j
 {
     if (obj->kind == JV_UNDEF)
         return jr_undef_fail(r, line, obj);
+    if (obj->gen) { /* a generator has no items */
+        *out = s_missing(obj, NULL);
+        return 0;
+    }
     if (obj->kind == JV_DATA && jv_is_int(key) &&
         (json_is_array(obj->j) || json_is_string(obj->j))) {
         int64_t i = jv_int(key);
@@ -480,7 +484,8 @@ static int s_slice(jrender_t *r, int line, const jv_t *obj, jv_t *parts, jv_t *o
     if (obj->kind == JV_UNDEF)
         return jr_undef_fail(r, line, obj);
     bool is_str = jv_is_str(obj);
-    if (!is_str && !jv_is(obj, JSON_ARRAY))
+    /* Jinja slices with Python's own [a:b] (no getitem fallback) */
+    if (obj->gen || (!is_str && !jv_is(obj, JSON_ARRAY)))
         return jr_fail(r, line, "'%s' object is not subscriptable", jv_type_name(obj));
     int64_t step = 1;
     if (parts[2].kind != JV_UNDEF && !jv_is_none(&parts[2])) {

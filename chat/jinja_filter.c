@@ -355,13 +355,35 @@ static int s_indent(jrender_t *r, const jv_t *v, const jv_t *width, bool first, 
 static int s_select(jrender_t *r, int line, const char *fname, const jv_t *val, jv_t *args,
                     char **names, int n_args, jv_t *out);
 
+static int s_filter(jrender_t *r, int line, const char *name, jv_t *val, jv_t *args,
+                    char **names, int n_args, jv_t *out);
+
+/* The filters whose Jinja result is a generator (or an iterator). */
+static bool s_makes_generator(const char *name, const jv_t *val)
+{
+    static const char *const gens[] = {"select", "reject", "selectattr", "rejectattr", "map",
+                                       "unique", "items"};
+    if (!strcmp(name, "reverse"))
+        return !jv_is_str(val);
+    return s_in(gens, sizeof gens / sizeof *gens, name);
+}
+
 int jinja_filter_apply(jrender_t *r, int line, const char *name, jv_t *val, jv_t *args,
                        char **names, int n_args, jv_t *out)
 {
+    int rc = s_filter(r, line, name, val, args, names, n_args, out);
+    if (rc == 0 && out->kind == JV_DATA && json_is_array(out->j) && s_makes_generator(name, val))
+        out->gen = true;
+    return rc;
+}
+
+static int s_filter(jrender_t *r, int line, const char *name, jv_t *val, jv_t *args,
+                    char **names, int n_args, jv_t *out)
+{
     *out = jv_undef(NULL);
     const jv_t *a0 = s_arg(args, names, n_args, 0, NULL);
-    if (!strcmp(name, "safe"))
-        return (*out = jv_copy(val)), 0;
+    if (!strcmp(name, "safe")) /* Markup(value): a string */
+        return s_to_str(r, val, out);
     if (!strcmp(name, "default") || !strcmp(name, "d")) {
         const jv_t *def = s_arg(args, names, n_args, 0, "default_value");
         bool boolean = s_arg_bool(s_arg(args, names, n_args, 1, "boolean"), false);
@@ -378,6 +400,8 @@ int jinja_filter_apply(jrender_t *r, int line, const char *name, jv_t *val, jv_t
     if (!strcmp(name, "length") || !strcmp(name, "count")) {
         if (val->kind == JV_UNDEF)
             return s_data(r, json_integer(0), out);
+        if (val->gen)
+            return jr_fail(r, line, "object of type 'generator' has no len()");
         if (jv_is_str(val))
             return s_data(r, json_integer((json_int_t)ustr_ncp(json_string_value(val->j),
                                                                json_string_length(val->j))), out);
@@ -390,7 +414,7 @@ int jinja_filter_apply(jrender_t *r, int line, const char *name, jv_t *val, jv_t
     if (!strcmp(name, "string"))
         return s_to_str(r, val, out);
     if (!strcmp(name, "tojson")) {
-        if (val->kind != JV_DATA)
+        if (val->kind != JV_DATA || val->gen)
             return jr_fail(r, line, "Object of type %s is not JSON serializable",
                            jv_type_name(val));
         tojson_opts_t o = {.indent = -1};
@@ -487,6 +511,8 @@ int jinja_filter_apply(jrender_t *r, int line, const char *name, jv_t *val, jv_t
         return s_data(r, items, out);
     }
     if (!strcmp(name, "first") || !strcmp(name, "last")) {
+        if (val->gen && name[0] == 'l')
+            return jr_fail(r, line, "'generator' object is not reversible");
         json_t *items = s_items(r, line, val);
         if (!items)
             return -1;
@@ -757,6 +783,10 @@ int jinja_filter_apply(jrender_t *r, int line, const char *name, jv_t *val, jv_t
         jv_free(&sv);
         return rc;
     } else if (!strcmp(name, "indent")) {
+        if (!jv_is_str(val)) {
+            jv_free(&sv);
+            return jr_fail(r, line, "indent: a '%s' is not a string", jv_type_name(val));
+        }
         const jv_t *w = s_arg(args, names, n_args, 0, "width");
         bool first = s_arg_bool(s_arg(args, names, n_args, 1, "first"), false);
         bool blank = s_arg_bool(s_arg(args, names, n_args, 2, "blank"), false);
@@ -768,12 +798,9 @@ int jinja_filter_apply(jrender_t *r, int line, const char *name, jv_t *val, jv_t
         int64_t width = w && jv_is_int(w) ? jv_int(w) : 80, n = (int64_t)ustr_ncp(s, len);
         if (width > 4096)
             width = 4096;
-        int64_t padl = width > n ? (width - n) / 2 : 0, padr = width > n ? width - n - padl : 0;
-        /* Python's center puts the odd space on the right when n is even */
-        if (width > n && ((width - n) & 1) && (n & 1)) {
-            padl++;
-            padr--;
-        }
+        /* Python's str.center: the odd space goes left when width is odd */
+        int64_t pad = width > n ? width - n : 0, padl = pad / 2 + (pad & width & 1);
+        int64_t padr = pad - padl;
         for (int64_t k = 0; k < padl; k++)
             jbuf_addc(&b, ' ');
         jbuf_add(&b, s, len);
@@ -861,7 +888,8 @@ static int s_select(jrender_t *r, int line, const char *fname, const jv_t *val, 
             break;
         }
     int n_rest = rest_at < 0 ? 0 : n_args - rest_at;
-    json_t *items = s_items(r, line, val);
+    /* Jinja: "if seq: for item in seq" -- a false value (none, 0) gives nothing */
+    json_t *items = jv_truth(val) ? s_items(r, line, val) : json_array();
     if (!items)
         return -1;
     json_t *res = json_array();
@@ -933,7 +961,7 @@ int jinja_test_apply(jrender_t *r, int line, const char *name, const jv_t *val, 
         *out = val->kind == JV_UNDEF || (j && (json_is_string(j) || json_is_array(j) ||
                                                json_is_object(j)));
     else if (!strcmp(name, "sequence"))
-        *out = val->kind == JV_UNDEF || (j && (json_is_string(j) || json_is_array(j) ||
+        *out = val->kind == JV_UNDEF || (j && !val->gen && (json_is_string(j) || json_is_array(j) ||
                                                json_is_object(j)));
     else if (!strcmp(name, "callable"))
         *out = val->kind == JV_MACRO || val->kind == JV_CALLER || val->kind == JV_FUNC ||

@@ -765,6 +765,10 @@ int jinja_str_format(jrender_t *r, int line, const char *fmt, size_t len, const 
             goto bad;
         }
     }
+    if (next == 0 && !tuple && !mapping) {
+        jbuf_free(&b);
+        return jr_fail(r, line, "not all arguments converted during string formatting");
+    }
     if (tuple && next < json_array_size(args->j)) {
         jbuf_free(&b);
         return jr_fail(r, line, "not all arguments converted during string formatting");

@@ -158,6 +158,9 @@ typedef struct jv {
     void *p;
     const char *name;
     jframe_t *env;    /* JV_MACRO: the frame it was defined in */
+    bool gen;         /* JV_DATA array that Jinja would hold as a generator
+                         (select, map, unique...): always true, no len(),
+                         no index, prints as a generator object */
 } jv_t;
 
 /* A namespace(): attributes in insertion order. */

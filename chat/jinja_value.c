@@ -50,6 +50,8 @@ void jv_free(jv_t *v)
 
 bool jv_truth(const jv_t *v)
 {
+    if (v->gen)
+        return true;
     switch (v->kind) {
     case JV_UNDEF:
         return false;
@@ -79,6 +81,8 @@ const char *jv_type_name(const jv_t *v)
     case JV_FUNC: case JV_METHOD: return "builtin_function_or_method";
     case JV_DATA: break;
     }
+    if (v->gen)
+        return "generator";
     switch (json_typeof(v->j)) {
     case JSON_NULL: return "NoneType";
     case JSON_TRUE: case JSON_FALSE: return "bool";
@@ -260,6 +264,10 @@ void jv_str(jbuf_t *b, const jv_t *v)
         return;
     case JV_DATA:
         break;
+    }
+    if (v->gen) {
+        jbuf_adds(b, "<generator object>");
+        return;
     }
     const json_t *j = v->j;
     switch (json_typeof(j)) {
@@ -461,6 +469,8 @@ bool json_equal_py(const json_t *a, const json_t *b)
 
 bool jv_equal(const jv_t *a, const jv_t *b)
 {
+    if (a->gen || b->gen)
+        return a->gen && b->gen && a->j == b->j;
     if (a->kind == JV_DATA && b->kind == JV_DATA)
         return json_equal_py(a->j, b->j);
     if (a->kind != b->kind)
@@ -475,7 +485,7 @@ bool jv_equal(const jv_t *a, const jv_t *b)
 
 int jv_order(const jv_t *a, const jv_t *b)
 {
-    if (a->kind == JV_UNDEF || b->kind == JV_UNDEF)
+    if (a->kind == JV_UNDEF || b->kind == JV_UNDEF || a->gen || b->gen)
         return -2;
     if (jv_is_num(a) && jv_is_num(b)) {
         if (jv_is_int(a) && jv_is_int(b)) {
