@@ -511,6 +511,9 @@ static void test_whitespace(void **state)
     s_expect("{{- '  a  ' -}}   b", "  a  b");
     s_expect("x {# note #} y\n  {# c #}\nz", "x  y\nz");
     s_expect("{% raw %}{{ x }}{% endraw %}", "{{ x }}");
+    s_expect("A{% raw %}\nX\n  {% endraw %}\nB", "A\nX\nB"); /* no trim after raw */
+    s_expect("A{% raw -%}  X  {%- endraw %}B|{% raw %}x{% endraw %}  \t{% raw %}y{% endraw %}",
+             "AXB|x  \ty");
     s_expect("{{ 'a' }}\n{{ 'b' }}\n", "a\nb"); /* one trailing newline dropped */
     s_expect("a\r\nb", "a\nb");
     s_expect("{{ 'x' }}  \n", "x  ");
