@@ -147,7 +147,7 @@ static int s_string(lexer_t *lx)
         case '\n': lx->line++; break; /* line continuation */
         case 'x': case 'u': case 'U': {
             int nd = e == 'x' ? 2 : e == 'u' ? 4 : 8;
-            int32_t cp = 0;
+            uint32_t cp = 0; /* 8 hex digits fit; checked below */
             for (int k = 0; k < nd; k++, j++) {
                 char h = j < lx->n ? s[j] : 0;
                 int v = h >= '0' && h <= '9' ? h - '0' : h >= 'a' && h <= 'f' ? h - 'a' + 10
@@ -157,14 +157,14 @@ static int s_string(lexer_t *lx)
                     return err_set(lx->err, EINVAL, "chat template line %d: bad \\%c escape "
                                    "in a string", line, e);
                 }
-                cp = cp * 16 + v;
+                cp = cp * 16 + (uint32_t)v;
             }
             if (cp > 0x10ffff) {
                 jbuf_free(&b);
                 return err_set(lx->err, EINVAL, "chat template line %d: bad \\%c escape "
                                "in a string", line, e);
             }
-            ustr_put_cp(&b, cp);
+            ustr_put_cp(&b, (int32_t)cp);
             break;
         }
         default: /* Python keeps unknown escapes as written */

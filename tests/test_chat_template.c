@@ -577,6 +577,7 @@ static void test_unsupported_at_parse(void **state)
     s_expect_parse_error("{% break %}", "outside a for loop");
     s_expect_parse_error("{{ 99999999999999999999 }}", "too large");
     s_expect_parse_error("{{ x $ y }}", "unexpected character '$'");
+    s_expect_parse_error("{{ '\\Uffffffff' }}", "bad \\U escape"); /* fuzz: hex overflow */
 }
 
 static void test_scoping_and_macros(void **state)
