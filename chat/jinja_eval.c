@@ -271,9 +271,14 @@ bool jinja_method_known(const char *name)
            S_FIND(S_STR_METHODS, name) || S_FIND(S_LOOP_METHODS, name);
 }
 
+/* The undefined value of a failed lookup. name may be a key computed at run
+ * time, so the value holds its own copy (in j; NULL when out of memory: the
+ * error then names no attribute). */
 static jv_t s_missing(const jv_t *obj, const char *name)
 {
-    jv_t u = jv_undef(name);
+    jv_t u = jv_undef(NULL);
+    if (name && (u.j = json_string_nocheck(name)))
+        u.name = json_string_value(u.j);
     static const char *const types[] = {"str", "dict", "list", "int", "float", "bool",
                                         "NoneType", "Namespace", "LoopContext"};
     const char *t = jv_type_name(obj);

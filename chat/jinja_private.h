@@ -141,7 +141,8 @@ bool jinja_method_known(const char *name);
 
 /* ---- values ------------------------------------------------------------ */
 typedef enum {
-    JV_UNDEF,     /* name: what was missing (borrowed, may be NULL) */
+    JV_UNDEF,     /* name: what was missing (may be NULL), borrowed from the
+                     tree or from j, an owned copy */
     JV_DATA,      /* j: owned JSON value */
     JV_NS,        /* p: jns_t, owned by the render */
     JV_MACRO,     /* p: N_MACRO node, env: its defining frame */

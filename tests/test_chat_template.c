@@ -542,6 +542,9 @@ static void test_errors_at_render(void **state)
     s_expect_render_error("{{ x.y }}", "'x' is undefined");
     s_expect_render_error("{% set s = 'abc' %}{{ s.items() }}", "'str object' has no attribute 'items'");
     s_expect_render_error("{{ 1 / 0 }}", "division by zero");
+    /* the missing key of an undefined value outlives the computed key */
+    s_expect_render_error("{% set d = {} %}{% set u = d['a' ~ 'b'] %}{{ u.x }}",
+                          "'dict object' has no attribute 'ab'");
     s_expect_render_error("{{ [1].append(2) }}", "unsafe");
     s_expect_render_error("{% for x in 5 %}{% endfor %}", "not iterable");
     s_expect_render_error("{{ 1 < 'a' }}", "not supported");
