@@ -271,9 +271,14 @@ bool jinja_method_known(const char *name)
            S_FIND(S_STR_METHODS, name) || S_FIND(S_LOOP_METHODS, name);
 }
 
+/* The undefined value of a failed lookup. name may be a key computed at run
+ * time, so the value holds its own copy (in j; NULL when out of memory: the
+ * error then names no attribute). */
 static jv_t s_missing(const jv_t *obj, const char *name)
 {
-    jv_t u = jv_undef(name);
+    jv_t u = jv_undef(NULL);
+    if (name && (u.j = json_string_nocheck(name)))
+        u.name = json_string_value(u.j);
     static const char *const types[] = {"str", "dict", "list", "int", "float", "bool",
                                         "NoneType", "Namespace", "LoopContext"};
     const char *t = jv_type_name(obj);
@@ -301,13 +306,15 @@ static int s_loop_attr(jrender_t *r, const jloop_t *l, const char *name, jv_t *o
             *out = jv_undef("previtem");
             return 0;
         }
-        j = json_incref(json_array_get(l->items, i - 1));
+        *out = jv_elem(json_array_get(l->items, i - 1));
+        return 0;
     } else if (!strcmp(name, "nextitem")) {
         if (i + 1 >= len) {
             *out = jv_undef("nextitem");
             return 0;
         }
-        j = json_incref(json_array_get(l->items, i + 1));
+        *out = jv_elem(json_array_get(l->items, i + 1));
+        return 0;
     } else {
         const char *m = S_FIND(S_LOOP_METHODS, name);
         if (m) {
@@ -400,7 +407,7 @@ static int s_getattr(jrender_t *r, int line, const jv_t *obj, const char *name, 
         return 0;
     }
     json_t *v = json_is_object(obj->j) ? json_object_get(obj->j, name) : NULL;
-    *out = v ? jv_data(json_incref(v)) : s_missing(obj, name);
+    *out = v ? jv_elem(v) : s_missing(obj, name);
     return 0;
 }
 
@@ -409,6 +416,10 @@ static int s_getitem(jrender_t *r, int line, const jv_t *obj, const jv_t *key, j
 {
     if (obj->kind == JV_UNDEF)
         return jr_undef_fail(r, line, obj);
+    if (obj->gen) { /* a generator has no items */
+        *out = s_missing(obj, NULL);
+        return 0;
+    }
     if (obj->kind == JV_DATA && jv_is_int(key) &&
         (json_is_array(obj->j) || json_is_string(obj->j))) {
         int64_t i = jv_int(key);
@@ -417,7 +428,7 @@ static int s_getitem(jrender_t *r, int line, const jv_t *obj, const jv_t *key, j
             if (i < 0)
                 i += n;
             if (i >= 0 && i < n) {
-                *out = jv_data(json_incref(json_array_get(obj->j, (size_t)i)));
+                *out = jv_elem(json_array_get(obj->j, (size_t)i));
                 return 0;
             }
         } else {
@@ -441,7 +452,7 @@ static int s_getitem(jrender_t *r, int line, const jv_t *obj, const jv_t *key, j
     if (obj->kind == JV_DATA && json_is_object(obj->j) && jv_is_str(key)) {
         json_t *v = json_object_get(obj->j, json_string_value(key->j));
         if (v) {
-            *out = jv_data(json_incref(v));
+            *out = jv_elem(v);
             return 0;
         }
     }
@@ -478,7 +489,8 @@ static int s_slice(jrender_t *r, int line, const jv_t *obj, jv_t *parts, jv_t *o
     if (obj->kind == JV_UNDEF)
         return jr_undef_fail(r, line, obj);
     bool is_str = jv_is_str(obj);
-    if (!is_str && !jv_is(obj, JSON_ARRAY))
+    /* Jinja slices with Python's own [a:b] (no getitem fallback) */
+    if (obj->gen || (!is_str && !jv_is(obj, JSON_ARRAY)))
         return jr_fail(r, line, "'%s' object is not subscriptable", jv_type_name(obj));
     int64_t step = 1;
     if (parts[2].kind != JV_UNDEF && !jv_is_none(&parts[2])) {
@@ -737,7 +749,7 @@ static int s_contains(jrender_t *r, int line, const jv_t *item, const jv_t *seq,
         }
         case JSON_ARRAY:
             for (size_t i = 0; i < json_array_size(seq->j) && !*out; i++) {
-                jv_t e = jv_data(json_array_get(seq->j, i));
+                jv_t e = jv_elem_view(json_array_get(seq->j, i));
                 *out = jv_equal(item, &e);
             }
             return 0;
@@ -924,9 +936,6 @@ static jns_t *s_ns_new(jrender_t *r)
 static int s_call_global(jrender_t *r, int line, const char *fn, jv_t *args, char **names,
                          int n_args, jv_t *out)
 {
-    int n_pos = 0;
-    for (int i = 0; i < n_args; i++)
-        n_pos += !(names && names[i]);
     if (!strcmp(fn, "raise_exception")) {
         jbuf_t b = {0};
         if (n_args > 0)
@@ -1003,7 +1012,7 @@ static int s_call_global(jrender_t *r, int line, const char *fn, jv_t *args, cha
                 const char *k;
                 json_t *v;
                 json_object_foreach(args[i].j, k, v) {
-                    jv_t e = jv_data(json_incref(v));
+                    jv_t e = jv_elem(v);
                     if (ns_kind ? s_ns_set(r, ns, k, &e) < 0
                                 : json_object_set_new(d, k, json_incref(v)) < 0) {
                         jv_free(&e);
@@ -1336,7 +1345,7 @@ static int s_assign(jrender_t *r, const node_t *target, jframe_t *f, jv_t *v)
                      target->n_kids, json_array_size(arr));
     }
     for (int i = 0; rc == 0 && i < target->n_kids; i++) {
-        jv_t e = jv_data(json_incref(json_array_get(arr, (size_t)i)));
+        jv_t e = jv_elem(json_array_get(arr, (size_t)i));
         rc = s_frame_set(r, f, target->kids[i]->str, &e);
     }
     json_decref(arr);
@@ -1362,7 +1371,7 @@ static int s_exec_for(jrender_t *r, const node_t *n, jframe_t *f, jbuf_t *out)
         }
         for (size_t i = 0; rc == 0 && i < json_array_size(items); i++) {
             jframe_t cf = {.parent = f};
-            jv_t e = jv_data(json_incref(json_array_get(items, i))), c;
+            jv_t e = jv_elem(json_array_get(items, i)), c;
             rc = s_assign(r, n->kids[0], &cf, &e);
             if (rc == 0 && (rc = s_eval(r, n->kids[2], &cf, &c)) == 0) {
                 if (jv_truth(&c) && json_array_append(kept, json_array_get(items, i)) < 0)
@@ -1390,7 +1399,7 @@ static int s_exec_for(jrender_t *r, const node_t *n, jframe_t *f, jbuf_t *out)
     for (size_t i = 0; i < len; i++) {
         jframe_t lf = {.parent = f};
         loop->index0 = i;
-        jv_t e = jv_data(json_incref(json_array_get(items, i)));
+        jv_t e = jv_elem(json_array_get(items, i));
         jv_t lv = {.kind = JV_LOOP, .p = loop};
         rc = s_assign(r, n->kids[0], &lf, &e);
         if (rc == 0)

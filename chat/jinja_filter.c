@@ -355,13 +355,35 @@ static int s_indent(jrender_t *r, const jv_t *v, const jv_t *width, bool first, 
 static int s_select(jrender_t *r, int line, const char *fname, const jv_t *val, jv_t *args,
                     char **names, int n_args, jv_t *out);
 
+static int s_filter(jrender_t *r, int line, const char *name, jv_t *val, jv_t *args,
+                    char **names, int n_args, jv_t *out);
+
+/* The filters whose Jinja result is a generator (or an iterator). */
+static bool s_makes_generator(const char *name, const jv_t *val)
+{
+    static const char *const gens[] = {"select", "reject", "selectattr", "rejectattr", "map",
+                                       "unique", "items"};
+    if (!strcmp(name, "reverse"))
+        return !jv_is_str(val);
+    return s_in(gens, sizeof gens / sizeof *gens, name);
+}
+
 int jinja_filter_apply(jrender_t *r, int line, const char *name, jv_t *val, jv_t *args,
                        char **names, int n_args, jv_t *out)
 {
+    int rc = s_filter(r, line, name, val, args, names, n_args, out);
+    if (rc == 0 && out->kind == JV_DATA && json_is_array(out->j) && s_makes_generator(name, val))
+        out->gen = true;
+    return rc;
+}
+
+static int s_filter(jrender_t *r, int line, const char *name, jv_t *val, jv_t *args,
+                    char **names, int n_args, jv_t *out)
+{
     *out = jv_undef(NULL);
     const jv_t *a0 = s_arg(args, names, n_args, 0, NULL);
-    if (!strcmp(name, "safe"))
-        return (*out = jv_copy(val)), 0;
+    if (!strcmp(name, "safe")) /* Markup(value): a string */
+        return s_to_str(r, val, out);
     if (!strcmp(name, "default") || !strcmp(name, "d")) {
         const jv_t *def = s_arg(args, names, n_args, 0, "default_value");
         bool boolean = s_arg_bool(s_arg(args, names, n_args, 1, "boolean"), false);
@@ -378,6 +400,8 @@ int jinja_filter_apply(jrender_t *r, int line, const char *name, jv_t *val, jv_t
     if (!strcmp(name, "length") || !strcmp(name, "count")) {
         if (val->kind == JV_UNDEF)
             return s_data(r, json_integer(0), out);
+        if (val->gen)
+            return jr_fail(r, line, "object of type 'generator' has no len()");
         if (jv_is_str(val))
             return s_data(r, json_integer((json_int_t)ustr_ncp(json_string_value(val->j),
                                                                json_string_length(val->j))), out);
@@ -390,7 +414,7 @@ int jinja_filter_apply(jrender_t *r, int line, const char *name, jv_t *val, jv_t
     if (!strcmp(name, "string"))
         return s_to_str(r, val, out);
     if (!strcmp(name, "tojson")) {
-        if (val->kind != JV_DATA)
+        if (val->kind != JV_DATA || val->gen)
             return jr_fail(r, line, "Object of type %s is not JSON serializable",
                            jv_type_name(val));
         tojson_opts_t o = {.indent = -1};
@@ -416,7 +440,7 @@ int jinja_filter_apply(jrender_t *r, int line, const char *name, jv_t *val, jv_t
         jbuf_t b = {0};
         if (jv_tojson(&b, val->j, &o) < 0) {
             jbuf_free(&b);
-            return jr_fail(r, line, "tojson: nesting too deep");
+            return jr_fail(r, line, "tojson: Object of type Undefined is not JSON serializable");
         }
         return jinja_str_value(r, &b, out);
     }
@@ -430,7 +454,7 @@ int jinja_filter_apply(jrender_t *r, int line, const char *name, jv_t *val, jv_t
         for (size_t i = 0; i < json_array_size(items); i++) {
             if (i && sep)
                 jv_str(&b, sep);
-            jv_t e = jv_data(json_array_get(items, i));
+            jv_t e = jv_elem_view(json_array_get(items, i));
             if (attr) {
                 jv_t x;
                 if (s_attr_path(r, line, &e, attr, &x) < 0) {
@@ -487,12 +511,14 @@ int jinja_filter_apply(jrender_t *r, int line, const char *name, jv_t *val, jv_t
         return s_data(r, items, out);
     }
     if (!strcmp(name, "first") || !strcmp(name, "last")) {
+        if (val->gen && name[0] == 'l')
+            return jr_fail(r, line, "'generator' object is not reversible");
         json_t *items = s_items(r, line, val);
         if (!items)
             return -1;
         size_t n = json_array_size(items);
         if (n > 0)
-            *out = jv_data(json_incref(json_array_get(items, name[0] == 'f' ? 0 : n - 1)));
+            *out = jv_elem(json_array_get(items, name[0] == 'f' ? 0 : n - 1));
         else
             *out = jv_undef(name);
         json_decref(items);
@@ -550,7 +576,7 @@ int jinja_filter_apply(jrender_t *r, int line, const char *name, jv_t *val, jv_t
             if (n == 0)
                 *out = jv_undef(name);
             else
-                *out = jv_data(json_incref(json_array_get(sorted, name[1] == 'i' ? 0 : n - 1)));
+                *out = jv_elem(json_array_get(sorted, name[1] == 'i' ? 0 : n - 1));
             json_decref(sorted);
             json_decref(items);
             return 0;
@@ -581,6 +607,11 @@ int jinja_filter_apply(jrender_t *r, int line, const char *name, jv_t *val, jv_t
     if (!strcmp(name, "attr")) {
         if (!a0 || !jv_is_str(a0))
             return jr_fail(r, line, "attr() takes an attribute name");
+        /* getattr() only: a dict's keys are not attributes */
+        if (jv_is(val, JSON_OBJECT) && !jinja_method_known(json_string_value(a0->j))) {
+            *out = jv_undef(NULL);
+            return 0;
+        }
         return jinja_getattr(r, line, val, json_string_value(a0->j), out);
     }
     if (!strcmp(name, "sum")) {
@@ -591,7 +622,7 @@ int jinja_filter_apply(jrender_t *r, int line, const char *name, jv_t *val, jv_t
             return -1;
         jv_t acc = start ? jv_copy(start) : jv_data(json_integer(0));
         for (size_t i = 0; i < json_array_size(items); i++) {
-            jv_t e = jv_data(json_incref(json_array_get(items, i))), x = jv_undef(NULL), s;
+            jv_t e = jv_elem(json_array_get(items, i)), x = jv_undef(NULL), s;
             if (attr && s_attr_path(r, line, &e, attr, &x) < 0) {
                 jv_free(&e);
                 jv_free(&acc);
@@ -752,6 +783,10 @@ int jinja_filter_apply(jrender_t *r, int line, const char *name, jv_t *val, jv_t
         jv_free(&sv);
         return rc;
     } else if (!strcmp(name, "indent")) {
+        if (!jv_is_str(val)) {
+            jv_free(&sv);
+            return jr_fail(r, line, "indent: a '%s' is not a string", jv_type_name(val));
+        }
         const jv_t *w = s_arg(args, names, n_args, 0, "width");
         bool first = s_arg_bool(s_arg(args, names, n_args, 1, "first"), false);
         bool blank = s_arg_bool(s_arg(args, names, n_args, 2, "blank"), false);
@@ -763,12 +798,9 @@ int jinja_filter_apply(jrender_t *r, int line, const char *name, jv_t *val, jv_t
         int64_t width = w && jv_is_int(w) ? jv_int(w) : 80, n = (int64_t)ustr_ncp(s, len);
         if (width > 4096)
             width = 4096;
-        int64_t padl = width > n ? (width - n) / 2 : 0, padr = width > n ? width - n - padl : 0;
-        /* Python's center puts the odd space on the right when n is even */
-        if (width > n && ((width - n) & 1) && (n & 1)) {
-            padl++;
-            padr--;
-        }
+        /* Python's str.center: the odd space goes left when width is odd */
+        int64_t pad = width > n ? width - n : 0, padl = pad / 2 + (pad & width & 1);
+        int64_t padr = pad - padl;
         for (int64_t k = 0; k < padl; k++)
             jbuf_addc(&b, ' ');
         jbuf_add(&b, s, len);
@@ -856,7 +888,8 @@ static int s_select(jrender_t *r, int line, const char *fname, const jv_t *val, 
             break;
         }
     int n_rest = rest_at < 0 ? 0 : n_args - rest_at;
-    json_t *items = s_items(r, line, val);
+    /* Jinja: "if seq: for item in seq" -- a false value (none, 0) gives nothing */
+    json_t *items = jv_truth(val) ? s_items(r, line, val) : json_array();
     if (!items)
         return -1;
     json_t *res = json_array();
@@ -867,7 +900,7 @@ static int s_select(jrender_t *r, int line, const char *fname, const jv_t *val, 
     const jv_t *def = is_map ? s_arg(args, names, n_args, -1, "default") : NULL;
     int rc = 0;
     for (size_t i = 0; rc == 0 && i < json_array_size(items); i++) {
-        jv_t e = jv_data(json_incref(json_array_get(items, i))), x = jv_undef(NULL), y;
+        jv_t e = jv_elem(json_array_get(items, i)), x = jv_undef(NULL), y;
         if (attr)
             rc = s_attr_path(r, line, &e, attr, &x);
         else
@@ -928,7 +961,7 @@ int jinja_test_apply(jrender_t *r, int line, const char *name, const jv_t *val, 
         *out = val->kind == JV_UNDEF || (j && (json_is_string(j) || json_is_array(j) ||
                                                json_is_object(j)));
     else if (!strcmp(name, "sequence"))
-        *out = val->kind == JV_UNDEF || (j && (json_is_string(j) || json_is_array(j) ||
+        *out = val->kind == JV_UNDEF || (j && !val->gen && (json_is_string(j) || json_is_array(j) ||
                                                json_is_object(j)));
     else if (!strcmp(name, "callable"))
         *out = val->kind == JV_MACRO || val->kind == JV_CALLER || val->kind == JV_FUNC ||
@@ -977,7 +1010,7 @@ int jinja_test_apply(jrender_t *r, int line, const char *name, const jv_t *val, 
                                                json_string_value(val->j), nl));
         } else if (jv_is(a, JSON_ARRAY)) {
             for (size_t i = 0; i < json_array_size(a->j) && !t; i++) {
-                jv_t e = jv_data(json_array_get(a->j, i));
+                jv_t e = jv_elem_view(json_array_get(a->j, i));
                 t = jv_equal(val, &e);
             }
         } else if (jv_is(a, JSON_OBJECT)) {

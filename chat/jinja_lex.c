@@ -147,7 +147,7 @@ static int s_string(lexer_t *lx)
         case '\n': lx->line++; break; /* line continuation */
         case 'x': case 'u': case 'U': {
             int nd = e == 'x' ? 2 : e == 'u' ? 4 : 8;
-            int32_t cp = 0;
+            uint32_t cp = 0; /* 8 hex digits fit; checked below */
             for (int k = 0; k < nd; k++, j++) {
                 char h = j < lx->n ? s[j] : 0;
                 int v = h >= '0' && h <= '9' ? h - '0' : h >= 'a' && h <= 'f' ? h - 'a' + 10
@@ -157,14 +157,14 @@ static int s_string(lexer_t *lx)
                     return err_set(lx->err, EINVAL, "chat template line %d: bad \\%c escape "
                                    "in a string", line, e);
                 }
-                cp = cp * 16 + v;
+                cp = cp * 16 + (uint32_t)v;
             }
             if (cp > 0x10ffff) {
                 jbuf_free(&b);
                 return err_set(lx->err, EINVAL, "chat template line %d: bad \\%c escape "
                                "in a string", line, e);
             }
-            ustr_put_cp(&b, cp);
+            ustr_put_cp(&b, (int32_t)cp);
             break;
         }
         default: /* Python keeps unknown escapes as written */
@@ -381,7 +381,12 @@ static int s_lex(lexer_t *lx)
             continue;
         }
         if (kind == '%' && s_is_tag_word(s, n, open, "raw", &endraw, &rl, &rr)) {
-            size_t body = s_after_block_end(s, n, endraw, rr);
+            /* Jinja's raw state: '-' strips after {% raw %}, trim_blocks does
+             * not apply there; before {% endraw %} '-' or lstrip_blocks. */
+            size_t body = endraw;
+            if (rr == '-')
+                while (body < n && s_isws(s[body]))
+                    body++;
             size_t k = body;
             size_t tag_end = 0;
             while ((k = s_find_open(s, n, k)) < n &&
@@ -391,9 +396,19 @@ static int s_lex(lexer_t *lx)
                 return err_set(lx->err, EINVAL, "chat template line %d: {%% raw %%} without "
                                "{%% endraw %%}", tag_line);
             size_t bend = k;
-            if (rl == '-')
+            if (rl == '-') {
                 while (bend > body && s_isws(s[bend - 1]))
                     bend--;
+            } else if (rl != '+') {
+                size_t l = bend;
+                while (l > body && s[l - 1] != '\n')
+                    l--;
+                bool blank = true;
+                for (size_t q = l; q < bend; q++)
+                    blank &= s[q] == ' ' || s[q] == '\t';
+                if (blank && (l > body || body == 0 || s[body - 1] == '\n'))
+                    bend = l;
+            }
             lx->line += s_count_lines(s + open, body - open);
             if (s_text(lx, s + body, bend - body, lx->line) < 0)
                 return -1;

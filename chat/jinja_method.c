@@ -607,7 +607,7 @@ int jinja_method_call(jrender_t *r, int line, const jv_t *method, jv_t *args, ch
             const jv_t *d = s_arg(args, names, n_args, 1, "default");
             json_t *v = k && jv_is_str(k) ? json_object_get(obj, json_string_value(k->j)) : NULL;
             if (v)
-                *out = jv_data(json_incref(v));
+                *out = jv_elem(v);
             else if (d)
                 *out = jv_copy(d);
             else
@@ -625,7 +625,7 @@ int jinja_method_call(jrender_t *r, int line, const jv_t *method, jv_t *args, ch
                 return jr_fail(r, line, "%s() takes one argument", m);
             int64_t k = 0, at = -1;
             for (size_t i = 0; i < json_array_size(obj); i++) {
-                jv_t e = jv_data(json_array_get(obj, i));
+                jv_t e = jv_elem_view(json_array_get(obj, i));
                 if (jv_equal(&e, a0)) {
                     k++;
                     if (at < 0)
@@ -764,6 +764,10 @@ int jinja_str_format(jrender_t *r, int line, const char *fmt, size_t len, const 
         default:
             goto bad;
         }
+    }
+    if (next == 0 && !tuple && !mapping) {
+        jbuf_free(&b);
+        return jr_fail(r, line, "not all arguments converted during string formatting");
     }
     if (tuple && next < json_array_size(args->j)) {
         jbuf_free(&b);

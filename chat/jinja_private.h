@@ -141,7 +141,8 @@ bool jinja_method_known(const char *name);
 
 /* ---- values ------------------------------------------------------------ */
 typedef enum {
-    JV_UNDEF,     /* name: what was missing (borrowed, may be NULL) */
+    JV_UNDEF,     /* name: what was missing (may be NULL), borrowed from the
+                     tree or from j, an owned copy */
     JV_DATA,      /* j: owned JSON value */
     JV_NS,        /* p: jns_t, owned by the render */
     JV_MACRO,     /* p: N_MACRO node, env: its defining frame */
@@ -158,6 +159,9 @@ typedef struct jv {
     void *p;
     const char *name;
     jframe_t *env;    /* JV_MACRO: the frame it was defined in */
+    bool gen;         /* JV_DATA array that Jinja would hold as a generator
+                         (select, map, unique...): always true, no len(),
+                         no index, prints as a generator object */
 } jv_t;
 
 /* A namespace(): attributes in insertion order. */
@@ -222,9 +226,17 @@ bool jv_equal(const jv_t *a, const jv_t *b);
 bool json_equal_py(const json_t *a, const json_t *b);
 int jv_order(const jv_t *a, const jv_t *b);
 
-/* A JSON value for v, for storing in a list or a dict (undefined and
- * namespaces... become null); new reference or NULL when out of memory. */
+/* A JSON value for v, for storing in a list or a dict (undefined becomes
+ * the undefined marker); new reference, or NULL (errno EINVAL) for a value
+ * JSON cannot hold (a namespace, a macro...). */
 json_t *jv_to_json(const jv_t *v);
+/* The one JSON value that stands for an undefined value inside a list or a
+ * dict (["a", x.missing] holds an Undefined in Jinja): borrowed, never freed. */
+json_t *jv_undef_marker(void);
+/* An element of a list or dict as a value: the marker becomes undefined.
+ * jv_elem takes a new reference; jv_elem_view borrows. */
+jv_t jv_elem(json_t *e);
+jv_t jv_elem_view(json_t *e);
 
 /* ---- strings (UTF-8, Python semantics by code point) ------------------- */
 size_t ustr_ncp(const char *s, size_t len);             /* code points */

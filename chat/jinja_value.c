@@ -4,6 +4,7 @@
  */
 #include <errno.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,6 +50,8 @@ void jv_free(jv_t *v)
 
 bool jv_truth(const jv_t *v)
 {
+    if (v->gen)
+        return true;
     switch (v->kind) {
     case JV_UNDEF:
         return false;
@@ -78,6 +81,8 @@ const char *jv_type_name(const jv_t *v)
     case JV_FUNC: case JV_METHOD: return "builtin_function_or_method";
     case JV_DATA: break;
     }
+    if (v->gen)
+        return "generator";
     switch (json_typeof(v->j)) {
     case JSON_NULL: return "NoneType";
     case JSON_TRUE: case JSON_FALSE: return "bool";
@@ -196,6 +201,10 @@ static void s_str_repr(jbuf_t *b, const char *s, size_t len)
 
 void jv_repr(jbuf_t *b, const json_t *j)
 {
+    if (j == jv_undef_marker()) {
+        jbuf_adds(b, "Undefined");
+        return;
+    }
     switch (json_typeof(j)) {
     case JSON_STRING:
         s_str_repr(b, json_string_value(j), json_string_length(j));
@@ -255,6 +264,10 @@ void jv_str(jbuf_t *b, const jv_t *v)
         return;
     case JV_DATA:
         break;
+    }
+    if (v->gen) {
+        jbuf_adds(b, "<generator object>");
+        return;
     }
     const json_t *j = v->j;
     switch (json_typeof(j)) {
@@ -323,7 +336,7 @@ static int s_tojson(jbuf_t *b, const json_t *j, const tojson_opts_t *o, int leve
     bool ind = o->indent >= 0 || o->indent_str;
     const char *isep = o->item_sep ? o->item_sep : ind ? "," : ", ";
     const char *ksep = o->key_sep ? o->key_sep : ": ";
-    if (level > 4096)
+    if (level > 4096 || j == jv_undef_marker()) /* Undefined: not serializable */
         return -1;
     switch (json_typeof(j)) {
     case JSON_NULL: jbuf_adds(b, "null"); return 0;
@@ -415,6 +428,8 @@ static bool s_num(const json_t *j)
 
 bool json_equal_py(const json_t *a, const json_t *b)
 {
+    if (a == jv_undef_marker() || b == jv_undef_marker())
+        return a == b;
     if (s_num(a) && s_num(b)) {
         jv_t x = jv_data((json_t *)a), y = jv_data((json_t *)b);
         if (jv_is_int(&x) && jv_is_int(&y))
@@ -454,6 +469,8 @@ bool json_equal_py(const json_t *a, const json_t *b)
 
 bool jv_equal(const jv_t *a, const jv_t *b)
 {
+    if (a->gen || b->gen)
+        return a->gen && b->gen && a->j == b->j;
     if (a->kind == JV_DATA && b->kind == JV_DATA)
         return json_equal_py(a->j, b->j);
     if (a->kind != b->kind)
@@ -468,6 +485,8 @@ bool jv_equal(const jv_t *a, const jv_t *b)
 
 int jv_order(const jv_t *a, const jv_t *b)
 {
+    if (a->kind == JV_UNDEF || b->kind == JV_UNDEF || a->gen || b->gen)
+        return -2;
     if (jv_is_num(a) && jv_is_num(b)) {
         if (jv_is_int(a) && jv_is_int(b)) {
             int64_t x = jv_int(a), y = jv_int(b);
@@ -486,7 +505,7 @@ int jv_order(const jv_t *a, const jv_t *b)
     if (jv_is(a, JSON_ARRAY) && jv_is(b, JSON_ARRAY)) {
         size_t la = json_array_size(a->j), lb = json_array_size(b->j);
         for (size_t i = 0; i < la && i < lb; i++) {
-            jv_t x = jv_data(json_array_get(a->j, i)), y = jv_data(json_array_get(b->j, i));
+            jv_t x = jv_elem_view(json_array_get(a->j, i)), y = jv_elem_view(json_array_get(b->j, i));
             if (json_equal_py(x.j, y.j))
                 continue;
             return jv_order(&x, &y);
@@ -496,12 +515,40 @@ int jv_order(const jv_t *a, const jv_t *b)
     return -2;
 }
 
+static json_t *s_marker;
+static pthread_once_t s_marker_once = PTHREAD_ONCE_INIT;
+
+static void s_marker_init(void)
+{
+    s_marker = json_object(); /* held for the process's life */
+}
+
+json_t *jv_undef_marker(void)
+{
+    pthread_once(&s_marker_once, s_marker_init);
+    return s_marker;
+}
+
+jv_t jv_elem(json_t *e)
+{
+    if (e && e == jv_undef_marker())
+        return jv_undef(NULL);
+    return jv_data(json_incref(e));
+}
+
+jv_t jv_elem_view(json_t *e)
+{
+    if (e && e == jv_undef_marker())
+        return jv_undef(NULL);
+    return jv_data(e);
+}
+
 json_t *jv_to_json(const jv_t *v)
 {
     if (v->kind == JV_DATA)
         return json_incref(v->j);
     if (v->kind == JV_UNDEF)
-        return json_null();
+        return json_incref(jv_undef_marker());
     errno = EINVAL;
     return NULL;
 }

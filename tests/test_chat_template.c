@@ -511,6 +511,9 @@ static void test_whitespace(void **state)
     s_expect("{{- '  a  ' -}}   b", "  a  b");
     s_expect("x {# note #} y\n  {# c #}\nz", "x  y\nz");
     s_expect("{% raw %}{{ x }}{% endraw %}", "{{ x }}");
+    s_expect("A{% raw %}\nX\n  {% endraw %}\nB", "A\nX\nB"); /* no trim after raw */
+    s_expect("A{% raw -%}  X  {%- endraw %}B|{% raw %}x{% endraw %}  \t{% raw %}y{% endraw %}",
+             "AXB|x  \ty");
     s_expect("{{ 'a' }}\n{{ 'b' }}\n", "a\nb"); /* one trailing newline dropped */
     s_expect("a\r\nb", "a\nb");
     s_expect("{{ 'x' }}  \n", "x  ");
@@ -539,6 +542,9 @@ static void test_errors_at_render(void **state)
     s_expect_render_error("{{ x.y }}", "'x' is undefined");
     s_expect_render_error("{% set s = 'abc' %}{{ s.items() }}", "'str object' has no attribute 'items'");
     s_expect_render_error("{{ 1 / 0 }}", "division by zero");
+    /* the missing key of an undefined value outlives the computed key */
+    s_expect_render_error("{% set d = {} %}{% set u = d['a' ~ 'b'] %}{{ u.x }}",
+                          "'dict object' has no attribute 'ab'");
     s_expect_render_error("{{ [1].append(2) }}", "unsafe");
     s_expect_render_error("{% for x in 5 %}{% endfor %}", "not iterable");
     s_expect_render_error("{{ 1 < 'a' }}", "not supported");
@@ -574,6 +580,7 @@ static void test_unsupported_at_parse(void **state)
     s_expect_parse_error("{% break %}", "outside a for loop");
     s_expect_parse_error("{{ 99999999999999999999 }}", "too large");
     s_expect_parse_error("{{ x $ y }}", "unexpected character '$'");
+    s_expect_parse_error("{{ '\\Uffffffff' }}", "bad \\U escape"); /* fuzz: hex overflow */
 }
 
 static void test_scoping_and_macros(void **state)

@@ -318,6 +318,25 @@ static void test_specials(void **state)
                         "<|padding|>");
     assert_int_equal(json_integer_value(json_object_get(cfg, "model_max_length")),
                      4096);
+    assert_null(json_object_get(cfg, "chat_template")); /* none asked */
+    json_decref(cfg);
+    tokenizer_destroy(&tok);
+    free(dir);
+}
+
+/* A chat template given in the options is written verbatim. */
+static void test_chat_template_field(void **state)
+{
+    trainer_opts_t o = s_opts(512);
+    static const char tpl[] = "{%- for m in messages -%}{{ m.content }}{{ eos_token }}\n"
+                              "{%- endfor -%}\t\xe2\x9c\x93";
+    o.chat_template = tpl;
+    trainer_stats_t stats;
+    char *dir = NULL;
+    tokenizer_t *tok = s_train(state, "ct", "some text", 9, &o, &stats, &dir);
+    json_t *cfg = s_load_json(s_path(dir, "tokenizer_config.json"));
+    assert_string_equal(json_string_value(json_object_get(cfg, "chat_template")), tpl);
+    assert_string_equal(json_string_value(json_object_get(cfg, "eos_token")), "<|endoftext|>");
     json_decref(cfg);
     tokenizer_destroy(&tok);
     free(dir);
@@ -604,6 +623,10 @@ static void test_mkmodel(void **state)
             fail_msg("%s", err.msg);
         json_int_t vocab = json_integer_value(json_object_get(cfg, "vocab_size"));
         assert_int_equal(tokenizer_n_ids(tok), vocab);
+        /* a chat template for the family (rendered in test_chat_template) */
+        const char *tpl = json_string_value(json_object_get(tcfg, "chat_template"));
+        assert_non_null(tpl);
+        assert_non_null(strstr(tpl, "eos_token"));
         assert_int_equal(vocab, p == 0 ? 512 : 2048);
         static const char *roles[][2] = {{"eos_token", "eos_token_id"},
                                          {"bos_token", "bos_token_id"}};
@@ -651,6 +674,7 @@ int main(void)
         T(test_merges_by_hand),
         T(test_round_trip),
         T(test_specials),
+        T(test_chat_template_field),
         T(test_compression),
         T(test_deterministic),
         T(test_empty_text),
