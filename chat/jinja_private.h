@@ -287,6 +287,44 @@ int jinja_str_format(jrender_t *r, int line, const char *fmt, size_t len, const 
 /* A new string value from b (freed); an error when b failed. */
 int jinja_str_value(jrender_t *r, jbuf_t *b, jv_t *out);
 int jinja_oom(jrender_t *r);
+/* ---- evaluator internals (jinja_scope, jinja_eval, jinja_ops, jinja_call,
+ * jinja_exec) ------------------------------------------------------------ */
+struct jframe {
+    jframe_t *parent;
+    const char **names;   /* borrowed from the tree (or static) */
+    jv_t *vals;
+    size_t n, cap;
+};
+
+/* Binds name (borrowed: tree or static text) in f, taking *v. */
+int jinja_frame_set(jrender_t *r, jframe_t *f, const char *name, jv_t *v);
+void jinja_frame_fini(jframe_t *f);
+jframe_t *jinja_frame_root(jframe_t *f);
+/* A variable: frames outwards, the context, the globals; undefined else. */
+jv_t jinja_lookup(jrender_t *r, jframe_t *f, const char *name);
+jns_t *jinja_ns_new(jrender_t *r);
+jv_t *jinja_ns_get(jns_t *ns, const char *name);
+int jinja_ns_set(jrender_t *r, jns_t *ns, const char *name, jv_t *v); /* takes *v */
+int jinja_check_nesting(jrender_t *r, int line, const jv_t *v);
+/* Counts a step and a nesting level (undone by the caller: r->depth--). */
+int jinja_enter(jrender_t *r, int line);
+
+int jinja_eval(jrender_t *r, const node_t *n, jframe_t *f, jv_t *out);
+/* Statements; 0, 1 (break), 2 (continue) or -1. */
+int jinja_exec(jrender_t *r, const node_t *n, jframe_t *f, jbuf_t *out);
+/* An N_CALL node, with the caller() of a call block (or NULL). */
+int jinja_eval_call(jrender_t *r, const node_t *n, jframe_t *f, jcaller_t *caller, jv_t *out);
+int jinja_eval_args(jrender_t *r, const node_t *n, int first, jframe_t *f, jv_t **args_p);
+void jinja_args_free(jv_t *args, int n);
+int jinja_call(jrender_t *r, int line, jv_t *callee, jv_t *args, char **names, int n_args,
+               jcaller_t *caller, jframe_t *f, jv_t *out);
+
+int jinja_arith(jrender_t *r, int line, int op, const jv_t *a, const jv_t *b, jv_t *out);
+int jinja_compare(jrender_t *r, int line, int op, const jv_t *a, const jv_t *b, bool *out);
+int jinja_int_result(jrender_t *r, int line, bool overflow, int64_t v, jv_t *out);
+int jinja_float_result(jrender_t *r, double v, jv_t *out);
+int jinja_bool_result(jrender_t *r, bool v, jv_t *out);
+
 /* Renders the template body. */
 int jinja_render(const node_t *root, jrender_t *r, jbuf_t *out);
 
