@@ -16,6 +16,7 @@
 struct chat_template {
     node_t *root;
     char *bos, *eos;   /* NULL: undefined */
+    json_t *tokens;    /* the other special tokens (pad_token, unk_token...) or NULL */
     bool fixed_now;
     struct tm now;
 };
@@ -60,6 +61,7 @@ void chat_template_destroy(chat_template_t **self_p)
     jinja_node_free(self->root);
     mem_free(self->bos);
     mem_free(self->eos);
+    json_decref(self->tokens);
     mem_free(self);
     *self_p = NULL;
 }
@@ -152,7 +154,8 @@ int chat_template_render_chat(const chat_template_t *self, const json_t *message
         json_object_set_new(ctx, "documents", json_null()) < 0 ||
         json_object_set_new(ctx, "add_generation_prompt", json_boolean(add_generation_prompt)) < 0 ||
         (self->bos && json_object_set_new(ctx, "bos_token", json_string_nocheck(self->bos)) < 0) ||
-        (self->eos && json_object_set_new(ctx, "eos_token", json_string_nocheck(self->eos)) < 0)) {
+        (self->eos && json_object_set_new(ctx, "eos_token", json_string_nocheck(self->eos)) < 0) ||
+        (self->tokens && json_object_update_missing(ctx, self->tokens) < 0)) {
         json_decref(ctx);
         return err_set(err, ENOMEM, "chat template: out of memory");
     }
@@ -169,6 +172,24 @@ static const char *s_token(const json_t *cfg, const char *key)
     if (json_is_object(t))
         t = json_object_get(t, "content");
     return json_is_string(t) ? json_string_value(t) : NULL;
+}
+
+/* transformers passes every special token the tokenizer has; besides BOS
+ * and EOS: these. */
+static int s_other_tokens(chat_template_t *t, const json_t *cfg)
+{
+    static const char *const keys[] = {"unk_token", "pad_token", "sep_token", "cls_token",
+                                       "mask_token"};
+    for (size_t i = 0; i < sizeof keys / sizeof *keys; i++) {
+        const char *v = s_token(cfg, keys[i]);
+        if (!v)
+            continue;
+        if (!t->tokens && !(t->tokens = json_object()))
+            return -1;
+        if (json_object_set_new(t->tokens, keys[i], json_string_nocheck(v)) < 0)
+            return -1;
+    }
+    return 0;
 }
 
 static chat_template_t *s_from_text(const char *text, size_t len, const char *origin,
@@ -313,8 +334,9 @@ chat_template_t *chat_template_load(const char *model_dir, err_t *err)
             t = s_from_text(json_string_value(s), json_string_length(s), json_path, err);
         }
     }
-    if (t && cfg && chat_template_set_tokens(t, s_token(cfg, "bos_token"),
-                                             s_token(cfg, "eos_token")) < 0) {
+    if (t && cfg && (chat_template_set_tokens(t, s_token(cfg, "bos_token"),
+                                              s_token(cfg, "eos_token")) < 0 ||
+                     s_other_tokens(t, cfg) < 0)) {
         err_set(err, ENOMEM, "out of memory");
         chat_template_destroy(&t);
     }

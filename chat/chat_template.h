@@ -36,7 +36,8 @@ chat_template_t *chat_template_new(const char *source, size_t len, err_t *err);
  * a list of {"name", "template"}: the one named "default"), else
  * chat_template.jinja beside it, else chat_template.json's "chat_template";
  * bos_token / eos_token from tokenizer_config.json (a string or
- * {"content": ...}). NULL with ENOENT when the model has no template, EINVAL
+ * {"content": ...}; unk/pad/sep/cls/mask_token too, passed by
+ * chat_template_render_chat as transformers does). NULL with ENOENT when the model has no template, EINVAL
  * when it cannot be handled (err names the file and the construct). */
 chat_template_t *chat_template_load(const char *model_dir, err_t *err);
 
@@ -64,7 +65,7 @@ int chat_template_render(const chat_template_t *self, const json_t *context, cha
 
 /* The chat case of transformers' apply_chat_template: messages (an array),
  * tools (NULL: none), add_generation_prompt, bos_token / eos_token as set
- * (undefined when none), documents = none. Errors as chat_template_render. */
+ * (undefined when none), the config's other special tokens, documents = none. Errors as chat_template_render. */
 int chat_template_render_chat(const chat_template_t *self, const json_t *messages,
                               const json_t *tools, bool add_generation_prompt, char **out,
                               size_t *out_len, err_t *err);

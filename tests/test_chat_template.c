@@ -720,9 +720,11 @@ static void test_load(void **state)
     assert_int_equal(errno, ENOENT);
     /* chat_template.jinja beside a config without one; tokens as objects */
     s_write(dir, "tokenizer_config.json",
-            "{\"bos_token\": {\"content\": \"<s>\", \"lstrip\": false}, \"eos_token\": \"</s>\"}");
-    s_write(dir, "chat_template.jinja", "{{ bos_token }}{{ messages[0].content }}{{ eos_token }}\n");
-    s_expect_load(dir, "<s>hi</s>");
+            "{\"bos_token\": {\"content\": \"<s>\", \"lstrip\": false}, \"eos_token\": \"</s>\","
+            " \"pad_token\": \"<pad>\", \"unk_token\": {\"content\": \"<unk>\"}}");
+    s_write(dir, "chat_template.jinja", "{{ bos_token }}{{ messages[0].content }}{{ eos_token }}"
+            "{{ pad_token }}{{ unk_token }}{{ mask_token is defined }}\n");
+    s_expect_load(dir, "<s>hi</s><pad><unk>False");
     /* the config's string wins */
     s_write(dir, "tokenizer_config.json",
             "{\"chat_template\": \"A{{ messages|length }}{{ bos_token is defined }}\"}");
