@@ -31,6 +31,19 @@ chat_template_t *chat_template_new(const char *source, size_t len, err_t *err)
         err_set(err, EINVAL, "chat template: %zu bytes (at most %zu)", len, CHAT_TEMPLATE_MAX);
         return NULL;
     }
+    /* transformers gets templates as Python str: Unicode text */
+    int line = 1;
+    for (size_t i = 0; i < len;) {
+        int32_t cp;
+        size_t j = ustr_next(source, len, i, &cp);
+        if ((j - i == 1 && (unsigned char)source[i] >= 0x80) || (cp >= 0xd800 && cp <= 0xdfff)) {
+            err_set(err, EINVAL, "chat template line %d: not UTF-8 (byte 0x%02x at offset %zu)",
+                    line, (unsigned char)source[i], i);
+            return NULL;
+        }
+        line += cp == '\n';
+        i = j;
+    }
     chat_template_t *self = mem_calloc(1, sizeof *self);
     tk_list_t tokens = {0};
     if (!self) {

@@ -186,8 +186,10 @@ static int s_call_global(jrender_t *r, int line, const char *fn, jv_t *args, cha
         json_t *arr = json_array();
         int64_t count = 0;
         for (int64_t i = a; arr && (step > 0 ? i < b : i > b); i += step) {
-            if (++count > JINJA_RANGE_MAX) {
+            if (++count > JINJA_RANGE_MAX || jinja_charge(r, line, 1) < 0) {
                 json_decref(arr);
+                if (r->failed)
+                    return -1;
                 return jr_fail(r, line, "range() of more than %d numbers", JINJA_RANGE_MAX);
             }
             if (json_array_append_new(arr, json_integer(i)) < 0) {

@@ -225,6 +225,11 @@ static int s_sort(jrender_t *r, int line, json_t *arr, const jv_t *attr, int key
         }
         it[i] = (sort_item_t){.key = k, .val = v, .idx = i};
     }
+    size_t lg = 1;
+    for (size_t k = n; k > 1; k >>= 1)
+        lg++;
+    if (jinja_charge(r, line, n * lg) < 0)
+        goto done;
     sort_ctx_t c = {.case_sensitive = case_sensitive};
     qsort_r(it, n, sizeof *it, s_sort_cmp, &c);
     if (c.bad) {
@@ -575,6 +580,11 @@ static int s_filter(jrender_t *r, int line, const char *name, jv_t *val, jv_t *a
         for (size_t i = 0; u && i < json_array_size(items); i++) {
             json_t *e = json_array_get(items, i);
             bool seen = false;
+            if (jinja_charge(r, line, json_array_size(u)) < 0) {
+                json_decref(u);
+                json_decref(items);
+                return -1;
+            }
             for (size_t k = 0; k < json_array_size(u) && !seen; k++) {
                 sort_ctx_t c = {.case_sensitive = cs};
                 json_t *x = json_array_get(u, k);

@@ -56,6 +56,8 @@ static int s_repeat(jrender_t *r, int line, const jv_t *seq, int64_t k, jv_t *ou
     size_t n = json_array_size(seq->j);
     if (n && (uint64_t)k > (uint64_t)JINJA_RANGE_MAX / n)
         return jr_fail(r, line, "a list longer than %d elements", JINJA_RANGE_MAX);
+    if (jinja_charge(r, line, (size_t)k * n) < 0)
+        return -1;
     json_t *a = json_array();
     for (int64_t i = 0; a && i < k; i++)
         if (json_array_extend(a, seq->j) < 0) {
@@ -158,6 +160,8 @@ int jinja_arith(jrender_t *r, int line, int op, const jv_t *a, const jv_t *b, jv
         if (!jv_is(b, JSON_ARRAY))
             return jr_fail(r, line, "can only concatenate list (not \"%s\") to list",
                            jv_type_name(b));
+        if (jinja_charge(r, line, json_array_size(a->j) + json_array_size(b->j)) < 0)
+            return -1;
         json_t *c = json_array();
         if (!c || json_array_extend(c, a->j) < 0 || json_array_extend(c, b->j) < 0) {
             json_decref(c);
@@ -193,6 +197,8 @@ static int s_contains(jrender_t *r, int line, const jv_t *item, const jv_t *seq,
             return 0;
         }
         case JSON_ARRAY:
+            if (jinja_charge(r, line, json_array_size(seq->j)) < 0)
+                return -1;
             for (size_t i = 0; i < json_array_size(seq->j) && !*out; i++) {
                 jv_t e = jv_elem_view(json_array_get(seq->j, i));
                 *out = jv_equal(item, &e);

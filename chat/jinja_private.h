@@ -24,13 +24,15 @@ enum {
     JINJA_PARSE_DEPTH_MAX = 200,      /* nested expressions + blocks at parse */
     JINJA_TREE_HEIGHT_MAX = 1000,     /* syntax tree height (chains: a|f|g..., a+b+c...) */
     JINJA_EVAL_DEPTH_MAX = 600,       /* nested evaluation (macro recursion included) */
-    JINJA_STEPS_MAX = 4000000,        /* node evaluations per render */
+    JINJA_STEPS_MAX = 1000000,        /* steps per render: node evaluations, plus one
+                                         per element a list operation walks (real
+                                         templates take a few thousand) */
     JINJA_RANGE_MAX = 100000,         /* elements of one range() */
 };
 #define JINJA_OUTPUT_MAX ((size_t)16 << 20) /* bytes of any one string or output */
 /* Every JINJA_BYTES_PER_STEP bytes of string a render makes count as one
  * evaluation step, so that CPU time is bounded by bytes too. */
-enum { JINJA_BYTES_PER_STEP = 64 };
+enum { JINJA_BYTES_PER_STEP = 16 };
 
 /* ---- growable byte buffer ---------------------------------------------- */
 typedef struct jbuf {
@@ -306,6 +308,8 @@ jns_t *jinja_ns_new(jrender_t *r);
 jv_t *jinja_ns_get(jns_t *ns, const char *name);
 int jinja_ns_set(jrender_t *r, jns_t *ns, const char *name, jv_t *v); /* takes *v */
 int jinja_check_nesting(jrender_t *r, int line, const jv_t *v);
+/* Charges n steps of work (elements walked or copied); -1 past the budget. */
+int jinja_charge(jrender_t *r, int line, size_t n);
 /* Counts a step and a nesting level (undone by the caller: r->depth--). */
 int jinja_enter(jrender_t *r, int line);
 

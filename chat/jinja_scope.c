@@ -170,9 +170,24 @@ int jinja_check_nesting(jrender_t *r, int line, const jv_t *v)
     return 0;
 }
 
+int jinja_charge(jrender_t *r, int line, size_t n)
+{
+    r->steps += (long)(n > (size_t)JINJA_STEPS_MAX ? (size_t)JINJA_STEPS_MAX : n);
+    if (r->steps > JINJA_STEPS_MAX)
+        return jr_fail(r, line, "the template takes more than %d steps", JINJA_STEPS_MAX);
+    return 0;
+}
+
 json_t *jv_iter_array(jrender_t *r, int line, const jv_t *v, int *rc)
 {
     *rc = 0;
+    if (v->kind == JV_DATA) { /* the consumer walks every element */
+        size_t n = json_is_array(v->j) ? json_array_size(v->j)
+                 : json_is_object(v->j) ? json_object_size(v->j)
+                 : json_is_string(v->j) ? json_string_length(v->j) : 0;
+        if ((*rc = jinja_charge(r, line, n)) < 0)
+            return NULL;
+    }
     if (v->kind == JV_UNDEF) {
         json_t *a = json_array();
         if (!a)

@@ -581,6 +581,8 @@ static void test_unsupported_at_parse(void **state)
     s_expect_parse_error("{{ 99999999999999999999 }}", "too large");
     s_expect_parse_error("{{ x $ y }}", "unexpected character '$'");
     s_expect_parse_error("{{ '\\Uffffffff' }}", "bad \\U escape"); /* fuzz: hex overflow */
+    s_expect_parse_error("{{ '\\ud800' }}", "bad \\u escape");
+    s_expect_parse_error("ok\n\xff\xfe", "line 2: not UTF-8 (byte 0xff");
 }
 
 static void test_scoping_and_macros(void **state)
@@ -639,8 +641,15 @@ static void test_hostile_templates(void **state)
     s_expect_render_error("{% for i in range(100000) %}{% for j in range(100000) %}"
                           "{% endfor %}{% endfor %}", "steps");
     s_expect_render_error("{{ 'a' * 1000000000 }}", "longer than");
+    /* strings made count as steps: doubling ends on the budget */
     s_expect_render_error("{% set ns = namespace(s='ab') %}{% for i in range(64) %}"
-                          "{% set ns.s = ns.s ~ ns.s %}{% endfor %}", "longer than");
+                          "{% set ns.s = ns.s ~ ns.s %}{% endfor %}", "steps");
+    /* list operations count the elements they walk: no quadratic hang */
+    s_expect_render_error("{% set ns = namespace(l=[]) %}{% for i in range(100000) %}"
+                          "{% set ns.l = ns.l + [i] %}{% endfor %}", "steps");
+    s_expect_render_error("{% set l = range(100000) | list %}{% for i in l %}"
+                          "{% if i in l %}{% endif %}{% endfor %}", "steps");
+    s_expect_render_error("{{ ('a' * 1000000) | join(',') | join(',') }}", "steps");
     s_expect_render_error("{% set ns = namespace(x=[]) %}{% for i in range(1000) %}"
                           "{% set ns.x = [ns.x] %}{% endfor %}", "nested deeper");
     s_expect_render_error("{{ range(1000000000) | length }}", "range");
