@@ -19,6 +19,7 @@ struct chat_template {
     json_t *tokens;    /* the other special tokens (pad_token, unk_token...) or NULL */
     bool fixed_now;
     struct tm now;
+    long max_steps;
 };
 
 chat_template_t *chat_template_new(const char *source, size_t len, err_t *err)
@@ -98,6 +99,11 @@ int chat_template_set_tokens(chat_template_t *self, const char *bos, const char 
     return 0;
 }
 
+void chat_template_set_max_steps(chat_template_t *self, long max_steps)
+{
+    self->max_steps = max_steps > 0 && max_steps < JINJA_STEPS_MAX ? max_steps : 0;
+}
+
 void chat_template_set_now(chat_template_t *self, const struct tm *now)
 {
     self->fixed_now = now != NULL;
@@ -114,7 +120,8 @@ int chat_template_render_ex(const chat_template_t *self, const json_t *context, 
         *raised = false;
     if (context && !json_is_object(context))
         return err_set(err, EINVAL, "chat template: the context must be a JSON object");
-    jrender_t r = {.context = context, .err = err};
+    jrender_t r = {.context = context, .err = err,
+                   .max_steps = self->max_steps > 0 ? self->max_steps : JINJA_STEPS_MAX};
     if (self->fixed_now) {
         r.now = self->now;
     } else {

@@ -55,6 +55,11 @@ int chat_template_set_tokens(chat_template_t *self, const char *bos, const char 
  * time at each render; else this fixed broken-down time (copied). */
 void chat_template_set_now(chat_template_t *self, const struct tm *now);
 
+/* A smaller budget of evaluation steps per render than the default
+ * (1 000 000; a real template takes a few thousand per conversation);
+ * 0 or more than the default: the default. */
+void chat_template_set_max_steps(chat_template_t *self, long max_steps);
+
 /* Renders with a JSON object as the context: each key a top-level variable;
  * a key that is absent is undefined. *out is malloc'd (caller frees with
  * free(); NUL-terminated), *out_len its length. -1 with errno EINVAL and

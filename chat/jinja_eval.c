@@ -299,8 +299,8 @@ int jinja_enter(jrender_t *r, int line)
 {
     if (r->failed)
         return -1;
-    if (++r->steps > JINJA_STEPS_MAX)
-        return jr_fail(r, line, "the template takes more than %d steps", JINJA_STEPS_MAX);
+    if (++r->steps > r->max_steps)
+        return jr_fail(r, line, "the template takes more than %ld steps", r->max_steps);
     if (++r->depth > JINJA_EVAL_DEPTH_MAX) {
         r->depth--;
         return jr_fail(r, line, "recursion deeper than %d levels", JINJA_EVAL_DEPTH_MAX);

@@ -259,6 +259,7 @@ typedef struct jrender {
     jns_t *namespaces;         /* freed at the end */
     jloop_t *loops;
     long steps;
+    long max_steps;            /* JINJA_STEPS_MAX unless the template says less */
     int depth;
     bool failed;               /* err is set; unwind */
     bool raised;               /* ... by raise_exception(): err holds its message */

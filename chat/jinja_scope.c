@@ -172,9 +172,9 @@ int jinja_check_nesting(jrender_t *r, int line, const jv_t *v)
 
 int jinja_charge(jrender_t *r, int line, size_t n)
 {
-    r->steps += (long)(n > (size_t)JINJA_STEPS_MAX ? (size_t)JINJA_STEPS_MAX : n);
-    if (r->steps > JINJA_STEPS_MAX)
-        return jr_fail(r, line, "the template takes more than %d steps", JINJA_STEPS_MAX);
+    r->steps += (long)(n > (size_t)r->max_steps ? (size_t)r->max_steps : n);
+    if (r->steps > r->max_steps)
+        return jr_fail(r, line, "the template takes more than %ld steps", r->max_steps);
     return 0;
 }
 

@@ -654,6 +654,20 @@ static void test_hostile_templates(void **state)
                           "{% set ns.x = [ns.x] %}{% endfor %}", "nested deeper");
     s_expect_render_error("{{ range(1000000000) | length }}", "range");
     s_expect_render_error("{{ 9223372036854775807 + 1 }}", "overflow");
+    /* a smaller budget */
+    err_t err = {0};
+    chat_template_t *t = s_new("{% for i in range(1000) %}{{ i }}{% endfor %}", &err);
+    assert_non_null(t);
+    json_t *ctx = json_object();
+    char *out = NULL;
+    size_t len;
+    assert_int_equal(chat_template_render(t, ctx, &out, &len, &err), 0);
+    free(out);
+    chat_template_set_max_steps(t, 500);
+    assert_int_equal(chat_template_render(t, ctx, &out, &len, &err), -1);
+    assert_non_null(strstr(err.msg, "more than 500 steps"));
+    json_decref(ctx);
+    chat_template_destroy(&t);
     s_expect_render_error("{{ 1e308 * 10 }}", "infinite");
 }
 
