@@ -666,6 +666,10 @@ static int s_filter(jrender_t *r, int line, const char *name, jv_t *val, jv_t *a
         *out = acc;
         return 0;
     }
+    /* int(), float(), abs(), round() of an Undefined raise in Jinja */
+    if (val->kind == JV_UNDEF && (!strcmp(name, "abs") || !strcmp(name, "round") ||
+                                  !strcmp(name, "int") || !strcmp(name, "float")))
+        return jr_undef_fail(r, line, val);
     if (!strcmp(name, "abs")) {
         if (!jv_is_num(val))
             return jr_fail(r, line, "bad operand type for abs(): '%s'", jv_type_name(val));
@@ -686,6 +690,9 @@ static int s_filter(jrender_t *r, int line, const char *name, jv_t *val, jv_t *a
             p = p > 0 ? 15 : -15;
         double m = pow(10, p), x = jv_num(val) * m;
         const char *how = meth && jv_is_str(meth) ? json_string_value(meth->j) : "common";
+        /* Python's round(int, n) is the int itself */
+        if (jv_is_int(val) && !strcmp(how, "common") && p >= 0)
+            return s_data(r, json_integer(jv_int(val)), out);
         /* common: Python's round(), halves to even */
         x = !strcmp(how, "floor") ? floor(x) : !strcmp(how, "ceil") ? ceil(x) : nearbyint(x);
         if (!isfinite(x)) /* too many digits asked: the value itself */

@@ -532,6 +532,7 @@ static void test_values_and_operators(void **state)
     s_expect("{{ [1, 'a', none, true, {'k': 'v'}] }}|{{ 'it\\'s' }}|{{ [\"it's\"] }}",
              "[1, 'a', None, True, {'k': 'v'}]|it's|[\"it's\"]");
     s_expect("{{ '\\u00e9\\x41\\n' }}", "\xc3\xa9" "A\n");
+    s_expect("{{ 1|round(1) }}|{{ true|round }}|{{ 2.5|round }}|{{ 3.5|round }}", "1|1|2.0|4.0");
 }
 
 static void test_errors_at_render(void **state)
@@ -542,6 +543,7 @@ static void test_errors_at_render(void **state)
     s_expect_render_error("{{ x.y }}", "'x' is undefined");
     s_expect_render_error("{% set s = 'abc' %}{{ s.items() }}", "'str object' has no attribute 'items'");
     s_expect_render_error("{{ 1 / 0 }}", "division by zero");
+    s_expect_render_error("{{ x|int }}", "'x' is undefined"); /* int(Undefined) raises */
     /* the missing key of an undefined value outlives the computed key */
     s_expect_render_error("{% set d = {} %}{% set u = d['a' ~ 'b'] %}{{ u.x }}",
                           "'dict object' has no attribute 'ab'");
