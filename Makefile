@@ -71,8 +71,9 @@ TOKENIZER_SRC := tokenizer/tokenizer.c tokenizer/bpe.c tokenizer/pretok.c \
                  tokenizer/normalize.c tokenizer/decoder.c tokenizer/trainer.c
 TOKENIZER_LIBS := $(shell pkg-config --libs libpcre2-8 libutf8proc)
 # Chat templates: a Jinja-subset interpreter (jansson values, utf8proc case maps).
-CHAT_SRC    := chat/chat_template.c chat/chat_family.c chat/jinja_lex.c chat/jinja_parse.c \
-               chat/jinja_value.c chat/jinja_str.c chat/jinja_eval.c chat/jinja_filter.c \
+CHAT_SRC    := chat/chat_template.c chat/chat_family.c chat/jinja_lex.c chat/jinja_parse.c chat/jinja_expr.c \
+               chat/jinja_value.c chat/jinja_str.c chat/jinja_scope.c chat/jinja_eval.c \
+               chat/jinja_ops.c chat/jinja_call.c chat/jinja_exec.c chat/jinja_filter.c chat/jinja_test.c \
                chat/jinja_method.c
 
 # MPI bootstrap: the only MPI code, compiled with Open MPI's flags and linked

@@ -16,8 +16,10 @@
 struct chat_template {
     node_t *root;
     char *bos, *eos;   /* NULL: undefined */
+    json_t *tokens;    /* the other special tokens (pad_token, unk_token...) or NULL */
     bool fixed_now;
     struct tm now;
+    long max_steps;
 };
 
 chat_template_t *chat_template_new(const char *source, size_t len, err_t *err)
@@ -29,6 +31,19 @@ chat_template_t *chat_template_new(const char *source, size_t len, err_t *err)
     if (len > CHAT_TEMPLATE_MAX) {
         err_set(err, EINVAL, "chat template: %zu bytes (at most %zu)", len, CHAT_TEMPLATE_MAX);
         return NULL;
+    }
+    /* transformers gets templates as Python str: Unicode text */
+    int line = 1;
+    for (size_t i = 0; i < len;) {
+        int32_t cp;
+        size_t j = ustr_next(source, len, i, &cp);
+        if ((j - i == 1 && (unsigned char)source[i] >= 0x80) || (cp >= 0xd800 && cp <= 0xdfff)) {
+            err_set(err, EINVAL, "chat template line %d: not UTF-8 (byte 0x%02x at offset %zu)",
+                    line, (unsigned char)source[i], i);
+            return NULL;
+        }
+        line += cp == '\n';
+        i = j;
     }
     chat_template_t *self = mem_calloc(1, sizeof *self);
     tk_list_t tokens = {0};
@@ -60,6 +75,7 @@ void chat_template_destroy(chat_template_t **self_p)
     jinja_node_free(self->root);
     mem_free(self->bos);
     mem_free(self->eos);
+    json_decref(self->tokens);
     mem_free(self);
     *self_p = NULL;
 }
@@ -83,6 +99,11 @@ int chat_template_set_tokens(chat_template_t *self, const char *bos, const char 
     return 0;
 }
 
+void chat_template_set_max_steps(chat_template_t *self, long max_steps)
+{
+    self->max_steps = max_steps > 0 && max_steps < JINJA_STEPS_MAX ? max_steps : 0;
+}
+
 void chat_template_set_now(chat_template_t *self, const struct tm *now)
 {
     self->fixed_now = now != NULL;
@@ -99,7 +120,8 @@ int chat_template_render_ex(const chat_template_t *self, const json_t *context, 
         *raised = false;
     if (context && !json_is_object(context))
         return err_set(err, EINVAL, "chat template: the context must be a JSON object");
-    jrender_t r = {.context = context, .err = err};
+    jrender_t r = {.context = context, .err = err,
+                   .max_steps = self->max_steps > 0 ? self->max_steps : JINJA_STEPS_MAX};
     if (self->fixed_now) {
         r.now = self->now;
     } else {
@@ -152,7 +174,8 @@ int chat_template_render_chat(const chat_template_t *self, const json_t *message
         json_object_set_new(ctx, "documents", json_null()) < 0 ||
         json_object_set_new(ctx, "add_generation_prompt", json_boolean(add_generation_prompt)) < 0 ||
         (self->bos && json_object_set_new(ctx, "bos_token", json_string_nocheck(self->bos)) < 0) ||
-        (self->eos && json_object_set_new(ctx, "eos_token", json_string_nocheck(self->eos)) < 0)) {
+        (self->eos && json_object_set_new(ctx, "eos_token", json_string_nocheck(self->eos)) < 0) ||
+        (self->tokens && json_object_update_missing(ctx, self->tokens) < 0)) {
         json_decref(ctx);
         return err_set(err, ENOMEM, "chat template: out of memory");
     }
@@ -169,6 +192,24 @@ static const char *s_token(const json_t *cfg, const char *key)
     if (json_is_object(t))
         t = json_object_get(t, "content");
     return json_is_string(t) ? json_string_value(t) : NULL;
+}
+
+/* transformers passes every special token the tokenizer has; besides BOS
+ * and EOS: these. */
+static int s_other_tokens(chat_template_t *t, const json_t *cfg)
+{
+    static const char *const keys[] = {"unk_token", "pad_token", "sep_token", "cls_token",
+                                       "mask_token"};
+    for (size_t i = 0; i < sizeof keys / sizeof *keys; i++) {
+        const char *v = s_token(cfg, keys[i]);
+        if (!v)
+            continue;
+        if (!t->tokens && !(t->tokens = json_object()))
+            return -1;
+        if (json_object_set_new(t->tokens, keys[i], json_string_nocheck(v)) < 0)
+            return -1;
+    }
+    return 0;
 }
 
 static chat_template_t *s_from_text(const char *text, size_t len, const char *origin,
@@ -313,8 +354,9 @@ chat_template_t *chat_template_load(const char *model_dir, err_t *err)
             t = s_from_text(json_string_value(s), json_string_length(s), json_path, err);
         }
     }
-    if (t && cfg && chat_template_set_tokens(t, s_token(cfg, "bos_token"),
-                                             s_token(cfg, "eos_token")) < 0) {
+    if (t && cfg && (chat_template_set_tokens(t, s_token(cfg, "bos_token"),
+                                              s_token(cfg, "eos_token")) < 0 ||
+                     s_other_tokens(t, cfg) < 0)) {
         err_set(err, ENOMEM, "out of memory");
         chat_template_destroy(&t);
     }

@@ -36,7 +36,8 @@ chat_template_t *chat_template_new(const char *source, size_t len, err_t *err);
  * a list of {"name", "template"}: the one named "default"), else
  * chat_template.jinja beside it, else chat_template.json's "chat_template";
  * bos_token / eos_token from tokenizer_config.json (a string or
- * {"content": ...}). NULL with ENOENT when the model has no template, EINVAL
+ * {"content": ...}; unk/pad/sep/cls/mask_token too, passed by
+ * chat_template_render_chat as transformers does). NULL with ENOENT when the model has no template, EINVAL
  * when it cannot be handled (err names the file and the construct). */
 chat_template_t *chat_template_load(const char *model_dir, err_t *err);
 
@@ -54,6 +55,11 @@ int chat_template_set_tokens(chat_template_t *self, const char *bos, const char 
  * time at each render; else this fixed broken-down time (copied). */
 void chat_template_set_now(chat_template_t *self, const struct tm *now);
 
+/* A smaller budget of evaluation steps per render than the default
+ * (1 000 000; a real template takes a few thousand per conversation);
+ * 0 or more than the default: the default. */
+void chat_template_set_max_steps(chat_template_t *self, long max_steps);
+
 /* Renders with a JSON object as the context: each key a top-level variable;
  * a key that is absent is undefined. *out is malloc'd (caller frees with
  * free(); NUL-terminated), *out_len its length. -1 with errno EINVAL and
@@ -64,7 +70,7 @@ int chat_template_render(const chat_template_t *self, const json_t *context, cha
 
 /* The chat case of transformers' apply_chat_template: messages (an array),
  * tools (NULL: none), add_generation_prompt, bos_token / eos_token as set
- * (undefined when none), documents = none. Errors as chat_template_render. */
+ * (undefined when none), the config's other special tokens, documents = none. Errors as chat_template_render. */
 int chat_template_render_chat(const chat_template_t *self, const json_t *messages,
                               const json_t *tools, bool add_generation_prompt, char **out,
                               size_t *out_len, err_t *err);

@@ -159,7 +159,7 @@ static int s_string(lexer_t *lx)
                 }
                 cp = cp * 16 + (uint32_t)v;
             }
-            if (cp > 0x10ffff) {
+            if (cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) { /* no lone surrogates */
                 jbuf_free(&b);
                 return err_set(lx->err, EINVAL, "chat template line %d: bad \\%c escape "
                                "in a string", line, e);

@@ -24,13 +24,15 @@ enum {
     JINJA_PARSE_DEPTH_MAX = 200,      /* nested expressions + blocks at parse */
     JINJA_TREE_HEIGHT_MAX = 1000,     /* syntax tree height (chains: a|f|g..., a+b+c...) */
     JINJA_EVAL_DEPTH_MAX = 600,       /* nested evaluation (macro recursion included) */
-    JINJA_STEPS_MAX = 4000000,        /* node evaluations per render */
+    JINJA_STEPS_MAX = 1000000,        /* steps per render: node evaluations, plus one
+                                         per element a list operation walks (real
+                                         templates take a few thousand) */
     JINJA_RANGE_MAX = 100000,         /* elements of one range() */
 };
 #define JINJA_OUTPUT_MAX ((size_t)16 << 20) /* bytes of any one string or output */
 /* Every JINJA_BYTES_PER_STEP bytes of string a render makes count as one
  * evaluation step, so that CPU time is bounded by bytes too. */
-enum { JINJA_BYTES_PER_STEP = 64 };
+enum { JINJA_BYTES_PER_STEP = 16 };
 
 /* ---- growable byte buffer ---------------------------------------------- */
 typedef struct jbuf {
@@ -257,6 +259,7 @@ typedef struct jrender {
     jns_t *namespaces;         /* freed at the end */
     jloop_t *loops;
     long steps;
+    long max_steps;            /* JINJA_STEPS_MAX unless the template says less */
     int depth;
     bool failed;               /* err is set; unwind */
     bool raised;               /* ... by raise_exception(): err holds its message */
@@ -287,6 +290,46 @@ int jinja_str_format(jrender_t *r, int line, const char *fmt, size_t len, const 
 /* A new string value from b (freed); an error when b failed. */
 int jinja_str_value(jrender_t *r, jbuf_t *b, jv_t *out);
 int jinja_oom(jrender_t *r);
+/* ---- evaluator internals (jinja_scope, jinja_eval, jinja_ops, jinja_call,
+ * jinja_exec) ------------------------------------------------------------ */
+struct jframe {
+    jframe_t *parent;
+    const char **names;   /* borrowed from the tree (or static) */
+    jv_t *vals;
+    size_t n, cap;
+};
+
+/* Binds name (borrowed: tree or static text) in f, taking *v. */
+int jinja_frame_set(jrender_t *r, jframe_t *f, const char *name, jv_t *v);
+void jinja_frame_fini(jframe_t *f);
+jframe_t *jinja_frame_root(jframe_t *f);
+/* A variable: frames outwards, the context, the globals; undefined else. */
+jv_t jinja_lookup(jrender_t *r, jframe_t *f, const char *name);
+jns_t *jinja_ns_new(jrender_t *r);
+jv_t *jinja_ns_get(jns_t *ns, const char *name);
+int jinja_ns_set(jrender_t *r, jns_t *ns, const char *name, jv_t *v); /* takes *v */
+int jinja_check_nesting(jrender_t *r, int line, const jv_t *v);
+/* Charges n steps of work (elements walked or copied); -1 past the budget. */
+int jinja_charge(jrender_t *r, int line, size_t n);
+/* Counts a step and a nesting level (undone by the caller: r->depth--). */
+int jinja_enter(jrender_t *r, int line);
+
+int jinja_eval(jrender_t *r, const node_t *n, jframe_t *f, jv_t *out);
+/* Statements; 0, 1 (break), 2 (continue) or -1. */
+int jinja_exec(jrender_t *r, const node_t *n, jframe_t *f, jbuf_t *out);
+/* An N_CALL node, with the caller() of a call block (or NULL). */
+int jinja_eval_call(jrender_t *r, const node_t *n, jframe_t *f, jcaller_t *caller, jv_t *out);
+int jinja_eval_args(jrender_t *r, const node_t *n, int first, jframe_t *f, jv_t **args_p);
+void jinja_args_free(jv_t *args, int n);
+int jinja_call(jrender_t *r, int line, jv_t *callee, jv_t *args, char **names, int n_args,
+               jcaller_t *caller, jframe_t *f, jv_t *out);
+
+int jinja_arith(jrender_t *r, int line, int op, const jv_t *a, const jv_t *b, jv_t *out);
+int jinja_compare(jrender_t *r, int line, int op, const jv_t *a, const jv_t *b, bool *out);
+int jinja_int_result(jrender_t *r, int line, bool overflow, int64_t v, jv_t *out);
+int jinja_float_result(jrender_t *r, double v, jv_t *out);
+int jinja_bool_result(jrender_t *r, bool v, jv_t *out);
+
 /* Renders the template body. */
 int jinja_render(const node_t *root, jrender_t *r, jbuf_t *out);
 

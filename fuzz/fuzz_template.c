@@ -68,6 +68,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     struct tm now = {.tm_year = 126, .tm_mon = 0, .tm_mday = 15, .tm_hour = 10, .tm_wday = 4};
     chat_template_set_now(t, &now);
+    chat_template_set_max_steps(t, 200000); /* far above real templates, within -timeout */
     char *out[2] = {NULL, NULL};
     size_t len[2] = {0, 0};
     int rc[2];

@@ -532,6 +532,7 @@ static void test_values_and_operators(void **state)
     s_expect("{{ [1, 'a', none, true, {'k': 'v'}] }}|{{ 'it\\'s' }}|{{ [\"it's\"] }}",
              "[1, 'a', None, True, {'k': 'v'}]|it's|[\"it's\"]");
     s_expect("{{ '\\u00e9\\x41\\n' }}", "\xc3\xa9" "A\n");
+    s_expect("{{ 1|round(1) }}|{{ true|round }}|{{ 2.5|round }}|{{ 3.5|round }}", "1|1|2.0|4.0");
 }
 
 static void test_errors_at_render(void **state)
@@ -542,6 +543,7 @@ static void test_errors_at_render(void **state)
     s_expect_render_error("{{ x.y }}", "'x' is undefined");
     s_expect_render_error("{% set s = 'abc' %}{{ s.items() }}", "'str object' has no attribute 'items'");
     s_expect_render_error("{{ 1 / 0 }}", "division by zero");
+    s_expect_render_error("{{ x|int }}", "'x' is undefined"); /* int(Undefined) raises */
     /* the missing key of an undefined value outlives the computed key */
     s_expect_render_error("{% set d = {} %}{% set u = d['a' ~ 'b'] %}{{ u.x }}",
                           "'dict object' has no attribute 'ab'");
@@ -581,6 +583,8 @@ static void test_unsupported_at_parse(void **state)
     s_expect_parse_error("{{ 99999999999999999999 }}", "too large");
     s_expect_parse_error("{{ x $ y }}", "unexpected character '$'");
     s_expect_parse_error("{{ '\\Uffffffff' }}", "bad \\U escape"); /* fuzz: hex overflow */
+    s_expect_parse_error("{{ '\\ud800' }}", "bad \\u escape");
+    s_expect_parse_error("ok\n\xff\xfe", "line 2: not UTF-8 (byte 0xff");
 }
 
 static void test_scoping_and_macros(void **state)
@@ -639,12 +643,33 @@ static void test_hostile_templates(void **state)
     s_expect_render_error("{% for i in range(100000) %}{% for j in range(100000) %}"
                           "{% endfor %}{% endfor %}", "steps");
     s_expect_render_error("{{ 'a' * 1000000000 }}", "longer than");
+    /* strings made count as steps: doubling ends on the budget */
     s_expect_render_error("{% set ns = namespace(s='ab') %}{% for i in range(64) %}"
-                          "{% set ns.s = ns.s ~ ns.s %}{% endfor %}", "longer than");
+                          "{% set ns.s = ns.s ~ ns.s %}{% endfor %}", "steps");
+    /* list operations count the elements they walk: no quadratic hang */
+    s_expect_render_error("{% set ns = namespace(l=[]) %}{% for i in range(100000) %}"
+                          "{% set ns.l = ns.l + [i] %}{% endfor %}", "steps");
+    s_expect_render_error("{% set l = range(100000) | list %}{% for i in l %}"
+                          "{% if i in l %}{% endif %}{% endfor %}", "steps");
+    s_expect_render_error("{{ ('a' * 1000000) | join(',') | join(',') }}", "steps");
     s_expect_render_error("{% set ns = namespace(x=[]) %}{% for i in range(1000) %}"
                           "{% set ns.x = [ns.x] %}{% endfor %}", "nested deeper");
     s_expect_render_error("{{ range(1000000000) | length }}", "range");
     s_expect_render_error("{{ 9223372036854775807 + 1 }}", "overflow");
+    /* a smaller budget */
+    err_t err = {0};
+    chat_template_t *t = s_new("{% for i in range(1000) %}{{ i }}{% endfor %}", &err);
+    assert_non_null(t);
+    json_t *ctx = json_object();
+    char *out = NULL;
+    size_t len;
+    assert_int_equal(chat_template_render(t, ctx, &out, &len, &err), 0);
+    free(out);
+    chat_template_set_max_steps(t, 500);
+    assert_int_equal(chat_template_render(t, ctx, &out, &len, &err), -1);
+    assert_non_null(strstr(err.msg, "more than 500 steps"));
+    json_decref(ctx);
+    chat_template_destroy(&t);
     s_expect_render_error("{{ 1e308 * 10 }}", "infinite");
 }
 
@@ -720,9 +745,11 @@ static void test_load(void **state)
     assert_int_equal(errno, ENOENT);
     /* chat_template.jinja beside a config without one; tokens as objects */
     s_write(dir, "tokenizer_config.json",
-            "{\"bos_token\": {\"content\": \"<s>\", \"lstrip\": false}, \"eos_token\": \"</s>\"}");
-    s_write(dir, "chat_template.jinja", "{{ bos_token }}{{ messages[0].content }}{{ eos_token }}\n");
-    s_expect_load(dir, "<s>hi</s>");
+            "{\"bos_token\": {\"content\": \"<s>\", \"lstrip\": false}, \"eos_token\": \"</s>\","
+            " \"pad_token\": \"<pad>\", \"unk_token\": {\"content\": \"<unk>\"}}");
+    s_write(dir, "chat_template.jinja", "{{ bos_token }}{{ messages[0].content }}{{ eos_token }}"
+            "{{ pad_token }}{{ unk_token }}{{ mask_token is defined }}\n");
+    s_expect_load(dir, "<s>hi</s><pad><unk>False");
     /* the config's string wins */
     s_write(dir, "tokenizer_config.json",
             "{\"chat_template\": \"A{{ messages|length }}{{ bos_token is defined }}\"}");
