@@ -182,6 +182,7 @@ test: $(TEST_BINS) $(PROGRAMS)
 	    "write a 2.4 GB model to $(MODELS)/mixtral-medium, kept for later runs" \
 	    "(make clean-models removes it)"
 	MOE_FIXTURES=$(abspath $(SHARED))/fixtures MOE_TOKENIZERS=$(abspath $(SHARED))/tokenizers \
+	    MOE_FIXTURES_PRECISION=$(abspath $(SHARED))/fixtures-precision \
 	    MOE_BIN=$(abspath $(BIN)) \
 	    MOE_TMP=$(abspath $(BUILD))/tmp MOE_MODELS=$(abspath $(MODELS)) \
 	    tests/run.sh $(TEST_BINS)
