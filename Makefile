@@ -34,6 +34,7 @@ CPPFLAGS += -I$(BUILD)/gen  # generated protobuf-c code: $(BUILD)/gen/proto/*.pb
 # ---- libraries, one per folder ----------------------------------------------
 CORE_SRC    := core/err.c core/mem.c core/blas.c core/timer.c core/idlist.c \
                core/path.c core/arg.c core/progress.c core/lograte.c core/endpoint.c
+CORE_SRC    += core/quant.c
 KERNELS_SRC := kernels/gemm_blas.c kernels/gemm_small.c kernels/gemm_ref.c kernels/rmsnorm.c \
                kernels/pool.c kernels/compute.c \
                kernels/rope.c kernels/softmax.c kernels/ffn.c kernels/attention.c \
@@ -135,6 +136,7 @@ all: $(PROGRAMS)
 # Each test links only the folders it tests, so that one folder builds and
 # tests on its own.
 TESTS_CORE    := test_idlist test_arg test_progress test_lograte test_endpoint
+TESTS_CORE    += test_quant
 TESTS_KERNELS := test_gemm test_rmsnorm test_rope test_softmax test_ffn test_attention \
                  test_mla test_pool
 TESTS_MODEL   := test_config test_safetensors test_mxfp4
