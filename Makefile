@@ -50,6 +50,7 @@ ENGINE_SRC  := engine/weights.c engine/kvcache.c engine/router.c \
                engine/experts.c engine/forward.c engine/sampler.c \
                engine/mlp.c engine/qknorm.c engine/fused.c
 ENGINE_SRC  += engine/latent.c engine/routing.c engine/rotary.c
+ENGINE_SRC  += engine/wformat.c engine/wstore.c engine/stored.c engine/wconvert.c
 
 # The wire: generated protobuf-c code plus frame I/O (proto/wire.c) and the two
 # protocols on it (data_plane.c, client_rpc.c), the only callers of protobuf-c.
