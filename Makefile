@@ -150,6 +150,7 @@ TESTS_ENGINE  := test_router test_experts test_kvcache test_forward test_fixture
                  test_mlp test_qknorm \
                  test_latent test_routing \
                  test_moe_run test_sampler test_synth
+TESTS_ENGINE  += test_weights test_weights_run
 TESTS_NET     := test_wire test_placement test_expert_node test_client test_cluster \
                  test_serving test_logflood test_multihost test_mpi test_failover test_keypair \
                  test_security test_sched test_dispatch test_localsh

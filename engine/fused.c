@@ -31,10 +31,12 @@ static int s_mxfp4(tensor_t *out, safetensors_t *st, const char *base, int exper
     if (!scales)
         return -1;
     for (int64_t i = 0; i < rows * nb; i++)
-        if (scales[i] == 255)
-            return err_set(err, EPROTO, "tensor '%s' (expert %d): scale [%lld][%lld] is "
-                           "255, NaN in E8M0", scales_name, expert, (long long)(i / nb),
-                           (long long)(i % nb));
+        if (scales[i] == 255) {
+            const st_tensor_t *info = safetensors_find(st, scales_name, NULL);
+            return err_set(err, EPROTO, "tensor '%s' in %s: expert %d's scale [%lld][%lld] "
+                           "is 255, NaN in E8M0", scales_name, info ? info->file : "?",
+                           expert, (long long)(i / nb), (long long)(i % nb));
+        }
     *out = (tensor_t){.dtype = DTYPE_MXFP4, .rows = rows, .cols = cols, .data = blocks,
                       .row_stride = (size_t)nb * MXFP4_BLOCK_BYTES, .e8m0 = scales,
                       .scale_stride = (size_t)nb};

@@ -46,20 +46,27 @@ static int s_fp8_scales(safetensors_t *st, wstore_t *store, const arch_tensor_t 
     char name[ARCH_NAME_MAX + 16];
     snprintf(name, sizeof name, "%s_scale_inv", at->name);
     err_t probe = {0};
-    if (!safetensors_find(st, name, &probe))
+    const st_tensor_t *info = safetensors_find(st, name, &probe);
+    if (!info)
         return err_set(err, EPROTO, "tensor '%s' in %s is F8_E4M3 but its scales '%s' "
                        "are missing (%s)", at->name, file, name, probe.msg);
     const int64_t grid[2] = {(t->rows + blocks->block_n - 1) / blocks->block_n,
                              (t->cols + blocks->block_k - 1) / blocks->block_k};
+    if (info->dtype != ST_F32 || info->ndim != 2 || info->shape[0] != grid[0] ||
+        info->shape[1] != grid[1])
+        return err_set(err, EPROTO, "tensor '%s' in %s: the scales of F8_E4M3 tensor '%s' "
+                       "(%lld x %lld, weight_block_size [%d, %d]) must be F32 of shape "
+                       "(%lld, %lld), not %s of %d dims (%lld, %lld%s)", name, info->file,
+                       at->name, (long long)t->rows, (long long)t->cols, blocks->block_n,
+                       blocks->block_k, (long long)grid[0], (long long)grid[1],
+                       st_dtype_name(info->dtype), info->ndim,
+                       (long long)(info->ndim > 0 ? info->shape[0] : 0),
+                       (long long)(info->ndim > 1 ? info->shape[1] : 0),
+                       info->ndim > 2 ? ", ..." : "");
     size_t nbytes = 0;
     const void *raw = safetensors_raw(st, name, -1, 2, grid, ST_F32, &nbytes, NULL, err);
-    if (!raw) {
-        errno = EPROTO;
-        return err_wrap(err, "the scales of F8_E4M3 tensor '%s' (weight_block_size "
-                        "[%d, %d] gives %lld x %lld float32 blocks)", at->name,
-                        blocks->block_n, blocks->block_k, (long long)grid[0],
-                        (long long)grid[1]);
-    }
+    if (!raw)
+        return -1;
     const float *scales = s_aligned(store, raw, nbytes, sizeof(float));
     if (!scales)
         return err_set(err, ENOMEM, "out of memory for the scales of tensor '%s'",
