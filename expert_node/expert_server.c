@@ -361,6 +361,7 @@ static int s_serve_one(expert_server_t *self, err_t *err)
         rep.type = WIRE_HELLO_REPLY;
         rep.node_id = self->node_id;
         rep.model_id = self->model_id;
+        rep.weights = self->weights_text;
         rep.n_hosted = self->n_hosted;
         rep.hosted_layer = self->hosted_layer;
         rep.hosted_expert = self->hosted_expert;
