@@ -1,5 +1,8 @@
 /* test_fixtures: moe-run's engine against the Hugging Face reference outputs
- * of every fixture of a family the engine runs (config_arch_supported): logits
+ * of every fixture of a family the engine runs (config_arch_supported), in
+ * ../shared/fixtures and in ../shared/fixtures-precision (weights stored in
+ * BF16, FP8 E4M3 with block scales or MXFP4, as real checkpoints ship; every
+ * folder there, whatever its name, shape or block size): logits
  * of every prompt position within 1e-4 x max|reference logit|, routed experts
  * identical per token and MoE layer (weights within 1e-5), greedy
  * continuation identical. Fixtures of families not supported yet are listed
@@ -20,7 +23,7 @@
 #include "tests/fixture.h"
 #include "tests/testutil.h"
 
-enum { MAX_FIXTURES = 32 };
+enum { MAX_FIXTURES = 64 };
 
 static const double LOGIT_TOLERANCE = 1e-4;   /* x max|reference logit| */
 static const double ROUTING_WEIGHT_TOLERANCE = 1e-5;
@@ -173,16 +176,46 @@ static int s_supported(const char *dir)
     return config_arch_supported(cfg.arch) ? 1 : 0;
 }
 
+/* The fixtures of both roots in one list (paths malloc'd; n_plain of them
+ * from fixture_root()). -1 when the plain root has none. */
+static int s_list_all(char ***paths_out, int *n_plain)
+{
+    char **plain = NULL, **precision = NULL;
+    int n = fixture_list(fixture_root(), "", &plain);
+    if (n <= 0) {
+        fprintf(stderr, "test_fixtures: no fixture under %s\n", fixture_root());
+        return -1;
+    }
+    int m = fixture_list(fixture_root_precision(), "", &precision);
+    if (m < 0) {
+        fprintf(stderr, "test_fixtures: no precision fixtures under %s\n",
+                fixture_root_precision());
+        m = 0;
+    }
+    char **all = malloc((size_t)(n + m + 1) * sizeof *all);
+    if (!all)
+        return -1;
+    memcpy(all, plain, (size_t)n * sizeof *all);
+    if (m > 0)
+        memcpy(all + n, precision, (size_t)m * sizeof *all);
+    free(plain);
+    free(precision);
+    *paths_out = all;
+    *n_plain = n;
+    return n + m;
+}
+
 int main(void)
 {
     char **paths = NULL;
-    int n = fixture_list(fixture_root(), "", &paths);
-    if (n <= 0) {
-        fprintf(stderr, "test_fixtures: no fixture under %s\n", fixture_root());
+    int n_plain = 0;
+    int n = s_list_all(&paths, &n_plain);
+    if (n <= 0)
+        return 1;
+    if (n > MAX_FIXTURES) {
+        fprintf(stderr, "test_fixtures: %d fixtures, more than %d\n", n, MAX_FIXTURES);
         return 1;
     }
-    if (n > MAX_FIXTURES)
-        n = MAX_FIXTURES;
     struct CMUnitTest tests[MAX_FIXTURES];
     char names[MAX_FIXTURES][160];
     int n_run = 0, n_tests = 0;
@@ -195,8 +228,9 @@ int main(void)
             fprintf(stderr, "test_fixtures: %s has no readable config\n", paths[i]);
             return 1;
         }
-        snprintf(names[n_tests], sizeof names[n_tests], "%s%s",
-                 slash ? slash + 1 : paths[i], sup ? "" : " (refused: not supported yet)");
+        snprintf(names[n_tests], sizeof names[n_tests], "%s%s%s",
+                 i >= n_plain ? "precision/" : "", slash ? slash + 1 : paths[i],
+                 sup ? "" : " (refused: not supported yet)");
         tests[n_tests++] = (struct CMUnitTest){
             .name = names[n_tests - 1],
             .test_func = sup ? test_fixture : test_refused,
