@@ -10,7 +10,8 @@
  * well-formed, dtype known (F32, F16, BF16, U8, F8_E4M3), shape non-negative and its byte
  * size equal to the data_offsets range, ranges inside the file and not
  * overlapping. A violation is EPROTO with an error naming file and tensor.
- * A tensor absent from the checkpoint is ENOENT naming the tensor.
+ * A tensor absent from the checkpoint is ENOENT naming the tensor and the
+ * file (the index, for a sharded checkpoint).
  */
 #ifndef MOE_MODEL_SAFETENSORS_H
 #define MOE_MODEL_SAFETENSORS_H
