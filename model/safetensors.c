@@ -649,6 +649,12 @@ size_t safetensors_count(const safetensors_t *self)
     return self ? self->n_entries : 0;
 }
 
+const char *safetensors_name(const safetensors_t *self, size_t i)
+{
+    assert(self && i < self->n_entries);
+    return self->entries[i].t.name;
+}
+
 static s_entry_t *s_find(safetensors_t *self, const char *name, err_t *err)
 {
     s_entry_t *e = s_lookup(self, name);

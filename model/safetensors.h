@@ -91,6 +91,10 @@ const void *safetensors_raw(safetensors_t *self, const char *name, int64_t index
  * index's weight_map entries for a sharded checkpoint). */
 size_t safetensors_count(const safetensors_t *self);
 
+/* The name of tensor i (0 <= i < safetensors_count), in name order
+ * (borrowed; valid until the safetensors_t is destroyed). */
+const char *safetensors_name(const safetensors_t *self, size_t i);
+
 /* Bytes of data in a dtype element: 4, 2 or 1; 0 for an invalid dtype
  * (ST_ANY included). */
 size_t st_dtype_size(st_dtype_t dtype);
