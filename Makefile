@@ -155,6 +155,7 @@ TESTS_ENGINE  += test_weights test_weights_run
 TESTS_NET     := test_wire test_placement test_expert_node test_client test_cluster \
                  test_serving test_logflood test_multihost test_mpi test_failover test_keypair \
                  test_security test_sched test_dispatch test_localsh
+TESTS_NET     += test_badformat test_precision
 TESTS_TOKENIZER := test_tokenizer test_trainer
 TESTS := $(TESTS_CORE) $(TESTS_KERNELS) $(TESTS_MODEL) $(TESTS_MODEL_K) \
          $(TESTS_ENGINE) $(TESTS_NET) \
@@ -304,6 +305,8 @@ fuzz-corpus: $(BIN)/gen-corpus
 	mkdir -p fuzz/corpus/config
 	$(BIN)/gen-corpus fuzz/corpus
 	for d in $(abspath $(SHARED))/fixtures/*/; do \
+	    cp $$d/config.json fuzz/corpus/config/$$(basename $$d).json; done
+	for d in $(abspath $(SHARED))/fixtures-precision/*/; do \
 	    cp $$d/config.json fuzz/corpus/config/$$(basename $$d).json; done
 
 # ---- objects -------------------------------------------------------------------------
