@@ -9,6 +9,7 @@
 
 #include <assert.h>
 #include <cblas.h>
+#include <immintrin.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -104,14 +105,31 @@ void matmul_generic(compute_t *cx, float *y, int ldy, const float *x, int ldx,
 
 /* y = x W: each chunk owns XW_COLS output columns, walks W's rows in order
  * and adds x[i][p] * W[p][c] into y, so entry (i, c) is the same sequence of
- * products and sums whatever m and the split. */
+ * products and sums whatever m and the split. W's slices are decoded by the
+ * format's vector decoder where there is one (the AVX2 and AVX-512 paths),
+ * and the sums are FMAs there (mul then add on the portable path). */
 typedef struct xw_job {
     float *y;
     const float *x;
     const tensor_t *w;
+    matmul_decode_fn *decode;  /* NULL: tensor_row_range_to_f32 */
+    bool fma;                  /* the AVX2 axpy */
     int ldy, ldx, m;
     int64_t n_col_chunks, n_chunks;
 } xw_job_t;
+
+/* y[c] += a * w[c], c < n, by FMAs. */
+__attribute__((target("avx2,fma"))) static void s_axpy_avx2(float *y, float a, const float *w,
+                                                           int64_t n)
+{
+    const __m256 av = _mm256_set1_ps(a);
+    int64_t c = 0;
+    for (; c + 8 <= n; c += 8)
+        _mm256_storeu_ps(y + c, _mm256_fmadd_ps(av, _mm256_loadu_ps(w + c),
+                                                _mm256_loadu_ps(y + c)));
+    for (; c < n; c++)
+        y[c] = __builtin_fmaf(a, w[c], y[c]);
+}
 
 static void s_xw_cols(const xw_job_t *job, int64_t c0, int64_t c1)
 {
@@ -120,10 +138,17 @@ static void s_xw_cols(const xw_job_t *job, int64_t c0, int64_t c1)
     for (int i = 0; i < job->m; i++)
         memset(job->y + (size_t)i * job->ldy + c0, 0, (size_t)(c1 - c0) * sizeof(float));
     for (int64_t p = 0; p < w->rows; p++) {
-        tensor_row_range_to_f32(w, p, c0, c1 - c0, buf);
+        if (job->decode)
+            job->decode(w, p, c0, c1 - c0, buf);
+        else
+            tensor_row_range_to_f32(w, p, c0, c1 - c0, buf);
         for (int i = 0; i < job->m; i++) {
             float xv = job->x[(size_t)i * job->ldx + p];
             float *yi = job->y + (size_t)i * job->ldy + c0;
+            if (job->fma) {
+                s_axpy_avx2(yi, xv, buf, c1 - c0);
+                continue;
+            }
             for (int64_t c = 0; c < c1 - c0; c++)
                 yi[c] += xv * buf[c];
         }
@@ -148,6 +173,13 @@ void matmul_xw_generic(compute_t *cx, float *y, int ldy, const float *x, int ldx
     if (m == 0 || w->cols == 0)
         return;
     xw_job_t job = {.y = y, .x = x, .w = w, .ldy = ldy, .ldx = ldx, .m = m};
+    if (compute_path(cx) != COMPUTE_PATH_PORTABLE) {
+        job.fma = true;
+        int64_t align = 1;
+        job.decode = matmul_decoder(cx, w, &align);
+        if (XW_COLS % align != 0)
+            job.decode = NULL;
+    }
     job.n_col_chunks = (w->cols + XW_COLS - 1) / XW_COLS;
     job.n_chunks = matmul_chunks(cx, tensor_bytes(w), job.n_col_chunks);
     pool_run(compute_pool(cx), s_xw_chunk, &job, (int)job.n_chunks);
@@ -256,6 +288,24 @@ void matmul_run(compute_t *cx, float *y, int ldy, const float *x, int ldx,
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, (int)nb, (int)kb, 1.0f,
                         x + p0, ldx, tile, (int)kb, p0 == 0 ? 0.0f : 1.0f, y + j0, ldy);
         }
+    }
+}
+
+matmul_decode_fn *matmul_decoder(compute_t *cx, const tensor_t *w, int64_t *align)
+{
+    *align = 1;
+    switch (w->dtype) {
+    case DTYPE_F16:
+    case DTYPE_BF16:
+        return matmul_f16_decoder(cx, w);
+    case DTYPE_F8_E4M3:
+        *align = w->block_k;
+        return matmul_fp8_decoder(cx, w);
+    case DTYPE_MXFP4:
+        *align = 32;
+        return matmul_mxfp4_decoder(cx, w);
+    default:
+        return NULL;
     }
 }
 

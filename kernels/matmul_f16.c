@@ -78,3 +78,16 @@ void matmul_f16(compute_t *cx, float *y, int ldy, const float *x, int ldx,
     }
     matmul_generic(cx, y, ldy, x, ldx, w, m);
 }
+
+matmul_decode_fn *matmul_f16_decoder(compute_t *cx, const tensor_t *w)
+{
+    const bool bf = w->dtype == DTYPE_BF16;
+    switch (compute_path(cx)) {
+    case COMPUTE_PATH_AVX512:
+        return bf ? s_dec_bf16_avx512 : s_dec_f16_avx512;
+    case COMPUTE_PATH_AVX2:
+        return bf ? s_dec_bf16_avx2 : __builtin_cpu_supports("f16c") ? s_dec_f16_avx2 : NULL;
+    default:
+        return NULL;
+    }
+}

@@ -55,3 +55,13 @@ void matmul_fp8(compute_t *cx, float *y, int ldy, const float *x, int ldx,
     }
     matmul_generic(cx, y, ldy, x, ldx, w, m);
 }
+
+matmul_decode_fn *matmul_fp8_decoder(compute_t *cx, const tensor_t *w)
+{
+    const compute_path_t path = compute_path(cx);
+    if (path == COMPUTE_PATH_AVX512 && w->block_k % 16 == 0)
+        return s_dec_avx512;
+    if (path != COMPUTE_PATH_PORTABLE && w->block_k % 8 == 0)
+        return s_dec_avx2;
+    return NULL;
+}

@@ -44,3 +44,13 @@ void matmul_mxfp4(compute_t *cx, float *y, int ldy, const float *x, int ldx,
         matmul_generic(cx, y, ldy, x, ldx, w, m);
     }
 }
+
+matmul_decode_fn *matmul_mxfp4_decoder(compute_t *cx, const tensor_t *w)
+{
+    (void)w;
+    switch (compute_path(cx)) {
+    case COMPUTE_PATH_AVX512: return s_dec_avx512;
+    case COMPUTE_PATH_AVX2: return s_dec_avx2;
+    default: return NULL;
+    }
+}

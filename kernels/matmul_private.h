@@ -46,6 +46,13 @@ void matmul_run(compute_t *cx, float *y, int ldy, const float *x, int ldx,
                 const tensor_t *w, int m, matmul_part_fn *part, matmul_decode_fn *decode,
                 int64_t align);
 
+/* The vector decoder of w's format on cx's path, NULL when there is none
+ * (the portable path, Q8_0/Q4_0, F32); *align: the column multiple it needs. */
+matmul_decode_fn *matmul_decoder(compute_t *cx, const tensor_t *w, int64_t *align);
+matmul_decode_fn *matmul_f16_decoder(compute_t *cx, const tensor_t *w);
+matmul_decode_fn *matmul_fp8_decoder(compute_t *cx, const tensor_t *w);
+matmul_decode_fn *matmul_mxfp4_decoder(compute_t *cx, const tensor_t *w);
+
 /* The float formats' entry points (kernels/matmul_f16.c, matmul_fp8.c,
  * matmul_mxfp4.c): matmul() for their dtype on cx's path. */
 void matmul_f16(compute_t *cx, float *y, int ldy, const float *x, int ldx,
