@@ -272,7 +272,11 @@ void matmul_run(compute_t *cx, float *y, int ldy, const float *x, int ldx,
 {
     if (m == 0 || w->rows == 0)
         return;
-    float *tile = m > GEMM_SMALL_MAX_ROWS && w->cols > 0 && !s_prefill_tiles() ? s_tile() : NULL;
+    /* (A scale block wider than the whole tile, absurd but valid, takes the
+     * tiles too.) */
+    const bool prefill = m > GEMM_SMALL_MAX_ROWS && w->cols > 0 &&
+                         align <= (int64_t)PF_ROWS * PF_COLS && !s_prefill_tiles();
+    float *tile = prefill ? s_tile() : NULL;
     if (!tile) {
         s_run_parts(cx, y, ldy, x, ldx, w, m, part);
         return;
