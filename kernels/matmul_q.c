@@ -73,6 +73,8 @@ typedef struct act {
     const float *d;
     size_t ld;          /* = k */
     int64_t nb;         /* blocks per row */
+    const int32_t *sums; /* row i's group sums (times -8 or -128) at sums + i * ld / 4,
+                            or NULL when the kernel needs none */
 } act_t;
 
 typedef void s_part_fn(float *y, int ldy, const act_t *a, const tensor_t *w,
@@ -167,11 +169,24 @@ static void s_matmul_noscratch(float *y, int ldy, const float *x, int ldx,
     }
 }
 
-/* ---- AVX2 (+ FMA, F16C) ----------------------------------------------------------- */
+/* ---- AVX2 (+ FMA, F16C) and AVX-512 VNNI ------------------------------------------- */
+
+/* How a tile computes p_l (the same integers every way):
+ *   MODE_AVX2_Q8:  maddubs(|w|, sign(x, w)), madd with ones;
+ *   MODE_AVX2_Q4:  maddubs(nibbles, x), madd with ones, plus the x group sums
+ *                  times -8 (sum (n - 8) x = sum n x - 8 sum x);
+ *   MODE_VNNI_Q8:  vpdpbusd(x group sums times -128, w + 128, x);
+ *   MODE_VNNI_Q4:  vpdpbusd(x group sums times -8, nibbles, x).
+ * maddubs multiplies unsigned by signed bytes into int16 pair sums: |w| <=
+ * 128 (or nibbles <= 15) and |x| <= 127 keep them below 32767, so nothing
+ * saturates; vpdpbusd sums 4 products into int32 exactly. */
+enum { MODE_AVX2_Q8, MODE_AVX2_Q4, MODE_VNNI_Q8, MODE_VNNI_Q4 };
 
 #define S_AVX2 __attribute__((target("avx2,fma,f16c"), always_inline)) static inline
+#define S_VNNI_TARGET "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c"
+#define S_SIMD __attribute__((target(S_VNNI_TARGET), always_inline)) static inline
 
-/* Block b of a W row as 32 signed bytes, and its scale. */
+/* Block b of a Q8_0 row: 32 signed bytes, and its scale. */
 S_AVX2 __m256i s_wload_q8(const uint8_t *row, int64_t b, float *dw)
 {
     const uint8_t *blk = row + b * QUANT_Q8_0_BYTES;
@@ -179,6 +194,8 @@ S_AVX2 __m256i s_wload_q8(const uint8_t *row, int64_t b, float *dw)
     return _mm256_loadu_si256((const __m256i *)(blk + 2));
 }
 
+/* Block b of a Q4_0 row: its 32 nibbles as bytes 0..15 in value order (low
+ * nibbles first), and its scale. */
 S_AVX2 __m256i s_wload_q4(const uint8_t *row, int64_t b, float *dw)
 {
     const uint8_t *blk = row + b * QUANT_Q4_0_BYTES;
@@ -187,7 +204,7 @@ S_AVX2 __m256i s_wload_q4(const uint8_t *row, int64_t b, float *dw)
     __m128i m4 = _mm_set1_epi8(0x0f);
     __m128i lo = _mm_and_si128(q, m4);
     __m128i hi = _mm_and_si128(_mm_srli_epi16(q, 4), m4);
-    return _mm256_sub_epi8(_mm256_set_m128i(hi, lo), _mm256_set1_epi8(8));
+    return _mm256_set_m128i(hi, lo);
 }
 
 S_AVX2 float s_hsum256(__m256 v)
@@ -198,132 +215,131 @@ S_AVX2 float s_hsum256(__m256 v)
     return _mm_cvtss_f32(s);
 }
 
-/* An R x C tile over all blocks; R, C, Q4 constants after inlining. */
-S_AVX2 void s_tile_avx2(float *y, int ldy, const act_t *a, int i0,
-                        const uint8_t *const *wrow, const bool q4, const int R,
-                        const int C)
+/* The lanes p_l of one (W block, x block) pair; wa, wb as the tile prepares
+ * them (see there), xs the x block's group sums times the mode's factor. */
+S_AVX2 __m256i s_pair_avx2(const int mode, __m256i wa, __m256i wb, __m256i xv,
+                           const int32_t *xs)
 {
-    __m256 acc[TILE_R][TILE_C];
-    __m256i wabs[TILE_C], wv[TILE_C];
-    float dw[TILE_C];
     const __m256i ones = _mm256_set1_epi16(1);
-#pragma GCC unroll 4
-    for (int r = 0; r < R; r++)
-#pragma GCC unroll 2
-        for (int c = 0; c < C; c++)
-            acc[r][c] = _mm256_setzero_ps();
-    const int8_t *qx = a->qs + (size_t)i0 * a->ld;
-    const float *dx = a->d + (size_t)i0 * (size_t)a->nb;
-    for (int64_t b = 0; b < a->nb; b++) {
-#pragma GCC unroll 2
-        for (int c = 0; c < C; c++) {
-            wv[c] = q4 ? s_wload_q4(wrow[c], b, &dw[c]) : s_wload_q8(wrow[c], b, &dw[c]);
-            wabs[c] = _mm256_sign_epi8(wv[c], wv[c]);
-        }
-#pragma GCC unroll 4
-        for (int r = 0; r < R; r++) {
-            __m256i xv = _mm256_loadu_si256(
-                (const __m256i *)(qx + (size_t)r * a->ld + (size_t)b * QB));
-            float dxr = dx[(size_t)r * (size_t)a->nb + (size_t)b];
-#pragma GCC unroll 2
-            for (int c = 0; c < C; c++) {
-                __m256i p = _mm256_madd_epi16(
-                    _mm256_maddubs_epi16(wabs[c], _mm256_sign_epi8(xv, wv[c])), ones);
-                acc[r][c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p),
-                                            _mm256_set1_ps(dw[c] * dxr), acc[r][c]);
-            }
-        }
-    }
-#pragma GCC unroll 4
-    for (int r = 0; r < R; r++)
-#pragma GCC unroll 2
-        for (int c = 0; c < C; c++)
-            y[(size_t)r * (size_t)ldy + (size_t)c] = s_hsum256(acc[r][c]);
+    if (mode == MODE_AVX2_Q8)
+        return _mm256_madd_epi16(_mm256_maddubs_epi16(wa, _mm256_sign_epi8(xv, wb)), ones);
+    return _mm256_add_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(wa, xv), ones),
+                            _mm256_loadu_si256((const __m256i *)xs));
 }
 
-#define S_TILE_CASES(TILE, Q4)                                                   \
-    switch (rows * 2 + (full ? 1 : 0)) {                                         \
-    case 9: TILE(yt, ldy, a, i, wrow, Q4, 4, 2); break;                          \
-    case 8: TILE(yt, ldy, a, i, wrow, Q4, 4, 1); break;                          \
-    case 7: TILE(yt, ldy, a, i, wrow, Q4, 3, 2); break;                          \
-    case 6: TILE(yt, ldy, a, i, wrow, Q4, 3, 1); break;                          \
-    case 5: TILE(yt, ldy, a, i, wrow, Q4, 2, 2); break;                          \
-    case 4: TILE(yt, ldy, a, i, wrow, Q4, 2, 1); break;                          \
-    case 3: TILE(yt, ldy, a, i, wrow, Q4, 1, 2); break;                          \
-    default: TILE(yt, ldy, a, i, wrow, Q4, 1, 1); break;                         \
-    }
+S_SIMD __m256i s_pair_vnni(const int mode, __m256i wa, __m256i wb, __m256i xv,
+                           const int32_t *xs)
+{
+    (void)mode;
+    (void)wb;
+    return _mm256_dpbusd_epi32(_mm256_loadu_si256((const __m256i *)xs), wa, xv);
+}
 
-/* Rows [j0, j1) of W, for each pair of W rows every row of x. */
-#define S_PART(NAME, TARGET, TILE, Q4)                                           \
+/* An R x C tile over all blocks; mode, R, C constants after inlining. Each
+ * W block is loaded once for the R rows of x. */
+#define S_DEFINE_TILE(TILE_NAME, TILE_ATTR, TILE_PAIR) \
+TILE_ATTR void TILE_NAME(float *y, int ldy, const act_t *a, int i0, \
+                   const uint8_t *const *wrow, const int mode, const int R, const int C) \
+{ \
+    __m256 acc[4][4]; \
+    __m256i wa[4], wb[4]; \
+    float dw[4]; \
+    const bool q4 = mode == MODE_AVX2_Q4 || mode == MODE_VNNI_Q4; \
+_Pragma("GCC unroll 4") \
+    for (int r = 0; r < R; r++) \
+_Pragma("GCC unroll 4") \
+        for (int c = 0; c < C; c++) \
+            acc[r][c] = _mm256_setzero_ps(); \
+    const int8_t *qx = a->qs + (size_t)i0 * a->ld; \
+    const float *dx = a->d + (size_t)i0 * (size_t)a->nb; \
+    const int32_t *sx = a->sums ? a->sums + (size_t)i0 * (a->ld / 4) : NULL; \
+    for (int64_t b = 0; b < a->nb; b++) { \
+_Pragma("GCC unroll 4") \
+        for (int c = 0; c < C; c++) { \
+            __m256i w = q4 ? s_wload_q4(wrow[c], b, &dw[c]) : s_wload_q8(wrow[c], b, &dw[c]); \
+            if (mode == MODE_AVX2_Q8) { \
+                wa[c] = _mm256_sign_epi8(w, w);    /* |w| */ \
+                wb[c] = w; \
+            } else if (mode == MODE_VNNI_Q8) { \
+                wa[c] = _mm256_xor_si256(w, _mm256_set1_epi8((char)0x80));  /* w + 128 */ \
+            } else { \
+                wa[c] = w; \
+            } \
+        } \
+_Pragma("GCC unroll 4") \
+        for (int r = 0; r < R; r++) { \
+            __m256i xv = _mm256_loadu_si256( \
+                (const __m256i *)(qx + (size_t)r * a->ld + (size_t)b * QB)); \
+            const int32_t *xs = sx ? sx + (size_t)r * (a->ld / 4) + (size_t)b * 8 : NULL; \
+            float dxr = dx[(size_t)r * (size_t)a->nb + (size_t)b]; \
+_Pragma("GCC unroll 4") \
+            for (int c = 0; c < C; c++) { \
+                __m256i p = TILE_PAIR(mode, wa[c], wb[c], xv, xs); \
+                acc[r][c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), \
+                                            _mm256_set1_ps(dw[c] * dxr), acc[r][c]); \
+            } \
+        } \
+    } \
+_Pragma("GCC unroll 4") \
+    for (int r = 0; r < R; r++) \
+_Pragma("GCC unroll 4") \
+        for (int c = 0; c < C; c++) \
+            y[(size_t)r * (size_t)ldy + (size_t)c] = s_hsum256(acc[r][c]); \
+}
+
+S_DEFINE_TILE(s_tile_avx2, S_AVX2, s_pair_avx2)
+S_DEFINE_TILE(s_tile_vnni, S_SIMD, s_pair_vnni)
+
+/* Rows [j0, j1) of W in groups of 4; for 1 or 2 rows of x one tile of the
+ * whole group (decode: more W rows per x load), for 3 or 4 rows of x tiles
+ * of 2 W rows (8 accumulators of 16 registers). */
+#define S_PART(NAME, TARGET, TILE, MODE_)                                              \
     __attribute__((target(TARGET))) static void NAME(                            \
         float *y, int ldy, const act_t *a, const tensor_t *w, int m,             \
         int64_t j0, int64_t j1)                                                  \
     {                                                                            \
-        for (int64_t j = j0; j < j1; j += TILE_C) {                              \
-            bool full = j + TILE_C <= j1;                                        \
-            const uint8_t *wrow[TILE_C] = {s_wrow(w, j),                         \
-                                           s_wrow(w, full ? j + 1 : j)};         \
-            for (int i = 0; i < m; i += TILE_R) {                                \
-                float *yt = y + (size_t)i * (size_t)ldy + (size_t)j;             \
-                int rows = m - i < TILE_R ? m - i : TILE_R;                      \
-                S_TILE_CASES(TILE, Q4)                                           \
+        enum { MODE = MODE_ };                                                   \
+        for (int64_t j = j0; j < j1; j += 4) {                                   \
+            int cw = j1 - j < 4 ? (int)(j1 - j) : 4;                             \
+            const uint8_t *wrow[4];                                              \
+            for (int c = 0; c < 4; c++)                                          \
+                wrow[c] = s_wrow(w, c < cw ? j + c : j);                         \
+            for (int i = 0; i < m; i += 4) {                                     \
+                int rows = m - i < 4 ? m - i : 4;                                \
+                if (rows <= 2) {                                                 \
+                    float *yt = y + (size_t)i * (size_t)ldy + (size_t)j;         \
+                    const uint8_t *const *wr = wrow;                             \
+                    switch ((rows - 1) * 4 + cw) {                                     \
+                    case 8: TILE(yt, ldy, a, i, wr, MODE, 2, 4); break;                                    \
+                    case 7: TILE(yt, ldy, a, i, wr, MODE, 2, 3); break;                                    \
+                    case 6: TILE(yt, ldy, a, i, wr, MODE, 2, 2); break;                                    \
+                    case 5: TILE(yt, ldy, a, i, wr, MODE, 2, 1); break;                                    \
+                    case 4: TILE(yt, ldy, a, i, wr, MODE, 1, 4); break;                                    \
+                    case 3: TILE(yt, ldy, a, i, wr, MODE, 1, 3); break;                                    \
+                    case 2: TILE(yt, ldy, a, i, wr, MODE, 1, 2); break;                                    \
+                    default: TILE(yt, ldy, a, i, wr, MODE, 1, 1); break;                                   \
+                    }                                                            \
+                    continue;                                                    \
+                }                                                                \
+                for (int c0 = 0; c0 < cw; c0 += 2) {                             \
+                    float *yt = y + (size_t)i * (size_t)ldy + (size_t)(j + c0);  \
+                    const uint8_t *const *wr = wrow + c0;                        \
+                    bool two = c0 + 2 <= cw;                                     \
+                    switch (rows * 2 + (two ? 1 : 0)) {                          \
+                    case 9: TILE(yt, ldy, a, i, wr, MODE, 4, 2); break;                                    \
+                    case 8: TILE(yt, ldy, a, i, wr, MODE, 4, 1); break;                                    \
+                    case 7: TILE(yt, ldy, a, i, wr, MODE, 3, 2); break;                                    \
+                    default: TILE(yt, ldy, a, i, wr, MODE, 3, 1); break;                                   \
+                    }                                                            \
+                }                                                                \
             }                                                                    \
         }                                                                        \
     }
 
-S_PART(s_part_avx2_q8, "avx2,fma,f16c", s_tile_avx2, false)
-S_PART(s_part_avx2_q4, "avx2,fma,f16c", s_tile_avx2, true)
-
-/* ---- AVX-512 with VNNI -------------------------------------------------------------- */
-
-#define S_VNNI_TARGET "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c"
-#define S_VNNI __attribute__((target(S_VNNI_TARGET), always_inline)) static inline
-
-/* The AVX2 tile with vpdpbusd (on 256-bit registers: the same 8 lanes) in
- * place of maddubs + madd. */
-S_VNNI void s_tile_vnni(float *y, int ldy, const act_t *a, int i0,
-                        const uint8_t *const *wrow, const bool q4, const int R,
-                        const int C)
-{
-    __m256 acc[TILE_R][TILE_C];
-    __m256i wabs[TILE_C], wv[TILE_C];
-    float dw[TILE_C];
-#pragma GCC unroll 4
-    for (int r = 0; r < R; r++)
-#pragma GCC unroll 2
-        for (int c = 0; c < C; c++)
-            acc[r][c] = _mm256_setzero_ps();
-    const int8_t *qx = a->qs + (size_t)i0 * a->ld;
-    const float *dx = a->d + (size_t)i0 * (size_t)a->nb;
-    for (int64_t b = 0; b < a->nb; b++) {
-#pragma GCC unroll 2
-        for (int c = 0; c < C; c++) {
-            wv[c] = q4 ? s_wload_q4(wrow[c], b, &dw[c]) : s_wload_q8(wrow[c], b, &dw[c]);
-            wabs[c] = _mm256_abs_epi8(wv[c]);
-        }
-#pragma GCC unroll 4
-        for (int r = 0; r < R; r++) {
-            __m256i xv = _mm256_loadu_si256(
-                (const __m256i *)(qx + (size_t)r * a->ld + (size_t)b * QB));
-            float dxr = dx[(size_t)r * (size_t)a->nb + (size_t)b];
-#pragma GCC unroll 2
-            for (int c = 0; c < C; c++) {
-                __m256i p = _mm256_dpbusd_epi32(_mm256_setzero_si256(), wabs[c],
-                                                _mm256_sign_epi8(xv, wv[c]));
-                acc[r][c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p),
-                                            _mm256_set1_ps(dw[c] * dxr), acc[r][c]);
-            }
-        }
-    }
-#pragma GCC unroll 4
-    for (int r = 0; r < R; r++)
-#pragma GCC unroll 2
-        for (int c = 0; c < C; c++)
-            y[(size_t)r * (size_t)ldy + (size_t)c] = s_hsum256(acc[r][c]);
-}
-
-S_PART(s_part_vnni_q8, S_VNNI_TARGET, s_tile_vnni, false)
-S_PART(s_part_vnni_q4, S_VNNI_TARGET, s_tile_vnni, true)
+S_PART(s_part_avx2_q8, "avx2,fma,f16c", s_tile_avx2, MODE_AVX2_Q8)
+S_PART(s_part_avx2_q4, "avx2,fma,f16c", s_tile_avx2, MODE_AVX2_Q4)
+S_PART(s_part_vnni_q8, S_VNNI_TARGET, s_tile_vnni, MODE_VNNI_Q8)
+S_PART(s_part_vnni_q4, S_VNNI_TARGET, s_tile_vnni, MODE_VNNI_Q4)
 
 /* ---- activations ---------------------------------------------------------------------- */
 
@@ -334,7 +350,8 @@ S_PART(s_part_vnni_q4, S_VNNI_TARGET, s_tile_vnni, true)
  * quant_act_row does. A block with a NaN goes to quant_act_row itself (its
  * NaN order rule is positional). */
 __attribute__((target("avx2,fma"))) static void
-s_act_row_avx2(const float *x, int64_t n, int8_t *qs, float *d)
+s_act_row_avx2(const float *x, int64_t n, int32_t sum_mul, int8_t *qs, float *d,
+               int32_t *sums)
 {
     const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
     const __m256 half = _mm256_set1_ps(0.5f);
@@ -347,7 +364,7 @@ s_act_row_avx2(const float *x, int64_t n, int8_t *qs, float *d)
             nan = _mm256_or_ps(nan, _mm256_cmp_ps(v[g], v[g], _CMP_UNORD_Q));
         }
         if (_mm256_movemask_ps(nan)) {
-            quant_act_row(xb, QB, 0, qs + b * QB, d + b, NULL);
+            quant_act_row(xb, QB, sum_mul, qs + b * QB, d + b, sums ? sums + b * 8 : NULL);
             continue;
         }
         __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
@@ -381,6 +398,13 @@ s_act_row_avx2(const float *x, int64_t n, int8_t *qs, float *d)
         /* packs interleave the 128-bit halves: restore value order */
         bytes = _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
         _mm256_storeu_si256((__m256i *)(qs + b * QB), bytes);
+        if (sums) {
+            /* sums of 4 bytes: maddubs with ones (pairs), madd with ones */
+            __m256i s4 = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), bytes),
+                                           _mm256_set1_epi16(1));
+            _mm256_storeu_si256((__m256i *)(sums + b * 8),
+                                _mm256_mullo_epi32(s4, _mm256_set1_epi32(-sum_mul)));
+        }
     }
 }
 
@@ -486,27 +510,34 @@ static void s_matmul(compute_t *cx, float *y, int ldy, const float *x, int ldx,
     if (m == 0 || w->rows == 0)
         return;
     int64_t k = w->cols, nb = k / QB;
-    size_t qbytes = (size_t)m * (size_t)k;
-    size_t dbytes = (size_t)m * (size_t)nb * sizeof(float);
-    uint8_t *buf = s_scratch(((qbytes + 63) & ~(size_t)63) + dbytes);
+    compute_path_t path = compute_path(cx);
+    s_part_fn *part = s_part_for(path, w->dtype);
+    /* The group sums and their factor, for the kernels that need them. */
+    int32_t sum_mul = part == s_part_avx2_q4 || part == s_part_vnni_q4 ? 8
+                    : part == s_part_vnni_q8                           ? 128
+                                                                       : 0;
+    size_t qbytes = ((size_t)m * (size_t)k + 63) & ~(size_t)63;
+    size_t dbytes = ((size_t)m * (size_t)nb * sizeof(float) + 63) & ~(size_t)63;
+    size_t sbytes = sum_mul ? (size_t)m * (size_t)k / 4 * sizeof(int32_t) : 0;
+    uint8_t *buf = s_scratch(qbytes + dbytes + sbytes);
     if (!buf) {
         s_matmul_noscratch(y, ldy, x, ldx, w, m);
         return;
     }
     int8_t *qs = (int8_t *)buf;
-    float *d = (float *)(buf + ((qbytes + 63) & ~(size_t)63));
-    compute_path_t path = compute_path(cx);
-    s_part_fn *part = s_part_for(path, w->dtype);
-    bool avx2_act = part != s_part_port;
+    float *d = (float *)(buf + qbytes);
+    int32_t *sums = sum_mul ? (int32_t *)(buf + qbytes + dbytes) : NULL;
     for (int i = 0; i < m; i++) {
         const float *xi = x + (size_t)i * (size_t)ldx;
-        if (avx2_act)
-            s_act_row_avx2(xi, k, qs + (size_t)i * (size_t)k, d + (size_t)i * (size_t)nb);
+        int8_t *qi = qs + (size_t)i * (size_t)k;
+        float *di = d + (size_t)i * (size_t)nb;
+        int32_t *si = sums ? sums + (size_t)i * (size_t)k / 4 : NULL;
+        if (part != s_part_port)
+            s_act_row_avx2(xi, k, sum_mul, qi, di, si);
         else
-            quant_act_row(xi, k, 0, qs + (size_t)i * (size_t)k, d + (size_t)i * (size_t)nb,
-                          NULL);
+            quant_act_row(xi, k, 0, qi, di, NULL);
     }
-    act_t a = {.qs = qs, .d = d, .ld = (size_t)k, .nb = nb};
+    act_t a = {.qs = qs, .d = d, .ld = (size_t)k, .nb = nb, .sums = sums};
     job_t job = {.part = part, .y = y, .ldy = ldy, .a = &a, .w = w, .m = m, .n_chunks = 1};
     int64_t units = (w->rows + TILE_R - 1) / TILE_R;
     job.n_chunks = matmul_chunks(cx, (size_t)w->rows * w->row_stride, units);
