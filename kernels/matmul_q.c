@@ -57,6 +57,7 @@
 #include <string.h>
 
 #include "core/quant.h"
+#include "kernels/gemm_small.h"
 #include "kernels/matmul_private.h"
 
 enum {
@@ -64,6 +65,7 @@ enum {
     TILE_R = 4,         /* rows of x per tile */
     TILE_C = 2,         /* rows of W per tile */
     LANES = 8,          /* float lanes per output */
+    UNIT_ROWS = 8,      /* W rows per unit of the thread split (whole tiles) */
 };
 
 /* The activations of a call: row i's qs at qs + i * ld, its scales at
@@ -75,6 +77,8 @@ typedef struct act {
     int64_t nb;         /* blocks per row */
     const int32_t *sums; /* row i's group sums (times -8 or -128) at sums + i * ld / 4,
                             or NULL when the kernel needs none */
+    const int32_t *bsums; /* the prefill Q4_0 kernel's block sums times -8, row i at
+                             bsums + i * nb, or NULL */
 } act_t;
 
 typedef void s_part_fn(float *y, int ldy, const act_t *a, const tensor_t *w,
@@ -153,6 +157,7 @@ static void s_matmul_noscratch(float *y, int ldy, const float *x, int ldx,
 {
     int8_t qw[QB], qx[QB];
     int64_t nb = w->cols / QB;
+    bool b_order = w->dtype == DTYPE_Q4_0 && m > GEMM_SMALL_MAX_ROWS; /* s_part_port_b's */
     for (int i = 0; i < m; i++) {
         for (int64_t j = 0; j < w->rows; j++) {
             const uint8_t *row = s_wrow(w, j);
@@ -162,9 +167,16 @@ static void s_matmul_noscratch(float *y, int ldy, const float *x, int ldx,
                 quant_act_row(x + (size_t)i * (size_t)ldx + (size_t)b * QB, QB, 0,
                               qx, &dx, NULL);
                 float dw = s_wblock(w->dtype, row, b, qw);
-                s_block_port(acc, qw, qx, dw * dx);
+                if (b_order) {
+                    int32_t isum = 0;
+                    for (int t = 0; t < QB; t++)
+                        isum += (int32_t)qw[t] * (int32_t)qx[t];
+                    acc[0] = fmaf((float)isum, dw * dx, acc[0]);
+                } else {
+                    s_block_port(acc, qw, qx, dw * dx);
+                }
             }
-            y[(size_t)i * (size_t)ldy + (size_t)j] = s_hsum_port(acc);
+            y[(size_t)i * (size_t)ldy + (size_t)j] = b_order ? acc[0] : s_hsum_port(acc);
         }
     }
 }
@@ -341,6 +353,157 @@ S_PART(s_part_avx2_q4, "avx2,fma,f16c", s_tile_avx2, MODE_AVX2_Q4)
 S_PART(s_part_vnni_q8, S_VNNI_TARGET, s_tile_vnni, MODE_VNNI_Q8)
 S_PART(s_part_vnni_q4, S_VNNI_TARGET, s_tile_vnni, MODE_VNNI_Q4)
 
+/* ---- prefill Q4_0: W rows in lanes ------------------------------------------------------ */
+
+/* For m > GEMM_SMALL_MAX_ROWS, Q4_0 has a kernel of its own (as F32 goes to
+ * OpenBLAS there): W is repacked per call, 8 rows at a time, so that one
+ * register holds 4 nibbles of each of 8 rows, and a broadcast of 4
+ * activation bytes makes maddubs compute 8 outputs at once; the 8 groups of
+ * a block add up in int16 (8 x 2 x 15 x 127 < 32767: exact), one madd makes
+ * each row's block sum of nibble x, and the x block sum times -8 makes it
+ * the exact isum_b = sum (n - 8) x. Its float order is its own, per output:
+ *   acc = fma((float)isum_b, dw * dx, acc) over increasing b, y = acc,
+ * the same on every path (s_part_port_b is the plain version), so the
+ * paths still agree to the bit, and a row's result does not depend on the
+ * other rows or the thread split among calls of more than 16 rows. It
+ * costs about half the instructions of the decode kernel per product.
+ * W is packed in slices of PK_SLICE blocks (a stack buffer); between slices
+ * each output's accumulator waits in y (a float store and load: exact). */
+enum { PK_ROWS = 8, PK_SLICE = 64 };
+
+static void s_part_port_b(float *y, int ldy, const act_t *a, const tensor_t *w, int m,
+                          int64_t j0, int64_t j1)
+{
+    int8_t qw[QB];
+    for (int64_t j = j0; j < j1; j++) {
+        const uint8_t *row = s_wrow(w, j);
+        for (int i = 0; i < m; i++) {
+            const int8_t *qx = a->qs + (size_t)i * a->ld;
+            float acc = 0.0f;
+            for (int64_t b = 0; b < a->nb; b++) {
+                float dw = s_wblock(w->dtype, row, b, qw);
+                int32_t isum = 0;
+                for (int t = 0; t < QB; t++)
+                    isum += (int32_t)qw[t] * (int32_t)qx[b * QB + t];
+                acc = fmaf((float)isum, dw * a->d[(size_t)i * (size_t)a->nb + (size_t)b], acc);
+            }
+            y[(size_t)i * (size_t)ldy + (size_t)j] = acc;
+        }
+    }
+}
+
+/* Packs blocks [b0, b0 + nbs) of W rows j .. j + nrows - 1 (zeros beyond):
+ * pk[bb][g][r] = the 4 nibbles (as bytes) of group g of row r, dw[bb][r]. */
+__attribute__((target("avx2,fma,f16c"))) static void
+s_pack_q4(const tensor_t *w, int64_t j, int nrows, int64_t b0, int nbs, uint8_t *pk,
+          float *dw)
+{
+    for (int bb = 0; bb < nbs; bb++) {
+        __m256i v[PK_ROWS];
+        for (int r = 0; r < PK_ROWS; r++) {
+            if (r < nrows) {
+                float d;
+                v[r] = s_wload_q4(s_wrow(w, j + r), b0 + bb, &d);
+                dw[bb * PK_ROWS + r] = d;
+            } else {
+                v[r] = _mm256_setzero_si256();
+                dw[bb * PK_ROWS + r] = 0.0f;
+            }
+        }
+        /* An 8 x 8 transpose of 4-byte groups. */
+        __m256i t[8], u[8];
+        for (int q = 0; q < 4; q++) {
+            t[2 * q] = _mm256_unpacklo_epi32(v[2 * q], v[2 * q + 1]);
+            t[2 * q + 1] = _mm256_unpackhi_epi32(v[2 * q], v[2 * q + 1]);
+        }
+        for (int q = 0; q < 2; q++) {
+            u[4 * q + 0] = _mm256_unpacklo_epi64(t[4 * q + 0], t[4 * q + 2]);
+            u[4 * q + 1] = _mm256_unpackhi_epi64(t[4 * q + 0], t[4 * q + 2]);
+            u[4 * q + 2] = _mm256_unpacklo_epi64(t[4 * q + 1], t[4 * q + 3]);
+            u[4 * q + 3] = _mm256_unpackhi_epi64(t[4 * q + 1], t[4 * q + 3]);
+        }
+        __m256i *out = (__m256i *)(pk + (size_t)bb * PK_ROWS * QB);
+        for (int g = 0; g < 4; g++) {
+            _mm256_storeu_si256(out + g, _mm256_permute2x128_si256(u[g], u[4 + g], 0x20));
+            _mm256_storeu_si256(out + 4 + g, _mm256_permute2x128_si256(u[g], u[4 + g], 0x31));
+        }
+    }
+}
+
+/* R rows of x (from i0) against a packed slice; acc from y unless first. */
+S_AVX2 void s_tile_b(float *y, int ldy, const act_t *a, int i0, const uint8_t *pk,
+                     const float *dw, int64_t b0, int nbs, bool first, int nvalid,
+                     const int R)
+{
+    const __m256i ones = _mm256_set1_epi16(1);
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(nvalid), lane);
+    __m256 acc[4];
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++)
+        acc[r] = first ? _mm256_setzero_ps()
+                       : _mm256_maskload_ps(y + (size_t)r * (size_t)ldy, mask);
+    const int8_t *qx = a->qs + (size_t)i0 * a->ld;
+    const float *dx = a->d + (size_t)i0 * (size_t)a->nb;
+    const int32_t *bs = a->bsums + (size_t)i0 * (size_t)a->nb;
+    for (int bb = 0; bb < nbs; bb++) {
+        int64_t b = b0 + bb;
+        __m256i s16[4];
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++)
+            s16[r] = _mm256_setzero_si256();
+        const __m256i *wp = (const __m256i *)(pk + (size_t)bb * PK_ROWS * QB);
+#pragma GCC unroll 8
+        for (int g = 0; g < 8; g++) {
+            __m256i wv = _mm256_loadu_si256(wp + g);
+#pragma GCC unroll 4
+            for (int r = 0; r < R; r++) {
+                int32_t x4;
+                memcpy(&x4, qx + (size_t)r * a->ld + (size_t)b * QB + 4 * g, sizeof x4);
+                s16[r] = _mm256_add_epi16(s16[r],
+                                          _mm256_maddubs_epi16(wv, _mm256_set1_epi32(x4)));
+            }
+        }
+        __m256 dwv = _mm256_loadu_ps(dw + bb * PK_ROWS);
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) {
+            size_t rb = (size_t)r * (size_t)a->nb + (size_t)b;
+            __m256i p = _mm256_add_epi32(_mm256_madd_epi16(s16[r], ones),
+                                         _mm256_set1_epi32(bs[rb]));
+            acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p),
+                                     _mm256_mul_ps(dwv, _mm256_set1_ps(dx[rb])), acc[r]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++)
+        _mm256_maskstore_ps(y + (size_t)r * (size_t)ldy, mask, acc[r]);
+}
+
+__attribute__((target("avx2,fma,f16c"))) static void
+s_part_avx2_b(float *y, int ldy, const act_t *a, const tensor_t *w, int m, int64_t j0,
+              int64_t j1)
+{
+    _Alignas(32) uint8_t pk[PK_SLICE * PK_ROWS * QB];
+    _Alignas(32) float dw[PK_SLICE * PK_ROWS];
+    for (int64_t j = j0; j < j1; j += PK_ROWS) {
+        int nvalid = j1 - j < PK_ROWS ? (int)(j1 - j) : PK_ROWS;
+        for (int64_t b0 = 0; b0 < a->nb; b0 += PK_SLICE) {
+            int nbs = a->nb - b0 < PK_SLICE ? (int)(a->nb - b0) : PK_SLICE;
+            s_pack_q4(w, j, nvalid, b0, nbs, pk, dw);
+            for (int i = 0; i < m; i += 4) {
+                float *yt = y + (size_t)i * (size_t)ldy + (size_t)j;
+                bool first = b0 == 0;
+                switch (m - i < 4 ? m - i : 4) {
+                case 4: s_tile_b(yt, ldy, a, i, pk, dw, b0, nbs, first, nvalid, 4); break;
+                case 3: s_tile_b(yt, ldy, a, i, pk, dw, b0, nbs, first, nvalid, 3); break;
+                case 2: s_tile_b(yt, ldy, a, i, pk, dw, b0, nbs, first, nvalid, 2); break;
+                default: s_tile_b(yt, ldy, a, i, pk, dw, b0, nbs, first, nvalid, 1); break;
+                }
+            }
+        }
+    }
+}
+
 /* ---- activations ---------------------------------------------------------------------- */
 
 /* quant_act_row() with AVX2, the same bytes: max of |x| is exact in any
@@ -474,27 +637,28 @@ static void s_run_chunk(void *arg, int t)
 {
     const job_t *job = arg;
     int64_t n = job->w->rows;
-    int64_t units = (n + TILE_R - 1) / TILE_R;
+    int64_t units = (n + UNIT_ROWS - 1) / UNIT_ROWS;
     int64_t u0 = units * t / job->n_chunks, u1 = units * (t + 1) / job->n_chunks;
-    int64_t j0 = u0 * TILE_R < n ? u0 * TILE_R : n;
-    int64_t j1 = u1 * TILE_R < n ? u1 * TILE_R : n;
+    int64_t j0 = u0 * UNIT_ROWS < n ? u0 * UNIT_ROWS : n;
+    int64_t j1 = u1 * UNIT_ROWS < n ? u1 * UNIT_ROWS : n;
     if (j0 < j1)
         job->part(job->y, job->ldy, job->a, job->w, job->m, j0, j1);
 }
 
-/* Which kernel runs path for dtype (the portable one when the CPU lacks an
- * instruction the fast one needs). */
-static s_part_fn *s_part_for(compute_path_t path, dtype_t dt)
+/* Which kernel runs path for dtype and m (the portable one when the CPU
+ * lacks an instruction the fast one needs). */
+static s_part_fn *s_part_for(compute_path_t path, dtype_t dt, int m)
 {
     bool q4 = dt == DTYPE_Q4_0;
-    if (path == COMPUTE_PATH_AVX512 && __builtin_cpu_supports("avx512vnni") &&
-        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bw") &&
-        __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-        __builtin_cpu_supports("f16c"))
+    bool avx2 = (path == COMPUTE_PATH_AVX512 || path == COMPUTE_PATH_AVX2) &&
+                __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                __builtin_cpu_supports("f16c");
+    if (q4 && m > GEMM_SMALL_MAX_ROWS)
+        return avx2 ? s_part_avx2_b : s_part_port_b;
+    if (avx2 && path == COMPUTE_PATH_AVX512 && __builtin_cpu_supports("avx512vnni") &&
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bw"))
         return q4 ? s_part_vnni_q4 : s_part_vnni_q8;
-    if ((path == COMPUTE_PATH_AVX512 || path == COMPUTE_PATH_AVX2) &&
-        __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-        __builtin_cpu_supports("f16c"))
+    if (avx2)
         return q4 ? s_part_avx2_q4 : s_part_avx2_q8;
     return s_part_port;
 }
@@ -511,7 +675,7 @@ static void s_matmul(compute_t *cx, float *y, int ldy, const float *x, int ldx,
         return;
     int64_t k = w->cols, nb = k / QB;
     compute_path_t path = compute_path(cx);
-    s_part_fn *part = s_part_for(path, w->dtype);
+    s_part_fn *part = s_part_for(path, w->dtype, m);
     /* The group sums and their factor, for the kernels that need them. */
     int32_t sum_mul = part == s_part_avx2_q4 || part == s_part_vnni_q4 ? 8
                     : part == s_part_vnni_q8                           ? 128
@@ -519,7 +683,9 @@ static void s_matmul(compute_t *cx, float *y, int ldy, const float *x, int ldx,
     size_t qbytes = ((size_t)m * (size_t)k + 63) & ~(size_t)63;
     size_t dbytes = ((size_t)m * (size_t)nb * sizeof(float) + 63) & ~(size_t)63;
     size_t sbytes = sum_mul ? (size_t)m * (size_t)k / 4 * sizeof(int32_t) : 0;
-    uint8_t *buf = s_scratch(qbytes + dbytes + sbytes);
+    bool use_b = part == s_part_avx2_b;
+    size_t bbytes = use_b ? (size_t)m * (size_t)nb * sizeof(int32_t) : 0;
+    uint8_t *buf = s_scratch(qbytes + dbytes + sbytes + bbytes);
     if (!buf) {
         s_matmul_noscratch(y, ldy, x, ldx, w, m);
         return;
@@ -527,19 +693,28 @@ static void s_matmul(compute_t *cx, float *y, int ldy, const float *x, int ldx,
     int8_t *qs = (int8_t *)buf;
     float *d = (float *)(buf + qbytes);
     int32_t *sums = sum_mul ? (int32_t *)(buf + qbytes + dbytes) : NULL;
+    int32_t *bsums = use_b ? (int32_t *)(buf + qbytes + dbytes + sbytes) : NULL;
     for (int i = 0; i < m; i++) {
         const float *xi = x + (size_t)i * (size_t)ldx;
         int8_t *qi = qs + (size_t)i * (size_t)k;
         float *di = d + (size_t)i * (size_t)nb;
         int32_t *si = sums ? sums + (size_t)i * (size_t)k / 4 : NULL;
-        if (part != s_part_port)
+        if (part != s_part_port && part != s_part_port_b)
             s_act_row_avx2(xi, k, sum_mul, qi, di, si);
         else
             quant_act_row(xi, k, 0, qi, di, NULL);
+        if (bsums) {
+            for (int64_t b = 0; b < nb; b++) {
+                int32_t t = 0;
+                for (int j = 0; j < QB; j++)
+                    t += qi[b * QB + j];
+                bsums[(size_t)i * (size_t)nb + (size_t)b] = -8 * t;
+            }
+        }
     }
-    act_t a = {.qs = qs, .d = d, .ld = (size_t)k, .nb = nb, .sums = sums};
+    act_t a = {.qs = qs, .d = d, .ld = (size_t)k, .nb = nb, .sums = sums, .bsums = bsums};
     job_t job = {.part = part, .y = y, .ldy = ldy, .a = &a, .w = w, .m = m, .n_chunks = 1};
-    int64_t units = (w->rows + TILE_R - 1) / TILE_R;
+    int64_t units = (w->rows + UNIT_ROWS - 1) / UNIT_ROWS;
     job.n_chunks = matmul_chunks(cx, (size_t)w->rows * w->row_stride, units);
     pool_run(compute_pool(cx), s_run_chunk, &job, job.n_chunks);
 }
