@@ -1,9 +1,9 @@
 /* matmul_q: see matmul_q.h.
  *
- * The algorithm (llama.cpp's, with one difference in the activations):
+ * The decode algorithm (m <= GEMM_SMALL_MAX_ROWS):
  *   1. each row of x is quantized once per call to 8-bit blocks of 32 with a
  *      float32 scale dx (quant_act_row(): Q8_0's reference algorithm, d kept
- *      in float32 instead of llama.cpp's fp16);
+ *      in float32 where llama.cpp rounds it to fp16);
  *   2. each weight block b (32 values q_w, scale dw from its fp16) is dotted
  *      with the activation block in integers, in 8 lanes of 4 consecutive
  *      values: p_l = sum_{t<4} q_w[4l+t] * q_x[4l+t] (exact; Q4_0's q_w is
@@ -11,38 +11,31 @@
  *   3. each output keeps 8 float32 lanes, acc_l = fma((float)p_l, dw * dx,
  *      acc_l) over increasing b (dw * dx one float32 product), and ends with
  *      the fixed sum ((a0+a4)+(a2+a6))+((a1+a5)+(a3+a7)).
- * Every path computes exactly that, so the AVX-512 (VNNI), AVX2 and portable
- * paths give the same bits (the integer sums are exact, the float operations
- * the same in the same order), and tests/test_matmul_q.c holds them to it.
- * A row's result depends on its own x row and W only (step 1 is per row,
- * steps 2-3 per output), never on m, the other rows or the thread split: the
- * kernel is batch-invariant for every m, prefill included.
+ * Every path computes exactly that (the integer sums are exact, the float
+ * operations the same in the same order), so the AVX-512 (VNNI), AVX2 and
+ * portable paths give the same bits; tests/test_matmul_q.c holds them to a
+ * plain model. Steps 2-3 are per output and step 1 per row, so a row's
+ * result never depends on m, the other rows or the thread split.
  *
- * Integer dot per block, per path:
- *   AVX2: maddubs(|w|, sign(x, w)) then madd with ones (llama.cpp's trick:
- *     maddubs multiplies unsigned by signed bytes; |w| <= 128 and |x| <= 127
- *     keep its int16 pair sums below 32767, so nothing saturates);
- *   AVX-512 with VNNI: vpdpbusd(|w|, sign(x, w)), the same products summed
- *     in one instruction (4 to a lane: the same lanes);
- *   portable: the plain sums.
- * Q4_0's nibbles are unpacked to 32 bytes (low nibbles first) and offset by
- * -8 before the same dot.
+ * Tiles: 1-2 rows of x by 4 rows of W (decode: more W rows per x load),
+ * else 4 x 2; each output its own 8-lane accumulator. W rows are split over
+ * the compute pool in chunks (as gemm_small), so W streams from memory once
+ * per call whatever m, and a tile's W rows stay in L1 while all rows of x
+ * pass (x is small: about 1.1 bytes per value).
  *
- * Tiles: R rows of x by C rows of W (4 x 2), each output its own 8-lane
- * accumulator, the W blocks of a tile loaded once per block for its R x rows.
- * W rows are split over the compute pool in chunks (as gemm_small), so W is
- * streamed from memory once per call whatever m; a tile's W rows stay in L1
- * while all rows of x pass (x is small: about 1.1 bytes per value).
+ * The prefill kernels (m > 16) are described where they are defined.
+ * Prefill, measured: the int8 kernels against decoding W to float32 and
+ * OpenBLAS sgemm (16384 x 4096, m = 128, 2 threads on the shared 2-vCPU
+ * machine): Q8_0 int8 162 ms against 202 ms of decoding + 137 ms of sgemm,
+ * Q4_0's prefill kernel about 2.5x the decode kernel's rate per product, so
+ * both formats stay in int8 (the figures are in the kquant report of issue
+ * 12; the machine was shared, load average 1.5 to 9).
  *
- * Prefill: this same int8 kernel (measured against decoding W to float32 and
- * OpenBLAS sgemm: docs/PERFORMANCE.md, "issue 12"); it keeps batch
- * invariance for every m.
- *
- * Scratch: the quantized x (m * (k + k / 8) bytes) lives in a buffer of the
- * calling thread, grown when a call needs more and freed when the thread
- * ends; if it cannot grow, the call computes on the portable path,
- * quantizing each x block where it is used (the same bits, slowly), so a
- * product still cannot fail.
+ * Scratch: the quantized x (about 1.1 to 2.1 bytes per value) lives in a
+ * buffer of the calling thread, grown when a call needs more and freed when
+ * the thread ends; if it cannot grow, the call computes on the portable
+ * path, quantizing each x block where it is used (the same bits, slowly), so
+ * a product still cannot fail.
  */
 #include "kernels/matmul_q.h"
 
@@ -157,7 +150,7 @@ static void s_matmul_noscratch(float *y, int ldy, const float *x, int ldx,
 {
     int8_t qw[QB], qx[QB];
     int64_t nb = w->cols / QB;
-    bool b_order = w->dtype == DTYPE_Q4_0 && m > GEMM_SMALL_MAX_ROWS; /* s_part_port_b's */
+    bool b_order = m > GEMM_SMALL_MAX_ROWS; /* s_part_port_b's */
     for (int i = 0; i < m; i++) {
         for (int64_t j = 0; j < w->rows; j++) {
             const uint8_t *row = s_wrow(w, j);
@@ -355,18 +348,23 @@ S_PART(s_part_vnni_q4, S_VNNI_TARGET, s_tile_vnni, MODE_VNNI_Q4)
 
 /* ---- prefill Q4_0: W rows in lanes ------------------------------------------------------ */
 
-/* For m > GEMM_SMALL_MAX_ROWS, Q4_0 has a kernel of its own (as F32 goes to
- * OpenBLAS there): W is repacked per call, 8 rows at a time, so that one
- * register holds 4 nibbles of each of 8 rows, and a broadcast of 4
- * activation bytes makes maddubs compute 8 outputs at once; the 8 groups of
- * a block add up in int16 (8 x 2 x 15 x 127 < 32767: exact), one madd makes
- * each row's block sum of nibble x, and the x block sum times -8 makes it
- * the exact isum_b = sum (n - 8) x. Its float order is its own, per output:
+/* For m > GEMM_SMALL_MAX_ROWS, both formats have a kernel of their own (as
+ * F32 goes to OpenBLAS there): W is repacked per call, 8 rows at a time, so
+ * that one register holds 4 weights of each of 8 rows, and a broadcast of 4
+ * activation bytes makes maddubs compute 8 outputs at once (the decode
+ * kernel's lanes are positions in the block; these are outputs). Q4_0: the
+ * nibbles multiply directly, the 8 groups of a block add up in int16
+ * (8 x 2 x 15 x 127 < 32767: exact), one madd makes each row's block sum of
+ * nibble x, and the x block sum times -8 makes it sum (n - 8) x. Q8_0: the
+ * sign trick per group and a madd to int32 per group (its pair sums reach
+ * 32258). Either way each output gets the exact isum_b of each block, and
+ * its float order is, per output:
  *   acc = fma((float)isum_b, dw * dx, acc) over increasing b, y = acc,
- * the same on every path (s_part_port_b is the plain version), so the
- * paths still agree to the bit, and a row's result does not depend on the
- * other rows or the thread split among calls of more than 16 rows. It
- * costs about half the instructions of the decode kernel per product.
+ * the same on every path (s_part_port_b is the plain version; the AVX-512
+ * path runs the AVX2 code), so the paths still agree to the bit, and a
+ * row's result does not depend on the other rows or the thread split among
+ * calls of more than 16 rows. Per product it takes about half the decode
+ * kernel's instructions for Q4_0, three quarters for Q8_0.
  * W is packed in slices of PK_SLICE blocks (a stack buffer); between slices
  * each output's accumulator waits in y (a float store and load: exact). */
 enum { PK_ROWS = 8, PK_SLICE = 64 };
@@ -395,15 +393,17 @@ static void s_part_port_b(float *y, int ldy, const act_t *a, const tensor_t *w, 
 /* Packs blocks [b0, b0 + nbs) of W rows j .. j + nrows - 1 (zeros beyond):
  * pk[bb][g][r] = the 4 nibbles (as bytes) of group g of row r, dw[bb][r]. */
 __attribute__((target("avx2,fma,f16c"))) static void
-s_pack_q4(const tensor_t *w, int64_t j, int nrows, int64_t b0, int nbs, uint8_t *pk,
-          float *dw)
+s_pack(const tensor_t *w, int64_t j, int nrows, int64_t b0, int nbs, uint8_t *pk,
+       float *dw)
 {
+    const bool q4 = w->dtype == DTYPE_Q4_0;
     for (int bb = 0; bb < nbs; bb++) {
         __m256i v[PK_ROWS];
         for (int r = 0; r < PK_ROWS; r++) {
             if (r < nrows) {
                 float d;
-                v[r] = s_wload_q4(s_wrow(w, j + r), b0 + bb, &d);
+                v[r] = q4 ? s_wload_q4(s_wrow(w, j + r), b0 + bb, &d)
+                          : s_wload_q8(s_wrow(w, j + r), b0 + bb, &d);
                 dw[bb * PK_ROWS + r] = d;
             } else {
                 v[r] = _mm256_setzero_si256();
@@ -433,7 +433,7 @@ s_pack_q4(const tensor_t *w, int64_t j, int nrows, int64_t b0, int nbs, uint8_t 
 /* R rows of x (from i0) against a packed slice; acc from y unless first. */
 S_AVX2 void s_tile_b(float *y, int ldy, const act_t *a, int i0, const uint8_t *pk,
                      const float *dw, int64_t b0, int nbs, bool first, int nvalid,
-                     const int R)
+                     const bool q4, const int R)
 {
     const __m256i ones = _mm256_set1_epi16(1);
     const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
@@ -445,10 +445,10 @@ S_AVX2 void s_tile_b(float *y, int ldy, const act_t *a, int i0, const uint8_t *p
                        : _mm256_maskload_ps(y + (size_t)r * (size_t)ldy, mask);
     const int8_t *qx = a->qs + (size_t)i0 * a->ld;
     const float *dx = a->d + (size_t)i0 * (size_t)a->nb;
-    const int32_t *bs = a->bsums + (size_t)i0 * (size_t)a->nb;
+    const int32_t *bs = q4 ? a->bsums + (size_t)i0 * (size_t)a->nb : NULL;
     for (int bb = 0; bb < nbs; bb++) {
         int64_t b = b0 + bb;
-        __m256i s16[4];
+        __m256i s16[4]; /* Q4_0: int16 pair sums; Q8_0: int32 sums */
 #pragma GCC unroll 4
         for (int r = 0; r < R; r++)
             s16[r] = _mm256_setzero_si256();
@@ -456,20 +456,28 @@ S_AVX2 void s_tile_b(float *y, int ldy, const act_t *a, int i0, const uint8_t *p
 #pragma GCC unroll 8
         for (int g = 0; g < 8; g++) {
             __m256i wv = _mm256_loadu_si256(wp + g);
+            __m256i wabs = q4 ? wv : _mm256_sign_epi8(wv, wv);
 #pragma GCC unroll 4
             for (int r = 0; r < R; r++) {
                 int32_t x4;
                 memcpy(&x4, qx + (size_t)r * a->ld + (size_t)b * QB + 4 * g, sizeof x4);
-                s16[r] = _mm256_add_epi16(s16[r],
-                                          _mm256_maddubs_epi16(wv, _mm256_set1_epi32(x4)));
+                __m256i xb = _mm256_set1_epi32(x4);
+                if (q4)   /* nibbles: 8 groups add up in int16 exactly */
+                    s16[r] = _mm256_add_epi16(s16[r], _mm256_maddubs_epi16(wv, xb));
+                else      /* |w| x pairs reach 32258: widen every group */
+                    s16[r] = _mm256_add_epi32(
+                        s16[r], _mm256_madd_epi16(_mm256_maddubs_epi16(
+                                                      wabs, _mm256_sign_epi8(xb, wv)),
+                                                  ones));
             }
         }
         __m256 dwv = _mm256_loadu_ps(dw + bb * PK_ROWS);
 #pragma GCC unroll 4
         for (int r = 0; r < R; r++) {
             size_t rb = (size_t)r * (size_t)a->nb + (size_t)b;
-            __m256i p = _mm256_add_epi32(_mm256_madd_epi16(s16[r], ones),
-                                         _mm256_set1_epi32(bs[rb]));
+            __m256i p = q4 ? _mm256_add_epi32(_mm256_madd_epi16(s16[r], ones),
+                                              _mm256_set1_epi32(bs[rb]))
+                           : s16[r];
             acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p),
                                      _mm256_mul_ps(dwv, _mm256_set1_ps(dx[rb])), acc[r]);
         }
@@ -479,30 +487,34 @@ S_AVX2 void s_tile_b(float *y, int ldy, const act_t *a, int i0, const uint8_t *p
         _mm256_maskstore_ps(y + (size_t)r * (size_t)ldy, mask, acc[r]);
 }
 
-__attribute__((target("avx2,fma,f16c"))) static void
-s_part_avx2_b(float *y, int ldy, const act_t *a, const tensor_t *w, int m, int64_t j0,
-              int64_t j1)
-{
-    _Alignas(32) uint8_t pk[PK_SLICE * PK_ROWS * QB];
-    _Alignas(32) float dw[PK_SLICE * PK_ROWS];
-    for (int64_t j = j0; j < j1; j += PK_ROWS) {
-        int nvalid = j1 - j < PK_ROWS ? (int)(j1 - j) : PK_ROWS;
-        for (int64_t b0 = 0; b0 < a->nb; b0 += PK_SLICE) {
-            int nbs = a->nb - b0 < PK_SLICE ? (int)(a->nb - b0) : PK_SLICE;
-            s_pack_q4(w, j, nvalid, b0, nbs, pk, dw);
-            for (int i = 0; i < m; i += 4) {
-                float *yt = y + (size_t)i * (size_t)ldy + (size_t)j;
-                bool first = b0 == 0;
-                switch (m - i < 4 ? m - i : 4) {
-                case 4: s_tile_b(yt, ldy, a, i, pk, dw, b0, nbs, first, nvalid, 4); break;
-                case 3: s_tile_b(yt, ldy, a, i, pk, dw, b0, nbs, first, nvalid, 3); break;
-                case 2: s_tile_b(yt, ldy, a, i, pk, dw, b0, nbs, first, nvalid, 2); break;
-                default: s_tile_b(yt, ldy, a, i, pk, dw, b0, nbs, first, nvalid, 1); break;
-                }
-            }
-        }
+#define S_PART_B(NAME, Q4)                                                       \
+    __attribute__((target("avx2,fma,f16c"))) static void NAME(                   \
+        float *y, int ldy, const act_t *a, const tensor_t *w, int m, int64_t j0, \
+        int64_t j1)                                                              \
+    {                                                                            \
+        _Alignas(32) uint8_t pk[PK_SLICE * PK_ROWS * QB];                         \
+        _Alignas(32) float dw[PK_SLICE * PK_ROWS];                                \
+        for (int64_t j = j0; j < j1; j += PK_ROWS) {                             \
+            int nvalid = j1 - j < PK_ROWS ? (int)(j1 - j) : PK_ROWS;             \
+            for (int64_t b0 = 0; b0 < a->nb; b0 += PK_SLICE) {                   \
+                int nbs = a->nb - b0 < PK_SLICE ? (int)(a->nb - b0) : PK_SLICE;  \
+                s_pack(w, j, nvalid, b0, nbs, pk, dw);                           \
+                bool first = b0 == 0;                                            \
+                for (int i = 0; i < m; i += 4) {                                 \
+                    float *yt = y + (size_t)i * (size_t)ldy + (size_t)j;         \
+                    switch (m - i < 4 ? m - i : 4) {                             \
+                    case 4: s_tile_b(yt, ldy, a, i, pk, dw, b0, nbs, first, nvalid, Q4, 4); break; \
+                    case 3: s_tile_b(yt, ldy, a, i, pk, dw, b0, nbs, first, nvalid, Q4, 3); break; \
+                    case 2: s_tile_b(yt, ldy, a, i, pk, dw, b0, nbs, first, nvalid, Q4, 2); break; \
+                    default: s_tile_b(yt, ldy, a, i, pk, dw, b0, nbs, first, nvalid, Q4, 1); break; \
+                    }                                                            \
+                }                                                                \
+            }                                                                    \
+        }                                                                        \
     }
-}
+
+S_PART_B(s_part_avx2_b_q4, true)
+S_PART_B(s_part_avx2_b_q8, false)
 
 /* ---- activations ---------------------------------------------------------------------- */
 
@@ -653,8 +665,8 @@ static s_part_fn *s_part_for(compute_path_t path, dtype_t dt, int m)
     bool avx2 = (path == COMPUTE_PATH_AVX512 || path == COMPUTE_PATH_AVX2) &&
                 __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
                 __builtin_cpu_supports("f16c");
-    if (q4 && m > GEMM_SMALL_MAX_ROWS)
-        return avx2 ? s_part_avx2_b : s_part_port_b;
+    if (m > GEMM_SMALL_MAX_ROWS)
+        return !avx2 ? s_part_port_b : q4 ? s_part_avx2_b_q4 : s_part_avx2_b_q8;
     if (avx2 && path == COMPUTE_PATH_AVX512 && __builtin_cpu_supports("avx512vnni") &&
         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bw"))
         return q4 ? s_part_vnni_q4 : s_part_vnni_q8;
@@ -683,7 +695,7 @@ static void s_matmul(compute_t *cx, float *y, int ldy, const float *x, int ldx,
     size_t qbytes = ((size_t)m * (size_t)k + 63) & ~(size_t)63;
     size_t dbytes = ((size_t)m * (size_t)nb * sizeof(float) + 63) & ~(size_t)63;
     size_t sbytes = sum_mul ? (size_t)m * (size_t)k / 4 * sizeof(int32_t) : 0;
-    bool use_b = part == s_part_avx2_b;
+    bool use_b = part == s_part_avx2_b_q4;
     size_t bbytes = use_b ? (size_t)m * (size_t)nb * sizeof(int32_t) : 0;
     uint8_t *buf = s_scratch(qbytes + dbytes + sbytes + bbytes);
     if (!buf) {

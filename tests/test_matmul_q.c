@@ -76,7 +76,7 @@ static void s_model(float *y, int ldy, const float *x, int ldx, const tensor_t *
         quant_act_row(x + (size_t)i * ldx, k, 0, qx, dx, NULL);
         for (int64_t r = 0; r < w->rows; r++) {
             s_model_wrow(w, r, qw, dw);
-            if (w->dtype == DTYPE_Q4_0 && m > 16) {
+            if (m > 16) {
                 /* The prefill kernel's order: whole-block integer sums, one
                  * accumulator per output. */
                 float acc = 0;
@@ -294,9 +294,9 @@ static void test_hard_activations(void **state)
     s_check(DTYPE_Q4_0, 19, 13, 32 * 70, 1, true);
 }
 
-/* Each row alone equals the same row among m <= 16, and (Q4_0 has a
- * prefill kernel of its own above 16 rows, Q8_0 does not) among 17 equals
- * among 40 (Q8_0: equals alone too), whatever the thread count. */
+/* Each row alone equals the same row among m <= 16, and (the prefill
+ * kernels above 16 rows have a float order of their own) among 17 equals
+ * among 40, whatever the thread count. */
 static void test_batch_invariance(void **state)
 {
     (void)state;
@@ -327,14 +327,15 @@ static void test_batch_invariance(void **state)
                     if (m == 40)
                         assert_true(among17_first >= first && among17_first + 17 <= first + m);
                     matmul(cx, y, (int)n, x + (size_t)first * k, (int)k, &w.t, m);
-                    if (d == 1 && m > 16) {
-                        /* Q4_0 above 16 rows: against the same rows among 17 */
+                    if (m > 16) {
+                        /* above 16 rows: against the same rows among 17 */
                         if (m == 17)
                             memcpy(among17, y, (size_t)17 * n * sizeof *y);
                         else if (memcmp(y + (size_t)(among17_first - first) * n, among17,
                                         (size_t)17 * n * sizeof *y) != 0)
-                            fail_msg("q4_0 %s %d thr: rows %d..%d among %d differ from "
-                                     "among 17", compute_path_name(paths[pi]), threads,
+                            fail_msg("%s %s %d thr: rows %d..%d among %d differ from "
+                                     "among 17", d ? "q4_0" : "q8_0",
+                                     compute_path_name(paths[pi]), threads,
                                      among17_first, among17_first + 16, m);
                         continue;
                     }
