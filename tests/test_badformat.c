@@ -340,7 +340,8 @@ static void s_expect_both_fail(const char *dir, bool expert_too, bool preload, c
     s_expect_fail(s_bin_expert, args, dir, w1, w2);
 }
 
-/* The first precision fixture whose config declares quantization method. */
+/* The first precision fixture in one file whose config declares
+ * quantization method. */
 static bool s_find_fixture(config_quant_method_t method, char *dir, size_t size)
 {
     char **paths = NULL;
@@ -349,7 +350,10 @@ static bool s_find_fixture(config_quant_method_t method, char *dir, size_t size)
     for (int i = 0; i < n && !found; i++) {
         config_t cfg;
         err_t err = {0};
-        if (config_load(&cfg, paths[i], &err) == 0 && cfg.quant.method == method) {
+        char file[800];
+        snprintf(file, sizeof file, "%s/model.safetensors", paths[i]);
+        if (access(file, R_OK) == 0 && config_load(&cfg, paths[i], &err) == 0 &&
+            cfg.quant.method == method) {
             snprintf(dir, size, "%s", paths[i]);
             found = true;
         }

@@ -216,6 +216,12 @@ static void test_quantized_cluster_equals_moe_run(void **state)
     for (int f = 0; f < n; f++) {
         fixture_t *fx = fixture_load(paths[f]);
         assert_non_null(fx);
+        /* rows of hidden_size values (q/k/v, experts' gate and up) are whole
+         * blocks of 32: they are quantized, so the logits must move */
+        config_t cfg;
+        err_t err = {0};
+        assert_int_equal(config_load(&cfg, fx->dir, &err), 0);
+        const bool quantizable = cfg.hidden_size % 32 == 0;
         for (size_t q = 0; q < sizeof quants / sizeof quants[0]; q++) {
             char opt[64], run_dir[900];
             snprintf(opt, sizeof opt, "--quantization %s", quants[q]);
@@ -244,7 +250,8 @@ static void test_quantized_cluster_equals_moe_run(void **state)
                 /* the option took effect: the logits moved off the unquantized
                  * ones (how far is the accuracy benchmark's business: on these
                  * tiny models one flipped routing choice moves a token a lot) */
-                assert_true(err_ref > LOGIT_TOLERANCE * max_ref);
+                if (quantizable)
+                    assert_true(err_ref > LOGIT_TOLERANCE * max_ref);
                 free(lr);
                 free(lc);
                 free(want);
