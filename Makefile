@@ -36,10 +36,13 @@ CPPFLAGS += -I$(BUILD)/gen  # generated protobuf-c code: $(BUILD)/gen/proto/*.pb
 CORE_SRC    := core/err.c core/mem.c core/blas.c core/timer.c core/idlist.c \
                core/path.c core/arg.c core/progress.c core/lograte.c core/endpoint.c
 CORE_SRC    += core/metrics.c  # Prometheus text and JSON of counters, gauges, histograms
+CORE_SRC    += core/tensor.c core/quant.c
 KERNELS_SRC := kernels/gemm_blas.c kernels/gemm_small.c kernels/gemm_ref.c kernels/rmsnorm.c \
                kernels/pool.c kernels/compute.c \
                kernels/rope.c kernels/softmax.c kernels/ffn.c kernels/attention.c \
                kernels/mla.c
+KERNELS_SRC += kernels/matmul.c kernels/matmul_q.c
+KERNELS_SRC += kernels/matmul_f16.c kernels/matmul_fp8.c kernels/matmul_mxfp4.c
 MODEL_SRC   := model/config.c model/safetensors.c model/st_writer.c \
                model/synth.c model/arch.c model/placement.c \
                model/genconfig.c model/expert_layout.c model/mxfp4.c \
@@ -50,6 +53,7 @@ ENGINE_SRC  := engine/weights.c engine/kvcache.c engine/router.c \
                engine/experts.c engine/forward.c engine/sampler.c \
                engine/mlp.c engine/qknorm.c engine/fused.c
 ENGINE_SRC  += engine/latent.c engine/routing.c engine/rotary.c
+ENGINE_SRC  += engine/wformat.c engine/wstore.c engine/stored.c engine/wconvert.c
 
 # The wire: generated protobuf-c code plus frame I/O (proto/wire.c) and the two
 # protocols on it (data_plane.c, client_rpc.c), the only callers of protobuf-c.
@@ -149,8 +153,12 @@ all: $(PROGRAMS)
 # tests on its own.
 TESTS_CORE    := test_idlist test_arg test_progress test_lograte test_endpoint
 TESTS_CORE    += test_metrics
+TESTS_CORE    += test_tensor
+TESTS_CORE    += test_quant
 TESTS_KERNELS := test_gemm test_rmsnorm test_rope test_softmax test_ffn test_attention \
                  test_mla test_pool
+TESTS_KERNELS += test_matmul
+TESTS_KERNELS += test_matmul_q
 TESTS_MODEL   := test_config test_safetensors test_mxfp4
 # Model tests that also run kernels (the gpt-oss expert re-layout end to end).
 TESTS_MODEL_K := test_expert_layout
@@ -158,10 +166,12 @@ TESTS_ENGINE  := test_router test_experts test_kvcache test_forward test_fixture
                  test_mlp test_qknorm \
                  test_latent test_routing \
                  test_moe_run test_sampler test_synth
+TESTS_ENGINE  += test_weights test_weights_run
 TESTS_NET     := test_wire test_placement test_expert_node test_client test_cluster \
                  test_serving test_logflood test_multihost test_mpi test_failover test_keypair \
                  test_security test_sched test_dispatch test_localsh
 TESTS_NET     += test_http_clients  # real clients (openai npm, curl, raw sockets) against the HTTP API
+TESTS_NET     += test_badformat test_precision
 TESTS_TOKENIZER := test_tokenizer test_trainer
 TESTS_NET     += test_http  # the HTTP API (coordinator/http) against a local cluster
 TESTS_CHAT    := test_chat_template
@@ -203,6 +213,7 @@ test: $(TEST_BINS) $(PROGRAMS)
 	    "(make clean-models removes it)"
 	MOE_FIXTURES=$(abspath $(SHARED))/fixtures MOE_TOKENIZERS=$(abspath $(SHARED))/tokenizers \
 	    MOE_CHAT_TEMPLATES=$(abspath $(SHARED))/chat-templates \
+	    MOE_FIXTURES_PRECISION=$(abspath $(SHARED))/fixtures-precision \
 	    MOE_BIN=$(abspath $(BIN)) \
 	    MOE_TMP=$(abspath $(BUILD))/tmp MOE_MODELS=$(abspath $(MODELS)) \
 	    tests/run.sh $(TEST_BINS)
@@ -332,6 +343,8 @@ fuzz-corpus: $(BIN)/gen-corpus
 	mkdir -p fuzz/corpus/config
 	$(BIN)/gen-corpus fuzz/corpus
 	for d in $(abspath $(SHARED))/fixtures/*/; do \
+	    cp $$d/config.json fuzz/corpus/config/$$(basename $$d).json; done
+	for d in $(abspath $(SHARED))/fixtures-precision/*/; do \
 	    cp $$d/config.json fuzz/corpus/config/$$(basename $$d).json; done
 
 # ---- objects -------------------------------------------------------------------------

@@ -181,12 +181,12 @@ static void s_status(rpc_t *self, const wire_peer_t *from, const wire_request_t 
             .n_hosted = n->n_hosted, .hosted_layer = n->hosted_layer,
             .hosted_expert = n->hosted_expert, .batches = n->batches,
             .rtt_last_ms = n->rtt_last_ms, .rtt_mean_ms = n->rtt_mean_ms,
-            .last_error = n->last_error,
+            .last_error = n->last_error, .weights = n->weights,
         };
     }
     wire_reply_t rep = {
         .type = WIRE_REP_STATUS, .request_id = req->request_id, .final = true,
-        .model = st.model, .model_arch = st.model_arch,
+        .model = st.model, .model_arch = st.model_arch, .weights = st.weights,
         .n_nodes = st.n_nodes < self->n_status ? st.n_nodes : self->n_status,
         .nodes = self->status, .n_layers = st.n_layers, .n_experts = st.n_experts,
         .expert_tokens = st.expert_tokens, .requests_served = st.requests_served,

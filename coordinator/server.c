@@ -28,6 +28,7 @@ struct server {
     server_config_t conf;
     char model_name[NAME_MAX_LEN];
     char model_arch[NAME_MAX_LEN];
+    char weights[NAME_MAX_LEN];    /* what w is held as, and its size (status) */
     forward_t *fw;
     kvcache_t *kv;                 /* LOGITS requests, max_context positions */
     stepper_t *stepper;
@@ -178,6 +179,9 @@ server_t *server_new(const weights_t *w, dispatch_t *dispatch, peer_t **peers,
              conf->model_arch ? conf->model_arch : "");
     self->conf.model_name = self->model_name;
     self->conf.model_arch = self->model_arch;
+    char held[96];
+    snprintf(self->weights, sizeof self->weights, "%s, %.1f MiB",
+             weights_describe(w, held, sizeof held), (double)weights_bytes(w) / (1 << 20));
     self->fw = forward_new(w, conf->prefill_rows, conf->max_context, dispatch_start, dispatch,
                            err);
     if (!self->fw)
@@ -436,6 +440,7 @@ void server_status(server_t *self, server_status_t *out)
             .hosted_expert = self->nodes[p].hosted_expert,
             .batches = peer_batches(peer), .rtt_last_ms = peer_rtt_last_ms(peer),
             .rtt_mean_ms = peer_rtt_mean_ms(peer), .last_error = peer_last_error(peer),
+            .weights = peer_weights(peer),
             .bytes_sent = dispatch_node_stats(self->dispatch)[p].bytes_sent,
             .bytes_received = dispatch_node_stats(self->dispatch)[p].bytes_received,
             .failovers = dispatch_node_stats(self->dispatch)[p].failovers,
@@ -444,6 +449,7 @@ void server_status(server_t *self, server_status_t *out)
     const dispatch_stats_t *ds = dispatch_stats(self->dispatch);
     *out = (server_status_t){
         .model = self->model_name, .model_arch = self->model_arch,
+        .weights = self->weights,
         .n_nodes = self->n_peers, .nodes = self->node_status,
         .n_layers = self->w->cfg.n_layers, .n_experts = self->w->cfg.n_experts,
         .expert_tokens = dispatch_expert_tokens(self->dispatch),

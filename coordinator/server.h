@@ -90,6 +90,7 @@ typedef struct server_node_status {
     double rtt_last_ms;
     double rtt_mean_ms;
     const char *last_error;
+    const char *weights;     /* what the node holds its weights as ("" unknown) */
     uint64_t bytes_sent;
     uint64_t bytes_received;
     uint64_t failovers;
@@ -100,6 +101,7 @@ typedef struct server_node_status {
 typedef struct server_status {
     const char *model;
     const char *model_arch;
+    const char *weights;            /* what the coordinator holds them as, and their size */
     int n_nodes;
     const server_node_status_t *nodes;
     int n_layers;

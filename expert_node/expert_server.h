@@ -1,9 +1,11 @@
 /* expert_server: one expert node's data plane.
  *
- * Loads the routed experts that the placement gives this node (only those:
- * F32 tensors stay in the read-only mapping, so resident memory follows the
- * node's share), binds a ROUTER socket and serves coordinators on it from one
- * poll loop on the calling thread; OpenBLAS's own threads run the GEMMs. All
+ * Loads the routed experts that the placement gives this node (only those,
+ * held as the checkpoint stores them in its read-only mapping, or as
+ * --dtype / --quantization convert them: resident memory follows the node's
+ * share, at the bytes of its format), binds a ROUTER socket and serves
+ * coordinators on it from one poll loop on the calling thread; the compute
+ * pool runs the products. All
  * buffers (inbox, expert scratch, reply rows) are sized once from the model
  * and max_rows, so serving a request does not allocate.
  *
@@ -29,6 +31,7 @@
 #include <stdio.h>
 
 #include "core/err.h"
+#include "engine/wformat.h"
 #include "model/placement.h"
 
 enum { EXPERT_SERVER_POLL_MS = 100 };  /* longest wait before the stop flag is seen */
@@ -51,6 +54,7 @@ typedef struct expert_server_opts {
     bool preload;                  /* read the hosted weights into memory before
                                       expert_server_new returns (weights_preload),
                                       progress on log */
+    wformat_t format;              /* --dtype / --quantization; zero: as stored */
 } expert_server_opts_t;
 
 /* Loads the node's experts and binds its socket. Caller destroys. NULL with
@@ -71,6 +75,10 @@ const char *expert_server_endpoint(const expert_server_t *self);
 
 /* How many (layer, expert) pairs this node hosts. */
 int expert_server_n_hosted(const expert_server_t *self);
+
+/* What the node's weights are held as and their size, e.g. "q4_0 experts,
+ * 123.4 MiB" (weights_describe; borrowed, valid while self lives). */
+const char *expert_server_weights_text(const expert_server_t *self);
 
 /* Serves until a SHUTDOWN message arrives or *interrupted becomes non-zero
  * (checked at least every EXPERT_SERVER_POLL_MS; a signal that interrupts the

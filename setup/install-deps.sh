@@ -20,6 +20,7 @@ packages=(
     python3-prometheus-client  # tests/test_metrics: the real parser of GET /metrics
     libmicrohttpd-dev        # the coordinator's HTTP API (coordinator/http.c)
     curl                     # tests/test_http: the raw HTTP protocol
+    python3-numpy            # tests/test_quant.c: ../shared/peers/mkgguf.py's quantizers
 )
 # tests/test_http: the OpenAI client library (npm "openai") runs on Node.js;
 # any node with npm will do (Debian's, or nodesource's, which includes npm).
