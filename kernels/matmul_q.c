@@ -24,12 +24,14 @@
  * pass (x is small: about 1.1 bytes per value).
  *
  * The prefill kernels (m > 16) are described where they are defined.
- * Prefill, measured: the int8 kernels against decoding W to float32 and
- * OpenBLAS sgemm (16384 x 4096, m = 128, 2 threads on the shared 2-vCPU
- * machine): Q8_0 int8 162 ms against 202 ms of decoding + 137 ms of sgemm,
- * Q4_0's prefill kernel about 2.5x the decode kernel's rate per product, so
- * both formats stay in int8 (the figures are in the kquant report of issue
- * 12; the machine was shared, load average 1.5 to 9).
+ * Prefill, measured (kquant, issue 12, the shared 2-vCPU machine, load
+ * average 1.5 to 9 from other builds, so rough): decoding W to float32 for
+ * OpenBLAS sgemm costs more than the whole int8 product (16384 x 4096,
+ * m = 128, 2 threads: decoding 202 ms + sgemm 137 ms against 162 ms for the
+ * decode-order int8 kernel), so prefill stays in int8; the packed prefill
+ * kernels below then take about 0.7 (Q8_0) and 1.4 (Q4_0) ns per
+ * block product on one thread against 1.1 and 3.6 for the decode kernel at
+ * m = 16 (W 256 x 4096 in cache).
  *
  * Scratch: the quantized x (about 1.1 to 2.1 bytes per value) lives in a
  * buffer of the calling thread, grown when a call needs more and freed when
@@ -49,6 +51,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/mem.h"
 #include "core/quant.h"
 #include "kernels/gemm_small.h"
 #include "kernels/matmul_private.h"
@@ -596,8 +599,8 @@ typedef struct scratch {
 static void s_scratch_free(void *arg)
 {
     scratch_t *s = arg;
-    free(s->p);
-    free(s);
+    mem_free(s->p);
+    mem_free(s);
 }
 
 static void s_key_init(void)
@@ -606,7 +609,9 @@ static void s_key_init(void)
         s_key = (pthread_key_t)-1;
 }
 
-/* At least size bytes, 64-aligned, or NULL when memory is short. */
+/* At least size bytes, MEM_ALIGN-aligned, or NULL when memory is short.
+ * It allocates only when a call needs more than any before on this thread
+ * (a quarter more, so a growing batch does not allocate every step). */
 static void *s_scratch(size_t size)
 {
     pthread_once(&s_key_once, s_key_init);
@@ -614,21 +619,20 @@ static void *s_scratch(size_t size)
         return NULL;
     scratch_t *s = pthread_getspecific(s_key);
     if (!s) {
-        s = calloc(1, sizeof *s);
+        s = mem_calloc(1, sizeof *s);
         if (!s)
             return NULL;
         if (pthread_setspecific(s_key, s) != 0) {
-            free(s);
+            mem_free(s);
             return NULL;
         }
     }
     if (s->size < size) {
         size_t want = size + size / 4;
-        want = (want + 63) & ~(size_t)63;
-        void *p = aligned_alloc(64, want);
+        void *p = mem_alloc_aligned(want);
         if (!p)
             return NULL;
-        free(s->p);
+        mem_free(s->p);
         s->p = p;
         s->size = want;
     }
