@@ -147,7 +147,7 @@ static void s_part_port(float *y, int ldy, const act_t *a, const tensor_t *w,
 }
 
 /* No scratch: the portable product quantizing each x block where it is used
- * (quant_act_row on 32 values gives the bytes of the whole row's). */
+ * (quant_act_row_ref on 32 values gives the bytes of the whole row's). */
 static void s_matmul_noscratch(float *y, int ldy, const float *x, int ldx,
                                const tensor_t *w, int m)
 {
@@ -160,8 +160,8 @@ static void s_matmul_noscratch(float *y, int ldy, const float *x, int ldx,
             float acc[LANES] = {0};
             for (int64_t b = 0; b < nb; b++) {
                 float dx;
-                quant_act_row(x + (size_t)i * (size_t)ldx + (size_t)b * QB, QB, 0,
-                              qx, &dx, NULL);
+                quant_act_row_ref(x + (size_t)i * (size_t)ldx + (size_t)b * QB, QB, 0,
+                                  qx, &dx, NULL);
                 float dw = s_wblock(w->dtype, row, b, qw);
                 if (b_order) {
                     int32_t isum = 0;
@@ -519,73 +519,6 @@ S_AVX2 void s_tile_b(float *y, int ldy, const act_t *a, int i0, const uint8_t *p
 S_PART_B(s_part_avx2_b_q4, true)
 S_PART_B(s_part_avx2_b_q8, false)
 
-/* ---- activations ---------------------------------------------------------------------- */
-
-/* quant_act_row() with AVX2, the same bytes: max of |x| is exact in any
- * order (finite x), x * id the same product, and roundf (half away from zero)
- * computed exactly as t = trunc(v), t + sign(v) where |v - t| >= 0.5. The
- * cast keeps the low byte of the int32, 0 for NaN or out of range, as
- * quant_act_row does. A block with a NaN goes to quant_act_row itself (its
- * NaN order rule is positional). */
-__attribute__((target("avx2,fma"))) static void
-s_act_row_avx2(const float *x, int64_t n, int32_t sum_mul, int8_t *qs, float *d,
-               int32_t *sums)
-{
-    const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
-    const __m256 half = _mm256_set1_ps(0.5f);
-    for (int64_t b = 0; b < n / QB; b++) {
-        const float *xb = x + b * QB;
-        __m256 v[4], m = _mm256_setzero_ps(), nan = _mm256_setzero_ps();
-        for (int g = 0; g < 4; g++) {
-            v[g] = _mm256_loadu_ps(xb + 8 * g);
-            m = _mm256_max_ps(m, _mm256_and_ps(v[g], absmask));
-            nan = _mm256_or_ps(nan, _mm256_cmp_ps(v[g], v[g], _CMP_UNORD_Q));
-        }
-        if (_mm256_movemask_ps(nan)) {
-            quant_act_row(xb, QB, sum_mul, qs + b * QB, d + b, sums ? sums + b * 8 : NULL);
-            continue;
-        }
-        __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
-        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
-        m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
-        float amax = _mm_cvtss_f32(m4);
-        float db = amax / 127;
-        float id = db != 0.0f ? 1.0f / db : 0.0f;
-        d[b] = db;
-        __m256 idv = _mm256_set1_ps(id);
-        __m256i q32[4];
-        for (int g = 0; g < 4; g++) {
-            __m256 p = _mm256_mul_ps(v[g], idv);
-            __m256 t = _mm256_round_ps(p, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
-            __m256 frac = _mm256_and_ps(_mm256_sub_ps(p, t), absmask);
-            __m256 up = _mm256_cmp_ps(frac, half, _CMP_GE_OQ);
-            /* t + copysign(1, p) where the fraction is >= 0.5 */
-            __m256 one = _mm256_or_ps(_mm256_and_ps(p, _mm256_set1_ps(-0.0f)),
-                                      _mm256_set1_ps(1.0f));
-            __m256 r = _mm256_add_ps(t, _mm256_and_ps(up, one));
-            /* cvttps gives 0x80000000 for out of range (low byte 0) */
-            q32[g] = _mm256_cvttps_epi32(r);
-        }
-        /* Low bytes of 32 int32s, in order. */
-        __m256i mask = _mm256_set1_epi32(0xff);
-        __m256i a01 = _mm256_packus_epi32(_mm256_and_si256(q32[0], mask),
-                                          _mm256_and_si256(q32[1], mask));
-        __m256i a23 = _mm256_packus_epi32(_mm256_and_si256(q32[2], mask),
-                                          _mm256_and_si256(q32[3], mask));
-        __m256i bytes = _mm256_packus_epi16(a01, a23);
-        /* packs interleave the 128-bit halves: restore value order */
-        bytes = _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
-        _mm256_storeu_si256((__m256i *)(qs + b * QB), bytes);
-        if (sums) {
-            /* sums of 4 bytes: maddubs with ones (pairs), madd with ones */
-            __m256i s4 = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), bytes),
-                                           _mm256_set1_epi16(1));
-            _mm256_storeu_si256((__m256i *)(sums + b * 8),
-                                _mm256_mullo_epi32(s4, _mm256_set1_epi32(-sum_mul)));
-        }
-    }
-}
-
 /* ---- the product ----------------------------------------------------------------------- */
 
 /* The calling thread's scratch for quantized activations, freed at its end. */
@@ -716,9 +649,9 @@ static void s_matmul(compute_t *cx, float *y, int ldy, const float *x, int ldx,
         float *di = d + (size_t)i * (size_t)nb;
         int32_t *si = sums ? sums + (size_t)i * (size_t)k / 4 : NULL;
         if (part != s_part_port && part != s_part_port_b)
-            s_act_row_avx2(xi, k, sum_mul, qi, di, si);
+            quant_act_row(xi, k, sum_mul, qi, di, si);      /* AVX2 inside */
         else
-            quant_act_row(xi, k, 0, qi, di, NULL);
+            quant_act_row_ref(xi, k, 0, qi, di, NULL);
         if (bsums) {
             for (int64_t b = 0; b < nb; b++) {
                 int32_t t = 0;

@@ -75,7 +75,7 @@ static void s_model(float *y, int ldy, const float *x, int ldx, const tensor_t *
     int8_t *qx = s_alloc((size_t)k), *qw = s_alloc((size_t)k);
     float *dx = s_alloc((size_t)nb * sizeof(float)), *dw = s_alloc((size_t)nb * sizeof(float));
     for (int i = 0; i < m; i++) {
-        quant_act_row(x + (size_t)i * ldx, k, 0, qx, dx, NULL);
+        quant_act_row_ref(x + (size_t)i * ldx, k, 0, qx, dx, NULL);
         for (int64_t r = 0; r < w->rows; r++) {
             s_model_wrow(w, r, qw, dw);
             if (m > 16) {
