@@ -237,6 +237,8 @@ static void test_against_oracle(void **state)
         int64_t big_k = s_blocked(dtype) ? 4160 : 4133;
         s_check_shape(&rng, dtype, 2, 67, big_k, 1, 0);
         s_check_shape(&rng, dtype, 3, 300, 1024, 1, 4);
+        /* The prefill path over several row and column tiles. */
+        s_check_shape(&rng, dtype, 19, 300, big_k, 1, 0);
     }
 }
 
