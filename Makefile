@@ -139,9 +139,11 @@ all: $(PROGRAMS)
 # tests on its own.
 TESTS_CORE    := test_idlist test_arg test_progress test_lograte test_endpoint
 TESTS_CORE    += test_tensor
+TESTS_CORE    += test_quant
 TESTS_KERNELS := test_gemm test_rmsnorm test_rope test_softmax test_ffn test_attention \
                  test_mla test_pool
 TESTS_KERNELS += test_matmul
+TESTS_KERNELS += test_matmul_q
 TESTS_MODEL   := test_config test_safetensors test_mxfp4
 # Model tests that also run kernels (the gpt-oss expert re-layout end to end).
 TESTS_MODEL_K := test_expert_layout
