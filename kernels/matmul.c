@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/mem.h"
 #include "kernels/gemm.h"
 #include "kernels/gemm_small.h"
 #include "kernels/matmul_private.h"
@@ -242,7 +243,7 @@ static bool s_tile_key_ok;
 
 static void s_tile_key_init(void)
 {
-    s_tile_key_ok = pthread_key_create(&s_tile_key, free) == 0;
+    s_tile_key_ok = pthread_key_create(&s_tile_key, mem_free) == 0;
 }
 
 static float *s_tile(void)
@@ -252,9 +253,9 @@ static float *s_tile(void)
         return NULL;
     float *tile = pthread_getspecific(s_tile_key);
     if (!tile) {
-        tile = malloc((size_t)PF_ROWS * PF_COLS * sizeof *tile);
+        tile = mem_alloc_aligned((size_t)PF_ROWS * PF_COLS * sizeof *tile);
         if (tile && pthread_setspecific(s_tile_key, tile) != 0) {
-            free(tile);
+            mem_free(tile);
             tile = NULL;
         }
     }
