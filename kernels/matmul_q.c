@@ -24,14 +24,16 @@
  * pass (x is small: about 1.1 bytes per value).
  *
  * The prefill kernels (m > 16) are described where they are defined.
- * Prefill, measured (kquant, issue 12, the shared 2-vCPU machine, load
- * average 1.5 to 9 from other builds, so rough): decoding W to float32 for
- * OpenBLAS sgemm costs more than the whole int8 product (16384 x 4096,
- * m = 128, 2 threads: decoding 202 ms + sgemm 137 ms against 162 ms for the
- * decode-order int8 kernel), so prefill stays in int8; the packed prefill
- * kernels below then take about 0.7 (Q8_0) and 1.4 (Q4_0) ns per
- * block product on one thread against 1.1 and 3.6 for the decode kernel at
- * m = 16 (W 256 x 4096 in cache).
+ * Measured (kquant, issue 12, bench-gemm on the medium expert shapes 2816 x
+ * 1024 and 1024 x 2816, the shared 2-vCPU machine at load average 3.5 to 4,
+ * so rough): 2 threads, m = 1: Q8_0 18-21 GB/s of its bytes, 0.81-0.96 of
+ * the read bandwidth (f32: 17-23 GB/s); Q4_0 5-10 GB/s, 0.22-0.45: its
+ * decode is compute-bound (nibble unpacking), about as many values per
+ * second as Q8_0. Prefill (m = 128, one thread, GFLOP/s): f32 (OpenBLAS)
+ * 68-69, Q8_0 74-87, Q4_0 99-101. Decoding W to float32 for OpenBLAS costs
+ * more than the whole int8 product (16384 x 4096, m = 128: decoding 202 ms +
+ * sgemm 137 ms against 162 ms for the decode-order int8 kernel), so prefill
+ * stays in int8, in the packed kernels below.
  *
  * Scratch: the quantized x (about 1.1 to 2.1 bytes per value) lives in a
  * buffer of the calling thread, grown when a call needs more and freed when
