@@ -222,11 +222,10 @@ S_AVX2 __m256i s_wload_q4(const uint8_t *row, int64_t b, float *dw)
 {
     const uint8_t *blk = row + b * QUANT_Q4_0_BYTES;
     *dw = s_f16_table[s_le16(blk)];
-    __m128i q = _mm_loadu_si128((const __m128i *)(blk + 2));
-    __m128i m4 = _mm_set1_epi8(0x0f);
-    __m128i lo = _mm_and_si128(q, m4);
-    __m128i hi = _mm_and_si128(_mm_srli_epi16(q, 4), m4);
-    return _mm256_set_m128i(hi, lo);
+    /* both halves from one broadcast load: low nibbles below, high above */
+    __m256i q = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(blk + 2)));
+    __m256i both = _mm256_blend_epi32(q, _mm256_srli_epi16(q, 4), 0xf0);
+    return _mm256_and_si256(both, _mm256_set1_epi8(0x0f));
 }
 
 S_AVX2 float s_hsum256(__m256 v)
