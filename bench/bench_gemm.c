@@ -242,9 +242,17 @@ static int s_bench_formats(const options_t *opt, float *const *w[2], float *x, f
     }
     int rc = 0;
     double samples[MAX_REPEAT];
+    char load[64] = "?";
+    FILE *f = fopen("/proc/loadavg", "r"); /* figures on a busy machine say so */
+    if (f) {
+        if (!fgets(load, sizeof load, f))
+            snprintf(load, sizeof load, "?");
+        load[strcspn(load, "\n")] = 0;
+        fclose(f);
+    }
     printf("threads %d, %s path: matmul per format, decode GB/s of the format's bytes "
-           "(ratio to %.1f GB/s read), prefill m=%d GFLOP/s\n", threads,
-           compute_path_name(compute_path(cx)), bw / 1e9, opt->prefill);
+           "(ratio to %.1f GB/s read), prefill m=%d GFLOP/s; loadavg %s\n", threads,
+           compute_path_name(compute_path(cx)), bw / 1e9, opt->prefill, load);
     printf("  %-8s %-12s", "format", "W (n x k)");
     for (size_t im = 0; im < sizeof FORMAT_ROWS / sizeof FORMAT_ROWS[0]; im++)
         printf("   m=%-2d GB/s (r)", FORMAT_ROWS[im]);

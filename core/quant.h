@@ -55,6 +55,11 @@ int quant_row_q8_0(const float *x, void *dst, int64_t n);
 /* The same into n / 32 block_q4_0 (18 bytes each). */
 int quant_row_q4_0(const float *x, void *dst, int64_t n);
 
+/* The same bytes in plain C only (the functions above run AVX2 where the
+ * CPU has it): the reference the tests hold the fast versions to. */
+int quant_row_q8_0_ref(const float *x, void *dst, int64_t n);
+int quant_row_q4_0_ref(const float *x, void *dst, int64_t n);
+
 /* ggml's float32 -> fp16 (round to nearest even; NaN -> 0x7E00 with the
  * sign) and fp16 -> float32 (exact). */
 uint16_t quant_f32_to_f16(float f);
@@ -70,9 +75,11 @@ float quant_f16_to_f32(uint16_t h);
  *         qs[4g + 3]), the correction that lets a kernel multiply unsigned
  *         weights (Q4_0's nibbles, Q8_0's bytes + 128) by signed qs.
  * Non-finite x as for quant_row_q8_0 (q = 0 for a NaN or an infinity's
- * products out of range). The kernels' SIMD versions of this are held to
- * its bytes (tests/test_quant.c). */
+ * products out of range). AVX2 where the CPU has it; quant_act_row_ref is
+ * the plain C version, the same bytes. */
 void quant_act_row(const float *x, int64_t n, int32_t sum_mul, int8_t *qs,
                    float *d, int32_t *sums);
+void quant_act_row_ref(const float *x, int64_t n, int32_t sum_mul, int8_t *qs,
+                       float *d, int32_t *sums);
 
 #endif /* MOE_CORE_QUANT_H */

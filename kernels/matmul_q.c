@@ -24,12 +24,16 @@
  * pass (x is small: about 1.1 bytes per value).
  *
  * The prefill kernels (m > 16) are described where they are defined.
- * Prefill, measured: the int8 kernels against decoding W to float32 and
- * OpenBLAS sgemm (16384 x 4096, m = 128, 2 threads on the shared 2-vCPU
- * machine): Q8_0 int8 162 ms against 202 ms of decoding + 137 ms of sgemm,
- * Q4_0's prefill kernel about 2.5x the decode kernel's rate per product, so
- * both formats stay in int8 (the figures are in the kquant report of issue
- * 12; the machine was shared, load average 1.5 to 9).
+ * Measured (kquant, issue 12, bench-gemm on the medium expert shapes 2816 x
+ * 1024 and 1024 x 2816, the shared 2-vCPU machine at load average 3.5 to 4,
+ * so rough): 2 threads, m = 1: Q8_0 18-21 GB/s of its bytes, 0.81-0.96 of
+ * the read bandwidth (f32: 17-23 GB/s); Q4_0 5-10 GB/s, 0.22-0.45: its
+ * decode is compute-bound (nibble unpacking), about as many values per
+ * second as Q8_0. Prefill (m = 128, one thread, GFLOP/s): f32 (OpenBLAS)
+ * 68-69, Q8_0 74-87, Q4_0 99-101. Decoding W to float32 for OpenBLAS costs
+ * more than the whole int8 product (16384 x 4096, m = 128: decoding 202 ms +
+ * sgemm 137 ms against 162 ms for the decode-order int8 kernel), so prefill
+ * stays in int8, in the packed kernels below.
  *
  * Scratch: the quantized x (about 1.1 to 2.1 bytes per value) lives in a
  * buffer of the calling thread, grown when a call needs more and freed when
@@ -49,6 +53,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/mem.h"
 #include "core/quant.h"
 #include "kernels/gemm_small.h"
 #include "kernels/matmul_private.h"
@@ -144,7 +149,7 @@ static void s_part_port(float *y, int ldy, const act_t *a, const tensor_t *w,
 }
 
 /* No scratch: the portable product quantizing each x block where it is used
- * (quant_act_row on 32 values gives the bytes of the whole row's). */
+ * (quant_act_row_ref on 32 values gives the bytes of the whole row's). */
 static void s_matmul_noscratch(float *y, int ldy, const float *x, int ldx,
                                const tensor_t *w, int m)
 {
@@ -157,8 +162,8 @@ static void s_matmul_noscratch(float *y, int ldy, const float *x, int ldx,
             float acc[LANES] = {0};
             for (int64_t b = 0; b < nb; b++) {
                 float dx;
-                quant_act_row(x + (size_t)i * (size_t)ldx + (size_t)b * QB, QB, 0,
-                              qx, &dx, NULL);
+                quant_act_row_ref(x + (size_t)i * (size_t)ldx + (size_t)b * QB, QB, 0,
+                                  qx, &dx, NULL);
                 float dw = s_wblock(w->dtype, row, b, qw);
                 if (b_order) {
                     int32_t isum = 0;
@@ -172,6 +177,18 @@ static void s_matmul_noscratch(float *y, int ldy, const float *x, int ldx,
             y[(size_t)i * (size_t)ldy + (size_t)j] = b_order ? acc[0] : s_hsum_port(acc);
         }
     }
+}
+
+/* Every fp16 as float32, for the weights' scales: a load where F16C's
+ * conversion of a scalar costs 4 to 5 instructions per block (exact either
+ * way). Filled once per process. */
+static float s_f16_table[1 << 16];
+static pthread_once_t s_f16_once = PTHREAD_ONCE_INIT;
+
+static void s_f16_init(void)
+{
+    for (uint32_t h = 0; h < (1u << 16); h++)
+        s_f16_table[h] = quant_f16_to_f32((uint16_t)h);
 }
 
 /* ---- AVX2 (+ FMA, F16C) and AVX-512 VNNI ------------------------------------------- */
@@ -195,7 +212,7 @@ enum { MODE_AVX2_Q8, MODE_AVX2_Q4, MODE_VNNI_Q8, MODE_VNNI_Q4 };
 S_AVX2 __m256i s_wload_q8(const uint8_t *row, int64_t b, float *dw)
 {
     const uint8_t *blk = row + b * QUANT_Q8_0_BYTES;
-    *dw = _cvtsh_ss(s_le16(blk));
+    *dw = s_f16_table[s_le16(blk)];
     return _mm256_loadu_si256((const __m256i *)(blk + 2));
 }
 
@@ -204,12 +221,11 @@ S_AVX2 __m256i s_wload_q8(const uint8_t *row, int64_t b, float *dw)
 S_AVX2 __m256i s_wload_q4(const uint8_t *row, int64_t b, float *dw)
 {
     const uint8_t *blk = row + b * QUANT_Q4_0_BYTES;
-    *dw = _cvtsh_ss(s_le16(blk));
-    __m128i q = _mm_loadu_si128((const __m128i *)(blk + 2));
-    __m128i m4 = _mm_set1_epi8(0x0f);
-    __m128i lo = _mm_and_si128(q, m4);
-    __m128i hi = _mm_and_si128(_mm_srli_epi16(q, 4), m4);
-    return _mm256_set_m128i(hi, lo);
+    *dw = s_f16_table[s_le16(blk)];
+    /* both halves from one broadcast load: low nibbles below, high above */
+    __m256i q = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(blk + 2)));
+    __m256i both = _mm256_blend_epi32(q, _mm256_srli_epi16(q, 4), 0xf0);
+    return _mm256_and_si256(both, _mm256_set1_epi8(0x0f));
 }
 
 S_AVX2 float s_hsum256(__m256 v)
@@ -276,12 +292,13 @@ _Pragma("GCC unroll 4") \
             __m256i xv = _mm256_loadu_si256( \
                 (const __m256i *)(qx + (size_t)r * a->ld + (size_t)b * QB)); \
             const int32_t *xs = sx ? sx + (size_t)r * (a->ld / 4) + (size_t)b * 8 : NULL; \
-            float dxr = dx[(size_t)r * (size_t)a->nb + (size_t)b]; \
+            __m256 dxv = _mm256_set1_ps(dx[(size_t)r * (size_t)a->nb + (size_t)b]); \
 _Pragma("GCC unroll 4") \
             for (int c = 0; c < C; c++) { \
                 __m256i p = TILE_PAIR(mode, wa[c], wb[c], xv, xs); \
                 acc[r][c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), \
-                                            _mm256_set1_ps(dw[c] * dxr), acc[r][c]); \
+                                            _mm256_mul_ps(_mm256_set1_ps(dw[c]), dxv), \
+                                            acc[r][c]); \
             } \
         } \
     } \
@@ -516,73 +533,6 @@ S_AVX2 void s_tile_b(float *y, int ldy, const act_t *a, int i0, const uint8_t *p
 S_PART_B(s_part_avx2_b_q4, true)
 S_PART_B(s_part_avx2_b_q8, false)
 
-/* ---- activations ---------------------------------------------------------------------- */
-
-/* quant_act_row() with AVX2, the same bytes: max of |x| is exact in any
- * order (finite x), x * id the same product, and roundf (half away from zero)
- * computed exactly as t = trunc(v), t + sign(v) where |v - t| >= 0.5. The
- * cast keeps the low byte of the int32, 0 for NaN or out of range, as
- * quant_act_row does. A block with a NaN goes to quant_act_row itself (its
- * NaN order rule is positional). */
-__attribute__((target("avx2,fma"))) static void
-s_act_row_avx2(const float *x, int64_t n, int32_t sum_mul, int8_t *qs, float *d,
-               int32_t *sums)
-{
-    const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
-    const __m256 half = _mm256_set1_ps(0.5f);
-    for (int64_t b = 0; b < n / QB; b++) {
-        const float *xb = x + b * QB;
-        __m256 v[4], m = _mm256_setzero_ps(), nan = _mm256_setzero_ps();
-        for (int g = 0; g < 4; g++) {
-            v[g] = _mm256_loadu_ps(xb + 8 * g);
-            m = _mm256_max_ps(m, _mm256_and_ps(v[g], absmask));
-            nan = _mm256_or_ps(nan, _mm256_cmp_ps(v[g], v[g], _CMP_UNORD_Q));
-        }
-        if (_mm256_movemask_ps(nan)) {
-            quant_act_row(xb, QB, sum_mul, qs + b * QB, d + b, sums ? sums + b * 8 : NULL);
-            continue;
-        }
-        __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
-        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
-        m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
-        float amax = _mm_cvtss_f32(m4);
-        float db = amax / 127;
-        float id = db != 0.0f ? 1.0f / db : 0.0f;
-        d[b] = db;
-        __m256 idv = _mm256_set1_ps(id);
-        __m256i q32[4];
-        for (int g = 0; g < 4; g++) {
-            __m256 p = _mm256_mul_ps(v[g], idv);
-            __m256 t = _mm256_round_ps(p, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
-            __m256 frac = _mm256_and_ps(_mm256_sub_ps(p, t), absmask);
-            __m256 up = _mm256_cmp_ps(frac, half, _CMP_GE_OQ);
-            /* t + copysign(1, p) where the fraction is >= 0.5 */
-            __m256 one = _mm256_or_ps(_mm256_and_ps(p, _mm256_set1_ps(-0.0f)),
-                                      _mm256_set1_ps(1.0f));
-            __m256 r = _mm256_add_ps(t, _mm256_and_ps(up, one));
-            /* cvttps gives 0x80000000 for out of range (low byte 0) */
-            q32[g] = _mm256_cvttps_epi32(r);
-        }
-        /* Low bytes of 32 int32s, in order. */
-        __m256i mask = _mm256_set1_epi32(0xff);
-        __m256i a01 = _mm256_packus_epi32(_mm256_and_si256(q32[0], mask),
-                                          _mm256_and_si256(q32[1], mask));
-        __m256i a23 = _mm256_packus_epi32(_mm256_and_si256(q32[2], mask),
-                                          _mm256_and_si256(q32[3], mask));
-        __m256i bytes = _mm256_packus_epi16(a01, a23);
-        /* packs interleave the 128-bit halves: restore value order */
-        bytes = _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
-        _mm256_storeu_si256((__m256i *)(qs + b * QB), bytes);
-        if (sums) {
-            /* sums of 4 bytes: maddubs with ones (pairs), madd with ones */
-            __m256i s4 = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), bytes),
-                                           _mm256_set1_epi16(1));
-            _mm256_storeu_si256((__m256i *)(sums + b * 8),
-                                _mm256_mullo_epi32(s4, _mm256_set1_epi32(-sum_mul)));
-        }
-    }
-}
-
 /* ---- the product ----------------------------------------------------------------------- */
 
 /* The calling thread's scratch for quantized activations, freed at its end. */
@@ -596,8 +546,8 @@ typedef struct scratch {
 static void s_scratch_free(void *arg)
 {
     scratch_t *s = arg;
-    free(s->p);
-    free(s);
+    mem_free(s->p);
+    mem_free(s);
 }
 
 static void s_key_init(void)
@@ -606,7 +556,9 @@ static void s_key_init(void)
         s_key = (pthread_key_t)-1;
 }
 
-/* At least size bytes, 64-aligned, or NULL when memory is short. */
+/* At least size bytes, MEM_ALIGN-aligned, or NULL when memory is short.
+ * It allocates only when a call needs more than any before on this thread
+ * (a quarter more, so a growing batch does not allocate every step). */
 static void *s_scratch(size_t size)
 {
     pthread_once(&s_key_once, s_key_init);
@@ -614,21 +566,20 @@ static void *s_scratch(size_t size)
         return NULL;
     scratch_t *s = pthread_getspecific(s_key);
     if (!s) {
-        s = calloc(1, sizeof *s);
+        s = mem_calloc(1, sizeof *s);
         if (!s)
             return NULL;
         if (pthread_setspecific(s_key, s) != 0) {
-            free(s);
+            mem_free(s);
             return NULL;
         }
     }
     if (s->size < size) {
         size_t want = size + size / 4;
-        want = (want + 63) & ~(size_t)63;
-        void *p = aligned_alloc(64, want);
+        void *p = mem_alloc_aligned(want);
         if (!p)
             return NULL;
-        free(s->p);
+        mem_free(s->p);
         s->p = p;
         s->size = want;
     }
@@ -686,6 +637,7 @@ static void s_matmul(compute_t *cx, float *y, int ldy, const float *x, int ldx,
     if (m == 0 || w->rows == 0)
         return;
     int64_t k = w->cols, nb = k / QB;
+    pthread_once(&s_f16_once, s_f16_init);
     compute_path_t path = compute_path(cx);
     s_part_fn *part = s_part_for(path, w->dtype, m);
     /* The group sums and their factor, for the kernels that need them. */
@@ -712,9 +664,9 @@ static void s_matmul(compute_t *cx, float *y, int ldy, const float *x, int ldx,
         float *di = d + (size_t)i * (size_t)nb;
         int32_t *si = sums ? sums + (size_t)i * (size_t)k / 4 : NULL;
         if (part != s_part_port && part != s_part_port_b)
-            s_act_row_avx2(xi, k, sum_mul, qi, di, si);
+            quant_act_row(xi, k, sum_mul, qi, di, si);      /* AVX2 inside */
         else
-            quant_act_row(xi, k, 0, qi, di, NULL);
+            quant_act_row_ref(xi, k, 0, qi, di, NULL);
         if (bsums) {
             for (int64_t b = 0; b < nb; b++) {
                 int32_t t = 0;

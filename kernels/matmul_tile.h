@@ -30,6 +30,10 @@
  * not depend on the other rows of the call. On the AVX2 and AVX-512 paths an
  * entry gets exactly gemm_small's result on the decoded weights.
  *
+ * AVX512-BF16's vdpbf16ps is not used for BF16: it rounds the activations to
+ * bfloat16, so its products are not those of the float32 reference; the
+ * weights are widened in registers and multiplied by float32 FMAs instead.
+ *
  * Scales are per segment of columns: FP8 one scale per block of block_k
  * columns (the kernels take block_k a multiple of the vector width; other
  * block sizes go to the portable product), MXFP4 one per 32 values.

@@ -15,6 +15,7 @@
  */
 #include <errno.h>
 #include <math.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -25,6 +26,7 @@
 
 #include <cmocka.h>
 
+#include "core/mem.h"
 #include "core/tensor.h"
 #include "kernels/compute.h"
 #include "kernels/gemm.h"
@@ -259,6 +261,8 @@ static void test_against_oracle(void **state)
         int64_t big_k = s_blocked(dtype) ? 4160 : 4133;
         s_check_shape(&rng, dtype, 2, 67, big_k, 1, 0);
         s_check_shape(&rng, dtype, 3, 300, 1024, 1, 4);
+        /* The prefill path over several row and column tiles. */
+        s_check_shape(&rng, dtype, 19, 300, big_k, 1, 0);
     }
 }
 
@@ -529,6 +533,54 @@ static void test_vector_decoders(void **state)
     }
 }
 
+/* The prefill path's tile is a per-thread allocation: a thread whose first
+ * prefill cannot allocate it computes with the decode path's tiles, right. */
+typedef struct oom_job {
+    compute_t *cx;
+    float *y;
+    const float *x;
+    const tensor_t *w;
+    int m;
+} oom_job_t;
+
+static void *s_oom_thread(void *arg)
+{
+    oom_job_t *job = arg;
+    mem_fail_after(1);
+    matmul(job->cx, job->y, (int)job->w->rows, job->x, (int)job->w->cols, job->w, job->m);
+    mem_fail_after(-1);
+    return NULL;
+}
+
+static void test_prefill_without_memory(void **state)
+{
+    (void)state;
+    testrng_t rng;
+    testrng_init(&rng, 77);
+    enum { M = 21, N = 70, K = 333 };
+    wbuf_t w = s_weight(&rng, DTYPE_BF16, N, K, 1, 1, 1);
+    float *x = s_alloc((size_t)M * K * sizeof(float));
+    testrng_fill(&rng, x, (size_t)M * K, 1.0f);
+    float *y = s_alloc((size_t)M * N * sizeof(float));
+    float *ref = s_alloc((size_t)M * N * sizeof(float));
+    double *bound = s_alloc((size_t)M * N * sizeof(double));
+    compute_t *cx = compute_new(1, NULL);
+    assert_non_null(cx);
+    oom_job_t job = {.cx = cx, .y = y, .x = x, .w = &w.t, .m = M};
+    pthread_t thread;
+    assert_int_equal(pthread_create(&thread, NULL, s_oom_thread, &job), 0);
+    assert_int_equal(pthread_join(thread, NULL), 0);
+    matmul_ref(ref, N, x, K, &w.t, M);
+    s_bound(bound, x, K, &w.t, M);
+    s_expect_close(y, N, ref, N, bound, M, N, "bf16 prefill without its tile");
+    compute_destroy(&cx);
+    free(bound);
+    free(ref);
+    free(y);
+    free(x);
+    s_weight_free(&w);
+}
+
 /* F32 weights go to gemm(): the same bits. */
 static void test_f32_is_gemm(void **state)
 {
@@ -555,6 +607,7 @@ int main(void)
         cmocka_unit_test(test_f32_is_gemm),
         cmocka_unit_test(test_exact_as_decoded),
         cmocka_unit_test(test_vector_decoders),
+        cmocka_unit_test(test_prefill_without_memory),
         cmocka_unit_test(test_against_oracle),
         cmocka_unit_test(test_batch_invariance),
         cmocka_unit_test(test_row_views),

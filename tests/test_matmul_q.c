@@ -15,6 +15,7 @@
  */
 #include <errno.h>
 #include <math.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -26,6 +27,7 @@
 
 #include <cmocka.h>
 
+#include "core/mem.h"
 #include "core/quant.h"
 #include "core/tensor.h"
 #include "kernels/compute.h"
@@ -73,7 +75,7 @@ static void s_model(float *y, int ldy, const float *x, int ldx, const tensor_t *
     int8_t *qx = s_alloc((size_t)k), *qw = s_alloc((size_t)k);
     float *dx = s_alloc((size_t)nb * sizeof(float)), *dw = s_alloc((size_t)nb * sizeof(float));
     for (int i = 0; i < m; i++) {
-        quant_act_row(x + (size_t)i * ldx, k, 0, qx, dx, NULL);
+        quant_act_row_ref(x + (size_t)i * ldx, k, 0, qx, dx, NULL);
         for (int64_t r = 0; r < w->rows; r++) {
             s_model_wrow(w, r, qw, dw);
             if (m > 16) {
@@ -387,6 +389,56 @@ static void test_edges(void **state)
     free(w.data);
 }
 
+/* Out of memory for the activations' scratch: the call still computes, on
+ * the portable path block by block, the same bits as the model, in both
+ * orders (m <= 16 and m > 16). A fresh thread, whose scratch is empty. */
+typedef struct oom {
+    compute_t *cx;
+    float *y;
+    const float *x;
+    const tensor_t *w;
+    int m, k;
+} oom_t;
+
+static void *s_oom_thread(void *arg)
+{
+    oom_t *o = arg;
+    mem_fail_after(1);
+    matmul(o->cx, o->y, (int)o->w->rows, o->x, o->k, o->w, o->m);
+    mem_fail_after(-1);
+    return NULL;
+}
+
+static void test_out_of_memory(void **state)
+{
+    (void)state;
+    for (int d = 0; d < 2; d++) {
+        for (int m = 3; m <= 20; m += 17) {
+            const int64_t n = 21, k = 32 * 5;
+            wbuf_t w = s_weight(d ? DTYPE_Q4_0 : DTYPE_Q8_0, n, k, 0);
+            float *x = s_alloc((size_t)m * k * sizeof(float));
+            s_acts(x, m, (int)k, k, true);
+            float *y = s_alloc((size_t)m * n * sizeof(float));
+            float *model = s_alloc((size_t)m * n * sizeof(float));
+            s_model(model, (int)n, x, (int)k, &w.t, m);
+            compute_t *cx = s_context(COMPUTE_PATH_AUTO, 1);
+            oom_t o = {.cx = cx, .y = y, .x = x, .w = &w.t, .m = m, .k = (int)k};
+            pthread_t th;
+            assert_int_equal(pthread_create(&th, NULL, s_oom_thread, &o), 0);
+            assert_int_equal(pthread_join(th, NULL), 0);
+            for (size_t q = 0; q < (size_t)m * n; q++)
+                if (memcmp(&y[q], &model[q], sizeof *y) != 0 && !(isnan(y[q]) && isnan(model[q])))
+                    fail_msg("%s m=%d out of memory: entry %zu = %a, model %a",
+                             d ? "q4_0" : "q8_0", m, q, (double)y[q], (double)model[q]);
+            compute_destroy(&cx);
+            free(model);
+            free(y);
+            free(x);
+            free(w.data);
+        }
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -394,6 +446,7 @@ int main(void)
         cmocka_unit_test(test_hard_activations),
         cmocka_unit_test(test_batch_invariance),
         cmocka_unit_test(test_edges),
+        cmocka_unit_test(test_out_of_memory),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

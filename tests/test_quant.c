@@ -12,7 +12,10 @@
  *     numpy's np.round rounds ties to even where ggml's roundf rounds them
  *     away from zero, so a Q8_0 byte may differ there, and only there: the
  *     test checks that each difference is such a tie;
- *   - quant_act_row: the same bytes as Q8_0, a float32 d, the group sums.
+ *   - quant_act_row: the same bytes as Q8_0, a float32 d, the group sums;
+ *   - the AVX2 versions (what the public functions run on an AVX2 CPU)
+ *     against the plain C ones (*_ref), byte for byte, on blocks of every
+ *     kind the algorithms treat apart, NaN and infinities included.
  */
 #include <errno.h>
 #include <immintrin.h>
@@ -422,6 +425,80 @@ static void test_act_row(void **state)
     free(x);
 }
 
+/* ---- the fast versions against the plain ones ------------------------------------ */
+
+/* Blocks of every kind the algorithms treat apart: normal, outliers, ties of
+ * roundf (x id = k + 0.5), zeros and -0, subnormals (1 / d infinite),
+ * huge values (d overflows fp16), equal |x| of both signs, NaN anywhere,
+ * infinities, and values whose q leaves int8 (after a NaN). */
+static void s_fill_hard(float *x, int64_t n)
+{
+    for (int64_t b = 0; b < n / 32; b++) {
+        float *xb = x + b * 32;
+        int kind = (int)(b % 14);
+        for (int j = 0; j < 32; j++) {
+            float v = s_normal();
+            switch (kind) {
+            case 1: v = j == 0 ? 127.0f : (float)(j - 16) + 0.5f; break;
+            case 2: v = j % 2 ? 0.0f : -0.0f; break;
+            case 3: v *= 1e-41f; break;
+            case 4: v *= 1e30f; break;
+            case 5: v = j == 7 ? -254.0f : (float)(2 * j + 1); break;
+            case 6: v = (j % 3) ? 0.25f : -0.25f; break;
+            case 7: v = j == (int)(b % 32) ? NAN : v; break;
+            case 8: v = j == 31 ? NAN : v * 100; break;
+            case 9: v = j == 5 ? INFINITY : v; break;
+            case 10: v = j == 9 ? -INFINITY : v; break;
+            case 11: v = j < 10 ? v * 1000 : (j == 10 ? NAN : v); break;
+            case 12: v = (float)(j - 16) * 0.5f; break;   /* max -8: d = 1, q ties */
+            case 13: v = j == 0 ? -8.0f : (float)(j % 17) - 8.0f + (j % 2 ? 0.5f : 0.0f); break;
+            default: break;
+            }
+            xb[j] = v;
+        }
+    }
+}
+
+static void test_fast_equals_plain(void **state)
+{
+    (void)state;
+    const int64_t n = 32 * 14 * 40;
+    float *x = malloc((size_t)n * sizeof *x);
+    uint8_t *a = malloc((size_t)n * 2), *b = malloc((size_t)n * 2);
+    float *da = malloc((size_t)(n / 32) * sizeof *da), *db = malloc((size_t)(n / 32) * sizeof *db);
+    int32_t *sa = malloc((size_t)n * sizeof *sa), *sb = malloc((size_t)n * sizeof *sb);
+    assert_true(x && a && b && da && db && sa && sb);
+    for (int round = 0; round < 2; round++) {
+        if (round == 0)
+            s_fill_hard(x, n);
+        else
+            s_fill(x, n);
+        assert_int_equal(quant_row_q8_0(x, a, n), 0);
+        assert_int_equal(quant_row_q8_0_ref(x, b, n), 0);
+        assert_memory_equal(a, b, (size_t)(n / 32) * QUANT_Q8_0_BYTES);
+        assert_int_equal(quant_row_q4_0(x, a, n), 0);
+        assert_int_equal(quant_row_q4_0_ref(x, b, n), 0);
+        for (int64_t blk = 0; blk < n / 32; blk++)
+            if (memcmp(a + blk * 18, b + blk * 18, 18) != 0)
+                fail_msg("Q4_0 block %lld (kind %lld) differs", (long long)blk,
+                         (long long)(blk % 14));
+        for (int mul = 0; mul <= 128; mul += 120) {
+            quant_act_row(x, n, mul, (int8_t *)a, da, sa);
+            quant_act_row_ref(x, n, mul, (int8_t *)b, db, sb);
+            assert_memory_equal(a, b, (size_t)n);
+            assert_memory_equal(da, db, (size_t)(n / 32) * sizeof *da);
+            assert_memory_equal(sa, sb, (size_t)(n / 4) * sizeof *sa);
+        }
+    }
+    free(sb);
+    free(sa);
+    free(db);
+    free(da);
+    free(b);
+    free(a);
+    free(x);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -430,6 +507,7 @@ int main(void)
         cmocka_unit_test(test_q4_0_known),
         cmocka_unit_test(test_against_mkgguf),
         cmocka_unit_test(test_act_row),
+        cmocka_unit_test(test_fast_equals_plain),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
