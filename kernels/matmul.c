@@ -8,10 +8,14 @@
 #include "kernels/matmul.h"
 
 #include <assert.h>
+#include <cblas.h>
+#include <immintrin.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "kernels/gemm.h"
+#include "kernels/gemm_small.h"
 #include "kernels/matmul_private.h"
 #include "kernels/matmul_q.h"
 #include "kernels/pool.h"
@@ -101,14 +105,31 @@ void matmul_generic(compute_t *cx, float *y, int ldy, const float *x, int ldx,
 
 /* y = x W: each chunk owns XW_COLS output columns, walks W's rows in order
  * and adds x[i][p] * W[p][c] into y, so entry (i, c) is the same sequence of
- * products and sums whatever m and the split. */
+ * products and sums whatever m and the split. W's slices are decoded by the
+ * format's vector decoder where there is one (the AVX2 and AVX-512 paths),
+ * and the sums are FMAs there (mul then add on the portable path). */
 typedef struct xw_job {
     float *y;
     const float *x;
     const tensor_t *w;
+    matmul_decode_fn *decode;  /* NULL: tensor_row_range_to_f32 */
+    bool fma;                  /* the AVX2 axpy */
     int ldy, ldx, m;
     int64_t n_col_chunks, n_chunks;
 } xw_job_t;
+
+/* y[c] += a * w[c], c < n, by FMAs. */
+__attribute__((target("avx2,fma"))) static void s_axpy_avx2(float *y, float a, const float *w,
+                                                           int64_t n)
+{
+    const __m256 av = _mm256_set1_ps(a);
+    int64_t c = 0;
+    for (; c + 8 <= n; c += 8)
+        _mm256_storeu_ps(y + c, _mm256_fmadd_ps(av, _mm256_loadu_ps(w + c),
+                                                _mm256_loadu_ps(y + c)));
+    for (; c < n; c++)
+        y[c] = __builtin_fmaf(a, w[c], y[c]);
+}
 
 static void s_xw_cols(const xw_job_t *job, int64_t c0, int64_t c1)
 {
@@ -117,10 +138,17 @@ static void s_xw_cols(const xw_job_t *job, int64_t c0, int64_t c1)
     for (int i = 0; i < job->m; i++)
         memset(job->y + (size_t)i * job->ldy + c0, 0, (size_t)(c1 - c0) * sizeof(float));
     for (int64_t p = 0; p < w->rows; p++) {
-        tensor_row_range_to_f32(w, p, c0, c1 - c0, buf);
+        if (job->decode)
+            job->decode(w, p, c0, c1 - c0, buf);
+        else
+            tensor_row_range_to_f32(w, p, c0, c1 - c0, buf);
         for (int i = 0; i < job->m; i++) {
             float xv = job->x[(size_t)i * job->ldx + p];
             float *yi = job->y + (size_t)i * job->ldy + c0;
+            if (job->fma) {
+                s_axpy_avx2(yi, xv, buf, c1 - c0);
+                continue;
+            }
             for (int64_t c = 0; c < c1 - c0; c++)
                 yi[c] += xv * buf[c];
         }
@@ -145,9 +173,144 @@ void matmul_xw_generic(compute_t *cx, float *y, int ldy, const float *x, int ldx
     if (m == 0 || w->cols == 0)
         return;
     xw_job_t job = {.y = y, .x = x, .w = w, .ldy = ldy, .ldx = ldx, .m = m};
+    if (compute_path(cx) != COMPUTE_PATH_PORTABLE) {
+        job.fma = true;
+        int64_t align = 1;
+        job.decode = matmul_decoder(cx, w, &align);
+        if (XW_COLS % align != 0)
+            job.decode = NULL;
+    }
     job.n_col_chunks = (w->cols + XW_COLS - 1) / XW_COLS;
     job.n_chunks = matmul_chunks(cx, tensor_bytes(w), job.n_col_chunks);
     pool_run(compute_pool(cx), s_xw_chunk, &job, (int)job.n_chunks);
+}
+
+/* ---- a format's kernels: decode path and prefill path ------------------------- */
+
+typedef struct run_job {
+    matmul_part_fn *part;
+    float *y;
+    const float *x;
+    const tensor_t *w;
+    int ldy, ldx, m;
+    int64_t n_blocks;    /* of MT_WMAX W rows */
+    int n_chunks;
+} run_job_t;
+
+enum { WBLOCK = 4 };     /* chunks are cut at multiples of the widest tile */
+
+static void s_run_chunk(void *arg, int t)
+{
+    const run_job_t *job = arg;
+    int64_t b0 = job->n_blocks * t / job->n_chunks;
+    int64_t b1 = job->n_blocks * (t + 1) / job->n_chunks;
+    int64_t j0 = b0 * WBLOCK < job->w->rows ? b0 * WBLOCK : job->w->rows;
+    int64_t j1 = b1 * WBLOCK < job->w->rows ? b1 * WBLOCK : job->w->rows;
+    if (j0 < j1)
+        job->part(job->w, job->y, job->ldy, job->x, job->ldx, job->m, j0, j1);
+}
+
+static void s_run_parts(compute_t *cx, float *y, int ldy, const float *x, int ldx,
+                        const tensor_t *w, int m, matmul_part_fn *part)
+{
+    run_job_t job = {.part = part, .y = y, .x = x, .w = w, .ldy = ldy, .ldx = ldx, .m = m};
+    job.n_blocks = (w->rows + WBLOCK - 1) / WBLOCK;
+    job.n_chunks = matmul_chunks(cx, tensor_bytes(w), job.n_blocks);
+    pool_run(compute_pool(cx), s_run_chunk, &job, job.n_chunks);
+}
+
+/* The prefill path: blocks of PF_ROWS x PF_COLS weights decoded into a float
+ * tile (1 MB, in L2/L3) by the format's vector decoder, then OpenBLAS's
+ * sgemm on the tile, accumulating over the column blocks. Measured against
+ * the decode path's own tiles run on all the rows (bench-gemm, docs in the
+ * report of issue 12): sgemm reaches the cores' float peak, the tiles reread
+ * and re-decode W for every 4 rows of x and stay far below it. The tile is a
+ * per-thread buffer kept for the thread's life (a pthread key frees it at
+ * thread exit): the hot path does not allocate after a thread's first
+ * prefill; when that one allocation fails, the decode path's kernels run
+ * instead (slower, never wrong). */
+enum { PF_ROWS = 256, PF_COLS = 1024 };
+
+static pthread_key_t s_tile_key;
+static pthread_once_t s_tile_once = PTHREAD_ONCE_INIT;
+static bool s_tile_key_ok;
+
+static void s_tile_key_init(void)
+{
+    s_tile_key_ok = pthread_key_create(&s_tile_key, free) == 0;
+}
+
+static float *s_tile(void)
+{
+    pthread_once(&s_tile_once, s_tile_key_init);
+    if (!s_tile_key_ok)
+        return NULL;
+    float *tile = pthread_getspecific(s_tile_key);
+    if (!tile) {
+        tile = malloc((size_t)PF_ROWS * PF_COLS * sizeof *tile);
+        if (tile && pthread_setspecific(s_tile_key, tile) != 0) {
+            free(tile);
+            tile = NULL;
+        }
+    }
+    return tile;
+}
+
+static bool s_prefill_tiles(void)
+{
+    static int mode = -1;
+    if (mode < 0) {
+        const char *e = getenv("MOE_MATMUL_PREFILL");
+        mode = e && strcmp(e, "tiles") == 0;
+    }
+    return mode == 1;
+}
+
+void matmul_run(compute_t *cx, float *y, int ldy, const float *x, int ldx,
+                const tensor_t *w, int m, matmul_part_fn *part, matmul_decode_fn *decode,
+                int64_t align)
+{
+    if (m == 0 || w->rows == 0)
+        return;
+    /* (A scale block wider than the whole tile, absurd but valid, takes the
+     * tiles too.) */
+    const bool prefill = m > GEMM_SMALL_MAX_ROWS && w->cols > 0 &&
+                         align <= (int64_t)PF_ROWS * PF_COLS && !s_prefill_tiles();
+    float *tile = prefill ? s_tile() : NULL;
+    if (!tile) {
+        s_run_parts(cx, y, ldy, x, ldx, w, m, part);
+        return;
+    }
+    const int64_t kb_max = PF_COLS / align * align > 0 ? PF_COLS / align * align : align;
+    const int64_t nb_max = (int64_t)PF_ROWS * PF_COLS / kb_max;
+    for (int64_t j0 = 0; j0 < w->rows; j0 += nb_max) {
+        const int64_t nb = w->rows - j0 < nb_max ? w->rows - j0 : nb_max;
+        for (int64_t p0 = 0; p0 < w->cols; p0 += kb_max) {
+            const int64_t kb = w->cols - p0 < kb_max ? w->cols - p0 : kb_max;
+            for (int64_t r = 0; r < nb; r++)
+                decode(w, j0 + r, p0, kb, tile + r * kb);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, (int)nb, (int)kb, 1.0f,
+                        x + p0, ldx, tile, (int)kb, p0 == 0 ? 0.0f : 1.0f, y + j0, ldy);
+        }
+    }
+}
+
+matmul_decode_fn *matmul_decoder(compute_t *cx, const tensor_t *w, int64_t *align)
+{
+    *align = 1;
+    switch (w->dtype) {
+    case DTYPE_F16:
+    case DTYPE_BF16:
+        return matmul_f16_decoder(cx, w);
+    case DTYPE_F8_E4M3:
+        *align = w->block_k;
+        return matmul_fp8_decoder(cx, w);
+    case DTYPE_MXFP4:
+        *align = 32;
+        return matmul_mxfp4_decoder(cx, w);
+    default:
+        return NULL;
+    }
 }
 
 /* ---- dispatch ------------------------------------------------------------------ */
@@ -180,6 +343,16 @@ void matmul(compute_t *cx, float *y, int ldy, const float *x, int ldx,
         return;
     case DTYPE_Q4_0:
         matmul_q4_0(cx, y, ldy, x, ldx, w, m);
+        return;
+    case DTYPE_F16:
+    case DTYPE_BF16:
+        matmul_f16(cx, y, ldy, x, ldx, w, m);
+        return;
+    case DTYPE_F8_E4M3:
+        matmul_fp8(cx, y, ldy, x, ldx, w, m);
+        return;
+    case DTYPE_MXFP4:
+        matmul_mxfp4(cx, y, ldy, x, ldx, w, m);
         return;
     default:
         break;

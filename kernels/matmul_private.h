@@ -28,4 +28,38 @@ void matmul_xw_generic(compute_t *cx, float *y, int ldy, const float *x, int ldx
  * rule of gemm_small.c). */
 int matmul_chunks(compute_t *cx, size_t bytes, int64_t units);
 
+/* The kernels of one format on one path:
+ * part: rows [j0, j1) of y = x W^T for all m rows (j0 a multiple of 4), a
+ *   batch-invariant tile kernel (kernels/matmul_tile.h);
+ * decode: columns [c0, c0 + n) of row r of W to float32 (c0 a multiple of
+ *   the format's scale segment), exactly tensor_row_range_to_f32(). */
+typedef void matmul_part_fn(const tensor_t *w, float *y, int ldy, const float *x, int ldx,
+                            int m, int64_t j0, int64_t j1);
+typedef void matmul_decode_fn(const tensor_t *w, int64_t r, int64_t c0, int64_t n,
+                              float *out);
+
+/* y = x W^T with a format's kernels: up to MATMUL_DECODE_MAX_ROWS rows the
+ * part kernel over chunks of W rows on cx's pool (W streamed once, batch
+ * invariant); above, the prefill path (matmul.c says which and why). align:
+ * the column multiple decode needs (FP8's block_k, 32 for MXFP4, 1). */
+void matmul_run(compute_t *cx, float *y, int ldy, const float *x, int ldx,
+                const tensor_t *w, int m, matmul_part_fn *part, matmul_decode_fn *decode,
+                int64_t align);
+
+/* The vector decoder of w's format on cx's path, NULL when there is none
+ * (the portable path, Q8_0/Q4_0, F32); *align: the column multiple it needs. */
+matmul_decode_fn *matmul_decoder(compute_t *cx, const tensor_t *w, int64_t *align);
+matmul_decode_fn *matmul_f16_decoder(compute_t *cx, const tensor_t *w);
+matmul_decode_fn *matmul_fp8_decoder(compute_t *cx, const tensor_t *w);
+matmul_decode_fn *matmul_mxfp4_decoder(compute_t *cx, const tensor_t *w);
+
+/* The float formats' entry points (kernels/matmul_f16.c, matmul_fp8.c,
+ * matmul_mxfp4.c): matmul() for their dtype on cx's path. */
+void matmul_f16(compute_t *cx, float *y, int ldy, const float *x, int ldx,
+                const tensor_t *w, int m);  /* F16 and BF16 */
+void matmul_fp8(compute_t *cx, float *y, int ldy, const float *x, int ldx,
+                const tensor_t *w, int m);
+void matmul_mxfp4(compute_t *cx, float *y, int ldy, const float *x, int ldx,
+                  const tensor_t *w, int m);
+
 #endif /* MOE_KERNELS_MATMUL_PRIVATE_H */

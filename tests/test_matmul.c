@@ -28,7 +28,9 @@
 #include "core/tensor.h"
 #include "kernels/compute.h"
 #include "kernels/gemm.h"
+#include "kernels/gemm_small.h"
 #include "kernels/matmul.h"
+#include "kernels/matmul_private.h"
 #include "tests/testutil.h"
 
 /* A weight of some dtype with its own buffers. */
@@ -380,7 +382,8 @@ static void test_xw(void **state)
                                             : 1 + (int64_t)(testrng_uniform(&rng) * 700);
             if (trial == 5)
                 rows = 1500; /* big enough to be split */
-            wbuf_t w = s_weight(&rng, dtype, rows, cols, 1 + trial % 2, 3, 7);
+            wbuf_t w = s_weight(&rng, dtype, rows, cols, 1 + trial % 2, s_blocks[trial][0],
+                                s_blocks[trial][1]);
             int ldx = (int)rows + 1, ldy = (int)cols + 2;
             float *x = s_alloc((size_t)m * ldx * sizeof(float));
             testrng_fill(&rng, x, (size_t)m * ldx, 1.0f);
@@ -420,6 +423,112 @@ static void test_xw(void **state)
     }
 }
 
+/* Exactness of the kernels: up to 16 rows each path computes every entry as
+ * gemm_small does on the same path, so matmul on a weight in any float
+ * format equals, bit for bit, gemm_small on its decoded float32 rows; any
+ * decoding error would show here, not only beyond the tolerance. FP8 block
+ * columns are whole vectors (the kernels' case). */
+static void test_exact_as_decoded(void **state)
+{
+    (void)state;
+    testrng_t rng;
+    testrng_init(&rng, 91);
+    compute_path_t paths[3];
+    int n_paths = s_paths(paths);
+    static const dtype_t fmts[] = {DTYPE_F16, DTYPE_BF16, DTYPE_F8_E4M3, DTYPE_MXFP4};
+    static const int ms[] = {1, 2, 3, 4, 7, 16};
+    for (size_t d = 0; d < sizeof fmts / sizeof fmts[0]; d++) {
+        for (int trial = 0; trial < 6; trial++) {
+            const dtype_t dtype = fmts[d];
+            const int m = ms[trial];
+            const int64_t n = 1 + (int64_t)(testrng_uniform(&rng) * 40);
+            const int64_t k = dtype == DTYPE_MXFP4 ? 32 * (1 + trial * 3)
+                                                   : 1 + (int64_t)(testrng_uniform(&rng) * 400);
+            wbuf_t w = s_weight(&rng, dtype, n, k, 1 + trial % 2, 16 + 3 * trial,
+                                trial % 2 ? 16 : 32);
+            float *wf = s_alloc((size_t)n * k * sizeof(float));
+            for (int64_t j = 0; j < n; j++)
+                tensor_row_to_f32(&w.t, j, wf + (size_t)j * k);
+            float *x = s_alloc((size_t)m * k * sizeof(float));
+            testrng_fill(&rng, x, (size_t)m * k, 1.0f);
+            float *y = s_alloc((size_t)m * n * sizeof(float));
+            float *want = s_alloc((size_t)m * n * sizeof(float));
+            for (int pi = 0; pi < n_paths; pi++) {
+                compute_t *cx = s_context(paths[pi], 2);
+                gemm_small(cx, want, (int)n, x, (int)k, wf, (int)k, m, (int)n, (int)k, 1.0f, 0.0f);
+                matmul(cx, y, (int)n, x, (int)k, &w.t, m);
+                for (size_t q = 0; q < (size_t)m * n; q++)
+                    if (!(y[q] == want[q]))
+                        fail_msg("%s %s m=%d n=%ld k=%ld: entry %zu: %.9g, gemm_small on "
+                                 "the decoded weight %.9g", dtype_info(dtype)->name,
+                                 compute_path_name(paths[pi]), m, (long)n, (long)k, q, y[q],
+                                 want[q]);
+                compute_destroy(&cx);
+            }
+            free(want);
+            free(y);
+            free(x);
+            free(wf);
+            s_weight_free(&w);
+        }
+    }
+}
+
+/* The vector decoders (the prefill path's and matmul_xw's) against
+ * tensor_row_range_to_f32 on every code: all halves, all E4M3 bytes, all
+ * E2M1 codes with the edge scales (0, 1, 2, 127, 253, 254, 255). */
+static void test_vector_decoders(void **state)
+{
+    (void)state;
+    compute_path_t paths[3];
+    int n_paths = s_paths(paths);
+    enum { K = 512, ROWS = 128 };
+    static const uint8_t e8[] = {0, 1, 2, 127, 253, 254, 255, 100};
+    for (int pi = 0; pi < n_paths; pi++) {
+        compute_t *cx = s_context(paths[pi], 1);
+        for (int d = 0; d < 4; d++) {
+            dtype_t dtype = (dtype_t[]){DTYPE_F16, DTYPE_BF16, DTYPE_F8_E4M3, DTYPE_MXFP4}[d];
+            size_t rb = dtype_row_bytes(dtype, K);
+            uint8_t *data = s_alloc(rb * ROWS);
+            for (size_t i = 0; i < rb * ROWS; i++) /* every 16-bit and 8-bit pattern */
+                data[i] = (uint8_t)(dtype == DTYPE_F16 || dtype == DTYPE_BF16
+                                        ? (i % 2 ? i / 512 : i / 2) : i * 13);
+            float scales[ROWS / 16 * K / 32];
+            uint8_t e8m0[ROWS * K / 32];
+            for (size_t i = 0; i < sizeof scales / sizeof scales[0]; i++)
+                scales[i] = i % 5 == 0 ? 0x1p-140f : (float)(i + 1) * 0.37f;
+            for (size_t i = 0; i < sizeof e8m0; i++)
+                e8m0[i] = e8[i % 8];
+            tensor_t t = {.dtype = dtype, .rows = ROWS, .cols = K, .data = data,
+                          .row_stride = rb, .scale_inv = scales, .block_n = 16,
+                          .block_k = 32, .scale_stride = dtype == DTYPE_MXFP4 ? K / 32 : K / 32,
+                          .e8m0 = e8m0};
+            int64_t align;
+            matmul_decode_fn *decode = matmul_decoder(cx, &t, &align);
+            if (!decode) {
+                assert_int_equal(paths[pi], COMPUTE_PATH_PORTABLE);
+                free(data);
+                continue;
+            }
+            float got[K], want[K];
+            for (int64_t r = 0; r < ROWS; r++) {
+                int64_t c0 = (r % 4) * 32, n = K - c0 - (r % 3) * 32 - (r % 7);
+                if (dtype == DTYPE_MXFP4)
+                    n -= n % 32;
+                decode(&t, r, c0, n, got);
+                tensor_row_range_to_f32(&t, r, c0, n, want);
+                for (int64_t c = 0; c < n; c++)
+                    if (!(got[c] == want[c] || (isnan(got[c]) && isnan(want[c]))))
+                        fail_msg("%s %s decoder: row %ld col %ld: %a, tensor_row %a",
+                                 dtype_info(dtype)->name, compute_path_name(paths[pi]),
+                                 (long)r, (long)(c0 + c), got[c], want[c]);
+            }
+            free(data);
+        }
+        compute_destroy(&cx);
+    }
+}
+
 /* F32 weights go to gemm(): the same bits. */
 static void test_f32_is_gemm(void **state)
 {
@@ -444,6 +553,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_oracles),
         cmocka_unit_test(test_f32_is_gemm),
+        cmocka_unit_test(test_exact_as_decoded),
+        cmocka_unit_test(test_vector_decoders),
         cmocka_unit_test(test_against_oracle),
         cmocka_unit_test(test_batch_invariance),
         cmocka_unit_test(test_row_views),
