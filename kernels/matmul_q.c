@@ -1,9 +1,9 @@
 /* matmul_q: see matmul_q.h.
  *
- * The algorithm (llama.cpp's, with one difference in the activations):
+ * The decode algorithm (m <= GEMM_SMALL_MAX_ROWS):
  *   1. each row of x is quantized once per call to 8-bit blocks of 32 with a
  *      float32 scale dx (quant_act_row(): Q8_0's reference algorithm, d kept
- *      in float32 instead of llama.cpp's fp16);
+ *      in float32 where llama.cpp rounds it to fp16);
  *   2. each weight block b (32 values q_w, scale dw from its fp16) is dotted
  *      with the activation block in integers, in 8 lanes of 4 consecutive
  *      values: p_l = sum_{t<4} q_w[4l+t] * q_x[4l+t] (exact; Q4_0's q_w is
@@ -11,38 +11,31 @@
  *   3. each output keeps 8 float32 lanes, acc_l = fma((float)p_l, dw * dx,
  *      acc_l) over increasing b (dw * dx one float32 product), and ends with
  *      the fixed sum ((a0+a4)+(a2+a6))+((a1+a5)+(a3+a7)).
- * Every path computes exactly that, so the AVX-512 (VNNI), AVX2 and portable
- * paths give the same bits (the integer sums are exact, the float operations
- * the same in the same order), and tests/test_matmul_q.c holds them to it.
- * A row's result depends on its own x row and W only (step 1 is per row,
- * steps 2-3 per output), never on m, the other rows or the thread split: the
- * kernel is batch-invariant for every m, prefill included.
+ * Every path computes exactly that (the integer sums are exact, the float
+ * operations the same in the same order), so the AVX-512 (VNNI), AVX2 and
+ * portable paths give the same bits; tests/test_matmul_q.c holds them to a
+ * plain model. Steps 2-3 are per output and step 1 per row, so a row's
+ * result never depends on m, the other rows or the thread split.
  *
- * Integer dot per block, per path:
- *   AVX2: maddubs(|w|, sign(x, w)) then madd with ones (llama.cpp's trick:
- *     maddubs multiplies unsigned by signed bytes; |w| <= 128 and |x| <= 127
- *     keep its int16 pair sums below 32767, so nothing saturates);
- *   AVX-512 with VNNI: vpdpbusd(|w|, sign(x, w)), the same products summed
- *     in one instruction (4 to a lane: the same lanes);
- *   portable: the plain sums.
- * Q4_0's nibbles are unpacked to 32 bytes (low nibbles first) and offset by
- * -8 before the same dot.
+ * Tiles: 1-2 rows of x by 4 rows of W (decode: more W rows per x load),
+ * else 4 x 2; each output its own 8-lane accumulator. W rows are split over
+ * the compute pool in chunks (as gemm_small), so W streams from memory once
+ * per call whatever m, and a tile's W rows stay in L1 while all rows of x
+ * pass (x is small: about 1.1 bytes per value).
  *
- * Tiles: R rows of x by C rows of W (4 x 2), each output its own 8-lane
- * accumulator, the W blocks of a tile loaded once per block for its R x rows.
- * W rows are split over the compute pool in chunks (as gemm_small), so W is
- * streamed from memory once per call whatever m; a tile's W rows stay in L1
- * while all rows of x pass (x is small: about 1.1 bytes per value).
+ * The prefill kernels (m > 16) are described where they are defined.
+ * Prefill, measured: the int8 kernels against decoding W to float32 and
+ * OpenBLAS sgemm (16384 x 4096, m = 128, 2 threads on the shared 2-vCPU
+ * machine): Q8_0 int8 162 ms against 202 ms of decoding + 137 ms of sgemm,
+ * Q4_0's prefill kernel about 2.5x the decode kernel's rate per product, so
+ * both formats stay in int8 (the figures are in the kquant report of issue
+ * 12; the machine was shared, load average 1.5 to 9).
  *
- * Prefill: this same int8 kernel (measured against decoding W to float32 and
- * OpenBLAS sgemm: docs/PERFORMANCE.md, "issue 12"); it keeps batch
- * invariance for every m.
- *
- * Scratch: the quantized x (m * (k + k / 8) bytes) lives in a buffer of the
- * calling thread, grown when a call needs more and freed when the thread
- * ends; if it cannot grow, the call computes on the portable path,
- * quantizing each x block where it is used (the same bits, slowly), so a
- * product still cannot fail.
+ * Scratch: the quantized x (about 1.1 to 2.1 bytes per value) lives in a
+ * buffer of the calling thread, grown when a call needs more and freed when
+ * the thread ends; if it cannot grow, the call computes on the portable
+ * path, quantizing each x block where it is used (the same bits, slowly), so
+ * a product still cannot fail.
  */
 #include "kernels/matmul_q.h"
 
@@ -57,6 +50,7 @@
 #include <string.h>
 
 #include "core/quant.h"
+#include "kernels/gemm_small.h"
 #include "kernels/matmul_private.h"
 
 enum {
@@ -64,6 +58,7 @@ enum {
     TILE_R = 4,         /* rows of x per tile */
     TILE_C = 2,         /* rows of W per tile */
     LANES = 8,          /* float lanes per output */
+    UNIT_ROWS = 8,      /* W rows per unit of the thread split (whole tiles) */
 };
 
 /* The activations of a call: row i's qs at qs + i * ld, its scales at
@@ -73,6 +68,10 @@ typedef struct act {
     const float *d;
     size_t ld;          /* = k */
     int64_t nb;         /* blocks per row */
+    const int32_t *sums; /* row i's group sums (times -8 or -128) at sums + i * ld / 4,
+                            or NULL when the kernel needs none */
+    const int32_t *bsums; /* the prefill Q4_0 kernel's block sums times -8, row i at
+                             bsums + i * nb, or NULL */
 } act_t;
 
 typedef void s_part_fn(float *y, int ldy, const act_t *a, const tensor_t *w,
@@ -151,6 +150,7 @@ static void s_matmul_noscratch(float *y, int ldy, const float *x, int ldx,
 {
     int8_t qw[QB], qx[QB];
     int64_t nb = w->cols / QB;
+    bool b_order = m > GEMM_SMALL_MAX_ROWS; /* s_part_port_b's */
     for (int i = 0; i < m; i++) {
         for (int64_t j = 0; j < w->rows; j++) {
             const uint8_t *row = s_wrow(w, j);
@@ -160,18 +160,38 @@ static void s_matmul_noscratch(float *y, int ldy, const float *x, int ldx,
                 quant_act_row(x + (size_t)i * (size_t)ldx + (size_t)b * QB, QB, 0,
                               qx, &dx, NULL);
                 float dw = s_wblock(w->dtype, row, b, qw);
-                s_block_port(acc, qw, qx, dw * dx);
+                if (b_order) {
+                    int32_t isum = 0;
+                    for (int t = 0; t < QB; t++)
+                        isum += (int32_t)qw[t] * (int32_t)qx[t];
+                    acc[0] = fmaf((float)isum, dw * dx, acc[0]);
+                } else {
+                    s_block_port(acc, qw, qx, dw * dx);
+                }
             }
-            y[(size_t)i * (size_t)ldy + (size_t)j] = s_hsum_port(acc);
+            y[(size_t)i * (size_t)ldy + (size_t)j] = b_order ? acc[0] : s_hsum_port(acc);
         }
     }
 }
 
-/* ---- AVX2 (+ FMA, F16C) ----------------------------------------------------------- */
+/* ---- AVX2 (+ FMA, F16C) and AVX-512 VNNI ------------------------------------------- */
+
+/* How a tile computes p_l (the same integers every way):
+ *   MODE_AVX2_Q8:  maddubs(|w|, sign(x, w)), madd with ones;
+ *   MODE_AVX2_Q4:  maddubs(nibbles, x), madd with ones, plus the x group sums
+ *                  times -8 (sum (n - 8) x = sum n x - 8 sum x);
+ *   MODE_VNNI_Q8:  vpdpbusd(x group sums times -128, w + 128, x);
+ *   MODE_VNNI_Q4:  vpdpbusd(x group sums times -8, nibbles, x).
+ * maddubs multiplies unsigned by signed bytes into int16 pair sums: |w| <=
+ * 128 (or nibbles <= 15) and |x| <= 127 keep them below 32767, so nothing
+ * saturates; vpdpbusd sums 4 products into int32 exactly. */
+enum { MODE_AVX2_Q8, MODE_AVX2_Q4, MODE_VNNI_Q8, MODE_VNNI_Q4 };
 
 #define S_AVX2 __attribute__((target("avx2,fma,f16c"), always_inline)) static inline
+#define S_VNNI_TARGET "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c"
+#define S_SIMD __attribute__((target(S_VNNI_TARGET), always_inline)) static inline
 
-/* Block b of a W row as 32 signed bytes, and its scale. */
+/* Block b of a Q8_0 row: 32 signed bytes, and its scale. */
 S_AVX2 __m256i s_wload_q8(const uint8_t *row, int64_t b, float *dw)
 {
     const uint8_t *blk = row + b * QUANT_Q8_0_BYTES;
@@ -179,6 +199,8 @@ S_AVX2 __m256i s_wload_q8(const uint8_t *row, int64_t b, float *dw)
     return _mm256_loadu_si256((const __m256i *)(blk + 2));
 }
 
+/* Block b of a Q4_0 row: its 32 nibbles as bytes 0..15 in value order (low
+ * nibbles first), and its scale. */
 S_AVX2 __m256i s_wload_q4(const uint8_t *row, int64_t b, float *dw)
 {
     const uint8_t *blk = row + b * QUANT_Q4_0_BYTES;
@@ -187,7 +209,7 @@ S_AVX2 __m256i s_wload_q4(const uint8_t *row, int64_t b, float *dw)
     __m128i m4 = _mm_set1_epi8(0x0f);
     __m128i lo = _mm_and_si128(q, m4);
     __m128i hi = _mm_and_si128(_mm_srli_epi16(q, 4), m4);
-    return _mm256_sub_epi8(_mm256_set_m128i(hi, lo), _mm256_set1_epi8(8));
+    return _mm256_set_m128i(hi, lo);
 }
 
 S_AVX2 float s_hsum256(__m256 v)
@@ -198,132 +220,301 @@ S_AVX2 float s_hsum256(__m256 v)
     return _mm_cvtss_f32(s);
 }
 
-/* An R x C tile over all blocks; R, C, Q4 constants after inlining. */
-S_AVX2 void s_tile_avx2(float *y, int ldy, const act_t *a, int i0,
-                        const uint8_t *const *wrow, const bool q4, const int R,
-                        const int C)
+/* The lanes p_l of one (W block, x block) pair; wa, wb as the tile prepares
+ * them (see there), xs the x block's group sums times the mode's factor. */
+S_AVX2 __m256i s_pair_avx2(const int mode, __m256i wa, __m256i wb, __m256i xv,
+                           const int32_t *xs)
 {
-    __m256 acc[TILE_R][TILE_C];
-    __m256i wabs[TILE_C], wv[TILE_C];
-    float dw[TILE_C];
     const __m256i ones = _mm256_set1_epi16(1);
-#pragma GCC unroll 4
-    for (int r = 0; r < R; r++)
-#pragma GCC unroll 2
-        for (int c = 0; c < C; c++)
-            acc[r][c] = _mm256_setzero_ps();
-    const int8_t *qx = a->qs + (size_t)i0 * a->ld;
-    const float *dx = a->d + (size_t)i0 * (size_t)a->nb;
-    for (int64_t b = 0; b < a->nb; b++) {
-#pragma GCC unroll 2
-        for (int c = 0; c < C; c++) {
-            wv[c] = q4 ? s_wload_q4(wrow[c], b, &dw[c]) : s_wload_q8(wrow[c], b, &dw[c]);
-            wabs[c] = _mm256_sign_epi8(wv[c], wv[c]);
-        }
-#pragma GCC unroll 4
-        for (int r = 0; r < R; r++) {
-            __m256i xv = _mm256_loadu_si256(
-                (const __m256i *)(qx + (size_t)r * a->ld + (size_t)b * QB));
-            float dxr = dx[(size_t)r * (size_t)a->nb + (size_t)b];
-#pragma GCC unroll 2
-            for (int c = 0; c < C; c++) {
-                __m256i p = _mm256_madd_epi16(
-                    _mm256_maddubs_epi16(wabs[c], _mm256_sign_epi8(xv, wv[c])), ones);
-                acc[r][c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p),
-                                            _mm256_set1_ps(dw[c] * dxr), acc[r][c]);
-            }
-        }
-    }
-#pragma GCC unroll 4
-    for (int r = 0; r < R; r++)
-#pragma GCC unroll 2
-        for (int c = 0; c < C; c++)
-            y[(size_t)r * (size_t)ldy + (size_t)c] = s_hsum256(acc[r][c]);
+    if (mode == MODE_AVX2_Q8)
+        return _mm256_madd_epi16(_mm256_maddubs_epi16(wa, _mm256_sign_epi8(xv, wb)), ones);
+    return _mm256_add_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(wa, xv), ones),
+                            _mm256_loadu_si256((const __m256i *)xs));
 }
 
-#define S_TILE_CASES(TILE, Q4)                                                   \
-    switch (rows * 2 + (full ? 1 : 0)) {                                         \
-    case 9: TILE(yt, ldy, a, i, wrow, Q4, 4, 2); break;                          \
-    case 8: TILE(yt, ldy, a, i, wrow, Q4, 4, 1); break;                          \
-    case 7: TILE(yt, ldy, a, i, wrow, Q4, 3, 2); break;                          \
-    case 6: TILE(yt, ldy, a, i, wrow, Q4, 3, 1); break;                          \
-    case 5: TILE(yt, ldy, a, i, wrow, Q4, 2, 2); break;                          \
-    case 4: TILE(yt, ldy, a, i, wrow, Q4, 2, 1); break;                          \
-    case 3: TILE(yt, ldy, a, i, wrow, Q4, 1, 2); break;                          \
-    default: TILE(yt, ldy, a, i, wrow, Q4, 1, 1); break;                         \
-    }
+S_SIMD __m256i s_pair_vnni(const int mode, __m256i wa, __m256i wb, __m256i xv,
+                           const int32_t *xs)
+{
+    (void)mode;
+    (void)wb;
+    return _mm256_dpbusd_epi32(_mm256_loadu_si256((const __m256i *)xs), wa, xv);
+}
 
-/* Rows [j0, j1) of W, for each pair of W rows every row of x. */
-#define S_PART(NAME, TARGET, TILE, Q4)                                           \
+/* An R x C tile over all blocks; mode, R, C constants after inlining. Each
+ * W block is loaded once for the R rows of x. */
+#define S_DEFINE_TILE(TILE_NAME, TILE_ATTR, TILE_PAIR) \
+TILE_ATTR void TILE_NAME(float *y, int ldy, const act_t *a, int i0, \
+                   const uint8_t *const *wrow, const int mode, const int R, const int C) \
+{ \
+    __m256 acc[4][4]; \
+    __m256i wa[4], wb[4]; \
+    float dw[4]; \
+    const bool q4 = mode == MODE_AVX2_Q4 || mode == MODE_VNNI_Q4; \
+_Pragma("GCC unroll 4") \
+    for (int r = 0; r < R; r++) \
+_Pragma("GCC unroll 4") \
+        for (int c = 0; c < C; c++) \
+            acc[r][c] = _mm256_setzero_ps(); \
+    const int8_t *qx = a->qs + (size_t)i0 * a->ld; \
+    const float *dx = a->d + (size_t)i0 * (size_t)a->nb; \
+    const int32_t *sx = a->sums ? a->sums + (size_t)i0 * (a->ld / 4) : NULL; \
+    for (int64_t b = 0; b < a->nb; b++) { \
+_Pragma("GCC unroll 4") \
+        for (int c = 0; c < C; c++) { \
+            __m256i w = q4 ? s_wload_q4(wrow[c], b, &dw[c]) : s_wload_q8(wrow[c], b, &dw[c]); \
+            if (mode == MODE_AVX2_Q8) { \
+                wa[c] = _mm256_sign_epi8(w, w);    /* |w| */ \
+                wb[c] = w; \
+            } else if (mode == MODE_VNNI_Q8) { \
+                wa[c] = _mm256_xor_si256(w, _mm256_set1_epi8((char)0x80));  /* w + 128 */ \
+            } else { \
+                wa[c] = w; \
+            } \
+        } \
+_Pragma("GCC unroll 4") \
+        for (int r = 0; r < R; r++) { \
+            __m256i xv = _mm256_loadu_si256( \
+                (const __m256i *)(qx + (size_t)r * a->ld + (size_t)b * QB)); \
+            const int32_t *xs = sx ? sx + (size_t)r * (a->ld / 4) + (size_t)b * 8 : NULL; \
+            float dxr = dx[(size_t)r * (size_t)a->nb + (size_t)b]; \
+_Pragma("GCC unroll 4") \
+            for (int c = 0; c < C; c++) { \
+                __m256i p = TILE_PAIR(mode, wa[c], wb[c], xv, xs); \
+                acc[r][c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), \
+                                            _mm256_set1_ps(dw[c] * dxr), acc[r][c]); \
+            } \
+        } \
+    } \
+_Pragma("GCC unroll 4") \
+    for (int r = 0; r < R; r++) \
+_Pragma("GCC unroll 4") \
+        for (int c = 0; c < C; c++) \
+            y[(size_t)r * (size_t)ldy + (size_t)c] = s_hsum256(acc[r][c]); \
+}
+
+S_DEFINE_TILE(s_tile_avx2, S_AVX2, s_pair_avx2)
+S_DEFINE_TILE(s_tile_vnni, S_SIMD, s_pair_vnni)
+
+/* Rows [j0, j1) of W in groups of 4; for 1 or 2 rows of x one tile of the
+ * whole group (decode: more W rows per x load), for 3 or 4 rows of x tiles
+ * of 2 W rows (8 accumulators of 16 registers). */
+#define S_PART(NAME, TARGET, TILE, MODE_)                                              \
     __attribute__((target(TARGET))) static void NAME(                            \
         float *y, int ldy, const act_t *a, const tensor_t *w, int m,             \
         int64_t j0, int64_t j1)                                                  \
     {                                                                            \
-        for (int64_t j = j0; j < j1; j += TILE_C) {                              \
-            bool full = j + TILE_C <= j1;                                        \
-            const uint8_t *wrow[TILE_C] = {s_wrow(w, j),                         \
-                                           s_wrow(w, full ? j + 1 : j)};         \
-            for (int i = 0; i < m; i += TILE_R) {                                \
-                float *yt = y + (size_t)i * (size_t)ldy + (size_t)j;             \
-                int rows = m - i < TILE_R ? m - i : TILE_R;                      \
-                S_TILE_CASES(TILE, Q4)                                           \
+        enum { MODE = MODE_ };                                                   \
+        for (int64_t j = j0; j < j1; j += 4) {                                   \
+            int cw = j1 - j < 4 ? (int)(j1 - j) : 4;                             \
+            const uint8_t *wrow[4];                                              \
+            for (int c = 0; c < 4; c++)                                          \
+                wrow[c] = s_wrow(w, c < cw ? j + c : j);                         \
+            for (int i = 0; i < m; i += 4) {                                     \
+                int rows = m - i < 4 ? m - i : 4;                                \
+                if (rows <= 2) {                                                 \
+                    float *yt = y + (size_t)i * (size_t)ldy + (size_t)j;         \
+                    const uint8_t *const *wr = wrow;                             \
+                    switch ((rows - 1) * 4 + cw) {                                     \
+                    case 8: TILE(yt, ldy, a, i, wr, MODE, 2, 4); break;                                    \
+                    case 7: TILE(yt, ldy, a, i, wr, MODE, 2, 3); break;                                    \
+                    case 6: TILE(yt, ldy, a, i, wr, MODE, 2, 2); break;                                    \
+                    case 5: TILE(yt, ldy, a, i, wr, MODE, 2, 1); break;                                    \
+                    case 4: TILE(yt, ldy, a, i, wr, MODE, 1, 4); break;                                    \
+                    case 3: TILE(yt, ldy, a, i, wr, MODE, 1, 3); break;                                    \
+                    case 2: TILE(yt, ldy, a, i, wr, MODE, 1, 2); break;                                    \
+                    default: TILE(yt, ldy, a, i, wr, MODE, 1, 1); break;                                   \
+                    }                                                            \
+                    continue;                                                    \
+                }                                                                \
+                for (int c0 = 0; c0 < cw; c0 += 2) {                             \
+                    float *yt = y + (size_t)i * (size_t)ldy + (size_t)(j + c0);  \
+                    const uint8_t *const *wr = wrow + c0;                        \
+                    bool two = c0 + 2 <= cw;                                     \
+                    switch (rows * 2 + (two ? 1 : 0)) {                          \
+                    case 9: TILE(yt, ldy, a, i, wr, MODE, 4, 2); break;                                    \
+                    case 8: TILE(yt, ldy, a, i, wr, MODE, 4, 1); break;                                    \
+                    case 7: TILE(yt, ldy, a, i, wr, MODE, 3, 2); break;                                    \
+                    default: TILE(yt, ldy, a, i, wr, MODE, 3, 1); break;                                   \
+                    }                                                            \
+                }                                                                \
             }                                                                    \
         }                                                                        \
     }
 
-S_PART(s_part_avx2_q8, "avx2,fma,f16c", s_tile_avx2, false)
-S_PART(s_part_avx2_q4, "avx2,fma,f16c", s_tile_avx2, true)
+S_PART(s_part_avx2_q8, "avx2,fma,f16c", s_tile_avx2, MODE_AVX2_Q8)
+S_PART(s_part_avx2_q4, "avx2,fma,f16c", s_tile_avx2, MODE_AVX2_Q4)
+S_PART(s_part_vnni_q8, S_VNNI_TARGET, s_tile_vnni, MODE_VNNI_Q8)
+S_PART(s_part_vnni_q4, S_VNNI_TARGET, s_tile_vnni, MODE_VNNI_Q4)
 
-/* ---- AVX-512 with VNNI -------------------------------------------------------------- */
+/* ---- prefill Q4_0: W rows in lanes ------------------------------------------------------ */
 
-#define S_VNNI_TARGET "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c"
-#define S_VNNI __attribute__((target(S_VNNI_TARGET), always_inline)) static inline
+/* For m > GEMM_SMALL_MAX_ROWS, both formats have a kernel of their own (as
+ * F32 goes to OpenBLAS there): W is repacked per call, 8 rows at a time, so
+ * that one register holds 4 weights of each of 8 rows, and a broadcast of 4
+ * activation bytes makes maddubs compute 8 outputs at once (the decode
+ * kernel's lanes are positions in the block; these are outputs). Q4_0: the
+ * nibbles multiply directly, the 8 groups of a block add up in int16
+ * (8 x 2 x 15 x 127 < 32767: exact), one madd makes each row's block sum of
+ * nibble x, and the x block sum times -8 makes it sum (n - 8) x. Q8_0: the
+ * sign trick per group and a madd to int32 per group (its pair sums reach
+ * 32258). Either way each output gets the exact isum_b of each block, and
+ * its float order is, per output:
+ *   acc = fma((float)isum_b, dw * dx, acc) over increasing b, y = acc,
+ * the same on every path (s_part_port_b is the plain version; the AVX-512
+ * path runs the AVX2 code), so the paths still agree to the bit, and a
+ * row's result does not depend on the other rows or the thread split among
+ * calls of more than 16 rows. Per product it takes about half the decode
+ * kernel's instructions for Q4_0, three quarters for Q8_0.
+ * W is packed in slices of PK_SLICE blocks (a stack buffer); between slices
+ * each output's accumulator waits in y (a float store and load: exact). */
+enum { PK_ROWS = 8, PK_SLICE = 64 };
 
-/* The AVX2 tile with vpdpbusd (on 256-bit registers: the same 8 lanes) in
- * place of maddubs + madd. */
-S_VNNI void s_tile_vnni(float *y, int ldy, const act_t *a, int i0,
-                        const uint8_t *const *wrow, const bool q4, const int R,
-                        const int C)
+static void s_part_port_b(float *y, int ldy, const act_t *a, const tensor_t *w, int m,
+                          int64_t j0, int64_t j1)
 {
-    __m256 acc[TILE_R][TILE_C];
-    __m256i wabs[TILE_C], wv[TILE_C];
-    float dw[TILE_C];
+    int8_t qw[QB];
+    for (int64_t j = j0; j < j1; j++) {
+        const uint8_t *row = s_wrow(w, j);
+        for (int i = 0; i < m; i++) {
+            const int8_t *qx = a->qs + (size_t)i * a->ld;
+            float acc = 0.0f;
+            for (int64_t b = 0; b < a->nb; b++) {
+                float dw = s_wblock(w->dtype, row, b, qw);
+                int32_t isum = 0;
+                for (int t = 0; t < QB; t++)
+                    isum += (int32_t)qw[t] * (int32_t)qx[b * QB + t];
+                acc = fmaf((float)isum, dw * a->d[(size_t)i * (size_t)a->nb + (size_t)b], acc);
+            }
+            y[(size_t)i * (size_t)ldy + (size_t)j] = acc;
+        }
+    }
+}
+
+/* Packs blocks [b0, b0 + nbs) of W rows j .. j + nrows - 1 (zeros beyond):
+ * pk[bb][g][r] = the 4 nibbles (as bytes) of group g of row r, dw[bb][r]. */
+__attribute__((target("avx2,fma,f16c"))) static void
+s_pack(const tensor_t *w, int64_t j, int nrows, int64_t b0, int nbs, uint8_t *pk,
+       float *dw)
+{
+    const bool q4 = w->dtype == DTYPE_Q4_0;
+    for (int bb = 0; bb < nbs; bb++) {
+        __m256i v[PK_ROWS];
+        for (int r = 0; r < PK_ROWS; r++) {
+            if (r < nrows) {
+                float d;
+                v[r] = q4 ? s_wload_q4(s_wrow(w, j + r), b0 + bb, &d)
+                          : s_wload_q8(s_wrow(w, j + r), b0 + bb, &d);
+                dw[bb * PK_ROWS + r] = d;
+            } else {
+                v[r] = _mm256_setzero_si256();
+                dw[bb * PK_ROWS + r] = 0.0f;
+            }
+        }
+        /* An 8 x 8 transpose of 4-byte groups. */
+        __m256i t[8], u[8];
+        for (int q = 0; q < 4; q++) {
+            t[2 * q] = _mm256_unpacklo_epi32(v[2 * q], v[2 * q + 1]);
+            t[2 * q + 1] = _mm256_unpackhi_epi32(v[2 * q], v[2 * q + 1]);
+        }
+        for (int q = 0; q < 2; q++) {
+            u[4 * q + 0] = _mm256_unpacklo_epi64(t[4 * q + 0], t[4 * q + 2]);
+            u[4 * q + 1] = _mm256_unpackhi_epi64(t[4 * q + 0], t[4 * q + 2]);
+            u[4 * q + 2] = _mm256_unpacklo_epi64(t[4 * q + 1], t[4 * q + 3]);
+            u[4 * q + 3] = _mm256_unpackhi_epi64(t[4 * q + 1], t[4 * q + 3]);
+        }
+        __m256i *out = (__m256i *)(pk + (size_t)bb * PK_ROWS * QB);
+        for (int g = 0; g < 4; g++) {
+            _mm256_storeu_si256(out + g, _mm256_permute2x128_si256(u[g], u[4 + g], 0x20));
+            _mm256_storeu_si256(out + 4 + g, _mm256_permute2x128_si256(u[g], u[4 + g], 0x31));
+        }
+    }
+}
+
+/* R rows of x (from i0) against a packed slice; acc from y unless first. */
+S_AVX2 void s_tile_b(float *y, int ldy, const act_t *a, int i0, const uint8_t *pk,
+                     const float *dw, int64_t b0, int nbs, bool first, int nvalid,
+                     const bool q4, const int R)
+{
+    const __m256i ones = _mm256_set1_epi16(1);
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(nvalid), lane);
+    __m256 acc[4];
 #pragma GCC unroll 4
     for (int r = 0; r < R; r++)
-#pragma GCC unroll 2
-        for (int c = 0; c < C; c++)
-            acc[r][c] = _mm256_setzero_ps();
+        acc[r] = first ? _mm256_setzero_ps()
+                       : _mm256_maskload_ps(y + (size_t)r * (size_t)ldy, mask);
     const int8_t *qx = a->qs + (size_t)i0 * a->ld;
     const float *dx = a->d + (size_t)i0 * (size_t)a->nb;
-    for (int64_t b = 0; b < a->nb; b++) {
-#pragma GCC unroll 2
-        for (int c = 0; c < C; c++) {
-            wv[c] = q4 ? s_wload_q4(wrow[c], b, &dw[c]) : s_wload_q8(wrow[c], b, &dw[c]);
-            wabs[c] = _mm256_abs_epi8(wv[c]);
+    const int32_t *bs = q4 ? a->bsums + (size_t)i0 * (size_t)a->nb : NULL;
+    for (int bb = 0; bb < nbs; bb++) {
+        int64_t b = b0 + bb;
+        __m256i s16[4]; /* Q4_0: int16 pair sums; Q8_0: int32 sums */
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++)
+            s16[r] = _mm256_setzero_si256();
+        const __m256i *wp = (const __m256i *)(pk + (size_t)bb * PK_ROWS * QB);
+#pragma GCC unroll 8
+        for (int g = 0; g < 8; g++) {
+            __m256i wv = _mm256_loadu_si256(wp + g);
+            __m256i wabs = q4 ? wv : _mm256_sign_epi8(wv, wv);
+#pragma GCC unroll 4
+            for (int r = 0; r < R; r++) {
+                int32_t x4;
+                memcpy(&x4, qx + (size_t)r * a->ld + (size_t)b * QB + 4 * g, sizeof x4);
+                __m256i xb = _mm256_set1_epi32(x4);
+                if (q4)   /* nibbles: 8 groups add up in int16 exactly */
+                    s16[r] = _mm256_add_epi16(s16[r], _mm256_maddubs_epi16(wv, xb));
+                else      /* |w| x pairs reach 32258: widen every group */
+                    s16[r] = _mm256_add_epi32(
+                        s16[r], _mm256_madd_epi16(_mm256_maddubs_epi16(
+                                                      wabs, _mm256_sign_epi8(xb, wv)),
+                                                  ones));
+            }
         }
+        __m256 dwv = _mm256_loadu_ps(dw + bb * PK_ROWS);
 #pragma GCC unroll 4
         for (int r = 0; r < R; r++) {
-            __m256i xv = _mm256_loadu_si256(
-                (const __m256i *)(qx + (size_t)r * a->ld + (size_t)b * QB));
-            float dxr = dx[(size_t)r * (size_t)a->nb + (size_t)b];
-#pragma GCC unroll 2
-            for (int c = 0; c < C; c++) {
-                __m256i p = _mm256_dpbusd_epi32(_mm256_setzero_si256(), wabs[c],
-                                                _mm256_sign_epi8(xv, wv[c]));
-                acc[r][c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p),
-                                            _mm256_set1_ps(dw[c] * dxr), acc[r][c]);
-            }
+            size_t rb = (size_t)r * (size_t)a->nb + (size_t)b;
+            __m256i p = q4 ? _mm256_add_epi32(_mm256_madd_epi16(s16[r], ones),
+                                              _mm256_set1_epi32(bs[rb]))
+                           : s16[r];
+            acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p),
+                                     _mm256_mul_ps(dwv, _mm256_set1_ps(dx[rb])), acc[r]);
         }
     }
 #pragma GCC unroll 4
     for (int r = 0; r < R; r++)
-#pragma GCC unroll 2
-        for (int c = 0; c < C; c++)
-            y[(size_t)r * (size_t)ldy + (size_t)c] = s_hsum256(acc[r][c]);
+        _mm256_maskstore_ps(y + (size_t)r * (size_t)ldy, mask, acc[r]);
 }
 
-S_PART(s_part_vnni_q8, S_VNNI_TARGET, s_tile_vnni, false)
-S_PART(s_part_vnni_q4, S_VNNI_TARGET, s_tile_vnni, true)
+#define S_PART_B(NAME, Q4)                                                       \
+    __attribute__((target("avx2,fma,f16c"))) static void NAME(                   \
+        float *y, int ldy, const act_t *a, const tensor_t *w, int m, int64_t j0, \
+        int64_t j1)                                                              \
+    {                                                                            \
+        _Alignas(32) uint8_t pk[PK_SLICE * PK_ROWS * QB];                         \
+        _Alignas(32) float dw[PK_SLICE * PK_ROWS];                                \
+        for (int64_t j = j0; j < j1; j += PK_ROWS) {                             \
+            int nvalid = j1 - j < PK_ROWS ? (int)(j1 - j) : PK_ROWS;             \
+            for (int64_t b0 = 0; b0 < a->nb; b0 += PK_SLICE) {                   \
+                int nbs = a->nb - b0 < PK_SLICE ? (int)(a->nb - b0) : PK_SLICE;  \
+                s_pack(w, j, nvalid, b0, nbs, pk, dw);                           \
+                bool first = b0 == 0;                                            \
+                for (int i = 0; i < m; i += 4) {                                 \
+                    float *yt = y + (size_t)i * (size_t)ldy + (size_t)j;         \
+                    switch (m - i < 4 ? m - i : 4) {                             \
+                    case 4: s_tile_b(yt, ldy, a, i, pk, dw, b0, nbs, first, nvalid, Q4, 4); break; \
+                    case 3: s_tile_b(yt, ldy, a, i, pk, dw, b0, nbs, first, nvalid, Q4, 3); break; \
+                    case 2: s_tile_b(yt, ldy, a, i, pk, dw, b0, nbs, first, nvalid, Q4, 2); break; \
+                    default: s_tile_b(yt, ldy, a, i, pk, dw, b0, nbs, first, nvalid, Q4, 1); break; \
+                    }                                                            \
+                }                                                                \
+            }                                                                    \
+        }                                                                        \
+    }
+
+S_PART_B(s_part_avx2_b_q4, true)
+S_PART_B(s_part_avx2_b_q8, false)
 
 /* ---- activations ---------------------------------------------------------------------- */
 
@@ -334,7 +525,8 @@ S_PART(s_part_vnni_q4, S_VNNI_TARGET, s_tile_vnni, true)
  * quant_act_row does. A block with a NaN goes to quant_act_row itself (its
  * NaN order rule is positional). */
 __attribute__((target("avx2,fma"))) static void
-s_act_row_avx2(const float *x, int64_t n, int8_t *qs, float *d)
+s_act_row_avx2(const float *x, int64_t n, int32_t sum_mul, int8_t *qs, float *d,
+               int32_t *sums)
 {
     const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
     const __m256 half = _mm256_set1_ps(0.5f);
@@ -347,7 +539,7 @@ s_act_row_avx2(const float *x, int64_t n, int8_t *qs, float *d)
             nan = _mm256_or_ps(nan, _mm256_cmp_ps(v[g], v[g], _CMP_UNORD_Q));
         }
         if (_mm256_movemask_ps(nan)) {
-            quant_act_row(xb, QB, 0, qs + b * QB, d + b, NULL);
+            quant_act_row(xb, QB, sum_mul, qs + b * QB, d + b, sums ? sums + b * 8 : NULL);
             continue;
         }
         __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
@@ -381,6 +573,13 @@ s_act_row_avx2(const float *x, int64_t n, int8_t *qs, float *d)
         /* packs interleave the 128-bit halves: restore value order */
         bytes = _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
         _mm256_storeu_si256((__m256i *)(qs + b * QB), bytes);
+        if (sums) {
+            /* sums of 4 bytes: maddubs with ones (pairs), madd with ones */
+            __m256i s4 = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), bytes),
+                                           _mm256_set1_epi16(1));
+            _mm256_storeu_si256((__m256i *)(sums + b * 8),
+                                _mm256_mullo_epi32(s4, _mm256_set1_epi32(-sum_mul)));
+        }
     }
 }
 
@@ -450,27 +649,28 @@ static void s_run_chunk(void *arg, int t)
 {
     const job_t *job = arg;
     int64_t n = job->w->rows;
-    int64_t units = (n + TILE_R - 1) / TILE_R;
+    int64_t units = (n + UNIT_ROWS - 1) / UNIT_ROWS;
     int64_t u0 = units * t / job->n_chunks, u1 = units * (t + 1) / job->n_chunks;
-    int64_t j0 = u0 * TILE_R < n ? u0 * TILE_R : n;
-    int64_t j1 = u1 * TILE_R < n ? u1 * TILE_R : n;
+    int64_t j0 = u0 * UNIT_ROWS < n ? u0 * UNIT_ROWS : n;
+    int64_t j1 = u1 * UNIT_ROWS < n ? u1 * UNIT_ROWS : n;
     if (j0 < j1)
         job->part(job->y, job->ldy, job->a, job->w, job->m, j0, j1);
 }
 
-/* Which kernel runs path for dtype (the portable one when the CPU lacks an
- * instruction the fast one needs). */
-static s_part_fn *s_part_for(compute_path_t path, dtype_t dt)
+/* Which kernel runs path for dtype and m (the portable one when the CPU
+ * lacks an instruction the fast one needs). */
+static s_part_fn *s_part_for(compute_path_t path, dtype_t dt, int m)
 {
     bool q4 = dt == DTYPE_Q4_0;
-    if (path == COMPUTE_PATH_AVX512 && __builtin_cpu_supports("avx512vnni") &&
-        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bw") &&
-        __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-        __builtin_cpu_supports("f16c"))
+    bool avx2 = (path == COMPUTE_PATH_AVX512 || path == COMPUTE_PATH_AVX2) &&
+                __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                __builtin_cpu_supports("f16c");
+    if (m > GEMM_SMALL_MAX_ROWS)
+        return !avx2 ? s_part_port_b : q4 ? s_part_avx2_b_q4 : s_part_avx2_b_q8;
+    if (avx2 && path == COMPUTE_PATH_AVX512 && __builtin_cpu_supports("avx512vnni") &&
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bw"))
         return q4 ? s_part_vnni_q4 : s_part_vnni_q8;
-    if ((path == COMPUTE_PATH_AVX512 || path == COMPUTE_PATH_AVX2) &&
-        __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-        __builtin_cpu_supports("f16c"))
+    if (avx2)
         return q4 ? s_part_avx2_q4 : s_part_avx2_q8;
     return s_part_port;
 }
@@ -486,29 +686,47 @@ static void s_matmul(compute_t *cx, float *y, int ldy, const float *x, int ldx,
     if (m == 0 || w->rows == 0)
         return;
     int64_t k = w->cols, nb = k / QB;
-    size_t qbytes = (size_t)m * (size_t)k;
-    size_t dbytes = (size_t)m * (size_t)nb * sizeof(float);
-    uint8_t *buf = s_scratch(((qbytes + 63) & ~(size_t)63) + dbytes);
+    compute_path_t path = compute_path(cx);
+    s_part_fn *part = s_part_for(path, w->dtype, m);
+    /* The group sums and their factor, for the kernels that need them. */
+    int32_t sum_mul = part == s_part_avx2_q4 || part == s_part_vnni_q4 ? 8
+                    : part == s_part_vnni_q8                           ? 128
+                                                                       : 0;
+    size_t qbytes = ((size_t)m * (size_t)k + 63) & ~(size_t)63;
+    size_t dbytes = ((size_t)m * (size_t)nb * sizeof(float) + 63) & ~(size_t)63;
+    size_t sbytes = sum_mul ? (size_t)m * (size_t)k / 4 * sizeof(int32_t) : 0;
+    bool use_b = part == s_part_avx2_b_q4;
+    size_t bbytes = use_b ? (size_t)m * (size_t)nb * sizeof(int32_t) : 0;
+    uint8_t *buf = s_scratch(qbytes + dbytes + sbytes + bbytes);
     if (!buf) {
         s_matmul_noscratch(y, ldy, x, ldx, w, m);
         return;
     }
     int8_t *qs = (int8_t *)buf;
-    float *d = (float *)(buf + ((qbytes + 63) & ~(size_t)63));
-    compute_path_t path = compute_path(cx);
-    s_part_fn *part = s_part_for(path, w->dtype);
-    bool avx2_act = part != s_part_port;
+    float *d = (float *)(buf + qbytes);
+    int32_t *sums = sum_mul ? (int32_t *)(buf + qbytes + dbytes) : NULL;
+    int32_t *bsums = use_b ? (int32_t *)(buf + qbytes + dbytes + sbytes) : NULL;
     for (int i = 0; i < m; i++) {
         const float *xi = x + (size_t)i * (size_t)ldx;
-        if (avx2_act)
-            s_act_row_avx2(xi, k, qs + (size_t)i * (size_t)k, d + (size_t)i * (size_t)nb);
+        int8_t *qi = qs + (size_t)i * (size_t)k;
+        float *di = d + (size_t)i * (size_t)nb;
+        int32_t *si = sums ? sums + (size_t)i * (size_t)k / 4 : NULL;
+        if (part != s_part_port && part != s_part_port_b)
+            s_act_row_avx2(xi, k, sum_mul, qi, di, si);
         else
-            quant_act_row(xi, k, 0, qs + (size_t)i * (size_t)k, d + (size_t)i * (size_t)nb,
-                          NULL);
+            quant_act_row(xi, k, 0, qi, di, NULL);
+        if (bsums) {
+            for (int64_t b = 0; b < nb; b++) {
+                int32_t t = 0;
+                for (int j = 0; j < QB; j++)
+                    t += qi[b * QB + j];
+                bsums[(size_t)i * (size_t)nb + (size_t)b] = -8 * t;
+            }
+        }
     }
-    act_t a = {.qs = qs, .d = d, .ld = (size_t)k, .nb = nb};
+    act_t a = {.qs = qs, .d = d, .ld = (size_t)k, .nb = nb, .sums = sums, .bsums = bsums};
     job_t job = {.part = part, .y = y, .ldy = ldy, .a = &a, .w = w, .m = m, .n_chunks = 1};
-    int64_t units = (w->rows + TILE_R - 1) / TILE_R;
+    int64_t units = (w->rows + UNIT_ROWS - 1) / UNIT_ROWS;
     job.n_chunks = matmul_chunks(cx, (size_t)w->rows * w->row_stride, units);
     pool_run(compute_pool(cx), s_run_chunk, &job, job.n_chunks);
 }

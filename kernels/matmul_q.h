@@ -1,9 +1,23 @@
 /* matmul_q: matmul() (kernels/matmul.h) for weights in ggml's Q8_0 and Q4_0
- * blocks (core/tensor.h), y = x W^T.
+ * blocks (core/tensor.h), y = x W^T, with int8 dot products as llama.cpp
+ * computes them.
  *
- * This first version (kfloat's) decodes the blocks to float32 and computes
- * on the exact decoded values with float32 products, batch-invariant; the
- * fast int8 kernels replace it.
+ * Numerics: each row of x is quantized once per call to 8-bit blocks of 32
+ * with a float32 scale (quant_act_row(), core/quant.h); each block's
+ * products are exact integers, scaled by dw * dx and summed in float32. So
+ * a result differs from the exact product on the decoded weights by the
+ * activations' quantization: at most dx / 2 per value, dx = amax / 127 of
+ * its block (tests/test_matmul_q.c holds every path to that bound, and to
+ * the bit to a plain C model of the same algorithm).
+ *
+ * Paths (compute_path()): AVX-512 with VNNI (vpdpbusd) where the CPU has it,
+ * AVX2 (maddubs) otherwise, portable C; all give the same bits.
+ *
+ * Batch invariance: a row's result depends only on its own x row and W for
+ * every m up to GEMM_SMALL_MAX_ROWS (the decode kernel). Above 16 rows a
+ * prefill kernel runs with a float order of its own (as F32 goes to
+ * OpenBLAS there): its rows agree with each other across calls of more than
+ * 16 rows, whatever the rows and the thread split, not with a decode call's.
  */
 #ifndef MOE_KERNELS_MATMUL_Q_H
 #define MOE_KERNELS_MATMUL_Q_H

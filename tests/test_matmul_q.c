@@ -76,6 +76,19 @@ static void s_model(float *y, int ldy, const float *x, int ldx, const tensor_t *
         quant_act_row(x + (size_t)i * ldx, k, 0, qx, dx, NULL);
         for (int64_t r = 0; r < w->rows; r++) {
             s_model_wrow(w, r, qw, dw);
+            if (m > 16) {
+                /* The prefill kernel's order: whole-block integer sums, one
+                 * accumulator per output. */
+                float acc = 0;
+                for (int64_t b = 0; b < nb; b++) {
+                    int32_t p = 0;
+                    for (int t = 0; t < 32; t++)
+                        p += qw[b * 32 + t] * qx[b * 32 + t];
+                    acc = fmaf((float)p, dw[b] * dx[b], acc);
+                }
+                y[(size_t)i * ldy + r] = acc;
+                continue;
+            }
             float a[8] = {0};
             for (int64_t b = 0; b < nb; b++) {
                 float s = dw[b] * dx[b];
@@ -267,6 +280,7 @@ static void test_exact_and_oracle(void **state)
         }
         s_check(dts[d], 2, 131, 4096, 0, false);   /* long rows, split over threads */
         s_check(dts[d], 40, 300, 256, 3, false);   /* prefill sized, split */
+        s_check(dts[d], 21, 45, 32 * 150, 0, false); /* Q4_0 prefill: W packed in slices */
     }
 }
 
@@ -277,10 +291,12 @@ static void test_hard_activations(void **state)
     s_check(DTYPE_Q4_0, 9, 37, 32 * 9, 0, true);
     s_check(DTYPE_Q8_0, 18, 300, 32 * 27, 5, true);
     s_check(DTYPE_Q4_0, 18, 300, 32 * 27, 5, true);
+    s_check(DTYPE_Q4_0, 19, 13, 32 * 70, 1, true);
 }
 
-/* Each row alone equals the same row among m, for m of decode and prefill
- * sizes and 1, 2, 3 threads. */
+/* Each row alone equals the same row among m <= 16, and (the prefill
+ * kernels above 16 rows have a float order of their own) among 17 equals
+ * among 40, whatever the thread count. */
 static void test_batch_invariance(void **state)
 {
     (void)state;
@@ -294,6 +310,8 @@ static void test_batch_invariance(void **state)
         s_acts(x, M, (int)k, k, d == 1);
         float *alone = s_alloc((size_t)M * n * sizeof(float));
         float *y = s_alloc((size_t)M * n * sizeof(float));
+        float *among17 = s_alloc((size_t)17 * n * sizeof(float));
+        int among17_first = 0;
         for (int pi = 0; pi < n_paths; pi++) {
             compute_t *cx1 = s_context(paths[pi], 1);
             for (int i = 0; i < M; i++)
@@ -304,7 +322,23 @@ static void test_batch_invariance(void **state)
                 compute_t *cx = s_context(paths[pi], threads);
                 for (int mi = 0; mi < 5; mi++) {
                     int m = ms[mi], first = (mi * 7) % (M - m + 1);
+                    if (m == 17)
+                        among17_first = first;
+                    if (m == 40)
+                        assert_true(among17_first >= first && among17_first + 17 <= first + m);
                     matmul(cx, y, (int)n, x + (size_t)first * k, (int)k, &w.t, m);
+                    if (m > 16) {
+                        /* above 16 rows: against the same rows among 17 */
+                        if (m == 17)
+                            memcpy(among17, y, (size_t)17 * n * sizeof *y);
+                        else if (memcmp(y + (size_t)(among17_first - first) * n, among17,
+                                        (size_t)17 * n * sizeof *y) != 0)
+                            fail_msg("%s %s %d thr: rows %d..%d among %d differ from "
+                                     "among 17", d ? "q4_0" : "q8_0",
+                                     compute_path_name(paths[pi]), threads,
+                                     among17_first, among17_first + 16, m);
+                        continue;
+                    }
                     if (memcmp(y, alone + (size_t)first * n, (size_t)m * n * sizeof *y) != 0)
                         fail_msg("%s %s %d thr: rows %d..%d among %d differ from alone",
                                  d ? "q4_0" : "q8_0", compute_path_name(paths[pi]), threads,
@@ -313,6 +347,7 @@ static void test_batch_invariance(void **state)
                 compute_destroy(&cx);
             }
         }
+        free(among17);
         free(y);
         free(alone);
         free(x);
