@@ -135,13 +135,15 @@ static int s_float(expert_weights_t *ew, const void **owned, safetensors_t *st,
         for (int i = 0; i < inter; i++)
             memcpy(down + ((size_t)j * inter + i) * es, w_dn + ((size_t)i * hidden + j) * es,
                    es);
-    /* The copies are all this process keeps: the slices' pages go back. */
-    const tensor_t src_gu = {.dtype = dtype, .rows = hidden, .cols = 2 * (int64_t)inter,
-                             .data = w_gu, .row_stride = 2 * (size_t)inter * es};
-    const tensor_t src_dn = {.dtype = dtype, .rows = inter, .cols = hidden, .data = w_dn,
-                             .row_stride = (size_t)hidden * es};
-    wconvert_drop_pages(&src_gu);
-    wconvert_drop_pages(&src_dn);
+    /* The copies are all this process keeps: the pages go back, the whole
+     * tensors' (each expert reads only its slice, but the kernel maps the
+     * pages around a fault too, the neighbours' slices among them). */
+    const st_tensor_t *t_gu = safetensors_find(st, gu->name, NULL);
+    const st_tensor_t *t_dn = safetensors_find(st, dn->name, NULL);
+    if (t_gu && t_dn) {
+        wconvert_drop_span(t_gu->data, t_gu->nbytes);
+        wconvert_drop_span(t_dn->data, t_dn->nbytes);
+    }
     const size_t row_h = (size_t)hidden * es, row_i = (size_t)inter * es;
     ew->gate = (tensor_t){.dtype = dtype, .rows = inter, .cols = hidden, .data = gate,
                           .row_stride = row_h};

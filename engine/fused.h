@@ -13,7 +13,9 @@
  * of gate_up_proj_blocks (row_stride two rows), down a view of its slice of
  * down_proj_blocks, each with its E8M0 scales (a scale of 255, NaN, is an
  * error naming the tensor). Float experts (F32, F16, BF16) are transposed
- * into the (out, in) layout in one owned buffer of the stored dtype. The
+ * into the (out, in) layout in one owned buffer of the stored dtype, and the
+ * checkpoint pages they were read from are given back (only the copy stays
+ * resident). The
  * gate/up biases are split into an owned float32 buffer; the down bias is
  * its slice of down_proj_bias, widened to float32 by the checkpoint.
  */

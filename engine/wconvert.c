@@ -98,15 +98,19 @@ int wconvert_tensor(wconvert_t *self, wstore_t *store, tensor_t *t, dtype_t dtyp
     return 0;
 }
 
+void wconvert_drop_span(const void *p, size_t n)
+{
+    const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    const uintptr_t first = ((uintptr_t)p + page - 1) & ~(page - 1);
+    const uintptr_t last = ((uintptr_t)p + n) & ~(page - 1);
+    if (p && last > first)
+        (void)madvise((void *)first, last - first, MADV_DONTNEED); /* a hint */
+}
+
 void wconvert_drop_pages(const tensor_t *t)
 {
     if (!t->data || t->rows < 1)
         return;
-    const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
-    const uintptr_t begin = (uintptr_t)t->data;
-    const uintptr_t end = begin + (size_t)(t->rows - 1) * t->row_stride +
-                          dtype_row_bytes(t->dtype, t->cols);
-    const uintptr_t first = (begin + page - 1) & ~(page - 1), last = end & ~(page - 1);
-    if (last > first)
-        (void)madvise((void *)first, last - first, MADV_DONTNEED); /* a hint */
+    wconvert_drop_span(t->data, (size_t)(t->rows - 1) * t->row_stride +
+                                    dtype_row_bytes(t->dtype, t->cols));
 }

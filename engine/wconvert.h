@@ -31,4 +31,7 @@ int wconvert_tensor(wconvert_t *self, wstore_t *store, tensor_t *t, dtype_t dtyp
  * (another view of the same rows) reads the file again. */
 void wconvert_drop_pages(const tensor_t *t);
 
+/* The same for the pages wholly inside [p, p + n). */
+void wconvert_drop_span(const void *p, size_t n);
+
 #endif /* MOE_ENGINE_WCONVERT_H */
