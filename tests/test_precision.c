@@ -629,7 +629,11 @@ static void test_node_holds_mxfp4_as_stored(void **state)
  * re-laid out at load into [out, in] rows of their dtype: the node must then
  * hold about those bytes, not also the checkpoint pages it read them from.
  * Measured against the MXFP4 twin, whose experts are used in place: the
- * difference must stay within 1.5 x what BF16 adds over MXFP4. */
+ * difference must stay within 1.5 x what BF16 adds over MXFP4. (Dropping
+ * only the hosted experts' pages is not enough: the kernel's fault-around
+ * maps up to 64 KB of cached neighbours, the other node's experts, around
+ * each page read; once every hosted expert of a stacked tensor is re-laid
+ * out, none of the tensor's pages is needed.) */
 static void test_gpt_oss_float_experts_not_held_twice(void **state)
 {
     (void)state;
