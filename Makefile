@@ -10,6 +10,7 @@
 #   make clean-models      remove the models that make test, make run and make bench
 #                          made in build/models/ (several GB; kept between runs)
 #   make bench             the benchmarks of bench/ (not tests: figures, not verdicts)
+#   make bench-formats     issue 12's weight formats against llama.cpp (make bench-peers first)
 
 CC      ?= gcc
 SHARED  ?= ../shared
@@ -198,6 +199,10 @@ run: $(PROGRAMS)
 	tools/run-default.sh $(BIN) $(DEFAULT_MODEL)
 
 BENCH_BINS := $(BIN)/bench-core $(BIN)/bench-cluster $(BIN)/bench-serving $(BIN)/bench-gemm
+BENCH_BINS += $(BIN)/bench-logit-diff
+$(BIN)/bench-logit-diff: $(OBJ)/bench/logit_diff.o $(LIB_CORE)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 $(BIN)/bench-gemm: $(OBJ)/bench/bench_gemm.o $(OBJ)/bench/machine.o $(OBJ)/bench/workload.o \
     $(LIBS_ALL)
 	@mkdir -p $(dir $@)
@@ -219,6 +224,14 @@ bench: $(BENCH_BINS) $(PROGRAMS)
 # Every family's medium preset, single process and a 2-node cluster.
 bench-families: $(BENCH_BINS) $(PROGRAMS)
 	bench/families.sh $(BIN)
+
+# Issue 12: each weight format (float32, bfloat16, q8_0, q4_0) against llama.cpp
+# on the same weights, speed and accuracy in one table (docs/PERFORMANCE.md).
+# bench-peers installs llama.cpp's peer and converts the GGUFs once (network).
+bench-formats: $(BENCH_BINS) $(PROGRAMS)
+	bench/formats.sh $(BIN)
+bench-peers: $(PROGRAMS)
+	bench/peers.sh $(BIN)
 
 # ---- fuzzing (docs/FUZZING.md) ---------------------------------------------------------
 # libFuzzer harnesses of fuzz/, built with clang against the sources of the
@@ -321,6 +334,6 @@ clean-models:
 	@du -sh $(MODELS) 2>/dev/null | sed 's/^/clean-models: removing /' || true
 	rm -rf $(MODELS)
 
-.PHONY: all test check run bench bench-families clean clean-models fuzz fuzz-smoke fuzz-build fuzz-corpus
+.PHONY: all test check run bench bench-families bench-formats bench-peers clean clean-models fuzz fuzz-smoke fuzz-build fuzz-corpus
 .SECONDARY: $(PROTO_GEN_C) $(PROTO_GEN_H)  # generated sources are kept, not intermediates
 -include $(shell find $(BUILD)/obj $(FUZZ_OBJ) -name '*.d' 2>/dev/null)
