@@ -50,6 +50,9 @@ NS="not supported by this build"
 
 # ---- what this build and this machine have ------------------------------------------
 
+for p in moe-run moe-mkmodel moe-expert moe-coordinator bench-core bench-cluster bench-logit-diff; do
+    [ -x "$bin/$p" ] || { echo "bench-formats: no $bin/$p: build it first (make -j2 bench-formats)" >&2; exit 1; }
+done
 if [ ! -f "$model/config.json" ]; then
     echo "bench-formats: making the medium preset in $model"
     "$bin/moe-mkmodel" --arch mixtral --preset medium --seed 1 --out "$model" >/dev/null
@@ -230,14 +233,15 @@ s_peer_logits() {
         >"$work/llamacpp-logits-$t.json" 2>&1 || return 2
 }
 
-# "KL TOP1" of test file $2 against reference $1, or "- -".
+# "KL TOP1" of test file $2 against reference $1 (KL to 3 digits, top-1 as a
+# fraction), or "- -"; bench-logit-diff's complaint goes to stderr.
 s_diff() {
-    local out
+    local out=""
     if [ -f "$1" ] && [ -f "$2" ] &&
        out=$("$bin/bench-logit-diff" --ref "$1" --test "$2" --vocab "$vocab" 2>&1); then
-        echo "$out" | sed -n 's/^positions [0-9]* kl_mean \([^ ]*\) kl_max [^ ]* top1 \([^ ]*\)$/\1 \2/p'
+        echo "$out" | awk '/^positions / { printf "%.3e %.4f\n", $4, $8 }'
     else
-        echo "$out" >&2
+        [ -z "$out" ] || echo "$out" >&2
         echo "- -"
     fi
 }
@@ -286,8 +290,9 @@ s_accuracy() {
 
 # ---- cluster -----------------------------------------------------------------------------
 
+cluster_dir=$work/cluster # global: the EXIT trap stops a cluster left running
 s_cluster() {
-    local fmt=$cluster_format args nargs run_dir=$work/cluster log=$work/bench-cluster.log
+    local fmt=$cluster_format args nargs log=$work/bench-cluster.log
     echo "bench-formats: cluster in $fmt (load average $(cut -d' ' -f1 /proc/loadavg))"
     echo
     echo "### Cluster: coordinator + 2 expert nodes on this machine, $fmt, against moe-run in $fmt"
@@ -296,13 +301,13 @@ s_cluster() {
        ! nargs=$(s_format_args "$fmt" "$root/cluster/local.sh"); then
         echo "$fmt: $NS"; return 0
     fi
-    trap 'MOE_BIN="$bin" "$root/cluster/local.sh" down --run-dir "$run_dir" >/dev/null 2>&1 || true' EXIT
+    trap 'MOE_BIN="$bin" "$root/cluster/local.sh" down --run-dir "$cluster_dir" >/dev/null 2>&1 || true' EXIT
     local endpoint
     # shellcheck disable=SC2086 # nargs is a list of words
     if ! endpoint=$(MOE_BIN="$bin" "$root/cluster/local.sh" up --model "$model" --nodes 2 \
-            --run-dir "$run_dir" --threads "$threads" --node-threads "$threads" $nargs |
+            --run-dir "$cluster_dir" --threads "$threads" --node-threads "$threads" $nargs |
             tail -n 1); then
-        echo "the cluster did not start (logs in $run_dir)"; return 0
+        echo "the cluster did not start (logs in $cluster_dir)"; return 0
     fi
     # shellcheck disable=SC2086
     if "$bin/bench-cluster" --model "$model" --endpoint "$endpoint" --threads "$threads" \
@@ -311,7 +316,7 @@ s_cluster() {
     else
         echo "bench-cluster failed (see $log)"
     fi
-    MOE_BIN="$bin" "$root/cluster/local.sh" down --run-dir "$run_dir" >/dev/null 2>&1 || true
+    MOE_BIN="$bin" "$root/cluster/local.sh" down --run-dir "$cluster_dir" >/dev/null 2>&1 || true
 }
 
 for part in $parts; do
