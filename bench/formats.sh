@@ -179,8 +179,10 @@ s_speed() {
     done
     echo
     echo "### Speed: $threads threads, prompt $prompt_len, decode $decode, medians of $repeat"
-    echo "(tokens/s; ratio = moe-run / llama.cpp; of bw = decode x bytes per token / read" \
-         "bandwidth $(awk -v b="$best_bw" 'BEGIN { printf "%.1f", b / 1e9 }') GB/s)"
+    local bw_text="not measured (no moe-run row ran)"
+    [ "$best_bw" = 0 ] || bw_text=$(awk -v b="$best_bw" 'BEGIN { printf "%.1f GB/s", b / 1e9 }')
+    echo "(tokens/s; ratio = moe-run / llama.cpp; of bw = decode x MB/token / the machine's" \
+         "read bandwidth, $bw_text, best of bench-core's measurements)"
     echo
     echo "| format (llama.cpp) | MB/token | decode moe-run | decode llama.cpp | ratio (goal >= 1.2) | of bw moe-run (goal >= 0.8) | of bw llama.cpp | prefill moe-run | prefill llama.cpp | ratio (goal >= 1.5) |"
     echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
