@@ -149,9 +149,11 @@ TESTS_NET     := test_wire test_placement test_expert_node test_client test_clus
                  test_serving test_logflood test_multihost test_mpi test_failover test_keypair \
                  test_security test_sched test_dispatch test_localsh
 TESTS_TOKENIZER := test_tokenizer test_trainer
+# The accuracy comparer of bench-logit-diff (bench/logitdiff.c).
+TESTS_BENCH := test_logitdiff
 TESTS := $(TESTS_CORE) $(TESTS_KERNELS) $(TESTS_MODEL) $(TESTS_MODEL_K) \
          $(TESTS_ENGINE) $(TESTS_NET) \
-         $(TESTS_TOKENIZER)
+         $(TESTS_TOKENIZER) $(TESTS_BENCH)
 TEST_BINS := $(addprefix $(BUILD)/tests/,$(TESTS))
 TEST_LIBS := $(shell pkg-config --libs cmocka)
 
@@ -172,6 +174,8 @@ $(addprefix $(BUILD)/tests/,$(TESTS_NET)): LDLIBS += $(TOKENIZER_LIBS)
 $(addprefix $(BUILD)/tests/,$(TESTS_TOKENIZER)): $(BUILD)/tests/%: $(OBJ)/tests/%.o \
     $(OBJ)/tests/testutil.o $(LIB_TOKENIZER) $(LIB_CORE)
 $(addprefix $(BUILD)/tests/,$(TESTS_TOKENIZER)): LDLIBS += $(TOKENIZER_LIBS)
+$(addprefix $(BUILD)/tests/,$(TESTS_BENCH)): $(BUILD)/tests/%: $(OBJ)/tests/%.o \
+    $(OBJ)/tests/testutil.o $(OBJ)/bench/logitdiff.o $(LIB_CORE)
 $(TEST_BINS):
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(TEST_LIBS) $(LDLIBS)
@@ -200,7 +204,7 @@ run: $(PROGRAMS)
 
 BENCH_BINS := $(BIN)/bench-core $(BIN)/bench-cluster $(BIN)/bench-serving $(BIN)/bench-gemm
 BENCH_BINS += $(BIN)/bench-logit-diff
-$(BIN)/bench-logit-diff: $(OBJ)/bench/logit_diff.o $(LIB_CORE)
+$(BIN)/bench-logit-diff: $(OBJ)/bench/bench_logit_diff.o $(OBJ)/bench/logitdiff.o $(LIB_CORE)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 $(BIN)/bench-gemm: $(OBJ)/bench/bench_gemm.o $(OBJ)/bench/machine.o $(OBJ)/bench/workload.o \

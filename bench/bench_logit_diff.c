@@ -14,12 +14,12 @@
  * Exit 0, 1 on a bad file (named, with the position), 2 on a usage error.
  */
 #include <errno.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
+#include "bench/logitdiff.h"
 #include "core/arg.h"
 #include "core/err.h"
 #include "core/mem.h"
@@ -29,13 +29,6 @@ typedef struct options {
     const char *test;
     int vocab;
 } options_t;
-
-typedef struct totals {
-    long positions;
-    long agree;        /* positions whose argmax is the same */
-    double kl_sum;
-    double kl_max;
-} totals_t;
 
 static void s_usage(FILE *out)
 {
@@ -70,50 +63,7 @@ static int s_positions(const char *path, int vocab, long *n, err_t *err)
     return 0;
 }
 
-/* logp[i] = x[i] - logsumexp(x), in float64; the argmax into *top. -1 when a
- * logit is not finite (llama.cpp's dump leaves NaN where it got no logit). */
-static int s_log_softmax(const float *x, int n, double *logp, int *top)
-{
-    int best = 0;
-    for (int i = 0; i < n; i++) {
-        if (!isfinite(x[i]))
-            return -1;
-        if (x[i] > x[best])
-            best = i;
-    }
-    const double m = x[best];
-    double sum = 0;
-    for (int i = 0; i < n; i++)
-        sum += exp((double)x[i] - m);
-    const double lse = m + log(sum);
-    for (int i = 0; i < n; i++)
-        logp[i] = (double)x[i] - lse;
-    *top = best;
-    return 0;
-}
-
-/* One position's rows into t. */
-static int s_compare_row(const options_t *opt, long pos, const float *r, const float *s,
-                         double *lp, double *lq, totals_t *t, err_t *err)
-{
-    int top_r, top_s;
-    if (s_log_softmax(r, opt->vocab, lp, &top_r) < 0)
-        return err_set(err, EINVAL, "%s: a logit at position %ld is not finite", opt->ref, pos);
-    if (s_log_softmax(s, opt->vocab, lq, &top_s) < 0)
-        return err_set(err, EINVAL, "%s: a logit at position %ld is not finite", opt->test,
-                       pos);
-    double kl = 0;
-    for (int i = 0; i < opt->vocab; i++)
-        kl += exp(lp[i]) * (lp[i] - lq[i]);
-    kl = kl > 0 ? kl : 0; /* rounding can leave -1e-17 for equal rows */
-    t->kl_sum += kl;
-    t->kl_max = kl > t->kl_max ? kl : t->kl_max;
-    t->agree += top_r == top_s;
-    t->positions++;
-    return 0;
-}
-
-static int s_compare(const options_t *opt, totals_t *t, err_t *err)
+static int s_compare(const options_t *opt, logitdiff_t *d, err_t *err)
 {
     long n_ref = 0, n_test = 0;
     if (s_positions(opt->ref, opt->vocab, &n_ref, err) < 0 ||
@@ -128,13 +78,12 @@ static int s_compare(const options_t *opt, totals_t *t, err_t *err)
     FILE *fs = fopen(opt->test, "rb");
     float *r = mem_alloc(v * sizeof(float));
     float *s = mem_alloc(v * sizeof(float));
-    double *lp = mem_alloc(v * sizeof(double));
-    double *lq = mem_alloc(v * sizeof(double));
+    double *scratch = mem_alloc(2 * v * sizeof(double));
     if (!fr || !fs) {
         err_set(err, errno, "cannot read %s: %s", fr ? opt->test : opt->ref, strerror(errno));
         goto done;
     }
-    if (!r || !s || !lp || !lq) {
+    if (!r || !s || !scratch) {
         err_set(err, ENOMEM, "out of memory for %d-float rows", opt->vocab);
         goto done;
     }
@@ -143,14 +92,17 @@ static int s_compare(const options_t *opt, totals_t *t, err_t *err)
             err_set(err, EIO, "%s or %s: short read at position %ld", opt->ref, opt->test, pos);
             goto done;
         }
-        if (s_compare_row(opt, pos, r, s, lp, lq, t, err) < 0)
+        int bad = 0;
+        if (logitdiff_add(d, r, s, opt->vocab, scratch, &bad) < 0) {
+            err_set(err, EINVAL, "%s: a logit at position %ld is not finite",
+                    bad == LOGITDIFF_BAD_REF ? opt->ref : opt->test, pos);
             goto done;
+        }
     }
     rc = 0;
 
 done:
-    mem_free(lq);
-    mem_free(lp);
+    mem_free(scratch);
     mem_free(s);
     mem_free(r);
     if (fs)
@@ -172,16 +124,15 @@ int main(int argc, char **argv)
     if (arg_parse_main("bench-logit-diff", argc, argv, table, s_usage, s_check, &opt) < 0)
         return 2;
     err_t err = {0};
-    totals_t t = {0};
-    if (s_compare(&opt, &t, &err) < 0) {
+    logitdiff_t d = {0};
+    if (s_compare(&opt, &d, &err) < 0) {
         fprintf(stderr, "bench-logit-diff: %s\n", err.msg);
         return 1;
     }
-    const double kl_mean = t.kl_sum / (double)t.positions;
-    const double top1 = (double)t.agree / (double)t.positions;
+    const double kl_mean = logitdiff_kl_mean(&d), top1 = logitdiff_top1(&d);
     printf("%ld positions: mean KL %.3e nats (largest %.3e), top-1 agreement %.4f (%ld/%ld)\n",
-           t.positions, kl_mean, t.kl_max, top1, t.agree, t.positions);
-    printf("positions %ld kl_mean %.6e kl_max %.6e top1 %.6f\n", t.positions, kl_mean,
-           t.kl_max, top1);
+           d.positions, kl_mean, d.kl_max, top1, d.agree, d.positions);
+    printf("positions %ld kl_mean %.6e kl_max %.6e top1 %.6f\n", d.positions, kl_mean,
+           d.kl_max, top1);
     return 0;
 }
