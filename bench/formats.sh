@@ -23,6 +23,7 @@
 #   BENCH_PARTS ["speed accuracy cluster"]   which parts run
 #   BENCH_FORMATS ["float32 bfloat16 q8_0 q4_0"]   formats of the speed part
 #   BENCH_CLUSTER_FORMAT [q4_0]   format of the cluster part
+#   BENCH_LLAMA_ARGS []     more options of run.mjs --bench (e.g. --wait-idle 5)
 # Rows this build cannot run (no --quantization / --dtype option yet) say
 # "not supported by this build"; llama.cpp's columns say what is missing when
 # the peer is not set up. Logs and logit files: build/run/bench-formats/.
@@ -38,6 +39,7 @@ acc_len=${BENCH_ACC_LEN:-128}
 parts=${BENCH_PARTS:-speed accuracy cluster}
 formats=${BENCH_FORMATS:-float32 bfloat16 q8_0 q4_0}
 cluster_format=${BENCH_CLUSTER_FORMAT:-q4_0}
+llama_args=${BENCH_LLAMA_ARGS:-}
 model=$root/build/models/mixtral-medium
 peers=$root/build/peers
 gguf_dir=$peers/gguf
@@ -159,9 +161,10 @@ s_peer() {
     t=$(s_peer_type "$fmt")
     log=$work/llamacpp-$t.json
     if [ -n "$peer_missing" ]; then peer_note_row[$fmt]="not set up"; return 0; fi
+    # shellcheck disable=SC2086 # llama_args is a list of words
     if ! LD_PRELOAD=$peers/spread_threads.so node "$peers/llamacpp/run.mjs" \
             --model "$gguf_dir/mixtral-medium-$t.gguf" --bench --threads "$threads" \
-            --pp "$prompt_len" --tg "$decode" --reps "$repeat" >"$log" 2>&1; then
+            --pp "$prompt_len" --tg "$decode" --reps "$repeat" $llama_args >"$log" 2>&1; then
         peer_note_row[$fmt]="failed (see $log)"; return 0
     fi
     read -r "peer_pp[$fmt]" "peer_tg[$fmt]" < <(python3 -c '
@@ -207,13 +210,13 @@ s_speed() {
 # The accuracy prompt: acc_len ids in [3, vocab), the same every run (run.mjs's
 # generator: x = (x * 1103515245 + 12345) mod 2^31).
 s_prompt_ids() {
-    local x=12345 i ids=()
+    local x=12345 i list=()
     for ((i = 0; i < acc_len; i++)); do
         x=$(((x * 1103515245 + 12345) % 2147483648))
-        ids+=($((3 + x % (vocab - 3))))
+        list+=($((3 + x % (vocab - 3))))
     done
     local IFS=,
-    echo "${ids[*]}"
+    echo "${list[*]}"
 }
 
 # moe-run's logits in format $1 into $work/ours-$1.f32; 1 when it cannot.
@@ -221,7 +224,7 @@ s_ours_logits() {
     local fmt=$1 args
     args=$(s_format_args "$fmt" "$bin/moe-run") || return 1
     # shellcheck disable=SC2086 # args is a list of words
-    "$bin/moe-run" --model "$model" --prompt-ids "$ids" --max-tokens 0 --threads "$threads" \
+    "$bin/moe-run" --model "$model" --prompt-ids "$prompt_ids" --max-tokens 0 --threads "$threads" \
         --dump-logits "$work/ours-$fmt.f32" $args >"$work/moe-run-$fmt.log" 2>&1 || return 2
 }
 
@@ -230,7 +233,7 @@ s_ours_logits() {
 s_peer_logits() {
     local t=$1
     [ -z "$peer_missing" ] || return 1
-    node "$peers/llamacpp/run.mjs" --model "$gguf_dir/mixtral-medium-$t.gguf" --tokens "$ids" \
+    node "$peers/llamacpp/run.mjs" --model "$gguf_dir/mixtral-medium-$t.gguf" --tokens "$prompt_ids" \
         --steps 1 --threads "$threads" --prompt-logits "$work/llamacpp-$t.f32" \
         >"$work/llamacpp-logits-$t.json" 2>&1 || return 2
 }
@@ -249,7 +252,7 @@ s_diff() {
 }
 
 s_accuracy() {
-    ids=$(s_prompt_ids)
+    prompt_ids=$(s_prompt_ids)
     local fmt t rc
     declare -A ours_state peer_state
     rm -f "$work"/ours-*.f32 "$work"/llamacpp-*.f32
