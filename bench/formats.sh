@@ -44,7 +44,6 @@ model=$root/build/models/mixtral-medium
 peers=$root/build/peers
 gguf_dir=$peers/gguf
 work=$root/build/run/bench-formats
-export OPENBLAS_THREAD_TIMEOUT=${OPENBLAS_THREAD_TIMEOUT:-4}
 mkdir -p "$work"
 start=$(date +%s)
 
@@ -306,6 +305,9 @@ s_cluster() {
        ! nargs=$(s_format_args "$fmt" "$root/cluster/local.sh"); then
         echo "$fmt: $NS"; return 0
     fi
+    # Both sides with the launcher's OpenBLAS setting (idle threads sleep at once), as
+    # bench/run.sh; bench-core above runs with OpenBLAS's default, as there.
+    export OPENBLAS_THREAD_TIMEOUT=${OPENBLAS_THREAD_TIMEOUT:-4}
     trap 'MOE_BIN="$bin" "$root/cluster/local.sh" down --run-dir "$cluster_dir" >/dev/null 2>&1 || true' EXIT
     local endpoint
     # shellcheck disable=SC2086 # nargs is a list of words
