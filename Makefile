@@ -35,10 +35,12 @@ CPPFLAGS += -I$(BUILD)/gen  # generated protobuf-c code: $(BUILD)/gen/proto/*.pb
 # ---- libraries, one per folder ----------------------------------------------
 CORE_SRC    := core/err.c core/mem.c core/blas.c core/timer.c core/idlist.c \
                core/path.c core/arg.c core/progress.c core/lograte.c core/endpoint.c
+CORE_SRC    += core/tensor.c core/quant.c
 KERNELS_SRC := kernels/gemm_blas.c kernels/gemm_small.c kernels/gemm_ref.c kernels/rmsnorm.c \
                kernels/pool.c kernels/compute.c \
                kernels/rope.c kernels/softmax.c kernels/ffn.c kernels/attention.c \
                kernels/mla.c
+KERNELS_SRC += kernels/matmul.c kernels/matmul_q.c
 MODEL_SRC   := model/config.c model/safetensors.c model/st_writer.c \
                model/synth.c model/arch.c model/placement.c \
                model/genconfig.c model/expert_layout.c model/mxfp4.c \
@@ -49,6 +51,7 @@ ENGINE_SRC  := engine/weights.c engine/kvcache.c engine/router.c \
                engine/experts.c engine/forward.c engine/sampler.c \
                engine/mlp.c engine/qknorm.c engine/fused.c
 ENGINE_SRC  += engine/latent.c engine/routing.c engine/rotary.c
+ENGINE_SRC  += engine/wformat.c engine/wstore.c engine/stored.c engine/wconvert.c
 
 # The wire: generated protobuf-c code plus frame I/O (proto/wire.c) and the two
 # protocols on it (data_plane.c, client_rpc.c), the only callers of protobuf-c.
@@ -136,8 +139,11 @@ all: $(PROGRAMS)
 # Each test links only the folders it tests, so that one folder builds and
 # tests on its own.
 TESTS_CORE    := test_idlist test_arg test_progress test_lograte test_endpoint
+TESTS_CORE    += test_tensor
+TESTS_CORE    += test_quant
 TESTS_KERNELS := test_gemm test_rmsnorm test_rope test_softmax test_ffn test_attention \
                  test_mla test_pool
+TESTS_KERNELS += test_matmul
 TESTS_MODEL   := test_config test_safetensors test_mxfp4
 # Model tests that also run kernels (the gpt-oss expert re-layout end to end).
 TESTS_MODEL_K := test_expert_layout
@@ -145,6 +151,7 @@ TESTS_ENGINE  := test_router test_experts test_kvcache test_forward test_fixture
                  test_mlp test_qknorm \
                  test_latent test_routing \
                  test_moe_run test_sampler test_synth
+TESTS_ENGINE  += test_weights test_weights_run
 TESTS_NET     := test_wire test_placement test_expert_node test_client test_cluster \
                  test_serving test_logflood test_multihost test_mpi test_failover test_keypair \
                  test_security test_sched test_dispatch test_localsh
@@ -187,6 +194,7 @@ test: $(TEST_BINS) $(PROGRAMS)
 	    "write a 2.4 GB model to $(MODELS)/mixtral-medium, kept for later runs" \
 	    "(make clean-models removes it)"
 	MOE_FIXTURES=$(abspath $(SHARED))/fixtures MOE_TOKENIZERS=$(abspath $(SHARED))/tokenizers \
+	    MOE_FIXTURES_PRECISION=$(abspath $(SHARED))/fixtures-precision \
 	    MOE_BIN=$(abspath $(BIN)) \
 	    MOE_TMP=$(abspath $(BUILD))/tmp MOE_MODELS=$(abspath $(MODELS)) \
 	    tests/run.sh $(TEST_BINS)

@@ -8,7 +8,8 @@
  * coordinator's status counters. Medians of --repeat runs after a warm-up.
  *
  *   bench-cluster --model DIR --endpoint EP [--threads 2] [--prompt-len 128]
- *                 [--decode 64] [--repeat 5]
+ *                 [--decode 64] [--repeat 5] [--dtype TYPE] [--quantization Q]
+ * (the single process's weights' format: give the cluster's)
  */
 #include <errno.h>
 #include <stdio.h>
@@ -21,6 +22,7 @@
 #include "core/mem.h"
 #include "core/timer.h"
 #include "engine/weights.h"
+#include "engine/wformat.h"
 
 enum { MAX_REPEAT = 51 };
 
@@ -31,6 +33,7 @@ typedef struct options {
     int prompt_len;
     int decode;
     int repeat;
+    wformat_t format;
 } options_t;
 
 /* Times of the first and last token of a generation, client side. */
@@ -73,7 +76,11 @@ static int s_cluster_once(client_t *c, const int32_t *prompt, int n_prompt, int 
 static void s_usage(FILE *out)
 {
     fprintf(out, "usage: bench-cluster --model DIR --endpoint EP [--threads 2] "
-                 "[--prompt-len 128] [--decode 64] [--repeat 5]\n");
+                 "[--prompt-len 128] [--decode 64] [--repeat 5]\n"
+                 "                     [--dtype TYPE] [--quantization Q]\n"
+                 "The single process holds the weights as --dtype/--quantization say: give\n"
+                 "the ones the cluster runs.\n");
+    wformat_help(out, 22);
 }
 
 /* --model and --endpoint are required (an arg_check_fn). */
@@ -96,6 +103,8 @@ static int s_parse(int argc, char **argv, options_t *o)
         ARG_OPT_STRING("--endpoint", &o->endpoint),
         ARG_OPT_INT("--threads", &o->threads, 1, 0),
         ARG_OPT_TABLE(size),
+        ARG_OPT_PARSE("--dtype", &o->format.dtype, wformat_parse_dtype),
+        ARG_OPT_PARSE("--quantization", &o->format.quant, wformat_parse_quant),
         ARG_OPT_END,
     };
     return arg_parse_main("bench-cluster", argc, argv, table, s_usage, s_check, o);
@@ -148,7 +157,9 @@ int main(int argc, char **argv)
     blas_set_threads(o.threads);
     err_t err = {0};
     int rc = -1;
-    weights_t *w = weights_load_all(o.model, &err);
+    const weights_select_t all = {.dense = true, .hosts = weights_hosts_all,
+                                  .format = o.format, .log = stderr};
+    weights_t *w = weights_load(o.model, &all, &err);
     const config_t *cfg = w ? &w->cfg : NULL;
     const int ctx = o.prompt_len + o.decode + 2;
     forward_t *fw = w ? forward_new(w, o.prompt_len, ctx, NULL, NULL, &err) : NULL;

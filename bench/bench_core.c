@@ -5,7 +5,8 @@
  * Each figure is the median of --repeat runs after one warm-up run.
  *
  *   bench-core --model DIR [--threads 1,2] [--prompt-len 128] [--decode 64]
- *              [--repeat 5]
+ *              [--repeat 5] [--dtype TYPE] [--quantization Q]
+ * (the weights' format, engine/wformat.h; bytes per token are those held)
  */
 #include <errno.h>
 #include <stdio.h>
@@ -21,6 +22,7 @@
 #include "core/timer.h"
 #include "engine/forward.h"
 #include "engine/weights.h"
+#include "engine/wformat.h"
 
 enum { MAX_REPEAT = 101, MAX_THREAD_COUNTS = 8 };
 static const size_t READ_BUFFER_BYTES = (size_t)1 << 30; /* far past any cache */
@@ -31,12 +33,15 @@ typedef struct options {
     int prompt_len;
     int decode;
     int repeat;
+    wformat_t format;
 } options_t;
 
 static void s_usage(FILE *out)
 {
     fprintf(out, "usage: bench-core --model DIR [--threads 1,2] [--prompt-len 128]\n"
-                 "                  [--decode 64] [--repeat 5]\n");
+                 "                  [--decode 64] [--repeat 5] [--dtype TYPE]\n"
+                 "                  [--quantization Q]\n");
+    wformat_help(out, 22);
 }
 
 /* --model is required (an arg_check_fn). */
@@ -56,6 +61,8 @@ static int s_parse(int argc, char **argv, options_t *opt)
         ARG_OPT_STRING("--model", &opt->model),
         ARG_OPT_STRING("--threads", &opt->threads),
         ARG_OPT_TABLE(size),
+        ARG_OPT_PARSE("--dtype", &opt->format.dtype, wformat_parse_dtype),
+        ARG_OPT_PARSE("--quantization", &opt->format.quant, wformat_parse_quant),
         ARG_OPT_END,
     };
     return arg_parse_main("bench-core", argc, argv, table, s_usage, s_check, opt);
@@ -73,7 +80,7 @@ static int s_bench_threads(const options_t *opt, const weights_t *w, int threads
     const config_t *cfg = &w->cfg;
     const int ctx = opt->prompt_len + opt->decode + 1, n = opt->repeat;
     const double flops = workload_prefill_flops(cfg, opt->prompt_len);
-    const double bytes = workload_decode_weight_bytes(cfg);
+    const double bytes = workload_decode_weight_bytes(w);
     int rc = -1;
     blas_set_threads(threads);
 
@@ -141,14 +148,19 @@ int main(int argc, char **argv)
     int n_threads = 0;
     if (idlist_option("bench-core", "--threads", opt.threads, &threads, &n_threads) < 0)
         return 2;
-    weights_t *w = weights_load_all(opt.model, &err);
+    const weights_select_t all = {.dense = true, .hosts = weights_hosts_all,
+                                  .format = opt.format, .log = stderr};
+    weights_t *w = weights_load(opt.model, &all, &err);
     int rc = w ? 0 : -1;
     if (w && machine_init(READ_BUFFER_BYTES) < 0) {
         err_set(&err, ENOMEM, "out of memory for the %zu-byte read buffer", READ_BUFFER_BYTES);
         rc = -1;
     }
     if (w) {
-        printf("bench-core: model %s, openblas %s kernels\n", opt.model, blas_core_name());
+        char held[96];
+        printf("bench-core: model %s, openblas %s kernels, weights %s (%.1f MiB)\n",
+               opt.model, blas_core_name(), weights_describe(w, held, sizeof held),
+               (double)weights_bytes(w) / (1 << 20));
         for (int i = 0; rc == 0 && i < n_threads && i < MAX_THREAD_COUNTS; i++)
             rc = s_bench_threads(&opt, w, threads[i], &err);
     }

@@ -61,14 +61,38 @@ double workload_prefill_flops(const config_t *c, int n)
     return c->n_layers * (per_token * n + attn) + 2 * hidden * c->vocab_size;
 }
 
-double workload_decode_weight_bytes(const config_t *c)
+static double s_ffn_bytes(const expert_weights_t *f)
 {
-    const double hidden = c->hidden_size, q = (double)c->n_heads * c->head_dim;
-    const double kv = (double)c->n_kv_heads * c->head_dim;
-    double per_layer = hidden * (q + 2 * kv) + q * hidden + hidden * c->n_experts +
-                       2 * hidden +
-                       (double)c->n_experts_per_tok * 3 * hidden * c->intermediate_size;
-    return 4 * (c->n_layers * per_layer + hidden * c->vocab_size + 2 * hidden);
+    return f->gate.data ? (double)(tensor_bytes(&f->gate) + tensor_bytes(&f->up) +
+                                   tensor_bytes(&f->down))
+                        : 0;
+}
+
+double workload_decode_weight_bytes(const weights_t *w)
+{
+    const config_t *c = &w->cfg;
+    const double hidden = c->hidden_size;
+    double bytes = tensor_bytes(&w->lm_head) + tensor_bytes(&w->embed) / c->vocab_size +
+                   4 * hidden;
+    for (int l = 0; l < c->n_layers; l++) {
+        const layer_weights_t *lw = &w->layers[l];
+        const tensor_t *mats[] = {&lw->q, &lw->k, &lw->v, &lw->o, &lw->q_a, &lw->q_b,
+                                  &lw->kv_a, &lw->kv_b, &lw->router};
+        for (size_t i = 0; i < sizeof mats / sizeof mats[0]; i++)
+            if (mats[i]->data)
+                bytes += (double)tensor_bytes(mats[i]);
+        bytes += s_ffn_bytes(&lw->shared) + s_ffn_bytes(&lw->dense) + 4 * 2 * hidden;
+        double experts = 0;
+        int n = 0;
+        for (int e = 0; e < c->n_experts; e++)
+            if (lw->experts[e].gate.data) {
+                experts += s_ffn_bytes(&lw->experts[e]);
+                n++;
+            }
+        if (n > 0)
+            bytes += c->n_experts_per_tok * experts / n;
+    }
+    return bytes;
 }
 
 static int s_cmp_double(const void *a, const void *b)

@@ -10,6 +10,7 @@
 #include "core/err.h"
 #include "engine/forward.h"
 #include "engine/kvcache.h"
+#include "engine/weights.h"
 #include "model/config.h"
 
 /* The options of the workload's size, the same in every benchmark that runs
@@ -32,8 +33,11 @@ int workload_run(forward_t *fw, kvcache_t *kv, int vocab, const int32_t *prompt,
 /* FLOPs of a prefill of n tokens at positions 0..n-1, LM head on the last. */
 double workload_prefill_flops(const config_t *c, int n);
 
-/* Weight bytes one decoded token reads: dense part, k experts per layer, head. */
-double workload_decode_weight_bytes(const config_t *c);
+/* Weight bytes one decoded token reads in the format w holds them in: the
+ * layers' matrices and vectors outside the routed experts, k routed experts
+ * per MoE layer (the mean of those loaded), one embedding row and the LM
+ * head. */
+double workload_decode_weight_bytes(const weights_t *w);
 
 /* Median (sorts v in place) and largest of n values. */
 double workload_median(double *v, int n);

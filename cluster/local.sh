@@ -11,6 +11,8 @@
 #                       [--heartbeat-ms MS] [--heartbeat-misses N]
 #                       [--max-tokens-limit N] [--max-requests-per-client N] [--curve]
 #                       [--no-preload] [--allow-idle-nodes]
+#                       [--dtype auto|float32|bfloat16|float16]
+#                       [--quantization none|q8_0|q4_0]
 #       Starts the cluster and returns once it is ready, every process having
 #       read its weights into memory (--no-preload: read on first use); the
 #       last line of stdout is the client endpoint. Without --model, the
@@ -23,6 +25,8 @@
 #       --placement-groups: each expert group whole on one node (DeepSeek's
 #       group-limited routing; docs/PLACEMENT.md). The placement in use is
 #       written to D/placement.txt (a file --placement accepts).
+#       --dtype and --quantization go to every process (the weights' format:
+#       as stored by default; q8_0/q4_0 quantize the linear weights at load).
 #       --curve: every socket uses ZeroMQ CURVE with keys made in D/keys
 #       (moe-keygen): coordinator, node-I and client key pairs, the allowed
 #       client keys in D/keys/clients, the coordinator's in D/keys/coordinators;
@@ -163,7 +167,7 @@ wait_ready() {
 cmd_up() {
     local model="" nodes="" dir="" placement="" groups="" replicas=1 threads="" node_threads=""
     local curve="" preload=(--preload) allow_idle=""
-    local coord_args=()
+    local coord_args=() format_args=()
     while [ $# -gt 0 ]; do
         case $1 in
             --model) model=$2; shift 2 ;;
@@ -177,6 +181,7 @@ cmd_up() {
             --curve) curve=1; shift ;;
             --no-preload) preload=(); shift ;;
             --allow-idle-nodes) allow_idle=1; shift ;;
+            --dtype|--quantization) format_args+=("$1" "$2"); shift 2 ;;
             --max-seqs|--queue-limit|--kv-memory|--reply-timeout-ms|--prefill-rows|--deadline-ms|\
             --heartbeat-ms|--heartbeat-misses|--max-tokens-limit|--max-requests-per-client)
                 coord_args+=("$1" "$2"); shift 2 ;;
@@ -266,7 +271,7 @@ cmd_up() {
         printf '%s\n' --model "$model" --node-id "$i" --nodes "$nodes" "${place_args[@]}" \
             --threads "$node_threads" --endpoint-file "$dir/expert-$i.endpoint" \
             ${preload[@]+"${preload[@]}"} ${node_curve[@]+"${node_curve[@]}"} \
-            >"$dir/expert-$i.args"
+            ${format_args[@]+"${format_args[@]}"} >"$dir/expert-$i.args"
         start_node "$dir" "$i"
         started+=("$(cat "$dir/expert-$i.pid")")
     done
@@ -278,7 +283,7 @@ cmd_up() {
     "$bin/moe-coordinator" --model "$model" "${node_args[@]}" "${place_args[@]}" \
         --threads "$threads" --endpoint-file "$dir/coordinator.endpoint" \
         ${preload[@]+"${preload[@]}"} ${coord_args[@]+"${coord_args[@]}"} \
-        </dev/null >"$dir/coordinator.log" 2>&1 {lock_fd}>&- &
+        ${format_args[@]+"${format_args[@]}"} </dev/null >"$dir/coordinator.log" 2>&1 {lock_fd}>&- &
     echo $! >"$dir/coordinator.pid"
     started+=("$!")
     wait_ready "$dir" coordinator "$!"

@@ -3,7 +3,8 @@
  *   mpirun -np N [-H hosts | --hostfile F] moe-mpi --model DIR
  *       [--bind-host ADDR | --bind-iface NAME] [--max-rows R]
  *       [--curve-coordinators DIR] [every option of moe-coordinator but
- *       --node and --bind (coordinator/coord_options.h)]
+ *       --node and --bind (coordinator/coord_options.h), --dtype and
+ *       --quantization included: every rank loads its weights so]
  *
  * Rank 0 is the coordinator, rank r (1..N-1) is expert node r. MPI only
  * bootstraps (core/boot.h): the stages below each end in boot_agree, so a
@@ -368,11 +369,12 @@ static int s_main(boot_t *boot, int argc, char **argv)
                                    .node_id = rank, .bind = bind, .max_rows = o.max_rows,
                                    .log = stderr, .curve_key = key[0] ? key : NULL,
                                    .curve_coordinators = o.curve_coordinators,
-                                   .preload = o.c.co.preload};
+                                   .preload = o.c.co.preload, .format = o.c.co.format};
         server = expert_server_new(&so, &err);
         if (server) {
-            fprintf(stderr, "moe-mpi: rank %d on %s: node %d hosts %d experts, serving on "
-                    "%s\n", rank, boot_host(boot), rank, expert_server_n_hosted(server),
+            fprintf(stderr, "moe-mpi: rank %d on %s: node %d hosts %d experts (weights: %s), "
+                    "serving on %s\n", rank, boot_host(boot), rank,
+                    expert_server_n_hosted(server), expert_server_weights_text(server),
                     expert_server_endpoint(server));
             char who[64];
             snprintf(who, sizeof who, "moe-mpi: node %d", rank);

@@ -21,11 +21,20 @@ typedef struct option_desc {
     int def;
 } option_desc_t;
 
+/* The options with a check of their own (ARG_PARSE): the weights' format. */
+typedef struct option_parse {
+    const char *name;
+    size_t offset;
+    arg_parse_fn parse;
+} option_parse_t;
+
+enum { N_PARSE = 2, N_PLAIN = COORD_OPTIONS_N - N_PARSE };
+
 #define CO(field) offsetof(coord_options_t, co.field)
 #define OWN(field) offsetof(coord_options_t, field)
 
 /* In the order of the help text below. */
-static const option_desc_t s_options[COORD_OPTIONS_N] = {
+static const option_desc_t s_options[N_PLAIN] = {
     {"--placement", ARG_STRING, CO(placement_file), 0, 0},
     {"--placement-groups", ARG_FLAG, CO(placement_groups), 0, 0},
     {"--replicas", ARG_INT, CO(replicas), 1, 0},
@@ -51,20 +60,29 @@ static const option_desc_t s_options[COORD_OPTIONS_N] = {
     {"--no-preload", ARG_FLAG, OWN(no_preload), 0, 0},
 };
 
+static const option_parse_t s_parse_options[N_PARSE] = {
+    {"--dtype", CO(format.dtype), wformat_parse_dtype},
+    {"--quantization", CO(format.quant), wformat_parse_quant},
+};
+
 void coord_options_init(coord_options_t *self)
 {
     *self = (coord_options_t){0};
-    for (int i = 0; i < COORD_OPTIONS_N; i++)
+    for (int i = 0; i < N_PLAIN; i++)
         if (s_options[i].kind == ARG_INT)
             *(int *)(void *)((char *)self + s_options[i].offset) = s_options[i].def;
 }
 
 void coord_options_table(coord_options_t *self, arg_opt_t table[COORD_OPTIONS_N + 1])
 {
-    for (int i = 0; i < COORD_OPTIONS_N; i++)
+    for (int i = 0; i < N_PLAIN; i++)
         table[i] = (arg_opt_t){.name = s_options[i].name, .kind = s_options[i].kind,
                                .dest = (char *)self + s_options[i].offset,
                                .min = s_options[i].min};
+    for (int i = 0; i < N_PARSE; i++)
+        table[N_PLAIN + i] = (arg_opt_t){.name = s_parse_options[i].name, .kind = ARG_PARSE,
+                                         .dest = (char *)self + s_parse_options[i].offset,
+                                         .parse = s_parse_options[i].parse};
     table[COORD_OPTIONS_N] = (arg_opt_t)ARG_OPT_END;
 }
 
@@ -112,6 +130,7 @@ void coord_options_help(FILE *out)
             COORDINATOR_DEFAULT_HEARTBEAT_MS, COORDINATOR_DEFAULT_HEARTBEAT_MISSES,
             DEFAULT_PREFILL_ROWS, COORDINATOR_DEFAULT_MAX_SEQS, COORDINATOR_DEFAULT_QUEUE,
             COORDINATOR_DEFAULT_KV_MB);
+    wformat_help(out, 25);
 }
 
 int coord_options_finish(coord_options_t *self, err_t *err)

@@ -141,10 +141,13 @@ static int s_security(coordinator_t *co, const coordinator_opts_t *o, err_t *err
 static int s_start(coordinator_t *co, const coordinator_opts_t *o,
                    const volatile sig_atomic_t *stop, err_t *err)
 {
-    weights_select_t dense = {.dense = true};
+    weights_select_t dense = {.dense = true, .format = o->format, .log = stderr};
     co->w = weights_load(o->model, &dense, err);
     if (!co->w)
         return -1;
+    char held[96];
+    fprintf(stderr, "moe-coordinator: weights: %s, %.1f MiB\n",
+            weights_describe(co->w, held, sizeof held), (double)weights_bytes(co->w) / (1 << 20));
     if (o->preload)
         weights_preload(co->w, stderr, "moe-coordinator");
     const config_t *cfg = &co->w->cfg;

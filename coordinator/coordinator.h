@@ -10,6 +10,7 @@
 #include <signal.h>
 #include <stdbool.h>
 
+#include "engine/wformat.h"
 #include "core/err.h"
 #include "model/placement.h"
 
@@ -50,6 +51,7 @@ typedef struct coordinator_opts {
     int max_requests_per_client;        /* GENERATEs queued + running per client; 0: any */
     bool preload;                       /* read the dense weights into memory at start
                                            (weights_preload), progress on stderr */
+    wformat_t format;                   /* --dtype / --quantization; zero: as stored */
 } coordinator_opts_t;
 
 typedef struct coordinator coordinator_t;

@@ -89,6 +89,19 @@ tensor_t tensor_rows(const tensor_t *t, int64_t first, int64_t n);
  * float32 once its scale is applied). out: (t->cols). */
 void tensor_row_to_f32(const tensor_t *t, int64_t r, float *out);
 
+/* Values [c0, c0 + n) of row r of t decoded to float32, as
+ * tensor_row_to_f32() does (c0 a multiple of the dtype's block; n too, or
+ * c0 + n == t->cols). The kernels' decoder of a slice of a row. out: (n). */
+void tensor_row_range_to_f32(const tensor_t *t, int64_t r, int64_t c0, int64_t n,
+                             float *out);
+
+/* One stored value as float32, exactly: IEEE half (subnormals, inf, NaN),
+ * bfloat16, E4M3fn (no scale; 0x7F/0xFF NaN), E2M1 code 0..15 (no scale). */
+float dtype_f16_value(uint16_t h);
+float dtype_bf16_value(uint16_t h);
+float dtype_e4m3_value(uint8_t q);
+float dtype_e2m1_value(unsigned code);
+
 /* Bytes t occupies: its rows' data plus its scales. */
 size_t tensor_bytes(const tensor_t *t);
 

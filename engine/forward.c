@@ -16,6 +16,7 @@
 #include "engine/routing.h"
 #include "kernels/attention.h"
 #include "kernels/gemm.h"
+#include "kernels/matmul.h"
 #include "kernels/rmsnorm.h"
 #include "kernels/rope.h"
 
@@ -53,6 +54,8 @@ struct forward {
     moe_assign_t *assign;     /* (max_rows * k) */
     float *moe_out;           /* (max_rows, hidden) */
     float *shared_out;        /* (max_rows, hidden) shared experts' output */
+    float *proj;              /* (max_rows, max(hidden, kv width)) a product added
+                                 after (weights not held in float32) */
     forward_moe_finish_fn moe_finish; /* NULL: the moe callback is synchronous */
     double seconds_overlap;   /* shared-expert work done while experts were away */
 };
@@ -161,10 +164,13 @@ forward_t *forward_new(const weights_t *w, int max_rows, int max_ctx,
     self->assign = mem_calloc(rows * k, sizeof(moe_assign_t));
     self->moe_out = mem_alloc_aligned(rows * hidden * sizeof(float));
     self->shared_out = mem_alloc_aligned(rows * hidden * sizeof(float));
+    const size_t proj_width = q_width > hidden ? q_width : hidden;
+    self->proj = mem_alloc_aligned(rows * proj_width * sizeof(float));
     if (!self->pos || !self->x || !self->xn || !self->q || !self->k_new || !self->v_new ||
         !self->head_in || !self->head_out || !self->attn_out ||
         !self->attn_scratch || !self->router_logits || !self->expert_ids ||
-        !self->expert_weights || !self->assign || !self->moe_out || !self->shared_out) {
+        !self->expert_weights || !self->assign || !self->moe_out || !self->shared_out ||
+        !self->proj) {
         err_set(err, ENOMEM, "out of memory for the forward pass (%d rows, %d positions)",
                 max_rows, max_ctx);
         goto fail;
@@ -203,6 +209,7 @@ void forward_destroy(forward_t **self_p)
     mem_free(self->assign);
     mem_free(self->moe_out);
     mem_free(self->shared_out);
+    mem_free(self->proj);
     mem_free(self);
     *self_p = NULL;
     errno = saved;
@@ -224,15 +231,38 @@ void forward_set_trace(forward_t *self, forward_trace_fn fn, void *ctx)
     self->trace_ctx = ctx;
 }
 
-/* y = x W^T + b over n rows: the bias (when the model has one) is written
- * first and the product added onto it. */
+/* y (+)= x W^T (+ b) over n rows: y = x W^T + b when add is false, y +=
+ * x W^T when it is true (then bias is NULL). Float32 weights take the one
+ * GEMM they always took (the bias or y as C, beta = 1), so that their results
+ * stay bit for bit what they were; other formats go through matmul into
+ * scratch (n, w->rows), then the sum. */
 static void s_linear(compute_t *cx, float *y, int ld, const float *x, int ldx,
-                     const float *w, const float *bias, int n, int out, int in)
+                     const tensor_t *w, const float *bias, bool add, int n, float *scratch)
 {
-    if (bias)
-        for (int r = 0; r < n; r++)
-            memcpy(y + (size_t)r * ld, bias, (size_t)out * sizeof(float));
-    gemm(cx, y, ld, x, ldx, w, in, n, out, in, true, 1, bias ? 1 : 0);
+    const int out = (int)w->rows, in = (int)w->cols;
+    if (w->dtype == DTYPE_F32) {
+        if (bias)
+            for (int r = 0; r < n; r++)
+                memcpy(y + (size_t)r * ld, bias, (size_t)out * sizeof(float));
+        gemm(cx, y, ld, x, ldx, w->data, (int)(w->row_stride / sizeof(float)), n, out, in,
+             true, 1, bias || add ? 1 : 0);
+        return;
+    }
+    if (!bias && !add) {
+        matmul(cx, y, ld, x, ldx, w, n);
+        return;
+    }
+    matmul(cx, scratch, out, x, ldx, w, n);
+    for (int r = 0; r < n; r++) {
+        float *yr = y + (size_t)r * ld;
+        const float *pr = scratch + (size_t)r * out;
+        if (bias)
+            for (int j = 0; j < out; j++)
+                yr[j] = pr[j] + bias[j];
+        else
+            for (int j = 0; j < out; j++)
+                yr[j] += pr[j];
+    }
 }
 
 /* h = x + o_proj(attention(rope(q), rope(k), v)) for every row of a step;
@@ -260,12 +290,12 @@ static void s_attention_block(forward_t *self, const forward_seq_t *seqs, int n_
                        kvcache_latent(seqs[s].kv, l));
         return;
     }
-    s_linear(self->cx, self->q, q_width, self->xn, hidden, lw->q, lw->q_bias, n, q_width,
-             hidden);
-    s_linear(self->cx, self->k_new, kv_width, self->xn, hidden, lw->k, lw->k_bias, n,
-             kv_width, hidden);
-    s_linear(self->cx, self->v_new, kv_width, self->xn, hidden, lw->v, lw->v_bias, n,
-             kv_width, hidden);
+    s_linear(self->cx, self->q, q_width, self->xn, hidden, &lw->q, lw->q_bias, false, n,
+             self->proj);
+    s_linear(self->cx, self->k_new, kv_width, self->xn, hidden, &lw->k, lw->k_bias, false, n,
+             self->proj);
+    s_linear(self->cx, self->v_new, kv_width, self->xn, hidden, &lw->v, lw->v_bias, false, n,
+             self->proj);
     qknorm_apply(cfg, QKNORM_BEFORE_ROPE, lw, self->q, self->k_new, n);
     rope_apply(self->rope, self->q, q_width, n, cfg->n_heads, cfg->head_dim, self->pos);
     rope_apply(self->rope, self->k_new, kv_width, n, cfg->n_kv_heads, cfg->head_dim, self->pos);
@@ -282,9 +312,10 @@ static void s_attention_block(forward_t *self, const forward_seq_t *seqs, int n_
                   self->q + (size_t)row * q_width, q_width, keys, kv_width, values, kv_width,
                   &shape, rows, pos0, self->attn_scratch);
     }
-    /* x += attn_out o_proj^T: beta = 1 adds the residual in the same product. */
-    gemm(self->cx, self->x, hidden, self->attn_out, q_width, lw->o, q_width, n, hidden, q_width,
-         true, 1, 1);
+    /* x += attn_out o_proj^T (float32: beta = 1 adds the residual in the same
+     * product). */
+    s_linear(self->cx, self->x, hidden, self->attn_out, q_width, &lw->o, NULL, true, n,
+             self->proj);
     if (lw->o_bias)
         for (int r = 0; r < n; r++)
             for (int j = 0; j < hidden; j++)
@@ -365,7 +396,7 @@ static void s_logits(forward_t *self, int first, int n_out, float *logits)
     float *rows = self->xn + (size_t)first * hidden;
     rmsnorm(rows, hidden, self->x + (size_t)first * hidden, hidden, self->w->final_norm,
             n_out, hidden, cfg->rms_norm_eps);
-    gemm_linear(self->cx, logits, rows, self->w->lm_head, n_out, cfg->vocab_size, hidden);
+    matmul(self->cx, logits, cfg->vocab_size, rows, hidden, &self->w->lm_head, n_out);
 }
 
 /* The last row of every sequence that wants it, through the LM head in
@@ -388,8 +419,7 @@ static void s_last_logits(forward_t *self, const forward_seq_t *seqs, int n_seqs
         }
         if (m == 0)
             continue;
-        gemm_linear(self->cx, self->head_out, self->head_in, self->w->lm_head, m, vocab,
-                    hidden);
+        matmul(self->cx, self->head_out, vocab, self->head_in, hidden, &self->w->lm_head, m);
         for (int i = 0; i < m; i++)
             memcpy(seqs[owner[i]].logits, self->head_out + (size_t)i * vocab,
                    (size_t)vocab * sizeof(float));
@@ -446,8 +476,8 @@ int forward_step(forward_t *self, const forward_seq_t *seqs, int n_seqs, err_t *
         const int pos0 = kvcache_len(seqs[s].kv);
         for (int i = 0; i < seqs[s].n; i++) {
             self->pos[row + i] = pos0 + i;
-            memcpy(self->x + (size_t)(row + i) * hidden,
-                   self->w->embed + (size_t)seqs[s].tokens[i] * hidden, hidden * sizeof(float));
+            tensor_row_to_f32(&self->w->embed, seqs[s].tokens[i],
+                              self->x + (size_t)(row + i) * hidden);
         }
     }
     const int pos0 = kvcache_len(seqs[0].kv);

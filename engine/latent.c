@@ -99,14 +99,14 @@ void latent_run(latent_t *self, const layer_weights_t *lw, float *x, int ldx,
     /* attention_bias models would carry q_a / kv_a biases; the config
      * refuses them, so these stay NULL. */
     const mla_weights_t w = {
-        .q_a_proj = lw->q_a,
+        .q_a_proj = &lw->q_a,
         .q_a_norm = lw->q_a_norm,
-        .q_b_proj = lw->q_b,
-        .q_proj = self->cfg->q_lora_rank > 0 ? NULL : lw->q,
-        .kv_a_proj = lw->kv_a,
+        .q_b_proj = &lw->q_b,
+        .q_proj = self->cfg->q_lora_rank > 0 ? NULL : &lw->q,
+        .kv_a_proj = &lw->kv_a,
         .kv_a_norm = lw->kv_a_norm,
-        .kv_b_proj = lw->kv_b,
-        .o_proj = lw->o,
+        .kv_b_proj = &lw->kv_b,
+        .o_proj = &lw->o,
         .o_bias = lw->o_bias,
     };
     mla_run(self->mla, self->cx, x, ldx, true, xn, n, pos0, cache, &w, self->rope);

@@ -8,6 +8,7 @@
 #include "core/mem.h"
 #include "kernels/ffn.h"
 #include "kernels/gemm.h"
+#include "kernels/matmul.h"
 
 struct mlp {
     int hidden;
@@ -68,7 +69,7 @@ void mlp_destroy(mlp_t **self_p)
 void mlp_add(mlp_t *self, const expert_weights_t *w, int width, const float *gate_w,
              const float *u, int n_rows, float *out)
 {
-    assert(self && w && w->gate && w->up && w->down);
+    assert(self && w && w->gate.data && w->up.data && w->down.data);
     assert(width >= 1 && width <= self->max_width);
     assert(n_rows >= 0 && n_rows <= self->max_rows);
     const int hidden = self->hidden;
@@ -96,8 +97,8 @@ void mlp_swiglu(compute_t *cx, float *y, const float *x, int n, int hidden,
                 int width, const expert_weights_t *w, const expert_biases_t *eb,
                 float limit, float *gate, float *up)
 {
-    gemm_linear(cx, gate, x, w->gate, n, width, hidden);
-    gemm_linear(cx, up, x, w->up, n, width, hidden);
+    matmul(cx, gate, width, x, hidden, &w->gate, n);
+    matmul(cx, up, width, x, hidden, &w->up, n);
     if (!eb) {
         ffn_swiglu(gate, gate, up, (size_t)n * width);
     } else {
@@ -105,7 +106,7 @@ void mlp_swiglu(compute_t *cx, float *y, const float *x, int n, int hidden,
         ffn_bias_add(up, width, eb->up, n, width);
         ffn_swiglu_clamped(gate, gate, up, (size_t)n * width, FFN_OSS_ALPHA, limit);
     }
-    gemm_linear(cx, y, gate, w->down, n, hidden, width);
+    matmul(cx, y, hidden, gate, width, &w->down, n);
     if (eb)
         ffn_bias_add(y, hidden, eb->down, n, hidden);
 }

@@ -4,14 +4,14 @@
 #include <assert.h>
 
 #include "engine/router.h"
-#include "kernels/gemm.h"
+#include "kernels/matmul.h"
 
 void routing_select(compute_t *cx, const config_t *cfg, const layer_weights_t *lw,
                     const float *xn, int n_rows, float *logits, int32_t *ids, float *weights)
 {
-    assert(cx && cfg && lw && lw->router);
+    assert(cx && cfg && lw && lw->router.data);
     const int n_experts = cfg->n_experts, k = cfg->n_experts_per_tok;
-    gemm_linear(cx, logits, xn, lw->router, n_rows, n_experts, cfg->hidden_size);
+    matmul(cx, logits, n_experts, xn, cfg->hidden_size, &lw->router, n_rows);
     switch (cfg->topk_method) {
     case CONFIG_TOPK_NOAUX_TC:
         router_select_grouped_sigmoid(logits, lw->score_bias, n_rows, n_experts,

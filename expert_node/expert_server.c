@@ -45,6 +45,7 @@ struct expert_server {
     void *sock;               /* ROUTER, bound */
     zap_t *zap;               /* with CURVE: allows coordinators by key */
     char endpoint[WIRE_MAX_TEXT];
+    char weights_text[128];   /* what the weights are held as, their size */
     FILE *log;                /* NULL: quiet */
     lograte_t logs;           /* log lines, rate-limited per cause */
     unsigned long n_served;   /* EXPERT_REPLYs sent */
@@ -57,10 +58,14 @@ static int s_load(expert_server_t *self, const expert_server_opts_t *opts, err_t
     const placement_t *p = opts->placement;
     placement_node_t me = {p, opts->node_id};
     weights_select_t select = {.dense = false, .hosts = placement_node_hosts,
-                               .hosts_ctx = &me};
+                               .hosts_ctx = &me, .format = opts->format, .log = opts->log};
     self->w = weights_load(opts->model_dir, &select, err);
     if (!self->w)
         return -1;
+    char held[96];
+    snprintf(self->weights_text, sizeof self->weights_text, "%s, %.1f MiB",
+             weights_describe(self->w, held, sizeof held),
+             (double)weights_bytes(self->w) / (1 << 20));
     const config_t *cfg = &self->w->cfg;
     if (cfg->n_layers != placement_n_layers(p) || cfg->n_experts != placement_n_experts(p))
         return err_set(err, EINVAL, "the placement is for %d layers x %d experts but the "
@@ -219,6 +224,11 @@ const char *expert_server_endpoint(const expert_server_t *self)
 int expert_server_n_hosted(const expert_server_t *self)
 {
     return self->n_hosted;
+}
+
+const char *expert_server_weights_text(const expert_server_t *self)
+{
+    return self->weights_text;
 }
 
 /* ===== serving ================================================================ */

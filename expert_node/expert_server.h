@@ -29,6 +29,7 @@
 #include <stdio.h>
 
 #include "core/err.h"
+#include "engine/wformat.h"
 #include "model/placement.h"
 
 enum { EXPERT_SERVER_POLL_MS = 100 };  /* longest wait before the stop flag is seen */
@@ -51,6 +52,7 @@ typedef struct expert_server_opts {
     bool preload;                  /* read the hosted weights into memory before
                                       expert_server_new returns (weights_preload),
                                       progress on log */
+    wformat_t format;              /* --dtype / --quantization; zero: as stored */
 } expert_server_opts_t;
 
 /* Loads the node's experts and binds its socket. Caller destroys. NULL with
@@ -71,6 +73,10 @@ const char *expert_server_endpoint(const expert_server_t *self);
 
 /* How many (layer, expert) pairs this node hosts. */
 int expert_server_n_hosted(const expert_server_t *self);
+
+/* What the node's weights are held as and their size, e.g. "q4_0 experts,
+ * 123.4 MiB" (weights_describe; borrowed, valid while self lives). */
+const char *expert_server_weights_text(const expert_server_t *self);
 
 /* Serves until a SHUTDOWN message arrives or *interrupted becomes non-zero
  * (checked at least every EXPERT_SERVER_POLL_MS; a signal that interrupts the

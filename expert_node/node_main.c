@@ -4,6 +4,7 @@
  *              --placement-groups] [--replicas R] [--bind ENDPOINT]
  *              [--endpoint-file FILE] [--threads T] [--max-rows R]
  *              [--curve-key FILE --curve-coordinators DIR] [--preload]
+ *              [--dtype TYPE] [--quantization Q]
  *   moe-expert --model DIR --nodes N [--placement FILE | --placement-groups]
  *              [--replicas R] --print-placement
  *
@@ -59,6 +60,7 @@ typedef struct options {
     const char *curve_key;      /* NULL: plain TCP */
     const char *curve_coordinators;
     bool preload;               /* read the hosted weights before announcing */
+    wformat_t format;           /* --dtype, --quantization */
 } options_t;
 
 static void s_usage(FILE *out)
@@ -68,6 +70,7 @@ static void s_usage(FILE *out)
             "                  --placement-groups] [--replicas R] [--bind ENDPOINT]\n"
             "                  [--endpoint-file FILE] [--threads T] [--max-rows R]\n"
             "                  [--curve-key FILE --curve-coordinators DIR] [--preload]\n"
+            "                  [--dtype TYPE] [--quantization Q]\n"
             "       moe-expert --model DIR --nodes N [--placement FILE | --placement-groups]\n"
             "                  [--replicas R] --print-placement\n"
             "\n"
@@ -98,11 +101,14 @@ static void s_usage(FILE *out)
             "                        to connect\n"
             "  --preload             read the hosted weights into memory before the\n"
             "                        endpoint is announced, so the first request does not\n"
-            "                        wait for the disk (progress on stderr)\n"
+            "                        wait for the disk (progress on stderr)\n",
+            s_default_bind, EXPERT_SERVER_MAX_ROWS);
+    wformat_help(out, 24);
+    fprintf(out,
             "  --help                this text\n"
             "\n"
-            "Exit status: 0 clean shutdown, 1 runtime error, 2 usage error.\n",
-            s_default_bind, EXPERT_SERVER_MAX_ROWS);
+            "The start-up line on stderr says what the hosted weights are held as.\n"
+            "Exit status: 0 clean shutdown, 1 runtime error, 2 usage error.\n");
 }
 
 /* The checks across options (an arg_check_fn). */
@@ -147,6 +153,8 @@ static int s_parse_args(int argc, char **argv, options_t *opt)
         ARG_OPT_STRING("--curve-key", &opt->curve_key),
         ARG_OPT_STRING("--curve-coordinators", &opt->curve_coordinators),
         ARG_OPT_FLAG("--preload", &opt->preload),
+        ARG_OPT_PARSE("--dtype", &opt->format.dtype, wformat_parse_dtype),
+        ARG_OPT_PARSE("--quantization", &opt->format.quant, wformat_parse_quant),
         ARG_OPT_END,
     };
     return arg_parse_main("moe-expert", argc, argv, table, s_usage, s_check, opt);
@@ -218,14 +226,14 @@ static int s_serve(const options_t *opt, err_t *err)
                                .max_rows = opt->max_rows, .log = stderr,
                                .curve_key = opt->curve_key,
                                .curve_coordinators = opt->curve_coordinators,
-                               .preload = opt->preload};
+                               .preload = opt->preload, .format = opt->format};
     server = expert_server_new(&so, err);
     if (!server)
         goto done;
     const char *endpoint = expert_server_endpoint(server);
-    fprintf(stderr, "moe-expert: node %d of %d hosts %d experts of %s, serving on %s\n",
-            opt->node_id, opt->n_nodes, expert_server_n_hosted(server), opt->model,
-            endpoint);
+    fprintf(stderr, "moe-expert: node %d of %d hosts %d experts of %s (weights: %s), "
+            "serving on %s\n", opt->node_id, opt->n_nodes, expert_server_n_hosted(server),
+            opt->model, expert_server_weights_text(server), endpoint);
     endpoint_warn_plain(stderr, "moe-expert", endpoint, opt->curve_key != NULL);
     if (opt->endpoint_file && path_write_line_atomic(opt->endpoint_file, endpoint, err) < 0)
         goto done;

@@ -12,6 +12,8 @@
  *   olat: (m, H * R)        per-head latent attention output
  *   o:    (m, H * V)        per-head value-space output, o_proj's input
  *   pe:   (P)               one row's rope part while it is de-interleaved
+ *   y:    (m, hidden)       o_proj's product before it is added (weights
+ *                           not in float32)
  *   attn: attention_scratch_floats(m, max_ctx)
  */
 #include "kernels/mla.h"
@@ -23,6 +25,7 @@
 #include "core/mem.h"
 #include "kernels/attention.h"
 #include "kernels/gemm.h"
+#include "kernels/matmul.h"
 #include "kernels/rmsnorm.h"
 
 struct mla {
@@ -31,7 +34,7 @@ struct mla {
     int max_rows;               /* rows per mla_run */
     int max_ctx;                /* positions per sequence */
     int *pos;                   /* (max_rows) positions of the current rows */
-    float *qa, *q, *qcat, *olat, *o, *pe, *attn_scratch; /* see above */
+    float *qa, *q, *qcat, *olat, *o, *pe, *y, *attn_scratch; /* see above */
     float *buf;                 /* the one allocation behind the float scratch */
 };
 
@@ -73,7 +76,8 @@ mla_t *mla_new(const mla_shape_t *shape, int max_rows, int max_ctx, err_t *err)
     const size_t n_qa = m * (size_t)s->q_lora_rank, n_q = m * H * D;
     const size_t n_qcat = m * H * W, n_olat = m * H * R, n_o = m * H * V;
     const size_t n_attn = attention_scratch_floats(&self->attn, max_rows, max_ctx);
-    self->buf = mem_alloc_aligned((n_qa + n_q + n_qcat + n_olat + n_o + P + n_attn) *
+    const size_t n_y = m * (size_t)s->hidden;
+    self->buf = mem_alloc_aligned((n_qa + n_q + n_qcat + n_olat + n_o + P + n_y + n_attn) *
                                   sizeof(float));
     self->pos = mem_alloc(m * sizeof *self->pos);
     if (!self->buf || !self->pos)
@@ -84,7 +88,8 @@ mla_t *mla_new(const mla_shape_t *shape, int max_rows, int max_ctx, err_t *err)
     self->olat = self->qcat + n_qcat;
     self->o = self->olat + n_olat;
     self->pe = self->o + n_o;
-    self->attn_scratch = self->pe + P;
+    self->y = self->pe + P;
+    self->attn_scratch = self->y + n_y;
     return self;
 
 nomem:
@@ -123,6 +128,29 @@ static void s_deinterleave(float *dst, const float *src, int p)
     }
 }
 
+/* out (+)= o o_proj^T over n rows. Float32 weights take the one GEMM they
+ * always took (out as C, beta = 1 when accumulating), so that their results
+ * stay bit for bit what they were; other formats go through matmul into y,
+ * then the sum. */
+static void s_o_proj(compute_t *cx, float *out, int ldo, bool accumulate, const float *o,
+                     int ld_o, const tensor_t *w, int n, float *y)
+{
+    const int hid = (int)w->rows;
+    if (w->dtype == DTYPE_F32) {
+        gemm(cx, out, ldo, o, ld_o, w->data, (int)(w->row_stride / sizeof(float)), n, hid,
+             (int)w->cols, true, 1.0f, accumulate ? 1.0f : 0.0f);
+        return;
+    }
+    if (!accumulate) {
+        matmul(cx, out, ldo, o, ld_o, w, n);
+        return;
+    }
+    matmul(cx, y, hid, o, ld_o, w, n);
+    for (int r = 0; r < n; r++)
+        for (int j = 0; j < hid; j++)
+            out[(size_t)r * ldo + j] += y[(size_t)r * hid + j];
+}
+
 void mla_run(mla_t *self, compute_t *cx, float *out, int ldo, bool accumulate,
              const float *x, int n, int pos0, float *cache, const mla_weights_t *w,
              const rope_t *rope)
@@ -143,20 +171,20 @@ void mla_run(mla_t *self, compute_t *cx, float *out, int ldo, bool accumulate,
     if (s->q_lora_rank > 0) {
         assert(w->q_a_proj && w->q_a_norm && w->q_b_proj);
         const int qr = s->q_lora_rank;
-        gemm_linear(cx, self->qa, x, w->q_a_proj, n, qr, hid);
+        matmul(cx, self->qa, qr, x, hid, w->q_a_proj, n);
         if (w->q_a_bias)
             s_add_bias(self->qa, qr, w->q_a_bias, n, qr);
         rmsnorm(self->qa, qr, self->qa, qr, w->q_a_norm, n, qr, s->eps);
-        gemm_linear(cx, self->q, self->qa, w->q_b_proj, n, H * D, qr);
+        matmul(cx, self->q, H * D, self->qa, qr, w->q_b_proj, n);
     } else {
         assert(w->q_proj);
-        gemm_linear(cx, self->q, x, w->q_proj, n, H * D, hid);
+        matmul(cx, self->q, H * D, x, hid, w->q_proj, n);
     }
 
     /* The new cache rows: [kv_a_layernorm(c) | rope(k_pe)]. */
     assert(w->kv_a_proj && w->kv_a_norm && w->kv_b_proj && w->o_proj);
     float *rows = cache + (size_t)pos0 * W; /* (n, W) */
-    gemm_linear(cx, rows, x, w->kv_a_proj, n, W, hid);
+    matmul(cx, rows, W, x, hid, w->kv_a_proj, n);
     if (w->kv_a_bias)
         s_add_bias(rows, W, w->kv_a_bias, n, W);
     rmsnorm(rows, W, rows, W, w->kv_a_norm, n, R, s->eps);
@@ -171,9 +199,9 @@ void mla_run(mla_t *self, compute_t *cx, float *out, int ldo, bool accumulate,
     /* MQA queries: q_lat_h = q_nope_h W_uk_h, (n, R), then q_pe_h. */
     const int ldq = H * D, ldc = H * W;
     for (int h = 0; h < H; h++) {
-        const float *w_uk = w->kv_b_proj + (size_t)h * (N + V) * R; /* (N, R) */
-        gemm(cx, self->qcat + (size_t)h * W, ldc, self->q + (size_t)h * D, ldq,
-             w_uk, R, n, R, N, false, 1.0f, 0.0f);
+        const tensor_t w_uk = tensor_rows(w->kv_b_proj, (int64_t)h * (N + V), N); /* (N, R) */
+        matmul_xw(cx, self->qcat + (size_t)h * W, ldc, self->q + (size_t)h * D, ldq, &w_uk,
+                  n);
         for (int r = 0; r < n; r++) {
             const float *src = self->q + (size_t)r * ldq + (size_t)h * D + N;
             float *dst = self->qcat + (size_t)r * ldc + (size_t)h * W + R;
@@ -192,12 +220,11 @@ void mla_run(mla_t *self, compute_t *cx, float *out, int ldo, bool accumulate,
 
     /* o_h = o_lat_h W_uv_h^T: (n, V), then o_proj. */
     for (int h = 0; h < H; h++) {
-        const float *w_uv = w->kv_b_proj + ((size_t)h * (N + V) + N) * R; /* (V, R) */
-        gemm(cx, self->o + (size_t)h * V, H * V, self->olat + (size_t)h * R, H * R,
-             w_uv, R, n, V, R, true, 1.0f, 0.0f);
+        const tensor_t w_uv = tensor_rows(w->kv_b_proj, (int64_t)h * (N + V) + N, V); /* (V, R) */
+        matmul(cx, self->o + (size_t)h * V, H * V, self->olat + (size_t)h * R, H * R, &w_uv,
+               n);
     }
-    gemm(cx, out, ldo, self->o, H * V, w->o_proj, H * V, n, hid, H * V, true, 1.0f,
-         accumulate ? 1.0f : 0.0f);
+    s_o_proj(cx, out, ldo, accumulate, self->o, H * V, w->o_proj, n, self->y);
     if (w->o_bias)
         s_add_bias(out, ldo, w->o_bias, n, hid);
 }

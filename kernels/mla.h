@@ -45,6 +45,7 @@
 #include <stddef.h>
 
 #include "core/err.h"
+#include "core/tensor.h"
 #include "kernels/compute.h"
 #include "kernels/rope.h"
 
@@ -62,19 +63,23 @@ typedef struct mla_shape {
 } mla_shape_t;
 
 /* One layer's weights, borrowed, in the checkpoint's [out, in] layout
- * (y = x W^T + b). Biases (attention_bias) may be NULL. */
+ * (y = x W^T + b). Matrices are tensors in any format kernels/matmul.h
+ * takes (absent: NULL); vectors float32. Biases (attention_bias) may be
+ * NULL. kv_b_proj's head blocks are used through row views of it (W_uk_h in
+ * the absorbed x W_uk_h product, matmul_xw; W_uv_h, matmul), so a format
+ * with block scales (FP8) keeps its block grid. */
 typedef struct mla_weights {
-    const float *q_a_proj;   /* (q_lora_rank, hidden), q LoRA only */
-    const float *q_a_bias;   /* (q_lora_rank) or NULL */
-    const float *q_a_norm;   /* (q_lora_rank), q LoRA only */
-    const float *q_b_proj;   /* (n_heads * (nope + rope), q_lora_rank), q LoRA only */
-    const float *q_proj;     /* (n_heads * (nope + rope), hidden), without q LoRA */
-    const float *kv_a_proj;  /* (kv_lora_rank + rope, hidden): kv_a_proj_with_mqa */
-    const float *kv_a_bias;  /* (kv_lora_rank + rope) or NULL */
-    const float *kv_a_norm;  /* (kv_lora_rank): kv_a_layernorm */
-    const float *kv_b_proj;  /* (n_heads * (nope + v), kv_lora_rank) */
-    const float *o_proj;     /* (hidden, n_heads * v) */
-    const float *o_bias;     /* (hidden) or NULL */
+    const tensor_t *q_a_proj;   /* (q_lora_rank, hidden), q LoRA only */
+    const float *q_a_bias;      /* (q_lora_rank) or NULL */
+    const float *q_a_norm;      /* (q_lora_rank), q LoRA only */
+    const tensor_t *q_b_proj;   /* (n_heads * (nope + rope), q_lora_rank), q LoRA only */
+    const tensor_t *q_proj;     /* (n_heads * (nope + rope), hidden), without q LoRA */
+    const tensor_t *kv_a_proj;  /* (kv_lora_rank + rope, hidden): kv_a_proj_with_mqa */
+    const float *kv_a_bias;     /* (kv_lora_rank + rope) or NULL */
+    const float *kv_a_norm;     /* (kv_lora_rank): kv_a_layernorm */
+    const tensor_t *kv_b_proj;  /* (n_heads * (nope + v), kv_lora_rank) */
+    const tensor_t *o_proj;     /* (hidden, n_heads * v) */
+    const float *o_bias;        /* (hidden) or NULL */
 } mla_weights_t;
 
 typedef struct mla mla_t;

@@ -279,3 +279,147 @@ json_t *cfgjson_layer_types_list(const config_t *c)
         }
     return a;
 }
+
+/* ---- quantization_config ------------------------------------------------- */
+
+/* A string member of quantization_config that must be `want`; absent or null
+ * gives want (transformers' defaults). */
+static int s_quant_str(const json_t *qc, const char *key, const char *want,
+                       const char *origin, err_t *err)
+{
+    const json_t *v = json_object_get(qc, key);
+    if (!v || json_is_null(v))
+        return 0;
+    if (!json_is_string(v))
+        return err_set(err, EINVAL, "%s: field 'quantization_config.%s' must "
+                       "be a string, not %s", origin, key,
+                       cfgjson_type_name(v));
+    if (strcmp(json_string_value(v), want) != 0)
+        return err_set(err, EINVAL, "%s: quantization_config.%s '%.64s' is "
+                       "not supported (supported: %s)", origin, key,
+                       json_string_value(v), want);
+    return 0;
+}
+
+/* weight_block_size: [block_n, block_k], positive; absent gives
+ * transformers' default [128, 128]. */
+static int s_quant_blocks(config_quant_t *q, const json_t *qc,
+                          const char *origin, err_t *err)
+{
+    const json_t *v = json_object_get(qc, "weight_block_size");
+    if (!v) {
+        q->block_n = q->block_k = 128;
+        return 0;
+    }
+    if (!json_is_array(v) || json_array_size(v) != 2)
+        return err_set(err, EINVAL, "%s: field 'quantization_config."
+                       "weight_block_size' must be a list of two integers "
+                       "[block_n, block_k], not %s%s", origin,
+                       cfgjson_type_name(v),
+                       json_is_null(v) ? " (one scale per tensor is not "
+                       "supported)" : "");
+    int *dst[2] = {&q->block_n, &q->block_k};
+    for (size_t i = 0; i < 2; i++) {
+        const json_t *d = json_array_get(v, i);
+        if (!json_is_integer(d) || json_integer_value(d) < 1 ||
+            json_integer_value(d) > CONFIG_DIM_MAX)
+            return err_set(err, EINVAL, "%s: quantization_config."
+                           "weight_block_size[%zu] must be an integer in "
+                           "[1, %d]", origin, i, CONFIG_DIM_MAX);
+        *dst[i] = (int)json_integer_value(d);
+    }
+    return 0;
+}
+
+static int s_quant_skip(config_quant_t *q, const json_t *qc,
+                        const char *origin, err_t *err)
+{
+    const json_t *v = json_object_get(qc, "modules_to_not_convert");
+    if (!v || json_is_null(v))
+        return 0;
+    if (!json_is_array(v))
+        return err_set(err, EINVAL, "%s: field 'quantization_config."
+                       "modules_to_not_convert' must be a list of strings, "
+                       "not %s", origin, cfgjson_type_name(v));
+    if (json_array_size(v) > CONFIG_QUANT_MAX_SKIP)
+        return err_set(err, EINVAL, "%s: quantization_config."
+                       "modules_to_not_convert has %zu entries, more than "
+                       "the %d supported", origin, json_array_size(v),
+                       CONFIG_QUANT_MAX_SKIP);
+    for (size_t i = 0; i < json_array_size(v); i++) {
+        const json_t *s = json_array_get(v, i);
+        if (!json_is_string(s) ||
+            json_string_length(s) >= CONFIG_QUANT_SKIP_LEN ||
+            strlen(json_string_value(s)) != json_string_length(s))
+            return err_set(err, EINVAL, "%s: quantization_config."
+                           "modules_to_not_convert[%zu] must be a string of "
+                           "fewer than %d bytes", origin, i,
+                           CONFIG_QUANT_SKIP_LEN);
+        memcpy(q->skip[q->n_skip++], json_string_value(s),
+               json_string_length(s) + 1);
+    }
+    return 0;
+}
+
+int cfgjson_quant(config_quant_t *q, const json_t *root, const char *origin,
+                  err_t *err)
+{
+    memset(q, 0, sizeof *q);
+    const json_t *qc = json_object_get(root, "quantization_config");
+    if (!qc || json_is_null(qc))
+        return 0;
+    if (!json_is_object(qc))
+        return err_set(err, EINVAL, "%s: field 'quantization_config' must be "
+                       "an object, not %s", origin, cfgjson_type_name(qc));
+    const json_t *m = json_object_get(qc, "quant_method");
+    if (!json_is_string(m))
+        return err_set(err, EINVAL, "%s: field 'quantization_config."
+                       "quant_method' is %s, not a string (supported: fp8, "
+                       "mxfp4)", origin, m ? cfgjson_type_name(m) : "missing");
+    const char *method = json_string_value(m);
+    int rc = 0;
+    if (strcmp(method, "fp8") == 0) {
+        q->method = CONFIG_QUANT_FP8;
+        rc = s_quant_str(qc, "fmt", "e4m3", origin, err) ||
+             s_quant_str(qc, "activation_scheme", "dynamic", origin, err) ||
+             s_quant_blocks(q, qc, origin, err);
+    } else if (strcmp(method, "mxfp4") == 0) {
+        q->method = CONFIG_QUANT_MXFP4;
+    } else {
+        rc = err_set(err, EINVAL, "%s: quantization_config.quant_method "
+                     "'%.64s' is not supported (supported: fp8, mxfp4)",
+                     origin, method);
+    }
+    if (rc == 0)
+        rc = s_quant_skip(q, qc, origin, err);
+    if (rc)
+        memset(q, 0, sizeof *q);
+    return rc ? -1 : 0;
+}
+
+int cfgjson_dtype(config_dtype_t *out, const json_t *root, const char *origin,
+                  err_t *err)
+{
+    static const struct {
+        const char *name;
+        config_dtype_t dtype;
+    } names[] = {
+        {"float32", CONFIG_DTYPE_FLOAT32},   {"float", CONFIG_DTYPE_FLOAT32},
+        {"float16", CONFIG_DTYPE_FLOAT16},   {"half", CONFIG_DTYPE_FLOAT16},
+        {"bfloat16", CONFIG_DTYPE_BFLOAT16},
+    };
+    *out = CONFIG_DTYPE_UNSET;
+    const char *key = "dtype";
+    const json_t *v = json_object_get(root, key);
+    if (!v || json_is_null(v))
+        v = json_object_get(root, key = "torch_dtype");
+    if (!v || json_is_null(v))
+        return 0;
+    if (!json_is_string(v))
+        return err_set(err, EINVAL, "%s: field '%s' must be a string, not %s",
+                       origin, key, cfgjson_type_name(v));
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (strcmp(json_string_value(v), names[i].name) == 0)
+            *out = names[i].dtype;
+    return 0;
+}

@@ -47,6 +47,20 @@ int cfgjson_choice(const json_t *root, const char *key,
 int cfgjson_refuse(const json_t *root, const char *key, const char *why,
                    const char *origin, err_t *err);
 
+/* quantization_config into *q (zeroed first; method NONE when the field is
+ * absent or null): quant_method "fp8" (fmt "e4m3", activation_scheme
+ * "dynamic", weight_block_size [n, k] of positive ints, all required but
+ * activation_scheme) or "mxfp4"; modules_to_not_convert, a list of strings,
+ * for either. EINVAL naming the field (quantization_config.<key>) otherwise. */
+int cfgjson_quant(config_quant_t *q, const json_t *root, const char *origin,
+                  err_t *err);
+
+/* dtype (or, absent, torch_dtype): "float32", "float16", "bfloat16" (also
+ * "float", "half"); anything else is CONFIG_DTYPE_UNSET. EINVAL when it is
+ * not a string. */
+int cfgjson_dtype(config_dtype_t *out, const json_t *root, const char *origin,
+                  err_t *err);
+
 /* A field that must hold want when present. */
 int cfgjson_require_int(const json_t *root, const char *key, int want,
                         const char *origin, err_t *err);

@@ -27,6 +27,16 @@ const char *config_arch_name(config_arch_t arch)
     return f ? f->model_type : "unknown";
 }
 
+const char *config_quant_name(config_quant_method_t method)
+{
+    switch (method) {
+    case CONFIG_QUANT_NONE: return "none";
+    case CONFIG_QUANT_FP8: return "fp8";
+    case CONFIG_QUANT_MXFP4: return "mxfp4";
+    }
+    return "unknown";
+}
+
 bool config_arch_supported(config_arch_t arch)
 {
     const family_t *f = family_of(arch);
@@ -449,8 +459,8 @@ static int s_parse_fields(config_t *c, const json_t *root,
                            json_string_value(act));
     }
 
-    if (cfgjson_refuse(root, "quantization_config", "only unquantised weights are "
-                 "read", origin, err) ||
+    if (cfgjson_quant(&c->quant, root, origin, err) ||
+        cfgjson_dtype(&c->dtype, root, origin, err) ||
         s_parse_rope(c, root, f->default_rope_theta, origin, err) ||
         s_parse_eos(c, root, origin, err))
         return -1;

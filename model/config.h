@@ -83,6 +83,40 @@ typedef enum config_experts_layout {
     CONFIG_EXPERTS_STACKED,    /* one [n_experts, ...] tensor per projection (gpt_oss) */
 } config_experts_layout_t;
 
+/* How the checkpoint's weights are quantized (config.json
+ * "quantization_config"; ../shared/fixtures-precision/README.md). */
+typedef enum config_quant_method {
+    CONFIG_QUANT_NONE = 0,     /* no quantization_config: weights as F32/F16/BF16 */
+    CONFIG_QUANT_FP8,          /* "fp8" (DeepSeek-V3): linear weights F8_E4M3, each with
+                                  a float32 <name>.weight_scale_inv of
+                                  [ceil(out / block_n), ceil(in / block_k)] blocks */
+    CONFIG_QUANT_MXFP4,        /* "mxfp4" (gpt-oss): routed experts as *_blocks (U8,
+                                  E2M1 pairs) and *_scales (U8, E8M0) */
+} config_quant_method_t;
+
+/* CONFIG_QUANT_MAX_SKIP: entries kept of modules_to_not_convert, each below
+ * CONFIG_QUANT_SKIP_LEN bytes (gpt-oss lists 4 patterns). */
+enum { CONFIG_QUANT_MAX_SKIP = 32, CONFIG_QUANT_SKIP_LEN = 128 };
+
+typedef struct config_quant {
+    config_quant_method_t method;
+    int block_n, block_k;      /* fp8 weight_block_size [n, k]: rows (output dim) and
+                                  columns (input dim) of a scale block; 0 otherwise */
+    int n_skip;                /* entries of modules_to_not_convert (mxfp4, fp8 if
+                                  given); what they name stays unquantized */
+    char skip[CONFIG_QUANT_MAX_SKIP][CONFIG_QUANT_SKIP_LEN];
+} config_quant_t;
+
+/* The "dtype" (or older "torch_dtype") config.json declares: what
+ * transformers loads the unquantized tensors as. Informational: the loader
+ * goes by each tensor's own dtype. */
+typedef enum config_dtype {
+    CONFIG_DTYPE_UNSET = 0,    /* absent, null, or a name not below */
+    CONFIG_DTYPE_FLOAT32,
+    CONFIG_DTYPE_FLOAT16,
+    CONFIG_DTYPE_BFLOAT16,
+} config_dtype_t;
+
 /* Per-layer flags (config_t.layer_flags). */
 enum {
     CONFIG_LAYER_DENSE = 1,    /* a dense FFN (width dense_intermediate_size), no experts */
@@ -167,6 +201,9 @@ typedef struct config {
     int bos_token_id;           /* -1: none */
     int n_eos;                  /* entries used in eos_token_ids */
     int eos_token_ids[CONFIG_MAX_EOS];
+
+    config_quant_t quant;       /* quantization_config; method NONE when absent */
+    config_dtype_t dtype;       /* dtype / torch_dtype */
 } config_t;
 
 /* Reads <dir>/config.json. Returns 0, or -1 with errno and err set; on failure
@@ -214,5 +251,8 @@ int config_model_id(const config_t *cfg, char *buf, size_t size);
 
 /* "mixtral", ... (borrowed, static). */
 const char *config_arch_name(config_arch_t arch);
+
+/* "none", "fp8", "mxfp4" (borrowed, static). */
+const char *config_quant_name(config_quant_method_t method);
 
 #endif /* MOE_MODEL_CONFIG_H */

@@ -80,7 +80,7 @@ typedef struct s_parsed {
 
 size_t st_dtype_size(st_dtype_t dtype)
 {
-    if (dtype == ST_U8)
+    if (dtype == ST_U8 || dtype == ST_F8_E4M3)
         return 1;
     switch (dtype) {
     case ST_F32: return 4;
@@ -94,6 +94,10 @@ const char *st_dtype_name(st_dtype_t dtype)
 {
     if (dtype == ST_U8)
         return "U8";
+    if (dtype == ST_F8_E4M3)
+        return "F8_E4M3";
+    if (dtype == ST_ANY)
+        return "any";
     switch (dtype) {
     case ST_F32: return "F32";
     case ST_F16: return "F16";
@@ -104,7 +108,8 @@ const char *st_dtype_name(st_dtype_t dtype)
 
 static int s_dtype_parse(const char *s, st_dtype_t *out)
 {
-    static const st_dtype_t all[] = {ST_F32, ST_F16, ST_BF16, ST_U8};
+    static const st_dtype_t all[] = {ST_F32, ST_F16, ST_BF16, ST_U8,
+                                      ST_F8_E4M3};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         if (strcmp(s, st_dtype_name(all[i])) == 0) {
             *out = all[i];
@@ -197,7 +202,7 @@ static int s_parse_tensor(s_parsed_t *p, const char *name, const json_t *v,
     if (s_dtype_parse(json_string_value(dt), &p->dtype))
         return err_set(err, EPROTO,
                        "%s: tensor '%s': unsupported dtype '%.32s' "
-                       "(supported: F32, F16, BF16, U8)",
+                       "(supported: F32, F16, BF16, U8, F8_E4M3)",
                        path, name, json_string_value(dt));
 
     const json_t *sh = json_object_get(v, "shape");
@@ -693,6 +698,39 @@ static void s_convert(float *dst, const uint8_t *src, st_dtype_t dtype,
     }
 }
 
+/* The view of e's tensor the caller expects (see safetensors_f32): checks
+ * rank, shape and slice index; *src and *n get its first byte and element
+ * count. */
+static int s_view(const s_entry_t *e, int64_t index, int ndim,
+                  const int64_t *want, const uint8_t **src, size_t *n,
+                  err_t *err)
+{
+    const st_tensor_t *t = &e->t;
+    int lead = index >= 0 ? 1 : 0; /* the stacking dimension, if slicing */
+    bool ok = t->ndim == ndim + lead;
+    for (int i = 0; ok && i < ndim; i++)
+        ok = t->shape[lead + i] == want[i];
+    if (!ok) {
+        char got[160], exp[160];
+        s_shape_str(got, sizeof got, t->ndim, t->shape);
+        s_shape_str(exp, sizeof exp, ndim, want);
+        return err_set(err, EINVAL, "tensor '%s' in %s has shape %s, expected "
+                       "%s%s", t->name, t->file, got,
+                       lead ? "(n, ...) with ... = " : "", exp);
+    }
+    if (lead && index >= t->shape[0])
+        return err_set(err, EINVAL, "tensor '%s' in %s: slice %lld out of "
+                       "range (dim 0 has %lld)", t->name, t->file,
+                       (long long)index, (long long)t->shape[0]);
+    size_t esize = st_dtype_size(t->dtype);
+    size_t count = t->nbytes / esize; /* elements of the view */
+    if (lead)
+        count = t->shape[0] ? count / (size_t)t->shape[0] : 0;
+    *src = (const uint8_t *)t->data + (lead ? (size_t)index * count * esize : 0);
+    *n = count;
+    return 0;
+}
+
 const float *safetensors_f32(safetensors_t *self, const char *name,
                              int64_t index, int ndim, const int64_t *want,
                              err_t *err)
@@ -710,36 +748,20 @@ const float *safetensors_f32(safetensors_t *self, const char *name,
                 "not a float tensor", name, t->file);
         return NULL;
     }
-
-    int lead = index >= 0 ? 1 : 0; /* the stacking dimension, if slicing */
-    bool ok = t->ndim == ndim + lead;
-    for (int i = 0; ok && i < ndim; i++)
-        ok = t->shape[lead + i] == want[i];
-    if (!ok) {
-        char got[160], exp[160];
-        s_shape_str(got, sizeof got, t->ndim, t->shape);
-        s_shape_str(exp, sizeof exp, ndim, want);
-        err_set(err, EINVAL, "tensor '%s' in %s has shape %s, expected %s%s",
-                name, t->file, got, lead ? "(n, ...) with ... = " : "", exp);
+    if (t->dtype == ST_F8_E4M3) {
+        err_set(err, EINVAL, "tensor '%s' in %s is F8_E4M3: its values mean "
+                "nothing without their weight_scale_inv blocks, so it is read "
+                "as stored, not as float32", name, t->file);
         return NULL;
     }
-    if (lead && index >= t->shape[0]) {
-        err_set(err, EINVAL,
-                "tensor '%s' in %s: slice %lld out of range (dim 0 "
-                "has %lld)",
-                name, t->file, (long long)index, (long long)t->shape[0]);
+    const uint8_t *src;
+    size_t n;
+    if (s_view(e, index, ndim, want, &src, &n, err))
         return NULL;
-    }
-    size_t esize = st_dtype_size(t->dtype);
-    size_t n = t->nbytes / esize; /* elements of the view */
-    if (lead)
-        n = t->shape[0] ? n / (size_t)t->shape[0] : 0;
-    const uint8_t *src = (const uint8_t *)t->data +
-                         (lead ? (size_t)index * n * esize : 0);
-
     if (t->dtype == ST_F32 && (uintptr_t)src % _Alignof(float) == 0)
         return (const float *)src;
 
+    int lead = index >= 0;
     int64_t key = lead ? index : -1;
     for (s_conv_t *c = e->convs; c; c = c->next) {
         if (c->index == key)
@@ -762,4 +784,34 @@ const float *safetensors_f32(safetensors_t *self, const char *name,
     c->next = e->convs;
     e->convs = c;
     return buf;
+}
+
+const void *safetensors_raw(safetensors_t *self, const char *name,
+                            int64_t index, int ndim, const int64_t *want,
+                            st_dtype_t dtype, size_t *nbytes_out,
+                            st_dtype_t *dtype_out, err_t *err)
+{
+    assert(self);
+    assert(name);
+    assert(ndim >= 0 && ndim <= ST_MAX_DIMS - (index >= 0));
+    assert(want || ndim == 0);
+    assert(dtype == ST_ANY || st_dtype_size(dtype) != 0);
+    s_entry_t *e = s_find(self, name, err);
+    if (!e)
+        return NULL;
+    const st_tensor_t *t = &e->t;
+    if (dtype != ST_ANY && t->dtype != dtype) {
+        err_set(err, EINVAL, "tensor '%s' in %s is %s, expected %s", name,
+                t->file, st_dtype_name(t->dtype), st_dtype_name(dtype));
+        return NULL;
+    }
+    const uint8_t *src;
+    size_t n;
+    if (s_view(e, index, ndim, want, &src, &n, err))
+        return NULL;
+    if (nbytes_out)
+        *nbytes_out = n * st_dtype_size(t->dtype);
+    if (dtype_out)
+        *dtype_out = t->dtype;
+    return src;
 }

@@ -262,6 +262,10 @@ int st_writer_write(st_writer_t *self, const float *values, size_t n,
         return err_set(err, EINVAL, "%s: tensor '%s': %zu values written but "
                        "only %llu remain", self->path, d->name, n,
                        (unsigned long long)(d->n_values - self->cur_done));
+    if (d->dtype == ST_U8 || d->dtype == ST_F8_E4M3)
+        return err_set(err, EINVAL, "%s: tensor '%s' is %s: its bytes are "
+                       "written with st_writer_write_raw", self->path, d->name,
+                       st_dtype_name(d->dtype));
     if (d->dtype == ST_F32) {
         if (s_write_all(self->fd, values, n * sizeof *values, self->path, err))
             goto fail;
@@ -286,6 +290,36 @@ int st_writer_write(st_writer_t *self, const float *values, size_t n,
 fail:
     self->state = S_FAILED;
     return -1;
+}
+
+int st_writer_write_raw(st_writer_t *self, const void *bytes, size_t n,
+                        err_t *err)
+{
+    assert(self);
+    assert(bytes || n == 0);
+    if (self->state != S_WRITING)
+        return err_set(err, EINVAL, "%s: data written %s", self->path,
+                       self->state == S_DECLARING ? "before the header"
+                                                  : "after finish or an error");
+    if (n == 0)
+        return 0;
+    if (self->cur >= self->n_decls)
+        return err_set(err, EINVAL, "%s: %zu bytes written past the last "
+                       "tensor", self->path, n);
+    const s_decl_t *d = &self->decls[self->cur];
+    size_t esize = st_dtype_size(d->dtype);
+    if (n % esize != 0 || n / esize > d->n_values - self->cur_done)
+        return err_set(err, EINVAL, "%s: tensor '%s': %zu bytes written but "
+                       "%llu %s values remain", self->path, d->name, n,
+                       (unsigned long long)(d->n_values - self->cur_done),
+                       st_dtype_name(d->dtype));
+    if (s_write_all(self->fd, bytes, n, self->path, err)) {
+        self->state = S_FAILED;
+        return -1;
+    }
+    self->cur_done += n / esize;
+    s_skip_complete(self);
+    return 0;
 }
 
 int st_writer_finish(st_writer_t *self, err_t *err)

@@ -63,6 +63,13 @@ int st_writer_begin(st_writer_t *self, err_t *err);
 int st_writer_write(st_writer_t *self, const float *values, size_t n,
                     err_t *err);
 
+/* Appends n bytes of the current tensor's data as they are stored
+ * (little-endian elements): the way to write U8 and F8_E4M3 tensors, which
+ * st_writer_write refuses; any dtype is accepted. n must be whole elements
+ * and at most what remains of the current tensor (EINVAL naming it). */
+int st_writer_write_raw(st_writer_t *self, const void *bytes, size_t n,
+                        err_t *err);
+
 /* Checks that all declared data was written (EINVAL naming the first
  * incomplete tensor otherwise) and closes the file, reporting any error of
  * close(2). After success the file stays when the writer is destroyed. */

@@ -17,6 +17,7 @@ packages=(
     openmpi-bin libopenmpi-dev  # mpirun and moe-mpi's bootstrap (core/boot.c)
     iproute2 util-linux      # test hosts: ip netns, veth, bridge; unshare
     clang libclang-rt-14-dev # fuzz/: clang and libFuzzer (libclang_rt.fuzzer-x86_64.a)
+    python3-numpy            # tests/test_quant.c: ../shared/peers/mkgguf.py's quantizers
 )
 
 # moe-mpi's ranks mostly wait for each other, so more ranks than cores is

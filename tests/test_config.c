@@ -21,6 +21,8 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <dirent.h>
+#include <sys/stat.h>
 #include <jansson.h>
 
 #include "core/mem.h"
@@ -415,8 +417,8 @@ static void test_refused_values(void **state)
         {"qwen3_moe-A", "rope_parameters",
          "{\"rope_theta\": 1e4, \"partial_rotary_factor\": 0.5}",
          "partial_rotary_factor", false},
-        {"qwen3_moe-A", "quantization_config", "{\"quant_method\": \"fp8\"}",
-         "quantization_config", false},
+        {"qwen3_moe-A", "quantization_config", "{\"quant_method\": \"gptq\"}",
+         "quantization_config.quant_method", false},
         {"qwen3_moe-A", "num_experts", "8", "num_local_experts", false},
         {"qwen3_moe-A", "use_sliding_window", "true", "use_sliding_window",
          false},
@@ -459,6 +461,183 @@ static void test_refused_values(void **state)
             s_expect_einval(root, cases[i].word, "variant.json");
         json_decref(root);
     }
+}
+
+/* The precision fixtures' config.json (../shared/fixtures-precision, every
+ * folder there: hidden ones have other block sizes) load, with the
+ * quantization they declare. */
+static void test_precision_fixtures(void **state)
+{
+    (void)state;
+    const char *root_dir = testutil_env("MOE_FIXTURES_PRECISION",
+                                        "../shared/fixtures-precision");
+    DIR *d = opendir(root_dir);
+    if (!d) {
+        testutil_skip_unless_possible(false, "no fixtures in %s", root_dir);
+        return;
+    }
+    int n = 0;
+    for (struct dirent *e; (e = readdir(d));) {
+        if (e->d_name[0] == '.')
+            continue;
+        const char *name = e->d_name;
+        size_t len = strlen(root_dir) + strlen(name) + 2;
+        char *dir = malloc(len);
+        assert_non_null(dir);
+        snprintf(dir, len, "%s/%s", root_dir, name);
+        struct stat st;
+        if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+            free(dir);
+            continue;
+        }
+        n++;
+        config_t cfg;
+        err_t err = {0};
+        if (config_load(&cfg, dir, &err) != 0)
+            fail_msg("config_load(%s): %s", dir, err.msg);
+        printf("  %s: quantization %s block %dx%d, %d modules kept\n",
+               name, config_quant_name(cfg.quant.method),
+               cfg.quant.block_n, cfg.quant.block_k, cfg.quant.n_skip);
+        if (strstr(name, "-fp8")) {
+            assert_int_equal(cfg.quant.method, CONFIG_QUANT_FP8);
+            assert_true(cfg.quant.block_n > 0 && cfg.quant.block_k > 0);
+        } else if (strstr(name, "-mxfp4")) {
+            assert_int_equal(cfg.quant.method, CONFIG_QUANT_MXFP4);
+        } else {
+            assert_int_equal(cfg.quant.method, CONFIG_QUANT_NONE);
+        }
+        assert_int_equal(cfg.dtype, CONFIG_DTYPE_BFLOAT16);
+        free(dir);
+    }
+    closedir(d);
+    assert_true(n > 0);
+}
+
+/* quantization_config: fp8 (fmt e4m3, dynamic activations, any positive
+ * block sizes) and mxfp4 read; everything else refused naming the field. */
+static void test_quantization_config(void **state)
+{
+    (void)state;
+    json_t *root = s_fixture_json("qwen3_moe-A");
+    config_t c;
+    s_expect_ok(root, &c);
+    assert_int_equal(c.quant.method, CONFIG_QUANT_NONE);
+    assert_string_equal(config_quant_name(CONFIG_QUANT_NONE), "none");
+
+    json_object_set_new(root, "quantization_config",
+                        json_pack("{s:s, s:s, s:s, s:[i, i]}", "quant_method",
+                                  "fp8", "fmt", "e4m3", "activation_scheme",
+                                  "dynamic", "weight_block_size", 96, 7));
+    s_expect_ok(root, &c);
+    assert_int_equal(c.quant.method, CONFIG_QUANT_FP8);
+    assert_string_equal(config_quant_name(c.quant.method), "fp8");
+    assert_int_equal(c.quant.block_n, 96);
+    assert_int_equal(c.quant.block_k, 7);
+    assert_int_equal(c.quant.n_skip, 0);
+
+    /* transformers' defaults: e4m3, dynamic, [128, 128] */
+    json_object_set_new(root, "quantization_config",
+                        json_pack("{s:s}", "quant_method", "fp8"));
+    s_expect_ok(root, &c);
+    assert_int_equal(c.quant.block_n, 128);
+    assert_int_equal(c.quant.block_k, 128);
+
+    json_object_set_new(root, "quantization_config",
+                        json_pack("{s:s, s:[s, s]}", "quant_method", "mxfp4",
+                                  "modules_to_not_convert", "lm_head",
+                                  "model.layers.*.self_attn"));
+    s_expect_ok(root, &c);
+    assert_int_equal(c.quant.method, CONFIG_QUANT_MXFP4);
+    assert_int_equal(c.quant.n_skip, 2);
+    assert_string_equal(c.quant.skip[0], "lm_head");
+    assert_string_equal(c.quant.skip[1], "model.layers.*.self_attn");
+    assert_int_equal(c.quant.block_n, 0);
+
+    json_object_set_new(root, "quantization_config", json_null());
+    s_expect_ok(root, &c);
+    assert_int_equal(c.quant.method, CONFIG_QUANT_NONE);
+
+    static const struct {
+        const char *json, *word;
+    } bad[] = {
+        {"{\"quant_method\": \"awq\"}", "quantization_config.quant_method 'awq'"},
+        {"{}", "quantization_config.quant_method"},
+        {"{\"quant_method\": 8}", "quantization_config.quant_method"},
+        {"\"fp8\"", "quantization_config"},
+        {"{\"quant_method\": \"fp8\", \"fmt\": \"e5m2\"}", "quantization_config.fmt 'e5m2'"},
+        {"{\"quant_method\": \"fp8\", \"fmt\": 4}", "quantization_config.fmt"},
+        {"{\"quant_method\": \"fp8\", \"activation_scheme\": \"static\"}",
+         "quantization_config.activation_scheme 'static'"},
+        {"{\"quant_method\": \"fp8\", \"weight_block_size\": [0, 128]}",
+         "quantization_config.weight_block_size[0]"},
+        {"{\"quant_method\": \"fp8\", \"weight_block_size\": [128, -1]}",
+         "quantization_config.weight_block_size[1]"},
+        {"{\"quant_method\": \"fp8\", \"weight_block_size\": [128]}",
+         "quantization_config.weight_block_size"},
+        {"{\"quant_method\": \"fp8\", \"weight_block_size\": [128, 128, 1]}",
+         "quantization_config.weight_block_size"},
+        {"{\"quant_method\": \"fp8\", \"weight_block_size\": [128, 1.5]}",
+         "quantization_config.weight_block_size[1]"},
+        {"{\"quant_method\": \"fp8\", \"weight_block_size\": null}",
+         "one scale per tensor"},
+        {"{\"quant_method\": \"fp8\", \"weight_block_size\": [99999999, 1]}",
+         "quantization_config.weight_block_size[0]"},
+        {"{\"quant_method\": \"mxfp4\", \"modules_to_not_convert\": \"lm_head\"}",
+         "quantization_config.modules_to_not_convert"},
+        {"{\"quant_method\": \"mxfp4\", \"modules_to_not_convert\": [3]}",
+         "quantization_config.modules_to_not_convert[0]"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        json_error_t jerr;
+        json_t *v = json_loads(bad[i].json, JSON_DECODE_ANY, &jerr);
+        assert_non_null(v);
+        json_object_set_new(root, "quantization_config", v);
+        printf("  quantization_config = %s\n", bad[i].json);
+        s_expect_einval(root, bad[i].word, "variant.json");
+    }
+    /* too many modules_to_not_convert, and one too long */
+    json_t *many = json_array();
+    for (int i = 0; i <= CONFIG_QUANT_MAX_SKIP; i++)
+        json_array_append_new(many, json_string("x"));
+    json_object_set_new(root, "quantization_config",
+                        json_pack("{s:s, s:o}", "quant_method", "mxfp4",
+                                  "modules_to_not_convert", many));
+    s_expect_einval(root, "modules_to_not_convert", "variant.json");
+    char longname[CONFIG_QUANT_SKIP_LEN + 1];
+    memset(longname, 'a', sizeof longname - 1);
+    longname[sizeof longname - 1] = '\0';
+    json_object_set_new(root, "quantization_config",
+                        json_pack("{s:s, s:[s]}", "quant_method", "mxfp4",
+                                  "modules_to_not_convert", longname));
+    s_expect_einval(root, "modules_to_not_convert[0]", "variant.json");
+    json_decref(root);
+}
+
+/* dtype / torch_dtype: read when a known name, ignored otherwise. */
+static void test_dtype_field(void **state)
+{
+    (void)state;
+    json_t *root = s_fixture_json("mixtral-A");
+    config_t c;
+    json_object_del(root, "torch_dtype");
+    json_object_del(root, "dtype");
+    s_expect_ok(root, &c);
+    assert_int_equal(c.dtype, CONFIG_DTYPE_UNSET);
+    json_object_set_new(root, "torch_dtype", json_string("float16"));
+    s_expect_ok(root, &c);
+    assert_int_equal(c.dtype, CONFIG_DTYPE_FLOAT16);
+    json_object_set_new(root, "dtype", json_string("bfloat16"));
+    s_expect_ok(root, &c);
+    assert_int_equal(c.dtype, CONFIG_DTYPE_BFLOAT16);
+    json_object_set_new(root, "dtype", json_string("float32"));
+    s_expect_ok(root, &c);
+    assert_int_equal(c.dtype, CONFIG_DTYPE_FLOAT32);
+    json_object_set_new(root, "dtype", json_string("auto"));
+    s_expect_ok(root, &c);
+    assert_int_equal(c.dtype, CONFIG_DTYPE_UNSET);
+    json_object_set_new(root, "dtype", json_integer(16));
+    s_expect_einval(root, "dtype", "variant.json");
+    json_decref(root);
 }
 
 /* hunyuan's per-layer lists, when uniform, are one value. */
@@ -927,6 +1106,9 @@ int main(void)
         cmocka_unit_test(test_deepseek_accepted),
         cmocka_unit_test(test_refused_values),
         cmocka_unit_test(test_uniform_lists),
+        cmocka_unit_test(test_precision_fixtures),
+        cmocka_unit_test(test_quantization_config),
+        cmocka_unit_test(test_dtype_field),
         cmocka_unit_test(test_dense_layers),
         cmocka_unit_test(test_model_id),
         cmocka_unit_test(test_unknown_model_type),

@@ -47,7 +47,9 @@ static fake_model_t *s_model(void)
     for (int e = 0; e < N_EXPERTS - 1; e++) {
         for (int p = 0; p < 3; p++)
             testrng_fill(&rng, m->data[e][p], INTER * HIDDEN, 0.5f);
-        m->experts[e] = (expert_weights_t){m->data[e][0], m->data[e][1], m->data[e][2]};
+        m->experts[e] = (expert_weights_t){tensor_f32(m->data[e][0], INTER, HIDDEN),
+                                           tensor_f32(m->data[e][1], INTER, HIDDEN),
+                                           tensor_f32(m->data[e][2], HIDDEN, INTER)};
     }
     return m;
 }
@@ -203,7 +205,9 @@ static oss_model_t *s_oss_model(void)
         expert_layout_split_gate_up(m->gate[e], m->up[e], m->gate_up[e], HIDDEN, INTER);
         expert_layout_split_gate_up_bias(m->gate_b[e], m->up_b[e], m->gate_up_bias[e], INTER);
         expert_layout_transpose_down(m->down[e], m->down_proj[e], HIDDEN, INTER);
-        m->experts[e] = (expert_weights_t){m->gate[e], m->up[e], m->down[e]};
+        m->experts[e] = (expert_weights_t){tensor_f32(m->gate[e], INTER, HIDDEN),
+                                           tensor_f32(m->up[e], INTER, HIDDEN),
+                                           tensor_f32(m->down[e], HIDDEN, INTER)};
         m->biases[e] = (expert_biases_t){m->gate_b[e], m->up_b[e], m->down_bias[e]};
     }
     return m;

@@ -16,6 +16,7 @@
 
 #include "core/mem.h"
 #include "engine/fused.h"
+#include "engine/wstore.h"
 #include "model/mxfp4.h"
 #include "tests/fixture.h"
 #include "tests/testutil.h"
@@ -181,29 +182,44 @@ static void test_mxfp4_loads_as_float(void **state)
     safetensors_t *b = safetensors_open(p->dir_mx, &err);
     assert_non_null(a);
     assert_non_null(b);
+    wstore_t *store = wstore_new();
+    assert_non_null(store);
+    float ra[H], rb[H];
     for (int e = 0; e < E; e++) {
         expert_weights_t wa, wb;
         expert_biases_t ba, bb;
-        float *oa = NULL, *ob = NULL;
-        if (fused_load(a, &p->cfg, 0, e, &wa, &ba, &oa, &err) < 0)
+        const void *oa = NULL, *ob = NULL;
+        if (fused_load(a, store, &p->cfg, 0, e, &wa, &ba, &oa, &err) < 0)
             fail_msg("float32: %s", err.msg);
-        if (fused_load(b, &p->cfg, 0, e, &wb, &bb, &ob, &err) < 0)
+        if (fused_load(b, store, &p->cfg, 0, e, &wb, &bb, &ob, &err) < 0)
             fail_msg("mxfp4: %s", err.msg);
-        const size_t mat = (size_t)H * I * sizeof(float);
-        assert_memory_equal(wa.gate, wb.gate, mat);
-        assert_memory_equal(wa.up, wb.up, mat);
-        assert_memory_equal(wa.down, wb.down, mat);
+        /* float32 re-laid out into an owned buffer; MXFP4 held as stored */
+        assert_non_null(oa);
+        assert_null(ob);
+        assert_int_equal(wa.gate.dtype, DTYPE_F32);
+        assert_int_equal(wb.gate.dtype, DTYPE_MXFP4);
+        assert_int_equal(wb.up.dtype, DTYPE_MXFP4);
+        assert_int_equal(wb.down.dtype, DTYPE_MXFP4);
+        const tensor_t *ta[3] = {&wa.gate, &wa.up, &wa.down}, *tb[3] = {&wb.gate, &wb.up, &wb.down};
+        float norm = 0;
+        for (int m = 0; m < 3; m++) {
+            assert_int_equal(ta[m]->rows, tb[m]->rows);
+            assert_int_equal(ta[m]->cols, tb[m]->cols);
+            for (int64_t r = 0; r < ta[m]->rows; r++) {
+                tensor_row_to_f32(ta[m], r, ra);
+                tensor_row_to_f32(tb[m], r, rb);
+                assert_memory_equal(ra, rb, (size_t)ta[m]->cols * sizeof(float));
+                for (int64_t c = 0; c < ta[m]->cols; c++)
+                    norm += rb[c] * rb[c];
+            }
+        }
         assert_memory_equal(ba.gate, bb.gate, I * sizeof(float));
         assert_memory_equal(ba.up, bb.up, I * sizeof(float));
         assert_memory_equal(ba.down, bb.down, H * sizeof(float));
         /* and not all zeros: the data went through */
-        float norm = 0;
-        for (int i = 0; i < H * I; i++)
-            norm += wb.gate[i] * wb.gate[i] + wb.down[i] * wb.down[i];
         assert_true(norm > 0);
-        mem_free(oa);
-        mem_free(ob);
     }
+    wstore_destroy(&store);
     /* a U8 tensor is no float tensor */
     assert_null(safetensors_f32(b, L0 "gate_up_proj_scales", -1, 0, NULL, &err));
     assert_int_equal(errno, EINVAL);
@@ -223,19 +239,23 @@ static void test_bad_checkpoints_are_refused(void **state)
     assert_non_null(b);
     expert_weights_t w;
     expert_biases_t bi;
-    float *owned = NULL;
+    const void *owned = NULL;
+    wstore_t *store = wstore_new();
+    assert_non_null(store);
     config_t cfg = p->cfg;
     cfg.hidden_size = 96; /* the blocks hold rows of 64 */
-    assert_int_equal(fused_load(b, &cfg, 0, 0, &w, &bi, &owned, &err), -1);
+    assert_int_equal(fused_load(b, store, &cfg, 0, 0, &w, &bi, &owned, &err), -1);
     assert_int_equal(errno, EINVAL);
     assert_non_null(strstr(err.msg, "gate_up_proj_blocks"));
     assert_null(owned);
     cfg = p->cfg;
     cfg.n_layers = 2; /* layer 1 is not in the file */
-    assert_int_equal(fused_load(b, &cfg, 1, 0, &w, &bi, &owned, &err), -1);
+    assert_int_equal(fused_load(b, store, &cfg, 1, 0, &w, &bi, &owned, &err), -1);
     assert_int_equal(errno, ENOENT);
     assert_non_null(strstr(err.msg, "model.layers.1.mlp.experts.gate_up_proj"));
     assert_null(owned);
+    assert_int_equal(wstore_bytes(store), 0);
+    wstore_destroy(&store);
     safetensors_destroy(&b);
     s_free_pair(p);
 }
@@ -261,9 +281,14 @@ static void test_share_loads_only_hosted(void **state)
         for (int e = 0; e < w->cfg.n_experts; e++) {
             const layer_weights_t *lw = &w->layers[l];
             assert_int_equal(weights_has_expert(w, l, e), e % 2 == 1);
-            assert_int_equal(lw->expert_owned[e] != NULL, e % 2 == 1);
+            assert_int_equal(lw->experts[e].up.data != NULL, e % 2 == 1);
             assert_int_equal(lw->expert_biases[e].down != NULL, e % 2 == 1);
         }
+    /* the float32 fixture's experts re-laid out, for the hosted half only */
+    const uint64_t per_expert = (3 * (uint64_t)w->cfg.hidden_size * w->cfg.intermediate_size +
+                                 2 * (uint64_t)w->cfg.intermediate_size) * sizeof(float);
+    assert_int_equal(wstore_bytes(w->store),
+                     per_expert * (uint64_t)w->cfg.n_layers * (uint64_t)(w->cfg.n_experts / 2));
     weights_destroy(&w);
 }
 

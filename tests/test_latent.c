@@ -164,9 +164,16 @@ static void s_model_init(s_mla_model_t *m, const config_t *c, uint64_t seed)
     m->kv_a_norm = s_random(&rng, R, 0.1f, 1);
     m->kv_b = s_random(&rng, H * (N + V) * R, 1.0f / sqrtf((float)R), 0);
     m->o = s_random(&rng, hid * H * V, 1.0f / sqrtf((float)(H * V)), 0);
-    m->lw = (layer_weights_t){.q_a = m->q_a, .q_a_norm = m->q_a_norm, .q_b = m->q_b,
-                              .q = m->q, .kv_a = m->kv_a, .kv_a_norm = m->kv_a_norm,
-                              .kv_b = m->kv_b, .o = m->o};
+    m->lw = (layer_weights_t){.q_a_norm = m->q_a_norm, .kv_a_norm = m->kv_a_norm};
+    if (QL > 0) {
+        m->lw.q_a = tensor_f32(m->q_a, (int64_t)QL, (int64_t)hid);
+        m->lw.q_b = tensor_f32(m->q_b, (int64_t)(H * (N + P)), (int64_t)QL);
+    } else {
+        m->lw.q = tensor_f32(m->q, (int64_t)(H * (N + P)), (int64_t)hid);
+    }
+    m->lw.kv_a = tensor_f32(m->kv_a, (int64_t)(R + P), (int64_t)hid);
+    m->lw.kv_b = tensor_f32(m->kv_b, (int64_t)(H * (N + V)), (int64_t)R);
+    m->lw.o = tensor_f32(m->o, (int64_t)hid, (int64_t)(H * V));
 }
 
 static void s_model_free(s_mla_model_t *m)

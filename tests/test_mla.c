@@ -25,6 +25,8 @@ static const double THETA = 10000.0;
 typedef struct model {
     mla_shape_t shape;
     mla_weights_t w;
+    struct { float *q_a, *q_b, *q, *kv_a, *kv_b, *o; } f;  /* w's matrices as floats */
+    tensor_t q_a, q_b, q, kv_a, kv_b, o;                  /* and as tensors */
     float *mem[11];   /* owned arrays behind w */
     int n_mem;
 } model_t;
@@ -55,18 +57,30 @@ static void s_model_init(model_t *m, uint64_t seed, int q_lora, bool interleaved
     const mla_shape_t *s = &m->shape;
     const size_t H = 4, D = 24, hid = 64, R = 24, P = 8, N = 16, V = 16;
     if (q_lora) {
-        m->w.q_a_proj = s_arr(m, &rng, (size_t)q_lora * hid, 0.1f, 0);
+        m->f.q_a = s_arr(m, &rng, (size_t)q_lora * hid, 0.1f, 0);
         m->w.q_a_norm = s_arr(m, &rng, (size_t)q_lora, 0.1f, 1);
-        m->w.q_b_proj = s_arr(m, &rng, H * D * (size_t)q_lora, 0.1f, 0);
+        m->f.q_b = s_arr(m, &rng, H * D * (size_t)q_lora, 0.1f, 0);
+        m->q_a = tensor_f32(m->f.q_a, q_lora, (int64_t)hid);
+        m->q_b = tensor_f32(m->f.q_b, (int64_t)(H * D), q_lora);
+        m->w.q_a_proj = &m->q_a;
+        m->w.q_b_proj = &m->q_b;
         if (biases)
             m->w.q_a_bias = s_arr(m, &rng, (size_t)q_lora, 0.05f, 0);
     } else {
-        m->w.q_proj = s_arr(m, &rng, H * D * hid, 0.1f, 0);
+        m->f.q = s_arr(m, &rng, H * D * hid, 0.1f, 0);
+        m->q = tensor_f32(m->f.q, (int64_t)(H * D), (int64_t)hid);
+        m->w.q_proj = &m->q;
     }
-    m->w.kv_a_proj = s_arr(m, &rng, (R + P) * hid, 0.1f, 0);
+    m->f.kv_a = s_arr(m, &rng, (R + P) * hid, 0.1f, 0);
     m->w.kv_a_norm = s_arr(m, &rng, R, 0.1f, 1);
-    m->w.kv_b_proj = s_arr(m, &rng, H * (N + V) * R, 0.1f, 0);
-    m->w.o_proj = s_arr(m, &rng, hid * H * V, 0.1f, 0);
+    m->f.kv_b = s_arr(m, &rng, H * (N + V) * R, 0.1f, 0);
+    m->f.o = s_arr(m, &rng, hid * H * V, 0.1f, 0);
+    m->kv_a = tensor_f32(m->f.kv_a, (int64_t)(R + P), (int64_t)hid);
+    m->kv_b = tensor_f32(m->f.kv_b, (int64_t)(H * (N + V)), (int64_t)R);
+    m->o = tensor_f32(m->f.o, (int64_t)hid, (int64_t)(H * V));
+    m->w.kv_a_proj = &m->kv_a;
+    m->w.kv_b_proj = &m->kv_b;
+    m->w.o_proj = &m->o;
     if (biases) {
         m->w.kv_a_bias = s_arr(m, &rng, R + P, 0.05f, 0);
         m->w.o_bias = s_arr(m, &rng, hid, 0.05f, 0);
@@ -132,21 +146,21 @@ static void s_reference(const model_t *m, const float *x, int t, double *out,
         for (int i = 0; i < hid; i++)
             xd[i] = x[r * hid + i];
         if (qr) {
-            s_lin(tmp, m->w.q_a_proj, m->w.q_a_bias, xd, qr, hid);
+            s_lin(tmp, m->f.q_a, m->w.q_a_bias, xd, qr, hid);
             s_rms(tmp, m->w.q_a_norm, qr, s->eps);
-            s_lin(q[r], m->w.q_b_proj, NULL, tmp, H * D, qr);
+            s_lin(q[r], m->f.q_b, NULL, tmp, H * D, qr);
         } else {
-            s_lin(q[r], m->w.q_proj, NULL, xd, H * D, hid);
+            s_lin(q[r], m->f.q, NULL, xd, H * D, hid);
         }
         for (int h = 0; h < H; h++)
             s_rot(q[r] + h * D + N, P, r, s->rope_interleaved);
-        s_lin(tmp, m->w.kv_a_proj, m->w.kv_a_bias, xd, R + P, hid);
+        s_lin(tmp, m->f.kv_a, m->w.kv_a_bias, xd, R + P, hid);
         s_rms(tmp, m->w.kv_a_norm, R, s->eps);
         memcpy(c + r * R, tmp, R * sizeof *c);
         memcpy(pe + r * P, tmp + R, P * sizeof *pe);
         s_rot(pe + r * P, P, r, s->rope_interleaved);
         double kv[4 * 32];
-        s_lin(kv, m->w.kv_b_proj, NULL, c + r * R, H * (N + V), R);
+        s_lin(kv, m->f.kv_b, NULL, c + r * R, H * (N + V), R);
         for (int h = 0; h < H; h++) {
             memcpy(kn[r] + h * N, kv + h * (N + V), N * sizeof(double));
             memcpy(v[r] + h * V, kv + h * (N + V) + N, V * sizeof(double));
@@ -173,7 +187,7 @@ static void s_reference(const model_t *m, const float *x, int t, double *out,
                 o[h * V + i] = acc;
             }
         }
-        s_lin(out + r * hid, m->w.o_proj, m->w.o_bias, o, hid, H * V);
+        s_lin(out + r * hid, m->f.o, m->w.o_bias, o, hid, H * V);
     }
 }
 

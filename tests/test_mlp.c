@@ -62,7 +62,9 @@ static void test_matches_oracle(void **state)
     testrng_fill(&rng, gate_w, HIDDEN, 1.0f);
     testrng_fill(&rng, u, ROWS * HIDDEN, 1.0f);
     testrng_fill(&rng, out0, ROWS * HIDDEN, 1.0f);
-    expert_weights_t w = {.gate = gate, .up = up, .down = down};
+    expert_weights_t w = {.gate = tensor_f32(gate, WIDTH, HIDDEN),
+                          .up = tensor_f32(up, WIDTH, HIDDEN),
+                          .down = tensor_f32(down, HIDDEN, WIDTH)};
     err_t err = {0};
     compute_t *cx = compute_new(1, NULL);
     assert_non_null(cx);

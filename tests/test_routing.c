@@ -114,7 +114,7 @@ static void s_check(const char *name, const config_t *c)
     testrng_fill(&rng, x, ROWS * E, 2.0f);
     for (int i = 0; i < E; i++)
         bias[i] = (float)(0.12 * testrng_uniform(&rng));
-    layer_weights_t lw = {.router = router};
+    layer_weights_t lw = {.router = tensor_f32(router, E, E)};
     if (c->scoring == CONFIG_SCORING_TOPK_SOFTMAX)
         lw.router_bias = bias;
     if (c->topk_method == CONFIG_TOPK_NOAUX_TC)

@@ -400,6 +400,163 @@ static void test_u8_raw_bytes(void **state)
     safetensors_destroy(&st);
 }
 
+/* F8_E4M3 tensors (DeepSeek-V3's linear weights) are read raw, never as
+ * float32 without their scales; safetensors_raw checks dtype and shape and
+ * hands out the bytes in place, whole or one slice along dim 0. */
+static void test_f8_raw_views(void **state)
+{
+    const char *dir = s_subdir(state, "f8");
+    uint8_t bytes[12 + 8];
+    for (int i = 0; i < 12; i++)
+        bytes[i] = (uint8_t)(0x30 + i);
+    const float scales[2] = {0.5f, 2.0f};
+    memcpy(bytes + 12, scales, sizeof scales);
+    const char *header =
+        "{\"w.weight\":{\"dtype\":\"F8_E4M3\",\"shape\":[2,2,3],"
+        "\"data_offsets\":[0,12]},"
+        "\"w.weight_scale_inv\":{\"dtype\":\"F32\",\"shape\":[2,1],"
+        "\"data_offsets\":[12,20]}}";
+    safetensors_t *st = s_open_single(dir, header, bytes, sizeof bytes);
+    err_t err = {0};
+    const st_tensor_t *t = safetensors_find(st, "w.weight", &err);
+    assert_non_null(t);
+    assert_int_equal(t->dtype, ST_F8_E4M3);
+    assert_int_equal(t->nbytes, 12);
+    assert_int_equal(st_dtype_size(ST_F8_E4M3), 1);
+    assert_string_equal(st_dtype_name(ST_F8_E4M3), "F8_E4M3");
+    assert_string_equal(st_dtype_name(ST_ANY), "any");
+    assert_int_equal(st_dtype_size(ST_ANY), 0);
+
+    const int64_t whole[] = {2, 2, 3}, slice[] = {2, 3};
+    errno = 0;
+    assert_null(safetensors_f32(st, "w.weight", -1, 3, whole, &err));
+    assert_int_equal(errno, EINVAL);
+    s_expect_msg(&err, "'w.weight'", "F8_E4M3");
+    s_expect_msg(&err, "weight_scale_inv", "model.safetensors");
+
+    size_t nbytes = 0;
+    st_dtype_t dt = ST_ANY;
+    const uint8_t *p = safetensors_raw(st, "w.weight", -1, 3, whole,
+                                       ST_F8_E4M3, &nbytes, &dt, &err);
+    assert_ptr_equal(p, t->data);
+    assert_int_equal(nbytes, 12);
+    assert_int_equal(dt, ST_F8_E4M3);
+    p = safetensors_raw(st, "w.weight", 1, 2, slice, ST_ANY, &nbytes, NULL,
+                        &err);
+    assert_ptr_equal(p, (const uint8_t *)t->data + 6);
+    assert_int_equal(nbytes, 6);
+    assert_int_equal(p[0], 0x36);
+    assert_non_null(safetensors_raw(st, "w.weight", 0, 2, slice, ST_F8_E4M3,
+                                    NULL, NULL, &err));
+
+    /* wrong dtype, shape, rank or slice: EINVAL naming tensor and file */
+    errno = 0;
+    assert_null(safetensors_raw(st, "w.weight", -1, 3, whole, ST_U8, NULL,
+                                NULL, &err));
+    assert_int_equal(errno, EINVAL);
+    s_expect_msg(&err, "'w.weight'", "model.safetensors");
+    s_expect_msg(&err, "F8_E4M3", "expected U8");
+    errno = 0;
+    const int64_t bad[] = {2, 3, 2};
+    assert_null(safetensors_raw(st, "w.weight", -1, 3, bad, ST_F8_E4M3, NULL,
+                                NULL, &err));
+    assert_int_equal(errno, EINVAL);
+    s_expect_msg(&err, "[2, 2, 3]", "[2, 3, 2]");
+    errno = 0;
+    assert_null(safetensors_raw(st, "w.weight", -1, 2, slice, ST_F8_E4M3,
+                                NULL, NULL, &err));
+    assert_int_equal(errno, EINVAL);
+    errno = 0;
+    assert_null(safetensors_raw(st, "w.weight", 2, 2, slice, ST_F8_E4M3, NULL,
+                                NULL, &err));
+    assert_int_equal(errno, EINVAL);
+    s_expect_msg(&err, "slice 2", "'w.weight'");
+    errno = 0;
+    assert_null(safetensors_raw(st, "w.absent", -1, 2, slice, ST_ANY, NULL,
+                                NULL, &err));
+    assert_int_equal(errno, ENOENT);
+    s_expect_msg(&err, "'w.absent'", NULL);
+
+    /* a float tensor raw: its stored bytes; as float32: the values */
+    const int64_t grid[] = {2, 1};
+    const void *raw = safetensors_raw(st, "w.weight_scale_inv", -1, 2, grid,
+                                      ST_F32, &nbytes, &dt, &err);
+    assert_non_null(raw);
+    assert_int_equal(nbytes, 8);
+    assert_int_equal(dt, ST_F32);
+    assert_memory_equal(raw, scales, sizeof scales);
+    const float *f = safetensors_f32(st, "w.weight_scale_inv", -1, 2, grid,
+                                     &err);
+    assert_true(f && f[0] == 0.5f && f[1] == 2.0f);
+    safetensors_destroy(&st);
+
+    /* a truncated F8 tensor: its data_offsets cover fewer bytes than its
+     * shape needs */
+    const char *shortened = "{\"w.weight\":{\"dtype\":\"F8_E4M3\","
+                            "\"shape\":[4,4],\"data_offsets\":[0,12]}}";
+    s_put_raw(dir, "model.safetensors", strlen(shortened), shortened,
+              strlen(shortened), bytes, 12);
+    s_expect_open_fail(dir, EPROTO, "'w.weight'", "F8_E4M3");
+    /* other FP8 flavours are not read */
+    const char *e5m2 = "{\"w.weight\":{\"dtype\":\"F8_E5M2\","
+                       "\"shape\":[12],\"data_offsets\":[0,12]}}";
+    s_put_raw(dir, "model.safetensors", strlen(e5m2), e5m2, strlen(e5m2),
+              bytes, 12);
+    s_expect_open_fail(dir, EPROTO, "'w.weight'", "F8_E5M2");
+}
+
+/* st_writer writes U8 and F8_E4M3 tensors byte for byte (and refuses
+ * float32 values for them). */
+static void test_writer_raw(void **state)
+{
+    const char *dir = s_subdir(state, "wraw");
+    const char *path = s_join(dir, "model.safetensors");
+    err_t err = {0};
+    st_writer_t *w = st_writer_new(path, &err);
+    assert_non_null(w);
+    const int64_t qs[] = {3, 4}, sc[] = {1, 1}, u8s[] = {5};
+    assert_int_equal(st_writer_add(w, "q", ST_F8_E4M3, 2, qs, &err), 0);
+    assert_int_equal(st_writer_add(w, "s", ST_F32, 2, sc, &err), 0);
+    assert_int_equal(st_writer_add(w, "b", ST_U8, 1, u8s, &err), 0);
+    assert_int_equal(st_writer_begin(w, &err), 0);
+    const float one = 1.0f;
+    errno = 0;
+    assert_int_equal(st_writer_write(w, &one, 1, &err), -1);
+    assert_int_equal(errno, EINVAL);
+    s_expect_msg(&err, "'q'", "st_writer_write_raw");
+    const uint8_t q[12] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 0x7f};
+    errno = 0;
+    assert_int_equal(st_writer_write_raw(w, q, 13, &err), -1);
+    assert_int_equal(errno, EINVAL);
+    assert_int_equal(st_writer_write_raw(w, q, 5, &err), 0);
+    assert_int_equal(st_writer_write_raw(w, q + 5, 7, &err), 0);
+    errno = 0;
+    assert_int_equal(st_writer_write_raw(w, &one, 3, &err), -1); /* not whole */
+    assert_int_equal(errno, EINVAL);
+    assert_int_equal(st_writer_write_raw(w, &one, 4, &err), 0);  /* F32 raw */
+    const uint8_t b[5] = {9, 8, 7, 6, 5};
+    assert_int_equal(st_writer_write_raw(w, b, 5, &err), 0);
+    errno = 0;
+    assert_int_equal(st_writer_write_raw(w, b, 1, &err), -1);   /* past the end */
+    assert_int_equal(errno, EINVAL);
+    assert_int_equal(st_writer_finish(w, &err), 0);
+    st_writer_destroy(&w);
+
+    safetensors_t *st = s_open_ok(dir);
+    size_t n = 0;
+    const uint8_t *p = safetensors_raw(st, "q", -1, 2, qs, ST_F8_E4M3, &n,
+                                       NULL, &err);
+    assert_non_null(p);
+    assert_int_equal(n, 12);
+    assert_memory_equal(p, q, 12);
+    p = safetensors_raw(st, "b", -1, 1, u8s, ST_U8, &n, NULL, &err);
+    assert_non_null(p);
+    assert_memory_equal(p, b, 5);
+    const float *f = safetensors_f32(st, "s", -1, 2, sc, &err);
+    assert_true(f && f[0] == 1.0f);
+    safetensors_destroy(&st);
+}
+
 static void test_shape_mismatch_and_missing(void **state)
 {
     const char *dir = s_subdir(state, "mismatch");
@@ -1210,6 +1367,8 @@ int main(void)
         T(test_f32_slices_zero_copy),
         T(test_misaligned_f32_copied),
         T(test_u8_raw_bytes),
+        T(test_f8_raw_views),
+        T(test_writer_raw),
         T(test_shape_mismatch_and_missing),
         T(test_no_checkpoint),
         T(test_sharded),

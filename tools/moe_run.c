@@ -3,11 +3,13 @@
  *
  *   moe-run --model DIR --prompt-ids 1,2,3 --max-tokens N
  *           [--dump-logits FILE] [--threads N] [--ignore-eos]
+ *           [--dtype auto|float32|bfloat16|float16] [--quantization none|q8_0|q4_0]
  *
  * Prints up to N greedy tokens as comma-separated ids on the last line of
  * stdout, ending after the first of the model's EOS tokens (genconfig.h), as
  * the coordinator does. --dump-logits writes the prompt's logits as float32 [prompt_len,
- * vocab], row-major, little-endian. Exit 0 on success, 1 on a runtime error,
+ * vocab], row-major, little-endian. One line on stderr says what the weights
+ * are held as (engine/wformat.h) and their bytes. Exit 0 on success, 1 on a runtime error,
  * 2 on a usage error; every error is one line on stderr.
  */
 #include <errno.h>
@@ -25,6 +27,7 @@
 #include "engine/kvcache.h"
 #include "engine/sampler.h"
 #include "engine/weights.h"
+#include "engine/wformat.h"
 #include "core/idlist.h"
 #include "model/genconfig.h"
 
@@ -37,6 +40,7 @@ typedef struct options {
     int max_tokens;
     int threads;
     bool ignore_eos;
+    wformat_t format;
 } options_t;
 
 static void s_usage(FILE *out)
@@ -44,6 +48,7 @@ static void s_usage(FILE *out)
     fprintf(out,
             "usage: moe-run --model DIR --prompt-ids ID,ID,... [--max-tokens N]\n"
             "               [--dump-logits FILE] [--threads N] [--ignore-eos]\n"
+            "               [--dtype TYPE] [--quantization Q]\n"
             "\n"
             "Runs a Mixture-of-Experts model in this one process and prints the greedy\n"
             "continuation of the prompt as comma-separated token ids on one line; it\n"
@@ -55,8 +60,11 @@ static void s_usage(FILE *out)
             "  --dump-logits FILE  write the prompt's logits: float32 [prompt_len, vocab],\n"
             "                      row-major, little-endian\n"
             "  --threads N         OpenBLAS threads (default: all cores)\n"
-            "  --ignore-eos        generate max tokens whatever they are\n"
-            "  --help              this text\n");
+            "  --ignore-eos        generate max tokens whatever they are\n");
+    wformat_help(out, 22);
+    fprintf(out, "  --help              this text\n"
+            "\n"
+            "stderr says what the weights are held as, e.g. \"weights: bf16 (q4_0 experts)\".\n");
 }
 
 /* The options every run needs (an arg_check_fn). */
@@ -79,6 +87,8 @@ static int s_parse_args(int argc, char **argv, options_t *opt)
         ARG_OPT_STRING("--dump-logits", &opt->dump_logits),
         ARG_OPT_INT("--threads", &opt->threads, 1, 0),
         ARG_OPT_FLAG("--ignore-eos", &opt->ignore_eos),
+        ARG_OPT_PARSE("--dtype", &opt->format.dtype, wformat_parse_dtype),
+        ARG_OPT_PARSE("--quantization", &opt->format.quant, wformat_parse_quant),
         ARG_OPT_END,
     };
     return arg_parse_main("moe-run", argc, argv, table, s_usage, s_check, opt);
@@ -196,7 +206,14 @@ int main(int argc, char **argv)
     int n_prompt = 0;
     if (idlist_option("moe-run", "--prompt-ids", opt.prompt_ids, &prompt, &n_prompt) < 0)
         return 2;
-    weights_t *w = weights_load_all(opt.model, &err);
+    const weights_select_t all = {.dense = true, .hosts = weights_hosts_all,
+                                  .format = opt.format, .log = stderr};
+    weights_t *w = weights_load(opt.model, &all, &err);
+    if (w) {
+        char held[96];
+        fprintf(stderr, "moe-run: weights: %s, %.1f MiB\n",
+                weights_describe(w, held, sizeof held), (double)weights_bytes(w) / (1 << 20));
+    }
     int rc = w ? s_generate(&opt, w, prompt, n_prompt, &err) : -1;
     if (rc < 0)
         fprintf(stderr, "moe-run: %s\n", err.msg);

@@ -1,0 +1,431 @@
+/* test_matmul: matmul() and matmul_xw() for every dtype, on every code path
+ * this CPU runs (compute_path_runs), one thread and several, against the
+ * float64 oracles matmul_ref()/matmul_xw_ref(); the oracles against plain
+ * products on the decoded rows; batch invariance (a row alone is
+ * bit-identical to the same row among 16, whatever the thread count); row
+ * views (FP8 views that start inside a block row, MXFP4 views, strided rows).
+ *
+ * Shapes are random within bounds and include the edges: k not a multiple
+ * of the vector width, k above the kernels' slice sizes, FP8 block grids
+ * with non-square blocks and partial edge blocks, odd m, m above 16.
+ *
+ * The tolerance is the bound for a float32 dot product of length k over the
+ * exact decoded weights, |err| <= (k + 2) u sum |x_p w_p| (u = 2^-24), per
+ * entry, plus a few float32 subnormals: exact arithmetic, never flaky.
+ */
+#include <errno.h>
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "core/tensor.h"
+#include "kernels/compute.h"
+#include "kernels/gemm.h"
+#include "kernels/matmul.h"
+#include "tests/testutil.h"
+
+/* A weight of some dtype with its own buffers. */
+typedef struct wbuf {
+    tensor_t t;
+    uint8_t *data;
+    float *scales;
+    uint8_t *e8m0;
+} wbuf_t;
+
+static void *s_alloc(size_t n)
+{
+    void *p = calloc(n ? n : 1, 1);
+    assert_non_null(p);
+    return p;
+}
+
+/* A random (rows, cols) weight of dtype; stride_rows >= 1 spaces the rows
+ * (every stride_rows-th row of a bigger tensor, as fused checkpoints do).
+ * FP8 uses block (bn, bk). Values are random normal (the float formats,
+ * through their encoders), random codes (FP8 without NaN codes, MXFP4) with
+ * random scales. */
+static wbuf_t s_weight(testrng_t *rng, dtype_t dtype, int64_t rows, int64_t cols,
+                       int stride_rows, int bn, int bk)
+{
+    wbuf_t w = {0};
+    size_t row_bytes = dtype_row_bytes(dtype, cols);
+    assert_true(row_bytes > 0 || cols == 0);
+    size_t stride = row_bytes * (size_t)stride_rows + (stride_rows > 1 ? 3 : 0);
+    if (dtype == DTYPE_F32 || dtype == DTYPE_Q8_0 || dtype == DTYPE_Q4_0 ||
+        dtype == DTYPE_MXFP4 || dtype == DTYPE_F16 || dtype == DTYPE_BF16)
+        stride = (stride + 3) / 4 * 4; /* F32 rows: whole floats */
+    w.data = s_alloc(stride * (size_t)(rows ? rows : 1) + 64);
+    w.t = (tensor_t){.dtype = dtype, .rows = rows, .cols = cols, .data = w.data,
+                     .row_stride = stride};
+    float *tmp = s_alloc((size_t)(cols ? cols : 1) * sizeof(float));
+    for (int64_t r = 0; r < rows; r++) {
+        uint8_t *row = w.data + (size_t)r * stride;
+        switch (dtype) {
+        case DTYPE_F8_E4M3:
+        case DTYPE_MXFP4:
+            for (size_t b = 0; b < row_bytes; b++) {
+                uint8_t q = (uint8_t)(testrng_uniform(rng) * 256);
+                if (dtype == DTYPE_F8_E4M3 && (q & 0x7f) == 0x7f)
+                    q = 0x3f;
+                row[b] = q;
+            }
+            break;
+        default:
+            testrng_fill(rng, tmp, (size_t)cols, 1.0f);
+            assert_int_equal(dtype_row_from_f32(dtype, tmp, row, cols), 0);
+        }
+    }
+    if (dtype == DTYPE_F8_E4M3) {
+        int64_t gr = (rows + bn - 1) / bn, gc = (cols + bk - 1) / bk;
+        size_t ss = (size_t)gc + 1; /* a padded scale row */
+        w.scales = s_alloc(ss * (size_t)(gr ? gr : 1) * sizeof(float));
+        for (int64_t i = 0; i < gr * (int64_t)ss; i++)
+            w.scales[i] = (float)(0.001 + testrng_uniform(rng) * 0.01);
+        w.t.scale_inv = w.scales;
+        w.t.block_n = bn;
+        w.t.block_k = bk;
+        w.t.scale_stride = ss;
+    }
+    if (dtype == DTYPE_MXFP4) {
+        size_t ss = (size_t)(cols / 32) + 2;
+        w.e8m0 = s_alloc(ss * (size_t)(rows ? rows : 1));
+        for (size_t i = 0; i < ss * (size_t)rows; i++)
+            w.e8m0[i] = (uint8_t)(120 + testrng_uniform(rng) * 10);
+        w.t.e8m0 = w.e8m0;
+        w.t.scale_stride = ss;
+    }
+    free(tmp);
+    return w;
+}
+
+static void s_weight_free(wbuf_t *w)
+{
+    free(w->data);
+    free(w->scales);
+    free(w->e8m0);
+}
+
+/* bound[i][j] = (k + 2) u sum_p |x_ip w_jp| + 1e-30. */
+static void s_bound(double *bound, const float *x, int ldx, const tensor_t *w, int m)
+{
+    float *row = s_alloc((size_t)(w->cols ? w->cols : 1) * sizeof(float));
+    for (int64_t j = 0; j < w->rows; j++) {
+        tensor_row_to_f32(w, j, row);
+        for (int i = 0; i < m; i++) {
+            double s = 0;
+            for (int64_t p = 0; p < w->cols; p++)
+                s += fabs((double)x[(size_t)i * ldx + p] * row[p]);
+            bound[(size_t)i * w->rows + j] = (double)(w->cols + 2) * 0x1p-24 * s + 1e-30;
+        }
+    }
+    free(row);
+}
+
+static void s_expect_close(const float *y, int ldy, const float *ref, int ldr,
+                           const double *bound, int m, int64_t n, const char *what)
+{
+    for (int i = 0; i < m; i++)
+        for (int64_t j = 0; j < n; j++) {
+            double d = fabs((double)y[(size_t)i * ldy + j] - ref[(size_t)i * ldr + j]);
+            if (!(d <= bound[(size_t)i * n + j]))
+                fail_msg("%s: entry (%d, %ld): %.9g vs oracle %.9g (bound %.3g)", what, i,
+                         (long)j, y[(size_t)i * ldy + j], ref[(size_t)i * ldr + j],
+                         bound[(size_t)i * n + j]);
+        }
+}
+
+/* The paths this CPU runs, with a note for the others. */
+static int s_paths(compute_path_t *paths)
+{
+    static const compute_path_t all[] = {COMPUTE_PATH_PORTABLE, COMPUTE_PATH_AVX2,
+                                         COMPUTE_PATH_AVX512};
+    static bool noted[3];
+    int n = 0;
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
+        if (compute_path_runs(all[i]))
+            paths[n++] = all[i];
+        else if (!noted[i] && (noted[i] = true))
+            print_message("  matmul: this CPU cannot run the %s path, not tested here\n",
+                          compute_path_name(all[i]));
+    }
+    return n;
+}
+
+static compute_t *s_context(compute_path_t path, int threads)
+{
+    compute_t *cx = compute_new(threads, NULL);
+    assert_non_null(cx);
+    assert_int_equal(compute_set_path(cx, path), 0);
+    return cx;
+}
+
+static const dtype_t s_dtypes[] = {DTYPE_F32, DTYPE_F16, DTYPE_BF16, DTYPE_F8_E4M3,
+                                   DTYPE_MXFP4, DTYPE_Q8_0, DTYPE_Q4_0};
+enum { N_DTYPES = sizeof s_dtypes / sizeof s_dtypes[0] };
+
+static bool s_blocked(dtype_t d)
+{
+    return dtype_info(d)->block > 1;
+}
+
+/* FP8 block sizes: square, non-square, larger than the matrix, 1. */
+static const int s_blocks[][2] = {{32, 32}, {3, 5}, {7, 2}, {4, 16}, {128, 128}, {1, 1}, {16, 48}};
+
+/* One product of each dtype on each path and thread count against the
+ * oracle, for a given shape. */
+static void s_check_shape(testrng_t *rng, dtype_t dtype, int m, int64_t n, int64_t k,
+                          int stride_rows, int bi)
+{
+    compute_path_t paths[3];
+    int n_paths = s_paths(paths);
+    wbuf_t w = s_weight(rng, dtype, n, k, stride_rows, s_blocks[bi][0], s_blocks[bi][1]);
+    int ldx = (int)k + 3, ldy = (int)n + 5;
+    float *x = s_alloc((size_t)m * ldx * sizeof(float));
+    testrng_fill(rng, x, (size_t)m * ldx, 1.0f);
+    float *ref = s_alloc((size_t)m * n * sizeof(float));
+    double *bound = s_alloc((size_t)m * n * sizeof(double));
+    float *y = s_alloc((size_t)m * ldy * sizeof(float));
+    matmul_ref(ref, (int)n, x, ldx, &w.t, m);
+    s_bound(bound, x, ldx, &w.t, m);
+    char what[160];
+    for (int pi = 0; pi < n_paths; pi++) {
+        for (int threads = 1; threads <= 2; threads++) {
+            compute_t *cx = s_context(paths[pi], threads);
+            for (size_t q = 0; q < (size_t)m * ldy; q++)
+                y[q] = NAN; /* y is written, never read */
+            matmul(cx, y, ldy, x, ldx, &w.t, m);
+            snprintf(what, sizeof what, "%s %s %d thr m=%d n=%ld k=%ld stride_rows=%d blk=%dx%d",
+                     dtype_info(dtype)->name, compute_path_name(paths[pi]), threads, m,
+                     (long)n, (long)k, stride_rows, s_blocks[bi][0], s_blocks[bi][1]);
+            s_expect_close(y, ldy, ref, (int)n, bound, m, n, what);
+            compute_destroy(&cx);
+        }
+    }
+    free(y);
+    free(bound);
+    free(ref);
+    free(x);
+    s_weight_free(&w);
+}
+
+static void test_against_oracle(void **state)
+{
+    (void)state;
+    testrng_t rng;
+    testrng_init(&rng, 12);
+    static const int ms[] = {1, 2, 3, 5, 16, 17, 33};
+    for (int d = 0; d < N_DTYPES; d++) {
+        dtype_t dtype = s_dtypes[d];
+        for (int trial = 0; trial < 12; trial++) {
+            int m = ms[trial % 7];
+            int64_t n = 1 + (int64_t)(testrng_uniform(&rng) * 70);
+            int64_t k = s_blocked(dtype) ? 32 * (1 + (int64_t)(testrng_uniform(&rng) * 9))
+                                         : 1 + (int64_t)(testrng_uniform(&rng) * 300);
+            int stride_rows = trial % 3 == 2 ? 2 : 1;
+            s_check_shape(&rng, dtype, m, n, k, stride_rows, trial % 7);
+        }
+        /* Long rows (beyond the kernels' slices) and big enough to split. */
+        int64_t big_k = s_blocked(dtype) ? 4160 : 4133;
+        s_check_shape(&rng, dtype, 2, 67, big_k, 1, 0);
+        s_check_shape(&rng, dtype, 3, 300, 1024, 1, 4);
+    }
+}
+
+/* A row of x alone gives bit-identical results to the same row among 16
+ * others, on every path, with one thread and two. */
+static void test_batch_invariance(void **state)
+{
+    (void)state;
+    testrng_t rng;
+    testrng_init(&rng, 34);
+    compute_path_t paths[3];
+    int n_paths = s_paths(paths);
+    enum { M = 16 };
+    for (int d = 0; d < N_DTYPES; d++) {
+        dtype_t dtype = s_dtypes[d];
+        int64_t n = 203, k = s_blocked(dtype) ? 1088 : 1043;
+        wbuf_t w = s_weight(&rng, dtype, n, k, 1, 7, 48);
+        float *x = s_alloc((size_t)M * k * sizeof(float));
+        testrng_fill(&rng, x, (size_t)M * k, 1.0f);
+        float *all = s_alloc((size_t)M * n * sizeof(float));
+        float *one = s_alloc((size_t)n * sizeof(float));
+        for (int pi = 0; pi < n_paths; pi++) {
+            compute_t *cx2 = s_context(paths[pi], 2);
+            compute_t *cx1 = s_context(paths[pi], 1);
+            matmul(cx2, all, (int)n, x, (int)k, &w.t, M);
+            for (int i = 0; i < M; i++) {
+                matmul(i % 2 ? cx1 : cx2, one, (int)n, x + (size_t)i * k, (int)k, &w.t, 1);
+                if (memcmp(one, all + (size_t)i * n, (size_t)n * sizeof(float)) != 0)
+                    fail_msg("%s %s: row %d alone differs from the same row among %d",
+                             dtype_info(dtype)->name, compute_path_name(paths[pi]), i, M);
+            }
+            /* and among 5 (a different tile split) */
+            matmul(cx1, all, (int)n, x + 3 * k, (int)k, &w.t, 5);
+            matmul(cx2, one, (int)n, x + 5 * k, (int)k, &w.t, 1);
+            assert_memory_equal(one, all + 2 * n, (size_t)n * sizeof(float));
+            compute_destroy(&cx1);
+            compute_destroy(&cx2);
+        }
+        free(one);
+        free(all);
+        free(x);
+        s_weight_free(&w);
+    }
+}
+
+/* A view of rows [first, first + len) computes the same entries as those
+ * rows of the whole tensor (FP8 views start inside block rows). */
+static void test_row_views(void **state)
+{
+    (void)state;
+    testrng_t rng;
+    testrng_init(&rng, 56);
+    compute_t *cx = compute_new(2, NULL);
+    assert_non_null(cx);
+    for (int d = 0; d < N_DTYPES; d++) {
+        dtype_t dtype = s_dtypes[d];
+        int64_t n = 37, k = 96;
+        wbuf_t w = s_weight(&rng, dtype, n, k, 1, 5, 40);
+        float x[3 * 96];
+        testrng_fill(&rng, x, 3 * 96, 1.0f);
+        float whole[3 * 37], part[3 * 37], part_ref[3 * 37], whole_ref[3 * 37];
+        matmul(cx, whole, (int)n, x, (int)k, &w.t, 3);
+        matmul_ref(whole_ref, (int)n, x, (int)k, &w.t, 3);
+        static const int64_t firsts[][2] = {{0, 37}, {3, 9}, {12, 1}, {36, 1}, {7, 30}};
+        for (size_t f = 0; f < sizeof firsts / sizeof firsts[0]; f++) {
+            tensor_t v = tensor_rows(&w.t, firsts[f][0], firsts[f][1]);
+            matmul(cx, part, (int)v.rows, x, (int)k, &v, 3);
+            matmul_ref(part_ref, (int)v.rows, x, (int)k, &v, 3);
+            for (int i = 0; i < 3; i++)
+                for (int64_t j = 0; j < v.rows; j++) {
+                    assert_true(part[i * v.rows + j] == whole[i * n + firsts[f][0] + j]);
+                    assert_true(part_ref[i * v.rows + j] ==
+                                whole_ref[i * n + firsts[f][0] + j]);
+                }
+        }
+        s_weight_free(&w);
+    }
+    compute_destroy(&cx);
+}
+
+/* The oracle itself against a product written out on the decoded rows. */
+static void test_oracles(void **state)
+{
+    (void)state;
+    /* W = [[1, 2], [3, 4], [5, 6]] in F16 (exact), x = [[1, -1], [0.5, 2]]. */
+    float wf[6] = {1, 2, 3, 4, 5, 6};
+    uint16_t wh[6];
+    assert_int_equal(dtype_row_from_f32(DTYPE_F16, wf, wh, 6), 0);
+    tensor_t w = {.dtype = DTYPE_F16, .rows = 3, .cols = 2, .data = wh, .row_stride = 4};
+    float x[4] = {1, -1, 0.5f, 2};
+    float y[6], want[6] = {-1, -1, -1, 4.5f, 9.5f, 14.5f};
+    matmul_ref(y, 3, x, 2, &w, 2);
+    assert_memory_equal(y, want, sizeof want);
+    compute_t *cx = compute_new(1, NULL);
+    assert_non_null(cx);
+    matmul(cx, y, 3, x, 2, &w, 2);
+    assert_memory_equal(y, want, sizeof want);
+    /* x W: x (2, 3) times W (3, 2). */
+    float x3[6] = {1, 0, -1, 2, 1, 0.5f};
+    float y2[4], want2[4] = {-4, -4, 7.5f, 11};
+    matmul_xw_ref(y2, 2, x3, 3, &w, 2);
+    assert_memory_equal(y2, want2, sizeof want2);
+    matmul_xw(cx, y2, 2, x3, 3, &w, 2);
+    assert_memory_equal(y2, want2, sizeof want2);
+    compute_destroy(&cx);
+}
+
+static void test_xw(void **state)
+{
+    (void)state;
+    testrng_t rng;
+    testrng_init(&rng, 78);
+    compute_path_t paths[3];
+    int n_paths = s_paths(paths);
+    for (int d = 0; d < N_DTYPES; d++) {
+        dtype_t dtype = s_dtypes[d];
+        for (int trial = 0; trial < 6; trial++) {
+            int m = 1 + trial * 3;
+            int64_t rows = 1 + (int64_t)(testrng_uniform(&rng) * 150);
+            int64_t cols = s_blocked(dtype) ? 32 * (1 + (int64_t)(testrng_uniform(&rng) * 20))
+                                            : 1 + (int64_t)(testrng_uniform(&rng) * 700);
+            if (trial == 5)
+                rows = 1500; /* big enough to be split */
+            wbuf_t w = s_weight(&rng, dtype, rows, cols, 1 + trial % 2, 3, 7);
+            int ldx = (int)rows + 1, ldy = (int)cols + 2;
+            float *x = s_alloc((size_t)m * ldx * sizeof(float));
+            testrng_fill(&rng, x, (size_t)m * ldx, 1.0f);
+            float *ref = s_alloc((size_t)m * cols * sizeof(float));
+            float *y = s_alloc((size_t)m * ldy * sizeof(float));
+            double *bound = s_alloc((size_t)m * cols * sizeof(double));
+            float *row = s_alloc((size_t)cols * sizeof(float));
+            matmul_xw_ref(ref, (int)cols, x, ldx, &w.t, m);
+            for (size_t q = 0; q < (size_t)m * cols; q++)
+                bound[q] = 0;
+            for (int64_t p = 0; p < rows; p++) {
+                tensor_row_to_f32(&w.t, p, row);
+                for (int i = 0; i < m; i++)
+                    for (int64_t c = 0; c < cols; c++)
+                        bound[i * cols + c] += fabs((double)x[(size_t)i * ldx + p] * row[c]);
+            }
+            for (size_t q = 0; q < (size_t)m * cols; q++)
+                bound[q] = bound[q] * (double)(rows + 2) * 0x1p-24 + 1e-30;
+            for (int pi = 0; pi < n_paths; pi++)
+                for (int threads = 1; threads <= 2; threads++) {
+                    compute_t *cx = s_context(paths[pi], threads);
+                    matmul_xw(cx, y, ldy, x, ldx, &w.t, m);
+                    char what[120];
+                    snprintf(what, sizeof what, "xw %s %s %d thr m=%d rows=%ld cols=%ld",
+                             dtype_info(dtype)->name, compute_path_name(paths[pi]), threads,
+                             m, (long)rows, (long)cols);
+                    s_expect_close(y, ldy, ref, (int)cols, bound, m, cols, what);
+                    compute_destroy(&cx);
+                }
+            free(row);
+            free(bound);
+            free(y);
+            free(ref);
+            free(x);
+            s_weight_free(&w);
+        }
+    }
+}
+
+/* F32 weights go to gemm(): the same bits. */
+static void test_f32_is_gemm(void **state)
+{
+    (void)state;
+    testrng_t rng;
+    testrng_init(&rng, 90);
+    compute_t *cx = compute_new(2, NULL);
+    assert_non_null(cx);
+    enum { M = 5, N = 40, K = 77 };
+    float w[N * K], x[M * K], y1[M * N], y2[M * N];
+    testrng_fill(&rng, w, N * K, 1.0f);
+    testrng_fill(&rng, x, M * K, 1.0f);
+    tensor_t t = tensor_f32(w, N, K);
+    matmul(cx, y1, N, x, K, &t, M);
+    gemm_linear(cx, y2, x, w, M, N, K);
+    assert_memory_equal(y1, y2, sizeof y1);
+    compute_destroy(&cx);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_oracles),
+        cmocka_unit_test(test_f32_is_gemm),
+        cmocka_unit_test(test_against_oracle),
+        cmocka_unit_test(test_batch_invariance),
+        cmocka_unit_test(test_row_views),
+        cmocka_unit_test(test_xw),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
