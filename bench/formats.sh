@@ -134,7 +134,7 @@ echo "bench-formats: model $model, $threads threads, medians of $repeat, load av
 # ---- speed -------------------------------------------------------------------------------
 
 best_bw=0 # the machine's best read bandwidth (bytes/s) over every bench-core run
-declare -A our_pp our_tg peer_pp peer_tg our_note peer_note_row
+declare -A our_pp our_tg peer_pp peer_tg peer_other our_note peer_note_row
 
 # bench-core in format $1: fills our_pp/our_tg (or our_note) and best_bw.
 s_ours() {
@@ -166,10 +166,10 @@ s_peer() {
             --pp "$prompt_len" --tg "$decode" --reps "$repeat" $llama_args >"$log" 2>&1; then
         peer_note_row[$fmt]="failed (see $log)"; return 0
     fi
-    read -r "peer_pp[$fmt]" "peer_tg[$fmt]" < <(python3 -c '
+    read -r "peer_pp[$fmt]" "peer_tg[$fmt]" "peer_other[$fmt]" < <(python3 -c '
 import json, sys
 r = json.load(open(sys.argv[1]))["runs"][0]
-print(r["pp_tok_s"], r["tg_tok_s"])' "$log")
+print(r["pp_tok_s"], r["tg_tok_s"], max(r.get("other_cpu_cores") or [0]))' "$log")
 }
 
 s_speed() {
@@ -201,6 +201,11 @@ s_speed() {
             "$(s_ratio "${our_tg[$fmt]:-}" "${peer_tg[$fmt]:-}")" "$ours_bw" "$peer_bw" \
             "$opp" "$ppp" "$(s_ratio "${our_pp[$fmt]:-}" "${peer_pp[$fmt]:-}")"
     done
+    local other=""
+    for fmt in $formats; do
+        [ -z "${peer_other[$fmt]:-}" ] || other+=" ${fmt} ${peer_other[$fmt]},"
+    done
+    [ -z "$other" ] || echo "(other processes' CPU use during llama.cpp's runs, most cores:${other%,})"
     [ -z "$peer_note" ] || echo "($peer_note)"
 }
 
