@@ -144,6 +144,7 @@ TESTS_CORE    += test_quant
 TESTS_KERNELS := test_gemm test_rmsnorm test_rope test_softmax test_ffn test_attention \
                  test_mla test_pool
 TESTS_KERNELS += test_matmul
+TESTS_KERNELS += test_matmul_q
 TESTS_MODEL   := test_config test_safetensors test_mxfp4
 # Model tests that also run kernels (the gpt-oss expert re-layout end to end).
 TESTS_MODEL_K := test_expert_layout
@@ -155,6 +156,7 @@ TESTS_ENGINE  += test_weights test_weights_run
 TESTS_NET     := test_wire test_placement test_expert_node test_client test_cluster \
                  test_serving test_logflood test_multihost test_mpi test_failover test_keypair \
                  test_security test_sched test_dispatch test_localsh
+TESTS_NET     += test_badformat test_precision
 TESTS_TOKENIZER := test_tokenizer test_trainer
 # The accuracy comparer of bench-logit-diff (bench/logitdiff.c).
 TESTS_BENCH := test_logitdiff
@@ -320,6 +322,8 @@ fuzz-corpus: $(BIN)/gen-corpus
 	mkdir -p fuzz/corpus/config
 	$(BIN)/gen-corpus fuzz/corpus
 	for d in $(abspath $(SHARED))/fixtures/*/; do \
+	    cp $$d/config.json fuzz/corpus/config/$$(basename $$d).json; done
+	for d in $(abspath $(SHARED))/fixtures-precision/*/; do \
 	    cp $$d/config.json fuzz/corpus/config/$$(basename $$d).json; done
 
 # ---- objects -------------------------------------------------------------------------

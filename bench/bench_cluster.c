@@ -158,7 +158,8 @@ int main(int argc, char **argv)
     err_t err = {0};
     int rc = -1;
     const weights_select_t all = {.dense = true, .hosts = weights_hosts_all,
-                                  .format = o.format, .log = stderr};
+                                  .format = o.format, .log = stderr,
+                                  .name = "bench-cluster"};
     weights_t *w = weights_load(o.model, &all, &err);
     const config_t *cfg = w ? &w->cfg : NULL;
     const int ctx = o.prompt_len + o.decode + 2;

@@ -149,7 +149,8 @@ int main(int argc, char **argv)
     if (idlist_option("bench-core", "--threads", opt.threads, &threads, &n_threads) < 0)
         return 2;
     const weights_select_t all = {.dense = true, .hosts = weights_hosts_all,
-                                  .format = opt.format, .log = stderr};
+                                  .format = opt.format, .log = stderr,
+                                  .name = "bench-core"};
     weights_t *w = weights_load(opt.model, &all, &err);
     int rc = w ? 0 : -1;
     if (w && machine_init(READ_BUFFER_BYTES) < 0) {

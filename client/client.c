@@ -699,7 +699,7 @@ static size_t s_status_size(const client_t *self, const wire_reply_t *rep, err_t
     }
     size_t size = sizeof(client_status_t) + (size_t)rep->n_nodes * sizeof(client_node_t) +
                   cells * sizeof(uint64_t) + strlen(s_text(rep->model)) + 1 +
-                  strlen(s_text(rep->model_arch)) + 1;
+                  strlen(s_text(rep->model_arch)) + 1 + strlen(s_text(rep->weights)) + 1;
     for (int i = 0; i < rep->n_nodes; i++) {
         const wire_node_status_t *w = &rep->nodes[i];
         if (w->n_hosted < 0 || (int64_t)w->n_hosted > (int64_t)cells ||
@@ -720,7 +720,8 @@ static size_t s_status_size(const client_t *self, const wire_reply_t *rep, err_t
             }
         }
         size += (size_t)w->n_hosted * sizeof(client_expert_t) +
-                strlen(s_text(w->endpoint)) + 1 + strlen(s_text(w->last_error)) + 1;
+                strlen(s_text(w->endpoint)) + 1 + strlen(s_text(w->last_error)) + 1 +
+                strlen(s_text(w->weights)) + 1;
     }
     return size;
 }
@@ -777,6 +778,7 @@ client_status_t *client_status(client_t *self, err_t *err)
         memcpy(counts, rep.expert_tokens, cells * sizeof *counts);
     *st = (client_status_t){
         .model = s_put_text(&text, rep.model), .model_arch = s_put_text(&text, rep.model_arch),
+        .weights = s_put_text(&text, rep.weights),
         .n_layers = rep.n_layers,
         .n_experts = rep.n_experts, .expert_tokens = counts,
         .requests_served = rep.requests_served, .n_nodes = rep.n_nodes, .nodes = nodes,
@@ -800,6 +802,7 @@ client_status_t *client_status(client_t *self, err_t *err)
             .up = w->up, .n_hosted = w->n_hosted, .hosted = hosted,
             .batches = w->batches, .rtt_last_ms = w->rtt_last_ms,
             .rtt_mean_ms = w->rtt_mean_ms, .last_error = s_put_text(&text, w->last_error),
+            .weights = s_put_text(&text, w->weights),
         };
         hosted += w->n_hosted;
     }

@@ -221,6 +221,8 @@ typedef struct client_node {
     double rtt_last_ms;         /* round-trip time of its last batch, ms */
     double rtt_mean_ms;         /* mean round-trip time, ms */
     const char *last_error;     /* why it is down; "" when none */
+    const char *weights;        /* what it holds its weights as, and their size;
+                                   "" when not said */
 } client_node_t;
 
 /* The coordinator's view of the cluster. One allocation: every pointer
@@ -243,6 +245,9 @@ typedef struct client_timing {
 typedef struct client_status {
     const char *model;          /* model folder; "" if none */
     const char *model_arch;     /* its architecture ("mixtral"); "" if none */
+    const char *weights;        /* what the coordinator holds its weights as, and
+                                   their size ("bf16 (q4_0 experts), 451.1 MiB");
+                                   "" if not said */
     int n_layers;
     int n_experts;              /* routed experts per layer */
     const uint64_t *expert_tokens; /* (n_layers, n_experts): tokens routed */

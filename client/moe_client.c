@@ -126,11 +126,12 @@ static const char s_status_usage[] =
     "(up or down, the experts it hosts, batches answered, round-trip times, its\n"
     "last error), the tokens routed to each expert and the requests served.\n"
     "\n"
-    "  --json              one JSON object: model_path, model_arch, n_layers,\n"
-    "                      n_experts,\n"
+    "  --json              one JSON object: model_path, model_arch, weights (what\n"
+    "                      the coordinator holds them as), n_layers, n_experts,\n"
     "                      requests_served, nodes [{node_id, endpoint, up,\n"
     "                      experts [[layer, expert], ...], batches, rtt_last_ms,\n"
-    "                      rtt_mean_ms, last_error}], expert_tokens [[per expert]\n"
+    "                      rtt_mean_ms, last_error, weights}], expert_tokens\n"
+    "                      [[per expert]\n"
     "                      per layer]\n"
     "  --help              this text\n";
 
@@ -411,13 +412,13 @@ static json_t *s_status_json(const client_status_t *st)
                 json_decref(experts);
                 experts = NULL;
             }
-        json_t *node = json_pack("{s:i, s:s, s:b, s:o, s:o, s:o, s:o, s:s}",
+        json_t *node = json_pack("{s:i, s:s, s:b, s:o, s:o, s:o, s:o, s:s, s:s}",
                                  "node_id", n->node_id, "endpoint", n->endpoint,
                                  "up", (int)n->up, "experts", experts,
                                  "batches", s_json_u64(n->batches),
                                  "rtt_last_ms", s_json_ms(n->rtt_last_ms),
                                  "rtt_mean_ms", s_json_ms(n->rtt_mean_ms),
-                                 "last_error", n->last_error);
+                                 "last_error", n->last_error, "weights", n->weights);
         if (s_append(nodes, node) < 0) {
             json_decref(nodes);
             nodes = NULL;
@@ -447,8 +448,9 @@ static json_t *s_status_json(const client_status_t *st)
                                "seconds_node_compute", t->seconds_node_compute,
                                "seconds_overlap", t->seconds_overlap);
     /* "o" steals nodes, tokens and timing, also when packing fails. */
-    return json_pack("{s:s, s:s, s:i, s:i, s:o, s:o, s:o, s:o, s:i, s:i, s:o}",
+    return json_pack("{s:s, s:s, s:s, s:i, s:i, s:o, s:o, s:o, s:o, s:i, s:i, s:o}",
                      "model_path", st->model, "model_arch", st->model_arch,
+                     "weights", st->weights,
                      "n_layers", st->n_layers, "n_experts", st->n_experts,
                      "requests_served", s_json_u64(st->requests_served),
                      "nodes", nodes, "expert_tokens", tokens, "timing", timing,
@@ -542,6 +544,8 @@ static int s_status_table(const client_status_t *st, err_t *err)
     }
     printf("model: %s (%s)\n", *st->model ? st->model : "(unknown)",
            *st->model_arch ? st->model_arch : "unknown architecture");
+    if (*st->weights)
+        printf("weights: %s\n", st->weights);
     printf("layers: %d, experts per layer: %d, requests served: %" PRIu64 "\n",
            st->n_layers, st->n_experts, st->requests_served);
     printf("nodes: %d up, %d down\n", n_up, st->n_nodes - n_up);
@@ -561,7 +565,9 @@ static int s_status_table(const client_status_t *st, err_t *err)
 
     printf("\nexperts per node:\n");
     for (int i = 0; i < st->n_nodes; i++) {
-        printf("  node %d: ", st->nodes[i].node_id);
+        const char *held = st->nodes[i].weights;
+        printf("  node %d%s%s%s: ", st->nodes[i].node_id, *held ? " (" : "", held,
+               *held ? ")" : "");
         if (s_print_hosted(st, &st->nodes[i]) < 0)
             return err_set(err, ENOMEM, "out of memory printing the status");
     }

@@ -38,6 +38,7 @@ struct peer {
     uint64_t hello_floor;         /* a HELLO_REPLY above this id may bring it back */
     double down_since;            /* timer_now() when marked down */
     char model_id[WIRE_MAX_TEXT]; /* what peer_hello checked, kept for rejoins */
+    char weights[WIRE_MAX_TEXT];  /* what its last HELLO_REPLY said it holds */
     const int32_t *want_layer, *want_expert; /* borrowed from peer_hello's caller */
     int n_want;
     bool curve;                   /* the link is CURVE */
@@ -272,6 +273,7 @@ int peer_hello(peer_t *self, wire_inbox_t *inbox, const char *model_id,
             return -1;
         }
         snprintf(self->model_id, sizeof self->model_id, "%s", model_id);
+        snprintf(self->weights, sizeof self->weights, "%s", reply.weights ? reply.weights : "");
         self->want_layer = want_layer;
         self->want_expert = want_expert;
         self->n_want = n_want;
@@ -396,6 +398,7 @@ void peer_handle(peer_t *self, const wire_data_t *msg, double now)
         snprintf(self->last_error, sizeof self->last_error, "rejoin refused: %s", err.msg);
         return;
     }
+    snprintf(self->weights, sizeof self->weights, "%s", msg->weights ? msg->weights : "");
     self->up = true;
     self->last_error[0] = '\0';
     if (self->log)
@@ -416,6 +419,7 @@ int peer_node_id(const peer_t *self) { return self->node_id; }
 const char *peer_endpoint(const peer_t *self) { return self->endpoint; }
 bool peer_is_up(const peer_t *self) { return self->up; }
 const char *peer_last_error(const peer_t *self) { return self->last_error; }
+const char *peer_weights(const peer_t *self) { return self->weights; }
 uint64_t peer_batches(const peer_t *self) { return self->batches; }
 double peer_rtt_last_ms(const peer_t *self) { return self->rtt_last * 1e3; }
 

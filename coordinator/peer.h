@@ -72,6 +72,9 @@ int peer_node_id(const peer_t *self);
 const char *peer_endpoint(const peer_t *self);
 bool peer_is_up(const peer_t *self);
 const char *peer_last_error(const peer_t *self); /* "" when none */
+/* What the node said in its last HELLO_REPLY it holds its weights as, e.g.
+ * "q4_0 experts, 120.5 MiB"; "" when it did not say. */
+const char *peer_weights(const peer_t *self);
 uint64_t peer_batches(const peer_t *self);
 double peer_rtt_last_ms(const peer_t *self);
 double peer_rtt_mean_ms(const peer_t *self);

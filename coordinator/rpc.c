@@ -28,6 +28,7 @@ struct rpc {
     char endpoint[WIRE_MAX_TEXT];
     char model_name[WIRE_MAX_TEXT];  /* conf.model_name, copied */
     char model_arch[WIRE_MAX_TEXT];  /* conf.model_arch, copied */
+    char weights[WIRE_MAX_TEXT];     /* what w is held as, and its size */
     void *socket;                  /* ROUTER for clients */
     wire_inbox_t *inbox;
     forward_t *fw;                 /* experts through dispatch_start/finish */
@@ -75,6 +76,9 @@ rpc_t *rpc_new(void *zmq_ctx, const weights_t *w, dispatch_t *dispatch, peer_t *
     snprintf(self->model_arch, sizeof self->model_arch, "%s",
              conf->model_arch ? conf->model_arch : "");
     self->conf.model_arch = self->model_arch;
+    char held[96];
+    snprintf(self->weights, sizeof self->weights, "%s, %.1f MiB",
+             weights_describe(w, held, sizeof held), (double)weights_bytes(w) / (1 << 20));
     wire_limits_t lim = {.max_prompt = conf->max_context};
     self->inbox = wire_inbox_new(&lim, err);
     if (!self->inbox)
@@ -374,11 +378,13 @@ static void s_status(rpc_t *self, const wire_peer_t *to, const wire_request_t *r
             .hosted_expert = self->nodes[p].hosted_expert,
             .batches = peer_batches(peer), .rtt_last_ms = peer_rtt_last_ms(peer),
             .rtt_mean_ms = peer_rtt_mean_ms(peer), .last_error = peer_last_error(peer),
+            .weights = peer_weights(peer),
         };
     }
     wire_reply_t rep = {
         .type = WIRE_REP_STATUS, .request_id = req->request_id, .final = true,
         .model = self->conf.model_name, .model_arch = self->conf.model_arch,
+        .weights = self->weights,
         .n_nodes = self->n_peers, .nodes = self->status,
         .n_layers = self->w->cfg.n_layers, .n_experts = self->w->cfg.n_experts,
         .expert_tokens = dispatch_expert_tokens(self->dispatch),

@@ -9,10 +9,24 @@
 #include "model/expert_layout.h"
 #include "model/mxfp4.h"
 
+/* Checks that tensor `name` stacks exactly n_experts experts along dim 0
+ * (a slice is only checked against its index). */
+static int s_stacked(safetensors_t *st, const char *name, int n_experts, err_t *err)
+{
+    const st_tensor_t *t = safetensors_find(st, name, err);
+    if (!t)
+        return -1;
+    if (t->ndim < 1 || t->shape[0] != n_experts)
+        return err_set(err, EINVAL, "tensor '%s' in %s stacks %lld experts along dim 0, the "
+                       "config has %d", name, t->file, (long long)(t->ndim ? t->shape[0] : 0),
+                       n_experts);
+    return 0;
+}
+
 /* Expert e's slice of the MXFP4 pair `<base>_blocks` (E, rows, cols / 32, 16)
  * / `<base>_scales` (E, rows, cols / 32) as a (rows, cols) tensor. */
-static int s_mxfp4(tensor_t *out, safetensors_t *st, const char *base, int expert,
-                   int64_t rows, int64_t cols, err_t *err)
+static int s_mxfp4(tensor_t *out, safetensors_t *st, const char *base, int n_experts,
+                   int expert, int64_t rows, int64_t cols, err_t *err)
 {
     char blocks_name[ARCH_NAME_MAX + 16], scales_name[ARCH_NAME_MAX + 16];
     snprintf(blocks_name, sizeof blocks_name, "%s_blocks", base);
@@ -22,6 +36,9 @@ static int s_mxfp4(tensor_t *out, safetensors_t *st, const char *base, int exper
                        "MXFP4 blocks of %d", blocks_name, (long long)cols, MXFP4_BLOCK);
     const int64_t nb = cols / MXFP4_BLOCK;
     const int64_t shape[3] = {rows, nb, MXFP4_BLOCK_BYTES};
+    if (s_stacked(st, blocks_name, n_experts, err) < 0 ||
+        s_stacked(st, scales_name, n_experts, err) < 0)
+        return -1;
     const uint8_t *blocks = safetensors_raw(st, blocks_name, expert, 3, shape, ST_U8,
                                             NULL, NULL, err);
     if (!blocks)
@@ -83,9 +100,12 @@ static bool s_float_dtype(st_dtype_t st, dtype_t *out)
  * gate, up (inter, hidden), down (hidden, inter). Element copies: exact. */
 static int s_float(expert_weights_t *ew, const void **owned, safetensors_t *st,
                    wstore_t *store, const arch_tensor_t *gu, const arch_tensor_t *dn,
-                   int hidden, int inter, err_t *err)
+                   int n_experts, int hidden, int inter, err_t *err)
 {
     st_dtype_t gu_type, dn_type;
+    if (s_stacked(st, gu->name, n_experts, err) < 0 ||
+        s_stacked(st, dn->name, n_experts, err) < 0)
+        return -1;
     const uint8_t *w_gu = safetensors_raw(st, gu->name, gu->slice, gu->ndim, gu->shape,
                                           ST_ANY, NULL, &gu_type, err);
     const uint8_t *w_dn = w_gu ? safetensors_raw(st, dn->name, dn->slice, dn->ndim,
@@ -144,12 +164,14 @@ int fused_load(safetensors_t *st, wstore_t *store, const config_t *cfg, int laye
                        "MXFP4 or both float", gate_up.name, down.name);
     if (mx_gu) {
         tensor_t rows;
-        if (s_mxfp4(&rows, st, gate_up.name, expert, 2 * (int64_t)inter, hidden, err) < 0 ||
-            s_mxfp4(&w.down, st, down.name, expert, hidden, inter, err) < 0)
+        if (s_mxfp4(&rows, st, gate_up.name, cfg->n_experts, expert, 2 * (int64_t)inter,
+                    hidden, err) < 0 ||
+            s_mxfp4(&w.down, st, down.name, cfg->n_experts, expert, hidden, inter, err) < 0)
             return -1;
         w.gate = s_every_other(&rows, 0);
         w.up = s_every_other(&rows, 1);
-    } else if (s_float(&w, owned, st, store, &gate_up, &down, hidden, inter, err) < 0) {
+    } else if (s_float(&w, owned, st, store, &gate_up, &down, cfg->n_experts, hidden, inter,
+                       err) < 0) {
         return -1;
     }
     const float *b = safetensors_f32(st, gate_up_bias.name, gate_up_bias.slice,

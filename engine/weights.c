@@ -226,8 +226,9 @@ static void s_log_kept(const s_loader_t *ld)
 {
     if (ld->n_kept == 0 || !ld->select->log)
         return;
-    fprintf(ld->select->log, "weights: %d matri%s not quantized to %s: rows of %lld values "
-            "(%s%s) are not whole blocks of 32; kept as %s\n", ld->n_kept,
+    fprintf(ld->select->log, "%s%sweights: %d matri%s not quantized to %s: rows of %lld "
+            "values (%s%s) are not whole blocks of 32; kept as %s\n",
+            ld->select->name ? ld->select->name : "", ld->select->name ? ": " : "", ld->n_kept,
             ld->n_kept == 1 ? "x" : "ces", wformat_quant_name(ld->w->format.quant),
             (long long)ld->kept_cols, ld->kept_first, ld->n_kept > 1 ? ", ..." : "",
             ld->w->format.dtype == WFORMAT_DTYPE_AUTO

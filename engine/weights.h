@@ -114,6 +114,7 @@ typedef struct weights_select {
     wformat_t format;          /* zero: every weight as stored */
     FILE *log;                 /* the one line on matrices --quantization
                                   left as they were; NULL: quiet */
+    const char *name;          /* its prefix, the program's name (NULL: none) */
     int threads;               /* converting threads; 0: blas_threads() */
 } weights_select_t;
 

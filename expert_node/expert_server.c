@@ -58,7 +58,8 @@ static int s_load(expert_server_t *self, const expert_server_opts_t *opts, err_t
     const placement_t *p = opts->placement;
     placement_node_t me = {p, opts->node_id};
     weights_select_t select = {.dense = false, .hosts = placement_node_hosts,
-                               .hosts_ctx = &me, .format = opts->format, .log = opts->log};
+                               .hosts_ctx = &me, .format = opts->format, .log = opts->log,
+                               .name = "moe-expert"};
     self->w = weights_load(opts->model_dir, &select, err);
     if (!self->w)
         return -1;
@@ -361,6 +362,7 @@ static int s_serve_one(expert_server_t *self, err_t *err)
         rep.type = WIRE_HELLO_REPLY;
         rep.node_id = self->node_id;
         rep.model_id = self->model_id;
+        rep.weights = self->weights_text;
         rep.n_hosted = self->n_hosted;
         rep.hosted_layer = self->hosted_layer;
         rep.hosted_expert = self->hosted_expert;

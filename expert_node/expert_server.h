@@ -1,9 +1,11 @@
 /* expert_server: one expert node's data plane.
  *
- * Loads the routed experts that the placement gives this node (only those:
- * F32 tensors stay in the read-only mapping, so resident memory follows the
- * node's share), binds a ROUTER socket and serves coordinators on it from one
- * poll loop on the calling thread; OpenBLAS's own threads run the GEMMs. All
+ * Loads the routed experts that the placement gives this node (only those,
+ * held as the checkpoint stores them in its read-only mapping, or as
+ * --dtype / --quantization convert them: resident memory follows the node's
+ * share, at the bytes of its format), binds a ROUTER socket and serves
+ * coordinators on it from one poll loop on the calling thread; the compute
+ * pool runs the products. All
  * buffers (inbox, expert scratch, reply rows) are sized once from the model
  * and max_rows, so serving a request does not allocate.
  *

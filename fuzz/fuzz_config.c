@@ -1,6 +1,8 @@
 /* fuzz_config: config.json text through config_parse_all (every family,
  * those the engine cannot run yet included) and config_parse, then what
- * callers ask of a parsed config: its model id and per-layer answers.
+ * callers ask of a parsed config: its model id and per-layer answers, and
+ * what its quantization_config promises (fp8 block sizes, mxfp4's kept
+ * modules).
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -28,6 +30,26 @@ static void s_use(const config_t *cfg)
                                                      : cfg->head_dim),
             "rope_dim");
     s_check(config_is_mla(cfg) == (cfg->kv_lora_rank > 0), "attention kind");
+    /* quantization_config: fp8 has positive blocks, the others none */
+    const config_quant_t *q = &cfg->quant;
+    s_check(q->method == CONFIG_QUANT_NONE || q->method == CONFIG_QUANT_FP8 ||
+                q->method == CONFIG_QUANT_MXFP4,
+            "quant method");
+    if (q->method == CONFIG_QUANT_FP8)
+        s_check(q->block_n >= 1 && q->block_n <= CONFIG_DIM_MAX && q->block_k >= 1 &&
+                    q->block_k <= CONFIG_DIM_MAX,
+                "fp8 block sizes");
+    else
+        s_check(q->block_n == 0 && q->block_k == 0, "no blocks without fp8");
+    s_check(q->n_skip >= 0 && q->n_skip <= CONFIG_QUANT_MAX_SKIP &&
+                (q->method != CONFIG_QUANT_NONE || q->n_skip == 0),
+            "modules_to_not_convert count");
+    for (int i = 0; i < q->n_skip; i++)
+        s_check(memchr(q->skip[i], '\0', CONFIG_QUANT_SKIP_LEN) != NULL,
+                "modules_to_not_convert entry terminated");
+    s_check(strcmp(config_quant_name(q->method), "unknown") != 0, "quant name");
+    s_check(cfg->dtype >= CONFIG_DTYPE_UNSET && cfg->dtype <= CONFIG_DTYPE_BFLOAT16,
+            "dtype");
     char small[8], big[512];
     int n = config_model_id(cfg, big, sizeof big);
     s_check(n >= 0, "model id length");

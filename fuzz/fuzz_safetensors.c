@@ -4,7 +4,9 @@
  * tensors "w" F32 (2, 3) and "h" F16 (3)). Each input is written to a file
  * (fuzz_tmp.h): the reader mmaps files, and the write costs little next to
  * the parse. Every tensor the header names is then looked up and read as
- * float32 whole and as slice 0, as the engine reads experts.
+ * float32 whole and as slice 0, as the engine reads experts, and raw
+ * (safetensors_raw: any dtype, its own, a wrong one), as the loader reads
+ * F8_E4M3 and U8 (MXFP4) tensors.
  */
 #include <jansson.h>
 #include <stdio.h>
@@ -39,6 +41,46 @@ static void s_shard(void)
     done = 1;
 }
 
+static void s_check(int ok, const char *what)
+{
+    if (!ok) {
+        fprintf(stderr, "fuzz_safetensors: broken promise: %s\n", what);
+        abort();
+    }
+}
+
+/* The raw views of t: whole and slice 0, the bytes the header promises. */
+static void s_read_raw(safetensors_t *st, const char *name, const st_tensor_t *t)
+{
+    err_t err = {0};
+    size_t nbytes = 0;
+    st_dtype_t dt = ST_ANY;
+    const uint8_t *p = safetensors_raw(st, name, -1, t->ndim, t->shape, ST_ANY, &nbytes,
+                                       &dt, &err);
+    s_check(p == t->data && nbytes == t->nbytes && dt == t->dtype, "raw whole view");
+    volatile uint8_t sink = 0;
+    for (size_t i = 0; i < nbytes; i++)
+        sink ^= p[i];
+    p = safetensors_raw(st, name, -1, t->ndim, t->shape, t->dtype, NULL, NULL, &err);
+    s_check(p == t->data, "raw view of its own dtype");
+    st_dtype_t other = t->dtype == ST_F8_E4M3 ? ST_U8 : ST_F8_E4M3;
+    s_check(!safetensors_raw(st, name, -1, t->ndim, t->shape, other, NULL, NULL, &err),
+            "raw view of another dtype refused");
+    if (t->ndim >= 1 && t->shape[0] > 0) {
+        p = safetensors_raw(st, name, t->shape[0] - 1, t->ndim - 1, t->shape + 1, ST_ANY,
+                            &nbytes, NULL, &err);
+        s_check(p && nbytes == t->nbytes / (size_t)t->shape[0] &&
+                    p + nbytes == (const uint8_t *)t->data + t->nbytes,
+                "raw last slice");
+        for (size_t i = 0; i < nbytes; i++)
+            sink ^= p[i];
+        s_check(!safetensors_raw(st, name, t->shape[0], t->ndim - 1, t->shape + 1, ST_ANY,
+                                 NULL, NULL, &err),
+                "raw slice out of range refused");
+    }
+    (void)sink;
+}
+
 static void s_read(safetensors_t *st, const char *name)
 {
     err_t err = {0};
@@ -46,9 +88,12 @@ static void s_read(safetensors_t *st, const char *name)
     fuzz_verbose(name, t ? 0 : -1, err.msg);
     if (!t)
         return;
+    s_read_raw(st, name, t);
     volatile float sink = 0;
     size_t n = t->nbytes / st_dtype_size(t->dtype);
     const float *f = safetensors_f32(st, name, -1, t->ndim, t->shape, &err);
+    s_check(!f || (t->dtype != ST_U8 && t->dtype != ST_F8_E4M3),
+            "U8 and F8_E4M3 are never read as float32");
     if (f)
         for (size_t i = 0; i < n; i++)
             sink += f[i];

@@ -195,7 +195,7 @@ static void s_client_rpc(void)
 }
 
 static void s_st(const char *name, int n, const char *const *names, const st_dtype_t *dt,
-                 const int *ndim, const int64_t (*shape)[3])
+                 const int *ndim, const int64_t (*shape)[4])
 {
     char path[512];
     snprintf(path, sizeof path, "%s/safetensors/%s", s_root, name);
@@ -203,21 +203,24 @@ static void s_st(const char *name, int n, const char *const *names, const st_dty
     st_writer_t *w = st_writer_new(path, &err);
     if (!w)
         s_die(path, &err);
-    size_t total = 0;
-    for (int i = 0; i < n; i++) {
+    for (int i = 0; i < n; i++)
         if (st_writer_add(w, names[i], dt[i], ndim[i], shape[i], &err) < 0)
             s_die(path, &err);
+    if (st_writer_begin(w, &err) < 0)
+        s_die(path, &err);
+    size_t at = 0;
+    for (int i = 0; i < n; i++) {
         size_t k = 1;
         for (int d = 0; d < ndim[i]; d++)
             k *= (size_t)shape[i][d];
-        total += k;
-    }
-    if (st_writer_begin(w, &err) < 0)
-        s_die(path, &err);
-    for (size_t i = 0; i < total; i++) {
-        float v = (float)i * 0.5f - 3.0f;
-        if (st_writer_write(w, &v, 1, &err) < 0)
-            s_die(path, &err);
+        for (size_t j = 0; j < k; j++, at++) {
+            float v = (float)at * 0.5f - 3.0f;
+            uint8_t b = (uint8_t)(at * 37u + 1u); /* raw dtypes: E4M3, E2M1 pairs, E8M0 */
+            if ((dt[i] == ST_U8 || dt[i] == ST_F8_E4M3
+                     ? st_writer_write_raw(w, &b, 1, &err)
+                     : st_writer_write(w, &v, 1, &err)) < 0)
+                s_die(path, &err);
+        }
     }
     if (st_writer_finish(w, &err) < 0)
         s_die(path, &err);
@@ -227,15 +230,24 @@ static void s_st(const char *name, int n, const char *const *names, const st_dty
 static void s_safetensors(void)
 {
     s_mkdir("safetensors");
-    static const int64_t sh[][3] = {{2, 3, 0}, {3, 0, 0}, {2, 2, 2}, {0, 0, 0}, {1, 0, 0}};
+    static const int64_t sh[][4] = {{2, 3, 0}, {3, 0, 0}, {2, 2, 2}, {0, 0, 0}, {1, 0, 0}};
     s_st("f32.safetensors", 1, (const char *[]){"w"}, (st_dtype_t[]){ST_F32}, (int[]){2}, sh);
     s_st("mixed.safetensors", 3, (const char *[]){"w", "h", "b"},
          (st_dtype_t[]){ST_F32, ST_F16, ST_BF16}, (int[]){2, 1, 3}, sh);
     /* an odd count of F16 values before an F32 tensor: the F32 data is misaligned */
     s_st("misaligned.safetensors", 2, (const char *[]){"h", "w"},
-         (st_dtype_t[]){ST_F16, ST_F32}, (int[]){1, 2}, (const int64_t[][3]){{3}, {2, 3}});
+         (st_dtype_t[]){ST_F16, ST_F32}, (int[]){1, 2}, (const int64_t[][4]){{3}, {2, 3}});
     s_st("scalar.safetensors", 2, (const char *[]){"s", "e"}, (st_dtype_t[]){ST_F32, ST_BF16},
-         (int[]){0, 1}, (const int64_t[][3]){{0}, {0}});
+         (int[]){0, 1}, (const int64_t[][4]){{0}, {0}});
+    /* DeepSeek-V3 FP8: a 3 x 5 weight, its 2 x 3 block scales of [2, 2]
+     * (partial edge blocks); gpt-oss MXFP4: [E, rows, blocks, 16] and scales */
+    s_st("fp8.safetensors", 2, (const char *[]){"l.weight", "l.weight_scale_inv"},
+         (st_dtype_t[]){ST_F8_E4M3, ST_F32}, (int[]){2, 2},
+         (const int64_t[][4]){{3, 5}, {2, 3}});
+    s_st("mxfp4.safetensors", 3,
+         (const char *[]){"e.down_proj_blocks", "e.down_proj_scales", "e.down_proj_bias"},
+         (st_dtype_t[]){ST_U8, ST_U8, ST_BF16}, (int[]){4, 3, 2},
+         (const int64_t[][4]){{2, 2, 1, 16}, {2, 2, 1}, {2, 2}});
     static const char index[] =
         "{\"metadata\": {\"total_size\": 30}, \"weight_map\": "
         "{\"h\": \"shard.safetensors\", \"w\": \"shard.safetensors\"}}\n";

@@ -649,12 +649,22 @@ size_t safetensors_count(const safetensors_t *self)
     return self ? self->n_entries : 0;
 }
 
+const char *safetensors_name(const safetensors_t *self, size_t i)
+{
+    assert(self && i < self->n_entries);
+    return self->entries[i].t.name;
+}
+
 static s_entry_t *s_find(safetensors_t *self, const char *name, err_t *err)
 {
     s_entry_t *e = s_lookup(self, name);
     if (!e) {
-        err_set(err, ENOENT, "tensor '%s' not found in the checkpoint in %s",
-                name, self->dir);
+        if (self->index_path)
+            err_set(err, ENOENT, "tensor '%s' not found in the checkpoint in %s "
+                    "(%s does not list it)", name, self->dir, self->index_path);
+        else
+            err_set(err, ENOENT, "tensor '%s' not found in %s", name,
+                    self->files[0].path);
         return NULL;
     }
     if (!self->files[e->file].map && s_open_shard(self, e->file, err)) {

@@ -10,7 +10,8 @@
  * well-formed, dtype known (F32, F16, BF16, U8, F8_E4M3), shape non-negative and its byte
  * size equal to the data_offsets range, ranges inside the file and not
  * overlapping. A violation is EPROTO with an error naming file and tensor.
- * A tensor absent from the checkpoint is ENOENT naming the tensor.
+ * A tensor absent from the checkpoint is ENOENT naming the tensor and the
+ * file (the index, for a sharded checkpoint).
  */
 #ifndef MOE_MODEL_SAFETENSORS_H
 #define MOE_MODEL_SAFETENSORS_H
@@ -89,6 +90,10 @@ const void *safetensors_raw(safetensors_t *self, const char *name, int64_t index
 /* Number of tensors known so far (all of them for a single file, or the
  * index's weight_map entries for a sharded checkpoint). */
 size_t safetensors_count(const safetensors_t *self);
+
+/* The name of tensor i (0 <= i < safetensors_count), in name order
+ * (borrowed; valid until the safetensors_t is destroyed). */
+const char *safetensors_name(const safetensors_t *self, size_t i);
 
 /* Bytes of data in a dtype element: 4, 2 or 1; 0 for an invalid dtype
  * (ST_ANY included). */

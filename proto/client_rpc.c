@@ -195,7 +195,8 @@ static int s_reply_status(wire_inbox_t *self, const Moe__Client__Reply *r, wire_
     if (r->n_expert_tokens != cells)
         return err_set(err, EPROTO, "STATUS_DATA: %zu expert token counts for %u layers x %u "
                        "experts", r->n_expert_tokens, r->n_layers, r->n_experts);
-    if (wire_text_len(r->model) < 0 || wire_text_len(r->model_arch) < 0)
+    if (wire_text_len(r->model) < 0 || wire_text_len(r->model_arch) < 0 ||
+        wire_text_len(r->weights) < 0)
         return err_set(err, EPROTO, "STATUS_DATA: the model name or architecture is longer "
                        "than %d bytes", WIRE_MAX_TEXT - 1);
     uint32_t n_layers = r->n_layers > 0 ? r->n_layers : INT32_MAX;
@@ -212,7 +213,8 @@ static int s_reply_status(wire_inbox_t *self, const Moe__Client__Reply *r, wire_
                                "%u), out of range", i, s->hosted_layer[j],
                                s->hosted_expert[j]);
         if (s->node_id > INT32_MAX || wire_text_len(s->endpoint) < 0 ||
-            wire_text_len(s->last_error) < 0 || !isfinite(s->rtt_last_ms) ||
+            wire_text_len(s->last_error) < 0 || wire_text_len(s->weights) < 0 ||
+            !isfinite(s->rtt_last_ms) ||
             !isfinite(s->rtt_mean_ms))
             return err_set(err, EPROTO, "STATUS_DATA: node %zu has a bad id, text or time", i);
     }
@@ -233,10 +235,12 @@ static int s_reply_status(wire_inbox_t *self, const Moe__Client__Reply *r, wire_
             .rtt_last_ms = s->rtt_last_ms,
             .rtt_mean_ms = s->rtt_mean_ms,
             .last_error = s->last_error,
+            .weights = s->weights,
         };
     }
     rep->model = r->model;
     rep->model_arch = r->model_arch;
+    rep->weights = r->weights;
     rep->n_nodes = (int)r->n_nodes;
     rep->nodes = nodes;
     rep->n_layers = (int)r->n_layers;
@@ -351,9 +355,10 @@ static int s_pack_nodes(const wire_reply_t *rep, Moe__Client__NodeStatus *s,
     for (int i = 0; i < rep->n_nodes; i++) {
         const wire_node_status_t *n = &rep->nodes[i];
         const char *endpoint = n->endpoint ? n->endpoint : "";
+        const char *held = n->weights ? n->weights : "";
         if (n->node_id < 0 || n->n_hosted < 0 ||
             (n->n_hosted > 0 && (!n->hosted_layer || !n->hosted_expert)) ||
-            wire_text_len(endpoint) < 0)
+            wire_text_len(endpoint) < 0 || wire_text_len(held) < 0)
             return err_set(err, EINVAL, "STATUS_DATA: node %d (id %d, %d hosted, endpoint "
                            "of %zu bytes)", i, n->node_id, n->n_hosted, strlen(endpoint));
         for (int j = 0; j < n->n_hosted; j++)
@@ -370,6 +375,7 @@ static int s_pack_nodes(const wire_reply_t *rep, Moe__Client__NodeStatus *s,
         s[i].rtt_last_ms = n->rtt_last_ms;
         s[i].rtt_mean_ms = n->rtt_mean_ms;
         s[i].last_error = (char *)wire_clip(n->last_error, clipped[i]);
+        s[i].weights = (char *)held;
         ptrs[i] = &s[i];
     }
     return 0;
@@ -431,11 +437,12 @@ int wire_reply_send(void *socket, const wire_peer_t *to, const wire_reply_t *rep
     case WIRE_REP_STATUS: {
         const char *model = rep->model ? rep->model : "";
         const char *arch = rep->model_arch ? rep->model_arch : "";
+        const char *held = rep->weights ? rep->weights : "";
         int64_t cells = (int64_t)rep->n_layers * rep->n_experts;
         if (rep->n_nodes < 0 || rep->n_nodes > S_MAX_STATUS_NODES ||
             (rep->n_nodes > 0 && !rep->nodes) || rep->n_layers < 0 || rep->n_experts < 0 ||
             cells > INT32_MAX || (cells > 0 && !rep->expert_tokens) || wire_text_len(model) < 0 ||
-            wire_text_len(arch) < 0) {
+            wire_text_len(arch) < 0 || wire_text_len(held) < 0) {
             err_set(err, EINVAL, "STATUS_DATA: %d nodes, %d layers x %d experts",
                     rep->n_nodes, rep->n_layers, rep->n_experts);
             goto cleanup;
@@ -457,6 +464,7 @@ int wire_reply_send(void *socket, const wire_peer_t *to, const wire_reply_t *rep
         }
         r.model = (char *)model;
         r.model_arch = (char *)arch;
+        r.weights = (char *)held;
         r.n_layers = (uint32_t)rep->n_layers;
         r.n_experts = (uint32_t)rep->n_experts;
         r.n_expert_tokens = (size_t)cells;

@@ -87,6 +87,7 @@ typedef struct wire_node_status {
     double rtt_last_ms;
     double rtt_mean_ms;
     const char *last_error;
+    const char *weights;          /* what it holds its weights as; NULL or "" */
 } wire_node_status_t;
 
 /* Where the coordinator's time went (STATUS), summed since it started.
@@ -122,6 +123,7 @@ typedef struct wire_reply {
     const float *logits;
     const char *model;            /* STATUS: the model folder */
     const char *model_arch;       /* STATUS: its architecture ("mixtral") */
+    const char *weights;          /* STATUS: what the weights are held as, their size */
     int n_nodes;
     const wire_node_status_t *nodes;
     int n_layers;

@@ -170,11 +170,12 @@ static int s_data_hello_reply(const wire_limits_t *lim, const Moe__Data__Header 
     if (h->node_id > INT32_MAX)
         return wire_bad(code, WIRE_DATA_ERR_MALFORMED, err, "HELLO_REPLY: node id %u",
                       h->node_id);
-    if (wire_text_len(h->model_id) < 0)
-        return wire_bad(code, WIRE_DATA_ERR_TOO_LARGE, err, "HELLO_REPLY: the model id is "
-                      "longer than %d bytes", WIRE_MAX_TEXT - 1);
+    if (wire_text_len(h->model_id) < 0 || wire_text_len(h->weights) < 0)
+        return wire_bad(code, WIRE_DATA_ERR_TOO_LARGE, err, "HELLO_REPLY: the model id or "
+                      "the weights' description is longer than %d bytes", WIRE_MAX_TEXT - 1);
     msg->node_id = (int)h->node_id;
     msg->model_id = h->model_id;
+    msg->weights = h->weights;
     msg->n_hosted = (int)n;
     /* uint32 and int32 may alias; every value is below INT32_MAX. */
     msg->hosted_layer = (const int32_t *)h->hosted_layer;
@@ -329,15 +330,16 @@ int wire_data_send_sized(void *socket, wire_outbox_t *outbox, const wire_peer_t 
         break;
     case WIRE_HELLO_REPLY: {
         const char *model_id = msg->model_id ? msg->model_id : "";
+        const char *held = msg->weights ? msg->weights : "";
         if (msg->node_id < 0 || msg->n_hosted < 0 ||
             (msg->n_hosted > 0 && (!msg->hosted_layer || !msg->hosted_expert))) {
             err_set(err, EINVAL, "HELLO_REPLY: node %d with %d hosted experts", msg->node_id,
                     msg->n_hosted);
             goto cleanup;
         }
-        if (wire_text_len(model_id) < 0) {
-            err_set(err, EINVAL, "HELLO_REPLY: the model id is longer than %d bytes",
-                    WIRE_MAX_TEXT - 1);
+        if (wire_text_len(model_id) < 0 || wire_text_len(held) < 0) {
+            err_set(err, EINVAL, "HELLO_REPLY: the model id or the weights' description "
+                    "is longer than %d bytes", WIRE_MAX_TEXT - 1);
             goto cleanup;
         }
         for (int i = 0; i < msg->n_hosted; i++)
@@ -347,6 +349,7 @@ int wire_data_send_sized(void *socket, wire_outbox_t *outbox, const wire_peer_t 
             }
         h.node_id = (uint32_t)msg->node_id;
         h.model_id = (char *)model_id;
+        h.weights = (char *)held;
         h.n_hosted_layer = h.n_hosted_expert = (size_t)msg->n_hosted;
         h.hosted_layer = (uint32_t *)msg->hosted_layer;
         h.hosted_expert = (uint32_t *)msg->hosted_expert;

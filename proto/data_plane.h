@@ -59,6 +59,8 @@ typedef struct wire_data {
     const moe_assign_t *assign;   /* (n_assign), rows index into `rows` */
     int node_id;                  /* HELLO_REPLY */
     const char *model_id;         /* HELLO_REPLY; NULL or "" when absent */
+    const char *weights;          /* HELLO_REPLY: what the node's weights are held as;
+                                     NULL or "" when absent */
     int n_hosted;                 /* HELLO_REPLY */
     const int32_t *hosted_layer;  /* (n_hosted) */
     const int32_t *hosted_expert; /* (n_hosted) */

@@ -15,6 +15,11 @@ const char *fixture_root(void)
     return testutil_env("MOE_FIXTURES", "../shared/fixtures");
 }
 
+const char *fixture_root_precision(void)
+{
+    return testutil_env("MOE_FIXTURES_PRECISION", "../shared/fixtures-precision");
+}
+
 static int32_t *s_int_array(json_t *arr, int *n)
 {
     if (!json_is_array(arr))

@@ -1,5 +1,6 @@
-/* fixture: one reference fixture of ../shared/fixtures (see its README): a
- * model folder plus reference.json and the expected logits, read for tests. */
+/* fixture: one reference fixture of ../shared/fixtures or
+ * ../shared/fixtures-precision (see their READMEs): a model folder plus
+ * reference.json and the expected logits, read for tests. */
 #ifndef MOE_TESTS_FIXTURE_H
 #define MOE_TESTS_FIXTURE_H
 
@@ -45,5 +46,10 @@ void fixture_free_list(char **paths, int n);
 
 /* $MOE_FIXTURES, or ../shared/fixtures. */
 const char *fixture_root(void);
+
+/* $MOE_FIXTURES_PRECISION, or ../shared/fixtures-precision: the same kind of
+ * fixtures with weights stored as real checkpoints store them (BF16, FP8
+ * E4M3 with block scales, MXFP4 experts; its README). */
+const char *fixture_root_precision(void);
 
 #endif /* MOE_TESTS_FIXTURE_H */

@@ -1,8 +1,13 @@
 /* test_fixtures: moe-run's engine against the Hugging Face reference outputs
- * of every fixture of a family the engine runs (config_arch_supported): logits
+ * of every fixture of a family the engine runs (config_arch_supported), in
+ * ../shared/fixtures and in ../shared/fixtures-precision (weights stored in
+ * BF16, FP8 E4M3 with block scales or MXFP4, as real checkpoints ship; every
+ * folder there, whatever its name, shape or block size): logits
  * of every prompt position within 1e-4 x max|reference logit|, routed experts
  * identical per token and MoE layer (weights within 1e-5), greedy
- * continuation identical. Fixtures of families not supported yet are listed
+ * continuation identical; half the experts loaded (as an expert node of two
+ * holds them) take about their stored bytes, not their float32 size.
+ * Fixtures of families not supported yet are listed
  * as skipped, and must still be refused at load with "not supported yet". */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -17,10 +22,11 @@
 #include "engine/forward.h"
 #include "engine/weights.h"
 #include "model/config.h"
+#include "model/safetensors.h"
 #include "tests/fixture.h"
 #include "tests/testutil.h"
 
-enum { MAX_FIXTURES = 32 };
+enum { MAX_FIXTURES = 64 };
 
 static const double LOGIT_TOLERANCE = 1e-4;   /* x max|reference logit| */
 static const double ROUTING_WEIGHT_TOLERANCE = 1e-5;
@@ -94,6 +100,71 @@ static void s_check_greedy(const fixture_t *fx, int p, forward_t *fw, kvcache_t 
     }
 }
 
+/* Expert e of every layer on node 1 of 2 (the default placement). */
+static bool s_even_experts(void *ctx, int layer, int expert)
+{
+    (void)ctx;
+    (void)layer;
+    return expert % 2 == 0;
+}
+
+/* The routed expert a tensor name belongs to: 0 for a checkpoint with one
+ * tensor per expert ("....experts.<e>...", *e set), -2 for one that stacks
+ * them ("....experts.<name>"), -1 for none (shared experts included). */
+static int s_expert_of(const char *name, int *e)
+{
+    const char *p = strstr(name, ".experts.");
+    if (!p)
+        return -1;
+    p += strlen(".experts.");
+    if (*p < '0' || *p > '9')
+        return -2;
+    *e = atoi(p);
+    return 0;
+}
+
+/* A process hosting half the experts (as an expert node of two does) holds
+ * about the stored bytes of what it hosts (weights_bytes), not their float32
+ * size: matrices are kept as stored, only vectors (gpt-oss's expert biases)
+ * are widened. */
+static void s_check_hosted_bytes(const char *dir)
+{
+    err_t err = {0};
+    weights_select_t sel = {.dense = false, .hosts = s_even_experts};
+    weights_t *w = weights_load(dir, &sel, &err);
+    if (!w)
+        fail_msg("loading half the experts of %s: %s", dir, err.msg);
+    const int n_experts = w->cfg.n_experts;
+    const int hosted = (n_experts + 1) / 2;
+    double stored = 0, as_f32 = 0, widened = 0;
+    for (size_t i = 0; i < safetensors_count(w->st); i++) {
+        const char *name = safetensors_name(w->st, i);
+        int e = 0, kind = s_expert_of(name, &e);
+        if (kind == -1 || (kind == 0 && !s_even_experts(NULL, 0, e)))
+            continue;
+        const st_tensor_t *t = safetensors_find(w->st, name, &err);
+        assert_non_null(t);
+        double share = kind == -2 ? (double)hosted / n_experts : 1;
+        double values = (double)t->nbytes / st_dtype_size(t->dtype);
+        bool vector = t->ndim == (kind == -2 ? 2 : 1);
+        bool scales = strstr(name, "_scale") != NULL;
+        stored += share * t->nbytes;
+        if (vector) /* biases: widened to float32 at load */
+            widened += share * (4.0 * values - t->nbytes);
+        if (!scales) /* what float32 would hold: 2 values a byte for MXFP4 */
+            as_f32 += share * 4.0 * values * (t->dtype == ST_U8 ? 2 : 1);
+    }
+    double held = (double)weights_bytes(w);
+    char what[64];
+    weights_describe(w, what, sizeof what);
+    printf("  %s: half the experts held in %s: %.0f bytes; stored %.0f (+%.0f widened "
+           "vectors), float32 %.0f\n", dir, what, held, stored, widened, as_f32);
+    assert_true(held >= 0.95 * (stored + widened) && held <= 1.05 * (stored + widened));
+    if (stored < 0.75 * as_f32)
+        assert_true(held < 0.8 * as_f32);
+    weights_destroy(&w);
+}
+
 static void test_fixture(void **state)
 {
     const char *dir = *state;
@@ -140,6 +211,7 @@ static void test_fixture(void **state)
         forward_destroy(&fw);
     }
     weights_destroy(&w);
+    s_check_hosted_bytes(dir);
     fixture_destroy(&fx);
 }
 
@@ -173,16 +245,46 @@ static int s_supported(const char *dir)
     return config_arch_supported(cfg.arch) ? 1 : 0;
 }
 
+/* The fixtures of both roots in one list (paths malloc'd; n_plain of them
+ * from fixture_root()). -1 when the plain root has none. */
+static int s_list_all(char ***paths_out, int *n_plain)
+{
+    char **plain = NULL, **precision = NULL;
+    int n = fixture_list(fixture_root(), "", &plain);
+    if (n <= 0) {
+        fprintf(stderr, "test_fixtures: no fixture under %s\n", fixture_root());
+        return -1;
+    }
+    int m = fixture_list(fixture_root_precision(), "", &precision);
+    if (m < 0) {
+        fprintf(stderr, "test_fixtures: no precision fixtures under %s\n",
+                fixture_root_precision());
+        m = 0;
+    }
+    char **all = malloc((size_t)(n + m + 1) * sizeof *all);
+    if (!all)
+        return -1;
+    memcpy(all, plain, (size_t)n * sizeof *all);
+    if (m > 0)
+        memcpy(all + n, precision, (size_t)m * sizeof *all);
+    free(plain);
+    free(precision);
+    *paths_out = all;
+    *n_plain = n;
+    return n + m;
+}
+
 int main(void)
 {
     char **paths = NULL;
-    int n = fixture_list(fixture_root(), "", &paths);
-    if (n <= 0) {
-        fprintf(stderr, "test_fixtures: no fixture under %s\n", fixture_root());
+    int n_plain = 0;
+    int n = s_list_all(&paths, &n_plain);
+    if (n <= 0)
+        return 1;
+    if (n > MAX_FIXTURES) {
+        fprintf(stderr, "test_fixtures: %d fixtures, more than %d\n", n, MAX_FIXTURES);
         return 1;
     }
-    if (n > MAX_FIXTURES)
-        n = MAX_FIXTURES;
     struct CMUnitTest tests[MAX_FIXTURES];
     char names[MAX_FIXTURES][160];
     int n_run = 0, n_tests = 0;
@@ -195,8 +297,9 @@ int main(void)
             fprintf(stderr, "test_fixtures: %s has no readable config\n", paths[i]);
             return 1;
         }
-        snprintf(names[n_tests], sizeof names[n_tests], "%s%s",
-                 slash ? slash + 1 : paths[i], sup ? "" : " (refused: not supported yet)");
+        snprintf(names[n_tests], sizeof names[n_tests], "%s%s%s",
+                 i >= n_plain ? "precision/" : "", slash ? slash + 1 : paths[i],
+                 sup ? "" : " (refused: not supported yet)");
         tests[n_tests++] = (struct CMUnitTest){
             .name = names[n_tests - 1],
             .test_func = sup ? test_fixture : test_refused,

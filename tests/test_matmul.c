@@ -112,7 +112,27 @@ static void s_weight_free(wbuf_t *w)
     free(w->e8m0);
 }
 
-/* bound[i][j] = (k + 2) u sum_p |x_ip w_jp| + 1e-30. */
+/* Q8_0 and Q4_0 quantize each block of 32 activations to 8 bits (kquant's
+ * kernels/matmul_q.c): x becomes q dx with dx = amax / 127, off by at most
+ * dx / 2 (plus a few roundings of x * id), so the product moves by at most
+ * sum over blocks of (dx / 2 (1 + (k + 8) u) + 4 u amax) sum |w| there. */
+static double s_act_bound(const float *x, const float *w, int64_t k)
+{
+    double e = 0;
+    for (int64_t b = 0; b + 32 <= k; b += 32) {
+        double amax = 0, sw = 0;
+        for (int p = 0; p < 32; p++) {
+            amax = fmax(amax, fabs((double)x[b + p]));
+            sw += fabs((double)w[b + p]);
+        }
+        double dx = amax / 127;
+        e += (dx / 2 * (1 + (double)(k + 8) * 0x1p-24) + 4 * 0x1p-24 * amax) * sw;
+    }
+    return e;
+}
+
+/* bound[i][j] = (k + 2) u sum_p |x_ip w_jp| + 1e-30 (+ s_act_bound for
+ * Q8_0 and Q4_0). */
 static void s_bound(double *bound, const float *x, int ldx, const tensor_t *w, int m)
 {
     float *row = s_alloc((size_t)(w->cols ? w->cols : 1) * sizeof(float));
@@ -123,6 +143,8 @@ static void s_bound(double *bound, const float *x, int ldx, const tensor_t *w, i
             for (int64_t p = 0; p < w->cols; p++)
                 s += fabs((double)x[(size_t)i * ldx + p] * row[p]);
             bound[(size_t)i * w->rows + j] = (double)(w->cols + 2) * 0x1p-24 * s + 1e-30;
+            if (w->dtype == DTYPE_Q8_0 || w->dtype == DTYPE_Q4_0)
+                bound[(size_t)i * w->rows + j] += s_act_bound(x + (size_t)i * ldx, row, w->cols);
         }
     }
     free(row);

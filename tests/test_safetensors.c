@@ -448,6 +448,9 @@ static void test_f8_raw_views(void **state)
     assert_int_equal(p[0], 0x36);
     assert_non_null(safetensors_raw(st, "w.weight", 0, 2, slice, ST_F8_E4M3,
                                     NULL, NULL, &err));
+    assert_int_equal(safetensors_count(st), 2);
+    assert_string_equal(safetensors_name(st, 0), "w.weight");
+    assert_string_equal(safetensors_name(st, 1), "w.weight_scale_inv");
 
     /* wrong dtype, shape, rank or slice: EINVAL naming tensor and file */
     errno = 0;

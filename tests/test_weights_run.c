@@ -25,7 +25,10 @@
 
 enum { PROMPT_LEN = 24 };
 
-static const double KL_Q8_0 = 0.01, KL_Q4_0 = 0.3; /* measured: <= 0.002 and <= 0.1 */
+/* Measured: q8_0 <= 0.002 but gpt_oss 0.026 (its experts are drawn to reach
+ * the SwiGLU clamp, and the int8 kernels quantize the activations too), q4_0
+ * <= 0.07. */
+static const double KL_Q8_0 = 0.05, KL_Q4_0 = 0.3;
 
 static char s_bin[1024];
 static char *s_tmp;
@@ -129,6 +132,7 @@ static void test_quantized_runs_are_close(void **state)
         assert_true(kl8 < KL_Q8_0);
         assert_true(kl4 < KL_Q4_0);
         assert_true(kl8 > 0); /* it did quantize */
+        assert_true(kl8 < kl4);
         assert_non_null(strstr(e0, "moe-run: weights: "));
         assert_null(strstr(e0, "q8_0"));
         /* "weights: q8_0+bf16 (q8_0 experts)", "... (q8_0+f8_e4m3 experts)" */

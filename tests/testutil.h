@@ -77,7 +77,7 @@ void testutil_make_model(const char *dir, const char *name, const char *preset, 
 
 /* In a cmocka case: the program fails as a program of this project must:
  * exit status code, no endpoint (tcp://) on stdout, and on stderr, besides
- * the OpenBLAS report, one line "NAME: ..." (NAME: prog's file name) that
+ * the start-up reports (OpenBLAS's kernels, "NAME: weights: ..."), one line "NAME: ..." (NAME: prog's file name) that
  * holds needle. Fails the case otherwise. */
 void testutil_expect_error(const char *prefix, const char *prog, const char *args, int code,
                            const char *needle);

@@ -207,7 +207,8 @@ int main(int argc, char **argv)
     if (idlist_option("moe-run", "--prompt-ids", opt.prompt_ids, &prompt, &n_prompt) < 0)
         return 2;
     const weights_select_t all = {.dense = true, .hosts = weights_hosts_all,
-                                  .format = opt.format, .log = stderr};
+                                  .format = opt.format, .log = stderr,
+                                  .name = "moe-run"};
     weights_t *w = weights_load(opt.model, &all, &err);
     if (w) {
         char held[96];
