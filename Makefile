@@ -10,6 +10,7 @@
 #   make clean-models      remove the models that make test, make run and make bench
 #                          made in build/models/ (several GB; kept between runs)
 #   make bench             the benchmarks of bench/ (not tests: figures, not verdicts)
+#   make bench-formats     issue 12's weight formats against llama.cpp (make bench-peers first)
 
 CC      ?= gcc
 SHARED  ?= ../shared
@@ -175,9 +176,11 @@ TESTS_NET     += test_badformat test_precision
 TESTS_TOKENIZER := test_tokenizer test_trainer
 TESTS_NET     += test_http  # the HTTP API (coordinator/http) against a local cluster
 TESTS_CHAT    := test_chat_template
+# The accuracy comparer of bench-logit-diff (bench/logitdiff.c).
+TESTS_BENCH := test_logitdiff
 TESTS := $(TESTS_CORE) $(TESTS_KERNELS) $(TESTS_MODEL) $(TESTS_MODEL_K) \
          $(TESTS_ENGINE) $(TESTS_NET) \
-         $(TESTS_TOKENIZER) $(TESTS_CHAT)
+         $(TESTS_TOKENIZER) $(TESTS_CHAT) $(TESTS_BENCH)
 TEST_BINS := $(addprefix $(BUILD)/tests/,$(TESTS))
 TEST_LIBS := $(shell pkg-config --libs cmocka)
 
@@ -201,6 +204,8 @@ $(addprefix $(BUILD)/tests/,$(TESTS_TOKENIZER)): LDLIBS += $(TOKENIZER_LIBS)
 $(addprefix $(BUILD)/tests/,$(TESTS_CHAT)): $(BUILD)/tests/%: $(OBJ)/tests/%.o \
     $(OBJ)/tests/testutil.o $(LIB_CHAT) $(LIB_CORE)
 $(addprefix $(BUILD)/tests/,$(TESTS_CHAT)): LDLIBS += $(TOKENIZER_LIBS)
+$(addprefix $(BUILD)/tests/,$(TESTS_BENCH)): $(BUILD)/tests/%: $(OBJ)/tests/%.o \
+    $(OBJ)/tests/testutil.o $(OBJ)/bench/logitdiff.o $(LIB_CORE)
 $(TEST_BINS):
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(TEST_LIBS) $(LDLIBS)
@@ -241,6 +246,10 @@ run: $(PROGRAMS)
 	tools/run-default.sh $(BIN) $(DEFAULT_MODEL)
 
 BENCH_BINS := $(BIN)/bench-core $(BIN)/bench-cluster $(BIN)/bench-serving $(BIN)/bench-gemm
+BENCH_BINS += $(BIN)/bench-logit-diff
+$(BIN)/bench-logit-diff: $(OBJ)/bench/bench_logit_diff.o $(OBJ)/bench/logitdiff.o $(LIB_CORE)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 $(BIN)/bench-gemm: $(OBJ)/bench/bench_gemm.o $(OBJ)/bench/machine.o $(OBJ)/bench/workload.o \
     $(LIBS_ALL)
 	@mkdir -p $(dir $@)
@@ -262,6 +271,14 @@ bench: $(BENCH_BINS) $(PROGRAMS)
 # Every family's medium preset, single process and a 2-node cluster.
 bench-families: $(BENCH_BINS) $(PROGRAMS)
 	bench/families.sh $(BIN)
+
+# Issue 12: each weight format (float32, bfloat16, q8_0, q4_0) against llama.cpp
+# on the same weights, speed and accuracy in one table (docs/PERFORMANCE.md).
+# bench-peers installs llama.cpp's peer and converts the GGUFs once (network).
+bench-formats: $(BENCH_BINS) $(PROGRAMS)
+	bench/formats.sh $(BIN)
+bench-peers: $(PROGRAMS)
+	bench/peers.sh $(BIN)
 
 # ---- fuzzing (docs/FUZZING.md) ---------------------------------------------------------
 # libFuzzer harnesses of fuzz/, built with clang against the sources of the
@@ -371,6 +388,6 @@ clean-models:
 	@du -sh $(MODELS) 2>/dev/null | sed 's/^/clean-models: removing /' || true
 	rm -rf $(MODELS)
 
-.PHONY: all test check run bench bench-families clean clean-models fuzz fuzz-smoke fuzz-build fuzz-corpus
+.PHONY: all test check run bench bench-families bench-formats bench-peers clean clean-models fuzz fuzz-smoke fuzz-build fuzz-corpus
 .SECONDARY: $(PROTO_GEN_C) $(PROTO_GEN_H)  # generated sources are kept, not intermediates
 -include $(shell find $(BUILD)/obj $(FUZZ_OBJ) -name '*.d' 2>/dev/null)

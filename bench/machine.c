@@ -44,20 +44,32 @@ typedef struct reader {
     float sink;        /* the sum, kept so the reads cannot be optimised away */
 } reader_t;
 
+/* Sums 32-byte vectors into four accumulators: with AVX2 four ymm registers,
+ * otherwise eight xmm, so that no accumulator spills to the stack (a 64-byte
+ * vector type without AVX-512 did, and read at about 2/3 of the speed of
+ * plain loads on a 2-vCPU AMD EPYC). The clone runs the widest loads the CPU
+ * has, as the decode kernels do. */
+typedef float vec8_t __attribute__((vector_size(32)));
+
+__attribute__((target_clones("avx2", "default")))
 static void *s_read(void *arg)
 {
     reader_t *r = arg;
-    vec16_t acc0 = {0}, acc1 = {0}, acc2 = {0}, acc3 = {0};
+    const vec8_t *v = (const vec8_t *)r->data;
+    const size_t n = r->n_vec * (sizeof(vec16_t) / sizeof(vec8_t));
+    vec8_t acc0 = {0}, acc1 = {0}, acc2 = {0}, acc3 = {0};
     size_t i = 0;
-    for (; i + 4 <= r->n_vec; i += 4) {
-        acc0 += r->data[i];
-        acc1 += r->data[i + 1];
-        acc2 += r->data[i + 2];
-        acc3 += r->data[i + 3];
+    for (; i + 4 <= n; i += 4) {
+        acc0 += v[i];
+        acc1 += v[i + 1];
+        acc2 += v[i + 2];
+        acc3 += v[i + 3];
     }
+    for (; i < n; i++)
+        acc0 += v[i];
     acc0 += acc1 + acc2 + acc3;
     float s = 0;
-    for (int j = 0; j < 16; j++)
+    for (int j = 0; j < 8; j++)
         s += acc0[j];
     r->sink = s;
     return NULL;

@@ -34,3 +34,9 @@ endpoint=$(MOE_BIN="$bin" "$root/cluster/local.sh" up --model "$model" --nodes 2
     --run-dir "$run_dir" --threads 2 --node-threads 2 --max-seqs 64 --queue-limit 256 |
     tail -n 1)
 "$bin/bench-serving" --endpoint "$endpoint" --concurrency 1,4,16,64 --prompt-len 16 --tokens 64
+
+echo "== weight formats against llama.cpp on the same weights (issue 12; bench/formats.sh)"
+# Its llama.cpp columns need `make bench-peers` once (network); without it they
+# say what is missing and the rest still runs.
+MOE_BIN="$bin" "$root/cluster/local.sh" down --run-dir "$run_dir"
+"$root/bench/formats.sh" "$bin"
