@@ -159,6 +159,7 @@ TESTS_CORE    += test_quant
 TESTS_KERNELS := test_gemm test_rmsnorm test_rope test_softmax test_ffn test_attention \
                  test_mla test_pool
 TESTS_KERNELS += test_matmul
+TESTS_KERNELS += test_matmul_avx512
 TESTS_KERNELS += test_matmul_q
 TESTS_MODEL   := test_config test_safetensors test_mxfp4
 # Model tests that also run kernels (the gpt-oss expert re-layout end to end).

@@ -43,6 +43,14 @@
 
 #include <assert.h>
 #include <immintrin.h>
+#ifdef MT_EMULATE_AVX512
+/* tests/test_matmul_avx512.c: the AVX-512 kernels on scalar stand-ins of
+ * their intrinsics, so that every machine checks their logic. */
+#include "tests/avx512emu.h"
+#define MT_TARGET512 "avx2,fma,f16c"
+#else
+#define MT_TARGET512 "avx512f,avx2,fma,f16c"
+#endif
 #include <stdint.h>
 #include <string.h>
 
@@ -388,7 +396,7 @@ MT_AVX2 void mt_decode256(const tensor_t *w, int64_t r, int64_t c0, int64_t n, f
 
 /* ---- AVX-512F (+ F16C's 512-bit form, part of AVX-512F) ------------------------- */
 
-#define MT_AVX512 __attribute__((target("avx512f,avx2,fma,f16c"), always_inline)) static inline
+#define MT_AVX512 __attribute__((target(MT_TARGET512), always_inline)) static inline
 
 MT_AVX512 __m512 mt_dec512(const uint8_t *b, int fmt)
 {
