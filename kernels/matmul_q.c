@@ -64,6 +64,7 @@ enum {
     TILE_C = 2,         /* rows of W per tile */
     LANES = 8,          /* float lanes per output */
     UNIT_ROWS = 8,      /* W rows per unit of the thread split (whole tiles) */
+    PF_DIST = 2048,  /* bytes ahead of each W row that a tile prefetches */
 };
 
 /* The activations of a call: row i's qs at qs + i * ld, its scales at
@@ -208,24 +209,27 @@ enum { MODE_AVX2_Q8, MODE_AVX2_Q4, MODE_VNNI_Q8, MODE_VNNI_Q4 };
 #define S_VNNI_TARGET "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c"
 #define S_SIMD __attribute__((target(S_VNNI_TARGET), always_inline)) static inline
 
-/* Block b of a Q8_0 row: 32 signed bytes, and its scale. */
-S_AVX2 __m256i s_wload_q8(const uint8_t *row, int64_t b, float *dw)
+/* Block b of a Q8_0 row: 32 signed bytes, and its scale broadcast (the
+ * table's load broadcast straight into a register: no vector op). */
+S_AVX2 __m256i s_wload_q8(const uint8_t *row, int64_t b, __m256 *dw)
 {
     const uint8_t *blk = row + b * QUANT_Q8_0_BYTES;
-    *dw = s_f16_table[s_le16(blk)];
+    *dw = _mm256_broadcast_ss(&s_f16_table[s_le16(blk)]);
     return _mm256_loadu_si256((const __m256i *)(blk + 2));
 }
 
-/* Block b of a Q4_0 row: its 32 nibbles as bytes 0..15 in value order (low
- * nibbles first), and its scale. */
-S_AVX2 __m256i s_wload_q4(const uint8_t *row, int64_t b, float *dw)
+/* Block b of a Q4_0 row: its 32 nibbles as bytes in value order (low
+ * nibbles first), and its scale broadcast. Two vector ops: the 16 bytes
+ * broadcast to both halves by the load, the upper half's 32-bit lanes
+ * shifted right by 4 (each byte's low nibble is then its high nibble; the
+ * next byte's bits above are masked off), one and. */
+S_AVX2 __m256i s_wload_q4(const uint8_t *row, int64_t b, __m256 *dw)
 {
     const uint8_t *blk = row + b * QUANT_Q4_0_BYTES;
-    *dw = s_f16_table[s_le16(blk)];
-    /* both halves from one broadcast load: low nibbles below, high above */
+    *dw = _mm256_broadcast_ss(&s_f16_table[s_le16(blk)]);
     __m256i q = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(blk + 2)));
-    __m256i both = _mm256_blend_epi32(q, _mm256_srli_epi16(q, 4), 0xf0);
-    return _mm256_and_si256(both, _mm256_set1_epi8(0x0f));
+    q = _mm256_srlv_epi32(q, _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4));
+    return _mm256_and_si256(q, _mm256_set1_epi8(0x0f));
 }
 
 S_AVX2 float s_hsum256(__m256 v)
@@ -257,48 +261,48 @@ S_SIMD __m256i s_pair_vnni(const int mode, __m256i wa, __m256i wb, __m256i xv,
 }
 
 /* An R x C tile over all blocks; mode, R, C constants after inlining. Each
- * W block is loaded once for the R rows of x. */
+ * W block is loaded and unpacked once, then dotted with the R rows of x
+ * (their bytes, group sums and scales read from L1 as memory operands, so
+ * that registers hold only the R x C accumulators and one W block). */
 #define S_DEFINE_TILE(TILE_NAME, TILE_ATTR, TILE_PAIR) \
 TILE_ATTR void TILE_NAME(float *y, int ldy, const act_t *a, int i0, \
                    const uint8_t *const *wrow, const int mode, const int R, const int C) \
 { \
     __m256 acc[4][4]; \
-    __m256i wa[4], wb[4]; \
-    float dw[4]; \
     const bool q4 = mode == MODE_AVX2_Q4 || mode == MODE_VNNI_Q4; \
 _Pragma("GCC unroll 4") \
     for (int r = 0; r < R; r++) \
 _Pragma("GCC unroll 4") \
         for (int c = 0; c < C; c++) \
             acc[r][c] = _mm256_setzero_ps(); \
-    const int8_t *qx = a->qs + (size_t)i0 * a->ld; \
-    const float *dx = a->d + (size_t)i0 * (size_t)a->nb; \
-    const int32_t *sx = a->sums ? a->sums + (size_t)i0 * (a->ld / 4) : NULL; \
+    const size_t ld = a->ld, nbr = (size_t)a->nb; \
+    const int8_t *qx = a->qs + (size_t)i0 * ld; \
+    const float *dx = a->d + (size_t)i0 * nbr; \
+    const int32_t *sx = a->sums ? a->sums + (size_t)i0 * (ld / 4) : NULL; \
+    const uint8_t *w0 = wrow[0], *w1 = wrow[C > 1 ? 1 : 0]; \
+    const uint8_t *w2 = wrow[C > 2 ? 2 : 0], *w3 = wrow[C > 3 ? 3 : 0]; \
     for (int64_t b = 0; b < a->nb; b++) { \
 _Pragma("GCC unroll 4") \
         for (int c = 0; c < C; c++) { \
-            __m256i w = q4 ? s_wload_q4(wrow[c], b, &dw[c]) : s_wload_q8(wrow[c], b, &dw[c]); \
-            if (mode == MODE_AVX2_Q8) { \
-                wa[c] = _mm256_sign_epi8(w, w);    /* |w| */ \
-                wb[c] = w; \
-            } else if (mode == MODE_VNNI_Q8) { \
-                wa[c] = _mm256_xor_si256(w, _mm256_set1_epi8((char)0x80));  /* w + 128 */ \
-            } else { \
-                wa[c] = w; \
-            } \
-        } \
+            const uint8_t *wr = c == 0 ? w0 : c == 1 ? w1 : c == 2 ? w2 : w3; \
+            __m256 dwv; \
+            _mm_prefetch((const char *)wr + b * (q4 ? QUANT_Q4_0_BYTES : QUANT_Q8_0_BYTES) + PF_DIST, _MM_HINT_T0); \
+            __m256i w = q4 ? s_wload_q4(wr, b, &dwv) : s_wload_q8(wr, b, &dwv); \
+            __m256i wa, wb = w; \
+            if (mode == MODE_AVX2_Q8) \
+                wa = _mm256_sign_epi8(w, w);    /* |w| */ \
+            else if (mode == MODE_VNNI_Q8) \
+                wa = _mm256_xor_si256(w, _mm256_set1_epi8((char)0x80));  /* w + 128 */ \
+            else \
+                wa = w; \
 _Pragma("GCC unroll 4") \
-        for (int r = 0; r < R; r++) { \
-            __m256i xv = _mm256_loadu_si256( \
-                (const __m256i *)(qx + (size_t)r * a->ld + (size_t)b * QB)); \
-            const int32_t *xs = sx ? sx + (size_t)r * (a->ld / 4) + (size_t)b * 8 : NULL; \
-            __m256 dxv = _mm256_set1_ps(dx[(size_t)r * (size_t)a->nb + (size_t)b]); \
-_Pragma("GCC unroll 4") \
-            for (int c = 0; c < C; c++) { \
-                __m256i p = TILE_PAIR(mode, wa[c], wb[c], xv, xs); \
-                acc[r][c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), \
-                                            _mm256_mul_ps(_mm256_set1_ps(dw[c]), dxv), \
-                                            acc[r][c]); \
+            for (int r = 0; r < R; r++) { \
+                __m256i xv = _mm256_loadu_si256( \
+                    (const __m256i *)(qx + (size_t)r * ld + (size_t)b * QB)); \
+                const int32_t *xs = sx ? sx + (size_t)r * (ld / 4) + (size_t)b * 8 : NULL; \
+                __m256i p = TILE_PAIR(mode, wa, wb, xv, xs); \
+                __m256 s = _mm256_mul_ps(dwv, _mm256_broadcast_ss(&dx[(size_t)r * nbr + (size_t)b])); \
+                acc[r][c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), s, acc[r][c]); \
             } \
         } \
     } \
@@ -418,10 +422,10 @@ s_pack(const tensor_t *w, int64_t j, int nrows, int64_t b0, int nbs, uint8_t *pk
         __m256i v[PK_ROWS];
         for (int r = 0; r < PK_ROWS; r++) {
             if (r < nrows) {
-                float d;
+                __m256 d;
                 v[r] = q4 ? s_wload_q4(s_wrow(w, j + r), b0 + bb, &d)
                           : s_wload_q8(s_wrow(w, j + r), b0 + bb, &d);
-                dw[bb * PK_ROWS + r] = d;
+                dw[bb * PK_ROWS + r] = _mm256_cvtss_f32(d);
             } else {
                 v[r] = _mm256_setzero_si256();
                 dw[bb * PK_ROWS + r] = 0.0f;
