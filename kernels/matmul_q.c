@@ -17,20 +17,30 @@
  * plain model. Steps 2-3 are per output and step 1 per row, so a row's
  * result never depends on m, the other rows or the thread split.
  *
- * Tiles: 1-2 rows of x by 4 rows of W (decode: more W rows per x load),
- * else 4 x 2; each output its own 8-lane accumulator. W rows are split over
- * the compute pool in chunks (as gemm_small), so W streams from memory once
- * per call whatever m, and a tile's W rows stay in L1 while all rows of x
- * pass (x is small: about 1.1 bytes per value).
+ * Tiles: 1-2 rows of x by 4 rows of W, each output its own 8-lane
+ * accumulator (4 x 2 tiles were a third slower per product: their 8 x
+ * loads per W block cost more than the spills they saved). Per W block and
+ * W row: one broadcast load and two ops unpack Q4_0's nibbles, the scale is
+ * broadcast straight from the fp16 table (a load, no vector op), then per x
+ * row maddubs, madd, add (group sums), cvt, mul (dw dx), fma. W rows are
+ * split over the compute pool in chunks (as gemm_small), so W streams from
+ * memory once per call whatever m, and a tile's W rows stay in L1 while all
+ * rows of x pass (x is small: about 1.1 bytes per value, read from L1 as
+ * memory operands). Each tile prefetches its W rows PF_DIST bytes ahead:
+ * four interleaved row streams defeat the hardware prefetcher, and without
+ * it Q4_0 decode ran at a third of the read bandwidth although its
+ * arithmetic alone (W in L2) goes faster than memory.
  *
  * The prefill kernels (m > 16) are described where they are defined.
- * Measured (kquant, issue 12, bench-gemm on the medium expert shapes 2816 x
- * 1024 and 1024 x 2816, the shared 2-vCPU machine at load average 3.5 to 4,
- * so rough): 2 threads, m = 1: Q8_0 18-21 GB/s of its bytes, 0.81-0.96 of
- * the read bandwidth (f32: 17-23 GB/s); Q4_0 5-10 GB/s, 0.22-0.45: its
- * decode is compute-bound (nibble unpacking), about as many values per
- * second as Q8_0. Prefill (m = 128, one thread, GFLOP/s): f32 (OpenBLAS)
- * 68-69, Q8_0 74-87, Q4_0 99-101. Decoding W to float32 for OpenBLAS costs
+ * Measured (q4fast, issue 12, bench-gemm --threads 2 on the medium expert
+ * shapes 2816 x 1024 and 1024 x 2816, 8 experts (13 MB of Q4_0: L3), the
+ * shared 2-vCPU machine at load average 0.5, so still rough, read
+ * bandwidth 26.6 GB/s): m = 1: Q4_0 27.7 GB/s of its bytes (1.04 of the read
+ * bandwidth; 7-10 GB/s before the prefetch), Q8_0 20.5-22.3 (0.77-0.84),
+ * f32 23.6-24.7; m = 2 / 4 / 16: Q4_0 17-18 / 9.7 / 2.1-2.3 GB/s: about
+ * 0.9 ns per (x row, W block) and thread, the int8 dot of one block.
+ * Prefill (m = 128, GFLOP/s): f32 (OpenBLAS) 127-140, Q8_0 163-191, Q4_0
+ * 215-243. Earlier (kquant): decoding W to float32 for OpenBLAS costs
  * more than the whole int8 product (16384 x 4096, m = 128: decoding 202 ms +
  * sgemm 137 ms against 162 ms for the decode-order int8 kernel), so prefill
  * stays in int8, in the packed kernels below.
@@ -457,7 +467,7 @@ S_AVX2 void s_tile_b(float *y, int ldy, const act_t *a, int i0, const uint8_t *p
         for (int r = 0; r < R; r++)
             s16[r] = _mm256_setzero_si256();
         const __m256i *wp = (const __m256i *)(pk + (size_t)bb * PK_ROWS * QB);
-#pragma GCC unroll 8
+#pragma GCC unroll 2
         for (int g = 0; g < 8; g++) {
             __m256i wv = _mm256_loadu_si256(wp + g);
             __m256i wabs = q4 ? wv : _mm256_sign_epi8(wv, wv);
