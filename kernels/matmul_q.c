@@ -17,20 +17,30 @@
  * plain model. Steps 2-3 are per output and step 1 per row, so a row's
  * result never depends on m, the other rows or the thread split.
  *
- * Tiles: 1-2 rows of x by 4 rows of W (decode: more W rows per x load),
- * else 4 x 2; each output its own 8-lane accumulator. W rows are split over
- * the compute pool in chunks (as gemm_small), so W streams from memory once
- * per call whatever m, and a tile's W rows stay in L1 while all rows of x
- * pass (x is small: about 1.1 bytes per value).
+ * Tiles: 1-2 rows of x by 4 rows of W, each output its own 8-lane
+ * accumulator (4 x 2 tiles were a third slower per product: their 8 x
+ * loads per W block cost more than the spills they saved). Per W block and
+ * W row: one broadcast load and two ops unpack Q4_0's nibbles, the scale is
+ * broadcast straight from the fp16 table (a load, no vector op), then per x
+ * row maddubs, madd, add (group sums), cvt, mul (dw dx), fma. W rows are
+ * split over the compute pool in chunks (as gemm_small), so W streams from
+ * memory once per call whatever m, and a tile's W rows stay in L1 while all
+ * rows of x pass (x is small: about 1.1 bytes per value, read from L1 as
+ * memory operands). Each tile prefetches its W rows PF_DIST bytes ahead:
+ * four interleaved row streams defeat the hardware prefetcher, and without
+ * it Q4_0 decode ran at a third of the read bandwidth although its
+ * arithmetic alone (W in L2) goes faster than memory.
  *
  * The prefill kernels (m > 16) are described where they are defined.
- * Measured (kquant, issue 12, bench-gemm on the medium expert shapes 2816 x
- * 1024 and 1024 x 2816, the shared 2-vCPU machine at load average 3.5 to 4,
- * so rough): 2 threads, m = 1: Q8_0 18-21 GB/s of its bytes, 0.81-0.96 of
- * the read bandwidth (f32: 17-23 GB/s); Q4_0 5-10 GB/s, 0.22-0.45: its
- * decode is compute-bound (nibble unpacking), about as many values per
- * second as Q8_0. Prefill (m = 128, one thread, GFLOP/s): f32 (OpenBLAS)
- * 68-69, Q8_0 74-87, Q4_0 99-101. Decoding W to float32 for OpenBLAS costs
+ * Measured (q4fast, issue 12, bench-gemm --threads 2 on the medium expert
+ * shapes 2816 x 1024 and 1024 x 2816, 8 experts (13 MB of Q4_0: L3), the
+ * shared 2-vCPU machine at load average 0.5, so still rough, read
+ * bandwidth 26.6 GB/s): m = 1: Q4_0 27.7 GB/s of its bytes (1.04 of the read
+ * bandwidth; 7-10 GB/s before the prefetch), Q8_0 20.5-22.3 (0.77-0.84),
+ * f32 23.6-24.7; m = 2 / 4 / 16: Q4_0 17-18 / 9.7 / 2.1-2.3 GB/s: about
+ * 0.9 ns per (x row, W block) and thread, the int8 dot of one block.
+ * Prefill (m = 128, GFLOP/s): f32 (OpenBLAS) 127-140, Q8_0 163-191, Q4_0
+ * 215-243. Earlier (kquant): decoding W to float32 for OpenBLAS costs
  * more than the whole int8 product (16384 x 4096, m = 128: decoding 202 ms +
  * sgemm 137 ms against 162 ms for the decode-order int8 kernel), so prefill
  * stays in int8, in the packed kernels below.
@@ -60,10 +70,9 @@
 
 enum {
     QB = QUANT_BLOCK,   /* values per block */
-    TILE_R = 4,         /* rows of x per tile */
-    TILE_C = 2,         /* rows of W per tile */
     LANES = 8,          /* float lanes per output */
     UNIT_ROWS = 8,      /* W rows per unit of the thread split (whole tiles) */
+    PF_DIST = 2048,  /* bytes ahead of each W row that a tile prefetches */
 };
 
 /* The activations of a call: row i's qs at qs + i * ld, its scales at
@@ -131,8 +140,8 @@ static void s_part_port(float *y, int ldy, const act_t *a, const tensor_t *w,
                         int m, int64_t j0, int64_t j1)
 {
     int8_t qw[QB];
-    for (int64_t jb = j0; jb < j1; jb += TILE_R) {
-        int64_t je = jb + TILE_R < j1 ? jb + TILE_R : j1;
+    for (int64_t jb = j0; jb < j1; jb += 4) {
+        int64_t je = jb + 4 < j1 ? jb + 4 : j1;
         for (int i = 0; i < m; i++) {
             for (int64_t j = jb; j < je; j++) {
                 const uint8_t *row = s_wrow(w, j);
@@ -208,24 +217,27 @@ enum { MODE_AVX2_Q8, MODE_AVX2_Q4, MODE_VNNI_Q8, MODE_VNNI_Q4 };
 #define S_VNNI_TARGET "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c"
 #define S_SIMD __attribute__((target(S_VNNI_TARGET), always_inline)) static inline
 
-/* Block b of a Q8_0 row: 32 signed bytes, and its scale. */
-S_AVX2 __m256i s_wload_q8(const uint8_t *row, int64_t b, float *dw)
+/* Block b of a Q8_0 row: 32 signed bytes, and its scale broadcast (the
+ * table's load broadcast straight into a register: no vector op). */
+S_AVX2 __m256i s_wload_q8(const uint8_t *row, int64_t b, __m256 *dw)
 {
     const uint8_t *blk = row + b * QUANT_Q8_0_BYTES;
-    *dw = s_f16_table[s_le16(blk)];
+    *dw = _mm256_broadcast_ss(&s_f16_table[s_le16(blk)]);
     return _mm256_loadu_si256((const __m256i *)(blk + 2));
 }
 
-/* Block b of a Q4_0 row: its 32 nibbles as bytes 0..15 in value order (low
- * nibbles first), and its scale. */
-S_AVX2 __m256i s_wload_q4(const uint8_t *row, int64_t b, float *dw)
+/* Block b of a Q4_0 row: its 32 nibbles as bytes in value order (low
+ * nibbles first), and its scale broadcast. Two vector ops: the 16 bytes
+ * broadcast to both halves by the load, the upper half's 32-bit lanes
+ * shifted right by 4 (each byte's low nibble is then its high nibble; the
+ * next byte's bits above are masked off), one and. */
+S_AVX2 __m256i s_wload_q4(const uint8_t *row, int64_t b, __m256 *dw)
 {
     const uint8_t *blk = row + b * QUANT_Q4_0_BYTES;
-    *dw = s_f16_table[s_le16(blk)];
-    /* both halves from one broadcast load: low nibbles below, high above */
+    *dw = _mm256_broadcast_ss(&s_f16_table[s_le16(blk)]);
     __m256i q = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(blk + 2)));
-    __m256i both = _mm256_blend_epi32(q, _mm256_srli_epi16(q, 4), 0xf0);
-    return _mm256_and_si256(both, _mm256_set1_epi8(0x0f));
+    q = _mm256_srlv_epi32(q, _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4));
+    return _mm256_and_si256(q, _mm256_set1_epi8(0x0f));
 }
 
 S_AVX2 float s_hsum256(__m256 v)
@@ -257,48 +269,48 @@ S_SIMD __m256i s_pair_vnni(const int mode, __m256i wa, __m256i wb, __m256i xv,
 }
 
 /* An R x C tile over all blocks; mode, R, C constants after inlining. Each
- * W block is loaded once for the R rows of x. */
+ * W block is loaded and unpacked once, then dotted with the R rows of x
+ * (their bytes, group sums and scales read from L1 as memory operands, so
+ * that registers hold only the R x C accumulators and one W block). */
 #define S_DEFINE_TILE(TILE_NAME, TILE_ATTR, TILE_PAIR) \
 TILE_ATTR void TILE_NAME(float *y, int ldy, const act_t *a, int i0, \
                    const uint8_t *const *wrow, const int mode, const int R, const int C) \
 { \
-    __m256 acc[4][4]; \
-    __m256i wa[4], wb[4]; \
-    float dw[4]; \
+    __m256 acc[2][4]; \
     const bool q4 = mode == MODE_AVX2_Q4 || mode == MODE_VNNI_Q4; \
 _Pragma("GCC unroll 4") \
     for (int r = 0; r < R; r++) \
 _Pragma("GCC unroll 4") \
         for (int c = 0; c < C; c++) \
             acc[r][c] = _mm256_setzero_ps(); \
-    const int8_t *qx = a->qs + (size_t)i0 * a->ld; \
-    const float *dx = a->d + (size_t)i0 * (size_t)a->nb; \
-    const int32_t *sx = a->sums ? a->sums + (size_t)i0 * (a->ld / 4) : NULL; \
+    const size_t ld = a->ld, nbr = (size_t)a->nb; \
+    const int8_t *qx = a->qs + (size_t)i0 * ld; \
+    const float *dx = a->d + (size_t)i0 * nbr; \
+    const int32_t *sx = a->sums ? a->sums + (size_t)i0 * (ld / 4) : NULL; \
+    const uint8_t *w0 = wrow[0], *w1 = wrow[C > 1 ? 1 : 0]; \
+    const uint8_t *w2 = wrow[C > 2 ? 2 : 0], *w3 = wrow[C > 3 ? 3 : 0]; \
     for (int64_t b = 0; b < a->nb; b++) { \
 _Pragma("GCC unroll 4") \
         for (int c = 0; c < C; c++) { \
-            __m256i w = q4 ? s_wload_q4(wrow[c], b, &dw[c]) : s_wload_q8(wrow[c], b, &dw[c]); \
-            if (mode == MODE_AVX2_Q8) { \
-                wa[c] = _mm256_sign_epi8(w, w);    /* |w| */ \
-                wb[c] = w; \
-            } else if (mode == MODE_VNNI_Q8) { \
-                wa[c] = _mm256_xor_si256(w, _mm256_set1_epi8((char)0x80));  /* w + 128 */ \
-            } else { \
-                wa[c] = w; \
-            } \
-        } \
+            const uint8_t *wr = c == 0 ? w0 : c == 1 ? w1 : c == 2 ? w2 : w3; \
+            __m256 dwv; \
+            _mm_prefetch((const char *)wr + b * (q4 ? QUANT_Q4_0_BYTES : QUANT_Q8_0_BYTES) + PF_DIST, _MM_HINT_T0); \
+            __m256i w = q4 ? s_wload_q4(wr, b, &dwv) : s_wload_q8(wr, b, &dwv); \
+            __m256i wa, wb = w; \
+            if (mode == MODE_AVX2_Q8) \
+                wa = _mm256_sign_epi8(w, w);    /* |w| */ \
+            else if (mode == MODE_VNNI_Q8) \
+                wa = _mm256_xor_si256(w, _mm256_set1_epi8((char)0x80));  /* w + 128 */ \
+            else \
+                wa = w; \
 _Pragma("GCC unroll 4") \
-        for (int r = 0; r < R; r++) { \
-            __m256i xv = _mm256_loadu_si256( \
-                (const __m256i *)(qx + (size_t)r * a->ld + (size_t)b * QB)); \
-            const int32_t *xs = sx ? sx + (size_t)r * (a->ld / 4) + (size_t)b * 8 : NULL; \
-            __m256 dxv = _mm256_set1_ps(dx[(size_t)r * (size_t)a->nb + (size_t)b]); \
-_Pragma("GCC unroll 4") \
-            for (int c = 0; c < C; c++) { \
-                __m256i p = TILE_PAIR(mode, wa[c], wb[c], xv, xs); \
-                acc[r][c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), \
-                                            _mm256_mul_ps(_mm256_set1_ps(dw[c]), dxv), \
-                                            acc[r][c]); \
+            for (int r = 0; r < R; r++) { \
+                __m256i xv = _mm256_loadu_si256( \
+                    (const __m256i *)(qx + (size_t)r * ld + (size_t)b * QB)); \
+                const int32_t *xs = sx ? sx + (size_t)r * (ld / 4) + (size_t)b * 8 : NULL; \
+                __m256i p = TILE_PAIR(mode, wa, wb, xv, xs); \
+                __m256 s = _mm256_mul_ps(dwv, _mm256_broadcast_ss(&dx[(size_t)r * nbr + (size_t)b])); \
+                acc[r][c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), s, acc[r][c]); \
             } \
         } \
     } \
@@ -312,10 +324,10 @@ _Pragma("GCC unroll 4") \
 S_DEFINE_TILE(s_tile_avx2, S_AVX2, s_pair_avx2)
 S_DEFINE_TILE(s_tile_vnni, S_SIMD, s_pair_vnni)
 
-/* Rows [j0, j1) of W in groups of 4; for 1 or 2 rows of x one tile of the
- * whole group (decode: more W rows per x load), for 3 or 4 rows of x tiles
- * of 2 W rows (8 accumulators of 16 registers). */
-#define S_PART(NAME, TARGET, TILE, MODE_)                                              \
+/* Rows [j0, j1) of W in groups of 4, each one tile per 1 or 2 rows of x
+ * (8 accumulators at most; 4 x 2 tiles measured a third slower per
+ * product, 0.92 against 1.3 ns, W in L2). */
+#define S_PART(NAME, TARGET, TILE, MODE_)                                        \
     __attribute__((target(TARGET))) static void NAME(                            \
         float *y, int ldy, const act_t *a, const tensor_t *w, int m,             \
         int64_t j0, int64_t j1)                                                  \
@@ -326,33 +338,18 @@ S_DEFINE_TILE(s_tile_vnni, S_SIMD, s_pair_vnni)
             const uint8_t *wrow[4];                                              \
             for (int c = 0; c < 4; c++)                                          \
                 wrow[c] = s_wrow(w, c < cw ? j + c : j);                         \
-            for (int i = 0; i < m; i += 4) {                                     \
-                int rows = m - i < 4 ? m - i : 4;                                \
-                if (rows <= 2) {                                                 \
-                    float *yt = y + (size_t)i * (size_t)ldy + (size_t)j;         \
-                    const uint8_t *const *wr = wrow;                             \
-                    switch ((rows - 1) * 4 + cw) {                                     \
-                    case 8: TILE(yt, ldy, a, i, wr, MODE, 2, 4); break;                                    \
-                    case 7: TILE(yt, ldy, a, i, wr, MODE, 2, 3); break;                                    \
-                    case 6: TILE(yt, ldy, a, i, wr, MODE, 2, 2); break;                                    \
-                    case 5: TILE(yt, ldy, a, i, wr, MODE, 2, 1); break;                                    \
-                    case 4: TILE(yt, ldy, a, i, wr, MODE, 1, 4); break;                                    \
-                    case 3: TILE(yt, ldy, a, i, wr, MODE, 1, 3); break;                                    \
-                    case 2: TILE(yt, ldy, a, i, wr, MODE, 1, 2); break;                                    \
-                    default: TILE(yt, ldy, a, i, wr, MODE, 1, 1); break;                                   \
-                    }                                                            \
-                    continue;                                                    \
-                }                                                                \
-                for (int c0 = 0; c0 < cw; c0 += 2) {                             \
-                    float *yt = y + (size_t)i * (size_t)ldy + (size_t)(j + c0);  \
-                    const uint8_t *const *wr = wrow + c0;                        \
-                    bool two = c0 + 2 <= cw;                                     \
-                    switch (rows * 2 + (two ? 1 : 0)) {                          \
-                    case 9: TILE(yt, ldy, a, i, wr, MODE, 4, 2); break;                                    \
-                    case 8: TILE(yt, ldy, a, i, wr, MODE, 4, 1); break;                                    \
-                    case 7: TILE(yt, ldy, a, i, wr, MODE, 3, 2); break;                                    \
-                    default: TILE(yt, ldy, a, i, wr, MODE, 3, 1); break;                                   \
-                    }                                                            \
+            for (int i = 0; i < m; i += 2) {                                     \
+                float *yt = y + (size_t)i * (size_t)ldy + (size_t)j;             \
+                const uint8_t *const *wr = wrow;                                 \
+                switch ((m - i < 2 ? 0 : 4) + cw) {                              \
+                case 8: TILE(yt, ldy, a, i, wr, MODE, 2, 4); break;              \
+                case 7: TILE(yt, ldy, a, i, wr, MODE, 2, 3); break;              \
+                case 6: TILE(yt, ldy, a, i, wr, MODE, 2, 2); break;              \
+                case 5: TILE(yt, ldy, a, i, wr, MODE, 2, 1); break;              \
+                case 4: TILE(yt, ldy, a, i, wr, MODE, 1, 4); break;              \
+                case 3: TILE(yt, ldy, a, i, wr, MODE, 1, 3); break;              \
+                case 2: TILE(yt, ldy, a, i, wr, MODE, 1, 2); break;              \
+                default: TILE(yt, ldy, a, i, wr, MODE, 1, 1); break;             \
                 }                                                                \
             }                                                                    \
         }                                                                        \
@@ -418,10 +415,10 @@ s_pack(const tensor_t *w, int64_t j, int nrows, int64_t b0, int nbs, uint8_t *pk
         __m256i v[PK_ROWS];
         for (int r = 0; r < PK_ROWS; r++) {
             if (r < nrows) {
-                float d;
+                __m256 d;
                 v[r] = q4 ? s_wload_q4(s_wrow(w, j + r), b0 + bb, &d)
                           : s_wload_q8(s_wrow(w, j + r), b0 + bb, &d);
-                dw[bb * PK_ROWS + r] = d;
+                dw[bb * PK_ROWS + r] = _mm256_cvtss_f32(d);
             } else {
                 v[r] = _mm256_setzero_si256();
                 dw[bb * PK_ROWS + r] = 0.0f;
@@ -470,7 +467,7 @@ S_AVX2 void s_tile_b(float *y, int ldy, const act_t *a, int i0, const uint8_t *p
         for (int r = 0; r < R; r++)
             s16[r] = _mm256_setzero_si256();
         const __m256i *wp = (const __m256i *)(pk + (size_t)bb * PK_ROWS * QB);
-#pragma GCC unroll 8
+#pragma GCC unroll 2
         for (int g = 0; g < 8; g++) {
             __m256i wv = _mm256_loadu_si256(wp + g);
             __m256i wabs = q4 ? wv : _mm256_sign_epi8(wv, wv);
