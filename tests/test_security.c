@@ -366,7 +366,11 @@ static void test_unknown_client_refused(void **state)
     assert_int_equal(errno, EPROTO);
     assert_non_null(strstr(err.msg, "requires CURVE"));
     assert_null(strstr(err.msg, "key file"));
-    assert_true(took < 3.0);
+    /* Told by the failed handshake, not by the request's 30 s timeout. The
+     * handshake's own retries take about 2 s here, more under the sanitizers
+     * on a busy machine (3.0 was once exceeded in CI): a third of the timeout
+     * still tells the two apart. */
+    assert_true(took < 10.0);
     printf("  plain client: told after %.2f s: %s\n", took, err.msg);
     client_destroy(&c);
 
