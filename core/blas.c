@@ -42,21 +42,30 @@ const char *blas_core_name(void)
     return name ? name : "unknown";
 }
 
+/* The pool size blas_threads() reports; 0 until first set or read. Only the
+ * main thread writes it, before any compute context exists (blas.h). */
+static int s_threads;
+
 void blas_set_threads(int n)
 {
+    if (s_threads == 0)
+        s_threads = openblas_get_num_threads();
     if (n >= 1)
-        openblas_set_num_threads(n);
+        s_threads = n;
+    openblas_set_num_threads(1);
 }
 
 int blas_threads(void)
 {
-    return openblas_get_num_threads();
+    if (s_threads == 0)
+        blas_set_threads(0);
+    return s_threads;
 }
 
 void blas_report(FILE *out, const char *program)
 {
-    fprintf(out, "%s: openblas %s kernels, %d threads\n", program,
-            blas_core_name(), blas_threads());
+    fprintf(out, "%s: openblas %s kernels, %d threads (one pool; OpenBLAS runs on its threads)\n",
+            program, blas_core_name(), blas_threads());
 }
 
 void blas_setup(const char *program, int threads)

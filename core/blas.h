@@ -22,7 +22,20 @@ void blas_ensure_native(char **argv);
 /* Name of the kernel family OpenBLAS uses, e.g. "Cooperlake" (borrowed). */
 const char *blas_core_name(void);
 
-/* Threads OpenBLAS uses for one call; n < 1 keeps the current setting. */
+/* Threads: a process computes on one pool of threads per compute context
+ * (kernels/compute.h), sized by blas_threads(). OpenBLAS itself is kept at
+ * one thread: gemm() and the prefill kernels cut a large product into chunks
+ * that the pool's threads pass to OpenBLAS each on its own. OpenBLAS's own
+ * workers spin for about 0.1 s after every call (OPENBLAS_THREAD_TIMEOUT);
+ * next to our pool they took the cores our workers needed (decode at 0.6 of
+ * its speed on 2 cores, worse as the context grew and attention's sgemv
+ * went multithreaded), so no OpenBLAS worker is ever started.
+ *
+ * blas_set_threads(n): the threads a compute context is made with from now
+ * on (n < 1 keeps the setting); it also sets OpenBLAS to one thread.
+ * blas_threads(): that number; until it is set, the cores OpenBLAS found
+ * (and OpenBLAS is set to one thread at that first call). Call them from the
+ * main thread before computing. */
 void blas_set_threads(int n);
 int blas_threads(void);
 

@@ -5,6 +5,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 static long s_fail_countdown = -1; /* -1: never fail; otherwise calls left */
 
@@ -70,6 +71,25 @@ void *mem_alloc_aligned(size_t size)
         errno = ENOMEM;
         return NULL;
     }
+    return p;
+}
+
+void *mem_alloc_stream(size_t size)
+{
+    const size_t huge = (size_t)2 << 20;
+    if (size < huge)
+        return mem_alloc_aligned(size);
+    if (s_should_fail())
+        return NULL;
+    void *p = NULL;
+    if (posix_memalign(&p, huge, size)) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    /* Advice only: where THP is off or madvise fails, 4 KB pages serve. The
+     * size is not rounded up: a tail short of 2 MB stays in small pages, so
+     * the resident memory stays the size asked for. */
+    (void)madvise(p, size / huge * huge, MADV_HUGEPAGE);
     return p;
 }
 

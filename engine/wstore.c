@@ -51,7 +51,7 @@ void *wstore_alloc(wstore_t *self, size_t bytes)
         self->bufs = bufs;
         self->cap = cap;
     }
-    void *p = mem_alloc_aligned(bytes ? bytes : 1);
+    void *p = mem_alloc_stream(bytes ? bytes : 1);
     if (!p) {
         errno = ENOMEM;
         return NULL;

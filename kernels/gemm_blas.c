@@ -17,13 +17,23 @@
 #include <cblas.h>
 #include <string.h>
 
+#include "kernels/compute.h"
 #include "kernels/gemm_small.h"
+#include "kernels/pool.h"
 
 /* Up to this many rows, one matrix-vector product per row beats sgemm for
  * B in the (k, n) layout: at a few rows OpenBLAS's sgemm spends as long
  * packing B as using it (measured on a (2816 x 1024) weight, 2 threads:
  * 2 rows 32 vs 16 GB/s, 4 rows 22 vs 13 GB/s, 8 rows 13 vs 13 GB/s). */
 enum { GEMV_MAX_ROWS = 4 };
+
+enum {
+    SPLIT_COLS = 64,                 /* chunks of C start at multiples of this */
+    SPLIT_CHUNKS_PER_THREAD = 2,     /* a late thread still finds work */
+};
+/* Below this many multiply-adds an sgemm runs on the calling thread: a
+ * worker's wake-up (a few microseconds) would cost more than it saves. */
+static const double SPLIT_MIN_MACS = 2e6;
 
 /* C = beta * C for the k == 0 product; beta == 0 writes zeros without reading
  * C, as gemm.h promises.
@@ -60,6 +70,46 @@ static void s_gemv(float *y, const float *x, const float *b, int ldb, int n,
                     beta, y, 1);
 }
 
+/* One cblas_sgemm over columns [n0, n1) of C, and the job of a split one. */
+typedef struct sgemm_job {
+    float *c;
+    const float *a, *b;
+    int ldc, lda, ldb, m, n, k, n_chunks;
+    bool b_trans;
+    float alpha, beta;
+} sgemm_job_t;
+
+static void s_sgemm_chunk(void *arg, int t)
+{
+    const sgemm_job_t *j = arg;
+    const int units = (j->n + SPLIT_COLS - 1) / SPLIT_COLS;
+    const int u0 = (int)((long)units * t / j->n_chunks);
+    const int u1 = (int)((long)units * (t + 1) / j->n_chunks);
+    const int n0 = u0 * SPLIT_COLS, n1 = u1 * SPLIT_COLS < j->n ? u1 * SPLIT_COLS : j->n;
+    if (n0 >= n1)
+        return;
+    const float *b = j->b_trans ? j->b + (size_t)n0 * j->ldb : j->b + n0;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, j->b_trans ? CblasTrans : CblasNoTrans, j->m,
+                n1 - n0, j->k, j->alpha, j->a, j->lda, b, j->ldb, j->beta, j->c + n0,
+                j->ldc);
+}
+
+static void s_sgemm(compute_t *cx, float *c, int ldc, const float *a, int lda,
+                    const float *b, int ldb, int m, int n, int k, bool b_trans,
+                    float alpha, float beta)
+{
+    sgemm_job_t job = {.c = c, .a = a, .b = b, .ldc = ldc, .lda = lda, .ldb = ldb, .m = m,
+                       .n = n, .k = k, .n_chunks = 1, .b_trans = b_trans, .alpha = alpha,
+                       .beta = beta};
+    pool_t *pool = compute_pool(cx);
+    const int units = (n + SPLIT_COLS - 1) / SPLIT_COLS;
+    if ((double)m * n * k >= SPLIT_MIN_MACS && pool_threads(pool) > 1 && units > 1) {
+        int want = pool_threads(pool) * SPLIT_CHUNKS_PER_THREAD;
+        job.n_chunks = want < units ? want : units;
+    }
+    pool_run(pool, s_sgemm_chunk, &job, job.n_chunks);
+}
+
 void gemm(compute_t *cx, float *c, int ldc, const float *a, int lda,
           const float *b, int ldb, int m, int n, int k, bool b_trans,
           float alpha, float beta)
@@ -87,9 +137,7 @@ void gemm(compute_t *cx, float *c, int ldc, const float *a, int lda,
                    beta);
         return;
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans,
-                b_trans ? CblasTrans : CblasNoTrans, m, n, k, alpha, a, lda,
-                b, ldb, beta, c, ldc);
+    s_sgemm(cx, c, ldc, a, lda, b, ldb, m, n, k, b_trans, alpha, beta);
 }
 
 void gemm_linear(compute_t *cx, float *y, const float *x, const float *w, int m,

@@ -29,7 +29,12 @@ enum {
     CHUNKS_PER_THREAD = 4,
 };
 
-static const size_t SPLIT_MIN_BYTES = (size_t)1 << 20;
+/* A product reading fewer bytes of W runs on the calling thread. Measured in
+ * bytes of the format, not weights: a Q4_0 attention projection of 1024 x 1024
+ * is 576 KB, and left on one thread (the old 1 MB rule, made for float32) it
+ * kept the other core idle for a tenth of every decoded token. A spinning
+ * worker takes a chunk within about a microsecond, a sleeping one in tens. */
+static const size_t SPLIT_MIN_BYTES = (size_t)128 << 10;
 
 int matmul_chunks(compute_t *cx, size_t bytes, int64_t units)
 {
@@ -235,7 +240,11 @@ static void s_run_parts(compute_t *cx, float *y, int ldy, const float *x, int ld
  * not allocate after a thread's first prefill; when that one allocation
  * fails, the decode path's tiles run instead (slower, never wrong). Rows
  * above 16 are not batch-invariant (matmul.h promises it up to 16). */
-enum { PF_ROWS = 256, PF_COLS = 1024 };
+enum {
+    PF_ROWS = 256,
+    PF_COLS = 1024,
+    PF_ROW_ALIGN = 16,   /* chunks of W rows start at multiples of this (of WBLOCK too) */
+};
 
 static pthread_key_t s_tile_key;
 static pthread_once_t s_tile_once = PTHREAD_ONCE_INIT;
@@ -262,6 +271,39 @@ static float *s_tile(void)
     return tile;
 }
 
+/* Rows [j0, j1) of the prefill path: tiles of up to nb_max rows and kb_max
+ * columns decoded and multiplied, accumulating over the column blocks. */
+typedef struct pf_job {
+    float *y;
+    const float *x;
+    const tensor_t *w;
+    matmul_part_fn *part;
+    matmul_decode_fn *decode;
+    int ldy, ldx, m;
+    int64_t kb_max, rows_per_chunk;
+} pf_job_t;
+
+static void s_prefill_chunk(void *arg, int t)
+{
+    const pf_job_t *job = arg;
+    const tensor_t *w = job->w;
+    const int64_t j0 = (int64_t)t * job->rows_per_chunk;
+    const int64_t nb = w->rows - j0 < job->rows_per_chunk ? w->rows - j0 : job->rows_per_chunk;
+    float *tile = s_tile();
+    if (!tile) {   /* this thread's tile could not be made: the decode tiles */
+        job->part(w, job->y, job->ldy, job->x, job->ldx, job->m, j0, j0 + nb);
+        return;
+    }
+    for (int64_t p0 = 0; p0 < w->cols; p0 += job->kb_max) {
+        const int64_t kb = w->cols - p0 < job->kb_max ? w->cols - p0 : job->kb_max;
+        for (int64_t r = 0; r < nb; r++)
+            job->decode(w, j0 + r, p0, kb, tile + r * kb);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, job->m, (int)nb, (int)kb, 1.0f,
+                    job->x + p0, job->ldx, tile, (int)kb, p0 == 0 ? 0.0f : 1.0f,
+                    job->y + j0, job->ldy);
+    }
+}
+
 void matmul_run(compute_t *cx, float *y, int ldy, const float *x, int ldx,
                 const tensor_t *w, int m, matmul_part_fn *part, matmul_decode_fn *decode,
                 int64_t align)
@@ -272,23 +314,25 @@ void matmul_run(compute_t *cx, float *y, int ldy, const float *x, int ldx,
      * tiles too.) */
     const bool prefill = m > GEMM_SMALL_MAX_ROWS && w->cols > 0 &&
                          align <= (int64_t)PF_ROWS * PF_COLS;
-    float *tile = prefill ? s_tile() : NULL;
-    if (!tile) {
+    if (!prefill) {
         s_run_parts(cx, y, ldy, x, ldx, w, m, part);
         return;
     }
+    /* Chunks of W rows, each decoded and multiplied by one thread on its own
+     * tile (OpenBLAS runs single-threaded: core/blas.h): at most a tile's
+     * rows, and few enough rows that every thread gets about two chunks. */
     const int64_t kb_max = PF_COLS / align * align > 0 ? PF_COLS / align * align : align;
     const int64_t nb_max = (int64_t)PF_ROWS * PF_COLS / kb_max;
-    for (int64_t j0 = 0; j0 < w->rows; j0 += nb_max) {
-        const int64_t nb = w->rows - j0 < nb_max ? w->rows - j0 : nb_max;
-        for (int64_t p0 = 0; p0 < w->cols; p0 += kb_max) {
-            const int64_t kb = w->cols - p0 < kb_max ? w->cols - p0 : kb_max;
-            for (int64_t r = 0; r < nb; r++)
-                decode(w, j0 + r, p0, kb, tile + r * kb);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, (int)nb, (int)kb, 1.0f,
-                        x + p0, ldx, tile, (int)kb, p0 == 0 ? 0.0f : 1.0f, y + j0, ldy);
-        }
-    }
+    const int64_t threads = pool_threads(compute_pool(cx));
+    int64_t rows = (w->rows + 2 * threads - 1) / (2 * threads);
+    rows = (rows + PF_ROW_ALIGN - 1) / PF_ROW_ALIGN * PF_ROW_ALIGN;
+    rows = rows < nb_max ? rows : nb_max > PF_ROW_ALIGN ? nb_max / PF_ROW_ALIGN * PF_ROW_ALIGN
+                                                        : nb_max;
+    pf_job_t job = {.y = y, .x = x, .w = w, .part = part, .decode = decode, .ldy = ldy,
+                    .ldx = ldx, .m = m, .kb_max = kb_max, .rows_per_chunk = rows};
+    int64_t n_chunks = (w->rows + rows - 1) / rows;
+    assert(n_chunks <= POOL_MAX_CHUNKS);
+    pool_run(compute_pool(cx), s_prefill_chunk, &job, (int)n_chunks);
 }
 
 matmul_decode_fn *matmul_decoder(compute_t *cx, const tensor_t *w, int64_t *align)

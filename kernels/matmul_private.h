@@ -24,7 +24,7 @@ void matmul_xw_generic(compute_t *cx, float *y, int ldy, const float *x, int ldx
 
 /* How many chunks a product streaming `bytes` of W over `units` independent
  * units of work (rows or column blocks) is cut into for cx's pool: 1 below a
- * megabyte (a worker's wake-up costs more), else about 4 per thread (the
+ * 128 KB (a worker's wake-up costs more), else about 4 per thread (the
  * rule of gemm_small.c). */
 int matmul_chunks(compute_t *cx, size_t bytes, int64_t units);
 

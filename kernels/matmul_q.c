@@ -72,7 +72,7 @@ enum {
     QB = QUANT_BLOCK,   /* values per block */
     LANES = 8,          /* float lanes per output */
     UNIT_ROWS = 8,      /* W rows per unit of the thread split (whole tiles) */
-    PF_DIST = 2048,  /* bytes ahead of each W row that a tile prefetches */
+    PF_DIST = 8192,  /* bytes ahead of each W row that a tile prefetches */
 };
 
 /* The activations of a call: row i's qs at qs + i * ld, its scales at

@@ -34,6 +34,10 @@
  * bfloat16, so its products are not those of the float32 reference; the
  * weights are widened in registers and multiplied by float32 FMAs instead.
  *
+ * Each tile prefetches its W rows MT_PF_DIST bytes ahead: C interleaved row
+ * streams are more than the hardware prefetcher follows well (as in
+ * kernels/matmul_q.c).
+ *
  * Scales are per segment of columns: FP8 one scale per block of block_k
  * columns (the kernels take block_k a multiple of the vector width; other
  * block sizes go to the portable product), MXFP4 one per 32 values.
@@ -65,6 +69,7 @@ enum {
                     * of its accumulator chains behind the decoding */
     MT_W512 = 4,   /* C with AVX-512: 16 zmm accumulators */
     MT_WMAX = 4,   /* the widest C: chunks of W rows are cut at its multiples */
+    MT_PF_DIST = 8192, /* bytes ahead of each W row that a tile prefetches */
 };
 
 /* Bytes of column p of a row (p a multiple of the block for MXFP4). */
@@ -277,6 +282,7 @@ MT_AVX2 void mt_tile256(const tensor_t *w, int64_t j, float *y, int ldy, const f
         for (; p + 8 <= p1; p += 8) {
 #pragma GCC unroll 4
             for (int q = 0; q < C; q++) {
+                _mm_prefetch((const char *)row[q] + mt_offset(fmt, p) + MT_PF_DIST, _MM_HINT_T0);
                 wv[q] = mt_dec256(row[q] + mt_offset(fmt, p), fmt);
                 if (fmt == MT_FP8 || fmt == MT_MXFP4)
                     wv[q] = _mm256_mul_ps(wv[q], sv[q]);
@@ -475,6 +481,7 @@ MT_AVX512 void mt_tile512(const tensor_t *w, int64_t j, float *y, int ldy, const
         for (; p + 16 <= p1; p += 16) {
 #pragma GCC unroll 4
             for (int q = 0; q < C; q++) {
+                _mm_prefetch((const char *)row[q] + mt_offset(fmt, p) + MT_PF_DIST, _MM_HINT_T0);
                 wv[q] = mt_dec512(row[q] + mt_offset(fmt, p), fmt);
                 if (fmt == MT_FP8 || fmt == MT_MXFP4)
                     wv[q] = _mm512_mul_ps(wv[q], sv[q]);
