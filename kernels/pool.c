@@ -11,6 +11,16 @@
  * counts itself in running before its first claim, so a chunk it claims is
  * always waited for, and a claim that comes after the wait fails.
  *
+ * No lock on the hot path: a job published to spinning workers and waited
+ * for by a spinning caller makes no system call. The sleepers announce
+ * themselves (n_sleeping, caller_sleeping) before they test the condition
+ * they sleep on, and the other side stores its change before it reads the
+ * announcement (all sequentially consistent atomics), so either the sleeper
+ * sees the change and does not sleep, or its waker sees it announced and
+ * takes the lock to wake it. (Taking the lock every time made the caller and
+ * a worker collide on it after most jobs, and each collision cost a futex
+ * sleep and wake-up: 40 system calls per decoded token.)
+ *
  * Stopping: pool_destroy() sets `stop` and publishes a generation with no
  * chunks, which wakes every worker, spinning or sleeping; each sees stop and
  * returns, and is joined.
@@ -37,7 +47,8 @@ struct pool {
     pthread_cond_t wake;      /* workers sleep here for a new generation */
     pthread_cond_t done;      /* the caller sleeps here for running == 0 */
     int n_workers;            /* started so far (threads[0..n_workers)) */
-    int n_sleeping;           /* workers waiting on wake */
+    atomic_int n_sleeping;    /* workers announced to sleep on wake */
+    atomic_bool caller_sleeping; /* the caller announced to sleep on done */
     _Atomic unsigned long long claim; /* see the file comment */
     atomic_int running;       /* workers inside a claim attempt or a chunk */
     atomic_bool stop;         /* set by pool_destroy */
@@ -62,12 +73,13 @@ static unsigned s_gen(pool_t *self)
  * sleeping workers. */
 static void s_publish(pool_t *self, unsigned gen, int n_chunks)
 {
-    pthread_mutex_lock(&self->lock);
     atomic_store(&self->claim,
                  (unsigned long long)gen << 32 | (unsigned long long)n_chunks << 16);
-    if (self->n_sleeping > 0)
+    if (atomic_load(&self->n_sleeping) > 0) {
+        pthread_mutex_lock(&self->lock);
         pthread_cond_broadcast(&self->wake);
-    pthread_mutex_unlock(&self->lock);
+        pthread_mutex_unlock(&self->lock);
+    }
 }
 
 /* Claims the next chunk of generation gen; -1 when none is left (or the job
@@ -99,19 +111,22 @@ static void *s_worker(void *arg)
         }
         /* stop is tested too: a worker that first runs after pool_destroy()
          * published its generation has taken that one as already seen. */
-        pthread_mutex_lock(&self->lock);
-        self->n_sleeping++;
-        while (s_gen(self) == seen && !atomic_load(&self->stop))
-            pthread_cond_wait(&self->wake, &self->lock);
-        self->n_sleeping--;
-        pthread_mutex_unlock(&self->lock);
+        if (s_gen(self) == seen && !atomic_load(&self->stop)) {
+            pthread_mutex_lock(&self->lock);
+            atomic_fetch_add(&self->n_sleeping, 1);
+            while (s_gen(self) == seen && !atomic_load(&self->stop))
+                pthread_cond_wait(&self->wake, &self->lock);
+            atomic_fetch_sub(&self->n_sleeping, 1);
+            pthread_mutex_unlock(&self->lock);
+        }
         if (atomic_load(&self->stop))
             return NULL;
         seen = s_gen(self);
         atomic_fetch_add(&self->running, 1);
         for (int t; (t = s_claim(self, seen)) >= 0;)
             self->fn(self->arg, t);
-        if (atomic_fetch_sub(&self->running, 1) == 1) {
+        if (atomic_fetch_sub(&self->running, 1) == 1 &&
+            atomic_load(&self->caller_sleeping)) {
             pthread_mutex_lock(&self->lock);
             pthread_cond_signal(&self->done);
             pthread_mutex_unlock(&self->lock);
@@ -210,9 +225,13 @@ void pool_run(pool_t *self, pool_chunk_fn *fn, void *arg, int n_chunks)
         if ((i & 63) == 63 && s_now_ns() - start > SPIN_NS)
             break;
     }
-    pthread_mutex_lock(&self->lock);
-    while (atomic_load(&self->running) > 0)
-        pthread_cond_wait(&self->done, &self->lock);
-    pthread_mutex_unlock(&self->lock);
+    if (atomic_load(&self->running) > 0) {
+        pthread_mutex_lock(&self->lock);
+        atomic_store(&self->caller_sleeping, true);
+        while (atomic_load(&self->running) > 0)
+            pthread_cond_wait(&self->done, &self->lock);
+        atomic_store(&self->caller_sleeping, false);
+        pthread_mutex_unlock(&self->lock);
+    }
     pthread_mutex_unlock(&self->busy);
 }
