@@ -90,6 +90,11 @@ void *mem_alloc_stream(size_t size)
      * size is not rounded up: a tail short of 2 MB stays in small pages, so
      * the resident memory stays the size asked for. */
     (void)madvise(p, size / huge * huge, MADV_HUGEPAGE);
+    /* Fault it all in now, in one call: the caller fills it at once, and a
+     * fault per page costs several microseconds in a virtual machine (2.5 GB
+     * of weights: load 1.9 s against 5-6 s). Advice too: an older kernel
+     * refuses it, and the pages fault in as they are written. */
+    (void)madvise(p, size, MADV_POPULATE_WRITE);
     return p;
 }
 

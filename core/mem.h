@@ -18,7 +18,8 @@ void *mem_alloc_aligned(size_t size);         /* MEM_ALIGN-aligned; free with me
 /* For data streamed whole again and again (weights): from 2 MB up, aligned
  * to 2 MB and advised into transparent huge pages (MADV_HUGEPAGE, where the
  * kernel allows them), so that streaming it takes one TLB entry per 2 MB
- * instead of one per 4 KB page; below, mem_alloc_aligned. Free with mem_free. */
+ * instead of one per 4 KB page, and populated at once (the caller is to
+ * fill it); below, mem_alloc_aligned. Free with mem_free. */
 void *mem_alloc_stream(size_t size);
 char *mem_strdup(const char *s);              /* NULL on failure */
 void mem_free(void *p);                       /* accepts NULL */
