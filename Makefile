@@ -64,11 +64,11 @@ PROTO_GEN_H := $(PROTO_GEN_C:.c=.h)
 WIRE_SRC    := proto/wire.c proto/data_plane.c proto/client_rpc.c
 # Expert node, coordinator and client library (mains are listed with programs).
 NODE_SRC    := expert_node/expert_server.c
-COORD_SRC   := coordinator/peer.c coordinator/dispatch.c coordinator/rpc.c coordinator/server.c \
+COORD_SRC   := coordinator/peer.c coordinator/load.c coordinator/dispatch.c coordinator/rpc.c coordinator/server.c \
                coordinator/sched.c coordinator/stepper.c coordinator/coord_options.c \
                coordinator/coordinator.c
 COORD_SRC   += coordinator/http.c coordinator/openai.c  # the HTTP front end (libmicrohttpd)
-CLIENT_SRC  := client/client.c
+CLIENT_SRC  := client/client.c client/loadview.c
 # CURVE keys and the ZAP handler that allows clients by public key.
 SECURITY_SRC := security/keypair.c security/zap.c
 # Tokenizer: Hugging Face tokenizer.json (PCRE2 regexes, utf8proc NFC).
@@ -171,7 +171,7 @@ TESTS_ENGINE  := test_router test_experts test_kvcache test_forward test_fixture
 TESTS_ENGINE  += test_weights test_weights_run
 TESTS_NET     := test_wire test_placement test_expert_node test_client test_cluster \
                  test_serving test_logflood test_multihost test_mpi test_failover test_keypair \
-                 test_security test_sched test_dispatch test_localsh
+                 test_security test_sched test_dispatch test_localsh test_load test_rebalance
 TESTS_NET     += test_http_clients  # real clients (openai npm, curl, raw sockets) against the HTTP API
 TESTS_NET     += test_badformat test_precision
 TESTS_TOKENIZER := test_tokenizer test_trainer

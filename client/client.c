@@ -698,7 +698,8 @@ static size_t s_status_size(const client_t *self, const wire_reply_t *rep, err_t
         return 0;
     }
     size_t size = sizeof(client_status_t) + (size_t)rep->n_nodes * sizeof(client_node_t) +
-                  cells * sizeof(uint64_t) + strlen(s_text(rep->model)) + 1 +
+                  cells * sizeof(uint64_t) + cells * sizeof(double) +
+                  strlen(s_text(rep->model)) + 1 +
                   strlen(s_text(rep->model_arch)) + 1 + strlen(s_text(rep->metrics)) + 1 +
                   strlen(s_text(rep->weights)) + 1;
     for (int i = 0; i < rep->n_nodes; i++) {
@@ -769,7 +770,8 @@ client_status_t *client_status(client_t *self, err_t *err)
     client_node_t *nodes = (client_node_t *)(base + sizeof *st);
     uint64_t *counts = (uint64_t *)(nodes + rep.n_nodes);
     size_t cells = (size_t)rep.n_layers * (size_t)rep.n_experts;
-    client_expert_t *hosted = (client_expert_t *)(counts + cells);
+    double *loads = (double *)(counts + cells);
+    client_expert_t *hosted = (client_expert_t *)(loads + cells);
     size_t n_hosted = 0;
     for (int i = 0; i < rep.n_nodes; i++)
         n_hosted += (size_t)rep.nodes[i].n_hosted;
@@ -777,11 +779,14 @@ client_status_t *client_status(client_t *self, err_t *err)
 
     if (cells)
         memcpy(counts, rep.expert_tokens, cells * sizeof *counts);
+    for (size_t i = 0; i < cells; i++)
+        loads[i] = rep.expert_load ? rep.expert_load[i] : 0;
     *st = (client_status_t){
         .model = s_put_text(&text, rep.model), .model_arch = s_put_text(&text, rep.model_arch),
         .weights = s_put_text(&text, rep.weights),
         .n_layers = rep.n_layers,
-        .n_experts = rep.n_experts, .expert_tokens = counts,
+        .n_experts = rep.n_experts, .expert_tokens = counts, .expert_load = loads,
+        .load_half_life_s = rep.load_half_life_s,
         .requests_served = rep.requests_served, .n_nodes = rep.n_nodes, .nodes = nodes,
         .timing = {
             .tokens = rep.timing.tokens, .dispatch_calls = rep.timing.dispatch_calls,
@@ -804,6 +809,7 @@ client_status_t *client_status(client_t *self, err_t *err)
             .batches = w->batches, .rtt_last_ms = w->rtt_last_ms,
             .rtt_mean_ms = w->rtt_mean_ms, .last_error = s_put_text(&text, w->last_error),
             .weights = s_put_text(&text, w->weights),
+            .load = w->load, .busy_ratio = w->busy_ratio, .busy_seconds = w->busy_seconds,
         };
         hosted += w->n_hosted;
     }

@@ -223,6 +223,10 @@ typedef struct client_node {
     const char *last_error;     /* why it is down; "" when none */
     const char *weights;        /* what it holds its weights as, and their size;
                                    "" when not said */
+    double load;                /* rows per second its experts take under the
+                                   placement (expert_load split over copies) */
+    double busy_ratio;          /* seconds computing per second, moving average */
+    double busy_seconds;        /* seconds computing since the coordinator began */
 } client_node_t;
 
 /* The coordinator's view of the cluster. One allocation: every pointer
@@ -251,6 +255,9 @@ typedef struct client_status {
     int n_layers;
     int n_experts;              /* routed experts per layer */
     const uint64_t *expert_tokens; /* (n_layers, n_experts): tokens routed */
+    const double *expert_load;  /* (n_layers, n_experts): rows routed per second,
+                                   moving average (zeros from an older coordinator) */
+    double load_half_life_s;    /* of that average; 0 when not said */
     uint64_t requests_served;
     int n_nodes;
     const client_node_t *nodes; /* (n_nodes) */

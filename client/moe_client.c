@@ -4,6 +4,7 @@
  *     generate --prompt-ids 5,17,2 | --prompt TEXT [--max-tokens N] [sampling]
  *     logits   --prompt-ids 5,17,2 --out FILE
  *     status   [--json]
+ *     placement [--json]
  *
  * generate prints the N tokens as comma-separated ids on the last line of
  * stdout, as moe-run does (an empty line for none); with a text prompt it
@@ -26,6 +27,7 @@
 #include <jansson.h>
 
 #include "client/client.h"
+#include "client/loadview.h"
 #include "core/err.h"
 #include "core/arg.h"
 #include "core/idlist.h"
@@ -38,6 +40,7 @@ typedef enum command {
     COMMAND_GENERATE,
     COMMAND_LOGITS,
     COMMAND_STATUS,
+    COMMAND_PLACEMENT,
 } command_t;
 
 typedef struct options {
@@ -55,7 +58,7 @@ typedef struct options {
     const char *stop_ids;    /* generate: --stop-ids LIST */
     bool stream;             /* generate: print tokens as they arrive */
     const char *out;         /* logits: output file */
-    bool json;               /* status */
+    bool json;               /* status, placement */
 } options_t;
 
 static const char s_global_usage[] =
@@ -71,6 +74,7 @@ static const char s_global_usage[] =
     "  logits --prompt-ids LIST --out FILE\n"
     "                      the prompt's logits: float32 [prompt_len, vocab]\n"
     "  status [--json]     nodes, experts, tokens per expert, round-trip times\n"
+    "  placement [--json]  the placement and its measured load per expert and node\n"
     "\n"
     "options:\n"
     "  --connect ENDPOINT  the coordinator's client endpoint: tcp://HOST:PORT,\n"
@@ -117,6 +121,20 @@ static const char s_logits_usage[] =
     "\n"
     "  --prompt-ids LIST   prompt token ids, e.g. 5,17,2\n"
     "  --out FILE          where to write the logits\n"
+    "  --help              this text\n";
+
+static const char s_placement_usage[] =
+    "usage: moe-client --connect ENDPOINT placement [--json]\n"
+    "\n"
+    "Prints the placement with its measured load: per node the experts it hosts,\n"
+    "the rows per second they take (moving average; each expert's load split\n"
+    "over its copies), its share, its busy time; the imbalance (heaviest node\n"
+    "over the mean); each layer's hottest experts and where they are.\n"
+    "\n"
+    "  --json              one JSON object: load_half_life_s, imbalance, nodes\n"
+    "                      [{node_id, endpoint, up, experts [[layer, expert], ...],\n"
+    "                      load, busy_ratio, busy_seconds}], expert_load [[rows per\n"
+    "                      second per expert] per layer]\n"
     "  --help              this text\n";
 
 static const char s_status_usage[] =
@@ -166,6 +184,8 @@ static command_desc_t s_command(const char *name)
         return (command_desc_t){COMMAND_LOGITS, s_logits_usage};
     if (strcmp(name, "status") == 0)
         return (command_desc_t){COMMAND_STATUS, s_status_usage};
+    if (strcmp(name, "placement") == 0)
+        return (command_desc_t){COMMAND_PLACEMENT, s_placement_usage};
     return (command_desc_t){COMMAND_NONE, NULL};
 }
 
@@ -234,12 +254,13 @@ static int s_parse_args(int argc, char **argv, options_t *opt)
     const char *usage = s_global_usage;
     int rc = arg_parse(argc, argv, 1, common, ARG_STOP_AT_OPERAND, &first, &err);
     if (rc == 0 && first >= argc)
-        rc = err_set(&err, EINVAL, "no command given: generate, logits or status");
+        rc = err_set(&err, EINVAL, "no command given: generate, logits, status or placement");
     if (rc == 0) {
         command_desc_t cmd = s_command(argv[first]);
         opt->command = cmd.command;
         const arg_opt_t *table = cmd.command == COMMAND_GENERATE ? generate
                                  : cmd.command == COMMAND_LOGITS ? logits : status;
+        /* placement takes status's options (--json) */
         if (cmd.command == COMMAND_NONE)
             rc = err_set(&err, EINVAL, "unknown command '%s'", argv[first]);
         else
@@ -616,6 +637,30 @@ static int s_status(client_t *client, const options_t *opt, err_t *err)
     return rc;
 }
 
+static int s_placement(client_t *client, const options_t *opt, err_t *err)
+{
+    client_status_t *st = client_status(client, err);
+    if (!st)
+        return -1;
+    int rc = -1;
+    if (opt->json) {
+        json_t *root = loadview_json(st);
+        if (!root)
+            err_set(err, ENOMEM, "out of memory building the placement JSON");
+        else if (json_dumpf(root, stdout, JSON_COMPACT | JSON_PRESERVE_ORDER) < 0)
+            err_set(err, EIO, "cannot write the placement to stdout");
+        else
+            rc = printf("\n") < 0 ? err_set(err, EIO, "cannot write to stdout") : 0;
+        json_decref(root);
+    } else if (loadview_print(st, stdout) < 0) {
+        err_set(err, EIO, "cannot write the placement to stdout");
+    } else {
+        rc = 0;
+    }
+    client_status_destroy(&st);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     options_t opt;
@@ -640,6 +685,7 @@ int main(int argc, char **argv)
         case COMMAND_GENERATE: rc = s_generate(client, &opt, prompt, n_prompt, &err); break;
         case COMMAND_LOGITS: rc = s_logits(client, &opt, prompt, n_prompt, &err); break;
         case COMMAND_STATUS: rc = s_status(client, &opt, &err); break;
+        case COMMAND_PLACEMENT: rc = s_placement(client, &opt, &err); break;
         case COMMAND_NONE: break;
         }
     }

@@ -8,7 +8,7 @@
 #                       [--threads T] [--node-threads T]
 #                       [--max-seqs N] [--queue-limit N] [--kv-memory MB]
 #                       [--reply-timeout-ms MS] [--prefill-rows N] [--deadline-ms MS]
-#                       [--heartbeat-ms MS] [--heartbeat-misses N]
+#                       [--heartbeat-ms MS] [--heartbeat-misses N] [--load-half-life-s S]
 #                       [--max-tokens-limit N] [--max-requests-per-client N] [--curve]
 #                       [--no-preload] [--allow-idle-nodes]
 #                       [--http HOST:PORT] [--api-key KEY]
@@ -188,7 +188,8 @@ cmd_up() {
             --allow-idle-nodes) allow_idle=1; shift ;;
             --dtype|--quantization) format_args+=("$1" "$2"); shift 2 ;;
             --max-seqs|--queue-limit|--kv-memory|--reply-timeout-ms|--prefill-rows|--deadline-ms|\
-            --heartbeat-ms|--heartbeat-misses|--max-tokens-limit|--max-requests-per-client)
+            --heartbeat-ms|--heartbeat-misses|--max-tokens-limit|--max-requests-per-client|\
+            --load-half-life-s)
                 coord_args+=("$1" "$2"); shift 2 ;;
             --http) http=$2; shift 2 ;;
             --api-key) coord_args+=(--api-key "$2"); shift 2 ;;

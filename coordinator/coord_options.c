@@ -61,6 +61,7 @@ static const option_desc_t s_options[N_PLAIN] = {
     {"--http", ARG_STRING, CO(http), 0, 0},
     {"--api-key", ARG_STRING, CO(api_key), 0, 0},
     {"--http-url-file", ARG_STRING, OWN(http_url_file), 0, 0},
+    {"--load-half-life-s", ARG_INT, CO(load_half_life_s), 1, 60},
 };
 
 static const option_parse_t s_parse_options[N_PARSE] = {
@@ -133,7 +134,9 @@ void coord_options_help(FILE *out)
             "                         a free one; the URL goes to stderr; docs/HTTP.md)\n"
             "  --api-key KEY          the HTTP API's /v1/ routes need 'Authorization: Bearer\n"
             "                         KEY' (default: open)\n"
-            "  --http-url-file FILE   also write the HTTP URL there when ready\n",
+            "  --http-url-file FILE   also write the HTTP URL there when ready\n"
+            "  --load-half-life-s S   the measured load of each expert and node is a moving\n"
+            "                         average with this half-life (default 60)\n",
             DEFAULT_REPLY_TIMEOUT_MS, DEFAULT_HELLO_TIMEOUT_MS,
             COORDINATOR_DEFAULT_HEARTBEAT_MS, COORDINATOR_DEFAULT_HEARTBEAT_MISSES,
             DEFAULT_PREFILL_ROWS, COORDINATOR_DEFAULT_MAX_SEQS, COORDINATOR_DEFAULT_QUEUE,

@@ -54,6 +54,7 @@ typedef struct coordinator_opts {
     bool preload;                       /* read the dense weights into memory at start
                                            (weights_preload), progress on stderr */
     wformat_t format;                   /* --dtype / --quantization; zero: as stored */
+    int load_half_life_s;               /* of the load measurement; 0: the default */
 } coordinator_opts_t;
 
 typedef struct coordinator coordinator_t;

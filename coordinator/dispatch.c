@@ -49,6 +49,7 @@ struct dispatch {
     uint64_t *expert_tokens;   /* (n_layers * n_experts) */
     uint64_t *node_tokens;     /* (n_layers * n_experts * n_peers) rows each node served */
     dispatch_node_stats_t *node_stats; /* (n_peers) */
+    load_t *load;              /* rows per route, compute seconds per peer */
     uint64_t next_request_id;
     uint64_t rotation;         /* calls started: which replica each expert uses */
     FILE *log;                 /* one line per failover; NULL: quiet */
@@ -123,6 +124,10 @@ dispatch_t *dispatch_new(peer_t **peers, int n_peers, const config_t *cfg,
         if (!s->global_of || !s->items)
             goto oom;
     }
+    self->load = load_new((int)n_routes, n_peers, DISPATCH_LOAD_HALF_LIFE_S, timer_now(),
+                          err);
+    if (!self->load)
+        goto fail;
     wire_limits_t lim = wire_limits_for_model(cfg, max_rows);
     self->inbox = wire_inbox_new(&lim, err);
     if (!self->inbox)
@@ -148,6 +153,7 @@ void dispatch_destroy(dispatch_t **self_p)
             mem_free(self->sends[i].items);
         }
     wire_inbox_destroy(&self->inbox);
+    load_destroy(&self->load);
     mem_free(self->partial);
     mem_free(self->touched);
     mem_free(self->touched_rows);
@@ -435,6 +441,7 @@ static int s_combine(dispatch_t *self, send_t *s, const wire_data_t *reply, err_
                 dst[j] += src[j];
         }
     }
+    load_add_busy(self->load, s->peer, reply->compute_seconds, timer_now());
     if (reply->compute_seconds > self->call.max_compute)
         self->call.max_compute = reply->compute_seconds;
     self->stats.bytes_received += wire_inbox_message_bytes(self->inbox);
@@ -584,9 +591,11 @@ int dispatch_finish(void *ctx, int layer, float *out, err_t *err)
         s_add_partials(self);
     s_reset(self);
     if (rc == 0) {
+        const double now = timer_now();
         for (int i = 0; i < self->call.n_assign; i++) {
             const size_t route = (size_t)layer * self->n_experts + self->call.assign[i].expert;
             self->expert_tokens[route]++;
+            load_add_rows(self->load, (int)route, 1, now);
             if (self->target[i] >= 0)
                 self->node_tokens[route * self->n_peers + self->target[i]]++;
         }
@@ -621,4 +630,32 @@ const dispatch_node_stats_t *dispatch_node_stats(const dispatch_t *self)
 const dispatch_stats_t *dispatch_stats(const dispatch_t *self)
 {
     return &self->stats;
+}
+
+const load_t *dispatch_load(const dispatch_t *self)
+{
+    return self->load;
+}
+
+int dispatch_set_load_half_life(dispatch_t *self, double half_life_s, err_t *err)
+{
+    load_t *fresh = load_new(self->n_layers * self->n_experts, self->n_peers, half_life_s,
+                             timer_now(), err);
+    if (!fresh)
+        return -1;
+    load_destroy(&self->load);
+    self->load = fresh;
+    return 0;
+}
+
+void dispatch_node_load(const dispatch_t *self, const double *rate, double *node_load)
+{
+    for (int p = 0; p < self->n_peers; p++)
+        node_load[p] = 0;
+    const int n_routes = self->n_layers * self->n_experts;
+    for (int r = 0; r < n_routes; r++) {
+        const dispatch_route_t *route = &self->routes[r];
+        for (int i = 0; i < route->n; i++)
+            node_load[route->peer[i]] += rate[r] / route->n;
+    }
 }

@@ -33,12 +33,14 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "coordinator/load.h"
 #include "coordinator/peer.h"
 #include "core/assign.h"
 #include "core/err.h"
 #include "model/config.h"
 
 enum { DISPATCH_MAX_REPLICAS = 8 };
+#define DISPATCH_LOAD_HALF_LIFE_S 60.0 /* default half-life of the load measurement */
 
 /* The nodes (indices into the peer array) that host one (layer, expert), in
  * order of preference. */
@@ -91,6 +93,22 @@ const dispatch_stats_t *dispatch_stats(const dispatch_t *self);
 const dispatch_node_stats_t *dispatch_node_stats(const dispatch_t *self);
 /* Rows each node served: [(layer * n_experts + expert) * n_peers + peer]. */
 const uint64_t *dispatch_node_tokens(const dispatch_t *self);
+
+/* The measured load (load.h): rows routed per (layer, expert) and each
+ * node's compute seconds, counted by every completed call; borrowed. Its
+ * node indices are peer indices. */
+const load_t *dispatch_load(const dispatch_t *self);
+
+/* Starts the load measurement again with half-life half_life_s (> 0; the
+ * default is DISPATCH_LOAD_HALF_LIFE_S). 0, or -1 with EINVAL/ENOMEM and
+ * the old measurement kept. */
+int dispatch_set_load_half_life(dispatch_t *self, double half_life_s, err_t *err);
+
+/* What each node carries under the current routes, given a rate per route
+ * (rate[layer * n_experts + expert]): the sum over the routes it hosts of
+ * the route's rate divided by its number of replicas (the work rotates
+ * evenly over them). Into node_load[0..n_peers). */
+void dispatch_node_load(const dispatch_t *self, const double *rate, double *node_load);
 
 /* Reads link events of every node (marks dropped ones down), reads replies
  * to heartbeats and rejoin HELLOs, and sends the heartbeats and HELLOs that

@@ -172,6 +172,14 @@ static void s_logits(rpc_t *self, const wire_peer_t *from, const wire_request_t 
 
 static void s_status(rpc_t *self, const wire_peer_t *from, const wire_request_t *req)
 {
+    /* The same counters as /metrics; the expert rows go in expert_tokens.
+     * First: rendering them takes a status of its own, and the one below
+     * (whose buffers the server reuses) must be the one sent. */
+    json_t *metrics = server_metrics_json(self->server);
+    json_object_del(metrics, "moe_expert_tokens_total");
+    json_object_del(metrics, "moe_expert_load_rows_per_second"); /* in expert_load */
+    char *text = metrics ? json_dumps(metrics, JSON_COMPACT) : NULL;
+    json_decref(metrics);
     server_status_t st;
     server_status(self->server, &st);
     for (int p = 0; p < st.n_nodes && p < self->n_status; p++) {
@@ -182,6 +190,7 @@ static void s_status(rpc_t *self, const wire_peer_t *from, const wire_request_t 
             .hosted_expert = n->hosted_expert, .batches = n->batches,
             .rtt_last_ms = n->rtt_last_ms, .rtt_mean_ms = n->rtt_mean_ms,
             .last_error = n->last_error, .weights = n->weights,
+            .load = n->load, .busy_ratio = n->busy_ratio, .busy_seconds = n->busy_seconds,
         };
     }
     wire_reply_t rep = {
@@ -190,6 +199,7 @@ static void s_status(rpc_t *self, const wire_peer_t *from, const wire_request_t 
         .n_nodes = st.n_nodes < self->n_status ? st.n_nodes : self->n_status,
         .nodes = self->status, .n_layers = st.n_layers, .n_experts = st.n_experts,
         .expert_tokens = st.expert_tokens, .requests_served = st.requests_served,
+        .expert_load = st.expert_load, .load_half_life_s = st.load_half_life_s,
         .sequences_running = st.sequences_running, .requests_queued = st.requests_queued,
         .kv_bytes = st.kv_bytes,
     };
@@ -200,11 +210,6 @@ static void s_status(rpc_t *self, const wire_peer_t *from, const wire_request_t 
         .seconds_node_compute = st.seconds_node_compute,
         .seconds_overlap = st.seconds_overlap,
     };
-    /* The same counters as /metrics; the expert rows go in expert_tokens. */
-    json_t *metrics = server_metrics_json(self->server);
-    json_object_del(metrics, "moe_expert_tokens_total");
-    char *text = metrics ? json_dumps(metrics, JSON_COMPACT) : NULL;
-    json_decref(metrics);
     rep.metrics = text && strlen(text) <= WIRE_MAX_METRICS ? text : NULL;
     err_t err = {0};
     if (wire_reply_send(self->socket, from, &rep, &err) < 0)

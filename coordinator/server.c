@@ -6,6 +6,7 @@
 #include <string.h>
 #include <zmq.h>
 
+#include "coordinator/load.h"
 #include "coordinator/stepper.h"
 #include "core/mem.h"
 #include "core/timer.h"
@@ -52,6 +53,9 @@ struct server {
     metric_child_t *m_queue, *m_running, *m_kv_ratio, *m_kv_bytes;
     metric_t *m_up, *m_rtt, *m_failovers, *m_sent, *m_received, *m_expert_tokens;
     double *node_tokens_seen;      /* (n_layers * n_experts * n_peers) as last rendered */
+    double *rates;                 /* (n_layers * n_experts) the load at the last status */
+    double *node_load;             /* (n_peers) the same per node */
+    metric_t *m_expert_load, *m_node_load, *m_busy_ratio, *m_busy_seconds;
 };
 
 const char *server_outcome_name(server_outcome_t outcome)
@@ -132,11 +136,27 @@ static int s_metrics_new(server_t *self, err_t *err)
     self->m_expert_tokens = metrics_counter(m, "moe_expert_tokens_total",
                                             "Token rows routed to an expert of a layer, by "
                                             "the node that ran them.", lex, err);
+    static const char *const le[] = {"layer", "expert", NULL};
+    self->m_expert_load = metrics_gauge(m, "moe_expert_load_rows_per_second",
+                                        "Token rows routed to an expert of a layer per "
+                                        "second, moving average (--load-half-life-s).", le,
+                                        err);
+    self->m_node_load = metrics_gauge(m, "moe_node_load_rows_per_second",
+                                      "Rows per second the node's experts take under the "
+                                      "placement (each expert's load split over its copies).",
+                                      node, err);
+    self->m_busy_ratio = metrics_gauge(m, "moe_node_busy_ratio",
+                                       "Seconds the node spends computing per second, "
+                                       "moving average.", node, err);
+    self->m_busy_seconds = metrics_counter(m, "moe_node_busy_seconds_total",
+                                           "Seconds the node spent computing batches.",
+                                           node, err);
     metric_t *info = metrics_gauge(m, "moe_build_info",
                                    "Always 1; the labels say what runs.", build, err);
     if (!req || !prompt || !gen || !ttft || !tpot || !queue || !running || !kv || !kvb ||
         !self->m_up || !self->m_rtt || !self->m_failovers || !self->m_sent ||
-        !self->m_received || !self->m_expert_tokens || !info)
+        !self->m_received || !self->m_expert_tokens || !info || !self->m_expert_load ||
+        !self->m_node_load || !self->m_busy_ratio || !self->m_busy_seconds)
         return -1;
     for (int o = 0; o < SERVER_OUTCOMES; o++)
         if (!(self->m_outcome[o] = metric_child(req, (const char *const[]){
@@ -211,7 +231,10 @@ server_t *server_new(const weights_t *w, dispatch_t *dispatch, peer_t **peers,
     self->node_tokens_seen = mem_calloc((size_t)cfg->n_layers * cfg->n_experts *
                                             (size_t)(n_peers > 0 ? n_peers : 1),
                                         sizeof *self->node_tokens_seen);
-    if (!self->node_status || !self->live || !self->node_tokens_seen) {
+    self->rates = mem_calloc((size_t)cfg->n_layers * cfg->n_experts, sizeof *self->rates);
+    self->node_load = mem_calloc((size_t)(n_peers > 0 ? n_peers : 1), sizeof *self->node_load);
+    if (!self->node_status || !self->live || !self->node_tokens_seen || !self->rates ||
+        !self->node_load) {
         err_set(err, ENOMEM, "out of memory for the server");
         goto fail;
     }
@@ -237,6 +260,8 @@ void server_destroy(server_t **self_p)
     mem_free(self->node_status);
     mem_free(self->live);
     mem_free(self->node_tokens_seen);
+    mem_free(self->rates);
+    mem_free(self->node_load);
     metrics_destroy(&self->m);
     mem_free(self);
     *self_p = NULL;
@@ -431,6 +456,10 @@ static bool s_health(server_t *self)
 void server_status(server_t *self, server_status_t *out)
 {
     dispatch_check_links(self->dispatch);
+    const load_t *load = dispatch_load(self->dispatch);
+    const double now = timer_now();
+    load_route_rates(load, now, self->rates);
+    dispatch_node_load(self->dispatch, self->rates, self->node_load);
     for (int p = 0; p < self->n_peers; p++) {
         const peer_t *peer = self->peers[p];
         self->node_status[p] = (server_node_status_t){
@@ -444,6 +473,8 @@ void server_status(server_t *self, server_status_t *out)
             .bytes_sent = dispatch_node_stats(self->dispatch)[p].bytes_sent,
             .bytes_received = dispatch_node_stats(self->dispatch)[p].bytes_received,
             .failovers = dispatch_node_stats(self->dispatch)[p].failovers,
+            .load = self->node_load[p], .busy_ratio = load_busy_ratio(load, p, now),
+            .busy_seconds = load_busy_total(load, p),
         };
     }
     const dispatch_stats_t *ds = dispatch_stats(self->dispatch);
@@ -453,6 +484,7 @@ void server_status(server_t *self, server_status_t *out)
         .n_nodes = self->n_peers, .nodes = self->node_status,
         .n_layers = self->w->cfg.n_layers, .n_experts = self->w->cfg.n_experts,
         .expert_tokens = dispatch_expert_tokens(self->dispatch),
+        .expert_load = self->rates, .load_half_life_s = load_half_life(load),
         .requests_served = self->requests_served,
         .rows_forwarded = self->rows_forwarded, .dispatch_calls = ds->calls,
         .bytes_sent = ds->bytes_sent, .bytes_received = ds->bytes_received,
@@ -519,7 +551,21 @@ static void s_metrics_update(server_t *self)
             metric_child_add(c, (double)n->bytes_sent - metric_child_value(c));
         if ((c = metric_child(self->m_received, v)))
             metric_child_add(c, (double)n->bytes_received - metric_child_value(c));
+        if ((c = metric_child(self->m_busy_seconds, v)))
+            metric_child_add(c, n->busy_seconds - metric_child_value(c));
+        metrics_set(self->m_node_load, v, n->load);
+        metrics_set(self->m_busy_ratio, v, n->busy_ratio);
     }
+    for (int l = 0; l < st.n_layers; l++)
+        for (int e = 0; e < st.n_experts; e++) {
+            const double rate = st.expert_load[(size_t)l * st.n_experts + e];
+            char ls[24], es[24];
+            snprintf(ls, sizeof ls, "%d", l);
+            snprintf(es, sizeof es, "%d", e);
+            /* Experts never routed to are left out, as moe_expert_tokens_total's are. */
+            if (st.expert_tokens[(size_t)l * st.n_experts + e] > 0)
+                metrics_set(self->m_expert_load, (const char *const[]){ls, es}, rate);
+        }
     const uint64_t *nt = dispatch_node_tokens(self->dispatch);
     const size_t routes = (size_t)st.n_layers * st.n_experts;
     for (size_t r = 0; r < routes; r++)

@@ -94,6 +94,10 @@ typedef struct server_node_status {
     uint64_t bytes_sent;
     uint64_t bytes_received;
     uint64_t failovers;
+    double load;             /* rows per second its experts take under the placement,
+                                each expert's measured load split over its copies */
+    double busy_ratio;       /* seconds computing per second, moving average */
+    double busy_seconds;     /* seconds computing since the start */
 } server_node_status_t;
 
 /* The one status: STATUS (rpc), /metrics and /health (http) render it. Its
@@ -107,6 +111,9 @@ typedef struct server_status {
     int n_layers;
     int n_experts;
     const uint64_t *expert_tokens;  /* (n_layers * n_experts) rows routed */
+    const double *expert_load;      /* (n_layers * n_experts) rows per second routed,
+                                       moving average (coordinator/load.h) */
+    double load_half_life_s;        /* of that average */
     uint64_t requests_served;
     /* the time split (docs/OPERATIONS.md) */
     uint64_t rows_forwarded;

@@ -195,6 +195,16 @@ static int s_reply_status(wire_inbox_t *self, const Moe__Client__Reply *r, wire_
     if (r->n_expert_tokens != cells)
         return err_set(err, EPROTO, "STATUS_DATA: %zu expert token counts for %u layers x %u "
                        "experts", r->n_expert_tokens, r->n_layers, r->n_experts);
+    if (r->n_expert_load != 0 && r->n_expert_load != cells)
+        return err_set(err, EPROTO, "STATUS_DATA: %zu expert loads for %u layers x %u "
+                       "experts", r->n_expert_load, r->n_layers, r->n_experts);
+    for (size_t i = 0; i < r->n_expert_load; i++)
+        if (!isfinite(r->expert_load[i]) || r->expert_load[i] < 0)
+            return err_set(err, EPROTO, "STATUS_DATA: expert load %zu is not a finite "
+                           "non-negative number", i);
+    if (!isfinite(r->load_half_life_s) || r->load_half_life_s < 0)
+        return err_set(err, EPROTO, "STATUS_DATA: a load half-life of %g s",
+                       r->load_half_life_s);
     if (wire_text_len(r->model) < 0 || wire_text_len(r->model_arch) < 0 ||
         wire_text_len(r->weights) < 0)
         return err_set(err, EPROTO, "STATUS_DATA: the model name or architecture is longer "
@@ -215,7 +225,8 @@ static int s_reply_status(wire_inbox_t *self, const Moe__Client__Reply *r, wire_
         if (s->node_id > INT32_MAX || wire_text_len(s->endpoint) < 0 ||
             wire_text_len(s->last_error) < 0 || wire_text_len(s->weights) < 0 ||
             !isfinite(s->rtt_last_ms) ||
-            !isfinite(s->rtt_mean_ms))
+            !isfinite(s->rtt_mean_ms) || !isfinite(s->load) || !isfinite(s->busy_ratio) ||
+            !isfinite(s->busy_seconds))
             return err_set(err, EPROTO, "STATUS_DATA: node %zu has a bad id, text or time", i);
     }
     wire_node_status_t *nodes = NULL;
@@ -236,6 +247,9 @@ static int s_reply_status(wire_inbox_t *self, const Moe__Client__Reply *r, wire_
             .rtt_mean_ms = s->rtt_mean_ms,
             .last_error = s->last_error,
             .weights = s->weights,
+            .load = s->load,
+            .busy_ratio = s->busy_ratio,
+            .busy_seconds = s->busy_seconds,
         };
     }
     rep->model = r->model;
@@ -246,6 +260,8 @@ static int s_reply_status(wire_inbox_t *self, const Moe__Client__Reply *r, wire_
     rep->n_layers = (int)r->n_layers;
     rep->n_experts = (int)r->n_experts;
     rep->expert_tokens = r->expert_tokens;
+    rep->expert_load = r->n_expert_load ? r->expert_load : NULL;
+    rep->load_half_life_s = r->load_half_life_s;
     rep->requests_served = r->requests_served;
     rep->timing = (wire_timing_t){
         .tokens = r->timing_tokens, .dispatch_calls = r->timing_dispatch_calls,
@@ -380,6 +396,9 @@ static int s_pack_nodes(const wire_reply_t *rep, Moe__Client__NodeStatus *s,
         s[i].rtt_mean_ms = n->rtt_mean_ms;
         s[i].last_error = (char *)wire_clip(n->last_error, clipped[i]);
         s[i].weights = (char *)held;
+        s[i].load = n->load;
+        s[i].busy_ratio = n->busy_ratio;
+        s[i].busy_seconds = n->busy_seconds;
         ptrs[i] = &s[i];
     }
     return 0;
@@ -473,6 +492,11 @@ int wire_reply_send(void *socket, const wire_peer_t *to, const wire_reply_t *rep
         r.n_experts = (uint32_t)rep->n_experts;
         r.n_expert_tokens = (size_t)cells;
         r.expert_tokens = (uint64_t *)rep->expert_tokens;
+        if (rep->expert_load) {
+            r.n_expert_load = (size_t)cells;
+            r.expert_load = (double *)rep->expert_load;
+        }
+        r.load_half_life_s = rep->load_half_life_s;
         r.requests_served = rep->requests_served;
         r.timing_tokens = rep->timing.tokens;
         r.timing_dispatch_calls = rep->timing.dispatch_calls;

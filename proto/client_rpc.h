@@ -89,6 +89,9 @@ typedef struct wire_node_status {
     double rtt_mean_ms;
     const char *last_error;
     const char *weights;          /* what it holds its weights as; NULL or "" */
+    double load;                  /* rows per second under the placement */
+    double busy_ratio;            /* seconds computing per second (moving average) */
+    double busy_seconds;          /* seconds computing in all */
 } wire_node_status_t;
 
 /* Where the coordinator's time went (STATUS), summed since it started.
@@ -130,6 +133,9 @@ typedef struct wire_reply {
     int n_layers;
     int n_experts;
     const uint64_t *expert_tokens; /* (n_layers * n_experts) */
+    const double *expert_load;    /* STATUS: (n_layers * n_experts) rows per second, or
+                                     NULL when the coordinator did not say */
+    double load_half_life_s;      /* STATUS: of expert_load */
     uint64_t requests_served;
     wire_timing_t timing;
     int sequences_running;        /* STATUS: the scheduler now */
