@@ -45,7 +45,7 @@ KERNELS_SRC := kernels/gemm_blas.c kernels/gemm_small.c kernels/gemm_ref.c kerne
 KERNELS_SRC += kernels/matmul.c kernels/matmul_q.c
 KERNELS_SRC += kernels/matmul_f16.c kernels/matmul_fp8.c kernels/matmul_mxfp4.c
 MODEL_SRC   := model/config.c model/safetensors.c model/st_writer.c \
-               model/synth.c model/arch.c model/placement.c \
+               model/synth.c model/arch.c model/placement.c model/planner.c \
                model/genconfig.c model/expert_layout.c model/mxfp4.c \
                model/cfgjson.c model/family.c model/fam_mixtral.c \
                model/fam_qwen.c model/fam_olmoe.c model/fam_hunyuan.c \
@@ -161,7 +161,7 @@ TESTS_KERNELS := test_gemm test_rmsnorm test_rope test_softmax test_ffn test_att
 TESTS_KERNELS += test_matmul
 TESTS_KERNELS += test_matmul_avx512
 TESTS_KERNELS += test_matmul_q
-TESTS_MODEL   := test_config test_safetensors test_mxfp4
+TESTS_MODEL   := test_config test_safetensors test_mxfp4 test_planner
 # Model tests that also run kernels (the gpt-oss expert re-layout end to end).
 TESTS_MODEL_K := test_expert_layout
 TESTS_ENGINE  := test_router test_experts test_kvcache test_forward test_fixtures test_fused \
