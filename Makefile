@@ -63,8 +63,8 @@ PROTO_GEN_C := $(patsubst %.proto,$(BUILD)/gen/%.pb-c.c,$(PROTOS))
 PROTO_GEN_H := $(PROTO_GEN_C:.c=.h)
 WIRE_SRC    := proto/wire.c proto/data_plane.c proto/client_rpc.c
 # Expert node, coordinator and client library (mains are listed with programs).
-NODE_SRC    := expert_node/expert_server.c
-COORD_SRC   := coordinator/peer.c coordinator/load.c coordinator/dispatch.c coordinator/rpc.c coordinator/server.c \
+NODE_SRC    := expert_node/expert_server.c expert_node/expert_set.c expert_node/expert_loader.c
+COORD_SRC   := coordinator/peer.c coordinator/load.c coordinator/dispatch.c coordinator/mover.c coordinator/rpc.c coordinator/server.c \
                coordinator/sched.c coordinator/stepper.c coordinator/coord_options.c \
                coordinator/coordinator.c
 COORD_SRC   += coordinator/http.c coordinator/openai.c  # the HTTP front end (libmicrohttpd)

@@ -820,6 +820,38 @@ done:
     return st;
 }
 
+int client_rebalance(client_t *self, int redundant, int drain_node, client_move_t *out,
+                     err_t *err)
+{
+    assert(self);
+    assert(out);
+    if (self->running)
+        return err_set(err, EINVAL, "a request is already running on this client");
+    if (redundant < 0 || redundant > WIRE_MAX_REDUNDANT || drain_node < 0)
+        return err_set(err, EINVAL, "%d redundant copies (0..%d), node %d", redundant,
+                       WIRE_MAX_REDUNDANT, drain_node);
+    wire_request_t req = {.type = drain_node ? WIRE_REQ_NODE_DRAIN : WIRE_REQ_REBALANCE,
+                          .redundant = redundant, .node_id = drain_node};
+    const double deadline = s_deadline(self);
+    if (s_send(self, &req, err) < 0)
+        return -1;
+    self->last_id = req.request_id;
+    self->running = true;
+    wire_reply_t rep;
+    int rc = -1;
+    if (s_wait(self, req.request_id, false, deadline, false, &rep, err) == 0 &&
+        s_expect(self, &rep, WIRE_REP_REBALANCED, "REBALANCED", err) == 0) {
+        *out = (client_move_t){.imbalance_before = rep.imbalance_before,
+                               .imbalance_after = rep.imbalance_after,
+                               .copies_loaded = rep.copies_loaded,
+                               .copies_dropped = rep.copies_dropped};
+        snprintf(out->summary, sizeof out->summary, "%s", s_text(rep.move_summary));
+        rc = 0;
+    }
+    self->running = false;
+    return rc;
+}
+
 void client_status_destroy(client_status_t **self_p)
 {
     if (!self_p || !*self_p)

@@ -275,6 +275,26 @@ client_status_t *client_status(client_t *self, err_t *err);
 /* Accepts NULL and *self_p == NULL; sets *self_p to NULL. */
 void client_status_destroy(client_status_t **self_p);
 
+/* What a rebalance did (client_rebalance). */
+typedef struct client_move {
+    char summary[512];          /* in words: what moved, or that nothing had to */
+    double imbalance_before;    /* heaviest node's load / mean, before and after */
+    double imbalance_after;
+    int copies_loaded;          /* expert copies the nodes loaded, and dropped */
+    int copies_dropped;
+} client_move_t;
+
+/* Asks the coordinator to plan a placement from the measured load with
+ * `redundant` copies per layer and to move to it while it serves; with
+ * drain_node >= 1, node drain_node gets no expert (moe-client node drain).
+ * Waits for the move to end (bounded by the client's timeout). 0 with *out
+ * filled, or -1 with errno/err: EINVAL (a plan that does not fit the nodes'
+ * memory budgets, an unknown node: the coordinator's message), EBUSY
+ * (another move runs), EHOSTUNREACH (the move failed: a node died or
+ * refused; the old placement serves on), ETIMEDOUT. */
+int client_rebalance(client_t *self, int redundant, int drain_node, client_move_t *out,
+                     err_t *err);
+
 /* Asks the coordinator to cancel request_id of this client (e.g. from inside
  * a client_chunk_fn, with client_last_request_id). Sends CANCEL under a new
  * request id and returns once it is queued, without waiting for an answer:

@@ -34,6 +34,7 @@ struct coordinator {
     int32_t *hosted;               /* (2, total hosted pairs): layers then experts */
     dispatch_route_t *routes;
     dispatch_t *dispatch;
+    mover_t *mover;                /* the live placement (moves, rebalances) */
     server_t *server;
     rpc_t *rpc;
     http_t *http;                  /* NULL without --http */
@@ -50,6 +51,7 @@ static void s_teardown(coordinator_t *co)
     chat_template_destroy(&co->chat);
     rpc_destroy(&co->rpc);
     server_destroy(&co->server);
+    mover_destroy(&co->mover);
     dispatch_destroy(&co->dispatch);
     for (int i = 0; i < co->n_nodes; i++)
         peer_destroy(&co->peers[i]);
@@ -250,7 +252,7 @@ static int s_start(coordinator_t *co, const coordinator_opts_t *o,
     if (s_security(co, o, err) < 0)
         return -1;
     const keypair_t *key = co->node_public ? &co->key : NULL;
-    wire_limits_t lim = wire_limits_for_model(cfg, o->prefill_rows);
+    wire_limits_t lim = dispatch_limits(cfg, o->prefill_rows);
     for (int i = 0; i < co->n_nodes; i++)
         if (!(co->peers[i] = peer_new(co->zmq_ctx, i + 1, o->nodes[i], &lim, key,
                                       key ? co->node_public[i] : NULL, err)))
@@ -306,6 +308,17 @@ static int s_start(coordinator_t *co, const coordinator_opts_t *o,
     co->server = server_new(co->w, co->dispatch, co->peers, co->nodes, co->n_nodes, &conf, err);
     if (!co->server)
         return -1;
+    const int group_size = o->placement_groups && cfg->n_group > 1
+                               ? cfg->n_experts / cfg->n_group : 0;
+    co->mover = mover_new(co->dispatch, co->peers, co->n_nodes, cfg, co->placement,
+                          group_size, stderr, err);
+    if (!co->mover)
+        return -1;
+    mover_set_timeout(co->mover, o->move_timeout_ms);
+    mover_set_auto(co->mover, o->rebalance_every_s,
+                   o->rebalance_threshold_pct > 100 ? o->rebalance_threshold_pct / 100.0 : 1.15,
+                   o->rebalance_redundant);
+    server_set_mover(co->server, co->mover);
     const rpc_config_t rc = {.bind = o->bind, .curve_key = key};
     co->rpc = rpc_new(co->zmq_ctx, co->server, &rc, err);
     if (!co->rpc)

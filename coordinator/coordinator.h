@@ -55,6 +55,10 @@ typedef struct coordinator_opts {
                                            (weights_preload), progress on stderr */
     wformat_t format;                   /* --dtype / --quantization; zero: as stored */
     int load_half_life_s;               /* of the load measurement; 0: the default */
+    int rebalance_every_s;              /* automatic rebalance checks; 0: never */
+    int rebalance_threshold_pct;        /* ... when the imbalance passes this (115: 1.15x) */
+    int rebalance_redundant;            /* ... with these redundant copies */
+    int move_timeout_ms;                /* a gaining node must be ready by then; 0: default */
 } coordinator_opts_t;
 
 typedef struct coordinator coordinator_t;

@@ -38,6 +38,15 @@ struct dispatch {
     float *rows;               /* (max_rows, hidden) a message's rows */
     moe_assign_t *msg_assign;  /* (max_assign) a message's assignments */
     uint8_t *row_lost;         /* (max_rows) rows the last failed call could not serve */
+    /* Per-assignment terms (more than two experts per token, dispatch.h):
+     * term i of the call, and the call's assignments grouped by row, each
+     * row's in expert order. */
+    bool exact;
+    float *terms;              /* (max_assign, hidden) */
+    int *by_expert;            /* (max_assign) */
+    int *by_row;               /* (max_assign) */
+    int *ecount;               /* (n_experts + 1) */
+    int *rcount;               /* (max_rows + 1) */
     /* Replies are kept per node and added into out in node order when the
      * call completes, not as they arrive: float addition is not associative,
      * so arrival order would make the last bits of a row that several nodes
@@ -84,6 +93,7 @@ dispatch_t *dispatch_new(peer_t **peers, int n_peers, const config_t *cfg,
     self->max_rows = max_rows;
     self->max_assign = max_rows * cfg->n_experts_per_tok;
     self->reply_timeout_ms = reply_timeout_ms;
+    self->exact = cfg->n_experts_per_tok > 2;
     /* One send per node, and room to re-send after a few failures in a call. */
     self->max_sends = 4 * n_peers;
     const size_t n_routes = (size_t)cfg->n_layers * cfg->n_experts;
@@ -107,6 +117,16 @@ dispatch_t *dispatch_new(peer_t **peers, int n_peers, const config_t *cfg,
     self->touched = mem_calloc(cells, 1);
     self->touched_rows = mem_alloc(cells * sizeof(int));
     self->n_touched = mem_calloc((size_t)n_peers, sizeof(int));
+    if (self->exact) {
+        self->terms = mem_alloc_aligned(ma * (size_t)self->hidden * sizeof(float));
+        self->by_expert = mem_alloc(ma * sizeof(int));
+        self->by_row = mem_alloc(ma * sizeof(int));
+        self->ecount = mem_alloc(((size_t)cfg->n_experts + 1) * sizeof(int));
+        self->rcount = mem_alloc(((size_t)max_rows + 1) * sizeof(int));
+        if (!self->terms || !self->by_expert || !self->by_row || !self->ecount ||
+            !self->rcount)
+            goto oom;
+    }
     if (!self->routes || !self->expert_tokens || !self->sends || !self->items ||
         !self->target || !self->pending || !self->order || !self->count || !self->local_of ||
         !self->rows || !self->msg_assign || !self->row_lost || !self->partial ||
@@ -128,7 +148,7 @@ dispatch_t *dispatch_new(peer_t **peers, int n_peers, const config_t *cfg,
                           err);
     if (!self->load)
         goto fail;
-    wire_limits_t lim = wire_limits_for_model(cfg, max_rows);
+    wire_limits_t lim = dispatch_limits(cfg, max_rows);
     self->inbox = wire_inbox_new(&lim, err);
     if (!self->inbox)
         goto fail;
@@ -154,6 +174,11 @@ void dispatch_destroy(dispatch_t **self_p)
         }
     wire_inbox_destroy(&self->inbox);
     load_destroy(&self->load);
+    mem_free(self->terms);
+    mem_free(self->by_expert);
+    mem_free(self->by_row);
+    mem_free(self->ecount);
+    mem_free(self->rcount);
     mem_free(self->partial);
     mem_free(self->touched);
     mem_free(self->touched_rows);
@@ -299,7 +324,7 @@ static int s_send_to(dispatch_t *self, int p, const int *items, int n, err_t *er
     wire_data_t msg = {
         .type = WIRE_EXPERT_REQUEST, .request_id = s->request_id, .layer = self->call.layer,
         .n_rows = s->n_rows, .hidden = self->hidden, .rows = self->rows,
-        .n_assign = n, .assign = self->msg_assign,
+        .n_assign = n, .assign = self->msg_assign, .per_assignment = self->exact,
     };
     const uint64_t before = self->stats.bytes_sent;
     const int rc = peer_send(self->peers[p], &msg, &self->stats.bytes_sent, err);
@@ -390,9 +415,45 @@ static void s_reset(dispatch_t *self)
     }
 }
 
+/* out = every row's terms added onto zeros in expert order (dispatch.h):
+ * the call's assignments sorted by expert, then stably by row. */
+static void s_add_terms(dispatch_t *self)
+{
+    const size_t hidden = (size_t)self->hidden;
+    const moe_assign_t *assign = self->call.assign;
+    const int n = self->call.n_assign;
+    memset(self->ecount, 0, ((size_t)self->n_experts + 1) * sizeof(int));
+    for (int i = 0; i < n; i++)
+        self->ecount[assign[i].expert + 1]++;
+    for (int e = 0; e < self->n_experts; e++)
+        self->ecount[e + 1] += self->ecount[e];
+    for (int i = 0; i < n; i++)
+        self->by_expert[self->ecount[assign[i].expert]++] = i;
+    memset(self->rcount, 0, ((size_t)self->call.n_rows + 1) * sizeof(int));
+    for (int i = 0; i < n; i++)
+        self->rcount[assign[i].row + 1]++;
+    for (int r = 0; r < self->call.n_rows; r++)
+        self->rcount[r + 1] += self->rcount[r];
+    for (int k = 0; k < n; k++) {
+        const int i = self->by_expert[k];
+        self->by_row[self->rcount[assign[i].row]++] = i;
+    }
+    for (int k = 0; k < n; k++) {
+        const int i = self->by_row[k];
+        float *dst = self->call.out + (size_t)assign[i].row * hidden;
+        const float *src = self->terms + (size_t)i * hidden;
+        for (size_t j = 0; j < hidden; j++)
+            dst[j] += src[j];
+    }
+}
+
 /* out += every node's partial sums, node by node in index order. */
 static void s_add_partials(dispatch_t *self)
 {
+    if (self->exact) {
+        s_add_terms(self);
+        return;
+    }
     const size_t hidden = (size_t)self->hidden;
     for (int p = 0; p < self->n_peers; p++) {
         const float *partial = self->partial + (size_t)p * self->max_rows * hidden;
@@ -416,12 +477,22 @@ static int s_combine(dispatch_t *self, send_t *s, const wire_data_t *reply, err_
                        peer_node_id(peer), peer_endpoint(peer), layer,
                        wire_data_error_name(reply->error_code),
                        reply->error_message ? reply->error_message : "");
+    const int want_rows = self->exact ? s->n_items : s->n_rows;
     if (reply->type != WIRE_EXPERT_REPLY || reply->layer != layer ||
-        reply->n_rows != s->n_rows || reply->hidden != self->hidden)
+        reply->n_rows != want_rows || reply->hidden != self->hidden)
         return err_set(err, EPROTO, "node %d (%s) sent a reply that does not match its "
-                       "request (type %d, layer %d, %d rows, expected %d)",
+                       "request (type %d, layer %d, %d rows, expected %d%s)",
                        peer_node_id(peer), peer_endpoint(peer), (int)reply->type,
-                       reply->layer, reply->n_rows, s->n_rows);
+                       reply->layer, reply->n_rows, want_rows,
+                       self->exact ? ", one per assignment: is the node older than "
+                                     "the coordinator?" : "");
+    if (self->exact) {
+        /* Each term to its assignment; they are added at finish. */
+        for (int i = 0; i < s->n_items; i++)
+            memcpy(self->terms + (size_t)s->items[i] * self->hidden,
+                   reply->rows + (size_t)i * self->hidden, (size_t)self->hidden * sizeof(float));
+        goto combined;
+    }
     /* Into the node's partial sums (a node that took over another's work in
      * this call may answer twice: those add in arrival order). */
     const size_t hidden = (size_t)self->hidden;
@@ -442,6 +513,7 @@ static int s_combine(dispatch_t *self, send_t *s, const wire_data_t *reply, err_
         }
     }
     load_add_busy(self->load, s->peer, reply->compute_seconds, timer_now());
+combined:
     if (reply->compute_seconds > self->call.max_compute)
         self->call.max_compute = reply->compute_seconds;
     self->stats.bytes_received += wire_inbox_message_bytes(self->inbox);
@@ -658,4 +730,22 @@ void dispatch_node_load(const dispatch_t *self, const double *rate, double *node
         for (int i = 0; i < route->n; i++)
             node_load[route->peer[i]] += rate[r] / route->n;
     }
+}
+
+int dispatch_set_routes(dispatch_t *self, const dispatch_route_t *routes, err_t *err)
+{
+    if (self->call.active)
+        return err_set(err, EBUSY, "the routes cannot change during layer %d's call",
+                       self->call.layer);
+    memcpy(self->routes, routes,
+           (size_t)self->n_layers * self->n_experts * sizeof *self->routes);
+    return 0;
+}
+
+wire_limits_t dispatch_limits(const config_t *cfg, int max_rows)
+{
+    wire_limits_t lim = wire_limits_for_model(cfg, max_rows);
+    if (cfg->n_experts_per_tok > 2)
+        lim.max_rows = lim.max_assign; /* replies of one term per assignment */
+    return lim;
 }

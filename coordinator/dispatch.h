@@ -7,8 +7,17 @@
  * so the work rotates over the replicas call by call while experts that share
  * a node keep sharing one. Each node gets one EXPERT_REQUEST carrying each row
  * it needs once plus its (row, expert, weight) list; all nodes are sent to
- * before any reply is awaited; the partial-sum rows that come back are added
- * into the output.
+ * before any reply is awaited; what comes back is added into the output.
+ *
+ * The combine does not depend on the placement. moe-run adds a row's expert
+ * outputs (weight * ffn_e(u)) onto zeros in expert order. With at most two
+ * experts per token any order gives the same bits (float addition
+ * commutes), so nodes reply one partial sum per row, added in node order.
+ * With more (qwen, olmoe, deepseek, gpt_oss), which experts share a node
+ * would change the grouping of the additions, so the nodes are asked for one
+ * term per assignment (EXPERT_REQUEST per_assignment) and the dispatch adds
+ * each row's terms onto zeros in expert order itself: bit for bit moe-run's
+ * sum whatever node computed which expert, before and after a rebalance.
  *
  * Failover: when a node fails during the call (its connection drops, a send
  * is refused, or no reply within the reply timeout) it is marked down and the
@@ -109,6 +118,14 @@ int dispatch_set_load_half_life(dispatch_t *self, double half_life_s, err_t *err
  * the route's rate divided by its number of replicas (the work rotates
  * evenly over them). Into node_load[0..n_peers). */
 void dispatch_node_load(const dispatch_t *self, const double *rate, double *node_load);
+
+/* Replaces the routes (same layout as dispatch_new's; copied) between two
+ * calls: the next call places work by them. EBUSY during a call. */
+int dispatch_set_routes(dispatch_t *self, const dispatch_route_t *routes, err_t *err);
+
+/* The data-plane limits of a coordinator's links for a model served
+ * max_rows rows per call: a reply may carry one row per assignment. */
+wire_limits_t dispatch_limits(const config_t *cfg, int max_rows);
 
 /* Reads link events of every node (marks dropped ones down), reads replies
  * to heartbeats and rejoin HELLOs, and sends the heartbeats and HELLOs that

@@ -41,6 +41,11 @@ struct peer {
     char weights[WIRE_MAX_TEXT];  /* what its last HELLO_REPLY said it holds */
     const int32_t *want_layer, *want_expert; /* borrowed from peer_hello's caller */
     int n_want;
+    uint64_t memory_budget;       /* bytes for experts the node said it has; 0 none */
+    uint64_t expert_bytes;        /* bytes of one of its experts; 0 unknown */
+    uint64_t control_id;          /* request id of the last PLACE / DROP */
+    peer_control_t control;
+    char control_why[WIRE_MAX_TEXT];
     bool curve;                   /* the link is CURVE */
     bool handshaken;              /* a CURVE handshake succeeded */
 };
@@ -274,6 +279,8 @@ int peer_hello(peer_t *self, wire_inbox_t *inbox, const char *model_id,
         }
         snprintf(self->model_id, sizeof self->model_id, "%s", model_id);
         snprintf(self->weights, sizeof self->weights, "%s", reply.weights ? reply.weights : "");
+        self->memory_budget = reply.memory_budget;
+        self->expert_bytes = reply.expert_bytes;
         self->want_layer = want_layer;
         self->want_expert = want_expert;
         self->n_want = n_want;
@@ -387,6 +394,21 @@ void peer_handle(peer_t *self, const wire_data_t *msg, double now)
 {
     self->last_seen = now;
     self->ping_unanswered = 0;
+    if (self->control == PEER_CONTROL_WAITING && msg->request_id == self->control_id &&
+        (msg->type == WIRE_PLACE_REPLY || msg->type == WIRE_ERROR)) {
+        if (msg->type == WIRE_PLACE_REPLY) {
+            self->control = PEER_CONTROL_DONE;
+            snprintf(self->weights, sizeof self->weights, "%s",
+                     msg->weights ? msg->weights : "");
+            self->memory_budget = msg->memory_budget;
+            self->expert_bytes = msg->expert_bytes;
+        } else {
+            self->control = PEER_CONTROL_FAILED;
+            snprintf(self->control_why, sizeof self->control_why, "%s",
+                     msg->error_message ? msg->error_message : "");
+        }
+        return;
+    }
     if (self->up || msg->request_id <= self->hello_floor ||
         !(msg->request_id & PEER_CONTROL_ID))
         return;
@@ -405,6 +427,42 @@ void peer_handle(peer_t *self, const wire_data_t *msg, double now)
         fprintf(self->log, "moe-coordinator: node %d (%s) is back after %.0f ms\n",
                 self->node_id, self->endpoint, (now - self->down_since) * 1e3);
 }
+
+int peer_control_send(peer_t *self, wire_data_type_t type, const int32_t *layer,
+                      const int32_t *expert, int n, err_t *err)
+{
+    if (!self->up)
+        return err_set(err, EHOSTUNREACH, "node %d (%s) is down: %s", self->node_id,
+                       self->endpoint, self->last_error);
+    wire_data_t msg = {.type = type, .request_id = PEER_CONTROL_ID | ++self->hello_id,
+                       .n_hosted = n, .hosted_layer = layer, .hosted_expert = expert};
+    err_t send_err = {0};
+    if (wire_data_send(self->socket, NULL, &msg, &send_err) < 0)
+        return err_set(err, EHOSTUNREACH, "node %d (%s) cannot take a %s: %s", self->node_id,
+                       self->endpoint, type == WIRE_PLACE ? "PLACE" : "DROP",
+                       errno == EAGAIN ? "no live connection" : send_err.msg);
+    self->control_id = msg.request_id;
+    self->control = PEER_CONTROL_WAITING;
+    self->control_why[0] = '\0';
+    return 0;
+}
+
+peer_control_t peer_control_state(const peer_t *self, const char **why)
+{
+    if (why)
+        *why = self->control_why;
+    return self->control;
+}
+
+void peer_set_want(peer_t *self, const int32_t *layer, const int32_t *expert, int n)
+{
+    self->want_layer = layer;
+    self->want_expert = expert;
+    self->n_want = n;
+}
+
+uint64_t peer_memory_budget(const peer_t *self) { return self->memory_budget; }
+uint64_t peer_expert_bytes(const peer_t *self) { return self->expert_bytes; }
 
 void peer_record_batch(peer_t *self, double rtt_seconds)
 {

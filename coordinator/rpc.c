@@ -29,6 +29,10 @@ struct rpc {
     wire_node_status_t *status;    /* (n_nodes) for STATUS replies */
     int n_status;
     lograte_t logs;                /* stderr, rate-limited per cause */
+    /* The REBALANCE / NODE_DRAIN whose answer waits for the move's end. */
+    bool moving;
+    wire_peer_t move_from;
+    uint64_t move_id;
 };
 
 static wire_client_error_t s_wire_code(sched_error_t code)
@@ -217,6 +221,27 @@ static void s_status(rpc_t *self, const wire_peer_t *from, const wire_request_t 
     free(text); /* jansson's allocation */
 }
 
+/* REBALANCE and NODE_DRAIN: answered when the move is over (s_tick). */
+static void s_rebalance(rpc_t *self, const wire_peer_t *from, const wire_request_t *req)
+{
+    if (self->moving) {
+        s_reply_error(self, from, req->request_id, WIRE_CLIENT_BUSY,
+                      "a rebalance is already running");
+        return;
+    }
+    err_t err = {0};
+    const int drain = req->type == WIRE_REQ_NODE_DRAIN ? req->node_id : 0;
+    if (server_rebalance(self->server, req->redundant, drain, &err) < 0) {
+        s_reply_error(self, from, req->request_id,
+                      errno == EBUSY ? WIRE_CLIENT_BUSY : WIRE_CLIENT_INVALID_ARGUMENT,
+                      err.msg);
+        return;
+    }
+    self->moving = true;
+    self->move_from = *from;
+    self->move_id = req->request_id;
+}
+
 /* Handles one waiting request; false when none was waiting. */
 static bool s_handle_one(rpc_t *self)
 {
@@ -241,6 +266,8 @@ static bool s_handle_one(rpc_t *self)
     case WIRE_REQ_LOGITS: s_logits(self, &from, &req); break;
     case WIRE_REQ_STATUS: s_status(self, &from, &req); break;
     case WIRE_REQ_CANCEL: s_cancel(self, &from, &req); break;
+    case WIRE_REQ_REBALANCE:
+    case WIRE_REQ_NODE_DRAIN: s_rebalance(self, &from, &req); break;
     default:
         s_reply_error(self, &from, req.request_id, WIRE_CLIENT_INVALID_ARGUMENT,
                       "unknown request type");
@@ -260,6 +287,24 @@ static void s_tick(void *ctx)
 {
     rpc_t *self = ctx;
     lograte_tick(&self->logs);
+    mover_result_t res;
+    if (!self->moving || !server_move_result(self->server, &res))
+        return;
+    self->moving = false;
+    if (!res.ok) {
+        s_reply_error(self, &self->move_from, self->move_id, WIRE_CLIENT_UNAVAILABLE,
+                      res.message);
+        return;
+    }
+    wire_reply_t rep = {.type = WIRE_REP_REBALANCED, .request_id = self->move_id,
+                        .final = true, .move_summary = res.message,
+                        .imbalance_before = res.imbalance_before,
+                        .imbalance_after = res.imbalance_after,
+                        .copies_loaded = res.copies_loaded,
+                        .copies_dropped = res.copies_dropped};
+    err_t err = {0};
+    if (wire_reply_send(self->socket, &self->move_from, &rep, &err) < 0)
+        s_unsent(self, &self->move_from, self->move_id, errno, &err);
 }
 
 rpc_t *rpc_new(void *zmq_ctx, server_t *server, const rpc_config_t *conf, err_t *err)

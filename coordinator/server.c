@@ -56,6 +56,7 @@ struct server {
     double *rates;                 /* (n_layers * n_experts) the load at the last status */
     double *node_load;             /* (n_peers) the same per node */
     metric_t *m_expert_load, *m_node_load, *m_busy_ratio, *m_busy_seconds;
+    mover_t *mover;                /* borrowed; NULL: the placement is fixed */
 };
 
 const char *server_outcome_name(server_outcome_t outcome)
@@ -462,11 +463,14 @@ void server_status(server_t *self, server_status_t *out)
     dispatch_node_load(self->dispatch, self->rates, self->node_load);
     for (int p = 0; p < self->n_peers; p++) {
         const peer_t *peer = self->peers[p];
+        const int32_t *hl = self->nodes[p].hosted_layer, *he = self->nodes[p].hosted_expert;
+        int n_hosted = self->nodes[p].n_hosted;
+        if (self->mover)
+            n_hosted = mover_hosted(self->mover, p, &hl, &he);
         self->node_status[p] = (server_node_status_t){
             .node_id = peer_node_id(peer), .endpoint = peer_endpoint(peer),
-            .up = peer_is_up(peer), .n_hosted = self->nodes[p].n_hosted,
-            .hosted_layer = self->nodes[p].hosted_layer,
-            .hosted_expert = self->nodes[p].hosted_expert,
+            .up = peer_is_up(peer), .n_hosted = n_hosted,
+            .hosted_layer = hl, .hosted_expert = he,
             .batches = peer_batches(peer), .rtt_last_ms = peer_rtt_last_ms(peer),
             .rtt_mean_ms = peer_rtt_mean_ms(peer), .last_error = peer_last_error(peer),
             .weights = peer_weights(peer),
@@ -614,6 +618,26 @@ static void s_deliver_all(server_t *self)
     }
 }
 
+void server_set_mover(server_t *self, mover_t *mover)
+{
+    self->mover = mover;
+}
+
+int server_rebalance(server_t *self, int redundant, int drain_node, err_t *err)
+{
+    if (!self->mover)
+        return err_set(err, ENOTSUP, "this coordinator's placement is fixed");
+    if (drain_node < 0 || drain_node > self->n_peers)
+        return err_set(err, EINVAL, "no node %d (nodes are 1..%d)", drain_node, self->n_peers);
+    dispatch_check_links(self->dispatch); /* plan with the nodes' state of now */
+    return mover_start(self->mover, redundant, drain_node - 1, err);
+}
+
+bool server_move_result(server_t *self, mover_result_t *out)
+{
+    return self->mover && mover_take_result(self->mover, out);
+}
+
 int server_run(server_t *self, volatile sig_atomic_t *stop, err_t *err)
 {
     zmq_pollitem_t items[SERVER_MAX_FRONTENDS];
@@ -629,6 +653,8 @@ int server_run(server_t *self, volatile sig_atomic_t *stop, err_t *err)
             return err_set(err, errno, "polling the front ends: %s", zmq_strerror(errno));
         }
         dispatch_check_links(self->dispatch);
+        if (self->mover) /* between two steps: no layer call is in flight */
+            mover_tick(self->mover, timer_now());
         for (int f = 0; f < self->n_fronts; f++)
             if (self->fronts[f].tick)
                 self->fronts[f].tick(self->fronts[f].ctx);

@@ -20,6 +20,7 @@
 #include <stdint.h>
 
 #include "coordinator/dispatch.h"
+#include "coordinator/mover.h"
 #include "coordinator/peer.h"
 #include "coordinator/sched.h"
 #include "core/err.h"
@@ -195,6 +196,21 @@ void server_status(server_t *self, server_status_t *out);
 int server_metrics_text(server_t *self, char **out, size_t *len);
 /* The same as JSON (STATUS), NULL when out of memory; caller json_decref's. */
 json_t *server_metrics_json(server_t *self);
+
+/* The live placement (mover.h; borrowed, outliving the server): the loop
+ * ticks it between steps and the status shows its hosted lists. Without
+ * one the placement is fixed (and REBALANCE is refused). */
+void server_set_mover(server_t *self, mover_t *mover);
+
+/* Starts a move to a placement planned from the measured load, with
+ * `redundant` copies per layer, emptying node `drain_node` (0: none). -1
+ * with errno/err: ENOTSUP (no mover), EBUSY, EINVAL (unknown node), ENOSPC
+ * (the budgets cannot hold the plan), as mover_start. */
+int server_rebalance(server_t *self, int redundant, int drain_node, err_t *err);
+
+/* The outcome of the last move started by server_rebalance, once it is over
+ * (mover_take_result). */
+bool server_move_result(server_t *self, mover_result_t *out);
 
 const weights_t *server_weights(const server_t *self);
 const server_config_t *server_config(const server_t *self);

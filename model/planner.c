@@ -147,9 +147,13 @@ static double s_pack(plan_t *pl, int l, err_t *err)
         for (int n = 0; n < N; n++) {
             if (!s_fits(pl, cp->item, n))
                 continue;
+            /* Ties (unmeasured experts load 0): the least load over the
+             * layers so far, then the fewest copies, then the lower id. */
             if (best < 0 || pl->node_load[n] < pl->node_load[best] ||
                 (pl->node_load[n] == pl->node_load[best] &&
-                 pl->total_load[n] < pl->total_load[best]))
+                 (pl->total_load[n] < pl->total_load[best] ||
+                  (pl->total_load[n] == pl->total_load[best] &&
+                   pl->used[n] < pl->used[best]))))
                 best = n;
         }
         if (best < 0) {

@@ -15,8 +15,8 @@
  *      rotates an expert's calls evenly over its copies);
  *   3. packing: copies by load per copy, heaviest first, each to the node
  *      with the least load in this layer that has room and no copy of the
- *      item yet (ties: the least load over the layers planned so far, then
- *      the lower node id): longest-processing-time first, whose heaviest
+ *      item yet (ties: the least load over the layers planned so far, the
+ *      fewest copies in this layer, then the lower node id): longest-processing-time first, whose heaviest
  *      node is at most the mean plus one copy's load when nothing else
  *      constrains it, and at most 4/3 of the optimum;
  *   4. refinement: while moving one copy off the heaviest node, or swapping

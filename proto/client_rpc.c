@@ -52,6 +52,7 @@ const char *wire_client_error_name(wire_client_error_t code)
 static const char *const s_request_types[] = {
     [WIRE_REQ_GENERATE] = "GENERATE", [WIRE_REQ_LOGITS] = "LOGITS",
     [WIRE_REQ_STATUS] = "STATUS", [WIRE_REQ_CANCEL] = "CANCEL",
+    [WIRE_REQ_REBALANCE] = "REBALANCE", [WIRE_REQ_NODE_DRAIN] = "NODE_DRAIN",
 };
 
 static int s_request_fill(wire_inbox_t *inbox, const void *header, int n_frames, void *out,
@@ -61,7 +62,7 @@ static int s_request_fill(wire_inbox_t *inbox, const void *header, int n_frames,
     const Moe__Client__Request *r = header;
     wire_request_t *req = out;
     if (r->type < MOE__CLIENT__REQUEST_TYPE__GENERATE ||
-        r->type > MOE__CLIENT__REQUEST_TYPE__CANCEL)
+        r->type > MOE__CLIENT__REQUEST_TYPE__NODE_DRAIN)
         return wire_bad(code, WIRE_CLIENT_INVALID_ARGUMENT, err, "unknown request type %d",
                       (int)r->type);
     const char *what = s_request_types[r->type];
@@ -129,6 +130,19 @@ static int s_request_fill(wire_inbox_t *inbox, const void *header, int n_frames,
     case WIRE_REQ_CANCEL:
         req->cancel_id = r->cancel_id;
         return 0;
+    case WIRE_REQ_NODE_DRAIN:
+        if (r->node_id < 1 || r->node_id > INT32_MAX)
+            return wire_bad(code, WIRE_CLIENT_INVALID_ARGUMENT, err, "%s: node_id %u (nodes "
+                          "are numbered from 1)", what, r->node_id);
+        req->node_id = (int)r->node_id;
+        __attribute__((fallthrough)); /* and its redundant copies */
+    case WIRE_REQ_REBALANCE:
+        if (r->redundant > WIRE_MAX_REDUNDANT)
+            return wire_bad(code, WIRE_CLIENT_INVALID_ARGUMENT, err, "%s: %u redundant copies "
+                          "is more than the limit of %d", what, r->redundant,
+                          WIRE_MAX_REDUNDANT);
+        req->redundant = (int)r->redundant;
+        return 0;
     default: /* STATUS */
         return 0;
     }
@@ -172,6 +186,15 @@ int wire_request_send(void *socket, const wire_request_t *req, err_t *err)
         r.cancel_id = req->cancel_id;
         break;
     case WIRE_REQ_STATUS:
+        break;
+    case WIRE_REQ_REBALANCE:
+    case WIRE_REQ_NODE_DRAIN:
+        if (req->redundant < 0 || req->redundant > WIRE_MAX_REDUNDANT ||
+            (req->type == WIRE_REQ_NODE_DRAIN && req->node_id < 1))
+            return err_set(err, EINVAL, "%s: %d redundant copies, node %d",
+                           s_request_types[req->type], req->redundant, req->node_id);
+        r.redundant = (uint32_t)req->redundant;
+        r.node_id = (uint32_t)req->node_id;
         break;
     default:
         return err_set(err, EINVAL, "unknown request type %d", (int)req->type);
@@ -319,7 +342,7 @@ static int s_reply_fill(wire_inbox_t *self, const void *header, int n_frames, vo
     const int vocab = wire_inbox_limits(self)->vocab;
     (void)code; /* a client answers no reply: a bad one is only EPROTO */
     if (r->type < MOE__CLIENT__REPLY_TYPE__TOKENS ||
-        r->type > MOE__CLIENT__REPLY_TYPE__ERROR_REPLY)
+        r->type > MOE__CLIENT__REPLY_TYPE__REBALANCED)
         return err_set(err, EPROTO, "unknown reply type %d", (int)r->type);
     int want = r->type == MOE__CLIENT__REPLY_TYPE__LOGITS_DATA ? 2 : 1;
     if (n_frames != want)
@@ -353,6 +376,18 @@ static int s_reply_fill(wire_inbox_t *self, const void *header, int n_frames, vo
         return s_reply_logits(self, r, rep, err);
     case WIRE_REP_STATUS:
         return s_reply_status(self, r, rep, err);
+    case WIRE_REP_REBALANCED:
+        if (wire_text_len(r->move_summary) < 0 || !isfinite(r->imbalance_before) ||
+            !isfinite(r->imbalance_after) || r->copies_loaded > INT32_MAX ||
+            r->copies_dropped > INT32_MAX)
+            return err_set(err, EPROTO, "REBALANCED: a summary longer than %d bytes, or "
+                           "counts out of range", WIRE_MAX_TEXT - 1);
+        rep->move_summary = r->move_summary ? r->move_summary : "";
+        rep->imbalance_before = r->imbalance_before;
+        rep->imbalance_after = r->imbalance_after;
+        rep->copies_loaded = (int)r->copies_loaded;
+        rep->copies_dropped = (int)r->copies_dropped;
+        return 0;
     default: /* ERROR */
         if (r->error_code <= MOE__CLIENT__ERROR_CODE__OK ||
             r->error_code > MOE__CLIENT__ERROR_CODE__DEADLINE_EXCEEDED)
@@ -522,6 +557,18 @@ int wire_reply_send(void *socket, const wire_peer_t *to, const wire_reply_t *rep
         }
         r.error_code = (Moe__Client__ErrorCode)rep->error_code;
         r.error_message = (char *)wire_clip(rep->error_message, clipped);
+        break;
+    case WIRE_REP_REBALANCED:
+        if (rep->copies_loaded < 0 || rep->copies_dropped < 0) {
+            err_set(err, EINVAL, "REBALANCED: %d copies loaded, %d dropped",
+                    rep->copies_loaded, rep->copies_dropped);
+            goto cleanup;
+        }
+        r.move_summary = (char *)wire_clip(rep->move_summary, clipped);
+        r.imbalance_before = rep->imbalance_before;
+        r.imbalance_after = rep->imbalance_after;
+        r.copies_loaded = (uint32_t)rep->copies_loaded;
+        r.copies_dropped = (uint32_t)rep->copies_dropped;
         break;
     default:
         err_set(err, EINVAL, "unknown reply type %d", (int)rep->type);

@@ -33,6 +33,8 @@ typedef enum wire_request_type {
     WIRE_REQ_LOGITS = 2,
     WIRE_REQ_STATUS = 3,
     WIRE_REQ_CANCEL = 4,
+    WIRE_REQ_REBALANCE = 5,
+    WIRE_REQ_NODE_DRAIN = 6,
 } wire_request_type_t;
 
 typedef enum wire_reply_type {
@@ -40,6 +42,7 @@ typedef enum wire_reply_type {
     WIRE_REP_LOGITS = 2,
     WIRE_REP_STATUS = 3,
     WIRE_REP_ERROR = 4,
+    WIRE_REP_REBALANCED = 5,
 } wire_reply_type_t;
 
 typedef enum wire_client_error {
@@ -56,6 +59,7 @@ typedef enum wire_client_error {
 
 enum { WIRE_MAX_STOP_IDS = 16 }; /* stop token ids per request */
 enum { WIRE_MAX_METRICS = 256 << 10 }; /* bytes of STATUS metrics JSON */
+enum { WIRE_MAX_REDUNDANT = 1 << 16 };  /* REBALANCE: redundant copies per layer */
 
 typedef struct wire_request {
     wire_request_type_t type;
@@ -75,6 +79,8 @@ typedef struct wire_request {
     size_t prompt_text_len;
     int deadline_ms;              /* GENERATE: 0 = the coordinator's default */
     bool ignore_eos;              /* GENERATE */
+    int redundant;                /* REBALANCE, NODE_DRAIN: 0..WIRE_MAX_REDUNDANT */
+    int node_id;                  /* NODE_DRAIN: >= 1 */
 } wire_request_t;
 
 typedef struct wire_node_status {
@@ -142,6 +148,11 @@ typedef struct wire_reply {
     int requests_queued;
     uint64_t kv_bytes;
     const char *metrics;          /* STATUS: JSON text of the metrics; NULL or "" when none */
+    const char *move_summary;     /* REBALANCED: what moved, in words */
+    double imbalance_before;      /* REBALANCED */
+    double imbalance_after;
+    int copies_loaded;
+    int copies_dropped;
 } wire_reply_t;
 
 

@@ -2,7 +2,21 @@
  * (cluster/local.sh, real sockets), on the mixtral-A fixture:
  *   - the load is measured: STATUS (and moe-client placement --json) gives
  *     each expert's rows per second and each node's share and busy time,
- *     consistent with each other and with the tokens routed.
+ *     consistent with each other and with the tokens routed;
+ *   - a skewed placement file (the hot experts on node 1) under sixteen
+ *     concurrent generations, rebalanced with 2 redundant copies in the
+ *     middle of them: the heaviest node then carries at most 1.15x the mean,
+ *     no request failed, every output equals moe-run's;
+ *   - a model with four experts per token (olmoe-A): its logits are bit for
+ *     bit moe-run's before and after a rebalance (the combine does not
+ *     depend on the placement);
+ *   - node drain under load: the node ends hosting nothing, the generations
+ *     are unharmed, and the node can then be stopped with nothing failing;
+ *   - a node killed in the middle of a move (its load slowed down with
+ *     --place-delay-ms): the move fails with a clear error, the old placement
+ *     serves on, the generations are unharmed;
+ *   - memory budgets too small for the plan: refused with a clear error,
+ *     placement unchanged; a plan that fits goes through.
  * Every wait is bounded in count and time. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -10,6 +24,7 @@
 #include <cmocka.h>
 
 #include <math.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +33,8 @@
 
 #include <jansson.h>
 
+#include "client/client.h"
+#include "core/mem.h"
 #include "core/timer.h"
 #include "proto/client_rpc.h"
 #include "tests/crosscheck.h"
@@ -249,10 +266,278 @@ static void test_load_measured(void **state)
     s_rig_down(&rig);
 }
 
+/* The hosted pairs of every node as text, "1:0.3,0.4;2:..." (malloc'd). */
+static char *s_hosted_text(const rig_t *rig)
+{
+    localcluster_conn_t conn;
+    localcluster_open(&conn, rig->endpoint);
+    wire_reply_t rep;
+    localcluster_status(&conn, 1, &rep);
+    size_t size = 65536, used = 0;
+    char *out = malloc(size);
+    assert_non_null(out);
+    out[0] = '\0';
+    for (int i = 0; i < rep.n_nodes; i++) {
+        used += (size_t)snprintf(out + used, size - used, "%s%d:", i ? ";" : "",
+                                 rep.nodes[i].node_id);
+        for (int j = 0; j < rep.nodes[i].n_hosted && used < size - 32; j++)
+            used += (size_t)snprintf(out + used, size - used, "%s%d.%d", j ? "," : "",
+                                     (int)rep.nodes[i].hosted_layer[j],
+                                     (int)rep.nodes[i].hosted_expert[j]);
+    }
+    localcluster_close(&conn);
+    return out;
+}
+
+/* The imbalance in STATUS now: heaviest node load / mean of the nodes
+ * hosting experts; and the number of experts node `node` hosts. */
+static double s_imbalance(const rig_t *rig, int node, int *n_hosted)
+{
+    localcluster_conn_t conn;
+    localcluster_open(&conn, rig->endpoint);
+    wire_reply_t rep;
+    localcluster_status(&conn, 1, &rep);
+    double max = 0, sum = 0;
+    int n = 0;
+    for (int i = 0; i < rep.n_nodes; i++) {
+        if (rep.nodes[i].node_id == node && n_hosted)
+            *n_hosted = rep.nodes[i].n_hosted;
+        if (rep.nodes[i].n_hosted == 0)
+            continue;
+        n++;
+        sum += rep.nodes[i].load;
+        max = fmax(max, rep.nodes[i].load);
+    }
+    localcluster_close(&conn);
+    return n && sum > 0 ? max / (sum / n) : 0;
+}
+
+/* Writes the skewed placement: the experts that mixtral-A's router prefers
+ * on these prompts (3, 4, 5, 7) all on node 1. */
+static void s_skewed_file(char *path, size_t size)
+{
+    snprintf(path, size, "%s/skewed.txt", s_tmp);
+    const char text[] = "nodes 3\n"
+                        "node 1 layers * experts 3,4,5,7\n"
+                        "node 2 layers * experts 0,1,2\n"
+                        "node 3 layers * experts 6\n";
+    assert_int_equal(testutil_write_file(path, text, sizeof text - 1), 0);
+}
+
+/* Rebalance through the client library; fails the test on an error. */
+static void s_rebalance(const rig_t *rig, int redundant, int drain, client_move_t *m)
+{
+    err_t e = {0};
+    client_t *c = client_connect(rig->endpoint, 60000, &e);
+    assert_non_null(c);
+    if (client_rebalance(c, redundant, drain, m, &e) < 0)
+        fail_msg("rebalance (%d redundant, drain %d): %s", redundant, drain, e.msg);
+    client_destroy(&c);
+}
+
+static void test_rebalance_skewed(void **state)
+{
+    (void)state;
+    char file[700], opts[1024];
+    s_skewed_file(file, sizeof file);
+    snprintf(opts, sizeof opts, "--placement %s", file);
+    rig_t rig;
+    s_rig_up(&rig, "skewed", 3, opts);
+    /* A first round measures the load. */
+    s_send_all(&rig);
+    s_pump(&rig, -1, 60);
+    s_expect_all_equal(&rig, "skewed placement");
+    const double before = s_imbalance(&rig, 0, NULL);
+    /* The second round is rebalanced in its middle. */
+    s_send_all(&rig);
+    s_pump(&rig, 10, 60);
+    const double t0 = timer_now();
+    client_move_t m;
+    s_rebalance(&rig, 2, 0, &m);
+    const double took = timer_now() - t0;
+    const double after = s_imbalance(&rig, 0, NULL);
+    s_pump(&rig, -1, 60);
+    printf("  skewed placement: imbalance %.3f; rebalance (R = 2) in %.3f s under 16 "
+           "generations: %s; measured after: %.3f\n", before, took, m.summary, after);
+    s_expect_all_equal(&rig, "rebalanced mid-generation");
+    assert_true(before > 1.3);
+    assert_true(after <= 1.15);
+    assert_true(m.copies_loaded > 0);
+    /* And again after: still moe-run's outputs on the new placement. */
+    s_send_all(&rig);
+    s_pump(&rig, -1, 60);
+    s_expect_all_equal(&rig, "after the rebalance");
+    s_rig_down(&rig);
+}
+
+/* LOGITS of one prompt as raw bytes (malloc'd, *n floats). */
+static float *s_logits(const rig_t *rig, const int32_t *prompt, int n_prompt, size_t *n)
+{
+    err_t e = {0};
+    client_t *c = client_connect(rig->endpoint, 60000, &e);
+    assert_non_null(c);
+    float *logits = NULL;
+    int rows = 0, vocab = 0;
+    if (client_logits(c, prompt, n_prompt, &logits, &rows, &vocab, &e) < 0)
+        fail_msg("logits: %s", e.msg);
+    client_destroy(&c);
+    *n = (size_t)rows * (size_t)vocab;
+    return logits;
+}
+
+static void test_exact_combine(void **state)
+{
+    (void)state;
+    char model[700], ref[800], cmd[4096];
+    snprintf(model, sizeof model, "%s/olmoe-A", fixture_root());
+    const int32_t prompt[] = {5, 17, 2, 99, 3, 44, 8, 61};
+    snprintf(ref, sizeof ref, "%s/olmoe-ref.f32", s_tmp);
+    snprintf(cmd, sizeof cmd, "'%s/moe-run' --model '%s' --prompt-ids 5,17,2,99,3,44,8,61 "
+             "--max-tokens 1 --dump-logits '%s' >/dev/null 2>&1", s_bin, model, ref);
+    assert_int_equal(testutil_run(cmd, NULL), 0);
+    size_t ref_bytes = 0;
+    char *want = testutil_read_file(ref, &ref_bytes);
+    assert_non_null(want);
+
+    rig_t rig;
+    memset(&rig, 0, sizeof rig);
+    snprintf(rig.run_dir, sizeof rig.run_dir, "%s/exact", s_tmp);
+    rig.endpoint = localcluster_up(model, 3, rig.run_dir, CLUSTER_OPTS);
+    localcluster_open(&rig.conn, rig.endpoint);
+    size_t n = 0;
+    float *got = s_logits(&rig, prompt, 8, &n);
+    assert_int_equal(n * sizeof(float), ref_bytes);
+    assert_memory_equal(got, want, ref_bytes);
+    mem_free(got);
+    client_move_t m;
+    s_rebalance(&rig, 2, 0, &m);
+    got = s_logits(&rig, prompt, 8, &n);
+    assert_memory_equal(got, want, ref_bytes);
+    mem_free(got);
+    printf("  olmoe-A (4 experts per token), 3 nodes: logits bit for bit moe-run's before "
+           "and after a rebalance (%s)\n", m.summary);
+    free(want);
+    s_rig_down(&rig);
+}
+
+static void test_drain_under_load(void **state)
+{
+    (void)state;
+    rig_t rig;
+    s_rig_up(&rig, "drain", 3, NULL);
+    s_send_all(&rig);
+    s_pump(&rig, 10, 60);
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "MOE_BIN='%s' '%s/cluster/local.sh' drain-node --run-dir '%s' "
+             "--node 2 2>&1", s_bin, s_root, rig.run_dir);
+    char *out = NULL;
+    const int rc = testutil_run(cmd, &out);
+    if (rc != 0)
+        fail_msg("drain-node failed (%d): %s", rc, out ? out : "");
+    free(out);
+    int hosted = -1;
+    s_imbalance(&rig, 2, &hosted);
+    assert_int_equal(hosted, 0);
+    s_pump(&rig, -1, 60);
+    s_expect_all_equal(&rig, "node 2 drained and stopped mid-generation");
+    /* Node 2 is gone: everything still runs. */
+    s_send_all(&rig);
+    s_pump(&rig, -1, 60);
+    s_expect_all_equal(&rig, "after the drain");
+    printf("  node 2 of 3 drained and stopped under 16 generations: none failed\n");
+    s_rig_down(&rig);
+}
+
+static void test_kill_mid_move(void **state)
+{
+    (void)state;
+    char file[700], opts[1024];
+    s_skewed_file(file, sizeof file);
+    /* Every expert on two nodes too, so that losing one node loses nothing;
+     * loading is slowed down so that the kill falls inside the move. */
+    snprintf(opts, sizeof opts, "--replicas 2 --place-delay-ms 1500");
+    rig_t rig;
+    s_rig_up(&rig, "kill-move", 3, opts);
+    s_send_all(&rig);
+    s_pump(&rig, -1, 60);
+    char *hosted_before = s_hosted_text(&rig);
+    s_send_all(&rig);
+    s_pump(&rig, 10, 60);
+    /* The REBALANCE goes on a connection of its own; its answer waits. */
+    localcluster_conn_t mv;
+    localcluster_open(&mv, rig.endpoint);
+    wire_request_t req = {.type = WIRE_REQ_REBALANCE, .request_id = 7, .redundant = 1};
+    localcluster_send(&mv, &req);
+    /* Which node loads? Kill the first that logs it (bounded wait). */
+    int victim = 0;
+    for (int i = 0; i < 100 && !victim; i++) {
+        for (int n = 1; n <= 3 && !victim; n++) {
+            char cmd[1024];
+            snprintf(cmd, sizeof cmd, "grep -q 'loading .* experts in the background' "
+                     "'%s/expert-%d.log'", rig.run_dir, n);
+            if (testutil_run(cmd, NULL) == 0)
+                victim = n;
+        }
+        if (!victim)
+            usleep(20 * 1000);
+    }
+    assert_true(victim > 0);
+    char name[32];
+    snprintf(name, sizeof name, "expert-%d", victim);
+    assert_int_equal(kill(localcluster_pid(rig.run_dir, name), SIGKILL), 0);
+    wire_reply_t rep;
+    localcluster_recv(&mv, &rep, "no answer to the rebalance");
+    assert_int_equal(rep.type, WIRE_REP_ERROR);
+    assert_int_equal(rep.error_code, WIRE_CLIENT_UNAVAILABLE);
+    assert_non_null(strstr(rep.error_message, "unchanged"));
+    printf("  node %d killed while loading: %s\n", victim, rep.error_message);
+    localcluster_close(&mv);
+    char *hosted_after = s_hosted_text(&rig);
+    assert_string_equal(hosted_after, hosted_before);
+    s_pump(&rig, -1, 60);
+    s_expect_all_equal(&rig, "node killed in the middle of a move");
+    free(hosted_before);
+    free(hosted_after);
+    s_rig_down(&rig);
+}
+
+static void test_budget_too_small(void **state)
+{
+    (void)state;
+    rig_t rig;
+    /* mixtral-A's experts are 48 KiB: 0.5 MiB holds 10 per node, 5 per layer. */
+    s_rig_up(&rig, "budget", 2, "--memory-budget 0.5");
+    s_send_all(&rig);
+    s_pump(&rig, -1, 60);
+    char *before = s_hosted_text(&rig);
+    char *out = NULL;
+    assert_int_equal(s_client(&rig, "rebalance --redundant 4", &out), 1);
+    if (!strstr(out, "memory budgets") || !strstr(out, "needs 12 expert copies"))
+        fail_msg("unclear refusal: %s", out);
+    printf("  refused: %s", out);
+    free(out);
+    char *after = s_hosted_text(&rig);
+    assert_string_equal(after, before);
+    free(after);
+    /* Two redundant copies fit (8 + 2 <= 10 per layer). */
+    assert_int_equal(s_client(&rig, "rebalance --redundant 2", &out), 0);
+    free(out);
+    s_send_all(&rig);
+    s_pump(&rig, -1, 60);
+    s_expect_all_equal(&rig, "after a rebalance within the budgets");
+    free(before);
+    s_rig_down(&rig);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_load_measured),
+        cmocka_unit_test(test_rebalance_skewed),
+        cmocka_unit_test(test_exact_combine),
+        cmocka_unit_test(test_drain_under_load),
+        cmocka_unit_test(test_kill_mid_move),
+        cmocka_unit_test(test_budget_too_small),
     };
     return cmocka_run_group_tests(tests, s_setup, testutil_tmpdir_teardown);
 }
