@@ -820,18 +820,13 @@ done:
     return st;
 }
 
-int client_rebalance(client_t *self, int redundant, int drain_node, client_move_t *out,
-                     err_t *err)
+/* REBALANCE, NODE_DRAIN or NODE_ADD (req, without its id), waiting for the
+ * REBALANCED. */
+static int s_move(client_t *self, wire_request_t *req_in, client_move_t *out, err_t *err)
 {
-    assert(self);
-    assert(out);
     if (self->running)
         return err_set(err, EINVAL, "a request is already running on this client");
-    if (redundant < 0 || redundant > WIRE_MAX_REDUNDANT || drain_node < 0)
-        return err_set(err, EINVAL, "%d redundant copies (0..%d), node %d", redundant,
-                       WIRE_MAX_REDUNDANT, drain_node);
-    wire_request_t req = {.type = drain_node ? WIRE_REQ_NODE_DRAIN : WIRE_REQ_REBALANCE,
-                          .redundant = redundant, .node_id = drain_node};
+    wire_request_t req = *req_in;
     const double deadline = s_deadline(self);
     if (s_send(self, &req, err) < 0)
         return -1;
@@ -850,6 +845,33 @@ int client_rebalance(client_t *self, int redundant, int drain_node, client_move_
     }
     self->running = false;
     return rc;
+}
+
+int client_rebalance(client_t *self, int redundant, int drain_node, client_move_t *out,
+                     err_t *err)
+{
+    assert(self);
+    assert(out);
+    if (redundant < 0 || redundant > WIRE_MAX_REDUNDANT || drain_node < 0)
+        return err_set(err, EINVAL, "%d redundant copies (0..%d), node %d", redundant,
+                       WIRE_MAX_REDUNDANT, drain_node);
+    wire_request_t req = {.type = drain_node ? WIRE_REQ_NODE_DRAIN : WIRE_REQ_REBALANCE,
+                          .redundant = redundant, .node_id = drain_node};
+    return s_move(self, &req, out, err);
+}
+
+int client_node_add(client_t *self, const char *endpoint, int redundant, client_move_t *out,
+                    err_t *err)
+{
+    assert(self);
+    assert(out);
+    if (!endpoint || !endpoint[0] || strlen(endpoint) >= WIRE_MAX_TEXT || redundant < 0 ||
+        redundant > WIRE_MAX_REDUNDANT)
+        return err_set(err, EINVAL, "node add: an endpoint (1 to %d bytes) and 0..%d "
+                       "redundant copies are needed", WIRE_MAX_TEXT - 1, WIRE_MAX_REDUNDANT);
+    wire_request_t req = {.type = WIRE_REQ_NODE_ADD, .redundant = redundant,
+                          .endpoint = endpoint};
+    return s_move(self, &req, out, err);
 }
 
 void client_status_destroy(client_status_t **self_p)

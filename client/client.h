@@ -295,6 +295,16 @@ typedef struct client_move {
 int client_rebalance(client_t *self, int redundant, int drain_node, client_move_t *out,
                      err_t *err);
 
+/* Asks the coordinator to take the started, empty node at endpoint into
+ * the cluster (moe-client node add): once it answers, a rebalance with
+ * `redundant` copies gives it its share. Waits for that (bounded by the
+ * client's timeout). 0 with *out filled, or -1 with errno/err: EINVAL (a
+ * bad endpoint, one already in the cluster, no room), EBUSY, EHOSTUNREACH
+ * (the node did not answer in time: it is not part of the cluster), and as
+ * client_rebalance. */
+int client_node_add(client_t *self, const char *endpoint, int redundant, client_move_t *out,
+                    err_t *err);
+
 /* Asks the coordinator to cancel request_id of this client (e.g. from inside
  * a client_chunk_fn, with client_last_request_id). Sends CANCEL under a new
  * request id and returns once it is queued, without waiting for an answer:

@@ -7,6 +7,7 @@
  *     placement [--json]
  *     rebalance [--redundant R]
  *     node drain N [--redundant R]
+ *     node add ENDPOINT [--redundant R]
  *
  * generate prints the N tokens as comma-separated ids on the last line of
  * stdout, as moe-run does (an empty line for none); with a text prompt it
@@ -65,6 +66,7 @@ typedef struct options {
     bool json;               /* status, placement */
     int redundant;           /* rebalance, node drain */
     int drain_node;          /* node drain N */
+    const char *add_endpoint; /* node add ENDPOINT */
 } options_t;
 
 static const char s_global_usage[] =
@@ -83,6 +85,7 @@ static const char s_global_usage[] =
     "  placement [--json]  the placement and its measured load per expert and node\n"
     "  rebalance [--redundant R]  move experts to balance the measured load\n"
     "  node drain N        move node N's experts away, so that it can be stopped\n"
+    "  node add ENDPOINT   take a started, empty node into the cluster\n"
     "\n"
     "options:\n"
     "  --connect ENDPOINT  the coordinator's client endpoint: tcp://HOST:PORT,\n"
@@ -161,10 +164,14 @@ static const char s_rebalance_usage[] =
 
 static const char s_node_usage[] =
     "usage: moe-client --connect ENDPOINT node drain N [--redundant R]\n"
+    "       moe-client --connect ENDPOINT node add NODE_ENDPOINT [--redundant R]\n"
     "\n"
-    "Moves every expert of node N to the other nodes (a rebalance that gives\n"
-    "node N nothing); once it returns, node N serves nothing and can be\n"
+    "drain: moves every expert of node N to the other nodes (a rebalance that\n"
+    "gives node N nothing); once it returns, node N serves nothing and can be\n"
     "stopped without any request failing.\n"
+    "add: the node at NODE_ENDPOINT, started empty (moe-expert --empty\n"
+    "--node-id N+1 for a cluster of N nodes), joins, and a rebalance gives it\n"
+    "its share; no request fails.\n"
     "\n"
     "  --redundant R       extra copies per layer, as for rebalance (default 0)\n"
     "  --help              this text\n";
@@ -326,9 +333,11 @@ static int s_parse_args(int argc, char **argv, options_t *opt)
             /* node drain N: the verb and the node are operands */
             if (next < argc && strcmp(argv[next], "--help") == 0)
                 rc = ARG_HELP_ASKED;
-            else if (next + 1 >= argc || strcmp(argv[next], "drain") != 0)
-                rc = err_set(&err, EINVAL, "node needs 'drain N' (adding a node is not "
-                             "supported yet)");
+            else if (next + 1 >= argc ||
+                     (strcmp(argv[next], "drain") != 0 && strcmp(argv[next], "add") != 0))
+                rc = err_set(&err, EINVAL, "node needs 'drain N' or 'add ENDPOINT'");
+            else if (strcmp(argv[next], "add") == 0)
+                opt->add_endpoint = argv[next + 1];
             else if (s_parse_node(argv[next + 1], &opt->drain_node, &err) < 0)
                 rc = -1;
             next += 2;
@@ -732,7 +741,10 @@ static int s_placement(client_t *client, const options_t *opt, err_t *err)
 static int s_rebalance(client_t *client, const options_t *opt, err_t *err)
 {
     client_move_t move;
-    if (client_rebalance(client, opt->redundant, opt->drain_node, &move, err) < 0)
+    if (opt->add_endpoint ? client_node_add(client, opt->add_endpoint, opt->redundant, &move,
+                                            err) < 0
+                          : client_rebalance(client, opt->redundant, opt->drain_node, &move,
+                                             err) < 0)
         return -1;
     if (opt->drain_node)
         printf("node %d drained: ", opt->drain_node);

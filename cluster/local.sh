@@ -45,6 +45,11 @@
 #       died or was killed; a running one is stopped first) and returns once
 #       the coordinator's STATUS shows it up again (bounded by
 #       MOE_START_TIMEOUT), so a request right after it can use the node.
+#   cluster/local.sh add-node --run-dir D [--redundant R]
+#       Starts node N+1 (same model, format and options as the others,
+#       hosting nothing), waits until it listens, and has the coordinator take
+#       it in (moe-client node add): a rebalance gives it its share while the
+#       cluster serves. The last line is the node's number.
 #   cluster/local.sh drain-node --run-dir D --node N [--redundant R]
 #       Moves every expert of node N to the other nodes while the cluster
 #       serves (moe-client node drain N; docs/OPERATIONS.md), then stops node
@@ -385,6 +390,60 @@ node_up() {
         END { exit !found }'
 }
 
+cmd_add_node() {
+    local dir="" redundant=0 n i args=()
+    while [ $# -gt 0 ]; do
+        case $1 in
+            --run-dir) dir=$2; shift 2 ;;
+            --redundant) redundant=$2; shift 2 ;;
+            -h|--help) usage 0 ;;
+            *) die "unknown option '$1' (see --help)" ;;
+        esac
+    done
+    [ -n "$dir" ] || die "add-node needs --run-dir D"
+    [ -s "$dir/coordinator.endpoint" ] || die "no coordinator in $dir (no coordinator.endpoint)"
+    [ -f "$dir/expert-1.args" ] || die "no node in $dir (no expert-1.args)"
+    [ ! -d "$dir/keys" ] || die "adding a node to a --curve cluster is not supported yet"
+    lock_run_dir "$dir" now
+    n=1
+    while [ -f "$dir/expert-$n.args" ]; do n=$((n + 1)); done
+    # Node 1's arguments, but for node n, hosting nothing at start.
+    mapfile -t args <"$dir/expert-1.args"
+    local out=() skip=""
+    for i in "${args[@]}"; do
+        if [ -n "$skip" ]; then skip=""; continue; fi
+        case $i in
+            --node-id|--nodes|--placement|--replicas|--endpoint-file) skip=1 ;;
+            --placement-groups) ;;
+            *) out+=("$i") ;;
+        esac
+    done
+    printf '%s\n' "${out[@]}" --node-id "$n" --nodes "$n" --empty \
+        --endpoint-file "$dir/expert-$n.endpoint" >"$dir/expert-$n.args"
+    start_node "$dir" "$n"
+    local pid
+    pid=$(cat "$dir/expert-$n.pid")
+    local deadline=$((SECONDS + start_timeout))
+    while [ ! -s "$dir/expert-$n.endpoint" ]; do
+        if ! kill -0 "$pid" 2>/dev/null || [ "$SECONDS" -ge "$deadline" ]; then
+            stop_pids "$pid"
+            rm -f "$dir/expert-$n.args" "$dir/expert-$n.pid"
+            echo "local.sh: node $n did not start; last lines of $dir/expert-$n.log:" >&2
+            tail -n 20 "$dir/expert-$n.log" >&2 || true
+            exit 1
+        fi
+        sleep 0.05
+    done
+    if ! "$bin/moe-client" --timeout "$start_timeout" --connect "$(cat "$dir/coordinator.endpoint")" \
+            node add "$(cat "$dir/expert-$n.endpoint")" --redundant "$redundant"; then
+        stop_pids "$pid"
+        rm -f "$dir/expert-$n.args" "$dir/expert-$n.pid" "$dir/expert-$n.endpoint"
+        die "node $n was not added (stopped again); see $dir/coordinator.log"
+    fi
+    echo "local.sh: node $n added"
+    echo "$n"
+}
+
 cmd_drain_node() {
     local dir="" node="" redundant=0
     while [ $# -gt 0 ]; do
@@ -440,7 +499,8 @@ case $command in
     up) cmd_up "$@" ;;
     restart-node) cmd_restart_node "$@" ;;
     drain-node) cmd_drain_node "$@" ;;
+    add-node) cmd_add_node "$@" ;;
     down) cmd_down "$@" ;;
     -h|--help) usage 0 ;;
-    *) die "unknown command '$command' (up, restart-node, drain-node, down)" ;;
+    *) die "unknown command '$command' (up, restart-node, add-node, drain-node, down)" ;;
 esac

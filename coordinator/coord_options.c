@@ -68,6 +68,7 @@ static const option_desc_t s_options[N_PLAIN] = {
     {"--rebalance-threshold-pct", ARG_INT, CO(rebalance_threshold_pct), 101, 115},
     {"--rebalance-redundant", ARG_INT, CO(rebalance_redundant), 0, 0},
     {"--move-timeout-ms", ARG_INT, CO(move_timeout_ms), 1, MOVER_TIMEOUT_MS},
+    {"--max-nodes", ARG_INT, CO(max_nodes), 1, 0},
 };
 
 static const option_parse_t s_parse_options[N_PARSE] = {
@@ -150,7 +151,10 @@ void coord_options_help(FILE *out)
             "  --rebalance-threshold-pct P  that threshold, in percent (default 115)\n"
             "  --rebalance-redundant R  redundant copies per layer for those (default 0)\n"
             "  --move-timeout-ms MS   nodes must have loaded the experts a move gives them\n"
-            "                         by then, or the move is undone (default %d)\n",
+            "                         by then, or the move is undone; a node added must\n"
+            "                         answer by then too (default %d)\n"
+            "  --max-nodes N          nodes the cluster may grow to with moe-client node add\n"
+            "                         (default: the nodes given + 8)\n",
             DEFAULT_REPLY_TIMEOUT_MS, DEFAULT_HELLO_TIMEOUT_MS,
             COORDINATOR_DEFAULT_HEARTBEAT_MS, COORDINATOR_DEFAULT_HEARTBEAT_MISSES,
             DEFAULT_PREFILL_ROWS, COORDINATOR_DEFAULT_MAX_SEQS, COORDINATOR_DEFAULT_QUEUE,

@@ -23,8 +23,9 @@ typedef struct send {
 } send_t;
 
 struct dispatch {
-    peer_t **peers;            /* borrowed (n_peers) */
-    int n_peers;
+    peer_t **peers;            /* borrowed (n_peers, room for max_peers) */
+    int n_peers;               /* nodes in the cluster now */
+    int max_peers;             /* per-node arrays are sized for this many */
     int n_layers, n_experts, hidden, max_rows, max_assign;
     int reply_timeout_ms;
     dispatch_route_t *routes;  /* (n_layers * n_experts) */
@@ -33,7 +34,7 @@ struct dispatch {
     int *target;               /* (max_assign) peer of each assignment, -1: none */
     int *pending;              /* (max_assign) assignments still to place */
     int *order;                /* (max_assign) pending, grouped by peer */
-    int *count;                /* (n_peers + 1) */
+    int *count;                /* (max_peers + 1) */
     int *local_of;             /* (max_rows) batch row -> message row, or -1 */
     float *rows;               /* (max_rows, hidden) a message's rows */
     moe_assign_t *msg_assign;  /* (max_assign) a message's assignments */
@@ -51,19 +52,19 @@ struct dispatch {
      * call completes, not as they arrive: float addition is not associative,
      * so arrival order would make the last bits of a row that several nodes
      * serve vary from run to run. */
-    float *partial;            /* (n_peers, max_rows, hidden) */
-    uint8_t *touched;          /* (n_peers, max_rows) partial row holds a sum */
-    int *touched_rows;         /* (n_peers, max_rows) those rows, per node */
-    int *n_touched;            /* (n_peers) */
+    float *partial;            /* (max_peers, max_rows, hidden) */
+    uint8_t *touched;          /* (max_peers, max_rows) partial row holds a sum */
+    int *touched_rows;         /* (max_peers, max_rows) those rows, per node */
+    int *n_touched;            /* (max_peers) */
     uint64_t *expert_tokens;   /* (n_layers * n_experts) */
-    uint64_t *node_tokens;     /* (n_layers * n_experts * n_peers) rows each node served */
-    dispatch_node_stats_t *node_stats; /* (n_peers) */
+    uint64_t *node_tokens;     /* (n_layers * n_experts * max_peers) rows each node served */
+    dispatch_node_stats_t *node_stats; /* (max_peers) */
     load_t *load;              /* rows per route, compute seconds per peer */
     uint64_t next_request_id;
     uint64_t rotation;         /* calls started: which replica each expert uses */
     FILE *log;                 /* one line per failover; NULL: quiet */
     wire_inbox_t *inbox;
-    zmq_pollitem_t *items;     /* (2 * n_peers): data socket, link monitor */
+    zmq_pollitem_t *items;     /* (2 * max_peers): data socket, link monitor */
     dispatch_stats_t stats;
     struct {                   /* the started call dispatch_finish completes */
         bool active;
@@ -78,7 +79,7 @@ struct dispatch {
     } call;
 };
 
-dispatch_t *dispatch_new(peer_t **peers, int n_peers, const config_t *cfg,
+dispatch_t *dispatch_new(peer_t **peers, int n_peers, int max_peers, const config_t *cfg,
                          const dispatch_route_t *routes, int max_rows,
                          int reply_timeout_ms, err_t *err)
 {
@@ -87,6 +88,8 @@ dispatch_t *dispatch_new(peer_t **peers, int n_peers, const config_t *cfg,
         goto oom;
     self->peers = peers;
     self->n_peers = n_peers;
+    self->max_peers = max_peers > n_peers ? max_peers : n_peers;
+    const int mp = self->max_peers;
     self->n_layers = cfg->n_layers;
     self->n_experts = cfg->n_experts;
     self->hidden = cfg->hidden_size;
@@ -95,28 +98,28 @@ dispatch_t *dispatch_new(peer_t **peers, int n_peers, const config_t *cfg,
     self->reply_timeout_ms = reply_timeout_ms;
     self->exact = cfg->n_experts_per_tok > 2;
     /* One send per node, and room to re-send after a few failures in a call. */
-    self->max_sends = 4 * n_peers;
+    self->max_sends = 4 * mp;
     const size_t n_routes = (size_t)cfg->n_layers * cfg->n_experts;
     const size_t ma = (size_t)self->max_assign;
     self->routes = mem_alloc(n_routes * sizeof *self->routes);
     self->expert_tokens = mem_calloc(n_routes, sizeof *self->expert_tokens);
-    self->node_tokens = mem_calloc(n_routes * (size_t)n_peers, sizeof *self->node_tokens);
-    self->node_stats = mem_calloc((size_t)n_peers, sizeof *self->node_stats);
+    self->node_tokens = mem_calloc(n_routes * (size_t)mp, sizeof *self->node_tokens);
+    self->node_stats = mem_calloc((size_t)mp, sizeof *self->node_stats);
     self->sends = mem_calloc((size_t)self->max_sends, sizeof *self->sends);
-    self->items = mem_calloc(2 * (size_t)n_peers, sizeof *self->items);
+    self->items = mem_calloc(2 * (size_t)mp, sizeof *self->items);
     self->target = mem_alloc(ma * sizeof(int));
     self->pending = mem_alloc(ma * sizeof(int));
     self->order = mem_alloc(ma * sizeof(int));
-    self->count = mem_alloc(((size_t)n_peers + 1) * sizeof(int));
+    self->count = mem_alloc(((size_t)mp + 1) * sizeof(int));
     self->local_of = mem_alloc((size_t)max_rows * sizeof(int));
     self->rows = mem_alloc_aligned((size_t)max_rows * self->hidden * sizeof(float));
     self->msg_assign = mem_alloc(ma * sizeof(moe_assign_t));
     self->row_lost = mem_calloc((size_t)max_rows, 1);
-    const size_t cells = (size_t)n_peers * (size_t)max_rows;
+    const size_t cells = (size_t)mp * (size_t)max_rows;
     self->partial = mem_alloc_aligned(cells * (size_t)self->hidden * sizeof(float));
     self->touched = mem_calloc(cells, 1);
     self->touched_rows = mem_alloc(cells * sizeof(int));
-    self->n_touched = mem_calloc((size_t)n_peers, sizeof(int));
+    self->n_touched = mem_calloc((size_t)mp, sizeof(int));
     if (self->exact) {
         self->terms = mem_alloc_aligned(ma * (size_t)self->hidden * sizeof(float));
         self->by_expert = mem_alloc(ma * sizeof(int));
@@ -144,7 +147,7 @@ dispatch_t *dispatch_new(peer_t **peers, int n_peers, const config_t *cfg,
         if (!s->global_of || !s->items)
             goto oom;
     }
-    self->load = load_new((int)n_routes, n_peers, DISPATCH_LOAD_HALF_LIFE_S, timer_now(),
+    self->load = load_new((int)n_routes, mp, DISPATCH_LOAD_HALF_LIFE_S, timer_now(),
                           err);
     if (!self->load)
         goto fail;
@@ -669,7 +672,7 @@ int dispatch_finish(void *ctx, int layer, float *out, err_t *err)
             self->expert_tokens[route]++;
             load_add_rows(self->load, (int)route, 1, now);
             if (self->target[i] >= 0)
-                self->node_tokens[route * self->n_peers + self->target[i]]++;
+                self->node_tokens[route * self->max_peers + self->target[i]]++;
         }
         self->stats.calls++;
         self->stats.seconds_total += timer_now() - self->call.t_start;
@@ -711,7 +714,7 @@ const load_t *dispatch_load(const dispatch_t *self)
 
 int dispatch_set_load_half_life(dispatch_t *self, double half_life_s, err_t *err)
 {
-    load_t *fresh = load_new(self->n_layers * self->n_experts, self->n_peers, half_life_s,
+    load_t *fresh = load_new(self->n_layers * self->n_experts, self->max_peers, half_life_s,
                              timer_now(), err);
     if (!fresh)
         return -1;
@@ -748,4 +751,32 @@ wire_limits_t dispatch_limits(const config_t *cfg, int max_rows)
     if (cfg->n_experts_per_tok > 2)
         lim.max_rows = lim.max_assign; /* replies of one term per assignment */
     return lim;
+}
+
+int dispatch_add_peer(dispatch_t *self, err_t *err)
+{
+    if (self->call.active)
+        return err_set(err, EBUSY, "a node cannot join during layer %d's call",
+                       self->call.layer);
+    if (self->n_peers >= self->max_peers)
+        return err_set(err, ENOSPC, "the coordinator has room for %d nodes (--max-nodes)",
+                       self->max_peers);
+    self->n_peers++;
+    return 0;
+}
+
+void dispatch_remove_last_peer(dispatch_t *self)
+{
+    if (!self->call.active && self->n_peers > 0)
+        self->n_peers--;
+}
+
+int dispatch_n_peers(const dispatch_t *self)
+{
+    return self->n_peers;
+}
+
+int dispatch_max_peers(const dispatch_t *self)
+{
+    return self->max_peers;
 }

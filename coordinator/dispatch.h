@@ -78,8 +78,10 @@ typedef struct dispatch_node_stats {
 typedef struct dispatch dispatch_t;
 
 /* routes: (n_layers * n_experts) entries, [layer * n_experts + expert], copied.
- * peers: borrowed, must outlive the dispatch. max_rows: rows per call. */
-dispatch_t *dispatch_new(peer_t **peers, int n_peers, const config_t *cfg,
+ * peers: borrowed, must outlive the dispatch; the first n_peers are the
+ * cluster, and the array has room for max_peers (nodes that join later:
+ * dispatch_add_peer). max_rows: rows per call. */
+dispatch_t *dispatch_new(peer_t **peers, int n_peers, int max_peers, const config_t *cfg,
                          const dispatch_route_t *routes, int max_rows,
                          int reply_timeout_ms, err_t *err);
 void dispatch_destroy(dispatch_t **self_p);
@@ -98,9 +100,9 @@ int dispatch_finish(void *ctx, int layer, float *out, err_t *err);
 /* Tokens routed to each expert so far: (n_layers * n_experts), borrowed. */
 const uint64_t *dispatch_expert_tokens(const dispatch_t *self);
 const dispatch_stats_t *dispatch_stats(const dispatch_t *self);
-/* (n_peers), in peer order. */
+/* (max_peers), in peer order. */
 const dispatch_node_stats_t *dispatch_node_stats(const dispatch_t *self);
-/* Rows each node served: [(layer * n_experts + expert) * n_peers + peer]. */
+/* Rows each node served: [(layer * n_experts + expert) * max_peers + peer]. */
 const uint64_t *dispatch_node_tokens(const dispatch_t *self);
 
 /* The measured load (load.h): rows routed per (layer, expert) and each
@@ -126,6 +128,14 @@ int dispatch_set_routes(dispatch_t *self, const dispatch_route_t *routes, err_t 
 /* The data-plane limits of a coordinator's links for a model served
  * max_rows rows per call: a reply may carry one row per assignment. */
 wire_limits_t dispatch_limits(const config_t *cfg, int max_rows);
+
+/* Between calls: peers[n_peers] (set by the caller) joins the cluster; it
+ * takes work once routes name it. ENOSPC beyond max_peers, EBUSY in a call. */
+int dispatch_add_peer(dispatch_t *self, err_t *err);
+/* Undoes the last dispatch_add_peer (a node that never joined). */
+void dispatch_remove_last_peer(dispatch_t *self);
+int dispatch_n_peers(const dispatch_t *self);
+int dispatch_max_peers(const dispatch_t *self);
 
 /* Reads link events of every node (marks dropped ones down), reads replies
  * to heartbeats and rejoin HELLOs, and sends the heartbeats and HELLOs that

@@ -28,7 +28,8 @@ typedef struct pairs {
 struct mover {
     dispatch_t *dispatch;      /* borrowed */
     peer_t **peers;            /* borrowed (n_peers); peer p is node p + 1 */
-    int n_peers;
+    int n_peers;               /* nodes now; per-node arrays have room for max_peers */
+    int max_peers;
     config_t cfg;
     int group_size;
     FILE *log;
@@ -38,6 +39,8 @@ struct mover {
     pairs_t *gain, *lose;      /* (n_peers) of the move */
     pairs_t *target;           /* (n_peers) what each node hosts after it */
     bool *rollback;            /* (n_peers) a gaining node whose load must be undone */
+    bool *retired;             /* (n_peers) drained: later plans give it nothing */
+    int draining;              /* the node this move drains, or -1 */
     dispatch_route_t *routes;  /* (n_layers * n_experts) scratch */
     double *rates;             /* (n_layers * n_experts) the load when planning */
     double *node_load;         /* (n_layers * n_peers) scratch */
@@ -58,11 +61,11 @@ static size_t s_cells(const mover_t *self)
     return (size_t)self->cfg.n_layers * (size_t)self->cfg.n_experts;
 }
 
-/* A copy of p. */
-static placement_t *s_copy(const placement_t *p, err_t *err)
+/* A copy of p on n_nodes >= p's nodes (the extra ones hosting nothing). */
+static placement_t *s_copy(const placement_t *p, int n_nodes, err_t *err)
 {
     const int L = placement_n_layers(p), E = placement_n_experts(p);
-    placement_t *c = placement_new_empty(L, E, placement_n_nodes(p), err);
+    placement_t *c = placement_new_empty(L, E, n_nodes, err);
     for (int l = 0; c && l < L; l++)
         for (int e = 0; e < E; e++) {
             const int *nodes;
@@ -129,11 +132,12 @@ static double s_imbalance(mover_t *self, const placement_t *pl, const double *ra
     planner_node_loads(pl, rates, self->node_load);
     double max = 0, sum = 0;
     int n = 0;
-    for (int p = 0; p < self->n_peers; p++) {
+    const int N = placement_n_nodes(pl);
+    for (int p = 0; p < N; p++) {
         double total = 0;
         bool hosts = false;
         for (int l = 0; l < self->cfg.n_layers; l++) {
-            total += self->node_load[(size_t)l * self->n_peers + p];
+            total += self->node_load[(size_t)l * N + p];
             for (int e = 0; e < self->cfg.n_experts && !hosts &&
                             config_layer_is_moe(&self->cfg, l); e++)
                 hosts = placement_hosts(pl, p + 1, l, e);
@@ -156,32 +160,37 @@ mover_t *mover_new(dispatch_t *dispatch, peer_t **peers, int n_peers, const conf
     self->dispatch = dispatch;
     self->peers = peers;
     self->n_peers = n_peers;
+    self->max_peers = dispatch_max_peers(dispatch) > n_peers ? dispatch_max_peers(dispatch)
+                                                              : n_peers;
+    const int mp = self->max_peers;
     self->cfg = *cfg;
     self->group_size = group_size;
     self->log = log;
     self->timeout_ms = MOVER_TIMEOUT_MS;
     const size_t cells = s_cells(self);
-    self->hosted = mem_calloc((size_t)n_peers, sizeof(pairs_t));
-    self->gain = mem_calloc((size_t)n_peers, sizeof(pairs_t));
-    self->lose = mem_calloc((size_t)n_peers, sizeof(pairs_t));
-    self->target = mem_calloc((size_t)n_peers, sizeof(pairs_t));
-    self->rollback = mem_calloc((size_t)n_peers, sizeof(bool));
+    self->hosted = mem_calloc((size_t)mp, sizeof(pairs_t));
+    self->gain = mem_calloc((size_t)mp, sizeof(pairs_t));
+    self->lose = mem_calloc((size_t)mp, sizeof(pairs_t));
+    self->target = mem_calloc((size_t)mp, sizeof(pairs_t));
+    self->rollback = mem_calloc((size_t)mp, sizeof(bool));
+    self->retired = mem_calloc((size_t)mp, sizeof(bool));
     self->routes = mem_alloc(cells * sizeof *self->routes);
     self->rates = mem_calloc(cells, sizeof *self->rates);
-    self->node_load = mem_alloc((size_t)cfg->n_layers * (size_t)n_peers * sizeof(double));
+    self->node_load = mem_alloc((size_t)cfg->n_layers * (size_t)mp * sizeof(double));
     if (!self->hosted || !self->gain || !self->lose || !self->target || !self->rollback ||
+        !self->retired ||
         !self->routes ||
         !self->rates || !self->node_load)
         goto oom;
     pairs_t *all[4] = {self->hosted, self->gain, self->lose, self->target};
     for (int k = 0; k < 4; k++)
-        for (int p = 0; p < n_peers; p++) {
+        for (int p = 0; p < mp; p++) {
             all[k][p].layer = mem_alloc(cells * sizeof(int32_t));
             all[k][p].expert = mem_alloc(cells * sizeof(int32_t));
             if (!all[k][p].layer || !all[k][p].expert)
                 goto oom;
         }
-    self->cur = s_copy(initial, err);
+    self->cur = s_copy(initial, n_peers, err);
     if (!self->cur)
         goto fail;
     s_hosted(self, self->cur, self->hosted);
@@ -201,7 +210,7 @@ void mover_destroy(mover_t **self_p)
     mover_t *self = *self_p;
     pairs_t *all[4] = {self->hosted, self->gain, self->lose, self->target};
     for (int k = 0; k < 4; k++)
-        for (int p = 0; all[k] && p < self->n_peers; p++) {
+        for (int p = 0; all[k] && p < self->max_peers; p++) {
             mem_free(all[k][p].layer);
             mem_free(all[k][p].expert);
         }
@@ -210,6 +219,7 @@ void mover_destroy(mover_t **self_p)
     mem_free(self->lose);
     mem_free(self->target);
     mem_free(self->rollback);
+    mem_free(self->retired);
     mem_free(self->routes);
     mem_free(self->rates);
     mem_free(self->node_load);
@@ -234,6 +244,11 @@ int mover_hosted(const mover_t *self, int p, const int32_t **layer, const int32_
 void mover_set_timeout(mover_t *self, int timeout_ms)
 {
     self->timeout_ms = timeout_ms > 0 ? timeout_ms : MOVER_TIMEOUT_MS;
+}
+
+int mover_timeout_ms(const mover_t *self)
+{
+    return self->timeout_ms;
 }
 
 void mover_set_auto(mover_t *self, int every_s, double threshold, int redundant)
@@ -261,6 +276,8 @@ static void s_finish(mover_t *self, bool ok)
 {
     self->result.ok = ok;
     self->phase = PHASE_IDLE;
+    if (ok && self->draining >= 0)
+        self->retired[self->draining] = true;
     self->has_result = self->requested;
     placement_destroy(&self->next);
     if (self->log)
@@ -343,7 +360,7 @@ static int s_begin(mover_t *self, int redundant, int drain, double min_gain, dou
     for (int p = 0; p < N; p++) {
         const uint64_t budget = peer_memory_budget(self->peers[p]);
         capacity[p] = -1;
-        if (!peer_is_up(self->peers[p]) || p == drain)
+        if (!peer_is_up(self->peers[p]) || p == drain || self->retired[p])
             capacity[p] = 0;
         else if (budget && each)
             capacity[p] = budget / each > INT32_MAX ? INT32_MAX : (int)(budget / each);
@@ -374,6 +391,7 @@ static int s_begin(mover_t *self, int redundant, int drain, double min_gain, dou
     s_diff(self, self->cur, next, self->lose);
     s_hosted(self, next, self->target);
     self->requested = min_gain <= 0;
+    self->draining = drain;
     self->result = (mover_result_t){.imbalance_before = before, .imbalance_after = after};
     int n_gain = 0, n_lose = 0, n_nodes = 0;
     for (int p = 0; p < N; p++) {
@@ -516,6 +534,44 @@ void mover_tick(mover_t *self, double now)
     if (s_begin(self, self->auto_redundant, -1, MOVER_MARGIN, now, &err) < 0 && self->log)
         fprintf(self->log, "moe-coordinator: automatic rebalance (imbalance %.3f) not "
                 "possible: %s\n", imbalance, err.msg);
+}
+
+int mover_add_node(mover_t *self, err_t *err)
+{
+    if (self->phase != PHASE_IDLE)
+        return err_set(err, EBUSY, "a rebalance is running");
+    if (self->n_peers >= self->max_peers)
+        return err_set(err, ENOSPC, "room for %d nodes only", self->max_peers);
+    placement_t *bigger = s_copy(self->cur, self->n_peers + 1, err);
+    if (!bigger)
+        return -1;
+    placement_destroy(&self->cur);
+    self->cur = bigger;
+    self->retired[self->n_peers] = false;
+    self->hosted[self->n_peers++].n = 0;
+    return 0;
+}
+
+void mover_remove_last_node(mover_t *self)
+{
+    if (self->phase != PHASE_IDLE || self->n_peers <= 1 || self->hosted[self->n_peers - 1].n)
+        return;
+    err_t ignored = {0};
+    placement_t *smaller = placement_new_empty(self->cfg.n_layers, self->cfg.n_experts,
+                                               self->n_peers - 1, &ignored);
+    if (!smaller)
+        return;
+    for (int l = 0; l < self->cfg.n_layers; l++)
+        for (int e = 0; e < self->cfg.n_experts; e++) {
+            const int *nodes;
+            const int n = placement_nodes_of(self->cur, l, e, &nodes);
+            for (int j = 0; j < n; j++)
+                if (nodes[j] < self->n_peers)
+                    placement_add(smaller, nodes[j], l, e, &ignored);
+        }
+    placement_destroy(&self->cur);
+    self->cur = smaller;
+    self->n_peers--;
 }
 
 bool mover_take_result(mover_t *self, mover_result_t *out)

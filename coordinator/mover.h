@@ -74,14 +74,15 @@ int mover_hosted(const mover_t *self, int p, const int32_t **layer, const int32_
 
 /* How long a gaining node has to get ready (ms, > 0). */
 void mover_set_timeout(mover_t *self, int timeout_ms);
+int mover_timeout_ms(const mover_t *self);
 
 /* Automatic moves: every every_s seconds (0: never) when the imbalance
  * exceeds threshold (> 1), with `redundant` copies. */
 void mover_set_auto(mover_t *self, int every_s, double threshold, int redundant);
 
 /* Plans from the measured load with `redundant` copies per layer, taking
- * nothing onto peer `drain` (-1: none; its experts move away), and starts
- * the move. 0 when started (or finished at once: nothing to move, see
+ * nothing onto peer `drain` (-1: none; its experts move away; once drained,
+ * later plans leave it out too: it is retired), and starts the move. 0 when started (or finished at once: nothing to move, see
  * mover_take_result); -1 with EBUSY (a move is running), ENOSPC (the plan
  * does not fit the nodes' memory budgets: the message says how many copies
  * are needed and held), EINVAL (no live node could hold experts, a plan
@@ -92,6 +93,13 @@ int mover_start(mover_t *self, int redundant, int drain, err_t *err);
 /* Between two steps: advances the move (and the automatic checks). now:
  * timer_now(). */
 void mover_tick(mover_t *self, double now);
+
+/* A node joined (dispatch_add_peer first): it hosts nothing until a move
+ * gives it experts. EBUSY during a move, ENOSPC beyond the dispatch's room,
+ * ENOMEM. */
+int mover_add_node(mover_t *self, err_t *err);
+/* Undoes the last mover_add_node (a node that never came up). */
+void mover_remove_last_node(mover_t *self);
 
 /* True while a move runs. */
 bool mover_busy(const mover_t *self);

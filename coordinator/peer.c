@@ -423,9 +423,12 @@ void peer_handle(peer_t *self, const wire_data_t *msg, double now)
     snprintf(self->weights, sizeof self->weights, "%s", msg->weights ? msg->weights : "");
     self->up = true;
     self->last_error[0] = '\0';
+    self->memory_budget = msg->memory_budget;
+    self->expert_bytes = msg->expert_bytes;
     if (self->log)
-        fprintf(self->log, "moe-coordinator: node %d (%s) is back after %.0f ms\n",
-                self->node_id, self->endpoint, (now - self->down_since) * 1e3);
+        fprintf(self->log, "moe-coordinator: node %d (%s) is %s after %.0f ms\n",
+                self->node_id, self->endpoint, self->n_want ? "back" : "up",
+                (now - self->down_since) * 1e3);
 }
 
 int peer_control_send(peer_t *self, wire_data_type_t type, const int32_t *layer,
@@ -459,6 +462,17 @@ void peer_set_want(peer_t *self, const int32_t *layer, const int32_t *expert, in
     self->want_layer = layer;
     self->want_expert = expert;
     self->n_want = n;
+}
+
+void peer_expect_join(peer_t *self, const char *model_id)
+{
+    snprintf(self->model_id, sizeof self->model_id, "%s", model_id);
+    self->want_layer = self->want_expert = NULL;
+    self->n_want = 0;
+    self->up = false;
+    self->down_since = timer_now();
+    self->last_ping = 0; /* HELLO at the first tick */
+    snprintf(self->last_error, sizeof self->last_error, "joining: no answer to HELLO yet");
 }
 
 uint64_t peer_memory_budget(const peer_t *self) { return self->memory_budget; }

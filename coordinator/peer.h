@@ -90,6 +90,13 @@ peer_control_t peer_control_state(const peer_t *self, const char **why);
  * move changed them: borrowed, must live until the next call. */
 void peer_set_want(peer_t *self, const int32_t *layer, const int32_t *expert, int n);
 
+/* A node joining a running cluster (moe-client node add): instead of
+ * peer_hello's blocking handshake, the peer starts down ("joining") and the
+ * rejoin machinery (peer_tick's HELLOs, peer_handle) brings it up once it
+ * answers as node `node_id` of model_id hosting nothing it must; set its
+ * health (peer_set_health) too. */
+void peer_expect_join(peer_t *self, const char *model_id);
+
 /* What the node said in its last HELLO_REPLY or PLACE_REPLY: its memory
  * budget for experts and one expert's bytes (0: none / unknown). */
 uint64_t peer_memory_budget(const peer_t *self);

@@ -221,7 +221,8 @@ static void s_status(rpc_t *self, const wire_peer_t *from, const wire_request_t 
     free(text); /* jansson's allocation */
 }
 
-/* REBALANCE and NODE_DRAIN: answered when the move is over (s_tick). */
+/* REBALANCE, NODE_DRAIN and NODE_ADD: answered when the move is over
+ * (s_tick). */
 static void s_rebalance(rpc_t *self, const wire_peer_t *from, const wire_request_t *req)
 {
     if (self->moving) {
@@ -231,7 +232,10 @@ static void s_rebalance(rpc_t *self, const wire_peer_t *from, const wire_request
     }
     err_t err = {0};
     const int drain = req->type == WIRE_REQ_NODE_DRAIN ? req->node_id : 0;
-    if (server_rebalance(self->server, req->redundant, drain, &err) < 0) {
+    const int rc = req->type == WIRE_REQ_NODE_ADD
+                       ? server_node_add(self->server, req->endpoint, req->redundant, &err)
+                       : server_rebalance(self->server, req->redundant, drain, &err);
+    if (rc < 0) {
         s_reply_error(self, from, req->request_id,
                       errno == EBUSY ? WIRE_CLIENT_BUSY : WIRE_CLIENT_INVALID_ARGUMENT,
                       err.msg);
@@ -267,7 +271,8 @@ static bool s_handle_one(rpc_t *self)
     case WIRE_REQ_STATUS: s_status(self, &from, &req); break;
     case WIRE_REQ_CANCEL: s_cancel(self, &from, &req); break;
     case WIRE_REQ_REBALANCE:
-    case WIRE_REQ_NODE_DRAIN: s_rebalance(self, &from, &req); break;
+    case WIRE_REQ_NODE_DRAIN:
+    case WIRE_REQ_NODE_ADD: s_rebalance(self, &from, &req); break;
     default:
         s_reply_error(self, &from, req.request_id, WIRE_CLIENT_INVALID_ARGUMENT,
                       "unknown request type");
@@ -317,10 +322,9 @@ rpc_t *rpc_new(void *zmq_ctx, server_t *server, const rpc_config_t *conf, err_t 
     lograte_init(&self->logs, stderr, "moe-coordinator", LOGRATE_BURST, LOGRATE_INTERVAL_S);
     self->server = server;
     const server_config_t *sc = server_config(server);
-    server_status_t st;
-    server_status(server, &st);
-    self->n_status = st.n_nodes;
-    self->status = mem_calloc((size_t)(st.n_nodes > 0 ? st.n_nodes : 1), sizeof *self->status);
+    self->n_status = server_max_nodes(server); /* nodes may join */
+    self->status = mem_calloc((size_t)(self->n_status > 0 ? self->n_status : 1),
+                              sizeof *self->status);
     if (!self->status) {
         err_set(err, ENOMEM, "out of memory for the client endpoint");
         goto fail;

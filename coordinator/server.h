@@ -208,9 +208,29 @@ void server_set_mover(server_t *self, mover_t *mover);
  * (the budgets cannot hold the plan), as mover_start. */
 int server_rebalance(server_t *self, int redundant, int drain_node, err_t *err);
 
-/* The outcome of the last move started by server_rebalance, once it is over
- * (mover_take_result). */
+/* The outcome of the last move started by server_rebalance or
+ * server_node_add, once it is over (mover_take_result). */
 bool server_move_result(server_t *self, mover_result_t *out);
+
+/* How the server gets the link to a node that joins (moe-client node add):
+ * join makes and returns the peer of node node_id at endpoint (it becomes
+ * peers[node_id - 1]; peer_expect_join, its health set), or NULL with
+ * errno/err (EINVAL: a bad endpoint); leave destroys that peer again when
+ * the node never came up. Both belong to the peers' owner (coordinator.c). */
+typedef peer_t *(*server_join_fn)(void *ctx, int node_id, const char *endpoint, err_t *err);
+typedef void (*server_leave_fn)(void *ctx, int node_id);
+void server_set_joiner(server_t *self, server_join_fn join, server_leave_fn leave, void *ctx);
+
+/* Starts adding the started, empty node at endpoint: it becomes node
+ * n + 1, and once it answers (within the mover's timeout) a rebalance with
+ * `redundant` copies gives it its share. The outcome comes through
+ * server_move_result. -1 with errno/err: ENOTSUP (no joiner or mover),
+ * EBUSY (a move or join runs), EEXIST (a node already has that endpoint),
+ * ENOSPC (no room: --max-nodes), EINVAL (a bad endpoint). */
+int server_node_add(server_t *self, const char *endpoint, int redundant, err_t *err);
+
+/* Most nodes the cluster may have (those at start and those that join). */
+int server_max_nodes(const server_t *self);
 
 const weights_t *server_weights(const server_t *self);
 const server_config_t *server_config(const server_t *self);

@@ -63,6 +63,7 @@ typedef struct options {
     wformat_t format;           /* --dtype, --quantization */
     float memory_budget_mb;     /* 0: no limit */
     int place_delay_ms;         /* tests: a PLACE waits this long before loading */
+    bool empty;                 /* host nothing at start (to join: moe-client node add) */
 } options_t;
 
 static void s_usage(FILE *out)
@@ -107,6 +108,9 @@ static void s_usage(FILE *out)
             "  --memory-budget MB    most MiB of experts this node may hold (a decimal\n"
             "                        number): a rebalance\n"
             "                        that would give it more is refused (default: none)\n"
+            "  --empty               host no expert at start: a node to add to a running\n"
+            "                        cluster (moe-client node add; give --node-id N+1\n"
+            "                        --nodes N+1 for a cluster of N nodes)\n"
             "  --place-delay-ms MS   wait MS before loading experts a rebalance moves\n"
             "                        here (to test moves under load; default 0)\n",
             s_default_bind, EXPERT_SERVER_MAX_ROWS);
@@ -162,6 +166,7 @@ static int s_parse_args(int argc, char **argv, options_t *opt)
         ARG_OPT_FLAG("--preload", &opt->preload),
         ARG_OPT_FLOAT("--memory-budget", &opt->memory_budget_mb, 0.001f, 1e9f),
         ARG_OPT_INT("--place-delay-ms", &opt->place_delay_ms, 0, 600000),
+        ARG_OPT_FLAG("--empty", &opt->empty),
         ARG_OPT_PARSE("--dtype", &opt->format.dtype, wformat_parse_dtype),
         ARG_OPT_PARSE("--quantization", &opt->format.quant, wformat_parse_quant),
         ARG_OPT_END,
@@ -191,6 +196,8 @@ static int s_catch_signals(err_t *err)
 static placement_t *s_placement(const options_t *opt, const config_t *cfg, err_t *err)
 {
     int replicas = opt->replicas ? opt->replicas : 1;
+    if (opt->empty) /* a node that joins later: experts come with moves */
+        return placement_new_empty(cfg->n_layers, cfg->n_experts, opt->n_nodes, err);
     if (opt->placement)
         return placement_load(opt->placement, cfg->n_layers, cfg->n_experts, opt->n_nodes,
                               err);

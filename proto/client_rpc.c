@@ -53,6 +53,7 @@ static const char *const s_request_types[] = {
     [WIRE_REQ_GENERATE] = "GENERATE", [WIRE_REQ_LOGITS] = "LOGITS",
     [WIRE_REQ_STATUS] = "STATUS", [WIRE_REQ_CANCEL] = "CANCEL",
     [WIRE_REQ_REBALANCE] = "REBALANCE", [WIRE_REQ_NODE_DRAIN] = "NODE_DRAIN",
+    [WIRE_REQ_NODE_ADD] = "NODE_ADD",
 };
 
 static int s_request_fill(wire_inbox_t *inbox, const void *header, int n_frames, void *out,
@@ -62,7 +63,7 @@ static int s_request_fill(wire_inbox_t *inbox, const void *header, int n_frames,
     const Moe__Client__Request *r = header;
     wire_request_t *req = out;
     if (r->type < MOE__CLIENT__REQUEST_TYPE__GENERATE ||
-        r->type > MOE__CLIENT__REQUEST_TYPE__NODE_DRAIN)
+        r->type > MOE__CLIENT__REQUEST_TYPE__NODE_ADD)
         return wire_bad(code, WIRE_CLIENT_INVALID_ARGUMENT, err, "unknown request type %d",
                       (int)r->type);
     const char *what = s_request_types[r->type];
@@ -130,6 +131,17 @@ static int s_request_fill(wire_inbox_t *inbox, const void *header, int n_frames,
     case WIRE_REQ_CANCEL:
         req->cancel_id = r->cancel_id;
         return 0;
+    case WIRE_REQ_NODE_ADD:
+        if (!r->endpoint || !r->endpoint[0] || wire_text_len(r->endpoint) < 0)
+            return wire_bad(code, WIRE_CLIENT_INVALID_ARGUMENT, err, "%s: an endpoint of 1 to "
+                          "%d bytes is needed", what, WIRE_MAX_TEXT - 1);
+        req->endpoint = r->endpoint;
+        if (r->redundant > WIRE_MAX_REDUNDANT)
+            return wire_bad(code, WIRE_CLIENT_INVALID_ARGUMENT, err, "%s: %u redundant copies "
+                          "is more than the limit of %d", what, r->redundant,
+                          WIRE_MAX_REDUNDANT);
+        req->redundant = (int)r->redundant;
+        return 0;
     case WIRE_REQ_NODE_DRAIN:
         if (r->node_id < 1 || r->node_id > INT32_MAX)
             return wire_bad(code, WIRE_CLIENT_INVALID_ARGUMENT, err, "%s: node_id %u (nodes "
@@ -189,12 +201,17 @@ int wire_request_send(void *socket, const wire_request_t *req, err_t *err)
         break;
     case WIRE_REQ_REBALANCE:
     case WIRE_REQ_NODE_DRAIN:
+    case WIRE_REQ_NODE_ADD:
         if (req->redundant < 0 || req->redundant > WIRE_MAX_REDUNDANT ||
-            (req->type == WIRE_REQ_NODE_DRAIN && req->node_id < 1))
+            (req->type == WIRE_REQ_NODE_DRAIN && req->node_id < 1) ||
+            (req->type == WIRE_REQ_NODE_ADD &&
+             (!req->endpoint || !req->endpoint[0] || wire_text_len(req->endpoint) < 0)))
             return err_set(err, EINVAL, "%s: %d redundant copies, node %d",
                            s_request_types[req->type], req->redundant, req->node_id);
         r.redundant = (uint32_t)req->redundant;
         r.node_id = (uint32_t)req->node_id;
+        if (req->type == WIRE_REQ_NODE_ADD)
+            r.endpoint = (char *)req->endpoint;
         break;
     default:
         return err_set(err, EINVAL, "unknown request type %d", (int)req->type);

@@ -35,6 +35,7 @@ typedef enum wire_request_type {
     WIRE_REQ_CANCEL = 4,
     WIRE_REQ_REBALANCE = 5,
     WIRE_REQ_NODE_DRAIN = 6,
+    WIRE_REQ_NODE_ADD = 7,
 } wire_request_type_t;
 
 typedef enum wire_reply_type {
@@ -81,6 +82,7 @@ typedef struct wire_request {
     bool ignore_eos;              /* GENERATE */
     int redundant;                /* REBALANCE, NODE_DRAIN: 0..WIRE_MAX_REDUNDANT */
     int node_id;                  /* NODE_DRAIN: >= 1 */
+    const char *endpoint;         /* NODE_ADD: the node's endpoint (NUL-terminated) */
 } wire_request_t;
 
 typedef struct wire_node_status {

@@ -255,16 +255,17 @@ static void s_answer(fake_t *f, const wire_peer_t *to, const wire_request_t *req
     case WIRE_REQ_LOGITS: s_answer_logits(f, to, req); break;
     case WIRE_REQ_STATUS: s_send_status(f, to, req->request_id); break;
     case WIRE_REQ_REBALANCE:
-    case WIRE_REQ_NODE_DRAIN: {
+    case WIRE_REQ_NODE_DRAIN:
+    case WIRE_REQ_NODE_ADD: {
         /* A fake move: node 9 is unknown; the summary echoes the request. */
         if (req->type == WIRE_REQ_NODE_DRAIN && req->node_id == 9) {
             wire_reply_send_error(f->router, to, req->request_id, WIRE_CLIENT_INVALID_ARGUMENT,
                                   "no node 9 (nodes are 1..2)", NULL);
             break;
         }
-        char summary[64];
-        snprintf(summary, sizeof summary, "moved with %d redundant, drained %d",
-                 req->redundant, req->node_id);
+        char summary[160];
+        snprintf(summary, sizeof summary, "moved with %d redundant, drained %d, added %s",
+                 req->redundant, req->node_id, req->endpoint ? req->endpoint : "-");
         wire_reply_t rep = {.type = WIRE_REP_REBALANCED, .request_id = req->request_id,
                             .final = true, .move_summary = summary,
                             .imbalance_before = 2.5, .imbalance_after = 1.0625,
@@ -674,12 +675,17 @@ static void test_rebalance(void **state)
     client_move_t m;
     if (client_rebalance(c, 2, 0, &m, &e) < 0)
         fail_msg("client_rebalance: %s", e.msg);
-    assert_string_equal(m.summary, "moved with 2 redundant, drained 0");
+    assert_string_equal(m.summary, "moved with 2 redundant, drained 0, added -");
     assert_true(m.imbalance_before == 2.5 && m.imbalance_after == 1.0625);
     assert_int_equal(m.copies_loaded, 7);
     assert_int_equal(m.copies_dropped, 5);
     assert_int_equal(client_rebalance(c, 0, 2, &m, &e), 0);
-    assert_string_equal(m.summary, "moved with 0 redundant, drained 2");
+    assert_string_equal(m.summary, "moved with 0 redundant, drained 2, added -");
+    assert_int_equal(client_node_add(c, "tcp://127.0.0.1:7009", 1, &m, &e), 0);
+    assert_string_equal(m.summary, "moved with 1 redundant, drained 0, added "
+                                   "tcp://127.0.0.1:7009");
+    assert_int_equal(client_node_add(c, "", 1, &m, &e), -1);
+    assert_int_equal(errno, EINVAL);
     assert_int_equal(client_rebalance(c, 0, 9, &m, &e), -1);
     assert_int_equal(errno, EINVAL);
     assert_non_null(strstr(e.msg, "no node 9"));

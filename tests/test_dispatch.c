@@ -178,7 +178,7 @@ static void s_up(cluster_t *c, int n_nodes, const dispatch_route_t *routes, cons
         assert_true(peer_is_up(c->peers[p]));
     }
     wire_inbox_destroy(&inbox);
-    c->dispatch = dispatch_new(c->peers, n_nodes, &c->cfg, routes, MAX_ROWS,
+    c->dispatch = dispatch_new(c->peers, n_nodes, n_nodes, &c->cfg, routes, MAX_ROWS,
                                REPLY_TIMEOUT_MS, &err);
     assert_non_null(c->dispatch);
     for (int i = 0; i < MAX_ROWS * HIDDEN; i++)

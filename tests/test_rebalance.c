@@ -10,6 +10,11 @@
  *   - a model with four experts per token (olmoe-A): its logits are bit for
  *     bit moe-run's before and after a rebalance (the combine does not
  *     depend on the placement);
+ *   - a node added under sixteen concurrent generations (local.sh add-node:
+ *     started empty, taken in, given its share by a rebalance): none fails,
+ *     outputs unchanged, the new node then serves; bad input (an endpoint
+ *     that is not one, a node already in, an unknown node to drain) gets
+ *     one clear error each;
  *   - node drain under load: the node ends hosting nothing, the generations
  *     are unharmed, and the node can then be stopped with nothing failing;
  *   - a node killed in the middle of a move (its load slowed down with
@@ -420,6 +425,61 @@ static void test_exact_combine(void **state)
     s_rig_down(&rig);
 }
 
+static void test_add_node_under_load(void **state)
+{
+    (void)state;
+    rig_t rig;
+    s_rig_up(&rig, "add", 2, NULL);
+    s_send_all(&rig);
+    s_pump(&rig, 10, 60);
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "MOE_BIN='%s' '%s/cluster/local.sh' add-node --run-dir '%s' "
+             "--redundant 1 2>&1", s_bin, s_root, rig.run_dir);
+    char *out = NULL;
+    const double t0 = timer_now();
+    const int rc = testutil_run(cmd, &out);
+    const double took = timer_now() - t0;
+    if (rc != 0)
+        fail_msg("add-node failed (%d): %s", rc, out ? out : "");
+    assert_string_equal(testutil_last_line(out), "3");
+    free(out);
+    int hosted = 0;
+    s_imbalance(&rig, 3, &hosted);
+    assert_true(hosted > 0);
+    s_pump(&rig, -1, 60);
+    s_expect_all_equal(&rig, "node 3 added mid-generation");
+    s_send_all(&rig);
+    s_pump(&rig, -1, 60);
+    s_expect_all_equal(&rig, "after node 3 joined");
+    printf("  node 3 added to 2 under 16 generations in %.3f s: it hosts %d experts; none "
+           "failed\n", took, hosted);
+
+    /* Bad input: one clear error each, the cluster unharmed. */
+    assert_int_equal(s_client(&rig, "node add garbage", &out), 1);
+    assert_non_null(strstr(out, "not an endpoint"));
+    free(out);
+    char args[1200];
+    char *ep1 = NULL;
+    snprintf(args, sizeof args, "%s/expert-1.endpoint", rig.run_dir);
+    ep1 = testutil_read_file(args, NULL);
+    assert_non_null(ep1);
+    testutil_last_line(ep1);
+    snprintf(args, sizeof args, "node add %s", ep1);
+    assert_int_equal(s_client(&rig, args, &out), 1);
+    assert_non_null(strstr(out, "already at"));
+    free(out);
+    free(ep1);
+    assert_int_equal(s_client(&rig, "node drain 9", &out), 1);
+    assert_non_null(strstr(out, "no node 9"));
+    free(out);
+    assert_int_equal(s_client(&rig, "node remove 1", &out), 2);
+    free(out);
+    s_send_all(&rig);
+    s_pump(&rig, -1, 60);
+    s_expect_all_equal(&rig, "after bad requests");
+    s_rig_down(&rig);
+}
+
 static void test_drain_under_load(void **state)
 {
     (void)state;
@@ -535,6 +595,7 @@ int main(void)
         cmocka_unit_test(test_load_measured),
         cmocka_unit_test(test_rebalance_skewed),
         cmocka_unit_test(test_exact_combine),
+        cmocka_unit_test(test_add_node_under_load),
         cmocka_unit_test(test_drain_under_load),
         cmocka_unit_test(test_kill_mid_move),
         cmocka_unit_test(test_budget_too_small),
