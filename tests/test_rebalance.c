@@ -20,6 +20,9 @@
  *   - a node killed in the middle of a move (its load slowed down with
  *     --place-delay-ms): the move fails with a clear error, the old placement
  *     serves on, the generations are unharmed;
+ *   - --rebalance-every: the coordinator rebalances a skewed placement by
+ *     itself once the imbalance passes the threshold, and not again while it
+ *     stays below it;
  *   - memory budgets too small for the plan: refused with a clear error,
  *     placement unchanged; a plan that fits goes through.
  * Every wait is bounded in count and time. */
@@ -372,6 +375,68 @@ static void test_rebalance_skewed(void **state)
     s_send_all(&rig);
     s_pump(&rig, -1, 60);
     s_expect_all_equal(&rig, "after the rebalance");
+    /* A node restarted with its first arguments (the skewed file) after the
+     * move is given its share of the new placement again as it rejoins. */
+    char *hosted = s_hosted_text(&rig);
+    assert_int_equal(kill(localcluster_pid(rig.run_dir, "expert-2"), SIGKILL), 0);
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "MOE_BIN='%s' '%s/cluster/local.sh' restart-node --run-dir '%s' "
+             "--node 2 >/dev/null 2>&1", s_bin, s_root, rig.run_dir);
+    assert_int_equal(testutil_run(cmd, NULL), 0);
+    char *hosted_again = s_hosted_text(&rig);
+    assert_string_equal(hosted_again, hosted);
+    s_send_all(&rig);
+    s_pump(&rig, -1, 60);
+    s_expect_all_equal(&rig, "after node 2 restarted with its first placement");
+    snprintf(cmd, sizeof cmd, "grep -q 'node 2 .* is back after .* loaded again' "
+             "'%s/coordinator.log'", rig.run_dir);
+    assert_int_equal(testutil_run(cmd, NULL), 0);
+    free(hosted);
+    free(hosted_again);
+    s_rig_down(&rig);
+}
+
+/* Lines of the coordinator's log that match pattern (grep -c). */
+static int s_log_count(const rig_t *rig, const char *pattern)
+{
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "grep -c '%s' '%s/coordinator.log'", pattern, rig->run_dir);
+    char *out = NULL;
+    testutil_run(cmd, &out);
+    const int n = out ? atoi(out) : 0;
+    free(out);
+    return n;
+}
+
+static void test_auto_rebalance(void **state)
+{
+    (void)state;
+    char file[700], opts[1024];
+    s_skewed_file(file, sizeof file);
+    snprintf(opts, sizeof opts, "--placement %s --rebalance-every 1 --rebalance-threshold-pct "
+             "120 --rebalance-redundant 2", file);
+    rig_t rig;
+    s_rig_up(&rig, "auto", 3, opts);
+    s_send_all(&rig);
+    s_pump(&rig, -1, 60);
+    s_expect_all_equal(&rig, "auto, first round");
+    double imbalance = 0;
+    const double t0 = timer_now();
+    for (int i = 0; i < 100; i++) { /* bounded: 10 s */
+        imbalance = s_imbalance(&rig, 0, NULL);
+        if (s_log_count(&rig, "moe-coordinator: rebalanced:") > 0 && imbalance <= 1.15)
+            break;
+        usleep(100 * 1000);
+    }
+    printf("  --rebalance-every 1 (threshold 1.20): balanced by itself %.1f s after the "
+           "traffic, imbalance %.3f\n", timer_now() - t0, imbalance);
+    assert_int_equal(s_log_count(&rig, "moe-coordinator: rebalanced:"), 1);
+    assert_true(imbalance <= 1.15);
+    s_send_all(&rig);
+    s_pump(&rig, -1, 60);
+    s_expect_all_equal(&rig, "auto, after its move");
+    usleep(2500 * 1000); /* two more checks: below the threshold, no move */
+    assert_int_equal(s_log_count(&rig, "moe-coordinator: rebalanc"), 2); /* ing + ed */
     s_rig_down(&rig);
 }
 
@@ -599,6 +664,7 @@ int main(void)
         cmocka_unit_test(test_drain_under_load),
         cmocka_unit_test(test_kill_mid_move),
         cmocka_unit_test(test_budget_too_small),
+        cmocka_unit_test(test_auto_rebalance),
     };
     return cmocka_run_group_tests(tests, s_setup, testutil_tmpdir_teardown);
 }
