@@ -11,6 +11,7 @@
 #                          made in build/models/ (several GB; kept between runs)
 #   make bench             the benchmarks of bench/ (not tests: figures, not verdicts)
 #   make bench-formats     issue 12's weight formats against llama.cpp (make bench-peers first)
+#   make bench-rebalance   issue 16: a skewed placement before and after a rebalance
 
 CC      ?= gcc
 SHARED  ?= ../shared
@@ -272,6 +273,11 @@ bench: $(BENCH_BINS) $(PROGRAMS)
 # Every family's medium preset, single process and a 2-node cluster.
 bench-families: $(BENCH_BINS) $(PROGRAMS)
 	bench/families.sh $(BIN)
+
+# Issue 16: a skewed placement's aggregate tokens/s before and after a rebalance,
+# with 0 and 2 redundant copies (bench/rebalance.sh; docs/PERFORMANCE.md).
+bench-rebalance: $(BENCH_BINS) $(PROGRAMS)
+	bench/rebalance.sh $(BIN)
 
 # Issue 12: each weight format (float32, bfloat16, q8_0, q4_0) against llama.cpp
 # on the same weights, speed and accuracy in one table (docs/PERFORMANCE.md).
