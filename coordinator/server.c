@@ -719,6 +719,8 @@ static void s_join_tick(server_t *self, double now)
         return;
     }
     if (peer_is_up(peer)) {
+        if (mover_busy(self->mover))
+            return; /* an automatic move runs: the node's comes after it */
         err_t err = {0};
         if (mover_start(self->mover, self->join.redundant, -1, &err) < 0) {
             *res = (mover_result_t){.ok = false};
