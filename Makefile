@@ -172,7 +172,7 @@ TESTS_ENGINE  := test_router test_experts test_kvcache test_forward test_fixture
 TESTS_ENGINE  += test_weights test_weights_run
 TESTS_NET     := test_wire test_placement test_expert_node test_client test_cluster \
                  test_serving test_logflood test_multihost test_mpi test_failover test_keypair \
-                 test_security test_sched test_dispatch test_localsh test_load test_rebalance
+                 test_security test_sched test_dispatch test_localsh test_load test_rebalance test_expert_set
 TESTS_NET     += test_http_clients  # real clients (openai npm, curl, raw sockets) against the HTTP API
 TESTS_NET     += test_badformat test_precision
 TESTS_TOKENIZER := test_tokenizer test_trainer
