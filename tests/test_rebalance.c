@@ -654,6 +654,21 @@ static void test_budget_too_small(void **state)
     s_rig_down(&rig);
 }
 
+/* A case that failed midway left its cluster running: stop every one of
+ * them before the scratch folder goes (local.sh down needs its pid files). */
+static int s_teardown(void **state)
+{
+    static const char *const names[] = {"load", "skewed", "exact", "add", "drain",
+                                        "kill-move", "budget", "auto"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        char cmd[2048];
+        snprintf(cmd, sizeof cmd, "MOE_BIN='%s' '%s/cluster/local.sh' down --run-dir "
+                 "'%s/%s' >/dev/null 2>&1", s_bin, s_root, s_tmp, names[i]);
+        testutil_run(cmd, NULL);
+    }
+    return testutil_tmpdir_teardown(state);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -666,5 +681,5 @@ int main(void)
         cmocka_unit_test(test_budget_too_small),
         cmocka_unit_test(test_auto_rebalance),
     };
-    return cmocka_run_group_tests(tests, s_setup, testutil_tmpdir_teardown);
+    return cmocka_run_group_tests(tests, s_setup, s_teardown);
 }
