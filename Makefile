@@ -11,6 +11,7 @@
 #                          made in build/models/ (several GB; kept between runs)
 #   make bench             the benchmarks of bench/ (not tests: figures, not verdicts)
 #   make bench-formats     issue 12's weight formats against llama.cpp (make bench-peers first)
+#   make bench-rebalance   issue 16: a skewed placement before and after a rebalance
 
 CC      ?= gcc
 SHARED  ?= ../shared
@@ -45,7 +46,7 @@ KERNELS_SRC := kernels/gemm_blas.c kernels/gemm_small.c kernels/gemm_ref.c kerne
 KERNELS_SRC += kernels/matmul.c kernels/matmul_q.c
 KERNELS_SRC += kernels/matmul_f16.c kernels/matmul_fp8.c kernels/matmul_mxfp4.c
 MODEL_SRC   := model/config.c model/safetensors.c model/st_writer.c \
-               model/synth.c model/arch.c model/placement.c \
+               model/synth.c model/arch.c model/placement.c model/planner.c \
                model/genconfig.c model/expert_layout.c model/mxfp4.c \
                model/cfgjson.c model/family.c model/fam_mixtral.c \
                model/fam_qwen.c model/fam_olmoe.c model/fam_hunyuan.c \
@@ -63,12 +64,12 @@ PROTO_GEN_C := $(patsubst %.proto,$(BUILD)/gen/%.pb-c.c,$(PROTOS))
 PROTO_GEN_H := $(PROTO_GEN_C:.c=.h)
 WIRE_SRC    := proto/wire.c proto/data_plane.c proto/client_rpc.c
 # Expert node, coordinator and client library (mains are listed with programs).
-NODE_SRC    := expert_node/expert_server.c
-COORD_SRC   := coordinator/peer.c coordinator/dispatch.c coordinator/rpc.c coordinator/server.c \
+NODE_SRC    := expert_node/expert_server.c expert_node/expert_set.c expert_node/expert_loader.c
+COORD_SRC   := coordinator/peer.c coordinator/load.c coordinator/dispatch.c coordinator/mover.c coordinator/rpc.c coordinator/server.c \
                coordinator/sched.c coordinator/stepper.c coordinator/coord_options.c \
                coordinator/coordinator.c
 COORD_SRC   += coordinator/http.c coordinator/openai.c  # the HTTP front end (libmicrohttpd)
-CLIENT_SRC  := client/client.c
+CLIENT_SRC  := client/client.c client/loadview.c
 # CURVE keys and the ZAP handler that allows clients by public key.
 SECURITY_SRC := security/keypair.c security/zap.c
 # Tokenizer: Hugging Face tokenizer.json (PCRE2 regexes, utf8proc NFC).
@@ -161,7 +162,7 @@ TESTS_KERNELS := test_gemm test_rmsnorm test_rope test_softmax test_ffn test_att
 TESTS_KERNELS += test_matmul
 TESTS_KERNELS += test_matmul_avx512
 TESTS_KERNELS += test_matmul_q
-TESTS_MODEL   := test_config test_safetensors test_mxfp4
+TESTS_MODEL   := test_config test_safetensors test_mxfp4 test_planner
 # Model tests that also run kernels (the gpt-oss expert re-layout end to end).
 TESTS_MODEL_K := test_expert_layout
 TESTS_ENGINE  := test_router test_experts test_kvcache test_forward test_fixtures test_fused \
@@ -171,7 +172,7 @@ TESTS_ENGINE  := test_router test_experts test_kvcache test_forward test_fixture
 TESTS_ENGINE  += test_weights test_weights_run
 TESTS_NET     := test_wire test_placement test_expert_node test_client test_cluster \
                  test_serving test_logflood test_multihost test_mpi test_failover test_keypair \
-                 test_security test_sched test_dispatch test_localsh
+                 test_security test_sched test_dispatch test_localsh test_load test_rebalance test_expert_set
 TESTS_NET     += test_http_clients  # real clients (openai npm, curl, raw sockets) against the HTTP API
 TESTS_NET     += test_badformat test_precision
 TESTS_TOKENIZER := test_tokenizer test_trainer
@@ -272,6 +273,11 @@ bench: $(BENCH_BINS) $(PROGRAMS)
 # Every family's medium preset, single process and a 2-node cluster.
 bench-families: $(BENCH_BINS) $(PROGRAMS)
 	bench/families.sh $(BIN)
+
+# Issue 16: a skewed placement's aggregate tokens/s before and after a rebalance,
+# with 0 and 2 redundant copies (bench/rebalance.sh; docs/PERFORMANCE.md).
+bench-rebalance: $(BENCH_BINS) $(PROGRAMS)
+	bench/rebalance.sh $(BIN)
 
 # Issue 12: each weight format (float32, bfloat16, q8_0, q4_0) against llama.cpp
 # on the same weights, speed and accuracy in one table (docs/PERFORMANCE.md).

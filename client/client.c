@@ -698,7 +698,8 @@ static size_t s_status_size(const client_t *self, const wire_reply_t *rep, err_t
         return 0;
     }
     size_t size = sizeof(client_status_t) + (size_t)rep->n_nodes * sizeof(client_node_t) +
-                  cells * sizeof(uint64_t) + strlen(s_text(rep->model)) + 1 +
+                  cells * sizeof(uint64_t) + cells * sizeof(double) +
+                  strlen(s_text(rep->model)) + 1 +
                   strlen(s_text(rep->model_arch)) + 1 + strlen(s_text(rep->metrics)) + 1 +
                   strlen(s_text(rep->weights)) + 1;
     for (int i = 0; i < rep->n_nodes; i++) {
@@ -769,7 +770,8 @@ client_status_t *client_status(client_t *self, err_t *err)
     client_node_t *nodes = (client_node_t *)(base + sizeof *st);
     uint64_t *counts = (uint64_t *)(nodes + rep.n_nodes);
     size_t cells = (size_t)rep.n_layers * (size_t)rep.n_experts;
-    client_expert_t *hosted = (client_expert_t *)(counts + cells);
+    double *loads = (double *)(counts + cells);
+    client_expert_t *hosted = (client_expert_t *)(loads + cells);
     size_t n_hosted = 0;
     for (int i = 0; i < rep.n_nodes; i++)
         n_hosted += (size_t)rep.nodes[i].n_hosted;
@@ -777,11 +779,14 @@ client_status_t *client_status(client_t *self, err_t *err)
 
     if (cells)
         memcpy(counts, rep.expert_tokens, cells * sizeof *counts);
+    for (size_t i = 0; i < cells; i++)
+        loads[i] = rep.expert_load ? rep.expert_load[i] : 0;
     *st = (client_status_t){
         .model = s_put_text(&text, rep.model), .model_arch = s_put_text(&text, rep.model_arch),
         .weights = s_put_text(&text, rep.weights),
         .n_layers = rep.n_layers,
-        .n_experts = rep.n_experts, .expert_tokens = counts,
+        .n_experts = rep.n_experts, .expert_tokens = counts, .expert_load = loads,
+        .load_half_life_s = rep.load_half_life_s,
         .requests_served = rep.requests_served, .n_nodes = rep.n_nodes, .nodes = nodes,
         .timing = {
             .tokens = rep.timing.tokens, .dispatch_calls = rep.timing.dispatch_calls,
@@ -804,6 +809,7 @@ client_status_t *client_status(client_t *self, err_t *err)
             .batches = w->batches, .rtt_last_ms = w->rtt_last_ms,
             .rtt_mean_ms = w->rtt_mean_ms, .last_error = s_put_text(&text, w->last_error),
             .weights = s_put_text(&text, w->weights),
+            .load = w->load, .busy_ratio = w->busy_ratio, .busy_seconds = w->busy_seconds,
         };
         hosted += w->n_hosted;
     }
@@ -812,6 +818,60 @@ client_status_t *client_status(client_t *self, err_t *err)
 done:
     self->running = false;
     return st;
+}
+
+/* REBALANCE, NODE_DRAIN or NODE_ADD (req, without its id), waiting for the
+ * REBALANCED. */
+static int s_move(client_t *self, wire_request_t *req_in, client_move_t *out, err_t *err)
+{
+    if (self->running)
+        return err_set(err, EINVAL, "a request is already running on this client");
+    wire_request_t req = *req_in;
+    const double deadline = s_deadline(self);
+    if (s_send(self, &req, err) < 0)
+        return -1;
+    self->last_id = req.request_id;
+    self->running = true;
+    wire_reply_t rep;
+    int rc = -1;
+    if (s_wait(self, req.request_id, false, deadline, false, &rep, err) == 0 &&
+        s_expect(self, &rep, WIRE_REP_REBALANCED, "REBALANCED", err) == 0) {
+        *out = (client_move_t){.imbalance_before = rep.imbalance_before,
+                               .imbalance_after = rep.imbalance_after,
+                               .copies_loaded = rep.copies_loaded,
+                               .copies_dropped = rep.copies_dropped};
+        snprintf(out->summary, sizeof out->summary, "%s", s_text(rep.move_summary));
+        rc = 0;
+    }
+    self->running = false;
+    return rc;
+}
+
+int client_rebalance(client_t *self, int redundant, int drain_node, client_move_t *out,
+                     err_t *err)
+{
+    assert(self);
+    assert(out);
+    if (redundant < 0 || redundant > WIRE_MAX_REDUNDANT || drain_node < 0)
+        return err_set(err, EINVAL, "%d redundant copies (0..%d), node %d", redundant,
+                       WIRE_MAX_REDUNDANT, drain_node);
+    wire_request_t req = {.type = drain_node ? WIRE_REQ_NODE_DRAIN : WIRE_REQ_REBALANCE,
+                          .redundant = redundant, .node_id = drain_node};
+    return s_move(self, &req, out, err);
+}
+
+int client_node_add(client_t *self, const char *endpoint, int redundant, client_move_t *out,
+                    err_t *err)
+{
+    assert(self);
+    assert(out);
+    if (!endpoint || !endpoint[0] || strlen(endpoint) >= WIRE_MAX_TEXT || redundant < 0 ||
+        redundant > WIRE_MAX_REDUNDANT)
+        return err_set(err, EINVAL, "node add: an endpoint (1 to %d bytes) and 0..%d "
+                       "redundant copies are needed", WIRE_MAX_TEXT - 1, WIRE_MAX_REDUNDANT);
+    wire_request_t req = {.type = WIRE_REQ_NODE_ADD, .redundant = redundant,
+                          .endpoint = endpoint};
+    return s_move(self, &req, out, err);
 }
 
 void client_status_destroy(client_status_t **self_p)

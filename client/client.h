@@ -223,6 +223,10 @@ typedef struct client_node {
     const char *last_error;     /* why it is down; "" when none */
     const char *weights;        /* what it holds its weights as, and their size;
                                    "" when not said */
+    double load;                /* rows per second its experts take under the
+                                   placement (expert_load split over copies) */
+    double busy_ratio;          /* seconds computing per second, moving average */
+    double busy_seconds;        /* seconds computing since the coordinator began */
 } client_node_t;
 
 /* The coordinator's view of the cluster. One allocation: every pointer
@@ -251,6 +255,9 @@ typedef struct client_status {
     int n_layers;
     int n_experts;              /* routed experts per layer */
     const uint64_t *expert_tokens; /* (n_layers, n_experts): tokens routed */
+    const double *expert_load;  /* (n_layers, n_experts): rows routed per second,
+                                   moving average (zeros from an older coordinator) */
+    double load_half_life_s;    /* of that average; 0 when not said */
     uint64_t requests_served;
     int n_nodes;
     const client_node_t *nodes; /* (n_nodes) */
@@ -267,6 +274,36 @@ client_status_t *client_status(client_t *self, err_t *err);
 
 /* Accepts NULL and *self_p == NULL; sets *self_p to NULL. */
 void client_status_destroy(client_status_t **self_p);
+
+/* What a rebalance did (client_rebalance). */
+typedef struct client_move {
+    char summary[512];          /* in words: what moved, or that nothing had to */
+    double imbalance_before;    /* heaviest node's load / mean, before and after */
+    double imbalance_after;
+    int copies_loaded;          /* expert copies the nodes loaded, and dropped */
+    int copies_dropped;
+} client_move_t;
+
+/* Asks the coordinator to plan a placement from the measured load with
+ * `redundant` copies per layer and to move to it while it serves; with
+ * drain_node >= 1, node drain_node gets no expert (moe-client node drain).
+ * Waits for the move to end (bounded by the client's timeout). 0 with *out
+ * filled, or -1 with errno/err: EINVAL (a plan that does not fit the nodes'
+ * memory budgets, an unknown node: the coordinator's message), EBUSY
+ * (another move runs), EHOSTUNREACH (the move failed: a node died or
+ * refused; the old placement serves on), ETIMEDOUT. */
+int client_rebalance(client_t *self, int redundant, int drain_node, client_move_t *out,
+                     err_t *err);
+
+/* Asks the coordinator to take the started, empty node at endpoint into
+ * the cluster (moe-client node add): once it answers, a rebalance with
+ * `redundant` copies gives it its share. Waits for that (bounded by the
+ * client's timeout). 0 with *out filled, or -1 with errno/err: EINVAL (a
+ * bad endpoint, one already in the cluster, no room), EBUSY, EHOSTUNREACH
+ * (the node did not answer in time: it is not part of the cluster), and as
+ * client_rebalance. */
+int client_node_add(client_t *self, const char *endpoint, int redundant, client_move_t *out,
+                    err_t *err);
 
 /* Asks the coordinator to cancel request_id of this client (e.g. from inside
  * a client_chunk_fn, with client_last_request_id). Sends CANCEL under a new

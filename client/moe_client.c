@@ -4,6 +4,10 @@
  *     generate --prompt-ids 5,17,2 | --prompt TEXT [--max-tokens N] [sampling]
  *     logits   --prompt-ids 5,17,2 --out FILE
  *     status   [--json]
+ *     placement [--json]
+ *     rebalance [--redundant R]
+ *     node drain N [--redundant R]
+ *     node add ENDPOINT [--redundant R]
  *
  * generate prints the N tokens as comma-separated ids on the last line of
  * stdout, as moe-run does (an empty line for none); with a text prompt it
@@ -26,6 +30,7 @@
 #include <jansson.h>
 
 #include "client/client.h"
+#include "client/loadview.h"
 #include "core/err.h"
 #include "core/arg.h"
 #include "core/idlist.h"
@@ -38,6 +43,9 @@ typedef enum command {
     COMMAND_GENERATE,
     COMMAND_LOGITS,
     COMMAND_STATUS,
+    COMMAND_PLACEMENT,
+    COMMAND_REBALANCE,
+    COMMAND_NODE,
 } command_t;
 
 typedef struct options {
@@ -55,7 +63,10 @@ typedef struct options {
     const char *stop_ids;    /* generate: --stop-ids LIST */
     bool stream;             /* generate: print tokens as they arrive */
     const char *out;         /* logits: output file */
-    bool json;               /* status */
+    bool json;               /* status, placement */
+    int redundant;           /* rebalance, node drain */
+    int drain_node;          /* node drain N */
+    const char *add_endpoint; /* node add ENDPOINT */
 } options_t;
 
 static const char s_global_usage[] =
@@ -71,6 +82,10 @@ static const char s_global_usage[] =
     "  logits --prompt-ids LIST --out FILE\n"
     "                      the prompt's logits: float32 [prompt_len, vocab]\n"
     "  status [--json]     nodes, experts, tokens per expert, round-trip times\n"
+    "  placement [--json]  the placement and its measured load per expert and node\n"
+    "  rebalance [--redundant R]  move experts to balance the measured load\n"
+    "  node drain N        move node N's experts away, so that it can be stopped\n"
+    "  node add ENDPOINT   take a started, empty node into the cluster\n"
     "\n"
     "options:\n"
     "  --connect ENDPOINT  the coordinator's client endpoint: tcp://HOST:PORT,\n"
@@ -119,6 +134,48 @@ static const char s_logits_usage[] =
     "  --out FILE          where to write the logits\n"
     "  --help              this text\n";
 
+static const char s_placement_usage[] =
+    "usage: moe-client --connect ENDPOINT placement [--json]\n"
+    "\n"
+    "Prints the placement with its measured load: per node the experts it hosts,\n"
+    "the rows per second they take (moving average; each expert's load split\n"
+    "over its copies), its share, its busy time; the imbalance (heaviest node\n"
+    "over the mean); each layer's hottest experts and where they are.\n"
+    "\n"
+    "  --json              one JSON object: load_half_life_s, imbalance, nodes\n"
+    "                      [{node_id, endpoint, up, experts [[layer, expert], ...],\n"
+    "                      load, busy_ratio, busy_seconds}], expert_load [[rows per\n"
+    "                      second per expert] per layer]\n"
+    "  --help              this text\n";
+
+static const char s_rebalance_usage[] =
+    "usage: moe-client --connect ENDPOINT rebalance [--redundant R]\n"
+    "\n"
+    "Plans a placement from the measured load (moe-client placement) and moves\n"
+    "to it while requests run: the nodes load the experts they gain in the\n"
+    "background, the coordinator switches between two steps, then the nodes drop\n"
+    "what they lost. No request fails, outputs do not change. If a node fails\n"
+    "before the switch, the old placement serves on. Prints what moved and the\n"
+    "imbalance (heaviest node's load over the mean) before and after.\n"
+    "\n"
+    "  --redundant R       extra copies per layer for the most loaded experts\n"
+    "                      (default 0)\n"
+    "  --help              this text\n";
+
+static const char s_node_usage[] =
+    "usage: moe-client --connect ENDPOINT node drain N [--redundant R]\n"
+    "       moe-client --connect ENDPOINT node add NODE_ENDPOINT [--redundant R]\n"
+    "\n"
+    "drain: moves every expert of node N to the other nodes (a rebalance that\n"
+    "gives node N nothing); once it returns, node N serves nothing and can be\n"
+    "stopped without any request failing.\n"
+    "add: the node at NODE_ENDPOINT, started empty (moe-expert --empty\n"
+    "--node-id N+1 for a cluster of N nodes), joins, and a rebalance gives it\n"
+    "its share; no request fails.\n"
+    "\n"
+    "  --redundant R       extra copies per layer, as for rebalance (default 0)\n"
+    "  --help              this text\n";
+
 static const char s_status_usage[] =
     "usage: moe-client --connect ENDPOINT status [--json]\n"
     "\n"
@@ -150,6 +207,18 @@ static int s_parse_timeout(const char *text, const char *name, void *dest, err_t
     return 0;
 }
 
+/* A node id: a whole number 1..65535. */
+static int s_parse_node(const char *text, int *node, err_t *err)
+{
+    char *end = NULL;
+    errno = 0;
+    long v = strtol(text, &end, 10);
+    if (errno || end == text || *end || v < 1 || v > 65535)
+        return err_set(err, EINVAL, "node drain: '%s' is not a node id (1, 2, ...)", text);
+    *node = (int)v;
+    return 0;
+}
+
 /* The command named by name, with its options and help; COMMAND_NONE when
  * there is none of that name. The tables store into opt and accept the
  * global options too, so that they may come before or after the command. */
@@ -166,6 +235,12 @@ static command_desc_t s_command(const char *name)
         return (command_desc_t){COMMAND_LOGITS, s_logits_usage};
     if (strcmp(name, "status") == 0)
         return (command_desc_t){COMMAND_STATUS, s_status_usage};
+    if (strcmp(name, "placement") == 0)
+        return (command_desc_t){COMMAND_PLACEMENT, s_placement_usage};
+    if (strcmp(name, "rebalance") == 0)
+        return (command_desc_t){COMMAND_REBALANCE, s_rebalance_usage};
+    if (strcmp(name, "node") == 0)
+        return (command_desc_t){COMMAND_NODE, s_node_usage};
     return (command_desc_t){COMMAND_NONE, NULL};
 }
 
@@ -229,23 +304,46 @@ static int s_parse_args(int argc, char **argv, options_t *opt)
         ARG_OPT_FLAG("--json", &opt->json),
         ARG_OPT_END,
     };
+    const arg_opt_t rebalance[] = {
+        ARG_OPT_TABLE(common),
+        ARG_OPT_INT("--redundant", &opt->redundant, 0, 1 << 16),
+        ARG_OPT_END,
+    };
     err_t err = {0};
     int first = argc;
     const char *usage = s_global_usage;
     int rc = arg_parse(argc, argv, 1, common, ARG_STOP_AT_OPERAND, &first, &err);
     if (rc == 0 && first >= argc)
-        rc = err_set(&err, EINVAL, "no command given: generate, logits or status");
+        rc = err_set(&err, EINVAL, "no command given: generate, logits, status, placement, rebalance or node");
     if (rc == 0) {
         command_desc_t cmd = s_command(argv[first]);
         opt->command = cmd.command;
+        /* placement takes status's options (--json) */
         const arg_opt_t *table = cmd.command == COMMAND_GENERATE ? generate
-                                 : cmd.command == COMMAND_LOGITS ? logits : status;
+                                 : cmd.command == COMMAND_LOGITS ? logits
+                                 : cmd.command == COMMAND_REBALANCE || cmd.command == COMMAND_NODE
+                                     ? rebalance
+                                     : status;
+        int next = first + 1;
         if (cmd.command == COMMAND_NONE)
             rc = err_set(&err, EINVAL, "unknown command '%s'", argv[first]);
         else
             usage = cmd.usage;
+        if (rc == 0 && cmd.command == COMMAND_NODE) {
+            /* node drain N: the verb and the node are operands */
+            if (next < argc && strcmp(argv[next], "--help") == 0)
+                rc = ARG_HELP_ASKED;
+            else if (next + 1 >= argc ||
+                     (strcmp(argv[next], "drain") != 0 && strcmp(argv[next], "add") != 0))
+                rc = err_set(&err, EINVAL, "node needs 'drain N' or 'add ENDPOINT'");
+            else if (strcmp(argv[next], "add") == 0)
+                opt->add_endpoint = argv[next + 1];
+            else if (s_parse_node(argv[next + 1], &opt->drain_node, &err) < 0)
+                rc = -1;
+            next += 2;
+        }
         if (rc == 0)
-            rc = arg_parse(argc, argv, first + 1, table, 0, NULL, &err);
+            rc = arg_parse(argc, argv, next, table, 0, NULL, &err);
     }
     if (rc == ARG_HELP_ASKED) {
         fputs(usage, stdout);
@@ -616,6 +714,46 @@ static int s_status(client_t *client, const options_t *opt, err_t *err)
     return rc;
 }
 
+static int s_placement(client_t *client, const options_t *opt, err_t *err)
+{
+    client_status_t *st = client_status(client, err);
+    if (!st)
+        return -1;
+    int rc = -1;
+    if (opt->json) {
+        json_t *root = loadview_json(st);
+        if (!root)
+            err_set(err, ENOMEM, "out of memory building the placement JSON");
+        else if (json_dumpf(root, stdout, JSON_COMPACT | JSON_PRESERVE_ORDER) < 0)
+            err_set(err, EIO, "cannot write the placement to stdout");
+        else
+            rc = printf("\n") < 0 ? err_set(err, EIO, "cannot write to stdout") : 0;
+        json_decref(root);
+    } else if (loadview_print(st, stdout) < 0) {
+        err_set(err, EIO, "cannot write the placement to stdout");
+    } else {
+        rc = 0;
+    }
+    client_status_destroy(&st);
+    return rc;
+}
+
+static int s_rebalance(client_t *client, const options_t *opt, err_t *err)
+{
+    client_move_t move;
+    if (opt->add_endpoint ? client_node_add(client, opt->add_endpoint, opt->redundant, &move,
+                                            err) < 0
+                          : client_rebalance(client, opt->redundant, opt->drain_node, &move,
+                                             err) < 0)
+        return -1;
+    if (opt->drain_node)
+        printf("node %d drained: ", opt->drain_node);
+    printf("%s\n", move.summary);
+    printf("imbalance: %.3f -> %.3f (heaviest node / mean)\n", move.imbalance_before,
+           move.imbalance_after);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     options_t opt;
@@ -640,6 +778,9 @@ int main(int argc, char **argv)
         case COMMAND_GENERATE: rc = s_generate(client, &opt, prompt, n_prompt, &err); break;
         case COMMAND_LOGITS: rc = s_logits(client, &opt, prompt, n_prompt, &err); break;
         case COMMAND_STATUS: rc = s_status(client, &opt, &err); break;
+        case COMMAND_PLACEMENT: rc = s_placement(client, &opt, &err); break;
+        case COMMAND_REBALANCE:
+        case COMMAND_NODE: rc = s_rebalance(client, &opt, &err); break;
         case COMMAND_NONE: break;
         }
     }

@@ -8,7 +8,10 @@
 #                       [--threads T] [--node-threads T]
 #                       [--max-seqs N] [--queue-limit N] [--kv-memory MB]
 #                       [--reply-timeout-ms MS] [--prefill-rows N] [--deadline-ms MS]
-#                       [--heartbeat-ms MS] [--heartbeat-misses N]
+#                       [--heartbeat-ms MS] [--heartbeat-misses N] [--load-half-life-s S]
+#                       [--rebalance-every S] [--rebalance-threshold-pct P]
+#                       [--rebalance-redundant R] [--move-timeout-ms MS]
+#                       [--memory-budget MB] [--place-delay-ms MS]
 #                       [--max-tokens-limit N] [--max-requests-per-client N] [--curve]
 #                       [--no-preload] [--allow-idle-nodes]
 #                       [--http HOST:PORT] [--api-key KEY]
@@ -42,6 +45,16 @@
 #       died or was killed; a running one is stopped first) and returns once
 #       the coordinator's STATUS shows it up again (bounded by
 #       MOE_START_TIMEOUT), so a request right after it can use the node.
+#   cluster/local.sh add-node --run-dir D [--redundant R]
+#       Starts node N+1 (same model, format and options as the others,
+#       hosting nothing), waits until it listens, and has the coordinator take
+#       it in (moe-client node add): a rebalance gives it its share while the
+#       cluster serves. The last line is the node's number.
+#   cluster/local.sh drain-node --run-dir D --node N [--redundant R]
+#       Moves every expert of node N to the other nodes while the cluster
+#       serves (moe-client node drain N; docs/OPERATIONS.md), then stops node
+#       N: no request fails. The node is left out of the cluster from then on
+#       (the coordinator keeps it listed, hosting nothing).
 #   cluster/local.sh down --run-dir D
 #       Stops every process of the cluster (TERM, then KILL after 10 s).
 #
@@ -172,7 +185,7 @@ wait_ready() {
 cmd_up() {
     local http="" model="" nodes="" dir="" placement="" groups="" replicas=1 threads="" node_threads=""
     local curve="" preload=(--preload) allow_idle=""
-    local coord_args=() format_args=()
+    local coord_args=() format_args=() node_extra=()
     while [ $# -gt 0 ]; do
         case $1 in
             --model) model=$2; shift 2 ;;
@@ -187,8 +200,11 @@ cmd_up() {
             --no-preload) preload=(); shift ;;
             --allow-idle-nodes) allow_idle=1; shift ;;
             --dtype|--quantization) format_args+=("$1" "$2"); shift 2 ;;
+            --memory-budget|--place-delay-ms) node_extra+=("$1" "$2"); shift 2 ;;
             --max-seqs|--queue-limit|--kv-memory|--reply-timeout-ms|--prefill-rows|--deadline-ms|\
-            --heartbeat-ms|--heartbeat-misses|--max-tokens-limit|--max-requests-per-client)
+            --heartbeat-ms|--heartbeat-misses|--max-tokens-limit|--max-requests-per-client|\
+            --load-half-life-s|--rebalance-every|--rebalance-threshold-pct|\
+            --rebalance-redundant|--move-timeout-ms)
                 coord_args+=("$1" "$2"); shift 2 ;;
             --http) http=$2; shift 2 ;;
             --api-key) coord_args+=(--api-key "$2"); shift 2 ;;
@@ -281,7 +297,8 @@ cmd_up() {
         printf '%s\n' --model "$model" --node-id "$i" --nodes "$nodes" "${place_args[@]}" \
             --threads "$node_threads" --endpoint-file "$dir/expert-$i.endpoint" \
             ${preload[@]+"${preload[@]}"} ${node_curve[@]+"${node_curve[@]}"} \
-            ${format_args[@]+"${format_args[@]}"} >"$dir/expert-$i.args"
+            ${format_args[@]+"${format_args[@]}"} ${node_extra[@]+"${node_extra[@]}"} \
+            >"$dir/expert-$i.args"
         start_node "$dir" "$i"
         started+=("$(cat "$dir/expert-$i.pid")")
     done
@@ -373,6 +390,91 @@ node_up() {
         END { exit !found }'
 }
 
+cmd_add_node() {
+    local dir="" redundant=0 n i args=()
+    while [ $# -gt 0 ]; do
+        case $1 in
+            --run-dir) dir=$2; shift 2 ;;
+            --redundant) redundant=$2; shift 2 ;;
+            -h|--help) usage 0 ;;
+            *) die "unknown option '$1' (see --help)" ;;
+        esac
+    done
+    [ -n "$dir" ] || die "add-node needs --run-dir D"
+    [ -s "$dir/coordinator.endpoint" ] || die "no coordinator in $dir (no coordinator.endpoint)"
+    [ -f "$dir/expert-1.args" ] || die "no node in $dir (no expert-1.args)"
+    [ ! -d "$dir/keys" ] || die "adding a node to a --curve cluster is not supported yet"
+    lock_run_dir "$dir" now
+    n=1
+    while [ -f "$dir/expert-$n.args" ]; do n=$((n + 1)); done
+    # Node 1's arguments, but for node n, hosting nothing at start.
+    mapfile -t args <"$dir/expert-1.args"
+    local out=() skip=""
+    for i in "${args[@]}"; do
+        if [ -n "$skip" ]; then skip=""; continue; fi
+        case $i in
+            --node-id|--nodes|--placement|--replicas|--endpoint-file) skip=1 ;;
+            --placement-groups) ;;
+            *) out+=("$i") ;;
+        esac
+    done
+    printf '%s\n' "${out[@]}" --node-id "$n" --nodes "$n" --empty \
+        --endpoint-file "$dir/expert-$n.endpoint" >"$dir/expert-$n.args"
+    start_node "$dir" "$n"
+    local pid
+    pid=$(cat "$dir/expert-$n.pid")
+    local deadline=$((SECONDS + start_timeout))
+    while [ ! -s "$dir/expert-$n.endpoint" ]; do
+        if ! kill -0 "$pid" 2>/dev/null || [ "$SECONDS" -ge "$deadline" ]; then
+            stop_pids "$pid"
+            rm -f "$dir/expert-$n.args" "$dir/expert-$n.pid"
+            echo "local.sh: node $n did not start; last lines of $dir/expert-$n.log:" >&2
+            tail -n 20 "$dir/expert-$n.log" >&2 || true
+            exit 1
+        fi
+        sleep 0.05
+    done
+    if ! "$bin/moe-client" --timeout "$start_timeout" --connect "$(cat "$dir/coordinator.endpoint")" \
+            node add "$(cat "$dir/expert-$n.endpoint")" --redundant "$redundant"; then
+        stop_pids "$pid"
+        rm -f "$dir/expert-$n.args" "$dir/expert-$n.pid" "$dir/expert-$n.endpoint"
+        die "node $n was not added (stopped again); see $dir/coordinator.log"
+    fi
+    echo "local.sh: node $n added"
+    echo "$n"
+}
+
+cmd_drain_node() {
+    local dir="" node="" redundant=0
+    while [ $# -gt 0 ]; do
+        case $1 in
+            --run-dir) dir=$2; shift 2 ;;
+            --node) node=$2; shift 2 ;;
+            --redundant) redundant=$2; shift 2 ;;
+            -h|--help) usage 0 ;;
+            *) die "unknown option '$1' (see --help)" ;;
+        esac
+    done
+    [ -n "$dir" ] && [ -n "$node" ] || die "drain-node needs --run-dir D and --node N"
+    [[ "$node" =~ ^[1-9][0-9]*$ ]] || die "--node must be a node id (got '$node')"
+    [ -f "$dir/expert-$node.args" ] || die "no node $node in $dir (no expert-$node.args)"
+    [ -s "$dir/coordinator.endpoint" ] || die "no coordinator in $dir (no coordinator.endpoint)"
+    lock_run_dir "$dir" now
+    local client=("$bin/moe-client" --timeout "$start_timeout"
+        --connect "$(cat "$dir/coordinator.endpoint")")
+    [ ! -d "$dir/keys" ] ||
+        client+=(--curve-key "$dir/keys/client.key" --curve-server "$dir/keys/coordinator.pub")
+    # The experts move first; only then is the node stopped, so no request
+    # needs it when it goes.
+    "${client[@]}" node drain "$node" --redundant "$redundant" ||
+        die "node $node was not drained (it is still serving); see $dir/coordinator.log"
+    if pid_alive "$dir/expert-$node.pid"; then
+        stop_pids "$(cat "$dir/expert-$node.pid")"
+    fi
+    rm -f "$dir/expert-$node.pid"
+    echo "local.sh: node $node drained and stopped"
+}
+
 cmd_down() {
     local dir=""
     while [ $# -gt 0 ]; do
@@ -396,7 +498,9 @@ shift
 case $command in
     up) cmd_up "$@" ;;
     restart-node) cmd_restart_node "$@" ;;
+    drain-node) cmd_drain_node "$@" ;;
+    add-node) cmd_add_node "$@" ;;
     down) cmd_down "$@" ;;
     -h|--help) usage 0 ;;
-    *) die "unknown command '$command' (up, restart-node, down)" ;;
+    *) die "unknown command '$command' (up, restart-node, add-node, drain-node, down)" ;;
 esac

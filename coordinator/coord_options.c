@@ -1,6 +1,8 @@
 /* coord_options: see coord_options.h. */
 #include "coord_options.h"
 
+#include "coordinator/mover.h"
+
 #include <errno.h>
 #include <stddef.h>
 
@@ -61,6 +63,12 @@ static const option_desc_t s_options[N_PLAIN] = {
     {"--http", ARG_STRING, CO(http), 0, 0},
     {"--api-key", ARG_STRING, CO(api_key), 0, 0},
     {"--http-url-file", ARG_STRING, OWN(http_url_file), 0, 0},
+    {"--load-half-life-s", ARG_INT, CO(load_half_life_s), 1, 60},
+    {"--rebalance-every", ARG_INT, CO(rebalance_every_s), 1, 0},
+    {"--rebalance-threshold-pct", ARG_INT, CO(rebalance_threshold_pct), 101, 115},
+    {"--rebalance-redundant", ARG_INT, CO(rebalance_redundant), 0, 0},
+    {"--move-timeout-ms", ARG_INT, CO(move_timeout_ms), 1, MOVER_TIMEOUT_MS},
+    {"--max-nodes", ARG_INT, CO(max_nodes), 1, 0},
 };
 
 static const option_parse_t s_parse_options[N_PARSE] = {
@@ -133,11 +141,24 @@ void coord_options_help(FILE *out)
             "                         a free one; the URL goes to stderr; docs/HTTP.md)\n"
             "  --api-key KEY          the HTTP API's /v1/ routes need 'Authorization: Bearer\n"
             "                         KEY' (default: open)\n"
-            "  --http-url-file FILE   also write the HTTP URL there when ready\n",
+            "  --http-url-file FILE   also write the HTTP URL there when ready\n"
+            "  --load-half-life-s S   the measured load of each expert and node is a moving\n"
+            "                         average with this half-life (default 60)\n"
+            "  --rebalance-every S    check the imbalance (heaviest node's load over the\n"
+            "                         mean) every S seconds and move experts when it is\n"
+            "                         above the threshold and a plan lowers it by 5%%\n"
+            "                         (default: only on moe-client rebalance)\n"
+            "  --rebalance-threshold-pct P  that threshold, in percent (default 115)\n"
+            "  --rebalance-redundant R  redundant copies per layer for those (default 0)\n"
+            "  --move-timeout-ms MS   nodes must have loaded the experts a move gives them\n"
+            "                         by then, or the move is undone; a node added must\n"
+            "                         answer by then too (default %d)\n"
+            "  --max-nodes N          nodes the cluster may grow to with moe-client node add\n"
+            "                         (default: the nodes given + 8)\n",
             DEFAULT_REPLY_TIMEOUT_MS, DEFAULT_HELLO_TIMEOUT_MS,
             COORDINATOR_DEFAULT_HEARTBEAT_MS, COORDINATOR_DEFAULT_HEARTBEAT_MISSES,
             DEFAULT_PREFILL_ROWS, COORDINATOR_DEFAULT_MAX_SEQS, COORDINATOR_DEFAULT_QUEUE,
-            COORDINATOR_DEFAULT_KV_MB);
+            COORDINATOR_DEFAULT_KV_MB, MOVER_TIMEOUT_MS);
     wformat_help(out, 25);
 }
 

@@ -34,11 +34,15 @@ struct coordinator {
     int32_t *hosted;               /* (2, total hosted pairs): layers then experts */
     dispatch_route_t *routes;
     dispatch_t *dispatch;
+    mover_t *mover;                /* the live placement (moves, rebalances) */
     server_t *server;
     rpc_t *rpc;
     http_t *http;                  /* NULL without --http */
     chat_template_t *chat;         /* with --http: the model's chat template, or NULL */
-    int n_nodes;
+    int n_nodes;                   /* at start; more may join (dispatch_n_peers) */
+    int prefill_rows;              /* rows per step: the links' limits */
+    int heartbeat_ms, heartbeat_misses;
+    char model_id[WIRE_MAX_TEXT];  /* what a joining node must have loaded */
     keypair_t key;                 /* with CURVE: this coordinator's pair */
     char (*node_public)[KEYPAIR_Z85_LEN + 1]; /* with CURVE: (n_nodes) node keys */
     zap_t *zap;                    /* with CURVE: allows clients by key */
@@ -50,8 +54,9 @@ static void s_teardown(coordinator_t *co)
     chat_template_destroy(&co->chat);
     rpc_destroy(&co->rpc);
     server_destroy(&co->server);
+    mover_destroy(&co->mover);
     dispatch_destroy(&co->dispatch);
-    for (int i = 0; i < co->n_nodes; i++)
+    for (int i = 0; i < COORDINATOR_MAX_NODES; i++) /* with those that joined */
         peer_destroy(&co->peers[i]);
     mem_free(co->routes);
     mem_free(co->hosted);
@@ -63,6 +68,36 @@ static void s_teardown(coordinator_t *co)
     memset(&co->key, 0, sizeof co->key);
     if (co->zmq_ctx)
         zmq_ctx_term(co->zmq_ctx);
+}
+
+/* server_join_fn: the link to node node_id joining at endpoint. */
+static peer_t *s_join(void *ctx, int node_id, const char *endpoint, err_t *err)
+{
+    coordinator_t *co = ctx;
+    if (co->node_public) {
+        err_set(err, ENOTSUP, "adding a node to a CURVE cluster is not supported yet");
+        return NULL;
+    }
+    if (node_id < 1 || node_id > COORDINATOR_MAX_NODES || co->peers[node_id - 1]) {
+        err_set(err, ENOSPC, "no room for node %d", node_id);
+        return NULL;
+    }
+    wire_limits_t lim = dispatch_limits(&co->w->cfg, co->prefill_rows);
+    peer_t *peer = peer_new(co->zmq_ctx, node_id, endpoint, &lim, NULL, NULL, err);
+    if (!peer)
+        return NULL;
+    peer_expect_join(peer, co->model_id);
+    peer_set_health(peer, co->heartbeat_ms, co->heartbeat_misses, stderr);
+    co->peers[node_id - 1] = peer;
+    return peer;
+}
+
+/* server_leave_fn: a node that never joined. */
+static void s_leave(void *ctx, int node_id)
+{
+    coordinator_t *co = ctx;
+    if (node_id >= 1 && node_id <= COORDINATOR_MAX_NODES)
+        peer_destroy(&co->peers[node_id - 1]);
 }
 
 /* Routes and per-node hosted lists from the placement. */
@@ -250,18 +285,28 @@ static int s_start(coordinator_t *co, const coordinator_opts_t *o,
     if (s_security(co, o, err) < 0)
         return -1;
     const keypair_t *key = co->node_public ? &co->key : NULL;
-    wire_limits_t lim = wire_limits_for_model(cfg, o->prefill_rows);
+    wire_limits_t lim = dispatch_limits(cfg, o->prefill_rows);
     for (int i = 0; i < co->n_nodes; i++)
         if (!(co->peers[i] = peer_new(co->zmq_ctx, i + 1, o->nodes[i], &lim, key,
                                       key ? co->node_public[i] : NULL, err)))
             return -1;
-    co->dispatch = dispatch_new(co->peers, co->n_nodes, cfg, co->routes, o->prefill_rows,
+    const int max_nodes = o->max_nodes > co->n_nodes ? o->max_nodes
+                          : co->n_nodes + COORDINATOR_SPARE_NODES < COORDINATOR_MAX_NODES
+                              ? co->n_nodes + COORDINATOR_SPARE_NODES
+                              : COORDINATOR_MAX_NODES;
+    co->dispatch = dispatch_new(co->peers, co->n_nodes, max_nodes, cfg, co->routes,
+                                o->prefill_rows,
                                 o->reply_timeout_ms, err);
     if (!co->dispatch)
+        return -1;
+    if (o->load_half_life_s > 0 &&
+        dispatch_set_load_half_life(co->dispatch, o->load_half_life_s, err) < 0)
         return -1;
 
     char model_id[WIRE_MAX_TEXT];
     config_model_id(cfg, model_id, sizeof model_id);
+    snprintf(co->model_id, sizeof co->model_id, "%s", model_id);
+    co->prefill_rows = o->prefill_rows;
     wire_inbox_t *inbox = wire_inbox_new(&lim, err);
     if (!inbox)
         return -1;
@@ -279,11 +324,10 @@ static int s_start(coordinator_t *co, const coordinator_opts_t *o,
     }
     wire_inbox_destroy(&inbox);
     /* From now on a node that dies is noticed, and one that comes back rejoins. */
-    dispatch_set_health(co->dispatch,
-                        o->heartbeat_ms > 0 ? o->heartbeat_ms : COORDINATOR_DEFAULT_HEARTBEAT_MS,
-                        o->heartbeat_misses > 0 ? o->heartbeat_misses
-                                                : COORDINATOR_DEFAULT_HEARTBEAT_MISSES,
-                        stderr);
+    co->heartbeat_ms = o->heartbeat_ms > 0 ? o->heartbeat_ms : COORDINATOR_DEFAULT_HEARTBEAT_MS;
+    co->heartbeat_misses = o->heartbeat_misses > 0 ? o->heartbeat_misses
+                                                   : COORDINATOR_DEFAULT_HEARTBEAT_MISSES;
+    dispatch_set_health(co->dispatch, co->heartbeat_ms, co->heartbeat_misses, stderr);
 
     server_config_t conf = {
         .model_name = o->model, .model_arch = config_arch_name(cfg->arch),
@@ -303,6 +347,18 @@ static int s_start(coordinator_t *co, const coordinator_opts_t *o,
     co->server = server_new(co->w, co->dispatch, co->peers, co->nodes, co->n_nodes, &conf, err);
     if (!co->server)
         return -1;
+    const int group_size = o->placement_groups && cfg->n_group > 1
+                               ? cfg->n_experts / cfg->n_group : 0;
+    co->mover = mover_new(co->dispatch, co->peers, co->n_nodes, cfg, co->placement,
+                          group_size, stderr, err);
+    if (!co->mover)
+        return -1;
+    mover_set_timeout(co->mover, o->move_timeout_ms);
+    mover_set_auto(co->mover, o->rebalance_every_s,
+                   o->rebalance_threshold_pct > 100 ? o->rebalance_threshold_pct / 100.0 : 1.15,
+                   o->rebalance_redundant);
+    server_set_mover(co->server, co->mover);
+    server_set_joiner(co->server, s_join, s_leave, co);
     const rpc_config_t rc = {.bind = o->bind, .curve_key = key};
     co->rpc = rpc_new(co->zmq_ctx, co->server, &rc, err);
     if (!co->rpc)

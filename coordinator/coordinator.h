@@ -15,6 +15,7 @@
 #include "model/placement.h"
 
 enum { COORDINATOR_MAX_NODES = 256 };
+enum { COORDINATOR_SPARE_NODES = 8 };   /* default room for nodes that join (--max-nodes) */
 enum {
     COORDINATOR_DEFAULT_MAX_SEQS = 16,  /* sequences generating at once */
     COORDINATOR_DEFAULT_QUEUE = 64,     /* requests waiting for a slot */
@@ -54,6 +55,13 @@ typedef struct coordinator_opts {
     bool preload;                       /* read the dense weights into memory at start
                                            (weights_preload), progress on stderr */
     wformat_t format;                   /* --dtype / --quantization; zero: as stored */
+    int load_half_life_s;               /* of the load measurement; 0: the default */
+    int rebalance_every_s;              /* automatic rebalance checks; 0: never */
+    int rebalance_threshold_pct;        /* ... when the imbalance passes this (115: 1.15x) */
+    int rebalance_redundant;            /* ... with these redundant copies */
+    int move_timeout_ms;                /* a gaining node must be ready by then; 0: default */
+    int max_nodes;                      /* nodes the cluster may grow to; 0: the nodes
+                                           given + COORDINATOR_SPARE_NODES */
 } coordinator_opts_t;
 
 typedef struct coordinator coordinator_t;

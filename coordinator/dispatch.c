@@ -23,8 +23,9 @@ typedef struct send {
 } send_t;
 
 struct dispatch {
-    peer_t **peers;            /* borrowed (n_peers) */
-    int n_peers;
+    peer_t **peers;            /* borrowed (n_peers, room for max_peers) */
+    int n_peers;               /* nodes in the cluster now */
+    int max_peers;             /* per-node arrays are sized for this many */
     int n_layers, n_experts, hidden, max_rows, max_assign;
     int reply_timeout_ms;
     dispatch_route_t *routes;  /* (n_layers * n_experts) */
@@ -33,27 +34,37 @@ struct dispatch {
     int *target;               /* (max_assign) peer of each assignment, -1: none */
     int *pending;              /* (max_assign) assignments still to place */
     int *order;                /* (max_assign) pending, grouped by peer */
-    int *count;                /* (n_peers + 1) */
+    int *count;                /* (max_peers + 1) */
     int *local_of;             /* (max_rows) batch row -> message row, or -1 */
     float *rows;               /* (max_rows, hidden) a message's rows */
     moe_assign_t *msg_assign;  /* (max_assign) a message's assignments */
     uint8_t *row_lost;         /* (max_rows) rows the last failed call could not serve */
+    /* Per-assignment terms (more than two experts per token, dispatch.h):
+     * term i of the call, and the call's assignments grouped by row, each
+     * row's in expert order. */
+    bool exact;
+    float *terms;              /* (max_assign, hidden) */
+    int *by_expert;            /* (max_assign) */
+    int *by_row;               /* (max_assign) */
+    int *ecount;               /* (n_experts + 1) */
+    int *rcount;               /* (max_rows + 1) */
     /* Replies are kept per node and added into out in node order when the
      * call completes, not as they arrive: float addition is not associative,
      * so arrival order would make the last bits of a row that several nodes
      * serve vary from run to run. */
-    float *partial;            /* (n_peers, max_rows, hidden) */
-    uint8_t *touched;          /* (n_peers, max_rows) partial row holds a sum */
-    int *touched_rows;         /* (n_peers, max_rows) those rows, per node */
-    int *n_touched;            /* (n_peers) */
+    float *partial;            /* (max_peers, max_rows, hidden) */
+    uint8_t *touched;          /* (max_peers, max_rows) partial row holds a sum */
+    int *touched_rows;         /* (max_peers, max_rows) those rows, per node */
+    int *n_touched;            /* (max_peers) */
     uint64_t *expert_tokens;   /* (n_layers * n_experts) */
-    uint64_t *node_tokens;     /* (n_layers * n_experts * n_peers) rows each node served */
-    dispatch_node_stats_t *node_stats; /* (n_peers) */
+    uint64_t *node_tokens;     /* (n_layers * n_experts * max_peers) rows each node served */
+    dispatch_node_stats_t *node_stats; /* (max_peers) */
+    load_t *load;              /* rows per route, compute seconds per peer */
     uint64_t next_request_id;
     uint64_t rotation;         /* calls started: which replica each expert uses */
     FILE *log;                 /* one line per failover; NULL: quiet */
     wire_inbox_t *inbox;
-    zmq_pollitem_t *items;     /* (2 * n_peers): data socket, link monitor */
+    zmq_pollitem_t *items;     /* (2 * max_peers): data socket, link monitor */
     dispatch_stats_t stats;
     struct {                   /* the started call dispatch_finish completes */
         bool active;
@@ -68,7 +79,7 @@ struct dispatch {
     } call;
 };
 
-dispatch_t *dispatch_new(peer_t **peers, int n_peers, const config_t *cfg,
+dispatch_t *dispatch_new(peer_t **peers, int n_peers, int max_peers, const config_t *cfg,
                          const dispatch_route_t *routes, int max_rows,
                          int reply_timeout_ms, err_t *err)
 {
@@ -77,35 +88,48 @@ dispatch_t *dispatch_new(peer_t **peers, int n_peers, const config_t *cfg,
         goto oom;
     self->peers = peers;
     self->n_peers = n_peers;
+    self->max_peers = max_peers > n_peers ? max_peers : n_peers;
+    const int mp = self->max_peers;
     self->n_layers = cfg->n_layers;
     self->n_experts = cfg->n_experts;
     self->hidden = cfg->hidden_size;
     self->max_rows = max_rows;
     self->max_assign = max_rows * cfg->n_experts_per_tok;
     self->reply_timeout_ms = reply_timeout_ms;
+    self->exact = cfg->n_experts_per_tok > 2;
     /* One send per node, and room to re-send after a few failures in a call. */
-    self->max_sends = 4 * n_peers;
+    self->max_sends = 4 * mp;
     const size_t n_routes = (size_t)cfg->n_layers * cfg->n_experts;
     const size_t ma = (size_t)self->max_assign;
     self->routes = mem_alloc(n_routes * sizeof *self->routes);
     self->expert_tokens = mem_calloc(n_routes, sizeof *self->expert_tokens);
-    self->node_tokens = mem_calloc(n_routes * (size_t)n_peers, sizeof *self->node_tokens);
-    self->node_stats = mem_calloc((size_t)n_peers, sizeof *self->node_stats);
+    self->node_tokens = mem_calloc(n_routes * (size_t)mp, sizeof *self->node_tokens);
+    self->node_stats = mem_calloc((size_t)mp, sizeof *self->node_stats);
     self->sends = mem_calloc((size_t)self->max_sends, sizeof *self->sends);
-    self->items = mem_calloc(2 * (size_t)n_peers, sizeof *self->items);
+    self->items = mem_calloc(2 * (size_t)mp, sizeof *self->items);
     self->target = mem_alloc(ma * sizeof(int));
     self->pending = mem_alloc(ma * sizeof(int));
     self->order = mem_alloc(ma * sizeof(int));
-    self->count = mem_alloc(((size_t)n_peers + 1) * sizeof(int));
+    self->count = mem_alloc(((size_t)mp + 1) * sizeof(int));
     self->local_of = mem_alloc((size_t)max_rows * sizeof(int));
     self->rows = mem_alloc_aligned((size_t)max_rows * self->hidden * sizeof(float));
     self->msg_assign = mem_alloc(ma * sizeof(moe_assign_t));
     self->row_lost = mem_calloc((size_t)max_rows, 1);
-    const size_t cells = (size_t)n_peers * (size_t)max_rows;
+    const size_t cells = (size_t)mp * (size_t)max_rows;
     self->partial = mem_alloc_aligned(cells * (size_t)self->hidden * sizeof(float));
     self->touched = mem_calloc(cells, 1);
     self->touched_rows = mem_alloc(cells * sizeof(int));
-    self->n_touched = mem_calloc((size_t)n_peers, sizeof(int));
+    self->n_touched = mem_calloc((size_t)mp, sizeof(int));
+    if (self->exact) {
+        self->terms = mem_alloc_aligned(ma * (size_t)self->hidden * sizeof(float));
+        self->by_expert = mem_alloc(ma * sizeof(int));
+        self->by_row = mem_alloc(ma * sizeof(int));
+        self->ecount = mem_alloc(((size_t)cfg->n_experts + 1) * sizeof(int));
+        self->rcount = mem_alloc(((size_t)max_rows + 1) * sizeof(int));
+        if (!self->terms || !self->by_expert || !self->by_row || !self->ecount ||
+            !self->rcount)
+            goto oom;
+    }
     if (!self->routes || !self->expert_tokens || !self->sends || !self->items ||
         !self->target || !self->pending || !self->order || !self->count || !self->local_of ||
         !self->rows || !self->msg_assign || !self->row_lost || !self->partial ||
@@ -123,7 +147,11 @@ dispatch_t *dispatch_new(peer_t **peers, int n_peers, const config_t *cfg,
         if (!s->global_of || !s->items)
             goto oom;
     }
-    wire_limits_t lim = wire_limits_for_model(cfg, max_rows);
+    self->load = load_new((int)n_routes, mp, DISPATCH_LOAD_HALF_LIFE_S, timer_now(),
+                          err);
+    if (!self->load)
+        goto fail;
+    wire_limits_t lim = dispatch_limits(cfg, max_rows);
     self->inbox = wire_inbox_new(&lim, err);
     if (!self->inbox)
         goto fail;
@@ -148,6 +176,12 @@ void dispatch_destroy(dispatch_t **self_p)
             mem_free(self->sends[i].items);
         }
     wire_inbox_destroy(&self->inbox);
+    load_destroy(&self->load);
+    mem_free(self->terms);
+    mem_free(self->by_expert);
+    mem_free(self->by_row);
+    mem_free(self->ecount);
+    mem_free(self->rcount);
     mem_free(self->partial);
     mem_free(self->touched);
     mem_free(self->touched_rows);
@@ -293,7 +327,7 @@ static int s_send_to(dispatch_t *self, int p, const int *items, int n, err_t *er
     wire_data_t msg = {
         .type = WIRE_EXPERT_REQUEST, .request_id = s->request_id, .layer = self->call.layer,
         .n_rows = s->n_rows, .hidden = self->hidden, .rows = self->rows,
-        .n_assign = n, .assign = self->msg_assign,
+        .n_assign = n, .assign = self->msg_assign, .per_assignment = self->exact,
     };
     const uint64_t before = self->stats.bytes_sent;
     const int rc = peer_send(self->peers[p], &msg, &self->stats.bytes_sent, err);
@@ -384,9 +418,45 @@ static void s_reset(dispatch_t *self)
     }
 }
 
+/* out = every row's terms added onto zeros in expert order (dispatch.h):
+ * the call's assignments sorted by expert, then stably by row. */
+static void s_add_terms(dispatch_t *self)
+{
+    const size_t hidden = (size_t)self->hidden;
+    const moe_assign_t *assign = self->call.assign;
+    const int n = self->call.n_assign;
+    memset(self->ecount, 0, ((size_t)self->n_experts + 1) * sizeof(int));
+    for (int i = 0; i < n; i++)
+        self->ecount[assign[i].expert + 1]++;
+    for (int e = 0; e < self->n_experts; e++)
+        self->ecount[e + 1] += self->ecount[e];
+    for (int i = 0; i < n; i++)
+        self->by_expert[self->ecount[assign[i].expert]++] = i;
+    memset(self->rcount, 0, ((size_t)self->call.n_rows + 1) * sizeof(int));
+    for (int i = 0; i < n; i++)
+        self->rcount[assign[i].row + 1]++;
+    for (int r = 0; r < self->call.n_rows; r++)
+        self->rcount[r + 1] += self->rcount[r];
+    for (int k = 0; k < n; k++) {
+        const int i = self->by_expert[k];
+        self->by_row[self->rcount[assign[i].row]++] = i;
+    }
+    for (int k = 0; k < n; k++) {
+        const int i = self->by_row[k];
+        float *dst = self->call.out + (size_t)assign[i].row * hidden;
+        const float *src = self->terms + (size_t)i * hidden;
+        for (size_t j = 0; j < hidden; j++)
+            dst[j] += src[j];
+    }
+}
+
 /* out += every node's partial sums, node by node in index order. */
 static void s_add_partials(dispatch_t *self)
 {
+    if (self->exact) {
+        s_add_terms(self);
+        return;
+    }
     const size_t hidden = (size_t)self->hidden;
     for (int p = 0; p < self->n_peers; p++) {
         const float *partial = self->partial + (size_t)p * self->max_rows * hidden;
@@ -410,12 +480,22 @@ static int s_combine(dispatch_t *self, send_t *s, const wire_data_t *reply, err_
                        peer_node_id(peer), peer_endpoint(peer), layer,
                        wire_data_error_name(reply->error_code),
                        reply->error_message ? reply->error_message : "");
+    const int want_rows = self->exact ? s->n_items : s->n_rows;
     if (reply->type != WIRE_EXPERT_REPLY || reply->layer != layer ||
-        reply->n_rows != s->n_rows || reply->hidden != self->hidden)
+        reply->n_rows != want_rows || reply->hidden != self->hidden)
         return err_set(err, EPROTO, "node %d (%s) sent a reply that does not match its "
-                       "request (type %d, layer %d, %d rows, expected %d)",
+                       "request (type %d, layer %d, %d rows, expected %d%s)",
                        peer_node_id(peer), peer_endpoint(peer), (int)reply->type,
-                       reply->layer, reply->n_rows, s->n_rows);
+                       reply->layer, reply->n_rows, want_rows,
+                       self->exact ? ", one per assignment: is the node older than "
+                                     "the coordinator?" : "");
+    if (self->exact) {
+        /* Each term to its assignment; they are added at finish. */
+        for (int i = 0; i < s->n_items; i++)
+            memcpy(self->terms + (size_t)s->items[i] * self->hidden,
+                   reply->rows + (size_t)i * self->hidden, (size_t)self->hidden * sizeof(float));
+        goto combined;
+    }
     /* Into the node's partial sums (a node that took over another's work in
      * this call may answer twice: those add in arrival order). */
     const size_t hidden = (size_t)self->hidden;
@@ -435,6 +515,8 @@ static int s_combine(dispatch_t *self, send_t *s, const wire_data_t *reply, err_
                 dst[j] += src[j];
         }
     }
+    load_add_busy(self->load, s->peer, reply->compute_seconds, timer_now());
+combined:
     if (reply->compute_seconds > self->call.max_compute)
         self->call.max_compute = reply->compute_seconds;
     self->stats.bytes_received += wire_inbox_message_bytes(self->inbox);
@@ -584,11 +666,13 @@ int dispatch_finish(void *ctx, int layer, float *out, err_t *err)
         s_add_partials(self);
     s_reset(self);
     if (rc == 0) {
+        const double now = timer_now();
         for (int i = 0; i < self->call.n_assign; i++) {
             const size_t route = (size_t)layer * self->n_experts + self->call.assign[i].expert;
             self->expert_tokens[route]++;
+            load_add_rows(self->load, (int)route, 1, now);
             if (self->target[i] >= 0)
-                self->node_tokens[route * self->n_peers + self->target[i]]++;
+                self->node_tokens[route * self->max_peers + self->target[i]]++;
         }
         self->stats.calls++;
         self->stats.seconds_total += timer_now() - self->call.t_start;
@@ -621,4 +705,78 @@ const dispatch_node_stats_t *dispatch_node_stats(const dispatch_t *self)
 const dispatch_stats_t *dispatch_stats(const dispatch_t *self)
 {
     return &self->stats;
+}
+
+const load_t *dispatch_load(const dispatch_t *self)
+{
+    return self->load;
+}
+
+int dispatch_set_load_half_life(dispatch_t *self, double half_life_s, err_t *err)
+{
+    load_t *fresh = load_new(self->n_layers * self->n_experts, self->max_peers, half_life_s,
+                             timer_now(), err);
+    if (!fresh)
+        return -1;
+    load_destroy(&self->load);
+    self->load = fresh;
+    return 0;
+}
+
+void dispatch_node_load(const dispatch_t *self, const double *rate, double *node_load)
+{
+    for (int p = 0; p < self->n_peers; p++)
+        node_load[p] = 0;
+    const int n_routes = self->n_layers * self->n_experts;
+    for (int r = 0; r < n_routes; r++) {
+        const dispatch_route_t *route = &self->routes[r];
+        for (int i = 0; i < route->n; i++)
+            node_load[route->peer[i]] += rate[r] / route->n;
+    }
+}
+
+int dispatch_set_routes(dispatch_t *self, const dispatch_route_t *routes, err_t *err)
+{
+    if (self->call.active)
+        return err_set(err, EBUSY, "the routes cannot change during layer %d's call",
+                       self->call.layer);
+    memcpy(self->routes, routes,
+           (size_t)self->n_layers * self->n_experts * sizeof *self->routes);
+    return 0;
+}
+
+wire_limits_t dispatch_limits(const config_t *cfg, int max_rows)
+{
+    wire_limits_t lim = wire_limits_for_model(cfg, max_rows);
+    if (cfg->n_experts_per_tok > 2)
+        lim.max_rows = lim.max_assign; /* replies of one term per assignment */
+    return lim;
+}
+
+int dispatch_add_peer(dispatch_t *self, err_t *err)
+{
+    if (self->call.active)
+        return err_set(err, EBUSY, "a node cannot join during layer %d's call",
+                       self->call.layer);
+    if (self->n_peers >= self->max_peers)
+        return err_set(err, ENOSPC, "the coordinator has room for %d nodes (--max-nodes)",
+                       self->max_peers);
+    self->n_peers++;
+    return 0;
+}
+
+void dispatch_remove_last_peer(dispatch_t *self)
+{
+    if (!self->call.active && self->n_peers > 0)
+        self->n_peers--;
+}
+
+int dispatch_n_peers(const dispatch_t *self)
+{
+    return self->n_peers;
+}
+
+int dispatch_max_peers(const dispatch_t *self)
+{
+    return self->max_peers;
 }

@@ -7,8 +7,17 @@
  * so the work rotates over the replicas call by call while experts that share
  * a node keep sharing one. Each node gets one EXPERT_REQUEST carrying each row
  * it needs once plus its (row, expert, weight) list; all nodes are sent to
- * before any reply is awaited; the partial-sum rows that come back are added
- * into the output.
+ * before any reply is awaited; what comes back is added into the output.
+ *
+ * The combine does not depend on the placement. moe-run adds a row's expert
+ * outputs (weight * ffn_e(u)) onto zeros in expert order. With at most two
+ * experts per token any order gives the same bits (float addition
+ * commutes), so nodes reply one partial sum per row, added in node order.
+ * With more (qwen, olmoe, deepseek, gpt_oss), which experts share a node
+ * would change the grouping of the additions, so the nodes are asked for one
+ * term per assignment (EXPERT_REQUEST per_assignment) and the dispatch adds
+ * each row's terms onto zeros in expert order itself: bit for bit moe-run's
+ * sum whatever node computed which expert, before and after a rebalance.
  *
  * Failover: when a node fails during the call (its connection drops, a send
  * is refused, or no reply within the reply timeout) it is marked down and the
@@ -33,12 +42,14 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "coordinator/load.h"
 #include "coordinator/peer.h"
 #include "core/assign.h"
 #include "core/err.h"
 #include "model/config.h"
 
 enum { DISPATCH_MAX_REPLICAS = 8 };
+#define DISPATCH_LOAD_HALF_LIFE_S 60.0 /* default half-life of the load measurement */
 
 /* The nodes (indices into the peer array) that host one (layer, expert), in
  * order of preference. */
@@ -67,8 +78,10 @@ typedef struct dispatch_node_stats {
 typedef struct dispatch dispatch_t;
 
 /* routes: (n_layers * n_experts) entries, [layer * n_experts + expert], copied.
- * peers: borrowed, must outlive the dispatch. max_rows: rows per call. */
-dispatch_t *dispatch_new(peer_t **peers, int n_peers, const config_t *cfg,
+ * peers: borrowed, must outlive the dispatch; the first n_peers are the
+ * cluster, and the array has room for max_peers (nodes that join later:
+ * dispatch_add_peer). max_rows: rows per call. */
+dispatch_t *dispatch_new(peer_t **peers, int n_peers, int max_peers, const config_t *cfg,
                          const dispatch_route_t *routes, int max_rows,
                          int reply_timeout_ms, err_t *err);
 void dispatch_destroy(dispatch_t **self_p);
@@ -87,10 +100,42 @@ int dispatch_finish(void *ctx, int layer, float *out, err_t *err);
 /* Tokens routed to each expert so far: (n_layers * n_experts), borrowed. */
 const uint64_t *dispatch_expert_tokens(const dispatch_t *self);
 const dispatch_stats_t *dispatch_stats(const dispatch_t *self);
-/* (n_peers), in peer order. */
+/* (max_peers), in peer order. */
 const dispatch_node_stats_t *dispatch_node_stats(const dispatch_t *self);
-/* Rows each node served: [(layer * n_experts + expert) * n_peers + peer]. */
+/* Rows each node served: [(layer * n_experts + expert) * max_peers + peer]. */
 const uint64_t *dispatch_node_tokens(const dispatch_t *self);
+
+/* The measured load (load.h): rows routed per (layer, expert) and each
+ * node's compute seconds, counted by every completed call; borrowed. Its
+ * node indices are peer indices. */
+const load_t *dispatch_load(const dispatch_t *self);
+
+/* Starts the load measurement again with half-life half_life_s (> 0; the
+ * default is DISPATCH_LOAD_HALF_LIFE_S). 0, or -1 with EINVAL/ENOMEM and
+ * the old measurement kept. */
+int dispatch_set_load_half_life(dispatch_t *self, double half_life_s, err_t *err);
+
+/* What each node carries under the current routes, given a rate per route
+ * (rate[layer * n_experts + expert]): the sum over the routes it hosts of
+ * the route's rate divided by its number of replicas (the work rotates
+ * evenly over them). Into node_load[0..n_peers). */
+void dispatch_node_load(const dispatch_t *self, const double *rate, double *node_load);
+
+/* Replaces the routes (same layout as dispatch_new's; copied) between two
+ * calls: the next call places work by them. EBUSY during a call. */
+int dispatch_set_routes(dispatch_t *self, const dispatch_route_t *routes, err_t *err);
+
+/* The data-plane limits of a coordinator's links for a model served
+ * max_rows rows per call: a reply may carry one row per assignment. */
+wire_limits_t dispatch_limits(const config_t *cfg, int max_rows);
+
+/* Between calls: peers[n_peers] (set by the caller) joins the cluster; it
+ * takes work once routes name it. ENOSPC beyond max_peers, EBUSY in a call. */
+int dispatch_add_peer(dispatch_t *self, err_t *err);
+/* Undoes the last dispatch_add_peer (a node that never joined). */
+void dispatch_remove_last_peer(dispatch_t *self);
+int dispatch_n_peers(const dispatch_t *self);
+int dispatch_max_peers(const dispatch_t *self);
 
 /* Reads link events of every node (marks dropped ones down), reads replies
  * to heartbeats and rejoin HELLOs, and sends the heartbeats and HELLOs that

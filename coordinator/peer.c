@@ -41,6 +41,12 @@ struct peer {
     char weights[WIRE_MAX_TEXT];  /* what its last HELLO_REPLY said it holds */
     const int32_t *want_layer, *want_expert; /* borrowed from peer_hello's caller */
     int n_want;
+    uint64_t memory_budget;       /* bytes for experts the node said it has; 0 none */
+    uint64_t expert_bytes;        /* bytes of one of its experts; 0 unknown */
+    uint64_t control_id;          /* request id of the last PLACE / DROP */
+    bool replacing;               /* rejoining: a PLACE of its wanted pairs is loading */
+    peer_control_t control;
+    char control_why[WIRE_MAX_TEXT];
     bool curve;                   /* the link is CURVE */
     bool handshaken;              /* a CURVE handshake succeeded */
 };
@@ -129,6 +135,9 @@ void peer_destroy(peer_t **self_p)
     errno = saved;
 }
 
+static int s_check_pairs(peer_t *self, const wire_data_t *reply, const int32_t *want_layer,
+                         const int32_t *want_expert, int n_want, err_t *err);
+
 /* True when the pair (layer, expert) is among the node's hosted pairs. */
 static bool s_hosts(const wire_data_t *reply, int32_t layer, int32_t expert)
 {
@@ -157,9 +166,16 @@ static int s_check_hello(peer_t *self, const wire_data_t *reply, const char *mod
         return err_set(err, EPROTO, "node %d (%s) loaded model %s, the coordinator %s",
                        self->node_id, self->endpoint,
                        reply->model_id ? reply->model_id : "(none)", model_id);
+    return s_check_pairs(self, reply, want_layer, want_expert, n_want, err);
+}
+
+/* The node hosts every wanted pair (ENOENT naming the first it lacks). */
+static int s_check_pairs(peer_t *self, const wire_data_t *reply, const int32_t *want_layer,
+                         const int32_t *want_expert, int n_want, err_t *err)
+{
     for (int i = 0; i < n_want; i++)
         if (!s_hosts(reply, want_layer[i], want_expert[i]))
-            return err_set(err, EPROTO, "node %d (%s) does not host expert %d of layer %d "
+            return err_set(err, ENOENT, "node %d (%s) does not host expert %d of layer %d "
                            "that the placement gives it", self->node_id, self->endpoint,
                            (int)want_expert[i], (int)want_layer[i]);
     return 0;
@@ -274,6 +290,8 @@ int peer_hello(peer_t *self, wire_inbox_t *inbox, const char *model_id,
         }
         snprintf(self->model_id, sizeof self->model_id, "%s", model_id);
         snprintf(self->weights, sizeof self->weights, "%s", reply.weights ? reply.weights : "");
+        self->memory_budget = reply.memory_budget;
+        self->expert_bytes = reply.expert_bytes;
         self->want_layer = want_layer;
         self->want_expert = want_expert;
         self->n_want = n_want;
@@ -316,8 +334,10 @@ bool peer_check_link(peer_t *self)
     while (s_link_event(self, &id, &value)) {
         if (id == ZMQ_EVENT_DISCONNECTED && self->up)
             peer_mark_down(self, "connection lost");
-        else if (id == ZMQ_EVENT_CONNECTED && !self->up)
+        else if (id == ZMQ_EVENT_CONNECTED && !self->up) {
             self->last_ping = 0; /* a node came back on the endpoint: HELLO at once */
+            self->replacing = false; /* a new process: its PLACE, if any, was lost */
+        }
     }
     return self->up;
 }
@@ -383,10 +403,57 @@ void peer_tick(peer_t *self, double now)
     }
 }
 
+/* The node is up again. */
+static void s_back(peer_t *self, const wire_data_t *msg, double now, const char *how)
+{
+    snprintf(self->weights, sizeof self->weights, "%s", msg->weights ? msg->weights : "");
+    self->up = true;
+    self->last_error[0] = '\0';
+    self->memory_budget = msg->memory_budget;
+    self->expert_bytes = msg->expert_bytes;
+    if (self->log)
+        fprintf(self->log, "moe-coordinator: node %d (%s) is %s after %.0f ms%s\n",
+                self->node_id, self->endpoint, self->n_want ? "back" : "up",
+                (now - self->down_since) * 1e3, how);
+}
+
 void peer_handle(peer_t *self, const wire_data_t *msg, double now)
 {
     self->last_seen = now;
     self->ping_unanswered = 0;
+    if (self->replacing && msg->request_id == self->control_id &&
+        (msg->type == WIRE_PLACE_REPLY || msg->type == WIRE_ERROR)) {
+        /* A node that came back with other experts than the placement in
+         * use (restarted with its first arguments after a move) has loaded
+         * its share again. */
+        self->replacing = false;
+        self->control = PEER_CONTROL_NONE;
+        err_t err = {0};
+        if (msg->type == WIRE_ERROR)
+            snprintf(self->last_error, sizeof self->last_error, "rejoin refused: it could "
+                     "not load its experts: %s", msg->error_message ? msg->error_message : "");
+        else if (s_check_pairs(self, msg, self->want_layer, self->want_expert, self->n_want,
+                               &err) < 0)
+            snprintf(self->last_error, sizeof self->last_error, "rejoin refused: %s", err.msg);
+        else if (!self->up)
+            s_back(self, msg, now, " (its experts of the placement in use loaded again)");
+        return;
+    }
+    if (self->control == PEER_CONTROL_WAITING && msg->request_id == self->control_id &&
+        (msg->type == WIRE_PLACE_REPLY || msg->type == WIRE_ERROR)) {
+        if (msg->type == WIRE_PLACE_REPLY) {
+            self->control = PEER_CONTROL_DONE;
+            snprintf(self->weights, sizeof self->weights, "%s",
+                     msg->weights ? msg->weights : "");
+            self->memory_budget = msg->memory_budget;
+            self->expert_bytes = msg->expert_bytes;
+        } else {
+            self->control = PEER_CONTROL_FAILED;
+            snprintf(self->control_why, sizeof self->control_why, "%s",
+                     msg->error_message ? msg->error_message : "");
+        }
+        return;
+    }
     if (self->up || msg->request_id <= self->hello_floor ||
         !(msg->request_id & PEER_CONTROL_ID))
         return;
@@ -395,16 +462,74 @@ void peer_handle(peer_t *self, const wire_data_t *msg, double now)
     err_t err = {0};
     if (s_check_hello(self, msg, self->model_id, self->want_layer, self->want_expert,
                       self->n_want, &err) < 0) {
-        snprintf(self->last_error, sizeof self->last_error, "rejoin refused: %s", err.msg);
+        if (errno == ENOENT && !self->replacing) {
+            /* The right node, other experts: have it load its share. */
+            wire_data_t place = {.type = WIRE_PLACE,
+                                 .request_id = PEER_CONTROL_ID | ++self->hello_id,
+                                 .n_hosted = self->n_want, .hosted_layer = self->want_layer,
+                                 .hosted_expert = self->want_expert};
+            if (wire_data_send(self->socket, NULL, &place, NULL) == 0) {
+                self->replacing = true;
+                self->control_id = place.request_id;
+                snprintf(self->last_error, sizeof self->last_error, "rejoining: loading "
+                         "its experts of the placement in use");
+                return;
+            }
+        }
+        if (!self->replacing)
+            snprintf(self->last_error, sizeof self->last_error, "rejoin refused: %s",
+                     err.msg);
         return;
     }
-    snprintf(self->weights, sizeof self->weights, "%s", msg->weights ? msg->weights : "");
-    self->up = true;
-    self->last_error[0] = '\0';
-    if (self->log)
-        fprintf(self->log, "moe-coordinator: node %d (%s) is back after %.0f ms\n",
-                self->node_id, self->endpoint, (now - self->down_since) * 1e3);
+    s_back(self, msg, now, "");
 }
+
+int peer_control_send(peer_t *self, wire_data_type_t type, const int32_t *layer,
+                      const int32_t *expert, int n, err_t *err)
+{
+    if (!self->up)
+        return err_set(err, EHOSTUNREACH, "node %d (%s) is down: %s", self->node_id,
+                       self->endpoint, self->last_error);
+    wire_data_t msg = {.type = type, .request_id = PEER_CONTROL_ID | ++self->hello_id,
+                       .n_hosted = n, .hosted_layer = layer, .hosted_expert = expert};
+    err_t send_err = {0};
+    if (wire_data_send(self->socket, NULL, &msg, &send_err) < 0)
+        return err_set(err, EHOSTUNREACH, "node %d (%s) cannot take a %s: %s", self->node_id,
+                       self->endpoint, type == WIRE_PLACE ? "PLACE" : "DROP",
+                       errno == EAGAIN ? "no live connection" : send_err.msg);
+    self->control_id = msg.request_id;
+    self->control = PEER_CONTROL_WAITING;
+    self->control_why[0] = '\0';
+    return 0;
+}
+
+peer_control_t peer_control_state(const peer_t *self, const char **why)
+{
+    if (why)
+        *why = self->control_why;
+    return self->control;
+}
+
+void peer_set_want(peer_t *self, const int32_t *layer, const int32_t *expert, int n)
+{
+    self->want_layer = layer;
+    self->want_expert = expert;
+    self->n_want = n;
+}
+
+void peer_expect_join(peer_t *self, const char *model_id)
+{
+    snprintf(self->model_id, sizeof self->model_id, "%s", model_id);
+    self->want_layer = self->want_expert = NULL;
+    self->n_want = 0;
+    self->up = false;
+    self->down_since = timer_now();
+    self->last_ping = 0; /* HELLO at the first tick */
+    snprintf(self->last_error, sizeof self->last_error, "joining: no answer to HELLO yet");
+}
+
+uint64_t peer_memory_budget(const peer_t *self) { return self->memory_budget; }
+uint64_t peer_expert_bytes(const peer_t *self) { return self->expert_bytes; }
 
 void peer_record_batch(peer_t *self, double rtt_seconds)
 {

@@ -66,6 +66,42 @@ void peer_tick(peer_t *self, double now);
 void peer_handle(peer_t *self, const wire_data_t *msg, double now);
 void peer_record_batch(peer_t *self, double rtt_seconds);
 
+/* ---- moves (coordinator/mover.h) ---- */
+
+typedef enum peer_control {
+    PEER_CONTROL_NONE = 0,     /* nothing asked */
+    PEER_CONTROL_WAITING,      /* asked, no answer yet */
+    PEER_CONTROL_DONE,         /* answered PLACE_REPLY */
+    PEER_CONTROL_FAILED,       /* answered ERROR (why in peer_control_state) */
+} peer_control_t;
+
+/* Sends PLACE or DROP carrying the n pairs (layer[i], expert[i]); the
+ * node's answer (PLACE_REPLY or ERROR with its request id) is kept for
+ * peer_control_state, replacing any earlier one. -1 with EHOSTUNREACH when
+ * the node is down or cannot take it. */
+int peer_control_send(peer_t *self, wire_data_type_t type, const int32_t *layer,
+                      const int32_t *expert, int n, err_t *err);
+
+/* The state of the last PLACE or DROP; *why (may be NULL) gets the node's
+ * error text when FAILED (borrowed). */
+peer_control_t peer_control_state(const peer_t *self, const char **why);
+
+/* The pairs the node must host to rejoin (peer_hello's want lists), after a
+ * move changed them: borrowed, must live until the next call. */
+void peer_set_want(peer_t *self, const int32_t *layer, const int32_t *expert, int n);
+
+/* A node joining a running cluster (moe-client node add): instead of
+ * peer_hello's blocking handshake, the peer starts down ("joining") and the
+ * rejoin machinery (peer_tick's HELLOs, peer_handle) brings it up once it
+ * answers as node `node_id` of model_id hosting nothing it must; set its
+ * health (peer_set_health) too. */
+void peer_expect_join(peer_t *self, const char *model_id);
+
+/* What the node said in its last HELLO_REPLY or PLACE_REPLY: its memory
+ * budget for experts and one expert's bytes (0: none / unknown). */
+uint64_t peer_memory_budget(const peer_t *self);
+uint64_t peer_expert_bytes(const peer_t *self);
+
 void *peer_socket(const peer_t *self);          /* the DEALER (borrowed) */
 void *peer_monitor_socket(const peer_t *self);  /* link events (borrowed) */
 int peer_node_id(const peer_t *self);

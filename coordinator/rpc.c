@@ -29,6 +29,10 @@ struct rpc {
     wire_node_status_t *status;    /* (n_nodes) for STATUS replies */
     int n_status;
     lograte_t logs;                /* stderr, rate-limited per cause */
+    /* The REBALANCE / NODE_DRAIN whose answer waits for the move's end. */
+    bool moving;
+    wire_peer_t move_from;
+    uint64_t move_id;
 };
 
 static wire_client_error_t s_wire_code(sched_error_t code)
@@ -172,6 +176,14 @@ static void s_logits(rpc_t *self, const wire_peer_t *from, const wire_request_t 
 
 static void s_status(rpc_t *self, const wire_peer_t *from, const wire_request_t *req)
 {
+    /* The same counters as /metrics; the expert rows go in expert_tokens.
+     * First: rendering them takes a status of its own, and the one below
+     * (whose buffers the server reuses) must be the one sent. */
+    json_t *metrics = server_metrics_json(self->server);
+    json_object_del(metrics, "moe_expert_tokens_total");
+    json_object_del(metrics, "moe_expert_load_rows_per_second"); /* in expert_load */
+    char *text = metrics ? json_dumps(metrics, JSON_COMPACT) : NULL;
+    json_decref(metrics);
     server_status_t st;
     server_status(self->server, &st);
     for (int p = 0; p < st.n_nodes && p < self->n_status; p++) {
@@ -182,6 +194,7 @@ static void s_status(rpc_t *self, const wire_peer_t *from, const wire_request_t 
             .hosted_expert = n->hosted_expert, .batches = n->batches,
             .rtt_last_ms = n->rtt_last_ms, .rtt_mean_ms = n->rtt_mean_ms,
             .last_error = n->last_error, .weights = n->weights,
+            .load = n->load, .busy_ratio = n->busy_ratio, .busy_seconds = n->busy_seconds,
         };
     }
     wire_reply_t rep = {
@@ -190,6 +203,7 @@ static void s_status(rpc_t *self, const wire_peer_t *from, const wire_request_t 
         .n_nodes = st.n_nodes < self->n_status ? st.n_nodes : self->n_status,
         .nodes = self->status, .n_layers = st.n_layers, .n_experts = st.n_experts,
         .expert_tokens = st.expert_tokens, .requests_served = st.requests_served,
+        .expert_load = st.expert_load, .load_half_life_s = st.load_half_life_s,
         .sequences_running = st.sequences_running, .requests_queued = st.requests_queued,
         .kv_bytes = st.kv_bytes,
     };
@@ -200,16 +214,36 @@ static void s_status(rpc_t *self, const wire_peer_t *from, const wire_request_t 
         .seconds_node_compute = st.seconds_node_compute,
         .seconds_overlap = st.seconds_overlap,
     };
-    /* The same counters as /metrics; the expert rows go in expert_tokens. */
-    json_t *metrics = server_metrics_json(self->server);
-    json_object_del(metrics, "moe_expert_tokens_total");
-    char *text = metrics ? json_dumps(metrics, JSON_COMPACT) : NULL;
-    json_decref(metrics);
     rep.metrics = text && strlen(text) <= WIRE_MAX_METRICS ? text : NULL;
     err_t err = {0};
     if (wire_reply_send(self->socket, from, &rep, &err) < 0)
         s_unsent(self, from, req->request_id, errno, &err);
     free(text); /* jansson's allocation */
+}
+
+/* REBALANCE, NODE_DRAIN and NODE_ADD: answered when the move is over
+ * (s_tick). */
+static void s_rebalance(rpc_t *self, const wire_peer_t *from, const wire_request_t *req)
+{
+    if (self->moving) {
+        s_reply_error(self, from, req->request_id, WIRE_CLIENT_BUSY,
+                      "a rebalance is already running");
+        return;
+    }
+    err_t err = {0};
+    const int drain = req->type == WIRE_REQ_NODE_DRAIN ? req->node_id : 0;
+    const int rc = req->type == WIRE_REQ_NODE_ADD
+                       ? server_node_add(self->server, req->endpoint, req->redundant, &err)
+                       : server_rebalance(self->server, req->redundant, drain, &err);
+    if (rc < 0) {
+        s_reply_error(self, from, req->request_id,
+                      errno == EBUSY ? WIRE_CLIENT_BUSY : WIRE_CLIENT_INVALID_ARGUMENT,
+                      err.msg);
+        return;
+    }
+    self->moving = true;
+    self->move_from = *from;
+    self->move_id = req->request_id;
 }
 
 /* Handles one waiting request; false when none was waiting. */
@@ -236,6 +270,9 @@ static bool s_handle_one(rpc_t *self)
     case WIRE_REQ_LOGITS: s_logits(self, &from, &req); break;
     case WIRE_REQ_STATUS: s_status(self, &from, &req); break;
     case WIRE_REQ_CANCEL: s_cancel(self, &from, &req); break;
+    case WIRE_REQ_REBALANCE:
+    case WIRE_REQ_NODE_DRAIN:
+    case WIRE_REQ_NODE_ADD: s_rebalance(self, &from, &req); break;
     default:
         s_reply_error(self, &from, req.request_id, WIRE_CLIENT_INVALID_ARGUMENT,
                       "unknown request type");
@@ -255,6 +292,24 @@ static void s_tick(void *ctx)
 {
     rpc_t *self = ctx;
     lograte_tick(&self->logs);
+    mover_result_t res;
+    if (!self->moving || !server_move_result(self->server, &res))
+        return;
+    self->moving = false;
+    if (!res.ok) {
+        s_reply_error(self, &self->move_from, self->move_id, WIRE_CLIENT_UNAVAILABLE,
+                      res.message);
+        return;
+    }
+    wire_reply_t rep = {.type = WIRE_REP_REBALANCED, .request_id = self->move_id,
+                        .final = true, .move_summary = res.message,
+                        .imbalance_before = res.imbalance_before,
+                        .imbalance_after = res.imbalance_after,
+                        .copies_loaded = res.copies_loaded,
+                        .copies_dropped = res.copies_dropped};
+    err_t err = {0};
+    if (wire_reply_send(self->socket, &self->move_from, &rep, &err) < 0)
+        s_unsent(self, &self->move_from, self->move_id, errno, &err);
 }
 
 rpc_t *rpc_new(void *zmq_ctx, server_t *server, const rpc_config_t *conf, err_t *err)
@@ -267,10 +322,9 @@ rpc_t *rpc_new(void *zmq_ctx, server_t *server, const rpc_config_t *conf, err_t 
     lograte_init(&self->logs, stderr, "moe-coordinator", LOGRATE_BURST, LOGRATE_INTERVAL_S);
     self->server = server;
     const server_config_t *sc = server_config(server);
-    server_status_t st;
-    server_status(server, &st);
-    self->n_status = st.n_nodes;
-    self->status = mem_calloc((size_t)(st.n_nodes > 0 ? st.n_nodes : 1), sizeof *self->status);
+    self->n_status = server_max_nodes(server); /* nodes may join */
+    self->status = mem_calloc((size_t)(self->n_status > 0 ? self->n_status : 1),
+                              sizeof *self->status);
     if (!self->status) {
         err_set(err, ENOMEM, "out of memory for the client endpoint");
         goto fail;

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <zmq.h>
 
+#include "coordinator/load.h"
 #include "coordinator/stepper.h"
 #include "core/mem.h"
 #include "core/timer.h"
@@ -19,12 +20,22 @@ enum { NAME_MAX_LEN = 1024 };
 enum { REASON_MAX = 512 };
 #define SERVER_VERSION "0.14" /* moe_build_info: the issue the API arrived with */
 
+/* A node joining the cluster (server_node_add). */
+typedef struct join {
+    bool active;
+    bool moving;               /* up, and its rebalance runs */
+    bool done;                 /* result holds the outcome */
+    int peer;                  /* its index */
+    int redundant;
+    double deadline;           /* timer_now() by which it must be up */
+    mover_result_t result;
+} join_t;
+
 struct server {
     const weights_t *w;
     dispatch_t *dispatch;
     peer_t **peers;
     const server_node_info_t *nodes;
-    int n_peers;
     server_config_t conf;
     char model_name[NAME_MAX_LEN];
     char model_arch[NAME_MAX_LEN];
@@ -35,7 +46,7 @@ struct server {
     sched_t *sched;
     server_frontend_t fronts[SERVER_MAX_FRONTENDS];
     int n_fronts;
-    server_node_status_t *node_status; /* (n_peers) */
+    server_node_status_t *node_status; /* (max peers of the dispatch) */
     int *live;                     /* (n_layers * n_experts) live replicas, for health */
     char reason[REASON_MAX];
     /* counters */
@@ -51,7 +62,15 @@ struct server {
     metric_child_t *m_prompt, *m_generated, *m_ttft, *m_tpot;
     metric_child_t *m_queue, *m_running, *m_kv_ratio, *m_kv_bytes;
     metric_t *m_up, *m_rtt, *m_failovers, *m_sent, *m_received, *m_expert_tokens;
-    double *node_tokens_seen;      /* (n_layers * n_experts * n_peers) as last rendered */
+    double *node_tokens_seen;      /* (n_layers * n_experts * max peers) as last rendered */
+    double *rates;                 /* (n_layers * n_experts) the load at the last status */
+    double *node_load;             /* (max peers) the same per node */
+    metric_t *m_expert_load, *m_node_load, *m_busy_ratio, *m_busy_seconds;
+    mover_t *mover;                /* borrowed; NULL: the placement is fixed */
+    server_join_fn join_fn;        /* makes the peer of a joining node (coordinator.c) */
+    server_leave_fn leave_fn;
+    void *join_ctx;
+    join_t join;                   /* the node joining now (server_node_add) */
 };
 
 const char *server_outcome_name(server_outcome_t outcome)
@@ -132,11 +151,27 @@ static int s_metrics_new(server_t *self, err_t *err)
     self->m_expert_tokens = metrics_counter(m, "moe_expert_tokens_total",
                                             "Token rows routed to an expert of a layer, by "
                                             "the node that ran them.", lex, err);
+    static const char *const le[] = {"layer", "expert", NULL};
+    self->m_expert_load = metrics_gauge(m, "moe_expert_load_rows_per_second",
+                                        "Token rows routed to an expert of a layer per "
+                                        "second, moving average (--load-half-life-s).", le,
+                                        err);
+    self->m_node_load = metrics_gauge(m, "moe_node_load_rows_per_second",
+                                      "Rows per second the node's experts take under the "
+                                      "placement (each expert's load split over its copies).",
+                                      node, err);
+    self->m_busy_ratio = metrics_gauge(m, "moe_node_busy_ratio",
+                                       "Seconds the node spends computing per second, "
+                                       "moving average.", node, err);
+    self->m_busy_seconds = metrics_counter(m, "moe_node_busy_seconds_total",
+                                           "Seconds the node spent computing batches.",
+                                           node, err);
     metric_t *info = metrics_gauge(m, "moe_build_info",
                                    "Always 1; the labels say what runs.", build, err);
     if (!req || !prompt || !gen || !ttft || !tpot || !queue || !running || !kv || !kvb ||
         !self->m_up || !self->m_rtt || !self->m_failovers || !self->m_sent ||
-        !self->m_received || !self->m_expert_tokens || !info)
+        !self->m_received || !self->m_expert_tokens || !info || !self->m_expert_load ||
+        !self->m_node_load || !self->m_busy_ratio || !self->m_busy_seconds)
         return -1;
     for (int o = 0; o < SERVER_OUTCOMES; o++)
         if (!(self->m_outcome[o] = metric_child(req, (const char *const[]){
@@ -171,7 +206,7 @@ server_t *server_new(const weights_t *w, dispatch_t *dispatch, peer_t **peers,
     self->dispatch = dispatch;
     self->peers = peers;
     self->nodes = nodes;
-    self->n_peers = n_peers;
+    (void)n_peers; /* the dispatch counts the nodes, which may join later */
     self->conf = *conf;
     snprintf(self->model_name, sizeof self->model_name, "%s",
              conf->model_name ? conf->model_name : "");
@@ -205,13 +240,16 @@ server_t *server_new(const weights_t *w, dispatch_t *dispatch, peer_t **peers,
     self->sched = sched_new(&engine, &sc, err);
     if (!self->sched)
         goto fail;
-    self->node_status = mem_calloc((size_t)(n_peers > 0 ? n_peers : 1),
-                                   sizeof *self->node_status);
+    /* Per-node arrays have room for the nodes that may join (dispatch.h). */
+    const int mp = dispatch_max_peers(dispatch) > 0 ? dispatch_max_peers(dispatch) : 1;
+    self->node_status = mem_calloc((size_t)mp, sizeof *self->node_status);
     self->live = mem_calloc((size_t)cfg->n_layers * cfg->n_experts, sizeof *self->live);
-    self->node_tokens_seen = mem_calloc((size_t)cfg->n_layers * cfg->n_experts *
-                                            (size_t)(n_peers > 0 ? n_peers : 1),
+    self->node_tokens_seen = mem_calloc((size_t)cfg->n_layers * cfg->n_experts * (size_t)mp,
                                         sizeof *self->node_tokens_seen);
-    if (!self->node_status || !self->live || !self->node_tokens_seen) {
+    self->rates = mem_calloc((size_t)cfg->n_layers * cfg->n_experts, sizeof *self->rates);
+    self->node_load = mem_calloc((size_t)mp, sizeof *self->node_load);
+    if (!self->node_status || !self->live || !self->node_tokens_seen || !self->rates ||
+        !self->node_load) {
         err_set(err, ENOMEM, "out of memory for the server");
         goto fail;
     }
@@ -237,6 +275,8 @@ void server_destroy(server_t **self_p)
     mem_free(self->node_status);
     mem_free(self->live);
     mem_free(self->node_tokens_seen);
+    mem_free(self->rates);
+    mem_free(self->node_load);
     metrics_destroy(&self->m);
     mem_free(self);
     *self_p = NULL;
@@ -393,17 +433,34 @@ int server_logits(server_t *self, const int32_t *prompt, int n, float **out,
     return 0;
 }
 
+/* The nodes in the cluster now (nodes may join: dispatch_add_peer). */
+static int s_n_peers(const server_t *self)
+{
+    return dispatch_n_peers(self->dispatch);
+}
+
+/* The pairs peer p hosts in the placement in use. */
+static int s_hosted(const server_t *self, int p, const int32_t **layer, const int32_t **expert)
+{
+    if (self->mover)
+        return mover_hosted(self->mover, p, layer, expert);
+    *layer = self->nodes[p].hosted_layer;
+    *expert = self->nodes[p].hosted_expert;
+    return self->nodes[p].n_hosted;
+}
+
 /* Health: every (MoE layer, expert) needs a node that is up and hosts it. */
 static bool s_health(server_t *self)
 {
     const config_t *cfg = &self->w->cfg;
     memset(self->live, 0, (size_t)cfg->n_layers * cfg->n_experts * sizeof *self->live);
-    for (int p = 0; p < self->n_peers; p++) {
+    for (int p = 0; p < s_n_peers(self); p++) {
         if (!peer_is_up(self->peers[p]))
             continue;
-        const server_node_info_t *ni = &self->nodes[p];
-        for (int j = 0; j < ni->n_hosted; j++)
-            self->live[ni->hosted_layer[j] * cfg->n_experts + ni->hosted_expert[j]]++;
+        const int32_t *hl, *he;
+        const int n = s_hosted(self, p, &hl, &he);
+        for (int j = 0; j < n; j++)
+            self->live[hl[j] * cfg->n_experts + he[j]]++;
     }
     self->reason[0] = '\0';
     for (int l = 0; l < cfg->n_layers; l++) {
@@ -414,13 +471,13 @@ static bool s_health(server_t *self)
                 continue;
             int down = 0;
             const char *why = "";
-            for (int p = 0; p < self->n_peers; p++)
+            for (int p = 0; p < s_n_peers(self); p++)
                 if (!peer_is_up(self->peers[p])) {
                     if (!down++)
                         why = peer_last_error(self->peers[p]);
                 }
             snprintf(self->reason, sizeof self->reason, "expert %d of layer %d has no live "
-                     "replica (%d of %d nodes down%s%s)", e, l, down, self->n_peers,
+                     "replica (%d of %d nodes down%s%s)", e, l, down, s_n_peers(self),
                      why[0] ? ": " : "", why);
             return false;
         }
@@ -431,28 +488,36 @@ static bool s_health(server_t *self)
 void server_status(server_t *self, server_status_t *out)
 {
     dispatch_check_links(self->dispatch);
-    for (int p = 0; p < self->n_peers; p++) {
+    const load_t *load = dispatch_load(self->dispatch);
+    const double now = timer_now();
+    load_route_rates(load, now, self->rates);
+    dispatch_node_load(self->dispatch, self->rates, self->node_load);
+    for (int p = 0; p < s_n_peers(self); p++) {
         const peer_t *peer = self->peers[p];
+        const int32_t *hl, *he;
+        const int n_hosted = s_hosted(self, p, &hl, &he);
         self->node_status[p] = (server_node_status_t){
             .node_id = peer_node_id(peer), .endpoint = peer_endpoint(peer),
-            .up = peer_is_up(peer), .n_hosted = self->nodes[p].n_hosted,
-            .hosted_layer = self->nodes[p].hosted_layer,
-            .hosted_expert = self->nodes[p].hosted_expert,
+            .up = peer_is_up(peer), .n_hosted = n_hosted,
+            .hosted_layer = hl, .hosted_expert = he,
             .batches = peer_batches(peer), .rtt_last_ms = peer_rtt_last_ms(peer),
             .rtt_mean_ms = peer_rtt_mean_ms(peer), .last_error = peer_last_error(peer),
             .weights = peer_weights(peer),
             .bytes_sent = dispatch_node_stats(self->dispatch)[p].bytes_sent,
             .bytes_received = dispatch_node_stats(self->dispatch)[p].bytes_received,
             .failovers = dispatch_node_stats(self->dispatch)[p].failovers,
+            .load = self->node_load[p], .busy_ratio = load_busy_ratio(load, p, now),
+            .busy_seconds = load_busy_total(load, p),
         };
     }
     const dispatch_stats_t *ds = dispatch_stats(self->dispatch);
     *out = (server_status_t){
         .model = self->model_name, .model_arch = self->model_arch,
         .weights = self->weights,
-        .n_nodes = self->n_peers, .nodes = self->node_status,
+        .n_nodes = s_n_peers(self), .nodes = self->node_status,
         .n_layers = self->w->cfg.n_layers, .n_experts = self->w->cfg.n_experts,
         .expert_tokens = dispatch_expert_tokens(self->dispatch),
+        .expert_load = self->rates, .load_half_life_s = load_half_life(load),
         .requests_served = self->requests_served,
         .rows_forwarded = self->rows_forwarded, .dispatch_calls = ds->calls,
         .bytes_sent = ds->bytes_sent, .bytes_received = ds->bytes_received,
@@ -519,12 +584,26 @@ static void s_metrics_update(server_t *self)
             metric_child_add(c, (double)n->bytes_sent - metric_child_value(c));
         if ((c = metric_child(self->m_received, v)))
             metric_child_add(c, (double)n->bytes_received - metric_child_value(c));
+        if ((c = metric_child(self->m_busy_seconds, v)))
+            metric_child_add(c, n->busy_seconds - metric_child_value(c));
+        metrics_set(self->m_node_load, v, n->load);
+        metrics_set(self->m_busy_ratio, v, n->busy_ratio);
     }
+    for (int l = 0; l < st.n_layers; l++)
+        for (int e = 0; e < st.n_experts; e++) {
+            const double rate = st.expert_load[(size_t)l * st.n_experts + e];
+            char ls[24], es[24];
+            snprintf(ls, sizeof ls, "%d", l);
+            snprintf(es, sizeof es, "%d", e);
+            /* Experts never routed to are left out, as moe_expert_tokens_total's are. */
+            if (st.expert_tokens[(size_t)l * st.n_experts + e] > 0)
+                metrics_set(self->m_expert_load, (const char *const[]){ls, es}, rate);
+        }
     const uint64_t *nt = dispatch_node_tokens(self->dispatch);
     const size_t routes = (size_t)st.n_layers * st.n_experts;
     for (size_t r = 0; r < routes; r++)
         for (int p = 0; p < st.n_nodes; p++) {
-            const size_t k = r * (size_t)st.n_nodes + p;
+            const size_t k = r * (size_t)dispatch_max_peers(self->dispatch) + p;
             if ((double)nt[k] == self->node_tokens_seen[k])
                 continue;
             char l[24], e[24], id[16];
@@ -568,6 +647,120 @@ static void s_deliver_all(server_t *self)
     }
 }
 
+void server_set_mover(server_t *self, mover_t *mover)
+{
+    self->mover = mover;
+}
+
+int server_rebalance(server_t *self, int redundant, int drain_node, err_t *err)
+{
+    if (!self->mover)
+        return err_set(err, ENOTSUP, "this coordinator's placement is fixed");
+    if (self->join.active)
+        return err_set(err, EBUSY, "a node is joining");
+    if (drain_node < 0 || drain_node > s_n_peers(self))
+        return err_set(err, EINVAL, "no node %d (nodes are 1..%d)", drain_node,
+                       s_n_peers(self));
+    dispatch_check_links(self->dispatch); /* plan with the nodes' state of now */
+    return mover_start(self->mover, redundant, drain_node - 1, err);
+}
+
+void server_set_joiner(server_t *self, server_join_fn join, server_leave_fn leave, void *ctx)
+{
+    self->join_fn = join;
+    self->leave_fn = leave;
+    self->join_ctx = ctx;
+}
+
+int server_node_add(server_t *self, const char *endpoint, int redundant, err_t *err)
+{
+    if (!self->join_fn || !self->mover)
+        return err_set(err, ENOTSUP, "this coordinator cannot take new nodes");
+    if (self->join.active || mover_busy(self->mover))
+        return err_set(err, EBUSY, "a rebalance or another node's join is running");
+    const int n = s_n_peers(self);
+    for (int p = 0; p < n; p++)
+        if (strcmp(peer_endpoint(self->peers[p]), endpoint) == 0)
+            return err_set(err, EEXIST, "node %d is already at %s", p + 1, endpoint);
+    if (n >= dispatch_max_peers(self->dispatch))
+        return err_set(err, ENOSPC, "the coordinator has room for %d nodes (--max-nodes)",
+                       dispatch_max_peers(self->dispatch));
+    if (!self->join_fn(self->join_ctx, n + 1, endpoint, err))
+        return -1;
+    if (dispatch_add_peer(self->dispatch, err) < 0 || mover_add_node(self->mover, err) < 0) {
+        if (s_n_peers(self) > n)
+            dispatch_remove_last_peer(self->dispatch);
+        self->leave_fn(self->join_ctx, n + 1);
+        return -1;
+    }
+    self->join = (join_t){.active = true, .peer = n, .redundant = redundant,
+                                          .deadline = timer_now() +
+                                                      mover_timeout_ms(self->mover) / 1e3};
+    fprintf(stderr, "moe-coordinator: node %d (%s) joining\n", n + 1, endpoint);
+    return 0;
+}
+
+/* The joining node: up -> its rebalance; not up in time -> it is let go. */
+static void s_join_tick(server_t *self, double now)
+{
+    if (!self->join.active || self->join.done)
+        return;
+    mover_result_t *res = &self->join.result;
+    peer_t *peer = self->peers[self->join.peer];
+    const int id = self->join.peer + 1;
+    if (self->join.moving) {
+        mover_result_t moved;
+        if (!mover_take_result(self->mover, &moved))
+            return;
+        *res = moved;
+        snprintf(res->message, sizeof res->message, "node %d joined at %.100s; %.380s", id,
+                 peer_endpoint(peer), moved.message);
+        self->join.done = true;
+        return;
+    }
+    if (peer_is_up(peer)) {
+        if (mover_busy(self->mover))
+            return; /* an automatic move runs: the node's comes after it */
+        err_t err = {0};
+        if (mover_start(self->mover, self->join.redundant, -1, &err) < 0) {
+            *res = (mover_result_t){.ok = false};
+            snprintf(res->message, sizeof res->message, "node %d joined at %.100s but hosts "
+                     "nothing: %.360s", id, peer_endpoint(peer), err.msg);
+            self->join.done = true;
+            return;
+        }
+        self->join.moving = true;
+        return;
+    }
+    if (now < self->join.deadline)
+        return;
+    *res = (mover_result_t){.ok = false};
+    snprintf(res->message, sizeof res->message, "node %d at %.100s did not join within %d "
+             "ms: %.300s; it is not part of the cluster", id, peer_endpoint(peer),
+             mover_timeout_ms(self->mover), peer_last_error(peer));
+    mover_remove_last_node(self->mover);
+    dispatch_remove_last_peer(self->dispatch);
+    self->leave_fn(self->join_ctx, id);
+    self->join.done = true;
+}
+
+int server_max_nodes(const server_t *self)
+{
+    return dispatch_max_peers(self->dispatch);
+}
+
+bool server_move_result(server_t *self, mover_result_t *out)
+{
+    if (self->join.active) {
+        if (!self->join.done)
+            return false;
+        *out = self->join.result;
+        self->join = (join_t){0};
+        return true;
+    }
+    return self->mover && mover_take_result(self->mover, out);
+}
+
 int server_run(server_t *self, volatile sig_atomic_t *stop, err_t *err)
 {
     zmq_pollitem_t items[SERVER_MAX_FRONTENDS];
@@ -583,6 +776,10 @@ int server_run(server_t *self, volatile sig_atomic_t *stop, err_t *err)
             return err_set(err, errno, "polling the front ends: %s", zmq_strerror(errno));
         }
         dispatch_check_links(self->dispatch);
+        if (self->mover) { /* between two steps: no layer call is in flight */
+            mover_tick(self->mover, timer_now());
+            s_join_tick(self, timer_now());
+        }
         for (int f = 0; f < self->n_fronts; f++)
             if (self->fronts[f].tick)
                 self->fronts[f].tick(self->fronts[f].ctx);

@@ -20,6 +20,7 @@
 #include <stdint.h>
 
 #include "coordinator/dispatch.h"
+#include "coordinator/mover.h"
 #include "coordinator/peer.h"
 #include "coordinator/sched.h"
 #include "core/err.h"
@@ -94,6 +95,10 @@ typedef struct server_node_status {
     uint64_t bytes_sent;
     uint64_t bytes_received;
     uint64_t failovers;
+    double load;             /* rows per second its experts take under the placement,
+                                each expert's measured load split over its copies */
+    double busy_ratio;       /* seconds computing per second, moving average */
+    double busy_seconds;     /* seconds computing since the start */
 } server_node_status_t;
 
 /* The one status: STATUS (rpc), /metrics and /health (http) render it. Its
@@ -107,6 +112,9 @@ typedef struct server_status {
     int n_layers;
     int n_experts;
     const uint64_t *expert_tokens;  /* (n_layers * n_experts) rows routed */
+    const double *expert_load;      /* (n_layers * n_experts) rows per second routed,
+                                       moving average (coordinator/load.h) */
+    double load_half_life_s;        /* of that average */
     uint64_t requests_served;
     /* the time split (docs/OPERATIONS.md) */
     uint64_t rows_forwarded;
@@ -188,6 +196,41 @@ void server_status(server_t *self, server_status_t *out);
 int server_metrics_text(server_t *self, char **out, size_t *len);
 /* The same as JSON (STATUS), NULL when out of memory; caller json_decref's. */
 json_t *server_metrics_json(server_t *self);
+
+/* The live placement (mover.h; borrowed, outliving the server): the loop
+ * ticks it between steps and the status shows its hosted lists. Without
+ * one the placement is fixed (and REBALANCE is refused). */
+void server_set_mover(server_t *self, mover_t *mover);
+
+/* Starts a move to a placement planned from the measured load, with
+ * `redundant` copies per layer, emptying node `drain_node` (0: none). -1
+ * with errno/err: ENOTSUP (no mover), EBUSY, EINVAL (unknown node), ENOSPC
+ * (the budgets cannot hold the plan), as mover_start. */
+int server_rebalance(server_t *self, int redundant, int drain_node, err_t *err);
+
+/* The outcome of the last move started by server_rebalance or
+ * server_node_add, once it is over (mover_take_result). */
+bool server_move_result(server_t *self, mover_result_t *out);
+
+/* How the server gets the link to a node that joins (moe-client node add):
+ * join makes and returns the peer of node node_id at endpoint (it becomes
+ * peers[node_id - 1]; peer_expect_join, its health set), or NULL with
+ * errno/err (EINVAL: a bad endpoint); leave destroys that peer again when
+ * the node never came up. Both belong to the peers' owner (coordinator.c). */
+typedef peer_t *(*server_join_fn)(void *ctx, int node_id, const char *endpoint, err_t *err);
+typedef void (*server_leave_fn)(void *ctx, int node_id);
+void server_set_joiner(server_t *self, server_join_fn join, server_leave_fn leave, void *ctx);
+
+/* Starts adding the started, empty node at endpoint: it becomes node
+ * n + 1, and once it answers (within the mover's timeout) a rebalance with
+ * `redundant` copies gives it its share. The outcome comes through
+ * server_move_result. -1 with errno/err: ENOTSUP (no joiner or mover),
+ * EBUSY (a move or join runs), EEXIST (a node already has that endpoint),
+ * ENOSPC (no room: --max-nodes), EINVAL (a bad endpoint). */
+int server_node_add(server_t *self, const char *endpoint, int redundant, err_t *err);
+
+/* Most nodes the cluster may have (those at start and those that join). */
+int server_max_nodes(const server_t *self);
 
 const weights_t *server_weights(const server_t *self);
 const server_config_t *server_config(const server_t *self);

@@ -4,6 +4,7 @@
 #include <assert.h>
 #include <errno.h>
 #include <math.h>
+#include <stdbool.h>
 #include <string.h>
 
 #include "core/mem.h"
@@ -120,14 +121,17 @@ static void s_group(experts_t *self, const moe_assign_t *assign, int n_assign)
     count[0] = 0;
 }
 
-int experts_run(experts_t *self, const weights_t *w, int layer, const float *u,
-                int n_rows, const moe_assign_t *assign, int n_assign, float *out,
-                err_t *err)
+/* experts_run and experts_run_terms: with terms, out[i] (assignment i) gets
+ * weight * y; else out[row] += weight * y in expert order. */
+static int s_run(experts_t *self, const weights_t *w, int layer, const float *u,
+                 int n_rows, const moe_assign_t *assign, int n_assign, float *out,
+                 bool terms, err_t *err)
 {
     if (s_check(self, w, layer, n_rows, assign, n_assign, err) < 0)
         return -1;
     const int hidden = self->hidden, inter = self->inter;
-    memset(out, 0, (size_t)n_rows * hidden * sizeof(float));
+    if (!terms)
+        memset(out, 0, (size_t)n_rows * hidden * sizeof(float));
     s_group(self, assign, n_assign);
 
     for (int e = 0; e < self->n_experts; e++) {
@@ -144,12 +148,33 @@ int experts_run(experts_t *self, const weights_t *w, int layer, const float *u,
         mlp_swiglu(self->cx, self->y, self->x, n, hidden, inter, ew, eb, self->limit,
                    self->gate, self->up);
         for (int i = 0; i < n; i++) {
-            const moe_assign_t *a = &assign[self->order[first + i]];
-            float *dst = out + (size_t)a->row * hidden;
+            const int k = self->order[first + i];
+            const moe_assign_t *a = &assign[k];
             const float *src = self->y + (size_t)i * hidden;
-            for (int j = 0; j < hidden; j++)
-                dst[j] += a->weight * src[j];
+            if (terms) {
+                float *dst = out + (size_t)k * hidden;
+                for (int j = 0; j < hidden; j++)
+                    dst[j] = a->weight * src[j];
+            } else {
+                float *dst = out + (size_t)a->row * hidden;
+                for (int j = 0; j < hidden; j++)
+                    dst[j] += a->weight * src[j];
+            }
         }
     }
     return 0;
+}
+
+int experts_run(experts_t *self, const weights_t *w, int layer, const float *u,
+                int n_rows, const moe_assign_t *assign, int n_assign, float *out,
+                err_t *err)
+{
+    return s_run(self, w, layer, u, n_rows, assign, n_assign, out, false, err);
+}
+
+int experts_run_terms(experts_t *self, const weights_t *w, int layer, const float *u,
+                      int n_rows, const moe_assign_t *assign, int n_assign, float *terms,
+                      err_t *err)
+{
+    return s_run(self, w, layer, u, n_rows, assign, n_assign, terms, true, err);
 }

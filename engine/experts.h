@@ -36,4 +36,13 @@ int experts_run(experts_t *self, const weights_t *w, int layer, const float *u,
                 int n_rows, const moe_assign_t *assign, int n_assign, float *out,
                 err_t *err);
 
+/* The same products, each assignment's term kept apart: terms[i] =
+ * assign[i].weight * ffn_e(u[assign[i].row]), (n_assign, hidden). Adding a
+ * row's terms in expert order onto zeros gives experts_run's row bit for bit
+ * (the same products, the same additions), which is how the coordinator
+ * combines terms from any set of nodes (dispatch.h). Errors as experts_run. */
+int experts_run_terms(experts_t *self, const weights_t *w, int layer, const float *u,
+                      int n_rows, const moe_assign_t *assign, int n_assign, float *terms,
+                      err_t *err);
+
 #endif /* MOE_ENGINE_EXPERTS_H */

@@ -23,6 +23,8 @@
 #include "core/timer.h"
 #include "engine/experts.h"
 #include "engine/weights.h"
+#include "expert_node/expert_loader.h"
+#include "expert_node/expert_set.h"
 #include "model/config.h"
 #include "proto/data_plane.h"
 #include "security/keypair.h"
@@ -32,13 +34,24 @@ struct expert_server {
     int node_id;
     int max_rows;             /* rows per request */
     int max_assign;           /* assignments per request: max_rows * top_k */
-    weights_t *w;             /* this node's experts only (no dense part) */
+    expert_set_t *set;        /* this node's experts only (no dense part) */
     compute_t *cx;            /* the experts' pool and code path */
     experts_t *experts;       /* scratch for max_rows / max_assign */
-    float *out;               /* (max_rows, hidden) partial sums of a reply */
-    int n_hosted;             /* (layer, expert) pairs hosted */
-    int32_t *hosted_layer;    /* (n_hosted) */
-    int32_t *hosted_expert;   /* (n_hosted) */
+    float *out;               /* (max_assign, hidden) partial sums or terms of a reply */
+    int n_hosted;             /* (layer, expert) pairs hosted in MoE layers */
+    int32_t *hosted_layer;    /* (n_layers * n_experts): the first n_hosted used */
+    int32_t *hosted_expert;   /* (n_layers * n_experts) */
+    char model_dir[4096];     /* where PLACE loads from */
+    wformat_t format;         /* what PLACE loads as */
+    uint64_t memory_budget;   /* bytes of experts; 0: no limit */
+    int place_delay_ms;
+    expert_loader_t *loader;  /* the PLACE loading now, or NULL */
+    wire_peer_t place_from;   /* who asked for it */
+    uint64_t place_id;        /* its request id */
+    int32_t *place_layer;     /* (n_place) the pairs it loads */
+    int32_t *place_expert;
+    int n_place;
+    uint64_t n_keep;          /* experts the node keeps after the PLACE */
     char model_id[WIRE_MAX_TEXT];
     wire_inbox_t *inbox;      /* received messages point into it */
     void *ctx;                /* ZeroMQ context, one per server */
@@ -46,11 +59,37 @@ struct expert_server {
     zap_t *zap;               /* with CURVE: allows coordinators by key */
     char endpoint[WIRE_MAX_TEXT];
     char weights_text[128];   /* what the weights are held as, their size */
+    char held_kind[96];       /* what they are held as ("f32"), from the first load */
     FILE *log;                /* NULL: quiet */
     lograte_t logs;           /* log lines, rate-limited per cause */
     unsigned long n_served;   /* EXPERT_REPLYs sent */
     unsigned long n_rejected; /* ERRORs sent */
 };
+
+/* The hosted lists from the set. A placement covers every layer; a dense
+ * layer (deepseek's first ones) has no experts, so its slots are neither
+ * loaded nor announced. Also the weights' text. */
+static void s_update_hosted(expert_server_t *self)
+{
+    const config_t *cfg = &expert_set_weights(self->set)->cfg;
+    expert_set_pairs(self->set, self->hosted_layer, self->hosted_expert);
+    const int n = expert_set_count(self->set);
+    int kept = 0;
+    for (int i = 0; i < n; i++)
+        if (config_layer_is_moe(cfg, self->hosted_layer[i])) {
+            self->hosted_layer[kept] = self->hosted_layer[i];
+            self->hosted_expert[kept++] = self->hosted_expert[i];
+        }
+    self->n_hosted = kept;
+    snprintf(self->weights_text, sizeof self->weights_text, "%s, %.1f MiB",
+             self->held_kind, (double)expert_set_bytes(self->set) / (1 << 20));
+}
+
+/* Bytes one hosted expert takes; 0 when none is held. */
+static uint64_t s_expert_bytes(const expert_server_t *self)
+{
+    return self->n_hosted ? expert_set_bytes(self->set) / (uint64_t)self->n_hosted : 0;
+}
 
 /* Loads the node's experts and sizes every buffer from the model. */
 static int s_load(expert_server_t *self, const expert_server_opts_t *opts, err_t *err)
@@ -60,21 +99,25 @@ static int s_load(expert_server_t *self, const expert_server_opts_t *opts, err_t
     weights_select_t select = {.dense = false, .hosts = placement_node_hosts,
                                .hosts_ctx = &me, .format = opts->format, .log = opts->log,
                                .name = "moe-expert"};
-    self->w = weights_load(opts->model_dir, &select, err);
-    if (!self->w)
+    weights_t *w = weights_load(opts->model_dir, &select, err);
+    if (!w)
         return -1;
     char held[96];
     snprintf(self->weights_text, sizeof self->weights_text, "%s, %.1f MiB",
-             weights_describe(self->w, held, sizeof held),
-             (double)weights_bytes(self->w) / (1 << 20));
-    const config_t *cfg = &self->w->cfg;
+             weights_describe(w, held, sizeof held), (double)weights_bytes(w) / (1 << 20));
+    snprintf(self->held_kind, sizeof self->held_kind, "%s", held);
+    if (opts->preload)
+        weights_preload(w, opts->log, "moe-expert");
+    self->set = expert_set_new(&w, err);
+    weights_destroy(&w);
+    if (!self->set)
+        return -1;
+    const config_t *cfg = &expert_set_weights(self->set)->cfg;
     if (cfg->n_layers != placement_n_layers(p) || cfg->n_experts != placement_n_experts(p))
         return err_set(err, EINVAL, "the placement is for %d layers x %d experts but the "
                        "model in %s has %d x %d", placement_n_layers(p),
                        placement_n_experts(p), opts->model_dir, cfg->n_layers,
                        cfg->n_experts);
-    if (opts->preload)
-        weights_preload(self->w, opts->log, "moe-expert");
     if (opts->max_rows > INT_MAX / cfg->n_experts_per_tok)
         return err_set(err, EINVAL, "max rows %d is too large", opts->max_rows);
     self->max_rows = opts->max_rows;
@@ -86,24 +129,19 @@ static int s_load(expert_server_t *self, const expert_server_opts_t *opts, err_t
     self->experts = experts_new(cfg, self->max_rows, self->max_assign, self->cx, err);
     if (!self->experts)
         return -1;
-    self->out = mem_alloc_aligned((size_t)self->max_rows * (size_t)cfg->hidden_size *
+    self->out = mem_alloc_aligned((size_t)self->max_assign * (size_t)cfg->hidden_size *
                                   sizeof(float));
-    self->n_hosted = placement_node_count(p, opts->node_id);
-    self->hosted_layer = mem_calloc((size_t)self->n_hosted + 1, sizeof(int32_t));
-    self->hosted_expert = mem_calloc((size_t)self->n_hosted + 1, sizeof(int32_t));
+    const size_t cells = (size_t)cfg->n_layers * (size_t)cfg->n_experts;
+    self->hosted_layer = mem_calloc(cells, sizeof(int32_t));
+    self->hosted_expert = mem_calloc(cells, sizeof(int32_t));
     if (!self->out || !self->hosted_layer || !self->hosted_expert)
-        return err_set(err, ENOMEM, "out of memory for %d rows of %d", self->max_rows,
+        return err_set(err, ENOMEM, "out of memory for %d rows of %d", self->max_assign,
                        cfg->hidden_size);
-    placement_node_experts(p, opts->node_id, self->hosted_layer, self->hosted_expert);
-    /* A placement covers every layer; a dense layer (deepseek's first ones)
-     * has no experts, so its slots are neither loaded nor announced. */
-    int kept = 0;
-    for (int i = 0; i < self->n_hosted; i++)
-        if (config_layer_is_moe(cfg, self->hosted_layer[i])) {
-            self->hosted_layer[kept] = self->hosted_layer[i];
-            self->hosted_expert[kept++] = self->hosted_expert[i];
-        }
-    self->n_hosted = kept;
+    s_update_hosted(self);
+    snprintf(self->model_dir, sizeof self->model_dir, "%s", opts->model_dir);
+    self->format = opts->format;
+    self->memory_budget = opts->memory_budget;
+    self->place_delay_ms = opts->place_delay_ms;
     config_model_id(cfg, self->model_id, sizeof self->model_id);
     wire_limits_t lim = wire_limits_for_model(cfg, self->max_rows);
     self->inbox = wire_inbox_new(&lim, err);
@@ -134,7 +172,7 @@ static int s_secure(expert_server_t *self, const expert_server_opts_t *opts, err
 static int s_bind(expert_server_t *self, const expert_server_opts_t *opts, err_t *err)
 {
     const char *endpoint = opts->bind;
-    const config_t *cfg = &self->w->cfg;
+    const config_t *cfg = &expert_set_weights(self->set)->cfg;
     wire_limits_t lim = wire_limits_for_model(cfg, self->max_rows);
     self->ctx = zmq_ctx_new();
     if (!self->ctx)
@@ -200,6 +238,9 @@ void expert_server_destroy(expert_server_t **self_p)
     expert_server_t *self = *self_p;
     int saved = errno;
     lograte_fini(&self->logs);
+    expert_loader_destroy(&self->loader); /* before the context its socket lives in */
+    mem_free(self->place_layer);
+    mem_free(self->place_expert);
     if (self->sock)
         zmq_close(self->sock);
     zap_destroy(&self->zap); /* its sockets live in ctx */
@@ -211,7 +252,7 @@ void expert_server_destroy(expert_server_t **self_p)
     mem_free(self->out);
     experts_destroy(&self->experts);
     compute_destroy(&self->cx);
-    weights_destroy(&self->w);
+    expert_set_destroy(&self->set);
     mem_free(self);
     *self_p = NULL;
     errno = saved;
@@ -308,8 +349,13 @@ static int s_expert_request(expert_server_t *self, const wire_peer_t *from,
     /* wire_data_recv has checked the sizes, rows, weights and id ranges
      * against the limits, so what experts_run can still refuse (EINVAL) is an
      * expert that this node does not host. */
-    if (experts_run(self->experts, self->w, m->layer, m->rows, m->n_rows, m->assign,
-                    m->n_assign, self->out, &why) < 0) {
+    const weights_t *w = expert_set_weights(self->set);
+    const int rc_run = m->per_assignment
+                           ? experts_run_terms(self->experts, w, m->layer, m->rows, m->n_rows,
+                                               m->assign, m->n_assign, self->out, &why)
+                           : experts_run(self->experts, w, m->layer, m->rows, m->n_rows,
+                                         m->assign, m->n_assign, self->out, &why);
+    if (rc_run < 0) {
         wire_data_error_t code = errno == EINVAL ? WIRE_DATA_ERR_UNKNOWN_EXPERT
                                  : errno == E2BIG ? WIRE_DATA_ERR_TOO_LARGE
                                                   : WIRE_DATA_ERR_INTERNAL;
@@ -317,11 +363,124 @@ static int s_expert_request(expert_server_t *self, const wire_peer_t *from,
         return s_send_error(self, from, m->request_id, code, why.msg, err);
     }
     wire_data_t rep = {.type = WIRE_EXPERT_REPLY, .request_id = m->request_id,
-                       .layer = m->layer, .n_rows = m->n_rows, .hidden = m->hidden,
-                       .rows = self->out, .compute_seconds = timer_now() - t0};
+                       .layer = m->layer,
+                       .n_rows = m->per_assignment ? m->n_assign : m->n_rows,
+                       .hidden = m->hidden, .rows = self->out,
+                       .compute_seconds = timer_now() - t0};
     self->n_served++;
     int rc = wire_data_send(self->sock, from, &rep, &why);
     return s_sent(self, rc, from, m->request_id, &why, err);
+}
+
+/* PLACE_REPLY: every pair held now. */
+static int s_place_reply(expert_server_t *self, const wire_peer_t *to, uint64_t request_id,
+                         err_t *err)
+{
+    err_t why = {0};
+    wire_data_t rep = {.type = WIRE_PLACE_REPLY, .request_id = request_id,
+                       .node_id = self->node_id, .model_id = self->model_id,
+                       .weights = self->weights_text, .n_hosted = self->n_hosted,
+                       .hosted_layer = self->hosted_layer,
+                       .hosted_expert = self->hosted_expert,
+                       .memory_budget = self->memory_budget,
+                       .expert_bytes = s_expert_bytes(self)};
+    return s_sent(self, wire_data_send(self->sock, to, &rep, &why), to, request_id, &why, err);
+}
+
+/* PLACE: starts loading the pairs not held yet (answered when the loader is
+ * done, s_place_done), or answers at once when there are none. */
+static int s_place(expert_server_t *self, const wire_peer_t *from, const wire_data_t *m,
+                   err_t *err)
+{
+    if (self->loader)
+        return s_send_error(self, from, m->request_id, WIRE_DATA_ERR_BUSY,
+                            "another PLACE is still loading", err);
+    const config_t *cfg = &expert_set_weights(self->set)->cfg;
+    int32_t *layer = mem_alloc((size_t)(m->n_hosted + 1) * sizeof(int32_t));
+    int32_t *expert = mem_alloc((size_t)(m->n_hosted + 1) * sizeof(int32_t));
+    int n = 0, rc = 0;
+    if (!layer || !expert) {
+        rc = s_send_error(self, from, m->request_id, WIRE_DATA_ERR_NO_ROOM,
+                          "out of memory for the PLACE", err);
+        goto done;
+    }
+    for (int i = 0; i < m->n_hosted; i++)
+        if (config_layer_is_moe(cfg, m->hosted_layer[i]) &&
+            !expert_set_holds(self->set, m->hosted_layer[i], m->hosted_expert[i])) {
+            layer[n] = m->hosted_layer[i];
+            expert[n++] = m->hosted_expert[i];
+        }
+    /* The budget is for the set the node keeps (m's whole list); for a
+     * moment it also holds what it will drop (docs/OPERATIONS.md). */
+    int n_keep = 0;
+    for (int i = 0; i < m->n_hosted; i++)
+        n_keep += config_layer_is_moe(cfg, m->hosted_layer[i]);
+    const uint64_t each = s_expert_bytes(self);
+    if (self->memory_budget && each && (uint64_t)n_keep * each > self->memory_budget) {
+        char why[256];
+        snprintf(why, sizeof why, "node %d: %d experts of %.2f MiB would pass its memory "
+                 "budget of %.2f MiB", self->node_id, n_keep, (double)each / (1 << 20),
+                 (double)self->memory_budget / (1 << 20));
+        rc = s_send_error(self, from, m->request_id, WIRE_DATA_ERR_NO_ROOM, why, err);
+        goto done;
+    }
+    if (n == 0) {
+        rc = s_place_reply(self, from, m->request_id, err);
+        goto done;
+    }
+    err_t why = {0};
+    self->loader = expert_loader_start(self->ctx, self->model_dir, layer, expert, n,
+                                       self->format, self->place_delay_ms, &why);
+    if (!self->loader) {
+        rc = s_send_error(self, from, m->request_id, WIRE_DATA_ERR_NO_ROOM, why.msg, err);
+        goto done;
+    }
+    self->place_from = *from;
+    self->place_id = m->request_id;
+    self->place_layer = layer;
+    self->place_expert = expert;
+    self->n_place = n;
+    self->n_keep = (uint64_t)n_keep;
+    layer = expert = NULL; /* kept until the loader is done */
+    s_log(self, "place", "loading %d experts in the background", n);
+done:
+    mem_free(layer);
+    mem_free(expert);
+    return rc;
+}
+
+/* The loader is done: its experts join the set (or the PLACE fails). */
+static int s_place_done(expert_server_t *self, err_t *err)
+{
+    err_t why = {0};
+    char msg[ERR_MSG_MAX + 64] = "";
+    weights_t *part = expert_loader_finish(&self->loader, &why);
+    if (part && expert_set_add(self->set, &part, &why) < 0)
+        weights_destroy(&part);
+    if (!part && !why.msg[0]) { /* added */
+        s_update_hosted(self);
+        /* A node that held no expert could not size one before loading. */
+        if (self->memory_budget && self->n_keep * s_expert_bytes(self) > self->memory_budget) {
+            snprintf(msg, sizeof msg, "node %d: the experts would take %.1f MiB, beyond its "
+                     "memory budget of %.1f MiB", self->node_id,
+                     (double)expert_set_bytes(self->set) / (1 << 20),
+                     (double)self->memory_budget / (1 << 20));
+            expert_set_drop(self->set, self->place_layer, self->place_expert, self->n_place);
+            s_update_hosted(self);
+        }
+    } else {
+        snprintf(msg, sizeof msg, "node %d: loading experts failed: %s", self->node_id,
+                 why.msg);
+    }
+    mem_free(self->place_layer);
+    mem_free(self->place_expert);
+    self->place_layer = self->place_expert = NULL;
+    self->n_place = 0;
+    if (msg[0])
+        return s_send_error(self, &self->place_from, self->place_id, WIRE_DATA_ERR_NO_ROOM,
+                            msg, err);
+    s_log(self, "place", "experts loaded; %d held (%s)", self->n_hosted, self->weights_text);
+    return s_place_reply(self, &self->place_from, self->place_id, err);
 }
 
 /* The name of a message type that a node does not accept (static). */
@@ -366,8 +525,18 @@ static int s_serve_one(expert_server_t *self, err_t *err)
         rep.n_hosted = self->n_hosted;
         rep.hosted_layer = self->hosted_layer;
         rep.hosted_expert = self->hosted_expert;
+        rep.memory_budget = self->memory_budget;
+        rep.expert_bytes = s_expert_bytes(self);
         return s_sent(self, wire_data_send(self->sock, &from, &rep, &why), &from,
                       m.request_id, &why, err);
+    case WIRE_PLACE:
+        return s_place(self, &from, &m, err);
+    case WIRE_DROP:
+        expert_set_drop(self->set, m.hosted_layer, m.hosted_expert, m.n_hosted);
+        s_update_hosted(self);
+        s_log(self, "drop", "dropped %d experts; %d held (%s)", m.n_hosted, self->n_hosted,
+              self->weights_text);
+        return s_place_reply(self, &from, m.request_id, err);
     case WIRE_HEARTBEAT:
         rep.type = WIRE_HEARTBEAT_REPLY;
         return s_sent(self, wire_data_send(self->sock, &from, &rep, &why), &from,
@@ -397,14 +566,19 @@ int expert_server_run(expert_server_t *self, const volatile sig_atomic_t *interr
     assert(self);
     assert(interrupted);
     while (!*interrupted) {
-        zmq_pollitem_t item = {.socket = self->sock, .events = ZMQ_POLLIN};
-        int rc = zmq_poll(&item, 1, EXPERT_SERVER_POLL_MS);
+        zmq_pollitem_t items[2] = {{.socket = self->sock, .events = ZMQ_POLLIN}};
+        if (self->loader)
+            items[1] = (zmq_pollitem_t){.socket = expert_loader_socket(self->loader),
+                                        .events = ZMQ_POLLIN};
+        int rc = zmq_poll(items, self->loader ? 2 : 1, EXPERT_SERVER_POLL_MS);
         if (rc < 0 && errno == EINTR)
             continue;
         if (rc < 0)
             return err_set(err, errno, "poll failed: %s", zmq_strerror(errno));
         lograte_tick(&self->logs);
-        if (rc == 0 || !(item.revents & ZMQ_POLLIN))
+        if (self->loader && (items[1].revents & ZMQ_POLLIN) && s_place_done(self, err) < 0)
+            return -1;
+        if (rc == 0 || !(items[0].revents & ZMQ_POLLIN))
             continue;
         rc = s_serve_one(self, err);
         if (rc < 0)

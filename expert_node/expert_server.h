@@ -15,7 +15,15 @@
  *   EXPERT_REQUEST -> EXPERT_REPLY: one partial-sum row per request row,
  *                     sum over its assignments of weight * expert_ffn(row),
  *                     and the seconds spent computing
+ *                     (with per_assignment: one row per assignment, its weight
+ *                     times its expert's output)
  *   HEARTBEAT      -> HEARTBEAT_REPLY
+ *   PLACE          -> the pairs not held yet are loaded in the background
+ *                     (expert_loader) while requests go on being served, then
+ *                     PLACE_REPLY with every pair held; ERR_NO_ROOM when they
+ *                     would pass --memory-budget or cannot be loaded, ERR_BUSY
+ *                     while another PLACE loads
+ *   DROP           -> the pairs are released (expert_set), PLACE_REPLY
  *   SHUTDOWN       -> no reply; expert_server_run returns 0
  * A message that fails wire's checks gets an ERROR with wire's code; a
  * request naming a (layer, expert) not hosted here gets ERR_UNKNOWN_EXPERT;
@@ -55,6 +63,8 @@ typedef struct expert_server_opts {
                                       expert_server_new returns (weights_preload),
                                       progress on log */
     wformat_t format;              /* --dtype / --quantization; zero: as stored */
+    uint64_t memory_budget;        /* bytes of experts it may hold; 0: no limit */
+    int place_delay_ms;            /* a PLACE waits this long before loading (tests) */
 } expert_server_opts_t;
 
 /* Loads the node's experts and binds its socket. Caller destroys. NULL with

@@ -61,6 +61,9 @@ typedef struct options {
     const char *curve_coordinators;
     bool preload;               /* read the hosted weights before announcing */
     wformat_t format;           /* --dtype, --quantization */
+    float memory_budget_mb;     /* 0: no limit */
+    int place_delay_ms;         /* tests: a PLACE waits this long before loading */
+    bool empty;                 /* host nothing at start (to join: moe-client node add) */
 } options_t;
 
 static void s_usage(FILE *out)
@@ -101,7 +104,15 @@ static void s_usage(FILE *out)
             "                        to connect\n"
             "  --preload             read the hosted weights into memory before the\n"
             "                        endpoint is announced, so the first request does not\n"
-            "                        wait for the disk (progress on stderr)\n",
+            "                        wait for the disk (progress on stderr)\n"
+            "  --memory-budget MB    most MiB of experts this node may hold (a decimal\n"
+            "                        number): a rebalance\n"
+            "                        that would give it more is refused (default: none)\n"
+            "  --empty               host no expert at start: a node to add to a running\n"
+            "                        cluster (moe-client node add; give --node-id N+1\n"
+            "                        --nodes N+1 for a cluster of N nodes)\n"
+            "  --place-delay-ms MS   wait MS before loading experts a rebalance moves\n"
+            "                        here (to test moves under load; default 0)\n",
             s_default_bind, EXPERT_SERVER_MAX_ROWS);
     wformat_help(out, 24);
     fprintf(out,
@@ -153,6 +164,9 @@ static int s_parse_args(int argc, char **argv, options_t *opt)
         ARG_OPT_STRING("--curve-key", &opt->curve_key),
         ARG_OPT_STRING("--curve-coordinators", &opt->curve_coordinators),
         ARG_OPT_FLAG("--preload", &opt->preload),
+        ARG_OPT_FLOAT("--memory-budget", &opt->memory_budget_mb, 0.001f, 1e9f),
+        ARG_OPT_INT("--place-delay-ms", &opt->place_delay_ms, 0, 600000),
+        ARG_OPT_FLAG("--empty", &opt->empty),
         ARG_OPT_PARSE("--dtype", &opt->format.dtype, wformat_parse_dtype),
         ARG_OPT_PARSE("--quantization", &opt->format.quant, wformat_parse_quant),
         ARG_OPT_END,
@@ -182,6 +196,8 @@ static int s_catch_signals(err_t *err)
 static placement_t *s_placement(const options_t *opt, const config_t *cfg, err_t *err)
 {
     int replicas = opt->replicas ? opt->replicas : 1;
+    if (opt->empty) /* a node that joins later: experts come with moves */
+        return placement_new_empty(cfg->n_layers, cfg->n_experts, opt->n_nodes, err);
     if (opt->placement)
         return placement_load(opt->placement, cfg->n_layers, cfg->n_experts, opt->n_nodes,
                               err);
@@ -226,7 +242,10 @@ static int s_serve(const options_t *opt, err_t *err)
                                .max_rows = opt->max_rows, .log = stderr,
                                .curve_key = opt->curve_key,
                                .curve_coordinators = opt->curve_coordinators,
-                               .preload = opt->preload, .format = opt->format};
+                               .preload = opt->preload, .format = opt->format,
+                               .memory_budget = (uint64_t)((double)opt->memory_budget_mb *
+                                                           (1 << 20)),
+                               .place_delay_ms = opt->place_delay_ms};
     server = expert_server_new(&so, err);
     if (!server)
         goto done;

@@ -154,6 +154,37 @@ placement_t *placement_grouped(int n_layers, int n_experts, int n_groups, int n_
     return self;
 }
 
+placement_t *placement_new_empty(int n_layers, int n_experts, int n_nodes, err_t *err)
+{
+    return s_new(n_layers, n_experts, n_nodes, "placement", err);
+}
+
+int placement_add(placement_t *self, int node, int layer, int expert, err_t *err)
+{
+    assert(self);
+    if (node < 1 || node > self->n_nodes || layer < 0 || layer >= self->n_layers ||
+        expert < 0 || expert >= self->n_experts)
+        return err_set(err, EINVAL, "placement: node %d, layer %d, expert %d out of range",
+                       node, layer, expert);
+    const size_t s = s_slot(self, layer, expert);
+    if (s_find(self, s, node) >= 0)
+        return err_set(err, EEXIST, "placement: node %d hosts expert %d of layer %d twice",
+                       node, expert, layer);
+    s_add(self, s, node);
+    return 0;
+}
+
+int placement_check(const placement_t *self, err_t *err)
+{
+    assert(self);
+    for (int l = 0; l < self->n_layers; l++)
+        for (int e = 0; e < self->n_experts; e++)
+            if (self->n_hosts[s_slot(self, l, e)] == 0)
+                return err_set(err, EINVAL, "placement: expert %d of layer %d is hosted by "
+                               "no node", e, l);
+    return 0;
+}
+
 /* ===== reading =============================================================== */
 
 enum { S_MAX_TOKENS = 7 };  /* one more than an entry line has, to see extras */

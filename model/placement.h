@@ -64,6 +64,20 @@ placement_t *placement_default(int n_layers, int n_experts, int n_nodes, int rep
 placement_t *placement_grouped(int n_layers, int n_experts, int n_groups, int n_nodes,
                                int replicas, err_t *err);
 
+/* An empty placement of n_layers x n_experts on n_nodes nodes for a planner
+ * to fill with placement_add and finish with placement_check (until then it
+ * is not a valid placement). EINVAL for counts out of range; ENOMEM. Caller
+ * destroys. */
+placement_t *placement_new_empty(int n_layers, int n_experts, int n_nodes, err_t *err);
+
+/* Adds node `node` as the least preferred host of (layer, expert). EINVAL
+ * for an id out of range, EEXIST when it hosts it already. */
+int placement_add(placement_t *self, int node, int layer, int expert, err_t *err);
+
+/* 0 when every (layer, expert) has a host, else -1 with EINVAL naming the
+ * first that has none. */
+int placement_check(const placement_t *self, err_t *err);
+
 /* Reads a placement file for a model of n_layers x n_experts on n_nodes nodes
  * (n_nodes 0: take the count the file gives). Caller destroys. NULL with
  * errno/err on failure; err names the file and, where one is at fault, the

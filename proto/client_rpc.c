@@ -52,6 +52,8 @@ const char *wire_client_error_name(wire_client_error_t code)
 static const char *const s_request_types[] = {
     [WIRE_REQ_GENERATE] = "GENERATE", [WIRE_REQ_LOGITS] = "LOGITS",
     [WIRE_REQ_STATUS] = "STATUS", [WIRE_REQ_CANCEL] = "CANCEL",
+    [WIRE_REQ_REBALANCE] = "REBALANCE", [WIRE_REQ_NODE_DRAIN] = "NODE_DRAIN",
+    [WIRE_REQ_NODE_ADD] = "NODE_ADD",
 };
 
 static int s_request_fill(wire_inbox_t *inbox, const void *header, int n_frames, void *out,
@@ -61,7 +63,7 @@ static int s_request_fill(wire_inbox_t *inbox, const void *header, int n_frames,
     const Moe__Client__Request *r = header;
     wire_request_t *req = out;
     if (r->type < MOE__CLIENT__REQUEST_TYPE__GENERATE ||
-        r->type > MOE__CLIENT__REQUEST_TYPE__CANCEL)
+        r->type > MOE__CLIENT__REQUEST_TYPE__NODE_ADD)
         return wire_bad(code, WIRE_CLIENT_INVALID_ARGUMENT, err, "unknown request type %d",
                       (int)r->type);
     const char *what = s_request_types[r->type];
@@ -129,6 +131,30 @@ static int s_request_fill(wire_inbox_t *inbox, const void *header, int n_frames,
     case WIRE_REQ_CANCEL:
         req->cancel_id = r->cancel_id;
         return 0;
+    case WIRE_REQ_NODE_ADD:
+        if (!r->endpoint || !r->endpoint[0] || wire_text_len(r->endpoint) < 0)
+            return wire_bad(code, WIRE_CLIENT_INVALID_ARGUMENT, err, "%s: an endpoint of 1 to "
+                          "%d bytes is needed", what, WIRE_MAX_TEXT - 1);
+        req->endpoint = r->endpoint;
+        if (r->redundant > WIRE_MAX_REDUNDANT)
+            return wire_bad(code, WIRE_CLIENT_INVALID_ARGUMENT, err, "%s: %u redundant copies "
+                          "is more than the limit of %d", what, r->redundant,
+                          WIRE_MAX_REDUNDANT);
+        req->redundant = (int)r->redundant;
+        return 0;
+    case WIRE_REQ_NODE_DRAIN:
+        if (r->node_id < 1 || r->node_id > INT32_MAX)
+            return wire_bad(code, WIRE_CLIENT_INVALID_ARGUMENT, err, "%s: node_id %u (nodes "
+                          "are numbered from 1)", what, r->node_id);
+        req->node_id = (int)r->node_id;
+        __attribute__((fallthrough)); /* and its redundant copies */
+    case WIRE_REQ_REBALANCE:
+        if (r->redundant > WIRE_MAX_REDUNDANT)
+            return wire_bad(code, WIRE_CLIENT_INVALID_ARGUMENT, err, "%s: %u redundant copies "
+                          "is more than the limit of %d", what, r->redundant,
+                          WIRE_MAX_REDUNDANT);
+        req->redundant = (int)r->redundant;
+        return 0;
     default: /* STATUS */
         return 0;
     }
@@ -173,6 +199,20 @@ int wire_request_send(void *socket, const wire_request_t *req, err_t *err)
         break;
     case WIRE_REQ_STATUS:
         break;
+    case WIRE_REQ_REBALANCE:
+    case WIRE_REQ_NODE_DRAIN:
+    case WIRE_REQ_NODE_ADD:
+        if (req->redundant < 0 || req->redundant > WIRE_MAX_REDUNDANT ||
+            (req->type == WIRE_REQ_NODE_DRAIN && req->node_id < 1) ||
+            (req->type == WIRE_REQ_NODE_ADD &&
+             (!req->endpoint || !req->endpoint[0] || wire_text_len(req->endpoint) < 0)))
+            return err_set(err, EINVAL, "%s: %d redundant copies, node %d",
+                           s_request_types[req->type], req->redundant, req->node_id);
+        r.redundant = (uint32_t)req->redundant;
+        r.node_id = (uint32_t)req->node_id;
+        if (req->type == WIRE_REQ_NODE_ADD)
+            r.endpoint = (char *)req->endpoint;
+        break;
     default:
         return err_set(err, EINVAL, "unknown request type %d", (int)req->type);
     }
@@ -195,6 +235,16 @@ static int s_reply_status(wire_inbox_t *self, const Moe__Client__Reply *r, wire_
     if (r->n_expert_tokens != cells)
         return err_set(err, EPROTO, "STATUS_DATA: %zu expert token counts for %u layers x %u "
                        "experts", r->n_expert_tokens, r->n_layers, r->n_experts);
+    if (r->n_expert_load != 0 && r->n_expert_load != cells)
+        return err_set(err, EPROTO, "STATUS_DATA: %zu expert loads for %u layers x %u "
+                       "experts", r->n_expert_load, r->n_layers, r->n_experts);
+    for (size_t i = 0; i < r->n_expert_load; i++)
+        if (!isfinite(r->expert_load[i]) || r->expert_load[i] < 0)
+            return err_set(err, EPROTO, "STATUS_DATA: expert load %zu is not a finite "
+                           "non-negative number", i);
+    if (!isfinite(r->load_half_life_s) || r->load_half_life_s < 0)
+        return err_set(err, EPROTO, "STATUS_DATA: a load half-life of %g s",
+                       r->load_half_life_s);
     if (wire_text_len(r->model) < 0 || wire_text_len(r->model_arch) < 0 ||
         wire_text_len(r->weights) < 0)
         return err_set(err, EPROTO, "STATUS_DATA: the model name or architecture is longer "
@@ -215,7 +265,8 @@ static int s_reply_status(wire_inbox_t *self, const Moe__Client__Reply *r, wire_
         if (s->node_id > INT32_MAX || wire_text_len(s->endpoint) < 0 ||
             wire_text_len(s->last_error) < 0 || wire_text_len(s->weights) < 0 ||
             !isfinite(s->rtt_last_ms) ||
-            !isfinite(s->rtt_mean_ms))
+            !isfinite(s->rtt_mean_ms) || !isfinite(s->load) || !isfinite(s->busy_ratio) ||
+            !isfinite(s->busy_seconds))
             return err_set(err, EPROTO, "STATUS_DATA: node %zu has a bad id, text or time", i);
     }
     wire_node_status_t *nodes = NULL;
@@ -236,6 +287,9 @@ static int s_reply_status(wire_inbox_t *self, const Moe__Client__Reply *r, wire_
             .rtt_mean_ms = s->rtt_mean_ms,
             .last_error = s->last_error,
             .weights = s->weights,
+            .load = s->load,
+            .busy_ratio = s->busy_ratio,
+            .busy_seconds = s->busy_seconds,
         };
     }
     rep->model = r->model;
@@ -246,6 +300,8 @@ static int s_reply_status(wire_inbox_t *self, const Moe__Client__Reply *r, wire_
     rep->n_layers = (int)r->n_layers;
     rep->n_experts = (int)r->n_experts;
     rep->expert_tokens = r->expert_tokens;
+    rep->expert_load = r->n_expert_load ? r->expert_load : NULL;
+    rep->load_half_life_s = r->load_half_life_s;
     rep->requests_served = r->requests_served;
     rep->timing = (wire_timing_t){
         .tokens = r->timing_tokens, .dispatch_calls = r->timing_dispatch_calls,
@@ -303,7 +359,7 @@ static int s_reply_fill(wire_inbox_t *self, const void *header, int n_frames, vo
     const int vocab = wire_inbox_limits(self)->vocab;
     (void)code; /* a client answers no reply: a bad one is only EPROTO */
     if (r->type < MOE__CLIENT__REPLY_TYPE__TOKENS ||
-        r->type > MOE__CLIENT__REPLY_TYPE__ERROR_REPLY)
+        r->type > MOE__CLIENT__REPLY_TYPE__REBALANCED)
         return err_set(err, EPROTO, "unknown reply type %d", (int)r->type);
     int want = r->type == MOE__CLIENT__REPLY_TYPE__LOGITS_DATA ? 2 : 1;
     if (n_frames != want)
@@ -337,6 +393,18 @@ static int s_reply_fill(wire_inbox_t *self, const void *header, int n_frames, vo
         return s_reply_logits(self, r, rep, err);
     case WIRE_REP_STATUS:
         return s_reply_status(self, r, rep, err);
+    case WIRE_REP_REBALANCED:
+        if (wire_text_len(r->move_summary) < 0 || !isfinite(r->imbalance_before) ||
+            !isfinite(r->imbalance_after) || r->copies_loaded > INT32_MAX ||
+            r->copies_dropped > INT32_MAX)
+            return err_set(err, EPROTO, "REBALANCED: a summary longer than %d bytes, or "
+                           "counts out of range", WIRE_MAX_TEXT - 1);
+        rep->move_summary = r->move_summary ? r->move_summary : "";
+        rep->imbalance_before = r->imbalance_before;
+        rep->imbalance_after = r->imbalance_after;
+        rep->copies_loaded = (int)r->copies_loaded;
+        rep->copies_dropped = (int)r->copies_dropped;
+        return 0;
     default: /* ERROR */
         if (r->error_code <= MOE__CLIENT__ERROR_CODE__OK ||
             r->error_code > MOE__CLIENT__ERROR_CODE__DEADLINE_EXCEEDED)
@@ -380,6 +448,9 @@ static int s_pack_nodes(const wire_reply_t *rep, Moe__Client__NodeStatus *s,
         s[i].rtt_mean_ms = n->rtt_mean_ms;
         s[i].last_error = (char *)wire_clip(n->last_error, clipped[i]);
         s[i].weights = (char *)held;
+        s[i].load = n->load;
+        s[i].busy_ratio = n->busy_ratio;
+        s[i].busy_seconds = n->busy_seconds;
         ptrs[i] = &s[i];
     }
     return 0;
@@ -473,6 +544,11 @@ int wire_reply_send(void *socket, const wire_peer_t *to, const wire_reply_t *rep
         r.n_experts = (uint32_t)rep->n_experts;
         r.n_expert_tokens = (size_t)cells;
         r.expert_tokens = (uint64_t *)rep->expert_tokens;
+        if (rep->expert_load) {
+            r.n_expert_load = (size_t)cells;
+            r.expert_load = (double *)rep->expert_load;
+        }
+        r.load_half_life_s = rep->load_half_life_s;
         r.requests_served = rep->requests_served;
         r.timing_tokens = rep->timing.tokens;
         r.timing_dispatch_calls = rep->timing.dispatch_calls;
@@ -498,6 +574,18 @@ int wire_reply_send(void *socket, const wire_peer_t *to, const wire_reply_t *rep
         }
         r.error_code = (Moe__Client__ErrorCode)rep->error_code;
         r.error_message = (char *)wire_clip(rep->error_message, clipped);
+        break;
+    case WIRE_REP_REBALANCED:
+        if (rep->copies_loaded < 0 || rep->copies_dropped < 0) {
+            err_set(err, EINVAL, "REBALANCED: %d copies loaded, %d dropped",
+                    rep->copies_loaded, rep->copies_dropped);
+            goto cleanup;
+        }
+        r.move_summary = (char *)wire_clip(rep->move_summary, clipped);
+        r.imbalance_before = rep->imbalance_before;
+        r.imbalance_after = rep->imbalance_after;
+        r.copies_loaded = (uint32_t)rep->copies_loaded;
+        r.copies_dropped = (uint32_t)rep->copies_dropped;
         break;
     default:
         err_set(err, EINVAL, "unknown reply type %d", (int)rep->type);

@@ -33,6 +33,9 @@ typedef enum wire_request_type {
     WIRE_REQ_LOGITS = 2,
     WIRE_REQ_STATUS = 3,
     WIRE_REQ_CANCEL = 4,
+    WIRE_REQ_REBALANCE = 5,
+    WIRE_REQ_NODE_DRAIN = 6,
+    WIRE_REQ_NODE_ADD = 7,
 } wire_request_type_t;
 
 typedef enum wire_reply_type {
@@ -40,6 +43,7 @@ typedef enum wire_reply_type {
     WIRE_REP_LOGITS = 2,
     WIRE_REP_STATUS = 3,
     WIRE_REP_ERROR = 4,
+    WIRE_REP_REBALANCED = 5,
 } wire_reply_type_t;
 
 typedef enum wire_client_error {
@@ -56,6 +60,7 @@ typedef enum wire_client_error {
 
 enum { WIRE_MAX_STOP_IDS = 16 }; /* stop token ids per request */
 enum { WIRE_MAX_METRICS = 256 << 10 }; /* bytes of STATUS metrics JSON */
+enum { WIRE_MAX_REDUNDANT = 1 << 16 };  /* REBALANCE: redundant copies per layer */
 
 typedef struct wire_request {
     wire_request_type_t type;
@@ -75,6 +80,9 @@ typedef struct wire_request {
     size_t prompt_text_len;
     int deadline_ms;              /* GENERATE: 0 = the coordinator's default */
     bool ignore_eos;              /* GENERATE */
+    int redundant;                /* REBALANCE, NODE_DRAIN: 0..WIRE_MAX_REDUNDANT */
+    int node_id;                  /* NODE_DRAIN: >= 1 */
+    const char *endpoint;         /* NODE_ADD: the node's endpoint (NUL-terminated) */
 } wire_request_t;
 
 typedef struct wire_node_status {
@@ -89,6 +97,9 @@ typedef struct wire_node_status {
     double rtt_mean_ms;
     const char *last_error;
     const char *weights;          /* what it holds its weights as; NULL or "" */
+    double load;                  /* rows per second under the placement */
+    double busy_ratio;            /* seconds computing per second (moving average) */
+    double busy_seconds;          /* seconds computing in all */
 } wire_node_status_t;
 
 /* Where the coordinator's time went (STATUS), summed since it started.
@@ -130,12 +141,20 @@ typedef struct wire_reply {
     int n_layers;
     int n_experts;
     const uint64_t *expert_tokens; /* (n_layers * n_experts) */
+    const double *expert_load;    /* STATUS: (n_layers * n_experts) rows per second, or
+                                     NULL when the coordinator did not say */
+    double load_half_life_s;      /* STATUS: of expert_load */
     uint64_t requests_served;
     wire_timing_t timing;
     int sequences_running;        /* STATUS: the scheduler now */
     int requests_queued;
     uint64_t kv_bytes;
     const char *metrics;          /* STATUS: JSON text of the metrics; NULL or "" when none */
+    const char *move_summary;     /* REBALANCED: what moved, in words */
+    double imbalance_before;      /* REBALANCED */
+    double imbalance_after;
+    int copies_loaded;
+    int copies_dropped;
 } wire_reply_t;
 
 

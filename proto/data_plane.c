@@ -33,6 +33,8 @@ static const char *const s_data_names[] = {
     [WIRE_DATA_ERR_TOO_LARGE] = "too_large",
     [WIRE_DATA_ERR_INTERNAL] = "internal",
     [WIRE_DATA_ERR_UNEXPECTED] = "unexpected",
+    [WIRE_DATA_ERR_NO_ROOM] = "no_room",
+    [WIRE_DATA_ERR_BUSY] = "busy",
 };
 
 const char *wire_data_error_name(wire_data_error_t code)
@@ -47,11 +49,12 @@ static const char *const s_data_types[] = {
     [WIRE_EXPERT_REQUEST] = "EXPERT_REQUEST", [WIRE_EXPERT_REPLY] = "EXPERT_REPLY",
     [WIRE_HEARTBEAT] = "HEARTBEAT", [WIRE_HEARTBEAT_REPLY] = "HEARTBEAT_REPLY",
     [WIRE_SHUTDOWN] = "SHUTDOWN", [WIRE_ERROR] = "ERROR",
+    [WIRE_PLACE] = "PLACE", [WIRE_DROP] = "DROP", [WIRE_PLACE_REPLY] = "PLACE_REPLY",
 };
 
 static bool s_data_type_known(uint32_t type)
 {
-    return type >= WIRE_HELLO && type <= WIRE_ERROR;
+    return type >= WIRE_HELLO && type <= WIRE_PLACE_REPLY;
 }
 
 static bool s_data_has_tensor(uint32_t type)
@@ -147,26 +150,42 @@ static int s_data_assign(wire_inbox_t *self, const Moe__Data__Header *h, wire_da
     return 0;
 }
 
-static int s_data_hello_reply(const wire_limits_t *lim, const Moe__Data__Header *h,
-                              wire_data_t *msg, int *code, err_t *err)
+/* The (layer, expert) pairs of a HELLO_REPLY, PLACE, DROP or PLACE_REPLY. */
+static int s_data_pairs(const wire_limits_t *lim, const Moe__Data__Header *h,
+                        wire_data_t *msg, int *code, err_t *err)
 {
+    const char *what = s_data_types[h->type];
     size_t n = h->n_hosted_layer;
     if (h->n_hosted_expert != n)
-        return wire_bad(code, WIRE_DATA_ERR_SHAPE, err, "HELLO_REPLY: %zu hosted layers but "
-                      "%zu hosted experts", n, h->n_hosted_expert);
+        return wire_bad(code, WIRE_DATA_ERR_SHAPE, err, "%s: %zu hosted layers but "
+                      "%zu hosted experts", what, n, h->n_hosted_expert);
     uint32_t n_layers = lim->n_layers > 0 ? (uint32_t)lim->n_layers : INT32_MAX;
     uint32_t n_experts = lim->n_experts > 0 ? (uint32_t)lim->n_experts : INT32_MAX;
     if (lim->n_layers > 0 && lim->n_experts > 0 && n > (size_t)n_layers * n_experts)
-        return wire_bad(code, WIRE_DATA_ERR_TOO_LARGE, err, "HELLO_REPLY: %zu hosted experts "
-                      "in a model of %u x %u", n, n_layers, n_experts);
+        return wire_bad(code, WIRE_DATA_ERR_TOO_LARGE, err, "%s: %zu hosted experts "
+                      "in a model of %u x %u", what, n, n_layers, n_experts);
     if (n > INT32_MAX)
-        return wire_bad(code, WIRE_DATA_ERR_TOO_LARGE, err, "HELLO_REPLY: %zu hosted experts",
+        return wire_bad(code, WIRE_DATA_ERR_TOO_LARGE, err, "%s: %zu hosted experts", what,
                       n);
     for (size_t i = 0; i < n; i++)
         if (h->hosted_layer[i] >= n_layers || h->hosted_expert[i] >= n_experts)
-            return wire_bad(code, WIRE_DATA_ERR_UNKNOWN_EXPERT, err, "HELLO_REPLY: hosted "
-                          "pair %zu (layer %u, expert %u) is out of range", i,
+            return wire_bad(code, WIRE_DATA_ERR_UNKNOWN_EXPERT, err, "%s: hosted "
+                          "pair %zu (layer %u, expert %u) is out of range", what, i,
                           h->hosted_layer[i], h->hosted_expert[i]);
+    msg->n_hosted = (int)n;
+    /* uint32 and int32 may alias; every value is below INT32_MAX. */
+    msg->hosted_layer = (const int32_t *)h->hosted_layer;
+    msg->hosted_expert = (const int32_t *)h->hosted_expert;
+    msg->memory_budget = h->memory_budget;
+    msg->expert_bytes = h->expert_bytes;
+    return 0;
+}
+
+static int s_data_hello_reply(const wire_limits_t *lim, const Moe__Data__Header *h,
+                              wire_data_t *msg, int *code, err_t *err)
+{
+    if (s_data_pairs(lim, h, msg, code, err) < 0)
+        return -1;
     if (h->node_id > INT32_MAX)
         return wire_bad(code, WIRE_DATA_ERR_MALFORMED, err, "HELLO_REPLY: node id %u",
                       h->node_id);
@@ -176,10 +195,6 @@ static int s_data_hello_reply(const wire_limits_t *lim, const Moe__Data__Header 
     msg->node_id = (int)h->node_id;
     msg->model_id = h->model_id;
     msg->weights = h->weights;
-    msg->n_hosted = (int)n;
-    /* uint32 and int32 may alias; every value is below INT32_MAX. */
-    msg->hosted_layer = (const int32_t *)h->hosted_layer;
-    msg->hosted_expert = (const int32_t *)h->hosted_expert;
     return 0;
 }
 
@@ -205,6 +220,7 @@ static int s_data_fill(wire_inbox_t *self, const void *header, int n_frames, voi
         if (s_data_tensor(self, h, msg, code, err) < 0 ||
             s_data_layer(wire_inbox_limits(self), h, msg, code, err) < 0)
             return -1;
+        msg->per_assignment = h->per_assignment;
         return s_data_assign(self, h, msg, code, err);
     case WIRE_EXPERT_REPLY:
         if (s_data_tensor(self, h, msg, code, err) < 0 ||
@@ -217,9 +233,13 @@ static int s_data_fill(wire_inbox_t *self, const void *header, int n_frames, voi
         return 0;
     case WIRE_HELLO_REPLY:
         return s_data_hello_reply(wire_inbox_limits(self), h, msg, code, err);
+    case WIRE_PLACE:
+    case WIRE_DROP:
+    case WIRE_PLACE_REPLY:
+        return s_data_pairs(wire_inbox_limits(self), h, msg, code, err);
     case WIRE_ERROR:
         if (h->error_code <= MOE__DATA__ERROR_CODE__ERR_NONE ||
-            h->error_code > MOE__DATA__ERROR_CODE__ERR_UNEXPECTED)
+            h->error_code > MOE__DATA__ERROR_CODE__ERR_BUSY)
             return wire_bad(code, WIRE_DATA_ERR_MALFORMED, err, "ERROR: unknown error code %d",
                           (int)h->error_code);
         if (wire_text_len(h->error_message) < 0)
@@ -328,13 +348,16 @@ int wire_data_send_sized(void *socket, wire_outbox_t *outbox, const wire_peer_t 
     case WIRE_HEARTBEAT_REPLY:
     case WIRE_SHUTDOWN:
         break;
+    case WIRE_PLACE:
+    case WIRE_DROP:
+    case WIRE_PLACE_REPLY:
     case WIRE_HELLO_REPLY: {
         const char *model_id = msg->model_id ? msg->model_id : "";
         const char *held = msg->weights ? msg->weights : "";
         if (msg->node_id < 0 || msg->n_hosted < 0 ||
             (msg->n_hosted > 0 && (!msg->hosted_layer || !msg->hosted_expert))) {
-            err_set(err, EINVAL, "HELLO_REPLY: node %d with %d hosted experts", msg->node_id,
-                    msg->n_hosted);
+            err_set(err, EINVAL, "%s: node %d with %d hosted experts", s_data_types[msg->type],
+                    msg->node_id, msg->n_hosted);
             goto cleanup;
         }
         if (wire_text_len(model_id) < 0 || wire_text_len(held) < 0) {
@@ -344,7 +367,7 @@ int wire_data_send_sized(void *socket, wire_outbox_t *outbox, const wire_peer_t 
         }
         for (int i = 0; i < msg->n_hosted; i++)
             if (msg->hosted_layer[i] < 0 || msg->hosted_expert[i] < 0) {
-                err_set(err, EINVAL, "HELLO_REPLY: hosted pair %d is negative", i);
+                err_set(err, EINVAL, "%s: hosted pair %d is negative", s_data_types[msg->type], i);
                 goto cleanup;
             }
         h.node_id = (uint32_t)msg->node_id;
@@ -353,6 +376,8 @@ int wire_data_send_sized(void *socket, wire_outbox_t *outbox, const wire_peer_t 
         h.n_hosted_layer = h.n_hosted_expert = (size_t)msg->n_hosted;
         h.hosted_layer = (uint32_t *)msg->hosted_layer;
         h.hosted_expert = (uint32_t *)msg->hosted_expert;
+        h.memory_budget = msg->memory_budget;
+        h.expert_bytes = msg->expert_bytes;
         break;
     }
     case WIRE_EXPERT_REQUEST:
@@ -376,6 +401,7 @@ int wire_data_send_sized(void *socket, wire_outbox_t *outbox, const wire_peer_t 
             err_set(err, EINVAL, "EXPERT_REQUEST: %d assignments", msg->n_assign);
             goto cleanup;
         }
+        h.per_assignment = msg->per_assignment;
         size_t n = (size_t)msg->n_assign;
         /* The wire wants three columns: on the stack when they fit, else in
          * the outbox (a sized one allocates nothing). */
@@ -405,7 +431,7 @@ int wire_data_send_sized(void *socket, wire_outbox_t *outbox, const wire_peer_t 
         h.n_assign_row = h.n_assign_expert = h.n_assign_weight = n;
         break;
     case WIRE_ERROR:
-        if (msg->error_code <= WIRE_DATA_OK || msg->error_code > WIRE_DATA_ERR_UNEXPECTED) {
+        if (msg->error_code <= WIRE_DATA_OK || msg->error_code > WIRE_DATA_ERR_BUSY) {
             err_set(err, EINVAL, "ERROR: error code %d", (int)msg->error_code);
             goto cleanup;
         }

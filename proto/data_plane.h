@@ -34,6 +34,9 @@ typedef enum wire_data_type {
     WIRE_HEARTBEAT_REPLY = 6,
     WIRE_SHUTDOWN = 7,
     WIRE_ERROR = 8,           /* error_code, error_message */
+    WIRE_PLACE = 9,           /* coordinator -> node: load these pairs too (hosted_*) */
+    WIRE_DROP = 10,           /* coordinator -> node: release these pairs (hosted_*) */
+    WIRE_PLACE_REPLY = 11,    /* node -> coordinator: every pair it hosts now */
 } wire_data_type_t;
 
 typedef enum wire_data_error {
@@ -45,6 +48,8 @@ typedef enum wire_data_error {
     WIRE_DATA_ERR_TOO_LARGE = 5,
     WIRE_DATA_ERR_INTERNAL = 6,
     WIRE_DATA_ERR_UNEXPECTED = 7,
+    WIRE_DATA_ERR_NO_ROOM = 8,   /* PLACE beyond the budget, or its loading failed */
+    WIRE_DATA_ERR_BUSY = 9,      /* PLACE while another is loading */
 } wire_data_error_t;
 
 /* One data-plane message; a field its type does not use is 0/NULL. */
@@ -67,6 +72,10 @@ typedef struct wire_data {
     wire_data_error_t error_code; /* ERROR */
     const char *error_message;    /* ERROR */
     double compute_seconds;       /* EXPERT_REPLY */
+    bool per_assignment;          /* EXPERT_REQUEST: one reply row per assignment */
+    uint64_t memory_budget;       /* HELLO_REPLY, PLACE_REPLY: bytes for experts, 0 none */
+    uint64_t expert_bytes;        /* HELLO_REPLY, PLACE_REPLY: bytes of one expert, 0
+                                     unknown */
 } wire_data_t;
 
 /* Receives one data-plane message from socket without blocking beyond the

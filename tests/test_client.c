@@ -254,6 +254,25 @@ static void s_answer(fake_t *f, const wire_peer_t *to, const wire_request_t *req
     case WIRE_REQ_GENERATE: s_answer_generate(f, to, req); break;
     case WIRE_REQ_LOGITS: s_answer_logits(f, to, req); break;
     case WIRE_REQ_STATUS: s_send_status(f, to, req->request_id); break;
+    case WIRE_REQ_REBALANCE:
+    case WIRE_REQ_NODE_DRAIN:
+    case WIRE_REQ_NODE_ADD: {
+        /* A fake move: node 9 is unknown; the summary echoes the request. */
+        if (req->type == WIRE_REQ_NODE_DRAIN && req->node_id == 9) {
+            wire_reply_send_error(f->router, to, req->request_id, WIRE_CLIENT_INVALID_ARGUMENT,
+                                  "no node 9 (nodes are 1..2)", NULL);
+            break;
+        }
+        char summary[160];
+        snprintf(summary, sizeof summary, "moved with %d redundant, drained %d, added %s",
+                 req->redundant, req->node_id, req->endpoint ? req->endpoint : "-");
+        wire_reply_t rep = {.type = WIRE_REP_REBALANCED, .request_id = req->request_id,
+                            .final = true, .move_summary = summary,
+                            .imbalance_before = 2.5, .imbalance_after = 1.0625,
+                            .copies_loaded = 7, .copies_dropped = 5};
+        wire_reply_send(f->router, to, &rep, NULL);
+        break;
+    }
     case WIRE_REQ_CANCEL:
         if (f->wait_cancel && req->cancel_id == f->wait_cancel) {
             wire_reply_send_error(f->router, to, f->wait_cancel, WIRE_CLIENT_CANCELLED,
@@ -643,6 +662,36 @@ static void test_status(void **state)
     assert_null(st);
     client_status_destroy(&st);
     client_status_destroy(NULL);
+}
+
+/* client_rebalance: REBALANCE and NODE_DRAIN travel with their fields; the
+ * REBALANCED reply comes back whole; an unknown node is EINVAL with the
+ * coordinator's words; bad arguments never leave the client. */
+static void test_rebalance(void **state)
+{
+    fake_t *f = *state;
+    client_t *c = s_client(f, WAIT_MS);
+    err_t e = {0};
+    client_move_t m;
+    if (client_rebalance(c, 2, 0, &m, &e) < 0)
+        fail_msg("client_rebalance: %s", e.msg);
+    assert_string_equal(m.summary, "moved with 2 redundant, drained 0, added -");
+    assert_true(m.imbalance_before == 2.5 && m.imbalance_after == 1.0625);
+    assert_int_equal(m.copies_loaded, 7);
+    assert_int_equal(m.copies_dropped, 5);
+    assert_int_equal(client_rebalance(c, 0, 2, &m, &e), 0);
+    assert_string_equal(m.summary, "moved with 0 redundant, drained 2, added -");
+    assert_int_equal(client_node_add(c, "tcp://127.0.0.1:7009", 1, &m, &e), 0);
+    assert_string_equal(m.summary, "moved with 1 redundant, drained 0, added "
+                                   "tcp://127.0.0.1:7009");
+    assert_int_equal(client_node_add(c, "", 1, &m, &e), -1);
+    assert_int_equal(errno, EINVAL);
+    assert_int_equal(client_rebalance(c, 0, 9, &m, &e), -1);
+    assert_int_equal(errno, EINVAL);
+    assert_non_null(strstr(e.msg, "no node 9"));
+    assert_int_equal(client_rebalance(c, -1, 0, &m, &e), -1);
+    assert_int_equal(errno, EINVAL);
+    client_destroy(&c);
 }
 
 static void test_error_replies_map_to_errno(void **state)
@@ -1184,6 +1233,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_request_ids_increase, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_logits, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_status, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_rebalance, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_error_replies_map_to_errno, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_stale_replies_are_ignored, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_no_reply_times_out, s_setup, s_teardown),

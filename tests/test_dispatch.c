@@ -68,16 +68,20 @@ static void s_answer_experts(fake_node_t *n, const wire_peer_t *from, const wire
     for (int waited = 0; waited < atomic_load(&n->delay_ms) && !atomic_load(&n->stop);
          waited += 5)
         s_sleep_ms(5);
-    float out[MAX_ROWS * HIDDEN] = {0};
+    /* Partial sums per row, or with per_assignment one term per assignment
+     * (docs/PROTOCOL.md), as a real node does. */
+    float out[MAX_ROWS * TOP_K * HIDDEN] = {0};
     for (int i = 0; i < msg->n_assign; i++) {
         const moe_assign_t *a = &msg->assign[i];
+        const int at = msg->per_assignment ? i : a->row;
         for (int j = 0; j < HIDDEN; j++)
-            out[a->row * HIDDEN + j] += a->weight * n->mult[a->expert] *
-                                        msg->rows[a->row * HIDDEN + j];
+            out[at * HIDDEN + j] += a->weight * (n->mult[a->expert] *
+                                                 msg->rows[a->row * HIDDEN + j]);
     }
     wire_data_t reply = {.type = WIRE_EXPERT_REPLY, .request_id = msg->request_id,
-                         .layer = msg->layer, .n_rows = msg->n_rows, .hidden = HIDDEN,
-                         .rows = out};
+                         .layer = msg->layer,
+                         .n_rows = msg->per_assignment ? msg->n_assign : msg->n_rows,
+                         .hidden = HIDDEN, .rows = out};
     atomic_store(&n->order, atomic_fetch_add(&s_reply_clock, 1));
     wire_data_send(n->router, from, &reply, NULL);
 }
@@ -178,7 +182,7 @@ static void s_up(cluster_t *c, int n_nodes, const dispatch_route_t *routes, cons
         assert_true(peer_is_up(c->peers[p]));
     }
     wire_inbox_destroy(&inbox);
-    c->dispatch = dispatch_new(c->peers, n_nodes, &c->cfg, routes, MAX_ROWS,
+    c->dispatch = dispatch_new(c->peers, n_nodes, n_nodes, &c->cfg, routes, MAX_ROWS,
                                REPLY_TIMEOUT_MS, &err);
     assert_non_null(c->dispatch);
     for (int i = 0; i < MAX_ROWS * HIDDEN; i++)
@@ -206,13 +210,28 @@ static int s_call(cluster_t *c, int layer, int n_rows, const moe_assign_t *assig
     return dispatch_finish(c->dispatch, layer, c->out, err);
 }
 
-/* The output the dispatch must give when node_of[i] computed assignment i:
- * each node's partial sums in assignment order, added node by node in index
- * order. */
+/* The output the dispatch must give when node_of[i] computed assignment i.
+ * With more than two experts per token (TOP_K here is 3) the coordinator asks
+ * for one term per assignment and adds each row's terms onto zeros in expert
+ * order, whatever node computed them (dispatch.h): node_of does not matter.
+ * (With two, each node's partial sums in assignment order are added node by
+ * node in index order: the second loop, kept for TOP_K <= 2.) */
 static void s_expect(const cluster_t *c, const moe_assign_t *assign, int n_assign,
                      const int *node_of, const float *mult, int n_rows, float *want)
 {
     memset(want, 0, (size_t)n_rows * HIDDEN * sizeof(float));
+    if (TOP_K > 2) {
+        for (int e = 0; e < EXPERTS; e++)
+            for (int i = 0; i < n_assign; i++) {
+                const moe_assign_t *a = &assign[i];
+                if (a->expert != e)
+                    continue;
+                for (int j = 0; j < HIDDEN; j++)
+                    want[a->row * HIDDEN + j] += a->weight * (mult[a->expert] *
+                                                              c->u[a->row * HIDDEN + j]);
+            }
+        return;
+    }
     for (int p = 0; p < c->n_nodes; p++) {
         float partial[MAX_ROWS * HIDDEN] = {0};
         bool touched[MAX_ROWS] = {0};
@@ -222,8 +241,8 @@ static void s_expect(const cluster_t *c, const moe_assign_t *assign, int n_assig
             const moe_assign_t *a = &assign[i];
             touched[a->row] = true;
             for (int j = 0; j < HIDDEN; j++)
-                partial[a->row * HIDDEN + j] += a->weight * mult[a->expert] *
-                                                c->u[a->row * HIDDEN + j];
+                partial[a->row * HIDDEN + j] += a->weight * (mult[a->expert] *
+                                                             c->u[a->row * HIDDEN + j]);
         }
         for (int r = 0; r < n_rows; r++)
             for (int j = 0; touched[r] && j < HIDDEN; j++)
@@ -442,6 +461,35 @@ static void test_combine_in_node_order(void **state)
     s_down(&c);
 }
 
+/* With more than two experts per token the sum is in expert order whatever
+ * node computed which expert: two placements whose node order differs from
+ * the expert order give the same bits, moe-run's order (issue 16). */
+static void test_combine_independent_of_placement(void **state)
+{
+    (void)state;
+    static const float mult[EXPERTS] = {1e8f, 1.0f, -1e8f, 0.0f};
+    const moe_assign_t assign[] = {{0, 0, 1.0f}, {0, 1, 1.0f}, {0, 2, 1.0f}};
+    volatile float in_expert_order = ((0.0f + 1e8f) + 1.0f) + -1e8f;
+    /* The first placement's node order: expert 2, then 0, then 1. */
+    volatile float in_node_order = ((0.0f + -1e8f) + 1e8f) + 1.0f;
+    assert_true(in_expert_order != in_node_order);
+    const int placements[2][EXPERTS] = {{1, 2, 0, 0}, {2, 0, 1, 1}}; /* expert -> node */
+    for (int k = 0; k < 2; k++) {
+        dispatch_route_t routes[LAYERS * EXPERTS];
+        for (int r = 0; r < LAYERS * EXPERTS; r++)
+            routes[r] = (dispatch_route_t){.n = 1, .peer = {placements[k][r % EXPERTS]}};
+        cluster_t c;
+        s_up(&c, 3, routes, mult);
+        for (int i = 0; i < HIDDEN; i++)
+            c.u[i] = 1.0f;
+        err_t err = {0};
+        assert_int_equal(s_call(&c, 0, 1, assign, 3, &err), 0);
+        for (int j = 0; j < HIDDEN; j++)
+            assert_true(c.out[j] == in_expert_order);
+        s_down(&c);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -451,6 +499,7 @@ int main(void)
         cmocka_unit_test(test_resend_on_dead_node),
         cmocka_unit_test(test_no_live_replica),
         cmocka_unit_test(test_combine_in_node_order),
+        cmocka_unit_test(test_combine_independent_of_placement),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -153,6 +153,37 @@ static void s_expect_rejected(experts_t *ex, const fake_model_t *m, int layer, i
         assert_true(out[i] == 42.0f); /* untouched */
 }
 
+/* experts_run_terms: each assignment's term alone; a row's terms added onto
+ * zeros in expert order give experts_run's row bit for bit (what the
+ * coordinator's combine relies on, coordinator/dispatch.h). */
+static void test_terms_sum_to_run_exactly(void **state)
+{
+    (void)state;
+    fake_model_t *m = s_model();
+    rig_t rig = s_rig(&m->w.cfg, MAX_ROWS);
+    err_t err = {0};
+    testrng_t rng;
+    testrng_init(&rng, 11);
+    float u[MAX_ROWS * HIDDEN], out[MAX_ROWS * HIDDEN];
+    testrng_fill(&rng, u, sizeof u / sizeof u[0], 1.0f);
+    /* Rows with their experts listed in either order. */
+    moe_assign_t a[] = {{0, 1, 0.7f}, {0, 0, 0.3f}, {1, 0, 0.6f}, {1, 1, 0.4f},
+                        {2, 1, 1.0f}, {6, 0, 0.125f}, {6, 1, 0.875f}};
+    enum { N = sizeof a / sizeof a[0] };
+    float terms[N * HIDDEN];
+    assert_int_equal(experts_run(rig.ex, &m->w, 0, u, MAX_ROWS, a, N, out, &err), 0);
+    assert_int_equal(experts_run_terms(rig.ex, &m->w, 0, u, MAX_ROWS, a, N, terms, &err), 0);
+    float sum[MAX_ROWS * HIDDEN] = {0};
+    for (int e = 0; e < 2; e++)
+        for (int i = 0; i < N; i++)
+            if (a[i].expert == e)
+                for (int j = 0; j < HIDDEN; j++)
+                    sum[a[i].row * HIDDEN + j] += terms[i * HIDDEN + j];
+    assert_memory_equal(sum, out, sizeof sum);
+    s_rig_destroy(&rig);
+    free(m);
+}
+
 static void test_bad_assignments_are_rejected(void **state)
 {
     (void)state;
@@ -283,6 +314,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_weighted_sum_matches_reference),
+        cmocka_unit_test(test_terms_sum_to_run_exactly),
         cmocka_unit_test(test_bad_assignments_are_rejected),
         cmocka_unit_test(test_gpt_oss_experts_match_fused_formula),
         cmocka_unit_test(test_new_rejects_bad_sizes),

@@ -752,6 +752,21 @@ static void test_data_round_trip(void **state)
     assert_true(in.model_id == NULL || in.model_id[0] == '\0');
 
     s_expect_in_sync(n);  /* an EXPERT_REQUEST, checked field by field */
+    {
+        /* per_assignment travels (issue 16): absent is false. */
+        moe_assign_t one = {0, 1, 0.5f};
+        float row[8] = {0};
+        wire_data_t pa = {.type = WIRE_EXPERT_REQUEST, .request_id = 70, .layer = 0,
+                          .n_rows = 1, .hidden = 8, .rows = row, .n_assign = 1,
+                          .assign = &one, .per_assignment = true};
+        s_data_send(n->dealer, NULL, &pa);
+        s_router_recv(n, &coord, &in);
+        assert_true(in.per_assignment);
+        pa.per_assignment = false;
+        s_data_send(n->dealer, NULL, &pa);
+        s_router_recv(n, &coord, &in);
+        assert_false(in.per_assignment);
+    }
 
     float partial[4 * 8];
     for (int i = 0; i < 4 * 8; i++)
@@ -797,6 +812,39 @@ static void test_data_round_trip(void **state)
     assert_int_equal(in.request_id, 10);
     assert_int_equal(in.error_code, WIRE_DATA_ERR_UNEXPECTED);
     assert_string_equal(in.error_message, "");
+
+    /* Issue 16: PLACE, DROP and PLACE_REPLY carry pairs (and the reply the
+     * node's budget); ERR_NO_ROOM travels. */
+    wire_data_t place = {.type = WIRE_PLACE, .request_id = 12, .n_hosted = 4,
+                         .hosted_layer = hl, .hosted_expert = he};
+    s_data_send(n->dealer, NULL, &place);
+    s_router_recv(n, &coord, &in);
+    assert_int_equal(in.type, WIRE_PLACE);
+    assert_int_equal(in.n_hosted, 4);
+    assert_memory_equal(in.hosted_layer, hl, sizeof hl);
+    assert_memory_equal(in.hosted_expert, he, sizeof he);
+    wire_data_t drop = {.type = WIRE_DROP, .request_id = 13, .n_hosted = 1,
+                        .hosted_layer = hl + 2, .hosted_expert = he + 2};
+    s_data_send(n->dealer, NULL, &drop);
+    s_router_recv(n, &coord, &in);
+    assert_int_equal(in.type, WIRE_DROP);
+    assert_int_equal(in.n_hosted, 1);
+    assert_int_equal(in.hosted_layer[0], 2);
+    assert_int_equal(in.hosted_expert[0], 7);
+    wire_data_t placed = {.type = WIRE_PLACE_REPLY, .request_id = 12, .node_id = 3,
+                          .n_hosted = 3, .hosted_layer = hl, .hosted_expert = he,
+                          .memory_budget = UINT64_C(1) << 33, .expert_bytes = 49152};
+    s_data_send(n->router, &coord, &placed);
+    s_dealer_recv(n, &in);
+    assert_int_equal(in.type, WIRE_PLACE_REPLY);
+    assert_int_equal(in.n_hosted, 3);
+    assert_true(in.memory_budget == UINT64_C(1) << 33);
+    assert_true(in.expert_bytes == 49152);
+    assert_int_equal(wire_data_send_error(n->router, &coord, 12, WIRE_DATA_ERR_NO_ROOM,
+                                          "beyond the budget", &err), 0);
+    s_dealer_recv(n, &in);
+    assert_int_equal(in.error_code, WIRE_DATA_ERR_NO_ROOM);
+    assert_string_equal(wire_data_error_name(in.error_code), "no_room");
 
     wire_data_t bye = {.type = WIRE_SHUTDOWN, .request_id = 11};
     s_data_send(n->dealer, NULL, &bye);
@@ -1209,7 +1257,9 @@ static void test_data_send_rejects(void **state)
     float rows[2 * 8] = {0};
     const wire_data_t bad[] = {
         {.type = (wire_data_type_t)0},
-        {.type = (wire_data_type_t)9},
+        {.type = (wire_data_type_t)12}, /* past PLACE_REPLY (11) */
+        {.type = WIRE_PLACE, .n_hosted = 1},              /* pairs missing */
+        {.type = WIRE_PLACE_REPLY, .n_hosted = -1},
         {.type = WIRE_EXPERT_REQUEST, .n_rows = 0, .hidden = 8, .rows = rows, .n_assign = 2,
          .assign = a},
         {.type = WIRE_EXPERT_REQUEST, .n_rows = 2, .hidden = 8, .rows = NULL, .n_assign = 2,
@@ -2035,7 +2085,11 @@ static void test_client_send_rejects(void **state)
     const int32_t p[1] = {1};
     const wire_request_t bad_req[] = {
         {.type = (wire_request_type_t)0},
-        {.type = (wire_request_type_t)5},
+        {.type = (wire_request_type_t)8}, /* past NODE_ADD (7) */
+        {.type = WIRE_REQ_REBALANCE, .redundant = -1},
+        {.type = WIRE_REQ_NODE_DRAIN, .node_id = 0},
+        {.type = WIRE_REQ_NODE_ADD, .endpoint = NULL},
+        {.type = WIRE_REQ_NODE_ADD, .endpoint = ""},
         {.type = WIRE_REQ_GENERATE, .n_prompt = -1},
         {.type = WIRE_REQ_GENERATE, .n_prompt = 1, .prompt = NULL},
         {.type = WIRE_REQ_LOGITS, .n_prompt = 1, .prompt = p, .max_tokens = -2},
