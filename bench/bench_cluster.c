@@ -159,7 +159,7 @@ int main(int argc, char **argv)
     int rc = -1;
     const weights_select_t all = {.dense = true, .hosts = weights_hosts_all,
                                   .format = o.format, .log = stderr,
-                                  .name = "bench-cluster"};
+                                  .name = "bench-cluster", .resident = true};
     weights_t *w = weights_load(o.model, &all, &err);
     const config_t *cfg = w ? &w->cfg : NULL;
     const int ctx = o.prompt_len + o.decode + 2;

@@ -150,7 +150,7 @@ int main(int argc, char **argv)
         return 2;
     const weights_select_t all = {.dense = true, .hosts = weights_hosts_all,
                                   .format = opt.format, .log = stderr,
-                                  .name = "bench-core"};
+                                  .name = "bench-core", .resident = true};
     weights_t *w = weights_load(opt.model, &all, &err);
     int rc = w ? 0 : -1;
     if (w && machine_init(READ_BUFFER_BYTES) < 0) {

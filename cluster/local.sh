@@ -63,8 +63,9 @@
 #
 # Environment: MOE_BIN (programs, default build/bin next to this script),
 # MOE_START_TIMEOUT (seconds to wait for readiness, default 120),
-# OPENBLAS_THREAD_TIMEOUT (default 4 here: idle OpenBLAS threads sleep at once,
-# so processes sharing the cores do not spin against each other).
+# OPENBLAS_THREAD_TIMEOUT (default 4 here; the programs keep OpenBLAS at one
+# thread, docs/ARCHITECTURE.md "Sharing the cores", so it matters only to
+# programs built before that).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)

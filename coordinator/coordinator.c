@@ -237,7 +237,7 @@ static int s_start(coordinator_t *co, const coordinator_opts_t *o,
                    const volatile sig_atomic_t *stop, err_t *err)
 {
     weights_select_t dense = {.dense = true, .format = o->format, .log = stderr,
-                              .name = "moe-coordinator"};
+                              .name = "moe-coordinator", .resident = o->preload};
     co->w = weights_load(o->model, &dense, err);
     if (!co->w)
         return -1;

@@ -33,9 +33,11 @@ static const void *s_aligned(wstore_t *store, const void *p, size_t bytes, size_
 /* A matrix's bytes copied into the store (huge pages: mem_alloc_stream) and
  * dropped from the file's mapping, so that decode streams it with one TLB
  * entry per 2 MB rather than per 4 KB page of the page cache (medium
- * Mixtral, float32 decode: about a third faster). The bytes are the stored
- * ones: nothing is widened. Where the copy cannot be made, the mapping
- * itself serves when aligned (NULL with ENOMEM otherwise). */
+ * Mixtral, float32 decode: about a third faster; loading with the copy
+ * takes no longer than the first token's faults on the mapping did). The
+ * bytes are the stored ones: nothing is widened. Where the copy cannot be
+ * made, the mapping itself serves when aligned (NULL with ENOMEM
+ * otherwise). */
 static const void *s_resident(wstore_t *store, const void *p, size_t bytes, size_t esize)
 {
     void *copy = wstore_alloc(store, bytes);
@@ -102,7 +104,7 @@ static int s_fp8_scales(safetensors_t *st, wstore_t *store, const arch_tensor_t 
 }
 
 int stored_matrix(safetensors_t *st, wstore_t *store, const arch_tensor_t *at,
-                  const stored_blocks_t *blocks, tensor_t *out, err_t *err)
+                  const stored_blocks_t *blocks, bool resident, tensor_t *out, err_t *err)
 {
     const st_tensor_t *info = safetensors_find(st, at->name, err);
     if (!info)
@@ -119,7 +121,8 @@ int stored_matrix(safetensors_t *st, wstore_t *store, const arch_tensor_t *at,
     const int64_t rows = at->ndim == 2 ? at->shape[0] : 1;
     const int64_t cols = at->shape[at->ndim - 1];
     const size_t esize = dtype == DTYPE_F8_E4M3 ? 1 : st_dtype_size(info->dtype);
-    const void *data = s_resident(store, raw, nbytes, esize);
+    const void *data = resident ? s_resident(store, raw, nbytes, esize)
+                                : s_aligned(store, raw, nbytes, esize);
     if (!data)
         return err_set(err, ENOMEM, "out of memory copying tensor '%s' (%zu bytes)",
                        at->name, nbytes);

@@ -27,9 +27,12 @@ typedef struct stored_blocks {
 } stored_blocks_t;
 
 /* *out = the 2-D matrix `at` (name, slice, (rows, cols) shape) of st, in
- * its stored dtype. 0, or -1 with errno/err naming file and tensor: ENOENT
- * missing, EINVAL a wrong shape or dtype (U8), EPROTO bad scales, ENOMEM. */
+ * its stored dtype. resident: its bytes copied into store (huge pages, read
+ * now) and dropped from the file's mapping; else a view of the mapping
+ * (read on first use), copied only when misaligned. 0, or -1 with errno/err
+ * naming file and tensor: ENOENT missing, EINVAL a wrong shape or dtype
+ * (U8), EPROTO bad scales, ENOMEM. */
 int stored_matrix(safetensors_t *st, wstore_t *store, const arch_tensor_t *at,
-                  const stored_blocks_t *blocks, tensor_t *out, err_t *err);
+                  const stored_blocks_t *blocks, bool resident, tensor_t *out, err_t *err);
 
 #endif /* MOE_ENGINE_STORED_H */

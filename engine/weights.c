@@ -86,8 +86,14 @@ static int s_matrix(s_loader_t *ld, arch_weight_t w, int layer, int expert, bool
 {
     weights_t *self = ld->w;
     arch_tensor_t t;
+    /* A matrix that may be converted is not copied first: its conversion is
+     * the copy. */
+    const wformat_t *f = &self->format;
+    const bool may_convert = f->dtype != WFORMAT_DTYPE_AUTO ||
+                             (linear && f->quant != WFORMAT_QUANT_NONE);
     if (arch_tensor(&self->cfg, w, layer, expert, &t, err) < 0 ||
-        stored_matrix(self->st, self->store, &t, &ld->blocks, dst, err) < 0)
+        stored_matrix(self->st, self->store, &t, &ld->blocks,
+                      ld->select->resident && !may_convert, dst, err) < 0)
         return -1;
     return s_convert(ld, dst, linear, true, NULL, t.name, err);
 }
@@ -309,7 +315,8 @@ bool weights_hosts_all(void *ctx, int layer, int expert)
 
 weights_t *weights_load_all(const char *dir, err_t *err)
 {
-    const weights_select_t all = {.dense = true, .hosts = weights_hosts_all};
+    const weights_select_t all = {.dense = true, .hosts = weights_hosts_all,
+                                  .resident = true};
     return weights_load(dir, &all, err);
 }
 

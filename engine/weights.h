@@ -116,6 +116,10 @@ typedef struct weights_select {
                                   left as they were; NULL: quiet */
     const char *name;          /* its prefix, the program's name (NULL: none) */
     int threads;               /* converting threads; 0: blas_threads() */
+    bool resident;             /* matrices kept as stored are copied into memory of
+                                  their own at load (huge pages: the fastest decode;
+                                  --preload), not read from the file's mapping on
+                                  first use (engine/stored.h) */
 } weights_select_t;
 
 /* Loads config.json and the selected tensors of the checkpoint in dir.
@@ -128,7 +132,8 @@ void weights_destroy(weights_t **self_p);
 bool weights_hosts_all(void *ctx, int layer, int expert);
 
 /* weights_load of the whole model: the dense part and every expert, as one
- * process that runs the model alone (moe-run, the benchmarks) needs it. */
+ * process that runs the model alone (moe-run, the benchmarks) needs it,
+ * resident (select.resident). */
 weights_t *weights_load_all(const char *dir, err_t *err);
 
 /* Reads every loaded weight into this process's memory (each page of its

@@ -45,7 +45,8 @@ static void *s_main(void *arg)
         nanosleep(&ts, NULL);
     }
     weights_select_t select = {.dense = false, .hosts = s_wanted, .hosts_ctx = self,
-                               .format = self->format, .name = "moe-expert"};
+                               .format = self->format, .name = "moe-expert",
+                               .resident = true};  /* it is read into memory below anyway */
     self->result = weights_load(self->model_dir, &select, &self->result_err);
     if (self->result)
         weights_preload(self->result, NULL, "moe-expert");

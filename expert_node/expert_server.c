@@ -98,7 +98,7 @@ static int s_load(expert_server_t *self, const expert_server_opts_t *opts, err_t
     placement_node_t me = {p, opts->node_id};
     weights_select_t select = {.dense = false, .hosts = placement_node_hosts,
                                .hosts_ctx = &me, .format = opts->format, .log = opts->log,
-                               .name = "moe-expert"};
+                               .name = "moe-expert", .resident = opts->preload};
     weights_t *w = weights_load(opts->model_dir, &select, err);
     if (!w)
         return -1;

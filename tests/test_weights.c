@@ -3,8 +3,9 @@
  * on the precision fixtures ($MOE_FIXTURES_PRECISION):
  *   - each matrix's dtype after load (BF16, FP8 E4M3 with its block scales,
  *     MXFP4 views of gpt-oss's fused experts), nothing widened: the bytes
- *     held are about the file's (matrices copied as stored into the weight
- *     store, gpt-oss's fused experts left as views of the file);
+ *     held are about the file's, and nothing is copied into owned buffers
+ *     but gpt-oss's split biases; with select.resident (moe-run, --preload)
+ *     the matrices are copies of the file's bytes in the weight store;
  *   - --quantization converts the 2-D linear weights only (not embeddings,
  *     routers), byte for byte what core/quant makes of the decoded rows;
  *     a matrix whose rows are not whole blocks of 32 stays as stored, and
@@ -56,6 +57,18 @@ static weights_t *s_load(const char *dir, wformat_t format, FILE *log)
     return w;
 }
 
+/* s_load with select.resident (as moe-run and --preload load). */
+static weights_t *s_load_resident(const char *dir)
+{
+    const weights_select_t all = {.dense = true, .hosts = weights_hosts_all, .threads = 2,
+                                  .resident = true};
+    err_t err = {0};
+    weights_t *w = weights_load(dir, &all, &err);
+    if (!w)
+        fail_msg("%s: %s", dir, err.msg);
+    return w;
+}
+
 static size_t s_file_bytes(const char *dir)
 {
     char path[1100];
@@ -92,12 +105,9 @@ static void test_bf16_held_as_stored(void **state)
         s_expect_layer(w, l, DTYPE_BF16, DTYPE_BF16);
         assert_int_equal(w->layers[l].router.dtype, DTYPE_BF16);
     }
-    /* The matrices copied as stored (engine/stored.c: into huge pages), never
-     * widened: the store holds at most the file's bytes, the whole about
-     * them (vectors widened). */
+    /* In place: nothing owned; about the file's bytes (vectors widened). */
+    assert_int_equal(wstore_bytes(w->store), 0);
     const size_t file = s_file_bytes(dir);
-    assert_true(wstore_bytes(w->store) > 0);
-    assert_true(wstore_bytes(w->store) <= file);
     assert_true(weights_bytes(w) <= file);
     assert_true(weights_bytes(w) >= file * 9 / 10);
     char held[96];
@@ -137,7 +147,7 @@ static void test_fp8_held_with_scales(void **state)
             assert_int_equal(lw->experts[0].up.dtype, DTYPE_F8_E4M3);
         }
     }
-    assert_true(wstore_bytes(w->store) <= s_file_bytes(dir)); /* copied as stored */
+    assert_int_equal(wstore_bytes(w->store), 0);
     assert_true(weights_bytes(w) <= s_file_bytes(dir));
     weights_destroy(&w);
 }
@@ -160,9 +170,8 @@ static void test_mxfp4_experts_are_views(void **state)
         assert_int_equal(ew->gate.rows, c->intermediate_size);
         assert_int_equal(ew->down.rows, c->hidden_size);
     }
-    /* Owned: the split gate/up biases, and the other matrices copied as
-     * stored (the experts are views: not copied). */
-    assert_true(wstore_bytes(w->store) >= (uint64_t)c->n_layers * c->n_experts * 2 *
+    /* Owned: only the split gate/up biases. */
+    assert_int_equal(wstore_bytes(w->store), (uint64_t)c->n_layers * c->n_experts * 2 *
                                                  c->intermediate_size * sizeof(float));
     /* The biases, BF16 in the file, are widened: a quarter of this tiny
      * model's bytes. */
@@ -422,10 +431,42 @@ static void test_bad_mxfp4_scales_are_refused(void **state)
                      EINVAL, "gate_up_proj_scales", NULL);
 }
 
+/* resident: every matrix copied as stored into the weight store (none a
+ * view of the file), byte for byte, the store about the file's bytes. */
+static void test_resident_copies_matrices_as_stored(void **state)
+{
+    (void)state;
+    char dir[1024];
+    s_fixture("mixtral-bf16-A", dir, sizeof dir);
+    weights_t *mapped = s_load(dir, (wformat_t){0}, NULL);
+    weights_t *own = s_load_resident(dir);
+    const size_t file = s_file_bytes(dir);
+    assert_int_equal(wstore_bytes(mapped->store), 0);
+    assert_true(wstore_bytes(own->store) >= file * 8 / 10);
+    assert_true(wstore_bytes(own->store) <= file);
+    for (int l = 0; l < own->cfg.n_layers; l++) {
+        const expert_weights_t *a = &mapped->layers[l].experts[0];
+        const expert_weights_t *b = &own->layers[l].experts[0];
+        const tensor_t *pairs[][2] = {{&a->gate, &b->gate}, {&a->up, &b->up},
+                                      {&a->down, &b->down},
+                                      {&mapped->layers[l].q, &own->layers[l].q}};
+        for (size_t i = 0; i < sizeof pairs / sizeof pairs[0]; i++) {
+            const tensor_t *m = pairs[i][0], *o = pairs[i][1];
+            assert_int_equal(o->dtype, m->dtype);
+            assert_int_equal(o->rows, m->rows);
+            assert_true(o->data != m->data);
+            assert_memory_equal(o->data, m->data, (size_t)m->rows * m->row_stride);
+        }
+    }
+    weights_destroy(&own);
+    weights_destroy(&mapped);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_bf16_held_as_stored),
+        cmocka_unit_test(test_resident_copies_matrices_as_stored),
         cmocka_unit_test(test_fp8_held_with_scales),
         cmocka_unit_test(test_mxfp4_experts_are_views),
         cmocka_unit_test(test_quantization_converts_linear_weights),

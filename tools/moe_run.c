@@ -208,7 +208,7 @@ int main(int argc, char **argv)
         return 2;
     const weights_select_t all = {.dense = true, .hosts = weights_hosts_all,
                                   .format = opt.format, .log = stderr,
-                                  .name = "moe-run"};
+                                  .name = "moe-run", .resident = true};
     weights_t *w = weights_load(opt.model, &all, &err);
     if (w) {
         char held[96];
