@@ -30,25 +30,6 @@ static const void *s_aligned(wstore_t *store, const void *p, size_t bytes, size_
     return copy;
 }
 
-/* A matrix's bytes copied into the store (huge pages: mem_alloc_stream) and
- * dropped from the file's mapping, so that decode streams it with one TLB
- * entry per 2 MB rather than per 4 KB page of the page cache (medium
- * Mixtral, float32 decode: about a third faster; loading with the copy
- * takes no longer than the first token's faults on the mapping did). The
- * bytes are the stored ones: nothing is widened. Where the copy cannot be
- * made, the mapping itself serves when aligned (NULL with ENOMEM
- * otherwise). */
-static const void *s_resident(wstore_t *store, const void *p, size_t bytes, size_t esize)
-{
-    void *copy = wstore_alloc(store, bytes);
-    if (!copy)
-        return (uintptr_t)p % esize == 0 ? p : NULL;
-    safetensors_populate(p, bytes);
-    memcpy(copy, p, bytes);
-    safetensors_drop(p, bytes);
-    return copy;
-}
-
 /* The scale companion of an FP8 matrix, checked: t gets scale_inv and the
  * block grid. */
 static int s_fp8_scales(safetensors_t *st, wstore_t *store, const arch_tensor_t *at,
@@ -104,7 +85,7 @@ static int s_fp8_scales(safetensors_t *st, wstore_t *store, const arch_tensor_t 
 }
 
 int stored_matrix(safetensors_t *st, wstore_t *store, const arch_tensor_t *at,
-                  const stored_blocks_t *blocks, bool resident, tensor_t *out, err_t *err)
+                  const stored_blocks_t *blocks, tensor_t *out, err_t *err)
 {
     const st_tensor_t *info = safetensors_find(st, at->name, err);
     if (!info)
@@ -121,8 +102,7 @@ int stored_matrix(safetensors_t *st, wstore_t *store, const arch_tensor_t *at,
     const int64_t rows = at->ndim == 2 ? at->shape[0] : 1;
     const int64_t cols = at->shape[at->ndim - 1];
     const size_t esize = dtype == DTYPE_F8_E4M3 ? 1 : st_dtype_size(info->dtype);
-    const void *data = resident ? s_resident(store, raw, nbytes, esize)
-                                : s_aligned(store, raw, nbytes, esize);
+    const void *data = s_aligned(store, raw, nbytes, esize);
     if (!data)
         return err_set(err, ENOMEM, "out of memory copying tensor '%s' (%zu bytes)",
                        at->name, nbytes);
@@ -132,5 +112,23 @@ int stored_matrix(safetensors_t *st, wstore_t *store, const arch_tensor_t *at,
         s_fp8_scales(st, store, at, info->file, blocks, &t, err) < 0)
         return -1;
     *out = t;
+    return 0;
+}
+
+int stored_resident(wstore_t *store, tensor_t *t)
+{
+    const size_t bytes = (size_t)t->rows * t->row_stride;
+    if (bytes == 0)
+        return 0;
+    void *copy = wstore_alloc(store, bytes);
+    if (!copy)
+        return -1;
+    safetensors_populate(t->data, bytes);
+    memcpy(copy, t->data, bytes);
+    if (wstore_owns(store, t->data))
+        wstore_free(store, t->data);
+    else
+        safetensors_drop(t->data, bytes);
+    t->data = copy;
     return 0;
 }

@@ -86,15 +86,16 @@ static int s_matrix(s_loader_t *ld, arch_weight_t w, int layer, int expert, bool
 {
     weights_t *self = ld->w;
     arch_tensor_t t;
-    /* A matrix that may be converted is not copied first: its conversion is
-     * the copy. */
-    const wformat_t *f = &self->format;
-    const bool may_convert = f->dtype != WFORMAT_DTYPE_AUTO ||
-                             (linear && f->quant != WFORMAT_QUANT_NONE);
     if (arch_tensor(&self->cfg, w, layer, expert, &t, err) < 0 ||
-        stored_matrix(self->st, self->store, &t, &ld->blocks,
-                      ld->select->resident && !may_convert, dst, err) < 0)
+        stored_matrix(self->st, self->store, &t, &ld->blocks, dst, err) < 0)
         return -1;
+    /* Kept as stored and asked resident: moved into memory of our own (a
+     * matrix to convert is not: its conversion is the copy). Where memory
+     * is short the view of the file serves. */
+    dtype_t target;
+    if (ld->select->resident &&
+        !wformat_target(&self->format, dst->dtype, linear, (long)dst->cols, &target))
+        (void)stored_resident(self->store, dst);
     return s_convert(ld, dst, linear, true, NULL, t.name, err);
 }
 

@@ -72,6 +72,14 @@ void wstore_free(wstore_t *self, const void *p)
         }
 }
 
+bool wstore_owns(const wstore_t *self, const void *p)
+{
+    for (size_t i = 0; i < self->n; i++)
+        if (self->bufs[i].p == p)
+            return true;
+    return false;
+}
+
 uint64_t wstore_bytes(const wstore_t *self)
 {
     return self ? self->bytes : 0;

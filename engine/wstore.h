@@ -7,6 +7,7 @@
 #ifndef MOE_ENGINE_WSTORE_H
 #define MOE_ENGINE_WSTORE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -25,6 +26,9 @@ void *wstore_alloc(wstore_t *self, size_t bytes);
 /* Frees buffer p of the store now (p as wstore_alloc returned it; a pointer
  * the store does not own is left alone). Recent buffers are found first. */
 void wstore_free(wstore_t *self, const void *p);
+
+/* Whether p is a buffer of self (from wstore_alloc, not freed). */
+bool wstore_owns(const wstore_t *self, const void *p);
 
 /* Bytes of the buffers held. */
 uint64_t wstore_bytes(const wstore_t *self);
