@@ -31,8 +31,14 @@
  * it Q4_0 decode ran at a third of the read bandwidth although its
  * arithmetic alone (W in L2) goes faster than memory.
  *
- * The prefill kernels (m > 16) are described where they are defined.
- * Measured (q4fast, issue 12, bench-gemm --threads 2 on the medium expert
+ * The prefill kernels (m > 16) are described where they are defined. With
+ * AVX-512 VNNI a tile of 4 W rows runs two rows per 512-bit register
+ * (s_tile_vnni2; the prefetch reaches PF_DIST = 8 KB ahead, which measured
+ * best against 2 and 16 KB on the medium model, weights in huge pages).
+ * Measured on the Zen 5 machine of 2026-12-07 (bench-gemm --threads 2, 64
+ * experts: past the caches, read bandwidth 59 GB/s): m = 1 Q4_0 29-33 GB/s,
+ * Q8_0 30-31; prefill m = 128 620-755 GFLOP/s.
+ * Measured earlier (q4fast, issue 12, bench-gemm --threads 2 on the medium expert
  * shapes 2816 x 1024 and 1024 x 2816, 8 experts (13 MB of Q4_0: L3), the
  * shared 2-vCPU machine at load average 0.5, so still rough, read
  * bandwidth 26.6 GB/s): m = 1: Q4_0 27.7 GB/s of its bytes (1.04 of the read

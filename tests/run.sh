@@ -12,14 +12,16 @@ no_skip=0
 if [ "${MOE_NO_SKIP:-}" = 1 ] || { [ "${CI:-}" = true ] && [ "$(id -u)" -eq 0 ]; }; then
     no_skip=1
 fi
-passed=0 failed=0 skipped=0 failed_programs=()
+passed=0 failed=0 skipped=0 failed_programs=() timings=()
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 for t in "$@"; do
     name=$(basename "$t")
     echo "=== $name"
+    started=$(date +%s.%N)
     timeout --kill-after=10 "$limit" "$t" 2>&1 | tee "$log"
     rc=${PIPESTATUS[0]}
+    timings+=("$(awk -v a="$started" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }') $name")
     ok=$(sed -n 's/^\[  PASSED  \] \([0-9]*\) test(s)\./\1/p' "$log" | tail -1)
     bad=$(sed -n 's/^\[  FAILED  \] \([0-9]*\) test(s).*/\1/p' "$log" | tail -1)
     skip=$(sed -n 's/^\[  SKIPPED \] \([0-9]*\) test(s).*/\1/p' "$log" | tail -1)
@@ -43,5 +45,8 @@ for t in "$@"; do
     fi
 done
 [ ${#failed_programs[@]} -gt 0 ] && echo "failed programs: ${failed_programs[*]}"
+# The slowest programs, to keep the suite's time in view (DEVELOPERS.md: CI's limit).
+echo "slowest test programs (s): $(printf '%s\n' "${timings[@]}" | sort -rn | head -n 8 |
+    awk '{ printf "%s%s %s", (NR > 1 ? ", " : ""), $2, $1 }')"
 echo "tests: $passed passed, $failed failed, $skipped skipped"
 [ ${#failed_programs[@]} -eq 0 ]
