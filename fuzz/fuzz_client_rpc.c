@@ -44,7 +44,7 @@ static void s_request(wire_inbox_t *inbox, bool limited, const wire_frame_t *fra
         return;
     }
     s_check(code == WIRE_CLIENT_OK, "success with an error code");
-    s_check(req.type >= WIRE_REQ_GENERATE && req.type <= WIRE_REQ_CANCEL, "type");
+    s_check(req.type >= WIRE_REQ_GENERATE && req.type <= WIRE_REQ_NODE_ADD, "type");
     volatile int64_t sink = 0;
     s_check(req.n_prompt >= 0 && (req.n_prompt == 0 || req.prompt), "prompt");
     if (limited)
@@ -81,7 +81,7 @@ static void s_reply(wire_inbox_t *inbox, bool limited, const wire_frame_t *frame
     fuzz_verbose("reply", rc, err.msg);
     if (rc < 0)
         return;
-    s_check(rep.type >= WIRE_REP_TOKENS && rep.type <= WIRE_REP_ERROR, "type");
+    s_check(rep.type >= WIRE_REP_TOKENS && rep.type <= WIRE_REP_REBALANCED, "type");
     volatile double sink = 0;
     s_check(rep.n_tokens >= 0 && (rep.n_tokens == 0 || rep.tokens), "tokens");
     for (int i = 0; i < rep.n_tokens; i++) {
