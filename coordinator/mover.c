@@ -2,7 +2,9 @@
 #include "coordinator/mover.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -14,6 +16,7 @@ enum { DROP_WAIT_MS = 10000 }; /* a DROP's answer is awaited this long */
 
 typedef enum phase {
     PHASE_IDLE = 0,
+    PHASE_PLANNING,    /* the planner runs on its own thread */
     PHASE_LOADING,     /* PLACEs sent, waiting for every gaining node */
     PHASE_DROPPING,    /* switched; DROPs sent, waiting for their answers */
     PHASE_ROLLBACK,    /* failed; undoing what gaining nodes loaded */
@@ -54,6 +57,19 @@ struct mover {
     double auto_threshold;
     int auto_redundant;
     double auto_last;
+    /* The plan being made (PHASE_PLANNING): the planner runs on a thread of
+     * its own, so that the loop keeps stepping (58 layers x 256 experts, R =
+     * 32: about half a second). It reads only plan_in's arrays, which
+     * nothing else touches until it is joined. */
+    pthread_t planner;
+    atomic_bool planned;       /* the thread's plan_out / plan_err are set */
+    planner_input_t plan_in;
+    double *plan_rates;        /* (n_layers * n_experts) the load it plans from */
+    int *plan_capacity;        /* (max_peers) */
+    bool *plan_moe;            /* (n_layers) */
+    placement_t *plan_out;
+    err_t plan_err;
+    double plan_min_gain;      /* of the move being planned (s_begin's) */
 };
 
 static size_t s_cells(const mover_t *self)
@@ -177,10 +193,12 @@ mover_t *mover_new(dispatch_t *dispatch, peer_t **peers, int n_peers, const conf
     self->routes = mem_alloc(cells * sizeof *self->routes);
     self->rates = mem_calloc(cells, sizeof *self->rates);
     self->node_load = mem_alloc((size_t)cfg->n_layers * (size_t)mp * sizeof(double));
+    self->plan_rates = mem_calloc(cells, sizeof *self->plan_rates);
+    self->plan_capacity = mem_calloc((size_t)mp, sizeof *self->plan_capacity);
+    self->plan_moe = mem_calloc((size_t)cfg->n_layers, sizeof *self->plan_moe);
     if (!self->hosted || !self->gain || !self->lose || !self->target || !self->rollback ||
-        !self->retired ||
-        !self->routes ||
-        !self->rates || !self->node_load)
+        !self->retired || !self->routes || !self->rates || !self->node_load ||
+        !self->plan_rates || !self->plan_capacity || !self->plan_moe)
         goto oom;
     pairs_t *all[4] = {self->hosted, self->gain, self->lose, self->target};
     for (int k = 0; k < 4; k++)
@@ -208,6 +226,13 @@ void mover_destroy(mover_t **self_p)
     if (!self_p || !*self_p)
         return;
     mover_t *self = *self_p;
+    if (self->phase == PHASE_PLANNING) {
+        pthread_join(self->planner, NULL);
+        placement_destroy(&self->plan_out);
+    }
+    mem_free(self->plan_rates);
+    mem_free(self->plan_capacity);
+    mem_free(self->plan_moe);
     pairs_t *all[4] = {self->hosted, self->gain, self->lose, self->target};
     for (int k = 0; k < 4; k++)
         for (int p = 0; all[k] && p < self->max_peers; p++) {
@@ -338,7 +363,18 @@ static int s_switch(mover_t *self, double now, err_t *err)
     return 0;
 }
 
-/* Plans and starts a move; with min_gain > 0 only when the plan lowers the
+static int s_planned(mover_t *self, double now, err_t *err);
+
+static void *s_plan_main(void *arg)
+{
+    mover_t *self = arg;
+    self->plan_out = planner_plan(&self->plan_in, &self->plan_err);
+    atomic_store(&self->planned, true);
+    return NULL;
+}
+
+/* Starts planning a move (PHASE_PLANNING; s_planned goes on when the plan
+ * is made); with min_gain > 0 it is applied only when it lowers the
  * imbalance by that share (automatic moves). */
 static int s_begin(mover_t *self, int redundant, int drain, double min_gain, double now,
                    err_t *err)
@@ -346,52 +382,74 @@ static int s_begin(mover_t *self, int redundant, int drain, double min_gain, dou
     if (self->phase != PHASE_IDLE)
         return err_set(err, EBUSY, "a rebalance is already running");
     const int N = self->n_peers;
-    int *capacity = mem_alloc((size_t)N * sizeof(int));
-    bool *moe = mem_alloc((size_t)self->cfg.n_layers * sizeof(bool));
-    int rc = -1;
-    if (!capacity || !moe) {
-        err_set(err, ENOMEM, "out of memory planning a placement");
-        goto done;
-    }
     uint64_t each = 0; /* one expert's bytes, from any node that knows */
     for (int p = 0; p < N; p++)
         each = peer_expert_bytes(self->peers[p]) > each ? peer_expert_bytes(self->peers[p])
                                                         : each;
     for (int p = 0; p < N; p++) {
         const uint64_t budget = peer_memory_budget(self->peers[p]);
-        capacity[p] = -1;
+        int *capacity = &self->plan_capacity[p];
+        *capacity = -1;
         if (!peer_is_up(self->peers[p]) || p == drain || self->retired[p])
-            capacity[p] = 0;
+            *capacity = 0;
         else if (budget && each)
-            capacity[p] = budget / each > INT32_MAX ? INT32_MAX : (int)(budget / each);
+            *capacity = budget / each > INT32_MAX ? INT32_MAX : (int)(budget / each);
     }
     for (int l = 0; l < self->cfg.n_layers; l++)
-        moe[l] = config_layer_is_moe(&self->cfg, l);
-    load_route_rates(dispatch_load(self->dispatch), now, self->rates);
-    planner_input_t in = {.n_layers = self->cfg.n_layers, .n_experts = self->cfg.n_experts,
-                          .n_nodes = N, .load = self->rates, .moe_layer = moe,
-                          .capacity = capacity, .redundant = redundant,
-                          .group_size = self->group_size};
-    placement_t *next = planner_plan(&in, err);
-    if (!next)
-        goto done;
+        self->plan_moe[l] = config_layer_is_moe(&self->cfg, l);
+    load_route_rates(dispatch_load(self->dispatch), now, self->plan_rates);
+    self->plan_in = (planner_input_t){.n_layers = self->cfg.n_layers,
+                                      .n_experts = self->cfg.n_experts, .n_nodes = N,
+                                      .load = self->plan_rates, .moe_layer = self->plan_moe,
+                                      .capacity = self->plan_capacity,
+                                      .redundant = redundant,
+                                      .group_size = self->group_size};
+    self->plan_err = (err_t){0};
+    self->plan_out = NULL;
+    self->plan_min_gain = min_gain;
+    self->requested = min_gain <= 0;
+    self->draining = drain;
+    self->phase = PHASE_PLANNING;
+    self->t_phase = now;
+    atomic_store(&self->planned, false);
+    if (pthread_create(&self->planner, NULL, s_plan_main, self) != 0) {
+        /* No thread to spare: plan here (the loop waits for it). */
+        self->phase = PHASE_IDLE;
+        self->plan_out = planner_plan(&self->plan_in, &self->plan_err);
+        return s_planned(self, now, err);
+    }
+    return 0;
+}
+
+/* The plan is made (self->plan_out, or NULL and plan_err): starts loading
+ * (or switches at once when nothing is to load). -1 with err when the move
+ * cannot start; the placement in use is unchanged then. */
+static int s_planned(mover_t *self, double now, err_t *err)
+{
+    const int N = self->n_peers;
+    const double min_gain = self->plan_min_gain;
+    const int drain = self->draining;
+    const int redundant = self->plan_in.redundant;
+    placement_t *next = self->plan_out;
+    self->plan_out = NULL;
+    if (!next) {
+        *err = self->plan_err;
+        return -1;
+    }
     if (s_routes(self, next, err) < 0) {
         placement_destroy(&next);
-        goto done;
+        return -1;
     }
-    const double before = s_imbalance(self, self->cur, self->rates);
-    const double after = s_imbalance(self, next, self->rates);
+    const double before = s_imbalance(self, self->cur, self->plan_rates);
+    const double after = s_imbalance(self, next, self->plan_rates);
     if (min_gain > 0 && !(after < before * (1 - min_gain))) {
         placement_destroy(&next);
-        rc = 0; /* nothing worth moving */
-        goto done;
+        return 0; /* nothing worth moving */
     }
     self->next = next;
     s_diff(self, next, self->cur, self->gain);
     s_diff(self, self->cur, next, self->lose);
     s_hosted(self, next, self->target);
-    self->requested = min_gain <= 0;
-    self->draining = drain;
     self->result = (mover_result_t){.imbalance_before = before, .imbalance_after = after};
     int n_gain = 0, n_lose = 0, n_nodes = 0;
     for (int p = 0; p < N; p++) {
@@ -418,19 +476,37 @@ static int s_begin(mover_t *self, int redundant, int drain, double min_gain, dou
             break;
         }
     }
-    rc = 0;
     if (self->phase == PHASE_LOADING && n_gain == 0) {
         /* Only drops (or nothing): switch at once. */
         if (s_switch(self, now, err) < 0) {
             placement_destroy(&self->next);
             self->phase = PHASE_IDLE;
-            rc = -1;
+            return -1;
         }
     }
-done:
-    mem_free(capacity);
-    mem_free(moe);
-    return rc;
+    return 0;
+}
+
+/* Planning: once the thread is done, the move starts, or ends failed (the
+ * client that asked for it is told why; an automatic one is logged). */
+static void s_tick_planning(mover_t *self, double now)
+{
+    if (!atomic_load(&self->planned))
+        return;
+    pthread_join(self->planner, NULL);
+    self->phase = PHASE_IDLE;
+    err_t err = {0};
+    if (s_planned(self, now, &err) == 0)
+        return;
+    if (self->requested) {
+        self->result = (mover_result_t){.ok = false,
+                                        .refused = err.code == ENOSPC || err.code == EINVAL};
+        snprintf(self->result.message, sizeof self->result.message, "%s", err.msg);
+        self->has_result = true;
+    } else if (self->log) {
+        fprintf(self->log, "moe-coordinator: automatic rebalance not possible: %s\n",
+                err.msg);
+    }
 }
 
 int mover_start(mover_t *self, int redundant, int drain, err_t *err)
@@ -518,6 +594,7 @@ static void s_tick_rollback(mover_t *self, double now)
 void mover_tick(mover_t *self, double now)
 {
     switch (self->phase) {
+    case PHASE_PLANNING: s_tick_planning(self, now); return;
     case PHASE_LOADING: s_tick_loading(self, now); return;
     case PHASE_DROPPING: s_tick_dropping(self, now); return;
     case PHASE_ROLLBACK: s_tick_rollback(self, now); return;

@@ -2,7 +2,10 @@
  *
  * A move goes from the placement in use to one the planner (model/planner.h)
  * makes from the measured load (load.h), in three phases, all driven from the
- * coordinator's loop between forward steps (mover_tick):
+ * coordinator's loop between forward steps (mover_tick), after the plan: the
+ * planner runs on a thread of its own (about half a second for DeepSeek-V3's
+ * 58 x 256 experts), so the loop keeps stepping meanwhile, and a plan that
+ * cannot be made (budgets too small) ends the move as a refusal;
  *
  *   1. load: each node that gains experts is sent PLACE with them and loads
  *      them in the background (expert_node/expert_loader.h) while it keeps
@@ -55,6 +58,9 @@ typedef struct mover_result {
     double imbalance_after;    /* the same under the new placement (before when failed) */
     int copies_loaded;         /* expert copies the nodes loaded */
     int copies_dropped;
+    bool refused;              /* not ok because no plan could be made (the budgets
+                                  cannot hold it, a count out of range): the
+                                  request, not the cluster, is at fault */
 } mover_result_t;
 
 /* A mover for the dispatch's routes (both borrowed, outliving it) starting
@@ -80,14 +86,16 @@ int mover_timeout_ms(const mover_t *self);
  * exceeds threshold (> 1), with `redundant` copies. */
 void mover_set_auto(mover_t *self, int every_s, double threshold, int redundant);
 
-/* Plans from the measured load with `redundant` copies per layer, taking
- * nothing onto peer `drain` (-1: none; its experts move away; once drained,
- * later plans leave it out too: it is retired), and starts the move. 0 when started (or finished at once: nothing to move, see
- * mover_take_result); -1 with EBUSY (a move is running), ENOSPC (the plan
- * does not fit the nodes' memory budgets: the message says how many copies
- * are needed and held), EINVAL (no live node could hold experts, a plan
- * beyond DISPATCH_MAX_REPLICAS copies), ENOMEM; the placement is then
- * untouched. */
+/* Starts a move: plans (on the planner's thread) from the measured load
+ * with `redundant` copies per layer, taking nothing onto peer `drain` (-1:
+ * none; its experts move away; once drained, later plans leave it out too:
+ * it is retired), then moves. 0 when started; its outcome comes from
+ * mover_take_result, a plan that cannot be made as a refusal (`refused`:
+ * the plan does not fit the nodes' memory budgets, the message saying how
+ * many copies are needed and held; no live node could hold experts; a plan
+ * beyond DISPATCH_MAX_REPLICAS copies), the placement untouched. -1 with
+ * EBUSY (a move is running) or, when no thread could be started to plan,
+ * with the refusal's error (ENOSPC, EINVAL, ENOMEM) at once. */
 int mover_start(mover_t *self, int redundant, int drain, err_t *err);
 
 /* Between two steps: advances the move (and the automatic checks). now:

@@ -297,7 +297,8 @@ static void s_tick(void *ctx)
         return;
     self->moving = false;
     if (!res.ok) {
-        s_reply_error(self, &self->move_from, self->move_id, WIRE_CLIENT_UNAVAILABLE,
+        s_reply_error(self, &self->move_from, self->move_id,
+                      res.refused ? WIRE_CLIENT_INVALID_ARGUMENT : WIRE_CLIENT_UNAVAILABLE,
                       res.message);
         return;
     }
