@@ -463,8 +463,8 @@ S_PART(s_part_vnni_q4, S_VNNI_TARGET, s_tile_vnni, s_tile_vnni2, MODE_VNNI_Q4)
  * 32258). Either way each output gets the exact isum_b of each block, and
  * its float order is, per output:
  *   acc = fma((float)isum_b, dw * dx, acc) over increasing b, y = acc,
- * the same on every path (s_part_port_b is the plain version; the AVX-512
- * path runs the AVX2 code), so the paths still agree to the bit, and a
+ * the same on every path (s_part_port_b is the plain version; with AVX-512
+ * VNNI, s_part_vnni_b_* below), so the paths still agree to the bit, and a
  * row's result does not depend on the other rows or the thread split among
  * calls of more than 16 rows. Per product it takes about half the decode
  * kernel's instructions for Q4_0, three quarters for Q8_0.
