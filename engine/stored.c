@@ -6,6 +6,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "engine/wconvert.h"
+
 /* The tensor dtype of a safetensors dtype; false for raw bytes (U8). */
 static bool s_dtype(st_dtype_t st, dtype_t *out)
 {
@@ -128,7 +130,7 @@ int stored_resident(wstore_t *store, tensor_t *t)
     if (wstore_owns(store, t->data))
         wstore_free(store, t->data);
     else
-        safetensors_drop(t->data, bytes);
+        wconvert_drop_pages(t);  /* the mapping's pages leave the resident set */
     t->data = copy;
     return 0;
 }

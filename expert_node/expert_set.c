@@ -9,10 +9,9 @@
 
 #include <errno.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <unistd.h>
 
 #include "core/mem.h"
+#include "engine/wconvert.h"
 
 enum { MAX_PARTS = 256 };  /* parts alive or dead: one per PLACE, the first at start */
 
@@ -127,22 +126,6 @@ bool expert_set_holds(const expert_set_t *self, int layer, int expert)
            self->owner[(size_t)layer * cfg->n_experts + expert] >= 0;
 }
 
-/* Hands the whole pages inside t's rows back to the system (not its scales,
- * which some formats keep elsewhere): the expert is
- * never read again (a mapped file's pages are read again from the file if
- * they were, an owned buffer's would read as zeros). */
-static void s_release(const tensor_t *t)
-{
-    if (!t->data)
-        return;
-    const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
-    const uintptr_t begin = ((uintptr_t)t->data + page - 1) & ~(page - 1);
-    const uintptr_t end = ((uintptr_t)t->data + (uintptr_t)t->rows * t->row_stride) &
-                          ~(page - 1);
-    if (end > begin)
-        madvise((void *)begin, end - begin, MADV_DONTNEED);
-}
-
 void expert_set_drop(expert_set_t *self, const int32_t *layer, const int32_t *expert, int n)
 {
     const config_t *cfg = &self->view.cfg;
@@ -155,9 +138,12 @@ void expert_set_drop(expert_set_t *self, const int32_t *layer, const int32_t *ex
         /* Stacked experts (gpt_oss) are views into one tensor whose pages
          * neighbouring experts share: those stay until the part goes. */
         if (--self->n_held[i] > 0 && !config_experts_stacked(cfg)) {
-            s_release(&ew->gate);
-            s_release(&ew->up);
-            s_release(&ew->down);
+            /* Their pages go back to the system (a mapped file's would be
+             * read again if they were, an owned buffer's would read as
+             * zeros: the expert is never read again). */
+            wconvert_drop_pages(&ew->gate);
+            wconvert_drop_pages(&ew->up);
+            wconvert_drop_pages(&ew->down);
         }
         memset(ew, 0, sizeof *ew);
         if (self->view.layers[layer[k]].expert_biases)

@@ -580,15 +580,6 @@ void safetensors_populate(const void *p, size_t nbytes)
     (void)madvise((void *)lo, hi - lo, MADV_POPULATE_READ); /* advice: may be refused */
 }
 
-void safetensors_drop(const void *p, size_t nbytes)
-{
-    const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
-    uintptr_t lo = ((uintptr_t)p + page - 1) / page * page;
-    uintptr_t hi = ((uintptr_t)p + nbytes) / page * page;
-    if (hi > lo)
-        (void)madvise((void *)lo, hi - lo, MADV_DONTNEED);
-}
-
 safetensors_t *safetensors_open(const char *dir, err_t *err)
 {
     safetensors_t *self = NULL;

@@ -87,12 +87,6 @@ const void *safetensors_raw(safetensors_t *self, const char *name, int64_t index
                             int ndim, const int64_t *want, st_dtype_t dtype,
                             size_t *nbytes_out, st_dtype_t *dtype_out, err_t *err);
 
-/* The nbytes at p (bytes of a tensor from safetensors_raw) will not be read
- * again through the mapping: the whole pages among them leave this process's
- * resident set (MADV_DONTNEED; the file's page cache keeps them, and a later
- * read maps them again, so this is never wrong). For a tensor copied out. */
-void safetensors_drop(const void *p, size_t nbytes);
-
 /* The pages of the nbytes at p are about to be read whole: they are mapped
  * in one call (MADV_POPULATE_READ) rather than faulted in one at a time. */
 void safetensors_populate(const void *p, size_t nbytes);
