@@ -8,6 +8,9 @@
 #   bench/rebalance.sh BIN_DIR [MODEL_DIR] [TOKENS] [CONCURRENCY]
 # MODEL_DIR defaults to build/models/default (mixtral small, made if missing);
 # TOKENS per generation 64, CONCURRENCY 16.
+# On a host with cores to spare, PIN_CORES=K gives the coordinator and each of
+# the 3 nodes K cores of its own (taskset; 4K cores needed), so that the node
+# holding the hot experts is the bottleneck it would be on its own machine.
 set -euo pipefail
 bin=${1:?usage: bench/rebalance.sh BIN_DIR [MODEL_DIR] [TOKENS] [CONCURRENCY]}
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -22,6 +25,21 @@ fi
 experts=$(python3 -c "import json,sys; c=json.load(open(sys.argv[1])); \
 print(c.get('num_local_experts') or c.get('num_experts') or c.get('n_routed_experts'))" \
     "$model/config.json")
+pin=${PIN_CORES:-}
+size_opts=()
+if [ -n "$pin" ]; then
+    [ $((4 * pin)) -le "$(nproc)" ] || { echo "rebalance.sh: PIN_CORES=$pin needs $((4 * pin)) cores" >&2; exit 1; }
+    size_opts=(--threads "$pin" --node-threads "$pin")
+fi
+# Every thread of the coordinator on cores 0..K-1, node i's on the i-th K after.
+pin_cluster() {
+    [ -n "$pin" ] || return 0
+    local i=0 f
+    for f in "$run_dir/coordinator.pid" "$run_dir"/expert-{1,2,3}.pid; do
+        taskset -a -cp "$((i * pin))-$((i * pin + pin - 1))" "$(cat "$f")" >/dev/null
+        i=$((i + 1))
+    done
+}
 run_dir=$root/build/run/bench-rebalance
 trap 'MOE_BIN="$bin" "$root/cluster/local.sh" down --run-dir "$run_dir" >/dev/null 2>&1 || true' EXIT
 mkdir -p "$run_dir"
@@ -43,11 +61,12 @@ rate() {
 
 echo "bench: $model, $experts experts, 3 nodes, skewed placement (node 1 holds $hot of" \
      "$experts), $concurrency generations of $tokens tokens; load average" \
-     "$(cut -d' ' -f1 /proc/loadavg)"
+     "$(cut -d' ' -f1 /proc/loadavg); ${pin:+$pin cores per process, pinned}"
 rows=()
 for r in 0 2; do
     endpoint=$(MOE_BIN="$bin" "$root/cluster/local.sh" up --model "$model" --nodes 3 \
-        --placement "$run_dir/skewed.txt" --run-dir "$run_dir" | tail -n 1)
+        --placement "$run_dir/skewed.txt" --run-dir "$run_dir" "${size_opts[@]}" | tail -n 1)
+    pin_cluster
     before=$(rate "$endpoint")
     imb_before=$("$bin/moe-client" --connect "$endpoint" placement --json |
         python3 -c "import json,sys; print('%.2f' % json.load(sys.stdin)['imbalance'])")
