@@ -1,7 +1,8 @@
 /* test_multihost: the cluster across hosts with real addresses. Five test
  * hosts are network namespaces joined by a bridge (cluster/netns.sh); expert
  * nodes and the coordinator run on hosts 1-4 and the client on host 5, so
- * every byte crosses a (virtual) network link. Skipped, with the reason, only
+ * every byte crosses a (virtual) network link; one case limits the links to
+ * 1 Gbit/s and 10 Gbit/s (tc tbf). Skipped, with the reason, only
  * where namespaces cannot be created; where they can (root and `ip netns`
  * work) or under CI, a failure to set the hosts up fails every case. */
 #include <setjmp.h>
@@ -268,6 +269,94 @@ static void test_started_by_hand_across_hosts(void **state)
         fixture_destroy(&fx);
     }
     fixture_free_list(paths, n);
+}
+
+/* A receiver on host 1 and a sender on host 2 (python3, bounded by timeouts):
+ * the sender prints the seconds that `bytes` took to cross, acknowledged. */
+static const char s_xfer_py[] =
+    "import socket, sys, time\n"
+    "mode, addr, n = sys.argv[1], sys.argv[2], int(sys.argv[3])\n"
+    "if mode == 'recv':\n"
+    "    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+    "    s.bind((addr, 5999)); s.listen(1); s.settimeout(20)\n"
+    "    c, _ = s.accept(); c.settimeout(20); got = 0\n"
+    "    while got < n:\n"
+    "        b = c.recv(1 << 20)\n"
+    "        if not b: break\n"
+    "        got += len(b)\n"
+    "    c.sendall(b'k')\n"
+    "else:\n"
+    "    for _ in range(100):\n"
+    "        try: c = socket.create_connection((addr, 5999), timeout=20); break\n"
+    "        except OSError: time.sleep(0.05)\n"
+    "    c.settimeout(20); buf = bytes(1 << 20); t = time.time(); sent = 0\n"
+    "    while sent < n:\n"
+    "        k = min(len(buf), n - sent); c.sendall(buf[:k]); sent += k\n"
+    "    c.recv(1); print('%.4f' % (time.time() - t))\n";
+
+/* Seconds that `bytes` take from host 2 to host 1 over the links as shaped now. */
+static double s_transfer_seconds(long bytes)
+{
+    char py[700], addr[64], log[700];
+    snprintf(py, sizeof py, "%s/xfer.py", s_tmp);
+    assert_int_equal(testutil_write_file(py, s_xfer_py, sizeof s_xfer_py - 1), 0);
+    s_addr(1, addr, sizeof addr);
+    snprintf(log, sizeof log, "%s/xfer-recv.log", s_tmp);
+    char args[2048];
+    snprintf(args, sizeof args, "python3 '%s' recv %s %ld", py, addr, bytes);
+    s_spawn(1, log, args);
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, "'%s/cluster/netns.sh' exec --tag %s --host 2 -- timeout 30 "
+             "python3 '%s' send %s %ld", s_root, s_tag, py, addr, bytes);
+    char *out = NULL;
+    assert_int_equal(testutil_run(cmd, &out), 0);
+    double seconds = atof(out);
+    free(out);
+    return seconds;
+}
+
+/* The links limited to 1 Gbit/s, then 10 Gbit/s, each way (cluster/netns.sh
+ * shape): a bulk transfer cannot beat the rate, and the cluster across the
+ * limited links gives moe-run's tokens and logits. */
+static void test_shaped_links(void **state)
+{
+    (void)state;
+    if (!s_hosts_up)
+        testutil_skip_unless_possible(s_netns_possible, "network namespaces cannot be "
+                                      "created here (needs root with CAP_SYS_ADMIN)");
+    const long bytes = 25 * 1000 * 1000;
+    assert_int_not_equal(s_sh("'%s/cluster/netns.sh' shape --tag %s --host all --rate 3xbit "
+                              "2>/dev/null", s_root, s_tag), 0);
+    assert_int_equal(s_sh("'%s/cluster/netns.sh' shape --tag %s --host all --rate 1gbit",
+                          s_root, s_tag), 0);
+    double seconds = s_transfer_seconds(bytes);
+    printf("  25 MB over a 1 Gbit/s link: %.3f s (%.2f Gbit/s)\n", seconds,
+           bytes * 8 / seconds / 1e9);
+    /* 0.2 s at 1 Gbit/s; the bucket's burst lets a little more through, a busy
+     * machine only makes it slower. Unshaped it takes a fraction of that. */
+    assert_true(seconds >= 0.8 * bytes * 8 / 1e9);
+    char **paths = NULL;
+    int n = fixture_list(fixture_root(), "mixtral-", &paths);
+    assert_true(n > 0);
+    const char *rates[] = {"1gbit", "10gbit"};
+    for (int r = 0; r < 2; r++) {
+        assert_int_equal(s_sh("'%s/cluster/netns.sh' shape --tag %s --host all --rate %s",
+                              s_root, s_tag, rates[r]), 0);
+        fixture_t *fx = fixture_load(paths[r % n]);
+        assert_non_null(fx);
+        char name[300]; /* its own files: another case's endpoint files stay behind */
+        snprintf(name, sizeof name, "%s-%s", fx->name, rates[r]);
+        char *ep = s_start_by_hand(fx->dir, name, 30000, "", "");
+        printf("  %s over %s links: coordinator on host 1, nodes on hosts 2-4\n", fx->name,
+               rates[r]);
+        s_crosscheck(fx, ep);
+        free(ep);
+        s_kill_procs();
+        fixture_destroy(&fx);
+    }
+    fixture_free_list(paths, n);
+    assert_int_equal(s_sh("'%s/cluster/netns.sh' shape --tag %s --host all --rate off",
+                          s_root, s_tag), 0);
 }
 
 static void test_link_down_mid_generation(void **state)
@@ -564,6 +653,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_started_by_hand_across_hosts),
         cmocka_unit_test(test_mpirun_across_hosts),
+        cmocka_unit_test(test_shaped_links),
         /* Last: they unplug host 3, whose neighbours may remember it as gone. */
         cmocka_unit_test(test_link_down_mid_generation),
         cmocka_unit_test(test_link_down_with_replicas),
