@@ -99,12 +99,24 @@ lock_run_dir() {
     fi
 }
 
+# True while process $1 runs. A process that has exited but is not yet
+# reaped (a zombie) has stopped: our processes outlive this script, so their
+# parent is init, and some inits (container supervisors) reap only every few
+# seconds, which `kill -0` alone would wait out.
+running() {
+    kill -0 "$1" 2>/dev/null || return 1
+    local stat
+    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+    stat=${stat##*) }
+    [ "${stat%% *}" != Z ]
+}
+
 # True when pid file $1 names a live process of this project (a pid that a
 # new process reused is not ours).
 pid_alive() {
     local pid
     pid=$(cat "$1" 2>/dev/null) || return 1
-    [[ "$pid" =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null || return 1
+    [[ "$pid" =~ ^[0-9]+$ ]] && running "$pid" || return 1
     tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q 'moe-'
 }
 
@@ -114,7 +126,7 @@ stop_pids() {
     for pid in "$@"; do kill -TERM "$pid" 2>/dev/null || true; done
     for pid in "$@"; do
         waited=0
-        while kill -0 "$pid" 2>/dev/null && [ "$waited" -lt 100 ]; do
+        while running "$pid" && [ "$waited" -lt 100 ]; do
             sleep 0.1
             waited=$((waited + 1))
         done
@@ -177,7 +189,7 @@ fail_start() {
 wait_ready() {
     local dir=$1 name=$2 pid=$3 deadline=$((SECONDS + start_timeout))
     while [ ! -s "$dir/$name.endpoint" ]; do
-        kill -0 "$pid" 2>/dev/null || fail_start "$dir" "$name" "exited during start"
+        running "$pid" || fail_start "$dir" "$name" "exited during start"
         [ "$SECONDS" -lt "$deadline" ] || fail_start "$dir" "$name" "not ready after ${start_timeout}s"
         sleep 0.05
     done
@@ -366,7 +378,7 @@ cmd_restart_node() {
     [ ! -d "$dir/keys" ] ||
         client+=(--curve-key "$dir/keys/client.key" --curve-server "$dir/keys/coordinator.pub")
     while ! node_up "$node" "${client[@]}"; do
-        if ! kill -0 "$pid" 2>/dev/null; then
+        if ! running "$pid"; then
             why="exited"
         elif [ "$SECONDS" -ge "$deadline" ]; then
             why="was not taken back by the coordinator within ${start_timeout}s"
@@ -426,7 +438,7 @@ cmd_add_node() {
     pid=$(cat "$dir/expert-$n.pid")
     local deadline=$((SECONDS + start_timeout))
     while [ ! -s "$dir/expert-$n.endpoint" ]; do
-        if ! kill -0 "$pid" 2>/dev/null || [ "$SECONDS" -ge "$deadline" ]; then
+        if ! running "$pid" || [ "$SECONDS" -ge "$deadline" ]; then
             stop_pids "$pid"
             rm -f "$dir/expert-$n.args" "$dir/expert-$n.pid"
             echo "local.sh: node $n did not start; last lines of $dir/expert-$n.log:" >&2

@@ -260,11 +260,12 @@ static void s_concurrent_on(const char *model, const char *name, int vocab)
                              i ? "," : "", (int)(testrng_uniform(&rng) * vocab));
     }
     /* All at once, each to its own file; the whole run is bounded. */
-    int used = snprintf(cmd, sizeof cmd, "cd '%s' && (", s_tmp);
+    int used = snprintf(cmd, sizeof cmd, "(");
     for (int c = 0; c < N_CONCURRENT; c++)
         used += snprintf(cmd + used, sizeof cmd - (size_t)used,
                          "timeout 60 '%s/moe-client' --connect '%s' generate --prompt-ids %s "
-                         "--max-tokens 10 > conc-%d.out 2>&1 & ", s_bin, ep, prompts[c], c);
+                         "--max-tokens 10 > '%s/conc-%d.out' 2>&1 & ", s_bin, ep, prompts[c],
+                         s_tmp, c);
     snprintf(cmd + used, sizeof cmd - (size_t)used, "wait)");
     assert_int_equal(testutil_run(cmd, NULL), 0);
     for (int c = 0; c < N_CONCURRENT; c++) {

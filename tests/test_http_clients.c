@@ -77,7 +77,7 @@ static size_t s_peak_rss(pid_t pid)
 
 static bool s_alive(pid_t pid)
 {
-    return kill(pid, 0) == 0;
+    return testutil_running(pid);
 }
 
 /* ---- raw HTTP --------------------------------------------------------------------- */

@@ -212,7 +212,7 @@ static void test_up_after_kill9_of_coordinator(void **state)
     free(ep);
     const pid_t coord = localcluster_pid(dir, "coordinator");
     assert_int_equal(kill(coord, SIGKILL), 0);
-    for (double t0 = timer_now(); kill(coord, 0) == 0 && timer_now() - t0 < 10;)
+    for (double t0 = timer_now(); testutil_running(coord) && timer_now() - t0 < 10;)
         usleep(20000);
     s_expect_up_refused(dir, 2, "up after kill -9 of the coordinator",
                         (const char *[]){"expert-1 (pid", "expert-2 (pid", "local.sh down", NULL});
@@ -326,7 +326,7 @@ static size_t s_node_rss(const char *model, const char *extra)
         ready = access(ep_path, F_OK) == 0;
     const size_t rss = localcluster_rss(pid);
     kill(pid, SIGTERM);
-    for (double t0 = timer_now(); kill(pid, 0) == 0 && timer_now() - t0 < 10;)
+    for (double t0 = timer_now(); testutil_running(pid) && timer_now() - t0 < 10;)
         usleep(20000);
     assert_true(ready);
     return rss;

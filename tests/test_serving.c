@@ -428,7 +428,7 @@ static pid_t s_spawn(const char *cmd, bool single_program)
 static bool s_gone_within(pid_t pid, double seconds)
 {
     for (double t0 = timer_now(); timer_now() - t0 < seconds; usleep(20000))
-        if (kill(pid, 0) != 0)
+        if (!testutil_running(pid))
             return true;
     return false;
 }

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -241,6 +242,22 @@ void testutil_program(const char *name, char *path, size_t size)
     snprintf(path, size, "%s/%s", testutil_env("MOE_BIN", "build/bin"), name);
     if (access(path, X_OK) != 0)
         testutil_skip_unless_possible(false, "%s not built", path);
+}
+
+bool testutil_running(int pid)
+{
+    if (kill((pid_t)pid, 0) != 0)
+        return false;
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/stat", pid);
+    char *stat = testutil_read_file(path, NULL);
+    if (!stat)
+        return false;
+    /* pid (comm) state ...: the name may hold spaces and parentheses. */
+    const char *end = strrchr(stat, ')');
+    const bool zombie = end && end[1] == ' ' && end[2] == 'Z';
+    free(stat);
+    return !zombie;
 }
 
 int testutil_run(const char *cmdline, char **stdout_text)

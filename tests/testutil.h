@@ -116,6 +116,11 @@ bool testutil_skip_forbidden(void);
         skip();                                                                    \
     } while (0)
 
+/* True while process pid runs. One that has exited but is not yet reaped (a
+ * zombie) has stopped: processes started through a shell outlive it, their
+ * parent becomes init, and some inits reap only every few seconds. */
+bool testutil_running(int pid);
+
 /* Runs a shell command line, capturing stdout into a malloc'd string (may be
  * NULL) and returning the exit status (-1 when it could not run or was killed). */
 int testutil_run(const char *cmdline, char **stdout_text);
