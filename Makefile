@@ -58,11 +58,12 @@ ENGINE_SRC  += engine/latent.c engine/routing.c engine/rotary.c
 ENGINE_SRC  += engine/wformat.c engine/wstore.c engine/stored.c engine/wconvert.c
 
 # The wire: generated protobuf-c code plus frame I/O (proto/wire.c) and the two
-# protocols on it (data_plane.c, client_rpc.c), the only callers of protobuf-c.
+# protocols on it (data_plane.c, client_rpc.c), the only callers of protobuf-c,
+# and the formats a data-plane tensor travels in (wire_tensor.c).
 PROTOS      := proto/dataplane.proto proto/client.proto
 PROTO_GEN_C := $(patsubst %.proto,$(BUILD)/gen/%.pb-c.c,$(PROTOS))
 PROTO_GEN_H := $(PROTO_GEN_C:.c=.h)
-WIRE_SRC    := proto/wire.c proto/data_plane.c proto/client_rpc.c
+WIRE_SRC    := proto/wire.c proto/data_plane.c proto/client_rpc.c proto/wire_tensor.c
 # Expert node, coordinator and client library (mains are listed with programs).
 NODE_SRC    := expert_node/expert_server.c expert_node/expert_set.c expert_node/expert_loader.c
 COORD_SRC   := coordinator/peer.c coordinator/load.c coordinator/dispatch.c coordinator/mover.c coordinator/rpc.c coordinator/server.c \
