@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <jansson.h>
 
@@ -315,28 +316,82 @@ static void test_f32_is_exact(void **state)
 
 /* ---- --wire end to end ---------------------------------------------------------------- */
 
-static char s_bin[512];
-static char *s_tmp;
+/* What fp8 holds on the fixtures, measured (docs/PROTOCOL.md, section 4):
+ * E4M3 keeps 3 mantissa bits, so each row to and from the nodes moves by up
+ * to 2^-4 of its values. Where no routing decision flips, the logits stay
+ * within S_FP8_TOL of the largest (0.02 .. 0.07 measured); where one does
+ * (deepseek_v3's group-limited sigmoid router, gpt_oss, hunyuan), by up to
+ * 0.41, within S_FP8_FLIP_TOL. Hugging Face's greedy tokens hold on
+ * deepseek_v2-A only: the random fixtures' margins are smaller than fp8's
+ * noise. */
+#define S_FP8_TOL 0.1
+#define S_FP8_FLIP_TOL 0.5
+static const char *const s_fp8_close[] = {"deepseek_v2-A", "mixtral-A", "olmoe-A",
+                                          "qwen2_moe-A", "qwen3_moe-A"};
+static const char *const s_fp8_tokens[] = {"deepseek_v2-A"};
 
-/* What fp8 holds on the fixtures (measured: 3 mantissa bits per value):
- * logits within this fraction of the largest, and Hugging Face's greedy
- * tokens on the fixtures whose margins allow it (docs/PROTOCOL.md). */
-#define S_FP8_LOGIT_TOL 5e-2
+static bool s_listed(const char *name, const char *const *list, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(name, list[i]) == 0)
+            return true;
+    return false;
+}
+
+enum { S_MAX_CLUSTERS = 32, S_N_WIRES = 2 };
+static const char *const s_wires[S_N_WIRES] = {"bf16", "fp8"};
+
+static char s_bin[512];
+static char s_root[512];                  /* the repository: cluster/local.sh */
+static char *s_tmp;
+static char *s_run_dir[S_MAX_CLUSTERS];  /* clusters started (malloc'd), stopped by the
+                                            teardown */
+static int s_n_clusters;
 
 static int s_setup(void **state)
 {
     (void)state;
     snprintf(s_bin, sizeof s_bin, "%s", testutil_env("MOE_BIN", "build/bin"));
+    if (!getcwd(s_root, sizeof s_root))
+        return -1;
     s_tmp = testutil_mkdtemp("test_wire_tensor");
     return s_tmp ? 0 : -1;
+}
+
+/* Runs one local.sh command per cluster started, all at once (each takes
+ * about a second of waiting, not of work). */
+static int s_each_cluster(const char *what)
+{
+    size_t cap = (size_t)S_MAX_CLUSTERS * 1024 + 64, len = 0;
+    char *cmd = malloc(cap);
+    if (!cmd)
+        return -1;
+    for (int i = 0; i < s_n_clusters; i++)
+        len += (size_t)snprintf(cmd + len, cap - len, "'%s/cluster/local.sh' %s --run-dir "
+                                "'%s' >/dev/null 2>&1 & ", s_root, what, s_run_dir[i]);
+    snprintf(cmd + len, cap - len, "wait");
+    int rc = testutil_run(cmd, NULL);
+    free(cmd);
+    return rc;
 }
 
 static int s_teardown(void **state)
 {
     (void)state;
+    int rc = s_each_cluster("down");
+    /* Under the sanitizers, a report in any log fails the group. */
+    for (int i = 0; i < s_n_clusters; i++) {
+        char cmd[1024];
+        snprintf(cmd, sizeof cmd, "grep -l Sanitizer '%s'/*.log", s_run_dir[i]);
+        if (testutil_run(cmd, NULL) == 0) {
+            fprintf(stderr, "sanitizer report in %s\n", s_run_dir[i]);
+            rc = -1;
+        }
+        free(s_run_dir[i]);
+    }
     testutil_rmtree(s_tmp);
     free(s_tmp);
-    return 0;
+    return rc == 0 ? 0 : -1;
 }
 
 /* The largest |got - want| over the largest |want|. */
@@ -401,11 +456,50 @@ static void s_status(const char *ep, const char *wire, size_t row, double *sent,
     json_t *timing = json_object_get(root, "timing");
     *sent = json_number_value(json_object_get(timing, "bytes_sent_per_token_layer"));
     *received = json_number_value(json_object_get(timing, "bytes_received_per_token_layer"));
-    printf("    %s: %.0f bytes per token per layer sent, %.0f received (a row: %zu)\n", wire,
-           *sent, *received, row);
+    printf("    %.0f bytes per token per layer sent, %.0f received (a row: %zu)\n", *sent,
+           *received, row);
     assert_true(*sent >= (double)row && *received >= (double)row);
     json_decref(root);
     free(out);
+}
+
+/* Starts a cluster of 2 nodes for every fixture and wire format at once;
+ * their run folders go to s_run_dir. */
+static void s_start_all(char **paths, int n)
+{
+    assert_true(n * S_N_WIRES <= S_MAX_CLUSTERS);
+    size_t cap = (size_t)S_MAX_CLUSTERS * 2048 + 64, len = 0;
+    char *cmd = malloc(cap);
+    assert_non_null(cmd);
+    len += (size_t)snprintf(cmd, cap, "export MOE_BIN='%s'; ", s_bin);
+    for (int f = 0; f < n; f++)
+        for (int w = 0; w < S_N_WIRES; w++) {
+            char d[1024];
+            snprintf(d, sizeof d, "%s/%s-%s", s_tmp, strrchr(paths[f], '/') + 1, s_wires[w]);
+            s_run_dir[s_n_clusters] = strdup(d);
+            assert_non_null(s_run_dir[s_n_clusters++]);
+            len += (size_t)snprintf(cmd + len, cap - len, "'%s/cluster/local.sh' up --model "
+                                    "'%s' --nodes 2 --run-dir '%s' --wire %s >'%s.out' 2>&1 & ",
+                                    s_root, paths[f], d, s_wires[w], d);
+        }
+    snprintf(cmd + len, cap - len, "wait");
+    assert_int_equal(testutil_run(cmd, NULL), 0);
+    free(cmd);
+}
+
+/* The client endpoint of the cluster in run_dir (malloc'd), or fails naming
+ * what its start printed. */
+static char *s_endpoint(const char *run_dir)
+{
+    char path[1024];
+    snprintf(path, sizeof path, "%s/coordinator.endpoint", run_dir);
+    char *ep = testutil_read_file(path, NULL);
+    if (!ep || strncmp(ep, "tcp://", 6) != 0) {
+        snprintf(path, sizeof path, "%s.out", run_dir);
+        fail_msg("%s did not start: %s", run_dir, testutil_read_file(path, NULL));
+    }
+    ep[strcspn(ep, "\n")] = '\0';
+    return ep;
 }
 
 /* Every fixture through a cluster with --wire bf16 and one with --wire fp8. */
@@ -415,6 +509,7 @@ static void test_fixtures_over_bf16_and_fp8(void **state)
     char **paths = NULL;
     int n = fixture_list(fixture_root(), "", &paths);
     assert_true(n > 0);
+    s_start_all(paths, n);
     int fp8_tokens = 0;
     for (int f = 0; f < n; f++) {
         fixture_t *fx = fixture_load(paths[f]);
@@ -423,41 +518,34 @@ static void test_fixtures_over_bf16_and_fp8(void **state)
         err_t err = {0};
         if (config_load(&cfg, fx->dir, &err) < 0)
             fail_msg("%s: %s", fx->dir, err.msg);
-        const int h = cfg.hidden_size;
-        char run_dir[700];
-        bool equal;
-        double sent[2], received[2];
-
-        snprintf(run_dir, sizeof run_dir, "%s/%s-bf16", s_tmp, fx->name);
-        char *ep = localcluster_up(fx->dir, 2, run_dir, "--wire bf16");
-        double err_bf16 = s_fixture(fx, ep, &equal);
-        printf("  %s, bf16: tokens %s, max |logit - HF| %.2e of the largest\n", fx->name,
-               equal ? "equal" : "DIFFER", err_bf16);
-        s_status(ep, "bf16", wire_tensor_row_bytes(WIRE_TENSOR_BF16, h), &sent[0],
-                 &received[0]);
-        free(ep);
-        localcluster_down(run_dir);
-        assert_true(equal);
-        assert_true(err_bf16 <= 1e-2);
-
-        snprintf(run_dir, sizeof run_dir, "%s/%s-fp8", s_tmp, fx->name);
-        ep = localcluster_up(fx->dir, 2, run_dir, "--wire fp8");
-        double err_fp8 = s_fixture(fx, ep, &equal);
-        printf("  %s, fp8: tokens %s, max |logit - HF| %.2e of the largest\n", fx->name,
-               equal ? "equal" : "differ", err_fp8);
-        s_status(ep, "fp8", wire_tensor_row_bytes(WIRE_TENSOR_FP8, h), &sent[1],
-                 &received[1]);
-        free(ep);
-        localcluster_down(run_dir);
-        fp8_tokens += equal;
-        (void)S_FP8_LOGIT_TOL;
-        /* The same rows in both (the prompts and continuation lengths are
-         * the fixture's): fp8's are the smaller by the rows' difference, less
-         * what the headers' assignments may vary. */
-        assert_true(sent[1] < sent[0] && received[1] < received[0]);
+        double rel[S_N_WIRES], sent[S_N_WIRES], received[S_N_WIRES];
+        bool equal[S_N_WIRES];
+        for (int w = 0; w < S_N_WIRES; w++) {
+            char *ep = s_endpoint(s_run_dir[f * S_N_WIRES + w]);
+            rel[w] = s_fixture(fx, ep, &equal[w]);
+            printf("  %s, %s: tokens %s, max |logit - HF| %.2e of the largest\n", fx->name,
+                   s_wires[w], equal[w] ? "equal" : "differ", rel[w]);
+            s_status(ep, s_wires[w],
+                     wire_tensor_row_bytes(w ? WIRE_TENSOR_FP8 : WIRE_TENSOR_BF16,
+                                           cfg.hidden_size),
+                     &sent[w], &received[w]);
+            free(ep);
+        }
+        /* bf16: Hugging Face's tokens, logits within 1e-2 of the largest. */
+        assert_true(equal[0]);
+        assert_true(rel[0] <= 1e-2);
+        /* fp8: what it holds (S_FP8_*). */
+        const size_t n_close = sizeof s_fp8_close / sizeof s_fp8_close[0];
+        assert_true(rel[1] <= (s_listed(fx->name, s_fp8_close, n_close) ? S_FP8_TOL
+                                                                          : S_FP8_FLIP_TOL));
+        if (s_listed(fx->name, s_fp8_tokens, sizeof s_fp8_tokens / sizeof s_fp8_tokens[0]))
+            assert_true(equal[1]);
+        fp8_tokens += equal[1];
+        /* The same rows went out in both: fp8's take fewer bytes. */
+        assert_true(sent[1] < sent[0]);
         fixture_destroy(&fx);
     }
-    printf("  fp8: greedy tokens equal on %d of %d fixtures\n", fp8_tokens, n);
+    printf("  fp8: Hugging Face's greedy tokens on %d of %d fixtures\n", fp8_tokens, n);
     fixture_free_list(paths, n);
 }
 
