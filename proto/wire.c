@@ -759,12 +759,13 @@ int64_t wire_max_message_bytes(const wire_limits_t *lim)
     if ((lim->hidden > 0) != (lim->max_rows > 0) ||
         (lim->vocab > 0) != (lim->max_logit_rows > 0))
         return -1;
-    uint64_t data = wire_tensor_floats(lim->max_rows, lim->hidden) * sizeof(float);
-    /* fp8's scales make a row of one value 5 bytes, more than its float32 */
-    uint64_t fp8 = wire_tensor_bytes(WIRE_TENSOR_FP8, lim->max_rows, lim->hidden);
+    /* float32 is the largest format (wire_tensor.h) but for rows of one
+     * value, which fp8 sends as 5 bytes: the value and its block's scale. */
+    uint64_t data = wire_tensor_floats(lim->max_rows, lim->hidden) *
+                    (lim->hidden == 1 ? wire_tensor_row_bytes(WIRE_TENSOR_FP8, 1)
+                                      : sizeof(float));
     uint64_t logits = wire_tensor_floats(lim->max_logit_rows, lim->vocab) * sizeof(float);
     uint64_t tensor = data > logits ? data : logits;
-    tensor = fp8 > tensor ? fp8 : tensor;
     return (int64_t)WIRE_MAX_HEADER_BYTES + (int64_t)tensor;
 }
 
