@@ -289,6 +289,11 @@ bench-formats: $(BENCH_BINS) $(PROGRAMS)
 bench-peers: $(PROGRAMS)
 	bench/peers.sh $(BIN)
 
+# Issue 15: --wire f32|bf16|fp8 on the medium preset: top-1 agreement and KL of
+# each format's cluster logits against moe-run's, and bytes per token per layer.
+bench-wire: $(BENCH_BINS) $(PROGRAMS)
+	bench/wire.sh $(BIN)
+
 # ---- fuzzing (docs/FUZZING.md) ---------------------------------------------------------
 # libFuzzer harnesses of fuzz/, built with clang against the sources of the
 # modules they drive (compiled again into build/fuzz/ with ASan + UBSan and
@@ -397,6 +402,6 @@ clean-models:
 	@du -sh $(MODELS) 2>/dev/null | sed 's/^/clean-models: removing /' || true
 	rm -rf $(MODELS)
 
-.PHONY: all test check run bench bench-families bench-formats bench-peers clean clean-models fuzz fuzz-smoke fuzz-build fuzz-corpus
+.PHONY: all test check run bench bench-families bench-formats bench-peers bench-wire clean clean-models fuzz fuzz-smoke fuzz-build fuzz-corpus
 .SECONDARY: $(PROTO_GEN_C) $(PROTO_GEN_H)  # generated sources are kept, not intermediates
 -include $(shell find $(BUILD)/obj $(FUZZ_OBJ) -name '*.d' 2>/dev/null)
