@@ -550,6 +550,20 @@ static void test_fixtures_over_bf16_and_fp8(void **state)
     fixture_free_list(paths, n);
 }
 
+/* A bad --wire is one clear error before anything starts. */
+static void test_bad_wire_option(void **state)
+{
+    (void)state;
+    char bin[1024];
+    testutil_program("moe-coordinator", bin, sizeof bin);
+    static const testutil_error_case_t cases[] = {
+        {"--model %s --node tcp://127.0.0.1:1 --wire fp16", 2,
+         "--wire must be f32, bf16 or fp8 (got 'fp16')"},
+        {"--model %s --node tcp://127.0.0.1:1 --wire", 2, "--wire"},
+    };
+    testutil_expect_errors(NULL, bin, cases, 2, fixture_root());
+}
+
 int main(void)
 {
     const struct CMUnitTest codec[] = {
@@ -558,6 +572,7 @@ int main(void)
         cmocka_unit_test(test_e4m3_rounding),
         cmocka_unit_test(test_fp8_blocks),
         cmocka_unit_test(test_f32_is_exact),
+        cmocka_unit_test(test_bad_wire_option),
     };
     const struct CMUnitTest cluster[] = {
         cmocka_unit_test(test_fixtures_over_bf16_and_fp8),
