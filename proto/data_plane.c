@@ -4,8 +4,10 @@
  * its frames (the frame layer, wire.c, has done framing, sizes and the
  * version) and builds the wire_data_t; wire_data_codec tells the frame layer
  * how big a Header within some limits unpacks, so that inboxes are sized for
- * it. Sending converts the assignments to the Header's three columns in an
- * outbox sized from the same limits.
+ * it. Sending converts the assignments to the Header's three columns, and a
+ * bf16 or fp8 tensor to its format (wire_tensor.h), in an outbox sized from
+ * the same limits; receiving decodes such a tensor into the inbox's float32
+ * buffer.
  */
 #include "proto/data_plane.h"
 
