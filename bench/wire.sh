@@ -20,7 +20,8 @@ vocab=$(sed -n 's/.*"vocab_size": *\([0-9]*\).*/\1/p' "$model/config.json")
 work=$root/build/run/bench-wire
 run_dir=$work/cluster
 mkdir -p "$work"
-trap 'MOE_BIN="$bin" "$root/cluster/local.sh" down --run-dir "$run_dir" >/dev/null 2>&1 || true' EXIT
+trap 'MOE_BIN="$bin" "$root/cluster/local.sh" down --run-dir "$run_dir" >/dev/null 2>&1 || true' \
+    EXIT
 # A fixed prompt of ids spread over the vocabulary.
 ids=$(awk -v n="$prompt_len" -v v="$vocab" \
     'BEGIN { x = 12345; for (i = 0; i < n; i++) { x = (x * 1103515245 + 12345) % 2147483648;

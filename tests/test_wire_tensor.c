@@ -210,7 +210,8 @@ static void test_e4m3_rounding(void **state)
     /* Random values over E4M3's range and around it. */
     uint64_t seed = 448;
     for (int i = 0; i < 200000; i++) {
-        float v = ldexpf((float)(s_next(&seed) >> 8) / (float)(1 << 24), (int)(s_next(&seed) % 24) - 14);
+        float v = ldexpf((float)(s_next(&seed) >> 8) / (float)(1 << 24),
+                         (int)(s_next(&seed) % 24) - 14);
         if (s_next(&seed) & 1)
             v = -v;
         if (wire_tensor_e4m3(v) != s_ref_e4m3(v))
