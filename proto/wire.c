@@ -84,8 +84,8 @@ struct wire_inbox {
     ProtobufCAllocator alloc;   /* protobuf-c's view of arena */
     zmq_msg_t hdr;              /* header frame of the last message */
     zmq_msg_t tensor;           /* the frame after the header, if any */
-    float *copy;                /* misaligned tensor frames, copied, and frames of
-                                   another format decoded to float32; MEM_ALIGN */
+    void *copy;                 /* float32 rows: misaligned tensor frames, copied, and
+                                   frames of another format, decoded; MEM_ALIGN */
     size_t copy_cap;            /* bytes of copy */
     void *scratch;              /* what a protocol builds from the last message
                                    (assignments, node statuses) */
@@ -210,20 +210,27 @@ const void *wire_inbox_tensor_data(wire_inbox_t *self)
     return zmq_msg_data(&self->tensor);
 }
 
-float *wire_inbox_floats(wire_inbox_t *self, size_t n, err_t *err)
+/* *buf with room for bytes, replaced by a larger one (MEM_ALIGN-aligned)
+ * when it has not: only when the limits did not size it. NULL with ENOMEM. */
+static void *s_inbox_grow(void **buf, size_t *cap, size_t bytes, const char *what,
+                          err_t *err)
 {
-    size_t bytes = n * sizeof(float);
-    if (bytes > self->copy_cap) {  /* only when the limits did not size it */
-        float *bigger = mem_alloc_aligned(bytes);
+    if (bytes > *cap) {
+        void *bigger = mem_alloc_aligned(bytes);
         if (!bigger) {
-            err_set(err, ENOMEM, "out of memory for a %zu-byte tensor", bytes);
+            err_set(err, ENOMEM, "out of memory for %zu bytes of %s", bytes, what);
             return NULL;
         }
-        mem_free(self->copy);
-        self->copy = bigger;
-        self->copy_cap = bytes;
+        mem_free(*buf);
+        *buf = bigger;
+        *cap = bytes;
     }
-    return self->copy;
+    return *buf;
+}
+
+float *wire_inbox_floats(wire_inbox_t *self, size_t n, err_t *err)
+{
+    return s_inbox_grow(&self->copy, &self->copy_cap, n * sizeof(float), "a tensor", err);
 }
 
 int wire_inbox_tensor(wire_inbox_t *self, const float **out, err_t *err)
@@ -244,17 +251,7 @@ int wire_inbox_tensor(wire_inbox_t *self, const float **out, err_t *err)
 
 void *wire_inbox_scratch(wire_inbox_t *self, size_t bytes, err_t *err)
 {
-    if (bytes > self->scratch_cap) {  /* only when the limits did not size it */
-        void *bigger = mem_alloc(bytes);
-        if (!bigger) {
-            err_set(err, ENOMEM, "out of memory for %zu bytes of a message", bytes);
-            return NULL;
-        }
-        mem_free(self->scratch);
-        self->scratch = bigger;
-        self->scratch_cap = bytes;
-    }
-    return self->scratch;
+    return s_inbox_grow(&self->scratch, &self->scratch_cap, bytes, "a message", err);
 }
 
 /* ---- outbox ---------------------------------------------------------------------------- */
