@@ -58,11 +58,12 @@ ENGINE_SRC  += engine/latent.c engine/routing.c engine/rotary.c
 ENGINE_SRC  += engine/wformat.c engine/wstore.c engine/stored.c engine/wconvert.c
 
 # The wire: generated protobuf-c code plus frame I/O (proto/wire.c) and the two
-# protocols on it (data_plane.c, client_rpc.c), the only callers of protobuf-c.
+# protocols on it (data_plane.c, client_rpc.c), the only callers of protobuf-c,
+# and the formats a data-plane tensor travels in (wire_tensor.c).
 PROTOS      := proto/dataplane.proto proto/client.proto
 PROTO_GEN_C := $(patsubst %.proto,$(BUILD)/gen/%.pb-c.c,$(PROTOS))
 PROTO_GEN_H := $(PROTO_GEN_C:.c=.h)
-WIRE_SRC    := proto/wire.c proto/data_plane.c proto/client_rpc.c
+WIRE_SRC    := proto/wire.c proto/data_plane.c proto/client_rpc.c proto/wire_tensor.c
 # Expert node, coordinator and client library (mains are listed with programs).
 NODE_SRC    := expert_node/expert_server.c expert_node/expert_set.c expert_node/expert_loader.c
 COORD_SRC   := coordinator/peer.c coordinator/load.c coordinator/dispatch.c coordinator/mover.c coordinator/rpc.c coordinator/server.c \
@@ -175,6 +176,7 @@ TESTS_NET     := test_wire test_placement test_expert_node test_client test_clus
                  test_security test_sched test_dispatch test_localsh test_load test_rebalance test_expert_set
 TESTS_NET     += test_http_clients  # real clients (openai npm, curl, raw sockets) against the HTTP API
 TESTS_NET     += test_badformat test_precision
+TESTS_NET     += test_wire_tensor  # the data plane's tensor formats (--wire), codec and clusters
 TESTS_TOKENIZER := test_tokenizer test_trainer
 TESTS_NET     += test_http  # the HTTP API (coordinator/http) against a local cluster
 TESTS_CHAT    := test_chat_template
@@ -287,6 +289,11 @@ bench-formats: $(BENCH_BINS) $(PROGRAMS)
 bench-peers: $(PROGRAMS)
 	bench/peers.sh $(BIN)
 
+# Issue 15: --wire f32|bf16|fp8 on the medium preset: top-1 agreement and KL of
+# each format's cluster logits against moe-run's, and bytes per token per layer.
+bench-wire: $(BENCH_BINS) $(PROGRAMS)
+	bench/wire.sh $(BIN)
+
 # ---- fuzzing (docs/FUZZING.md) ---------------------------------------------------------
 # libFuzzer harnesses of fuzz/, built with clang against the sources of the
 # modules they drive (compiled again into build/fuzz/ with ASan + UBSan and
@@ -395,6 +402,6 @@ clean-models:
 	@du -sh $(MODELS) 2>/dev/null | sed 's/^/clean-models: removing /' || true
 	rm -rf $(MODELS)
 
-.PHONY: all test check run bench bench-families bench-formats bench-peers clean clean-models fuzz fuzz-smoke fuzz-build fuzz-corpus
+.PHONY: all test check run bench bench-families bench-formats bench-peers bench-wire clean clean-models fuzz fuzz-smoke fuzz-build fuzz-corpus
 .SECONDARY: $(PROTO_GEN_C) $(PROTO_GEN_H)  # generated sources are kept, not intermediates
 -include $(shell find $(BUILD)/obj $(FUZZ_OBJ) -name '*.d' 2>/dev/null)

@@ -3,13 +3,16 @@
  * machine:
  *   decode ratio  = cluster decode tokens/s / single-process decode tokens/s
  *   prefill ratio = cluster prefill tokens/s / single-process prefill tokens/s
- * plus bytes on the wire per token per layer and the cluster's time split
- * (coordinator compute, network and serialisation, expert compute), from the
- * coordinator's status counters. Medians of --repeat runs after a warm-up.
+ * plus the wire format and its bytes per token per MoE layer, each way, and
+ * the cluster's time split (coordinator compute, network and serialisation,
+ * expert compute), from the coordinator's status counters. Medians of
+ * --repeat runs after a warm-up.
  *
  *   bench-cluster --model DIR --endpoint EP [--threads 2] [--prompt-len 128]
  *                 [--decode 64] [--repeat 5] [--dtype TYPE] [--quantization Q]
- * (the single process's weights' format: give the cluster's)
+ *                 [--wire f32|bf16|fp8]
+ * (the single process's weights' format: give the cluster's; --wire: the
+ * format the cluster was started with, refused when its STATUS says another)
  */
 #include <errno.h>
 #include <stdio.h>
@@ -23,6 +26,7 @@
 #include "core/timer.h"
 #include "engine/weights.h"
 #include "engine/wformat.h"
+#include "proto/wire_tensor.h"
 
 enum { MAX_REPEAT = 51 };
 
@@ -34,6 +38,8 @@ typedef struct options {
     int decode;
     int repeat;
     wformat_t format;
+    wire_tensor_format_t wire;
+    bool wire_given;
 } options_t;
 
 /* Times of the first and last token of a generation, client side. */
@@ -77,9 +83,10 @@ static void s_usage(FILE *out)
 {
     fprintf(out, "usage: bench-cluster --model DIR --endpoint EP [--threads 2] "
                  "[--prompt-len 128] [--decode 64] [--repeat 5]\n"
-                 "                     [--dtype TYPE] [--quantization Q]\n"
+                 "                     [--dtype TYPE] [--quantization Q] [--wire f32|bf16|fp8]\n"
                  "The single process holds the weights as --dtype/--quantization say: give\n"
-                 "the ones the cluster runs.\n");
+                 "the ones the cluster runs. --wire: the format the cluster's rows travel in\n"
+                 "(its coordinator's --wire); a cluster whose STATUS says another is refused.\n");
     wformat_help(out, 22);
 }
 
@@ -89,6 +96,16 @@ static int s_check(void *ctx, err_t *err)
     const options_t *o = ctx;
     if (!o->model || !o->endpoint)
         return err_set(err, EINVAL, "--model and --endpoint are required");
+    return 0;
+}
+
+/* --wire: the format, and that it was given (dest: the options_t). */
+static int s_parse_wire(const char *text, const char *name, void *dest, err_t *err)
+{
+    options_t *o = dest;
+    if (wire_tensor_parse(text, name, &o->wire, err) < 0)
+        return -1;
+    o->wire_given = true;
     return 0;
 }
 
@@ -105,23 +122,25 @@ static int s_parse(int argc, char **argv, options_t *o)
         ARG_OPT_TABLE(size),
         ARG_OPT_PARSE("--dtype", &o->format.dtype, wformat_parse_dtype),
         ARG_OPT_PARSE("--quantization", &o->format.quant, wformat_parse_quant),
+        ARG_OPT_PARSE("--wire", o, s_parse_wire),
         ARG_OPT_END,
     };
     return arg_parse_main("bench-cluster", argc, argv, table, s_usage, s_check, o);
 }
 
-static void s_report(const options_t *o, const config_t *cfg, double *sp_p, double *sp_d,
-                     double *cl_p, double *cl_d, const client_timing_t *t0,
-                     const client_timing_t *t1)
+static void s_report(const options_t *o, const config_t *cfg, const char *wire,
+                     double *sp_p, double *sp_d, double *cl_p, double *cl_d,
+                     const client_timing_t *t0, const client_timing_t *t1)
 {
     const int n = o->repeat;
     const double sp_prefill = o->prompt_len / workload_median(sp_p, n);
     const double sp_decode = o->decode / workload_median(sp_d, n);
     const double cl_prefill = o->prompt_len / workload_median(cl_p, n);
     const double cl_decode = o->decode / workload_median(cl_d, n);
-    const double tokens = (double)(t1->tokens - t0->tokens);
-    const double bytes = (double)(t1->bytes_sent - t0->bytes_sent) +
-                         (double)(t1->bytes_received - t0->bytes_received);
+    /* tokens x MoE layers dispatched (a dense layer sends nothing) */
+    const double rows = (double)(t1->dispatch_rows - t0->dispatch_rows);
+    const double sent = (double)(t1->bytes_sent - t0->bytes_sent);
+    const double received = (double)(t1->bytes_received - t0->bytes_received);
     const double forward = t1->seconds_forward - t0->seconds_forward;
     const double dispatch = t1->seconds_dispatch - t0->seconds_dispatch;
     const double compute = t1->seconds_node_compute - t0->seconds_node_compute;
@@ -131,8 +150,10 @@ static void s_report(const options_t *o, const config_t *cfg, double *sp_p, doub
            cl_prefill, cl_decode);
     printf("ratios cluster / single process (medians of %d): prefill %.2f (goal >= 0.95), "
            "decode %.2f (goal >= 0.9)\n", n, cl_prefill / sp_prefill, cl_decode / sp_decode);
-    printf("bytes on the wire per token per layer: %.0f (both directions; a row is %d bytes)\n",
-           bytes / tokens / cfg->n_layers, cfg->hidden_size * 4);
+    printf("wire %s: bytes per token per layer %.0f sent, %.0f received (a row is %zu bytes "
+           "in %s, %d in f32)\n", wire, rows > 0 ? sent / rows : 0,
+           rows > 0 ? received / rows : 0,
+           wire_tensor_row_bytes(o->wire, cfg->hidden_size), wire, cfg->hidden_size * 4);
     /* The coordinator's shared-expert work inside the dispatch window ran while
      * the routed experts were away: it counts as coordinator compute, not as
      * waiting. */
@@ -185,6 +206,16 @@ int main(int argc, char **argv)
         goto done;
     if (!(before = client_status(c, &err)))
         goto done;
+    const char *wire = *before->wire ? before->wire : "f32"; /* older coordinators: f32 */
+    wire_tensor_format_t got;
+    if (wire_tensor_parse(wire, "the cluster's wire format", &got, &err) < 0)
+        goto done;
+    if (o.wire_given && got != o.wire) {
+        err_set(&err, EINVAL, "the cluster at %s runs --wire %s, not %s", o.endpoint, wire,
+                wire_tensor_format_name(o.wire));
+        goto done;
+    }
+    o.wire = got;
     for (int r = 0; r < o.repeat; r++)
         if (workload_run(fw, kv, cfg->vocab_size, prompt, o.prompt_len, o.decode, logits,
                          &sp_p[r], &sp_d[r], &err) < 0 ||
@@ -192,7 +223,7 @@ int main(int argc, char **argv)
             goto done;
     if (!(after = client_status(c, &err)))
         goto done;
-    s_report(&o, cfg, sp_p, sp_d, cl_p, cl_d, &before->timing, &after->timing);
+    s_report(&o, cfg, wire, sp_p, sp_d, cl_p, cl_d, &before->timing, &after->timing);
     rc = 0;
 
 done:

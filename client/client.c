@@ -701,7 +701,7 @@ static size_t s_status_size(const client_t *self, const wire_reply_t *rep, err_t
                   cells * sizeof(uint64_t) + cells * sizeof(double) +
                   strlen(s_text(rep->model)) + 1 +
                   strlen(s_text(rep->model_arch)) + 1 + strlen(s_text(rep->metrics)) + 1 +
-                  strlen(s_text(rep->weights)) + 1;
+                  strlen(s_text(rep->weights)) + 1 + strlen(s_text(rep->wire)) + 1;
     for (int i = 0; i < rep->n_nodes; i++) {
         const wire_node_status_t *w = &rep->nodes[i];
         if (w->n_hosted < 0 || (int64_t)w->n_hosted > (int64_t)cells ||
@@ -783,13 +783,14 @@ client_status_t *client_status(client_t *self, err_t *err)
         loads[i] = rep.expert_load ? rep.expert_load[i] : 0;
     *st = (client_status_t){
         .model = s_put_text(&text, rep.model), .model_arch = s_put_text(&text, rep.model_arch),
-        .weights = s_put_text(&text, rep.weights),
+        .weights = s_put_text(&text, rep.weights), .wire = s_put_text(&text, rep.wire),
         .n_layers = rep.n_layers,
         .n_experts = rep.n_experts, .expert_tokens = counts, .expert_load = loads,
         .load_half_life_s = rep.load_half_life_s,
         .requests_served = rep.requests_served, .n_nodes = rep.n_nodes, .nodes = nodes,
         .timing = {
             .tokens = rep.timing.tokens, .dispatch_calls = rep.timing.dispatch_calls,
+            .dispatch_rows = rep.timing.dispatch_rows,
             .bytes_sent = rep.timing.bytes_sent, .bytes_received = rep.timing.bytes_received,
             .seconds_forward = rep.timing.seconds_forward,
             .seconds_dispatch = rep.timing.seconds_dispatch,

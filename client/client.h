@@ -237,6 +237,9 @@ typedef struct client_node {
 typedef struct client_timing {
     uint64_t tokens;             /* token rows through the forward pass */
     uint64_t dispatch_calls;     /* layer batches sent to the nodes */
+    uint64_t dispatch_rows;      /* their rows, tokens x MoE layers: bytes_sent /
+                                    dispatch_rows is the bytes per token per layer
+                                    (0 from an older coordinator) */
     uint64_t bytes_sent;         /* every frame of expert requests */
     uint64_t bytes_received;     /* every frame of expert replies */
     double seconds_forward;      /* inside the forward pass */
@@ -252,6 +255,8 @@ typedef struct client_status {
     const char *weights;        /* what the coordinator holds its weights as, and
                                    their size ("bf16 (q4_0 experts), 451.1 MiB");
                                    "" if not said */
+    const char *wire;           /* the rows' format to the nodes and back ("f32",
+                                   "bf16", "fp8"); "" if not said */
     int n_layers;
     int n_experts;              /* routed experts per layer */
     const uint64_t *expert_tokens; /* (n_layers, n_experts): tokens routed */

@@ -479,6 +479,12 @@ done:
 
 /* ---- status ----------------------------------------------------------------- */
 
+/* Bytes per token per MoE layer: bytes over the rows dispatched (0 when none). */
+static double s_per_row(uint64_t bytes, uint64_t rows)
+{
+    return rows ? (double)bytes / (double)rows : 0.0;
+}
+
 static json_t *s_json_u64(uint64_t v)
 {
     return json_integer(v > (uint64_t)LLONG_MAX ? LLONG_MAX : (json_int_t)v);
@@ -536,11 +542,16 @@ static json_t *s_status_json(const client_status_t *st)
         }
     }
     const client_timing_t *t = &st->timing;
-    json_t *timing = json_pack("{s:o, s:o, s:o, s:o, s:f, s:f, s:f, s:f}",
+    json_t *timing = json_pack("{s:o, s:o, s:o, s:o, s:o, s:f, s:f, s:f, s:f, s:f, s:f}",
                                "tokens", s_json_u64(t->tokens),
                                "dispatch_calls", s_json_u64(t->dispatch_calls),
+                               "dispatch_rows", s_json_u64(t->dispatch_rows),
                                "bytes_sent", s_json_u64(t->bytes_sent),
                                "bytes_received", s_json_u64(t->bytes_received),
+                               "bytes_sent_per_token_layer",
+                               s_per_row(t->bytes_sent, t->dispatch_rows),
+                               "bytes_received_per_token_layer",
+                               s_per_row(t->bytes_received, t->dispatch_rows),
                                "seconds_forward", t->seconds_forward,
                                "seconds_dispatch", t->seconds_dispatch,
                                "seconds_node_compute", t->seconds_node_compute,
@@ -548,9 +559,9 @@ static json_t *s_status_json(const client_status_t *st)
     /* The server's metrics, when it sent them (core/metrics' JSON shape). */
     json_t *metrics = st->metrics[0] ? json_loads(st->metrics, 0, NULL) : NULL;
     /* "o" steals nodes, tokens, timing and metrics, also when packing fails. */
-    return json_pack("{s:s, s:s, s:s, s:i, s:i, s:o, s:o, s:o, s:o, s:i, s:i, s:o, s:o}",
+    return json_pack("{s:s, s:s, s:s, s:s, s:i, s:i, s:o, s:o, s:o, s:o, s:i, s:i, s:o, s:o}",
                      "model_path", st->model, "model_arch", st->model_arch,
-                     "weights", st->weights,
+                     "weights", st->weights, "wire", st->wire,
                      "n_layers", st->n_layers, "n_experts", st->n_experts,
                      "requests_served", s_json_u64(st->requests_served),
                      "nodes", nodes, "expert_tokens", tokens, "timing", timing,
@@ -647,6 +658,10 @@ static int s_status_table(const client_status_t *st, err_t *err)
            *st->model_arch ? st->model_arch : "unknown architecture");
     if (*st->weights)
         printf("weights: %s\n", st->weights);
+    if (*st->wire)
+        printf("wire: %s, %.0f bytes per token per layer sent, %.0f received\n", st->wire,
+               s_per_row(st->timing.bytes_sent, st->timing.dispatch_rows),
+               s_per_row(st->timing.bytes_received, st->timing.dispatch_rows));
     printf("layers: %d, experts per layer: %d, requests served: %" PRIu64 "\n",
            st->n_layers, st->n_experts, st->requests_served);
     printf("nodes: %d up, %d down\n", n_up, st->n_nodes - n_up);

@@ -16,7 +16,7 @@
 #                       [--no-preload] [--allow-idle-nodes]
 #                       [--http HOST:PORT] [--api-key KEY]
 #                       [--dtype auto|float32|bfloat16|float16]
-#                       [--quantization none|q8_0|q4_0]
+#                       [--quantization none|q8_0|q4_0] [--wire f32|bf16|fp8]
 #       Starts the cluster and returns once it is ready, every process having
 #       read its weights into memory (--no-preload: read on first use); the
 #       last line of stdout is the client endpoint. Without --model, the
@@ -35,6 +35,8 @@
 #       --api-key KEY: the API's /v1/ routes need "Authorization: Bearer KEY".
 #       --dtype and --quantization go to every process (the weights' format:
 #       as stored by default; q8_0/q4_0 quantize the linear weights at load).
+#       --wire goes to the coordinator: the rows' format to the nodes and back
+#       (f32 exact, the default; bf16; fp8; the nodes answer in kind).
 #       --curve: every socket uses ZeroMQ CURVE with keys made in D/keys
 #       (moe-keygen): coordinator, node-I and client key pairs, the allowed
 #       client keys in D/keys/clients, the coordinator's in D/keys/coordinators;
@@ -217,7 +219,7 @@ cmd_up() {
             --max-seqs|--queue-limit|--kv-memory|--reply-timeout-ms|--prefill-rows|--deadline-ms|\
             --heartbeat-ms|--heartbeat-misses|--max-tokens-limit|--max-requests-per-client|\
             --load-half-life-s|--rebalance-every|--rebalance-threshold-pct|\
-            --rebalance-redundant|--move-timeout-ms)
+            --rebalance-redundant|--move-timeout-ms|--wire)
                 coord_args+=("$1" "$2"); shift 2 ;;
             --http) http=$2; shift 2 ;;
             --api-key) coord_args+=(--api-key "$2"); shift 2 ;;

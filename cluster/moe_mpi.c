@@ -87,7 +87,7 @@ static void s_usage(FILE *out)
             "           [--bind-host ADDR | --bind-iface NAME] [--threads T]\n"
             "           [--max-rows R] [--reply-timeout-ms MS] [--hello-timeout-ms MS]\n"
             "           [--heartbeat-ms MS] [--heartbeat-misses N]\n"
-            "           [--max-context N] [--prefill-rows N]\n"
+            "           [--max-context N] [--prefill-rows N] [--wire f32|bf16|fp8]\n"
             "           [--max-seqs N] [--queue-limit N] [--kv-memory MB] [--deadline-ms MS]\n"
             "           [--curve-key FILE --curve-nodes DIR --curve-clients DIR\n"
             "            --curve-coordinators DIR]\n"

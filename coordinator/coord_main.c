@@ -6,7 +6,7 @@
  *       [--bind ENDPOINT] [--endpoint-file F]
  *       [--threads N] [--reply-timeout-ms MS] [--hello-timeout-ms MS]
  *       [--heartbeat-ms MS] [--heartbeat-misses N]
- *       [--max-context N] [--prefill-rows N]
+ *       [--max-context N] [--prefill-rows N] [--wire f32|bf16|fp8]
  *       [--curve-key FILE --curve-nodes DIR --curve-clients DIR]
  *       [--max-tokens-limit N] [--max-requests-per-client N]
  *       [--preload | --no-preload]
@@ -53,7 +53,7 @@ static void s_usage(FILE *out)
             "           [--bind ENDPOINT]\n"
             "           [--endpoint-file FILE] [--threads N] [--reply-timeout-ms MS]\n"
             "           [--hello-timeout-ms MS] [--heartbeat-ms MS] [--heartbeat-misses N]\n"
-            "           [--max-context N] [--prefill-rows N]\n"
+            "           [--max-context N] [--prefill-rows N] [--wire f32|bf16|fp8]\n"
             "           [--max-seqs N] [--queue-limit N] [--kv-memory MB] [--deadline-ms MS]\n"
             "           [--curve-key FILE --curve-nodes DIR --curve-clients DIR]\n"
             "           [--max-tokens-limit N] [--max-requests-per-client N]\n"

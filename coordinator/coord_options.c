@@ -23,14 +23,15 @@ typedef struct option_desc {
     int def;
 } option_desc_t;
 
-/* The options with a check of their own (ARG_PARSE): the weights' format. */
+/* The options with a check of their own (ARG_PARSE): the weights' format,
+ * the wire's. */
 typedef struct option_parse {
     const char *name;
     size_t offset;
     arg_parse_fn parse;
 } option_parse_t;
 
-enum { N_PARSE = 2, N_PLAIN = COORD_OPTIONS_N - N_PARSE };
+enum { N_PARSE = 3, N_PLAIN = COORD_OPTIONS_N - N_PARSE };
 
 #define CO(field) offsetof(coord_options_t, co.field)
 #define OWN(field) offsetof(coord_options_t, field)
@@ -74,6 +75,7 @@ static const option_desc_t s_options[N_PLAIN] = {
 static const option_parse_t s_parse_options[N_PARSE] = {
     {"--dtype", CO(format.dtype), wformat_parse_dtype},
     {"--quantization", CO(format.quant), wformat_parse_quant},
+    {"--wire", CO(wire), wire_tensor_parse},
 };
 
 void coord_options_init(coord_options_t *self)
@@ -156,7 +158,11 @@ void coord_options_help(FILE *out)
             "                         by then, or the move is undone; a node added must\n"
             "                         answer by then too (default %d)\n"
             "  --max-nodes N          nodes the cluster may grow to with moe-client node add\n"
-            "                         (default: the nodes given + 8)\n",
+            "                         (default: the nodes given + 8)\n"
+            "  --wire f32|bf16|fp8    the format of the rows sent to the nodes and back:\n"
+            "                         f32 exact (default); bf16 half the bytes; fp8 (E4M3,\n"
+            "                         a float32 scale per 128 values) about a quarter\n"
+            "                         (docs/PROTOCOL.md, section 4)\n",
             DEFAULT_REPLY_TIMEOUT_MS, DEFAULT_HELLO_TIMEOUT_MS,
             COORDINATOR_DEFAULT_HEARTBEAT_MS, COORDINATOR_DEFAULT_HEARTBEAT_MISSES,
             DEFAULT_PREFILL_ROWS, COORDINATOR_DEFAULT_MAX_SEQS, COORDINATOR_DEFAULT_QUEUE,

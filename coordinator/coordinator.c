@@ -299,6 +299,7 @@ static int s_start(coordinator_t *co, const coordinator_opts_t *o,
                                 o->reply_timeout_ms, err);
     if (!co->dispatch)
         return -1;
+    dispatch_set_wire(co->dispatch, o->wire);
     if (o->load_half_life_s > 0 &&
         dispatch_set_load_half_life(co->dispatch, o->load_half_life_s, err) < 0)
         return -1;

@@ -13,6 +13,7 @@
 #include "engine/wformat.h"
 #include "core/err.h"
 #include "model/placement.h"
+#include "proto/wire_tensor.h"
 
 enum { COORDINATOR_MAX_NODES = 256 };
 enum { COORDINATOR_SPARE_NODES = 8 };   /* default room for nodes that join (--max-nodes) */
@@ -55,6 +56,8 @@ typedef struct coordinator_opts {
     bool preload;                       /* read the dense weights into memory at start
                                            (weights_preload), progress on stderr */
     wformat_t format;                   /* --dtype / --quantization; zero: as stored */
+    wire_tensor_format_t wire;          /* --wire: the rows' format to the nodes and
+                                           back; zero: f32 */
     int load_half_life_s;               /* of the load measurement; 0: the default */
     int rebalance_every_s;              /* automatic rebalance checks; 0: never */
     int rebalance_threshold_pct;        /* ... when the imbalance passes this (115: 1.15x) */

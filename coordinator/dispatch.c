@@ -1,6 +1,7 @@
 /* dispatch: see dispatch.h. */
 #include "coordinator/dispatch.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -64,6 +65,7 @@ struct dispatch {
     uint64_t rotation;         /* calls started: which replica each expert uses */
     FILE *log;                 /* one line per failover; NULL: quiet */
     wire_inbox_t *inbox;
+    wire_tensor_format_t wire; /* the rows' format on the wire (--wire) */
     zmq_pollitem_t *items;     /* (2 * max_peers): data socket, link monitor */
     dispatch_stats_t stats;
     struct {                   /* the started call dispatch_finish completes */
@@ -328,6 +330,7 @@ static int s_send_to(dispatch_t *self, int p, const int *items, int n, err_t *er
         .type = WIRE_EXPERT_REQUEST, .request_id = s->request_id, .layer = self->call.layer,
         .n_rows = s->n_rows, .hidden = self->hidden, .rows = self->rows,
         .n_assign = n, .assign = self->msg_assign, .per_assignment = self->exact,
+        .dtype = self->wire,
     };
     const uint64_t before = self->stats.bytes_sent;
     const int rc = peer_send(self->peers[p], &msg, &self->stats.bytes_sent, err);
@@ -482,11 +485,13 @@ static int s_combine(dispatch_t *self, send_t *s, const wire_data_t *reply, err_
                        reply->error_message ? reply->error_message : "");
     const int want_rows = self->exact ? s->n_items : s->n_rows;
     if (reply->type != WIRE_EXPERT_REPLY || reply->layer != layer ||
-        reply->n_rows != want_rows || reply->hidden != self->hidden)
+        reply->n_rows != want_rows || reply->hidden != self->hidden ||
+        reply->dtype != self->wire)
         return err_set(err, EPROTO, "node %d (%s) sent a reply that does not match its "
-                       "request (type %d, layer %d, %d rows, expected %d%s)",
+                       "request (type %d, layer %d, %s, %d rows, expected %s, %d%s)",
                        peer_node_id(peer), peer_endpoint(peer), (int)reply->type,
-                       reply->layer, reply->n_rows, want_rows,
+                       reply->layer, wire_tensor_format_name(reply->dtype), reply->n_rows,
+                       wire_tensor_format_name(self->wire), want_rows,
                        self->exact ? ", one per assignment: is the node older than "
                                      "the coordinator?" : "");
     if (self->exact) {
@@ -675,6 +680,7 @@ int dispatch_finish(void *ctx, int layer, float *out, err_t *err)
                 self->node_tokens[route * self->max_peers + self->target[i]]++;
         }
         self->stats.calls++;
+        self->stats.rows += (uint64_t)self->call.n_rows;
         self->stats.seconds_total += timer_now() - self->call.t_start;
         self->stats.seconds_node_compute += self->call.max_compute;
     }
@@ -743,6 +749,18 @@ int dispatch_set_routes(dispatch_t *self, const dispatch_route_t *routes, err_t 
     memcpy(self->routes, routes,
            (size_t)self->n_layers * self->n_experts * sizeof *self->routes);
     return 0;
+}
+
+void dispatch_set_wire(dispatch_t *self, wire_tensor_format_t wire)
+{
+    assert(self);
+    assert((unsigned)wire < WIRE_TENSOR_COUNT);
+    self->wire = wire;
+}
+
+wire_tensor_format_t dispatch_wire(const dispatch_t *self)
+{
+    return self->wire;
 }
 
 wire_limits_t dispatch_limits(const config_t *cfg, int max_rows)

@@ -47,6 +47,7 @@
 #include "core/assign.h"
 #include "core/err.h"
 #include "model/config.h"
+#include "proto/wire_tensor.h"
 
 enum { DISPATCH_MAX_REPLICAS = 8 };
 #define DISPATCH_LOAD_HALF_LIFE_S 60.0 /* default half-life of the load measurement */
@@ -61,6 +62,7 @@ typedef struct dispatch_route {
 /* Time spent per phase, summed over calls (seconds). */
 typedef struct dispatch_stats {
     uint64_t calls;
+    uint64_t rows;              /* batch rows over the calls: tokens x MoE layers */
     uint64_t bytes_sent;        /* every frame of EXPERT_REQUESTs */
     uint64_t bytes_received;    /* every frame of the EXPERT_REPLYs combined */
     double seconds_total;       /* from the first send to the last reply combined */
@@ -124,6 +126,11 @@ void dispatch_node_load(const dispatch_t *self, const double *rate, double *node
 /* Replaces the routes (same layout as dispatch_new's; copied) between two
  * calls: the next call places work by them. EBUSY during a call. */
 int dispatch_set_routes(dispatch_t *self, const dispatch_route_t *routes, err_t *err);
+
+/* The format the rows travel in to the nodes and back (--wire; the default
+ * is f32, exact). Set it before the first call. */
+void dispatch_set_wire(dispatch_t *self, wire_tensor_format_t wire);
+wire_tensor_format_t dispatch_wire(const dispatch_t *self);
 
 /* The data-plane limits of a coordinator's links for a model served
  * max_rows rows per call: a reply may carry one row per assignment. */

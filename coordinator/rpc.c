@@ -200,6 +200,7 @@ static void s_status(rpc_t *self, const wire_peer_t *from, const wire_request_t 
     wire_reply_t rep = {
         .type = WIRE_REP_STATUS, .request_id = req->request_id, .final = true,
         .model = st.model, .model_arch = st.model_arch, .weights = st.weights,
+        .wire = st.wire,
         .n_nodes = st.n_nodes < self->n_status ? st.n_nodes : self->n_status,
         .nodes = self->status, .n_layers = st.n_layers, .n_experts = st.n_experts,
         .expert_tokens = st.expert_tokens, .requests_served = st.requests_served,
@@ -209,6 +210,7 @@ static void s_status(rpc_t *self, const wire_peer_t *from, const wire_request_t 
     };
     rep.timing = (wire_timing_t){
         .tokens = st.rows_forwarded, .dispatch_calls = st.dispatch_calls,
+        .dispatch_rows = st.dispatch_rows,
         .bytes_sent = st.bytes_sent, .bytes_received = st.bytes_received,
         .seconds_forward = st.seconds_forward, .seconds_dispatch = st.seconds_dispatch,
         .seconds_node_compute = st.seconds_node_compute,

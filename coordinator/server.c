@@ -60,7 +60,7 @@ struct server {
     metrics_t *m;
     metric_child_t *m_outcome[SERVER_OUTCOMES];
     metric_child_t *m_prompt, *m_generated, *m_ttft, *m_tpot;
-    metric_child_t *m_queue, *m_running, *m_kv_ratio, *m_kv_bytes;
+    metric_child_t *m_queue, *m_running, *m_kv_ratio, *m_kv_bytes, *m_rows;
     metric_t *m_up, *m_rtt, *m_failovers, *m_sent, *m_received, *m_expert_tokens;
     double *node_tokens_seen;      /* (n_layers * n_experts * max peers) as last rendered */
     double *rates;                 /* (n_layers * n_experts) the load at the last status */
@@ -168,10 +168,18 @@ static int s_metrics_new(server_t *self, err_t *err)
                                            node, err);
     metric_t *info = metrics_gauge(m, "moe_build_info",
                                    "Always 1; the labels say what runs.", build, err);
+    static const char *const format[] = {"format", NULL};
+    metric_t *wire = metrics_gauge(m, "moe_wire_format_info", "Always 1; the label is the "
+                                   "format rows travel in to the nodes and back (--wire).",
+                                   format, err);
+    metric_t *rows = metrics_counter(m, "moe_dispatch_rows_total",
+                                     "Token rows sent to the nodes, over the MoE layers: the "
+                                     "node byte counters over this are the bytes per token "
+                                     "per layer.", NULL, err);
     if (!req || !prompt || !gen || !ttft || !tpot || !queue || !running || !kv || !kvb ||
         !self->m_up || !self->m_rtt || !self->m_failovers || !self->m_sent ||
         !self->m_received || !self->m_expert_tokens || !info || !self->m_expert_load ||
-        !self->m_node_load || !self->m_busy_ratio || !self->m_busy_seconds)
+        !self->m_node_load || !self->m_busy_ratio || !self->m_busy_seconds || !wire || !rows)
         return -1;
     for (int o = 0; o < SERVER_OUTCOMES; o++)
         if (!(self->m_outcome[o] = metric_child(req, (const char *const[]){
@@ -186,6 +194,9 @@ static int s_metrics_new(server_t *self, err_t *err)
         !(self->m_running = metric_child(running, NULL)) ||
         !(self->m_kv_ratio = metric_child(kv, NULL)) ||
         !(self->m_kv_bytes = metric_child(kvb, NULL)) ||
+        !(self->m_rows = metric_child(rows, NULL)) ||
+        metrics_set(wire, (const char *const[]){
+                        wire_tensor_format_name(dispatch_wire(self->dispatch))}, 1) < 0 ||
         metrics_set(info, (const char *const[]){SERVER_VERSION, proto, self->model_name,
                                                  self->model_arch}, 1) < 0)
         return err_set(err, ENOMEM, "out of memory for the metrics");
@@ -514,12 +525,14 @@ void server_status(server_t *self, server_status_t *out)
     *out = (server_status_t){
         .model = self->model_name, .model_arch = self->model_arch,
         .weights = self->weights,
+        .wire = wire_tensor_format_name(dispatch_wire(self->dispatch)),
         .n_nodes = s_n_peers(self), .nodes = self->node_status,
         .n_layers = self->w->cfg.n_layers, .n_experts = self->w->cfg.n_experts,
         .expert_tokens = dispatch_expert_tokens(self->dispatch),
         .expert_load = self->rates, .load_half_life_s = load_half_life(load),
         .requests_served = self->requests_served,
         .rows_forwarded = self->rows_forwarded, .dispatch_calls = ds->calls,
+        .dispatch_rows = ds->rows,
         .bytes_sent = ds->bytes_sent, .bytes_received = ds->bytes_received,
         .failovers = ds->failovers, .seconds_forward = self->seconds_forward,
         .seconds_dispatch = ds->seconds_total, .seconds_node_compute = ds->seconds_node_compute,
@@ -569,6 +582,7 @@ static void s_metrics_update(server_t *self)
     metric_child_set(self->m_running, st.sequences_running);
     metric_child_set(self->m_kv_bytes, (double)st.kv_bytes);
     metric_child_set(self->m_kv_ratio, st.kv_budget ? (double)st.kv_bytes / st.kv_budget : 0);
+    metric_child_add(self->m_rows, (double)st.dispatch_rows - metric_child_value(self->m_rows));
     for (int p = 0; p < st.n_nodes; p++) {
         const server_node_status_t *n = &st.nodes[p];
         char id[16];

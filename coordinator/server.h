@@ -107,6 +107,7 @@ typedef struct server_status {
     const char *model;
     const char *model_arch;
     const char *weights;            /* what the coordinator holds them as, and their size */
+    const char *wire;               /* the rows' format to the nodes (--wire): "f32" ... */
     int n_nodes;
     const server_node_status_t *nodes;
     int n_layers;
@@ -119,6 +120,7 @@ typedef struct server_status {
     /* the time split (docs/OPERATIONS.md) */
     uint64_t rows_forwarded;
     uint64_t dispatch_calls;
+    uint64_t dispatch_rows;         /* batch rows over the MoE layers dispatched */
     uint64_t bytes_sent;
     uint64_t bytes_received;
     uint64_t failovers;

@@ -54,6 +54,7 @@ struct expert_server {
     uint64_t n_keep;          /* experts the node keeps after the PLACE */
     char model_id[WIRE_MAX_TEXT];
     wire_inbox_t *inbox;      /* received messages point into it */
+    wire_outbox_t *outbox;    /* EXPERT_REPLYs in bf16 or fp8 are encoded in it */
     void *ctx;                /* ZeroMQ context, one per server */
     void *sock;               /* ROUTER, bound */
     zap_t *zap;               /* with CURVE: allows coordinators by key */
@@ -145,7 +146,14 @@ static int s_load(expert_server_t *self, const expert_server_opts_t *opts, err_t
     config_model_id(cfg, self->model_id, sizeof self->model_id);
     wire_limits_t lim = wire_limits_for_model(cfg, self->max_rows);
     self->inbox = wire_inbox_new(&lim, err);
-    return self->inbox ? 0 : -1;
+    if (!self->inbox)
+        return -1;
+    /* A reply has up to one row per assignment, encoded here when the
+     * request came in bf16 or fp8. */
+    wire_limits_t reply = lim;
+    reply.max_rows = self->max_assign;
+    self->outbox = wire_outbox_new(&reply, err);
+    return self->outbox ? 0 : -1;
 }
 
 /* With CURVE: the key checker (before the socket binds: without one, libzmq
@@ -247,6 +255,7 @@ void expert_server_destroy(expert_server_t **self_p)
     if (self->ctx)
         zmq_ctx_term(self->ctx);
     wire_inbox_destroy(&self->inbox);
+    wire_outbox_destroy(&self->outbox);
     mem_free(self->hosted_expert);
     mem_free(self->hosted_layer);
     mem_free(self->out);
@@ -366,9 +375,10 @@ static int s_expert_request(expert_server_t *self, const wire_peer_t *from,
                        .layer = m->layer,
                        .n_rows = m->per_assignment ? m->n_assign : m->n_rows,
                        .hidden = m->hidden, .rows = self->out,
+                       .dtype = m->dtype, /* the request's: any coordinator's --wire */
                        .compute_seconds = timer_now() - t0};
     self->n_served++;
-    int rc = wire_data_send(self->sock, from, &rep, &why);
+    int rc = wire_data_send_sized(self->sock, self->outbox, from, &rep, NULL, &why);
     return s_sent(self, rc, from, m->request_id, &why, err);
 }
 

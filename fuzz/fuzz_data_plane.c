@@ -4,9 +4,12 @@
  * Input layout: fuzz_frames.h; flag bit 2 decodes with an unbounded inbox
  * (no limits: its arena grows), else with a node's limits. Beyond "no
  * crash", a message that decodes must keep what data_plane.h promises: the
- * tensor matches the header, and every id is inside the limits.
+ * tensor frame is its format's size for the header's shape (f32, bf16, fp8:
+ * wire_tensor.h), the rows float32 and aligned, and every id is inside the
+ * limits.
  */
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,8 +54,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (msg.n_rows > 0) {
         s_check(msg.rows && msg.hidden > 0, "rows without data");
         s_check(in.n_frames == 2, "rows without a tensor frame");
-        s_check((size_t)msg.n_rows * (size_t)msg.hidden * sizeof(float) == in.frames[1].size,
+        s_check((unsigned)msg.dtype < WIRE_TENSOR_COUNT, "tensor format");
+        s_check(wire_tensor_bytes(msg.dtype, msg.n_rows, msg.hidden) == in.frames[1].size,
                 "tensor size");
+        s_check((uintptr_t)msg.rows % sizeof(float) == 0, "rows aligned");
         if (limited)
             s_check(msg.n_rows <= S_NODE.max_rows && msg.hidden == S_NODE.hidden, "shape");
         for (size_t i = 0; i < (size_t)msg.n_rows * (size_t)msg.hidden; i++)

@@ -119,6 +119,11 @@ static void s_data_plane(void)
     wire_data_t rep = {.type = WIRE_EXPERT_REPLY, .request_id = 7, .layer = 1, .n_rows = 4,
                        .hidden = 8, .rows = rows, .compute_seconds = 0.125};
     s_data("expert_reply", &rep, 0);
+    /* The other tensor formats (--wire): BF16 rows, an FP8 reply with its scales. */
+    req.dtype = WIRE_TENSOR_BF16;
+    s_data("expert_request_bf16", &req, 0);
+    rep.dtype = WIRE_TENSOR_FP8;
+    s_data("expert_reply_fp8", &rep, 0);
     s_data("heartbeat", &(wire_data_t){.type = WIRE_HEARTBEAT, .request_id = 9}, 0);
     s_data("heartbeat_reply", &(wire_data_t){.type = WIRE_HEARTBEAT_REPLY, .request_id = 9},
            4);

@@ -246,7 +246,7 @@ static int s_reply_status(wire_inbox_t *self, const Moe__Client__Reply *r, wire_
         return err_set(err, EPROTO, "STATUS_DATA: a load half-life of %g s",
                        r->load_half_life_s);
     if (wire_text_len(r->model) < 0 || wire_text_len(r->model_arch) < 0 ||
-        wire_text_len(r->weights) < 0)
+        wire_text_len(r->weights) < 0 || wire_text_len(r->wire) < 0)
         return err_set(err, EPROTO, "STATUS_DATA: the model name or architecture is longer "
                        "than %d bytes", WIRE_MAX_TEXT - 1);
     uint32_t n_layers = r->n_layers > 0 ? r->n_layers : INT32_MAX;
@@ -295,6 +295,7 @@ static int s_reply_status(wire_inbox_t *self, const Moe__Client__Reply *r, wire_
     rep->model = r->model;
     rep->model_arch = r->model_arch;
     rep->weights = r->weights;
+    rep->wire = r->wire;
     rep->n_nodes = (int)r->n_nodes;
     rep->nodes = nodes;
     rep->n_layers = (int)r->n_layers;
@@ -305,6 +306,7 @@ static int s_reply_status(wire_inbox_t *self, const Moe__Client__Reply *r, wire_
     rep->requests_served = r->requests_served;
     rep->timing = (wire_timing_t){
         .tokens = r->timing_tokens, .dispatch_calls = r->timing_dispatch_calls,
+        .dispatch_rows = r->timing_dispatch_rows,
         .bytes_sent = r->timing_bytes_sent, .bytes_received = r->timing_bytes_received,
         .seconds_forward = r->timing_seconds_forward,
         .seconds_dispatch = r->timing_seconds_dispatch,
@@ -513,11 +515,12 @@ int wire_reply_send(void *socket, const wire_peer_t *to, const wire_reply_t *rep
         const char *model = rep->model ? rep->model : "";
         const char *arch = rep->model_arch ? rep->model_arch : "";
         const char *held = rep->weights ? rep->weights : "";
+        const char *wire = rep->wire ? rep->wire : "";
         int64_t cells = (int64_t)rep->n_layers * rep->n_experts;
         if (rep->n_nodes < 0 || rep->n_nodes > S_MAX_STATUS_NODES ||
             (rep->n_nodes > 0 && !rep->nodes) || rep->n_layers < 0 || rep->n_experts < 0 ||
             cells > INT32_MAX || (cells > 0 && !rep->expert_tokens) || wire_text_len(model) < 0 ||
-            wire_text_len(arch) < 0 || wire_text_len(held) < 0) {
+            wire_text_len(arch) < 0 || wire_text_len(held) < 0 || wire_text_len(wire) < 0) {
             err_set(err, EINVAL, "STATUS_DATA: %d nodes, %d layers x %d experts",
                     rep->n_nodes, rep->n_layers, rep->n_experts);
             goto cleanup;
@@ -540,6 +543,7 @@ int wire_reply_send(void *socket, const wire_peer_t *to, const wire_reply_t *rep
         r.model = (char *)model;
         r.model_arch = (char *)arch;
         r.weights = (char *)held;
+        r.wire = (char *)wire;
         r.n_layers = (uint32_t)rep->n_layers;
         r.n_experts = (uint32_t)rep->n_experts;
         r.n_expert_tokens = (size_t)cells;
@@ -552,6 +556,7 @@ int wire_reply_send(void *socket, const wire_peer_t *to, const wire_reply_t *rep
         r.requests_served = rep->requests_served;
         r.timing_tokens = rep->timing.tokens;
         r.timing_dispatch_calls = rep->timing.dispatch_calls;
+        r.timing_dispatch_rows = rep->timing.dispatch_rows;
         r.timing_bytes_sent = rep->timing.bytes_sent;
         r.timing_bytes_received = rep->timing.bytes_received;
         r.timing_seconds_forward = rep->timing.seconds_forward;

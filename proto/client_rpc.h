@@ -108,6 +108,7 @@ typedef struct wire_node_status {
 typedef struct wire_timing {
     uint64_t tokens;             /* token rows through the forward pass */
     uint64_t dispatch_calls;     /* layer batches sent to the nodes */
+    uint64_t dispatch_rows;      /* their rows: tokens x MoE layers (0: not said) */
     uint64_t bytes_sent;         /* every frame of EXPERT_REQUESTs */
     uint64_t bytes_received;     /* every frame of EXPERT_REPLYs */
     double seconds_forward;      /* inside the forward pass */
@@ -136,6 +137,8 @@ typedef struct wire_reply {
     const char *model;            /* STATUS: the model folder */
     const char *model_arch;       /* STATUS: its architecture ("mixtral") */
     const char *weights;          /* STATUS: what the weights are held as, their size */
+    const char *wire;             /* STATUS: the rows' format to the nodes ("f32", "bf16",
+                                     "fp8"); NULL or "" when not said */
     int n_nodes;
     const wire_node_status_t *nodes;
     int n_layers;

@@ -4,8 +4,10 @@
  * its frames (the frame layer, wire.c, has done framing, sizes and the
  * version) and builds the wire_data_t; wire_data_codec tells the frame layer
  * how big a Header within some limits unpacks, so that inboxes are sized for
- * it. Sending converts the assignments to the Header's three columns in an
- * outbox sized from the same limits.
+ * it. Sending converts the assignments to the Header's three columns, and a
+ * bf16 or fp8 tensor to its format (wire_tensor.h), in an outbox sized from
+ * the same limits; receiving decodes such a tensor into the inbox's float32
+ * buffer.
  */
 #include "proto/data_plane.h"
 
@@ -62,16 +64,23 @@ static bool s_data_has_tensor(uint32_t type)
     return type == WIRE_EXPERT_REQUEST || type == WIRE_EXPERT_REPLY;
 }
 
+/* The header's dtype as a format (dtype checked to be one of the three). */
+static wire_tensor_format_t s_format_of(Moe__Data__DType dtype)
+{
+    return (wire_tensor_format_t)(dtype - MOE__DATA__DTYPE__F32);
+}
+
 /* The tensor frame of EXPERT_REQUEST / EXPERT_REPLY against the header and
- * the limits; fills n_rows, hidden and rows. */
+ * the limits; fills n_rows, hidden, dtype and rows (decoded to float32). */
 static int s_data_tensor(wire_inbox_t *self, const Moe__Data__Header *h, wire_data_t *msg,
                          int *code, err_t *err)
 {
     const wire_limits_t *lim = wire_inbox_limits(self);
     const char *what = s_data_types[h->type];
-    if (h->dtype != MOE__DATA__DTYPE__F32)
-        return wire_bad(code, WIRE_DATA_ERR_MALFORMED, err, "%s: dtype %d is not F32 (1)",
-                      what, (int)h->dtype);
+    if (h->dtype < MOE__DATA__DTYPE__F32 || h->dtype > MOE__DATA__DTYPE__FP8_E4M3)
+        return wire_bad(code, WIRE_DATA_ERR_MALFORMED, err, "%s: dtype %d is not F32 (1), "
+                      "BF16 (2) or FP8_E4M3 (3)", what, (int)h->dtype);
+    const wire_tensor_format_t fmt = s_format_of(h->dtype);
     if (h->n_rows == 0 || h->hidden == 0)
         return wire_bad(code, WIRE_DATA_ERR_SHAPE, err, "%s: a %u x %u tensor is empty",
                       what, h->n_rows, h->hidden);
@@ -87,12 +96,23 @@ static int s_data_tensor(wire_inbox_t *self, const Moe__Data__Header *h, wire_da
         return wire_bad(code, WIRE_DATA_ERR_TOO_LARGE, err, "%s: %u x %u floats is too many",
                       what, h->n_rows, h->hidden);
     size_t bytes = wire_inbox_tensor_bytes(self);
-    if (bytes != floats * sizeof(float))
+    size_t want = wire_tensor_bytes(fmt, (int)h->n_rows, (int)h->hidden);
+    if (bytes != want)
         return wire_bad(code, WIRE_DATA_ERR_SHAPE, err, "%s: the tensor frame has %zu bytes, "
-                      "not the %u x %u x 4 = %llu of the header", what, bytes, h->n_rows,
-                      h->hidden, (unsigned long long)(floats * sizeof(float)));
-    if (wire_inbox_tensor(self, &msg->rows, err) < 0)
-        return -1;
+                      "not the %zu of %u x %u %s values", what, bytes, want, h->n_rows,
+                      h->hidden, wire_tensor_format_name(fmt));
+    if (fmt == WIRE_TENSOR_F32) {
+        if (wire_inbox_tensor(self, &msg->rows, err) < 0)
+            return -1;
+    } else {
+        float *rows = wire_inbox_floats(self, (size_t)floats, err);
+        if (!rows)
+            return -1;
+        wire_tensor_decode(fmt, wire_inbox_tensor_data(self), (int)h->n_rows,
+                           (int)h->hidden, rows);
+        msg->rows = rows;
+    }
+    msg->dtype = fmt;
     msg->n_rows = (int)h->n_rows;
     msg->hidden = (int)h->hidden;
     return 0;
@@ -270,10 +290,24 @@ static size_t s_data_scratch_bytes(const wire_limits_t *lim)
     return wire_limit(lim->max_assign) * sizeof(moe_assign_t);
 }
 
-/* A sent EXPERT_REQUEST's assignment columns. */
+/* Scratch bytes rounded up so that what follows is aligned. */
+static size_t s_align(size_t bytes)
+{
+    return (bytes + WIRE_ARENA_ALIGN - 1) / WIRE_ARENA_ALIGN * WIRE_ARENA_ALIGN;
+}
+
+/* A sent EXPERT_REQUEST's assignment columns (beyond what the stack holds),
+ * then its or a reply's tensor in the largest format other than float32. */
 static size_t s_data_send_bytes(const wire_limits_t *lim)
 {
-    return wire_limit(lim->max_assign) * S_ASSIGN_BYTES;
+    size_t n = wire_limit(lim->max_assign);
+    size_t cols = n > S_SEND_STACK_ASSIGN ? s_align(n * S_ASSIGN_BYTES) : 0;
+    size_t coded = 0;
+    for (int f = WIRE_TENSOR_F32 + 1; f < WIRE_TENSOR_COUNT; f++) {
+        size_t b = wire_tensor_bytes((wire_tensor_format_t)f, lim->max_rows, lim->hidden);
+        coded = b > coded ? b : coded;
+    }
+    return cols + coded;
 }
 
 const wire_codec_t wire_data_codec = {
@@ -335,7 +369,7 @@ int wire_data_send_sized(void *socket, wire_outbox_t *outbox, const wire_peer_t 
     uint32_t stack_expert[S_SEND_STACK_ASSIGN];
     float stack_weight[S_SEND_STACK_ASSIGN];
     wire_outbox_t *tmp = NULL; /* no outbox sized for the assignments: one for this send */
-    const float *tensor = NULL;
+    const void *tensor = NULL;
     size_t bytes = 0;
     int rc = -1;
 
@@ -381,41 +415,54 @@ int wire_data_send_sized(void *socket, wire_outbox_t *outbox, const wire_peer_t 
         break;
     }
     case WIRE_EXPERT_REQUEST:
-    case WIRE_EXPERT_REPLY:
-        if (!(bytes = wire_send_tensor_bytes(msg->n_rows, msg->hidden, msg->rows)) ||
-            msg->layer < 0) {
-            err_set(err, EINVAL, "%s: a %d x %d tensor at layer %d", s_data_types[msg->type],
-                    msg->n_rows, msg->hidden, msg->layer);
+    case WIRE_EXPERT_REPLY: {
+        if (!wire_send_tensor_bytes(msg->n_rows, msg->hidden, msg->rows) || msg->layer < 0 ||
+            (unsigned)msg->dtype >= WIRE_TENSOR_COUNT) {
+            err_set(err, EINVAL, "%s: a %d x %d tensor (format %d) at layer %d",
+                    s_data_types[msg->type], msg->n_rows, msg->hidden, (int)msg->dtype,
+                    msg->layer);
             goto cleanup;
         }
-        tensor = msg->rows;
-        h.layer = (uint32_t)msg->layer;
-        h.dtype = MOE__DATA__DTYPE__F32;
-        h.n_rows = (uint32_t)msg->n_rows;
-        h.hidden = (uint32_t)msg->hidden;
-        if (msg->type == WIRE_EXPERT_REPLY) {
-            h.compute_seconds = msg->compute_seconds;
-            break;
-        }
-        if (msg->n_assign <= 0 || !msg->assign) {
+        const bool request = msg->type == WIRE_EXPERT_REQUEST;
+        if (request && (msg->n_assign <= 0 || !msg->assign)) {
             err_set(err, EINVAL, "EXPERT_REQUEST: %d assignments", msg->n_assign);
             goto cleanup;
         }
+        /* The outbox holds what the wire's layout needs beyond the message:
+         * the assignments as three columns when they do not fit the stack,
+         * then the tensor in its format when it is not float32. */
+        const size_t n = request ? (size_t)msg->n_assign : 0;
+        const size_t cols = n > S_SEND_STACK_ASSIGN ? s_align(n * S_ASSIGN_BYTES) : 0;
+        bytes = wire_tensor_bytes(msg->dtype, msg->n_rows, msg->hidden);
+        const size_t coded = msg->dtype == WIRE_TENSOR_F32 ? 0 : bytes;
+        uint8_t *scratch = NULL;
+        if (cols + coded && !(scratch = wire_outbox_borrow(outbox, &tmp, cols + coded, err)))
+            goto cleanup;
+        if (coded) {
+            wire_tensor_encode(msg->dtype, msg->rows, msg->n_rows, msg->hidden,
+                               scratch + cols);
+            tensor = scratch + cols;
+        } else {
+            tensor = msg->rows;
+        }
+        h.layer = (uint32_t)msg->layer;
+        h.dtype = (Moe__Data__DType)(MOE__DATA__DTYPE__F32 + msg->dtype);
+        h.n_rows = (uint32_t)msg->n_rows;
+        h.hidden = (uint32_t)msg->hidden;
+        if (!request) {
+            h.compute_seconds = msg->compute_seconds;
+            break;
+        }
         h.per_assignment = msg->per_assignment;
-        size_t n = (size_t)msg->n_assign;
-        /* The wire wants three columns: on the stack when they fit, else in
-         * the outbox (a sized one allocates nothing). */
-        if (n <= S_SEND_STACK_ASSIGN && !wire_outbox_scratch(outbox, n * S_ASSIGN_BYTES)) {
+        if (cols) {
+            uint32_t *c = (uint32_t *)(void *)scratch;
+            h.assign_row = c;
+            h.assign_expert = c + n;
+            h.assign_weight = (float *)(void *)(c + 2 * n);
+        } else {
             h.assign_row = stack_row;
             h.assign_expert = stack_expert;
             h.assign_weight = stack_weight;
-        } else {
-            uint32_t *cols = wire_outbox_borrow(outbox, &tmp, n * S_ASSIGN_BYTES, err);
-            if (!cols)
-                goto cleanup;
-            h.assign_row = cols;
-            h.assign_expert = cols + n;
-            h.assign_weight = (float *)(cols + 2 * n);
         }
         for (size_t i = 0; i < n; i++) {
             const moe_assign_t *a = &msg->assign[i];
@@ -430,6 +477,7 @@ int wire_data_send_sized(void *socket, wire_outbox_t *outbox, const wire_peer_t 
         }
         h.n_assign_row = h.n_assign_expert = h.n_assign_weight = n;
         break;
+    }
     case WIRE_ERROR:
         if (msg->error_code <= WIRE_DATA_OK || msg->error_code > WIRE_DATA_ERR_BUSY) {
             err_set(err, EINVAL, "ERROR: error code %d", (int)msg->error_code);

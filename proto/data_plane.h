@@ -2,7 +2,9 @@
  *
  * proto/dataplane.proto and docs/PROTOCOL.md (section 4) define it: a Header
  * frame and, for EXPERT_REQUEST and EXPERT_REPLY, a tensor frame of n_rows x
- * hidden float32. The coordinator sends HELLO, EXPERT_REQUEST, HEARTBEAT and
+ * hidden values in a wire_tensor_format_t (float32 by default; bf16 or fp8 to
+ * send fewer bytes): rows are float32 in memory either way, the format is
+ * converted in sending and receiving. The coordinator sends HELLO, EXPERT_REQUEST, HEARTBEAT and
  * SHUTDOWN on a DEALER per node; a node answers on its ROUTER. Frame I/O,
  * limits, inboxes and outboxes are proto/wire.h's.
  *
@@ -24,6 +26,7 @@
 #include "core/assign.h"
 #include "core/err.h"
 #include "proto/wire.h"
+#include "proto/wire_tensor.h"
 
 typedef enum wire_data_type {
     WIRE_HELLO = 1,           /* coordinator -> node */
@@ -59,7 +62,9 @@ typedef struct wire_data {
     int layer;                    /* EXPERT_REQUEST, EXPERT_REPLY */
     int n_rows;                   /* rows of the tensor frame (0: none) */
     int hidden;                   /* floats per row */
-    const float *rows;            /* (n_rows, hidden) */
+    const float *rows;            /* (n_rows, hidden), float32 whatever the format */
+    wire_tensor_format_t dtype;   /* EXPERT_REQUEST, EXPERT_REPLY: the tensor frame's
+                                     format on the wire (0: f32) */
     int n_assign;                 /* EXPERT_REQUEST */
     const moe_assign_t *assign;   /* (n_assign), rows index into `rows` */
     int node_id;                  /* HELLO_REPLY */
@@ -109,7 +114,8 @@ int wire_data_send(void *socket, const wire_peer_t *to, const wire_data_t *msg,
                    err_t *err);
 
 /* wire_data_send through outbox (may be NULL): a message within the limits
- * the outbox was made for is sent without allocating. *sent_bytes (may be
+ * the outbox was made for is sent without allocating (a bf16 or fp8 tensor
+ * is encoded in it). *sent_bytes (may be
  * NULL) gets the bytes of every frame sent. */
 int wire_data_send_sized(void *socket, wire_outbox_t *outbox, const wire_peer_t *to,
                          const wire_data_t *msg, size_t *sent_bytes, err_t *err);

@@ -17,6 +17,7 @@
  */
 #include "proto/wire.h"
 #include "proto/wire_private.h"
+#include "proto/wire_tensor.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -29,7 +30,8 @@
 #include "core/mem.h"
 #include "model/config.h"
 
-/* Tensor frames carry the host's float32 bytes as they are. */
+/* Tensor frames carry the host's float32 (or bf16, fp8: wire_tensor.h) bytes
+ * as they are. */
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
               "the wire's tensors are little-endian float32: the host must be little-endian");
 static_assert(sizeof(float) == 4, "the wire's tensors are IEEE-754 binary32");
@@ -82,7 +84,8 @@ struct wire_inbox {
     ProtobufCAllocator alloc;   /* protobuf-c's view of arena */
     zmq_msg_t hdr;              /* header frame of the last message */
     zmq_msg_t tensor;           /* the frame after the header, if any */
-    float *copy;                /* misaligned tensor frames, copied; MEM_ALIGN */
+    void *copy;                 /* float32 rows: misaligned tensor frames, copied, and
+                                   frames of another format, decoded; MEM_ALIGN */
     size_t copy_cap;            /* bytes of copy */
     void *scratch;              /* what a protocol builds from the last message
                                    (assignments, node statuses) */
@@ -202,6 +205,34 @@ size_t wire_inbox_tensor_bytes(const wire_inbox_t *self)
     return zmq_msg_size(&self->tensor);
 }
 
+const void *wire_inbox_tensor_data(wire_inbox_t *self)
+{
+    return zmq_msg_data(&self->tensor);
+}
+
+/* *buf with room for bytes, replaced by a larger one (MEM_ALIGN-aligned)
+ * when it has not: only when the limits did not size it. NULL with ENOMEM. */
+static void *s_inbox_grow(void **buf, size_t *cap, size_t bytes, const char *what,
+                          err_t *err)
+{
+    if (bytes > *cap) {
+        void *bigger = mem_alloc_aligned(bytes);
+        if (!bigger) {
+            err_set(err, ENOMEM, "out of memory for %zu bytes of %s", bytes, what);
+            return NULL;
+        }
+        mem_free(*buf);
+        *buf = bigger;
+        *cap = bytes;
+    }
+    return *buf;
+}
+
+float *wire_inbox_floats(wire_inbox_t *self, size_t n, err_t *err)
+{
+    return s_inbox_grow(&self->copy, &self->copy_cap, n * sizeof(float), "a tensor", err);
+}
+
 int wire_inbox_tensor(wire_inbox_t *self, const float **out, err_t *err)
 {
     const void *data = zmq_msg_data(&self->tensor);
@@ -210,32 +241,17 @@ int wire_inbox_tensor(wire_inbox_t *self, const float **out, err_t *err)
         *out = data;
         return 0;
     }
-    if (bytes > self->copy_cap) {
-        float *bigger = mem_alloc_aligned(bytes);
-        if (!bigger)
-            return err_set(err, ENOMEM, "out of memory for a %zu-byte tensor copy", bytes);
-        mem_free(self->copy);
-        self->copy = bigger;
-        self->copy_cap = bytes;
-    }
-    memcpy(self->copy, data, bytes);
-    *out = self->copy;
+    float *copy = wire_inbox_floats(self, (bytes + sizeof(float) - 1) / sizeof(float), err);
+    if (!copy)
+        return -1;
+    memcpy(copy, data, bytes);
+    *out = copy;
     return 0;
 }
 
 void *wire_inbox_scratch(wire_inbox_t *self, size_t bytes, err_t *err)
 {
-    if (bytes > self->scratch_cap) {  /* only when the limits did not size it */
-        void *bigger = mem_alloc(bytes);
-        if (!bigger) {
-            err_set(err, ENOMEM, "out of memory for %zu bytes of a message", bytes);
-            return NULL;
-        }
-        mem_free(self->scratch);
-        self->scratch = bigger;
-        self->scratch_cap = bytes;
-    }
-    return self->scratch;
+    return s_inbox_grow(&self->scratch, &self->scratch_cap, bytes, "a message", err);
 }
 
 /* ---- outbox ---------------------------------------------------------------------------- */
@@ -740,10 +756,14 @@ int64_t wire_max_message_bytes(const wire_limits_t *lim)
     if ((lim->hidden > 0) != (lim->max_rows > 0) ||
         (lim->vocab > 0) != (lim->max_logit_rows > 0))
         return -1;
-    uint64_t data = wire_tensor_floats(lim->max_rows, lim->hidden);
-    uint64_t logits = wire_tensor_floats(lim->max_logit_rows, lim->vocab);
-    uint64_t floats = data > logits ? data : logits;
-    return (int64_t)WIRE_MAX_HEADER_BYTES + (int64_t)(floats * sizeof(float));
+    /* float32 is the largest format (wire_tensor.h) but for rows of one
+     * value, which fp8 sends as 5 bytes: the value and its block's scale. */
+    uint64_t data = wire_tensor_floats(lim->max_rows, lim->hidden) *
+                    (lim->hidden == 1 ? wire_tensor_row_bytes(WIRE_TENSOR_FP8, 1)
+                                      : sizeof(float));
+    uint64_t logits = wire_tensor_floats(lim->max_logit_rows, lim->vocab) * sizeof(float);
+    uint64_t tensor = data > logits ? data : logits;
+    return (int64_t)WIRE_MAX_HEADER_BYTES + (int64_t)tensor;
 }
 
 int wire_socket_set_limit(void *socket, const wire_limits_t *lim, err_t *err)

@@ -3,7 +3,8 @@
  * A message on the wire is multipart: [identity] header [tensor], where the
  * identity frame exists on ROUTER sockets only, the header is a protobuf
  * message of one protocol, and the tensor (where the type has one) is raw
- * little-endian float32, rows x width, row-major. This module moves such
+ * little-endian float32, rows x width, row-major (a data-plane tensor may
+ * travel in bf16 or fp8 instead: proto/wire_tensor.h). This module moves such
  * messages and owns what every receiver and sender shares: the limits a
  * receiver accepts, the inbox that received messages point into, the outbox
  * a sender converts through, the routing identity of a peer.

@@ -88,6 +88,14 @@ const wire_limits_t *wire_inbox_limits(const wire_inbox_t *self);
  * limits did not size it). -1 with ENOMEM. */
 int wire_inbox_tensor(wire_inbox_t *self, const float **out, err_t *err);
 
+/* The tensor frame's bytes as they arrived (any alignment). */
+const void *wire_inbox_tensor_data(wire_inbox_t *self);
+
+/* The inbox's float32 buffer with room for n floats (valid until the next
+ * receive): where a frame of another format is decoded. It grows when the
+ * limits did not size it; NULL with ENOMEM. */
+float *wire_inbox_floats(wire_inbox_t *self, size_t n, err_t *err);
+
 /* Bytes of the tensor frame (the frame after the header) of the last message. */
 size_t wire_inbox_tensor_bytes(const wire_inbox_t *self);
 

@@ -568,6 +568,9 @@ static void test_max_message_bytes(void **state)
     assert_int_equal(wire_max_message_bytes(&T_COORD), -1);  /* vocab, no logit rows */
     wire_limits_t rows_only = {.max_rows = 16, .max_assign = 8};
     assert_int_equal(wire_max_message_bytes(&rows_only), -1);
+    /* fp8 sends a row of one value as 5 bytes, its scale included. */
+    wire_limits_t narrow = {.hidden = 1, .max_rows = 16};
+    assert_int_equal(wire_max_message_bytes(&narrow), WIRE_MAX_HEADER_BYTES + 16 * 5);
     /* Huge limits do not overflow. */
     wire_limits_t huge = {.hidden = INT32_MAX, .max_rows = INT32_MAX};
     int64_t v = wire_max_message_bytes(&huge);
@@ -1106,10 +1109,21 @@ static void test_data_bad_shapes(void **state)
     h.n_rows = 0;
     s_expect_refused(n, &h, 32, 0, WIRE_DATA_ERR_SHAPE, 93);
     th_request(&h, 94);
-    h.dtype = 0;                                                /* not F32 */
+    h.dtype = 0;                                                /* no format */
     s_expect_refused(n, &h, 32, 0, WIRE_DATA_ERR_MALFORMED, 94);
+    h.dtype = 4;                                                /* past FP8_E4M3 */
+    s_expect_refused(n, &h, 32, 0, WIRE_DATA_ERR_MALFORMED, 94);
+    /* Each format's frame has its own size: 4 x 8 values are 64 bytes in
+     * BF16 (16 floats' worth), 4 x (8 + a 4-byte scale) = 48 in FP8 (12). */
     h.dtype = 2;
-    s_expect_refused(n, &h, 32, 0, WIRE_DATA_ERR_MALFORMED, 94);
+    s_expect_refused(n, &h, 32, 0, WIRE_DATA_ERR_SHAPE, 94);    /* F32's size */
+    s_expect_refused(n, &h, 15, 0, WIRE_DATA_ERR_SHAPE, 94);
+    s_expect_refused(n, &h, 12, 0, WIRE_DATA_ERR_SHAPE, 94);    /* FP8's */
+    h.dtype = 3;
+    s_expect_refused(n, &h, 32, 0, WIRE_DATA_ERR_SHAPE, 94);
+    s_expect_refused(n, &h, 16, 0, WIRE_DATA_ERR_SHAPE, 94);    /* BF16's */
+    s_expect_refused(n, &h, 11, 0, WIRE_DATA_ERR_SHAPE, 94);
+    s_expect_refused(n, &h, 13, 0, WIRE_DATA_ERR_SHAPE, 94);
     /* An EXPERT_REPLY is held to the same shape rules. */
     th_t r = {.version = 1, .type = WIRE_EXPERT_REPLY, .request_id = 95, .layer = 1,
               .dtype = 1, .n_rows = 4, .hidden = 8};
@@ -1370,6 +1384,73 @@ static void test_data_unbounded_inbox(void **state)
  * sender converts on the stack) goes out through an outbox and comes in
  * through an inbox, both sized by wire_limits_for_model, while every
  * allocation fails: the hot path allocates nothing. */
+/* EXPERT_REQUEST and EXPERT_REPLY in BF16 and FP8 (--wire): the rows arrive
+ * as the codec's round trip of what was sent, float32 and aligned, the
+ * format named; the frames are the format's size; through an outbox sized
+ * from the limits, nothing is allocated on the way. */
+static void test_data_formats(void **state)
+{
+    (void)state;
+    enum { ROWS = 16, HIDDEN = 200 }; /* two fp8 blocks a row, the second short */
+    const wire_limits_t lim = {.hidden = HIDDEN, .max_rows = ROWS, .max_assign = ROWS,
+                               .n_layers = 2, .n_experts = 4};
+    net_t *n = s_net(true, &lim, &lim, true);
+    err_t err = {0};
+    wire_outbox_t *outbox = wire_outbox_new(&lim, &err);
+    float *rows = mem_alloc(ROWS * HIDDEN * sizeof *rows);
+    float *want = mem_alloc(ROWS * HIDDEN * sizeof *want);
+    uint8_t *frame = mem_alloc(wire_tensor_bytes(WIRE_TENSOR_BF16, ROWS, HIDDEN));
+    assert_true(outbox && rows && want && frame);
+    for (int i = 0; i < ROWS * HIDDEN; i++)
+        rows[i] = sinf((float)i) * (float)(1 + i % 37);
+    moe_assign_t a[ROWS];
+    for (int i = 0; i < ROWS; i++)
+        a[i] = (moe_assign_t){i, i % 4, 0.5f};
+    for (wire_tensor_format_t f = WIRE_TENSOR_BF16; f <= WIRE_TENSOR_FP8; f++) {
+        wire_tensor_encode(f, rows, ROWS, HIDDEN, frame);
+        wire_tensor_decode(f, frame, ROWS, HIDDEN, want);
+        wire_data_t out = {.type = WIRE_EXPERT_REQUEST, .request_id = 300 + f, .layer = 1,
+                           .n_rows = ROWS, .hidden = HIDDEN, .rows = rows, .n_assign = ROWS,
+                           .assign = a, .dtype = f};
+        wire_data_t in, back;
+        wire_peer_t from;
+        wire_data_error_t code = WIRE_DATA_ERR_INTERNAL, back_code = WIRE_DATA_ERR_INTERNAL;
+        size_t sent = 0;
+        mem_fail_after(1);
+        int sent_rc = wire_data_send_sized(n->dealer, outbox, NULL, &out, &sent, &err);
+        int recv_rc = wire_data_recv(n->rin, n->router, true, &from, &in, &code, &err);
+        /* The node answers in the request's format. */
+        wire_data_t rep = {.type = WIRE_EXPERT_REPLY, .request_id = in.request_id,
+                           .layer = 1, .n_rows = ROWS, .hidden = HIDDEN, .rows = rows,
+                           .dtype = in.dtype};
+        int reply_rc = recv_rc == 0
+                           ? wire_data_send_sized(n->router, outbox, &from, &rep, NULL, &err)
+                           : -1;
+        int back_rc = reply_rc == 0 ? wire_data_recv(n->din, n->dealer, false, NULL, &back,
+                                                     &back_code, &err)
+                                    : -1;
+        mem_fail_after(-1);
+        if (sent_rc || recv_rc || reply_rc || back_rc)
+            fail_msg("%s: %d %d %d %d: %s", wire_tensor_format_name(f), sent_rc, recv_rc,
+                     reply_rc, back_rc, err.msg);
+        assert_int_equal(in.dtype, f);
+        assert_int_equal(back.dtype, f);
+        assert_int_equal((uintptr_t)in.rows % sizeof(float), 0);
+        assert_memory_equal(in.rows, want, ROWS * HIDDEN * sizeof *want);
+        assert_memory_equal(back.rows, want, ROWS * HIDDEN * sizeof *want);
+        assert_int_equal(sent + from.len, wire_inbox_message_bytes(n->rin));
+        assert_true(wire_inbox_message_bytes(n->din) >
+                    wire_tensor_bytes(f, ROWS, HIDDEN));
+        assert_true(wire_inbox_message_bytes(n->din) <
+                    wire_tensor_bytes(f, ROWS, HIDDEN) + 64);
+    }
+    mem_free(frame);
+    mem_free(want);
+    mem_free(rows);
+    wire_outbox_destroy(&outbox);
+    s_net_close(&n);
+}
+
 static void test_data_prefill_batch_without_allocating(void **state)
 {
     (void)state;
@@ -1445,6 +1526,7 @@ static void test_data_prefill_batch_without_allocating(void **state)
     /* An outbox too small for a message falls back to the heap. */
     wire_limits_t small = lim;
     small.max_assign = 8;
+    small.max_rows = 1; /* its room to encode bf16 and fp8 rows is small too */
     wire_outbox_t *tiny = wire_outbox_new(&small, &err);
     assert_non_null(tiny);
     mem_fail_after(1);
@@ -2143,6 +2225,7 @@ int main(void)
         cmocka_unit_test(test_socket_set_limit),
         cmocka_unit_test(test_inbox_new_and_destroy),
         cmocka_unit_test(test_data_prefill_batch_without_allocating),
+        cmocka_unit_test(test_data_formats),
         cmocka_unit_test_setup_teardown(test_client_token_text_without_allocating,
                                         setup_client_inproc, teardown),
         cmocka_unit_test(test_decode_from_memory),
