@@ -157,7 +157,7 @@ static http_resp_t s_http(int port, const char *method, const char *path, const 
 static json_t *s_json(const http_resp_t *r)
 {
     json_error_t e;
-    json_t *o = json_loads(r->body, 0, &e);
+    json_t *o = json_loads(r->body, JSON_ALLOW_NUL, &e);
     if (!o)
         fail_msg("not JSON (%s): %.300s", e.text, r->body);
     return o;
@@ -197,7 +197,7 @@ static char *s_stream_text(const char *body, char *finish, size_t finish_size, i
             done = true;
         else {
             json_error_t e;
-            json_t *o = json_loadb(data, (size_t)(end - data), 0, &e);
+            json_t *o = json_loadb(data, (size_t)(end - data), JSON_ALLOW_NUL, &e);
             assert_non_null(o);
             json_t *choices = json_object_get(o, "choices");
             json_t *usage = json_object_get(o, "usage");
@@ -207,10 +207,11 @@ static char *s_stream_text(const char *body, char *finish, size_t finish_size, i
                                                                         "completion_tokens"));
             } else {
                 json_t *c = json_array_get(choices, 0);
-                const char *t = json_string_value(json_object_get(c, "text"));
-                if (t) {
-                    memcpy(text + len, t, strlen(t));
-                    len += strlen(t);
+                /* The text may hold NUL bytes (a byte token): copy by length. */
+                json_t *t = json_object_get(c, "text");
+                if (json_is_string(t)) {
+                    memcpy(text + len, json_string_value(t), json_string_length(t));
+                    len += json_string_length(t);
                 }
                 const char *f = json_string_value(json_object_get(c, "finish_reason"));
                 if (f)
@@ -675,7 +676,7 @@ static void test_chat(void **state)
         const char *end = strstr(line, "\n\n");
         assert_non_null(end);
         if (strncmp(line, "data: [DONE]", 12) != 0) {
-            json_t *o = json_loadb(line + 6, (size_t)(end - line - 6), 0, NULL);
+            json_t *o = json_loadb(line + 6, (size_t)(end - line - 6), JSON_ALLOW_NUL, NULL);
             assert_non_null(o);
             assert_string_equal(json_string_value(json_object_get(o, "object")),
                                 "chat.completion.chunk");

@@ -234,7 +234,7 @@ static void s_parse_resp(const char *raw, size_t n, s_resp_t *r)
         r->body = strndup(b, blen);
         r->body_len = blen;
     }
-    r->json = json_loadb(r->body, r->body_len, 0, NULL);
+    r->json = json_loadb(r->body, r->body_len, JSON_ALLOW_NUL, NULL);
 }
 
 /* One request on a fresh connection ("Connection: close"), its response
@@ -330,7 +330,7 @@ static json_t *s_sse_chunks(const char *body, const char *what)
             done = true;
         } else {
             json_error_t jerr;
-            json_t *j = json_loadb(d, (size_t)(e - d), 0, &jerr);
+            json_t *j = json_loadb(d, (size_t)(e - d), JSON_ALLOW_NUL, &jerr);
             if (!j)
                 fail_msg("%s: event %d is not JSON (%s): %.200s", what, n, jerr.text, d);
             json_array_append_new(chunks, j);
@@ -768,7 +768,7 @@ static void test_curl_errors(void **state)
         snprintf(args, sizeof args, errs[i].args, s_url);
         int status = s_curl(errs[i].what, args, &head, &body);
         s_resp_t r = {.status = status, .head = head, .body = body,
-                      .json = json_loads(body, 0, NULL)};
+                      .json = json_loads(body, JSON_ALLOW_NUL, NULL)};
         for (char *p = r.head; *p; p++)
             *p = (char)tolower((unsigned char)*p);
         printf("  curl %s: %d %.200s\n", errs[i].what, status, body);
@@ -790,7 +790,7 @@ static void test_curl_errors(void **state)
              "'Content-Type: application/json' --data-binary @'%s' '%s/v1/completions'", big,
              s_url);
     int status = s_curl("too-large", args, &head, &body);
-    s_resp_t r = {.status = status, .head = head, .body = body, .json = json_loads(body, 0, NULL)};
+    s_resp_t r = {.status = status, .head = head, .body = body, .json = json_loads(body, JSON_ALLOW_NUL, NULL)};
     for (char *p = r.head; *p; p++)
         *p = (char)tolower((unsigned char)*p);
     printf("  curl 2 MB body: %d %.200s\n", status, body);
