@@ -64,7 +64,8 @@ PROTO_GEN_C := $(patsubst %.proto,$(BUILD)/gen/%.pb-c.c,$(PROTOS))
 PROTO_GEN_H := $(PROTO_GEN_C:.c=.h)
 WIRE_SRC    := proto/wire.c proto/data_plane.c proto/client_rpc.c
 # Expert node, coordinator and client library (mains are listed with programs).
-NODE_SRC    := expert_node/expert_server.c expert_node/expert_set.c expert_node/expert_loader.c
+NODE_SRC    := expert_node/expert_server.c expert_node/expert_set.c expert_node/expert_loader.c \
+               expert_node/expert_batch.c expert_node/roster.c
 COORD_SRC   := coordinator/peer.c coordinator/load.c coordinator/dispatch.c coordinator/mover.c coordinator/rpc.c coordinator/server.c \
                coordinator/sched.c coordinator/stepper.c coordinator/coord_options.c \
                coordinator/coordinator.c
