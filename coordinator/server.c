@@ -502,7 +502,7 @@ void server_status(server_t *self, server_status_t *out)
             .hosted_layer = hl, .hosted_expert = he,
             .batches = peer_batches(peer), .rtt_last_ms = peer_rtt_last_ms(peer),
             .rtt_mean_ms = peer_rtt_mean_ms(peer), .last_error = peer_last_error(peer),
-            .weights = peer_weights(peer),
+            .weights = peer_weights(peer), .coordinators = peer_n_coordinators(peer),
             .bytes_sent = dispatch_node_stats(self->dispatch)[p].bytes_sent,
             .bytes_received = dispatch_node_stats(self->dispatch)[p].bytes_received,
             .failovers = dispatch_node_stats(self->dispatch)[p].failovers,
@@ -685,6 +685,8 @@ int server_node_add(server_t *self, const char *endpoint, int redundant, err_t *
     if (n >= dispatch_max_peers(self->dispatch))
         return err_set(err, ENOSPC, "the coordinator has room for %d nodes (--max-nodes)",
                        dispatch_max_peers(self->dispatch));
+    if (mover_may_move(self->mover, err) < 0)
+        return -1;
     if (!self->join_fn(self->join_ctx, n + 1, endpoint, err))
         return -1;
     if (dispatch_add_peer(self->dispatch, err) < 0 || mover_add_node(self->mover, err) < 0) {
