@@ -71,4 +71,16 @@ int boot_bcast_string(boot_t *self, char **text_p, size_t *len_p, err_t *err);
 /* *Collective.* Returns once every rank called it. 0, or -1 with errno EIO. */
 int boot_barrier(boot_t *self, err_t *err);
 
+/* Point to point (not collective): sends one string (truncated to
+ * BOOT_STRING_MAX - 1 bytes) to rank `to`, which must call boot_recv_string
+ * for it; moe-mpi's coordinators report to rank 0 and hear back whether to
+ * serve. Blocks until MPI has taken it. 0, or -1 with errno/err (EINVAL for
+ * a rank out of range, EIO when MPI fails). */
+int boot_send_string(boot_t *self, int to, const char *text, err_t *err);
+
+/* Receives the next string rank `from` sent with boot_send_string into buf
+ * (BOOT_STRING_MAX bytes), blocking until it comes. 0, or -1 with errno/err
+ * as boot_send_string. */
+int boot_recv_string(boot_t *self, int from, char buf[BOOT_STRING_MAX], err_t *err);
+
 #endif /* MOE_CORE_BOOT_H */

@@ -4,7 +4,11 @@
  * three nodes up; SIGTERM to the ranks stops them all with exit status 0, and
  * SIGTERM to mpirun leaves no rank behind. A model whose checkpoint is
  * truncated makes the node ranks fail: mpirun exits non-zero, in bounded time,
- * with a message naming the failing rank and host.
+ * with a message naming the failing rank and host. With --coordinators 2,
+ * ranks 0 and 1 are coordinators over nodes on ranks 2 and 3: both
+ * endpoints come back comma-separated, moe-client given both crosschecks
+ * against moe-run, each coordinator's status shows both nodes up and
+ * serving 2 coordinators, and SIGTERM stops all four ranks cleanly.
  *
  * This test makes no MPI call; it runs mpirun. As root, Open MPI needs
  * OMPI_ALLOW_RUN_AS_ROOT(_CONFIRM); the machine has few cores, hence
@@ -214,6 +218,27 @@ static char *s_up(int n, const char *name, const char *extra, char log[700], pid
     return s_wait_ready(*pid, ep_file, log);
 }
 
+/* SIGTERM to every rank, which must all stop cleanly: mpirun exits 0. */
+static void s_stop_cleanly(pid_t pid, const char *log, int n)
+{
+    s_signal_ranks(pid, SIGTERM);
+    int st = s_wait_for(pid, STOP_TIMEOUT_S);
+    if (st == -1) {
+        s_print_log(log);
+        fail_msg("mpirun still running %d s after SIGTERM to its ranks", STOP_TIMEOUT_S);
+    }
+    s_mpirun = -1;
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+        s_print_log(log);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    char *text = testutil_read_file(log, NULL), want[64];
+    snprintf(want, sizeof want, "all %d ranks stopped cleanly", n);
+    assert_non_null(strstr(text, want));
+    free(text);
+    assert_true(s_group_gone(pid));
+    s_assert_no_sanitizer_report(log);
+}
+
 static void test_mpirun_cluster(void **state)
 {
     (void)state;
@@ -234,23 +259,48 @@ static void test_mpirun_cluster(void **state)
     assert_non_null(strstr(status, "nodes: 3 up, 0 down"));
     free(status);
 
-    /* SIGTERM to every rank: all stop cleanly, so mpirun exits 0. */
-    s_signal_ranks(pid, SIGTERM);
-    int st = s_wait_for(pid, STOP_TIMEOUT_S);
-    if (st == -1) {
-        s_print_log(log);
-        fail_msg("mpirun still running %d s after SIGTERM to its ranks", STOP_TIMEOUT_S);
-    }
-    s_mpirun = -1;
-    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
-        s_print_log(log);
-    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
-    char *text = testutil_read_file(log, NULL);
-    assert_non_null(strstr(text, "all 4 ranks stopped cleanly"));
-    free(text);
-    assert_true(s_group_gone(pid));
-    s_assert_no_sanitizer_report(log);
+    s_stop_cleanly(pid, log, 4);
     free(ep);
+}
+
+static void test_mpirun_two_coordinators(void **state)
+{
+    (void)state;
+    char model[700], log[700], cmd[2048];
+    pid_t pid;
+    char *eps = s_up(4, "mpirun-c2", "--coordinators 2 --heartbeat-ms 200", log, &pid);
+    char *comma = strchr(eps, ',');
+    if (!comma || strchr(comma + 1, ','))
+        fail_msg("--coordinators 2: endpoint file holds '%s', not two endpoints", eps);
+    printf("  mpirun -np 4 --coordinators 2: ready at %s\n", eps);
+
+    snprintf(model, sizeof model, "%s/mixtral-A", fixture_root());
+    fixture_t *fx = fixture_load(model);
+    assert_non_null(fx);
+    crosscheck_fixture(fx, eps, s_bin, s_tmp, "");
+    fixture_destroy(&fx);
+
+    /* Each coordinator: both nodes up; the nodes count both (a heartbeat
+     * or two after the start). */
+    snprintf(cmd, sizeof cmd, "'%s/moe-client' --connect '%s' status", s_bin, eps);
+    char *status = NULL;
+    for (int i = 0; i < 50; i++) {
+        free(status);
+        status = NULL;
+        assert_int_equal(testutil_run(cmd, &status), 0);
+        const char *second = strstr(status, "== coordinator 2 at");
+        if (second && strstr(status, "nodes: 2 up, 0 down") &&
+            strstr(second, "nodes: 2 up, 0 down") &&
+            strstr(strstr(status, "serving 2 coordinators"), "== coordinator 2 at") &&
+            strstr(second, "serving 2 coordinators"))
+            break;
+        usleep(100 * 1000);
+    }
+    if (!strstr(status, "== coordinator 2 at") || !strstr(status, "serving 2 coordinators"))
+        fail_msg("status of both coordinators:\n%s", status);
+    free(status);
+    s_stop_cleanly(pid, log, 4);
+    free(eps);
 }
 
 /* SIGTERM to mpirun (as Ctrl-C would): mpirun forwards it and ends the job;
@@ -512,6 +562,7 @@ int main(void)
         cmocka_unit_test_teardown(test_curve, s_test_teardown),
         cmocka_unit_test_teardown(test_plain_bind_warning, s_test_teardown),
         cmocka_unit_test_teardown(test_mpirun_cluster, s_test_teardown),
+        cmocka_unit_test_teardown(test_mpirun_two_coordinators, s_test_teardown),
         cmocka_unit_test_teardown(test_mpirun_sigterm, s_test_teardown),
         cmocka_unit_test_teardown(test_failing_rank, s_test_teardown),
     };
