@@ -177,6 +177,7 @@ TESTS_NET     := test_wire test_placement test_expert_node test_client test_clus
 TESTS_NET     += test_http_clients  # real clients (openai npm, curl, raw sockets) against the HTTP API
 TESTS_NET     += test_badformat test_precision
 TESTS_NET     += test_expert_batch  # a node's requests run as one (expert_node/expert_batch)
+TESTS_NET     += test_roster        # the coordinators a node counts (expert_node/roster)
 TESTS_NET     += test_multicoord    # several coordinators over one set of nodes
 TESTS_TOKENIZER := test_tokenizer test_trainer
 TESTS_NET     += test_http  # the HTTP API (coordinator/http) against a local cluster
