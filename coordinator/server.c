@@ -66,6 +66,7 @@ struct server {
     double *rates;                 /* (n_layers * n_experts) the load at the last status */
     double *node_load;             /* (max peers) the same per node */
     metric_t *m_expert_load, *m_node_load, *m_busy_ratio, *m_busy_seconds;
+    metric_t *m_node_coords;    /* coordinators each node serves */
     mover_t *mover;                /* borrowed; NULL: the placement is fixed */
     server_join_fn join_fn;        /* makes the peer of a joining node (coordinator.c) */
     server_leave_fn leave_fn;
@@ -166,12 +167,16 @@ static int s_metrics_new(server_t *self, err_t *err)
     self->m_busy_seconds = metrics_counter(m, "moe_node_busy_seconds_total",
                                            "Seconds the node spent computing batches.",
                                            node, err);
+    self->m_node_coords = metrics_gauge(m, "moe_node_coordinators",
+                                        "Coordinators the node serves, this one included "
+                                        "(0: the node does not say).", node, err);
     metric_t *info = metrics_gauge(m, "moe_build_info",
                                    "Always 1; the labels say what runs.", build, err);
     if (!req || !prompt || !gen || !ttft || !tpot || !queue || !running || !kv || !kvb ||
         !self->m_up || !self->m_rtt || !self->m_failovers || !self->m_sent ||
         !self->m_received || !self->m_expert_tokens || !info || !self->m_expert_load ||
-        !self->m_node_load || !self->m_busy_ratio || !self->m_busy_seconds)
+        !self->m_node_load || !self->m_busy_ratio || !self->m_busy_seconds ||
+        !self->m_node_coords)
         return -1;
     for (int o = 0; o < SERVER_OUTCOMES; o++)
         if (!(self->m_outcome[o] = metric_child(req, (const char *const[]){
@@ -588,6 +593,7 @@ static void s_metrics_update(server_t *self)
             metric_child_add(c, n->busy_seconds - metric_child_value(c));
         metrics_set(self->m_node_load, v, n->load);
         metrics_set(self->m_busy_ratio, v, n->busy_ratio);
+        metrics_set(self->m_node_coords, v, n->coordinators);
     }
     for (int l = 0; l < st.n_layers; l++)
         for (int e = 0; e < st.n_experts; e++) {
