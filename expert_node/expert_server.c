@@ -560,9 +560,12 @@ static void s_heard(expert_server_t *self, const wire_peer_t *from)
     const double now = timer_now();
     const bool joined = roster_touch(self->roster, from, now);
     const int n = roster_count(self->roster, now);
-    if (joined || n != self->n_coordinators)
-        s_log(self, "coordinators", "%s coordinator at %s; serving %d coordinator%s",
-              joined ? "a new" : "lost a", s_who(from), n, n == 1 ? "" : "s");
+    if (joined)
+        s_log(self, "coordinators", "a coordinator at %s joins; serving %d coordinator%s",
+              s_who(from), n, n == 1 ? "" : "s");
+    else if (n < self->n_coordinators) /* noticed when the next message comes */
+        s_log(self, "coordinators", "a coordinator went silent; serving %d coordinator%s",
+              n, n == 1 ? "" : "s");
     self->n_coordinators = n;
 }
 
