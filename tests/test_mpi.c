@@ -218,6 +218,17 @@ static char *s_up(int n, const char *name, const char *extra, char log[700], pid
     return s_wait_ready(*pid, ep_file, log);
 }
 
+/* moe-client through endpoint(s) answers as moe-run, for mixtral-A. */
+static void s_crosscheck(const char *endpoints)
+{
+    char model[700];
+    snprintf(model, sizeof model, "%s/mixtral-A", fixture_root());
+    fixture_t *fx = fixture_load(model);
+    assert_non_null(fx);
+    crosscheck_fixture(fx, endpoints, s_bin, s_tmp, "");
+    fixture_destroy(&fx);
+}
+
 /* SIGTERM to every rank, which must all stop cleanly: mpirun exits 0. */
 static void s_stop_cleanly(pid_t pid, const char *log, int n)
 {
@@ -242,16 +253,12 @@ static void s_stop_cleanly(pid_t pid, const char *log, int n)
 static void test_mpirun_cluster(void **state)
 {
     (void)state;
-    char model[700], log[700], cmd[2048];
+    char log[700], cmd[2048];
     pid_t pid;
     char *ep = s_up(4, "mpirun", "", log, &pid);
     printf("  mpirun -np 4: ready at %s\n", ep);
 
-    snprintf(model, sizeof model, "%s/mixtral-A", fixture_root());
-    fixture_t *fx = fixture_load(model);
-    assert_non_null(fx);
-    crosscheck_fixture(fx, ep, s_bin, s_tmp, "");
-    fixture_destroy(&fx);
+    s_crosscheck(ep);
 
     snprintf(cmd, sizeof cmd, "'%s/moe-client' --connect '%s' status", s_bin, ep);
     char *status = NULL;
@@ -266,7 +273,7 @@ static void test_mpirun_cluster(void **state)
 static void test_mpirun_two_coordinators(void **state)
 {
     (void)state;
-    char model[700], log[700], cmd[2048];
+    char log[700], cmd[2048];
     pid_t pid;
     char *eps = s_up(4, "mpirun-c2", "--coordinators 2 --heartbeat-ms 200", log, &pid);
     char *comma = strchr(eps, ',');
@@ -274,11 +281,7 @@ static void test_mpirun_two_coordinators(void **state)
         fail_msg("--coordinators 2: endpoint file holds '%s', not two endpoints", eps);
     printf("  mpirun -np 4 --coordinators 2: ready at %s\n", eps);
 
-    snprintf(model, sizeof model, "%s/mixtral-A", fixture_root());
-    fixture_t *fx = fixture_load(model);
-    assert_non_null(fx);
-    crosscheck_fixture(fx, eps, s_bin, s_tmp, "");
-    fixture_destroy(&fx);
+    s_crosscheck(eps);
 
     /* Each coordinator: both nodes up; the nodes count both (a heartbeat
      * or two after the start). */

@@ -2,12 +2,15 @@
  * processes through cluster/local.sh --coordinators 2 (two coordinators,
  * two nodes, mixtral-A):
  *   - eight generations on each coordinator at once print what moe-run
- *     prints; the nodes ran requests of both together (their logs count the
- *     replies of shared computations); moe-client given both endpoints
+ *     prints; moe-client given both endpoints
  *     crosschecks against moe-run (generate and logits); each coordinator's
  *     STATUS shows both nodes serving 2 coordinators; a rebalance is refused
  *     naming them; `local.sh status` shows each coordinator and `down` leaves
  *     no process behind;
+ *   - a node answers requests of two coordinators that wait together (the
+ *     node stopped while they are sent) from one computation, and each gets
+ *     its rows bit for bit as when sent alone (its log counts the replies of
+ *     shared computations);
  *   - a node killed (-9) mid-cluster and restarted with `local.sh
  *     restart-node` (which returns once every coordinator has it back)
  *     rejoins both: each coordinator generates moe-run's tokens again.
@@ -26,13 +29,16 @@
 #include <unistd.h>
 
 #include "core/timer.h"
+#include "model/config.h"
 #include "proto/client_rpc.h"
+#include "proto/data_plane.h"
 #include "tests/crosscheck.h"
 #include "tests/fixture.h"
 #include "tests/localcluster.h"
 #include "tests/testutil.h"
 
-enum { N_COORD = 2, N_GEN = 8, MAX_TOKENS = 40 };
+enum { N_COORD = 2, N_GEN = 8, MAX_PROMPT = 5, MAX_TOKENS = 40 };
+enum { N_REQ = 3, REQ_ROWS = 2, ROUNDS = 5 }; /* the node-level batching case */
 #define CLUSTER_OPTS "--coordinators 2 --heartbeat-ms 200 --threads 1 --node-threads 1"
 
 static char s_bin[512];
@@ -40,7 +46,7 @@ static char s_root[512];
 static char *s_tmp;
 static char s_model[600];
 static char s_want[N_GEN][1024];  /* moe-run's output for each prompt */
-static int32_t s_prompt[N_GEN][8];
+static int32_t s_prompt[N_GEN][MAX_PROMPT];
 static int s_n_prompt[N_GEN];
 
 /* A cluster of two coordinators: its run folder and each one's endpoint. */
@@ -49,13 +55,6 @@ typedef struct rig {
     char *endpoints;          /* "EP1,EP2", local.sh's last line */
     char endpoint[N_COORD][256];
 } rig_t;
-
-static void s_ids_text(const int32_t *ids, int n, char *out, size_t size)
-{
-    size_t used = 0;
-    for (int i = 0; i < n && used < size; i++)
-        used += (size_t)snprintf(out + used, size - used, "%s%d", i ? "," : "", (int)ids[i]);
-}
 
 static int s_setup(void **state)
 {
@@ -69,20 +68,8 @@ static int s_setup(void **state)
     fixture_t *fx = fixture_load(s_model);
     if (!fx)
         return -1;
-    testrng_t rng;
-    testrng_init(&rng, 2015);
-    for (int g = 0; g < N_GEN; g++) {
-        s_n_prompt[g] = 1 + g % 5;
-        for (int i = 0; i < s_n_prompt[g]; i++)
-            s_prompt[g][i] = (int32_t)(testrng_uniform(&rng) * fx->vocab);
-        char ids[128], cmd[2048];
-        s_ids_text(s_prompt[g], s_n_prompt[g], ids, sizeof ids);
-        snprintf(cmd, sizeof cmd, "'%s/moe-run' --model '%s' --prompt-ids %s --max-tokens %d "
-                 "2>/dev/null", s_bin, s_model, ids, MAX_TOKENS);
-        char *want = crosscheck_last_line(cmd);
-        snprintf(s_want[g], sizeof s_want[g], "%s", want);
-        free(want);
-    }
+    crosscheck_prompts(s_bin, s_model, fx->vocab, 2015, N_GEN, MAX_PROMPT, MAX_TOKENS,
+                       &s_prompt[0][0], s_n_prompt, &s_want[0][0], sizeof s_want[0]);
     fixture_destroy(&fx);
     *state = s_tmp;
     return 0;
@@ -249,9 +236,110 @@ static void test_two_coordinators(void **state)
     for (int i = 0; i < 4; i++)
         if (kill(pids[i], 0) == 0)
             fail_msg("process %d still runs after local.sh down", (int)pids[i]);
-    const long shared1 = s_shared(rig.run_dir, 1), shared2 = s_shared(rig.run_dir, 2);
-    printf("  replies of shared computations: node 1 %ld, node 2 %ld\n", shared1, shared2);
-    assert_true(shared1 > 0 && shared2 > 0);
+}
+
+/* A request of the case: REQ_ROWS random rows for even experts (node 1's of
+ * two) of layer 1. */
+typedef struct req {
+    float rows[REQ_ROWS * 256];
+    moe_assign_t assign[REQ_ROWS * 8];
+    wire_data_t m;
+    float *want;               /* (REQ_ROWS, hidden): the reply when sent alone */
+} req_t;
+
+static void s_req_make(req_t *r, testrng_t *rng, const config_t *cfg, uint64_t id)
+{
+    assert_true(cfg->hidden_size <= 256 && cfg->n_experts_per_tok <= 8);
+    testrng_fill(rng, r->rows, (size_t)REQ_ROWS * cfg->hidden_size, 1.0f);
+    int n = 0;
+    for (int row = 0; row < REQ_ROWS; row++)
+        for (int k = 0; k < cfg->n_experts_per_tok; k++)
+            r->assign[n++] = (moe_assign_t){
+                row, 2 * ((row + k + (int)id) % (cfg->n_experts / 2)),
+                0.5f + testrng_uniform(rng)};
+    r->m = (wire_data_t){.type = WIRE_EXPERT_REQUEST, .request_id = id, .layer = 1,
+                         .n_rows = REQ_ROWS, .hidden = cfg->hidden_size, .rows = r->rows,
+                         .n_assign = n, .assign = r->assign};
+}
+
+/* The reply to request id on sock: its rows (into out when given, else
+ * compared with want bit for bit). */
+static void s_req_reply(void *sock, wire_inbox_t *inbox, const req_t *r, float *out,
+                        int hidden)
+{
+    wire_data_t rep;
+    err_t err = {0};
+    if (wire_data_recv(inbox, sock, false, NULL, &rep, NULL, &err) < 0)
+        fail_msg("no reply to request %llu: %s", (unsigned long long)r->m.request_id, err.msg);
+    assert_int_equal(rep.type, WIRE_EXPERT_REPLY);
+    assert_int_equal(rep.request_id, r->m.request_id);
+    assert_int_equal(rep.n_rows, REQ_ROWS);
+    const size_t bytes = (size_t)REQ_ROWS * hidden * sizeof(float);
+    if (out)
+        memcpy(out, rep.rows, bytes);
+    else if (memcmp(rep.rows, r->want, bytes) != 0)
+        fail_msg("request %llu: rows differ from its rows alone",
+                 (unsigned long long)r->m.request_id);
+}
+
+static void test_node_batches_two_coordinators(void **state)
+{
+    (void)state;
+    rig_t rig;
+    s_rig_up(&rig, "batch");
+    config_t cfg;
+    err_t err = {0};
+    if (config_load(&cfg, s_model, &err) < 0)
+        fail_msg("config: %s", err.msg);
+    char path[800];
+    snprintf(path, sizeof path, "%s/expert-1.endpoint", rig.run_dir);
+    char *ep = testutil_read_file(path, NULL);
+    assert_non_null(ep);
+    ep[strcspn(ep, "\n")] = '\0';
+    /* Two more coordinators, as the node sees them: two DEALERs. */
+    localcluster_conn_t c[2];
+    for (int i = 0; i < 2; i++)
+        localcluster_open(&c[i], ep);
+    wire_limits_t lim = wire_limits_for_model(&cfg, 64);
+    wire_inbox_t *inbox = wire_inbox_new(&lim, &err);
+    assert_non_null(inbox);
+    static req_t req[2][N_REQ];
+    testrng_t rng;
+    testrng_init(&rng, 1515);
+    for (int i = 0; i < 2; i++)
+        for (int j = 0; j < N_REQ; j++) {
+            req_t *r = &req[i][j];
+            s_req_make(r, &rng, &cfg, 1000 + (uint64_t)(i * N_REQ + j));
+            r->want = malloc((size_t)REQ_ROWS * cfg.hidden_size * sizeof(float));
+            assert_int_equal(wire_data_send(c[i].sock, NULL, &r->m, &err), 0);
+            s_req_reply(c[i].sock, inbox, r, r->want, cfg.hidden_size);
+        }
+    /* With the node stopped, both send; it finds them all waiting. */
+    const pid_t node = localcluster_pid(rig.run_dir, "expert-1");
+    for (int round = 0; round < ROUNDS; round++) {
+        assert_int_equal(kill(node, SIGSTOP), 0);
+        for (int j = 0; j < N_REQ; j++)
+            for (int i = 0; i < 2; i++)
+                assert_int_equal(wire_data_send(c[i].sock, NULL, &req[i][j].m, &err), 0);
+        usleep(100 * 1000); /* into the node's socket buffers */
+        assert_int_equal(kill(node, SIGCONT), 0);
+        for (int i = 0; i < 2; i++)
+            for (int j = 0; j < N_REQ; j++)
+                s_req_reply(c[i].sock, inbox, &req[i][j], NULL, cfg.hidden_size);
+    }
+    for (int i = 0; i < 2; i++) {
+        localcluster_close(&c[i]);
+        for (int j = 0; j < N_REQ; j++)
+            free(req[i][j].want);
+    }
+    wire_inbox_destroy(&inbox);
+    free(ep);
+    s_rig_down(&rig); /* the node logs its counts as it stops */
+    const long shared = s_shared(rig.run_dir, 1);
+    printf("  %d rounds of %d requests from each of 2 DEALERs, the node stopped while they "
+           "were sent: all equal to alone; %ld replies from shared computations\n", ROUNDS,
+           N_REQ, shared);
+    assert_true(shared > 0);
 }
 
 static void test_node_restart_rejoins_both(void **state)
@@ -280,6 +368,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_two_coordinators),
+        cmocka_unit_test(test_node_batches_two_coordinators),
         cmocka_unit_test(test_node_restart_rejoins_both),
     };
     return cmocka_run_group_tests(tests, s_setup, NULL);
