@@ -1,7 +1,8 @@
 /* boot: the MPI bootstrap of moe-mpi, and the only module that calls MPI.
  *
  * MPI is used to start a cluster, never to move data: rank 0 is the
- * coordinator and ranks 1..size-1 are expert nodes; they agree on whether
+ * coordinator (ranks 0..C-1 with moe-mpi --coordinators C) and the other
+ * ranks are expert nodes; they agree on whether
  * each start-up stage worked, exchange ZeroMQ endpoints and share rank 0's
  * placement text, then serve over ZeroMQ with no MPI call until shutdown.
  *
@@ -35,7 +36,7 @@ boot_t *boot_new(int *argc, char ***argv, err_t *err);
  * and a NULL *self_p (then MPI is left alone); sets *self_p to NULL. */
 void boot_destroy(boot_t **self_p);
 
-int boot_rank(const boot_t *self);         /* 0..size-1; 0 is the coordinator */
+int boot_rank(const boot_t *self);         /* 0..size-1; 0 is the (first) coordinator */
 int boot_size(const boot_t *self);         /* ranks in the job */
 const char *boot_host(const boot_t *self); /* this rank's host name (borrowed) */
 
