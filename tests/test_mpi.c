@@ -26,6 +26,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -274,7 +277,17 @@ static void test_mpirun_two_coordinators(void **state)
 {
     (void)state;
     char log[700], cmd[2048];
-    pid_t pid;
+    /* Two coordinators need a third rank for a node: a usage error. */
+    snprintf(log, sizeof log, "%s/c2-short.log", s_tmp);
+    pid_t pid = s_launch(2, "--model m --coordinators 2", log);
+    int st = s_wait_for(pid, FAIL_TIMEOUT_S);
+    s_mpirun = -1;
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 2);
+    char *text = testutil_read_file(log, NULL);
+    assert_non_null(text);
+    if (!strstr(text, "needs at least 3 ranks (2 coordinators and a node); got 2"))
+        fail_msg("-np 2 --coordinators 2 did not say why:\n%s", text);
+    free(text);
     char *eps = s_up(4, "mpirun-c2", "--coordinators 2 --heartbeat-ms 200", log, &pid);
     char *comma = strchr(eps, ',');
     if (!comma || strchr(comma + 1, ','))
@@ -304,6 +317,70 @@ static void test_mpirun_two_coordinators(void **state)
     free(status);
     s_stop_cleanly(pid, log, 4);
     free(eps);
+}
+
+/* A listening TCP socket on 127.0.0.1 whose port is one above a free one:
+ * the fd, the free port in *below. */
+static int s_busy_port_above_free(int *below)
+{
+    for (int tries = 0; tries < 20; tries++) {
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        socklen_t len = sizeof a;
+        assert_true(fd >= 0);
+        assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+        assert_int_equal(listen(fd, 1), 0);
+        assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+        const int port = ntohs(a.sin_port);
+        int probe = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in b = a;
+        b.sin_port = htons((uint16_t)(port - 1));
+        const bool free_below = bind(probe, (struct sockaddr *)&b, sizeof b) == 0;
+        close(probe);
+        if (free_below) {
+            *below = port - 1;
+            return fd;
+        }
+        close(fd);
+    }
+    fail_msg("no port with a free one below it");
+    return -1;
+}
+
+/* The second coordinator cannot start (its HTTP port, the first's + 1, is
+ * taken): rank 0 hears it, stops its own coordinator and the nodes, and the
+ * launch fails naming coordinator 2. */
+static void test_second_coordinator_fails(void **state)
+{
+    (void)state;
+    char model[700], log[700], args[2048];
+    int port = 0;
+    const int busy = s_busy_port_above_free(&port);
+    snprintf(model, sizeof model, "%s/mixtral-A", fixture_root());
+    snprintf(log, sizeof log, "%s/c2-fail.log", s_tmp);
+    snprintf(args, sizeof args, "--model '%s' --bind-host 127.0.0.1 --threads 1 "
+             "--coordinators 2 --http 127.0.0.1:%d", model, port);
+    pid_t pid = s_launch(4, args, log);
+    int st = s_wait_for(pid, FAIL_TIMEOUT_S);
+    close(busy);
+    if (st == -1) {
+        s_print_log(log);
+        fail_msg("mpirun did not exit within %d s", FAIL_TIMEOUT_S);
+    }
+    s_mpirun = -1;
+    char *text = testutil_read_file(log, NULL);
+    assert_non_null(text);
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 1 || !strstr(text, "coordinator 2 (rank 1): "))
+        fail_msg("exit %d, log:\n%s", WIFEXITED(st) ? WEXITSTATUS(st) : -1, text);
+    char *line = strstr(text, "moe-mpi: serve: ");
+    assert_non_null(line);
+    line[strcspn(line, "\n")] = '\0';
+    printf("  %s\n", line);
+    free(text);
+    const double end = s_now() + STOP_TIMEOUT_S;
+    while (!s_group_gone(pid) && s_now() < end)
+        usleep(50 * 1000);
+    assert_true(s_group_gone(pid));
 }
 
 /* SIGTERM to mpirun (as Ctrl-C would): mpirun forwards it and ends the job;
@@ -566,6 +643,7 @@ int main(void)
         cmocka_unit_test_teardown(test_plain_bind_warning, s_test_teardown),
         cmocka_unit_test_teardown(test_mpirun_cluster, s_test_teardown),
         cmocka_unit_test_teardown(test_mpirun_two_coordinators, s_test_teardown),
+        cmocka_unit_test_teardown(test_second_coordinator_fails, s_test_teardown),
         cmocka_unit_test_teardown(test_mpirun_sigterm, s_test_teardown),
         cmocka_unit_test_teardown(test_failing_rank, s_test_teardown),
     };
