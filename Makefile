@@ -65,7 +65,8 @@ PROTO_GEN_C := $(patsubst %.proto,$(BUILD)/gen/%.pb-c.c,$(PROTOS))
 PROTO_GEN_H := $(PROTO_GEN_C:.c=.h)
 WIRE_SRC    := proto/wire.c proto/data_plane.c proto/client_rpc.c proto/wire_tensor.c
 # Expert node, coordinator and client library (mains are listed with programs).
-NODE_SRC    := expert_node/expert_server.c expert_node/expert_set.c expert_node/expert_loader.c
+NODE_SRC    := expert_node/expert_server.c expert_node/expert_set.c expert_node/expert_loader.c \
+               expert_node/expert_batch.c expert_node/roster.c
 COORD_SRC   := coordinator/peer.c coordinator/load.c coordinator/dispatch.c coordinator/mover.c coordinator/rpc.c coordinator/server.c \
                coordinator/sched.c coordinator/stepper.c coordinator/coord_options.c \
                coordinator/coordinator.c
@@ -177,6 +178,9 @@ TESTS_NET     := test_wire test_placement test_expert_node test_client test_clus
 TESTS_NET     += test_http_clients  # real clients (openai npm, curl, raw sockets) against the HTTP API
 TESTS_NET     += test_badformat test_precision
 TESTS_NET     += test_wire_tensor  # the data plane's tensor formats (--wire), codec and clusters
+TESTS_NET     += test_expert_batch  # a node's requests run as one (expert_node/expert_batch)
+TESTS_NET     += test_roster        # the coordinators a node counts (expert_node/roster)
+TESTS_NET     += test_multicoord    # several coordinators over one set of nodes
 TESTS_TOKENIZER := test_tokenizer test_trainer
 TESTS_NET     += test_http  # the HTTP API (coordinator/http) against a local cluster
 TESTS_CHAT    := test_chat_template

@@ -4,13 +4,18 @@
  * (p50, p99). The ratio that matters: aggregate tokens/s at N sequences over
  * the rate of one (goal at 16: >= 6x).
  *
- *   bench-serving --endpoint EP [--concurrency 1,4,16,64] [--prompt-len 16]
+ *   bench-serving --endpoint EP[,EP...] [--concurrency 1,4,16,64] [--prompt-len 16]
  *                 [--tokens 64]
+ *
+ * With several endpoints (the coordinators of one cluster, as `local.sh up
+ * --coordinators C` prints them), client i talks to endpoint i mod C, and the
+ * warm-up runs one sequence on each.
  */
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "bench/workload.h"
 #include "client/client.h"
@@ -19,7 +24,7 @@
 #include "core/mem.h"
 #include "core/timer.h"
 
-enum { MAX_CLIENTS = 256, MAX_TOKENS = 4096 };
+enum { MAX_CLIENTS = 256, MAX_TOKENS = 4096, MAX_ENDPOINTS = 64 };
 
 typedef struct worker {
     const char *endpoint;
@@ -67,8 +72,10 @@ static double s_percentile(double *v, int n, double p)
     return v[i < 0 ? 0 : i >= n ? n - 1 : i];
 }
 
-/* Runs n concurrent generations; prints one line; *rate gets tokens/s. */
-static int s_level(const char *endpoint, int n, int prompt_len, int n_tokens, double *rate)
+/* Runs n concurrent generations, client i on eps[i % n_eps]; prints one
+ * line; *rate gets tokens/s. */
+static int s_level(const char *const *eps, int n_eps, int n, int prompt_len, int n_tokens,
+                   double *rate)
 {
     worker_t *w = mem_calloc((size_t)n, sizeof *w);
     pthread_t *th = mem_calloc((size_t)n, sizeof *th);
@@ -78,7 +85,7 @@ static int s_level(const char *endpoint, int n, int prompt_len, int n_tokens, do
     if (!w || !th || !ttft || !tbt)
         goto done;
     for (int i = 0; i < n; i++) {
-        w[i].endpoint = endpoint;
+        w[i].endpoint = eps[i % n_eps];
         w[i].n_prompt = prompt_len;
         w[i].n_tokens = n_tokens;
         workload_prompt(w[i].prompt, prompt_len, 256);
@@ -118,7 +125,7 @@ done:
 
 static void s_usage(FILE *out)
 {
-    fprintf(out, "usage: bench-serving --endpoint EP [--concurrency 1,4,16,64] "
+    fprintf(out, "usage: bench-serving --endpoint EP[,EP...] [--concurrency 1,4,16,64] "
                  "[--prompt-len 16] [--tokens 64]\n");
 }
 
@@ -148,23 +155,41 @@ int main(int argc, char **argv)
     };
     if (arg_parse_main("bench-serving", argc, argv, table, s_usage, s_check, &o) < 0)
         return 2;
-    const char *endpoint = o.endpoint;
+    char *list = mem_strdup(o.endpoint);
+    const char *eps[MAX_ENDPOINTS];
+    int n_eps = 0;
+    for (char *save = NULL, *ep = list ? strtok_r(list, ",", &save) : NULL;
+         ep && n_eps < MAX_ENDPOINTS; ep = strtok_r(NULL, ",", &save))
+        eps[n_eps++] = ep;
+    if (n_eps == 0) {
+        fprintf(stderr, "bench-serving: --endpoint: no endpoint in '%s'\n", o.endpoint);
+        mem_free(list);
+        return 2;
+    }
     int prompt_len = o.prompt_len, n_tokens = o.n_tokens;
     int32_t *n_list = NULL;
     int n_levels = 0;
-    if (idlist_option("bench-serving", "--concurrency", o.levels, &n_list, &n_levels) < 0)
+    if (idlist_option("bench-serving", "--concurrency", o.levels, &n_list, &n_levels) < 0) {
+        mem_free(list);
         return 2;
-    printf("bench-serving: %d-token prompts, %d tokens each\n", prompt_len, n_tokens);
+    }
+    printf("bench-serving: %d-token prompts, %d tokens each", prompt_len, n_tokens);
+    if (n_eps > 1)
+        printf(", clients spread over %d coordinators", n_eps);
+    printf("\n");
     double one = 0, rate = 0;
     printf("  (warm-up, not counted)\n");
-    if (s_level(endpoint, 1, prompt_len, n_tokens, &rate) < 0) { /* pages the weights in */
+    /* Pages the weights in, on every coordinator. */
+    if (s_level(eps, n_eps, n_eps, prompt_len, n_tokens, &rate) < 0) {
         mem_free(n_list);
+        mem_free(list);
         return 1;
     }
     for (int i = 0; i < n_levels; i++) {
         if (n_list[i] < 1 || n_list[i] > MAX_CLIENTS ||
-            s_level(endpoint, n_list[i], prompt_len, n_tokens, &rate) < 0) {
+            s_level(eps, n_eps, n_list[i], prompt_len, n_tokens, &rate) < 0) {
             mem_free(n_list);
+            mem_free(list);
             return 1;
         }
         if (n_list[i] == 1)
@@ -174,5 +199,6 @@ int main(int argc, char **argv)
                    n_list[i] == 16 ? " (goal at 16: >= 6x)" : "");
     }
     mem_free(n_list);
+    mem_free(list);
     return 0;
 }

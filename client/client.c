@@ -811,6 +811,7 @@ client_status_t *client_status(client_t *self, err_t *err)
             .rtt_mean_ms = w->rtt_mean_ms, .last_error = s_put_text(&text, w->last_error),
             .weights = s_put_text(&text, w->weights),
             .load = w->load, .busy_ratio = w->busy_ratio, .busy_seconds = w->busy_seconds,
+            .coordinators = w->coordinators,
         };
         hosted += w->n_hosted;
     }

@@ -227,6 +227,8 @@ typedef struct client_node {
                                    placement (expert_load split over copies) */
     double busy_ratio;          /* seconds computing per second, moving average */
     double busy_seconds;        /* seconds computing since the coordinator began */
+    int coordinators;           /* coordinators the node serves, this one included;
+                                   0 when not said */
 } client_node_t;
 
 /* The coordinator's view of the cluster. One allocation: every pointer

@@ -1,6 +1,6 @@
 /* moe-client: the command-line client of a moecluster coordinator.
  *
- *   moe-client --connect ENDPOINT [--timeout SECONDS] COMMAND [options]
+ *   moe-client --connect ENDPOINT[,ENDPOINT...] [--timeout SECONDS] COMMAND [options]
  *     generate --prompt-ids 5,17,2 | --prompt TEXT [--max-tokens N] [sampling]
  *     logits   --prompt-ids 5,17,2 --out FILE
  *     status   [--json]
@@ -37,6 +37,7 @@
 #include "core/mem.h"
 
 enum { DEFAULT_TIMEOUT_S = 60, DEFAULT_MAX_TOKENS = 16 };
+enum { MOE_CLIENT_MAX_ENDPOINTS = 64 }; /* coordinators one --connect may list */
 
 typedef enum command {
     COMMAND_NONE = 0,
@@ -89,7 +90,12 @@ static const char s_global_usage[] =
     "\n"
     "options:\n"
     "  --connect ENDPOINT  the coordinator's client endpoint: tcp://HOST:PORT,\n"
-    "                      HOST:PORT or [IPV6]:PORT\n"
+    "                      HOST:PORT or [IPV6]:PORT; several, comma-separated, for a\n"
+    "                      cluster of several coordinators: status and placement\n"
+    "                      ask each, generate and logits go to one (chosen by the\n"
+    "                      process id) and on to the next when it is not there, is\n"
+    "                      busy or lost experts; rebalance and node take one\n"
+    "                      endpoint (docs/DEPLOY.md, \"Several coordinators\")\n"
     "  --timeout SECONDS   longest time a request may take, from sending it to its\n"
     "                      last reply (default 60); nothing listening at the\n"
     "                      endpoint is reported after 1 s\n"
@@ -187,9 +193,9 @@ static const char s_status_usage[] =
     "                      the coordinator holds them as), n_layers, n_experts,\n"
     "                      requests_served, nodes [{node_id, endpoint, up,\n"
     "                      experts [[layer, expert], ...], batches, rtt_last_ms,\n"
-    "                      rtt_mean_ms, last_error, weights}], expert_tokens\n"
-    "                      [[per expert] per layer], metrics {the server's\n"
-    "                      counters, as GET /metrics has them: docs/HTTP.md}\n"
+    "                      rtt_mean_ms, last_error, weights, coordinators}],\n"
+    "                      expert_tokens [[per expert] per layer], metrics {the\n"
+    "                      server's counters, as GET /metrics has them: docs/HTTP.md}\n"
     "  --help              this text\n";
 
 /* --timeout SECONDS, an integer or decimal number > 0, as milliseconds (at
@@ -516,13 +522,14 @@ static json_t *s_status_json(const client_status_t *st)
                 json_decref(experts);
                 experts = NULL;
             }
-        json_t *node = json_pack("{s:i, s:s, s:b, s:o, s:o, s:o, s:o, s:s, s:s}",
+        json_t *node = json_pack("{s:i, s:s, s:b, s:o, s:o, s:o, s:o, s:s, s:s, s:i}",
                                  "node_id", n->node_id, "endpoint", n->endpoint,
                                  "up", (int)n->up, "experts", experts,
                                  "batches", s_json_u64(n->batches),
                                  "rtt_last_ms", s_json_ms(n->rtt_last_ms),
                                  "rtt_mean_ms", s_json_ms(n->rtt_mean_ms),
-                                 "last_error", n->last_error, "weights", n->weights);
+                                 "last_error", n->last_error, "weights", n->weights,
+                                 "coordinators", n->coordinators);
         if (s_append(nodes, node) < 0) {
             json_decref(nodes);
             nodes = NULL;
@@ -682,8 +689,12 @@ static int s_status_table(const client_status_t *st, err_t *err)
     printf("\nexperts per node:\n");
     for (int i = 0; i < st->n_nodes; i++) {
         const char *held = st->nodes[i].weights;
-        printf("  node %d%s%s%s: ", st->nodes[i].node_id, *held ? " (" : "", held,
+        const int coords = st->nodes[i].coordinators;
+        printf("  node %d%s%s%s", st->nodes[i].node_id, *held ? " (" : "", held,
                *held ? ")" : "");
+        if (coords > 1) /* a node of several coordinators says so */
+            printf(" serving %d coordinators", coords);
+        printf(": ");
         if (s_print_hosted(st, &st->nodes[i]) < 0)
             return err_set(err, ENOMEM, "out of memory printing the status");
     }
@@ -769,6 +780,104 @@ static int s_rebalance(client_t *client, const options_t *opt, err_t *err)
     return 0;
 }
 
+/* Connects to endpoint and runs the command there. */
+static int s_run(const options_t *opt, const char *endpoint, const int32_t *prompt,
+                 int n_prompt, err_t *err)
+{
+    int rc = -1;
+    client_t *client = opt->curve_key ? client_connect_curve(endpoint, opt->timeout_ms,
+                                                             opt->curve_key, opt->curve_server,
+                                                             err)
+                                      : client_connect(endpoint, opt->timeout_ms, err);
+    if (!client)
+        return -1;
+    switch (opt->command) {
+    case COMMAND_GENERATE: rc = s_generate(client, opt, prompt, n_prompt, err); break;
+    case COMMAND_LOGITS: rc = s_logits(client, opt, prompt, n_prompt, err); break;
+    case COMMAND_STATUS: rc = s_status(client, opt, err); break;
+    case COMMAND_PLACEMENT: rc = s_placement(client, opt, err); break;
+    case COMMAND_REBALANCE:
+    case COMMAND_NODE: rc = s_rebalance(client, opt, err); break;
+    case COMMAND_NONE: break;
+    }
+    client_destroy(&client);
+    return rc;
+}
+
+/* Whether a request that failed with errno e may go to the next coordinator:
+ * this one is not there, closed the link, is full (BUSY) or lost experts
+ * (UNAVAILABLE); a stream only before it printed anything (the first two). */
+static bool s_may_fail_over(const options_t *opt, int e)
+{
+    if (e == ECONNREFUSED || e == EBUSY)
+        return true;
+    return !opt->stream && (e == ECONNRESET || e == EHOSTUNREACH);
+}
+
+/* --connect EP[,EP...]: several coordinators of one cluster (docs/DEPLOY.md,
+ * "Several coordinators"). status and placement ask each in turn; generate
+ * and logits go to one, chosen by the process id so that concurrent clients
+ * spread, and on to the next when it fails in a way another may not;
+ * rebalance and node need the one coordinator of a cluster. */
+static int s_run_all(const options_t *opt, const int32_t *prompt, int n_prompt, err_t *err)
+{
+    char *list = mem_strdup(opt->connect);
+    if (!list)
+        return err_set(err, ENOMEM, "out of memory");
+    const char *eps[MOE_CLIENT_MAX_ENDPOINTS];
+    int n = 0, rc = -1;
+    for (char *save = NULL, *ep = strtok_r(list, ",", &save); ep;
+         ep = strtok_r(NULL, ",", &save)) {
+        if (n == MOE_CLIENT_MAX_ENDPOINTS) {
+            err_set(err, EINVAL, "--connect: more than %d endpoints", MOE_CLIENT_MAX_ENDPOINTS);
+            goto done;
+        }
+        eps[n++] = ep;
+    }
+    if (n == 0) {
+        err_set(err, EINVAL, "--connect: no endpoint in '%s'", opt->connect);
+        goto done;
+    }
+    if (n > 1 && (opt->command == COMMAND_REBALANCE || opt->command == COMMAND_NODE)) {
+        err_set(err, EINVAL, "%s changes the placement, which a cluster of several "
+                "coordinators does not do (docs/OPERATIONS.md): give one endpoint",
+                opt->command == COMMAND_NODE ? "node" : "rebalance");
+        goto done;
+    }
+    if (opt->command == COMMAND_STATUS || opt->command == COMMAND_PLACEMENT) {
+        if (n == 1) {
+            rc = s_run(opt, eps[0], prompt, n_prompt, err);
+            goto done;
+        }
+        int n_failed = 0;
+        for (int i = 0; i < n; i++) {
+            err_t one = {0};
+            if (!opt->json)
+                printf("%s== coordinator %d at %s\n", i ? "\n" : "", i + 1, eps[i]);
+            fflush(stdout);
+            if (s_run(opt, eps[i], prompt, n_prompt, &one) < 0) {
+                fprintf(stderr, "moe-client: coordinator %d: %s\n", i + 1, one.msg);
+                n_failed++;
+            }
+        }
+        rc = n_failed ? err_set(err, EIO, "%d of %d coordinators did not answer", n_failed, n)
+                      : 0;
+        goto done;
+    }
+    const int first = n > 1 ? (int)(getpid() % n) : 0;
+    for (int t = 0; t < n; t++) {
+        const char *ep = eps[(first + t) % n];
+        *err = (err_t){0};
+        rc = s_run(opt, ep, prompt, n_prompt, err);
+        if (rc == 0 || t == n - 1 || !s_may_fail_over(opt, errno))
+            break;
+        fprintf(stderr, "moe-client: %s; trying %s\n", err->msg, eps[(first + t + 1) % n]);
+    }
+done:
+    mem_free(list);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     options_t opt;
@@ -783,27 +892,11 @@ int main(int argc, char **argv)
     if (opt.prompt_ids &&
         idlist_option("moe-client", "--prompt-ids", opt.prompt_ids, &prompt, &n_prompt) < 0)
         return 2;
-    int rc = -1;
-    client_t *client = opt.curve_key ? client_connect_curve(opt.connect, opt.timeout_ms,
-                                                            opt.curve_key, opt.curve_server,
-                                                            &err)
-                                     : client_connect(opt.connect, opt.timeout_ms, &err);
-    if (client) {
-        switch (opt.command) {
-        case COMMAND_GENERATE: rc = s_generate(client, &opt, prompt, n_prompt, &err); break;
-        case COMMAND_LOGITS: rc = s_logits(client, &opt, prompt, n_prompt, &err); break;
-        case COMMAND_STATUS: rc = s_status(client, &opt, &err); break;
-        case COMMAND_PLACEMENT: rc = s_placement(client, &opt, &err); break;
-        case COMMAND_REBALANCE:
-        case COMMAND_NODE: rc = s_rebalance(client, &opt, &err); break;
-        case COMMAND_NONE: break;
-        }
-    }
+    int rc = s_run_all(&opt, prompt, n_prompt, &err);
     if (rc == 0 && fflush(stdout) != 0)
         rc = err_set(&err, errno, "cannot write to stdout: %s", strerror(errno));
     if (rc < 0)
         fprintf(stderr, "moe-client: %s\n", err.msg);
-    client_destroy(&client);
     mem_free(prompt);
     return rc < 0 ? 1 : 0;
 }

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# A moecluster on this one machine: a coordinator and N expert nodes as
-# processes, every socket on 127.0.0.1 with a free port, logs and pid files in
+# A moecluster on this one machine: C coordinators (default 1) and N expert
+# nodes as processes, every socket on 127.0.0.1 with a free port, logs and pid files in
 # a run directory (so several clusters can run side by side).
 #
-#   cluster/local.sh up [--model DIR] --nodes N --run-dir D
+#   cluster/local.sh up [--model DIR] --nodes N --run-dir D [--coordinators C]
 #                       [--placement F | --placement-groups] [--replicas R]
 #                       [--threads T] [--node-threads T]
 #                       [--max-seqs N] [--queue-limit N] [--kv-memory MB]
@@ -26,6 +26,16 @@
 #       behind: `down` stops it). If a process fails to start, the ones this
 #       `up` started are stopped and its last log lines are shown. More nodes
 #       than the placement gives work to are refused unless --allow-idle-nodes.
+#       --coordinators C: C coordinators over the same nodes (every node
+#       serves each; docs/DEPLOY.md, "Several coordinators"), each with its
+#       own sequences and client endpoint: coordinator 1's files are
+#       coordinator.{pid,log,endpoint,http} as with one, coordinator K's
+#       coordinator-K.*; all endpoints are in D/coordinators.endpoints, one a
+#       line, and the last line of stdout is them joined by commas (what
+#       `moe-client --connect` takes to spread requests over them). With
+#       --http HOST:PORT coordinator K serves HOST:PORT+K-1 (port 0: each a
+#       free one). Placement changes (add-node, drain-node, rebalancing)
+#       need a cluster of one coordinator.
 #       --placement-groups: each expert group whole on one node (DeepSeek's
 #       group-limited routing; docs/PLACEMENT.md). The placement in use is
 #       written to D/placement.txt (a file --placement accepts).
@@ -45,7 +55,7 @@
 #   cluster/local.sh restart-node --run-dir D --node N
 #       Starts node N again with the arguments and endpoint it had (after it
 #       died or was killed; a running one is stopped first) and returns once
-#       the coordinator's STATUS shows it up again (bounded by
+#       STATUS of every coordinator shows it up again (bounded by
 #       MOE_START_TIMEOUT), so a request right after it can use the node.
 #   cluster/local.sh add-node --run-dir D [--redundant R]
 #       Starts node N+1 (same model, format and options as the others,
@@ -57,6 +67,9 @@
 #       serves (moe-client node drain N; docs/OPERATIONS.md), then stops node
 #       N: no request fails. The node is left out of the cluster from then on
 #       (the coordinator keeps it listed, hosting nothing).
+#   cluster/local.sh status --run-dir D
+#       Each coordinator's endpoint and its `moe-client status` (nodes up or
+#       down, sequences, ...); exit 1 when one does not answer.
 #   cluster/local.sh down --run-dir D
 #       Stops every process of the cluster (TERM, then KILL after 10 s).
 #
@@ -139,12 +152,47 @@ stop_pids() {
 # Stops the processes whose pid files are in $1 and removes the files.
 stop_all() {
     local dir=$1 pidfile pids=()
-    for pidfile in "$dir"/expert-*.pid "$dir"/coordinator.pid; do
+    for pidfile in "$dir"/expert-*.pid "$dir"/coordinator.pid "$dir"/coordinator-*.pid; do
         [ -f "$pidfile" ] || continue
         pid_alive "$pidfile" && pids+=("$(cat "$pidfile")")
     done
     stop_pids ${pids[@]+"${pids[@]}"}
-    rm -f "$dir"/expert-*.pid "$dir"/coordinator.pid
+    rm -f "$dir"/expert-*.pid "$dir"/coordinator.pid "$dir"/coordinator-*.pid
+}
+
+# The file name (without suffix) of coordinator $1: "coordinator" for the
+# first, as in a cluster of one, "coordinator-K" for the others.
+coord_name() {
+    if [ "$1" -eq 1 ]; then echo coordinator; else echo "coordinator-$1"; fi
+}
+
+# Sets coords to the names of the cluster's coordinators in $1 (from
+# coordinators.endpoints, or the one coordinator of an older run directory).
+coord_names() {
+    local n=1 k
+    coords=()
+    if [ -s "$1/coordinators.endpoints" ]; then
+        n=$(grep -c . "$1/coordinators.endpoints")
+    fi
+    for k in $(seq 1 "$n"); do coords+=("$(coord_name "$k")"); done
+}
+
+# Sets client to a moe-client command line for coordinator file name $2 of
+# the cluster in $1 (CURVE keys when it has them); $3: --timeout seconds.
+client_for() {
+    client=("$bin/moe-client" --timeout "$3" --connect "$(cat "$1/$2.endpoint")")
+    [ ! -d "$1/keys" ] ||
+        client+=(--curve-key "$1/keys/client.key" --curve-server "$1/keys/coordinator.pub")
+}
+
+# Refuses a placement change ($2: what) in a cluster of several
+# coordinators: one coordinator's moves would change what the others route
+# to (docs/OPERATIONS.md, "Several coordinators").
+one_coordinator_only() {
+    local coords
+    coord_names "$1"
+    [ ${#coords[@]} -le 1 ] ||
+        die "$2 needs a cluster of one coordinator; $1 has ${#coords[@]} (docs/OPERATIONS.md)"
 }
 
 # Makes the CURVE keys of a cluster of $2 nodes in $1/keys (a fresh set).
@@ -198,13 +246,14 @@ wait_ready() {
 }
 
 cmd_up() {
-    local http="" model="" nodes="" dir="" placement="" groups="" replicas=1 threads="" node_threads=""
+    local http="" model="" nodes="" dir="" placement="" n_coords=1 groups="" replicas=1 threads="" node_threads=""
     local curve="" preload=(--preload) allow_idle=""
     local coord_args=() format_args=() node_extra=()
     while [ $# -gt 0 ]; do
         case $1 in
             --model) model=$2; shift 2 ;;
             --nodes) nodes=$2; shift 2 ;;
+            --coordinators) n_coords=$2; shift 2 ;;
             --run-dir) dir=$2; shift 2 ;;
             --placement) placement=$2; shift 2 ;;
             --placement-groups) groups=1; shift ;;
@@ -229,6 +278,15 @@ cmd_up() {
     done
     [ -n "$nodes" ] && [ -n "$dir" ] || die "up needs --nodes N and --run-dir D"
     [[ "$nodes" =~ ^[1-9][0-9]*$ ]] || die "--nodes must be a positive integer (got '$nodes')"
+    [[ "$n_coords" =~ ^[1-9][0-9]?$ ]] ||
+        die "--coordinators must be an integer from 1 to 99 (got '$n_coords')"
+    local http_host="" http_port=""
+    if [ -n "$http" ] && [ "$n_coords" -gt 1 ]; then
+        http_host=${http%:*}
+        http_port=${http##*:}
+        [[ "$http_port" =~ ^[0-9]+$ ]] && [ "$http_port" -lt 65536 ] ||
+            die "--http needs HOST:PORT with a numeric port for several coordinators (got '$http')"
+    fi
     [ -z "$placement" ] || [ -z "$groups" ] || die "give --placement or --placement-groups, not both"
     for p in moe-expert moe-coordinator; do
         [ -x "$bin/$p" ] || die "$bin/$p is missing: run make first"
@@ -256,11 +314,8 @@ cmd_up() {
     run_dir=$dir
     trap on_up_exit EXIT
     trap 'exit 130' INT TERM # through the EXIT trap
-    rm -f "$dir"/*.endpoint "$dir"/*.pid "$dir/coordinator.http"
+    rm -f "$dir"/*.endpoint "$dir"/*.pid "$dir"/coordinator*.http "$dir/coordinators.endpoints"
     rm -rf "$dir/keys"
-    if [ -n "$http" ]; then
-        coord_args+=(--http "$http" --http-url-file "$dir/coordinator.http")
-    fi
     if [ -n "$curve" ]; then
         [ -x "$bin/moe-keygen" ] || die "$bin/moe-keygen is missing: run make first"
         make_keys "$dir" "$nodes"
@@ -322,19 +377,49 @@ cmd_up() {
         wait_ready "$dir" "expert-$i" "$(cat "$dir/expert-$i.pid")"
         node_args+=(--node "$(cat "$dir/expert-$i.endpoint")")
     done
-    "$bin/moe-coordinator" --model "$model" "${node_args[@]}" "${place_args[@]}" \
-        --threads "$threads" --endpoint-file "$dir/coordinator.endpoint" \
-        ${preload[@]+"${preload[@]}"} ${coord_args[@]+"${coord_args[@]}"} \
-        ${format_args[@]+"${format_args[@]}"} </dev/null >"$dir/coordinator.log" 2>&1 {lock_fd}>&- &
-    echo $! >"$dir/coordinator.pid"
-    started+=("$!")
-    wait_ready "$dir" coordinator "$!"
+    # The coordinators start together (each loads its own dense weights) and
+    # are waited for in turn.
+    local k name http_args pids=() endpoints=()
+    for k in $(seq 1 "$n_coords"); do
+        name=$(coord_name "$k")
+        http_args=()
+        if [ -n "$http" ]; then
+            local at=$http
+            [ "$n_coords" -eq 1 ] || [ "$http_port" -eq 0 ] ||
+                at=$http_host:$((http_port + k - 1))
+            http_args=(--http "$at" --http-url-file "$dir/$name.http")
+        fi
+        "$bin/moe-coordinator" --model "$model" "${node_args[@]}" "${place_args[@]}" \
+            --threads "$threads" --endpoint-file "$dir/$name.endpoint" \
+            ${preload[@]+"${preload[@]}"} ${coord_args[@]+"${coord_args[@]}"} \
+            ${http_args[@]+"${http_args[@]}"} ${format_args[@]+"${format_args[@]}"} \
+            </dev/null >"$dir/$name.log" 2>&1 {lock_fd}>&- &
+        echo $! >"$dir/$name.pid"
+        started+=("$!")
+        pids+=("$!")
+    done
+    for k in $(seq 1 "$n_coords"); do
+        name=$(coord_name "$k")
+        wait_ready "$dir" "$name" "${pids[$((k - 1))]}"
+        endpoints+=("$(cat "$dir/$name.endpoint")")
+    done
+    printf '%s\n' "${endpoints[@]}" >"$dir/coordinators.endpoints"
     up_ready=1
-    echo "local.sh: cluster of $nodes node(s) ready; logs in $dir"
-    if [ -n "$http" ]; then
-        echo "local.sh: OpenAI-compatible API at $(cat "$dir/coordinator.http")/v1"
+    if [ "$n_coords" -eq 1 ]; then
+        echo "local.sh: cluster of $nodes node(s) ready; logs in $dir"
+    else
+        echo "local.sh: cluster of $n_coords coordinators and $nodes node(s) ready; logs in $dir"
+        for k in $(seq 1 "$n_coords"); do
+            echo "local.sh: coordinator $k at ${endpoints[$((k - 1))]}"
+        done
     fi
-    cat "$dir/coordinator.endpoint"
+    if [ -n "$http" ]; then
+        for k in $(seq 1 "$n_coords"); do
+            echo "local.sh: OpenAI-compatible API at $(cat "$dir/$(coord_name "$k").http")/v1"
+        done
+    fi
+    local IFS=,
+    echo "${endpoints[*]}"
 }
 
 # Starts node $2 of the cluster in $1 from its expert-N.args (plus --bind to
@@ -372,14 +457,12 @@ cmd_restart_node() {
     # with connections of the dead process in TIME_WAIT.
     start_node "$dir" "$node"
     pid=$(cat "$dir/expert-$node.pid")
-    # Ready means the coordinator has taken the node back (its STATUS shows
-    # it up), not only that the node listens: the coordinator reconnects on
-    # its own schedule (heartbeats, docs/OPERATIONS.md).
-    local deadline=$((SECONDS + start_timeout)) why="" client=("$bin/moe-client" --timeout 5
-        --connect "$(cat "$dir/coordinator.endpoint")")
-    [ ! -d "$dir/keys" ] ||
-        client+=(--curve-key "$dir/keys/client.key" --curve-server "$dir/keys/coordinator.pub")
-    while ! node_up "$node" "${client[@]}"; do
+    # Ready means every coordinator has taken the node back (its STATUS
+    # shows it up), not only that the node listens: each reconnects on its
+    # own schedule (heartbeats, docs/OPERATIONS.md).
+    local deadline=$((SECONDS + start_timeout)) why="" coords client
+    coord_names "$dir"
+    while ! node_up_everywhere "$dir" "$node" "${coords[@]}"; do
         if ! running "$pid"; then
             why="exited"
         elif [ "$SECONDS" -ge "$deadline" ]; then
@@ -395,6 +478,17 @@ cmd_restart_node() {
         sleep 0.1
     done
     echo "local.sh: node $node is back at $endpoint and up in the coordinator's status"
+}
+
+# True when the STATUS of every coordinator (names $3...) of the cluster in
+# $1 shows node $2 up.
+node_up_everywhere() {
+    local dir=$1 node=$2 name client
+    shift 2
+    for name in "$@"; do
+        client_for "$dir" "$name" 5
+        node_up "$node" "${client[@]}" || return 1
+    done
 }
 
 # True when `moe-client ... status` (the command in $2...) shows node $1 up.
@@ -419,6 +513,7 @@ cmd_add_node() {
     [ -s "$dir/coordinator.endpoint" ] || die "no coordinator in $dir (no coordinator.endpoint)"
     [ -f "$dir/expert-1.args" ] || die "no node in $dir (no expert-1.args)"
     [ ! -d "$dir/keys" ] || die "adding a node to a --curve cluster is not supported yet"
+    one_coordinator_only "$dir" add-node
     lock_run_dir "$dir" now
     n=1
     while [ -f "$dir/expert-$n.args" ]; do n=$((n + 1)); done
@@ -474,6 +569,7 @@ cmd_drain_node() {
     [[ "$node" =~ ^[1-9][0-9]*$ ]] || die "--node must be a node id (got '$node')"
     [ -f "$dir/expert-$node.args" ] || die "no node $node in $dir (no expert-$node.args)"
     [ -s "$dir/coordinator.endpoint" ] || die "no coordinator in $dir (no coordinator.endpoint)"
+    one_coordinator_only "$dir" drain-node
     lock_run_dir "$dir" now
     local client=("$bin/moe-client" --timeout "$start_timeout"
         --connect "$(cat "$dir/coordinator.endpoint")")
@@ -488,6 +584,30 @@ cmd_drain_node() {
     fi
     rm -f "$dir/expert-$node.pid"
     echo "local.sh: node $node drained and stopped"
+}
+
+cmd_status() {
+    local dir="" coords client name rc=0
+    while [ $# -gt 0 ]; do
+        case $1 in
+            --run-dir) dir=$2; shift 2 ;;
+            -h|--help) usage 0 ;;
+            *) die "unknown option '$1' (see --help)" ;;
+        esac
+    done
+    [ -n "$dir" ] || die "status needs --run-dir D"
+    [ -s "$dir/coordinator.endpoint" ] || die "no coordinator in $dir (no coordinator.endpoint)"
+    coord_names "$dir"
+    for name in "${coords[@]}"; do
+        echo "== $name at $(cat "$dir/$name.endpoint" 2>/dev/null || echo '(no endpoint)')"
+        if [ -s "$dir/$name.endpoint" ]; then
+            client_for "$dir" "$name" 5
+            "${client[@]}" status || rc=1
+        else
+            rc=1
+        fi
+    done
+    return "$rc"
 }
 
 cmd_down() {
@@ -515,7 +635,8 @@ case $command in
     restart-node) cmd_restart_node "$@" ;;
     drain-node) cmd_drain_node "$@" ;;
     add-node) cmd_add_node "$@" ;;
+    status) cmd_status "$@" ;;
     down) cmd_down "$@" ;;
     -h|--help) usage 0 ;;
-    *) die "unknown command '$command' (up, restart-node, add-node, drain-node, down)" ;;
+    *) die "unknown command '$command' (up, restart-node, add-node, drain-node, status, down)" ;;
 esac

@@ -376,11 +376,26 @@ static void *s_plan_main(void *arg)
 /* Starts planning a move (PHASE_PLANNING; s_planned goes on when the plan
  * is made); with min_gain > 0 it is applied only when it lowers the
  * imbalance by that share (automatic moves). */
+/* The nodes refuse PLACE and DROP while shared too; this says so before
+ * anything moves. */
+int mover_may_move(const mover_t *self, err_t *err)
+{
+    for (int p = 0; p < self->n_peers; p++)
+        if (peer_n_coordinators(self->peers[p]) > 1)
+            return err_set(err, EPERM, "node %d serves %d coordinators: experts are "
+                           "moved only in a cluster of one coordinator",
+                           peer_node_id(self->peers[p]),
+                           peer_n_coordinators(self->peers[p]));
+    return 0;
+}
+
 static int s_begin(mover_t *self, int redundant, int drain, double min_gain, double now,
                    err_t *err)
 {
     if (self->phase != PHASE_IDLE)
         return err_set(err, EBUSY, "a rebalance is already running");
+    if (mover_may_move(self, err) < 0)
+        return -1;
     const int N = self->n_peers;
     uint64_t each = 0; /* one expert's bytes, from any node that knows */
     for (int p = 0; p < N; p++)

@@ -94,9 +94,17 @@ void mover_set_auto(mover_t *self, int every_s, double threshold, int redundant)
  * the plan does not fit the nodes' memory budgets, the message saying how
  * many copies are needed and held; no live node could hold experts; a plan
  * beyond DISPATCH_MAX_REPLICAS copies), the placement untouched. -1 with
- * EBUSY (a move is running) or, when no thread could be started to plan,
- * with the refusal's error (ENOSPC, EINVAL, ENOMEM) at once. */
+ * EBUSY (a move is running), EPERM (mover_may_move) or, when no thread
+ * could be started to plan, with the refusal's error (ENOSPC, EINVAL,
+ * ENOMEM) at once. */
 int mover_start(mover_t *self, int redundant, int drain, err_t *err);
+
+/* Whether experts may move now: 0, or -1 with EPERM and err naming a node
+ * that serves more than one coordinator. Placement changes are made only by
+ * a coordinator that has the nodes to itself: another one sharing them would
+ * go on routing by the old placement (docs/OPERATIONS.md, "Several
+ * coordinators"). Rebalances (manual and automatic), drains and joins ask. */
+int mover_may_move(const mover_t *self, err_t *err);
 
 /* Between two steps: advances the move (and the automatic checks). now:
  * timer_now(). */

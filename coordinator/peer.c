@@ -43,6 +43,7 @@ struct peer {
     int n_want;
     uint64_t memory_budget;       /* bytes for experts the node said it has; 0 none */
     uint64_t expert_bytes;        /* bytes of one of its experts; 0 unknown */
+    int n_coordinators;           /* how many coordinators it said it serves; 0 unknown */
     uint64_t control_id;          /* request id of the last PLACE / DROP */
     bool replacing;               /* rejoining: a PLACE of its wanted pairs is loading */
     peer_control_t control;
@@ -292,6 +293,7 @@ int peer_hello(peer_t *self, wire_inbox_t *inbox, const char *model_id,
         snprintf(self->weights, sizeof self->weights, "%s", reply.weights ? reply.weights : "");
         self->memory_budget = reply.memory_budget;
         self->expert_bytes = reply.expert_bytes;
+        self->n_coordinators = reply.n_coordinators;
         self->want_layer = want_layer;
         self->want_expert = want_expert;
         self->n_want = n_want;
@@ -421,6 +423,9 @@ void peer_handle(peer_t *self, const wire_data_t *msg, double now)
 {
     self->last_seen = now;
     self->ping_unanswered = 0;
+    if (msg->type == WIRE_HELLO_REPLY || msg->type == WIRE_HEARTBEAT_REPLY ||
+        msg->type == WIRE_PLACE_REPLY)
+        self->n_coordinators = msg->n_coordinators;
     if (self->replacing && msg->request_id == self->control_id &&
         (msg->type == WIRE_PLACE_REPLY || msg->type == WIRE_ERROR)) {
         /* A node that came back with other experts than the placement in
@@ -530,6 +535,7 @@ void peer_expect_join(peer_t *self, const char *model_id)
 
 uint64_t peer_memory_budget(const peer_t *self) { return self->memory_budget; }
 uint64_t peer_expert_bytes(const peer_t *self) { return self->expert_bytes; }
+int peer_n_coordinators(const peer_t *self) { return self->n_coordinators; }
 
 void peer_record_batch(peer_t *self, double rtt_seconds)
 {

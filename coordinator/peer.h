@@ -102,6 +102,10 @@ void peer_expect_join(peer_t *self, const char *model_id);
 uint64_t peer_memory_budget(const peer_t *self);
 uint64_t peer_expert_bytes(const peer_t *self);
 
+/* How many coordinators the node said it serves (expert_node/roster.h), in
+ * its last HELLO_REPLY, HEARTBEAT_REPLY or PLACE_REPLY; 0: it did not say. */
+int peer_n_coordinators(const peer_t *self);
+
 void *peer_socket(const peer_t *self);          /* the DEALER (borrowed) */
 void *peer_monitor_socket(const peer_t *self);  /* link events (borrowed) */
 int peer_node_id(const peer_t *self);

@@ -194,6 +194,7 @@ static void s_status(rpc_t *self, const wire_peer_t *from, const wire_request_t 
             .hosted_expert = n->hosted_expert, .batches = n->batches,
             .rtt_last_ms = n->rtt_last_ms, .rtt_mean_ms = n->rtt_mean_ms,
             .last_error = n->last_error, .weights = n->weights,
+            .coordinators = n->coordinators,
             .load = n->load, .busy_ratio = n->busy_ratio, .busy_seconds = n->busy_seconds,
         };
     }

@@ -66,6 +66,7 @@ struct server {
     double *rates;                 /* (n_layers * n_experts) the load at the last status */
     double *node_load;             /* (max peers) the same per node */
     metric_t *m_expert_load, *m_node_load, *m_busy_ratio, *m_busy_seconds;
+    metric_t *m_node_coords;    /* coordinators each node serves */
     mover_t *mover;                /* borrowed; NULL: the placement is fixed */
     server_join_fn join_fn;        /* makes the peer of a joining node (coordinator.c) */
     server_leave_fn leave_fn;
@@ -166,6 +167,9 @@ static int s_metrics_new(server_t *self, err_t *err)
     self->m_busy_seconds = metrics_counter(m, "moe_node_busy_seconds_total",
                                            "Seconds the node spent computing batches.",
                                            node, err);
+    self->m_node_coords = metrics_gauge(m, "moe_node_coordinators",
+                                        "Coordinators the node serves, this one included "
+                                        "(0: the node does not say).", node, err);
     metric_t *info = metrics_gauge(m, "moe_build_info",
                                    "Always 1; the labels say what runs.", build, err);
     static const char *const format[] = {"format", NULL};
@@ -179,7 +183,8 @@ static int s_metrics_new(server_t *self, err_t *err)
     if (!req || !prompt || !gen || !ttft || !tpot || !queue || !running || !kv || !kvb ||
         !self->m_up || !self->m_rtt || !self->m_failovers || !self->m_sent ||
         !self->m_received || !self->m_expert_tokens || !info || !self->m_expert_load ||
-        !self->m_node_load || !self->m_busy_ratio || !self->m_busy_seconds || !wire || !rows)
+        !self->m_node_load || !self->m_busy_ratio || !self->m_busy_seconds || !wire || !rows ||
+        !self->m_node_coords)
         return -1;
     for (int o = 0; o < SERVER_OUTCOMES; o++)
         if (!(self->m_outcome[o] = metric_child(req, (const char *const[]){
@@ -513,7 +518,7 @@ void server_status(server_t *self, server_status_t *out)
             .hosted_layer = hl, .hosted_expert = he,
             .batches = peer_batches(peer), .rtt_last_ms = peer_rtt_last_ms(peer),
             .rtt_mean_ms = peer_rtt_mean_ms(peer), .last_error = peer_last_error(peer),
-            .weights = peer_weights(peer),
+            .weights = peer_weights(peer), .coordinators = peer_n_coordinators(peer),
             .bytes_sent = dispatch_node_stats(self->dispatch)[p].bytes_sent,
             .bytes_received = dispatch_node_stats(self->dispatch)[p].bytes_received,
             .failovers = dispatch_node_stats(self->dispatch)[p].failovers,
@@ -602,6 +607,7 @@ static void s_metrics_update(server_t *self)
             metric_child_add(c, n->busy_seconds - metric_child_value(c));
         metrics_set(self->m_node_load, v, n->load);
         metrics_set(self->m_busy_ratio, v, n->busy_ratio);
+        metrics_set(self->m_node_coords, v, n->coordinators);
     }
     for (int l = 0; l < st.n_layers; l++)
         for (int e = 0; e < st.n_experts; e++) {
@@ -699,6 +705,8 @@ int server_node_add(server_t *self, const char *endpoint, int redundant, err_t *
     if (n >= dispatch_max_peers(self->dispatch))
         return err_set(err, ENOSPC, "the coordinator has room for %d nodes (--max-nodes)",
                        dispatch_max_peers(self->dispatch));
+    if (mover_may_move(self->mover, err) < 0)
+        return -1;
     if (!self->join_fn(self->join_ctx, n + 1, endpoint, err))
         return -1;
     if (dispatch_add_peer(self->dispatch, err) < 0 || mover_add_node(self->mover, err) < 0) {

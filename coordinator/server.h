@@ -92,6 +92,7 @@ typedef struct server_node_status {
     double rtt_mean_ms;
     const char *last_error;
     const char *weights;     /* what the node holds its weights as ("" unknown) */
+    int coordinators;        /* coordinators the node serves (this one too); 0 unknown */
     uint64_t bytes_sent;
     uint64_t bytes_received;
     uint64_t failovers;

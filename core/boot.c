@@ -217,6 +217,34 @@ int boot_bcast_string(boot_t *self, char **text_p, size_t *len_p, err_t *err)
     return 0;
 }
 
+int boot_send_string(boot_t *self, int to, const char *text, err_t *err)
+{
+    assert(self);
+    assert(text);
+    if (to < 0 || to >= self->size || to == self->rank)
+        return err_set(err, EINVAL, "no rank %d to send to (ranks 0..%d, this is %d)", to,
+                       self->size - 1, self->rank);
+    char rec[BOOT_STRING_MAX];
+    snprintf(rec, sizeof rec, "%s", text);
+    int rc = MPI_Send(rec, (int)strlen(rec) + 1, MPI_CHAR, to, 0, MPI_COMM_WORLD);
+    return rc == MPI_SUCCESS ? 0 : s_mpi_fail(err, rc, "MPI_Send");
+}
+
+int boot_recv_string(boot_t *self, int from, char buf[BOOT_STRING_MAX], err_t *err)
+{
+    assert(self);
+    assert(buf);
+    if (from < 0 || from >= self->size || from == self->rank)
+        return err_set(err, EINVAL, "no rank %d to receive from (ranks 0..%d, this is %d)",
+                       from, self->size - 1, self->rank);
+    int rc = MPI_Recv(buf, BOOT_STRING_MAX, MPI_CHAR, from, 0, MPI_COMM_WORLD,
+                      MPI_STATUS_IGNORE);
+    if (rc != MPI_SUCCESS)
+        return s_mpi_fail(err, rc, "MPI_Recv");
+    buf[BOOT_STRING_MAX - 1] = '\0';
+    return 0;
+}
+
 int boot_barrier(boot_t *self, err_t *err)
 {
     assert(self);

@@ -1,7 +1,8 @@
 /* boot: the MPI bootstrap of moe-mpi, and the only module that calls MPI.
  *
  * MPI is used to start a cluster, never to move data: rank 0 is the
- * coordinator and ranks 1..size-1 are expert nodes; they agree on whether
+ * coordinator (ranks 0..C-1 with moe-mpi --coordinators C) and the other
+ * ranks are expert nodes; they agree on whether
  * each start-up stage worked, exchange ZeroMQ endpoints and share rank 0's
  * placement text, then serve over ZeroMQ with no MPI call until shutdown.
  *
@@ -35,7 +36,7 @@ boot_t *boot_new(int *argc, char ***argv, err_t *err);
  * and a NULL *self_p (then MPI is left alone); sets *self_p to NULL. */
 void boot_destroy(boot_t **self_p);
 
-int boot_rank(const boot_t *self);         /* 0..size-1; 0 is the coordinator */
+int boot_rank(const boot_t *self);         /* 0..size-1; 0 is the (first) coordinator */
 int boot_size(const boot_t *self);         /* ranks in the job */
 const char *boot_host(const boot_t *self); /* this rank's host name (borrowed) */
 
@@ -70,5 +71,17 @@ int boot_bcast_string(boot_t *self, char **text_p, size_t *len_p, err_t *err);
 
 /* *Collective.* Returns once every rank called it. 0, or -1 with errno EIO. */
 int boot_barrier(boot_t *self, err_t *err);
+
+/* Point to point (not collective): sends one string (truncated to
+ * BOOT_STRING_MAX - 1 bytes) to rank `to`, which must call boot_recv_string
+ * for it; moe-mpi's coordinators report to rank 0 and hear back whether to
+ * serve. Blocks until MPI has taken it. 0, or -1 with errno/err (EINVAL for
+ * a rank out of range, EIO when MPI fails). */
+int boot_send_string(boot_t *self, int to, const char *text, err_t *err);
+
+/* Receives the next string rank `from` sent with boot_send_string into buf
+ * (BOOT_STRING_MAX bytes), blocking until it comes. 0, or -1 with errno/err
+ * as boot_send_string. */
+int boot_recv_string(boot_t *self, int from, char buf[BOOT_STRING_MAX], err_t *err);
 
 #endif /* MOE_CORE_BOOT_H */

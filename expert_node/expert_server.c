@@ -4,6 +4,12 @@
  * expert_server_run; every reply is sent from buffers sized in
  * expert_server_new; a request reaches experts_run only after wire_data_recv
  * has checked it against limits made from the model and max_rows.
+ *
+ * Batching: an EXPERT_REQUEST is copied into the batch (expert_batch) and
+ * answered when no further one that may join is waiting: the loop drains
+ * what the socket holds without waiting for more, so a lone request is run
+ * at once. Any other message runs the batch first, so that a DROP or a
+ * SHUTDOWN never overtakes requests that came before it.
  */
 #include "expert_node/expert_server.h"
 
@@ -23,8 +29,10 @@
 #include "core/timer.h"
 #include "engine/experts.h"
 #include "engine/weights.h"
+#include "expert_node/expert_batch.h"
 #include "expert_node/expert_loader.h"
 #include "expert_node/expert_set.h"
+#include "expert_node/roster.h"
 #include "model/config.h"
 #include "proto/data_plane.h"
 #include "security/keypair.h"
@@ -37,6 +45,9 @@ struct expert_server {
     expert_set_t *set;        /* this node's experts only (no dense part) */
     compute_t *cx;            /* the experts' pool and code path */
     experts_t *experts;       /* scratch for max_rows / max_assign */
+    expert_batch_t *batch;    /* EXPERT_REQUESTs waiting to run together */
+    roster_t *roster;         /* the coordinators heard from lately */
+    int n_coordinators;       /* roster_count at the last message */
     float *out;               /* (max_assign, hidden) partial sums or terms of a reply */
     int n_hosted;             /* (layer, expert) pairs hosted in MoE layers */
     int32_t *hosted_layer;    /* (n_layers * n_experts): the first n_hosted used */
@@ -65,6 +76,8 @@ struct expert_server {
     lograte_t logs;           /* log lines, rate-limited per cause */
     unsigned long n_served;   /* EXPERT_REPLYs sent */
     unsigned long n_rejected; /* ERRORs sent */
+    unsigned long n_calls;    /* expert computations (batches) run */
+    unsigned long n_shared;   /* EXPERT_REPLYs of batches of more than one request */
 };
 
 /* The hosted lists from the set. A placement covers every layer; a dense
@@ -130,6 +143,12 @@ static int s_load(expert_server_t *self, const expert_server_opts_t *opts, err_t
     self->experts = experts_new(cfg, self->max_rows, self->max_assign, self->cx, err);
     if (!self->experts)
         return -1;
+    self->batch = expert_batch_new(cfg, self->max_rows, self->max_assign, err);
+    if (!self->batch)
+        return -1;
+    self->roster = roster_new(EXPERT_SERVER_ROSTER_WINDOW_S);
+    if (!self->roster)
+        return err_set(err, ENOMEM, "out of memory for the coordinators' roster");
     self->out = mem_alloc_aligned((size_t)self->max_assign * (size_t)cfg->hidden_size *
                                   sizeof(float));
     const size_t cells = (size_t)cfg->n_layers * (size_t)cfg->n_experts;
@@ -259,6 +278,8 @@ void expert_server_destroy(expert_server_t **self_p)
     mem_free(self->hosted_expert);
     mem_free(self->hosted_layer);
     mem_free(self->out);
+    roster_destroy(&self->roster);
+    expert_batch_destroy(&self->batch);
     experts_destroy(&self->experts);
     compute_destroy(&self->cx);
     expert_set_destroy(&self->set);
@@ -350,36 +371,74 @@ static int s_send_error(expert_server_t *self, const wire_peer_t *to, uint64_t r
     return s_sent(self, rc, to, request_id, &why, err);
 }
 
-static int s_expert_request(expert_server_t *self, const wire_peer_t *from,
-                            const wire_data_t *m, err_t *err)
+/* Answers one request of the batch: its rows of out, or the error its
+ * computation gave. */
+static int s_answer(expert_server_t *self, const expert_batch_part_t *p, int first, int n,
+                    double seconds, err_t *err)
 {
     err_t why = {0};
-    double t0 = timer_now();
+    const int hidden = expert_set_weights(self->set)->cfg.hidden_size;
+    wire_data_t rep = {.type = WIRE_EXPERT_REPLY, .request_id = p->request_id,
+                       .layer = expert_batch_layer(self->batch), .n_rows = n,
+                       .hidden = hidden, .rows = self->out + (size_t)first * (size_t)hidden,
+                       .dtype = p->dtype, /* the request's: any coordinator's --wire */
+                       .compute_seconds = seconds};
+    self->n_served++;
+    int rc = wire_data_send_sized(self->sock, self->outbox, &p->from, &rep, NULL, &why);
+    return s_sent(self, rc, &p->from, p->request_id, &why, err);
+}
+
+static int s_refuse_run(expert_server_t *self, const expert_batch_part_t *p, err_t *why,
+                        err_t *err)
+{
     /* wire_data_recv has checked the sizes, rows, weights and id ranges
      * against the limits, so what experts_run can still refuse (EINVAL) is an
      * expert that this node does not host. */
+    wire_data_error_t code = errno == EINVAL ? WIRE_DATA_ERR_UNKNOWN_EXPERT
+                             : errno == E2BIG ? WIRE_DATA_ERR_TOO_LARGE
+                                              : WIRE_DATA_ERR_INTERNAL;
+    err_wrap(why, "node %d", self->node_id);
+    return s_send_error(self, &p->from, p->request_id, code, why->msg, err);
+}
+
+/* Runs the waiting EXPERT_REQUESTs in one computation and answers each with
+ * its rows; its seconds are shared out by assignments. When the computation
+ * fails (a request names an expert not held here), each request runs alone,
+ * so that one bad request costs only its own answer. */
+static int s_flush(expert_server_t *self, err_t *err)
+{
+    expert_batch_t *b = self->batch;
+    const int n = expert_batch_count(b);
+    if (n == 0)
+        return 0;
     const weights_t *w = expert_set_weights(self->set);
-    const int rc_run = m->per_assignment
-                           ? experts_run_terms(self->experts, w, m->layer, m->rows, m->n_rows,
-                                               m->assign, m->n_assign, self->out, &why)
-                           : experts_run(self->experts, w, m->layer, m->rows, m->n_rows,
-                                         m->assign, m->n_assign, self->out, &why);
-    if (rc_run < 0) {
-        wire_data_error_t code = errno == EINVAL ? WIRE_DATA_ERR_UNKNOWN_EXPERT
-                                 : errno == E2BIG ? WIRE_DATA_ERR_TOO_LARGE
-                                                  : WIRE_DATA_ERR_INTERNAL;
-        err_wrap(&why, "node %d", self->node_id);
-        return s_send_error(self, from, m->request_id, code, why.msg, err);
+    const expert_batch_part_t *last = expert_batch_part(b, n - 1);
+    const double n_assign = (double)(last->assign0 + last->n_assign);
+    err_t why = {0};
+    double t0 = timer_now();
+    const bool together = expert_batch_run(b, self->experts, w, self->out, &why) == 0;
+    const double seconds = timer_now() - t0;
+    self->n_calls++;
+    if (together && n > 1)
+        self->n_shared += (unsigned long)n;
+    int rc = 0;
+    for (int i = 0; i < n && rc == 0; i++) {
+        const expert_batch_part_t *p = expert_batch_part(b, i);
+        double share = seconds * (double)p->n_assign / n_assign;
+        if (!together) {
+            why = (err_t){0};
+            t0 = timer_now();
+            if (expert_batch_run_part(b, i, self->experts, w, self->out, &why) < 0) {
+                rc = s_refuse_run(self, p, &why, err);
+                continue;
+            }
+            share = timer_now() - t0;
+        }
+        rc = s_answer(self, p, expert_batch_reply_first(b, i), expert_batch_reply_rows(b, i),
+                      share, err);
     }
-    wire_data_t rep = {.type = WIRE_EXPERT_REPLY, .request_id = m->request_id,
-                       .layer = m->layer,
-                       .n_rows = m->per_assignment ? m->n_assign : m->n_rows,
-                       .hidden = m->hidden, .rows = self->out,
-                       .dtype = m->dtype, /* the request's: any coordinator's --wire */
-                       .compute_seconds = timer_now() - t0};
-    self->n_served++;
-    int rc = wire_data_send_sized(self->sock, self->outbox, from, &rep, NULL, &why);
-    return s_sent(self, rc, from, m->request_id, &why, err);
+    expert_batch_clear(b);
+    return rc;
 }
 
 /* PLACE_REPLY: every pair held now. */
@@ -393,7 +452,8 @@ static int s_place_reply(expert_server_t *self, const wire_peer_t *to, uint64_t 
                        .hosted_layer = self->hosted_layer,
                        .hosted_expert = self->hosted_expert,
                        .memory_budget = self->memory_budget,
-                       .expert_bytes = s_expert_bytes(self)};
+                       .expert_bytes = s_expert_bytes(self),
+                       .n_coordinators = self->n_coordinators};
     return s_sent(self, wire_data_send(self->sock, to, &rep, &why), to, request_id, &why, err);
 }
 
@@ -504,8 +564,39 @@ static const char *s_type_name(wire_data_type_t type)
     }
 }
 
-/* Receives and answers one message. Returns 1 after SHUTDOWN, 0 to go on,
- * -1 when the socket failed. */
+/* A message from a coordinator: it counts as served (roster). */
+static void s_heard(expert_server_t *self, const wire_peer_t *from)
+{
+    const double now = timer_now();
+    const bool joined = roster_touch(self->roster, from, now);
+    const int n = roster_count(self->roster, now);
+    if (joined)
+        s_log(self, "coordinators", "a coordinator at %s joins; serving %d coordinator%s",
+              s_who(from), n, n == 1 ? "" : "s");
+    else if (n < self->n_coordinators) /* noticed when the next message comes */
+        s_log(self, "coordinators", "a coordinator went silent; serving %d coordinator%s",
+              n, n == 1 ? "" : "s");
+    self->n_coordinators = n;
+}
+
+/* Placement changes come from one coordinator; while several share the node
+ * the others would route to experts it no longer holds (docs/OPERATIONS.md,
+ * "Several coordinators"). Returns 1 after refusing, 0 to go on, -1. */
+static int s_refuse_placement(expert_server_t *self, const wire_peer_t *from,
+                              const wire_data_t *m, err_t *err)
+{
+    if (self->n_coordinators <= 1)
+        return 0;
+    char why[256];
+    snprintf(why, sizeof why, "node %d serves %d coordinators: experts are placed or "
+             "dropped only in a cluster of one coordinator", self->node_id,
+             self->n_coordinators);
+    return s_send_error(self, from, m->request_id, WIRE_DATA_ERR_UNEXPECTED, why, err) < 0
+               ? -1 : 1;
+}
+
+/* Receives and answers one message, or keeps an EXPERT_REQUEST in the batch.
+ * Returns 1 after SHUTDOWN, 0 to go on, -1 when the socket failed. */
 static int s_serve_one(expert_server_t *self, err_t *err)
 {
     wire_peer_t from = {0};
@@ -525,7 +616,20 @@ static int s_serve_one(expert_server_t *self, err_t *err)
         return err_set(err, errno, "receive failed: %s",
                        why.msg[0] ? why.msg : zmq_strerror(errno));
     }
-    wire_data_t rep = {.request_id = m.request_id};
+    if (m.type == WIRE_HELLO || m.type == WIRE_HEARTBEAT || m.type == WIRE_EXPERT_REQUEST ||
+        m.type == WIRE_PLACE || m.type == WIRE_DROP)
+        s_heard(self, &from);
+    if (m.type == WIRE_EXPERT_REQUEST) {
+        if (!expert_batch_fits(self->batch, &m) && s_flush(self, err) < 0)
+            return -1;
+        expert_batch_add(self->batch, &from, &m);
+        return 0;
+    }
+    /* m stays valid: the batch's rows were copied out of the inbox. */
+    if (s_flush(self, err) < 0)
+        return -1;
+    int refused = 0;
+    wire_data_t rep = {.request_id = m.request_id, .n_coordinators = self->n_coordinators};
     switch (m.type) {
     case WIRE_HELLO:
         rep.type = WIRE_HELLO_REPLY;
@@ -540,8 +644,12 @@ static int s_serve_one(expert_server_t *self, err_t *err)
         return s_sent(self, wire_data_send(self->sock, &from, &rep, &why), &from,
                       m.request_id, &why, err);
     case WIRE_PLACE:
+        if ((refused = s_refuse_placement(self, &from, &m, err)) != 0)
+            return refused < 0 ? -1 : 0;
         return s_place(self, &from, &m, err);
     case WIRE_DROP:
+        if ((refused = s_refuse_placement(self, &from, &m, err)) != 0)
+            return refused < 0 ? -1 : 0;
         expert_set_drop(self->set, m.hosted_layer, m.hosted_expert, m.n_hosted);
         s_update_hosted(self);
         s_log(self, "drop", "dropped %d experts; %d held (%s)", m.n_hosted, self->n_hosted,
@@ -551,8 +659,6 @@ static int s_serve_one(expert_server_t *self, err_t *err)
         rep.type = WIRE_HEARTBEAT_REPLY;
         return s_sent(self, wire_data_send(self->sock, &from, &rep, &why), &from,
                       m.request_id, &why, err);
-    case WIRE_EXPERT_REQUEST:
-        return s_expert_request(self, &from, &m, err);
     case WIRE_SHUTDOWN:
         s_log(self, "shutdown", "shutdown requested by %s (request %llu)", s_who(&from),
               (unsigned long long)m.request_id);
@@ -580,7 +686,9 @@ int expert_server_run(expert_server_t *self, const volatile sig_atomic_t *interr
         if (self->loader)
             items[1] = (zmq_pollitem_t){.socket = expert_loader_socket(self->loader),
                                         .events = ZMQ_POLLIN};
-        int rc = zmq_poll(items, self->loader ? 2 : 1, EXPERT_SERVER_POLL_MS);
+        /* With requests in the batch, only what is already waiting may join. */
+        const bool pending = expert_batch_count(self->batch) > 0;
+        int rc = zmq_poll(items, self->loader ? 2 : 1, pending ? 0 : EXPERT_SERVER_POLL_MS);
         if (rc < 0 && errno == EINTR)
             continue;
         if (rc < 0)
@@ -588,8 +696,11 @@ int expert_server_run(expert_server_t *self, const volatile sig_atomic_t *interr
         lograte_tick(&self->logs);
         if (self->loader && (items[1].revents & ZMQ_POLLIN) && s_place_done(self, err) < 0)
             return -1;
-        if (rc == 0 || !(items[0].revents & ZMQ_POLLIN))
+        if (rc == 0 || !(items[0].revents & ZMQ_POLLIN)) {
+            if (s_flush(self, err) < 0)
+                return -1;
             continue;
+        }
         rc = s_serve_one(self, err);
         if (rc < 0)
             return -1;
@@ -598,7 +709,9 @@ int expert_server_run(expert_server_t *self, const volatile sig_atomic_t *interr
     }
     lograte_flush(&self->logs);
     if (self->log)
-        fprintf(self->log, "moe-expert: node %d stops: %lu requests served, %lu rejected\n",
-                self->node_id, self->n_served, self->n_rejected);
+        fprintf(self->log, "moe-expert: node %d stops: %lu requests served in %lu "
+                "computations (%lu shared one with other requests), %lu rejected\n",
+                self->node_id, self->n_served, self->n_calls, self->n_shared,
+                self->n_rejected);
     return 0;
 }

@@ -4,14 +4,19 @@
  * held as the checkpoint stores them in its read-only mapping, or as
  * --dtype / --quantization convert them: resident memory follows the node's
  * share, at the bytes of its format), binds a ROUTER socket and serves
- * coordinators on it from one poll loop on the calling thread; the compute
- * pool runs the products. All
+ * any number of coordinators on it from one poll loop on the calling thread;
+ * the compute pool runs the products. EXPERT_REQUESTs for the same layer that
+ * are waiting together (from several coordinators, or one's micro-batches)
+ * run as one computation and each gets its own rows back, bit for bit what
+ * it would get alone (expert_node/expert_batch.h). All
  * buffers (inbox, expert scratch, reply rows) are sized once from the model
  * and max_rows, so serving a request does not allocate.
  *
  * Messages (proto/dataplane.proto, docs/PROTOCOL.md), each reply echoing the
  * request id:
- *   HELLO          -> HELLO_REPLY: node id, model id, hosted (layer, expert)s
+ *   HELLO          -> HELLO_REPLY: node id, model id, hosted (layer, expert)s,
+ *                     and how many coordinators it serves (expert_node/roster.h;
+ *                     HEARTBEAT_REPLY and PLACE_REPLY carry the count too)
  *   EXPERT_REQUEST -> EXPERT_REPLY: one partial-sum row per request row,
  *                     sum over its assignments of weight * expert_ffn(row),
  *                     and the seconds spent computing
@@ -24,6 +29,8 @@
  *                     would pass --memory-budget or cannot be loaded, ERR_BUSY
  *                     while another PLACE loads
  *   DROP           -> the pairs are released (expert_set), PLACE_REPLY
+ *                     (PLACE and DROP are refused, ERR_UNEXPECTED, while the
+ *                     node serves more than one coordinator)
  *   SHUTDOWN       -> no reply; expert_server_run returns 0
  * A message that fails wire's checks gets an ERROR with wire's code; a
  * request naming a (layer, expert) not hosted here gets ERR_UNKNOWN_EXPERT;
@@ -44,6 +51,9 @@
 
 enum { EXPERT_SERVER_POLL_MS = 100 };  /* longest wait before the stop flag is seen */
 enum { EXPERT_SERVER_MAX_ROWS = 4096 }; /* default rows per EXPERT_REQUEST */
+/* A coordinator silent this long no longer counts as served (its idle
+ * heartbeats come every --heartbeat-ms, 1 s by default). */
+#define EXPERT_SERVER_ROSTER_WINDOW_S 10.0
 
 typedef struct expert_server expert_server_t;
 

@@ -83,6 +83,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             s_check(msg.hosted_layer[i] < S_NODE.n_layers &&
                     msg.hosted_expert[i] < S_NODE.n_experts, "hosted range");
     }
+    s_check(msg.n_coordinators >= 0, "coordinator count");
     if (msg.model_id)
         s_check(strlen(msg.model_id) < WIRE_MAX_TEXT, "model id length");
     if (msg.error_message)

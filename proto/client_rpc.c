@@ -290,6 +290,7 @@ static int s_reply_status(wire_inbox_t *self, const Moe__Client__Reply *r, wire_
             .load = s->load,
             .busy_ratio = s->busy_ratio,
             .busy_seconds = s->busy_seconds,
+            .coordinators = s->coordinators > INT32_MAX ? INT32_MAX : (int)s->coordinators,
         };
     }
     rep->model = r->model;
@@ -453,6 +454,7 @@ static int s_pack_nodes(const wire_reply_t *rep, Moe__Client__NodeStatus *s,
         s[i].load = n->load;
         s[i].busy_ratio = n->busy_ratio;
         s[i].busy_seconds = n->busy_seconds;
+        s[i].coordinators = n->coordinators > 0 ? (uint32_t)n->coordinators : 0;
         ptrs[i] = &s[i];
     }
     return 0;

@@ -100,6 +100,7 @@ typedef struct wire_node_status {
     double load;                  /* rows per second under the placement */
     double busy_ratio;            /* seconds computing per second (moving average) */
     double busy_seconds;          /* seconds computing in all */
+    int coordinators;             /* coordinators the node serves; 0 unknown */
 } wire_node_status_t;
 
 /* Where the coordinator's time went (STATUS), summed since it started.

@@ -170,6 +170,17 @@ static int s_data_assign(wire_inbox_t *self, const Moe__Data__Header *h, wire_da
     return 0;
 }
 
+/* The coordinator count of a HELLO_REPLY, HEARTBEAT_REPLY or PLACE_REPLY. */
+static int s_data_coordinators(const Moe__Data__Header *h, wire_data_t *msg, int *code,
+                               err_t *err)
+{
+    if (h->n_coordinators > INT32_MAX)
+        return wire_bad(code, WIRE_DATA_ERR_MALFORMED, err, "%s: %u coordinators",
+                        s_data_types[h->type], h->n_coordinators);
+    msg->n_coordinators = (int)h->n_coordinators;
+    return 0;
+}
+
 /* The (layer, expert) pairs of a HELLO_REPLY, PLACE, DROP or PLACE_REPLY. */
 static int s_data_pairs(const wire_limits_t *lim, const Moe__Data__Header *h,
                         wire_data_t *msg, int *code, err_t *err)
@@ -198,7 +209,7 @@ static int s_data_pairs(const wire_limits_t *lim, const Moe__Data__Header *h,
     msg->hosted_expert = (const int32_t *)h->hosted_expert;
     msg->memory_budget = h->memory_budget;
     msg->expert_bytes = h->expert_bytes;
-    return 0;
+    return s_data_coordinators(h, msg, code, err);
 }
 
 static int s_data_hello_reply(const wire_limits_t *lim, const Moe__Data__Header *h,
@@ -268,7 +279,9 @@ static int s_data_fill(wire_inbox_t *self, const void *header, int n_frames, voi
         msg->error_code = (wire_data_error_t)h->error_code;
         msg->error_message = h->error_message;
         return 0;
-    default: /* HELLO, HEARTBEAT, HEARTBEAT_REPLY, SHUTDOWN: the header is all */
+    case WIRE_HEARTBEAT_REPLY:
+        return s_data_coordinators(h, msg, code, err);
+    default: /* HELLO, HEARTBEAT, SHUTDOWN: the header is all */
         return 0;
     }
 }
@@ -377,9 +390,11 @@ int wire_data_send_sized(void *socket, wire_outbox_t *outbox, const wire_peer_t 
     h.type = (Moe__Data__MsgType)msg->type;
     h.request_id = msg->request_id;
     switch (msg->type) {
+    case WIRE_HEARTBEAT_REPLY:
+        h.n_coordinators = msg->n_coordinators > 0 ? (uint32_t)msg->n_coordinators : 0;
+        break;
     case WIRE_HELLO:
     case WIRE_HEARTBEAT:
-    case WIRE_HEARTBEAT_REPLY:
     case WIRE_SHUTDOWN:
         break;
     case WIRE_PLACE:
@@ -412,6 +427,7 @@ int wire_data_send_sized(void *socket, wire_outbox_t *outbox, const wire_peer_t 
         h.hosted_expert = (uint32_t *)msg->hosted_expert;
         h.memory_budget = msg->memory_budget;
         h.expert_bytes = msg->expert_bytes;
+        h.n_coordinators = msg->n_coordinators > 0 ? (uint32_t)msg->n_coordinators : 0;
         break;
     }
     case WIRE_EXPERT_REQUEST:

@@ -81,6 +81,8 @@ typedef struct wire_data {
     uint64_t memory_budget;       /* HELLO_REPLY, PLACE_REPLY: bytes for experts, 0 none */
     uint64_t expert_bytes;        /* HELLO_REPLY, PLACE_REPLY: bytes of one expert, 0
                                      unknown */
+    int n_coordinators;           /* HELLO_REPLY, HEARTBEAT_REPLY, PLACE_REPLY: the
+                                     coordinators the node serves now; 0 unknown */
 } wire_data_t;
 
 /* Receives one data-plane message from socket without blocking beyond the

@@ -25,6 +25,29 @@ char *crosscheck_last_line(const char *cmd)
     return line;
 }
 
+void crosscheck_prompts(const char *bin, const char *model, int vocab, uint64_t seed, int n,
+                        int max_len, int max_tokens, int32_t *ids, int *len, char *want,
+                        size_t want_size)
+{
+    testrng_t rng;
+    testrng_init(&rng, seed);
+    for (int g = 0; g < n; g++) {
+        int32_t *p = ids + (size_t)g * max_len;
+        len[g] = 1 + g % max_len;
+        for (int i = 0; i < len[g]; i++)
+            p[i] = (int32_t)(testrng_uniform(&rng) * vocab);
+        char *text = idlist_format(p, len[g]);
+        assert_non_null(text);
+        char cmd[4096];
+        snprintf(cmd, sizeof cmd, "'%s/moe-run' --model '%s' --prompt-ids %s --max-tokens %d "
+                 "2>/dev/null", bin, model, text, max_tokens);
+        mem_free(text);
+        char *line = crosscheck_last_line(cmd);
+        snprintf(want + (size_t)g * want_size, want_size, "%s", line);
+        free(line);
+    }
+}
+
 static float *s_read_floats(const char *path, size_t *n)
 {
     size_t bytes = 0;

@@ -234,6 +234,40 @@ static void test_idle_nodes_refused(void **state)
     s_expect_none_left(dir);
 }
 
+/* --coordinators out of range, or several coordinators with an HTTP port
+ * that cannot be counted on: one clear error each, nothing started; status
+ * of a folder without a cluster says so. (A cluster of two coordinators is
+ * tests/test_multicoord.c's.) */
+static void test_bad_coordinators(void **state)
+{
+    (void)state;
+    char dir[800], args[2000];
+    s_run_dir(dir, sizeof dir, "coords");
+    const struct {
+        const char *opts, *needle;
+    } bad[] = {
+        {"--coordinators 0", "--coordinators must be an integer from 1 to 99"},
+        {"--coordinators two", "--coordinators must be an integer from 1 to 99"},
+        {"--coordinators 100", "--coordinators must be an integer from 1 to 99"},
+        {"--coordinators 2 --http 127.0.0.1:web", "a numeric port for several coordinators"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        snprintf(args, sizeof args, "up --model '%s' --nodes 2 --run-dir '%s' %s", s_model,
+                 dir, bad[i].opts);
+        char *why = NULL;
+        assert_int_equal(s_localsh(args, NULL, &why), 1);
+        if (!strstr(why, bad[i].needle))
+            fail_msg("%s: the error does not say '%s': %s", bad[i].opts, bad[i].needle, why);
+        free(why);
+    }
+    s_expect_none_left(dir);
+    snprintf(args, sizeof args, "status --run-dir '%s'", dir);
+    char *why = NULL;
+    assert_int_equal(s_localsh(args, NULL, &why), 1);
+    assert_non_null(strstr(why, "no coordinator in"));
+    free(why);
+}
+
 /* A node that fails to start: the nodes this `up` started are stopped, the
  * error names the node and shows its log, and nothing is left. */
 static void test_failed_start_stops_what_it_started(void **state)
@@ -359,6 +393,7 @@ int main(void)
         cmocka_unit_test(test_concurrent_up),
         cmocka_unit_test(test_up_after_kill9_of_coordinator),
         cmocka_unit_test(test_idle_nodes_refused),
+        cmocka_unit_test(test_bad_coordinators),
         cmocka_unit_test(test_failed_start_stops_what_it_started),
         cmocka_unit_test(test_restart_node_then_request),
         cmocka_unit_test(test_preload_makes_weights_resident),

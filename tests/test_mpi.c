@@ -4,7 +4,11 @@
  * three nodes up; SIGTERM to the ranks stops them all with exit status 0, and
  * SIGTERM to mpirun leaves no rank behind. A model whose checkpoint is
  * truncated makes the node ranks fail: mpirun exits non-zero, in bounded time,
- * with a message naming the failing rank and host.
+ * with a message naming the failing rank and host. With --coordinators 2,
+ * ranks 0 and 1 are coordinators over nodes on ranks 2 and 3: both
+ * endpoints come back comma-separated, moe-client given both crosschecks
+ * against moe-run, each coordinator's status shows both nodes up and
+ * serving 2 coordinators, and SIGTERM stops all four ranks cleanly.
  *
  * This test makes no MPI call; it runs mpirun. As root, Open MPI needs
  * OMPI_ALLOW_RUN_AS_ROOT(_CONFIRM); the machine has few cores, hence
@@ -22,6 +26,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -214,27 +221,20 @@ static char *s_up(int n, const char *name, const char *extra, char log[700], pid
     return s_wait_ready(*pid, ep_file, log);
 }
 
-static void test_mpirun_cluster(void **state)
+/* moe-client through endpoint(s) answers as moe-run, for mixtral-A. */
+static void s_crosscheck(const char *endpoints)
 {
-    (void)state;
-    char model[700], log[700], cmd[2048];
-    pid_t pid;
-    char *ep = s_up(4, "mpirun", "", log, &pid);
-    printf("  mpirun -np 4: ready at %s\n", ep);
-
+    char model[700];
     snprintf(model, sizeof model, "%s/mixtral-A", fixture_root());
     fixture_t *fx = fixture_load(model);
     assert_non_null(fx);
-    crosscheck_fixture(fx, ep, s_bin, s_tmp, "");
+    crosscheck_fixture(fx, endpoints, s_bin, s_tmp, "");
     fixture_destroy(&fx);
+}
 
-    snprintf(cmd, sizeof cmd, "'%s/moe-client' --connect '%s' status", s_bin, ep);
-    char *status = NULL;
-    assert_int_equal(testutil_run(cmd, &status), 0);
-    assert_non_null(strstr(status, "nodes: 3 up, 0 down"));
-    free(status);
-
-    /* SIGTERM to every rank: all stop cleanly, so mpirun exits 0. */
+/* SIGTERM to every rank, which must all stop cleanly: mpirun exits 0. */
+static void s_stop_cleanly(pid_t pid, const char *log, int n)
+{
     s_signal_ranks(pid, SIGTERM);
     int st = s_wait_for(pid, STOP_TIMEOUT_S);
     if (st == -1) {
@@ -245,12 +245,142 @@ static void test_mpirun_cluster(void **state)
     if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
         s_print_log(log);
     assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
-    char *text = testutil_read_file(log, NULL);
-    assert_non_null(strstr(text, "all 4 ranks stopped cleanly"));
+    char *text = testutil_read_file(log, NULL), want[64];
+    snprintf(want, sizeof want, "all %d ranks stopped cleanly", n);
+    assert_non_null(strstr(text, want));
     free(text);
     assert_true(s_group_gone(pid));
     s_assert_no_sanitizer_report(log);
+}
+
+static void test_mpirun_cluster(void **state)
+{
+    (void)state;
+    char log[700], cmd[2048];
+    pid_t pid;
+    char *ep = s_up(4, "mpirun", "", log, &pid);
+    printf("  mpirun -np 4: ready at %s\n", ep);
+
+    s_crosscheck(ep);
+
+    snprintf(cmd, sizeof cmd, "'%s/moe-client' --connect '%s' status", s_bin, ep);
+    char *status = NULL;
+    assert_int_equal(testutil_run(cmd, &status), 0);
+    assert_non_null(strstr(status, "nodes: 3 up, 0 down"));
+    free(status);
+
+    s_stop_cleanly(pid, log, 4);
     free(ep);
+}
+
+static void test_mpirun_two_coordinators(void **state)
+{
+    (void)state;
+    char log[700], cmd[2048];
+    /* Two coordinators need a third rank for a node: a usage error. */
+    snprintf(log, sizeof log, "%s/c2-short.log", s_tmp);
+    pid_t pid = s_launch(2, "--model m --coordinators 2", log);
+    int st = s_wait_for(pid, FAIL_TIMEOUT_S);
+    s_mpirun = -1;
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 2);
+    char *text = testutil_read_file(log, NULL);
+    assert_non_null(text);
+    if (!strstr(text, "needs at least 3 ranks (2 coordinators and a node); got 2"))
+        fail_msg("-np 2 --coordinators 2 did not say why:\n%s", text);
+    free(text);
+    char *eps = s_up(4, "mpirun-c2", "--coordinators 2 --heartbeat-ms 200", log, &pid);
+    char *comma = strchr(eps, ',');
+    if (!comma || strchr(comma + 1, ','))
+        fail_msg("--coordinators 2: endpoint file holds '%s', not two endpoints", eps);
+    printf("  mpirun -np 4 --coordinators 2: ready at %s\n", eps);
+
+    s_crosscheck(eps);
+
+    /* Each coordinator: both nodes up; the nodes count both (a heartbeat
+     * or two after the start). */
+    snprintf(cmd, sizeof cmd, "'%s/moe-client' --connect '%s' status", s_bin, eps);
+    char *status = NULL;
+    for (int i = 0; i < 50; i++) {
+        free(status);
+        status = NULL;
+        assert_int_equal(testutil_run(cmd, &status), 0);
+        const char *second = strstr(status, "== coordinator 2 at");
+        if (second && strstr(status, "nodes: 2 up, 0 down") &&
+            strstr(second, "nodes: 2 up, 0 down") &&
+            strstr(strstr(status, "serving 2 coordinators"), "== coordinator 2 at") &&
+            strstr(second, "serving 2 coordinators"))
+            break;
+        usleep(100 * 1000);
+    }
+    if (!strstr(status, "== coordinator 2 at") || !strstr(status, "serving 2 coordinators"))
+        fail_msg("status of both coordinators:\n%s", status);
+    free(status);
+    s_stop_cleanly(pid, log, 4);
+    free(eps);
+}
+
+/* A listening TCP socket on 127.0.0.1 whose port is one above a free one:
+ * the fd, the free port in *below. */
+static int s_busy_port_above_free(int *below)
+{
+    for (int tries = 0; tries < 20; tries++) {
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        socklen_t len = sizeof a;
+        assert_true(fd >= 0);
+        assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+        assert_int_equal(listen(fd, 1), 0);
+        assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+        const int port = ntohs(a.sin_port);
+        int probe = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in b = a;
+        b.sin_port = htons((uint16_t)(port - 1));
+        const bool free_below = bind(probe, (struct sockaddr *)&b, sizeof b) == 0;
+        close(probe);
+        if (free_below) {
+            *below = port - 1;
+            return fd;
+        }
+        close(fd);
+    }
+    fail_msg("no port with a free one below it");
+    return -1;
+}
+
+/* The second coordinator cannot start (its HTTP port, the first's + 1, is
+ * taken): rank 0 hears it, stops its own coordinator and the nodes, and the
+ * launch fails naming coordinator 2. */
+static void test_second_coordinator_fails(void **state)
+{
+    (void)state;
+    char model[700], log[700], args[2048];
+    int port = 0;
+    const int busy = s_busy_port_above_free(&port);
+    snprintf(model, sizeof model, "%s/mixtral-A", fixture_root());
+    snprintf(log, sizeof log, "%s/c2-fail.log", s_tmp);
+    snprintf(args, sizeof args, "--model '%s' --bind-host 127.0.0.1 --threads 1 "
+             "--coordinators 2 --http 127.0.0.1:%d", model, port);
+    pid_t pid = s_launch(4, args, log);
+    int st = s_wait_for(pid, FAIL_TIMEOUT_S);
+    close(busy);
+    if (st == -1) {
+        s_print_log(log);
+        fail_msg("mpirun did not exit within %d s", FAIL_TIMEOUT_S);
+    }
+    s_mpirun = -1;
+    char *text = testutil_read_file(log, NULL);
+    assert_non_null(text);
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 1 || !strstr(text, "coordinator 2 (rank 1): "))
+        fail_msg("exit %d, log:\n%s", WIFEXITED(st) ? WEXITSTATUS(st) : -1, text);
+    char *line = strstr(text, "moe-mpi: serve: ");
+    assert_non_null(line);
+    line[strcspn(line, "\n")] = '\0';
+    printf("  %s\n", line);
+    free(text);
+    const double end = s_now() + STOP_TIMEOUT_S;
+    while (!s_group_gone(pid) && s_now() < end)
+        usleep(50 * 1000);
+    assert_true(s_group_gone(pid));
 }
 
 /* SIGTERM to mpirun (as Ctrl-C would): mpirun forwards it and ends the job;
@@ -512,6 +642,8 @@ int main(void)
         cmocka_unit_test_teardown(test_curve, s_test_teardown),
         cmocka_unit_test_teardown(test_plain_bind_warning, s_test_teardown),
         cmocka_unit_test_teardown(test_mpirun_cluster, s_test_teardown),
+        cmocka_unit_test_teardown(test_mpirun_two_coordinators, s_test_teardown),
+        cmocka_unit_test_teardown(test_second_coordinator_fails, s_test_teardown),
         cmocka_unit_test_teardown(test_mpirun_sigterm, s_test_teardown),
         cmocka_unit_test_teardown(test_failing_rank, s_test_teardown),
     };

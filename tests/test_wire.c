@@ -733,7 +733,7 @@ static void test_data_round_trip(void **state)
     const char *model_id = "mixtral:h8:l4:e8:k2:i16:v100:a2/1x4";
     wire_data_t hello_reply = {.type = WIRE_HELLO_REPLY, .request_id = 1, .node_id = 3,
                                .model_id = model_id, .n_hosted = 4, .hosted_layer = hl,
-                               .hosted_expert = he,
+                               .hosted_expert = he, .n_coordinators = 2,
                                .n_rows = 99, .rows = NULL}; /* unused fields are ignored */
     s_data_send(n->router, &coord, &hello_reply);
     s_dealer_recv(n, &in);
@@ -744,12 +744,15 @@ static void test_data_round_trip(void **state)
     assert_int_equal(in.n_hosted, 4);
     assert_memory_equal(in.hosted_layer, hl, sizeof hl);
     assert_memory_equal(in.hosted_expert, he, sizeof he);
+    assert_int_equal(in.n_coordinators, 2);
     assert_int_equal(in.n_rows, 0);
 
-    /* A node with no experts and no model id is still a valid reply. */
+    /* A node with no experts and no model id is still a valid reply; one
+     * that does not count its coordinators says 0. */
     wire_data_t empty_reply = {.type = WIRE_HELLO_REPLY, .request_id = 2};
     s_data_send(n->router, &coord, &empty_reply);
     s_dealer_recv(n, &in);
+    assert_int_equal(in.n_coordinators, 0);
     assert_int_equal(in.n_hosted, 0);
     assert_int_equal(in.node_id, 0);
     assert_true(in.model_id == NULL || in.model_id[0] == '\0');
@@ -793,11 +796,14 @@ static void test_data_round_trip(void **state)
     s_router_recv(n, &coord, &in);
     assert_int_equal(in.type, WIRE_HEARTBEAT);
     assert_int_equal(in.request_id, 5);
-    wire_data_t beat_reply = {.type = WIRE_HEARTBEAT_REPLY, .request_id = 5};
+    /* Issue 15: a node says how many coordinators it serves. */
+    wire_data_t beat_reply = {.type = WIRE_HEARTBEAT_REPLY, .request_id = 5,
+                              .n_coordinators = 3};
     s_data_send(n->router, &coord, &beat_reply);
     s_dealer_recv(n, &in);
     assert_int_equal(in.type, WIRE_HEARTBEAT_REPLY);
     assert_int_equal(in.request_id, 5);
+    assert_int_equal(in.n_coordinators, 3);
 
     err_t err = {0};
     assert_int_equal(wire_data_send_error(n->router, &coord, 9, WIRE_DATA_ERR_SHAPE,
@@ -836,10 +842,12 @@ static void test_data_round_trip(void **state)
     assert_int_equal(in.hosted_expert[0], 7);
     wire_data_t placed = {.type = WIRE_PLACE_REPLY, .request_id = 12, .node_id = 3,
                           .n_hosted = 3, .hosted_layer = hl, .hosted_expert = he,
-                          .memory_budget = UINT64_C(1) << 33, .expert_bytes = 49152};
+                          .memory_budget = UINT64_C(1) << 33, .expert_bytes = 49152,
+                          .n_coordinators = 2};
     s_data_send(n->router, &coord, &placed);
     s_dealer_recv(n, &in);
     assert_int_equal(in.type, WIRE_PLACE_REPLY);
+    assert_int_equal(in.n_coordinators, 2);
     assert_int_equal(in.n_hosted, 3);
     assert_true(in.memory_budget == UINT64_C(1) << 33);
     assert_true(in.expert_bytes == 49152);
@@ -1722,7 +1730,7 @@ static void test_client_round_trip(void **state)
     const wire_node_status_t nodes[3] = {
         {.node_id = 1, .endpoint = "tcp://10.0.0.1:5000", .up = true, .n_hosted = 2,
          .hosted_layer = l0, .hosted_expert = e0, .batches = 100, .rtt_last_ms = 1.5,
-         .rtt_mean_ms = 2.25, .last_error = ""},
+         .rtt_mean_ms = 2.25, .last_error = "", .coordinators = 2},
         {.node_id = 2, .endpoint = "tcp://10.0.0.2:5000", .up = false, .n_hosted = 2,
          .hosted_layer = l1, .hosted_expert = e1, .batches = 7,
          .last_error = "no heartbeat for 3 s"},
@@ -1757,6 +1765,7 @@ static void test_client_round_trip(void **state)
         assert_int_equal(b->batches, a->batches);
         assert_true(b->rtt_last_ms == a->rtt_last_ms);
         assert_true(b->rtt_mean_ms == a->rtt_mean_ms);
+        assert_int_equal(b->coordinators, a->coordinators);
         assert_string_equal(b->last_error, a->last_error ? a->last_error : "");
     }
 
