@@ -234,7 +234,7 @@ static void test_two_coordinators(void **state)
 
     s_rig_down(&rig);
     for (int i = 0; i < 4; i++)
-        if (kill(pids[i], 0) == 0)
+        if (testutil_running(pids[i]))
             fail_msg("process %d still runs after local.sh down", (int)pids[i]);
 }
 
