@@ -217,12 +217,13 @@ server_t *server_new(const weights_t *w, dispatch_t *dispatch, peer_t **peers,
     char held[96];
     snprintf(self->weights, sizeof self->weights, "%s, %.1f MiB",
              weights_describe(w, held, sizeof held), (double)weights_bytes(w) / (1 << 20));
-    self->fw = forward_new(w, conf->prefill_rows, conf->max_context, dispatch_start, dispatch,
+    self->fw = forward_new(w, conf->prefill_rows, conf->max_context, dispatch_run, dispatch,
                            err);
     if (!self->fw)
         goto fail;
-    /* Shared experts run while the routed ones are on the nodes. */
-    forward_set_moe_finish(self->fw, dispatch_finish);
+    /* The coordinator computes while the routed experts are on the nodes:
+     * the shared experts, and the other micro-batch (forward.h). */
+    forward_set_moe_async(self->fw, dispatch_start, dispatch_finish, conf->micro_batches);
     self->kv = kvcache_new(cfg, conf->max_context, err);
     if (!self->kv)
         goto fail;
