@@ -61,6 +61,7 @@ struct server {
     metric_child_t *m_outcome[SERVER_OUTCOMES];
     metric_child_t *m_prompt, *m_generated, *m_ttft, *m_tpot;
     metric_child_t *m_queue, *m_running, *m_kv_ratio, *m_kv_bytes;
+    metric_child_t *m_dispatch_seconds, *m_overlap_seconds;
     metric_t *m_up, *m_rtt, *m_failovers, *m_sent, *m_received, *m_expert_tokens;
     double *node_tokens_seen;      /* (n_layers * n_experts * max peers) as last rendered */
     double *rates;                 /* (n_layers * n_experts) the load at the last status */
@@ -166,12 +167,19 @@ static int s_metrics_new(server_t *self, err_t *err)
     self->m_busy_seconds = metrics_counter(m, "moe_node_busy_seconds_total",
                                            "Seconds the node spent computing batches.",
                                            node, err);
+    metric_t *away = metrics_counter(m, "moe_dispatch_seconds_total",
+                                     "Seconds with routed experts away on the nodes (two "
+                                     "micro-batches away together count once).", NULL, err);
+    metric_t *overlap = metrics_counter(m, "moe_overlap_seconds_total",
+                                        "Of those, seconds the coordinator computed (shared "
+                                        "experts, the other micro-batch).", NULL, err);
     metric_t *info = metrics_gauge(m, "moe_build_info",
                                    "Always 1; the labels say what runs.", build, err);
     if (!req || !prompt || !gen || !ttft || !tpot || !queue || !running || !kv || !kvb ||
         !self->m_up || !self->m_rtt || !self->m_failovers || !self->m_sent ||
         !self->m_received || !self->m_expert_tokens || !info || !self->m_expert_load ||
-        !self->m_node_load || !self->m_busy_ratio || !self->m_busy_seconds)
+        !self->m_node_load || !self->m_busy_ratio || !self->m_busy_seconds || !away ||
+        !overlap)
         return -1;
     for (int o = 0; o < SERVER_OUTCOMES; o++)
         if (!(self->m_outcome[o] = metric_child(req, (const char *const[]){
@@ -186,6 +194,8 @@ static int s_metrics_new(server_t *self, err_t *err)
         !(self->m_running = metric_child(running, NULL)) ||
         !(self->m_kv_ratio = metric_child(kv, NULL)) ||
         !(self->m_kv_bytes = metric_child(kvb, NULL)) ||
+        !(self->m_dispatch_seconds = metric_child(away, NULL)) ||
+        !(self->m_overlap_seconds = metric_child(overlap, NULL)) ||
         metrics_set(info, (const char *const[]){SERVER_VERSION, proto, self->model_name,
                                                  self->model_arch}, 1) < 0)
         return err_set(err, ENOMEM, "out of memory for the metrics");
@@ -570,6 +580,10 @@ static void s_metrics_update(server_t *self)
     metric_child_set(self->m_running, st.sequences_running);
     metric_child_set(self->m_kv_bytes, (double)st.kv_bytes);
     metric_child_set(self->m_kv_ratio, st.kv_budget ? (double)st.kv_bytes / st.kv_budget : 0);
+    metric_child_add(self->m_dispatch_seconds,
+                     st.seconds_dispatch - metric_child_value(self->m_dispatch_seconds));
+    metric_child_add(self->m_overlap_seconds,
+                     st.seconds_overlap - metric_child_value(self->m_overlap_seconds));
     for (int p = 0; p < st.n_nodes; p++) {
         const server_node_status_t *n = &st.nodes[p];
         char id[16];
