@@ -16,6 +16,7 @@
 #include "engine/rotary.h"
 #include "engine/routing.h"
 #include "kernels/attention.h"
+#include "kernels/compute.h"
 #include "kernels/gemm.h"
 #include "kernels/matmul.h"
 #include "kernels/rmsnorm.h"
@@ -414,6 +415,9 @@ static int s_ffn_start(forward_t *self, const forward_seq_t *seqs, const part_t 
 static int s_ffn_finish(forward_t *self, const part_t *pt, int mb, int l, err_t *err)
 {
     float *moe_out = self->moe_out + (size_t)pt->r0 * self->cfg->hidden_size;
+    /* The finish may wait for the network: the pool's workers sleep rather
+     * than spin, leaving the cores to the nodes when they share them. */
+    pool_rest(compute_pool(self->cx));
     if (self->moe_finish(self->moe_ctx, mb, l, moe_out, err) < 0)
         return err_wrap(err, "layer %d experts", l);
     s_ffn_end(self, pt, l);
