@@ -419,17 +419,23 @@ static void test_resend_on_dead_node(void **state)
     s_down(&c);
 }
 
+/* Two nodes: expert 3 only on node 2, which is silent; the rest on node 1. */
+static void s_up_expert3_silent(cluster_t *c)
+{
+    dispatch_route_t routes[LAYERS * EXPERTS];
+    for (int r = 0; r < LAYERS * EXPERTS; r++)
+        routes[r] = (dispatch_route_t){.n = 1, .peer = {(r % EXPERTS) == 3 ? 1 : 0}};
+    s_up(c, 2, routes, MULT);
+    atomic_store(&c->nodes[1].mode, NODE_DROP);
+}
+
 /* An expert whose only node is silent: the call fails (EHOSTUNREACH) naming
  * it, and exactly the rows that needed it are marked lost. */
 static void test_no_live_replica(void **state)
 {
     (void)state;
-    dispatch_route_t routes[LAYERS * EXPERTS];
-    for (int r = 0; r < LAYERS * EXPERTS; r++)
-        routes[r] = (dispatch_route_t){.n = 1, .peer = {(r % EXPERTS) == 3 ? 1 : 0}};
     cluster_t c;
-    s_up(&c, 2, routes, MULT);
-    atomic_store(&c.nodes[1].mode, NODE_DROP);
+    s_up_expert3_silent(&c);
     err_t err = {0};
     assert_int_equal(s_call(&c, 0, 4, ASSIGN, N_ASSIGN, &err), -1);
     assert_int_equal(errno, EHOSTUNREACH);
@@ -501,12 +507,8 @@ static void test_two_calls_in_flight(void **state)
 static void test_two_calls_lose_rows(void **state)
 {
     (void)state;
-    dispatch_route_t routes[LAYERS * EXPERTS];
-    for (int r = 0; r < LAYERS * EXPERTS; r++)
-        routes[r] = (dispatch_route_t){.n = 1, .peer = {(r % EXPERTS) == 3 ? 1 : 0}};
     cluster_t c;
-    s_up(&c, 2, routes, MULT);
-    atomic_store(&c.nodes[1].mode, NODE_DROP);
+    s_up_expert3_silent(&c);
     err_t err = {0};
     s_start_both(&c);
     assert_int_equal(dispatch_finish(c.dispatch, 0, 0, c.out, &err), -1);
