@@ -95,7 +95,8 @@ typedef struct forward_seq {
  * sequence's rows attend to its own cache only. At most max_rows rows in all.
  * Checks everything first and changes nothing on failure (EINVAL, ENOSPC,
  * E2BIG as forward_run; a failed expert call leaves every cache as it was).
- * The trace callback's pos0 is the first sequence's. */
+ * The trace callback sees each micro-batch's rows (the whole step when it is
+ * not split), with the pos0 of its first sequence. */
 int forward_step(forward_t *self, const forward_seq_t *seqs, int n_seqs, err_t *err);
 
 /* Runs tokens[0..n) at the next positions of kv and appends their keys and
