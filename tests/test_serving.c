@@ -411,7 +411,7 @@ static void test_shared_expert_overlaps(void **state)
 
 enum { MB_SEQS = 4, MB_TOKENS = 12 };
 
-/* Two micro-batches (the default --micro-batches 2): one sequence alone is
+/* Two micro-batches (--micro-batches 2): one sequence alone is
  * not split, and mixtral has no shared expert, so the coordinator computes
  * nothing while experts are away; four sequences sent at once share steps,
  * which are split, and the coordinator computes one micro-batch while the
@@ -422,7 +422,7 @@ static void test_micro_batches_overlap(void **state)
     (void)state;
     char cmd[4096];
     localcluster_t lc;
-    localcluster_start(&lc, "mixtral-A", 2, s_tmp, "microbatch", NULL);
+    localcluster_start(&lc, "mixtral-A", 2, s_tmp, "microbatch", "--micro-batches 2");
     int32_t prompts[MB_SEQS][3];
     char *want[MB_SEQS];
     for (int q = 0; q < MB_SEQS; q++) {
