@@ -234,8 +234,9 @@ typedef struct client_node {
 /* The coordinator's view of the cluster. One allocation: every pointer
  * points inside it and lives until client_status_destroy. */
 /* Where the coordinator's time went, summed since it started. Coordinator
- * compute = seconds_forward - seconds_dispatch; network and serialisation =
- * seconds_dispatch - seconds_node_compute. */
+ * compute = seconds_forward - seconds_dispatch + seconds_overlap; waiting for
+ * the nodes = seconds_dispatch - seconds_overlap, of which network and
+ * serialisation = that - seconds_node_compute. */
 typedef struct client_timing {
     uint64_t tokens;             /* token rows through the forward pass */
     uint64_t dispatch_calls;     /* layer batches sent to the nodes */
@@ -245,10 +246,12 @@ typedef struct client_timing {
     uint64_t bytes_sent;         /* every frame of expert requests */
     uint64_t bytes_received;     /* every frame of expert replies */
     double seconds_forward;      /* inside the forward pass */
-    double seconds_dispatch;     /* first send to last reply, per batch */
+    double seconds_dispatch;     /* with experts away: first send to last reply
+                                    (two micro-batches away together count once) */
     double seconds_node_compute; /* per batch, the slowest node's compute */
-    double seconds_overlap;      /* of seconds_dispatch, the coordinator's own FFN
-                                    work (shared experts) done meanwhile */
+    double seconds_overlap;      /* of seconds_dispatch, the coordinator's own work
+                                    done meanwhile (shared experts, the other
+                                    micro-batch) */
 } client_timing_t;
 
 typedef struct client_status {

@@ -628,8 +628,8 @@ static void s_print_ms(bool known, double ms)
 }
 
 /* Where the coordinator's time went: its own compute (part of it, the shared
- * experts, while the routed experts were away), the network and
- * serialisation, and the expert nodes' compute. */
+ * experts and the other micro-batch, while the routed experts were away),
+ * the network and serialisation, and the expert nodes' compute. */
 static void s_print_timing(const client_timing_t *t)
 {
     if (t->tokens == 0)
@@ -642,7 +642,8 @@ static void s_print_timing(const client_timing_t *t)
            t->tokens, t->dispatch_calls);
     printf("  coordinator compute  %9.3f s\n", coord);
     if (t->seconds_overlap > 0)
-        printf("    while experts away %9.3f s (shared experts, overlapped)\n",
+        printf("    while experts away %9.3f s (overlapped: shared experts, the other "
+               "micro-batch)\n",
                t->seconds_overlap);
     printf("  network + wire       %9.3f s\n", network);
     printf("  expert compute       %9.3f s (slowest node per batch)\n",

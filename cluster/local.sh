@@ -8,6 +8,7 @@
 #                       [--threads T] [--node-threads T]
 #                       [--max-seqs N] [--queue-limit N] [--kv-memory MB]
 #                       [--reply-timeout-ms MS] [--prefill-rows N] [--deadline-ms MS]
+#                       [--micro-batches 1|2]
 #                       [--heartbeat-ms MS] [--heartbeat-misses N] [--load-half-life-s S]
 #                       [--rebalance-every S] [--rebalance-threshold-pct P]
 #                       [--rebalance-redundant R] [--move-timeout-ms MS]
@@ -268,7 +269,7 @@ cmd_up() {
             --max-seqs|--queue-limit|--kv-memory|--reply-timeout-ms|--prefill-rows|--deadline-ms|\
             --heartbeat-ms|--heartbeat-misses|--max-tokens-limit|--max-requests-per-client|\
             --load-half-life-s|--rebalance-every|--rebalance-threshold-pct|\
-            --rebalance-redundant|--move-timeout-ms|--wire)
+            --rebalance-redundant|--move-timeout-ms|--wire|--micro-batches)
                 coord_args+=("$1" "$2"); shift 2 ;;
             --http) http=$2; shift 2 ;;
             --api-key) coord_args+=(--api-key "$2"); shift 2 ;;

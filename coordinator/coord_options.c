@@ -49,6 +49,7 @@ static const option_desc_t s_options[N_PLAIN] = {
      COORDINATOR_DEFAULT_HEARTBEAT_MISSES},
     {"--max-context", ARG_INT, CO(max_context), 1, 0},
     {"--prefill-rows", ARG_INT, CO(prefill_rows), 1, DEFAULT_PREFILL_ROWS},
+    {"--micro-batches", ARG_INT, CO(micro_batches), 1, 1},
     {"--max-seqs", ARG_INT, CO(max_seqs), 1, COORDINATOR_DEFAULT_MAX_SEQS},
     {"--queue-limit", ARG_INT, CO(queue_limit), 1, COORDINATOR_DEFAULT_QUEUE},
     {"--kv-memory", ARG_INT, CO(kv_memory_mb), 1, COORDINATOR_DEFAULT_KV_MB},
@@ -121,6 +122,11 @@ void coord_options_help(FILE *out)
             "4096)\n"
             "  --prefill-rows N       rows per forward step: the next token of every\n"
             "                         running sequence plus prompt chunks (default %d)\n"
+            "  --micro-batches 1|2    2: a step of two or more sequences runs as two\n"
+            "                         micro-batches, one computed here while the nodes run\n"
+            "                         the other's experts (default 1; with 2 each node\n"
+            "                         reads its experts' weights twice per layer, which\n"
+            "                         pays only where the nodes have cores to spare)\n"
             "  --max-seqs N           sequences generating at once (default %d)\n"
             "  --queue-limit N        requests waiting for a slot; more get BUSY (default %d)\n"
             "  --kv-memory MB         KV cache for all sequences, MiB (default %d)\n"
@@ -184,6 +190,8 @@ int coord_options_finish(coord_options_t *self, err_t *err)
         co->preload = false;
     if (!co->replicas)
         co->replicas = 1;
+    if (co->micro_batches > 2)
+        return err_set(err, EINVAL, "--micro-batches is 1 or 2, not %d", co->micro_batches);
     if ((co->api_key || self->http_url_file) && !co->http)
         return err_set(err, EINVAL, "--api-key and --http-url-file need --http HOST:PORT");
     if (co->api_key && !co->api_key[0])

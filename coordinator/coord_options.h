@@ -14,7 +14,7 @@
 #include "core/arg.h"
 #include "core/err.h"
 
-enum { COORD_OPTIONS_N = 34 }; /* rows of the table, ARG_OPT_END not counted */
+enum { COORD_OPTIONS_N = 35 }; /* rows of the table, ARG_OPT_END not counted */
 
 typedef struct coord_options {
     coordinator_opts_t co;      /* what the options set; nodes and bind are the program's */

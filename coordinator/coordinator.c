@@ -334,6 +334,7 @@ static int s_start(coordinator_t *co, const coordinator_opts_t *o,
         .model_name = o->model, .model_arch = config_arch_name(cfg->arch),
         .max_context = max_context,
         .prefill_rows = o->prefill_rows,
+        .micro_batches = o->micro_batches > 0 ? o->micro_batches : 1,
         .max_seqs = o->max_seqs > 0 ? o->max_seqs : COORDINATOR_DEFAULT_MAX_SEQS,
         .queue_limit = o->queue_limit > 0 ? o->queue_limit : COORDINATOR_DEFAULT_QUEUE,
         .kv_memory = o->kv_memory_mb > 0 ? (size_t)o->kv_memory_mb << 20

@@ -41,6 +41,7 @@ typedef struct coordinator_opts {
     int heartbeat_misses;               /* 0: COORDINATOR_DEFAULT_HEARTBEAT_MISSES */
     int max_context;                    /* 0: the model's, at most 4096 */
     int prefill_rows;                   /* rows per forward step */
+    int micro_batches;                  /* 1 or 2 (forward_set_moe_async); 0: 1 */
     int max_seqs;                       /* 0: COORDINATOR_DEFAULT_MAX_SEQS */
     int queue_limit;                    /* 0: COORDINATOR_DEFAULT_QUEUE */
     int kv_memory_mb;                   /* 0: COORDINATOR_DEFAULT_KV_MB */

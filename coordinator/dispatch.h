@@ -65,7 +65,9 @@ typedef struct dispatch_stats {
     uint64_t rows;              /* batch rows over the calls: tokens x MoE layers */
     uint64_t bytes_sent;        /* every frame of EXPERT_REQUESTs */
     uint64_t bytes_received;    /* every frame of the EXPERT_REPLYs combined */
-    double seconds_total;       /* from the first send to the last reply combined */
+    double seconds_total;       /* wall time with at least one call in flight, from
+                                   its start to the finish of the last (two calls in
+                                   flight together count once) */
     double seconds_node_compute;/* per call, the slowest node's compute_seconds */
     uint64_t failovers;         /* requests whose work was sent again elsewhere */
 } dispatch_stats_t;
@@ -88,16 +90,31 @@ dispatch_t *dispatch_new(peer_t **peers, int n_peers, int max_peers, const confi
                          int reply_timeout_ms, err_t *err);
 void dispatch_destroy(dispatch_t **self_p);
 
-/* One call in two halves, for forward_new and forward_set_moe_finish:
- * dispatch_start splits and sends (a forward_moe_fn whose ctx is the
- * dispatch_t; out is zeroed and remembered; u and assign
- * must stay unchanged until the finish, which may send them again),
- * dispatch_finish waits for every reply and writes out. After a failed start
- * there is nothing to finish; a start must be followed by its finish before
- * the next start. */
-int dispatch_start(void *ctx, int layer, const float *u, int n_rows,
+/* One call in two halves, for forward_set_moe_async (forward.h): dispatch_start
+ * splits and sends the rows of micro-batch mb (0 or 1) and returns at once,
+ * dispatch_finish waits for every reply and writes out. Up to
+ * DISPATCH_MAX_CALLS calls, one per micro-batch, are in flight together: the
+ * forward pass computes one micro-batch while the nodes run the other's
+ * experts (ping-pong). Their replies are told apart by request id and kept as
+ * they arrive, whichever finish is waiting; each call's failover re-sends its
+ * own work, and a failure of the call not being waited for is kept for its
+ * own finish.
+ *   u: (n_rows, hidden), assign rows in [0, n_rows), out: (n_rows, hidden);
+ *   out is zeroed at start and the replies are added at finish; u and assign
+ *   must stay unchanged until the finish, which may send them again.
+ *   row0: the call's first row in the step, for dispatch_row_lost; the rows
+ *   [row0, row0 + n_rows) of calls in flight together must not overlap, and
+ *   row0 + n_rows <= max_rows (E2BIG).
+ * After a failed start there is nothing to finish; a start must be followed
+ * by its finish before the next start of the same mb. */
+enum { DISPATCH_MAX_CALLS = 2 };
+int dispatch_start(void *ctx, int mb, int layer, const float *u, int row0, int n_rows,
                    const moe_assign_t *assign, int n_assign, float *out, err_t *err);
-int dispatch_finish(void *ctx, int layer, float *out, err_t *err);
+int dispatch_finish(void *ctx, int mb, int layer, float *out, err_t *err);
+/* Both halves of micro-batch 0 at once: a forward_moe_fn whose ctx is the
+ * dispatch_t (the whole step as one call). */
+int dispatch_run(void *ctx, int layer, const float *u, int n_rows,
+                 const moe_assign_t *assign, int n_assign, float *out, err_t *err);
 
 /* Tokens routed to each expert so far: (n_layers * n_experts), borrowed. */
 const uint64_t *dispatch_expert_tokens(const dispatch_t *self);

@@ -61,6 +61,7 @@ struct server {
     metric_child_t *m_outcome[SERVER_OUTCOMES];
     metric_child_t *m_prompt, *m_generated, *m_ttft, *m_tpot;
     metric_child_t *m_queue, *m_running, *m_kv_ratio, *m_kv_bytes, *m_rows;
+    metric_child_t *m_dispatch_seconds, *m_overlap_seconds;
     metric_t *m_up, *m_rtt, *m_failovers, *m_sent, *m_received, *m_expert_tokens;
     double *node_tokens_seen;      /* (n_layers * n_experts * max peers) as last rendered */
     double *rates;                 /* (n_layers * n_experts) the load at the last status */
@@ -170,6 +171,12 @@ static int s_metrics_new(server_t *self, err_t *err)
     self->m_node_coords = metrics_gauge(m, "moe_node_coordinators",
                                         "Coordinators the node serves, this one included "
                                         "(0: the node does not say).", node, err);
+    metric_t *away = metrics_counter(m, "moe_dispatch_seconds_total",
+                                     "Seconds with routed experts away on the nodes (two "
+                                     "micro-batches away together count once).", NULL, err);
+    metric_t *overlap = metrics_counter(m, "moe_overlap_seconds_total",
+                                        "Of those, seconds the coordinator computed (shared "
+                                        "experts, the other micro-batch).", NULL, err);
     metric_t *info = metrics_gauge(m, "moe_build_info",
                                    "Always 1; the labels say what runs.", build, err);
     static const char *const format[] = {"format", NULL};
@@ -184,7 +191,7 @@ static int s_metrics_new(server_t *self, err_t *err)
         !self->m_up || !self->m_rtt || !self->m_failovers || !self->m_sent ||
         !self->m_received || !self->m_expert_tokens || !info || !self->m_expert_load ||
         !self->m_node_load || !self->m_busy_ratio || !self->m_busy_seconds || !wire || !rows ||
-        !self->m_node_coords)
+        !self->m_node_coords || !away || !overlap)
         return -1;
     for (int o = 0; o < SERVER_OUTCOMES; o++)
         if (!(self->m_outcome[o] = metric_child(req, (const char *const[]){
@@ -202,6 +209,8 @@ static int s_metrics_new(server_t *self, err_t *err)
         !(self->m_rows = metric_child(rows, NULL)) ||
         metrics_set(wire, (const char *const[]){
                         wire_tensor_format_name(dispatch_wire(self->dispatch))}, 1) < 0 ||
+        !(self->m_dispatch_seconds = metric_child(away, NULL)) ||
+        !(self->m_overlap_seconds = metric_child(overlap, NULL)) ||
         metrics_set(info, (const char *const[]){SERVER_VERSION, proto, self->model_name,
                                                  self->model_arch}, 1) < 0)
         return err_set(err, ENOMEM, "out of memory for the metrics");
@@ -233,12 +242,13 @@ server_t *server_new(const weights_t *w, dispatch_t *dispatch, peer_t **peers,
     char held[96];
     snprintf(self->weights, sizeof self->weights, "%s, %.1f MiB",
              weights_describe(w, held, sizeof held), (double)weights_bytes(w) / (1 << 20));
-    self->fw = forward_new(w, conf->prefill_rows, conf->max_context, dispatch_start, dispatch,
+    self->fw = forward_new(w, conf->prefill_rows, conf->max_context, dispatch_run, dispatch,
                            err);
     if (!self->fw)
         goto fail;
-    /* Shared experts run while the routed ones are on the nodes. */
-    forward_set_moe_finish(self->fw, dispatch_finish);
+    /* The coordinator computes while the routed experts are on the nodes:
+     * the shared experts, and the other micro-batch (forward.h). */
+    forward_set_moe_async(self->fw, dispatch_start, dispatch_finish, conf->micro_batches);
     self->kv = kvcache_new(cfg, conf->max_context, err);
     if (!self->kv)
         goto fail;
@@ -588,6 +598,10 @@ static void s_metrics_update(server_t *self)
     metric_child_set(self->m_kv_bytes, (double)st.kv_bytes);
     metric_child_set(self->m_kv_ratio, st.kv_budget ? (double)st.kv_bytes / st.kv_budget : 0);
     metric_child_add(self->m_rows, (double)st.dispatch_rows - metric_child_value(self->m_rows));
+    metric_child_add(self->m_dispatch_seconds,
+                     st.seconds_dispatch - metric_child_value(self->m_dispatch_seconds));
+    metric_child_add(self->m_overlap_seconds,
+                     st.seconds_overlap - metric_child_value(self->m_overlap_seconds));
     for (int p = 0; p < st.n_nodes; p++) {
         const server_node_status_t *n = &st.nodes[p];
         char id[16];

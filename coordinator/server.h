@@ -43,6 +43,7 @@ typedef struct server_config {
     const char *model_arch; /* its architecture (copied) */
     int max_context;        /* positions per sequence (prompt + generated) */
     int prefill_rows;       /* rows per forward step */
+    int micro_batches;      /* 1 or 2: steps split into micro-batches (forward.h) */
     int max_seqs;
     int queue_limit;
     size_t kv_memory;

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/blas.h"
@@ -15,6 +16,7 @@
 #include "engine/rotary.h"
 #include "engine/routing.h"
 #include "kernels/attention.h"
+#include "kernels/compute.h"
 #include "kernels/gemm.h"
 #include "kernels/matmul.h"
 #include "kernels/rmsnorm.h"
@@ -56,9 +58,17 @@ struct forward {
     float *shared_out;        /* (max_rows, hidden) shared experts' output */
     float *proj;              /* (max_rows, max(hidden, kv width)) a product added
                                  after (weights not held in float32) */
-    forward_moe_finish_fn moe_finish; /* NULL: the moe callback is synchronous */
-    double seconds_overlap;   /* shared-expert work done while experts were away */
+    forward_moe_start_fn moe_start;   /* NULL: the moe callback is synchronous */
+    forward_moe_finish_fn moe_finish;
+    int micro_batches;        /* 1 or 2: how a step may be split (forward.h) */
+    double seconds_overlap;   /* own work done while experts were away */
 };
+
+/* A micro-batch: sequences [s0, s0 + n_seqs) of a step, its rows [r0, r0 + n). */
+typedef struct part {
+    int s0, n_seqs;
+    int r0, n;
+} part_t;
 
 static int s_local_moe(void *ctx, int layer, const float *u, int n_rows,
                        const moe_assign_t *assign, int n_assign, float *out, err_t *err)
@@ -215,9 +225,12 @@ void forward_destroy(forward_t **self_p)
     errno = saved;
 }
 
-void forward_set_moe_finish(forward_t *self, forward_moe_finish_fn finish)
+void forward_set_moe_async(forward_t *self, forward_moe_start_fn start,
+                           forward_moe_finish_fn finish, int micro_batches)
 {
+    self->moe_start = start;
     self->moe_finish = finish;
+    self->micro_batches = micro_batches > 1 ? 2 : 1;
 }
 
 double forward_overlap_seconds(const forward_t *self)
@@ -265,11 +278,12 @@ static void s_linear(compute_t *cx, float *y, int ld, const float *x, int ldx,
     }
 }
 
-/* h = x + o_proj(attention(rope(q), rope(k), v)) for every row of a step;
- * each sequence's new keys and values go into its own cache at its next
+/* h = x + o_proj(attention(rope(q), rope(k), v)) for the rows of micro-batch
+ * pt; each sequence's new keys and values go into its own cache at its next
  * positions, and its rows attend to its own cache only. Biases and q/k norms
- * are there when the family has them (weights and qknorm say). */
-static void s_attention_block(forward_t *self, const forward_seq_t *seqs, int n_seqs, int n,
+ * are there when the family has them (weights and qknorm say). Touches only
+ * pt's rows of the step's buffers. */
+static void s_attention_block(forward_t *self, const forward_seq_t *seqs, const part_t *pt,
                               int l)
 {
     const config_t *cfg = self->cfg;
@@ -277,115 +291,160 @@ static void s_attention_block(forward_t *self, const forward_seq_t *seqs, int n_
     const int hidden = cfg->hidden_size;
     const int q_width = cfg->n_heads * cfg->head_dim;
     const int kv_width = cfg->n_kv_heads * cfg->head_dim;
+    const int n = pt->n;
+    const size_t r0 = (size_t)pt->r0;
+    float *x = self->x + r0 * hidden, *xn = self->xn + r0 * hidden;
+    float *q = self->q + r0 * q_width, *attn_out = self->attn_out + r0 * q_width;
+    float *k_new = self->k_new + r0 * kv_width, *v_new = self->v_new + r0 * kv_width;
+    const int32_t *pos = self->pos + r0;
     attention_shape_t shape = self->attn;
     shape.window = config_layer_window(cfg, l);
     shape.sinks = lw->sinks;
+    seqs += pt->s0;
 
-    rmsnorm(self->xn, hidden, self->x, hidden, lw->attn_norm, n, hidden, cfg->rms_norm_eps);
+    rmsnorm(xn, hidden, x, hidden, lw->attn_norm, n, hidden, cfg->rms_norm_eps);
     if (self->latent) {
         /* MLA: each sequence's latent rows; o_proj adds into the residual. */
-        for (int s = 0, row = 0; s < n_seqs; row += seqs[s].n, s++)
-            latent_run(self->latent, lw, self->x + (size_t)row * hidden, hidden,
-                       self->xn + (size_t)row * hidden, seqs[s].n, kvcache_len(seqs[s].kv),
+        for (int s = 0, row = 0; s < pt->n_seqs; row += seqs[s].n, s++)
+            latent_run(self->latent, lw, x + (size_t)row * hidden, hidden,
+                       xn + (size_t)row * hidden, seqs[s].n, kvcache_len(seqs[s].kv),
                        kvcache_latent(seqs[s].kv, l));
         return;
     }
-    s_linear(self->cx, self->q, q_width, self->xn, hidden, &lw->q, lw->q_bias, false, n,
+    s_linear(self->cx, q, q_width, xn, hidden, &lw->q, lw->q_bias, false, n, self->proj);
+    s_linear(self->cx, k_new, kv_width, xn, hidden, &lw->k, lw->k_bias, false, n,
              self->proj);
-    s_linear(self->cx, self->k_new, kv_width, self->xn, hidden, &lw->k, lw->k_bias, false, n,
+    s_linear(self->cx, v_new, kv_width, xn, hidden, &lw->v, lw->v_bias, false, n,
              self->proj);
-    s_linear(self->cx, self->v_new, kv_width, self->xn, hidden, &lw->v, lw->v_bias, false, n,
-             self->proj);
-    qknorm_apply(cfg, QKNORM_BEFORE_ROPE, lw, self->q, self->k_new, n);
-    rope_apply(self->rope, self->q, q_width, n, cfg->n_heads, cfg->head_dim, self->pos);
-    rope_apply(self->rope, self->k_new, kv_width, n, cfg->n_kv_heads, cfg->head_dim, self->pos);
-    qknorm_apply(cfg, QKNORM_AFTER_ROPE, lw, self->q, self->k_new, n);
-    for (int s = 0, row = 0; s < n_seqs; row += seqs[s].n, s++) {
+    qknorm_apply(cfg, QKNORM_BEFORE_ROPE, lw, q, k_new, n);
+    rope_apply(self->rope, q, q_width, n, cfg->n_heads, cfg->head_dim, pos);
+    rope_apply(self->rope, k_new, kv_width, n, cfg->n_kv_heads, cfg->head_dim, pos);
+    qknorm_apply(cfg, QKNORM_AFTER_ROPE, lw, q, k_new, n);
+    for (int s = 0, row = 0; s < pt->n_seqs; row += seqs[s].n, s++) {
         kvcache_t *kv = seqs[s].kv;
         const int pos0 = kvcache_len(kv), rows = seqs[s].n;
         float *keys = kvcache_keys(kv, l), *values = kvcache_values(kv, l);
-        memcpy(keys + (size_t)pos0 * kv_width, self->k_new + (size_t)row * kv_width,
+        memcpy(keys + (size_t)pos0 * kv_width, k_new + (size_t)row * kv_width,
                (size_t)rows * kv_width * sizeof(float));
-        memcpy(values + (size_t)pos0 * kv_width, self->v_new + (size_t)row * kv_width,
+        memcpy(values + (size_t)pos0 * kv_width, v_new + (size_t)row * kv_width,
                (size_t)rows * kv_width * sizeof(float));
-        attention(self->cx, self->attn_out + (size_t)row * q_width, q_width,
-                  self->q + (size_t)row * q_width, q_width, keys, kv_width, values, kv_width,
+        attention(self->cx, attn_out + (size_t)row * q_width, q_width,
+                  q + (size_t)row * q_width, q_width, keys, kv_width, values, kv_width,
                   &shape, rows, pos0, self->attn_scratch);
     }
     /* x += attn_out o_proj^T (float32: beta = 1 adds the residual in the same
      * product). */
-    s_linear(self->cx, self->x, hidden, self->attn_out, q_width, &lw->o, NULL, true, n,
-             self->proj);
+    s_linear(self->cx, x, hidden, attn_out, q_width, &lw->o, NULL, true, n, self->proj);
     if (lw->o_bias)
         for (int r = 0; r < n; r++)
             for (int j = 0; j < hidden; j++)
-                self->x[(size_t)r * hidden + j] += lw->o_bias[j];
+                x[(size_t)r * hidden + j] += lw->o_bias[j];
 }
 
-/* Each of the n rows' k experts and weights from the router logits, by the
- * family's rule (the one place that chooses it). */
-
-/* x = h + ffn(norm2(h)) for the n rows of a step. A MoE layer: the routed
- * experts (every sequence's rows together, through the callback) plus the
- * shared expert when the family has one, computed here. A dense layer: its
- * FFN, here. */
-/* moe_out = routed experts + shared experts for the n rows of layer l (HF
- * adds the shared expert onto the routed sum). The shared experts run while
- * the routed ones are away when they run elsewhere; in both modes the shared
- * output is made in its own buffer and added last, so that single-process
- * and cluster runs round the same way. */
-static int s_routed_and_shared(forward_t *self, int l, int n, err_t *err)
+/* x = h + ffn, the end of layer l for micro-batch pt once moe_out holds its
+ * FFN output: a MoE layer's shared experts are added onto the routed sum
+ * last (HF adds the shared expert onto the routed sum), in both modes, so
+ * that single-process and cluster runs round the same way. */
+static void s_ffn_end(forward_t *self, const part_t *pt, int l)
 {
     const config_t *cfg = self->cfg;
-    const layer_weights_t *lw = &self->w->layers[l];
-    const int k = cfg->n_experts_per_tok;
-    const size_t count = (size_t)n * cfg->hidden_size;
-    const bool shared = cfg->shared != CONFIG_SHARED_NONE;
-    if (self->moe(self->moe_ctx, l, self->xn, n, self->assign, n * k, self->moe_out, err) < 0)
-        return err_wrap(err, "layer %d experts", l);
-    const double t0 = timer_now();
-    if (shared) {
-        memset(self->shared_out, 0, count * sizeof(float));
-        mlp_add(self->mlp, &lw->shared, cfg->shared_intermediate_size, lw->shared_gate,
-                self->xn, n, self->shared_out);
-    }
-    if (self->moe_finish) {
-        if (shared)
-            self->seconds_overlap += timer_now() - t0;
-        if (self->moe_finish(self->moe_ctx, l, self->moe_out, err) < 0)
-            return err_wrap(err, "layer %d experts", l);
-    }
-    if (shared)
+    const size_t r0 = (size_t)pt->r0 * cfg->hidden_size;
+    const size_t count = (size_t)pt->n * cfg->hidden_size;
+    float *x = self->x + r0, *moe_out = self->moe_out + r0;
+    if (config_layer_is_moe(cfg, l) && cfg->shared != CONFIG_SHARED_NONE) {
+        const float *shared_out = self->shared_out + r0;
         for (size_t i = 0; i < count; i++)
-            self->moe_out[i] += self->shared_out[i];
-    return 0;
+            moe_out[i] += shared_out[i];
+    }
+    for (size_t i = 0; i < count; i++)
+        x[i] += moe_out[i];
 }
 
-static int s_ffn_block(forward_t *self, int l, int n, int pos0, err_t *err)
+/* The FFN of layer l for micro-batch pt (mb), as far as it goes before the
+ * routed experts come back: u = norm2(h), routing, the routed experts sent
+ * away (through the asynchronous port) or computed (the synchronous one),
+ * the shared experts. *sent_at: when the experts were sent, or 0 when
+ * nothing is away and the layer is complete (a dense layer, a synchronous
+ * port). */
+static int s_ffn_start(forward_t *self, const forward_seq_t *seqs, const part_t *pt, int mb,
+                       int l, double *sent_at, err_t *err)
 {
     const config_t *cfg = self->cfg;
     const layer_weights_t *lw = &self->w->layers[l];
-    const int hidden = cfg->hidden_size, k = cfg->n_experts_per_tok;
+    const int hidden = cfg->hidden_size, k = cfg->n_experts_per_tok, n = pt->n;
+    const size_t r0 = (size_t)pt->r0;
+    float *x = self->x + r0 * hidden, *xn = self->xn + r0 * hidden;
+    float *moe_out = self->moe_out + r0 * hidden;
+    *sent_at = 0;
 
-    rmsnorm(self->xn, hidden, self->x, hidden, lw->ffn_norm, n, hidden, cfg->rms_norm_eps);
+    rmsnorm(xn, hidden, x, hidden, lw->ffn_norm, n, hidden, cfg->rms_norm_eps);
     if (!config_layer_is_moe(cfg, l)) {
-        memset(self->moe_out, 0, (size_t)n * hidden * sizeof(float));
-        mlp_add(self->mlp, &lw->dense, cfg->dense_intermediate_size, NULL, self->xn, n,
-                self->moe_out);
-    } else {
-        routing_select(self->cx, cfg, lw, self->xn, n, self->router_logits, self->expert_ids,
-                       self->expert_weights);
-        if (self->trace)
-            self->trace(self->trace_ctx, l, pos0, n, k, self->expert_ids,
-                        self->expert_weights);
-        router_assignments(self->expert_ids, self->expert_weights, n, k, self->assign);
-        if (s_routed_and_shared(self, l, n, err) < 0)
-            return -1;
+        memset(moe_out, 0, (size_t)n * hidden * sizeof(float));
+        mlp_add(self->mlp, &lw->dense, cfg->dense_intermediate_size, NULL, xn, n, moe_out);
+        s_ffn_end(self, pt, l);
+        return 0;
     }
-    const size_t count = (size_t)n * hidden;
-    for (size_t i = 0; i < count; i++)
-        self->x[i] += self->moe_out[i];
+    int32_t *ids = self->expert_ids + r0 * k;
+    float *weights = self->expert_weights + r0 * k;
+    moe_assign_t *assign = self->assign + r0 * k;
+    routing_select(self->cx, cfg, lw, xn, n, self->router_logits + r0 * cfg->n_experts, ids,
+                   weights);
+    if (self->trace)
+        self->trace(self->trace_ctx, l, kvcache_len(seqs[pt->s0].kv), n, k, ids, weights);
+    router_assignments(ids, weights, n, k, assign);
+    if (self->moe_start) {
+        if (self->moe_start(self->moe_ctx, mb, l, xn, pt->r0, n, assign, n * k, moe_out,
+                            err) < 0)
+            return err_wrap(err, "layer %d experts", l);
+        *sent_at = timer_now();
+    } else if (self->moe(self->moe_ctx, l, xn, n, assign, n * k, moe_out, err) < 0) {
+        return err_wrap(err, "layer %d experts", l);
+    }
+    if (cfg->shared != CONFIG_SHARED_NONE) {
+        float *shared_out = self->shared_out + r0 * hidden;
+        memset(shared_out, 0, (size_t)n * hidden * sizeof(float));
+        mlp_add(self->mlp, &lw->shared, cfg->shared_intermediate_size, lw->shared_gate, xn,
+                n, shared_out);
+    }
+    if (*sent_at == 0)
+        s_ffn_end(self, pt, l);
     return 0;
+}
+
+/* Completes layer l of micro-batch pt (mb), whose routed experts are away. */
+static int s_ffn_finish(forward_t *self, const part_t *pt, int mb, int l, err_t *err)
+{
+    float *moe_out = self->moe_out + (size_t)pt->r0 * self->cfg->hidden_size;
+    /* The finish may wait for the network: the pool's workers sleep rather
+     * than spin, leaving the cores to the nodes when they share them. */
+    pool_rest(compute_pool(self->cx));
+    if (self->moe_finish(self->moe_ctx, mb, l, moe_out, err) < 0)
+        return err_wrap(err, "layer %d experts", l);
+    s_ffn_end(self, pt, l);
+    return 0;
+}
+
+/* Cuts a step into micro-batches of whole sequences: two of rows as equal as
+ * the sequences allow when the port is asynchronous, micro-batching is on
+ * and there are two sequences or more; else one. Returns their count. */
+static int s_split(const forward_t *self, const forward_seq_t *seqs, int n_seqs, int n,
+                   part_t *parts)
+{
+    parts[0] = (part_t){.s0 = 0, .n_seqs = n_seqs, .r0 = 0, .n = n};
+    if (!self->moe_start || self->micro_batches < 2 || n_seqs < 2)
+        return 1;
+    int best = 1, best_rows = seqs[0].n, rows = 0;
+    for (int s = 1; s < n_seqs; s++) {
+        rows += seqs[s - 1].n;
+        if (abs(2 * rows - n) < abs(2 * best_rows - n)) {
+            best = s;
+            best_rows = rows;
+        }
+    }
+    parts[0] = (part_t){.s0 = 0, .n_seqs = best, .r0 = 0, .n = best_rows};
+    parts[1] = (part_t){.s0 = best, .n_seqs = n_seqs - best, .r0 = best_rows,
+                        .n = n - best_rows};
+    return 2;
 }
 
 /* The LM head over rows [first, first + n_out) of the step into logits. */
@@ -480,12 +539,44 @@ int forward_step(forward_t *self, const forward_seq_t *seqs, int n_seqs, err_t *
                               self->x + (size_t)(row + i) * hidden);
         }
     }
-    const int pos0 = kvcache_len(seqs[0].kv);
-    for (int l = 0; l < cfg->n_layers; l++) {
-        s_attention_block(self, seqs, n_seqs, n, l);
-        if (s_ffn_block(self, l, n, pos0, err) < 0)
-            return -1; /* no cache has advanced: every sequence is as it was */
-    }
+    /* Ping-pong (forward.h): micro-batch m runs layer l's attention and
+     * routing and sends its rows while the other's experts of the layer
+     * before are away; then the other's are finished, and so on. With one
+     * micro-batch, each layer is sent and finished in turn. */
+    part_t parts[2];
+    const int n_parts = s_split(self, seqs, n_seqs, n, parts);
+    int away[2] = {-1, -1}; /* the layer a micro-batch has on the nodes, or -1 */
+    for (int l = 0; l < cfg->n_layers; l++)
+        for (int m = 0; m < n_parts; m++) {
+            const int o = n_parts - 1 - m; /* the other one; itself when alone */
+            const double t0 = timer_now();
+            const bool other_away = o != m && away[o] >= 0;
+            double sent_at;
+            s_attention_block(self, seqs, &parts[m], l);
+            if (s_ffn_start(self, seqs, &parts[m], m, l, &sent_at, err) < 0)
+                goto fail;
+            if (sent_at > 0)
+                away[m] = l;
+            /* Own work while experts were away: all of this micro-batch's
+             * when the other's were; else its shared experts after sending. */
+            if (other_away)
+                self->seconds_overlap += timer_now() - t0;
+            else if (sent_at > 0 && cfg->shared != CONFIG_SHARED_NONE)
+                self->seconds_overlap += timer_now() - sent_at;
+            if (away[o] >= 0) {
+                const int lo = away[o];
+                away[o] = -1;
+                if (s_ffn_finish(self, &parts[o], o, lo, err) < 0)
+                    goto fail;
+            }
+        }
+    for (int m = 0; m < n_parts; m++)
+        if (away[m] >= 0) {
+            const int lo = away[m];
+            away[m] = -1;
+            if (s_ffn_finish(self, &parts[m], m, lo, err) < 0)
+                goto fail;
+        }
     if (seqs[0].want == FORWARD_LOGITS_ALL)
         s_logits(self, 0, n, seqs[0].logits);
     else
@@ -493,6 +584,17 @@ int forward_step(forward_t *self, const forward_seq_t *seqs, int n_seqs, err_t *
     for (int s = 0; s < n_seqs; s++)
         kvcache_advance(seqs[s].kv, seqs[s].n, NULL); /* room was checked */
     return 0;
+
+fail:
+    /* The other micro-batch's call is completed, its result unused, so that
+     * the port is free and its lost rows are marked too; no cache has
+     * advanced: every sequence is as it was. */
+    const int saved = errno;
+    for (int m = 0; m < n_parts; m++)
+        if (away[m] >= 0)
+            (void)s_ffn_finish(self, &parts[m], m, away[m], NULL);
+    errno = saved;
+    return -1;
 }
 
 int forward_run(forward_t *self, kvcache_t *kv, const int32_t *tokens, int n,

@@ -53,18 +53,32 @@ void forward_destroy(forward_t **self_p);
 
 void forward_set_trace(forward_t *self, forward_trace_fn fn, void *ctx);
 
-/* For routed experts that run elsewhere (the coordinator's expert nodes): with
- * a finish function set, the moe callback only starts a layer's experts (sends
- * the rows away) and this completes it, waiting for the results and writing
- * out as the moe callback would have. Between the two the forward pass runs
- * its own work for the layer, the shared experts, so that it overlaps the
- * experts' round trip. finish is called once after each successful start,
- * with the same ctx. */
-typedef int (*forward_moe_finish_fn)(void *ctx, int layer, float *out, err_t *err);
-void forward_set_moe_finish(forward_t *self, forward_moe_finish_fn finish);
+/* For routed experts that run elsewhere (the coordinator's expert nodes), an
+ * asynchronous port in two halves, with the ctx given to forward_new: start
+ * sends micro-batch mb's rows away and returns, finish waits for the results
+ * and writes out as the moe callback would have. Between the two the forward
+ * pass runs its own work: the shared experts, and, with two micro-batches,
+ * the other micro-batch's attention and routing (ping-pong).
+ *   mb: 0 or 1; row0: the micro-batch's first row in the step; u (n_rows,
+ *   hidden) and assign (rows in [0, n_rows)) stay unchanged until the finish;
+ *   out: (n_rows, hidden). finish is called once after each successful
+ *   start, with the same mb, layer and out, also when the step fails
+ *   elsewhere (then its result is not used).
+ * micro_batches: 1 (every step is one call per layer) or 2 (a step of at
+ * least two sequences is split into two micro-batches of whole sequences, of
+ * rows as equal as the sequences allow). Each row's arithmetic is the same
+ * either way; the products are batch-invariant up to GEMM_SMALL_MAX_ROWS rows
+ * (kernels/gemm_small.h), so decode steps give the same bits split or not. */
+typedef int (*forward_moe_start_fn)(void *ctx, int mb, int layer, const float *u, int row0,
+                                    int n_rows, const moe_assign_t *assign, int n_assign,
+                                    float *out, err_t *err);
+typedef int (*forward_moe_finish_fn)(void *ctx, int mb, int layer, float *out, err_t *err);
+void forward_set_moe_async(forward_t *self, forward_moe_start_fn start,
+                           forward_moe_finish_fn finish, int micro_batches);
 
-/* Seconds of the forward pass's own FFN work done while routed experts were
- * away (between start and finish), summed since forward_new. */
+/* Seconds the forward pass computed while routed experts were away (between
+ * a start and its finish: the shared experts, and the other micro-batch's
+ * attention, routing and sending), summed since forward_new. */
 double forward_overlap_seconds(const forward_t *self);
 
 /* One sequence's part of a step: n tokens at the next positions of its cache. */
@@ -81,7 +95,8 @@ typedef struct forward_seq {
  * sequence's rows attend to its own cache only. At most max_rows rows in all.
  * Checks everything first and changes nothing on failure (EINVAL, ENOSPC,
  * E2BIG as forward_run; a failed expert call leaves every cache as it was).
- * The trace callback's pos0 is the first sequence's. */
+ * The trace callback sees each micro-batch's rows (the whole step when it is
+ * not split), with the pos0 of its first sequence. */
 int forward_step(forward_t *self, const forward_seq_t *seqs, int n_seqs, err_t *err);
 
 /* Runs tokens[0..n) at the next positions of kv and appends their keys and

@@ -33,6 +33,7 @@
 #include "expert_node/expert_loader.h"
 #include "expert_node/expert_set.h"
 #include "expert_node/roster.h"
+#include "kernels/compute.h"
 #include "model/config.h"
 #include "proto/data_plane.h"
 #include "security/keypair.h"
@@ -682,6 +683,14 @@ int expert_server_run(expert_server_t *self, const volatile sig_atomic_t *interr
     assert(self);
     assert(interrupted);
     while (!*interrupted) {
+        /* Nothing queued: the pool's workers sleep now rather than spin
+         * while the coordinator, on the same cores in a local cluster,
+         * computes. */
+        int events = 0;
+        size_t size = sizeof events;
+        if (zmq_getsockopt(self->sock, ZMQ_EVENTS, &events, &size) == 0 &&
+            !(events & ZMQ_POLLIN))
+            pool_rest(compute_pool(self->cx));
         zmq_pollitem_t items[2] = {{.socket = self->sock, .events = ZMQ_POLLIN}};
         if (self->loader)
             items[1] = (zmq_pollitem_t){.socket = expert_loader_socket(self->loader),

@@ -52,6 +52,7 @@ struct pool {
     _Atomic unsigned long long claim; /* see the file comment */
     atomic_int running;       /* workers inside a claim attempt or a chunk */
     atomic_bool stop;         /* set by pool_destroy */
+    atomic_bool resting;      /* pool_rest: spinning workers sleep now */
     pool_chunk_fn *fn;        /* the job: written before its generation */
     void *arg;
     pthread_t threads[POOL_MAX_THREADS];
@@ -105,6 +106,8 @@ static void *s_worker(void *arg)
     for (;;) {
         long start = s_now_ns();
         for (int i = 0; s_gen(self) == seen && !atomic_load(&self->stop); i++) {
+            if (atomic_load(&self->resting))
+                break;
             _mm_pause();
             if ((i & 63) == 63 && s_now_ns() - start > SPIN_NS)
                 break;
@@ -194,6 +197,12 @@ int pool_threads(const pool_t *self)
     return self->n_threads;
 }
 
+void pool_rest(pool_t *self)
+{
+    assert(self);
+    atomic_store(&self->resting, true);
+}
+
 void pool_run(pool_t *self, pool_chunk_fn *fn, void *arg, int n_chunks)
 {
     assert(self);
@@ -212,6 +221,7 @@ void pool_run(pool_t *self, pool_chunk_fn *fn, void *arg, int n_chunks)
     }
     self->fn = fn;
     self->arg = arg;
+    atomic_store(&self->resting, false);
     const unsigned gen = s_gen(self) + 1;
     s_publish(self, gen, n_chunks);
 

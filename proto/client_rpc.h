@@ -104,8 +104,9 @@ typedef struct wire_node_status {
 } wire_node_status_t;
 
 /* Where the coordinator's time went (STATUS), summed since it started.
- * Coordinator compute = seconds_forward - seconds_dispatch; network and
- * (de)serialisation = seconds_dispatch - seconds_node_compute. */
+ * Coordinator compute = seconds_forward - seconds_dispatch + seconds_overlap;
+ * waiting for the nodes = seconds_dispatch - seconds_overlap, of which
+ * network and (de)serialisation = that - seconds_node_compute. */
 typedef struct wire_timing {
     uint64_t tokens;             /* token rows through the forward pass */
     uint64_t dispatch_calls;     /* layer batches sent to the nodes */
@@ -113,9 +114,9 @@ typedef struct wire_timing {
     uint64_t bytes_sent;         /* every frame of EXPERT_REQUESTs */
     uint64_t bytes_received;     /* every frame of EXPERT_REPLYs */
     double seconds_forward;      /* inside the forward pass */
-    double seconds_dispatch;     /* first send to last reply, per batch */
+    double seconds_dispatch;     /* with experts away (micro-batches together once) */
     double seconds_node_compute; /* per batch, the slowest node's compute */
-    double seconds_overlap;      /* coordinator FFN work while experts were away */
+    double seconds_overlap;      /* coordinator work while experts were away */
 } wire_timing_t;
 
 typedef struct wire_reply {

@@ -243,13 +243,13 @@ static void test_sampling_and_streaming(void **state)
 enum { N_CONCURRENT = 16 };
 
 /* Sixteen clients at once on one fixture: every sequence shares forward steps
- * with the others, and each prints exactly what moe-run prints for it alone
- * (batch invariance). */
+ * with the others, split into two micro-batches (--micro-batches 2), and each
+ * prints exactly what moe-run prints for it alone (batch invariance). */
 static void s_concurrent_on(const char *model, const char *name, int vocab)
 {
     char run_dir[700], cmd[8192];
     snprintf(run_dir, sizeof run_dir, "%s/concurrent-%s", s_tmp, name);
-    char *ep = localcluster_up(model, 2, run_dir, NULL);
+    char *ep = localcluster_up(model, 2, run_dir, "--micro-batches 2");
     char prompts[N_CONCURRENT][128];
     testrng_t rng;
     testrng_init(&rng, 2024);

@@ -205,9 +205,7 @@ static void s_down(cluster_t *c)
 static int s_call(cluster_t *c, int layer, int n_rows, const moe_assign_t *assign,
                   int n_assign, err_t *err)
 {
-    if (dispatch_start(c->dispatch, layer, c->u, n_rows, assign, n_assign, c->out, err) < 0)
-        return -1;
-    return dispatch_finish(c->dispatch, layer, c->out, err);
+    return dispatch_run(c->dispatch, layer, c->u, n_rows, assign, n_assign, c->out, err);
 }
 
 /* The output the dispatch must give when node_of[i] computed assignment i.
@@ -216,9 +214,11 @@ static int s_call(cluster_t *c, int layer, int n_rows, const moe_assign_t *assig
  * order, whatever node computed them (dispatch.h): node_of does not matter.
  * (With two, each node's partial sums in assignment order are added node by
  * node in index order: the second loop, kept for TOP_K <= 2.) */
-static void s_expect(const cluster_t *c, const moe_assign_t *assign, int n_assign,
-                     const int *node_of, const float *mult, int n_rows, float *want)
+static void s_expect_from(const cluster_t *c, int row0, const moe_assign_t *assign,
+                          int n_assign, const int *node_of, const float *mult, int n_rows,
+                          float *want)
 {
+    const float *u = c->u + (size_t)row0 * HIDDEN; /* the call's rows */
     memset(want, 0, (size_t)n_rows * HIDDEN * sizeof(float));
     if (TOP_K > 2) {
         for (int e = 0; e < EXPERTS; e++)
@@ -228,7 +228,7 @@ static void s_expect(const cluster_t *c, const moe_assign_t *assign, int n_assig
                     continue;
                 for (int j = 0; j < HIDDEN; j++)
                     want[a->row * HIDDEN + j] += a->weight * (mult[a->expert] *
-                                                              c->u[a->row * HIDDEN + j]);
+                                                              u[a->row * HIDDEN + j]);
             }
         return;
     }
@@ -242,12 +242,19 @@ static void s_expect(const cluster_t *c, const moe_assign_t *assign, int n_assig
             touched[a->row] = true;
             for (int j = 0; j < HIDDEN; j++)
                 partial[a->row * HIDDEN + j] += a->weight * (mult[a->expert] *
-                                                             c->u[a->row * HIDDEN + j]);
+                                                             u[a->row * HIDDEN + j]);
         }
         for (int r = 0; r < n_rows; r++)
             for (int j = 0; touched[r] && j < HIDDEN; j++)
                 want[r * HIDDEN + j] += partial[r * HIDDEN + j];
     }
+}
+
+/* The same for a call whose rows start at row 0 of u. */
+static void s_expect(const cluster_t *c, const moe_assign_t *assign, int n_assign,
+                     const int *node_of, const float *mult, int n_rows, float *want)
+{
+    s_expect_from(c, 0, assign, n_assign, node_of, mult, n_rows, want);
 }
 
 static const float MULT[EXPERTS] = {0.5f, -1.25f, 2.0f, 0.75f};
@@ -317,10 +324,16 @@ static void test_placement_and_counters(void **state)
     assert_int_equal(st->failovers, 0);
     assert_true(st->seconds_total > 0);
     /* Too many rows for the dispatch: refused before anything is sent. */
-    assert_int_equal(dispatch_start(c.dispatch, 0, c.u, MAX_ROWS + 1, ASSIGN, N_ASSIGN,
-                                    c.out, &err), -1);
+    assert_int_equal(dispatch_start(c.dispatch, 0, 0, c.u, 0, MAX_ROWS + 1, ASSIGN,
+                                    N_ASSIGN, c.out, &err), -1);
     assert_int_equal(errno, E2BIG);
-    assert_int_equal(dispatch_finish(c.dispatch, 0, c.out, &err), -1);
+    assert_int_equal(dispatch_start(c.dispatch, 0, 0, c.u, 4, MAX_ROWS - 3, ASSIGN,
+                                    N_ASSIGN, c.out, &err), -1);
+    assert_int_equal(errno, E2BIG);
+    assert_int_equal(dispatch_finish(c.dispatch, 0, 0, c.out, &err), -1);
+    assert_int_equal(errno, EINVAL);
+    assert_int_equal(dispatch_start(c.dispatch, 2, 0, c.u, 0, 4, ASSIGN, N_ASSIGN, c.out,
+                                    &err), -1);
     assert_int_equal(errno, EINVAL);
     s_down(&c);
 }
@@ -406,17 +419,23 @@ static void test_resend_on_dead_node(void **state)
     s_down(&c);
 }
 
+/* Two nodes: expert 3 only on node 2, which is silent; the rest on node 1. */
+static void s_up_expert3_silent(cluster_t *c)
+{
+    dispatch_route_t routes[LAYERS * EXPERTS];
+    for (int r = 0; r < LAYERS * EXPERTS; r++)
+        routes[r] = (dispatch_route_t){.n = 1, .peer = {(r % EXPERTS) == 3 ? 1 : 0}};
+    s_up(c, 2, routes, MULT);
+    atomic_store(&c->nodes[1].mode, NODE_DROP);
+}
+
 /* An expert whose only node is silent: the call fails (EHOSTUNREACH) naming
  * it, and exactly the rows that needed it are marked lost. */
 static void test_no_live_replica(void **state)
 {
     (void)state;
-    dispatch_route_t routes[LAYERS * EXPERTS];
-    for (int r = 0; r < LAYERS * EXPERTS; r++)
-        routes[r] = (dispatch_route_t){.n = 1, .peer = {(r % EXPERTS) == 3 ? 1 : 0}};
     cluster_t c;
-    s_up(&c, 2, routes, MULT);
-    atomic_store(&c.nodes[1].mode, NODE_DROP);
+    s_up_expert3_silent(&c);
     err_t err = {0};
     assert_int_equal(s_call(&c, 0, 4, ASSIGN, N_ASSIGN, &err), -1);
     assert_int_equal(errno, EHOSTUNREACH);
@@ -429,6 +448,84 @@ static void test_no_live_replica(void **state)
     /* Without those rows the call goes through. */
     const moe_assign_t row0[] = {ASSIGN[0], ASSIGN[1], ASSIGN[2]};
     assert_int_equal(s_call(&c, 0, 1, row0, 3, &err), 0);
+    s_down(&c);
+}
+
+/* Starts the two micro-batches of a step: ASSIGN over rows 0..3 (mb 0) and
+ * over rows 4..7 (mb 1) of layer 0, both in flight together. */
+static void s_start_both(cluster_t *c)
+{
+    err_t err = {0};
+    if (dispatch_start(c->dispatch, 0, 0, c->u, 0, 4, ASSIGN, N_ASSIGN, c->out, &err) < 0 ||
+        dispatch_start(c->dispatch, 1, 0, c->u + 4 * HIDDEN, 4, 4, ASSIGN, N_ASSIGN,
+                       c->out + 4 * HIDDEN, &err) < 0)
+        fail_msg("%s", err.msg);
+}
+
+/* Two calls in flight (the forward pass's micro-batches): each is finished
+ * with its own output, whichever reply comes first and whichever finish
+ * waits; a call's rows may not overlap the other's. The first call goes to
+ * node 2 (rotation), which drops it: while finish(mb 0) waits for it, mb 1's
+ * reply from node 1 arrives and is kept, and after the reply timeout mb 0's
+ * work is sent again to node 1 within its call. */
+static void test_two_calls_in_flight(void **state)
+{
+    (void)state;
+    dispatch_route_t routes[LAYERS * EXPERTS];
+    s_routes_on_both(routes, 0, 1);
+    cluster_t c;
+    s_up(&c, 2, routes, MULT);
+    err_t err = {0};
+    /* Both calls answered: finished in the other order than started. */
+    s_start_both(&c);
+    assert_int_equal(dispatch_start(c.dispatch, 0, 0, c.u, 2, 2, ASSIGN, 0, c.out, &err), -1);
+    assert_int_equal(errno, EINVAL); /* mb 0 is in flight */
+    assert_int_equal(dispatch_finish(c.dispatch, 1, 0, c.out + 4 * HIDDEN, &err), 0);
+    assert_int_equal(dispatch_finish(c.dispatch, 0, 0, c.out, &err), 0);
+    float want[MAX_ROWS * HIDDEN];
+    int node_of[N_ASSIGN] = {0};
+    s_expect_from(&c, 0, ASSIGN, N_ASSIGN, node_of, MULT, 4, want);
+    s_expect_from(&c, 4, ASSIGN, N_ASSIGN, node_of, MULT, 4, want + 4 * HIDDEN);
+    assert_memory_equal(c.out, want, sizeof want);
+    assert_int_equal(dispatch_stats(c.dispatch)->calls, 2);
+    /* Node 2 silent while both are in flight. */
+    memset(c.out, 0, sizeof c.out);
+    atomic_store(&c.nodes[1].mode, NODE_DROP);
+    s_start_both(&c); /* mb 0 to node 2, mb 1 to node 1 */
+    assert_int_equal(dispatch_finish(c.dispatch, 0, 0, c.out, &err), 0);
+    assert_false(peer_is_up(c.peers[1]));
+    assert_int_equal(dispatch_finish(c.dispatch, 1, 0, c.out + 4 * HIDDEN, &err), 0);
+    assert_memory_equal(c.out, want, sizeof want);
+    assert_int_equal(dispatch_stats(c.dispatch)->failovers, 1);
+    assert_int_equal(dispatch_stats(c.dispatch)->calls, 4);
+    s_down(&c);
+}
+
+/* An expert whose only node goes silent while two calls are in flight: both
+ * fail with EHOSTUNREACH (the second at once, from what the first's wait
+ * saw), and exactly the step rows that needed it, in both, are lost. */
+static void test_two_calls_lose_rows(void **state)
+{
+    (void)state;
+    cluster_t c;
+    s_up_expert3_silent(&c);
+    err_t err = {0};
+    s_start_both(&c);
+    assert_int_equal(dispatch_finish(c.dispatch, 0, 0, c.out, &err), -1);
+    assert_int_equal(errno, EHOSTUNREACH);
+    const double t0 = timer_now();
+    assert_int_equal(dispatch_finish(c.dispatch, 1, 0, c.out + 4 * HIDDEN, &err), -1);
+    assert_int_equal(errno, EHOSTUNREACH);
+    assert_non_null(strstr(err.msg, "expert 3 of layer 0"));
+    assert_true(timer_now() - t0 < REPLY_TIMEOUT_MS / 1000.0);
+    /* Rows 1, 2, 3 of each call have expert 3; rows 0 and 4 do not. */
+    for (int r = 0; r < 8; r++)
+        assert_int_equal(dispatch_row_lost(c.dispatch, r), r % 4 != 0);
+    /* The next step forgets them, and its calls go through without expert 3. */
+    const moe_assign_t row0[] = {ASSIGN[0], ASSIGN[1], ASSIGN[2]};
+    assert_int_equal(s_call(&c, 0, 1, row0, 3, &err), 0);
+    for (int r = 0; r < 8; r++)
+        assert_false(dispatch_row_lost(c.dispatch, r));
     s_down(&c);
 }
 
@@ -498,6 +595,8 @@ int main(void)
         cmocka_unit_test(test_resend_on_silent_node),
         cmocka_unit_test(test_resend_on_dead_node),
         cmocka_unit_test(test_no_live_replica),
+        cmocka_unit_test(test_two_calls_in_flight),
+        cmocka_unit_test(test_two_calls_lose_rows),
         cmocka_unit_test(test_combine_in_node_order),
         cmocka_unit_test(test_combine_independent_of_placement),
     };

@@ -1,7 +1,9 @@
 /* test_failover: a cluster of real processes (cluster/local.sh, real sockets)
  * losing a node in the middle of sixteen concurrent generations:
  *   - kill -9 with every expert on two nodes: all sixteen complete and print
- *     what moe-run prints (the failed node's in-flight work went to replicas);
+ *     what moe-run prints (the failed node's in-flight work went to replicas,
+ *     for each of the two micro-batches the steps are split into, with
+ *     --micro-batches 2);
  *   - kill -9 with one copy of each expert: the requests that needed the node
  *     fail with UNAVAILABLE naming it, quickly; the coordinator keeps serving;
  *     after `local.sh restart-node` the node rejoins and requests succeed;
@@ -276,7 +278,7 @@ static void test_kill_with_replicas(void **state)
 {
     (void)state;
     rig_t rig;
-    s_rig_up(&rig, "kill-r2", 3, "--replicas 2");
+    s_rig_up(&rig, "kill-r2", 3, "--replicas 2 --micro-batches 2");
     s_send_all(&rig);
     s_pump(&rig, 10, 30); /* all sixteen under way */
     for (int g = 0; g < N_GEN; g++)
@@ -287,6 +289,16 @@ static void test_kill_with_replicas(void **state)
     printf("  kill -9 of node 2 (of 3, 2 replicas) mid-generation: all %d completed %.3f s "
            "later (longest pause %.3f s)\n", N_GEN, timer_now() - t_kill, gap);
     s_expect_all_equal(&rig, "kill -9, 2 replicas");
+    /* The sixteen ran as two micro-batches (--micro-batches 2):
+     * the kill found two calls in flight, and each call re-sent its own. */
+    localcluster_conn_t conn;
+    localcluster_open(&conn, rig.endpoint);
+    wire_reply_t rep;
+    localcluster_status(&conn, 1, &rep);
+    printf("  coordinator computed %.3f s with experts away (micro-batches)\n",
+           rep.timing.seconds_overlap);
+    assert_true(rep.timing.seconds_overlap > 0);
+    localcluster_close(&conn);
     char cmd[1024];
     snprintf(cmd, sizeof cmd, "grep -c 'node 2 failed with .* in flight' '%s/coordinator.log'",
              rig.run_dir);
@@ -304,7 +316,7 @@ static void test_kill_without_replicas(void **state)
 {
     (void)state;
     rig_t rig;
-    s_rig_up(&rig, "kill-r1", 2, "--replicas 1");
+    s_rig_up(&rig, "kill-r1", 2, "--replicas 1 --micro-batches 2");
     s_send_all(&rig);
     s_pump(&rig, 10, 30);
     const double t_kill = timer_now();

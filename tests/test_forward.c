@@ -1,7 +1,8 @@
 /* test_forward: properties of the forward pass that the fixtures alone do not
  * pin down: chunked prefill and decoding with the KV cache give the logits of
  * one full pass, batched steps equal each sequence alone, and bad input (or
- * a failed expert call) changes nothing. Runs on the fixture model of every
+ * a failed expert call) changes nothing; a step split into two micro-batches
+ * in ping-pong (forward_set_moe_async) gives each sequence's bits alone. Runs on the fixture model of every
  * family (<model_type>-A for each of model/family.c's list), so that biases,
  * q/k norms, shared experts, MLA's latent cache and dense layers are held to
  * the same properties as mixtral. */
@@ -16,8 +17,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "engine/experts.h"
 #include "engine/forward.h"
 #include "engine/weights.h"
+#include "kernels/compute.h"
 #include "model/family.h"
 #include "tests/testutil.h"
 
@@ -270,6 +273,163 @@ static void test_batched_steps_equal_each_sequence_alone(void **state)
     free(alone_logits);
 }
 
+/* An asynchronous MoE port in this process: start computes the micro-batch's
+ * experts at once and remembers it is away, finish checks that the same
+ * call is completed; it can fail the finish of micro-batch 1 at one layer. */
+typedef struct fake_port {
+    compute_t *cx;
+    experts_t *experts;
+    int away[2];        /* the layer each micro-batch has away, or -1 */
+    float *out[2];      /* the out each start was given */
+    int max_away;       /* the most calls away at once */
+    int n_starts, n_finishes;
+    int fail_layer;     /* micro-batch 1's finish of this layer fails; -1: none */
+} fake_port_t;
+
+static int s_fake_sync(void *ctx, int layer, const float *u, int n_rows,
+                       const moe_assign_t *assign, int n_assign, float *out, err_t *err)
+{
+    fake_port_t *f = ctx;
+    return experts_run(f->experts, s_weights, layer, u, n_rows, assign, n_assign, out, err);
+}
+
+static int s_fake_start(void *ctx, int mb, int layer, const float *u, int row0, int n_rows,
+                        const moe_assign_t *assign, int n_assign, float *out, err_t *err)
+{
+    fake_port_t *f = ctx;
+    (void)row0;
+    assert_true(mb == 0 || mb == 1);
+    assert_int_equal(f->away[mb], -1);
+    f->away[mb] = layer;
+    f->out[mb] = out;
+    f->n_starts++;
+    const int n_away = (f->away[0] >= 0) + (f->away[1] >= 0);
+    f->max_away = n_away > f->max_away ? n_away : f->max_away;
+    return experts_run(f->experts, s_weights, layer, u, n_rows, assign, n_assign, out, err);
+}
+
+static int s_fake_finish(void *ctx, int mb, int layer, float *out, err_t *err)
+{
+    fake_port_t *f = ctx;
+    assert_int_equal(f->away[mb], layer);
+    assert_ptr_equal(f->out[mb], out);
+    f->away[mb] = -1;
+    f->n_finishes++;
+    if (mb == 1 && layer == f->fail_layer)
+        return err_set(err, EHOSTUNREACH, "fake: layer %d lost", layer);
+    return 0;
+}
+
+enum { MB_SEQS = 4 };
+
+/* Four sequences stepped together through the asynchronous port with two
+ * micro-batches: both are away at once (ping-pong), every start is finished,
+ * the overlap is counted, and each sequence's logits are bit for bit its
+ * logits alone (no step exceeds GEMM_SMALL_MAX_ROWS rows: the products are
+ * batch-invariant). A failed finish fails the step, finishes the other
+ * micro-batch and leaves every cache as it was. */
+static void test_micro_batches_equal_each_sequence_alone(void **state)
+{
+    (void)state;
+    err_t err = {0};
+    const config_t *cfg = &s_weights->cfg;
+    const int vocab = cfg->vocab_size, ctx = MAX_PROMPT + N_STEPS;
+    int32_t prompts[MB_SEQS][MAX_PROMPT];
+    int lens[MB_SEQS];
+    testrng_t rng;
+    testrng_init(&rng, 7);
+    for (int q = 0; q < MB_SEQS; q++) {
+        lens[q] = 1 + q;
+        for (int i = 0; i < lens[q]; i++)
+            prompts[q][i] = (int32_t)(testrng_uniform(&rng) * vocab);
+    }
+    int32_t alone[MB_SEQS][N_STEPS];
+    float *alone_logits = malloc((size_t)MB_SEQS * vocab * sizeof(float));
+    for (int q = 0; q < MB_SEQS; q++)
+        s_alone(prompts[q], lens[q], alone[q], alone_logits + (size_t)q * vocab);
+
+    fake_port_t f = {.away = {-1, -1}, .fail_layer = -1};
+    f.cx = compute_new(1, &err);
+    assert_non_null(f.cx);
+    f.experts = experts_new(cfg, 16, 16 * cfg->n_experts_per_tok, f.cx, &err);
+    assert_non_null(f.experts);
+    forward_t *fw = forward_new(s_weights, 16, ctx, s_fake_sync, &f, &err);
+    assert_non_null(fw);
+    forward_set_moe_async(fw, s_fake_start, s_fake_finish, 2);
+    kvcache_t *kv[MB_SEQS];
+    float *logits = malloc((size_t)MB_SEQS * vocab * sizeof(float));
+    int32_t next[MB_SEQS];
+    forward_seq_t seqs[MB_SEQS];
+    for (int q = 0; q < MB_SEQS; q++) {
+        kv[q] = kvcache_new(cfg, ctx, &err);
+        seqs[q] = (forward_seq_t){kv[q], prompts[q], lens[q], FORWARD_LOGITS_LAST,
+                                  logits + (size_t)q * vocab};
+    }
+    assert_int_equal(forward_step(fw, seqs, MB_SEQS, &err), 0);
+    for (int t = 0; t < N_STEPS - 1; t++) {
+        for (int q = 0; q < MB_SEQS; q++) {
+            next[q] = forward_argmax(seqs[q].logits, vocab);
+            assert_int_equal(next[q], alone[q][t]);
+            seqs[q].tokens = &next[q];
+            seqs[q].n = 1;
+        }
+        assert_int_equal(forward_step(fw, seqs, MB_SEQS, &err), 0);
+    }
+    for (int q = 0; q < MB_SEQS; q++) {
+        next[q] = forward_argmax(seqs[q].logits, vocab);
+        assert_int_equal(next[q], alone[q][N_STEPS - 1]);
+    }
+    /* The last token's logits: alone ran one more step. */
+    for (int q = 0; q < MB_SEQS; q++)
+        assert_int_equal(forward_step(fw, &seqs[q], 1, &err), 0);
+    assert_memory_equal(logits, alone_logits, (size_t)MB_SEQS * vocab * sizeof(float));
+    assert_int_equal(f.max_away, 2);
+    assert_int_equal(f.n_starts, f.n_finishes);
+    assert_true(forward_overlap_seconds(fw) > 0);
+
+    /* Micro-batch 1 loses its experts at the last MoE layer: the step fails,
+     * micro-batch 0's call is finished too, and no cache moves. */
+    for (int l = 0; l < cfg->n_layers; l++)
+        if (config_layer_is_moe(cfg, l))
+            f.fail_layer = l;
+    for (int q = 0; q < MB_SEQS; q++)
+        seqs[q].tokens = &next[q];
+    kvcache_t *grown[MB_SEQS];
+    for (int q = 0; q < MB_SEQS; q++) {
+        grown[q] = kvcache_new(cfg, ctx + 1, &err);
+        assert_non_null(grown[q]);
+        seqs[q].kv = grown[q];
+    }
+    assert_int_equal(forward_step(fw, seqs, MB_SEQS, &err), -1);
+    assert_int_equal(errno, EHOSTUNREACH);
+    assert_non_null(strstr(err.msg, "fake"));
+    assert_int_equal(f.n_starts, f.n_finishes);
+    for (int q = 0; q < MB_SEQS; q++)
+        assert_int_equal(kvcache_len(grown[q]), 0);
+
+    /* One sequence is not split, and with no shared expert nothing overlaps. */
+    forward_t *one = forward_new(s_weights, 16, ctx, s_fake_sync, &f, &err);
+    assert_non_null(one);
+    forward_set_moe_async(one, s_fake_start, s_fake_finish, 2);
+    f.fail_layer = -1;
+    f.max_away = 0;
+    seqs[0].kv = grown[0];
+    assert_int_equal(forward_step(one, seqs, 1, &err), 0);
+    assert_int_equal(f.max_away, 1);
+    assert_int_equal(forward_overlap_seconds(one) > 0, cfg->shared != CONFIG_SHARED_NONE);
+    forward_destroy(&one);
+
+    for (int q = 0; q < MB_SEQS; q++) {
+        kvcache_destroy(&kv[q]);
+        kvcache_destroy(&grown[q]);
+    }
+    forward_destroy(&fw);
+    experts_destroy(&f.experts);
+    compute_destroy(&f.cx);
+    free(logits);
+    free(alone_logits);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -278,6 +438,7 @@ int main(void)
         cmocka_unit_test(test_bad_input_changes_nothing),
         cmocka_unit_test(test_needs_every_expert_without_callback),
         cmocka_unit_test(test_batched_steps_equal_each_sequence_alone),
+        cmocka_unit_test(test_micro_batches_equal_each_sequence_alone),
     };
     int failed = 0;
     /* The fixture <model_type>-A of each family model/family.c lists. */

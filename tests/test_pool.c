@@ -1,7 +1,9 @@
 /* test_pool: pool_run() computes every chunk exactly once, whatever the
  * thread count, the chunk count and the number of callers sharing the pool;
  * pool_new() clamps and fails cleanly; pool_destroy() joins every worker it
- * started (the process's thread count comes back to where it was).
+ * started (the process's thread count comes back to where it was);
+ * pool_rest() sends the spinning workers to sleep at once, and the next job
+ * wakes them.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -9,9 +11,12 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 
 #include <cmocka.h>
 
@@ -154,6 +159,53 @@ static void test_concurrent_callers(void **state)
     pool_destroy(&pool);
 }
 
+static double s_cpu_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* CPU seconds the process spends in the 2 ms after a job (the caller
+ * sleeping), summed over reps jobs, with or without pool_rest() after each. */
+static double s_cpu_after_jobs(pool_t *pool, bool rest, int reps)
+{
+    const struct timespec two_ms = {0, 2000000};
+    double sum = 0;
+    for (int i = 0; i < reps; i++) {
+        s_run_once(pool, 64);
+        if (rest)
+            pool_rest(pool);
+        const double t0 = s_cpu_seconds();
+        nanosleep(&two_ms, NULL);
+        sum += s_cpu_seconds() - t0;
+    }
+    return sum;
+}
+
+/* After pool_rest() the workers sleep at once instead of spinning out their
+ * 200 us (so they burn far less CPU while the caller waits), and the next job
+ * still runs every chunk. Rounds of 20 jobs until one shows it (bounded: a
+ * busy machine may not run the spinning workers in some round). */
+static void test_rest_stops_spinning(void **state)
+{
+    (void)state;
+    pool_t *pool = pool_new(4, NULL);
+    assert_non_null(pool);
+    bool shown = false;
+    double spin = 0, rested = 0;
+    for (int round = 0; round < 5 && !shown; round++) {
+        spin = s_cpu_after_jobs(pool, false, 20);
+        rested = s_cpu_after_jobs(pool, true, 20);
+        shown = rested < spin / 2;
+    }
+    printf("  CPU after 20 jobs: %.0f us spinning, %.0f us resting\n", spin * 1e6,
+           rested * 1e6);
+    assert_true(shown);
+    s_run_once(pool, MAX_CHUNKS);
+    pool_destroy(&pool);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -161,6 +213,7 @@ int main(void)
         cmocka_unit_test(test_new_clamps_and_fails_cleanly),
         cmocka_unit_test(test_destroy_joins_workers),
         cmocka_unit_test(test_concurrent_callers),
+        cmocka_unit_test(test_rest_stops_spinning),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -7,7 +7,8 @@
  * moe-run makes for the same ids; a seeded sampled request gives the same
  * tokens alone and among 15 others; and a load of 64
  * concurrent clients x 4 requests is answered in full, each request exactly
- * once, with memory back to its baseline afterwards; a coordinator killed
+ * once, with memory back to its baseline afterwards; sequences sent together
+ * run as two micro-batches, with the coordinator's overlap counted; a coordinator killed
  * mid-request fails its clients at once, and one started again on the same
  * endpoint serves them without restarting the nodes. */
 #include <setjmp.h>
@@ -408,6 +409,82 @@ static void test_shared_expert_overlaps(void **state)
     localcluster_stop(&lc);
 }
 
+enum { MB_SEQS = 4, MB_TOKENS = 12 };
+
+/* Two micro-batches (--micro-batches 2): one sequence alone is
+ * not split, and mixtral has no shared expert, so the coordinator computes
+ * nothing while experts are away; four sequences sent at once share steps,
+ * which are split, and the coordinator computes one micro-batch while the
+ * other's experts are away (STATUS and the metrics say how long); every
+ * sequence prints what moe-run prints for it alone. */
+static void test_micro_batches_overlap(void **state)
+{
+    (void)state;
+    char cmd[4096];
+    localcluster_t lc;
+    localcluster_start(&lc, "mixtral-A", 2, s_tmp, "microbatch", "--micro-batches 2");
+    int32_t prompts[MB_SEQS][3];
+    char *want[MB_SEQS];
+    for (int q = 0; q < MB_SEQS; q++) {
+        for (int i = 0; i < 3; i++)
+            prompts[q][i] = (int32_t)(5 + 61 * q + 17 * i);
+        char *ids = idlist_format(prompts[q], 3);
+        snprintf(cmd, sizeof cmd, "'%s/moe-run' --model '%s' --prompt-ids %s "
+                 "--max-tokens %d 2>/dev/null", s_bin, lc.model, ids, MB_TOKENS);
+        want[q] = crosscheck_last_line(cmd);
+        if (q == 0) {
+            snprintf(cmd, sizeof cmd, "'%s/moe-client' --connect '%s' generate "
+                     "--prompt-ids %s --max-tokens %d 2>/dev/null", s_bin, lc.endpoint, ids,
+                     MB_TOKENS);
+            char *got = crosscheck_last_line(cmd);
+            assert_string_equal(got, want[q]);
+            free(got);
+        }
+        mem_free(ids);
+    }
+    localcluster_conn_t conn;
+    localcluster_open(&conn, lc.endpoint);
+    wire_reply_t rep;
+    localcluster_status(&conn, 1, &rep);
+    assert_true(rep.timing.seconds_dispatch > 0);
+    assert_true(rep.timing.seconds_overlap == 0);
+
+    /* All four queued before the first step, on one connection. */
+    for (int q = 0; q < MB_SEQS; q++) {
+        wire_request_t req = {.type = WIRE_REQ_GENERATE, .request_id = 10 + (uint64_t)q,
+                              .n_prompt = 3, .prompt = prompts[q], .max_tokens = MB_TOKENS};
+        localcluster_send(&conn, &req);
+    }
+    int32_t got[MB_SEQS][MB_TOKENS];
+    int n_got[MB_SEQS] = {0}, n_final = 0;
+    for (int i = 0; i < MB_SEQS * (MB_TOKENS + 2) && n_final < MB_SEQS; i++) {
+        localcluster_recv(&conn, &rep, "a micro-batched generation");
+        const int q = (int)rep.request_id - 10;
+        assert_true(q >= 0 && q < MB_SEQS);
+        assert_int_not_equal(rep.type, WIRE_REP_ERROR);
+        for (int t = 0; t < rep.n_tokens && n_got[q] < MB_TOKENS; t++)
+            got[q][n_got[q]++] = rep.tokens[t];
+        n_final += rep.final;
+    }
+    assert_int_equal(n_final, MB_SEQS);
+    for (int q = 0; q < MB_SEQS; q++) {
+        char *ids = idlist_format(got[q], n_got[q]);
+        assert_string_equal(ids, want[q]);
+        mem_free(ids);
+        free(want[q]);
+    }
+    localcluster_status(&conn, 2, &rep);
+    printf("  %llu expert batches: experts away %.6f s, of which the coordinator computed "
+           "%.6f s (the other micro-batch)\n", (unsigned long long)rep.timing.dispatch_calls,
+           rep.timing.seconds_dispatch, rep.timing.seconds_overlap);
+    assert_true(rep.timing.seconds_overlap > 0);
+    assert_true(rep.timing.seconds_overlap < rep.timing.seconds_dispatch);
+    assert_non_null(rep.metrics);
+    assert_non_null(strstr(rep.metrics, "moe_overlap_seconds_total"));
+    localcluster_close(&conn);
+    localcluster_stop(&lc);
+}
+
 /* Runs cmd in the background, detached from our output pipe (so that
  * testutil_run returns at once); returns its pid: that of cmd itself when
  * it is a single program (exec), else of the subshell running it. */
@@ -733,6 +810,7 @@ int main(void)
         cmocka_unit_test(test_text_prompt),
         cmocka_unit_test(test_seed_independent_of_batch),
         cmocka_unit_test(test_shared_expert_overlaps),
+        cmocka_unit_test(test_micro_batches_overlap),
         cmocka_unit_test(test_load_64_clients),
         cmocka_unit_test(test_coordinator_restart),
     };
