@@ -613,15 +613,15 @@ static void test_seed_independent_of_batch(void **state)
     char *alone = crosscheck_last_line(cmd);
     /* All at once: mine is client 0; the others differ in prompt, seed,
      * temperature and top-k. Each output goes to its own file. */
-    int used = snprintf(cmd, sizeof cmd, "cd '%s' && (", s_tmp);
+    int used = snprintf(cmd, sizeof cmd, "(");
     for (int c = 0; c < N_BATCH; c++) {
         char other[256];
         snprintf(other, sizeof other, "generate --prompt-ids %d,%d --max-tokens %d "
                  "--temperature %.1f --top-k %d --seed %d", 3 + c, 40 + 7 * c, 8 + c,
                  0.5 + 0.1 * c, 5 + c, 100 + c);
         used += snprintf(cmd + used, sizeof cmd - (size_t)used,
-                         "timeout 60 '%s/moe-client' --connect '%s' %s > seed-%d.out "
-                         "2>/dev/null & ", s_bin, lc.endpoint, c == 0 ? mine : other, c);
+                         "timeout 60 '%s/moe-client' --connect '%s' %s > '%s/seed-%d.out' "
+                         "2>/dev/null & ", s_bin, lc.endpoint, c == 0 ? mine : other, s_tmp, c);
     }
     snprintf(cmd + used, sizeof cmd - (size_t)used, "wait)");
     assert_int_equal(testutil_run(cmd, NULL), 0);
