@@ -44,6 +44,9 @@ stop_all() {
 trap 'stop_all; "$netns" destroy --tag "$tag"; rm -rf "$run_dir"' EXIT
 "$netns" create --tag "$tag" --hosts $((nodes + 1)) >/dev/null || die "cannot make test hosts"
 on() { local h=$1; shift; "$netns" exec --tag "$tag" --host "$h" -- "$@"; }
+# In the background: exec, so that $! is the program itself (netns.sh and
+# ip netns exec exec it too) and stop_all's signals reach it.
+start_on() { local h=$1; shift; exec "$netns" exec --tag "$tag" --host "$h" -- "$@"; }
 wait_file() {
     for _ in $(seq 1 1200); do
         [ -s "$1" ] && return 0
@@ -64,7 +67,7 @@ for rate in $rates; do
         eps=()
         for i in $(seq 1 "$nodes"); do
             addr=$("$netns" addr --tag "$tag" --host $((i + 1)))
-            on $((i + 1)) "$bin/moe-expert" --model "$model" --node-id "$i" --nodes "$nodes" \
+            start_on $((i + 1)) "$bin/moe-expert" --model "$model" --node-id "$i" --nodes "$nodes" \
                 --preload --bind "tcp://$addr:*" --endpoint-file "$run_dir/node$i.ep" \
                 >/dev/null 2>"$run_dir/node$i.log" &
             pids+=($!)
@@ -73,7 +76,7 @@ for rate in $rates; do
         done
         addr=$("$netns" addr --tag "$tag" --host 1)
         # shellcheck disable=SC2086 # opts is a list of options
-        on 1 "$bin/moe-coordinator" --model "$model" "${eps[@]}" --preload \
+        start_on 1 "$bin/moe-coordinator" --model "$model" "${eps[@]}" --preload \
             --bind "tcp://$addr:*" --endpoint-file "$run_dir/coord.ep" $opts \
             >/dev/null 2>"$run_dir/coord.log" &
         pids+=($!)

@@ -63,6 +63,12 @@ pinned() { # pinned CPUS CMD...: run CMD on those cores
     local cpus=$1; shift
     if [ -n "$cpus" ]; then taskset -c "$cpus" "$@"; else "$@"; fi
 }
+# Starts CMD in the background on those cores; $! is CMD itself (exec), so
+# that stop_all's signals reach it and not a subshell.
+start_pinned() { # start_pinned CPUS CMD...
+    local cpus=$1; shift
+    if [ -n "$cpus" ]; then exec taskset -c "$cpus" "$@"; else exec "$@"; fi
+}
 wait_file() { # wait_file FILE PID WHAT: bounded wait for a process's endpoint file
     for _ in $(seq 1 1200); do
         [ -s "$1" ] && return 0
@@ -122,7 +128,7 @@ for l in $layouts; do
     eps=()
     for i in $(seq 1 "$n"); do
         cpus=$(span $((c * coord_cores + (i - 1) * node_cores)) "$node_cores")
-        pinned "$cpus" "$bin/moe-expert" --model "$model" --node-id "$i" --nodes "$n" \
+        start_pinned "$cpus" "$bin/moe-expert" --model "$model" --node-id "$i" --nodes "$n" \
             --threads "$node_cores" --preload --endpoint-file "$run_dir/node$i.ep" \
             >/dev/null 2>"$run_dir/node$i.log" &
         pids+=($!)
@@ -133,7 +139,7 @@ for l in $layouts; do
     for j in $(seq 1 "$c"); do
         cpus=$(span $(((j - 1) * coord_cores)) "$coord_cores")
         # shellcheck disable=SC2086 # SCALE_EXTRA is a list of options
-        pinned "$cpus" "$bin/moe-coordinator" --model "$model" "${eps[@]}" \
+        start_pinned "$cpus" "$bin/moe-coordinator" --model "$model" "${eps[@]}" \
             --threads "$coord_cores" --preload --max-seqs 64 --queue-limit 256 \
             --kv-memory 4096 --endpoint-file "$run_dir/coord$j.ep" $extra \
             >/dev/null 2>"$run_dir/coord$j.log" &
