@@ -72,7 +72,10 @@ start_pinned() { # start_pinned CPUS CMD...
 wait_file() { # wait_file FILE PID WHAT: bounded wait for a process's endpoint file
     for _ in $(seq 1 1200); do
         [ -s "$1" ] && return 0
-        kill -0 "$2" 2>/dev/null || die "$3 exited before it was ready (log: $run_dir)"
+        if ! kill -0 "$2" 2>/dev/null; then
+            tail -n 5 "${1%.ep}.log" >&2 || true
+            die "$3 exited before it was ready"
+        fi
         sleep 0.1
     done
     die "$3 not ready after 120 s"
@@ -124,7 +127,9 @@ for l in $layouts; do
         echo "scale.sh: skipping $c coordinator(s) x $n node(s): needs $need cores, host has $cores"
         continue
     fi
-    # Nodes after the coordinators' cores.
+    # Nodes after the coordinators' cores. No endpoint file of the last
+    # layout may pass for this one's.
+    rm -f "$run_dir"/*.ep
     eps=()
     for i in $(seq 1 "$n"); do
         cpus=$(span $((c * coord_cores + (i - 1) * node_cores)) "$node_cores")
