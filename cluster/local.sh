@@ -8,7 +8,7 @@
 #                       [--threads T] [--node-threads T]
 #                       [--max-seqs N] [--queue-limit N] [--kv-memory MB]
 #                       [--reply-timeout-ms MS] [--prefill-rows N] [--deadline-ms MS]
-#                       [--micro-batches 1|2]
+#                       [--micro-batches 1|2]  (default 1 here: the processes share cores)
 #                       [--heartbeat-ms MS] [--heartbeat-misses N] [--load-half-life-s S]
 #                       [--rebalance-every S] [--rebalance-threshold-pct P]
 #                       [--rebalance-redundant R] [--move-timeout-ms MS]
@@ -250,6 +250,11 @@ cmd_up() {
     local http="" model="" nodes="" dir="" placement="" n_coords=1 groups="" replicas=1 threads="" node_threads=""
     local curve="" preload=(--preload) allow_idle=""
     local coord_args=() format_args=() node_extra=()
+    # The processes of a local cluster share this machine's cores, so a
+    # second micro-batch has no idle core to run on and only makes each node
+    # read its experts twice per layer: 1 unless asked (moe-coordinator's
+    # default, 2, is for nodes with cores of their own).
+    local micro_batches=1
     while [ $# -gt 0 ]; do
         case $1 in
             --model) model=$2; shift 2 ;;
@@ -269,8 +274,9 @@ cmd_up() {
             --max-seqs|--queue-limit|--kv-memory|--reply-timeout-ms|--prefill-rows|--deadline-ms|\
             --heartbeat-ms|--heartbeat-misses|--max-tokens-limit|--max-requests-per-client|\
             --load-half-life-s|--rebalance-every|--rebalance-threshold-pct|\
-            --rebalance-redundant|--move-timeout-ms|--wire|--micro-batches)
+            --rebalance-redundant|--move-timeout-ms|--wire)
                 coord_args+=("$1" "$2"); shift 2 ;;
+            --micro-batches) micro_batches=$2; shift 2 ;;
             --http) http=$2; shift 2 ;;
             --api-key) coord_args+=(--api-key "$2"); shift 2 ;;
             -h|--help) usage 0 ;;
@@ -278,6 +284,7 @@ cmd_up() {
         esac
     done
     [ -n "$nodes" ] && [ -n "$dir" ] || die "up needs --nodes N and --run-dir D"
+    coord_args+=(--micro-batches "$micro_batches")
     [[ "$nodes" =~ ^[1-9][0-9]*$ ]] || die "--nodes must be a positive integer (got '$nodes')"
     [[ "$n_coords" =~ ^[1-9][0-9]?$ ]] ||
         die "--coordinators must be an integer from 1 to 99 (got '$n_coords')"

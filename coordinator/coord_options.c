@@ -49,7 +49,7 @@ static const option_desc_t s_options[N_PLAIN] = {
      COORDINATOR_DEFAULT_HEARTBEAT_MISSES},
     {"--max-context", ARG_INT, CO(max_context), 1, 0},
     {"--prefill-rows", ARG_INT, CO(prefill_rows), 1, DEFAULT_PREFILL_ROWS},
-    {"--micro-batches", ARG_INT, CO(micro_batches), 1, 1},
+    {"--micro-batches", ARG_INT, CO(micro_batches), 1, 2},
     {"--max-seqs", ARG_INT, CO(max_seqs), 1, COORDINATOR_DEFAULT_MAX_SEQS},
     {"--queue-limit", ARG_INT, CO(queue_limit), 1, COORDINATOR_DEFAULT_QUEUE},
     {"--kv-memory", ARG_INT, CO(kv_memory_mb), 1, COORDINATOR_DEFAULT_KV_MB},
@@ -124,9 +124,10 @@ void coord_options_help(FILE *out)
             "                         running sequence plus prompt chunks (default %d)\n"
             "  --micro-batches 1|2    2: a step of two or more sequences runs as two\n"
             "                         micro-batches, one computed here while the nodes run\n"
-            "                         the other's experts (default 1; with 2 each node\n"
-            "                         reads its experts' weights twice per layer, which\n"
-            "                         pays only where the nodes have cores to spare)\n"
+            "                         the other's experts (default 2; each node then reads\n"
+            "                         its experts' weights twice per layer, which pays\n"
+            "                         where nodes have cores of their own: give 1 where\n"
+            "                         they share the coordinator's, as cluster/local.sh does)\n"
             "  --max-seqs N           sequences generating at once (default %d)\n"
             "  --queue-limit N        requests waiting for a slot; more get BUSY (default %d)\n"
             "  --kv-memory MB         KV cache for all sequences, MiB (default %d)\n"
