@@ -90,7 +90,7 @@ for rate in $rates; do
         pre=$(echo "$bc" | sed -n 's/^cluster: .*prefill \([0-9.]*\).*/\1/p')
         dec=$(echo "$bc" | sed -n 's/^cluster: .*decode \([0-9.]*\).*/\1/p')
         ratios=$(echo "$bc" | sed -n 's/^ratios.*prefill \([0-9.]*\).*decode \([0-9.]*\).*/\1 \/ \2/p')
-        bytes=$(echo "$bc" | sed -n 's/^bytes on the wire per token per layer: \([0-9.]*\).*/\1/p')
+        bytes=$(echo "$bc" | sed -n 's/.*bytes per token per layer \([0-9.]*\) sent, \([0-9.]*\) received.*/\1 + \2/p')
         agg=$(echo "$sv" | sed -n 's/^ *16 sequences: *\([0-9.]*\) tokens\/s.*/\1/p')
         echo "  [$rate, $label] prefill $pre, decode $dec, 16 sequences $agg tokens/s;" \
              "bytes/token/layer $bytes"
