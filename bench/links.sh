@@ -11,8 +11,9 @@
 # MODEL_DIR defaults to build/models/mixtral-medium (made if missing).
 #   LINK_RATES     rates to try (default "off 10gbit 1gbit"; off: unlimited)
 #   LINK_VARIANTS  "label=coordinator options" entries separated by ';'
-#                  (default "f32=", today's wire; e.g.
-#                  "f32=;bf16=--wire bf16;one batch=--micro-batches 1")
+#                  (default "f32=--micro-batches 1": the processes share
+#                  this machine's cores, as with cluster/local.sh; e.g.
+#                  "f32=--micro-batches 1;bf16=--wire bf16 --micro-batches 1")
 #   LINK_NODES     expert nodes (default 2)
 # Needs root (network namespaces). Each process uses every core: on a small
 # host the figures include the processes' contention for cores.
@@ -21,7 +22,7 @@ bin=$(cd "${1:?usage: bench/links.sh BIN_DIR [MODEL_DIR]}" && pwd)
 root=$(cd "$(dirname "$0")/.." && pwd)
 model=${2:-$root/build/models/mixtral-medium}
 rates=${LINK_RATES:-off 10gbit 1gbit}
-variants=${LINK_VARIANTS:-f32=}
+variants=${LINK_VARIANTS:-f32=--micro-batches 1}
 nodes=${LINK_NODES:-2}
 netns=$root/cluster/netns.sh
 tag=lk$$
