@@ -4,6 +4,8 @@
 #include <stddef.h>
 #include <cmocka.h>
 
+#include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +26,86 @@ static const char *s_root(void)
     return root;
 }
 
+/* The processes of clusters this program started and has not stopped. A case
+ * that fails midway jumps past its localcluster_down (and its temporary
+ * folder, pid files included, may be gone before the program ends): these
+ * are stopped when the program exits, so a failed test leaves no process
+ * behind. */
+enum { MAX_UP = 64, MAX_UP_PIDS = 16 };
+typedef struct up_cluster {
+    char *run_dir;
+    int n_pids;
+    pid_t pids[MAX_UP_PIDS];
+} up_cluster_t;
+static up_cluster_t s_up[MAX_UP];
+
+static void s_forget(const char *run_dir)
+{
+    for (int i = 0; i < MAX_UP; i++)
+        if (s_up[i].run_dir && strcmp(s_up[i].run_dir, run_dir) == 0) {
+            free(s_up[i].run_dir);
+            s_up[i] = (up_cluster_t){0};
+        }
+}
+
+/* True while pid runs one of this project's programs (not a reused pid). */
+static bool s_ours(pid_t pid)
+{
+    if (!testutil_running(pid))
+        return false;
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/cmdline", (int)pid);
+    size_t n = 0;
+    char *cmdline = testutil_read_file(path, &n);
+    const bool ours = cmdline && n > 0 && strstr(cmdline, "moe-") != NULL;
+    free(cmdline);
+    return ours;
+}
+
+static void s_stop_leftovers(void)
+{
+    for (int i = 0; i < MAX_UP; i++) {
+        up_cluster_t *c = &s_up[i];
+        for (int k = 0; k < c->n_pids; k++)
+            if (s_ours(c->pids[k])) {
+                fprintf(stderr, "localcluster: stopping pid %d, left running in %s\n",
+                        (int)c->pids[k], c->run_dir);
+                kill(c->pids[k], SIGKILL);
+            }
+        free(c->run_dir);
+        *c = (up_cluster_t){0};
+    }
+}
+
+/* Notes the pids of the cluster just started in run_dir. */
+static void s_remember(const char *run_dir)
+{
+    static bool registered;
+    if (!registered)
+        registered = atexit(s_stop_leftovers) == 0;
+    s_forget(run_dir);
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "cat '%s'/*.pid 2>/dev/null", run_dir);
+    char *out = NULL;
+    testutil_run(cmd, &out);
+    for (int i = 0; i < MAX_UP; i++)
+        if (!s_up[i].run_dir) {
+            up_cluster_t *c = &s_up[i];
+            c->run_dir = strdup(run_dir);
+            for (char *p = out; p && *p && c->n_pids < MAX_UP_PIDS;) {
+                char *end;
+                long pid = strtol(p, &end, 10);
+                if (end == p)
+                    break;
+                if (pid > 0)
+                    c->pids[c->n_pids++] = (pid_t)pid;
+                p = end;
+            }
+            break;
+        }
+    free(out);
+}
+
 char *localcluster_up(const char *model, int nodes, const char *run_dir, const char *extra)
 {
     char cmd[4096];
@@ -36,6 +118,7 @@ char *localcluster_up(const char *model, int nodes, const char *run_dir, const c
         fail_msg("local.sh up failed (%d): %s", rc, out ? out : "");
     char *ep = strdup(testutil_last_line(out));
     free(out);
+    s_remember(run_dir);
     assert_true(strncmp(ep, "tcp://", 6) == 0);
     return ep;
 }
@@ -44,6 +127,7 @@ void localcluster_down(const char *run_dir)
 {
     char cmd[2048];
     snprintf(cmd, sizeof cmd, "'%s/cluster/local.sh' down --run-dir '%s'", s_root(), run_dir);
+    s_forget(run_dir);
     assert_int_equal(testutil_run(cmd, NULL), 0);
     snprintf(cmd, sizeof cmd, "grep -l 'Sanitizer' '%s'/*.log", run_dir);
     char *found = NULL;

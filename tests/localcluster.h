@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "proto/client_rpc.h" /* wire_request_t, wire_reply_t */
 #include "proto/wire.h"
 
 /* A cluster one test case starts: its run folder (under the test's scratch
