@@ -27,35 +27,17 @@ nodes=${LINK_NODES:-2}
 netns=$root/cluster/netns.sh
 tag=lk$$
 die() { echo "links.sh: $*" >&2; exit 1; }
-if [ ! -f "$model/config.json" ]; then
-    echo "links.sh: making the medium model in $model"
-    "$bin/moe-mkmodel" --arch mixtral --preset medium --seed 1 --out "$model" >/dev/null
-fi
+# shellcheck source=bench/procs.sh
+. "$root/bench/procs.sh"
+ensure_medium_model "$bin" "$model"
 run_dir=$(mktemp -d "${TMPDIR:-/tmp}/moe-links.XXXXXX")
 pids=()
-stop_all() {
-    local p
-    for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-    for p in "${pids[@]}"; do
-        for _ in $(seq 1 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$p" 2>/dev/null || true
-    done
-    pids=()
-}
 trap 'stop_all; "$netns" destroy --tag "$tag"; rm -rf "$run_dir"' EXIT
 "$netns" create --tag "$tag" --hosts $((nodes + 1)) >/dev/null || die "cannot make test hosts"
 on() { local h=$1; shift; "$netns" exec --tag "$tag" --host "$h" -- "$@"; }
 # In the background: exec, so that $! is the program itself (netns.sh and
 # ip netns exec exec it too) and stop_all's signals reach it.
 start_on() { local h=$1; shift; exec "$netns" exec --tag "$tag" --host "$h" -- "$@"; }
-wait_file() {
-    for _ in $(seq 1 1200); do
-        [ -s "$1" ] && return 0
-        kill -0 "$2" 2>/dev/null || die "$3 exited before it was ready (log: ${1%.ep}.log)"
-        sleep 0.1
-    done
-    die "$3 not ready after 120 s"
-}
 echo "links.sh: $model, coordinator on host 1, $nodes node(s) on hosts 2-$((nodes + 1))," \
      "$(nproc) cores; load average $(cut -d' ' -f1 /proc/loadavg)"
 

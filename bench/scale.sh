@@ -38,23 +38,12 @@ export OPENBLAS_THREAD_TIMEOUT=${OPENBLAS_THREAD_TIMEOUT:-4}
 
 die() { echo "scale.sh: $*" >&2; exit 1; }
 command -v taskset >/dev/null || [ "$no_pin" = 1 ] || die "taskset (util-linux) is needed"
-if [ ! -f "$model/config.json" ]; then
-    echo "scale.sh: making the medium model in $model"
-    "$bin/moe-mkmodel" --arch mixtral --preset medium --seed 1 --out "$model" >/dev/null
-fi
+# shellcheck source=bench/procs.sh
+. "$root/bench/procs.sh"
+ensure_medium_model "$bin" "$model"
 
 run_dir=$(mktemp -d "${TMPDIR:-/tmp}/moe-scale.XXXXXX")
 pids=()
-stop_all() {
-    local p
-    for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-    for p in "${pids[@]}"; do
-        # Bounded: a process that ignores SIGTERM for 10 s is killed.
-        for _ in $(seq 1 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$p" 2>/dev/null || true
-    done
-    pids=()
-}
 trap 'stop_all; rm -rf "$run_dir"' EXIT
 
 # "a-b" for n cores from first, or "" (no pinning) when SCALE_NO_PIN=1.
@@ -68,17 +57,6 @@ pinned() { # pinned CPUS CMD...: run CMD on those cores
 start_pinned() { # start_pinned CPUS CMD...
     local cpus=$1; shift
     if [ -n "$cpus" ]; then exec taskset -c "$cpus" "$@"; else exec "$@"; fi
-}
-wait_file() { # wait_file FILE PID WHAT: bounded wait for a process's endpoint file
-    for _ in $(seq 1 1200); do
-        [ -s "$1" ] && return 0
-        if ! kill -0 "$2" 2>/dev/null; then
-            tail -n 5 "${1%.ep}.log" >&2 || true
-            die "$3 exited before it was ready"
-        fi
-        sleep 0.1
-    done
-    die "$3 not ready after 120 s"
 }
 
 max_need=0
