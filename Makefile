@@ -12,6 +12,8 @@
 #   make bench             the benchmarks of bench/ (not tests: figures, not verdicts)
 #   make bench-formats     issue 12's weight formats against llama.cpp (make bench-peers first)
 #   make bench-rebalance   issue 16: a skewed placement before and after a rebalance
+#   make bench-scale       issue 15: 1, 2, 4 nodes and 1, 2 coordinators, pinned (12+ cores)
+#   make bench-links       issue 15: the cluster over 1 and 10 Gbit/s test-host links (root)
 
 CC      ?= gcc
 SHARED  ?= ../shared
@@ -298,6 +300,15 @@ bench-peers: $(PROGRAMS)
 bench-wire: $(BENCH_BINS) $(PROGRAMS)
 	bench/wire.sh $(BIN)
 
+# Issue 15: nodes and coordinators pinned to cores of their own (a host of
+# 12+ cores; bench/scale.sh says which variables pick the layout), and the
+# cluster over shaped test-host links (root: network namespaces).
+bench-scale: $(BENCH_BINS) $(PROGRAMS)
+	bench/scale.sh $(BIN)
+
+bench-links: $(BENCH_BINS) $(PROGRAMS)
+	bench/links.sh $(BIN)
+
 # ---- fuzzing (docs/FUZZING.md) ---------------------------------------------------------
 # libFuzzer harnesses of fuzz/, built with clang against the sources of the
 # modules they drive (compiled again into build/fuzz/ with ASan + UBSan and
@@ -406,6 +417,6 @@ clean-models:
 	@du -sh $(MODELS) 2>/dev/null | sed 's/^/clean-models: removing /' || true
 	rm -rf $(MODELS)
 
-.PHONY: all test check run bench bench-families bench-formats bench-peers bench-wire clean clean-models fuzz fuzz-smoke fuzz-build fuzz-corpus
+.PHONY: all test check run bench bench-families bench-formats bench-peers bench-wire bench-scale bench-links bench-rebalance clean clean-models fuzz fuzz-smoke fuzz-build fuzz-corpus
 .SECONDARY: $(PROTO_GEN_C) $(PROTO_GEN_H)  # generated sources are kept, not intermediates
 -include $(shell find $(BUILD)/obj $(FUZZ_OBJ) -name '*.d' 2>/dev/null)
