@@ -25,6 +25,7 @@ struct experts {
     float *gate;      /* (max_assign, inter) */
     float *up;        /* (max_assign, inter) */
     float *y;         /* (max_assign, hidden) expert outputs */
+    mlp_block_t *blocks; /* [n_experts] the SwiGLU blocks of one call */
     compute_t *cx;    /* the products' context, borrowed */
 };
 
@@ -54,7 +55,9 @@ experts_t *experts_new(const config_t *cfg, int max_rows, int max_assign,
     self->gate = mem_alloc_aligned(rows * self->inter * sizeof(float));
     self->up = mem_alloc_aligned(rows * self->inter * sizeof(float));
     self->y = mem_alloc_aligned(rows * self->hidden * sizeof(float));
-    if (!self->count || !self->order || !self->x || !self->gate || !self->up || !self->y)
+    self->blocks = mem_calloc((size_t)self->n_experts, sizeof *self->blocks);
+    if (!self->count || !self->order || !self->x || !self->gate || !self->up || !self->y ||
+        !self->blocks)
         goto oom;
     return self;
 
@@ -75,6 +78,7 @@ void experts_destroy(experts_t **self_p)
     mem_free(self->gate);
     mem_free(self->up);
     mem_free(self->y);
+    mem_free(self->blocks);
     mem_free(self);
     *self_p = NULL;
 }
@@ -134,23 +138,36 @@ static int s_run(experts_t *self, const weights_t *w, int layer, const float *u,
         memset(out, 0, (size_t)n_rows * hidden * sizeof(float));
     s_group(self, assign, n_assign);
 
+    /* Every expert's rows gathered at its range of the scratch, then all
+     * the SwiGLU blocks at once (their products fused), then the sums in
+     * expert order as before. */
+    int n_blocks = 0;
     for (int e = 0; e < self->n_experts; e++) {
         const int first = self->count[e], n = self->count[e + 1] - first;
         if (n == 0)
             continue;
-        const expert_weights_t *ew = &w->layers[layer].experts[e];
-        const expert_biases_t *eb = self->oai ? &w->layers[layer].expert_biases[e] : NULL;
         for (int i = 0; i < n; i++) {
             const moe_assign_t *a = &assign[self->order[first + i]];
-            memcpy(self->x + (size_t)i * hidden, u + (size_t)a->row * hidden,
+            memcpy(self->x + (size_t)(first + i) * hidden, u + (size_t)a->row * hidden,
                    hidden * sizeof(float));
         }
-        mlp_swiglu(self->cx, self->y, self->x, n, hidden, inter, ew, eb, self->limit,
-                   self->gate, self->up);
+        self->blocks[n_blocks++] = (mlp_block_t){
+            .y = self->y + (size_t)first * hidden,
+            .x = self->x + (size_t)first * hidden,
+            .n = n,
+            .w = &w->layers[layer].experts[e],
+            .eb = self->oai ? &w->layers[layer].expert_biases[e] : NULL,
+            .gate = self->gate + (size_t)first * inter,
+            .up = self->up + (size_t)first * inter,
+        };
+    }
+    mlp_swiglu_many(self->cx, hidden, inter, self->limit, self->blocks, n_blocks);
+    for (int e = 0; e < self->n_experts; e++) {
+        const int first = self->count[e], n = self->count[e + 1] - first;
         for (int i = 0; i < n; i++) {
             const int k = self->order[first + i];
             const moe_assign_t *a = &assign[k];
-            const float *src = self->y + (size_t)i * hidden;
+            const float *src = self->y + (size_t)(first + i) * hidden;
             if (terms) {
                 float *dst = out + (size_t)k * hidden;
                 for (int j = 0; j < hidden; j++)

@@ -278,6 +278,42 @@ static void s_linear(compute_t *cx, float *y, int ld, const float *x, int ldx,
     }
 }
 
+/* q, k and v of n rows of xn, with their biases. Float32 weights take
+ * s_linear's one GEMM each (their bits are fixed); the other formats run
+ * as one job of the compute pool (matmul_many: quantized x made once), the
+ * bias added after, the same sum s_linear makes. */
+static void s_project_qkv(forward_t *self, const layer_weights_t *lw, const float *xn,
+                          int n, float *q, float *k, float *v)
+{
+    const config_t *cfg = self->cfg;
+    const int hidden = cfg->hidden_size;
+    const int q_width = cfg->n_heads * cfg->head_dim;
+    const int kv_width = cfg->n_kv_heads * cfg->head_dim;
+    if (lw->q.dtype == DTYPE_F32 || lw->k.dtype == DTYPE_F32 || lw->v.dtype == DTYPE_F32) {
+        s_linear(self->cx, q, q_width, xn, hidden, &lw->q, lw->q_bias, false, n, self->proj);
+        s_linear(self->cx, k, kv_width, xn, hidden, &lw->k, lw->k_bias, false, n, self->proj);
+        s_linear(self->cx, v, kv_width, xn, hidden, &lw->v, lw->v_bias, false, n, self->proj);
+        return;
+    }
+    const matmul_op_t ops[3] = {
+        {.y = q, .ldy = q_width, .x = xn, .ldx = hidden, .w = &lw->q, .m = n},
+        {.y = k, .ldy = kv_width, .x = xn, .ldx = hidden, .w = &lw->k, .m = n},
+        {.y = v, .ldy = kv_width, .x = xn, .ldx = hidden, .w = &lw->v, .m = n},
+    };
+    matmul_many(self->cx, ops, 3);
+    const float *bias[3] = {lw->q_bias, lw->k_bias, lw->v_bias};
+    for (int p = 0; p < 3; p++) {
+        if (!bias[p])
+            continue;
+        const int out = (int)ops[p].w->rows;
+        for (int r = 0; r < n; r++) {
+            float *yr = ops[p].y + (size_t)r * ops[p].ldy;
+            for (int j = 0; j < out; j++)
+                yr[j] = yr[j] + bias[p][j];
+        }
+    }
+}
+
 /* h = x + o_proj(attention(rope(q), rope(k), v)) for the rows of micro-batch
  * pt; each sequence's new keys and values go into its own cache at its next
  * positions, and its rows attend to its own cache only. Biases and q/k norms
@@ -311,11 +347,7 @@ static void s_attention_block(forward_t *self, const forward_seq_t *seqs, const 
                        kvcache_latent(seqs[s].kv, l));
         return;
     }
-    s_linear(self->cx, q, q_width, xn, hidden, &lw->q, lw->q_bias, false, n, self->proj);
-    s_linear(self->cx, k_new, kv_width, xn, hidden, &lw->k, lw->k_bias, false, n,
-             self->proj);
-    s_linear(self->cx, v_new, kv_width, xn, hidden, &lw->v, lw->v_bias, false, n,
-             self->proj);
+    s_project_qkv(self, lw, xn, n, q, k_new, v_new);
     qknorm_apply(cfg, QKNORM_BEFORE_ROPE, lw, q, k_new, n);
     rope_apply(self->rope, q, q_width, n, cfg->n_heads, cfg->head_dim, pos);
     rope_apply(self->rope, k_new, kv_width, n, cfg->n_kv_heads, cfg->head_dim, pos);

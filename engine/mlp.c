@@ -93,20 +93,49 @@ void mlp_add(mlp_t *self, const expert_weights_t *w, int width, const float *gat
     }
 }
 
+/* Blocks per fused round: two products each, matmul_many's batch. */
+enum { BLOCKS_PER_ROUND = 16 };
+
+void mlp_swiglu_many(compute_t *cx, int hidden, int width, float limit,
+                     const mlp_block_t *blocks, int n_blocks)
+{
+    assert(n_blocks >= 0 && (n_blocks == 0 || blocks));
+    for (int b0 = 0; b0 < n_blocks; b0 += BLOCKS_PER_ROUND) {
+        const int nb = n_blocks - b0 < BLOCKS_PER_ROUND ? n_blocks - b0 : BLOCKS_PER_ROUND;
+        const mlp_block_t *bl = blocks + b0;
+        matmul_op_t ops[2 * BLOCKS_PER_ROUND];
+        for (int i = 0; i < nb; i++) {
+            ops[2 * i] = (matmul_op_t){.y = bl[i].gate, .ldy = width, .x = bl[i].x,
+                                       .ldx = hidden, .w = &bl[i].w->gate, .m = bl[i].n};
+            ops[2 * i + 1] = (matmul_op_t){.y = bl[i].up, .ldy = width, .x = bl[i].x,
+                                           .ldx = hidden, .w = &bl[i].w->up, .m = bl[i].n};
+        }
+        matmul_many(cx, ops, 2 * nb);
+        for (int i = 0; i < nb; i++) {
+            const expert_biases_t *eb = bl[i].eb;
+            const int n = bl[i].n;
+            if (!eb) {
+                ffn_swiglu(bl[i].gate, bl[i].gate, bl[i].up, (size_t)n * width);
+            } else {
+                ffn_bias_add(bl[i].gate, width, eb->gate, n, width);
+                ffn_bias_add(bl[i].up, width, eb->up, n, width);
+                ffn_swiglu_clamped(bl[i].gate, bl[i].gate, bl[i].up, (size_t)n * width,
+                                   FFN_OSS_ALPHA, limit);
+            }
+            ops[i] = (matmul_op_t){.y = bl[i].y, .ldy = hidden, .x = bl[i].gate,
+                                   .ldx = width, .w = &bl[i].w->down, .m = n};
+        }
+        matmul_many(cx, ops, nb);
+        for (int i = 0; i < nb; i++)
+            if (bl[i].eb)
+                ffn_bias_add(bl[i].y, hidden, bl[i].eb->down, bl[i].n, hidden);
+    }
+}
+
 void mlp_swiglu(compute_t *cx, float *y, const float *x, int n, int hidden,
                 int width, const expert_weights_t *w, const expert_biases_t *eb,
                 float limit, float *gate, float *up)
 {
-    matmul(cx, gate, width, x, hidden, &w->gate, n);
-    matmul(cx, up, width, x, hidden, &w->up, n);
-    if (!eb) {
-        ffn_swiglu(gate, gate, up, (size_t)n * width);
-    } else {
-        ffn_bias_add(gate, width, eb->gate, n, width);
-        ffn_bias_add(up, width, eb->up, n, width);
-        ffn_swiglu_clamped(gate, gate, up, (size_t)n * width, FFN_OSS_ALPHA, limit);
-    }
-    matmul(cx, y, hidden, gate, width, &w->down, n);
-    if (eb)
-        ffn_bias_add(y, hidden, eb->down, n, hidden);
+    const mlp_block_t block = {.y = y, .x = x, .n = n, .w = w, .eb = eb, .gate = gate, .up = up};
+    mlp_swiglu_many(cx, hidden, width, limit, &block, 1);
 }

@@ -42,4 +42,23 @@ void mlp_swiglu(compute_t *cx, float *y, const float *x, int n, int hidden,
                 int width, const expert_weights_t *w, const expert_biases_t *eb,
                 float limit, float *gate, float *up);
 
+/* One SwiGLU block of mlp_swiglu_many(): mlp_swiglu()'s arguments but the
+ * shared ones (cx, hidden, width, limit). */
+typedef struct mlp_block {
+    float *y;
+    const float *x;
+    int n;
+    const expert_weights_t *w;
+    const expert_biases_t *eb;
+    float *gate, *up;
+} mlp_block_t;
+
+/* mlp_swiglu() of each block, the same results to the bit, the products of
+ * all of them fused where the weights' format allows (matmul_many(): the
+ * gate and up projections of every block in one job, then every down
+ * projection in one): a decoded token's experts join the compute pool's
+ * threads twice instead of three times each. Blocks must not overlap. */
+void mlp_swiglu_many(compute_t *cx, int hidden, int width, float limit,
+                     const mlp_block_t *blocks, int n_blocks);
+
 #endif /* MOE_ENGINE_MLP_H */

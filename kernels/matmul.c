@@ -400,6 +400,26 @@ void matmul(compute_t *cx, float *y, int ldy, const float *x, int ldx,
     matmul_generic(cx, y, ldy, x, ldx, w, m);
 }
 
+void matmul_many(compute_t *cx, const matmul_op_t *ops, int n)
+{
+    assert(cx && n >= 0 && (n == 0 || ops));
+    /* Runs of quantized products go to their kernels as one batch each;
+     * the rest one by one (their order is free: the products are
+     * independent). */
+    for (int i = 0; i < n;) {
+        int j = i;
+        while (j < n && (ops[j].w->dtype == DTYPE_Q8_0 || ops[j].w->dtype == DTYPE_Q4_0))
+            j++;
+        if (j > i) {
+            matmul_q_many(cx, ops + i, j - i);
+            i = j;
+            continue;
+        }
+        matmul(cx, ops[i].y, ops[i].ldy, ops[i].x, ops[i].ldx, ops[i].w, ops[i].m);
+        i++;
+    }
+}
+
 void matmul_xw(compute_t *cx, float *y, int ldy, const float *x, int ldx,
                const tensor_t *w, int m)
 {

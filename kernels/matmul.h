@@ -28,6 +28,25 @@
 void matmul(compute_t *cx, float *y, int ldy, const float *x, int ldx,
             const tensor_t *w, int m);
 
+/* One product of matmul_many(): y = x W^T over m rows, as matmul() takes it. */
+typedef struct matmul_op {
+    float *y;
+    int ldy;
+    const float *x;
+    int ldx;
+    const tensor_t *w;
+    int m;
+} matmul_op_t;
+
+/* matmul() of each of ops[0 .. n), with the same results to the bit, the
+ * products being independent (no op's y overlaps another's x or y). Where
+ * the formats allow (Q8_0, Q4_0), they run as one job on cx's pool, so its
+ * threads join once for all of them instead of once per product, and ops
+ * that share x quantize it once: an expert's gate and up projections, or
+ * the projections of all the experts a decoded token routes to. Other
+ * formats run one after the other. Cannot fail. */
+void matmul_many(compute_t *cx, const matmul_op_t *ops, int n);
+
 /* y = x W (W not transposed: MLA's absorbed kv_b).  y: (m, w->cols) with row
  * stride ldy; x: (m, w->rows) with row stride ldx. Cannot fail. */
 void matmul_xw(compute_t *cx, float *y, int ldy, const float *x, int ldx,

@@ -79,6 +79,7 @@ enum {
     LANES = 8,          /* float lanes per output */
     UNIT_ROWS = 8,      /* W rows per unit of the thread split (whole tiles) */
     PF_DIST = 8192,  /* bytes ahead of each W row that a tile prefetches */
+    Q_BATCH_MAX = 32, /* products of one pool job (matmul_q_many cuts longer lists) */
 };
 
 /* Whether block b's tile step issues the prefetch of its W rows. A
@@ -800,26 +801,43 @@ static void *s_scratch(size_t size)
     return s->p;
 }
 
-typedef struct job {
+/* One product of a batch as the kernels see it: its W rows are units
+ * [unit0, unit0 + units) of the batch's numbering. */
+typedef struct q_op {
     s_part_fn *part;
     float *y;
     int ldy;
-    const act_t *a;
+    act_t a;
     const tensor_t *w;
     int m;
+    int64_t unit0, units;
+} q_op_t;
+
+/* A batch's one pool job: its units cut into n_chunks equal ranges, so a
+ * chunk may end one product and start the next. */
+typedef struct job {
+    const q_op_t *ops;
+    int n_ops;
+    int64_t units;
     int n_chunks;
 } job_t;
 
 static void s_run_chunk(void *arg, int t)
 {
     const job_t *job = arg;
-    int64_t n = job->w->rows;
-    int64_t units = (n + UNIT_ROWS - 1) / UNIT_ROWS;
-    int64_t u0 = units * t / job->n_chunks, u1 = units * (t + 1) / job->n_chunks;
-    int64_t j0 = u0 * UNIT_ROWS < n ? u0 * UNIT_ROWS : n;
-    int64_t j1 = u1 * UNIT_ROWS < n ? u1 * UNIT_ROWS : n;
-    if (j0 < j1)
-        job->part(job->y, job->ldy, job->a, job->w, job->m, j0, j1);
+    const int64_t u0 = job->units * t / job->n_chunks;
+    const int64_t u1 = job->units * (t + 1) / job->n_chunks;
+    for (int i = 0; i < job->n_ops; i++) {
+        const q_op_t *op = &job->ops[i];
+        int64_t a = u0 - op->unit0, b = u1 - op->unit0;
+        a = a < 0 ? 0 : a;
+        b = b < op->units ? b : op->units;
+        if (a >= b)
+            continue;
+        int64_t n = op->w->rows;
+        int64_t j0 = a * UNIT_ROWS, j1 = b * UNIT_ROWS < n ? b * UNIT_ROWS : n;
+        op->part(op->y, op->ldy, &op->a, op->w, op->m, j0, j1);
+    }
 }
 
 /* Which kernel runs path for dtype and m (the portable one when the CPU
@@ -845,42 +863,47 @@ static s_part_fn *s_part_for(compute_path_t path, dtype_t dt, int m)
     return s_part_port;
 }
 
-static void s_matmul(compute_t *cx, float *y, int ldy, const float *x, int ldx,
-                     const tensor_t *w, int m)
+/* What a kernel needs of its activations: the group sums' factor (0: none)
+ * and the prefill kernels' block sums' factor (0: none). */
+static int32_t s_sum_mul(s_part_fn *part)
 {
-    assert(cx);
-    assert(m >= 0);
-    assert(w->cols % QB == 0);
-    assert(m == 0 || w->rows == 0 || (y && ldy >= w->rows));
-    assert(m == 0 || (x && ldx >= w->cols));
-    if (m == 0 || w->rows == 0)
-        return;
-    int64_t k = w->cols, nb = k / QB;
-    pthread_once(&s_f16_once, s_f16_init);
-    compute_path_t path = compute_path(cx);
-    s_part_fn *part = s_part_for(path, w->dtype, m);
-    /* The group sums and their factor, for the kernels that need them. */
-    int32_t sum_mul = part == s_part_avx2_q4 || part == s_part_vnni_q4 ? 8
-                    : part == s_part_vnni_q8                           ? 128
-                                                                       : 0;
+    return part == s_part_avx2_q4 || part == s_part_vnni_q4 ? 8
+         : part == s_part_vnni_q8                           ? 128
+                                                            : 0;
+}
+
+static int32_t s_bsum_mul(s_part_fn *part)
+{
+    return part == s_part_avx2_b_q4 || part == s_part_vnni_b_q4 ? -8
+         : part == s_part_vnni_b_q8                             ? -128
+                                                                : 0;
+}
+
+/* Bytes of scratch the quantized x of an (m, k) product takes for part. */
+static size_t s_act_bytes(s_part_fn *part, int m, int64_t k)
+{
+    size_t nb = (size_t)k / QB;
+    size_t qbytes = ((size_t)m * (size_t)k + 63) & ~(size_t)63;
+    size_t dbytes = ((size_t)m * nb * sizeof(float) + 63) & ~(size_t)63;
+    size_t sbytes = s_sum_mul(part) ? (size_t)m * (size_t)k / 4 * sizeof(int32_t) : 0;
+    size_t bbytes = s_bsum_mul(part) ? (size_t)m * nb * sizeof(int32_t) : 0;
+    return (qbytes + dbytes + sbytes + bbytes + 63) & ~(size_t)63;
+}
+
+/* Quantizes the m rows of x (stride ldx, k values) for part into buf
+ * (s_act_bytes() of them) and describes them in *a. */
+static void s_quantize(s_part_fn *part, const float *x, int ldx, int m, int64_t k,
+                       uint8_t *buf, act_t *a)
+{
+    const int64_t nb = k / QB;
+    const int32_t sum_mul = s_sum_mul(part), bsum_mul = s_bsum_mul(part);
     size_t qbytes = ((size_t)m * (size_t)k + 63) & ~(size_t)63;
     size_t dbytes = ((size_t)m * (size_t)nb * sizeof(float) + 63) & ~(size_t)63;
     size_t sbytes = sum_mul ? (size_t)m * (size_t)k / 4 * sizeof(int32_t) : 0;
-    /* The prefill kernels' block sums of x and their factor. */
-    int32_t bsum_mul = part == s_part_avx2_b_q4 || part == s_part_vnni_b_q4 ? -8
-                     : part == s_part_vnni_b_q8                             ? -128
-                                                                            : 0;
-    bool use_b = bsum_mul != 0;
-    size_t bbytes = use_b ? (size_t)m * (size_t)nb * sizeof(int32_t) : 0;
-    uint8_t *buf = s_scratch(qbytes + dbytes + sbytes + bbytes);
-    if (!buf) {
-        s_matmul_noscratch(y, ldy, x, ldx, w, m);
-        return;
-    }
     int8_t *qs = (int8_t *)buf;
     float *d = (float *)(buf + qbytes);
     int32_t *sums = sum_mul ? (int32_t *)(buf + qbytes + dbytes) : NULL;
-    int32_t *bsums = use_b ? (int32_t *)(buf + qbytes + dbytes + sbytes) : NULL;
+    int32_t *bsums = bsum_mul ? (int32_t *)(buf + qbytes + dbytes + sbytes) : NULL;
     for (int i = 0; i < m; i++) {
         const float *xi = x + (size_t)i * (size_t)ldx;
         int8_t *qi = qs + (size_t)i * (size_t)k;
@@ -899,23 +922,97 @@ static void s_matmul(compute_t *cx, float *y, int ldy, const float *x, int ldx,
             }
         }
     }
-    act_t a = {.qs = qs, .d = d, .ld = (size_t)k, .nb = nb, .sums = sums, .bsums = bsums};
-    job_t job = {.part = part, .y = y, .ldy = ldy, .a = &a, .w = w, .m = m, .n_chunks = 1};
-    int64_t units = (w->rows + UNIT_ROWS - 1) / UNIT_ROWS;
-    job.n_chunks = matmul_chunks(cx, (size_t)w->rows * w->row_stride, units);
+    *a = (act_t){.qs = qs, .d = d, .ld = (size_t)k, .nb = nb, .sums = sums, .bsums = bsums};
+}
+
+/* The earlier op of ops[0 .. i) whose quantized x op i can reuse (the same
+ * rows of x for the same kernel family), or -1. */
+static int s_same_act(const matmul_op_t *ops, const s_part_fn *const *parts, int i)
+{
+    for (int j = 0; j < i; j++)
+        if (ops[j].x == ops[i].x && ops[j].ldx == ops[i].ldx && ops[j].m == ops[i].m &&
+            ops[j].w->cols == ops[i].w->cols && s_sum_mul(parts[j]) == s_sum_mul(parts[i]) &&
+            s_bsum_mul(parts[j]) == s_bsum_mul(parts[i]) &&
+            (parts[j] == s_part_port || parts[j] == s_part_port_b) ==
+                (parts[i] == s_part_port || parts[i] == s_part_port_b))
+            return j;
+    return -1;
+}
+
+/* Up to Q_BATCH_MAX products (none empty), each x quantized once, as one pool
+ * job. */
+static void s_matmul_batch(compute_t *cx, const matmul_op_t *ops, int n)
+{
+    assert(n >= 1 && n <= Q_BATCH_MAX);
+    pthread_once(&s_f16_once, s_f16_init);
+    const compute_path_t path = compute_path(cx);
+    s_part_fn *parts[Q_BATCH_MAX];
+    int shared[Q_BATCH_MAX];
+    size_t offset[Q_BATCH_MAX], total = 0, w_bytes = 0;
+    for (int i = 0; i < n; i++) {
+        parts[i] = s_part_for(path, ops[i].w->dtype, ops[i].m);
+        shared[i] = s_same_act(ops, (const s_part_fn *const *)parts, i);
+        offset[i] = total;
+        if (shared[i] < 0)
+            total += s_act_bytes(parts[i], ops[i].m, ops[i].w->cols);
+        w_bytes += (size_t)ops[i].w->rows * ops[i].w->row_stride;
+    }
+    uint8_t *buf = s_scratch(total);
+    if (!buf) {
+        for (int i = 0; i < n; i++)
+            s_matmul_noscratch(ops[i].y, ops[i].ldy, ops[i].x, ops[i].ldx, ops[i].w, ops[i].m);
+        return;
+    }
+    q_op_t q[Q_BATCH_MAX];
+    int64_t units = 0;
+    for (int i = 0; i < n; i++) {
+        const matmul_op_t *o = &ops[i];
+        q[i] = (q_op_t){.part = parts[i], .y = o->y, .ldy = o->ldy, .w = o->w, .m = o->m,
+                        .unit0 = units, .units = (o->w->rows + UNIT_ROWS - 1) / UNIT_ROWS};
+        if (shared[i] < 0)
+            s_quantize(parts[i], o->x, o->ldx, o->m, o->w->cols, buf + offset[i], &q[i].a);
+        else
+            q[i].a = q[shared[i]].a;
+        units += q[i].units;
+    }
+    job_t job = {.ops = q, .n_ops = n, .units = units, .n_chunks = 1};
+    job.n_chunks = matmul_chunks(cx, w_bytes, units);
     pool_run(compute_pool(cx), s_run_chunk, &job, job.n_chunks);
+}
+
+void matmul_q_many(compute_t *cx, const matmul_op_t *ops, int n)
+{
+    assert(cx && n >= 0 && (n == 0 || ops));
+    matmul_op_t live[Q_BATCH_MAX];
+    int n_live = 0;
+    for (int i = 0; i < n; i++) {
+        const matmul_op_t *o = &ops[i];
+        assert(o->w->dtype == DTYPE_Q8_0 || o->w->dtype == DTYPE_Q4_0);
+        assert(o->m >= 0 && o->w->cols % QB == 0);
+        assert(o->m == 0 || o->w->rows == 0 || (o->y && o->ldy >= o->w->rows));
+        assert(o->m == 0 || (o->x && o->ldx >= o->w->cols));
+        if (o->m == 0 || o->w->rows == 0)
+            continue;
+        live[n_live++] = *o;
+        if (n_live == Q_BATCH_MAX) {
+            s_matmul_batch(cx, live, n_live);
+            n_live = 0;
+        }
+    }
+    if (n_live > 0)
+        s_matmul_batch(cx, live, n_live);
 }
 
 void matmul_q8_0(compute_t *cx, float *y, int ldy, const float *x, int ldx,
                  const tensor_t *w, int m)
 {
     assert(w->dtype == DTYPE_Q8_0);
-    s_matmul(cx, y, ldy, x, ldx, w, m);
+    matmul_q_many(cx, &(matmul_op_t){.y = y, .ldy = ldy, .x = x, .ldx = ldx, .w = w, .m = m}, 1);
 }
 
 void matmul_q4_0(compute_t *cx, float *y, int ldy, const float *x, int ldx,
                  const tensor_t *w, int m)
 {
     assert(w->dtype == DTYPE_Q4_0);
-    s_matmul(cx, y, ldy, x, ldx, w, m);
+    matmul_q_many(cx, &(matmul_op_t){.y = y, .ldy = ldy, .x = x, .ldx = ldx, .w = w, .m = m}, 1);
 }

@@ -24,6 +24,7 @@
 
 #include "core/tensor.h"
 #include "kernels/compute.h"
+#include "kernels/matmul.h"
 
 /* y: (m, w->rows) with row stride ldy; x: (m, w->cols) with stride ldx;
  * w->dtype DTYPE_Q8_0 (resp. DTYPE_Q4_0). Cannot fail. */
@@ -31,5 +32,9 @@ void matmul_q8_0(compute_t *cx, float *y, int ldy, const float *x, int ldx,
                  const tensor_t *w, int m);
 void matmul_q4_0(compute_t *cx, float *y, int ldy, const float *x, int ldx,
                  const tensor_t *w, int m);
+
+/* matmul_many() (kernels/matmul.h) for Q8_0 and Q4_0 weights only, any mix
+ * of them and of m: one pool job per 32 products. */
+void matmul_q_many(compute_t *cx, const matmul_op_t *ops, int n);
 
 #endif /* MOE_KERNELS_MATMUL_Q_H */

@@ -10,6 +10,7 @@
  *     per value, dx = amax / 127 per block) plus float32 rounding;
  *   - batch invariance: each row alone equals the same row among m = 2 .. 40
  *     (decode and prefill sizes), whatever the thread count;
+ *   - matmul_many: a fused batch equals its products called one by one;
  *   - activations that stress the SIMD quantizer: exact ties of roundf, zero
  *     and subnormal blocks, huge and tiny scales, a NaN (that output NaN).
  */
@@ -357,6 +358,67 @@ static void test_batch_invariance(void **state)
     }
 }
 
+/* matmul_many: a batch of products (Q8_0 and Q4_0 mixed, decode and
+ * prefill sizes, several sharing one x as an expert's gate and up do, an
+ * empty one, a float32 one in the middle, more than one pool job's worth)
+ * equals the same products called one by one, to the bit, on every path
+ * and thread count. */
+static void test_many(void **state)
+{
+    (void)state;
+    compute_path_t paths[3];
+    int n_paths = s_paths(paths);
+    enum { OPS = 37, XS = 5, MMAX = 20 };
+    const int64_t k = 32 * 9;
+    wbuf_t w[OPS];
+    float *x[XS], *y_many[OPS], *y_one[OPS];
+    matmul_op_t ops[OPS];
+    float *f32 = s_alloc((size_t)70 * k * sizeof(float));
+    for (int64_t i = 0; i < 70 * k; i++)
+        f32[i] = s_n();
+    tensor_t wf32 = {.dtype = DTYPE_F32, .rows = 70, .cols = k, .data = f32,
+                     .row_stride = (size_t)k * sizeof(float)};
+    for (int i = 0; i < XS; i++) {
+        x[i] = s_alloc((size_t)MMAX * k * sizeof(float));
+        s_acts(x[i], MMAX, (int)k, k, i == 1);
+    }
+    for (int i = 0; i < OPS; i++) {
+        int64_t rows = 8 + (i * 13) % 61;
+        w[i] = s_weight(i % 3 == 0 ? DTYPE_Q8_0 : DTYPE_Q4_0, rows, k, 0);
+        int m = i == 5 ? 0 : i % 7 == 3 ? 17 + i % 4 : 1 + i % 4;
+        const tensor_t *wi = i == 11 ? &wf32 : &w[i].t;
+        y_many[i] = s_alloc((size_t)MMAX * (size_t)wi->rows * sizeof(float));
+        y_one[i] = s_alloc((size_t)MMAX * (size_t)wi->rows * sizeof(float));
+        ops[i] = (matmul_op_t){.y = y_many[i], .ldy = (int)wi->rows, .x = x[i % XS],
+                               .ldx = (int)k, .w = wi, .m = m};
+    }
+    for (int pi = 0; pi < n_paths; pi++)
+        for (int threads = 1; threads <= 3; threads++) {
+            compute_t *cx = s_context(paths[pi], threads);
+            for (int i = 0; i < OPS; i++) {
+                size_t bytes = (size_t)MMAX * (size_t)ops[i].ldy * sizeof(float);
+                memset(y_many[i], 0x7f, bytes);
+                memset(y_one[i], 0x7f, bytes);
+                matmul(cx, y_one[i], ops[i].ldy, ops[i].x, ops[i].ldx, ops[i].w, ops[i].m);
+            }
+            matmul_many(cx, ops, OPS);
+            for (int i = 0; i < OPS; i++)
+                if (memcmp(y_many[i], y_one[i],
+                           (size_t)MMAX * (size_t)ops[i].ldy * sizeof(float)) != 0)
+                    fail_msg("%s %d thr: product %d of the batch differs from its own call",
+                             compute_path_name(paths[pi]), threads, i);
+            compute_destroy(&cx);
+        }
+    for (int i = 0; i < OPS; i++) {
+        free(w[i].data);
+        free(y_many[i]);
+        free(y_one[i]);
+    }
+    for (int i = 0; i < XS; i++)
+        free(x[i]);
+    free(f32);
+}
+
 /* A NaN activation makes its row's outputs NaN (its block's scale is NaN
  * when it is last in the block), never a crash; m = 0 and empty W write
  * nothing. */
@@ -445,6 +507,7 @@ int main(void)
         cmocka_unit_test(test_exact_and_oracle),
         cmocka_unit_test(test_hard_activations),
         cmocka_unit_test(test_batch_invariance),
+        cmocka_unit_test(test_many),
         cmocka_unit_test(test_edges),
         cmocka_unit_test(test_out_of_memory),
     };
