@@ -34,6 +34,7 @@
 
 enum {
     N_GEN = 16,            /* concurrent generations */
+    MAX_PROMPT = 6,        /* prompt g has 1 + g % 6 ids (crosscheck_prompts) */
     MAX_TOKENS = 300,      /* long enough that a node dies in the middle */
     REPLY_TIMEOUT_MS = 1000,
     HEARTBEAT_MS = 200,
@@ -46,7 +47,7 @@ static char s_root[512];
 static char *s_tmp;
 static char s_model[600];
 static char s_want[N_GEN][4096];  /* moe-run's output for each prompt */
-static int32_t s_prompt[N_GEN][8];
+static int32_t s_prompt[N_GEN][MAX_PROMPT];
 static int s_n_prompt[N_GEN];
 
 /* One generation as a client sees it. */
@@ -79,13 +80,6 @@ static char *s_last_line_any(const char *cmd)
     return out;
 }
 
-static void s_ids_text(const int32_t *ids, int n, char *out, size_t size)
-{
-    size_t used = 0;
-    for (int i = 0; i < n && used < size; i++)
-        used += (size_t)snprintf(out + used, size - used, "%s%d", i ? "," : "", (int)ids[i]);
-}
-
 /* Sixteen prompts and what moe-run prints for each: the no-failure outputs. */
 static int s_setup(void **state)
 {
@@ -99,20 +93,8 @@ static int s_setup(void **state)
     fixture_t *fx = fixture_load(s_model);
     if (!fx)
         return -1;
-    testrng_t rng;
-    testrng_init(&rng, 77);
-    for (int g = 0; g < N_GEN; g++) {
-        s_n_prompt[g] = 1 + g % 6;
-        for (int i = 0; i < s_n_prompt[g]; i++)
-            s_prompt[g][i] = (int32_t)(testrng_uniform(&rng) * fx->vocab);
-        char ids[128], cmd[2048];
-        s_ids_text(s_prompt[g], s_n_prompt[g], ids, sizeof ids);
-        snprintf(cmd, sizeof cmd, "'%s/moe-run' --model '%s' --prompt-ids %s --max-tokens %d "
-                 "2>/dev/null", s_bin, s_model, ids, MAX_TOKENS);
-        char *want = crosscheck_last_line(cmd);
-        snprintf(s_want[g], sizeof s_want[g], "%s", want);
-        free(want);
-    }
+    crosscheck_prompts(s_bin, s_model, fx->vocab, 77, N_GEN, MAX_PROMPT, MAX_TOKENS,
+                       &s_prompt[0][0], s_n_prompt, &s_want[0][0], sizeof s_want[0]);
     fixture_destroy(&fx);
     *state = s_tmp;
     return 0;
