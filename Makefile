@@ -206,7 +206,7 @@ $(addprefix $(BUILD)/tests/,$(TESTS_ENGINE)): $(BUILD)/tests/%: $(OBJ)/tests/%.o
     $(OBJ)/tests/testutil.o $(OBJ)/tests/fixture.o $(LIBS_ALL)
 $(addprefix $(BUILD)/tests/,$(TESTS_NET)): $(BUILD)/tests/%: $(OBJ)/tests/%.o \
     $(OBJ)/tests/testutil.o $(OBJ)/tests/fixture.o $(OBJ)/tests/crosscheck.o \
-    $(OBJ)/tests/localcluster.o $(LIBS_NET)
+    $(OBJ)/tests/localcluster.o $(OBJ)/tests/generations.o $(LIBS_NET)
 $(addprefix $(BUILD)/tests/,$(TESTS_NET)): LDLIBS += $(TOKENIZER_LIBS)
 $(addprefix $(BUILD)/tests/,$(TESTS_TOKENIZER)): $(BUILD)/tests/%: $(OBJ)/tests/%.o \
     $(OBJ)/tests/testutil.o $(LIB_TOKENIZER) $(LIB_CORE)

@@ -29,6 +29,7 @@
 #include "proto/client_rpc.h"
 #include "tests/crosscheck.h"
 #include "tests/fixture.h"
+#include "tests/generations.h"
 #include "tests/localcluster.h"
 #include "tests/testutil.h"
 
@@ -50,23 +51,12 @@ static char s_want[N_GEN][4096];  /* moe-run's output for each prompt */
 static int32_t s_prompt[N_GEN][MAX_PROMPT];
 static int s_n_prompt[N_GEN];
 
-/* One generation as a client sees it. */
-typedef struct gen {
-    char got[4096];            /* token ids, "a,b,c" */
-    size_t used;
-    int n_tokens;
-    bool ended;
-    bool failed;
-    wire_client_error_t code;
-    char error[512];
-} gen_t;
-
 /* The cluster under test: a client socket for the generations. */
 typedef struct rig {
     char run_dir[700];
     char *endpoint;
     localcluster_conn_t conn;
-    gen_t gen[N_GEN];
+    generations_t gens;
 } rig_t;
 
 /* The last line of a command's output whatever its status (grep -c). */
@@ -108,6 +98,10 @@ static void s_rig_up(rig_t *rig, const char *name, int nodes, const char *extra)
     snprintf(opts, sizeof opts, "%s %s", CLUSTER_OPTS, extra);
     rig->endpoint = localcluster_up(s_model, nodes, rig->run_dir, opts);
     localcluster_open(&rig->conn, rig->endpoint);
+    rig->gens = (generations_t){.n = N_GEN, .max_tokens = MAX_TOKENS,
+                                .prompts = &s_prompt[0][0], .stride = MAX_PROMPT,
+                                .len = s_n_prompt, .want = &s_want[0][0],
+                                .want_size = sizeof s_want[0]};
 }
 
 static void s_rig_down(rig_t *rig)
@@ -115,58 +109,6 @@ static void s_rig_down(rig_t *rig)
     localcluster_close(&rig->conn);
     localcluster_down(rig->run_dir);
     free(rig->endpoint);
-}
-
-static void s_send_all(rig_t *rig)
-{
-    for (int g = 0; g < N_GEN; g++) {
-        rig->gen[g] = (gen_t){0};
-        wire_request_t req = {.type = WIRE_REQ_GENERATE, .request_id = 100 + (uint64_t)g,
-                              .n_prompt = s_n_prompt[g], .prompt = s_prompt[g],
-                              .max_tokens = MAX_TOKENS};
-        localcluster_send(&rig->conn, &req);
-    }
-}
-
-/* Receives replies until every generation has at least min_tokens tokens or
- * ended (min_tokens < 0: until all ended). Returns the longest gap between
- * two replies (s). Fails the test after `seconds`. */
-static double s_pump(rig_t *rig, int min_tokens, double seconds)
-{
-    const double deadline = timer_now() + seconds;
-    double last = timer_now(), gap = 0;
-    for (;;) {
-        bool enough = true;
-        for (int g = 0; g < N_GEN; g++)
-            enough &= rig->gen[g].ended ||
-                      (min_tokens >= 0 && rig->gen[g].n_tokens >= min_tokens);
-        if (enough)
-            return gap;
-        if (timer_now() > deadline)
-            fail_msg("generations still running after %.0f s", seconds);
-        wire_reply_t rep;
-        localcluster_recv(&rig->conn, &rep, "no reply from the coordinator");
-        const double now = timer_now();
-        gap = now - last > gap ? now - last : gap;
-        last = now;
-        const int g = (int)rep.request_id - 100;
-        assert_true(g >= 0 && g < N_GEN);
-        gen_t *gen = &rig->gen[g];
-        assert_false(gen->ended);
-        if (rep.type == WIRE_REP_ERROR) {
-            gen->ended = gen->failed = true;
-            gen->code = rep.error_code;
-            snprintf(gen->error, sizeof gen->error, "%s",
-                     rep.error_message ? rep.error_message : "");
-            continue;
-        }
-        assert_int_equal(rep.type, WIRE_REP_TOKENS);
-        for (int i = 0; i < rep.n_tokens && gen->used < sizeof gen->got - 16; i++)
-            gen->used += (size_t)snprintf(gen->got + gen->used, sizeof gen->got - gen->used,
-                                          "%s%d", gen->n_tokens++ ? "," : "",
-                                          (int)rep.tokens[i]);
-        gen->ended = rep.final;
-    }
 }
 
 /* Node node_id's state from a STATUS request on its own socket. */
@@ -213,46 +155,25 @@ static void s_signal_node(const rig_t *rig, int node_id, int sig)
     assert_int_equal(kill(localcluster_pid(rig->run_dir, name), sig), 0);
 }
 
-/* Every generation completed with moe-run's output. */
-static void s_expect_all_equal(const rig_t *rig, const char *what)
-{
-    for (int g = 0; g < N_GEN; g++) {
-        const gen_t *gen = &rig->gen[g];
-        if (gen->failed)
-            fail_msg("%s: generation %d failed: %s", what, g, gen->error);
-        if (strcmp(gen->got, s_want[g]) != 0)
-            fail_msg("%s: generation %d printed\n  %s\nbut moe-run\n  %s", what, g, gen->got,
-                     s_want[g]);
-    }
-}
-
 /* One generation through a fresh request; true when it succeeded (and then
  * it must equal moe-run's). */
 static bool s_try_one(rig_t *rig, int g, char *error, size_t size)
 {
-    rig->gen[g] = (gen_t){0};
-    wire_request_t req = {.type = WIRE_REQ_GENERATE, .request_id = 100 + (uint64_t)g,
-                          .n_prompt = s_n_prompt[g], .prompt = s_prompt[g],
-                          .max_tokens = MAX_TOKENS};
-    localcluster_send(&rig->conn, &req);
+    generations_send(&rig->gens, &rig->conn, g);
+    const generation_t *gen = &rig->gens.gen[g];
     const double deadline = timer_now() + 20;
-    while (!rig->gen[g].ended && timer_now() < deadline) {
+    while (!gen->ended && timer_now() < deadline) {
         wire_reply_t rep;
         localcluster_recv(&rig->conn, &rep, "no reply from the coordinator");
         assert_int_equal((int)rep.request_id, 100 + g);
-        gen_t *gen = &rig->gen[g];
-        if (rep.type == WIRE_REP_ERROR) {
-            snprintf(error, size, "%s", rep.error_message ? rep.error_message : "");
+        generations_take(&rig->gens, &rep);
+        if (gen->failed) {
+            snprintf(error, size, "%s", gen->error);
             return false;
         }
-        for (int i = 0; i < rep.n_tokens && gen->used < sizeof gen->got - 16; i++)
-            gen->used += (size_t)snprintf(gen->got + gen->used, sizeof gen->got - gen->used,
-                                          "%s%d", gen->n_tokens++ ? "," : "",
-                                          (int)rep.tokens[i]);
-        gen->ended = rep.final;
     }
-    assert_true(rig->gen[g].ended);
-    assert_string_equal(rig->gen[g].got, s_want[g]);
+    assert_true(gen->ended);
+    assert_string_equal(gen->got, s_want[g]);
     return true;
 }
 
@@ -261,16 +182,16 @@ static void test_kill_with_replicas(void **state)
     (void)state;
     rig_t rig;
     s_rig_up(&rig, "kill-r2", 3, "--replicas 2 --micro-batches 2");
-    s_send_all(&rig);
-    s_pump(&rig, 10, 30); /* all sixteen under way */
+    generations_send_all(&rig.gens, &rig.conn);
+    generations_pump(&rig.gens, &rig.conn, 10, 30); /* all sixteen under way */
     for (int g = 0; g < N_GEN; g++)
-        assert_false(rig.gen[g].ended);
+        assert_false(rig.gens.gen[g].ended);
     const double t_kill = timer_now();
     s_signal_node(&rig, 2, SIGKILL);
-    const double gap = s_pump(&rig, -1, 30);
+    const double gap = generations_pump(&rig.gens, &rig.conn, -1, 30);
     printf("  kill -9 of node 2 (of 3, 2 replicas) mid-generation: all %d completed %.3f s "
            "later (longest pause %.3f s)\n", N_GEN, timer_now() - t_kill, gap);
-    s_expect_all_equal(&rig, "kill -9, 2 replicas");
+    generations_expect_all(&rig.gens, "kill -9, 2 replicas");
     /* The sixteen ran as two micro-batches (--micro-batches 2):
      * the kill found two calls in flight, and each call re-sent its own. */
     localcluster_conn_t conn;
@@ -299,15 +220,15 @@ static void test_kill_without_replicas(void **state)
     (void)state;
     rig_t rig;
     s_rig_up(&rig, "kill-r1", 2, "--replicas 1 --micro-batches 2");
-    s_send_all(&rig);
-    s_pump(&rig, 10, 30);
+    generations_send_all(&rig.gens, &rig.conn);
+    generations_pump(&rig.gens, &rig.conn, 10, 30);
     const double t_kill = timer_now();
     s_signal_node(&rig, 2, SIGKILL);
-    s_pump(&rig, -1, 30);
+    generations_pump(&rig.gens, &rig.conn, -1, 30);
     const double ended = timer_now() - t_kill;
     int n_failed = 0;
     for (int g = 0; g < N_GEN; g++) {
-        const gen_t *gen = &rig.gen[g];
+        const generation_t *gen = &rig.gens.gen[g];
         if (!gen->failed) { /* it never needed node 2 after the kill */
             assert_string_equal(gen->got, s_want[g]);
             continue;
@@ -318,7 +239,7 @@ static void test_kill_without_replicas(void **state)
             fail_msg("generation %d failed with an unclear error: %s", g, gen->error);
     }
     printf("  kill -9 of node 2 (of 2, 1 replica): %d of %d failed within %.3f s, e.g. %s\n",
-           n_failed, N_GEN, ended, rig.gen[0].failed ? rig.gen[0].error : "");
+           n_failed, N_GEN, ended, rig.gens.gen[0].failed ? rig.gens.gen[0].error : "");
     assert_true(n_failed > 0);
     assert_true(ended < 10.0);
 
@@ -349,18 +270,18 @@ static void test_stopped_node(void **state)
     (void)state;
     rig_t rig;
     s_rig_up(&rig, "stop-r2", 3, "--replicas 2");
-    s_send_all(&rig);
-    s_pump(&rig, 10, 30);
+    generations_send_all(&rig.gens, &rig.conn);
+    generations_pump(&rig.gens, &rig.conn, 10, 30);
     const double t_stop = timer_now();
     s_signal_node(&rig, 2, SIGSTOP);
-    const double gap = s_pump(&rig, -1, 30);
+    const double gap = generations_pump(&rig.gens, &rig.conn, -1, 30);
     const double done = timer_now() - t_stop;
     char why[512];
     const bool up = s_node_up(&rig, 2, why, sizeof why);
     printf("  SIGSTOP of node 2 mid-generation: all %d completed %.3f s later, longest pause "
            "%.3f s (reply timeout %d ms); node 2: %s\n", N_GEN, done, gap, REPLY_TIMEOUT_MS,
            up ? "up" : why);
-    s_expect_all_equal(&rig, "SIGSTOP, 2 replicas");
+    generations_expect_all(&rig.gens, "SIGSTOP, 2 replicas");
     assert_false(up);
     /* The stopped node had work in flight: it went to the replicas. */
     char cmd[1024];

@@ -47,6 +47,7 @@
 #include "proto/client_rpc.h"
 #include "tests/crosscheck.h"
 #include "tests/fixture.h"
+#include "tests/generations.h"
 #include "tests/localcluster.h"
 #include "tests/testutil.h"
 
@@ -65,22 +66,12 @@ static char s_want[N_GEN][2048];  /* moe-run's output for each prompt */
 static int32_t s_prompt[N_GEN][MAX_PROMPT];
 static int s_n_prompt[N_GEN];
 
-/* One generation as a client sees it. */
-typedef struct gen {
-    char got[2048];            /* token ids, "a,b,c" */
-    size_t used;
-    int n_tokens;
-    bool ended;
-    bool failed;
-    char error[512];
-} gen_t;
-
 /* The cluster under test and a client socket for the generations. */
 typedef struct rig {
     char run_dir[700];
     char *endpoint;
     localcluster_conn_t conn;
-    gen_t gen[N_GEN];
+    generations_t gens;
 } rig_t;
 
 /* Sixteen prompts and what moe-run prints for each. */
@@ -111,6 +102,10 @@ static void s_rig_up(rig_t *rig, const char *name, int nodes, const char *extra)
     snprintf(opts, sizeof opts, "%s %s", CLUSTER_OPTS, extra ? extra : "");
     rig->endpoint = localcluster_up(s_model, nodes, rig->run_dir, opts);
     localcluster_open(&rig->conn, rig->endpoint);
+    rig->gens = (generations_t){.n = N_GEN, .max_tokens = MAX_TOKENS,
+                                .prompts = &s_prompt[0][0], .stride = MAX_PROMPT,
+                                .len = s_n_prompt, .want = &s_want[0][0],
+                                .want_size = sizeof s_want[0]};
 }
 
 static void s_rig_down(rig_t *rig)
@@ -118,65 +113,6 @@ static void s_rig_down(rig_t *rig)
     localcluster_close(&rig->conn);
     localcluster_down(rig->run_dir);
     free(rig->endpoint);
-}
-
-static void s_send_all(rig_t *rig)
-{
-    for (int g = 0; g < N_GEN; g++) {
-        rig->gen[g] = (gen_t){0};
-        wire_request_t req = {.type = WIRE_REQ_GENERATE, .request_id = 100 + (uint64_t)g,
-                              .n_prompt = s_n_prompt[g], .prompt = s_prompt[g],
-                              .max_tokens = MAX_TOKENS};
-        localcluster_send(&rig->conn, &req);
-    }
-}
-
-/* Receives replies until every generation has at least min_tokens tokens or
- * ended (min_tokens < 0: until all ended). Fails the test after `seconds`. */
-static void s_pump(rig_t *rig, int min_tokens, double seconds)
-{
-    const double deadline = timer_now() + seconds;
-    for (;;) {
-        bool enough = true;
-        for (int g = 0; g < N_GEN; g++)
-            enough &= rig->gen[g].ended ||
-                      (min_tokens >= 0 && rig->gen[g].n_tokens >= min_tokens);
-        if (enough)
-            return;
-        if (timer_now() > deadline)
-            fail_msg("generations still running after %.0f s", seconds);
-        wire_reply_t rep;
-        localcluster_recv(&rig->conn, &rep, "no reply from the coordinator");
-        const int g = (int)rep.request_id - 100;
-        assert_true(g >= 0 && g < N_GEN);
-        gen_t *gen = &rig->gen[g];
-        assert_false(gen->ended);
-        if (rep.type == WIRE_REP_ERROR) {
-            gen->ended = gen->failed = true;
-            snprintf(gen->error, sizeof gen->error, "%s",
-                     rep.error_message ? rep.error_message : "");
-            continue;
-        }
-        assert_int_equal(rep.type, WIRE_REP_TOKENS);
-        for (int i = 0; i < rep.n_tokens && gen->used < sizeof gen->got - 16; i++)
-            gen->used += (size_t)snprintf(gen->got + gen->used, sizeof gen->got - gen->used,
-                                          "%s%d", gen->n_tokens++ ? "," : "",
-                                          (int)rep.tokens[i]);
-        gen->ended = rep.final;
-    }
-}
-
-/* Every generation completed with moe-run's output. */
-static void s_expect_all_equal(const rig_t *rig, const char *what)
-{
-    for (int g = 0; g < N_GEN; g++) {
-        const gen_t *gen = &rig->gen[g];
-        if (gen->failed)
-            fail_msg("%s: generation %d failed: %s", what, g, gen->error);
-        if (strcmp(gen->got, s_want[g]) != 0)
-            fail_msg("%s: generation %d printed\n  %s\nbut moe-run\n  %s", what, g, gen->got,
-                     s_want[g]);
-    }
 }
 
 /* Runs moe-client with args against the rig; its stdout (malloc'd) and
@@ -211,9 +147,9 @@ static void test_load_measured(void **state)
     (void)state;
     rig_t rig;
     s_rig_up(&rig, "load", 2, "--load-half-life-s 30");
-    s_send_all(&rig);
-    s_pump(&rig, -1, 60);
-    s_expect_all_equal(&rig, "two nodes");
+    generations_send_all(&rig.gens, &rig.conn);
+    generations_pump(&rig.gens, &rig.conn, -1, 60);
+    generations_expect_all(&rig.gens, "two nodes");
 
     wire_reply_t rep;
     localcluster_status(&rig.conn, 1, &rep);
@@ -334,29 +270,29 @@ static void test_rebalance_skewed(void **state)
     rig_t rig;
     s_rig_up(&rig, "skewed", 3, opts);
     /* A first round measures the load. */
-    s_send_all(&rig);
-    s_pump(&rig, -1, 60);
-    s_expect_all_equal(&rig, "skewed placement");
+    generations_send_all(&rig.gens, &rig.conn);
+    generations_pump(&rig.gens, &rig.conn, -1, 60);
+    generations_expect_all(&rig.gens, "skewed placement");
     const double before = s_imbalance(&rig, 0, NULL);
     /* The second round is rebalanced in its middle. */
-    s_send_all(&rig);
-    s_pump(&rig, 10, 60);
+    generations_send_all(&rig.gens, &rig.conn);
+    generations_pump(&rig.gens, &rig.conn, 10, 60);
     const double t0 = timer_now();
     client_move_t m;
     s_rebalance(&rig, 2, 0, &m);
     const double took = timer_now() - t0;
     const double after = s_imbalance(&rig, 0, NULL);
-    s_pump(&rig, -1, 60);
+    generations_pump(&rig.gens, &rig.conn, -1, 60);
     printf("  skewed placement: imbalance %.3f; rebalance (R = 2) in %.3f s under 16 "
            "generations: %s; measured after: %.3f\n", before, took, m.summary, after);
-    s_expect_all_equal(&rig, "rebalanced mid-generation");
+    generations_expect_all(&rig.gens, "rebalanced mid-generation");
     assert_true(before > 1.3);
     assert_true(after <= 1.15);
     assert_true(m.copies_loaded > 0);
     /* And again after: still moe-run's outputs on the new placement. */
-    s_send_all(&rig);
-    s_pump(&rig, -1, 60);
-    s_expect_all_equal(&rig, "after the rebalance");
+    generations_send_all(&rig.gens, &rig.conn);
+    generations_pump(&rig.gens, &rig.conn, -1, 60);
+    generations_expect_all(&rig.gens, "after the rebalance");
     /* A node restarted with its first arguments (the skewed file) after the
      * move is given its share of the new placement again as it rejoins. */
     char *hosted = s_hosted_text(&rig);
@@ -367,9 +303,9 @@ static void test_rebalance_skewed(void **state)
     assert_int_equal(testutil_run(cmd, NULL), 0);
     char *hosted_again = s_hosted_text(&rig);
     assert_string_equal(hosted_again, hosted);
-    s_send_all(&rig);
-    s_pump(&rig, -1, 60);
-    s_expect_all_equal(&rig, "after node 2 restarted with its first placement");
+    generations_send_all(&rig.gens, &rig.conn);
+    generations_pump(&rig.gens, &rig.conn, -1, 60);
+    generations_expect_all(&rig.gens, "after node 2 restarted with its first placement");
     snprintf(cmd, sizeof cmd, "grep -q 'node 2 .* is back after .* loaded again' "
              "'%s/coordinator.log'", rig.run_dir);
     assert_int_equal(testutil_run(cmd, NULL), 0);
@@ -399,9 +335,9 @@ static void test_auto_rebalance(void **state)
              "120 --rebalance-redundant 2", file);
     rig_t rig;
     s_rig_up(&rig, "auto", 3, opts);
-    s_send_all(&rig);
-    s_pump(&rig, -1, 60);
-    s_expect_all_equal(&rig, "auto, first round");
+    generations_send_all(&rig.gens, &rig.conn);
+    generations_pump(&rig.gens, &rig.conn, -1, 60);
+    generations_expect_all(&rig.gens, "auto, first round");
     double imbalance = 0;
     const double t0 = timer_now();
     for (int i = 0; i < 100; i++) { /* bounded: 10 s */
@@ -414,9 +350,9 @@ static void test_auto_rebalance(void **state)
            "traffic, imbalance %.3f\n", timer_now() - t0, imbalance);
     assert_int_equal(s_log_count(&rig, "moe-coordinator: rebalanced:"), 1);
     assert_true(imbalance <= 1.15);
-    s_send_all(&rig);
-    s_pump(&rig, -1, 60);
-    s_expect_all_equal(&rig, "auto, after its move");
+    generations_send_all(&rig.gens, &rig.conn);
+    generations_pump(&rig.gens, &rig.conn, -1, 60);
+    generations_expect_all(&rig.gens, "auto, after its move");
     usleep(2500 * 1000); /* two more checks: below the threshold, no move */
     assert_int_equal(s_log_count(&rig, "moe-coordinator: rebalanc"), 2); /* ing + ed */
     s_rig_down(&rig);
@@ -477,8 +413,8 @@ static void test_add_node_under_load(void **state)
     (void)state;
     rig_t rig;
     s_rig_up(&rig, "add", 2, NULL);
-    s_send_all(&rig);
-    s_pump(&rig, 10, 60);
+    generations_send_all(&rig.gens, &rig.conn);
+    generations_pump(&rig.gens, &rig.conn, 10, 60);
     char cmd[2048];
     snprintf(cmd, sizeof cmd, "MOE_BIN='%s' '%s/cluster/local.sh' add-node --run-dir '%s' "
              "--redundant 1 2>&1", s_bin, s_root, rig.run_dir);
@@ -493,11 +429,11 @@ static void test_add_node_under_load(void **state)
     int hosted = 0;
     s_imbalance(&rig, 3, &hosted);
     assert_true(hosted > 0);
-    s_pump(&rig, -1, 60);
-    s_expect_all_equal(&rig, "node 3 added mid-generation");
-    s_send_all(&rig);
-    s_pump(&rig, -1, 60);
-    s_expect_all_equal(&rig, "after node 3 joined");
+    generations_pump(&rig.gens, &rig.conn, -1, 60);
+    generations_expect_all(&rig.gens, "node 3 added mid-generation");
+    generations_send_all(&rig.gens, &rig.conn);
+    generations_pump(&rig.gens, &rig.conn, -1, 60);
+    generations_expect_all(&rig.gens, "after node 3 joined");
     printf("  node 3 added to 2 under 16 generations in %.3f s: it hosts %d experts; none "
            "failed\n", took, hosted);
 
@@ -521,9 +457,9 @@ static void test_add_node_under_load(void **state)
     free(out);
     assert_int_equal(s_client(&rig, "node remove 1", &out), 2);
     free(out);
-    s_send_all(&rig);
-    s_pump(&rig, -1, 60);
-    s_expect_all_equal(&rig, "after bad requests");
+    generations_send_all(&rig.gens, &rig.conn);
+    generations_pump(&rig.gens, &rig.conn, -1, 60);
+    generations_expect_all(&rig.gens, "after bad requests");
     s_rig_down(&rig);
 }
 
@@ -532,8 +468,8 @@ static void test_drain_under_load(void **state)
     (void)state;
     rig_t rig;
     s_rig_up(&rig, "drain", 3, NULL);
-    s_send_all(&rig);
-    s_pump(&rig, 10, 60);
+    generations_send_all(&rig.gens, &rig.conn);
+    generations_pump(&rig.gens, &rig.conn, 10, 60);
     char cmd[2048];
     snprintf(cmd, sizeof cmd, "MOE_BIN='%s' '%s/cluster/local.sh' drain-node --run-dir '%s' "
              "--node 2 2>&1", s_bin, s_root, rig.run_dir);
@@ -545,12 +481,12 @@ static void test_drain_under_load(void **state)
     int hosted = -1;
     s_imbalance(&rig, 2, &hosted);
     assert_int_equal(hosted, 0);
-    s_pump(&rig, -1, 60);
-    s_expect_all_equal(&rig, "node 2 drained and stopped mid-generation");
+    generations_pump(&rig.gens, &rig.conn, -1, 60);
+    generations_expect_all(&rig.gens, "node 2 drained and stopped mid-generation");
     /* Node 2 is gone: everything still runs. */
-    s_send_all(&rig);
-    s_pump(&rig, -1, 60);
-    s_expect_all_equal(&rig, "after the drain");
+    generations_send_all(&rig.gens, &rig.conn);
+    generations_pump(&rig.gens, &rig.conn, -1, 60);
+    generations_expect_all(&rig.gens, "after the drain");
     printf("  node 2 of 3 drained and stopped under 16 generations: none failed\n");
     s_rig_down(&rig);
 }
@@ -565,11 +501,11 @@ static void test_kill_mid_move(void **state)
     snprintf(opts, sizeof opts, "--replicas 2 --place-delay-ms 1500");
     rig_t rig;
     s_rig_up(&rig, "kill-move", 3, opts);
-    s_send_all(&rig);
-    s_pump(&rig, -1, 60);
+    generations_send_all(&rig.gens, &rig.conn);
+    generations_pump(&rig.gens, &rig.conn, -1, 60);
     char *hosted_before = s_hosted_text(&rig);
-    s_send_all(&rig);
-    s_pump(&rig, 10, 60);
+    generations_send_all(&rig.gens, &rig.conn);
+    generations_pump(&rig.gens, &rig.conn, 10, 60);
     /* The REBALANCE goes on a connection of its own; its answer waits. */
     localcluster_conn_t mv;
     localcluster_open(&mv, rig.endpoint);
@@ -601,8 +537,8 @@ static void test_kill_mid_move(void **state)
     localcluster_close(&mv);
     char *hosted_after = s_hosted_text(&rig);
     assert_string_equal(hosted_after, hosted_before);
-    s_pump(&rig, -1, 60);
-    s_expect_all_equal(&rig, "node killed in the middle of a move");
+    generations_pump(&rig.gens, &rig.conn, -1, 60);
+    generations_expect_all(&rig.gens, "node killed in the middle of a move");
     free(hosted_before);
     free(hosted_after);
     s_rig_down(&rig);
@@ -614,8 +550,8 @@ static void test_budget_too_small(void **state)
     rig_t rig;
     /* mixtral-A's experts are 48 KiB: 0.5 MiB holds 10 per node, 5 per layer. */
     s_rig_up(&rig, "budget", 2, "--memory-budget 0.5");
-    s_send_all(&rig);
-    s_pump(&rig, -1, 60);
+    generations_send_all(&rig.gens, &rig.conn);
+    generations_pump(&rig.gens, &rig.conn, -1, 60);
     char *before = s_hosted_text(&rig);
     char *out = NULL;
     assert_int_equal(s_client(&rig, "rebalance --redundant 4", &out), 1);
@@ -629,9 +565,9 @@ static void test_budget_too_small(void **state)
     /* Two redundant copies fit (8 + 2 <= 10 per layer). */
     assert_int_equal(s_client(&rig, "rebalance --redundant 2", &out), 0);
     free(out);
-    s_send_all(&rig);
-    s_pump(&rig, -1, 60);
-    s_expect_all_equal(&rig, "after a rebalance within the budgets");
+    generations_send_all(&rig.gens, &rig.conn);
+    generations_pump(&rig.gens, &rig.conn, -1, 60);
+    generations_expect_all(&rig.gens, "after a rebalance within the budgets");
     free(before);
     s_rig_down(&rig);
 }
