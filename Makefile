@@ -161,6 +161,7 @@ TESTS_CORE    := test_idlist test_arg test_progress test_lograte test_endpoint
 TESTS_CORE    += test_metrics
 TESTS_CORE    += test_tensor
 TESTS_CORE    += test_quant
+TESTS_CORE    += test_blas
 TESTS_KERNELS := test_gemm test_rmsnorm test_rope test_softmax test_ffn test_attention \
                  test_mla test_pool
 TESTS_KERNELS += test_matmul

@@ -7,10 +7,16 @@
  * variable is set, it removes it and re-executes the program so that OpenBLAS
  * detects the CPU itself. A user who really wants a given kernel sets
  * MOE_OPENBLAS_CORETYPE instead, which is passed on as OPENBLAS_CORETYPE.
+ * And when OpenBLAS's own detection falls back to generic SSE kernels on a
+ * CPU with AVX2 or AVX-512 (an OpenBLAS older than the CPU: Debian 12's ran
+ * the 16-core Xeon host on "Prescott", prefill at a fraction of its speed),
+ * the program re-executes once more asking for the kernels of its
+ * extensions (blas_core_upgrade).
  */
 #ifndef MOE_CORE_BLAS_H
 #define MOE_CORE_BLAS_H
 
+#include <stdbool.h>
 #include <stdio.h>
 
 /* Returns normally when OpenBLAS already runs on the kernels we want; otherwise
@@ -18,6 +24,12 @@
  * only if that exec fails, after a warning on stderr). Call before any thread
  * is started. */
 void blas_ensure_native(char **argv);
+
+/* The OpenBLAS kernel family to ask for instead of core on a CPU with
+ * these extensions ("SkylakeX" for AVX-512 F/BW/DQ/VL/CD, "Haswell" for
+ * AVX2 + FMA), or NULL when core is not one of OpenBLAS's generic SSE or AVX
+ * families or the CPU has neither. */
+const char *blas_core_upgrade(const char *core, bool avx512, bool avx2);
 
 /* Name of the kernel family OpenBLAS uses, e.g. "Cooperlake" (borrowed). */
 const char *blas_core_name(void);
