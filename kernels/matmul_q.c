@@ -487,7 +487,7 @@ S_PART(s_part_vnni_q4, S_VNNI_TARGET, s_tile_vnni, s_tile_vnni2, MODE_VNNI_Q4)
  * kernel's instructions for Q4_0, three quarters for Q8_0.
  * W is packed in slices of PK_SLICE blocks (a stack buffer); between slices
  * each output's accumulator waits in y (a float store and load: exact). */
-enum { PK_ROWS = 8, PK_SLICE = 64 };
+enum { PK_ROWS = 8, PK_SLICE = 64, PACK_AHEAD = 16 };
 
 static void s_part_port_b(float *y, int ldy, const act_t *a, const tensor_t *w, int m,
                           int64_t j0, int64_t j1)
@@ -524,11 +524,19 @@ s_pack_into(const tensor_t *w, int64_t j, int nrows, int64_t b0, int nbs, uint8_
 {
     const bool q4 = w->dtype == DTYPE_Q4_0;
     const size_t gstride = blk_stride / 8;
+    const size_t bytes = q4 ? QUANT_Q4_0_BYTES : QUANT_Q8_0_BYTES;
     for (int bb = 0; bb < nbs; bb++) {
         __m256i v[PK_ROWS];
         for (int r = 0; r < PK_ROWS; r++) {
             if (r < nrows) {
                 __m256 d;
+                /* The same blocks PACK_AHEAD rows on, which the part packs
+                 * next (or after next): a pack reads 8 rows at once, streams
+                 * the hardware prefetcher follows poorly, and the prefill
+                 * kernel otherwise waits on them. */
+                if (s_prefetch_step(q4, b0 + bb) && j + r + PACK_AHEAD < w->rows)
+                    _mm_prefetch((const char *)s_wrow(w, j + r + PACK_AHEAD) +
+                                     (size_t)(b0 + bb) * bytes, _MM_HINT_T0);
                 v[r] = q4 ? s_wload_q4(s_wrow(w, j + r), b0 + bb, &d)
                           : s_wload_q8(s_wrow(w, j + r), b0 + bb, &d);
                 if (bias128)
