@@ -1,0 +1,250 @@
+/* matmul_f16_prefill: y = x W^T for F16 and BF16 weights and more than
+ * GEMM_SMALL_MAX_ROWS rows of x on the AVX-512 path, straight from the
+ * 16-bit weights (matmul_private.h).
+ *
+ * Why: the generic prefill path (kernels/matmul.c) decodes W into a float
+ * tile and hands it to OpenBLAS's sgemm, which packs it once more and, on
+ * the Zen 5 development machine (Cooperlake kernels), reaches 130-180
+ * GFLOP/s on 2 threads, about a third of the cores' FMA peak; BF16 prefill
+ * ran at 1.25x llama.cpp's F16 where issue 12 asks 1.5x.
+ *
+ * How: the classic outer-product kernel of an sgemm, with W as the packed
+ * operand. Per thread, a block of NR = 32 W rows by KB columns is decoded
+ * (BF16: zero-extend, shift left 16; F16: vcvtph2ps, exact subnormals
+ * included) and transposed into a stack buffer pk[kk][32] (32 KB), so one
+ * vector holds 16 W rows' weights at one column. A tile of up to MR = 12
+ * rows of x then keeps 12 x 2 accumulators of 16 outputs each (24 zmm):
+ * per column it loads the 2 W vectors and, per row of x, broadcasts x[i][p]
+ * from x itself and issues 2 FMAs. That is 24 FMAs per 14 loads and no
+ * horizontal sum; m is covered in tiles of 12 (the last one 1 to 12 rows,
+ * nothing wasted on padding) and W's rows in blocks of 32 (masked stores for
+ * the last). Decoding and transposing cost about 0.5 instructions per weight
+ * once per call, against m / 16 FMAs per weight.
+ *
+ * Numerics: every product is float32 x[i][p] times the exact decoded
+ * weight, summed by FMAs in increasing p into one float32 accumulator per
+ * output (carried in y between column blocks: a float store and load,
+ * exact). That is a float32 dot product of length k, within the bound
+ * tests/test_matmul.c holds every kernel to; it is not batch-invariant in
+ * its bits (a row's results do not depend on the others here either, but
+ * matmul.h promises nothing above 16 rows).
+ *
+ * Order: the rows of W are cut into chunks over the compute pool (about 4
+ * per thread); a chunk walks the column blocks in order and, for each, its
+ * W blocks, so the x block (m x KB floats, 128 KB at m = 128) and the
+ * chunk's y stay in L2 while W streams from memory once per call.
+ *
+ * Measured on the 2-core Zen 5 development machine (see the commit that
+ * added this file for the figures and the load they were taken under).
+ */
+#include <assert.h>
+#include <immintrin.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "kernels/matmul_private.h"
+#include "kernels/pool.h"
+
+enum {
+    NR = 32,               /* W rows per packed block: 2 vectors */
+    MR = 12,               /* x rows per tile: 24 accumulators */
+    KB = 256,              /* columns per packed block: 32 KB of floats */
+    CHUNKS_PER_THREAD = 4,
+};
+
+#define S_TARGET __attribute__((target("avx512f,avx2,fma,f16c")))
+
+/* 16 consecutive weights of a 16-bit row, decoded to float32. */
+S_TARGET static inline __m512 s_decode16(const uint16_t *src, bool bf)
+{
+    __m256i h = _mm256_loadu_si256((const __m256i *)src);
+    if (bf)
+        return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+    return _mm512_cvtph_ps(h);
+}
+
+/* out[c] = column c of the 16 x 16 matrix whose row r is in[r]. */
+S_TARGET static inline void s_transpose16(__m512 in[16])
+{
+    __m512 t[16];
+    #pragma GCC unroll 16
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_ps(in[i], in[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(in[i], in[i + 1]);
+    }
+    /* t[2q], t[2q+1]: rows 2q, 2q+1 interleaved per 128-bit lane (columns
+     * 0,1 / 2,3 of each lane). Pairs of 64 bits next. */
+    #pragma GCC unroll 16
+    for (int i = 0; i < 16; i += 4) {
+        __m512d a = _mm512_castps_pd(t[i]), b = _mm512_castps_pd(t[i + 2]);
+        __m512d c = _mm512_castps_pd(t[i + 1]), d = _mm512_castps_pd(t[i + 3]);
+        in[i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, b));
+        in[i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, b));
+        in[i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(c, d));
+        in[i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(c, d));
+    }
+    /* in[4g + c'] now holds, in 128-bit lane l, rows 4g..4g+3 of column
+     * 4l + c'. Gather lanes: first across pairs of groups, then across the
+     * pairs. */
+    #pragma GCC unroll 16
+    for (int i = 0; i < 4; i++) {
+        t[i] = _mm512_shuffle_f32x4(in[i], in[4 + i], 0x88);       /* lanes 0,2 | 0,2 */
+        t[4 + i] = _mm512_shuffle_f32x4(in[i], in[4 + i], 0xdd);   /* lanes 1,3 | 1,3 */
+        t[8 + i] = _mm512_shuffle_f32x4(in[8 + i], in[12 + i], 0x88);
+        t[12 + i] = _mm512_shuffle_f32x4(in[8 + i], in[12 + i], 0xdd);
+    }
+    /* t[i] (i < 4): lane 0,1 = column c' (=i) of lanes 0,2 of groups 0, 1 ...
+     * combine with groups 2, 3. */
+    #pragma GCC unroll 16
+    for (int i = 0; i < 4; i++) {
+        in[i] = _mm512_shuffle_f32x4(t[i], t[8 + i], 0x88);          /* column i */
+        in[8 + i] = _mm512_shuffle_f32x4(t[i], t[8 + i], 0xdd);      /* column 8 + i */
+        in[4 + i] = _mm512_shuffle_f32x4(t[4 + i], t[12 + i], 0x88); /* column 4 + i */
+        in[12 + i] = _mm512_shuffle_f32x4(t[4 + i], t[12 + i], 0xdd);/* column 12 + i */
+    }
+}
+
+/* pk[kk * NR + r] = W[j + r][p0 + kk] for r < nrows, kk < kb; 0 for the rows
+ * past nrows. */
+S_TARGET static void s_pack(const tensor_t *w, int64_t j, int nrows, int64_t p0, int kb,
+                            float *pk, bool bf, int pf_cols)
+{
+    for (int h = 0; h < NR; h += 16) {
+        const uint8_t *base = (const uint8_t *)w->data + (size_t)(j + h) * w->row_stride;
+        int nr = nrows - h < 0 ? 0 : nrows - h < 16 ? nrows - h : 16;
+        for (int kk = 0; kk < kb; kk += 16) {
+            int nk = kb - kk < 16 ? kb - kk : 16;
+            __m512 v[16];
+#pragma GCC unroll 16
+            for (int r = 0; r < 16; r++) {
+                if (r >= nr) {
+                    v[r] = _mm512_setzero_ps();
+                    continue;
+                }
+                const uint16_t *src = (const uint16_t *)(base + (size_t)r * w->row_stride) +
+                                      p0 + kk;
+                if (pf_cols > kk && (kk & 16) == 0)  /* a line: 32 weights */
+                    __builtin_prefetch(src + KB, 0, 3);
+                if (nk == 16) {
+                    v[r] = s_decode16(src, bf);
+                } else {  /* the row's last columns: never read past them */
+                    uint16_t tail[16] = {0};
+                    memcpy(tail, src, (size_t)nk * sizeof *tail);
+                    v[r] = s_decode16(tail, bf);
+                }
+            }
+            s_transpose16(v);
+#pragma GCC unroll 16
+            for (int c = 0; c < nk; c++)
+                _mm512_store_ps(pk + (size_t)(kk + c) * NR + h, v[c]);
+        }
+    }
+}
+
+/* y[i][j..j+32) (masks m0, m1 for the two halves) for R rows of x from x
+ * (row stride ldx), columns [0, kb) of the packed block; added to y unless
+ * first. */
+S_TARGET __attribute__((always_inline)) static inline void
+s_tile(float *y, int ldy, const float *x, int ldx, const float *pk, int kb, bool first,
+       __mmask16 m0, __mmask16 m1, const int R)
+{
+    __m512 a0[MR], a1[MR];
+#pragma GCC unroll 12
+    for (int r = 0; r < R; r++) {
+        if (first) {
+            a0[r] = _mm512_setzero_ps();
+            a1[r] = _mm512_setzero_ps();
+        } else {
+            a0[r] = _mm512_maskz_loadu_ps(m0, y + (size_t)r * ldy);
+            a1[r] = _mm512_maskz_loadu_ps(m1, y + (size_t)r * ldy + 16);
+        }
+    }
+    for (int kk = 0; kk < kb; kk++) {
+        const __m512 w0 = _mm512_load_ps(pk + (size_t)kk * NR);
+        const __m512 w1 = _mm512_load_ps(pk + (size_t)kk * NR + 16);
+#pragma GCC unroll 12
+        for (int r = 0; r < R; r++) {
+            const __m512 xb = _mm512_set1_ps(x[(size_t)r * ldx + kk]);
+            a0[r] = _mm512_fmadd_ps(w0, xb, a0[r]);
+            a1[r] = _mm512_fmadd_ps(w1, xb, a1[r]);
+        }
+    }
+#pragma GCC unroll 12
+    for (int r = 0; r < R; r++) {
+        _mm512_mask_storeu_ps(y + (size_t)r * ldy, m0, a0[r]);
+        _mm512_mask_storeu_ps(y + (size_t)r * ldy + 16, m1, a1[r]);
+    }
+}
+
+#define S_CASE(R) \
+    case R: s_tile(yt, ldy, xt, ldx, pk, kb, first, m0, m1, R); break;
+
+/* All m rows of x against one packed block. */
+S_TARGET static void s_tiles(float *y, int ldy, const float *x, int ldx, int m,
+                             const float *pk, int kb, bool first, int nrows)
+{
+    const __mmask16 m0 = (__mmask16)(nrows >= 16 ? 0xffff : (1u << nrows) - 1);
+    const __mmask16 m1 = (__mmask16)(nrows >= 32 ? 0xffff
+                                     : nrows <= 16 ? 0 : (1u << (nrows - 16)) - 1);
+    for (int i = 0; i < m; i += MR) {
+        float *yt = y + (size_t)i * ldy;
+        const float *xt = x + (size_t)i * ldx;
+        switch (m - i < MR ? m - i : MR) {
+        S_CASE(12) S_CASE(11) S_CASE(10) S_CASE(9) S_CASE(8) S_CASE(7)
+        S_CASE(6) S_CASE(5) S_CASE(4) S_CASE(3) S_CASE(2)
+        default: s_tile(yt, ldy, xt, ldx, pk, kb, first, m0, m1, 1); break;
+        }
+    }
+}
+
+typedef struct job {
+    float *y;
+    const float *x;
+    const tensor_t *w;
+    int ldy, ldx, m;
+    bool bf;
+    int64_t rows_per_chunk;
+} job_t;
+
+S_TARGET static void s_chunk(void *arg, int t)
+{
+    const job_t *job = arg;
+    const tensor_t *w = job->w;
+    const int64_t j0 = (int64_t)t * job->rows_per_chunk;
+    const int64_t j1 = w->rows - j0 < job->rows_per_chunk ? w->rows : j0 + job->rows_per_chunk;
+    _Alignas(64) float pk[KB * NR];
+    for (int64_t j = j0; j < j1; j += NR) {
+        const int nrows = j1 - j < NR ? (int)(j1 - j) : NR;
+        for (int64_t p0 = 0; p0 < w->cols; p0 += KB) {
+            const int kb = w->cols - p0 < KB ? (int)(w->cols - p0) : KB;
+            const int64_t left = w->cols - p0 - KB;
+            s_pack(w, j, nrows, p0, kb, pk, job->bf, left < 0 ? 0 : left < KB ? (int)left : KB);
+            s_tiles(job->y + j, job->ldy, job->x + p0, job->ldx, job->m, pk, kb, p0 == 0,
+                    nrows);
+        }
+    }
+}
+
+void matmul_f16_prefill(compute_t *cx, float *y, int ldy, const float *x, int ldx,
+                        const tensor_t *w, int m)
+{
+    assert(w->dtype == DTYPE_F16 || w->dtype == DTYPE_BF16);
+    assert(compute_path(cx) == COMPUTE_PATH_AVX512);
+    if (m == 0 || w->rows == 0)
+        return;
+    if (w->cols == 0) {
+        for (int i = 0; i < m; i++)
+            memset(y + (size_t)i * ldy, 0, (size_t)w->rows * sizeof *y);
+        return;
+    }
+    const int64_t threads = pool_threads(compute_pool(cx));
+    const int64_t blocks = (w->rows + NR - 1) / NR;
+    int64_t per = (blocks + threads * CHUNKS_PER_THREAD - 1) / (threads * CHUNKS_PER_THREAD);
+    if (per * POOL_MAX_CHUNKS < blocks)
+        per = (blocks + POOL_MAX_CHUNKS - 1) / POOL_MAX_CHUNKS;
+    job_t job = {.y = y, .x = x, .w = w, .ldy = ldy, .ldx = ldx, .m = m,
+                 .bf = w->dtype == DTYPE_BF16, .rows_per_chunk = per * NR};
+    const int64_t n_chunks = (blocks + per - 1) / per;
+    pool_run(compute_pool(cx), s_chunk, &job, (int)n_chunks);
+}
