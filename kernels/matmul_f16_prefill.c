@@ -142,12 +142,52 @@ S_TARGET static void s_pack(const tensor_t *w, int64_t j, int nrows, int64_t p0,
     }
 }
 
+/* BF16: pk[q * NR + r] = the 32 bits of W[j + r][p0 + 2q] (low half) and
+ * W[j + r][p0 + 2q + 1] (high), as stored, for r < nrows, 2q < kb (the
+ * high half 0 past kb); 0 for the rows past nrows. A 16 x 16 transpose of
+ * 32-bit pairs moves 32 columns, twice s_pack's, and nothing is decoded
+ * here: the tile splits each pair with a shift and a mask. */
+S_TARGET static void s_pack_pairs(const tensor_t *w, int64_t j, int nrows, int64_t p0, int kb,
+                                  uint32_t *pk, int pf_cols)
+{
+    for (int h = 0; h < NR; h += 16) {
+        const uint8_t *base = (const uint8_t *)w->data + (size_t)(j + h) * w->row_stride;
+        int nr = nrows - h < 0 ? 0 : nrows - h < 16 ? nrows - h : 16;
+        for (int kk = 0; kk < kb; kk += 32) {
+            int nk = kb - kk < 32 ? kb - kk : 32;
+            __m512 v[16];
+#pragma GCC unroll 16
+            for (int r = 0; r < 16; r++) {
+                if (r >= nr) {
+                    v[r] = _mm512_setzero_ps();
+                    continue;
+                }
+                const uint16_t *src = (const uint16_t *)(base + (size_t)r * w->row_stride) +
+                                      p0 + kk;
+                if (pf_cols > kk)  /* a line: 32 weights */
+                    __builtin_prefetch(src + KB, 0, 3);
+                if (nk == 32) {
+                    v[r] = _mm512_loadu_ps(src);
+                } else {  /* the row's last columns: never read past them */
+                    uint16_t tail[32] = {0};
+                    memcpy(tail, src, (size_t)nk * sizeof *tail);
+                    v[r] = _mm512_loadu_ps(tail);
+                }
+            }
+            s_transpose16(v);
+#pragma GCC unroll 16
+            for (int c = 0; c < (nk + 1) / 2; c++)
+                _mm512_store_ps((float *)pk + (size_t)(kk / 2 + c) * NR + h, v[c]);
+        }
+    }
+}
+
 /* y[i][j..j+32) (masks m0, m1 for the two halves) for R rows of x from x
- * (row stride ldx), columns [0, kb) of the packed block; added to y unless
- * first. */
+ * (row stride ldx), columns [0, kb) of the packed block (pairs: s_pack_pairs'
+ * layout, else s_pack's); added to y unless first. */
 S_TARGET __attribute__((always_inline)) static inline void
 s_tile(float *y, int ldy, const float *x, int ldx, const float *pk, int kb, bool first,
-       __mmask16 m0, __mmask16 m1, const int R)
+       __mmask16 m0, __mmask16 m1, const bool pairs, const int R)
 {
     __m512 a0[MR], a1[MR];
 #pragma GCC unroll 12
@@ -160,14 +200,48 @@ s_tile(float *y, int ldy, const float *x, int ldx, const float *pk, int kb, bool
             a1[r] = _mm512_maskz_loadu_ps(m1, y + (size_t)r * ldy + 16);
         }
     }
-    for (int kk = 0; kk < kb; kk++) {
-        const __m512 w0 = _mm512_load_ps(pk + (size_t)kk * NR);
-        const __m512 w1 = _mm512_load_ps(pk + (size_t)kk * NR + 16);
+    if (pairs) {
+        const __m512i hi = _mm512_set1_epi32((int)0xffff0000u);
+        int q = 0;
+        for (; 2 * q + 1 < kb; q++) {
+            const __m512i u0 = _mm512_load_si512(pk + (size_t)q * NR);
+            const __m512i u1 = _mm512_load_si512(pk + (size_t)q * NR + 16);
+            const __m512 e0 = _mm512_castsi512_ps(_mm512_slli_epi32(u0, 16));
+            const __m512 e1 = _mm512_castsi512_ps(_mm512_slli_epi32(u1, 16));
+            const __m512 o0 = _mm512_castsi512_ps(_mm512_and_si512(u0, hi));
+            const __m512 o1 = _mm512_castsi512_ps(_mm512_and_si512(u1, hi));
 #pragma GCC unroll 12
-        for (int r = 0; r < R; r++) {
-            const __m512 xb = _mm512_set1_ps(x[(size_t)r * ldx + kk]);
-            a0[r] = _mm512_fmadd_ps(w0, xb, a0[r]);
-            a1[r] = _mm512_fmadd_ps(w1, xb, a1[r]);
+            for (int r = 0; r < R; r++) {
+                const __m512 xe = _mm512_set1_ps(x[(size_t)r * ldx + 2 * q]);
+                a0[r] = _mm512_fmadd_ps(e0, xe, a0[r]);
+                a1[r] = _mm512_fmadd_ps(e1, xe, a1[r]);
+                const __m512 xo = _mm512_set1_ps(x[(size_t)r * ldx + 2 * q + 1]);
+                a0[r] = _mm512_fmadd_ps(o0, xo, a0[r]);
+                a1[r] = _mm512_fmadd_ps(o1, xo, a1[r]);
+            }
+        }
+        if (2 * q < kb) {  /* an odd last column: its even half */
+            const __m512 e0 = _mm512_castsi512_ps(
+                _mm512_slli_epi32(_mm512_load_si512(pk + (size_t)q * NR), 16));
+            const __m512 e1 = _mm512_castsi512_ps(
+                _mm512_slli_epi32(_mm512_load_si512(pk + (size_t)q * NR + 16), 16));
+#pragma GCC unroll 12
+            for (int r = 0; r < R; r++) {
+                const __m512 xe = _mm512_set1_ps(x[(size_t)r * ldx + 2 * q]);
+                a0[r] = _mm512_fmadd_ps(e0, xe, a0[r]);
+                a1[r] = _mm512_fmadd_ps(e1, xe, a1[r]);
+            }
+        }
+    } else {
+        for (int kk = 0; kk < kb; kk++) {
+            const __m512 w0 = _mm512_load_ps(pk + (size_t)kk * NR);
+            const __m512 w1 = _mm512_load_ps(pk + (size_t)kk * NR + 16);
+#pragma GCC unroll 12
+            for (int r = 0; r < R; r++) {
+                const __m512 xb = _mm512_set1_ps(x[(size_t)r * ldx + kk]);
+                a0[r] = _mm512_fmadd_ps(w0, xb, a0[r]);
+                a1[r] = _mm512_fmadd_ps(w1, xb, a1[r]);
+            }
         }
     }
 #pragma GCC unroll 12
@@ -178,11 +252,12 @@ s_tile(float *y, int ldy, const float *x, int ldx, const float *pk, int kb, bool
 }
 
 #define S_CASE(R) \
-    case R: s_tile(yt, ldy, xt, ldx, pk, kb, first, m0, m1, R); break;
+    case R: s_tile(yt, ldy, xt, ldx, pk, kb, first, m0, m1, pairs, R); break;
 
 /* All m rows of x against one packed block. */
-S_TARGET static void s_tiles(float *y, int ldy, const float *x, int ldx, int m,
-                             const float *pk, int kb, bool first, int nrows)
+S_TARGET __attribute__((always_inline)) static inline void
+s_tiles(float *y, int ldy, const float *x, int ldx, int m, const float *pk, int kb, bool first,
+        int nrows, const bool pairs)
 {
     const __mmask16 m0 = (__mmask16)(nrows >= 16 ? 0xffff : (1u << nrows) - 1);
     const __mmask16 m1 = (__mmask16)(nrows >= 32 ? 0xffff
@@ -193,9 +268,21 @@ S_TARGET static void s_tiles(float *y, int ldy, const float *x, int ldx, int m,
         switch (m - i < MR ? m - i : MR) {
         S_CASE(12) S_CASE(11) S_CASE(10) S_CASE(9) S_CASE(8) S_CASE(7)
         S_CASE(6) S_CASE(5) S_CASE(4) S_CASE(3) S_CASE(2)
-        default: s_tile(yt, ldy, xt, ldx, pk, kb, first, m0, m1, 1); break;
+        default: s_tile(yt, ldy, xt, ldx, pk, kb, first, m0, m1, pairs, 1); break;
         }
     }
+}
+
+S_TARGET static void s_tiles_f32(float *y, int ldy, const float *x, int ldx, int m,
+                                 const float *pk, int kb, bool first, int nrows)
+{
+    s_tiles(y, ldy, x, ldx, m, pk, kb, first, nrows, false);
+}
+
+S_TARGET static void s_tiles_pairs(float *y, int ldy, const float *x, int ldx, int m,
+                                   const float *pk, int kb, bool first, int nrows)
+{
+    s_tiles(y, ldy, x, ldx, m, pk, kb, first, nrows, true);
 }
 
 typedef struct job {
@@ -219,9 +306,16 @@ S_TARGET static void s_chunk(void *arg, int t)
         for (int64_t p0 = 0; p0 < w->cols; p0 += KB) {
             const int kb = w->cols - p0 < KB ? (int)(w->cols - p0) : KB;
             const int64_t left = w->cols - p0 - KB;
-            s_pack(w, j, nrows, p0, kb, pk, job->bf, left < 0 ? 0 : left < KB ? (int)left : KB);
-            s_tiles(job->y + j, job->ldy, job->x + p0, job->ldx, job->m, pk, kb, p0 == 0,
-                    nrows);
+            const int pf_cols = left < 0 ? 0 : left < KB ? (int)left : KB;
+            if (job->bf) {
+                s_pack_pairs(w, j, nrows, p0, kb, (uint32_t *)pk, pf_cols);
+                s_tiles_pairs(job->y + j, job->ldy, job->x + p0, job->ldx, job->m, pk, kb,
+                              p0 == 0, nrows);
+            } else {
+                s_pack(w, j, nrows, p0, kb, pk, false, pf_cols);
+                s_tiles_f32(job->y + j, job->ldy, job->x + p0, job->ldx, job->m, pk, kb,
+                            p0 == 0, nrows);
+            }
         }
     }
 }
