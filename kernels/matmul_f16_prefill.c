@@ -56,7 +56,7 @@ enum {
 #define S_TARGET __attribute__((target("avx512f,avx2,fma,f16c")))
 
 /* 16 consecutive weights of a 16-bit row, decoded to float32. */
-S_TARGET static inline __m512 s_decode16(const uint16_t *src, bool bf)
+S_TARGET __attribute__((always_inline)) static inline __m512 s_decode16(const uint16_t *src, bool bf)
 {
     __m256i h = _mm256_loadu_si256((const __m256i *)src);
     if (bf)
@@ -65,7 +65,7 @@ S_TARGET static inline __m512 s_decode16(const uint16_t *src, bool bf)
 }
 
 /* out[c] = column c of the 16 x 16 matrix whose row r is in[r]. */
-S_TARGET static inline void s_transpose16(__m512 in[16])
+S_TARGET __attribute__((always_inline)) static inline void s_transpose16(__m512 in[16])
 {
     __m512 t[16];
     #pragma GCC unroll 16
@@ -108,7 +108,7 @@ S_TARGET static inline void s_transpose16(__m512 in[16])
 /* pk[kk * NR + r] = W[j + r][p0 + kk] for r < nrows, kk < kb; 0 for the rows
  * past nrows. */
 S_TARGET static void s_pack(const tensor_t *w, int64_t j, int nrows, int64_t p0, int kb,
-                            float *pk, bool bf, int pf_cols)
+                            float *pk, bool bf, int pf_rows)
 {
     for (int h = 0; h < NR; h += 16) {
         const uint8_t *base = (const uint8_t *)w->data + (size_t)(j + h) * w->row_stride;
@@ -124,8 +124,8 @@ S_TARGET static void s_pack(const tensor_t *w, int64_t j, int nrows, int64_t p0,
                 }
                 const uint16_t *src = (const uint16_t *)(base + (size_t)r * w->row_stride) +
                                       p0 + kk;
-                if (pf_cols > kk && (kk & 16) == 0)  /* a line: 32 weights */
-                    __builtin_prefetch(src + KB, 0, 3);
+                if (h + r < pf_rows && (kk & 16) == 0)  /* a line: 32 weights */
+                    __builtin_prefetch((const uint8_t *)src + NR * w->row_stride, 0, 3);
                 if (nk == 16) {
                     v[r] = s_decode16(src, bf);
                 } else {  /* the row's last columns: never read past them */
@@ -148,7 +148,7 @@ S_TARGET static void s_pack(const tensor_t *w, int64_t j, int nrows, int64_t p0,
  * 32-bit pairs moves 32 columns, twice s_pack's, and nothing is decoded
  * here: the tile splits each pair with a shift and a mask. */
 S_TARGET static void s_pack_pairs(const tensor_t *w, int64_t j, int nrows, int64_t p0, int kb,
-                                  uint32_t *pk, int pf_cols)
+                                  uint32_t *pk, int pf_rows)
 {
     for (int h = 0; h < NR; h += 16) {
         const uint8_t *base = (const uint8_t *)w->data + (size_t)(j + h) * w->row_stride;
@@ -164,8 +164,8 @@ S_TARGET static void s_pack_pairs(const tensor_t *w, int64_t j, int nrows, int64
                 }
                 const uint16_t *src = (const uint16_t *)(base + (size_t)r * w->row_stride) +
                                       p0 + kk;
-                if (pf_cols > kk)  /* a line: 32 weights */
-                    __builtin_prefetch(src + KB, 0, 3);
+                if (h + r < pf_rows)  /* a line: 32 weights */
+                    __builtin_prefetch((const uint8_t *)src + NR * w->row_stride, 0, 3);
                 if (nk == 32) {
                     v[r] = _mm512_loadu_ps(src);
                 } else {  /* the row's last columns: never read past them */
@@ -301,18 +301,18 @@ S_TARGET static void s_chunk(void *arg, int t)
     const int64_t j0 = (int64_t)t * job->rows_per_chunk;
     const int64_t j1 = w->rows - j0 < job->rows_per_chunk ? w->rows : j0 + job->rows_per_chunk;
     _Alignas(64) float pk[KB * NR];
-    for (int64_t j = j0; j < j1; j += NR) {
-        const int nrows = j1 - j < NR ? (int)(j1 - j) : NR;
-        for (int64_t p0 = 0; p0 < w->cols; p0 += KB) {
-            const int kb = w->cols - p0 < KB ? (int)(w->cols - p0) : KB;
-            const int64_t left = w->cols - p0 - KB;
-            const int pf_cols = left < 0 ? 0 : left < KB ? (int)left : KB;
+    for (int64_t p0 = 0; p0 < w->cols; p0 += KB) {
+        const int kb = w->cols - p0 < KB ? (int)(w->cols - p0) : KB;
+        for (int64_t j = j0; j < j1; j += NR) {
+            const int nrows = j1 - j < NR ? (int)(j1 - j) : NR;
+            const int64_t next = j1 - j - NR;  /* rows of the next block */
+            const int pf_rows = next < 0 ? 0 : next < NR ? (int)next : NR;
             if (job->bf) {
-                s_pack_pairs(w, j, nrows, p0, kb, (uint32_t *)pk, pf_cols);
+                s_pack_pairs(w, j, nrows, p0, kb, (uint32_t *)pk, pf_rows);
                 s_tiles_pairs(job->y + j, job->ldy, job->x + p0, job->ldx, job->m, pk, kb,
                               p0 == 0, nrows);
             } else {
-                s_pack(w, j, nrows, p0, kb, pk, false, pf_cols);
+                s_pack(w, j, nrows, p0, kb, pk, false, pf_rows);
                 s_tiles_f32(job->y + j, job->ldy, job->x + p0, job->ldx, job->m, pk, kb,
                             p0 == 0, nrows);
             }
