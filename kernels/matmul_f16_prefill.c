@@ -55,15 +55,6 @@ enum {
 
 #define S_TARGET __attribute__((target("avx512f,avx2,fma,f16c")))
 
-/* 16 consecutive weights of a 16-bit row, decoded to float32. */
-S_TARGET __attribute__((always_inline)) static inline __m512 s_decode16(const uint16_t *src, bool bf)
-{
-    __m256i h = _mm256_loadu_si256((const __m256i *)src);
-    if (bf)
-        return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
-    return _mm512_cvtph_ps(h);
-}
-
 /* out[c] = column c of the 16 x 16 matrix whose row r is in[r]. */
 S_TARGET __attribute__((always_inline)) static inline void s_transpose16(__m512 in[16])
 {
@@ -105,16 +96,28 @@ S_TARGET __attribute__((always_inline)) static inline void s_transpose16(__m512 
     }
 }
 
-/* pk[kk * NR + r] = W[j + r][p0 + kk] for r < nrows, kk < kb; 0 for the rows
- * past nrows. */
-S_TARGET static void s_pack(const tensor_t *w, int64_t j, int nrows, int64_t p0, int kb,
-                            float *pk, bool bf, int pf_rows)
+/* Packs columns [p0, p0 + kb) of W's rows [j, j + nrows) for the tiles, 16
+ * rows by one group of columns at a time (0 for the rows past nrows):
+ *   F16 (!pairs): pk[kk * NR + r] = W[j + r][p0 + kk] as float32 (vcvtph2ps:
+ *     exact, subnormals included), groups of 16 columns;
+ *   BF16 (pairs): pk[q * NR + r] = the 32 bits of W[j + r][p0 + 2q] (low
+ *     half) and W[j + r][p0 + 2q + 1] (high) as stored (the high half 0 past
+ *     kb), groups of 32 columns: the same transpose moves twice the columns
+ *     and decodes nothing; the tile splits each pair by a shift and a mask.
+ * Each row's lines are prefetched for the block below it (the next one
+ * packed) while the tiles multiply this one, for the first pf_rows rows:
+ * 32 interleaved row streams are more than the hardware prefetcher follows
+ * (m = 32 ran a fifth slower without). */
+S_TARGET __attribute__((always_inline)) static inline void
+s_pack(const tensor_t *w, int64_t j, int nrows, int64_t p0, int kb, float *pk, int pf_rows,
+       const bool pairs)
 {
+    const int group = pairs ? 32 : 16;
     for (int h = 0; h < NR; h += 16) {
         const uint8_t *base = (const uint8_t *)w->data + (size_t)(j + h) * w->row_stride;
-        int nr = nrows - h < 0 ? 0 : nrows - h < 16 ? nrows - h : 16;
-        for (int kk = 0; kk < kb; kk += 16) {
-            int nk = kb - kk < 16 ? kb - kk : 16;
+        const int nr = nrows - h < 0 ? 0 : nrows - h < 16 ? nrows - h : 16;
+        for (int kk = 0; kk < kb; kk += group) {
+            const int nk = kb - kk < group ? kb - kk : group;
             __m512 v[16];
 #pragma GCC unroll 16
             for (int r = 0; r < 16; r++) {
@@ -124,67 +127,31 @@ S_TARGET static void s_pack(const tensor_t *w, int64_t j, int nrows, int64_t p0,
                 }
                 const uint16_t *src = (const uint16_t *)(base + (size_t)r * w->row_stride) +
                                       p0 + kk;
-                if (h + r < pf_rows && (kk & 16) == 0)  /* a line: 32 weights */
+                if (h + r < pf_rows && (pairs || (kk & 16) == 0))  /* a line: 32 weights */
                     __builtin_prefetch((const uint8_t *)src + NR * w->row_stride, 0, 3);
-                if (nk == 16) {
-                    v[r] = s_decode16(src, bf);
-                } else {  /* the row's last columns: never read past them */
-                    uint16_t tail[16] = {0};
+                uint16_t tail[32];
+                if (nk < group) {  /* the row's last columns: never read past them */
+                    memset(tail, 0, sizeof tail);
                     memcpy(tail, src, (size_t)nk * sizeof *tail);
-                    v[r] = s_decode16(tail, bf);
+                    src = tail;
                 }
+                v[r] = pairs ? _mm512_loadu_ps(src)
+                             : _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)src));
             }
             s_transpose16(v);
+            const int n_out = pairs ? (nk + 1) / 2 : nk;
+            float *out = pk + (size_t)(pairs ? kk / 2 : kk) * NR + h;
 #pragma GCC unroll 16
-            for (int c = 0; c < nk; c++)
-                _mm512_store_ps(pk + (size_t)(kk + c) * NR + h, v[c]);
-        }
-    }
-}
-
-/* BF16: pk[q * NR + r] = the 32 bits of W[j + r][p0 + 2q] (low half) and
- * W[j + r][p0 + 2q + 1] (high), as stored, for r < nrows, 2q < kb (the
- * high half 0 past kb); 0 for the rows past nrows. A 16 x 16 transpose of
- * 32-bit pairs moves 32 columns, twice s_pack's, and nothing is decoded
- * here: the tile splits each pair with a shift and a mask. */
-S_TARGET static void s_pack_pairs(const tensor_t *w, int64_t j, int nrows, int64_t p0, int kb,
-                                  uint32_t *pk, int pf_rows)
-{
-    for (int h = 0; h < NR; h += 16) {
-        const uint8_t *base = (const uint8_t *)w->data + (size_t)(j + h) * w->row_stride;
-        int nr = nrows - h < 0 ? 0 : nrows - h < 16 ? nrows - h : 16;
-        for (int kk = 0; kk < kb; kk += 32) {
-            int nk = kb - kk < 32 ? kb - kk : 32;
-            __m512 v[16];
-#pragma GCC unroll 16
-            for (int r = 0; r < 16; r++) {
-                if (r >= nr) {
-                    v[r] = _mm512_setzero_ps();
-                    continue;
-                }
-                const uint16_t *src = (const uint16_t *)(base + (size_t)r * w->row_stride) +
-                                      p0 + kk;
-                if (h + r < pf_rows)  /* a line: 32 weights */
-                    __builtin_prefetch((const uint8_t *)src + NR * w->row_stride, 0, 3);
-                if (nk == 32) {
-                    v[r] = _mm512_loadu_ps(src);
-                } else {  /* the row's last columns: never read past them */
-                    uint16_t tail[32] = {0};
-                    memcpy(tail, src, (size_t)nk * sizeof *tail);
-                    v[r] = _mm512_loadu_ps(tail);
-                }
-            }
-            s_transpose16(v);
-#pragma GCC unroll 16
-            for (int c = 0; c < (nk + 1) / 2; c++)
-                _mm512_store_ps((float *)pk + (size_t)(kk / 2 + c) * NR + h, v[c]);
+            for (int c = 0; c < n_out; c++)
+                _mm512_store_ps(out + (size_t)c * NR, v[c]);
         }
     }
 }
 
 /* y[i][j..j+32) (masks m0, m1 for the two halves) for R rows of x from x
- * (row stride ldx), columns [0, kb) of the packed block (pairs: s_pack_pairs'
- * layout, else s_pack's); added to y unless first. */
+ * (row stride ldx), columns [0, kb) of a block s_pack packed (pairs or
+ * not); added to y unless first. Each accumulator takes its products in
+ * increasing column order. */
 S_TARGET __attribute__((always_inline)) static inline void
 s_tile(float *y, int ldy, const float *x, int ldx, const float *pk, int kb, bool first,
        __mmask16 m0, __mmask16 m1, const bool pairs, const int R)
@@ -273,16 +240,21 @@ s_tiles(float *y, int ldy, const float *x, int ldx, int m, const float *pk, int 
     }
 }
 
-S_TARGET static void s_tiles_f32(float *y, int ldy, const float *x, int ldx, int m,
-                                 const float *pk, int kb, bool first, int nrows)
+/* One block of F16 and of BF16: packed, then all m rows of x against it. */
+S_TARGET static void s_block_f16(const tensor_t *w, int64_t j, int nrows, int64_t p0, int kb,
+                                 int pf_rows, float *pk, float *y, int ldy, const float *x,
+                                 int ldx, int m)
 {
-    s_tiles(y, ldy, x, ldx, m, pk, kb, first, nrows, false);
+    s_pack(w, j, nrows, p0, kb, pk, pf_rows, false);
+    s_tiles(y, ldy, x, ldx, m, pk, kb, p0 == 0, nrows, false);
 }
 
-S_TARGET static void s_tiles_pairs(float *y, int ldy, const float *x, int ldx, int m,
-                                   const float *pk, int kb, bool first, int nrows)
+S_TARGET static void s_block_bf16(const tensor_t *w, int64_t j, int nrows, int64_t p0, int kb,
+                                  int pf_rows, float *pk, float *y, int ldy, const float *x,
+                                  int ldx, int m)
 {
-    s_tiles(y, ldy, x, ldx, m, pk, kb, first, nrows, true);
+    s_pack(w, j, nrows, p0, kb, pk, pf_rows, true);
+    s_tiles(y, ldy, x, ldx, m, pk, kb, p0 == 0, nrows, true);
 }
 
 typedef struct job {
@@ -307,15 +279,9 @@ S_TARGET static void s_chunk(void *arg, int t)
             const int nrows = j1 - j < NR ? (int)(j1 - j) : NR;
             const int64_t next = j1 - j - NR;  /* rows of the next block */
             const int pf_rows = next < 0 ? 0 : next < NR ? (int)next : NR;
-            if (job->bf) {
-                s_pack_pairs(w, j, nrows, p0, kb, (uint32_t *)pk, pf_rows);
-                s_tiles_pairs(job->y + j, job->ldy, job->x + p0, job->ldx, job->m, pk, kb,
-                              p0 == 0, nrows);
-            } else {
-                s_pack(w, j, nrows, p0, kb, pk, false, pf_rows);
-                s_tiles_f32(job->y + j, job->ldy, job->x + p0, job->ldx, job->m, pk, kb,
-                            p0 == 0, nrows);
-            }
+            (job->bf ? s_block_bf16 : s_block_f16)(w, j, nrows, p0, kb, pf_rows, pk,
+                                                   job->y + j, job->ldy, job->x + p0,
+                                                   job->ldx, job->m);
         }
     }
 }
