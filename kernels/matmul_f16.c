@@ -1,6 +1,7 @@
 /* matmul_f16: F16 and BF16 weights (kernels/matmul_tile.h has the kernels
- * and their numerics). F16 on the AVX2 path needs F16C (every AVX2 CPU we
- * know has it; without it, the portable product). */
+ * and their numerics; above GEMM_SMALL_MAX_ROWS rows on the AVX-512 path,
+ * kernels/matmul_f16_prefill.c). F16 on the AVX2 path needs F16C (every
+ * AVX2 CPU we know has it; without it, the portable product). */
 #include <stdbool.h>
 
 #include "kernels/gemm_small.h"

@@ -1,41 +1,55 @@
 /* matmul_f16_prefill: y = x W^T for F16 and BF16 weights and more than
- * GEMM_SMALL_MAX_ROWS rows of x on the AVX-512 path, straight from the
- * 16-bit weights (matmul_private.h).
+ * GEMM_SMALL_MAX_ROWS rows of x on the AVX-512 path, from the 16-bit
+ * weights as stored (matmul_private.h).
  *
  * Why: the generic prefill path (kernels/matmul.c) decodes W into a float
- * tile and hands it to OpenBLAS's sgemm, which packs it once more and, on
- * the Zen 5 development machine (Cooperlake kernels), reaches 130-180
- * GFLOP/s on 2 threads, about a third of the cores' FMA peak; BF16 prefill
- * ran at 1.25x llama.cpp's F16 where issue 12 asks 1.5x.
+ * tile and hands it to OpenBLAS's sgemm, which packs it once more; on the
+ * 2-core Zen 5 development machine (Cooperlake kernels) that ran BF16
+ * prefill at 1.25x llama.cpp's F16 where issue 12 asks 1.5x, at 100-260
+ * GFLOP/s on 2 threads against an FMA peak of about 2 x 228.
  *
- * How: the classic outer-product kernel of an sgemm, with W as the packed
- * operand. Per thread, a block of NR = 32 W rows by KB columns is decoded
- * (BF16: zero-extend, shift left 16; F16: vcvtph2ps, exact subnormals
- * included) and transposed into a stack buffer pk[kk][32] (32 KB), so one
- * vector holds 16 W rows' weights at one column. A tile of up to MR = 12
- * rows of x then keeps 12 x 2 accumulators of 16 outputs each (24 zmm):
- * per column it loads the 2 W vectors and, per row of x, broadcasts x[i][p]
- * from x itself and issues 2 FMAs. That is 24 FMAs per 14 loads and no
- * horizontal sum; m is covered in tiles of 12 (the last one 1 to 12 rows,
- * nothing wasted on padding) and W's rows in blocks of 32 (masked stores for
- * the last). Decoding and transposing cost about 0.5 instructions per weight
- * once per call, against m / 16 FMAs per weight.
+ * How: the outer-product kernel of an sgemm, with W as the packed operand.
+ * Per thread, a block of NR = 32 W rows by KB = 256 columns is transposed
+ * into a 32 KB stack buffer so that one vector holds 16 W rows at one
+ * column (s_pack): F16 decoded to float32 there (vcvtph2ps, exact); BF16
+ * kept as stored, 32-bit pairs of adjacent columns, which halves the
+ * transposes and leaves the decoding to the tile, two ALU ops per vector
+ * (shift left 16: the even column's float32; and 0xffff0000: the odd's). A
+ * tile of up to MR = 12 rows of x keeps 12 x 2 accumulators of 16 outputs
+ * (24 zmm): per column it loads (or splits) the 2 W vectors and, per row
+ * of x, broadcasts x[i][p] from x in place and issues 2 FMAs, 24 FMAs per
+ * 14 loads, no horizontal sums. m is covered in tiles of 12 and a last one
+ * of 1 to 12 rows (no padding: experts see m of 17 to 60 in a prefill),
+ * W's rows in blocks of 32 (masked stores for the last), k in blocks of
+ * 256 and a last one of any length (the pack zero-pads its last group).
+ * Packing costs about 0.2 (BF16) to 0.5 (F16) instructions per weight, once
+ * per call, against m / 16 FMAs per weight.
  *
- * Numerics: every product is float32 x[i][p] times the exact decoded
- * weight, summed by FMAs in increasing p into one float32 accumulator per
- * output (carried in y between column blocks: a float store and load,
- * exact). That is a float32 dot product of length k, within the bound
- * tests/test_matmul.c holds every kernel to; it is not batch-invariant in
- * its bits (a row's results do not depend on the others here either, but
- * matmul.h promises nothing above 16 rows).
+ * Order: W's rows are cut into chunks over the compute pool (about 4 per
+ * thread, so a busy core's share moves to the other); a chunk walks the
+ * column blocks and, within one, its row blocks, so the x block (m x 256
+ * floats, 128 KB at m = 128) and the chunk's y stay in L2 while W streams
+ * from memory once per call; each pack prefetches the rows of the next
+ * block. The K-outer order measured 6% faster than rows-outer at m = 128;
+ * KB = 512 for BF16 (the same 32 KB) no faster.
  *
- * Order: the rows of W are cut into chunks over the compute pool (about 4
- * per thread); a chunk walks the column blocks in order and, for each, its
- * W blocks, so the x block (m x KB floats, 128 KB at m = 128) and the
- * chunk's y stay in L2 while W streams from memory once per call.
+ * Numerics: every product is float32 x[i][p] times the exact weight,
+ * summed by FMAs in increasing p into one float32 accumulator per output
+ * (carried in y between column blocks: a float store and load, exact), a
+ * float32 dot product of length k, within the bound tests/test_matmul.c
+ * holds every kernel to. Not vdpbf16ps: it would round x to bfloat16. Not
+ * batch-invariant in its bits beyond what matmul.h promises (nothing above
+ * 16 rows), though a row's results here depend on that row alone.
  *
- * Measured on the 2-core Zen 5 development machine (see the commit that
- * added this file for the figures and the load they were taken under).
+ * Measured (2026-12-08, the shared 2-core Zen 5, load average 1.5-1.8,
+ * interleaved runs against the previous path; the machine's speed varies
+ * 2x from minute to minute, so medians): bench-gemm --threads 2 --prefill
+ * 128, GFLOP/s on (2816 x 1024) / (1024 x 2816), 3 runs each: BF16 125 /
+ * 199 -> 350 / 327, F16 250 / 205 -> 290 / 289, OpenBLAS F32 (unchanged)
+ * 145-295; one thread, W past the caches, m = 32 / 128: BF16 about 160 /
+ * 190, F16 150 / 170 (peak 228 on this core). bench-core (medium model,
+ * 128-token prompt, 2 threads) prefill, 5 pairs: --dtype bfloat16 390 ->
+ * 735 tokens/s, float16 (2 pairs) 429 -> 697, float32 (OpenBLAS) 500-510.
  */
 #include <assert.h>
 #include <immintrin.h>
@@ -107,7 +121,7 @@ S_TARGET __attribute__((always_inline)) static inline void s_transpose16(__m512 
  * Each row's lines are prefetched for the block below it (the next one
  * packed) while the tiles multiply this one, for the first pf_rows rows:
  * 32 interleaved row streams are more than the hardware prefetcher follows
- * (m = 32 ran a fifth slower without). */
+ * (m = 32 ran 15% slower without). */
 S_TARGET __attribute__((always_inline)) static inline void
 s_pack(const tensor_t *w, int64_t j, int nrows, int64_t p0, int kb, float *pk, int pf_rows,
        const bool pairs)
