@@ -63,7 +63,7 @@
 enum {
     NR = 32,               /* W rows per packed block: 2 vectors */
     MR = 12,               /* x rows per tile: 24 accumulators */
-    KB = 256,              /* columns per packed block: 32 KB of floats */
+    KB = 256,              /* columns per packed block: 32 KB as floats (F16), 16 as pairs */
     CHUNKS_PER_THREAD = 4,
 };
 
@@ -128,7 +128,6 @@ s_pack(const tensor_t *w, int64_t j, int nrows, int64_t p0, int kb, float *pk, i
 {
     const int group = pairs ? 32 : 16;
     for (int h = 0; h < NR; h += 16) {
-        const uint8_t *base = (const uint8_t *)w->data + (size_t)(j + h) * w->row_stride;
         const int nr = nrows - h < 0 ? 0 : nrows - h < 16 ? nrows - h : 16;
         for (int kk = 0; kk < kb; kk += group) {
             const int nk = kb - kk < group ? kb - kk : group;
@@ -139,8 +138,9 @@ s_pack(const tensor_t *w, int64_t j, int nrows, int64_t p0, int kb, float *pk, i
                     v[r] = _mm512_setzero_ps();
                     continue;
                 }
-                const uint16_t *src = (const uint16_t *)(base + (size_t)r * w->row_stride) +
-                                      p0 + kk;
+                const uint16_t *src =
+                    (const uint16_t *)((const uint8_t *)w->data +
+                                       (size_t)(j + h + r) * w->row_stride) + p0 + kk;
                 if (h + r < pf_rows && (pairs || (kk & 16) == 0))  /* a line: 32 weights */
                     __builtin_prefetch((const uint8_t *)src + NR * w->row_stride, 0, 3);
                 uint16_t tail[32];
