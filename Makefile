@@ -46,7 +46,8 @@ KERNELS_SRC := kernels/gemm_blas.c kernels/gemm_small.c kernels/gemm_ref.c kerne
                kernels/rope.c kernels/softmax.c kernels/ffn.c kernels/attention.c \
                kernels/mla.c
 KERNELS_SRC += kernels/matmul.c kernels/matmul_q.c
-KERNELS_SRC += kernels/matmul_f16.c kernels/matmul_fp8.c kernels/matmul_mxfp4.c
+KERNELS_SRC += kernels/matmul_f16.c kernels/matmul_f16_prefill.c kernels/matmul_fp8.c \
+               kernels/matmul_mxfp4.c
 MODEL_SRC   := model/config.c model/safetensors.c model/st_writer.c \
                model/synth.c model/arch.c model/placement.c model/planner.c \
                model/genconfig.c model/expert_layout.c model/mxfp4.c \

@@ -225,7 +225,9 @@ static void s_run_parts(compute_t *cx, float *y, int ldy, const float *x, int ld
     pool_run(compute_pool(cx), s_run_chunk, &job, job.n_chunks);
 }
 
-/* The prefill path (more than GEMM_SMALL_MAX_ROWS rows): blocks of PF_ROWS x
+/* The prefill path (more than GEMM_SMALL_MAX_ROWS rows; F16 and BF16 on the
+ * AVX-512 path have a kernel of their own, kernels/matmul_f16_prefill.c,
+ * about twice as fast there): blocks of PF_ROWS x
  * PF_COLS weights decoded into a float tile (1 MB, in L2/L3) by the format's
  * vector decoder, then OpenBLAS's sgemm on the tile, accumulating over the
  * column blocks (beta 1 after the first). Chosen over running the decode

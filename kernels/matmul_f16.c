@@ -1,8 +1,10 @@
 /* matmul_f16: F16 and BF16 weights (kernels/matmul_tile.h has the kernels
- * and their numerics). F16 on the AVX2 path needs F16C (every AVX2 CPU we
- * know has it; without it, the portable product). */
+ * and their numerics; above GEMM_SMALL_MAX_ROWS rows on the AVX-512 path,
+ * kernels/matmul_f16_prefill.c). F16 on the AVX2 path needs F16C (every
+ * AVX2 CPU we know has it; without it, the portable product). */
 #include <stdbool.h>
 
+#include "kernels/gemm_small.h"
 #include "kernels/matmul_private.h"
 #include "kernels/matmul_tile.h"
 
@@ -63,6 +65,10 @@ void matmul_f16(compute_t *cx, float *y, int ldy, const float *x, int ldx,
     const bool bf = w->dtype == DTYPE_BF16;
     switch (compute_path(cx)) {
     case COMPUTE_PATH_AVX512:
+        if (m > GEMM_SMALL_MAX_ROWS) {
+            matmul_f16_prefill(cx, y, ldy, x, ldx, w, m);
+            return;
+        }
         matmul_run(cx, y, ldy, x, ldx, w, m, bf ? s_part_bf16_avx512 : s_part_f16_avx512,
                    bf ? s_dec_bf16_avx512 : s_dec_f16_avx512, 1);
         return;

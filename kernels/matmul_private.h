@@ -53,6 +53,13 @@ matmul_decode_fn *matmul_f16_decoder(compute_t *cx, const tensor_t *w);
 matmul_decode_fn *matmul_fp8_decoder(compute_t *cx, const tensor_t *w);
 matmul_decode_fn *matmul_mxfp4_decoder(compute_t *cx, const tensor_t *w);
 
+/* matmul() for F16 and BF16 weights and more than GEMM_SMALL_MAX_ROWS rows
+ * of x on the AVX-512 path (cx's path must be COMPUTE_PATH_AVX512): the
+ * weights decoded in registers for FMAs near the cores' peak
+ * (kernels/matmul_f16_prefill.c). */
+void matmul_f16_prefill(compute_t *cx, float *y, int ldy, const float *x, int ldx,
+                        const tensor_t *w, int m);
+
 /* The float formats' entry points (kernels/matmul_f16.c, matmul_fp8.c,
  * matmul_mxfp4.c): matmul() for their dtype on cx's path. */
 void matmul_f16(compute_t *cx, float *y, int ldy, const float *x, int ldx,
