@@ -533,7 +533,10 @@ s_pack_into(const tensor_t *w, int64_t j, int nrows, int64_t b0, int nbs, uint8_
                 /* The same blocks PACK_AHEAD rows on, which the part packs
                  * next (or after next): a pack reads 8 rows at once, streams
                  * the hardware prefetcher follows poorly, and the prefill
-                 * kernel otherwise waits on them. */
+                 * kernel otherwise waited on them (the packs took 40 % of
+                 * its time in perf). Medium preset, 128-token prefill, 2
+                 * threads, Zen 5, 6 interleaved runs: q4_0 1080 -> 1204
+                 * tokens/s, q8_0 1034 -> 1122 (medians). */
                 if (s_prefetch_step(q4, b0 + bb) && j + r + PACK_AHEAD < w->rows)
                     _mm_prefetch((const char *)s_wrow(w, j + r + PACK_AHEAD) +
                                      (size_t)(b0 + bb) * bytes, _MM_HINT_T0);
