@@ -17,6 +17,7 @@
 #include "engine/routing.h"
 #include "kernels/attention.h"
 #include "kernels/compute.h"
+#include "kernels/ffn.h"
 #include "kernels/gemm.h"
 #include "kernels/matmul.h"
 #include "kernels/rmsnorm.h"
@@ -302,16 +303,9 @@ static void s_project_qkv(forward_t *self, const layer_weights_t *lw, const floa
     };
     matmul_many(self->cx, ops, 3);
     const float *bias[3] = {lw->q_bias, lw->k_bias, lw->v_bias};
-    for (int p = 0; p < 3; p++) {
-        if (!bias[p])
-            continue;
-        const int out = (int)ops[p].w->rows;
-        for (int r = 0; r < n; r++) {
-            float *yr = ops[p].y + (size_t)r * ops[p].ldy;
-            for (int j = 0; j < out; j++)
-                yr[j] = yr[j] + bias[p][j];
-        }
-    }
+    for (int p = 0; p < 3; p++)
+        if (bias[p])
+            ffn_bias_add(ops[p].y, ops[p].ldy, bias[p], n, (int)ops[p].w->rows);
 }
 
 /* h = x + o_proj(attention(rope(q), rope(k), v)) for the rows of micro-batch

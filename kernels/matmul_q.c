@@ -890,31 +890,36 @@ static int32_t s_bsum_mul(s_part_fn *part)
                                                                 : 0;
 }
 
-/* Bytes of scratch the quantized x of an (m, k) product takes for part. */
-static size_t s_act_bytes(s_part_fn *part, int m, int64_t k)
+/* Where the quantized x of an (m, k) product for part lies in its scratch:
+ * bytes, then scales, group sums and block sums (each 64-byte aligned; the
+ * sums only where part needs them). Returns the bytes it takes. */
+typedef struct act_layout {
+    size_t d, sums, bsums, total;
+} act_layout_t;
+
+static act_layout_t s_act_layout(s_part_fn *part, int m, int64_t k)
 {
-    size_t nb = (size_t)k / QB;
-    size_t qbytes = ((size_t)m * (size_t)k + 63) & ~(size_t)63;
-    size_t dbytes = ((size_t)m * nb * sizeof(float) + 63) & ~(size_t)63;
-    size_t sbytes = s_sum_mul(part) ? (size_t)m * (size_t)k / 4 * sizeof(int32_t) : 0;
-    size_t bbytes = s_bsum_mul(part) ? (size_t)m * nb * sizeof(int32_t) : 0;
-    return (qbytes + dbytes + sbytes + bbytes + 63) & ~(size_t)63;
+    const size_t nb = (size_t)k / QB;
+    act_layout_t l = {.d = ((size_t)m * (size_t)k + 63) & ~(size_t)63};
+    l.sums = l.d + (((size_t)m * nb * sizeof(float) + 63) & ~(size_t)63);
+    l.bsums = l.sums + (s_sum_mul(part) ? (size_t)m * (size_t)k / 4 * sizeof(int32_t) : 0);
+    l.total = l.bsums + (s_bsum_mul(part) ? (size_t)m * nb * sizeof(int32_t) : 0);
+    l.total = (l.total + 63) & ~(size_t)63;
+    return l;
 }
 
 /* Quantizes the m rows of x (stride ldx, k values) for part into buf
- * (s_act_bytes() of them) and describes them in *a. */
+ * (s_act_layout()'s total) and describes them in *a. */
 static void s_quantize(s_part_fn *part, const float *x, int ldx, int m, int64_t k,
                        uint8_t *buf, act_t *a)
 {
     const int64_t nb = k / QB;
     const int32_t sum_mul = s_sum_mul(part), bsum_mul = s_bsum_mul(part);
-    size_t qbytes = ((size_t)m * (size_t)k + 63) & ~(size_t)63;
-    size_t dbytes = ((size_t)m * (size_t)nb * sizeof(float) + 63) & ~(size_t)63;
-    size_t sbytes = sum_mul ? (size_t)m * (size_t)k / 4 * sizeof(int32_t) : 0;
+    const act_layout_t l = s_act_layout(part, m, k);
     int8_t *qs = (int8_t *)buf;
-    float *d = (float *)(buf + qbytes);
-    int32_t *sums = sum_mul ? (int32_t *)(buf + qbytes + dbytes) : NULL;
-    int32_t *bsums = bsum_mul ? (int32_t *)(buf + qbytes + dbytes + sbytes) : NULL;
+    float *d = (float *)(buf + l.d);
+    int32_t *sums = sum_mul ? (int32_t *)(buf + l.sums) : NULL;
+    int32_t *bsums = bsum_mul ? (int32_t *)(buf + l.bsums) : NULL;
     for (int i = 0; i < m; i++) {
         const float *xi = x + (size_t)i * (size_t)ldx;
         int8_t *qi = qs + (size_t)i * (size_t)k;
@@ -965,7 +970,7 @@ static void s_matmul_batch(compute_t *cx, const matmul_op_t *ops, int n)
         shared[i] = s_same_act(ops, (const s_part_fn *const *)parts, i);
         offset[i] = total;
         if (shared[i] < 0)
-            total += s_act_bytes(parts[i], ops[i].m, ops[i].w->cols);
+            total += s_act_layout(parts[i], ops[i].m, ops[i].w->cols).total;
         w_bytes += (size_t)ops[i].w->rows * ops[i].w->row_stride;
     }
     uint8_t *buf = s_scratch(total);
